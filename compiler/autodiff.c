@@ -1,0 +1,369 @@
+/* autodiff.c -- reverse mode, symbol to symbol.
+ *
+ * The gradient of the loss is built as ordinary IR appended to the graph: each op's
+ * gradient rule (beside its shape rule in ops_*.c) makes nodes from ordinary ops, and
+ * fan-out is summed by one helper (ad_acc), which also undoes broadcasting.  So the
+ * optimizer passes and the emitters need no special cases for backward code, and
+ * gradients with respect to inputs (adversarial training) come for free.
+ *
+ * Only nodes on a path from a requested leaf (parameters and/or real inputs) to the
+ * loss are differentiated; everything else is pruned before it is made.
+ *
+ * Loops: a LOOP node's backward is another LOOP node over the same steps in reverse.
+ * Its body is the forward body differentiated by the same machinery, reading the
+ * forward values of step t through LOOP_SAVED nodes (the forward loop keeps every body
+ * value per step); it carries the gradients of the loop-carried values and one
+ * accumulator per captured outer value (shared parameters sum over steps).
+ */
+#include "cdlc.h"
+
+#include <string.h>
+
+struct AD {
+    const Graph *src;      /* the graph being differentiated (immutable during the sweep) */
+    Graph *dst;            /* where gradient nodes go */
+    bool *need;            /* src node lies on a wrt -> loss path */
+    int *gsum;             /* src node -> dst node of its accumulated gradient, or -1 */
+    int *xmap;             /* src node -> dst node holding its forward value, -1 = not yet */
+    int **cot;             /* LOOP src node -> cotangents of its results (dst ids or -1) */
+    /* loop bodies only */
+    int fwd_loop;          /* the forward LOOP node's id in the enclosing dst graph */
+    int *caps;             /* enclosing dst id -> capture node in dst body (lazy), or -1 */
+    int ncaps_outer;
+};
+
+Graph *ad_dst(AD *ad) { return ad->dst; }
+const Graph *ad_src(AD *ad) { return ad->src; }
+
+/* ------------------------------------------------------------------ body value maps */
+
+static int body_capture(AD *ad, int outer) {
+    if (ad->caps[outer] >= 0) return ad->caps[outer];
+    Attrs at = {.i = {outer}};
+    int c = ir_add(ad->dst, OP_LOOP_CAPTURE, ad->dst->parent->n[outer].loc, 0, NULL, &at, NULL, DT_REAL);
+    if (c < 0) die("capture failed");
+    ad->caps[outer] = c;
+    return c;
+}
+
+int ad_x(AD *ad, int s) {
+    if (!ad->caps) return s; /* top level: the gradient graph extends the forward one */
+    if (ad->xmap[s] >= 0) return ad->xmap[s];
+    const Node *n = &ad->src->n[s];
+    int x;
+    if (n->op == OP_LOOP_CAPTURE) {
+        x = body_capture(ad, (int)n->ia[0]);
+    } else {
+        Attrs at = {.i = {ad->fwd_loop, s}};
+        x = ir_add(ad->dst, OP_LOOP_SAVED, n->loc, 0, NULL, &at, &n->shape, n->dtype);
+        if (x < 0) die("saved value failed");
+        ad->dst->n[x].var = n->var;
+    }
+    ad->xmap[s] = x;
+    return x;
+}
+
+int ad_add(AD *ad, int s, Op op, int nin, const int *in, const Attrs *at, const Shape *hint) {
+    Loc loc = ad->src->n[s].loc;
+    int id = ir_add(ad->dst, op, loc, nin, in, at, hint, DT_REAL);
+    if (id < 0) die("gradient of %s (node %d) made an ill-shaped %s", op_info[ad->src->n[s].op].name, s, op_info[op].name);
+    ad->dst->n[id].flags |= NF_GRAD;
+    return id;
+}
+
+/* Zeros shaped like src node s. */
+static int zeros_like(AD *ad, int s) {
+    const Node *n = &ad->src->n[s];
+    Attrs at = {0};
+    return ad_add(ad, s, OP_CONST, 0, NULL, &at, &n->shape);
+}
+
+/* Sum grad (a dst node) over the axes that broadcasting added to reach src node s's shape. */
+static int unbroadcast(AD *ad, int s, int grad) {
+    const Shape *want = &ad->src->n[s].shape;
+    Shape have = ad->dst->n[grad].shape;
+    if (shape_eq(want, &have)) return grad;
+    int64_t mask = 0;
+    int lead = have.rank - want->rank;
+    if (lead < 0) die("unbroadcast: gradient rank %d below value rank %d", have.rank, want->rank);
+    for (int i = 0; i < have.rank; i++)
+        if (i < lead || (want->d[i - lead] == 1 && have.d[i] != 1)) mask |= (int64_t)1 << i;
+    int r = grad;
+    if (mask) {
+        Attrs at = {.i = {mask, 1}};
+        r = ad_add(ad, s, OP_SUM, 1, &r, &at, NULL);
+    }
+    if (!shape_eq(&ad->dst->n[r].shape, want)) {
+        Shape h = *want;
+        r = ad_add(ad, s, OP_RESHAPE, 1, &r, NULL, &h);
+    }
+    return r;
+}
+
+void ad_acc(AD *ad, int s, int grad) {
+    if (!ad->need[s]) return;
+    grad = unbroadcast(ad, s, grad);
+    if (ad->gsum[s] < 0) {
+        ad->gsum[s] = grad;
+    } else {
+        int in[2] = {ad->gsum[s], grad};
+        ad->gsum[s] = ad_add(ad, s, OP_ADD, 2, in, NULL, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ which nodes */
+
+/* A node can carry gradient unless it is an integer, a stop_gradient, or the output of
+ * an op without a gradient (backward helpers). */
+static bool differentiable(const Node *n) {
+    if (n->dtype != DT_REAL) return false;
+    unsigned f = op_info[n->op].flags;
+    return (f & (OPF_DIFF | OPF_CTRL)) && n->op != OP_STOP_GRAD;
+}
+
+/* need_fwd: depends on a wrt leaf (wrt[i] marks leaves; carry/capture leaves of bodies
+ * come from the caller through wrt as well). */
+static void forward_need(const Graph *g, const bool *wrt, bool *fw) {
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        fw[i] = wrt[i];
+        if (fw[i] || !differentiable(n)) continue;
+        for (int k = 0; k < n->nin && !fw[i]; k++) fw[i] = fw[n->in[k]];
+    }
+}
+
+/* reach: the seeds depend on it. */
+static void backward_reach(const Graph *g, const int *seeds, int nseeds, bool *rb) {
+    memset(rb, 0, sizeof(bool) * (size_t)g->len);
+    for (int k = 0; k < nseeds; k++)
+        if (seeds[k] >= 0) rb[seeds[k]] = true;
+    for (int i = g->len - 1; i >= 0; i--)
+        if (rb[i])
+            for (int k = 0; k < g->n[i].nin; k++) rb[g->n[i].in[k]] = true;
+}
+
+/* ------------------------------------------------------------------ the sweep */
+
+static void sweep(AD *ad);
+
+/* Cotangent of result k of loop L, recorded when its LOOP_OUT is swept. */
+static void record_loop_out(AD *ad, int s) {
+    const Node *n = &ad->src->n[s];
+    int L = n->in[0];
+    const Graph *b = ad->src->n[L].sub;
+    if (!ad->cot[L]) {
+        ad->cot[L] = NEWN(int, b->nres);
+        for (int k = 0; k < b->nres; k++) ad->cot[L][k] = -1;
+    }
+    int k = (int)n->ia[0];
+    int g = ad->gsum[s];
+    if (ad->cot[L][k] < 0) ad->cot[L][k] = g;
+    else {
+        int in[2] = {ad->cot[L][k], g};
+        ad->cot[L][k] = ad_add(ad, s, OP_ADD, 2, in, NULL, NULL);
+    }
+}
+
+/* The backward of forward loop L (a src node of ad, top level). */
+static void grad_loop(AD *ad, int L) {
+    const Node *ln = &ad->src->n[L];
+    const Graph *fb = ln->sub;
+    int nc = fb->ncarry;
+    int *cot = ad->cot[L];
+
+    /* Which body nodes need gradients: a fixpoint, since a carried value needs one when
+     * its initial value does or when the next step's value does. */
+    bool *wrt = NEWN(bool, fb->len), *fw = NEWN(bool, fb->len);
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (int i = 0; i < fb->len; i++) {
+            const Node *n = &fb->n[i];
+            if (n->op == OP_LOOP_CAPTURE) wrt[i] = ad->need[n->ia[0]] || wrt[i];
+            if (n->op == OP_LOOP_CARRY) wrt[i] = wrt[i] || ad->need[ln->in[n->ia[0]]];
+        }
+        forward_need(fb, wrt, fw);
+        for (int i = 0; i < fb->len; i++) {
+            const Node *n = &fb->n[i];
+            if (n->op == OP_LOOP_CARRY && !wrt[i] && fw[fb->res[n->ia[0]]]) wrt[i] = changed = true;
+        }
+    }
+    int *seeds = NEWN(int, fb->nres);
+    for (int k = 0; k < fb->nres; k++) seeds[k] = cot && cot[k] >= 0 ? fb->res[k] : -1;
+    bool *rb = NEWN(bool, fb->len);
+    backward_reach(fb, seeds, fb->nres, rb);
+    /* carried values feed the next step: their results are reached if the carry is */
+    changed = true;
+    while (changed) {
+        changed = false;
+        for (int i = 0; i < fb->len; i++)
+            if (fb->n[i].op == OP_LOOP_CARRY && rb[i] && !rb[fb->res[fb->n[i].ia[0]]]) {
+                seeds[fb->n[i].ia[0]] = fb->res[fb->n[i].ia[0]];
+                backward_reach(fb, seeds, fb->nres, rb);
+                changed = true;
+            }
+    }
+
+    Graph *dst = ad->dst;
+    Graph *bb = ir_body_new(dst);
+    AD sub = {.src = fb, .dst = bb, .fwd_loop = L};
+    sub.need = NEWN(bool, fb->len);
+    sub.gsum = NEWN(int, fb->len);
+    sub.xmap = NEWN(int, fb->len);
+    sub.cot = NEWN(int *, fb->len);
+    for (int i = 0; i < fb->len; i++) {
+        sub.need[i] = fw[i] && rb[i];
+        sub.gsum[i] = sub.xmap[i] = -1;
+    }
+    sub.caps = NEWN(int, dst->len + 1);
+    for (int i = 0; i <= dst->len; i++) sub.caps[i] = -1;
+
+    /* Backward carries: gradients of the carried values, then one accumulator per
+     * captured outer value that needs a gradient. */
+    int nbc = 0, *bc_src = NEWN(int, fb->len + nc), *bc_init = NEWN(int, fb->len + nc);
+    int *carry_node = NEWN(int, nc);
+    for (int k = 0; k < nc; k++) carry_node[k] = -1;
+    for (int i = 0; i < fb->len; i++)
+        if (fb->n[i].op == OP_LOOP_CARRY) carry_node[fb->n[i].ia[0]] = i;
+    int first_acc;
+    for (int k = 0; k < nc; k++) {
+        int cn = carry_node[k];
+        if (cn < 0 || !sub.need[cn]) continue;
+        bc_src[nbc] = cn;
+        bc_init[nbc] = cot && cot[k] >= 0 ? cot[k] : zeros_like(ad, ln->in[k]);
+        nbc++;
+    }
+    first_acc = nbc;
+    for (int i = 0; i < fb->len; i++) {
+        const Node *n = &fb->n[i];
+        if (n->op != OP_LOOP_CAPTURE || !sub.need[i]) continue;
+        bc_src[nbc] = i;
+        bc_init[nbc] = zeros_like(ad, (int)n->ia[0]);
+        nbc++;
+    }
+    int *bc_node = NEWN(int, nbc > 0 ? nbc : 1);
+    for (int j = 0; j < nbc; j++) {
+        Attrs at = {.i = {j}};
+        const Node *s = &fb->n[bc_src[j]];
+        bc_node[j] = ir_add(bb, OP_LOOP_CARRY, s->loc, 0, NULL, &at, &s->shape, DT_REAL);
+        bb->n[bc_node[j]].flags |= NF_GRAD;
+        bb->n[bc_node[j]].var = s->var;
+    }
+
+    /* Seeds: next step's carried gradients, and this step's slice of each collected
+     * result's gradient. */
+    for (int j = 0; j < first_acc; j++) {
+        int k = (int)fb->n[bc_src[j]].ia[0];
+        ad_acc(&sub, fb->res[k], bc_node[j]);
+    }
+    for (int k = nc; k < fb->nres; k++) {
+        if (!cot || cot[k] < 0) continue;
+        const Node *r = &fb->n[fb->res[k]];
+        int c = body_capture(&sub, cot[k]);
+        Attrs at = {.i = {r->shape.batched ? 1 : 0, 0, 1, 1, 1, 1}};
+        int sl = ad_add(&sub, fb->res[k], OP_SLICE, 1, &c, &at, NULL);
+        ad_acc(&sub, fb->res[k], sl);
+    }
+    sweep(&sub);
+
+    /* Body results: carried gradient of the previous step; accumulators plus this step. */
+    bb->nres = bb->ncarry = nbc;
+    bb->res = NEWN(int, nbc > 0 ? nbc : 1);
+    for (int j = 0; j < nbc; j++) {
+        int s = bc_src[j], g = sub.gsum[s];
+        if (j < first_acc) {
+            bb->res[j] = g >= 0 ? g : ad_add(&sub, s, OP_CONST, 0, NULL, &(Attrs){0}, &fb->n[s].shape);
+        } else if (g >= 0) {
+            int in[2] = {bc_node[j], g};
+            bb->res[j] = ad_add(&sub, s, OP_ADD, 2, in, NULL, NULL);
+        } else {
+            bb->res[j] = bc_node[j];
+        }
+    }
+
+    /* The backward loop node: inputs are the carried inits, every outer value the body
+     * captured, and the forward loop itself (its per-step values must stay alive). */
+    int cap_count = 0;
+    for (int i = 0; i < bb->len; i++)
+        if (bb->n[i].op == OP_LOOP_CAPTURE) cap_count++;
+    int nin = nbc + cap_count + 1, *in = NEWN(int, nin), k = 0;
+    for (int j = 0; j < nbc; j++) in[k++] = bc_init[j];
+    for (int i = 0; i < bb->len; i++)
+        if (bb->n[i].op == OP_LOOP_CAPTURE) in[k++] = (int)bb->n[i].ia[0];
+    in[k++] = L;
+    int64_t last = ln->ia[0] + (ln->ia[1] - 1) * ln->ia[2];
+    Attrs at = {.i = {last, ln->ia[1], -ln->ia[2]}};
+    int BL = ir_add_loop(dst, ln->loc, nin, in, &at, bb);
+    if (BL < 0) die("backward loop is ill-formed");
+    dst->n[BL].flags |= NF_GRAD;
+    for (int j = 0; j < nbc; j++) {
+        Attrs o = {.i = {j}};
+        int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
+        const Node *s = &fb->n[bc_src[j]];
+        ad_acc(ad, j < first_acc ? ln->in[s->ia[0]] : (int)s->ia[0], out);
+    }
+}
+
+/* Reverse sweep over ad->src: every needed node with a gradient hands it to its rule. */
+static void sweep(AD *ad) {
+    for (int i = ad->src->len - 1; i >= 0; i--) {
+        if (!ad->need[i]) continue;
+        const Node *n = &ad->src->n[i];
+        if (n->op == OP_LOOP) {
+            if (ad->cot[i]) grad_loop(ad, i);
+            continue;
+        }
+        if (ad->gsum[i] < 0) continue;
+        if (n->op == OP_LOOP_OUT) {
+            record_loop_out(ad, i);
+            continue;
+        }
+        if (op_info[n->op].flags & OPF_LEAF) continue;
+        if (n->op == OP_LOOP_CARRY || n->op == OP_LOOP_CAPTURE) continue;
+        if (!op_info[n->op].rule.grad) die("no gradient rule for %s", op_info[n->op].name);
+        op_info[n->op].rule.grad(ad, i, ad->gsum[i]);
+    }
+}
+
+/* ------------------------------------------------------------------ entry */
+
+void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs) {
+    if (m->loss < 0) return;
+    const Graph *src = ir_clone(g);
+    AD ad = {.src = src, .dst = g};
+    int n = src->len;
+    bool *wrt = NEWN(bool, n), *fw = NEWN(bool, n), *rb = NEWN(bool, n);
+    for (int i = 0; i < n; i++) {
+        const Node *x = &src->n[i];
+        if (want_params && (x->flags & NF_PARAM) && !(x->flags & NF_STATE)) wrt[i] = true;
+        if (want_inputs && x->op == OP_INPUT && x->dtype == DT_REAL) wrt[i] = true;
+    }
+    forward_need(src, wrt, fw);
+    backward_reach(src, &m->loss, 1, rb);
+    ad.need = NEWN(bool, n);
+    ad.gsum = NEWN(int, n);
+    ad.xmap = NEWN(int, n);
+    ad.cot = NEWN(int *, n);
+    for (int i = 0; i < n; i++) {
+        ad.need[i] = fw[i] && rb[i];
+        ad.gsum[i] = -1;
+    }
+    if (ad.need[m->loss]) {
+        Attrs one = {.f = {1.0}};
+        Shape s = {0};
+        ad.gsum[m->loss] = ad_add(&ad, m->loss, OP_CONST, 0, NULL, &one, &s);
+        sweep(&ad);
+    }
+    g->npgrad = m->nparams;
+    g->pgrad = NEWN(int, m->nparams > 0 ? m->nparams : 1);
+    for (int p = 0; p < m->nparams; p++) g->pgrad[p] = -1;
+    g->nigrad = m->ninputs;
+    g->igrad = NEWN(int, m->ninputs > 0 ? m->ninputs : 1);
+    for (int i = 0; i < m->ninputs; i++) g->igrad[i] = -1;
+    for (int i = 0; i < n; i++) {
+        const Node *x = &src->n[i];
+        if (!wrt[i] || ad.gsum[i] < 0) continue;
+        if (x->op == OP_PARAM) g->pgrad[x->slot] = ad.gsum[i];
+        else if (x->op == OP_INPUT) g->igrad[x->slot] = ad.gsum[i];
+    }
+}

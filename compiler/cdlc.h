@@ -1,0 +1,388 @@
+/* cdlc.h -- the compiler's one internal header.  One section per .c file.
+ *
+ * Pipeline (main.c): parse -> elab (builds the forward graphs, shape-checked as each
+ * node is made) -> verify -> per emitted function: clone, autodiff, opt, plan -> emit.
+ */
+#ifndef CDLC_H
+#define CDLC_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ======================================================================== arena.c */
+/* One arena per compilation, freed whole.  Allocation failure is an internal error
+ * (die), never a user error. */
+typedef struct Arena Arena;
+Arena *arena_new(void);
+void arena_free(Arena *a);
+void *arena_alloc(Arena *a, size_t n);                 /* zeroed, 16-byte aligned */
+void *arena_grow(Arena *a, void *p, size_t old, size_t n);  /* copy into a bigger block */
+char *arena_strdup(Arena *a, const char *s);
+char *arena_strndup(Arena *a, const char *s, size_t n);
+char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The compilation's arena (set by main / tests). */
+extern Arena *cc_arena;
+#define NEW(T) ((T *)arena_alloc(cc_arena, sizeof(T)))
+#define NEWN(T, n) ((T *)arena_alloc(cc_arena, sizeof(T) * (size_t)(n)))
+
+/* ======================================================================== diag.c */
+typedef struct Loc { const char *file; int line, col; } Loc;
+extern const Loc no_loc;
+
+/* Register a source buffer so diagnostics can quote its lines. */
+void diag_source(const char *file, const char *text, size_t len);
+/* "file:line:col: error: msg", then the source line and a caret.  Counts errors;
+ * after DIAG_MAX_ERRORS prints "too many errors" and exits with status 1. */
+#define DIAG_MAX_ERRORS 20
+void error_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void warning_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void note_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int diag_error_count(void);
+void diag_reset(void);
+void diag_set_stream(FILE *f);                         /* default stderr */
+/* Internal compiler bugs: distinct from user errors. */
+_Noreturn void die_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+#define unreachable() die("unreachable")
+
+/* ======================================================================== ast.c, grammar/ */
+/* BEGIN AST (front end: parser, AST) */
+/* The syntax tree.  One node type; the fields a kind uses are listed with the kind.
+ * Every node keeps the location of its first token (binary operators: the operator). */
+typedef enum AstKind {
+    A_ERR,          /* placeholder after a syntax / nesting error */
+    /* expressions */
+    A_INT,          /* ival; text = spelling */
+    A_REAL,         /* rval; text = spelling */
+    A_STR,          /* text = decoded value */
+    A_BOOL,         /* ival = 0 / 1 */
+    A_NAME,         /* name */
+    A_BIN,          /* a op b; op: '+' '-' '*' '/' '@' and 'P' for ** */
+    A_NEG,          /* -a */
+    A_PIPE,         /* a |> b  (b: a name or a call; a becomes b's first argument) */
+    A_CALL,         /* name(list): positional args, then or among them A_KWARG */
+    A_KWARG,        /* name = a */
+    A_INDEX,        /* a[list]: items are expressions or A_SLICE */
+    A_SLICE,        /* a:b:c inside [], each part may be NULL */
+    A_LIST,         /* [list] */
+    A_TYPE,         /* name = dtype ("f32"/"i32"), list = dims */
+    A_RANGE,        /* a..b; op = 1 when reversed(a..b) */
+    /* statements */
+    S_ASSIGN,       /* list = targets (A_NAME), a = value (a tuple when several targets) */
+    S_COLLECT,      /* name[a] = b */
+    S_INPUT,        /* input name: a (A_TYPE) */
+    S_PARAM,        /* param name: a (A_TYPE) = b (initialiser call, or NULL) */
+    S_OUTPUT,       /* output a [as name] */
+    S_LOSS,         /* loss a */
+    S_ENTRY,        /* entry name(list = S_INPUT args) { list2 = body }; op = 1: the short
+                       form "= expr [as name]", whose body is one S_OUTPUT */
+    S_FOR,          /* for name in a (A_RANGE) { list = body } */
+    S_RETURN,       /* return list */
+    S_TRAIN,        /* train { list = A_KWARG } */
+    /* top level */
+    D_MODEL,        /* model name(list = A_KWARG constants) { list2 = body } */
+    D_BLOCK,        /* block name(list = A_NAME / A_KWARG params with default) { list2 = body } */
+    D_IMPORT,       /* import text */
+    D_FILE,         /* list = items; name = file */
+    AST_KIND_COUNT
+} AstKind;
+
+typedef struct Ast Ast;
+typedef struct AstList { Ast **v; int n, cap; } AstList;
+struct Ast {
+    AstKind kind;
+    Loc loc;
+    int op;
+    int depth;              /* expression nesting depth (guards the elaborator's recursion) */
+    const char *name;
+    const char *text;
+    int64_t ival;
+    double rval;
+    Ast *a, *b, *c;
+    AstList list, list2;
+};
+
+#define PARSE_MAX_NEST 256      /* brackets ( [ { open at once */
+#define AST_MAX_DEPTH 500       /* expression depth */
+#define IDENT_MAX 255           /* identifier length */
+
+/* ast.c */
+Ast *ast_new(AstKind k, Loc loc);
+void ast_push(AstList *l, Ast *x);
+const char *ast_kind_name(AstKind k);
+/* S-expression dump, e.g. (call linear (name x) (int 256) (kw bias (bool 0))). */
+void ast_dump(FILE *f, const Ast *a);
+const char *ast_str(const Ast *a);                  /* the dump as an arena string */
+
+/* grammar/cdl.y: parse a whole buffer (registered with diag_source).  Returns the
+ * D_FILE node, never NULL; syntax errors are reported and counted (several per run:
+ * recovery is per statement), so check diag_error_count(). */
+Ast *parse_text(const char *file, const char *text, size_t len);
+/* grammar/cdl.l, for tests: the token stream as "kind kind:text ..." (an arena string). */
+const char *lex_debug(const char *file, const char *text, size_t len);
+/* END AST */
+
+/* ======================================================================== ir.c */
+#define MAXDIM 6
+#define MAXIN 8            /* inputs of fixed-arity ops; LOOP / CONCAT / LINEAR use in[] too */
+#define MAX_ELEMS ((int64_t)1 << 40)   /* absurd-size guard for any one tensor */
+
+typedef enum DType { DT_REAL, DT_I32 } DType;   /* DT_REAL: f32, or f64 with --precision=f64 */
+
+typedef struct Shape {
+    int rank;
+    bool batched;          /* d[0] scales with the runtime batch: runtime d0 = d[0] / B * nb */
+    int64_t d[MAXDIM];
+} Shape;
+
+typedef enum Op {
+#define OP(id, name, nin, flags) OP_##id,
+#include "../runtime/ops.def"
+#undef OP
+    OP_COUNT
+} Op;
+
+enum {
+    OPF_LEAF = 1 << 0, OPF_DIFF = 1 << 1, OPF_VIEW = 1 << 2, OPF_RAND = 1 << 3,
+    OPF_TRAIN = 1 << 4, OPF_BWD = 1 << 5, OPF_LOSS = 1 << 6, OPF_CTRL = 1 << 7,
+};
+
+/* Node flags. */
+enum {
+    NF_INPUT = 1 << 0,     /* an entry input */
+    NF_PARAM = 1 << 1,     /* a trainable parameter */
+    NF_STATE = 1 << 2,     /* a non-trainable persistent buffer (running stats) */
+    NF_OUTPUT = 1 << 3,    /* a declared output: its buffer outlives the function */
+    NF_LOSS = 1 << 4,      /* the declared loss */
+    NF_GRAD = 1 << 5,      /* made by autodiff */
+    NF_WANT_GRAD = 1 << 6, /* an input whose gradient is requested */
+    NF_PARAM_GRAD = 1 << 7,/* final gradient of param ia? (slot): lives in the grad slab */
+    NF_INPUT_GRAD = 1 << 8,/* final gradient of input (slot): lives in net->in_grad[slot] */
+    NF_DEAD = 1 << 9,      /* opt: nothing this function returns depends on it */
+};
+
+enum { RED_MEAN = 0, RED_SUM = 1 };
+
+typedef struct Attrs { int64_t i[8]; double f[4]; } Attrs;
+
+typedef struct Graph Graph;
+
+typedef struct Node {
+    Op op;
+    int nin;
+    int *in;               /* node ids in the same graph */
+    int64_t ia[8];         /* integer attributes, meaning per op (ops.def) */
+    double fa[4];          /* real attributes */
+    Shape shape;
+    DType dtype;
+    unsigned flags;        /* NF_* */
+    int slot;              /* INPUT: input index; PARAM: model param index;
+                              NF_PARAM_GRAD / NF_INPUT_GRAD: which; -1 otherwise */
+    const char *name;      /* params, inputs, outputs: the public name */
+    const char *var;       /* the source variable it was assigned to, for readable C */
+    Loc loc;               /* where in the source it came from (backward nodes: the forward op's) */
+    Graph *sub;            /* LOOP: the body */
+} Node;
+
+struct Graph {
+    Node *n;
+    int len, cap;
+    Graph *parent;         /* loop bodies: the enclosing graph */
+    int owner;             /* loop bodies: the LOOP node's id in parent */
+    int *res;              /* loop bodies: results, carried ones first, then collected */
+    int nres, ncarry;
+    int64_t batch;         /* the compiled batch size B (0: model has no batch) */
+    int next_stream;       /* RNG stream ids: unique per model (shared counter via root) */
+    /* Set by autodiff on a top-level graph: the node holding each parameter's gradient
+     * (model param order; -1 = the loss does not depend on it: zero) and each input's. */
+    int *pgrad; int npgrad;
+    int *igrad; int nigrad;
+};
+
+Graph *ir_graph_new(int64_t batch);
+Graph *ir_body_new(Graph *parent);
+/* Add a node.  in[] is copied; at may be NULL (zero attributes); hint gives the result
+ * shape for ops whose shape is not a function of their inputs (INPUT, PARAM, CONST,
+ * RANDN, RAND, RESHAPE, BROADCAST, VIEW, SLICE_BWD, LOOP_*) and is ignored otherwise.
+ * Runs the op's shape rule.  Returns the node id, or -1 after a diagnostic at loc. */
+int ir_add(Graph *g, Op op, Loc loc, int nin, const int *in, const Attrs *at,
+           const Shape *hint, DType dt);
+/* A loop node over a finished body (body->parent == g; body->res / ncarry set).  in[] are
+ * the carried initial values (body->ncarry of them, in order) followed by the outer ids
+ * the body's LOOP_CAPTURE nodes refer to.  at: ia0 start, ia1 count, ia2 step (+1/-1).
+ * Checks that every carried value keeps its shape and dtype.  Returns the id or -1. */
+int ir_add_loop(Graph *g, Loc loc, int nin, const int *in, const Attrs *at, Graph *body);
+/* Shorthands without attributes. */
+int ir_op1(Graph *g, Op op, Loc loc, int a);
+int ir_op2(Graph *g, Op op, Loc loc, int a, int b);
+/* A scalar real constant. */
+int ir_scalar(Graph *g, double v, Loc loc);
+Graph *ir_clone(const Graph *g);               /* deep copy (bodies too) */
+int64_t shape_numel(const Shape *s);
+bool shape_eq(const Shape *a, const Shape *b);
+/* "[64, 784]" into an arena string. */
+const char *shape_str(const Shape *s);
+Shape shape_make(int rank, const int64_t *d, bool batched);
+/* Check structural invariants (ids in range and topological, shapes re-derivable,
+ * arities); die()s on violation: a failure is a compiler bug. */
+void ir_verify(const Graph *g);
+/* Dumps: one node a line with shape and source location; Graphviz. */
+void ir_dump(FILE *f, const Graph *g, const char *title);
+void ir_dump_dot(FILE *f, const Graph *g, const char *title);
+/* Reference counts (uses) of every node, including uses by results. */
+int *ir_uses(const Graph *g);
+
+/* ======================================================================== ops_*.c */
+typedef struct AD AD;
+typedef struct Emit Emit;
+
+/* One op's rules, side by side in its ops_<family>.c block. */
+typedef struct OpRule {
+    Op op;
+    /* Compute n->shape and n->dtype from the inputs and attributes (hint already
+     * copied into n->shape when the op takes one).  On a user error: shape_error()
+     * and return false. */
+    bool (*shape)(Graph *g, Node *n);
+    /* Reverse mode: n is node id in ad's source graph, gy the id of its output's
+     * gradient in the destination graph.  Use ad_x / ad_add / ad_acc. */
+    void (*grad)(AD *ad, int n, int gy);
+    /* Emit the C statements computing node n (see emit helpers). */
+    void (*emit)(Emit *e, const Graph *g, int n);
+    /* Reals of per-node scratch saved for the backward pass, at the compiled batch
+     * (e.g. softmax probabilities, batch-norm mean/invstd); NULL = none. */
+    int64_t (*aux)(const Graph *g, const Node *n);
+} OpRule;
+
+typedef struct OpInfo {
+    const char *name;
+    int nin;
+    unsigned flags;
+    OpRule rule;
+} OpInfo;
+extern OpInfo op_info[OP_COUNT];
+/* Fill op_info from every ops_*.c file's rule table; idempotent.  An op without rules
+ * is reported by ir_add as "not implemented" at the user's location; the op-table test
+ * checks that every op has a shape rule and emitter and every DIFF op a gradient rule. */
+void ops_init(void);
+/* Each family file exports its table: */
+extern const OpRule ops_ew_rules[];    extern const int ops_ew_count;
+extern const OpRule ops_dense_rules[]; extern const int ops_dense_count;
+extern const OpRule ops_loss_rules[];  extern const int ops_loss_count;
+extern const OpRule ops_conv_rules[];  extern const int ops_conv_count;
+extern const OpRule ops_rnn_rules[];   extern const int ops_rnn_count;
+extern const OpRule ops_ctrl_rules[];  extern const int ops_ctrl_count;
+
+/* ======================================================================== shape.c */
+/* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc. */
+void shape_error(const Node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* numpy broadcasting of a and b into out; false (no diagnostic) if incompatible. */
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+/* Elementwise rule helpers used by many ops. */
+bool shape_same_as_input(Graph *g, Node *n);          /* out = in[0] */
+bool shape_require_real(const Graph *g, const Node *n, int input);
+/* Product of dims with overflow / absurd size check (diagnostic at n). */
+bool shape_checked_numel(const Node *n, const Shape *s);
+
+/* ======================================================================== elab.c */
+/* A model after elaboration: forward graphs, shape-checked. */
+typedef struct Param {
+    const char *name;       /* dotted */
+    Shape shape;
+    int init;               /* CDL_INIT_* (runtime cdl.h numbering) */
+    double a, b;            /* init arguments */
+    int64_t fan_in, fan_out;
+    bool state;             /* non-trainable buffer */
+    bool used;
+    Loc loc;
+} Param;
+
+typedef struct EntryFn {    /* `entry name(args) = expr` */
+    const char *name;
+    Graph *g;               /* own graph: INPUT nodes are its arguments, PARAM nodes share the model's */
+    int *outs; int nouts;
+    Loc loc;
+} EntryFn;
+
+typedef struct TrainKV { const char *key, *value; Loc loc; } TrainKV;
+
+typedef struct Model {
+    const char *name;
+    const char *file;
+    Loc loc;
+    Graph *g;               /* the main graph */
+    int *inputs; int ninputs;       /* INPUT node ids, slot order */
+    int *outputs; int noutputs;     /* NF_OUTPUT node ids */
+    int loss;                       /* NF_LOSS node id or -1 */
+    Param *params; int nparams;     /* slab order: trainable first, then state */
+    EntryFn *entries; int nentries;
+    TrainKV *train; int ntrain;     /* the train {} section */
+    int64_t batch;
+    const char *consts_str;         /* "B=64 H=256" after -D overrides, for the header comment */
+} Model;
+
+/* BEGIN ELAB */
+/* END ELAB */
+
+/* ======================================================================== autodiff.c */
+/* Symbol-to-symbol reverse mode.  Appends to g the gradient of the loss with respect
+ * to every parameter (flags NF_PARAM_GRAD, slot = param index) when want_params, and to
+ * every real input (NF_INPUT_GRAD) when want_inputs.  Nodes nothing needs are not made. */
+void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs);
+/* For gradient rules: */
+Graph *ad_dst(AD *ad);
+const Graph *ad_src(AD *ad);
+int ad_x(AD *ad, int src_node);            /* the forward value of src_node, usable in dst */
+/* Make a node in the destination graph, located at src_node's location.  */
+int ad_add(AD *ad, int src_node, Op op, int nin, const int *in, const Attrs *at,
+           const Shape *hint);
+/* Add dst node `grad` into the gradient of src input node `src_in`.  Sums over
+ * broadcast axes to src_in's shape; accumulates fan-out.  Ignored for nodes that
+ * need no gradient (integer, stop_gradient, constant). */
+void ad_acc(AD *ad, int src_in, int grad);
+
+/* ======================================================================== opt.c */
+void opt_run(Graph *g);    /* constant folding, CSE, DCE */
+
+/* ======================================================================== plan.c */
+/* Buffer plan for one function: where every node's value (and aux scratch) lives in
+ * the activation arena, by liveness with first-fit reuse.  Views share their base's
+ * storage; leaves (inputs, params) and nodes marked external (gradients written straight
+ * into the gradient slab) take none.  Inside a loop body every node keeps one slot per
+ * step (a stack), which the backward loop reads. */
+typedef struct Plan {
+    int64_t *off;          /* per node: byte offset in act, or -1 (view, leaf, external, dead) */
+    int64_t *aux_off;      /* per node: aux scratch offset, or -1 */
+    int64_t *stride;       /* loop bodies: bytes between steps of a node's stack */
+    int64_t *aux_stride;
+    struct Plan **sub;     /* LOOP nodes: the body's plan (absolute offsets) */
+    int64_t bytes;         /* arena size needed */
+} Plan;
+Plan *plan_run(const Graph *g, int real_size, const bool *external);
+/* Bytes of a node's value / aux at the compiled batch. */
+int64_t plan_value_bytes(const Node *n, int real_size);
+int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size);
+
+/* ======================================================================== emit_c.c */
+/* Write MODEL.c to cf and MODEL.h (named header_name, as the .c includes it) to hf:
+ * tables, init, eval forward, train forward+backward, input gradient, entries, the
+ * cdl_model descriptor and the public wrappers; with_main adds main() -> cdl_main. */
+void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name);
+/* Helpers for op emitters (strings live in the compilation arena): */
+void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *e_ptr(Emit *e, int node);      /* C expression: pointer to node's first element */
+const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
+const char *e_numel(Emit *e, int node);    /* runtime element count, e.g. "nb*256" or "2560" */
+const char *e_rows(Emit *e, int node);     /* runtime size of dim 0 */
+const char *e_dim(Emit *e, int node, int axis); /* runtime size of one dim */
+const char *e_fn(Emit *e, const char *kernel);  /* "cdl_<kernel>_f32" or "_f64" */
+const char *e_real(Emit *e);               /* "float" or "double" */
+bool e_train(Emit *e);                     /* emitting the train-mode function */
+const char *e_t(Emit *e);                  /* the loop step ("t") inside a body, "0" outside */
+const char *e_rng(Emit *e, int node);      /* a cdl_rng_key expression for a RAND op */
+const char *e_nb(Emit *e);                 /* "nb" */
+
+#endif /* CDLC_H */

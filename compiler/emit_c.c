@@ -1,0 +1,664 @@
+/* emit_c.c -- the C emitter: writes MODEL.c and MODEL.h for one model.
+ *
+ * Every function of the model (eval forward, train forward+backward, input gradient,
+ * extra entries) is one graph, planned into the shared activation arena and written
+ * node by node: a pointer declaration with the node's shape and source location, then
+ * the op's own emitter (ops_*.c) for its kernel call.  Loops become C loops over a body
+ * whose values are kept per step for the backward loop.  Shapes are constants; only the
+ * batch is a runtime value (nb <= the compiled batch).
+ */
+#include "cdlc.h"
+#include "cdl.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One function being written. */
+struct Emit {
+    FILE *f;
+    int indent;
+    const Model *m;
+    int real_size;
+    bool train;
+    bool entry;             /* an extra entry: inputs come from in[], not net->in */
+    const Graph *top;       /* the function's graph */
+    const Plan *plan;
+    const char **name;      /* top-level node -> C variable */
+    const bool *ext;        /* top-level node lives in the gradient slab */
+    int64_t *slab_off;      /* param slab offsets (elements), per param */
+    /* inside a loop body */
+    const Graph *body;
+    const Plan *bplan;
+    const char **bname;
+    int loop;               /* top-level id of the LOOP being written, -1 outside */
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+void e_line(Emit *e, const char *fmt, ...) {
+    va_list ap;
+    fprintf(e->f, "%*s", e->indent * 4, "");
+    va_start(ap, fmt);
+    vfprintf(e->f, fmt, ap);
+    va_end(ap);
+    fputc('\n', e->f);
+}
+
+static const char *str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *str(const char *fmt, ...) {
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return arena_strdup(cc_arena, buf);
+}
+
+const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }
+const char *e_fn(Emit *e, const char *kernel) { return str("cdl_%s_%s", kernel, e->real_size == 8 ? "f64" : "f32"); }
+bool e_train(Emit *e) { return e->train; }
+const char *e_t(Emit *e) { return e->body ? "t" : "0"; }
+const char *e_nb(Emit *e) { (void)e; return "nb"; }
+
+static const Graph *cur(Emit *e) { return e->body ? e->body : e->top; }
+
+const char *e_ptr(Emit *e, int node) {
+    const char *s = e->body ? e->bname[node] : e->name[node];
+    if (!s) die("node %d has no C variable", node);
+    return s;
+}
+
+static int64_t batch_of(const Emit *e) { return e->top->batch > 0 ? e->top->batch : 1; }
+
+const char *e_rows(Emit *e, int node) {
+    const Node *n = &cur(e)->n[node];
+    if (n->shape.rank == 0) return "1";
+    if (!n->shape.batched) return str("%lld", (long long)n->shape.d[0]);
+    int64_t k = n->shape.d[0] / batch_of(e);
+    return k == 1 ? "nb" : str("nb*%lld", (long long)k);
+}
+
+const char *e_dim(Emit *e, int node, int axis) {
+    const Node *n = &cur(e)->n[node];
+    if (axis == 0) return e_rows(e, node);
+    return str("%lld", (long long)n->shape.d[axis]);
+}
+
+const char *e_numel(Emit *e, int node) {
+    const Node *n = &cur(e)->n[node];
+    int64_t total = shape_numel(&n->shape);
+    if (!n->shape.batched) return str("%lld", (long long)total);
+    int64_t per = total / batch_of(e);
+    return per == 1 ? "nb" : str("nb*%lld", (long long)per);
+}
+
+const char *e_rng(Emit *e, int node) {
+    const Node *n = &cur(e)->n[node];
+    return str("(cdl_rng_key){net->seed, net->step, %lld}", (long long)n->ia[7]);
+}
+
+static const char *ctype(const Emit *e, const Node *n) {
+    return n->dtype == DT_I32 ? "int32_t" : e->real_size == 8 ? "double" : "float";
+}
+
+/* A readable C identifier for node i: the source variable (or the param name, or the
+ * op) plus the id, e.g. "logits_12", "linear1_weight_3", "relu_bwd_40". */
+static const char *var_name(const Node *n, int i, const char *prefix) {
+    const char *base = n->op == OP_PARAM && n->name ? n->name : n->var ? n->var : n->name ? n->name : op_info[n->op].name;
+    char buf[96];
+    size_t k = 0;
+    for (const char *p = prefix; *p && k < 40; p++) buf[k++] = *p;
+    if (n->flags & NF_GRAD && !n->var) buf[k++] = 'd', buf[k++] = '_';
+    for (const char *p = base; *p && k < 60; p++) buf[k++] = isalnum((unsigned char)*p) ? *p : '_';
+    if (k == 0 || isdigit((unsigned char)buf[0])) buf[k++] = 'v';
+    snprintf(buf + k, sizeof buf - k, "_%d", i);
+    return arena_strdup(cc_arena, buf);
+}
+
+/* "(B, 256)": the batch dimension by name, the rest as numbers. */
+static const char *shape_comment(const Emit *e, const Node *n) {
+    char buf[160];
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, sizeof buf - k, "(");
+    for (int i = 0; i < n->shape.rank; i++) {
+        const char *sep = i ? ", " : "";
+        int64_t m = n->shape.d[0] / batch_of(e);
+        if (i == 0 && n->shape.batched && m == 1)
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "B");
+        else if (i == 0 && n->shape.batched)
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "B*%lld", (long long)m);
+        else
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", sep, (long long)n->shape.d[i]);
+    }
+    snprintf(buf + k, sizeof buf - k, ")");
+    return arena_strdup(cc_arena, buf);
+}
+
+static const char *loc_str(const Node *n) {
+    if (!n->loc.file) return "";
+    const char *f = strrchr(n->loc.file, '/');
+    return str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
+}
+
+/* ------------------------------------------------------------------ loop pointers */
+
+static int64_t loop_tmin(const Node *L) {
+    int64_t last = L->ia[0] + (L->ia[1] - 1) * L->ia[2];
+    return L->ia[0] < last ? L->ia[0] : last;
+}
+
+static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->ia[2]; }
+
+/* C expression (typed pointer) for body node j of top-level loop L at step `tex`. */
+static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
+    const Node *ln = &e->top->n[L];
+    const Graph *b = ln->sub;
+    const Plan *bp = e->plan->sub[L];
+    const Node *n = &b->n[j];
+    if (depth > 64) die("step_ptr: carried values chain too deep");
+    if (n->op == OP_VIEW) return str("(%s + %lld)", step_ptr(e, L, n->in[0], tex, depth + 1), (long long)n->ia[0]);
+    if (op_info[n->op].flags & OPF_VIEW) return step_ptr(e, L, n->in[0], tex, depth + 1);
+    switch (n->op) {
+    case OP_LOOP_CAPTURE: return e->name[n->ia[0]];
+    case OP_LOOP_SAVED: return step_ptr(e, (int)n->ia[0], (int)n->ia[1], tex, depth + 1);
+    case OP_LOOP_CARRY: {
+        int k = (int)n->ia[0];
+        if (b->res[k] == j) return e->name[ln->in[k]];
+        const char *prev = str("(%s) - %lld", tex, (long long)ln->ia[2]);
+        return str("((%s) == %lld ? %s : %s)", tex, (long long)ln->ia[0], e->name[ln->in[k]],
+                   step_ptr(e, L, b->res[k], prev, depth + 1));
+    }
+    default:
+        if (bp->off[j] < 0) die("body node %d (%s) has no storage", j, op_info[n->op].name);
+        return str("(%s *)(A + %lld + (size_t)((%s) - %lld) * %lld)", ctype(e, n), (long long)bp->off[j], tex,
+                   (long long)loop_tmin(ln), (long long)bp->stride[j]);
+    }
+}
+
+static const char *step_aux(Emit *e, int L, int j, const char *tex) {
+    const Node *ln = &e->top->n[L];
+    const Plan *bp = e->plan->sub[L];
+    const Node *n = &ln->sub->n[j];
+    if (n->op == OP_LOOP_SAVED) return step_aux(e, (int)n->ia[0], (int)n->ia[1], tex);
+    if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
+    return str("(%s *)(A + %lld + (size_t)((%s) - %lld) * %lld)", e_real(e), (long long)bp->aux_off[j], tex,
+               (long long)loop_tmin(ln), (long long)bp->aux_stride[j]);
+}
+
+const char *e_aux(Emit *e, int node) {
+    if (e->body) return step_aux(e, e->loop, node, "t");
+    const Node *n = &e->top->n[node];
+    if (e->plan->aux_off[node] < 0) die("node %d (%s) has no aux", node, op_info[n->op].name);
+    return str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
+}
+
+/* ------------------------------------------------------------------ uses */
+
+/* Which nodes' C variables are read by someone (so they are declared, and only then). */
+static bool *used_vars(const Graph *g, bool top) {
+    bool *u = NEWN(bool, g->len + 1);
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->flags & NF_DEAD) continue;
+        if (n->op == OP_LOOP) {
+            for (int k = 0; k < n->nin; k++) u[n->in[k]] = true; /* captured / carried in */
+            continue;
+        }
+        if (n->op == OP_LOOP_OUT) { u[n->in[0]] = true; continue; }
+        for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
+        if (top && (n->flags & (NF_OUTPUT | NF_LOSS))) u[i] = true;
+        bool computes = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) && n->op != OP_INPUT && n->op != OP_PARAM;
+        if (computes) u[i] = true;
+    }
+    if (top) {
+        for (int k = 0; k < g->npgrad; k++) if (g->pgrad[k] >= 0) u[g->pgrad[k]] = true;
+        for (int k = 0; k < g->nigrad; k++) if (g->igrad[k] >= 0) u[g->igrad[k]] = true;
+    }
+    return u;
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static void emit_node(Emit *e, int i);
+
+static void emit_loop(Emit *e, int L) {
+    const Node *ln = &e->top->n[L];
+    const Graph *b = ln->sub;
+    int64_t start = ln->ia[0], count = ln->ia[1], step = ln->ia[2], last = loop_last(ln);
+    e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); every step's values are kept for the backward pass */",
+           loc_str(ln), (long long)start, step > 0 ? "up to" : "down to", (long long)last, (long long)count);
+    e_line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
+           (long long)step);
+    e->indent++;
+    e->body = b;
+    e->bplan = e->plan->sub[L];
+    e->loop = L;
+    e->bname = NEWN(const char *, b->len + 1);
+    bool *u = used_vars(b, false);
+    for (int j = 0; j < b->len; j++) {
+        const Node *n = &b->n[j];
+        e->bname[j] = var_name(n, j, "s_");
+        if (!u[j]) continue;
+        e_line(e, "%s *%s = %s;  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0),
+               shape_comment(e, n), op_info[n->op].name, loc_str(n));
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
+        op_info[n->op].rule.emit(e, b, j);
+    }
+    e->indent--;
+    e_line(e, "}");
+    e->body = NULL;
+    e->bplan = NULL;
+    e->bname = NULL;
+    e->loop = -1;
+    (void)start;
+}
+
+/* Declare top-level node i's pointer and emit its computation. */
+static void emit_node(Emit *e, int i) {
+    const Graph *g = e->top;
+    const Node *n = &g->n[i];
+    const char *t = ctype(e, n);
+    if (n->op == OP_LOOP) {
+        emit_loop(e, i);
+        return;
+    }
+    const char *nm = e->name[i];
+    const char *what = str("/* %s %s%s%s */", shape_comment(e, n), op_info[n->op].name, n->name ? str(" \"%s\"", n->name) : "",
+                           loc_str(n));
+    switch (n->op) {
+    case OP_INPUT:
+        if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what);
+        else e_line(e, "%s *%s = net->in[%d];  %s", t, nm, n->slot, what);
+        return;
+    case OP_PARAM:
+        e_line(e, "%s *%s = P + %lld;  %s", t, nm, (long long)e->slab_off[n->slot], what);
+        return;
+    case OP_LOOP_OUT: {
+        const Node *ln = &g->n[n->in[0]];
+        const Graph *b = ln->sub;
+        int k = (int)n->ia[0];
+        const Node *r = &b->n[b->res[k]];
+        if (k < b->ncarry) {
+            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_last(ln)), 0), what);
+        } else if (!r->shape.batched) {
+            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln)), 0), what);
+        } else {
+            const char *first = step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln)), 0);
+            const char *second = step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln) + 1), 0);
+            e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
+            int64_t per_row = shape_numel(&r->shape) / r->shape.d[0] * (r->shape.d[0] / batch_of(e));
+            e_line(e, "cdl_steps_to_batch_%s(%lld, nb, %lld, %s, %s - %s, %s);", e->real_size == 8 ? "f64" : "f32",
+                   (long long)ln->ia[1], (long long)per_row, first, second, first, nm);
+        }
+        return;
+    }
+    default:
+        break;
+    }
+    if (op_info[n->op].flags & OPF_VIEW) {
+        if (n->op == OP_VIEW) e_line(e, "%s *%s = %s + %lld;  %s", t, nm, e->name[n->in[0]], (long long)n->ia[0], what);
+        else e_line(e, "%s *%s = %s;  %s", t, nm, e->name[n->in[0]], what);
+        return;
+    }
+    if (e->ext && e->ext[i]) {
+        int p = -1;
+        for (int k = 0; k < g->npgrad; k++)
+            if (g->pgrad[k] == i) p = k;
+        e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
+               shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->params[p].name);
+    } else {
+        e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
+    }
+    op_info[n->op].rule.emit(e, g, i);
+}
+
+/* ------------------------------------------------------------------ functions */
+
+typedef enum { FN_EVAL, FN_TRAIN, FN_INPUT_GRAD, FN_ENTRY } FnKind;
+
+typedef struct Fn {
+    FnKind kind;
+    const char *cname;
+    Graph *g;
+    Plan *plan;
+    bool *ext;
+    const EntryFn *entry;
+} Fn;
+
+/* Gradients that can be computed straight into the gradient slab. */
+static bool *external_grads(const Graph *g) {
+    bool *ext = NEWN(bool, g->len + 1);
+    int *cnt = NEWN(int, g->len + 1);
+    for (int k = 0; k < g->npgrad; k++)
+        if (g->pgrad[k] >= 0) cnt[g->pgrad[k]]++;
+    for (int k = 0; k < g->nigrad; k++)
+        if (g->igrad[k] >= 0) cnt[g->igrad[k]] += 2;
+    for (int k = 0; k < g->npgrad; k++) {
+        int q = g->pgrad[k];
+        if (q < 0 || cnt[q] != 1) continue;
+        const Node *n = &g->n[q];
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
+        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) continue;
+        ext[q] = true;
+    }
+    return ext;
+}
+
+static void emit_function(Emit *e, Fn *fn) {
+    const Model *m = e->m;
+    Graph *g = fn->g;
+    e->top = g;
+    e->plan = fn->plan;
+    e->ext = fn->ext;
+    e->train = fn->kind == FN_TRAIN;
+    e->entry = fn->kind == FN_ENTRY;
+    e->loop = -1;
+    e->name = NEWN(const char *, g->len + 1);
+    for (int i = 0; i < g->len; i++) e->name[i] = var_name(&g->n[i], i, "");
+    bool *u = used_vars(g, true);
+
+    static const char *doc[] = {
+        [FN_EVAL] = "Eval mode (no dropout, no sampling, batch norm on running statistics): outputs and loss.",
+        [FN_TRAIN] = "Train mode: forward, then backward; every parameter gradient into net->grad.",
+        [FN_INPUT_GRAD] = "Eval mode: the loss and its gradient with respect to the inputs (no parameter gradients).",
+        [FN_ENTRY] = "Extra entry point: reads in[], writes out[] (nb rows each).",
+    };
+    fprintf(e->f, "\n/* %s\n * Activation arena: %lld bytes. */\n", doc[fn->kind], (long long)fn->plan->bytes);
+    if (fn->kind == FN_ENTRY)
+        fprintf(e->f, "static void %s(cdl_net *net, int nb, const void *const *in, void *const *out)\n{\n", fn->cname);
+    else if (fn->kind == FN_EVAL) fprintf(e->f, "static void %s(cdl_net *net, int nb)\n{\n", fn->cname);
+    else fprintf(e->f, "static double %s(cdl_net *net, int nb)\n{\n", fn->cname);
+    e->indent = 1;
+    e_line(e, "char *A = net->act;");
+    e_line(e, "%s *P = net->param;", e_real(e));
+    if (fn->kind == FN_TRAIN) e_line(e, "%s *G = net->grad;", e_real(e));
+    e_line(e, "(void)A; (void)P; (void)nb;");
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->flags & NF_DEAD) continue;
+        if (!u[i] && n->op != OP_LOOP) continue;
+        emit_node(e, i);
+    }
+    /* results */
+    if (fn->kind == FN_TRAIN) {
+        for (int p = 0; p < m->nparams; p++) {
+            if (m->params[p].state) continue;
+            int q = g->pgrad[p];
+            int64_t numel = shape_numel(&m->params[p].shape);
+            if (q < 0) e_line(e, "memset(G + %lld, 0, %lld * sizeof(%s));  /* %s: the loss does not depend on it */",
+                              (long long)e->slab_off[p], (long long)numel, e_real(e), m->params[p].name);
+            else if (!fn->ext[q]) e_line(e, "memcpy(G + %lld, %s, %lld * sizeof(%s));  /* gradient of %s */",
+                                          (long long)e->slab_off[p], e->name[q], (long long)numel, e_real(e), m->params[p].name);
+        }
+    }
+    if (fn->kind == FN_INPUT_GRAD) {
+        for (int k = 0; k < m->ninputs; k++) {
+            const Node *in = &m->g->n[m->inputs[k]];
+            if (in->dtype != DT_REAL) continue;
+            int q = g->igrad[k];
+            e->body = NULL;
+            if (q < 0) e_line(e, "memset(net->in_grad[%d], 0, (size_t)(%s) * sizeof(%s));", k, e_numel(e, m->inputs[k]), e_real(e));
+            else e_line(e, "memcpy(net->in_grad[%d], %s, (size_t)(%s) * sizeof(%s));  /* d loss / d %s */", k, e->name[q],
+                        e_numel(e, m->inputs[k]), e_real(e), in->name);
+        }
+    }
+    if (fn->kind == FN_ENTRY) {
+        for (int k = 0; k < fn->entry->nouts; k++)
+            e_line(e, "memcpy(out[%d], %s, (size_t)(%s) * sizeof(%s));", k, e->name[fn->entry->outs[k]],
+                   e_numel(e, fn->entry->outs[k]), ctype(e, &g->n[fn->entry->outs[k]]));
+    } else {
+        for (int k = 0; k < m->noutputs; k++) e_line(e, "net->out[%d] = %s;", k, e->name[m->outputs[k]]);
+        if (m->loss >= 0) e_line(e, "net->loss = %s[0];", e->name[m->loss]);
+        if (fn->kind != FN_EVAL) e_line(e, "return net->loss;");
+    }
+    fprintf(e->f, "}\n");
+}
+
+/* ------------------------------------------------------------------ tables */
+
+static const char *c_string(const char *s) {
+    size_t n = strlen(s);
+    char *o = arena_alloc(cc_arena, n * 4 + 3), *p = o;
+    *p++ = '"';
+    for (const char *q = s; *q; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c == '"' || c == '\\') *p++ = '\\', *p++ = (char)c;
+        else if (c == '\n') *p++ = '\\', *p++ = 'n';
+        else if (c < 32 || c >= 127) p += sprintf(p, "\\%03o", c);
+        else *p++ = (char)c;
+    }
+    *p++ = '"';
+    *p = 0;
+    return o;
+}
+
+static void emit_tensor_row(Emit *e, const char *name, int dtype_real, const Node *n, const Shape *s, int64_t off,
+                            int flags, Loc loc) {
+    (void)n;
+    char dims[200];
+    size_t k = 0;
+    dims[0] = 0;
+    for (int i = 0; i < s->rank; i++) k += (size_t)snprintf(dims + k, sizeof dims - k, "%s%lld", i ? ", " : "", (long long)s->d[i]);
+    const char *dt = dtype_real ? (e->real_size == 8 ? "CDL_F64" : "CDL_F32") : "CDL_I32";
+    const char *lc = loc.file ? str("%s:%d:%d", loc.file, loc.line, loc.col) : "";
+    fprintf(e->f, "    {%s, %s, %lld, %d, {%s}, %s, %s},\n", c_string(name), dt, (long long)off, s->rank, s->rank ? dims : "0",
+            flags & CDL_T_STATE ? "CDL_T_STATE" : flags & CDL_T_BATCHED ? "CDL_T_BATCHED" : "0", c_string(lc));
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t fingerprint(const Model *m, int real_size) {
+    uint64_t h = 14695981039346656037ull;
+    h = fnv(h, m->name, strlen(m->name));
+    h = fnv(h, &real_size, sizeof real_size);
+    for (int p = 0; p < m->nparams; p++) {
+        h = fnv(h, m->params[p].name, strlen(m->params[p].name) + 1);
+        h = fnv(h, &m->params[p].shape.rank, sizeof(int));
+        h = fnv(h, m->params[p].shape.d, sizeof(int64_t) * (size_t)m->params[p].shape.rank);
+        h = fnv(h, &m->params[p].state, sizeof(bool));
+    }
+    return h;
+}
+
+static const char *init_name(int kind) {
+    static const char *names[] = {"CDL_INIT_ZEROS", "CDL_INIT_ONES", "CDL_INIT_CONSTANT", "CDL_INIT_UNIFORM",
+                                  "CDL_INIT_NORMAL", "CDL_INIT_XAVIER_UNIFORM", "CDL_INIT_XAVIER_NORMAL",
+                                  "CDL_INIT_HE_UNIFORM", "CDL_INIT_HE_NORMAL", "CDL_INIT_DEFAULT"};
+    if (kind < 0 || kind > CDL_INIT_DEFAULT) die("bad init kind %d", kind);
+    return names[kind];
+}
+
+/* ------------------------------------------------------------------ driver */
+
+typedef struct EmitOpts { int real_size; bool with_main; const char *header_name; } EmitOpts;
+
+static Fn make_fn(const Model *m, FnKind kind, const char *cname, const Graph *src, const EntryFn *entry, int real_size) {
+    Fn fn = {.kind = kind, .cname = cname, .entry = entry};
+    fn.g = ir_clone(src);
+    if (kind == FN_TRAIN) ad_run(m, fn.g, true, false);
+    if (kind == FN_INPUT_GRAD) ad_run(m, fn.g, false, true);
+    if (kind == FN_ENTRY) {
+        for (int k = 0; k < entry->nouts; k++) fn.g->n[entry->outs[k]].flags |= NF_OUTPUT;
+    }
+    ir_verify(fn.g);
+    opt_run(fn.g);
+    fn.ext = kind == FN_TRAIN ? external_grads(fn.g) : NULL;
+    fn.plan = plan_run(fn.g, real_size, fn.ext);
+    return fn;
+}
+
+/* Write MODEL.c to cf and MODEL.h to hf. */
+void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name) {
+    Emit E = {.f = cf, .m = m, .real_size = real_size, .loop = -1};
+    Emit *e = &E;
+    const char *mn = m->name;
+    const char *sfx = real_size == 8 ? "f64" : "f32";
+    (void)sfx;
+
+    /* functions first: planning decides the arena size */
+    int nfn = 0;
+    Fn *fns = NEWN(Fn, 3 + m->nentries);
+    fns[nfn++] = make_fn(m, FN_EVAL, str("%s_fwd_eval", mn), m->g, NULL, real_size);
+    if (m->loss >= 0) {
+        fns[nfn++] = make_fn(m, FN_TRAIN, str("%s_fwd_bwd", mn), m->g, NULL, real_size);
+        fns[nfn++] = make_fn(m, FN_INPUT_GRAD, str("%s_fwd_bwd_input", mn), m->g, NULL, real_size);
+    }
+    for (int k = 0; k < m->nentries; k++)
+        fns[nfn++] = make_fn(m, FN_ENTRY, str("%s_entry_%s", mn, m->entries[k].name), m->entries[k].g, &m->entries[k], real_size);
+    int64_t act = 64;
+    for (int k = 0; k < nfn; k++)
+        if (fns[k].plan->bytes > act) act = fns[k].plan->bytes;
+
+    e->slab_off = NEWN(int64_t, m->nparams + 1);
+    int64_t off = 0, train_count = 0;
+    for (int p = 0; p < m->nparams; p++) {
+        e->slab_off[p] = off;
+        off += shape_numel(&m->params[p].shape);
+        if (!m->params[p].state) train_count = off;
+    }
+    int64_t param_count = off;
+    uint64_t fp = fingerprint(m, real_size);
+
+    /* ---- header ---- */
+    char guard[80];
+    snprintf(guard, sizeof guard, "CDL_MODEL_%s_H", mn);
+    for (char *p = guard; *p; p++) *p = (char)toupper((unsigned char)*p);
+    fprintf(hf, "/* %s -- generated by cdlc %s from %s (model %s%s%s).  Do not edit. */\n", header_name, CDL_VERSION, m->file, mn,
+            m->consts_str ? "; " : "", m->consts_str ? m->consts_str : "");
+    fprintf(hf, "#ifndef %s\n#define %s\n\n#include \"cdl.h\"\n\n", guard, guard);
+    fprintf(hf, "extern const cdl_model %s_model;  /* descriptor: drive it with the runtime (trainer, tape, compare) */\n\n", mn);
+    fprintf(hf, "cdl_net *%s_new(void);                       /* NULL on failure (cdl_last_error) */\n", mn);
+    fprintf(hf, "void %s_free(cdl_net *net);\n", mn);
+    fprintf(hf, "void %s_init(cdl_net *net, uint64_t seed);\n", mn);
+    fprintf(hf, "void %s_forward(cdl_net *net, int nb);       /* eval mode; nb <= %lld rows in net->in */\n", mn, (long long)m->batch);
+    if (m->loss >= 0) {
+        fprintf(hf, "double %s_grad(cdl_net *net, int nb);        /* loss; parameter gradients into net->grad */\n", mn);
+        fprintf(hf, "double %s_input_grad(cdl_net *net, int nb);  /* loss; input gradients into net->in_grad */\n", mn);
+        fprintf(hf, "double %s_train_step(cdl_net *net, cdl_optim *opt, int nb, double lr);\n", mn);
+    }
+    fprintf(hf, "int %s_save(const cdl_net *net, const cdl_optim *opt, const char *path);\n", mn);
+    fprintf(hf, "int %s_load(cdl_net *net, cdl_optim *opt, const char *path);\n", mn);
+    for (int k = 0; k < m->nentries; k++)
+        fprintf(hf, "void %s_%s(cdl_net *net, int nb, const void *const *in, void *const *out);\n", mn, m->entries[k].name);
+    fprintf(hf, "\n#endif\n");
+
+    /* ---- source ---- */
+    fprintf(cf, "/* %s.c -- generated by cdlc %s from %s (model %s%s%s).  Do not edit.\n", mn, CDL_VERSION, m->file, mn,
+            m->consts_str ? "; " : "", m->consts_str ? m->consts_str : "");
+    fprintf(cf, " * Forward and backward passes for this exact model: every shape is a constant but the\n"
+                " * batch nb (at most %lld); parameters, gradients and activations live in flat slabs\n"
+                " * carved once by cdl_net_new, so a training step allocates nothing. */\n",
+            (long long)m->batch);
+    fprintf(cf, "#include <string.h>\n\n#include \"cdl.h\"\n#include \"%s\"\n\n", header_name);
+
+    /* parameter table */
+    fprintf(cf, "/* Parameter slab: %lld reals (%lld trainable, then state buffers).\n"
+                " *   name, dtype, offset (elements), rank, dims, flags, declared at */\n",
+            (long long)param_count, (long long)train_count);
+    fprintf(cf, "static const cdl_tensor %s_params[] = {\n", mn);
+    for (int p = 0; p < m->nparams; p++)
+        emit_tensor_row(e, m->params[p].name, 1, NULL, &m->params[p].shape, e->slab_off[p], m->params[p].state ? CDL_T_STATE : 0,
+                        m->params[p].loc);
+    if (m->nparams == 0) fprintf(cf, "    {0},\n");
+    fprintf(cf, "};\n\nstatic const cdl_tensor %s_inputs[] = {\n", mn);
+    for (int k = 0; k < m->ninputs; k++) {
+        const Node *n = &m->g->n[m->inputs[k]];
+        emit_tensor_row(e, n->name, n->dtype == DT_REAL, n, &n->shape, 0, n->shape.batched ? CDL_T_BATCHED : 0, n->loc);
+    }
+    if (m->ninputs == 0) fprintf(cf, "    {0},\n");
+    fprintf(cf, "};\n\nstatic const cdl_tensor %s_outputs[] = {\n", mn);
+    for (int k = 0; k < m->noutputs; k++) {
+        const Node *n = &m->g->n[m->outputs[k]];
+        emit_tensor_row(e, n->name ? n->name : n->var ? n->var : "out", n->dtype == DT_REAL, n, &n->shape, 0,
+                        n->shape.batched ? CDL_T_BATCHED : 0, n->loc);
+    }
+    if (m->noutputs == 0) fprintf(cf, "    {0},\n");
+    fprintf(cf, "};\n");
+    for (int k = 0; k < m->nentries; k++) {
+        const EntryFn *en = &m->entries[k];
+        fprintf(cf, "\nstatic const cdl_tensor %s_%s_in[] = {\n", mn, en->name);
+        int nin = 0;
+        for (int i = 0; i < en->g->len; i++) {
+            const Node *n = &en->g->n[i];
+            if (n->op != OP_INPUT) continue;
+            emit_tensor_row(e, n->name, n->dtype == DT_REAL, n, &n->shape, 0, n->shape.batched ? CDL_T_BATCHED : 0, n->loc);
+            nin++;
+        }
+        if (!nin) fprintf(cf, "    {0},\n");
+        fprintf(cf, "};\nstatic const cdl_tensor %s_%s_out[] = {\n", mn, en->name);
+        for (int i = 0; i < en->nouts; i++) {
+            const Node *n = &en->g->n[en->outs[i]];
+            emit_tensor_row(e, n->var ? n->var : "out", n->dtype == DT_REAL, n, &n->shape, 0, n->shape.batched ? CDL_T_BATCHED : 0, n->loc);
+        }
+        fprintf(cf, "};\n");
+    }
+
+    /* init */
+    fprintf(cf, "\n/* Parameter initialisation: random streams keyed by (seed, parameter index). */\n");
+    fprintf(cf, "static void %s_init_params(cdl_net *net, uint64_t seed)\n{\n    %s *P = net->param;\n", mn, e_real(e));
+    for (int p = 0; p < m->nparams; p++) {
+        const Param *pa = &m->params[p];
+        fprintf(cf, "    cdl_init_%s(P + %lld, %lld, %s, %.17g, %.17g, %lld, %lld, (cdl_rng_key){seed, UINT64_MAX, %d});  /* %s */\n",
+                real_size == 8 ? "f64" : "f32", (long long)e->slab_off[p], (long long)shape_numel(&pa->shape), init_name(pa->init),
+                pa->a, pa->b, (long long)pa->fan_in, (long long)pa->fan_out, p, pa->name);
+    }
+    if (m->nparams == 0) fprintf(cf, "    (void)P; (void)seed;\n");
+    fprintf(cf, "}\n");
+
+    for (int k = 0; k < nfn; k++) emit_function(e, &fns[k]);
+
+    /* entries table */
+    if (m->nentries) {
+        fprintf(cf, "\nstatic const cdl_entry %s_entries[] = {\n", mn);
+        for (int k = 0; k < m->nentries; k++) {
+            const EntryFn *en = &m->entries[k];
+            int nin = 0;
+            for (int i = 0; i < en->g->len; i++) nin += en->g->n[i].op == OP_INPUT;
+            fprintf(cf, "    {\"%s\", %d, %s_%s_in, %d, %s_%s_out, %s_entry_%s},\n", en->name, nin, mn, en->name, en->nouts, mn,
+                    en->name, mn, en->name);
+        }
+        fprintf(cf, "};\n");
+    }
+
+    /* train defaults */
+    char *defaults = arena_strdup(cc_arena, "");
+    for (int k = 0; k < m->ntrain; k++) defaults = arena_printf(cc_arena, "%s%s=%s\n", defaults, m->train[k].key, m->train[k].value);
+
+    fprintf(cf, "\nconst cdl_model %s_model = {\n", mn);
+    fprintf(cf, "    .name = %s,\n    .source = %s,\n    .fingerprint = 0x%016llxull,\n    .real_size = %d,\n    .batch = %lld,\n",
+            c_string(mn), c_string(m->file), (unsigned long long)fp, real_size, (long long)m->batch);
+    fprintf(cf, "    .n_params = %d, .params = %s_params, .param_count = %lld, .train_count = %lld,\n", m->nparams, mn,
+            (long long)param_count, (long long)train_count);
+    fprintf(cf, "    .n_inputs = %d, .inputs = %s_inputs,\n    .n_outputs = %d, .outputs = %s_outputs,\n", m->ninputs, mn,
+            m->noutputs, mn);
+    fprintf(cf, "    .has_loss = %d,\n    .act_bytes = %lld,\n", m->loss >= 0, (long long)act);
+    if (m->nentries) fprintf(cf, "    .n_entries = %d, .entries = %s_entries,\n", m->nentries, mn);
+    fprintf(cf, "    .train_defaults = %s,\n", c_string(defaults));
+    fprintf(cf, "    .init = %s_init_params,\n    .forward = %s_fwd_eval,\n", mn, mn);
+    if (m->loss >= 0) fprintf(cf, "    .grad = %s_fwd_bwd,\n    .input_grad = %s_fwd_bwd_input,\n", mn, mn);
+    fprintf(cf, "};\n");
+
+    /* public wrappers */
+    fprintf(cf, "\ncdl_net *%s_new(void) { return cdl_net_new(&%s_model); }\n", mn, mn);
+    fprintf(cf, "void %s_free(cdl_net *net) { cdl_net_free(net); }\n", mn);
+    fprintf(cf, "void %s_init(cdl_net *net, uint64_t seed) { %s_init_params(net, seed); }\n", mn, mn);
+    fprintf(cf, "void %s_forward(cdl_net *net, int nb) { %s_fwd_eval(net, nb); }\n", mn, mn);
+    if (m->loss >= 0) {
+        fprintf(cf, "double %s_grad(cdl_net *net, int nb) { return %s_fwd_bwd(net, nb); }\n", mn, mn);
+        fprintf(cf, "double %s_input_grad(cdl_net *net, int nb) { return %s_fwd_bwd_input(net, nb); }\n", mn, mn);
+        fprintf(cf, "double %s_train_step(cdl_net *net, cdl_optim *opt, int nb, double lr)\n{\n"
+                    "    double loss = %s_fwd_bwd(net, nb);\n    cdl_optim_step(opt, net, lr);\n    net->step++;\n    return loss;\n}\n",
+                mn, mn);
+    }
+    fprintf(cf, "int %s_save(const cdl_net *net, const cdl_optim *opt, const char *path) { return cdl_ckpt_save(path, net, opt, NULL); }\n", mn);
+    fprintf(cf, "int %s_load(cdl_net *net, cdl_optim *opt, const char *path) { return cdl_ckpt_load(path, net, opt, NULL); }\n", mn);
+    for (int k = 0; k < m->nentries; k++)
+        fprintf(cf, "void %s_%s(cdl_net *net, int nb, const void *const *in, void *const *out) { %s_entry_%s(net, nb, in, out); }\n",
+                mn, m->entries[k].name, mn, m->entries[k].name);
+    if (with_main) fprintf(cf, "\nint main(int argc, char **argv) { return cdl_main(&%s_model, argc, argv); }\n", mn);
+}

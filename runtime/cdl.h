@@ -1,0 +1,619 @@
+/* cdl.h -- the one public header of libcdlrt, the cdl runtime.
+ *
+ * Generated models and user programs include only this file.  Sections, one per
+ * runtime source file:  basics & allocation (alloc.c) . RNG (rng.c) . kernels
+ * (kernels_*.c, blas.c) . models and nets (net.c) . optimizers (optim.c) . data (data.c)
+ * . checkpoints (ckpt.c) . trainer (trainer.c) . tape (tape.c).
+ *
+ * Kernels exist in two precisions with the same body: name_f32 over float and
+ * name_f64 over double (the f64 build is used by gradient checks).  Element counts and
+ * dimensions are int64_t.  Every kernel takes its runtime sizes explicitly: a batch
+ * smaller than the compiled one is just a smaller leading dimension.
+ */
+#ifndef CDL_H
+#define CDL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CDL_VERSION "0.1.0"
+#define CDL_MAXDIM 6
+
+/* ======================================================================== basics (alloc.c) */
+
+typedef enum cdl_dtype { CDL_F32 = 0, CDL_F64 = 1, CDL_I32 = 2 } cdl_dtype;
+
+/* All runtime allocation goes through one hook (Lua's lua_Alloc contract):
+ * fn(ud, p, n): n == 0 frees p and returns NULL; otherwise (re)allocates p to n bytes
+ * (p == NULL: a new block) and returns NULL on failure.  Blocks are 64-byte aligned
+ * when the default allocator is used.  Tests install a counting or failing hook. */
+typedef void *(*cdl_alloc_fn)(void *ud, void *p, size_t n);
+void cdl_set_allocator(cdl_alloc_fn fn, void *ud);
+void *cdl_alloc(size_t n);             /* NULL on failure; zeroed memory */
+void cdl_free(void *p);
+uint64_t cdl_alloc_count(void);        /* allocations made through the hook so far */
+
+/* Errors: runtime functions that can fail return 0 on success and -1 on failure, and
+ * leave a message (naming the file / place / tensor) readable with cdl_last_error().
+ * The message is per thread. */
+const char *cdl_last_error(void);
+int cdl_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;                                   /* sets the message, returns -1 */
+
+/* ======================================================================== RNG (rng.c) */
+/* Counter-based Philox-4x32-10.  A random number is a pure function of
+ * (seed, step, stream, index): stream identifies the op (the compiler's stream id, the
+ * same in static and tape mode), index the element (loop step t folded in by the caller
+ * as index + t * numel).  So dropout masks and noise are identical in both modes and
+ * independent of thread count. */
+typedef struct cdl_rng_key { uint64_t seed, step, stream; } cdl_rng_key;
+void cdl_philox(cdl_rng_key k, uint64_t index, uint32_t out[4]);
+/* Uniform [0,1) and standard normal fills; element i uses counter base + i. */
+void cdl_rand_f32(cdl_rng_key k, uint64_t base, int64_t n, float *out);
+void cdl_rand_f64(cdl_rng_key k, uint64_t base, int64_t n, double *out);
+void cdl_randn_f32(cdl_rng_key k, uint64_t base, int64_t n, float *out);
+void cdl_randn_f64(cdl_rng_key k, uint64_t base, int64_t n, double *out);
+
+/* Parameter initialisation (kinds match the language's initialisers). */
+typedef enum cdl_init_kind {
+    CDL_INIT_ZEROS, CDL_INIT_ONES, CDL_INIT_CONSTANT,   /* a */
+    CDL_INIT_UNIFORM,                                   /* U(a, b) */
+    CDL_INIT_NORMAL,                                    /* N(a, b^2) */
+    CDL_INIT_XAVIER_UNIFORM, CDL_INIT_XAVIER_NORMAL,    /* gain a (1 if 0) */
+    CDL_INIT_HE_UNIFORM, CDL_INIT_HE_NORMAL,            /* kaiming, fan_in, relu gain */
+    CDL_INIT_DEFAULT                                    /* PyTorch layer default: U(+-1/sqrt(fan_in)) */
+} cdl_init_kind;
+void cdl_init_f32(float *p, int64_t n, cdl_init_kind kind, double a, double b,
+                  int64_t fan_in, int64_t fan_out, cdl_rng_key k);
+void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
+                  int64_t fan_in, int64_t fan_out, cdl_rng_key k);
+
+/* ======================================================================== kernels */
+/* Declared once for both precisions through CDL_KERNELS(T, S): T the element type,
+ * S the suffix.  Each kernel family adds its prototypes to its own block below.
+ * Conventions: y = output, g = incoming gradient, dx = gradient output; shapes in the
+ * comment; "rows" is the runtime leading dimension. */
+#define CDL_KERNELS(T, S) \
+    CDL_KERNELS_EW(T, S) \
+    CDL_KERNELS_DENSE(T, S) \
+    CDL_KERNELS_LOSS(T, S) \
+    CDL_KERNELS_CONV(T, S) \
+    CDL_KERNELS_RNN(T, S)
+
+/* ---- elementwise, activations, random, dropout (kernels_ew.c) ---- BEGIN EW */
+/* Elementwise kernels.  n is the runtime element count.  Unless a comment says
+ * otherwise the output may alias an input exactly (in place), never partially.
+ * Scalar attributes (fill value, slope, bounds, p) are passed as double and
+ * converted once; +-1e308 or beyond means +-infinity (clamp without a bound).
+ *
+ * Binary ops with numpy broadcasting, op = CDL_BIN_*:
+ *   cdl_add/sub/mul/div/maximum/minimum(n, a, b, y): same shape.
+ *   cdl_binary(op, n, a, sa, b, sb, y): y[i] = a[i*sa] op b[i*sb]; sa, sb in {0, 1}
+ *     (0 = a single element: the scalar fast path).
+ *   cdl_binary_bc(op, rank, dims, sa, sb, a, b, y): general strided broadcast over
+ *     rank <= 6 output dims (dims[0] may be the runtime batch); sa/sb are element
+ *     strides of a and b per output dim (0 on broadcast dims); y is contiguous.
+ *   maximum/minimum: ties pick a.  cdl_maxmin_bwd: dx = g where a wins (ties: a),
+ *     else 0, over the broadcast output (g, dx contiguous; strided a, b).
+ * Dropout (inverted): keep element i when u >= p, u = cdl_rand_f32(k, base + i)
+ * (the f32 numbers in both precisions), kept values scaled by 1/(1-p); p >= 1 gives
+ * zeros.  The backward regenerates the same mask from the same (k, base). */
+enum { CDL_BIN_ADD, CDL_BIN_SUB, CDL_BIN_MUL, CDL_BIN_DIV, CDL_BIN_MAX, CDL_BIN_MIN };
+void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
+#define CDL_KERNELS_EW(T, S) \
+    void cdl_fill_##S(int64_t n, double v, T *y); \
+    void cdl_copy_##S(int64_t n, const T *x, T *y); \
+    void cdl_add_inplace_##S(int64_t n, const T *x, T *y);            /* y += x */ \
+    void cdl_axpy_##S(int64_t n, double a, const T *x, T *y);         /* y += a*x */ \
+    void cdl_scale_##S(int64_t n, double a, T *y);                    /* y *= a */ \
+    void cdl_add_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_sub_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_mul_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_div_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_maximum_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_minimum_##S(int64_t n, const T *a, const T *b, T *y); \
+    void cdl_binary_##S(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y); \
+    void cdl_binary_bc_##S(int op, int rank, const int64_t *dims, const int64_t *sa, \
+                           const int64_t *sb, const T *a, const T *b, T *y); \
+    void cdl_maxmin_bwd_##S(int is_max, int rank, const int64_t *dims, const int64_t *sa, \
+                            const int64_t *sb, const T *g, const T *a, const T *b, T *dx); \
+    void cdl_neg_##S(int64_t n, const T *x, T *y); \
+    void cdl_exp_##S(int64_t n, const T *x, T *y); \
+    void cdl_log_##S(int64_t n, const T *x, T *y); \
+    void cdl_sqrt_##S(int64_t n, const T *x, T *y); \
+    void cdl_abs_##S(int64_t n, const T *x, T *y); \
+    void cdl_square_##S(int64_t n, const T *x, T *y); \
+    void cdl_pows_##S(int64_t n, double p, const T *x, T *y);         /* x ** p */ \
+    void cdl_clamp_##S(int64_t n, double lo, double hi, const T *x, T *y); \
+    void cdl_relu_##S(int64_t n, const T *x, T *y); \
+    void cdl_leaky_relu_##S(int64_t n, double slope, const T *x, T *y); \
+    void cdl_sigmoid_##S(int64_t n, const T *x, T *y); \
+    void cdl_tanh_##S(int64_t n, const T *x, T *y); \
+    void cdl_gelu_##S(int64_t n, const T *x, T *y);                   /* exact, erf */ \
+    void cdl_softplus_##S(int64_t n, const T *x, T *y); \
+    void cdl_elu_##S(int64_t n, double alpha, const T *x, T *y); \
+    void cdl_relu_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_leaky_relu_bwd_##S(int64_t n, double slope, const T *g, const T *x, T *dx); \
+    void cdl_sigmoid_bwd_##S(int64_t n, const T *g, const T *y, T *dx); \
+    void cdl_tanh_bwd_##S(int64_t n, const T *g, const T *y, T *dx); \
+    void cdl_gelu_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_elu_bwd_##S(int64_t n, double alpha, const T *g, const T *x, T *dx); \
+    void cdl_clamp_bwd_##S(int64_t n, double lo, double hi, const T *g, const T *x, T *dx); \
+    void cdl_dropout_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y); \
+    void cdl_dropout_bwd_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx);
+/* ---- END EW */
+
+/* ---- dense, reductions, shapes, softmax, embedding (kernels_dense.c, blas.c) ---- BEGIN DENSE */
+/* All tensors are dense row-major.  Sizes are runtime sizes; the physical row lengths
+ * (lda, ...) are the compiled ones, so a smaller batch is only a smaller leading dim.
+ *  gemm        C[M,N] = alpha op(A) op(B) + beta C, row-major; op(A) is A (transA = 0,
+ *              A is [M,K], lda >= K) or A^T (transA = 1, A is [K,M], lda >= M); same for
+ *              B.  beta = 0 overwrites C (NaNs in C ignored).  (blas.c: OpenBLAS)
+ *  linear      y[rows,out] = x[rows,in] w[out,in]^T + b[out]; b may be NULL
+ *  reduce      y = sum (mean: / count) of x over the axes in mask (bit i = axis i;
+ *              0 = every axis); dims = x's runtime dims; y holds the kept dims in order
+ *  broadcast   y[ydims] = x[xdims] (numpy rules; xdims has y's rank, padded with 1s;
+ *              x repeats along the axes where its dim is 1, elsewhere it is indexed
+ *              like y, so x may have more rows than y)
+ *  transpose   y = x permuted: y dim i is x dim perm[i]; dims = x's runtime dims
+ *  concat      y[outer, sum inner] = the n parts xs[k][outer, inner[k]] side by side
+ *  slice       x is [outer, len, inner], y is [outer, count, inner]:
+ *              y[o, j, :] = x[o, start + j*step, :], zeros where that index is outside
+ *              [0, len) (never reads out of bounds)
+ *  slice_bwd   dx[outer, len, inner] = 0, then dx[o, start + j*step, :] += g[o, j, :]
+ *              (indices outside [0, len) dropped)
+ *  softmax, log_softmax over the last axis (x[rows, n]); their backward from g and y
+ *  embedding   y[n, D] = w[ids[i], :]; an id outside [0, V) gives a zero row
+ *  embedding_bwd dw[V, D] = 0, then dw[ids[i], :] += g[i, :] (ids outside [0, V) ignored)
+ */
+/* Element-moving kernels: also in an i32 version (cdl_slice_i32, ...) for labels. */
+#define CDL_KERNELS_DENSE_MOVE(T, S) \
+    void cdl_broadcast_##S(int rank, const int64_t *xdims, const int64_t *ydims, \
+                           const T *x, T *y); \
+    void cdl_transpose_##S(int rank, const int64_t *dims, const int *perm, const T *x, T *y); \
+    void cdl_concat_##S(int n, int64_t outer, const int64_t *inner, const T *const *xs, T *y); \
+    void cdl_slice_##S(int64_t outer, int64_t len, int64_t inner, int64_t start, \
+                       int64_t step, int64_t count, const T *x, T *y);
+CDL_KERNELS_DENSE_MOVE(int32_t, i32)
+#define CDL_KERNELS_DENSE(T, S) \
+    CDL_KERNELS_DENSE_MOVE(T, S) \
+    void cdl_gemm_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
+                      const T *A, int64_t lda, const T *B, int64_t ldb, T beta, T *C, \
+                      int64_t ldc); \
+    void cdl_linear_##S(int64_t rows, int64_t in, int64_t out, const T *x, const T *w, \
+                        const T *b, T *y); \
+    void cdl_reduce_##S(int rank, const int64_t *dims, unsigned mask, int mean, \
+                        const T *x, T *y); \
+    void cdl_slice_bwd_##S(int64_t outer, int64_t len, int64_t inner, int64_t start, \
+                           int64_t step, int64_t count, const T *g, T *dx); \
+    void cdl_softmax_##S(int64_t rows, int64_t n, const T *x, T *y); \
+    void cdl_log_softmax_##S(int64_t rows, int64_t n, const T *x, T *y); \
+    void cdl_softmax_bwd_##S(int64_t rows, int64_t n, const T *g, const T *y, T *dx); \
+    void cdl_log_softmax_bwd_##S(int64_t rows, int64_t n, const T *g, const T *y, T *dx); \
+    void cdl_embedding_##S(int64_t n, int64_t V, int64_t D, const int32_t *ids, \
+                           const T *w, T *y); \
+    void cdl_embedding_bwd_##S(int64_t n, int64_t V, int64_t D, const T *g, \
+                               const int32_t *ids, T *dw);
+/* ---- END DENSE */
+
+/* ---- losses (kernels_loss.c) ---- BEGIN LOSS */
+/* Losses write one real to *loss, accumulating in double.  red = CDL_RED_MEAN
+ * (mse, l1, huber, bce, bce_logits: over all n elements, like PyTorch;
+ * cross_entropy, nll: over rows; kl_normal: over rows = the batch) or CDL_RED_SUM.
+ * Class losses: logits/logp are [rows, cols], labels i32[rows]; a label outside
+ * [0, cols) sets cdl_fail, makes the loss NaN (its gradient row 0) and returns -1.
+ * cross_entropy saves softmax probabilities (rows*cols) in probs for its backward;
+ * smoothing s: target q = (1-s)*onehot + s/cols.  Backward kernels take g, the
+ * upstream gradient (one element), and write d/d(input); pair losses take wrt = 0
+ * for d/da, 1 for d/db.  huber: delta > 0.  bce: logs clamped at -100 like PyTorch.
+ * kl_normal(mu, logvar) = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)), [rows, cols]. */
+enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1 };
+#define CDL_KERNELS_LOSS(T, S) \
+    int cdl_cross_entropy_##S(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, \
+                              double smoothing, int red, T *probs, T *loss); \
+    int cdl_cross_entropy_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, \
+                                  const T *probs, double smoothing, int red, T *dx); \
+    int cdl_nll_##S(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red, T *loss); \
+    int cdl_nll_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red, T *dx); \
+    void cdl_mse_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
+    void cdl_mse_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
+    void cdl_l1_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
+    void cdl_l1_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
+    void cdl_huber_##S(int64_t n, double delta, const T *a, const T *b, int red, T *loss); \
+    void cdl_huber_bwd_##S(int64_t n, double delta, const T *g, const T *a, const T *b, int red, \
+                           int wrt, T *d); \
+    void cdl_bce_##S(int64_t n, const T *p, const T *t, int red, T *loss); \
+    void cdl_bce_bwd_##S(int64_t n, const T *g, const T *p, const T *t, int red, int wrt, T *d); \
+    void cdl_bce_logits_##S(int64_t n, const T *z, const T *t, int red, T *loss); \
+    void cdl_bce_logits_bwd_##S(int64_t n, const T *g, const T *z, const T *t, int red, int wrt, T *d); \
+    void cdl_kl_normal_##S(int64_t rows, int64_t cols, const T *mu, const T *logvar, int red, T *loss); \
+    void cdl_kl_normal_bwd_##S(int64_t rows, int64_t cols, const T *g, const T *mu, const T *logvar, \
+                               int red, int wrt, T *d);
+/* ---- END LOSS */
+
+/* ---- conv, pooling, batch norm (kernels_conv.c) ---- BEGIN CONV */
+/* All NCHW.  Geometry of one 2-D convolution: x[n, c, h, w] * w[k, c, r, s] ->
+ * y[n, k, oh, ow], oh = (h + 2 pad - r) / stride + 1 (likewise ow).  n is the runtime
+ * batch.  `group` (>= 1) images are lowered together into one im2col matrix so that
+ * one GEMM covers them (small feature maps); the caller's scratch must hold
+ * cdl_conv2d_scratch(geom) reals.  The three conv kernels share that scratch size. */
+typedef struct cdl_conv2d_geom {
+    int64_t n, c, h, w;          /* input */
+    int64_t k, r, s;             /* output channels, kernel height, width */
+    int64_t stride, pad;
+    int64_t oh, ow;              /* output spatial size (as above) */
+    int64_t group;               /* images per GEMM */
+} cdl_conv2d_geom;
+/* Reals of scratch the conv kernels need: c*r*s*group*oh*ow for the im2col matrix
+ * (0 for a 1x1, stride-1, unpadded conv with group 1) plus k*group*oh*ow when
+ * group > 1 (the GEMM result / gathered gradient).  The compiler mirrors this formula
+ * (compiler/ops_conv.c conv_scratch) and a test checks they agree. */
+int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g);
+/* The group the compiler picks for a geometry at compiled batch n (same formula as
+ * compiler/ops_conv.c conv_group): enough images for a GEMM ~1024 columns wide,
+ * capped so the im2col matrix stays about 1M reals. */
+int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g);
+/* Kernels (g = incoming gradient dL/dy):
+ *   conv2d          y = x * w (+ b[k] per output channel; b may be NULL)
+ *   conv2d_bwd_x    dx = full correlation of g with w (overwrites dx)
+ *   conv2d_bwd_w    dw = sum over images of g (x) x-patches (overwrites dw)
+ *   maxpool2d       y[nc, oh, ow] = max over each k x k window (stride, pad: padded
+ *                   cells never win; NaN propagates); nc = rows * channels
+ *   maxpool2d_bwd   dx = g routed to each window's first maximum of x (overwrites dx)
+ *   avgpool2d       mean over each k x k window, padding counted (count_include_pad)
+ *   avgpool2d_bwd   dx = g spread evenly over each window (overwrites dx)
+ *   batchnorm       per channel of x[n, c, hw]: train != 0: batch mean / biased var,
+ *                   y = (x - mean) * invstd * gamma + beta, running stats updated in
+ *                   place (running = (1 - momentum) running + momentum batch, the
+ *                   variance unbiased as in PyTorch); train == 0: running stats.
+ *                   save = [mean c | invstd c | gamma*invstd c | xhat n*c*hw], the
+ *                   xhat part written only when save_xhat != 0.
+ *   batchnorm_bwd   from g and save: out = [dgamma c | dbeta c | dx n*c*hw]; train
+ *                   selects the batch-statistics formula (as the forward's train). */
+#define CDL_KERNELS_CONV(T, S) \
+    void cdl_conv2d_##S(const cdl_conv2d_geom *geom, const T *x, const T *w, const T *b, T *y, T *scratch); \
+    void cdl_conv2d_bwd_x_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, T *dx, T *scratch); \
+    void cdl_conv2d_bwd_w_##S(const cdl_conv2d_geom *geom, const T *g, const T *x, T *dw, T *scratch); \
+    void cdl_maxpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
+    void cdl_maxpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
+    void cdl_avgpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
+    void cdl_avgpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, T *dx); \
+    void cdl_batchnorm_##S(int train, int64_t n, int64_t c, int64_t hw, double eps, double momentum, const T *x, const T *gamma, const T *beta, T *running_mean, T *running_var, T *y, T *save, int save_xhat); \
+    void cdl_batchnorm_bwd_##S(int train, int64_t n, int64_t c, int64_t hw, const T *g, const T *save, T *out);
+/* ---- END CONV */
+
+/* ---- recurrent cells (kernels_rnn.c) ---- BEGIN RNN */
+/* Fused pointwise parts of LSTM / GRU cells (PyTorch gate order).  rows = runtime batch,
+ * hid = hidden size, bmax = the COMPILED batch: parts of packed buffers start at offsets
+ * counted with bmax, rows inside a part are runtime rows.
+ *   lstm_act       gates[rows, 4hid] (i, f, g, o pre-activations), c[rows, hid] ->
+ *                  out = [h' at 0 | c' at bmax*hid];
+ *                  aux = [activated gates rows x 4hid at 0 | tanh(c') at bmax*4hid]
+ *   lstm_act_bwd   dout = [dh' | dc'] (same packing as out), c, aux ->
+ *                  dst = [dgates at 0 | dc at bmax*4hid]
+ *   gru_act        gi, gh [rows, 3hid] (r, z, n; gh includes b_hn), h [rows, hid] ->
+ *                  h' = (1 - z) n + z h, n = tanh(gi_n + r gh_n); aux [rows, 3hid] = r, z, n
+ *   gru_act_bwd    g = dh', gh, h, aux -> dst = [dgi at 0 | dgh at bmax*3hid | dh at bmax*6hid]
+ *   view_bwd       dst[0, total) = 0, then dst[off + i] = g[i] for i < n */
+#define CDL_KERNELS_RNN(T, S) \
+    void cdl_lstm_act_##S(int64_t rows, int64_t hid, int64_t bmax, const T *gates, const T *c, T *out, T *aux); \
+    void cdl_lstm_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *dout, const T *c, const T *aux, T *dst); \
+    void cdl_gru_act_##S(int64_t rows, int64_t hid, const T *gi, const T *gh, const T *h, T *out, T *aux); \
+    void cdl_gru_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *g, const T *gh, const T *h, const T *aux, T *dst); \
+    void cdl_view_bwd_##S(int64_t total, int64_t off, int64_t n, const T *g, T *dst);
+/* ---- END RNN */
+
+CDL_KERNELS(float, f32)
+CDL_KERNELS(double, f64)
+
+/* Loops (kernels_loop.c): a batched per-step value is kept as a stack of steps
+ * [steps][B][row] (step_stride elements apart); a collected result is [nb, steps, row]. */
+void cdl_steps_to_batch_f32(int64_t steps, int64_t nb, int64_t row, const float *stack, int64_t step_stride, float *out);
+void cdl_steps_to_batch_f64(int64_t steps, int64_t nb, int64_t row, const double *stack, int64_t step_stride, double *out);
+
+/* Number of BLAS threads (OpenBLAS); 0 leaves the library default. */
+void cdl_blas_set_threads(int n);
+
+/* ======================================================================== models and nets (net.c) */
+
+/* One row of a generated table: a parameter, a state buffer, an input or an output. */
+enum { CDL_T_STATE = 1,      /* non-trainable buffer (batch-norm running stats), after the trainable ones */
+       CDL_T_BATCHED = 2 };  /* dims[0] is the (maximum) batch size: runtime size is nb */
+typedef struct cdl_tensor {
+    const char *name;        /* dotted, stable: "fc1.weight", "block2.conv1.bias", "x" */
+    cdl_dtype dtype;         /* CDL_F32 means "the model's real type" for f64 builds too */
+    size_t offset;           /* element offset in its slab (params); 0 otherwise */
+    int rank;
+    int64_t dims[CDL_MAXDIM];
+    int flags;               /* CDL_T_* */
+    const char *loc;         /* "model.cdl:12:5" where it was declared */
+} cdl_tensor;
+
+typedef struct cdl_net cdl_net;
+
+/* An extra entry point (`entry generate(z: f32[B, Z]) = ...`): same parameters,
+ * own inputs and outputs; run reads in[i] and writes out[i] (caller's buffers,
+ * sized for nb rows). */
+typedef struct cdl_entry {
+    const char *name;
+    int n_in;  const cdl_tensor *in;
+    int n_out; const cdl_tensor *out;
+    void (*run)(cdl_net *net, int nb, const void *const *in, void *const *out);
+} cdl_entry;
+
+/* The static descriptor every generated model exports (`extern const cdl_model NAME_model`).
+ * The runtime (trainer, checkpoints, compare tool, tape) drives any model through it. */
+typedef struct cdl_model {
+    const char *name;            /* model name in the .cdl file */
+    const char *source;          /* "models/mlp.cdl" */
+    uint64_t fingerprint;        /* hash of the model's parameter table and graph */
+    int real_size;               /* 4 (f32 build) or 8 (f64 build) */
+    int batch;                   /* compiled (maximum) batch size */
+    int n_params;  const cdl_tensor *params;   /* trainable first, then CDL_T_STATE */
+    size_t param_count;          /* slab elements, trainable + state */
+    size_t train_count;          /* the trainable prefix of the slab */
+    int n_inputs;  const cdl_tensor *inputs;
+    int n_outputs; const cdl_tensor *outputs;
+    int has_loss;
+    size_t act_bytes;            /* activation arena */
+    int n_entries; const cdl_entry *entries;
+    const char *train_defaults;  /* the `train {}` section as "key=value" lines, or "" */
+
+    void (*init)(cdl_net *net, uint64_t seed);   /* parameter initialisation */
+    /* Eval mode (no dropout, no sampling, batch norm on running stats): reads net->in,
+     * sets net->out[] and, when the model has a loss, net->loss. */
+    void (*forward)(cdl_net *net, int nb);
+    /* Train mode: forward + backward; writes every parameter gradient into net->grad
+     * (overwriting), updates state buffers, sets net->loss and returns it. */
+    double (*grad)(cdl_net *net, int nb);
+    /* Eval mode: loss and its gradient with respect to every f32 input into
+     * net->in_grad[i]; no parameter gradients are computed.  NULL when the model has
+     * no loss. */
+    double (*input_grad)(cdl_net *net, int nb);
+} cdl_model;
+
+/* A model instance.  Everything is allocated once by cdl_net_new. */
+struct cdl_net {
+    const cdl_model *model;
+    void *param;                 /* param_count reals */
+    void *grad;                  /* train_count reals */
+    void *act;                   /* act_bytes */
+    void **in;                   /* n_inputs buffers, each sized for the compiled batch */
+    void **in_grad;              /* n_inputs buffers (NULL for i32 inputs) */
+    void **out;                  /* n_outputs pointers into act, valid after forward/grad */
+    double loss;
+    uint64_t seed;               /* RNG key for dropout and noise: (seed, step, stream) */
+    uint64_t step;               /* training steps taken; the trainer advances it */
+};
+
+cdl_net *cdl_net_new(const cdl_model *m);    /* NULL (and cdl_last_error) on failure */
+void cdl_net_free(cdl_net *net);
+/* Index of the parameter / input / output called name, or -1. */
+int cdl_model_find_param(const cdl_model *m, const char *name);
+int cdl_model_find_input(const cdl_model *m, const char *name);
+/* Elements of row-scaled tensor t at runtime batch nb. */
+int64_t cdl_tensor_numel(const cdl_tensor *t, int nb);
+
+/* ======================================================================== optimizers (optim.c) */
+/* BEGIN OPTIM */
+/* Optimizers update the trainable prefix of net->param from net->grad, in place, over
+ * the flat slabs.  State slots (momentum; Adam's m and v) are slabs of train_count
+ * reals each, saved in checkpoints as "<slot_name>.<param name>". */
+typedef enum cdl_optim_kind { CDL_OPT_SGD, CDL_OPT_ADAM, CDL_OPT_ADAMW } cdl_optim_kind;
+typedef struct cdl_optim_cfg {
+    cdl_optim_kind kind;
+    double lr;
+    double momentum;        /* SGD */
+    int nesterov;           /* SGD */
+    double weight_decay;    /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
+    double beta1, beta2, eps;   /* Adam, AdamW */
+} cdl_optim_cfg;
+typedef struct cdl_optim {
+    cdl_optim_cfg cfg;
+    const cdl_model *model;
+    int n_slots;                 /* 0, 1 (SGD momentum) or 2 (Adam m, v) */
+    const char *slot_name[2];    /* "sgd.momentum"; "adam.m", "adam.v" */
+    void *slot[2];               /* train_count reals each, zeroed at init */
+    uint64_t t;                  /* steps taken (Adam bias correction) */
+} cdl_optim;
+/* Defaults: SGD lr 0.01 momentum 0; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8. */
+void cdl_optim_defaults(cdl_optim_cfg *cfg, cdl_optim_kind kind);
+/* "sgd", "sgd:lr=0.1,momentum=0.9,nesterov=1,weight_decay=5e-4", "adam:lr=1e-3",
+ * "adamw:lr=1e-3,weight_decay=0.01".  -1 and a message on a bad spec. */
+int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec);
+int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
+void cdl_optim_free(cdl_optim *o);
+/* One update with learning rate lr (the schedule's current value).  No allocation. */
+void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr);
+
+/* Learning-rate schedules: the lr is a pure function of the global step, so a resumed
+ * run continues the same curve.  Specs: "const", "step:every=E,gamma=G" (multiply by
+ * G every E epochs; gamma 0.1 if omitted), "cosine" or "cosine:min=X" (from the base lr
+ * down to X over the run), "warmup:steps=N" (linear warmup, then constant).  A warmup
+ * combines with any kind (the trainer's --warmup N): lr * (s + 1) / N for s < N, and
+ * the cosine then spans the steps after the warmup. */
+typedef enum cdl_sched_kind { CDL_SCHED_CONST, CDL_SCHED_STEP, CDL_SCHED_COSINE } cdl_sched_kind;
+typedef struct cdl_sched {
+    cdl_sched_kind kind;
+    int64_t every;               /* step: epochs between decays */
+    double gamma;                /* step: decay factor */
+    double min_lr;               /* cosine: final lr */
+    int64_t warmup;              /* warmup steps, 0 = none */
+    int64_t steps_per_epoch;     /* set by the caller (step kind) */
+    int64_t total_steps;         /* set by the caller (cosine) */
+} cdl_sched;
+int cdl_sched_parse(cdl_sched *s, const char *spec);     /* -1 and a message on a bad spec */
+double cdl_sched_lr(const cdl_sched *s, double base_lr, uint64_t step);
+/* L2 norm of the whole gradient slab (accumulated in double; NaN/Inf propagate). */
+double cdl_grad_norm(const cdl_net *net);
+/* PyTorch's clip_grad_norm_: when max_norm > 0 and the norm exceeds it, scale the
+ * gradients by max_norm / (norm + 1e-6).  Returns the norm before clipping; a
+ * non-finite norm leaves the gradients untouched. */
+double cdl_clip_grad_norm(cdl_net *net, double max_norm);
+/* END OPTIM */
+
+/* ======================================================================== data (data.c) */
+/* BEGIN DATA */
+/* Datasets live in memory as reals: x holds n examples of feat floats each (row-major,
+ * one example's shape in dims), y their labels (or NULL).  A dataset owns x and y
+ * (cdl_alloc); free it with cdl_dataset_free.  Every loader validates its input
+ * strictly and fails with -1 and a message "file: reason" (CSV: "file:line: reason"). */
+typedef struct cdl_dataset {
+    int64_t n;                     /* examples */
+    int64_t feat;                  /* reals per example, e.g. 784 */
+    int rank;                      /* rank of one example, 1..CDL_MAXDIM */
+    int64_t dims[CDL_MAXDIM];      /* one example's shape, e.g. {28, 28} */
+    float *x;                      /* n * feat; IDX images scaled to [0, 1] */
+    int32_t *y;                    /* n labels in [0, nclasses), or NULL */
+    int nclasses;                  /* 1 + max label, or 0 without labels */
+    char name[64];
+} cdl_dataset;
+/* IDX files (LeCun's MNIST format), gzip-compressed or raw.  images: magic 0x0000080D
+ * with D = 2..CDL_MAXDIM+1 dimensions (0x803 for images), type byte 0x08 (ubyte);
+ * values are scaled to [0, 1].  labels (NULL: none): magic 0x00000801, one label per
+ * image.  Sizes, truncation, trailing bytes and the image/label counts are checked. */
+int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels);
+/* The same over raw (uncompressed) IDX bytes in memory; what names them in messages.
+ * Used by the fuzz harness; lab may be NULL. */
+int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len,
+                          const void *lab, size_t lab_len, const char *what);
+/* CSV of numbers, comma-separated, one example a line (blank lines and a trailing
+ * newline are ignored, CRLF accepted).  label_col: the column holding the integer
+ * label (>= 0), CDL_CSV_NO_LABEL (-1): none, CDL_CSV_LAST (-2): the last column.
+ * header: 1 the first line is a header, 0 it is not, -1 auto (a header if any field
+ * of the first line is not a number).  Labels must be integers in [0, 2^20). */
+enum { CDL_CSV_NO_LABEL = -1, CDL_CSV_LAST = -2 };
+int cdl_dataset_load_csv(cdl_dataset *d, const char *path, int label_col, int header);
+/* A named dataset.  name: "fashion-mnist" or "mnist" (optionally ":DIR"; DIR defaults to
+ * $CDL_DATA_DIR/<name>, then $CDL_DATA_DIR, then /usr/share/datasets/<name>;
+ * files train-images-idx3-ubyte[.gz] etc.; labels must be < 10), or "csv:PATH"
+ * (label in the last column, header auto-detected; train is ignored).
+ * train = 1: training split, 0: test split. */
+int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
+/* A dataset holding copies of x (n * prod(dims) floats) and y (n labels >= 0, or NULL). */
+int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims,
+                            const float *x, const int32_t *y);
+void cdl_dataset_free(cdl_dataset *d);      /* frees x and y, zeroes *d; NULL is fine */
+
+/* Per-example transforms, applied in this order: random crop with padding (examples of
+ * rank >= 2: the last two dims are H, W; pad crop_pad zeros on each side, crop back to
+ * H x W at a random offset, the same for every channel), horizontal flip with p = 0.5
+ * (rank >= 2: reverses the last dim), normalize ((x - mean) / std), gaussian noise
+ * (x += noise_std * N(0, 1)).  Zero fields disable each transform. */
+typedef struct cdl_transform {
+    int normalize; double mean, std;
+    int crop_pad;
+    int hflip;
+    double noise_std;
+} cdl_transform;
+typedef struct cdl_loader_cfg {
+    int batch;                 /* rows per batch, >= 1 */
+    int shuffle;               /* per-epoch permutation = f(seed, epoch) */
+    int drop_last;             /* 1: no final partial batch */
+    int workers;               /* 0: synchronous; else worker threads (<= 64) */
+    int prefetch;              /* batches in flight (>= workers; 0: 2 * workers) */
+    uint64_t seed;
+    cdl_transform tf;
+    int real_size;             /* 4 (float) or 8 (double) written to x; 0 means 4 */
+    int64_t fail_batch;        /* testing: > 0 makes producing batch fail_batch - 1 fail */
+} cdl_loader_cfg;
+typedef struct cdl_loader cdl_loader;
+/* A loader over d (which must outlive it); NULL and a message on a bad cfg.  All
+ * buffers and threads are made here: cdl_loader_next does not allocate. */
+cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg);
+int64_t cdl_loader_batches(const cdl_loader *l);          /* per epoch */
+/* Begin epoch `epoch` at batch skip_batches (resume).  Stops the work of any
+ * unfinished previous epoch.  Batches and transforms are a function of (seed, epoch,
+ * batch index) only: the same seed gives the same batches whatever the worker count.
+ * Must be called before the first cdl_loader_next of every epoch. */
+int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches);
+/* Fills x (rows * feat reals, real_size each) and y (rows labels, if y != NULL and the
+ * dataset has labels); returns rows (< batch for a final partial batch), 0 at the end of
+ * the epoch, -1 on error (a failing worker surfaces here, never a hang). */
+int cdl_loader_next(cdl_loader *l, void *x, int32_t *y);
+void cdl_loader_free(cdl_loader *l);       /* stops and joins the workers; NULL is fine */
+/* END DATA */
+
+/* ======================================================================== checkpoints (ckpt.c) */
+/* BEGIN CKPT */
+/* Checkpoints are safetensors files: 8-byte little-endian header length N, N bytes of
+ * JSON header (padded with spaces), then the raw little-endian tensor data.  Every
+ * parameter is stored under its dotted name; optimizer slots as "<slot>.<param>" (e.g.
+ * "adam.m.fc1.weight").  __metadata__ holds "format": "cdl-ckpt 1", the model name and
+ * fingerprint, step/epoch/seed/batch_in_epoch, the optimizer, a CRC-32 per tensor
+ * ("crc32:<name>") and "header_crc32", the CRC-32 of the JSON text with that value's
+ * 8 hex digits replaced by '0': every byte of the file is checked on load. */
+typedef struct cdl_ckpt_meta {
+    uint64_t step, epoch, seed;
+    int64_t batch_in_epoch;        /* batches of `epoch` already done (resume point) */
+    char model[64];                /* load: the file's model name; save: ignored */
+    uint64_t fingerprint;          /* load: the file's fingerprint; save: ignored */
+} cdl_ckpt_meta;
+/* Atomic save: writes path.tmp.<pid>, fsyncs, renames over path, fsyncs the
+ * directory.  opt NULL: no optimizer state.  meta NULL: step and seed from the net,
+ * epoch and batch_in_epoch 0.  The model name and fingerprint come from net->model. */
+int cdl_ckpt_save(const char *path, const cdl_net *net, const cdl_optim *opt,
+                  const cdl_ckpt_meta *meta);
+/* Validates the whole file (sizes, strict JSON, dtypes, shapes, offsets, the exact set
+ * of tensors, checksums, model fingerprint) before touching net or opt; then copies the
+ * parameters, the optimizer slots and t (opt NULL: optimizer state in the file is
+ * checked and ignored; opt non-NULL: the file must hold the same optimizer's state),
+ * and sets net->step and net->seed from the file.  meta (NULL ok) receives the file's
+ * metadata.  -1 and a message naming the file and the problem otherwise. */
+int cdl_ckpt_load(const char *path, cdl_net *net, cdl_optim *opt, cdl_ckpt_meta *meta);
+/* The same over a checkpoint in memory; what names it in messages. */
+int cdl_ckpt_load_mem(const void *buf, size_t len, const char *what, cdl_net *net,
+                      cdl_optim *opt, cdl_ckpt_meta *meta);
+/* Generic writer for named tensors (the trainer's `grad` subcommand dumps gradients
+ * with it); atomic like cdl_ckpt_save, with the same checksums added to the metadata.
+ * meta_kv: nmeta (key, value) pairs, 2 * nmeta strings. */
+typedef struct cdl_st_tensor {
+    const char *name;
+    cdl_dtype dtype;
+    int rank;
+    int64_t dims[CDL_MAXDIM];
+    const void *data;
+} cdl_st_tensor;
+int cdl_safetensors_write(const char *path, int n, const cdl_st_tensor *t, int nmeta,
+                          const char *const *meta_kv);
+/* Testing: when set, called during a save after each write (stage 0, bytes written so
+ * far), after the fsync before the rename (stage 1) and after the rename (stage 2). */
+extern void (*cdl_ckpt_test_hook)(int stage, uint64_t bytes);
+/* END CKPT */
+
+/* ======================================================================== trainer (trainer.c) */
+/* BEGIN TRAINER */
+/* The main() of every generated program: `int main(int argc, char **argv) { return
+ * cdl_main(&NAME_model, argc, argv); }`.  Subcommands train, eval, gradcheck, sample,
+ * grad (see docs/trainer.md or `PROG --help`).  Returns the exit status: 0 success,
+ * 1 failure (an error, a NaN/Inf stop, a failed gradient check), 2 a usage error.
+ * Defaults for `train` come from m->train_defaults: "key=value" lines whose keys are
+ * the long option names (data or dataset, epochs, batch, optimizer, lr, schedule,
+ * warmup, clip, seed, workers, threads, normalize, augment, ...). */
+int cdl_main(const cdl_model *m, int argc, char **argv);
+
+/* A hand-written SVG of per-epoch curves (plot.c): left panel train and test loss,
+ * right panel test accuracy; x = epoch[i].  NaN values are left out (a missing curve
+ * is not drawn).  -1 and a message on an I/O error. */
+int cdl_plot_svg(const char *path, const char *title, int n, const double *epoch,
+                 const double *train_loss, const double *test_loss, const double *test_acc);
+/* An 8-bit grayscale PNG (w x h pixels, row-major) written with zlib (plot.c). */
+int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix);
+/* END TRAINER */
+
+/* ======================================================================== tape (tape.c) */
+/* BEGIN TAPE */
+/* END TAPE */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CDL_H */

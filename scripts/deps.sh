@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install the Debian packages cdl needs, if any are missing.  Quiet and fast when all
+# are present.  Runs as root (CI, fresh machines); otherwise says what to install.
+PKGS="flex bison libopenblas-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing:$missing"
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: not root; run: sudo apt-get install$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null && apt-get install -y -qq $missing >/dev/null || {
+    echo "deps: apt-get install failed for:$missing" >&2; exit 1; }
