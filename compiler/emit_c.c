@@ -239,7 +239,7 @@ static void emit_loop(Emit *e, int L) {
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         e->bname[j] = var_name(n, j, "s_");
-        if (!u[j]) continue;
+        if (!u[j] || (n->flags & NF_DEAD)) continue;
         e_line(e, "%s *%s = %s;  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0),
                shape_comment(e, n), op_info[n->op].name, loc_str(n));
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;

@@ -1,4 +1,4 @@
-/* ops_ctrl.c -- loop machinery: a loop is one LOOP node whose body is a graph run once
+/* ops_ctrl.c -- graph leaves (inputs, parameters) and loop machinery: a loop is one LOOP node whose body is a graph run once
  * per step (the emitter writes a C loop; generated code does not grow with the step
  * count).  Shape rules here; the emitter and autodiff treat these ops structurally
  * (emit_c.c, autodiff.c), so their emit functions are never called. */
@@ -68,6 +68,8 @@ static bool shape_hinted(Graph *g, Node *n) {
 }
 
 const OpRule ops_ctrl_rules[] = {
+    {OP_INPUT, shape_hinted, NULL, emit_structural, NULL},
+    {OP_PARAM, shape_hinted, NULL, emit_structural, NULL},
     {OP_LOOP, shape_loop, NULL, emit_structural, NULL},
     {OP_LOOP_OUT, shape_loop_out, NULL, emit_structural, NULL},
     {OP_LOOP_CARRY, shape_hinted, NULL, emit_structural, NULL},

@@ -99,6 +99,13 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external) {
         for (int k = 0; k < x->nin; k++) {
             int b = storage_base(g, x->in[k]);
             if (last[b] < i) last[b] = i;
+            /* a backward loop reads its forward loop's first carried values too */
+            const Node *in = &g->n[x->in[k]];
+            if (in->op == OP_LOOP && x->op == OP_LOOP)
+                for (int c = 0; c < in->sub->ncarry; c++) {
+                    int cb = storage_base(g, in->in[c]);
+                    if (last[cb] < i) last[cb] = i;
+                }
         }
         if (x->flags & (NF_OUTPUT | NF_LOSS)) last[storage_base(g, i)] = n;
     }
