@@ -240,7 +240,9 @@ static void emit_loop(Emit *e, int L) {
         const Node *n = &b->n[j];
         e->bname[j] = var_name(n, j, "s_");
         if (!u[j] || (n->flags & NF_DEAD)) continue;
-        e_line(e, "%s *%s = %s;  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0),
+        /* a saved forward value may be read only through its scratch (e_aux) */
+        const char *keep = n->op == OP_LOOP_SAVED ? str(" (void)%s;", e->bname[j]) : "";
+        e_line(e, "%s *%s = %s;%s  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0), keep,
                shape_comment(e, n), op_info[n->op].name, loc_str(n));
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
         op_info[n->op].rule.emit(e, b, j);

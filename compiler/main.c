@@ -122,9 +122,12 @@ static void runtime_paths(const char **inc, const char **lib) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        *inc = arena_printf(cc_arena, "%s/../runtime", exe);
         *lib = arena_printf(cc_arena, "%s/libcdlrt.a", exe);
-        if (access(arena_printf(cc_arena, "%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
+        const char *up = "/..";
+        for (int depth = 0; depth < 4; depth++, up = arena_printf(cc_arena, "%s/..", up)) {
+            *inc = arena_printf(cc_arena, "%s%s/runtime", exe, up);
+            if (access(arena_printf(cc_arena, "%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
+        }
         *inc = arena_printf(cc_arena, "%s/../include", exe);
         *lib = arena_printf(cc_arena, "%s/../lib/libcdlrt.a", exe);
         if (access(arena_printf(cc_arena, "%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;

@@ -124,13 +124,16 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external) {
     int64_t top = 0;
     for (int i = 0; i < n; i++) {
         const Node *x = &g->n[i];
-        int64_t size = 0;
+        int64_t size = 0, vbytes = 0, abytes = 0;
         Plan *body = NULL;
         if (x->op == OP_LOOP && !(x->flags & NF_DEAD)) {
             body = plan_new(x->sub->len);
             size = plan_body(x->sub, x->ia[1], real_size, 0, body);
-        } else if (owns_storage(g, i, external)) {
-            size = align_up(plan_value_bytes(x, real_size)) + align_up(plan_aux_bytes(g, x, real_size));
+        } else if (!(x->flags & NF_DEAD)) {
+            /* a node computed straight into a slab may still need its scratch */
+            if (owns_storage(g, i, external)) vbytes = align_up(plan_value_bytes(x, real_size));
+            if (owns_storage(g, i, NULL)) abytes = align_up(plan_aux_bytes(g, x, real_size));
+            size = vbytes + abytes;
         }
         if (size == 0) continue;
         /* retire blocks whose last use is before i */
@@ -154,9 +157,8 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external) {
             p->sub[i] = body;
             p->off[i] = off;
         } else {
-            p->off[i] = off;
-            int64_t ab = plan_aux_bytes(g, x, real_size);
-            if (ab) p->aux_off[i] = off + align_up(plan_value_bytes(x, real_size));
+            if (vbytes) p->off[i] = off;
+            if (abytes) p->aux_off[i] = off + vbytes;
         }
     }
     p->bytes = top;
