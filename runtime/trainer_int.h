@@ -1,0 +1,70 @@
+/* trainer_int.h -- runtime-private interface between the trainer's files
+ * (trainer.c: CLI, train, eval; trainer_tools.c: gradcheck, sample, grad; progress.c:
+ * terminal output).  Not installed, not part of cdl.h. */
+#ifndef CDL_TRAINER_INT_H
+#define CDL_TRAINER_INT_H
+
+#include "cdl.h"
+
+#define TR_STR 512
+
+/* Every option of every subcommand; tr_opts_default gives the built-in defaults, the
+ * model's train_defaults and then argv override them. */
+typedef struct tr_opts {
+    char cmd[16];                 /* train, eval, gradcheck, sample, grad */
+    char data[TR_STR];            /* dataset name or path */
+    int64_t epochs, batch;        /* batch 0: the compiled batch */
+    char optimizer[256];
+    double lr;                    /* < 0: the optimizer spec's */
+    char schedule[128];
+    int64_t warmup;
+    double clip;                  /* 0: no clipping */
+    uint64_t seed;
+    int threads, workers;
+    char save[TR_STR], resume[TR_STR], load[TR_STR], log[TR_STR], plot[TR_STR], out[TR_STR];
+    char entry[128];
+    int json, quiet;
+    cdl_transform tf;
+    int64_t limit, test_limit;    /* 0: the whole split */
+    double eps;                   /* gradcheck */
+    int64_t n;                    /* gradcheck elements / sample images */
+    int64_t batches;              /* grad */
+    int nclasses;                 /* gradcheck: range of random i32 inputs (0: from output 0) */
+    char adversarial[128], attack[128];   /* reserved: adversarial training / attacks */
+} tr_opts;
+
+/* Where the dataset goes: input index of the examples (first real input) and of the
+ * labels (first i32 input, -1 if none). */
+typedef struct tr_map { int xi, yi; int64_t feat; } tr_map;
+
+/* ---- trainer.c */
+double tr_now(void);                                       /* monotonic seconds */
+/* Open split `train` of o->data, cut to `limit` examples (0: all); -1 and a message. */
+int tr_open_dataset(const tr_opts *o, int train, int64_t limit, cdl_dataset *d);
+/* Check that d fits m's inputs and fill *map; -1 and a message. */
+int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, tr_map *map);
+/* A net with parameters from o->load (when set) or m->init(o->seed); NULL on error. */
+cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o);
+int tr_batch(const cdl_model *m, const tr_opts *o);        /* o->batch or the compiled one */
+
+/* ---- trainer_tools.c */
+int tr_gradcheck(const cdl_model *m, const tr_opts *o);     /* exit status */
+int tr_sample(const cdl_model *m, const tr_opts *o);
+int tr_grad(const cdl_model *m, const tr_opts *o);
+
+/* ---- progress.c: a one-line progress bar on a terminal, nothing otherwise. */
+typedef struct tr_progress {
+    int on;                       /* stderr is a terminal and not --quiet */
+    int epoch, epochs;
+    int64_t total, done;          /* examples in this epoch */
+    int64_t left_after;           /* examples in the epochs after this one */
+    double t0, last;
+} tr_progress;
+void tr_progress_begin(tr_progress *p, int quiet, int epoch, int epochs, int64_t total,
+                       int64_t left_after);
+void tr_progress_update(tr_progress *p, int64_t done, double loss);
+void tr_progress_end(tr_progress *p);                      /* clears the line */
+/* Seconds as "1:02:03" / "2:03" into buf. */
+void tr_fmt_time(char *buf, size_t n, double s);
+
+#endif

@@ -1,0 +1,567 @@
+/* test_rt_core.c -- runtime core: allocation hook and errors, Philox RNG and
+ * initialisers, nets, optimizers (against hand-computed updates). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdl.h"
+
+void cdl_philox_raw(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* ---------------------------------------------------------------- test allocator */
+
+/* Counts live blocks and fails the allocation numbered fail_at (1-based) if set. */
+typedef struct count_alloc { long live, total, fail_at; } count_alloc;
+
+static void *counting(void *ud, void *p, size_t n) {
+    count_alloc *c = ud;
+    if (n == 0) {
+        if (p) c->live--;
+        free(p);
+        return NULL;
+    }
+    if (p) return NULL;
+    c->total++;
+    if (c->fail_at && c->total == c->fail_at) return NULL;
+    void *q = malloc(n);
+    if (q) c->live++;
+    return q;
+}
+
+/* ---------------------------------------------------------------- alloc */
+
+static void test_alloc_zeroed_aligned(void **st) {
+    (void)st;
+    uint64_t before = cdl_alloc_count();
+    for (size_t n = 0; n < 300; n += 37) {
+        unsigned char *p = cdl_alloc(n);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        for (size_t i = 0; i < n; i++) assert_int_equal(p[i], 0);
+        memset(p, 0xab, n);
+        cdl_free(p);
+    }
+    assert_int_equal(cdl_alloc_count() - before, 9);
+    cdl_free(NULL);
+}
+
+static void test_alloc_hook(void **st) {
+    (void)st;
+    count_alloc c = {0, 0, 0};
+    cdl_set_allocator(counting, &c);
+    void *a = cdl_alloc(100), *b = cdl_alloc(1);
+    assert_int_equal(c.live, 2);
+    cdl_free(a);
+    cdl_free(b);
+    assert_int_equal(c.live, 0);
+    c.fail_at = 3;
+    assert_null(cdl_alloc(10));
+    assert_non_null(strstr(cdl_last_error(), "out of memory"));
+    assert_null(cdl_alloc(SIZE_MAX - 10));        /* overflow is refused, not wrapped */
+    cdl_set_allocator(NULL, NULL);
+    void *d = cdl_alloc(8);
+    assert_non_null(d);
+    assert_int_equal((uintptr_t)d % 64, 0);
+    cdl_free(d);
+}
+
+static void *err_thread(void *arg) {
+    (void)arg;
+    cdl_fail("thread %d", 2);
+    return strcmp(cdl_last_error(), "thread 2") == 0 ? arg : NULL;
+}
+
+static void test_fail_message(void **st) {
+    (void)st;
+    assert_int_equal(cdl_fail("data.c: %s: bad %d", "x.gz", 7), -1);
+    assert_string_equal(cdl_last_error(), "data.c: x.gz: bad 7");
+    pthread_t th;
+    void *r = NULL;
+    static int token;
+    assert_int_equal(pthread_create(&th, NULL, err_thread, &token), 0);
+    pthread_join(th, &r);
+    assert_ptr_equal(r, &token);
+    assert_string_equal(cdl_last_error(), "data.c: x.gz: bad 7");   /* per thread */
+}
+
+/* ---------------------------------------------------------------- rng */
+
+/* Random123's known-answer vectors for philox4x32_10. */
+static void test_philox_kat(void **st) {
+    (void)st;
+    static const uint32_t v[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {~0u, ~0u, ~0u, ~0u, ~0u, ~0u, 0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int t = 0; t < 3; t++) {
+        uint32_t out[4];
+        cdl_philox_raw(v[t], v[t] + 4, out);
+        for (int i = 0; i < 4; i++) assert_int_equal(out[i], v[t][6 + i]);
+    }
+}
+
+static void test_rng_keys(void **st) {
+    (void)st;
+    cdl_rng_key k = {42, 7, 3};
+    uint32_t a[4], b[4];
+    cdl_philox(k, 5, a);
+    cdl_philox(k, 5, b);
+    assert_memory_equal(a, b, sizeof a);
+    cdl_rng_key ks[3] = {{43, 7, 3}, {42, 8, 3}, {42, 7, 4}};
+    for (int i = 0; i < 3; i++) {
+        cdl_philox(ks[i], 5, b);
+        assert_memory_not_equal(a, b, sizeof a);
+    }
+    cdl_philox(k, 6, b);
+    assert_memory_not_equal(a, b, sizeof a);
+}
+
+static void test_rand_uniform(void **st) {
+    (void)st;
+    enum { N = 20000 };
+    static float f[N];
+    static double d[N];
+    cdl_rng_key k = {1, 0, 9};
+    cdl_rand_f32(k, 0, N, f);
+    cdl_rand_f64(k, 0, N, d);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(f[i] >= 0 && f[i] < 1);
+        assert_true(d[i] >= 0 && d[i] < 1);
+        assert_true(fabs(f[i] - d[i]) < 1e-7);        /* f32 = top 24 of the 53 bits */
+        s += d[i];
+        s2 += d[i] * d[i];
+    }
+    double mean = s / N, var = s2 / N - mean * mean;
+    assert_true(fabs(mean - 0.5) < 0.01);
+    assert_true(fabs(var - 1.0 / 12) < 0.005);
+    /* element i depends on base + i only */
+    double part[10];
+    cdl_rand_f64(k, 1234, 10, part);
+    assert_memory_equal(part, d + 1234, sizeof part);
+}
+
+static void test_randn(void **st) {
+    (void)st;
+    enum { N = 20001 };
+    static double d[N];
+    static float f[N];
+    cdl_rng_key k = {5, 11, 2};
+    cdl_randn_f64(k, 0, N, d);
+    cdl_randn_f32(k, 0, N, f);
+    double s = 0, s2 = 0, s4 = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(isfinite(d[i]));
+        assert_true(f[i] == (float)d[i]);
+        s += d[i];
+        s2 += d[i] * d[i];
+        s4 += d[i] * d[i] * d[i] * d[i];
+    }
+    assert_true(fabs(s / N) < 0.03);
+    assert_true(fabs(s2 / N - 1) < 0.04);
+    assert_true(fabs(s4 / N - 3) < 0.3);                /* Gaussian kurtosis */
+    /* pairing does not depend on base / n: odd and even starts, odd lengths */
+    double part[7];
+    for (uint64_t base = 0; base < 6; base++) {
+        for (int64_t n = 1; n <= 7; n++) {
+            cdl_randn_f64(k, base, n, part);
+            assert_memory_equal(part, d + base, (size_t)n * sizeof(double));
+        }
+    }
+    /* both outputs of a pair are used: neighbours differ */
+    assert_true(d[0] != d[1]);
+}
+
+static void test_init(void **st) {
+    (void)st;
+    enum { N = 6000 };
+    static double p[N];
+    static float q[N];
+    cdl_rng_key k = {3, 0, 1};
+    cdl_init_f64(p, N, CDL_INIT_CONSTANT, 2.5, 0, 1, 1, k);
+    assert_true(p[0] == 2.5 && p[N - 1] == 2.5);
+    cdl_init_f64(p, N, CDL_INIT_ONES, 0, 0, 1, 1, k);
+    assert_true(p[17] == 1);
+    cdl_init_f64(p, N, CDL_INIT_ZEROS, 0, 0, 1, 1, k);
+    assert_true(p[17] == 0);
+
+    struct { cdl_init_kind kind; double a, b; int64_t fi, fo; double lo, hi; } u[] = {
+        {CDL_INIT_UNIFORM, -2, 3, 1, 1, -2, 3},
+        {CDL_INIT_XAVIER_UNIFORM, 0, 0, 100, 50, -0.2, 0.2},       /* sqrt(6/150) */
+        {CDL_INIT_XAVIER_UNIFORM, 2, 0, 100, 50, -0.4, 0.4},
+        {CDL_INIT_HE_UNIFORM, 0, 0, 24, 7, -0.5, 0.5},             /* sqrt(6/24) */
+        {CDL_INIT_DEFAULT, 0, 0, 25, 7, -0.2, 0.2},                /* 1/sqrt(25) */
+    };
+    for (size_t t = 0; t < sizeof u / sizeof u[0]; t++) {
+        cdl_init_f64(p, N, u[t].kind, u[t].a, u[t].b, u[t].fi, u[t].fo, k);
+        cdl_init_f32(q, N, u[t].kind, u[t].a, u[t].b, u[t].fi, u[t].fo, k);
+        double mn = 1e9, mx = -1e9;
+        for (int i = 0; i < N; i++) {
+            mn = fmin(mn, p[i]);
+            mx = fmax(mx, p[i]);
+            assert_true(q[i] == (float)p[i]);
+        }
+        double w = u[t].hi - u[t].lo;
+        assert_true(mn >= u[t].lo && mx <= u[t].hi);
+        assert_true(mn < u[t].lo + 0.01 * w && mx > u[t].hi - 0.01 * w);
+    }
+    struct { cdl_init_kind kind; double a, b; int64_t fi, fo; double mean, sd; } g[] = {
+        {CDL_INIT_NORMAL, 1, 0.5, 1, 1, 1, 0.5},
+        {CDL_INIT_XAVIER_NORMAL, 0, 0, 60, 40, 0, 0.141421356},    /* sqrt(2/100) */
+        {CDL_INIT_HE_NORMAL, 0, 0, 50, 3, 0, 0.2},                 /* sqrt(2/50) */
+    };
+    for (size_t t = 0; t < sizeof g / sizeof g[0]; t++) {
+        cdl_init_f64(p, N, g[t].kind, g[t].a, g[t].b, g[t].fi, g[t].fo, k);
+        double s = 0, s2 = 0;
+        for (int i = 0; i < N; i++) s += p[i];
+        double mean = s / N;
+        for (int i = 0; i < N; i++) s2 += (p[i] - mean) * (p[i] - mean);
+        double sd = sqrt(s2 / N);
+        assert_true(fabs(mean - g[t].mean) < 0.05 * g[t].sd);
+        assert_true(fabs(sd / g[t].sd - 1) < 0.04);
+    }
+}
+
+/* ---------------------------------------------------------------- net */
+
+static const cdl_tensor tiny_params[] = {
+    {"fc.weight", CDL_F32, 0, 2, {3, 4}, 0, "t.cdl:1:1"},
+    {"fc.bias", CDL_F32, 12, 1, {3}, 0, "t.cdl:1:1"},
+    {"bn.running_mean", CDL_F32, 15, 1, {3}, CDL_T_STATE, "t.cdl:2:1"},
+};
+static const cdl_tensor tiny_inputs[] = {
+    {"x", CDL_F32, 0, 4, {8, 1, 2, 2}, CDL_T_BATCHED, "t.cdl:3:1"},
+    {"y", CDL_I32, 0, 1, {8}, CDL_T_BATCHED, "t.cdl:4:1"},
+    {"z", CDL_F32, 0, 2, {8, 3}, CDL_T_BATCHED, "t.cdl:5:1"},
+};
+static const cdl_tensor tiny_outputs[] = {
+    {"logits", CDL_F32, 0, 2, {8, 3}, CDL_T_BATCHED, "t.cdl:6:1"},
+};
+
+static cdl_model tiny_model(int real_size) {
+    cdl_model m;
+    memset(&m, 0, sizeof m);
+    m.name = "tiny";
+    m.real_size = real_size;
+    m.batch = 8;
+    m.n_params = 3;
+    m.params = tiny_params;
+    m.param_count = 18;
+    m.train_count = 15;
+    m.n_inputs = 3;
+    m.inputs = tiny_inputs;
+    m.n_outputs = 1;
+    m.outputs = tiny_outputs;
+    m.act_bytes = 1000;
+    m.train_defaults = "";
+    return m;
+}
+
+static void test_net_new(void **st) {
+    (void)st;
+    for (int rs = 4; rs <= 8; rs += 4) {
+        cdl_model m = tiny_model(rs);
+        count_alloc c = {0, 0, 0};
+        cdl_set_allocator(counting, &c);
+        cdl_net *net = cdl_net_new(&m);
+        assert_non_null(net);
+        assert_ptr_equal(net->model, &m);
+        assert_int_equal(net->step, 0);
+        assert_non_null(net->in_grad[0]);
+        assert_null(net->in_grad[1]);
+        assert_non_null(net->in_grad[2]);
+        for (int i = 0; i < 3; i++)      /* 64-byte aligned relative to the block */
+            assert_int_equal(((char *)net->in[i] - (char *)net->in[0]) % 64, 0);
+        /* every buffer is writable to its full size (ASan checks the bounds) */
+        memset(net->param, 1, 18 * (size_t)rs);
+        memset(net->grad, 1, 15 * (size_t)rs);
+        memset(net->act, 1, 1000);
+        memset(net->in[0], 1, 32 * (size_t)rs);
+        memset(net->in[1], 1, 8 * 4);
+        memset(net->in[2], 1, 24 * (size_t)rs);
+        memset(net->in_grad[0], 1, 32 * (size_t)rs);
+        memset(net->in_grad[2], 1, 24 * (size_t)rs);
+        net->out[0] = net->act;
+        cdl_net_free(net);
+        assert_int_equal(c.live, 0);
+        /* failing each allocation in turn: NULL, a message, no leak */
+        long total = c.total;
+        for (long f = 1; f <= total; f++) {
+            c = (count_alloc){0, 0, f};
+            assert_null(cdl_net_new(&m));
+            assert_non_null(strstr(cdl_last_error(), "out of memory"));
+            assert_int_equal(c.live, 0);
+        }
+        cdl_set_allocator(NULL, NULL);
+    }
+    cdl_model bad = tiny_model(3);
+    assert_null(cdl_net_new(&bad));
+    assert_non_null(strstr(cdl_last_error(), "real_size"));
+    bad = tiny_model(4);
+    bad.train_count = 99;
+    assert_null(cdl_net_new(&bad));
+    assert_null(cdl_net_new(NULL));
+    cdl_net_free(NULL);
+}
+
+static void test_net_lookup(void **st) {
+    (void)st;
+    cdl_model m = tiny_model(4);
+    assert_int_equal(cdl_model_find_param(&m, "fc.bias"), 1);
+    assert_int_equal(cdl_model_find_param(&m, "bn.running_mean"), 2);
+    assert_int_equal(cdl_model_find_param(&m, "fc"), -1);
+    assert_int_equal(cdl_model_find_input(&m, "y"), 1);
+    assert_int_equal(cdl_model_find_input(&m, "w"), -1);
+    assert_int_equal(cdl_tensor_numel(&tiny_inputs[0], 5), 20);
+    assert_int_equal(cdl_tensor_numel(&tiny_inputs[0], 8), 32);
+    assert_int_equal(cdl_tensor_numel(&tiny_params[0], 5), 12);   /* not batched */
+    cdl_tensor scalar = {"s", CDL_F32, 0, 0, {0}, 0, NULL};
+    assert_int_equal(cdl_tensor_numel(&scalar, 3), 1);
+}
+
+/* ---------------------------------------------------------------- optimizers */
+
+/* Run `steps` updates on a net with params p0 (first 2 trainable elements used) and
+ * gradient sequences g[step][elem]; return the final 2 params in out.  Both
+ * precisions are run; the f32 result must match the f64 one closely. */
+static void run_opt(const char *spec, int steps, const double p0[2], const double g[][2],
+                    double out[2]) {
+    double res[2][2];
+    for (int prec = 0; prec < 2; prec++) {
+        int rs = prec ? 8 : 4;
+        cdl_model m = tiny_model(rs);
+        m.train_count = 2;
+        cdl_net *net = cdl_net_new(&m);
+        assert_non_null(net);
+        cdl_optim_cfg cfg;
+        assert_int_equal(cdl_optim_parse(&cfg, spec), 0);
+        cdl_optim o;
+        assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+        for (int i = 0; i < 2; i++) {
+            if (rs == 4) ((float *)net->param)[i] = (float)p0[i];
+            else ((double *)net->param)[i] = p0[i];
+        }
+        if (rs == 4) ((float *)net->param)[2] = 7;                  /* beyond train_count */
+        else ((double *)net->param)[2] = 7;
+        uint64_t nalloc = cdl_alloc_count();
+        for (int s = 0; s < steps; s++) {
+            for (int i = 0; i < 2; i++) {
+                if (rs == 4) ((float *)net->grad)[i] = (float)g[s][i];
+                else ((double *)net->grad)[i] = g[s][i];
+            }
+            cdl_optim_step(&o, net, cfg.lr);
+        }
+        assert_int_equal(cdl_alloc_count(), nalloc);               /* no allocation in step */
+        assert_int_equal(o.t, (uint64_t)steps);
+        for (int i = 0; i < 2; i++)
+            res[prec][i] = rs == 4 ? ((float *)net->param)[i] : ((double *)net->param)[i];
+        assert_true(rs == 4 ? ((float *)net->param)[2] == 7 : ((double *)net->param)[2] == 7);
+        cdl_optim_free(&o);
+        cdl_net_free(net);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_true(fabs(res[0][i] - res[1][i]) < 1e-5 * (1 + fabs(res[1][i])));
+        out[i] = res[1][i];
+    }
+}
+
+#define NEAR(a, b) assert_true(fabs((a) - (b)) < 1e-12 * (1 + fabs(b)))
+
+static void test_sgd(void **st) {
+    (void)st;
+    const double p0[2] = {1, -2};
+    const double g[3][2] = {{1, 0.5}, {1, -1}, {2, 0}};
+    double out[2];
+    /* plain: p -= lr g */
+    run_opt("sgd:lr=0.1", 3, p0, g, out);
+    NEAR(out[0], 1 - 0.1 * 4);
+    NEAR(out[1], -2 - 0.1 * (-0.5));
+    /* momentum 0.9: buf 1, 1.9, 3.71; p = 1 - .1 - .19 - .371 */
+    run_opt("sgd:lr=0.1,momentum=0.9", 3, p0, g, out);
+    NEAR(out[0], 1 - 0.1 - 0.19 - 0.371);
+    /* element 1: buf .5, -.55, -.495 */
+    NEAR(out[1], -2 - 0.05 + 0.055 + 0.0495);
+    /* nesterov: d + mu buf: 1.9, 1 + .9*1.9 = 2.71, 2 + .9*3.71 = 5.339 */
+    run_opt("sgd:lr=0.1,momentum=0.9,nesterov=1", 3, p0, g, out);
+    NEAR(out[0], 1 - 0.19 - 0.271 - 0.5339);
+    /* weight decay, no momentum: p1 = 1 - .1(1 + .1) = .89; p2 = .89 - .1(1 + .089) */
+    run_opt("sgd:lr=0.1,weight_decay=0.1", 2, p0, g, out);
+    NEAR(out[0], 0.89 - 0.1 * (1 + 0.089));
+}
+
+static void test_adam(void **st) {
+    (void)st;
+    const double p0[2] = {1, 3};
+    const double g[2][2] = {{1, 2}, {-1, 2}};
+    double out[2];
+    /* step 1: m = .1 g, v = .001 g^2, mhat = g, vhat = g^2: p -= lr * g / (|g| + eps) */
+    run_opt("adam:lr=0.1,eps=0", 1, p0, g, out);
+    NEAR(out[0], 0.9);
+    NEAR(out[1], 2.9);
+    /* step 2, element 0: m = -.01, v = .001999, mhat = -.01/.19, vhat = 1 */
+    run_opt("adam:lr=0.1,eps=0", 2, p0, g, out);
+    NEAR(out[0], 0.9 + 0.1 * 0.01 / 0.19);
+    NEAR(out[1], 2.8);
+    /* eps enters as sqrt(vhat) + eps */
+    run_opt("adam:lr=0.1,eps=0.5", 1, p0, g, out);
+    NEAR(out[0], 1 - 0.1 / 1.5);
+    /* Adam weight decay is L2 on the gradient: g = 1 + .5 * 1 */
+    run_opt("adam:lr=0.1,eps=0.5,weight_decay=0.5", 1, p0, g, out);
+    NEAR(out[0], 1 - 0.1 * 1.5 / 2.0);
+    /* AdamW decays the parameter: p = 1 (1 - .1 * .5) - .1 * 1 / 1.5 */
+    run_opt("adamw:lr=0.1,eps=0.5,weight_decay=0.5", 1, p0, g, out);
+    NEAR(out[0], 0.95 - 0.1 / 1.5);
+    run_opt("adamw:lr=0.1,beta1=0.5,beta2=0.75,eps=0,wd=0", 2, p0, g, out);
+    /* element 0: m = .5, v = .25; then m = -.25, v = .4375; bc1 = .75, bc2 = .4375 */
+    NEAR(out[0], 0.9 - 0.1 * (-0.25 / 0.75) / 1.0);
+}
+
+static void test_optim_parse(void **st) {
+    (void)st;
+    cdl_optim_cfg c;
+    assert_int_equal(cdl_optim_parse(&c, "sgd"), 0);
+    assert_int_equal(c.kind, CDL_OPT_SGD);
+    assert_true(c.lr == 0.01 && c.momentum == 0 && !c.nesterov);
+    assert_int_equal(cdl_optim_parse(&c, "sgd:lr=0.1,momentum=0.9,nesterov,weight_decay=5e-4"), 0);
+    assert_true(c.lr == 0.1 && c.momentum == 0.9 && c.nesterov && c.weight_decay == 5e-4);
+    assert_int_equal(cdl_optim_parse(&c, "adam"), 0);
+    assert_true(c.kind == CDL_OPT_ADAM && c.lr == 1e-3 && c.beta1 == 0.9 && c.beta2 == 0.999 &&
+                c.eps == 1e-8 && c.weight_decay == 0);
+    assert_int_equal(cdl_optim_parse(&c, "adamw:lr=3e-4"), 0);
+    assert_true(c.kind == CDL_OPT_ADAMW && c.lr == 3e-4 && c.weight_decay == 0.01);
+    const char *bad[] = {"", "rmsprop", "sgd:lr=", "sgd:lr=abc", "sgd:beta1=0.9",
+                         "adam:momentum=0.9", "sgd:nesterov=1", "adam:beta2=1", "sgd:lr=-1",
+                         "sgd:lr=nan", "sgd:lr", "adam:lr=1e-3,,x=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c.lr = 123;
+        assert_int_equal(cdl_optim_parse(&c, bad[i]), -1);
+        assert_true(c.lr == 123);                           /* untouched on failure */
+        assert_non_null(strstr(cdl_last_error(), "optimizer spec"));
+    }
+}
+
+static void test_optim_slots(void **st) {
+    (void)st;
+    cdl_model m = tiny_model(4);
+    cdl_optim_cfg cfg;
+    cdl_optim o;
+    cdl_optim_defaults(&cfg, CDL_OPT_SGD);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 0);
+    cdl_optim_free(&o);
+    cfg.momentum = 0.9;
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 1);
+    assert_string_equal(o.slot_name[0], "sgd.momentum");
+    cdl_optim_free(&o);
+    cdl_optim_defaults(&cfg, CDL_OPT_ADAMW);
+    count_alloc c = {0, 0, 2};
+    cdl_set_allocator(counting, &c);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), -1);             /* second slot fails */
+    assert_int_equal(c.live, 0);
+    cdl_set_allocator(NULL, NULL);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 2);
+    assert_string_equal(o.slot_name[1], "adam.v");
+    for (size_t i = 0; i < m.train_count; i++) assert_true(((float *)o.slot[1])[i] == 0);
+    cdl_optim_free(&o);
+    cdl_optim_free(&o);                                             /* idempotent */
+}
+
+static void test_sched(void **st) {
+    (void)st;
+    cdl_sched s;
+    assert_int_equal(cdl_sched_parse(&s, "const"), 0);
+    assert_true(cdl_sched_lr(&s, 0.1, 12345) == 0.1);
+    assert_int_equal(cdl_sched_parse(&s, "step:every=2,gamma=0.5"), 0);
+    s.steps_per_epoch = 10;
+    assert_true(cdl_sched_lr(&s, 0.1, 19) == 0.1);                 /* epoch 1 */
+    assert_true(cdl_sched_lr(&s, 0.1, 20) == 0.05);                /* epoch 2 */
+    assert_true(cdl_sched_lr(&s, 0.1, 45) == 0.025);               /* epoch 4 */
+    assert_int_equal(cdl_sched_parse(&s, "cosine"), 0);
+    s.total_steps = 100;
+    assert_true(cdl_sched_lr(&s, 0.2, 0) == 0.2);
+    NEAR(cdl_sched_lr(&s, 0.2, 50), 0.1);
+    NEAR(cdl_sched_lr(&s, 0.2, 25), 0.1 * (1 + cos(M_PI / 4)));
+    assert_true(cdl_sched_lr(&s, 0.2, 100) == 0);
+    s.warmup = 10;                                                 /* --warmup with cosine */
+    NEAR(cdl_sched_lr(&s, 0.2, 0), 0.02);
+    NEAR(cdl_sched_lr(&s, 0.2, 9), 0.2);
+    assert_true(cdl_sched_lr(&s, 0.2, 10) == 0.2);
+    NEAR(cdl_sched_lr(&s, 0.2, 55), 0.1);                          /* middle of the 90 after */
+    assert_int_equal(cdl_sched_parse(&s, "cosine:min=0.01"), 0);
+    s.total_steps = 10;
+    NEAR(cdl_sched_lr(&s, 0.2, 5), 0.105);
+    assert_int_equal(cdl_sched_parse(&s, "warmup:steps=4"), 0);
+    NEAR(cdl_sched_lr(&s, 1, 1), 0.5);
+    assert_true(cdl_sched_lr(&s, 1, 4) == 1);
+    const char *bad[] = {"", "linear", "step", "step:every=0", "step:every=1.5", "cosine:every=2",
+                         "warmup", "warmup:steps=x", "step:gamma"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cdl_sched_parse(&s, bad[i]), -1);
+        assert_non_null(strstr(cdl_last_error(), "schedule"));
+    }
+}
+
+static void test_clip(void **st) {
+    (void)st;
+    for (int rs = 4; rs <= 8; rs += 4) {
+        cdl_model m = tiny_model(rs);
+        m.train_count = 2;
+        cdl_net *net = cdl_net_new(&m);
+        assert_non_null(net);
+        double g[2] = {3, 4};
+        for (int i = 0; i < 2; i++) {
+            if (rs == 4) ((float *)net->grad)[i] = (float)g[i];
+            else ((double *)net->grad)[i] = g[i];
+        }
+        assert_true(cdl_grad_norm(net) == 5);
+        assert_true(cdl_clip_grad_norm(net, 10) == 5);             /* below: untouched */
+        assert_true(cdl_grad_norm(net) == 5);
+        assert_true(cdl_clip_grad_norm(net, 0) == 5);              /* 0: no clipping */
+        assert_true(cdl_clip_grad_norm(net, 1) == 5);
+        assert_true(fabs(cdl_grad_norm(net) - 5 / (5 + 1e-6)) < 1e-6);
+        if (rs == 4) ((float *)net->grad)[0] = NAN;
+        else ((double *)net->grad)[0] = NAN;
+        assert_true(isnan(cdl_clip_grad_norm(net, 1)));
+        cdl_net_free(net);
+    }
+}
+
+/* Every test leaves the default allocator installed, even when it fails midway. */
+static int reset_alloc(void **st) {
+    (void)st;
+    cdl_set_allocator(NULL, NULL);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_alloc_zeroed_aligned, reset_alloc),
+        cmocka_unit_test_teardown(test_alloc_hook, reset_alloc),
+        cmocka_unit_test_teardown(test_fail_message, reset_alloc),
+        cmocka_unit_test_teardown(test_philox_kat, reset_alloc),
+        cmocka_unit_test_teardown(test_rng_keys, reset_alloc),
+        cmocka_unit_test_teardown(test_rand_uniform, reset_alloc),
+        cmocka_unit_test_teardown(test_randn, reset_alloc),
+        cmocka_unit_test_teardown(test_init, reset_alloc),
+        cmocka_unit_test_teardown(test_net_new, reset_alloc),
+        cmocka_unit_test_teardown(test_net_lookup, reset_alloc),
+        cmocka_unit_test_teardown(test_sgd, reset_alloc),
+        cmocka_unit_test_teardown(test_adam, reset_alloc),
+        cmocka_unit_test_teardown(test_optim_parse, reset_alloc),
+        cmocka_unit_test_teardown(test_optim_slots, reset_alloc),
+        cmocka_unit_test_teardown(test_sched, reset_alloc),
+        cmocka_unit_test_teardown(test_clip, reset_alloc),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

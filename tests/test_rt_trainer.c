@@ -1,0 +1,650 @@
+/* test_rt_trainer.c -- the generic trainer (cdl_main) driven through hand-written
+ * model descriptors: softmax regression with its own forward and gradient, in f32
+ * and f64, on a synthetic CSV dataset and on Fashion-MNIST subsets.
+ *
+ * The test models: W[C,F], b[C] (trainable) and one state value s.  Train mode can
+ * apply inverted dropout to x keyed by (net->seed, net->step), and can add the state
+ * s to logit 0 and then bump it (a stand-in for batch-norm running statistics that a
+ * gradient check must save and restore).  A "broken" variant scales db[0] so the
+ * gradient check has something to catch; g_nan_step injects a NaN loss. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cdl.h"
+
+/* ---------------------------------------------------------------- test models */
+
+typedef struct smcfg { int F, C; double drop; int state_in_loss, broken; } smcfg;
+static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX;
+
+/* mode 0: eval forward; 1: train forward + backward; 2: eval input gradient. */
+#define SM_DEFINE(T, S)                                                                    \
+    static double sm_run_##S(const smcfg *c, cdl_net *net, int nb, int mode) {            \
+        const int F = c->F, C = c->C, B = net->model->batch;                              \
+        T *W = net->param, *b = W + C * F, *st = b + C, *dW = net->grad, *db = dW + C * F; \
+        T *logit = net->act, *prob = logit + B * C, *xd = prob + B * C;                    \
+        const T *x = net->in[0];                                                           \
+        const int32_t *y = net->in[1];                                                     \
+        cdl_rng_key key = {net->seed, net->step, 7};                                       \
+        for (int i = 0; i < nb * F; i++) {                                                 \
+            xd[i] = x[i];                                                                  \
+            if (mode == 1 && c->drop > 0) {                                                \
+                double u;                                                                  \
+                cdl_rand_f64(key, (uint64_t)i, 1, &u);                                     \
+                xd[i] = u < c->drop ? 0 : (T)(x[i] / (1 - c->drop));                       \
+            }                                                                              \
+        }                                                                                  \
+        double loss = 0;                                                                   \
+        for (int r = 0; r < nb; r++) {                                                     \
+            T *l = logit + r * C, *p = prob + r * C, mx = -INFINITY;                       \
+            for (int k = 0; k < C; k++) {                                                  \
+                T a = b[k];                                                                \
+                for (int f = 0; f < F; f++) a += W[k * F + f] * xd[r * F + f];            \
+                if (k == 0 && mode == 1 && c->state_in_loss) a += st[0];                   \
+                l[k] = a;                                                                  \
+                if (a > mx) mx = a;                                                        \
+            }                                                                              \
+            double z = 0;                                                                  \
+            for (int k = 0; k < C; k++) z += exp((double)(l[k] - mx));                     \
+            for (int k = 0; k < C; k++) p[k] = (T)(exp((double)(l[k] - mx)) / z);          \
+            loss += log(z) + mx - l[y[r]];                                                 \
+        }                                                                                  \
+        loss /= nb;                                                                        \
+        if (mode == 1) {                                                                   \
+            memset(dW, 0, sizeof(T) * (size_t)(C * F + C));                                \
+            for (int r = 0; r < nb; r++)                                                   \
+                for (int k = 0; k < C; k++) {                                              \
+                    T d = (prob[r * C + k] - (k == y[r])) / nb;                            \
+                    db[k] += d;                                                            \
+                    for (int f = 0; f < F; f++) dW[k * F + f] += d * xd[r * F + f];        \
+                }                                                                          \
+            if (c->broken) db[0] *= (T)1.5;                                                \
+            if (c->state_in_loss) st[0] += (T)0.1;                                         \
+        }                                                                                  \
+        if (mode == 2) {                                                                   \
+            T *dx = net->in_grad[0];                                                       \
+            for (int r = 0; r < nb; r++)                                                   \
+                for (int f = 0; f < F; f++) {                                              \
+                    T a = 0;                                                               \
+                    for (int k = 0; k < C; k++)                                            \
+                        a += (prob[r * C + k] - (k == y[r])) * W[k * F + f];               \
+                    dx[r * F + f] = a / nb;                                                \
+                }                                                                          \
+        }                                                                                  \
+        if (mode == 1 && net->step == g_nan_step) loss = NAN;                              \
+        if (mode == 1 && net->step == g_int_step) raise(SIGINT);                           \
+        net->out[0] = logit;                                                               \
+        net->loss = loss;                                                                  \
+        return loss;                                                                       \
+    }                                                                                      \
+    static void sm_init_##S(const smcfg *c, cdl_net *net, uint64_t seed) {                 \
+        T *W = net->param;                                                                 \
+        cdl_rng_key k0 = {seed, 0, 0}, k1 = {seed, 0, 1};                                  \
+        cdl_init_##S(W, c->C * c->F, CDL_INIT_DEFAULT, 0, 0, c->F, c->C, k0);              \
+        cdl_init_##S(W + c->C * c->F, c->C, CDL_INIT_DEFAULT, 0, 0, c->F, c->C, k1);       \
+        W[c->C * c->F + c->C] = 0;                                                         \
+    }
+SM_DEFINE(float, f32)
+SM_DEFINE(double, f64)
+
+/* One descriptor: tables, config and the four function pointers. */
+#define SM_MODEL(NAME, S, B, F, C, XRANK, XD1, XD2, DROP, STATE, BROKEN, ENTRIES, NENT, DEFAULTS) \
+    static const smcfg NAME##_cfg = {F, C, DROP, STATE, BROKEN};                                 \
+    static const cdl_tensor NAME##_params[] = {                                                  \
+        {"fc.weight", CDL_F32, 0, 2, {C, F}, 0, "t:1:1"},                                        \
+        {"fc.bias", CDL_F32, (size_t)(C) * (F), 1, {C}, 0, "t:1:1"},                             \
+        {"fc.state", CDL_F32, (size_t)(C) * (F) + (C), 1, {1}, CDL_T_STATE, "t:1:1"}};           \
+    static const cdl_tensor NAME##_inputs[] = {                                                  \
+        {"x", CDL_F32, 0, XRANK, {B, XD1, XD2}, CDL_T_BATCHED, "t:2:1"},                         \
+        {"y", CDL_I32, 0, 1, {B}, CDL_T_BATCHED, "t:3:1"}};                                      \
+    static const cdl_tensor NAME##_outputs[] = {                                                 \
+        {"logits", CDL_F32, 0, 2, {B, C}, CDL_T_BATCHED, "t:4:1"}};                              \
+    static void NAME##_init(cdl_net *n, uint64_t s) { sm_init_##S(&NAME##_cfg, n, s); }          \
+    static void NAME##_fwd(cdl_net *n, int nb) { sm_run_##S(&NAME##_cfg, n, nb, 0); }            \
+    static double NAME##_grad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 1); }  \
+    static double NAME##_igrad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 2); } \
+    static const cdl_model NAME = {                                                              \
+        #NAME, "tests/test_rt_trainer.c", 0x5EED0000u + (F) * 100 + (C), sizeof(S##_t), B,       \
+        3, NAME##_params, (size_t)(C) * (F) + (C) + 1, (size_t)(C) * (F) + (C),                  \
+        2, NAME##_inputs, 1, NAME##_outputs, 1,                                                  \
+        sizeof(S##_t) * (size_t)(B) * (2 * (C) + (F)), NENT, ENTRIES, DEFAULTS,                  \
+        NAME##_init, NAME##_fwd, NAME##_grad, NAME##_igrad};
+
+typedef float f32_t;
+typedef double f64_t;
+
+/* An entry point for `sample`: img[r, k] = sigmoid(z[r,0] (k - 8) / 4 + z[r,1]). */
+static const cdl_tensor gen_in[] = {{"z", CDL_F32, 0, 2, {16, 2}, CDL_T_BATCHED, "t:5:1"}};
+static const cdl_tensor gen_out[] = {{"img", CDL_F32, 0, 2, {16, 16}, CDL_T_BATCHED, "t:5:1"}};
+static void gen_run(cdl_net *net, int nb, const void *const *in, void *const *out) {
+    (void)net;
+    const float *z = in[0];
+    float *o = out[0];
+    for (int r = 0; r < nb; r++)
+        for (int k = 0; k < 16; k++)
+            o[r * 16 + k] = 1 / (1 + expf(-(z[r * 2] * (float)(k - 8) / 4 + z[r * 2 + 1])));
+}
+static const cdl_entry gen_entries[] = {{"generate", 1, gen_in, 1, gen_out, gen_run}};
+
+/* syn: 4 features as x[B, 2, 2], 3 classes, dropout; on the synthetic CSV. */
+SM_MODEL(syn, f32, 16, 4, 3, 3, 2, 2, 0.1, 0, 0, gen_entries, 1, "")
+/* syn with train defaults from the model file. */
+SM_MODEL(syndef, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0,
+         "# defaults\n  optimizer = sgd:lr=0.3,momentum=0.9\nepochs=2\n\nbatch=8\nquiet=1\n")
+SM_MODEL(synbad, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0, "epochs=2\nepoch=3\n")
+/* f64 builds for gradcheck: dropout + state in the loss; and a wrong gradient. */
+SM_MODEL(gc, f64, 8, 4, 3, 2, 4, 0, 0.25, 1, 0, NULL, 0, "")
+SM_MODEL(gcbad, f64, 8, 4, 3, 2, 4, 0, 0.0, 0, 1, NULL, 0, "")
+/* Fashion-MNIST: x[B, 1, 28, 28] is 784 values per example. */
+static const cdl_tensor fm_params[] = {
+    {"fc.weight", CDL_F32, 0, 2, {10, 784}, 0, "t:1:1"},
+    {"fc.bias", CDL_F32, 7840, 1, {10}, 0, "t:1:1"},
+    {"fc.state", CDL_F32, 7850, 1, {1}, CDL_T_STATE, "t:1:1"}};
+static const cdl_tensor fm_inputs[] = {
+    {"x", CDL_F32, 0, 4, {50, 1, 28, 28}, CDL_T_BATCHED, "t:2:1"},
+    {"y", CDL_I32, 0, 1, {50}, CDL_T_BATCHED, "t:3:1"}};
+static const cdl_tensor fm_outputs[] = {{"logits", CDL_F32, 0, 2, {50, 10}, CDL_T_BATCHED, "t:4:1"}};
+static const smcfg fm_cfg = {784, 10, 0, 0, 0};
+static void fm_init(cdl_net *n, uint64_t s) { sm_init_f32(&fm_cfg, n, s); }
+static void fm_fwd(cdl_net *n, int nb) { sm_run_f32(&fm_cfg, n, nb, 0); }
+static double fm_grad(cdl_net *n, int nb) { return sm_run_f32(&fm_cfg, n, nb, 1); }
+static const cdl_model fm = {"softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 7851, 7850,
+                             2, fm_inputs, 1, fm_outputs, 1, sizeof(float) * 50 * (20 + 784),
+                             0, NULL, "dataset=fashion-mnist\nlr=0.05\noptimizer=sgd",
+                             fm_init, fm_fwd, fm_grad, NULL};
+
+/* ---------------------------------------------------------------- helpers */
+
+static char g_dir[64];
+static char g_csv[128];
+
+static const char *path_in(const char *name) {
+    static char buf[8][192];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
+    return buf[k];
+}
+
+/* 3 classes around separated centers in 4-D, 200 rows, label last. */
+static void write_csv(const char *path) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "a,b,c,d,label\n");
+    cdl_rng_key k = {99, 0, 0};
+    for (int i = 0; i < 200; i++) {
+        int y = i % 3;
+        double n[4];
+        cdl_randn_f64(k, (uint64_t)i * 4, 4, n);
+        fprintf(f, "%.5f,%.5f,%.5f,%.5f,%d\n", (y == 0 ? 1.5 : 0) + 0.5 * n[0],
+                (y == 1 ? 1.5 : 0) + 0.5 * n[1], (y == 2 ? 1.5 : 0) + 0.5 * n[2], 0.5 * n[3], y);
+    }
+    fclose(f);
+}
+
+static char g_out[1 << 16], g_err[1 << 16];
+
+static void slurp(int fd, char *buf, size_t n) {
+    lseek(fd, 0, SEEK_SET);
+    ssize_t r = read(fd, buf, n - 1);
+    buf[r > 0 ? r : 0] = 0;
+}
+
+/* cdl_main(m, "prog", args..., NULL) with stdout and stderr captured in g_out/g_err. */
+static int run(const cdl_model *m, ...) {
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = "prog";
+    va_list ap;
+    va_start(ap, m);
+    for (char *a; (a = va_arg(ap, char *)) != NULL;) argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    FILE *fo = tmpfile(), *fe = tmpfile();
+    int so = dup(1), se = dup(2);
+    dup2(fileno(fo), 1);
+    dup2(fileno(fe), 2);
+    int rc = cdl_main(m, argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    slurp(fileno(fo), g_out, sizeof g_out);
+    slurp(fileno(fe), g_err, sizeof g_err);
+    fclose(fo);
+    fclose(fe);
+    return rc;
+}
+
+/* The number after "key": in a one-line JSON object; NAN for null or missing. */
+static double json_num(const char *js, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(js, pat);
+    if (!p) return NAN;
+    p += strlen(pat);
+    if (!strncmp(p, "null", 4)) return NAN;
+    return strtod(p, NULL);
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* The parameters of a checkpoint, loaded into a fresh net of m. */
+static cdl_net *load_net(const cdl_model *m, const char *path, cdl_ckpt_meta *meta) {
+    cdl_net *net = cdl_net_new(m);
+    assert_non_null(net);
+    if (cdl_ckpt_load(path, net, NULL, meta) < 0) fail_msg("load %s: %s", path, cdl_last_error());
+    return net;
+}
+
+static int have_fashion(void) {
+    return file_exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") ||
+           file_exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte");
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_usage(void **st) {
+    (void)st;
+    assert_int_equal(run(&syn, NULL), 2);
+    assert_non_null(strstr(g_err, "usage"));
+    assert_int_equal(run(&syn, "--help", NULL), 0);
+    assert_non_null(strstr(g_out, "gradcheck"));
+    assert_int_equal(run(&syn, "fly", NULL), 2);
+    assert_non_null(strstr(g_err, "unknown command"));
+    const char *cmds[] = {"train", "eval", "gradcheck", "sample", "grad"};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(run(&syn, cmds[i], "--help", NULL), 0);
+        assert_non_null(strstr(g_out, "--seed"));
+    }
+    assert_non_null(strstr(g_out, "--batches"));              /* grad's own option */
+    assert_int_equal(run(&syn, "train", "--bogus", NULL), 2);
+    assert_non_null(strstr(g_err, "unknown option"));
+    assert_int_equal(run(&syn, "train", "--epochs", NULL), 2);
+    assert_non_null(strstr(g_err, "needs a value"));
+    assert_int_equal(run(&syn, "train", "--epochs", "x", NULL), 2);
+    assert_int_equal(run(&syn, "train", "--optimizer", "rmsprop", NULL), 2);
+    assert_non_null(strstr(g_err, "rmsprop"));
+    assert_int_equal(run(&syn, "train", "--schedule=step", NULL), 2);
+    assert_int_equal(run(&syn, "train", "--json=1", NULL), 2);
+    assert_int_equal(run(&syn, "eval", "--epochs", "3", NULL), 2);     /* not an eval option */
+    assert_int_equal(run(&synbad, "train", NULL), 2);
+    assert_non_null(strstr(g_err, "unknown key 'epoch'"));
+    /* batch larger than compiled */
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--batch", "17", "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "compiled batch"));
+}
+
+static void test_train_synthetic(void **st) {
+    (void)st;
+    const char *log = path_in("syn.csv.log"), *svg = path_in("syn.svg");
+    int rc = run(&syn, "train", "--data", g_csv, "--epochs", "6", "--optimizer", "sgd:lr=0.5,momentum=0.9",
+                 "--schedule", "cosine", "--warmup", "3", "--clip", "5", "--json", "--log", log, "--plot",
+                 svg, "--workers", "0", NULL);
+    if (rc) fail_msg("rc %d: %s", rc, g_err);
+    /* stdout is exactly one JSON line with every key */
+    assert_int_equal(g_out[0], '{');
+    assert_non_null(strchr(g_out, '\n'));
+    assert_int_equal(strchr(g_out, '\n')[1], 0);
+    const char *keys[] = {"train_loss", "test_loss", "test_accuracy", "epochs", "steps", "seconds"};
+    for (int i = 0; i < 6; i++) assert_true(isfinite(json_num(g_out, keys[i])));
+    assert_true(json_num(g_out, "epochs") == 6);
+    assert_true(json_num(g_out, "steps") == 6 * 13);          /* 200 / 16 -> 13 batches */
+    assert_true(json_num(g_out, "test_accuracy") > 0.85);
+    /* per-epoch lines went to stderr (stdout is the JSON) */
+    assert_non_null(strstr(g_err, "epoch 6/6"));
+    /* the log: header + 6 rows, loss falling */
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "epoch,step,train_loss,test_loss,test_accuracy,seconds\n");
+    double first = NAN, last = NAN;
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        int e;
+        unsigned long long s;
+        double tl, vl, acc, sec;
+        assert_int_equal(sscanf(line, "%d,%llu,%lf,%lf,%lf,%lf", &e, &s, &tl, &vl, &acc, &sec), 6);
+        assert_int_equal(e, ++rows);
+        assert_int_equal(s, 13ull * (unsigned long long)e);
+        if (rows == 1) first = tl;
+        last = tl;
+    }
+    fclose(f);
+    assert_int_equal(rows, 6);
+    assert_true(last < 0.7 * first);
+    f = fopen(svg, "r");
+    assert_non_null(f);
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    line[n] = 0;
+    fclose(f);
+    assert_non_null(strstr(line, "<svg"));
+    /* plain (non-terminal) output and no JSON without --json */
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", NULL), 0);
+    assert_non_null(strstr(g_out, "epoch 1/1"));
+    assert_null(strstr(g_out, "{"));
+    assert_null(strstr(g_err, "\r"));
+}
+
+/* train 3 == train 1 + resume to 3 (worker counts differ), bit for bit. */
+static void test_resume_exact(void **st) {
+    (void)st;
+    const char *a = path_in("a.ckpt"), *b = path_in("b.ckpt");
+    char ja[512], jb[512];
+    int rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
+                 "--schedule", "step:every=1,gamma=0.5", "--seed", "7", "--save", a, "--json",
+                 "--quiet", "--workers", "2", NULL);
+    if (rc) fail_msg("%s", g_err);
+    snprintf(ja, sizeof ja, "%.500s", g_out);
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "1", "--optimizer", "adam:lr=0.05",
+             "--schedule", "step:every=1,gamma=0.5", "--seed", "7", "--save", b, "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    /* the resumed run takes its seed from the checkpoint, not --seed */
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
+             "--schedule", "step:every=1,gamma=0.5", "--seed", "1234", "--resume", b, "--save", b,
+             "--json", "--quiet", "--workers", "0", NULL);
+    if (rc) fail_msg("%s", g_err);
+    snprintf(jb, sizeof jb, "%.500s", g_out);
+    cdl_ckpt_meta ma, mb;
+    cdl_net *na = load_net(&syn, a, &ma), *nb = load_net(&syn, b, &mb);
+    assert_memory_equal(na->param, nb->param, syn.param_count * sizeof(float));
+    assert_int_equal(ma.step, 39);
+    assert_int_equal(mb.step, 39);
+    assert_int_equal(ma.epoch, 3);
+    assert_int_equal(mb.epoch, 3);
+    assert_int_equal(mb.seed, 7);
+    cdl_net_free(na);
+    cdl_net_free(nb);
+    const char *keys[] = {"train_loss", "test_loss", "test_accuracy", "epochs", "steps"};
+    for (int i = 0; i < 5; i++) assert_true(json_num(ja, keys[i]) == json_num(jb, keys[i]));
+    /* Ctrl-C in the middle of epoch 2 (step 20 = its batch 7): a mid-epoch checkpoint,
+     * exit status 130; resuming it still ends bit-identical to the straight run */
+    const char *c = path_in("int.ckpt");
+    g_int_step = 20;
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
+             "--schedule", "step:every=1,gamma=0.5", "--seed", "7", "--save", c, "--quiet", NULL);
+    g_int_step = UINT64_MAX;
+    assert_int_equal(rc, 130);
+    assert_non_null(strstr(g_err, "interrupted"));
+    cdl_net *ni = load_net(&syn, c, &mb);
+    cdl_net_free(ni);
+    assert_int_equal(mb.epoch, 1);
+    assert_int_equal(mb.batch_in_epoch, 8);
+    assert_int_equal(mb.step, 21);
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
+             "--schedule", "step:every=1,gamma=0.5", "--resume", c, "--save", c, "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    na = load_net(&syn, a, NULL);
+    nb = load_net(&syn, c, &mb);
+    assert_memory_equal(na->param, nb->param, syn.param_count * sizeof(float));
+    assert_int_equal(mb.step, 39);
+    cdl_net_free(na);
+    cdl_net_free(nb);
+    /* a different seed really is different */
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
+             "--seed", "8", "--save", b, "--quiet", NULL);
+    assert_int_equal(rc, 0);
+    na = load_net(&syn, a, NULL);
+    nb = load_net(&syn, b, NULL);
+    assert_memory_not_equal(na->param, nb->param, syn.train_count * sizeof(float));
+    cdl_net_free(na);
+    cdl_net_free(nb);
+    /* resuming a finished run trains nothing more */
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "3", "--resume", a, "--json",
+                         "--quiet", "--optimizer", "adam:lr=0.05", NULL), 0);
+    assert_true(json_num(g_out, "steps") == 39);
+    /* resuming with another optimizer is refused */
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "4", "--resume", a, "--quiet",
+                         "--optimizer", "sgd", NULL), 1);
+}
+
+static void test_nan_stop(void **st) {
+    (void)st;
+    const char *c = path_in("nan.ckpt");
+    g_nan_step = 13 + 5;                                     /* in epoch 2 */
+    int rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--save", c, "--quiet", NULL);
+    g_nan_step = UINT64_MAX;
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "the loss is nan"));
+    assert_non_null(strstr(g_err, "epoch 2"));
+    assert_non_null(strstr(g_err, "last good checkpoint"));
+    cdl_ckpt_meta meta;
+    cdl_net *net = load_net(&syn, c, &meta);
+    assert_int_equal(meta.epoch, 1);                         /* epoch 1's checkpoint kept */
+    assert_int_equal(meta.step, 13);
+    cdl_net_free(net);
+    /* a NaN before any checkpoint says so */
+    g_nan_step = 2;
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "1", "--quiet", NULL);
+    g_nan_step = UINT64_MAX;
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "no checkpoint"));
+}
+
+static void test_eval_and_defaults(void **st) {
+    (void)st;
+    const char *c = path_in("def.ckpt");
+    /* defaults from the model: sgd momentum, 2 epochs, batch 8, quiet */
+    int rc = run(&syndef, "train", "--data", g_csv, "--save", c, "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "epochs") == 2);
+    assert_true(json_num(g_out, "steps") == 2 * 25);         /* 200 / 8 */
+    assert_string_equal(g_err, "");                          /* quiet=1 from the model */
+    double acc = json_num(g_out, "test_accuracy"), loss = json_num(g_out, "test_loss");
+    assert_true(acc > 0.8);
+    /* the command line beats the model */
+    assert_int_equal(run(&syndef, "train", "--data", g_csv, "--epochs", "1", "--json", NULL), 0);
+    assert_true(json_num(g_out, "steps") == 25);
+    /* eval of the checkpoint gives the same numbers */
+    rc = run(&syndef, "eval", "--data", g_csv, "--load", c, "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "test_accuracy") == acc);
+    assert_true(fabs(json_num(g_out, "test_loss") - loss) < 1e-12);
+    assert_int_equal(run(&syndef, "eval", "--data", g_csv, NULL), 1);      /* --load missing */
+    assert_non_null(strstr(g_err, "--load"));
+    assert_int_equal(run(&syndef, "eval", "--data", g_csv, "--load", path_in("missing"), NULL), 1);
+}
+
+static void test_data_mismatch(void **st) {
+    (void)st;
+    char bad[160];
+    snprintf(bad, sizeof bad, "%s", path_in("five.csv"));
+    FILE *f = fopen(bad, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 10; i++) fprintf(f, "1,2,3,4,5,%d\n", i % 3);
+    fclose(f);
+    assert_int_equal(run(&syn, "train", "--data", bad, "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "5 values"));
+    assert_non_null(strstr(g_err, "input x"));
+    assert_int_equal(run(&syn, "train", "--data", path_in("nonexistent.csv"), "--quiet", NULL), 1);
+}
+
+static void test_gradcheck(void **st) {
+    (void)st;
+    int rc = run(&gc, "gradcheck", "--json", NULL);
+    if (rc) fail_msg("%s%s", g_out, g_err);
+    assert_non_null(strstr(g_out, "\"ok\":true"));
+    assert_true(json_num(g_out, "checked") == 15 + 32);       /* all params + the input x */
+    rc = run(&gc, "gradcheck", "--batch", "5", "--n", "4", NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(g_out, "fc.weight"));
+    rc = run(&gcbad, "gradcheck", NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_out, "FAILED"));
+    assert_non_null(strstr(g_out, "fc.bias[0]"));
+    assert_int_equal(run(&syn, "gradcheck", NULL), 1);
+    assert_non_null(strstr(g_err, "f64"));
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void test_sample_png(void **st) {
+    (void)st;
+    const char *png = path_in("s.png");
+    int rc = run(&syn, "sample", "-o", png, "--n", "9", NULL);
+    if (rc) fail_msg("%s", g_err);
+    FILE *f = fopen(png, "rb");
+    assert_non_null(f);
+    static unsigned char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_true(n > 8 + 25 + 12);
+    assert_memory_equal(buf, "\x89PNG\r\n\x1a\n", 8);
+    assert_int_equal(be32(buf + 8), 13);
+    assert_memory_equal(buf + 12, "IHDR", 4);
+    uint32_t w = be32(buf + 16), h = be32(buf + 20);
+    assert_int_equal(w, 3 * (4 + 2) + 2);                     /* 16 values -> 4x4 tiles, 3x3 grid */
+    assert_int_equal(h, w);
+    assert_int_equal(be32(buf + 29), (uint32_t)crc32(crc32(0, NULL, 0), buf + 12, 17));
+    uint32_t zl = be32(buf + 33);
+    assert_memory_equal(buf + 37, "IDAT", 4);
+    unsigned char raw[1024];
+    uLongf rl = sizeof raw;
+    assert_int_equal(uncompress(raw, &rl, buf + 41, zl), Z_OK);
+    assert_int_equal(rl, h * (w + 1));
+    assert_memory_equal(buf + 41 + zl + 4 + 4, "IEND", 4);
+    assert_int_equal(run(&gc, "sample", NULL), 1);            /* no entry point */
+    assert_int_equal(run(&syn, "sample", "--entry", "nope", NULL), 1);
+}
+
+static void test_grad_dump(void **st) {
+    (void)st;
+    const char *c = path_in("g.ckpt"), *out = path_in("g.safetensors");
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
+    int rc = run(&syn, "grad", "--data", g_csv, "--load", c, "--batches", "2", "-o", out, NULL);
+    if (rc) fail_msg("%s", g_err);
+    FILE *f = fopen(out, "rb");
+    assert_non_null(f);
+    static char buf[1 << 14];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    assert_true(n > 8);
+    const char *hdr = buf + 8;
+    assert_non_null(strstr(hdr, "\"loss.1\""));
+    assert_non_null(strstr(hdr, "\"grad.0.fc.weight\""));
+    assert_non_null(strstr(hdr, "\"grad.1.fc.bias\""));
+    assert_null(strstr(hdr, "fc.state"));
+    /* the loss of batch 0 equals the model's own loss on the first 16 rows in order */
+    cdl_net *net = load_net(&syn, c, NULL);
+    FILE *csv = fopen(g_csv, "r");
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, csv));
+    float *x = net->in[0];
+    int32_t *y = net->in[1];
+    for (int r = 0; r < 16; r++) {
+        assert_non_null(fgets(line, sizeof line, csv));
+        assert_int_equal(sscanf(line, "%f,%f,%f,%f,%d", x + 4 * r, x + 4 * r + 1, x + 4 * r + 2,
+                                x + 4 * r + 3, y + r), 5);
+    }
+    fclose(csv);
+    double loss0 = syn.grad(net, 16);                         /* same step as the dump: dropout alike */
+    cdl_net_free(net);
+    assert_non_null(strstr(g_out, "batch 0: 16 rows"));
+    const char *p = strstr(g_out, "loss ");
+    assert_non_null(p);
+    assert_true(fabs(strtod(p + 5, NULL) - loss0) < 1e-6);
+    assert_int_equal(run(&syn, "grad", "--data", g_csv, NULL), 2);     /* -o missing */
+}
+
+static void test_schedules_plot(void **st) {
+    (void)st;
+    /* the plot writer alone, with missing values */
+    double e[3] = {1, 2, 3}, tl[3] = {1, 0.5, 0.25}, vl[3] = {NAN, 0.6, 0.3}, acc[3] = {NAN, NAN, NAN};
+    const char *svg = path_in("p.svg");
+    assert_int_equal(cdl_plot_svg(svg, "a <b> & c", 3, e, tl, vl, acc), 0);
+    FILE *f = fopen(svg, "r");
+    static char buf[1 << 14];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "a &lt;b&gt; &amp; c"));
+    assert_non_null(strstr(buf, "train loss"));
+    assert_null(strstr(buf, "nan"));
+    assert_int_equal(cdl_plot_svg("/nonexistent/dir/x.svg", "t", 3, e, tl, vl, acc), -1);
+    unsigned char px[4] = {0, 64, 128, 255};
+    assert_int_equal(cdl_png_write_gray(path_in("t.png"), 2, 2, px), 0);
+    assert_int_equal(cdl_png_write_gray(path_in("t.png"), 0, 2, px), -1);
+}
+
+static void test_fashion_subset(void **st) {
+    (void)st;
+    if (!have_fashion()) {
+        print_message("fashion-mnist not installed; skipped\n");
+        skip();
+    }
+    const char *c = path_in("fm.ckpt");
+    /* defaults from the model (sgd, lr 0.05, fashion-mnist); a 2000/1000 subset */
+    int rc = run(&fm, "train", "--epochs", "3", "--limit", "2000", "--test-limit", "1000", "--json",
+                 "--save", c, "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "steps") == 3 * 40);
+    assert_true(json_num(g_out, "test_accuracy") > 0.65);
+    assert_true(json_num(g_out, "train_loss") < 1.0);
+    rc = run(&fm, "eval", "--load", c, "--test-limit", "500", "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "test_accuracy") > 0.6);
+    assert_true(json_num(g_out, "examples") == 500);
+    /* the synthetic model cannot eat 784-value images */
+    assert_int_equal(run(&syn, "eval", "--data", "fashion-mnist", "--load", c, NULL), 1);
+    assert_non_null(strstr(g_err, "784 values"));
+}
+
+static int setup(void **st) {
+    (void)st;
+    snprintf(g_dir, sizeof g_dir, "/tmp/cdl_trainer_XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    snprintf(g_csv, sizeof g_csv, "%s/syn.csv", g_dir);
+    write_csv(g_csv);
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    const char *names[] = {"syn.csv", "syn.csv.log", "syn.svg", "a.ckpt", "b.ckpt", "nan.ckpt",
+                           "def.ckpt", "five.csv", "s.png", "g.ckpt", "g.safetensors", "p.svg",
+                           "t.png", "fm.ckpt", "sample.png", "int.ckpt"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unlink(path_in(names[i]));
+    rmdir(g_dir);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_train_synthetic),
+        cmocka_unit_test(test_resume_exact),
+        cmocka_unit_test(test_nan_stop),
+        cmocka_unit_test(test_eval_and_defaults),
+        cmocka_unit_test(test_data_mismatch),
+        cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_sample_png),
+        cmocka_unit_test(test_grad_dump),
+        cmocka_unit_test(test_schedules_plot),
+        cmocka_unit_test(test_fashion_subset),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
