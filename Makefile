@@ -12,6 +12,9 @@ WFLAGS  := -std=c11 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=20
 ALLFLAGS = $(WFLAGS) $(CFLAGS) $(SAN) -Iruntime -Icompiler -I$(B)/gen -MMD -MP
 LDLIBS  := -lopenblas -lz -lpthread -lm
 PREFIX  ?= /usr/local
+# The runtime's kernels are the hot loops: vectorise them for this machine (AVX-512 on
+# the Zen 4 machines we run on).  Override with RT_OPT="-O2" for a portable library.
+RT_OPT  ?= -O3 -march=native
 
 CC_SRC  := $(wildcard compiler/*.c)
 CC_LIB  := $(filter-out compiler/main.c,$(CC_SRC))
@@ -44,6 +47,9 @@ $(B)/obj/gen/%.o: $(B)/gen/%.c
 $(B)/obj/compiler/%.o: compiler/%.c | $(B)/gen/cdl.tab.c $(B)/gen/lex.yy.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -c $< -o $@
+$(B)/obj/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) $(RT_OPT) -c $< -o $@
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -c $< -o $@
@@ -77,7 +83,7 @@ test: deps
 tests: $(TESTS)
 
 asan: deps
-	@$(MAKE) -s B=build/asan CC=clang OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all tests
+	@$(MAKE) -s B=build/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all tests
 	@B=build/asan ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
 
 run: deps all
@@ -96,3 +102,28 @@ clean:
 .PHONY: all deps test tests asan run install clean
 .SECONDARY:
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+# Fuzzing (libFuzzer + ASan/UBSan, clang): `make fuzz [FUZZ_TIME=s]` builds
+# build/fuzz/fuzz_{ckpt,idx,csv} straight from the runtime sources with -DCDL_FUZZING
+# (the checkpoint loader then ignores wrong CRC values, to reach the checks behind
+# them) and runs each for FUZZ_TIME seconds on its corpus in build/fuzz/<name>.corpus.
+FUZZ_TIME ?= 30
+FUZZ_RT   := fuzz_ckpt fuzz_idx fuzz_csv
+FUZZ_BIN  := $(patsubst %,build/fuzz/%,$(FUZZ_RT))
+FUZZ_DEPS := runtime/alloc.c runtime/rng.c runtime/net.c runtime/optim.c runtime/json.c runtime/ckpt.c runtime/data.c
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) runtime/cdl.h runtime/json.h
+	@mkdir -p $(dir $@)
+	clang $(WFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DCDL_FUZZING \
+	    -Iruntime $< $(FUZZ_DEPS) -o $@ -lz -lpthread -lm
+fuzz: deps $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do mkdir -p $$f.corpus; \
+	    CDL_FUZZ_CORPUS=$$f.corpus $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/ $$f.corpus || exit 1; done
+.PHONY: fuzz
+
+# make bench: cdl static and tape side by side with PyTorch eager/TorchScript (when
+# /usr/bin/python3 has torch) and the OpenBLAS sgemm reference; not part of make test.
+# Tables on stdout, bench/results.json; see docs/benchmarks.md.
+bench: all
+	@B=$(B) CC=$(CC) bench/run.sh
+.PHONY: bench

@@ -1,0 +1,658 @@
+/* test_rt_data.c -- datasets and the batch loader (runtime/data.c).
+ *
+ * IDX and CSV readers on small files written here (raw and gzip), with every error
+ * path naming the file; Fashion-MNIST when installed; the loader's batching, shuffle,
+ * resume, transforms, worker-count independence, failure reporting and shutdown.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "cdl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[256];
+
+static int setup(void **st) {
+    (void)st;
+    snprintf(dir, sizeof dir, "/tmp/cdl_test_data.%ld", (long)getpid());
+    mkdir(dir, 0700);
+    return 0;
+}
+static int teardown(void **st) {
+    (void)st;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+static const char *tpath(const char *name) {
+    static char p[4][320];
+    static int k;
+    k = (k + 1) & 3;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static void spit(const char *path, const void *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+static void spit_gz(const char *path, const void *b, size_t n) {
+    gzFile g = gzopen(path, "wb");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, b, (unsigned)n), (int)n);
+    assert_int_equal(gzclose(g), Z_OK);
+}
+static void spit_str(const char *path, const char *s) { spit(path, s, strlen(s)); }
+
+static void expect_error(const char *needle) {
+    const char *e = cdl_last_error();
+    if (!strstr(e, needle)) fail_msg("error '%s' does not contain '%s'", e, needle);
+}
+
+/* An IDX image file of n images h x w, pixel (i, y, x) = (i * 31 + y * 7 + x) % 256,
+ * into buf (returns its size). */
+static size_t mk_images(unsigned char *buf, int n, int h, int w) {
+    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, 0, (unsigned char)n, 0, 0, 0, (unsigned char)h,
+                             0, 0, 0, (unsigned char)w};
+    memcpy(buf, hdr, 16);
+    size_t k = 16;
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) buf[k++] = (unsigned char)((i * 31 + y * 7 + x) % 256);
+    return k;
+}
+static size_t mk_labels(unsigned char *buf, int n, int mod) {
+    unsigned char hdr[8] = {0, 0, 8, 1, 0, 0, 0, (unsigned char)n};
+    memcpy(buf, hdr, 8);
+    for (int i = 0; i < n; i++) buf[8 + i] = (unsigned char)(i % mod);
+    return 8 + (size_t)n;
+}
+
+/* ---------------------------------------------------------------- IDX */
+
+static void test_idx_raw_and_gz(void **st) {
+    (void)st;
+    unsigned char im[16 + 5 * 12], lb[8 + 5];
+    size_t ni = mk_images(im, 5, 3, 4), nl = mk_labels(lb, 5, 3);
+    spit(tpath("im.idx"), im, ni);
+    spit_gz(tpath("im.idx.gz"), im, ni);
+    spit_gz(tpath("lb.idx.gz"), lb, nl);
+    for (int gz = 0; gz < 2; gz++) {
+        cdl_dataset d;
+        assert_int_equal(cdl_dataset_load_idx(&d, gz ? tpath("im.idx.gz") : tpath("im.idx"), tpath("lb.idx.gz")), 0);
+        assert_int_equal(d.n, 5);
+        assert_int_equal(d.feat, 12);
+        assert_int_equal(d.rank, 2);
+        assert_int_equal(d.dims[0], 3);
+        assert_int_equal(d.dims[1], 4);
+        assert_int_equal(d.nclasses, 3);
+        assert_int_equal(d.y[4], 1);
+        assert_true(d.x[2 * 12 + 1 * 4 + 3] == (float)((2 * 31 + 7 + 3) % 256) / 255.0f);
+        assert_string_equal(d.name, gz ? "im.idx.gz" : "im.idx");
+        cdl_dataset_free(&d);
+        assert_null(d.x);
+    }
+    /* No labels. */
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("im.idx"), NULL), 0);
+    assert_null(d.y);
+    assert_int_equal(d.nclasses, 0);
+    cdl_dataset_free(&d);
+}
+
+/* Write im/lb (possibly damaged) and expect the load to fail naming file and reason. */
+static void idx_bad(const unsigned char *im, size_t ni, const unsigned char *lb, size_t nl, const char *file,
+                    const char *reason) {
+    spit(tpath("bad_im.idx"), im, ni);
+    spit(tpath("bad_lb.idx"), lb, nl);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("bad_im.idx"), tpath("bad_lb.idx")), -1);
+    expect_error(file);
+    expect_error(reason);
+    assert_null(d.x);
+}
+
+static void test_idx_errors(void **st) {
+    (void)st;
+    unsigned char im[16 + 5 * 12 + 8], lb[8 + 6], t[16 + 5 * 12 + 8];
+    size_t ni = mk_images(im, 5, 3, 4), nl = mk_labels(lb, 5, 3);
+    memcpy(t, im, ni);
+    t[0] = 0x1f;
+    idx_bad(t, ni, lb, nl, "bad_im.idx", "bad magic number 0x1f000803");
+    memcpy(t, im, ni);
+    t[2] = 0x0d;
+    idx_bad(t, ni, lb, nl, "bad_im.idx", "element type 0x0d");
+    memcpy(t, lb, nl);
+    t[3] = 3;
+    idx_bad(im, ni, t, nl, "bad_lb.idx", "label file has 1 dimension");
+    memcpy(t, im, ni);
+    t[3] = 1;
+    idx_bad(t, ni, lb, nl, "bad_im.idx", "image file has 2..");
+    idx_bad(im, ni - 1, lb, nl, "bad_im.idx", "truncated: 59 data bytes, the header promises 60");
+    memcpy(t, im, ni);
+    t[ni] = 0;
+    idx_bad(t, ni + 1, lb, nl, "bad_im.idx", "1 bytes of trailing garbage");
+    idx_bad(im, 10, lb, nl, "bad_im.idx", "truncated IDX header");
+    idx_bad(im, 3, lb, nl, "bad_im.idx", "too short");
+    memcpy(t, im, ni);
+    t[11] = 0;
+    idx_bad(t, ni, lb, nl, "bad_im.idx", "dimension 1 is 0");
+    memcpy(t, im, ni);
+    t[4] = t[5] = t[6] = t[7] = t[8] = t[9] = t[10] = t[11] = 0xff;
+    idx_bad(t, ni, lb, nl, "bad_im.idx", "dimensions overflow");
+    unsigned char l6[8 + 6];
+    size_t nl6 = mk_labels(l6, 6, 3);
+    idx_bad(im, ni, l6, nl6, "bad_lb.idx", "6 labels, but");
+    /* Missing file, truncated gzip. */
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("nope.idx"), NULL), -1);
+    expect_error("nope.idx: cannot open");
+    /* A tiny gzip file whose header claims 255 x 255 x 255 images: refused before any
+     * allocation of that size. */
+    memcpy(t, im, ni);
+    t[7] = t[11] = t[15] = 0xff;
+    spit_gz(tpath("big.gz"), t, ni);
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("big.gz"), NULL), -1);
+    expect_error("more than");
+    spit_gz(tpath("tr.gz"), im, ni);
+    FILE *f = fopen(tpath("tr.gz"), "rb");
+    unsigned char gz[512];
+    size_t ng = fread(gz, 1, sizeof gz, f);
+    fclose(f);
+    spit(tpath("tr.gz"), gz, ng - 6);
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("tr.gz"), NULL), -1);
+    expect_error("tr.gz");
+}
+
+/* The in-memory parser refuses every truncation and every one-byte extension. */
+static void test_idx_parse_every_truncation(void **st) {
+    (void)st;
+    unsigned char im[16 + 4 * 6], lb[8 + 4];
+    size_t ni = mk_images(im, 4, 2, 3), nl = mk_labels(lb, 4, 2);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_parse_idx(&d, im, ni, lb, nl, "mem"), 0);
+    cdl_dataset_free(&d);
+    for (size_t k = 0; k < ni; k++) {
+        unsigned char *c = malloc(k + 1);
+        memcpy(c, im, k);
+        assert_int_equal(cdl_dataset_parse_idx(&d, c, k, lb, nl, "mem"), -1);
+        expect_error("mem (images)");
+        free(c);
+    }
+    for (size_t k = 0; k < nl; k++) assert_int_equal(cdl_dataset_parse_idx(&d, im, ni, lb, k, "mem"), -1);
+}
+
+/* ---------------------------------------------------------------- CSV */
+
+static void test_csv(void **st) {
+    (void)st;
+    cdl_dataset d;
+    spit_str(tpath("a.csv"), "x1,x2,label\r\n1,2,0\r\n\r\n 3.5 , -4e1 ,2\r\n5,6,1");
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("a.csv"), CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.n, 3);
+    assert_int_equal(d.feat, 2);
+    assert_int_equal(d.rank, 1);
+    assert_int_equal(d.nclasses, 3);
+    assert_true(d.x[2] == 3.5f && d.x[3] == -40.0f && d.x[5] == 6.0f);
+    assert_int_equal(d.y[1], 2);
+    cdl_dataset_free(&d);
+    /* Label first, no header (auto), no trailing newline issues; gzip works too. */
+    spit_gz(tpath("b.csv.gz"), "1,0.5,0.25\n0,1,2\n", 17);
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("b.csv.gz"), 0, -1), 0);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.y[0], 1);
+    assert_true(d.x[0] == 0.5f && d.x[3] == 2.0f);
+    cdl_dataset_free(&d);
+    /* No label column; header forced off. */
+    spit_str(tpath("c.csv"), "1,2\n3,4\n");
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("c.csv"), CDL_CSV_NO_LABEL, 0), 0);
+    assert_int_equal(d.feat, 2);
+    assert_null(d.y);
+    cdl_dataset_free(&d);
+    /* "csv:" names through cdl_dataset_open. */
+    assert_int_equal(cdl_dataset_open(&d, "csv:/nonexistent.csv", 1), -1);
+    expect_error("/nonexistent.csv: cannot open");
+    char nm[400];
+    snprintf(nm, sizeof nm, "csv:%s", tpath("a.csv"));
+    assert_int_equal(cdl_dataset_open(&d, nm, 1), 0);
+    assert_int_equal(d.n, 3);
+    cdl_dataset_free(&d);
+}
+
+static void csv_bad(const char *text, int label_col, int header, const char *needle) {
+    spit_str(tpath("bad.csv"), text);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("bad.csv"), label_col, header), -1);
+    expect_error(needle);
+    assert_null(d.x);
+}
+
+static void test_csv_errors(void **st) {
+    (void)st;
+    csv_bad("a,b,c\n1,2,0\n3,4\n", CDL_CSV_LAST, -1, "bad.csv:3: 2 columns, expected 3");
+    csv_bad("1,2,0\n3,x4,1\n", CDL_CSV_LAST, -1, "bad.csv:2: column 2: 'x4' is not a number");
+    csv_bad("1,2,0\n3,,1\n", CDL_CSV_LAST, -1, "bad.csv:2: column 2 is empty");
+    csv_bad("1,2,0\n3,nan,1\n", CDL_CSV_LAST, -1, "bad.csv:2: column 2: 'nan' is not a number");
+    csv_bad("1,2,0\n3,1e39,1\n", CDL_CSV_LAST, -1, "bad.csv:2: column 2: '1e39' is out of float range");
+    csv_bad("1,2,0\n3,-inf,1\n", CDL_CSV_LAST, -1, "bad.csv:2: column 2: '-inf' is out of float range");
+    csv_bad("", CDL_CSV_LAST, -1, "bad.csv: empty file");
+    csv_bad("\n  \n", CDL_CSV_LAST, -1, "bad.csv: empty file");
+    csv_bad("a,b\n", CDL_CSV_LAST, -1, "bad.csv: no data rows");
+    csv_bad("1,2,2.5\n", CDL_CSV_LAST, -1, "bad.csv:1: label 2.5 is not an integer");
+    csv_bad("1,2,-1\n", CDL_CSV_LAST, -1, "bad.csv:1: label -1 is not an integer");
+    csv_bad("1,2\n", 5, -1, "bad.csv:1: label column 5, but the file has 2 columns");
+    csv_bad("7\n", CDL_CSV_LAST, -1, "no feature columns");
+    csv_bad("a,b,c\n1,2,3\n", CDL_CSV_LAST, 0, "bad.csv:1: column 1: 'a' is not a number");
+    spit(tpath("nul.csv"), "1,2\n3\0,4\n", 9);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("nul.csv"), CDL_CSV_LAST, -1), -1);
+    expect_error("nul.csv: binary data");
+}
+
+/* ---------------------------------------------------------------- named datasets */
+
+static void test_named_synthetic(void **st) {
+    (void)st;
+    /* mnist-format files (raw, no .gz) in $CDL_DATA_DIR/mnist. */
+    char sub[400];
+    snprintf(sub, sizeof sub, "%s/mnist", dir);
+    mkdir(sub, 0700);
+    unsigned char im[16 + 5 * 12], lb[8 + 5];
+    size_t ni = mk_images(im, 5, 3, 4), nl = mk_labels(lb, 5, 10);
+    spit(tpath("mnist/t10k-images-idx3-ubyte"), im, ni);
+    spit(tpath("mnist/t10k-labels-idx1-ubyte"), lb, nl);
+    setenv("CDL_DATA_DIR", dir, 1);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_open(&d, "mnist", 0), 0);
+    assert_int_equal(d.n, 5);
+    assert_int_equal(d.nclasses, 10);
+    assert_string_equal(d.name, "mnist/test");
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_open(&d, "mnist", 1), -1);      /* no train split there */
+    expect_error("cannot find train-images-idx3-ubyte");
+    unsetenv("CDL_DATA_DIR");
+    /* Explicit directory; labels >= 10 refused for a named dataset. */
+    mk_labels(lb, 5, 12);
+    lb[8 + 3] = 11;
+    spit(tpath("mnist/t10k-labels-idx1-ubyte"), lb, nl);
+    char nm[500];
+    snprintf(nm, sizeof nm, "fashion-mnist:%s", sub);
+    assert_int_equal(cdl_dataset_open(&d, nm, 0), -1);
+    expect_error("label 11 of example 3 is out of range");
+    assert_int_equal(cdl_dataset_open(&d, "cifar10", 1), -1);
+    expect_error("unknown dataset 'cifar10'");
+    assert_int_equal(cdl_dataset_open(&d, "fashion-mnist:/nonexistent", 1), -1);
+    expect_error("/nonexistent");
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void test_fashion_mnist(void **st) {
+    (void)st;
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        print_message("fashion-mnist not installed: skipped\n");
+        skip();
+    }
+    cdl_dataset d;
+    double t0 = now();
+    assert_int_equal(cdl_dataset_open(&d, "fashion-mnist", 1), 0);
+    double t1 = now();
+    print_message("fashion-mnist train loaded in %.3f s\n", t1 - t0);
+    assert_int_equal(d.n, 60000);
+    assert_int_equal(d.feat, 784);
+    assert_int_equal(d.rank, 2);
+    assert_int_equal(d.dims[0], 28);
+    assert_int_equal(d.nclasses, 10);
+    int count[10] = {0};
+    for (int64_t i = 0; i < d.n; i++) count[d.y[i]]++;
+    for (int c = 0; c < 10; c++) assert_int_equal(count[c], 6000);
+    double s = 0;
+    for (int64_t i = 0; i < d.n * d.feat; i++) s += d.x[i];
+    double mean = s / (double)(d.n * d.feat);
+    assert_true(mean > 0.27 && mean < 0.30);      /* Fashion-MNIST's pixel mean is 0.286 */
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_open(&d, "fashion-mnist", 0), 0);
+    assert_int_equal(d.n, 10000);
+    cdl_dataset_free(&d);
+}
+
+/* ---------------------------------------------------------------- loader */
+
+/* n examples of shape {h, w}; example i's pixel k = i + k / 1000; label i % 7. */
+static void mk_ds(cdl_dataset *d, int64_t n, int64_t h, int64_t w) {
+    float *x = malloc(sizeof(float) * (size_t)(n * h * w));
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t k = 0; k < h * w; k++) x[i * h * w + k] = (float)i + (float)k / 1000.0f;
+        y[i] = (int32_t)(i % 7);
+    }
+    int64_t dims[2] = {h, w};
+    assert_int_equal(cdl_dataset_from_arrays(d, n, 2, dims, x, y), 0);
+    free(x);
+    free(y);
+}
+
+static void test_loader_sequential(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 10, 2, 2);
+    cdl_loader_cfg cfg = {.batch = 4};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    assert_non_null(l);
+    assert_int_equal(cdl_loader_batches(l), 3);
+    float x[16];
+    int32_t y[4];
+    assert_int_equal(cdl_loader_next(l, x, y), -1);
+    expect_error("cdl_loader_start first");
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, x, y), 4);
+    assert_true(x[0] == 0.0f && x[4] == 1.0f && x[15] == 3.003f && y[3] == 3);
+    assert_int_equal(cdl_loader_next(l, x, y), 4);
+    assert_int_equal(cdl_loader_next(l, x, y), 2);             /* partial */
+    assert_true(x[0] == 8.0f && y[1] == 2);
+    assert_int_equal(cdl_loader_next(l, x, y), 0);
+    assert_int_equal(cdl_loader_next(l, x, NULL), 0);
+    cdl_loader_free(l);
+    cfg.drop_last = 1;
+    l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(cdl_loader_batches(l), 2);
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, x, y), 4);
+    assert_int_equal(cdl_loader_next(l, x, y), 4);
+    assert_int_equal(cdl_loader_next(l, x, y), 0);
+    assert_int_equal(cdl_loader_start(l, 0, 3), -1);           /* past the end */
+    cdl_loader_free(l);
+    /* f64 output. */
+    cfg = (cdl_loader_cfg){.batch = 3, .real_size = 8};
+    l = cdl_loader_new(&d, &cfg);
+    double xd[12];
+    assert_int_equal(cdl_loader_start(l, 0, 1), 0);
+    assert_int_equal(cdl_loader_next(l, xd, NULL), 3);
+    assert_true(xd[0] == 3.0 && xd[5] == (double)(4.0f + 0.001f));
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+}
+
+/* Run one epoch, storing every batch's bytes and labels; returns the number of rows. */
+static int64_t run_epoch(cdl_loader *l, uint64_t epoch, int64_t skip, size_t row_bytes, int batch,
+                         unsigned char *xs, int32_t *ys) {
+    assert_int_equal(cdl_loader_start(l, epoch, skip), 0);
+    unsigned char *x = malloc(row_bytes * (size_t)batch);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
+    int64_t rows = 0;
+    int r;
+    while ((r = cdl_loader_next(l, x, y)) > 0) {
+        memcpy(xs + (size_t)rows * row_bytes, x, (size_t)r * row_bytes);
+        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
+        rows += r;
+    }
+    assert_int_equal(r, 0);
+    free(x);
+    free(y);
+    return rows;
+}
+
+static void test_loader_shuffle(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 50, 1, 2);
+    cdl_loader_cfg cfg = {.batch = 8, .shuffle = 1, .seed = 7};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    float a[100], b[100], c[100];
+    int32_t ya[50], yb[50], yc[50];
+    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)a, ya), 50);
+    assert_int_equal(run_epoch(l, 2, 0, 8, 8, (unsigned char *)b, yb), 50);
+    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)c, yc), 50);
+    assert_memory_equal(a, c, sizeof a);                    /* f(seed, epoch) */
+    assert_memory_not_equal(a, b, sizeof a);
+    int seen[50] = {0}, moved = 0;
+    for (int i = 0; i < 50; i++) {
+        int idx = (int)a[2 * i];
+        assert_true(idx >= 0 && idx < 50 && a[2 * i + 1] == (float)idx + 0.001f);
+        assert_int_equal(ya[i], idx % 7);
+        seen[idx]++;
+        moved += idx != i;
+    }
+    for (int i = 0; i < 50; i++) assert_int_equal(seen[i], 1);
+    assert_true(moved > 30);
+    /* Resume: skipping 3 batches gives the tail of the same epoch. */
+    float t[100];
+    int32_t yt[50];
+    assert_int_equal(run_epoch(l, 1, 3, 8, 8, (unsigned char *)t, yt), 50 - 24);
+    assert_memory_equal(t, a + 48, sizeof(float) * 2 * 26);
+    cdl_loader_free(l);
+    /* Another seed, another order. */
+    cfg.seed = 8;
+    l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)b, yb), 50);
+    assert_memory_not_equal(a, b, sizeof a);
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+}
+
+/* Same seed, same bytes, whatever the worker count and prefetch depth, with every
+ * transform on, in f32 and f64. */
+static void test_loader_workers_deterministic(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 203, 6, 5);
+    for (int rs = 4; rs <= 8; rs += 4) {
+        size_t row = (size_t)d.feat * (size_t)rs;
+        unsigned char *ref = malloc(row * 203), *got = malloc(row * 203);
+        int32_t yref[203], ygot[203];
+        cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 3, .real_size = rs,
+                              .tf = {.normalize = 1, .mean = 0.5, .std = 2, .crop_pad = 2, .hflip = 1,
+                                     .noise_std = 0.1}};
+        cdl_loader *l = cdl_loader_new(&d, &cfg);
+        assert_int_equal(run_epoch(l, 4, 0, row, 16, ref, yref), 203);
+        cdl_loader_free(l);
+        int wp[][2] = {{1, 0}, {2, 0}, {3, 1}, {4, 9}, {2, 2}};
+        for (size_t k = 0; k < sizeof wp / sizeof wp[0]; k++) {
+            cfg.workers = wp[k][0];
+            cfg.prefetch = wp[k][1];
+            l = cdl_loader_new(&d, &cfg);
+            assert_non_null(l);
+            for (int rep = 0; rep < 2; rep++) {
+                memset(got, 0, row * 203);
+                assert_int_equal(run_epoch(l, 4, 0, row, 16, got, ygot), 203);
+                assert_memory_equal(ref, got, row * 203);
+                assert_memory_equal(yref, ygot, sizeof yref);
+            }
+            /* Restart mid-epoch, then resume from batch 5. */
+            assert_int_equal(cdl_loader_start(l, 4, 0), 0);
+            assert_true(cdl_loader_next(l, got, ygot) == 16);
+            assert_int_equal(run_epoch(l, 4, 5, row, 16, got, ygot), 203 - 80);
+            assert_memory_equal(ref + 80 * row, got, row * (203 - 80));
+            cdl_loader_free(l);
+        }
+        free(ref);
+        free(got);
+    }
+    cdl_dataset_free(&d);
+}
+
+/* Crop with padding is a shift in [-p, p]^2 with zero fill; flip mirrors; both vary. */
+static void test_transforms(void **st) {
+    (void)st;
+    const int64_t H = 5, W = 6, N = 64;
+    cdl_dataset d;
+    float *x = malloc(sizeof(float) * (size_t)(N * H * W));
+    for (int64_t i = 0; i < N * H * W; i++) x[i] = 1.0f + (float)(i % (H * W));   /* never 0 */
+    int64_t dims[2] = {H, W};
+    assert_int_equal(cdl_dataset_from_arrays(&d, N, 2, dims, x, NULL), 0);
+    free(x);
+    cdl_loader_cfg cfg = {.batch = (int)N, .seed = 1, .tf = {.crop_pad = 2, .hflip = 1}};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    float out[64 * 30];
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    int flips = 0, shifts = 0;
+    for (int64_t i = 0; i < N; i++) {
+        const float *o = out + i * H * W;
+        int found = 0;
+        for (int f = 0; f < 2 && !found; f++)
+            for (int dy = -2; dy <= 2 && !found; dy++)
+                for (int dx = -2; dx <= 2 && !found; dx++) {
+                    int ok = 1;
+                    for (int64_t y = 0; y < H && ok; y++)
+                        for (int64_t xx = 0; xx < W && ok; xx++) {
+                            int64_t sy = y + dy, sx = (f ? W - 1 - xx : xx) + dx;
+                            float want = sy < 0 || sy >= H || sx < 0 || sx >= W ? 0.0f : 1.0f + (float)(sy * W + sx);
+                            ok = o[y * W + xx] == want;
+                        }
+                    if (ok) {
+                        found = 1;
+                        flips += f;
+                        shifts += dy != 0 || dx != 0;
+                    }
+                }
+        assert_true(found);
+    }
+    assert_true(flips > 10 && flips < 54);
+    assert_true(shifts > 40);
+    cdl_loader_free(l);
+
+    /* Normalize exactly; noise with the right spread. */
+    cfg = (cdl_loader_cfg){.batch = (int)N, .seed = 1, .tf = {.normalize = 1, .mean = 1.0, .std = 4.0}};
+    l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    assert_true(out[7] == (float)((8.0 - 1.0) / 4.0));
+    cdl_loader_free(l);
+    cfg = (cdl_loader_cfg){.batch = (int)N, .seed = 1, .tf = {.noise_std = 0.5}};
+    l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < N * H * W; i++) {
+        double e = out[i] - (1.0 + (double)(i % (H * W)));
+        s += e;
+        s2 += e * e;
+    }
+    double m = s / (double)(N * H * W), sd = sqrt(s2 / (double)(N * H * W) - m * m);
+    assert_true(fabs(m) < 0.05 && fabs(sd - 0.5) < 0.05);
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+}
+
+/* A failing batch surfaces as -1 from next (synchronous and threaded), never a hang. */
+static void test_loader_failure(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 40, 2, 2);
+    for (int w = 0; w <= 3; w++) {
+        cdl_loader_cfg cfg = {.batch = 4, .workers = w, .fail_batch = 3};
+        cdl_loader *l = cdl_loader_new(&d, &cfg);
+        float x[16];
+        assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
+        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
+        assert_int_equal(cdl_loader_next(l, x, NULL), -1);
+        expect_error("batch 2 of epoch 0 failed");
+        assert_int_equal(cdl_loader_next(l, x, NULL), -1);      /* sticky */
+        assert_int_equal(cdl_loader_start(l, 1, 3), 0);          /* past it: fine */
+        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
+        cdl_loader_free(l);
+    }
+    cdl_dataset_free(&d);
+}
+
+/* Free mid-epoch with busy workers: no hang (and no leak under ASan); next() does not
+ * allocate. */
+static void test_loader_shutdown_and_no_alloc(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 500, 8, 8);
+    cdl_loader_cfg cfg = {.batch = 10, .workers = 3, .prefetch = 4, .shuffle = 1,
+                          .tf = {.noise_std = 1, .crop_pad = 1}};
+    float x[640];
+    int32_t y[10];
+    for (int k = 0; k < 20; k++) {
+        cdl_loader *l = cdl_loader_new(&d, &cfg);
+        assert_non_null(l);
+        assert_int_equal(cdl_loader_start(l, (uint64_t)k, 0), 0);
+        for (int i = 0; i < k % 3; i++) assert_int_equal(cdl_loader_next(l, x, y), 10);
+        if (k % 5 == 1) assert_int_equal(cdl_loader_start(l, 99, 2), 0);   /* restart while busy */
+        cdl_loader_free(l);
+    }
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    cdl_loader_free(l);                                             /* never started */
+    for (int w = 0; w <= 2; w += 2) {
+        cfg.workers = w;
+        l = cdl_loader_new(&d, &cfg);
+        assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+        uint64_t a0 = cdl_alloc_count();
+        for (int i = 0; i < 20; i++) assert_int_equal(cdl_loader_next(l, x, y), 10);
+        assert_int_equal(cdl_alloc_count(), a0);
+        cdl_loader_free(l);
+    }
+    cdl_dataset_free(&d);
+}
+
+static void test_loader_bad_config(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 10, 2, 2);
+    struct { cdl_loader_cfg c; const char *msg; } bad[] = {
+        {{.batch = 0}, "batch 0"},
+        {{.batch = 2, .workers = 65}, "workers 65"},
+        {{.batch = 2, .real_size = 2}, "real_size 2"},
+        {{.batch = 2, .tf = {.normalize = 1, .std = 0}}, "std > 0"},
+        {{.batch = 2, .tf = {.noise_std = -1}}, "noise_std"},
+        {{.batch = 2, .prefetch = -1}, "prefetch"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_null(cdl_loader_new(&d, &bad[i].c));
+        expect_error(bad[i].msg);
+    }
+    cdl_dataset_free(&d);
+    float v[6] = {1, 2, 3, 4, 5, 6};
+    int64_t dims[1] = {3};
+    assert_int_equal(cdl_dataset_from_arrays(&d, 2, 1, dims, v, NULL), 0);
+    cdl_loader_cfg c = {.batch = 2, .tf = {.hflip = 1}};
+    assert_null(cdl_loader_new(&d, &c));
+    expect_error("rank >= 2");
+    cdl_dataset_free(&d);
+    assert_null(cdl_loader_new(&d, &c));                           /* freed dataset */
+    expect_error("empty");
+    int32_t neg[2] = {0, -1};
+    assert_int_equal(cdl_dataset_from_arrays(&d, 2, 1, dims, v, neg), -1);
+    expect_error("label -1");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_idx_raw_and_gz),
+        cmocka_unit_test(test_idx_errors),
+        cmocka_unit_test(test_idx_parse_every_truncation),
+        cmocka_unit_test(test_csv),
+        cmocka_unit_test(test_csv_errors),
+        cmocka_unit_test(test_named_synthetic),
+        cmocka_unit_test(test_fashion_mnist),
+        cmocka_unit_test(test_loader_sequential),
+        cmocka_unit_test(test_loader_shuffle),
+        cmocka_unit_test(test_loader_workers_deterministic),
+        cmocka_unit_test(test_transforms),
+        cmocka_unit_test(test_loader_failure),
+        cmocka_unit_test(test_loader_shutdown_and_no_alloc),
+        cmocka_unit_test(test_loader_bad_config),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
