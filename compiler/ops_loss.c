@@ -1,0 +1,296 @@
+/* ops_loss.c -- losses: cross_entropy (fused log-softmax, label smoothing), nll, mse,
+ * l1, huber, bce, bce_with_logits, kl_normal, and their backward helpers.  Every loss
+ * is a real scalar (rank 0, not batched); ia0 = reduction (RED_MEAN / RED_SUM).
+ * Mean is over all elements for the pair losses (mse, l1, huber, bce, bce_with_logits,
+ * as PyTorch), over rows for cross_entropy / nll (rows = number of labels) and over
+ * rows = dim 0 for kl_normal (the batch; a vector or scalar is one row).
+ * Reductions divide by the RUNTIME count.  Kernels: runtime/kernels_loss_t.h (cdl.h block LOSS).
+ *
+ * Backward nodes: CROSS_ENTROPY_BWD(g, labels, fwd) [logits' shape, given as the
+ * hint]; NLL_BWD(g, labels) [labels' shape + ia1 classes]; LOSS_BWD / LOSS_BWD_B
+ * (g, a, b) -> d/da, d/db with ia1 = the loss's OP_ id, ia0 reduction, fa0 delta. */
+#include "cdlc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(RED_MEAN == 0 && RED_SUM == 1, "reduction codes match cdl.h CDL_RED_*");
+
+/* ------------------------------------------------------------------ helpers */
+
+static const char *loss_name(const Node *n) { return op_info[n->op].name; }
+
+static const char *loss_red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : "CDL_RED_MEAN"; }
+
+/* A double as a C literal that reads back exactly. */
+static const char *loss_lit(double v) {
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
+    return arena_strdup(cc_arena, buf);
+}
+
+static bool loss_check_red(Node *n) {
+    if (n->ia[0] == RED_MEAN || n->ia[0] == RED_SUM) return true;
+    shape_error(n, "%s: reduction must be mean or sum", loss_name(n));
+    return false;
+}
+
+static void loss_scalar(Node *n) {
+    n->shape = (Shape){0};
+    n->dtype = DT_REAL;
+}
+
+/* kl_normal's [rows, cols] view of its operands: rows = dim 0 for rank >= 2, else one
+ * row (as the tape's kl_normal). */
+static bool kl_by_rows(const Shape *s) { return s->rank >= 2; }
+
+/* ------------------------------------------------------------------ class losses */
+
+/* (scores [..., C] real, labels [...] i32): the labels' shape is the scores' shape
+ * without the last axis. */
+static bool loss_check_class(Graph *g, Node *n) {
+    if (!loss_check_red(n) || !shape_require_real(g, n, 0)) return false;
+    const Node *x = &g->n[n->in[0]], *y = &g->n[n->in[1]];
+    if (x->shape.rank < 1) {
+        shape_error(n, "%s: scores must have a class axis, got a scalar", loss_name(n));
+        return false;
+    }
+    if (y->dtype != DT_I32) {
+        shape_error(n, "%s: labels must be i32, got f32 %s", loss_name(n), shape_str(&y->shape));
+        return false;
+    }
+    bool ok = y->shape.rank == x->shape.rank - 1;
+    for (int i = 0; ok && i < y->shape.rank; i++) ok = y->shape.d[i] == x->shape.d[i];
+    if (!ok) {
+        shape_error(n, "%s: labels %s do not match scores %s (want the scores' shape without the class axis)",
+                    loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
+        return false;
+    }
+    return true;
+}
+
+static bool shape_cross_entropy(Graph *g, Node *n) {
+    if (!loss_check_class(g, n)) return false;
+    if (!(n->fa[0] >= 0 && n->fa[0] <= 1)) {
+        shape_error(n, "cross_entropy: label_smoothing must be in [0, 1], got %g", n->fa[0]);
+        return false;
+    }
+    loss_scalar(n);
+    return true;
+}
+
+static int64_t aux_cross_entropy(const Graph *g, const Node *n) {
+    return shape_numel(&g->n[n->in[0]].shape);
+}
+
+static int64_t loss_classes(const Graph *g, int scores) {
+    const Shape *s = &g->n[scores].shape;
+    return s->d[s->rank - 1];
+}
+
+/* cdl_cross_entropy(rows, C, logits, labels, smoothing, red, probs = aux, loss). */
+static void emit_cross_entropy(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy"), e_numel(e, x->in[1]),
+           (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_lit(x->fa[0]),
+           loss_red(x), e_aux(e, n), e_ptr(e, n));
+}
+
+static void grad_cross_entropy(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    Shape hint = ad_src(ad)->n[x.in[0]].shape;
+    int in[3] = {gy, ad_x(ad, x.in[1]), ad_x(ad, n)};
+    Attrs at = {.i = {x.ia[0]}, .f = {x.fa[0]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_CROSS_ENTROPY_BWD, 3, in, &at, &hint));
+}
+
+/* (g, labels, fwd) -> the logits' shape.  The hint carries it (the forward node may be
+ * a saved value inside a loop body); without one, it is read off the forward node. */
+static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
+    const Node *f = &g->n[n->in[2]];
+    if (n->shape.rank == 0) {
+        if (f->op != OP_CROSS_ENTROPY) {
+            shape_error(n, "cross_entropy_bwd: input 3 must be the forward cross_entropy");
+            return false;
+        }
+        n->shape = g->n[f->in[0]].shape;
+    }
+    const Shape *y = &g->n[n->in[1]].shape;
+    bool ok = y->rank == n->shape.rank - 1;
+    for (int i = 0; ok && i < y->rank; i++) ok = y->d[i] == n->shape.d[i];
+    if (!ok) {
+        shape_error(n, "cross_entropy_bwd: labels %s do not match logits %s", shape_str(y), shape_str(&n->shape));
+        return false;
+    }
+    n->dtype = DT_REAL;
+    return true;
+}
+
+/* Reads the forward node's saved probabilities (its aux). */
+static void emit_cross_entropy_bwd(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy_bwd"), e_numel(e, x->in[1]),
+           (long long)x->shape.d[x->shape.rank - 1], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_aux(e, x->in[2]),
+           loss_lit(x->fa[0]), loss_red(x), e_ptr(e, n));
+}
+
+static bool shape_nll(Graph *g, Node *n) {
+    if (!loss_check_class(g, n)) return false;
+    loss_scalar(n);
+    return true;
+}
+
+static void emit_nll(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %lld, %s, %s, %s, %s);", e_fn(e, "nll"), e_numel(e, x->in[1]),
+           (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_red(x),
+           e_ptr(e, n));
+}
+
+static void grad_nll(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    Shape hint = ad_src(ad)->n[x.in[0]].shape;
+    int in[2] = {gy, ad_x(ad, x.in[1])};
+    Attrs at = {.i = {x.ia[0], hint.d[hint.rank - 1]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_NLL_BWD, 2, in, &at, &hint));
+}
+
+/* (g, labels) -> labels' shape + [ia1 classes]. */
+static bool shape_nll_bwd(Graph *g, Node *n) {
+    const Shape *y = &g->n[n->in[1]].shape;
+    if (n->ia[1] <= 0 || y->rank >= MAXDIM) {
+        shape_error(n, "nll_bwd: needs ia1 = classes > 0 and labels of rank < %d", MAXDIM);
+        return false;
+    }
+    Shape s = *y;
+    s.d[s.rank++] = n->ia[1];
+    n->shape = s;
+    n->dtype = DT_REAL;
+    return true;
+}
+
+static void emit_nll_bwd(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %lld, %s, %s, %s, %s);", e_fn(e, "nll_bwd"), e_numel(e, x->in[1]), (long long)x->ia[1],
+           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_red(x), e_ptr(e, n));
+}
+
+/* ------------------------------------------------------------------ pair losses */
+
+/* (a, b): both real, the same shape. */
+static bool shape_pair(Graph *g, Node *n) {
+    if (!loss_check_red(n) || !shape_require_real(g, n, 0) || !shape_require_real(g, n, 1)) return false;
+    const Shape *a = &g->n[n->in[0]].shape, *b = &g->n[n->in[1]].shape;
+    if (!shape_eq(a, b)) {
+        shape_error(n, "%s: shapes differ: %s and %s", loss_name(n), shape_str(a), shape_str(b));
+        return false;
+    }
+    if (n->op == OP_HUBER && !(n->fa[0] > 0)) {
+        shape_error(n, "huber: delta must be positive, got %g", n->fa[0]);
+        return false;
+    }
+    loss_scalar(n);
+    return true;
+}
+
+/* The kernel of pair loss `op`. */
+static const char *loss_kernel(Op op) {
+    switch (op) {
+    case OP_MSE: return "mse";
+    case OP_L1: return "l1";
+    case OP_HUBER: return "huber";
+    case OP_BCE: return "bce";
+    case OP_BCE_LOGITS: return "bce_logits";
+    case OP_KL_NORMAL: return "kl_normal";
+    default: return NULL;
+    }
+}
+
+/* The size arguments of loss `op` over operand a: "n" (or "rows, cols" for kl_normal),
+ * then the delta for huber. */
+static const char *loss_sizes(Emit *e, const Graph *g, Op op, int a, double delta) {
+    const Shape *s = &g->n[a].shape;
+    if (op == OP_KL_NORMAL)
+        return kl_by_rows(s) ? arena_printf(cc_arena, "%s, %lld", e_rows(e, a), (long long)(shape_numel(s) / s->d[0]))
+                             : arena_printf(cc_arena, "1, %s", e_numel(e, a));
+    if (op == OP_HUBER) return arena_printf(cc_arena, "%s, %s", e_numel(e, a), loss_lit(delta));
+    return e_numel(e, a);
+}
+
+/* The operand whose runtime size counts: a batched one (only its first nb rows
+ * exist) over an unbatched one of the same compiled shape. */
+static int loss_counted(const Graph *g, int a, int b) {
+    return !g->n[a].shape.batched && g->n[b].shape.batched ? b : a;
+}
+
+static void emit_pair(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    int c = loss_counted(g, x->in[0], x->in[1]);
+    e_line(e, "%s(%s, %s, %s, %s, %s);", e_fn(e, loss_kernel(x->op)), loss_sizes(e, g, x->op, c, x->fa[0]),
+           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_red(x), e_ptr(e, n));
+}
+
+static void grad_pair(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    int in[3] = {gy, ad_x(ad, x.in[0]), ad_x(ad, x.in[1])};
+    Attrs at = {.i = {x.ia[0], x.op}, .f = {x.fa[0]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_LOSS_BWD, 3, in, &at, NULL));
+    ad_acc(ad, x.in[1], ad_add(ad, n, OP_LOSS_BWD_B, 3, in, &at, NULL));
+}
+
+/* (g, a, b) -> a's shape (LOSS_BWD) or b's (LOSS_BWD_B); ia1 names the loss. */
+static bool shape_loss_bwd(Graph *g, Node *n) {
+    if (n->ia[1] < 0 || n->ia[1] >= OP_COUNT || !loss_kernel((Op)n->ia[1])) {
+        shape_error(n, "%s: ia1 = %lld is not a pair loss", loss_name(n), (long long)n->ia[1]);
+        return false;
+    }
+    n->shape = g->n[n->in[n->op == OP_LOSS_BWD ? 1 : 2]].shape;
+    n->dtype = DT_REAL;
+    return true;
+}
+
+/* cdl_<loss>_bwd(sizes, g, a, b, red, wrt, d).  An unbatched operand paired with a
+ * batched one gets zeros past the runtime rows. */
+static void emit_loss_bwd(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    Op op = (Op)x->ia[1];
+    const char *k = arena_printf(cc_arena, "%s_bwd", loss_kernel(op));
+    int c = loss_counted(g, x->in[1], x->in[2]);
+    if (!x->shape.batched && g->n[c].shape.batched)
+        e_line(e, "%s(%s, 0, %s);", e_fn(e, "fill"), e_numel(e, n), e_ptr(e, n));
+    e_line(e, "%s(%s, %s, %s, %s, %s, %d, %s);", e_fn(e, k), loss_sizes(e, g, op, c, x->fa[0]),
+           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), loss_red(x), x->op == OP_LOSS_BWD_B,
+           e_ptr(e, n));
+}
+
+/* ------------------------------------------------------------------ kl_normal */
+
+static bool shape_kl_normal(Graph *g, Node *n) {
+    if (!loss_check_red(n) || !shape_require_real(g, n, 0) || !shape_require_real(g, n, 1)) return false;
+    const Shape *a = &g->n[n->in[0]].shape, *b = &g->n[n->in[1]].shape;
+    if (!shape_eq(a, b)) {
+        shape_error(n, "kl_normal: mu %s and logvar %s differ", shape_str(a), shape_str(b));
+        return false;
+    }
+    loss_scalar(n);
+    return true;
+}
+
+/* ------------------------------------------------------------------ table */
+
+const OpRule ops_loss_rules[] = {
+    {OP_CROSS_ENTROPY, shape_cross_entropy, grad_cross_entropy, emit_cross_entropy, aux_cross_entropy},
+    {OP_CROSS_ENTROPY_BWD, shape_cross_entropy_bwd, NULL, emit_cross_entropy_bwd, NULL},
+    {OP_NLL, shape_nll, grad_nll, emit_nll, NULL},
+    {OP_NLL_BWD, shape_nll_bwd, NULL, emit_nll_bwd, NULL},
+    {OP_MSE, shape_pair, grad_pair, emit_pair, NULL},
+    {OP_L1, shape_pair, grad_pair, emit_pair, NULL},
+    {OP_HUBER, shape_pair, grad_pair, emit_pair, NULL},
+    {OP_BCE, shape_pair, grad_pair, emit_pair, NULL},
+    {OP_BCE_LOGITS, shape_pair, grad_pair, emit_pair, NULL},
+    {OP_KL_NORMAL, shape_kl_normal, grad_pair, emit_pair, NULL},
+    {OP_LOSS_BWD, shape_loss_bwd, NULL, emit_loss_bwd, NULL},
+    {OP_LOSS_BWD_B, shape_loss_bwd, NULL, emit_loss_bwd, NULL},
+};
+const int ops_loss_count = sizeof ops_loss_rules / sizeof ops_loss_rules[0];

@@ -1,0 +1,92 @@
+/* kernels_ew.c -- elementwise kernels: fills and copies, broadcasting binary ops,
+ * activations and their backward helpers, dropout.  The bodies live in
+ * kernels_ew_t.h, written once and instantiated here for float and double. */
+
+/* gcc's -O2 vectorizes only loops whose trip count is known (cost model "very
+ * cheap"); these loops have runtime sizes and possibly aliased outputs, so ask for the
+ * usual model (runtime alias and tail checks).  clang vectorizes them at -O2 already. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "cdl.h"
+
+/* ---------------------------------------------------------------- dropout bits
+ * Dropout needs one 32-bit random word per element, fast: element e = base + i takes
+ * word e % 4 of Philox-4x32-10 counter e / 4, and the counters are enciphered
+ * EW_LANES at a time in struct-of-arrays form so that the rounds vectorize (~10x the
+ * speed of one cdl_rand_f32 call per element).  The key material comes from rng.c:
+ * (k0, k1, s0, s1) = cdl_philox(k, 2^64 - 1), a counter no fill reaches, so the mask
+ * is a pure function of (seed, step, stream, element) like every random number, and
+ * identical in f32 and f64 builds, static and tape mode.  Counter j is
+ * (j lo, j hi, s0, s1) under key (k0, k1).  Keep iff word >= p * 2^32. */
+#define EW_LANES 16
+
+typedef struct EwDropKey { uint32_t k0, k1, s0, s1; } EwDropKey;
+
+static EwDropKey ew_drop_key(cdl_rng_key k) {
+    uint32_t w[4];
+    cdl_philox(k, UINT64_MAX, w);
+    return (EwDropKey){w[0], w[1], w[2], w[3]};
+}
+
+/* The 4 * EW_LANES words of counters c .. c + EW_LANES - 1, word q of counter c + j
+ * at out[4 j + q]. */
+static void ew_drop_bits(EwDropKey key, uint64_t c, uint32_t out[4 * EW_LANES]) {
+    uint32_t c0[EW_LANES], c1[EW_LANES], c2[EW_LANES], c3[EW_LANES];
+    for (int j = 0; j < EW_LANES; j++) {
+        c0[j] = (uint32_t)(c + (uint64_t)j);
+        c1[j] = (uint32_t)((c + (uint64_t)j) >> 32);
+        c2[j] = key.s0;
+        c3[j] = key.s1;
+    }
+    uint32_t k0 = key.k0, k1 = key.k1;
+    for (int r = 0; r < 10; r++) {          /* Philox-4x32 round, as rng.c */
+        for (int j = 0; j < EW_LANES; j++) {
+            uint64_t p0 = (uint64_t)0xD2511F53u * c0[j];
+            uint64_t p1 = (uint64_t)0xCD9E8D57u * c2[j];
+            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[j] ^ k0;
+            uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[j] ^ k1;
+            c1[j] = (uint32_t)p1;
+            c3[j] = (uint32_t)p0;
+            c0[j] = n0;
+            c2[j] = n2;
+        }
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    for (int j = 0; j < EW_LANES; j++) {
+        out[4 * j] = c0[j];
+        out[4 * j + 1] = c1[j];
+        out[4 * j + 2] = c2[j];
+        out[4 * j + 3] = c3[j];
+    }
+}
+
+void cdl_fill_i32(int64_t n, int32_t v, int32_t *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = v;
+}
+
+#define T float
+#define S(name) cdl_##name##_f32
+#define M(fn) fn##f
+#define TMAX FLT_MAX
+#include "kernels_ew_t.h"
+#undef T
+#undef S
+#undef M
+#undef TMAX
+
+#define T double
+#define S(name) cdl_##name##_f64
+#define M(fn) fn
+#define TMAX DBL_MAX
+#include "kernels_ew_t.h"
+#undef T
+#undef S
+#undef M
+#undef TMAX

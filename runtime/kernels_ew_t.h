@@ -1,0 +1,252 @@
+/* kernels_ew_t.h -- elementwise kernel bodies, included twice by kernels_ew.c with
+ *   T     the element type (float, double)
+ *   S(f)  the public name (cdl_f_f32 / cdl_f_f64)
+ *   M(f)  the libm function for T (expf / exp)
+ *   TMAX  the largest finite T
+ * Contracts are in cdl.h (block EW).  Loops are plain so that -O2 vectorizes them;
+ * outputs may alias inputs exactly, so no restrict here (gcc and clang version the
+ * loops on an overlap check instead). */
+
+/* A double attribute as T: beyond the finite T range (or +-1e308, the compiler's
+ * spelling of infinity) it becomes +-infinity instead of undefined behaviour. */
+static inline T S(cvt)(double v) {
+    if (v >= 1e308 || v > (double)TMAX) return (T)INFINITY;
+    if (v <= -1e308 || v < -(double)TMAX) return (T)-INFINITY;
+    return (T)v;
+}
+
+/* ---------------------------------------------------------------- basics */
+
+void S(fill)(int64_t n, double v, T *y) {
+    T c = S(cvt)(v);
+    for (int64_t i = 0; i < n; i++) y[i] = c;
+}
+
+void S(copy)(int64_t n, const T *x, T *y) {
+    if (n > 0 && x != y) memmove(y, x, (size_t)n * sizeof(T));
+}
+
+void S(add_inplace)(int64_t n, const T *x, T *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void S(axpy)(int64_t n, double a, const T *x, T *y) {
+    T c = S(cvt)(a);
+    for (int64_t i = 0; i < n; i++) y[i] += c * x[i];
+}
+
+void S(scale)(int64_t n, double a, T *y) {
+    T c = S(cvt)(a);
+    for (int64_t i = 0; i < n; i++) y[i] *= c;
+}
+
+/* ---------------------------------------------------------------- binary */
+
+/* One strided loop of y[i] = EXPR(u = a[i*sa], v = b[i*sb]), with the
+ * contiguous and scalar stride patterns spelled out so they vectorize. */
+#define EW_BIN_LOOP(EXPR)                                                        \
+    do {                                                                         \
+        if (sa == 1 && sb == 1) {                                                \
+            for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; y[i] = (EXPR); } \
+        } else if (sa == 1 && sb == 0) {                                         \
+            T v = b[0];                                                          \
+            for (int64_t i = 0; i < n; i++) { T u = a[i]; y[i] = (EXPR); }       \
+        } else if (sa == 0 && sb == 1) {                                         \
+            T u = a[0];                                                          \
+            for (int64_t i = 0; i < n; i++) { T v = b[i]; y[i] = (EXPR); }       \
+        } else {                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                    \
+                T u = a[i * sa], v = b[i * sb]; y[i] = (EXPR);                   \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
+void S(binary)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y) {
+    switch (op) {
+    case CDL_BIN_ADD: EW_BIN_LOOP(u + v); break;
+    case CDL_BIN_SUB: EW_BIN_LOOP(u - v); break;
+    case CDL_BIN_MUL: EW_BIN_LOOP(u * v); break;
+    case CDL_BIN_DIV: EW_BIN_LOOP(u / v); break;
+    case CDL_BIN_MAX: EW_BIN_LOOP(u >= v ? u : v); break;
+    case CDL_BIN_MIN: EW_BIN_LOOP(u <= v ? u : v); break;
+    default: break;       /* unknown op: leave y alone (generated code never passes one) */
+    }
+}
+
+void S(add)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_ADD, n, a, 1, b, 1, y); }
+void S(sub)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_SUB, n, a, 1, b, 1, y); }
+void S(mul)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_MUL, n, a, 1, b, 1, y); }
+void S(div)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_DIV, n, a, 1, b, 1, y); }
+void S(maximum)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_MAX, n, a, 1, b, 1, y); }
+void S(minimum)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_MIN, n, a, 1, b, 1, y); }
+
+/* Walk the outer dims (all but the last) of a broadcast, calling ROW(oa, ob, oy)
+ * with the element offsets of a, b and the contiguous output row (rank >= 1; any
+ * dim <= 0 returns from the caller).  Shared by binary_bc and maxmin_bwd. */
+#define EW_BC_WALK(ROW)                                                          \
+    do {                                                                         \
+        int64_t inner = dims[rank - 1], outer = 1;                               \
+        for (int k = 0; k < rank; k++) if (dims[k] <= 0) return;                 \
+        for (int k = 0; k < rank - 1; k++) outer *= dims[k];                     \
+        int64_t idx[CDL_MAXDIM] = {0}, oa = 0, ob = 0;                           \
+        for (int64_t o = 0; o < outer; o++) {                                    \
+            int64_t oy = o * inner;                                              \
+            ROW;                                                                 \
+            for (int k = rank - 2; k >= 0; k--) {                                \
+                idx[k]++; oa += sa[k]; ob += sb[k];                              \
+                if (idx[k] < dims[k]) break;                                     \
+                oa -= sa[k] * dims[k]; ob -= sb[k] * dims[k]; idx[k] = 0;        \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
+void S(binary_bc)(int op, int rank, const int64_t *dims, const int64_t *sa,
+                  const int64_t *sb, const T *a, const T *b, T *y) {
+    if (rank > CDL_MAXDIM) return;
+    if (rank <= 0) { S(binary)(op, 1, a, 0, b, 0, y); return; }
+    int64_t isa = sa[rank - 1], isb = sb[rank - 1];
+    EW_BC_WALK(S(binary)(op, inner, a + oa, isa, b + ob, isb, y + oy));
+}
+
+static void S(maxmin_row)(int is_max, int64_t n, const T *g, const T *a, int64_t sa,
+                          const T *b, int64_t sb, T *dx) {
+    if (is_max) {
+        for (int64_t i = 0; i < n; i++) { T gv = g[i]; dx[i] = a[i * sa] >= b[i * sb] ? gv : (T)0; }
+    } else {
+        for (int64_t i = 0; i < n; i++) { T gv = g[i]; dx[i] = a[i * sa] <= b[i * sb] ? gv : (T)0; }
+    }
+}
+
+void S(maxmin_bwd)(int is_max, int rank, const int64_t *dims, const int64_t *sa,
+                   const int64_t *sb, const T *g, const T *a, const T *b, T *dx) {
+    if (rank > CDL_MAXDIM) return;
+    if (rank <= 0) { S(maxmin_row)(is_max, 1, g, a, 0, b, 0, dx); return; }
+    int64_t isa = sa[rank - 1], isb = sb[rank - 1];
+    EW_BC_WALK(S(maxmin_row)(is_max, inner, g + oy, a + oa, isa, b + ob, isb, dx + oy));
+}
+
+/* ---------------------------------------------------------------- unary */
+
+#define EW_UNARY(name, EXPR)                                                     \
+    void S(name)(int64_t n, const T *x, T *y) {                                  \
+        for (int64_t i = 0; i < n; i++) { T v = x[i]; y[i] = (EXPR); }           \
+    }
+
+EW_UNARY(neg, -v)
+EW_UNARY(exp, M(exp)(v))
+EW_UNARY(log, M(log)(v))
+EW_UNARY(sqrt, M(sqrt)(v))
+EW_UNARY(abs, M(fabs)(v))
+EW_UNARY(square, v * v)
+EW_UNARY(relu, v > 0 ? v : (T)0)
+EW_UNARY(sigmoid, (T)1 / ((T)1 + M(exp)(-v)))
+EW_UNARY(tanh, M(tanh)(v))
+EW_UNARY(gelu, (T)0.5 * v * ((T)1 + M(erf)(v * (T)0.70710678118654752440)))
+/* log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|). */
+EW_UNARY(softplus, (v > 0 ? v : (T)0) + M(log1p)(M(exp)(-M(fabs)(v))))
+
+void S(pows)(int64_t n, double p, const T *x, T *y) {
+    if (p == 2.0) { S(square)(n, x, y); return; }
+    if (p == 1.0) { S(copy)(n, x, y); return; }
+    if (p == 0.5) { S(sqrt)(n, x, y); return; }
+    if (p == 0.0) { for (int64_t i = 0; i < n; i++) y[i] = 1; return; }
+    if (p == -1.0) { for (int64_t i = 0; i < n; i++) y[i] = (T)1 / x[i]; return; }
+    if (p == 3.0) { for (int64_t i = 0; i < n; i++) { T v = x[i]; y[i] = v * v * v; } return; }
+    T c = S(cvt)(p);
+    for (int64_t i = 0; i < n; i++) y[i] = M(pow)(x[i], c);
+}
+
+void S(clamp)(int64_t n, double lo, double hi, const T *x, T *y) {
+    T l = S(cvt)(lo), h = S(cvt)(hi);
+    for (int64_t i = 0; i < n; i++) { T v = x[i]; v = v < l ? l : v; y[i] = v > h ? h : v; }
+}
+
+void S(leaky_relu)(int64_t n, double slope, const T *x, T *y) {
+    T s = S(cvt)(slope);
+    for (int64_t i = 0; i < n; i++) { T v = x[i]; y[i] = v > 0 ? v : s * v; }
+}
+
+void S(elu)(int64_t n, double alpha, const T *x, T *y) {
+    T al = S(cvt)(alpha);
+    for (int64_t i = 0; i < n; i++) { T v = x[i]; y[i] = v > 0 ? v : al * M(expm1)(v); }
+}
+
+/* ---------------------------------------------------------------- unary backward */
+
+void S(relu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) { T gv = g[i]; dx[i] = x[i] > 0 ? gv : (T)0; }
+}
+
+void S(leaky_relu_bwd)(int64_t n, double slope, const T *g, const T *x, T *dx) {
+    T s = S(cvt)(slope);
+    for (int64_t i = 0; i < n; i++) { T gv = g[i]; dx[i] = x[i] > 0 ? gv : s * gv; }
+}
+
+/* y = sigmoid(x): dy/dx = y (1 - y). */
+void S(sigmoid_bwd)(int64_t n, const T *g, const T *y, T *dx) {
+    for (int64_t i = 0; i < n; i++) { T v = y[i]; dx[i] = g[i] * v * ((T)1 - v); }
+}
+
+/* y = tanh(x): dy/dx = 1 - y^2. */
+void S(tanh_bwd)(int64_t n, const T *g, const T *y, T *dx) {
+    for (int64_t i = 0; i < n; i++) { T v = y[i]; dx[i] = g[i] * ((T)1 - v * v); }
+}
+
+/* d/dx x Phi(x) = Phi(x) + x phi(x). */
+void S(gelu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        T cdf = (T)0.5 * ((T)1 + M(erf)(v * (T)0.70710678118654752440));
+        T pdf = (T)0.39894228040143267794 * M(exp)((T)-0.5 * v * v);
+        dx[i] = g[i] * (cdf + v * pdf);
+    }
+}
+
+void S(elu_bwd)(int64_t n, double alpha, const T *g, const T *x, T *dx) {
+    T al = S(cvt)(alpha);
+    for (int64_t i = 0; i < n; i++) { T v = x[i], gv = g[i]; dx[i] = v > 0 ? gv : gv * al * M(exp)(v); }
+}
+
+/* Gradient passes where lo <= x <= hi (bounds inclusive, as PyTorch). */
+void S(clamp_bwd)(int64_t n, double lo, double hi, const T *g, const T *x, T *dx) {
+    T l = S(cvt)(lo), h = S(cvt)(hi);
+    for (int64_t i = 0; i < n; i++) { T v = x[i], gv = g[i]; dx[i] = (v >= l && v <= h) ? gv : (T)0; }
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+/* y = x * mask / (1 - p), the mask from ew_drop_bits (kernels_ew.c) block by block
+ * (no allocation); dropout_bwd applies the identical mask to g. */
+static void S(dropout_apply)(cdl_rng_key k, uint64_t base, int64_t n, double p,
+                             const T *x, T *y) {
+    if (n <= 0) return;
+    if (p <= 0) { S(copy)(n, x, y); return; }
+    if (p >= 1) { for (int64_t i = 0; i < n; i++) y[i] = 0; return; }
+    uint32_t thr = (uint32_t)(p * 4294967296.0);
+    T scale = (T)(1.0 / (1.0 - p));
+    EwDropKey key = ew_drop_key(k);
+    uint32_t bits[4 * EW_LANES];
+    uint64_t end = base + (uint64_t)n;
+    for (uint64_t c = base / 4; 4 * c < end; c += EW_LANES) {
+        ew_drop_bits(key, c, bits);
+        uint64_t e0 = 4 * c < base ? base : 4 * c;
+        uint64_t e1 = 4 * (c + EW_LANES) < end ? 4 * (c + EW_LANES) : end;
+        const uint32_t *w = bits + (e0 - 4 * c);
+        const T *xs = x + (e0 - base);
+        T *ys = y + (e0 - base);
+        int64_t m = (int64_t)(e1 - e0);
+        for (int64_t i = 0; i < m; i++) { T v = xs[i]; ys[i] = w[i] >= thr ? v * scale : (T)0; }
+    }
+}
+
+void S(dropout)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y) {
+    S(dropout_apply)(k, base, n, p, x, y);
+}
+
+void S(dropout_bwd)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx) {
+    S(dropout_apply)(k, base, n, p, g, dx);
+}
+
+#undef EW_BIN_LOOP
+#undef EW_BC_WALK
+#undef EW_UNARY

@@ -1,0 +1,30 @@
+/* kernels_loss.c -- loss kernels (cross-entropy fused with log-softmax, nll, mse, l1,
+ * huber, bce, bce with logits, kl_normal) and their backward kernels.  The bodies
+ * live in kernels_loss_t.h, instantiated here for float and double. */
+
+/* gcc's -O2 vectorizes only loops whose trip count is known (cost model "very
+ * cheap"); these loops have runtime sizes and possibly aliased outputs, so ask for the
+ * usual model (runtime alias and tail checks).  clang vectorizes them at -O2 already. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
+#include <math.h>
+
+#include "cdl.h"
+
+#define T float
+#define S(name) cdl_##name##_f32
+#define M(fn) fn##f
+#include "kernels_loss_t.h"
+#undef T
+#undef S
+#undef M
+
+#define T double
+#define S(name) cdl_##name##_f64
+#define M(fn) fn
+#include "kernels_loss_t.h"
+#undef T
+#undef S
+#undef M

@@ -1,0 +1,197 @@
+/* kernels_loss_t.h -- loss kernel bodies, included twice by kernels_loss.c with
+ *   T, S(f), M(f) as in kernels_ew_t.h.
+ * Contracts are in cdl.h (block LOSS).  Sums run in double in both precisions. */
+
+/* The divisor of a reduction over count items (never 0). */
+static inline double S(loss_div)(int red, int64_t count) {
+    return red == CDL_RED_SUM || count <= 0 ? 1.0 : (double)count;
+}
+
+/* ---------------------------------------------------------------- class losses */
+
+/* Fused log-softmax + negative log-likelihood with label smoothing, per row:
+ *   logZ = m + log sum_j e^(x_j - m),  p_j = e^(x_j - m) / sum,
+ *   loss = logZ - (1 - s) x_y - (s / C) sum_j x_j        (q = (1-s) onehot + s/C). */
+int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels,
+                     double smoothing, int red, T *probs, T *loss) {
+    double total = 0;
+    int64_t bad = -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const T *x = logits + r * cols;
+        T *p = probs + r * cols;
+        T m = x[0];
+        for (int64_t j = 1; j < cols; j++) m = x[j] > m ? x[j] : m;
+        double sum = 0, sx = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            T e = M(exp)(x[j] - m);
+            p[j] = e;
+            sum += (double)e;
+            sx += (double)x[j];
+        }
+        T inv = (T)(1.0 / sum);
+        for (int64_t j = 0; j < cols; j++) p[j] *= inv;
+        int32_t y = labels[r];
+        if (y < 0 || (int64_t)y >= cols) { if (bad < 0) bad = r; continue; }
+        double logz = (double)m + log(sum);
+        total += logz - (1.0 - smoothing) * (double)x[y] - smoothing / (double)cols * sx;
+    }
+    if (bad >= 0) {
+        *loss = (T)NAN;
+        return cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
+                        (int)labels[bad], (long long)bad, (long long)cols);
+    }
+    *loss = (T)(total / S(loss_div)(red, rows));
+    return 0;
+}
+
+/* dx = g * (p - q) / (rows for mean); rows with a bad label get 0. */
+int S(cross_entropy_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels,
+                         const T *probs, double smoothing, int red, T *dx) {
+    T scale = (T)((double)g[0] / S(loss_div)(red, rows));
+    T off = (T)(smoothing / (double)cols), on = (T)(1.0 - smoothing);
+    int rc = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const T *p = probs + r * cols;
+        T *d = dx + r * cols;
+        int32_t y = labels[r];
+        if (y < 0 || (int64_t)y >= cols) {
+            for (int64_t j = 0; j < cols; j++) d[j] = 0;
+            rc = cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
+                          (int)y, (long long)r, (long long)cols);
+            continue;
+        }
+        for (int64_t j = 0; j < cols; j++) d[j] = scale * (p[j] - off);
+        d[y] -= scale * on;
+    }
+    return rc;
+}
+
+int S(nll)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red,
+           T *loss) {
+    double total = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int32_t y = labels[r];
+        if (y < 0 || (int64_t)y >= cols) {
+            *loss = (T)NAN;
+            return cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
+                            (long long)r, (long long)cols);
+        }
+        total -= (double)logp[r * cols + y];
+    }
+    *loss = (T)(total / S(loss_div)(red, rows));
+    return 0;
+}
+
+int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red,
+               T *dx) {
+    T scale = (T)((double)g[0] / S(loss_div)(red, rows));
+    int rc = 0;
+    for (int64_t i = 0; i < rows * cols; i++) dx[i] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int32_t y = labels[r];
+        if (y < 0 || (int64_t)y >= cols)
+            rc = cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
+                          (long long)r, (long long)cols);
+        else
+            dx[r * cols + y] = -scale;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- pair losses */
+
+/* Forward: *loss = sum_i EXPR(u = a[i], v = b[i]) / divisor. */
+#define LOSS_FWD(EXPR)                                                           \
+    do {                                                                         \
+        double acc = 0;                                                          \
+        for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; acc += (double)(EXPR); } \
+        *loss = (T)(acc / S(loss_div)(red, n));                                  \
+    } while (0)
+
+/* Backward: d[i] = s * (wrt == 0 ? DA : DB) with s = g / divisor. */
+#define LOSS_BWD(DA, DB)                                                         \
+    do {                                                                         \
+        T s = (T)((double)g[0] / S(loss_div)(red, n));                           \
+        if (wrt == 0) { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = s * (DA); } } \
+        else          { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = s * (DB); } } \
+    } while (0)
+
+/* sign(x) with sign(0) = 0, as torch.sign. */
+#define LOSS_SIGN(x) ((T)((x) > 0) - (T)((x) < 0))
+
+void S(mse)(int64_t n, const T *a, const T *b, int red, T *loss) {
+    LOSS_FWD((u - v) * (u - v));
+}
+void S(mse_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d) {
+    LOSS_BWD((T)2 * (u - v), (T)2 * (v - u));
+}
+
+void S(l1)(int64_t n, const T *a, const T *b, int red, T *loss) {
+    LOSS_FWD(M(fabs)(u - v));
+}
+void S(l1_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d) {
+    LOSS_BWD(LOSS_SIGN(u - v), -LOSS_SIGN(u - v));
+}
+
+/* |e| <= delta: e^2 / 2;  else delta (|e| - delta / 2);  e = a - b. */
+void S(huber)(int64_t n, double delta, const T *a, const T *b, int red, T *loss) {
+    T dl = (T)delta, half = (T)(0.5 * delta);
+    LOSS_FWD(M(fabs)(u - v) <= dl ? (T)0.5 * (u - v) * (u - v) : dl * (M(fabs)(u - v) - half));
+}
+void S(huber_bwd)(int64_t n, double delta, const T *g, const T *a, const T *b, int red, int wrt,
+                  T *d) {
+    T dl = (T)delta;
+    LOSS_BWD(M(fabs)(u - v) <= dl ? u - v : dl * LOSS_SIGN(u - v),
+             M(fabs)(u - v) <= dl ? v - u : -dl * LOSS_SIGN(u - v));
+}
+
+/* log clamped at -100 (PyTorch's BCELoss). */
+static inline T S(clog)(T x) {
+    T l = M(log)(x);
+    return l > (T)-100 ? l : (T)-100;
+}
+
+void S(bce)(int64_t n, const T *a, const T *b, int red, T *loss) {
+    LOSS_FWD(-(v * S(clog)(u) + ((T)1 - v) * S(clog)((T)1 - u)));
+}
+/* d/dp = (p - t) / max(p (1 - p), 1e-12);  d/dt = log(1 - p) - log p (clamped logs). */
+void S(bce_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d) {
+    LOSS_BWD((u - v) / (u * ((T)1 - u) > (T)1e-12 ? u * ((T)1 - u) : (T)1e-12),
+             S(clog)((T)1 - u) - S(clog)(u));
+}
+
+/* max(z, 0) - z t + log(1 + e^-|z|). */
+void S(bce_logits)(int64_t n, const T *a, const T *b, int red, T *loss) {
+    LOSS_FWD((u > 0 ? u : (T)0) - u * v + M(log1p)(M(exp)(-M(fabs)(u))));
+}
+/* d/dz = sigmoid(z) - t;  d/dt = -z. */
+void S(bce_logits_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d) {
+    LOSS_BWD((T)1 / ((T)1 + M(exp)(-u)) - v, -u);
+}
+
+/* ---------------------------------------------------------------- kl_normal */
+
+void S(kl_normal)(int64_t rows, int64_t cols, const T *mu, const T *logvar, int red, T *loss) {
+    double acc = 0;
+    int64_t n = rows * cols;
+    for (int64_t i = 0; i < n; i++) {
+        T m = mu[i], lv = logvar[i];
+        acc += (double)((T)1 + lv - m * m - M(exp)(lv));
+    }
+    *loss = (T)(-0.5 * acc / S(loss_div)(red, rows));
+}
+
+/* d/dmu = mu;  d/dlogvar = (e^logvar - 1) / 2;  times g / (rows for mean). */
+void S(kl_normal_bwd)(int64_t rows, int64_t cols, const T *g, const T *mu, const T *logvar,
+                      int red, int wrt, T *d) {
+    T s = (T)((double)g[0] / S(loss_div)(red, rows));
+    int64_t n = rows * cols;
+    if (wrt == 0)
+        for (int64_t i = 0; i < n; i++) d[i] = s * mu[i];
+    else
+        for (int64_t i = 0; i < n; i++) d[i] = s * (T)0.5 * (M(exp)(logvar[i]) - (T)1);
+}
+
+#undef LOSS_FWD
+#undef LOSS_BWD
+#undef LOSS_SIGN

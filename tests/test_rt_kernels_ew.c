@@ -1,0 +1,418 @@
+/* test_rt_kernels_ew.c -- elementwise kernels (runtime/kernels_ew*.c): every forward
+ * kernel against a naive double reference, every backward kernel against central
+ * finite differences in f64, broadcasting against a naive index walk, dropout's mask
+ * properties. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "cdl.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t rs = 88172645463325252ull;
+static double urand(void) {                       /* xorshift, [0, 1) */
+    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+    return (double)(rs >> 11) / 9007199254740992.0;
+}
+/* Uniform in [lo, hi), kept at least `gap` away from each kink in kinks[]. */
+static double away(double lo, double hi, const double *kinks, int nk, double gap) {
+    for (;;) {
+        double v = lo + (hi - lo) * urand();
+        int ok = 1;
+        for (int k = 0; k < nk; k++) ok &= fabs(v - kinks[k]) > gap;
+        if (ok) return v;
+    }
+}
+static void fill_rand(double *x, int64_t n, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * urand();
+}
+static void to_f32(const double *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = (float)x[i];
+}
+static int close_to(double num, double ana) { return fabs(num - ana) <= 1e-5 + 1e-3 * fabs(num); }
+
+#define N 257   /* odd, so vector loops get a tail */
+
+/* ------------------------------------------------------------------ basics */
+
+static void test_basics(void **st) {
+    (void)st;
+    float f[N], g[N];
+    double d[N];
+    cdl_fill_f32(N, 1.5, f);
+    for (int i = 0; i < N; i++) assert_true(f[i] == 1.5f);
+    cdl_fill_f32(3, 1e308, f);                     /* the compiler's spelling of inf */
+    assert_true(isinf(f[0]) && f[0] > 0 && f[3] == 1.5f);
+    cdl_fill_f32(1, 1e39, f);                      /* beyond FLT_MAX: inf, not UB */
+    assert_true(isinf(f[0]));
+    cdl_fill_f64(N, -2.25, d);
+    assert_true(d[0] == -2.25 && d[N - 1] == -2.25);
+    int32_t iv[5];
+    cdl_fill_i32(5, 7, iv);
+    assert_int_equal(iv[4], 7);
+
+    for (int i = 0; i < N; i++) f[i] = (float)i;
+    cdl_copy_f32(N, f, g);
+    assert_memory_equal(f, g, sizeof f);
+    cdl_copy_f32(N, g, g);                         /* in place: no-op */
+    assert_memory_equal(f, g, sizeof f);
+    cdl_add_inplace_f32(N, f, g);
+    for (int i = 0; i < N; i++) assert_true(g[i] == 2.0f * (float)i);
+    cdl_axpy_f32(N, 0.5, f, g);
+    for (int i = 0; i < N; i++) assert_true(g[i] == 2.5f * (float)i);
+    cdl_scale_f32(N, 2.0, g);
+    for (int i = 0; i < N; i++) assert_true(g[i] == 5.0f * (float)i);
+    cdl_fill_f64(N, 1.0, d);
+    cdl_scale_f64(N, -3.0, d);
+    cdl_axpy_f64(N, 2.0, d, d);                    /* y += 2y, exactly aliased */
+    assert_true(d[17] == -9.0);
+    cdl_copy_f32(0, NULL, NULL);                   /* empty: touches nothing */
+}
+
+/* ------------------------------------------------------------------ binary */
+
+static double ref_bin(int op, double u, double v) {
+    switch (op) {
+    case CDL_BIN_ADD: return u + v;
+    case CDL_BIN_SUB: return u - v;
+    case CDL_BIN_MUL: return u * v;
+    case CDL_BIN_DIV: return u / v;
+    case CDL_BIN_MAX: return u >= v ? u : v;
+    default: return u <= v ? u : v;
+    }
+}
+
+static void test_binary_same_and_scalar(void **st) {
+    (void)st;
+    double a[N], b[N], y[N];
+    float af[N], bf[N], yf[N];
+    fill_rand(a, N, -2, 2);
+    fill_rand(b, N, 0.5, 2);
+    to_f32(a, af, N);
+    to_f32(b, bf, N);
+    void (*named[6])(int64_t, const double *, const double *, double *) = {
+        cdl_add_f64, cdl_sub_f64, cdl_mul_f64, cdl_div_f64, cdl_maximum_f64, cdl_minimum_f64};
+    for (int op = CDL_BIN_ADD; op <= CDL_BIN_MIN; op++) {
+        named[op](N, a, b, y);
+        for (int i = 0; i < N; i++) assert_true(y[i] == ref_bin(op, a[i], b[i]));
+        cdl_binary_f32(op, N, af, 1, bf, 1, yf);
+        for (int i = 0; i < N; i++) assert_true(yf[i] == (float)ref_bin(op, af[i], bf[i]) ||
+                                                fabs(yf[i] - ref_bin(op, af[i], bf[i])) < 1e-6);
+        cdl_binary_f64(op, N, a, 1, b + 5, 0, y);    /* b scalar */
+        for (int i = 0; i < N; i++) assert_true(y[i] == ref_bin(op, a[i], b[5]));
+        cdl_binary_f64(op, N, a + 3, 0, b, 1, y);    /* a scalar */
+        for (int i = 0; i < N; i++) assert_true(y[i] == ref_bin(op, a[3], b[i]));
+        cdl_binary_f64(op, 10, a, 2, b, 3, y);       /* general strides */
+        for (int i = 0; i < 10; i++) assert_true(y[i] == ref_bin(op, a[2 * i], b[3 * i]));
+    }
+    /* in place, y == a, and ties pick a */
+    double c[4] = {1, 2, 3, 4}, e[4] = {1, 0, 3, 5};
+    cdl_mul_f64(4, c, e, c);
+    assert_true(c[0] == 1 && c[1] == 0 && c[3] == 20);
+    double z0 = 0.0, zm = -0.0, r;
+    cdl_maximum_f64(1, &z0, &zm, &r);
+    assert_false(signbit(r));
+    cdl_maximum_f64(1, &zm, &z0, &r);
+    assert_true(signbit(r));
+}
+
+/* Naive broadcast: output dims od (rank r); a and b with their own shapes, aligned
+ * to the right. */
+static void ref_bcast(int op, int r, const int64_t *od, int ra, const int64_t *ad, const double *a, int rb,
+                      const int64_t *bd, const double *b, double *y) {
+    int64_t total = 1;
+    for (int i = 0; i < r; i++) total *= od[i];
+    for (int64_t o = 0; o < total; o++) {
+        int64_t idx[6], rem = o;
+        for (int i = r - 1; i >= 0; i--) { idx[i] = rem % od[i]; rem /= od[i]; }
+        int64_t ia = 0, ib = 0;
+        for (int i = 0; i < ra; i++) ia = ia * ad[i] + (ad[i] == 1 ? 0 : idx[i + r - ra]);
+        for (int i = 0; i < rb; i++) ib = ib * bd[i] + (bd[i] == 1 ? 0 : idx[i + r - rb]);
+        y[o] = ref_bin(op, a[ia], b[ib]);
+    }
+}
+
+/* Element strides of a shape aligned to an output of rank r (0 on broadcast dims). */
+static void strides_of(int r, int rsd, const int64_t *sd, int64_t *st) {
+    int64_t sz = 1;
+    for (int i = r - 1; i >= 0; i--) {
+        int j = i - (r - rsd);
+        st[i] = j < 0 || sd[j] == 1 ? 0 : sz;
+        if (j >= 0) sz *= sd[j];
+    }
+}
+
+static void check_bcast(int r, const int64_t *od, int ra, const int64_t *ad, int rb, const int64_t *bd) {
+    static double a[4096], b[4096], y[4096], ref[4096];
+    static float af[4096], bf[4096], yf[4096];
+    int64_t na = 1, nb = 1, ny = 1;
+    for (int i = 0; i < ra; i++) na *= ad[i];
+    for (int i = 0; i < rb; i++) nb *= bd[i];
+    for (int i = 0; i < r; i++) ny *= od[i];
+    fill_rand(a, na, -2, 2);
+    fill_rand(b, nb, 0.5, 2);
+    to_f32(a, af, na);
+    to_f32(b, bf, nb);
+    int64_t sa[6], sb[6];
+    strides_of(r, ra, ad, sa);
+    strides_of(r, rb, bd, sb);
+    for (int op = CDL_BIN_ADD; op <= CDL_BIN_MIN; op++) {
+        ref_bcast(op, r, od, ra, ad, a, rb, bd, b, ref);
+        cdl_binary_bc_f64(op, r, od, sa, sb, a, b, y);
+        for (int64_t i = 0; i < ny; i++) assert_true(y[i] == ref[i]);
+        cdl_binary_bc_f32(op, r, od, sa, sb, af, bf, yf);
+        for (int64_t i = 0; i < ny; i++) assert_true(fabs(yf[i] - ref[i]) <= 1e-5 * (1 + fabs(ref[i])));
+    }
+}
+
+static void test_binary_broadcast(void **st) {
+    (void)st;
+    { int64_t o[2] = {7, 5}, a[2] = {7, 5}, b[1] = {5};           check_bcast(2, o, 2, a, 1, b); }  /* row */
+    { int64_t o[2] = {7, 5}, a[1] = {5}, b[2] = {7, 5};           check_bcast(2, o, 1, a, 2, b); }
+    { int64_t o[2] = {6, 9}, a[2] = {6, 1}, b[2] = {1, 9};        check_bcast(2, o, 2, a, 2, b); }  /* outer */
+    { int64_t o[2] = {6, 9}, a[2] = {6, 9}, b[2] = {6, 1};        check_bcast(2, o, 2, a, 2, b); }  /* column */
+    { int64_t o[4] = {2, 3, 4, 5}, a[4] = {2, 3, 4, 5}, b[3] = {3, 1, 1}; check_bcast(4, o, 4, a, 3, b); } /* bias */
+    { int64_t o[4] = {2, 3, 4, 5}, a[3] = {3, 1, 5}, b[4] = {2, 1, 4, 1}; check_bcast(4, o, 3, a, 4, b); }
+    { int64_t o[6] = {2, 2, 3, 1, 2, 3}, a[6] = {2, 1, 3, 1, 2, 1}, b[5] = {2, 1, 1, 2, 3};
+      check_bcast(6, o, 6, a, 5, b); }
+    { int64_t o[1] = {1}, a[1] = {1}, b[1] = {1};                 check_bcast(1, o, 1, a, 1, b); }
+    /* runtime batch: dims[0] smaller than the compiled one, strides unchanged */
+    double a[4 * 3], b[3], y[4 * 3];
+    fill_rand(a, 12, -1, 1);
+    fill_rand(b, 3, -1, 1);
+    for (int i = 0; i < 12; i++) y[i] = 99;
+    cdl_binary_bc_f64(CDL_BIN_SUB, 2, (const int64_t[]){2, 3}, (const int64_t[]){3, 1},
+                      (const int64_t[]){0, 1}, a, b, y);
+    for (int i = 0; i < 6; i++) assert_true(y[i] == a[i] - b[i % 3]);
+    assert_true(y[6] == 99);                       /* rows past the runtime batch untouched */
+    /* rank 0 and an empty dim */
+    cdl_binary_bc_f64(CDL_BIN_MUL, 0, NULL, NULL, NULL, a, b, y);
+    assert_true(y[0] == a[0] * b[0]);
+    y[0] = 5;
+    cdl_binary_bc_f64(CDL_BIN_MUL, 2, (const int64_t[]){0, 3}, (const int64_t[]){3, 1},
+                      (const int64_t[]){0, 1}, a, b, y);
+    assert_true(y[0] == 5);
+    /* in place over the bigger operand */
+    double c[6] = {1, 2, 3, 4, 5, 6}, r3[3] = {10, 20, 30};
+    cdl_binary_bc_f64(CDL_BIN_ADD, 2, (const int64_t[]){2, 3}, (const int64_t[]){3, 1},
+                      (const int64_t[]){0, 1}, c, r3, c);
+    assert_true(c[0] == 11 && c[4] == 25 && c[5] == 36);
+}
+
+/* maxmin_bwd against finite differences of sum(g * max(a, b)) with broadcasting. */
+static void test_maxmin_bwd(void **st) {
+    (void)st;
+    enum { R = 4, C = 5 };
+    double a[R * C], b[C], g[R * C], da[R * C], ref[R * C];
+    const double h = 1e-6;
+    for (int is_max = 0; is_max <= 1; is_max++) {
+        fill_rand(b, C, -1, 1);
+        for (int i = 0; i < R * C; i++) {                /* keep a away from ties */
+            double v;
+            do v = urand() * 2 - 1; while (fabs(v - b[i % C]) < 1e-3);
+            a[i] = v;
+        }
+        fill_rand(g, R * C, -1, 1);
+        const int64_t dims[2] = {R, C}, sa[2] = {C, 1}, sb[2] = {0, 1};
+        cdl_maxmin_bwd_f64(is_max, 2, dims, sa, sb, g, a, b, da);
+        int op = is_max ? CDL_BIN_MAX : CDL_BIN_MIN;
+        for (int i = 0; i < R * C; i++) {
+            double ap = a[i] + h, am = a[i] - h;
+            ref[i] = g[i] * (ref_bin(op, ap, b[i % C]) - ref_bin(op, am, b[i % C])) / (2 * h);
+            assert_true(close_to(ref[i], da[i]));
+        }
+    }
+    /* ties go to a; same-shape call with rank 1 */
+    double x[3] = {1, 2, 3}, yv[3] = {1, 5, 0}, gg[3] = {1, 1, 1}, d[3];
+    cdl_maxmin_bwd_f64(1, 1, (const int64_t[]){3}, (const int64_t[]){1}, (const int64_t[]){1}, gg, x, yv, d);
+    assert_true(d[0] == 1 && d[1] == 0 && d[2] == 1);
+    float xf[3] = {1, 2, 3}, yf[3] = {1, 5, 0}, gf[3] = {2, 2, 2}, df[3];
+    cdl_maxmin_bwd_f32(0, 1, (const int64_t[]){3}, (const int64_t[]){1}, (const int64_t[]){1}, gf, xf, yf, df);
+    assert_true(df[0] == 2 && df[1] == 2 && df[2] == 0);
+}
+
+/* ------------------------------------------------------------------ unary */
+
+static double gelu_ref(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
+static double softplus_ref(double x) { return log1p(exp(x)); }
+
+static void test_unary_forward(void **st) {
+    (void)st;
+    double x[N], y[N];
+    float xf[N], yf[N];
+    fill_rand(x, N, -4, 4);
+    to_f32(x, xf, N);
+    struct { void (*f64)(int64_t, const double *, double *); void (*f32)(int64_t, const float *, float *);
+             double (*ref)(double); int pos; } t[] = {
+        {cdl_exp_f64, cdl_exp_f32, exp, 0}, {cdl_log_f64, cdl_log_f32, log, 1},
+        {cdl_sqrt_f64, cdl_sqrt_f32, sqrt, 1}, {cdl_abs_f64, cdl_abs_f32, fabs, 0},
+        {cdl_tanh_f64, cdl_tanh_f32, tanh, 0}, {cdl_gelu_f64, cdl_gelu_f32, gelu_ref, 0},
+        {cdl_softplus_f64, cdl_softplus_f32, softplus_ref, 0},
+    };
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+        double in[N];
+        for (int i = 0; i < N; i++) in[i] = t[k].pos ? fabs(x[i]) + 0.1 : x[i];
+        float inf_[N];
+        to_f32(in, inf_, N);
+        t[k].f64(N, in, y);
+        t[k].f32(N, inf_, yf);
+        for (int i = 0; i < N; i++) {
+            double r = t[k].ref(in[i]);
+            assert_true(fabs(y[i] - r) <= 1e-14 * (1 + fabs(r)));
+            assert_true(fabs(yf[i] - t[k].ref(inf_[i])) <= 1e-6 * (1 + fabs(r)));
+        }
+    }
+    cdl_neg_f64(N, x, y);
+    cdl_square_f32(N, xf, yf);
+    for (int i = 0; i < N; i++) assert_true(y[i] == -x[i] && yf[i] == xf[i] * xf[i]);
+    cdl_relu_f64(N, x, y);
+    for (int i = 0; i < N; i++) assert_true(y[i] == (x[i] > 0 ? x[i] : 0));
+    cdl_sigmoid_f64(N, x, y);
+    for (int i = 0; i < N; i++) assert_true(fabs(y[i] - 1 / (1 + exp(-x[i]))) < 1e-15);
+    cdl_leaky_relu_f64(N, 0.1, x, y);
+    for (int i = 0; i < N; i++) assert_true(y[i] == (x[i] > 0 ? x[i] : 0.1 * x[i]));
+    cdl_elu_f64(N, 1.5, x, y);
+    for (int i = 0; i < N; i++) assert_true(fabs(y[i] - (x[i] > 0 ? x[i] : 1.5 * (exp(x[i]) - 1))) < 1e-15);
+    cdl_clamp_f64(N, -1, 0.5, x, y);
+    for (int i = 0; i < N; i++) assert_true(y[i] == fmin(fmax(x[i], -1), 0.5));
+    cdl_clamp_f32(N, -1e308, 0.5, xf, yf);         /* no lower bound */
+    for (int i = 0; i < N; i++) assert_true(yf[i] == fminf(xf[i], 0.5f));
+    /* pow: special-cased and general exponents */
+    const double ps[] = {2, 1, 0.5, 0, -1, 3, 1.7, -2.5};
+    double xp[N];
+    for (int i = 0; i < N; i++) xp[i] = fabs(x[i]) + 0.2;
+    for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        cdl_pows_f64(N, ps[k], xp, y);
+        for (int i = 0; i < N; i++) assert_true(fabs(y[i] - pow(xp[i], ps[k])) <= 1e-14 * (1 + fabs(y[i])));
+    }
+    /* extremes stay finite where they should */
+    double big[4] = {-800, 800, -40, 40}, o[4];
+    cdl_softplus_f64(4, big, o);
+    assert_true(o[0] == 0 || o[0] < 1e-300);
+    assert_true(o[1] == 800 && fabs(o[3] - 40) < 1e-15);
+    cdl_sigmoid_f64(4, big, o);
+    assert_true(o[0] == 0 && o[1] == 1);
+    /* in place */
+    double ip[3] = {-1, 2, -3};
+    cdl_relu_f64(3, ip, ip);
+    assert_true(ip[0] == 0 && ip[1] == 2 && ip[2] == 0);
+}
+
+/* ------------------------------------------------------------------ backward by finite differences */
+
+typedef void (*fwd_fn)(int64_t, const double *, double *);
+static double p_slope = 0.2, p_alpha = 1.3, p_lo = -0.7, p_hi = 0.9;
+static void leaky_fwd(int64_t n, const double *x, double *y) { cdl_leaky_relu_f64(n, p_slope, x, y); }
+static void elu_fwd(int64_t n, const double *x, double *y) { cdl_elu_f64(n, p_alpha, x, y); }
+static void clamp_fwd(int64_t n, const double *x, double *y) { cdl_clamp_f64(n, p_lo, p_hi, x, y); }
+
+/* Check dx from a backward kernel against g * (f(x+h) - f(x-h)) / 2h. */
+static void check_fd(fwd_fn f, const double *x, const double *g, const double *dx, int n) {
+    const double h = 1e-6;
+    for (int i = 0; i < n; i++) {
+        double xp = x[i] + h, xm = x[i] - h, yp, ym;
+        f(1, &xp, &yp);
+        f(1, &xm, &ym);
+        double num = g[i] * (yp - ym) / (2 * h);
+        if (!close_to(num, dx[i])) fail_msg("x=%g num=%.12g ana=%.12g", x[i], num, dx[i]);
+    }
+}
+
+static void test_unary_backward(void **st) {
+    (void)st;
+    enum { M = 64 };
+    double x[M], y[M], g[M], dx[M];
+    const double k0[1] = {0}, kc[2] = {-0.7, 0.9};
+    fill_rand(g, M, -2, 2);
+
+    for (int i = 0; i < M; i++) x[i] = away(-3, 3, k0, 1, 1e-3);
+    cdl_relu_bwd_f64(M, g, x, dx);           check_fd(cdl_relu_f64, x, g, dx, M);
+    cdl_leaky_relu_bwd_f64(M, p_slope, g, x, dx); check_fd(leaky_fwd, x, g, dx, M);
+    cdl_gelu_bwd_f64(M, g, x, dx);           check_fd(cdl_gelu_f64, x, g, dx, M);
+    cdl_elu_bwd_f64(M, p_alpha, g, x, dx);   check_fd(elu_fwd, x, g, dx, M);
+    cdl_sigmoid_f64(M, x, y);
+    cdl_sigmoid_bwd_f64(M, g, y, dx);        check_fd(cdl_sigmoid_f64, x, g, dx, M);
+    cdl_tanh_f64(M, x, y);
+    cdl_tanh_bwd_f64(M, g, y, dx);           check_fd(cdl_tanh_f64, x, g, dx, M);
+    for (int i = 0; i < M; i++) x[i] = away(-2, 2, kc, 2, 1e-3);
+    cdl_clamp_bwd_f64(M, p_lo, p_hi, g, x, dx); check_fd(clamp_fwd, x, g, dx, M);
+    /* clamp's bounds are inclusive */
+    double xb[2] = {-0.7, 0.9}, gb[2] = {1, 1}, db[2];
+    cdl_clamp_bwd_f64(2, p_lo, p_hi, gb, xb, db);
+    assert_true(db[0] == 1 && db[1] == 1);
+    /* f32 agrees with f64 */
+    float xf[M], gf[M], df[M];
+    to_f32(x, xf, M);
+    to_f32(g, gf, M);
+    cdl_gelu_bwd_f32(M, gf, xf, df);
+    cdl_gelu_bwd_f64(M, g, x, dx);
+    for (int i = 0; i < M; i++) assert_true(fabs(df[i] - dx[i]) < 1e-5 * (1 + fabs(dx[i])));
+    /* in place: dx == g */
+    double gg[3] = {1, 2, 3}, xx[3] = {-1, 1, 1};
+    cdl_relu_bwd_f64(3, gg, xx, gg);
+    assert_true(gg[0] == 0 && gg[1] == 2 && gg[2] == 3);
+}
+
+/* ------------------------------------------------------------------ dropout */
+
+static void test_dropout(void **st) {
+    (void)st;
+    enum { M = 10000 };
+    static float x[M], y[M], y2[M], g[M], dx[M];
+    static double xd[M], yd[M];
+    for (int i = 0; i < M; i++) { x[i] = 1.0f + (float)(i % 7); xd[i] = x[i]; g[i] = 2.0f; }
+    cdl_rng_key k = {.seed = 42, .step = 3, .stream = 5};
+    const double p = 0.3;
+    cdl_dropout_f32(k, 0, M, p, x, y);
+    int kept = 0;
+    for (int i = 0; i < M; i++) {
+        if (y[i] != 0) {
+            kept++;
+            assert_true(fabs(y[i] - x[i] / 0.7f) < 1e-5f * y[i]);
+        }
+    }
+    assert_true(kept > 6700 && kept < 7300);        /* ~ (1 - p) M, 10+ sigma margin */
+    /* same key: same mask; the backward applies it to g */
+    cdl_dropout_f32(k, 0, M, p, x, y2);
+    assert_memory_equal(y, y2, sizeof y);
+    cdl_dropout_bwd_f32(k, 0, M, p, g, dx);
+    for (int i = 0; i < M; i++) assert_true((dx[i] != 0) == (y[i] != 0));
+    for (int i = 0; i < M; i++) if (dx[i] != 0) assert_true(fabs(dx[i] - 2.0f / 0.7f) < 1e-5f);
+    /* f64: the same mask as f32 */
+    cdl_dropout_f64(k, 0, M, p, xd, yd);
+    for (int i = 0; i < M; i++) assert_true((yd[i] != 0) == (y[i] != 0));
+    /* element i depends on base + i only (chunking and offsets do not matter) */
+    cdl_dropout_f32(k, 300, M - 300, p, x + 300, y2);
+    for (int i = 0; i < M - 300; i++) assert_true((y2[i] != 0) == (y[i + 300] != 0));
+    /* another stream or step: another mask */
+    cdl_rng_key k2 = k;
+    k2.stream = 6;
+    cdl_dropout_f32(k2, 0, M, p, x, y2);
+    int same = 0;
+    for (int i = 0; i < M; i++) same += (y2[i] != 0) == (y[i] != 0);
+    assert_true(same < M - 1000);
+    /* p = 0 copies, p = 1 zeros */
+    cdl_dropout_f32(k, 0, M, 0.0, x, y2);
+    assert_memory_equal(x, y2, sizeof x);
+    cdl_dropout_f32(k, 0, M, 1.0, x, y2);
+    for (int i = 0; i < M; i++) assert_true(y2[i] == 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basics),
+        cmocka_unit_test(test_binary_same_and_scalar),
+        cmocka_unit_test(test_binary_broadcast),
+        cmocka_unit_test(test_maxmin_bwd),
+        cmocka_unit_test(test_unary_forward),
+        cmocka_unit_test(test_unary_backward),
+        cmocka_unit_test(test_dropout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
