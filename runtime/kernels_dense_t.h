@@ -1,0 +1,438 @@
+/* kernels_dense_t.h -- dense, reduction, shape, softmax and embedding kernels, written
+ * once over T (element type) with S(name) the suffixing macro (S(relu) -> cdl_relu_f32).
+ * Included by kernels_dense.c for float and double (EXP_T / LOG_T defined for T), and
+ * once more for int32_t with DENSE_MOVE_ONLY = 1: only the kernels that move elements
+ * without arithmetic (broadcast, transpose, concat, slice), so i32 tensors such as
+ * labels can be sliced and rearranged too.
+ * The contracts are in cdl.h's DENSE block; the notes here are about how.
+ * No allocation: every kernel works in the buffers it is given.
+ */
+
+#if !DENSE_MOVE_ONLY
+/* ---- linear ------------------------------------------------------------------ */
+
+/* y[rows,out] = x[rows,in] w[out,in]^T (+ b[out]).  The bias is fused: y is filled
+ * with bias rows and the GEMM accumulates onto it (beta = 1), so there is no second
+ * pass over y. */
+void S(linear)(int64_t rows, int64_t in, int64_t out, const T *restrict x,
+               const T *restrict w, const T *restrict b, T *restrict y) {
+    if (rows <= 0 || out <= 0)
+        return;
+    if (b) {
+        for (int64_t i = 0; i < rows; i++)
+            memcpy(y + i * out, b, (size_t)out * sizeof(T));
+    }
+    S(gemm)(0, 1, rows, out, in, (T)1, x, in, w, in, b ? (T)1 : (T)0, y, out);
+}
+
+/* ---- reductions ---------------------------------------------------------------- */
+
+/* Sum of a contiguous run, accumulated in double with four chains (accuracy for f32,
+ * and independent chains so the loop is not latency bound). */
+static double S(run_sum)(const T *restrict x, int64_t n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += x[i];
+        a1 += x[i + 1];
+        a2 += x[i + 2];
+        a3 += x[i + 3];
+    }
+    for (; i < n; i++)
+        a0 += x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* Merging for reduce: drops size-1 axes and fuses neighbours of the same kind
+ * (reduced or kept), so the loop nest below has at most rank alternating groups.
+ * Returns the group count; gd[] sizes, gr[] 1 for reduced groups. */
+static int S(reduce_groups)(int rank, const int64_t *dims, unsigned mask, int64_t *gd,
+                            int *gr) {
+    int ng = 0;
+    for (int i = 0; i < rank; i++) {
+        int r = mask == 0 || (mask >> i & 1u);
+        if (dims[i] == 1)
+            continue;
+        if (ng > 0 && gr[ng - 1] == r) {
+            gd[ng - 1] *= dims[i];
+        } else {
+            gd[ng] = dims[i];
+            gr[ng] = r;
+            ng++;
+        }
+    }
+    return ng;
+}
+
+/* y = sum over the masked axes of x (mean: divided by the runtime count of summed
+ * elements).  Walks x once in memory order: an odometer over the outer groups and a
+ * contiguous inner run, which is either summed (innermost axes reduced: row sums) or
+ * added lane-wise into y (innermost axes kept: column sums, vectorizable). */
+void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *restrict x,
+               T *restrict y) {
+    int64_t gd[CDL_MAXDIM], ystride[CDL_MAXDIM], idx[CDL_MAXDIM];
+    int gr[CDL_MAXDIM];
+    int64_t ny = 1, count = 1, numel = 1;
+    if (rank < 0 || rank > CDL_MAXDIM)
+        return;
+    for (int i = 0; i < rank; i++) {
+        numel *= dims[i];
+        if (mask == 0 || (mask >> i & 1u))
+            count *= dims[i];
+        else
+            ny *= dims[i];
+    }
+    if (ny <= 0)
+        return;
+    for (int64_t j = 0; j < ny; j++)
+        y[j] = 0;
+    if (numel <= 0)
+        return;
+    int ng = S(reduce_groups)(rank, dims, mask, gd, gr);
+    if (ng == 0) {                      /* a single element */
+        y[0] = x[0];
+        return;
+    }
+    int64_t s = 1;
+    for (int g = ng - 1; g >= 0; g--) {
+        ystride[g] = gr[g] ? 0 : s;
+        if (!gr[g])
+            s *= gd[g];
+        idx[g] = 0;
+    }
+    int64_t inner = gd[ng - 1], nouter = numel / inner, yoff = 0;
+    int inner_kept = !gr[ng - 1];
+    for (int64_t o = 0; o < nouter; o++) {
+        const T *restrict xp = x + o * inner;
+        if (inner_kept) {
+            T *restrict yp = y + yoff;
+            for (int64_t j = 0; j < inner; j++)
+                yp[j] += xp[j];
+        } else {
+            y[yoff] += (T)S(run_sum)(xp, inner);
+        }
+        for (int g = ng - 2; g >= 0; g--) {
+            yoff += ystride[g];
+            if (++idx[g] < gd[g])
+                break;
+            yoff -= ystride[g] * gd[g];
+            idx[g] = 0;
+        }
+    }
+    if (mean && count > 0) {
+        T inv = (T)(1.0 / (double)count);
+        for (int64_t j = 0; j < ny; j++)
+            y[j] *= inv;
+    }
+}
+
+#endif /* !DENSE_MOVE_ONLY */
+
+/* ---- broadcast ----------------------------------------------------------------- */
+
+/* y = x broadcast to ydims.  Axes are merged into groups of the same kind (x repeats
+ * along the group, or x follows y), the innermost group becomes a fill or a copy. */
+void S(broadcast)(int rank, const int64_t *xdims, const int64_t *ydims,
+                  const T *restrict x, T *restrict y) {
+    int64_t gd[CDL_MAXDIM], xs[CDL_MAXDIM], idx[CDL_MAXDIM];
+    int gb[CDL_MAXDIM], ng = 0;
+    int64_t ny = 1;
+    if (rank < 0 || rank > CDL_MAXDIM)
+        return;
+    for (int i = 0; i < rank; i++)
+        ny *= ydims[i];
+    if (ny <= 0)
+        return;
+    for (int i = 0; i < rank; i++) {
+        if (ydims[i] == 1)
+            continue;
+        int b = xdims[i] == 1;          /* x repeats along this axis */
+        if (ng > 0 && gb[ng - 1] == b) {
+            gd[ng - 1] *= ydims[i];
+        } else {
+            gd[ng] = ydims[i];
+            gb[ng] = b;
+            ng++;
+        }
+    }
+    if (ng == 0) {
+        y[0] = x[0];
+        return;
+    }
+    int64_t s = 1;
+    for (int g = ng - 1; g >= 0; g--) {
+        xs[g] = gb[g] ? 0 : s;
+        if (!gb[g])
+            s *= gd[g];
+        idx[g] = 0;
+    }
+    int64_t inner = gd[ng - 1], nouter = ny / inner, xoff = 0;
+    int inner_bcast = gb[ng - 1];
+    for (int64_t o = 0; o < nouter; o++) {
+        T *restrict yp = y + o * inner;
+        if (inner_bcast) {
+            T v = x[xoff];
+            for (int64_t j = 0; j < inner; j++)
+                yp[j] = v;
+        } else {
+            memcpy(yp, x + xoff, (size_t)inner * sizeof(T));
+        }
+        for (int g = ng - 2; g >= 0; g--) {
+            xoff += xs[g];
+            if (++idx[g] < gd[g])
+                break;
+            xoff -= xs[g] * gd[g];
+            idx[g] = 0;
+        }
+    }
+}
+
+/* ---- transpose ----------------------------------------------------------------- */
+
+/* 2-D transpose y[n,m] = x[m,n]^T in 32x32 tiles (both sides stay in cache). */
+static void S(transpose2)(int64_t m, int64_t n, const T *restrict x, T *restrict y) {
+    enum { TILE = 32 };
+    for (int64_t i0 = 0; i0 < m; i0 += TILE) {
+        int64_t i1 = i0 + TILE < m ? i0 + TILE : m;
+        for (int64_t j0 = 0; j0 < n; j0 += TILE) {
+            int64_t j1 = j0 + TILE < n ? j0 + TILE : n;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++)
+                    y[j * m + i] = x[i * n + j];
+        }
+    }
+}
+
+/* y = permute(x, perm).  Output axes that stay neighbours in x are merged first; a
+ * plain 2-D transpose goes through the tiled kernel, anything else is an odometer over
+ * the output with a strided (or, when the last axis stays last, contiguous) inner run. */
+void S(transpose)(int rank, const int64_t *dims, const int *perm, const T *restrict x,
+                  T *restrict y) {
+    int64_t xstr[CDL_MAXDIM], md[CDL_MAXDIM], ms[CDL_MAXDIM], idx[CDL_MAXDIM];
+    int64_t numel = 1;
+    int nm = 0;
+    if (rank < 0 || rank > CDL_MAXDIM)
+        return;
+    for (int i = 0; i < rank; i++) {
+        if (perm[i] < 0 || perm[i] >= rank)
+            return;
+        numel *= dims[i];
+    }
+    if (numel <= 0)
+        return;
+    int64_t s = 1;
+    for (int i = rank - 1; i >= 0; i--) {
+        xstr[i] = s;
+        s *= dims[i];
+    }
+    /* merged output axes: size and x stride; skip size-1 axes */
+    for (int i = 0; i < rank; i++) {
+        int64_t d = dims[perm[i]], st = xstr[perm[i]];
+        if (d == 1)
+            continue;
+        if (nm > 0 && ms[nm - 1] == st * d) {
+            md[nm - 1] *= d;
+            ms[nm - 1] = st;
+        } else {
+            md[nm] = d;
+            ms[nm] = st;
+            nm++;
+        }
+    }
+    if (nm == 0) {
+        y[0] = x[0];
+        return;
+    }
+    if (nm == 1) {                      /* only size-1 axes moved */
+        memcpy(y, x, (size_t)numel * sizeof(T));
+        return;
+    }
+    if (nm == 2 && ms[1] == md[0] && ms[0] == 1) {
+        S(transpose2)(md[1], md[0], x, y);
+        return;
+    }
+    for (int g = 0; g < nm; g++)
+        idx[g] = 0;
+    int64_t inner = md[nm - 1], istr = ms[nm - 1], nouter = numel / inner, xoff = 0;
+    for (int64_t o = 0; o < nouter; o++) {
+        T *restrict yp = y + o * inner;
+        const T *restrict xp = x + xoff;
+        if (istr == 1) {
+            memcpy(yp, xp, (size_t)inner * sizeof(T));
+        } else {
+            for (int64_t j = 0; j < inner; j++)
+                yp[j] = xp[j * istr];
+        }
+        for (int g = nm - 2; g >= 0; g--) {
+            xoff += ms[g];
+            if (++idx[g] < md[g])
+                break;
+            xoff -= ms[g] * md[g];
+            idx[g] = 0;
+        }
+    }
+}
+
+/* ---- concat, slice ------------------------------------------------------------- */
+
+/* y[o, :] = xs[0][o, :inner[0]] | xs[1][o, :inner[1]] | ... for o < outer. */
+void S(concat)(int n, int64_t outer, const int64_t *inner, const T *const *xs, T *y) {
+    int64_t row = 0;
+    for (int k = 0; k < n; k++)
+        row += inner[k];
+    for (int64_t o = 0; o < outer; o++) {
+        T *yp = y + o * row;
+        for (int k = 0; k < n; k++) {
+            if (inner[k] <= 0)
+                continue;
+            memcpy(yp, xs[k] + o * inner[k], (size_t)inner[k] * sizeof(T));
+            yp += inner[k];
+        }
+    }
+}
+
+/* y[o, j, :] = x[o, start + j*step, :] (zeros for indices outside [0, len)). */
+void S(slice)(int64_t outer, int64_t len, int64_t inner, int64_t start, int64_t step,
+              int64_t count, const T *restrict x, T *restrict y) {
+    if (inner <= 0 || count <= 0)
+        return;
+    size_t bytes = (size_t)inner * sizeof(T);
+    for (int64_t o = 0; o < outer; o++) {
+        const T *xo = x + o * len * inner;
+        T *yo = y + o * count * inner;
+        for (int64_t j = 0; j < count; j++) {
+            int64_t src = start + j * step;
+            if (src >= 0 && src < len)
+                memcpy(yo + j * inner, xo + src * inner, bytes);
+            else
+                memset(yo + j * inner, 0, bytes);
+        }
+    }
+}
+
+#if !DENSE_MOVE_ONLY
+/* dx[outer, len, inner] = 0; dx[o, start + j*step, :] += g[o, j, :]. */
+void S(slice_bwd)(int64_t outer, int64_t len, int64_t inner, int64_t start, int64_t step,
+                  int64_t count, const T *restrict g, T *restrict dx) {
+    if (outer <= 0 || len <= 0 || inner <= 0)
+        return;
+    memset(dx, 0, (size_t)(outer * len * inner) * sizeof(T));
+    for (int64_t o = 0; o < outer; o++) {
+        T *dxo = dx + o * len * inner;
+        const T *go = g + o * count * inner;
+        for (int64_t j = 0; j < count; j++) {
+            int64_t dst = start + j * step;
+            if (dst < 0 || dst >= len)
+                continue;
+            T *restrict d = dxo + dst * inner;
+            const T *restrict s = go + j * inner;
+            for (int64_t i = 0; i < inner; i++)
+                d[i] += s[i];
+        }
+    }
+}
+
+/* ---- softmax ------------------------------------------------------------------- */
+
+/* y = softmax(x) over rows of n: max-shifted for stability. */
+void S(softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y) {
+    if (n <= 0)
+        return;
+    for (int64_t r = 0; r < rows; r++) {
+        const T *xr = x + r * n;
+        T *yr = y + r * n;
+        T m = xr[0];
+        for (int64_t j = 1; j < n; j++)
+            m = xr[j] > m ? xr[j] : m;
+        T sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            yr[j] = EXP_T(xr[j] - m);
+            sum += yr[j];
+        }
+        T inv = (T)1 / sum;
+        for (int64_t j = 0; j < n; j++)
+            yr[j] *= inv;
+    }
+}
+
+/* y = x - max - log(sum exp(x - max)) over rows of n. */
+void S(log_softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y) {
+    if (n <= 0)
+        return;
+    for (int64_t r = 0; r < rows; r++) {
+        const T *xr = x + r * n;
+        T *yr = y + r * n;
+        T m = xr[0];
+        for (int64_t j = 1; j < n; j++)
+            m = xr[j] > m ? xr[j] : m;
+        T sum = 0;
+        for (int64_t j = 0; j < n; j++)
+            sum += EXP_T(xr[j] - m);
+        T lse = m + LOG_T(sum);
+        for (int64_t j = 0; j < n; j++)
+            yr[j] = xr[j] - lse;
+    }
+}
+
+/* dx = y * (g - sum_j g_j y_j) per row (y = softmax output). */
+void S(softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *restrict y,
+                    T *restrict dx) {
+    for (int64_t r = 0; r < rows; r++) {
+        const T *gr = g + r * n, *yr = y + r * n;
+        T *dr = dx + r * n;
+        T dot = 0;
+        for (int64_t j = 0; j < n; j++)
+            dot += gr[j] * yr[j];
+        for (int64_t j = 0; j < n; j++)
+            dr[j] = yr[j] * (gr[j] - dot);
+    }
+}
+
+/* dx = g - exp(y) * sum_j g_j per row (y = log_softmax output). */
+void S(log_softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *restrict y,
+                        T *restrict dx) {
+    for (int64_t r = 0; r < rows; r++) {
+        const T *gr = g + r * n, *yr = y + r * n;
+        T *dr = dx + r * n;
+        T sum = 0;
+        for (int64_t j = 0; j < n; j++)
+            sum += gr[j];
+        for (int64_t j = 0; j < n; j++)
+            dr[j] = gr[j] - EXP_T(yr[j]) * sum;
+    }
+}
+
+/* ---- embedding ----------------------------------------------------------------- */
+
+/* y[i, :] = w[ids[i], :]; ids outside [0, V) give zero rows (never read out of bounds). */
+void S(embedding)(int64_t n, int64_t V, int64_t D, const int32_t *restrict ids,
+                  const T *restrict w, T *restrict y) {
+    if (D <= 0)
+        return;
+    size_t bytes = (size_t)D * sizeof(T);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t id = ids[i];
+        if (id >= 0 && id < V)
+            memcpy(y + i * D, w + id * D, bytes);
+        else
+            memset(y + i * D, 0, bytes);
+    }
+}
+
+/* dw[V, D] = 0; dw[ids[i], :] += g[i, :] (ids outside [0, V) contribute nothing). */
+void S(embedding_bwd)(int64_t n, int64_t V, int64_t D, const T *restrict g,
+                      const int32_t *restrict ids, T *restrict dw) {
+    if (V <= 0 || D <= 0)
+        return;
+    memset(dw, 0, (size_t)(V * D) * sizeof(T));
+    for (int64_t i = 0; i < n; i++) {
+        int64_t id = ids[i];
+        if (id < 0 || id >= V)
+            continue;
+        T *restrict d = dw + id * D;
+        const T *restrict s = g + i * D;
+        for (int64_t j = 0; j < D; j++)
+            d[j] += s[j];
+    }
+}
+#endif /* !DENSE_MOVE_ONLY */
