@@ -82,9 +82,10 @@ test: deps
 	@B=$(B) scripts/run-tests.sh
 tests: $(TESTS)
 
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: deps
-	@$(MAKE) -s B=build/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all tests
-	@B=build/asan ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
+	@$(MAKE) -s B=build/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="$(ASAN_FLAGS)" all tests
+	@B=build/asan CC=clang CDL_CFLAGS="$(ASAN_FLAGS)" ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
 
 run: deps all
 	@scripts/run-mlp.sh
@@ -127,3 +128,28 @@ fuzz: deps $(FUZZ_BIN)
 bench: all
 	@B=$(B) CC=$(CC) bench/run.sh
 .PHONY: bench
+
+# ---- vae: the VAE showcase (examples/vae_demo.c, examples/vae_anomaly.c over the C that
+# cdlc generates from models/vae.cdl into $(B)/gen-models/; see examples/README.md).
+$(B)/gen-models/vae.c: models/vae.cdl $(B)/cdlc
+	@mkdir -p $(dir $@)
+	$(B)/cdlc $< -o $@
+$(B)/gen-models/vae.h: $(B)/gen-models/vae.c
+VAE_PROGS := $(B)/examples/vae_demo $(B)/examples/vae_anomaly
+$(VAE_PROGS): $(B)/examples/%: examples/%.c $(B)/gen-models/vae.c $(B)/libcdlrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) -I$(B)/gen-models $< $(B)/gen-models/vae.c -o $@ $(B)/libcdlrt.a $(LDLIBS)
+EXAMPLE_PROGS += $(VAE_PROGS)
+all: $(EXAMPLE_PROGS)
+
+# ---- rnn: recurrent showcase examples.  examples/charlm.c drives the model generated
+# from models/charlm.cdl (trains on /usr/share/common-licenses, then samples text).
+EXAMPLE_PROGS += $(B)/examples/charlm
+all: $(EXAMPLE_PROGS)
+$(B)/gen-models/charlm.c: models/charlm.cdl $(B)/cdlc
+	@mkdir -p $(dir $@)
+	$(B)/cdlc $< -o $@
+$(B)/gen-models/charlm.h: $(B)/gen-models/charlm.c
+$(B)/examples/charlm: examples/charlm.c $(B)/gen-models/charlm.c $(B)/libcdlrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) -I$(B)/gen-models $< $(B)/gen-models/charlm.c -o $@ $(B)/libcdlrt.a $(LDLIBS)

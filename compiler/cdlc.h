@@ -325,6 +325,96 @@ typedef struct Model {
 } Model;
 
 /* BEGIN ELAB */
+/* Elaborate the last model of the file at path ("-": stdin) into a Model: its main
+ * graph, entry graphs and parameter table, shape-checked.  defs are -D overrides of
+ * the model's header constants ("H=512").  Imports are resolved relative to the
+ * importing file.  NULL after diagnostics (diag_error_count() > 0). */
+Model *elab_file(const char *path, int ndefs, const char *const *defs);
+/* The same from a buffer named file (tests; imports resolve relative to file). */
+Model *elab_text(const char *file, const char *text, size_t len, int ndefs,
+                 const char *const *defs);
+
+/* imports.c: read path ("-": stdin; text != NULL: the main file's contents) and,
+ * recursively, its imports, each parsed once (paths relative to the importing file).
+ * blocks: every file's blocks (a duplicate name, or a built-in's name, is an error);
+ * model: the last model of the main file ("no model" is an error).  Import cycles and
+ * unreadable files are errors at the import statement. */
+typedef struct Program { const Ast **blocks; int nblocks; const Ast *model; } Program;
+void load_program(const char *path, const char *text, size_t len, Program *p);
+
+/* ---- shared by elab.c and builtins.c (the built-in layers and functions) ---- */
+typedef struct Elab Elab;
+typedef enum VKind {
+    V_NONE,         /* an absent optional argument */
+    V_ERR,          /* the value of an expression that already had an error: silent */
+    V_NUM,          /* a compile-time number */
+    V_BOOL, V_STR,
+    V_TENSOR,       /* node id in graph g */
+    V_TUPLE, V_LIST,
+    V_FUNC,         /* a block or built-in named without a call (pipes, reduce=sum) */
+    V_PARAM,        /* an explicit `param`, i = its index (a node is made on use) */
+    V_INDEX,        /* the loop index: bfac * t + i */
+} VKind;
+typedef struct Value {
+    VKind k;
+    bool isint;     /* V_NUM: an integer (value in i and r) */
+    int64_t i;
+    double r;
+    int64_t bfac;   /* V_NUM integers: value == bfac * B (0: not a batch multiple);
+                       V_INDEX: the coefficient of t */
+    const char *s;  /* V_STR, V_FUNC */
+    Graph *g;       /* V_TENSOR */
+    int id;
+    struct Value *v;/* V_TUPLE, V_LIST */
+    int n;
+} Value;
+
+typedef struct Builtin Builtin;
+typedef Value (*BuiltinFn)(Elab *e, const Builtin *b, Loc loc, Value *arg);
+struct Builtin {
+    const char *name;
+    const char *sig;    /* formals: "x out bias=true name?" (? = optional, no default) */
+    BuiltinFn fn;
+    Op op;              /* for the table-driven ones (activations, losses) */
+    const char *base;   /* layers: default instance name ("linear" -> linear1) */
+};
+extern const Builtin builtins[];
+extern const int builtin_count;
+const Builtin *builtin_find(const char *name);
+
+/* Helpers for built-ins.  fn/arg name the call and the argument in diagnostics; each
+ * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR
+ * inputs, which were reported already). */
+Value el_err(void);
+Value el_int_value(int64_t i, int64_t bfac);
+Value el_real_value(double r);
+const char *el_describe(Elab *e, Value v);        /* "a tensor f32[64, 10]", "the number 3" */
+Value el_tensor(Elab *e, int id);                 /* V_TENSOR in the current graph; V_ERR if id < 0 */
+Value el_tuple(int n, const Value *v);
+int el_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc);   /* tensor -> node id */
+int el_real_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc);  /* ... and f32 */
+int el_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc); /* numbers too */
+const Node *el_n(Elab *e, int id);                /* node of the current graph */
+bool el_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out);
+bool el_num(Elab *e, Value v, const char *fn, const char *arg, Loc loc, double *out);
+bool el_bool(Elab *e, Value v, const char *fn, const char *arg, Loc loc, bool *out);
+bool el_reduce(Elab *e, Value v, const char *fn, Loc loc, int64_t *red);  /* "mean" / "sum" */
+/* Dims must be positive, the element count at most 2^40 (no overflow); what names
+ * the tensor in the diagnostic. */
+bool el_dims_ok(Loc loc, const char *what, const Shape *s);
+/* A shape from a list of integer constants; batched when dim 0 is a batch multiple. */
+bool el_dims(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *out);
+int el_add(Elab *e, Op op, Loc loc, int nin, const int *in, const Attrs *at,
+           const Shape *hint, DType dt);          /* ir_add into the current graph */
+int el_stream(Elab *e);                           /* a fresh RNG stream id */
+int64_t el_batch(Elab *e);                        /* the compiled batch size (0: none) */
+Value el_arith(Elab *e, int op, Value a, Value b, Loc loc);  /* + - * / @ and 'P' (**) */
+/* "prefix.base<k>" (k counts per instance scope) or "prefix.<name=...>". */
+const char *el_instance(Elab *e, const char *base, Value name, Loc loc);
+/* The parameter inst.leaf: made on first use, shared (shapes must agree) on later
+ * uses of the same name.  Returns its node id in the current graph, or -1. */
+int el_param(Elab *e, const char *inst, const char *leaf, Shape s, int init, double a,
+             double b, int64_t fan_in, int64_t fan_out, bool state, Loc loc);
 /* END ELAB */
 
 /* ======================================================================== autodiff.c */
@@ -371,6 +461,9 @@ int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size);
  * tables, init, eval forward, train forward+backward, input gradient, entries, the
  * cdl_model descriptor and the public wrappers; with_main adds main() -> cdl_main. */
 void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name);
+/* emit_tape.c (--target=tape): the same model (tables, names, descriptor) with every function
+ * recording its ops on the runtime tape and differentiating them with cdl_backward. */
+void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name);
 /* Helpers for op emitters (strings live in the compilation arena): */
 void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *e_ptr(Emit *e, int node);      /* C expression: pointer to node's first element */

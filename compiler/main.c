@@ -145,15 +145,18 @@ static int build_exe(const Model *m, const Opts *o) {
     }
     char *c = arena_printf(cc_arena, "%s/%s.c", dir, m->name), *h = header_path(c);
     FILE *cf = open_out(c), *hf = open_out(h);
-    emit_c(m, cf, hf, o->real_size, true, strrchr(h, '/') + 1);
+    (!strcmp(o->target, "tape") ? emit_tape : emit_c)(m, cf, hf, o->real_size, true, strrchr(h, '/') + 1);
     close_out(cf, c);
     close_out(hf, h);
     const char *inc, *lib;
     runtime_paths(&inc, &lib);
     const char *out = o->out ? o->out : m->name;
-    const char *cc = getenv("CC") ? getenv("CC") : "cc";
-    char *cmd = arena_printf(cc_arena, "%s -std=c11 -O2 -march=native -I'%s' '%s' '%s' -o '%s' -lopenblas -lz -lpthread -lm", cc, inc,
-                             c, lib, out);
+    /* $CC and $CDL_CFLAGS choose the compiler and add flags (the ASan suite links the
+     * programs it builds against a sanitized runtime this way). */
+    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+    const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
+    char *cmd = arena_printf(cc_arena, "%s -std=c11 -O2 -march=native %s -I'%s' '%s' '%s' -o '%s' -lopenblas -lz -lpthread -lm", cc,
+                             extra, inc, c, lib, out);
     int rc = system(cmd);
     remove(c);
     remove(h);
@@ -193,21 +196,18 @@ int main(int argc, char **argv) {
         if (o.out) close_out(out, o.out);
         return 0;
     }
-    if (!strcmp(o.target, "tape")) {
-        fprintf(stderr, "cdlc: --target=tape is not implemented yet\n");
-        return 1;
-    }
     if (o.exe) return build_exe(m, &o);
     if (!o.out) {
         FILE *null = fopen("/dev/null", "w");
-        emit_c(m, stdout, null, o.real_size, o.with_main, arena_printf(cc_arena, "%s.h", m->name));
+        (!strcmp(o.target, "tape") ? emit_tape : emit_c)(m, stdout, null, o.real_size, o.with_main,
+                                                         arena_printf(cc_arena, "%s.h", m->name));
         fclose(null);
         return 0;
     }
     char *h = header_path(o.out);
     FILE *cf = open_out(o.out), *hf = open_out(h);
     const char *hb = strrchr(h, '/');
-    emit_c(m, cf, hf, o.real_size, o.with_main, hb ? hb + 1 : h);
+    (!strcmp(o.target, "tape") ? emit_tape : emit_c)(m, cf, hf, o.real_size, o.with_main, hb ? hb + 1 : h);
     close_out(cf, o.out);
     close_out(hf, h);
     arena_free(cc_arena);

@@ -1,0 +1,881 @@
+/* builtins.c -- the built-in layers and functions of CDL, mapped onto ops.def, with
+ * the operators (+ - * / @ **) and the argument checks every built-in uses.
+ *
+ * Each entry has a signature string ("x out bias=true name?": formals in order, with
+ * defaults; `?` marks an optional argument without default), and a function that gets
+ * the bound arguments in that order.  Layers make their parameters through el_param
+ * under an instance name (el_instance): linear -> linear1.weight, linear1.bias.
+ * Weights use PyTorch's layouts and default initialisation (CDL_INIT_DEFAULT, i.e.
+ * U(+-1/sqrt(fan_in))), so checkpoints map onto a state_dict.
+ * docs/language.md lists every built-in with its shape rule; keep the two in step.
+ */
+#include "cdlc.h"
+
+#include <math.h>
+#include <string.h>
+
+/* CDL_INIT_* numbering of runtime/cdl.h (the compiler does not include cdl.h). */
+enum { INIT_ZEROS, INIT_ONES, INIT_CONSTANT, INIT_UNIFORM, INIT_NORMAL, INIT_XAVIER_UNIFORM,
+       INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL, INIT_DEFAULT };
+
+static bool pos_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out) {
+    if (!el_int(e, v, fn, arg, loc, out)) return false;
+    if (*out > 0) return true;
+    error_at(loc, "%s: %s must be positive, got %lld", fn, arg, (long long)*out);
+    return false;
+}
+
+static bool nonneg_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out) {
+    if (!el_int(e, v, fn, arg, loc, out)) return false;
+    if (*out >= 0) return true;
+    error_at(loc, "%s: %s must not be negative, got %lld", fn, arg, (long long)*out);
+    return false;
+}
+
+static Shape shp(int rank, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    int64_t d[4] = {d0, d1, d2, d3};
+    return shape_make(rank, d, false);
+}
+
+static const Shape *shape_of(Elab *e, int id) { return &el_n(e, id)->shape; }
+
+static bool need_rank(Elab *e, int x, const char *fn, int lo, int hi, const char *what, Loc loc) {
+    int r = shape_of(e, x)->rank;
+    if (r >= lo && r <= hi) return true;
+    error_at(loc, "%s: expected %s, got %s", fn, what, shape_str(shape_of(e, x)));
+    return false;
+}
+
+/* ------------------------------------------------------------------ argument checks */
+
+bool el_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out) {
+    if (v.k == V_ERR) return false;
+    if (v.k != V_NUM || !v.isint) {
+        error_at(loc, "%s: argument '%s' must be an integer constant, got %s", fn, arg, el_describe(e, v));
+        return false;
+    }
+    *out = v.i;
+    return true;
+}
+
+bool el_num(Elab *e, Value v, const char *fn, const char *arg, Loc loc, double *out) {
+    if (v.k == V_ERR) return false;
+    if (v.k != V_NUM) {
+        error_at(loc, "%s: argument '%s' must be a number, got %s", fn, arg, el_describe(e, v));
+        return false;
+    }
+    *out = v.r;
+    return true;
+}
+
+bool el_bool(Elab *e, Value v, const char *fn, const char *arg, Loc loc, bool *out) {
+    if (v.k == V_ERR) return false;
+    if (v.k != V_BOOL) {
+        error_at(loc, "%s: argument '%s' must be true or false, got %s", fn, arg, el_describe(e, v));
+        return false;
+    }
+    *out = v.i != 0;
+    return true;
+}
+
+bool el_reduce(Elab *e, Value v, const char *fn, Loc loc, int64_t *red) {
+    if (v.k == V_ERR) return false;
+    const char *s = v.k == V_STR || v.k == V_FUNC ? v.s : NULL;
+    if (s && strcmp(s, "mean") == 0) *red = RED_MEAN;
+    else if (s && strcmp(s, "sum") == 0) *red = RED_SUM;
+    else {
+        error_at(loc, "%s: reduce must be \"mean\" or \"sum\", got %s", fn, el_describe(e, v));
+        return false;
+    }
+    return true;
+}
+
+/* Checked product of dims: false (and a diagnostic) on overflow or absurd size. */
+bool el_dims_ok(Loc loc, const char *what, const Shape *s) {
+    int64_t total = 1;
+    for (int i = 0; i < s->rank; i++) {
+        if (s->d[i] <= 0) {
+            error_at(loc, "%s: dimension %d must be positive, got %lld", what, i, (long long)s->d[i]);
+            return false;
+        }
+        if (__builtin_mul_overflow(total, s->d[i], &total)) {
+            error_at(loc, "%s: integer overflow in the shape's element count", what);
+            return false;
+        }
+    }
+    if (total > MAX_ELEMS) {
+        error_at(loc, "%s: tensor too large: %lld elements (the limit is 2^40)", what, (long long)total);
+        return false;
+    }
+    return true;
+}
+
+bool el_dims(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *out) {
+    if (v.k == V_ERR) return false;
+    if (v.k != V_LIST && v.k != V_TUPLE) {
+        error_at(loc, "%s: argument '%s' must be a list of dimensions like [B, 10], got %s", fn, arg,
+                 el_describe(e, v));
+        return false;
+    }
+    if (v.n > MAXDIM) {
+        error_at(loc, "%s: %d dimensions; at most %d are supported", fn, v.n, MAXDIM);
+        return false;
+    }
+    Shape s = {.rank = v.n};
+    for (int i = 0; i < v.n; i++) {
+        if (v.v[i].k == V_ERR) return false;
+        if (v.v[i].k != V_NUM || !v.v[i].isint) {
+            error_at(loc, "%s: dimension %d must be an integer constant, got %s", fn, i, el_describe(e, v.v[i]));
+            return false;
+        }
+        s.d[i] = v.v[i].i;
+    }
+    s.batched = v.n > 0 && el_batch(e) > 0 && v.v[0].bfac != 0;
+    if (!el_dims_ok(loc, fn, &s)) return false;
+    *out = s;
+    return true;
+}
+
+/* ------------------------------------------------------------------ operators: + - * / @ ** */
+
+static const char *op_spelling(int op) {
+    switch (op) {
+    case 'P': return "**";
+    case '+': return "+";
+    case '-': return "-";
+    case '*': return "*";
+    case '/': return "/";
+    case '@': return "@";
+    }
+    return "?";
+}
+
+static Value const_arith(int op, Value a, Value b, Loc loc) {
+    if (a.isint && b.isint) {
+        int64_t r = 0, f = 0;
+        bool ovf = false;
+        switch (op) {
+        case '+':
+            ovf = __builtin_add_overflow(a.i, b.i, &r);
+            f = a.bfac && b.bfac ? a.bfac + b.bfac : 0;
+            break;
+        case '-':
+            ovf = __builtin_sub_overflow(a.i, b.i, &r);
+            f = a.bfac && b.bfac ? a.bfac - b.bfac : 0;
+            break;
+        case '*':
+            ovf = __builtin_mul_overflow(a.i, b.i, &r);
+            f = a.bfac && !b.bfac ? a.bfac * b.i : !a.bfac && b.bfac ? b.bfac * a.i : 0;
+            break;
+        case '/':
+            if (b.i == 0) {
+                error_at(loc, "division by zero");
+                return el_err();
+            }
+            if (a.i % b.i != 0 || (a.i == INT64_MIN && b.i == -1)) return el_real_value((double)a.i / (double)b.i);
+            r = a.i / b.i;
+            f = a.bfac && a.bfac % b.i == 0 ? a.bfac / b.i : 0;
+            break;
+        case 'P':
+            if (b.i < 0) return el_real_value(pow((double)a.i, (double)b.i));
+            r = 1;
+            for (int64_t k = 0; k < b.i && !ovf; k++) ovf = __builtin_mul_overflow(r, a.i, &r);
+            break;
+        default:
+            error_at(loc, "'%s' needs tensors, not numbers", op_spelling(op));
+            return el_err();
+        }
+        if (ovf) {
+            error_at(loc, "integer overflow in constant expression");
+            return el_err();
+        }
+        return el_int_value(r, f);
+    }
+    double x = a.r, y = b.r, r;
+    switch (op) {
+    case '+': r = x + y; break;
+    case '-': r = x - y; break;
+    case '*': r = x * y; break;
+    case '/':
+        if (y == 0) {
+            error_at(loc, "division by zero");
+            return el_err();
+        }
+        r = x / y;
+        break;
+    case 'P': r = pow(x, y); break;
+    default:
+        error_at(loc, "'%s' needs tensors, not numbers", op_spelling(op));
+        return el_err();
+    }
+    if (!isfinite(r)) {
+        error_at(loc, "constant expression is not finite");
+        return el_err();
+    }
+    return el_real_value(r);
+}
+
+/* Affine arithmetic on the loop index: only what indexing needs (t + k, k - t, -t, c*t). */
+static Value index_arith(int op, Value a, Value b, Loc loc) {
+    Value r = {.k = V_INDEX};
+    bool ai = a.k == V_INDEX, bi = b.k == V_INDEX;
+    Value n = ai ? b : a;
+    if ((ai && bi) || n.k != V_NUM || !n.isint || op == '/' || op == '@' || op == 'P') {
+        error_at(loc, "the loop index can only be used in indexing, as in x[:, t] or x[:, T - 1 - t]");
+        return el_err();
+    }
+    Value t = ai ? a : b;
+    if (op == '+') r.bfac = t.bfac, r.i = t.i + n.i;
+    else if (op == '-' && ai) r.bfac = t.bfac, r.i = t.i - n.i;
+    else if (op == '-') r.bfac = -t.bfac, r.i = n.i - t.i;
+    else r.bfac = t.bfac * n.i, r.i = t.i * n.i;
+    return r;
+}
+
+/* el_arith: see cdlc.h.  Numbers fold at compile time; the loop index takes affine
+ * offsets; tensors get ADD/SUB/MUL/DIV (numbers become scalar constants, the batch
+ * constant the runtime batch size), MATMUL, and SQUARE/POWS for a constant exponent. */
+Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
+    if (a.k == V_ERR || b.k == V_ERR) return el_err();
+    if (a.k == V_NUM && b.k == V_NUM) return const_arith(op, a, b, loc);
+    if (a.k == V_INDEX || b.k == V_INDEX) return index_arith(op, a, b, loc);
+    const char *sp = op_spelling(op);
+    for (int k = 0; k < 2; k++) {
+        Value v = k ? b : a;
+        if (v.k != V_NUM && v.k != V_TENSOR && v.k != V_PARAM) {
+            error_at(loc, "'%s' cannot be applied to %s", sp, el_describe(e, v));
+            return el_err();
+        }
+        if (v.k == V_TENSOR && v.g->n[v.id].dtype != DT_REAL) {
+            error_at(loc, "'%s' needs f32 tensors, got i32%s (i32 tensors are labels and ids)", sp,
+                     shape_str(&v.g->n[v.id].shape));
+            return el_err();
+        }
+    }
+    if (op == 'P') {
+        if (b.k != V_NUM) {
+            error_at(loc, "'**' needs a constant exponent");
+            return el_err();
+        }
+        if (a.k == V_NUM) {
+            error_at(loc, "'**' of a number by a tensor is not supported");
+            return el_err();
+        }
+        int x = el_node(e, a, sp, "x", loc);
+        if (b.r == 1) return el_tensor(e, x);
+        if (b.r == 2) return el_tensor(e, el_add(e, OP_SQUARE, loc, 1, &x, NULL, NULL, DT_REAL));
+        Attrs at = {.f = {b.r}};
+        return el_tensor(e, el_add(e, OP_POWS, loc, 1, &x, &at, NULL, DT_REAL));
+    }
+    if (op == '@') {
+        if (a.k == V_NUM || b.k == V_NUM) {
+            error_at(loc, "'@' needs two tensors, got %s", el_describe(e, a.k == V_NUM ? a : b));
+            return el_err();
+        }
+        int in[2] = {el_node(e, a, sp, "a", loc), el_node(e, b, sp, "b", loc)};
+        return el_tensor(e, el_add(e, OP_MATMUL, loc, 2, in, NULL, NULL, DT_REAL));
+    }
+    Op o = op == '+' ? OP_ADD : op == '-' ? OP_SUB : op == '*' ? OP_MUL : OP_DIV;
+    int in[2] = {el_operand(e, a, sp, "a", loc), el_operand(e, b, sp, "b", loc)};
+    return el_tensor(e, el_add(e, o, loc, 2, in, NULL, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ elementwise */
+
+static Value b_unary(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    return el_tensor(e, el_add(e, b->op, loc, 1, &x, NULL, NULL, DT_REAL));
+}
+
+static Value b_stop(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    return el_tensor(e, el_add(e, OP_STOP_GRAD, loc, 1, &x, NULL, NULL, el_n(e, x)->dtype));
+}
+
+/* leaky_relu(x, slope), elu(x, alpha): one real attribute. */
+static Value b_unary_f(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    double f;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !el_num(e, a[1], b->name, b->op == OP_ELU ? "alpha" : "slope", loc, &f)) return el_err();
+    Attrs at = {.f = {f}};
+    return el_tensor(e, el_add(e, b->op, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+static Value b_clamp(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    double lo, hi;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !el_num(e, a[1], b->name, "lo", loc, &lo) || !el_num(e, a[2], b->name, "hi", loc, &hi))
+        return el_err();
+    if (lo > hi) {
+        error_at(loc, "clamp: lo (%g) is greater than hi (%g)", lo, hi);
+        return el_err();
+    }
+    Attrs at = {.f = {lo, hi}};
+    return el_tensor(e, el_add(e, OP_CLAMP, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+/* maximum(a, b), minimum(a, b): broadcasting; numbers become scalars. */
+static Value b_binary(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    if (a[0].k == V_NUM && a[1].k == V_NUM) {
+        double x = a[0].r, y = a[1].r;
+        bool mx = b->op == OP_MAXIMUM;
+        Value r = (x > y) == mx ? a[0] : a[1];
+        r.bfac = 0;
+        return r;
+    }
+    int in[2] = {el_operand(e, a[0], b->name, "a", loc), el_operand(e, a[1], b->name, "b", loc)};
+    return el_tensor(e, el_add(e, b->op, loc, 2, in, NULL, NULL, DT_REAL));
+}
+
+static Value b_pow(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    (void)b;
+    return el_arith(e, 'P', a[0], a[1], loc);
+}
+
+static Value b_matmul(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    (void)b;
+    return el_arith(e, '@', a[0], a[1], loc);
+}
+
+static Value b_dropout(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    double p;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !el_num(e, a[1], b->name, "p", loc, &p)) return el_err();
+    if (!(p >= 0 && p < 1)) {
+        error_at(loc, "dropout: p must be in [0, 1), got %g", p);
+        return el_err();
+    }
+    if (p == 0) return el_tensor(e, x);   /* no-op: no node, no RNG stream */
+    Attrs at = {.f = {p}};
+    at.i[7] = el_stream(e);
+    return el_tensor(e, el_add(e, OP_DROPOUT, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ reductions */
+
+/* axis: none (all), an integer or a list of integers; negative counts from the end. */
+static bool axes_mask(Elab *e, Value v, int rank, const char *fn, Loc loc, int64_t *mask) {
+    *mask = 0;
+    if (v.k == V_NONE) return true;
+    int n = v.k == V_LIST || v.k == V_TUPLE ? v.n : 1;
+    for (int i = 0; i < n; i++) {
+        Value x = v.k == V_LIST || v.k == V_TUPLE ? v.v[i] : v;
+        int64_t ax;
+        if (!el_int(e, x, fn, "axis", loc, &ax)) return false;
+        int64_t a = ax < 0 ? ax + rank : ax;
+        if (a < 0 || a >= rank) {
+            error_at(loc, "%s: axis %lld is out of range for a tensor of rank %d", fn, (long long)ax, rank);
+            return false;
+        }
+        if (*mask & ((int64_t)1 << a)) {
+            error_at(loc, "%s: axis %lld is given twice", fn, (long long)ax);
+            return false;
+        }
+        *mask |= (int64_t)1 << a;
+    }
+    if (n == 0) {
+        error_at(loc, "%s: the axis list is empty", fn);
+        return false;
+    }
+    return true;
+}
+
+static Value b_reduce(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    int64_t mask;
+    bool keep;
+    if (x < 0 || !axes_mask(e, a[1], shape_of(e, x)->rank, b->name, loc, &mask) ||
+        !el_bool(e, a[2], b->name, "keepdim", loc, &keep))
+        return el_err();
+    Attrs at = {.i = {mask, keep}};
+    return el_tensor(e, el_add(e, b->op, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+static Value b_gap(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !need_rank(e, x, b->name, 4, 4, "a 4-D input [N, C, H, W]", loc)) return el_err();
+    Attrs at = {.i = {(1 << 2) | (1 << 3), 0}};
+    return el_tensor(e, el_add(e, OP_MEAN, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ tensors from nothing */
+
+static Value b_fill(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    Shape s;
+    double v = strcmp(b->name, "ones") == 0 ? 1 : 0;
+    if (!el_dims(e, a[0], b->name, "shape", loc, &s)) return el_err();
+    if (strcmp(b->name, "full") == 0 && !el_num(e, a[1], b->name, "value", loc, &v)) return el_err();
+    Attrs at = {.f = {v}};
+    return el_tensor(e, el_add(e, OP_CONST, loc, 0, NULL, &at, &s, DT_REAL));
+}
+
+static Value b_random(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    Shape s;
+    if (!el_dims(e, a[0], b->name, "shape", loc, &s)) return el_err();
+    Attrs at = {0};
+    at.i[7] = el_stream(e);
+    return el_tensor(e, el_add(e, b->op, loc, 0, NULL, &at, &s, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ shapes */
+
+static Value b_flatten(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !need_rank(e, x, b->name, 1, MAXDIM, "a tensor of rank 1 or more", loc)) return el_err();
+    const Node *n = el_n(e, x);
+    if (n->shape.rank <= 2) return el_tensor(e, x);
+    int64_t rest = 1;
+    for (int i = 1; i < n->shape.rank; i++) rest *= n->shape.d[i];
+    Shape s = shp(2, n->shape.d[0], rest, 0, 0);
+    s.batched = n->shape.batched;
+    return el_tensor(e, el_add(e, OP_RESHAPE, loc, 1, &x, NULL, &s, n->dtype));
+}
+
+/* reshape(x, [d...]): one -1 is inferred.  A batched x keeps its batch in dim 0. */
+static Value b_reshape(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    Value l = a[1];
+    if (l.k != V_LIST && l.k != V_TUPLE) {
+        error_at(loc, "reshape: argument 'shape' must be a list like [B, 28, 28], got another value");
+        return el_err();
+    }
+    if (l.n > MAXDIM) {
+        error_at(loc, "reshape: %d dimensions; at most %d are supported", l.n, MAXDIM);
+        return el_err();
+    }
+    const Node *n = el_n(e, x);
+    int64_t total = shape_numel(&n->shape), known = 1;
+    int infer = -1;
+    Shape s = {.rank = l.n};
+    for (int i = 0; i < l.n; i++) {
+        int64_t d;
+        if (!el_int(e, l.v[i], b->name, "shape", loc, &d)) return el_err();
+        if (d == -1 && infer < 0) {
+            infer = i;
+            continue;
+        }
+        if (d <= 0) {
+            error_at(loc, "reshape: dimension %d is %lld; use positive sizes and at most one -1", i, (long long)d);
+            return el_err();
+        }
+        if (__builtin_mul_overflow(known, d, &known) || known > MAX_ELEMS) {
+            error_at(loc, "reshape: the new shape is too large");
+            return el_err();
+        }
+        s.d[i] = d;
+    }
+    if (infer >= 0) {
+        if (total % known != 0) {
+            error_at(loc, "reshape: cannot infer dimension %d: %lld elements do not divide by %lld", infer,
+                     (long long)total, (long long)known);
+            return el_err();
+        }
+        s.d[infer] = total / known;
+        known = total;
+    }
+    if (known != total) {
+        error_at(loc, "reshape: %s has %lld elements, the new shape %s has %lld", shape_str(&n->shape),
+                 (long long)total, shape_str(&s), (long long)known);
+        return el_err();
+    }
+    if (n->shape.batched) {
+        /* runtime rows = d0 / B * nb: dim 0 must stay a multiple of the batch */
+        if (s.rank == 0 || s.d[0] % el_batch(e) != 0) {
+            error_at(loc, "reshape: %s is batched; the new shape must keep the batch in dim 0", shape_str(&n->shape));
+            return el_err();
+        }
+        s.batched = true;
+    }
+    return el_tensor(e, el_add(e, OP_RESHAPE, loc, 1, &x, NULL, &s, n->dtype));
+}
+
+/* broadcast_to(x, [d0, d1, ...]): numpy broadcasting to an explicit shape (the op's
+ * shape rule checks compatibility).  The result is batched when x is and keeps its
+ * rank, so dim 0 is still the batch. */
+static Value b_broadcast_to(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    Value l = a[1];
+    if (l.k != V_LIST && l.k != V_TUPLE) {
+        error_at(loc, "broadcast_to: argument 'shape' must be a list like [B, 28, 28], got another value");
+        return el_err();
+    }
+    if (l.n > MAXDIM) {
+        error_at(loc, "broadcast_to: %d dimensions; at most %d are supported", l.n, MAXDIM);
+        return el_err();
+    }
+    const Node *n = el_n(e, x);
+    Shape s = {.rank = l.n};
+    for (int i = 0; i < l.n; i++) {
+        if (!el_int(e, l.v[i], b->name, "shape", loc, &s.d[i])) return el_err();
+        if (s.d[i] <= 0) {
+            error_at(loc, "broadcast_to: dimension %d is %lld; sizes must be positive", i, (long long)s.d[i]);
+            return el_err();
+        }
+    }
+    s.batched = n->shape.batched && n->shape.rank == s.rank;
+    return el_tensor(e, el_add(e, OP_BROADCAST, loc, 1, &x, NULL, &s, n->dtype));
+}
+
+static Value b_transpose(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    const Node *n = el_n(e, x);
+    int r = n->shape.rank;
+    int64_t perm[MAXDIM] = {0};
+    if (a[1].k == V_NONE) {
+        if (r != 2) {
+            error_at(loc, "transpose: give the permutation for a tensor of rank %d", r);
+            return el_err();
+        }
+        perm[0] = 1;
+        perm[1] = 0;
+    } else {
+        Value l = a[1];
+        if ((l.k != V_LIST && l.k != V_TUPLE) || l.n != r) {
+            error_at(loc, "transpose: the permutation must list all %d axes", r);
+            return el_err();
+        }
+        bool seen[MAXDIM] = {false};
+        for (int i = 0; i < r; i++) {
+            if (!el_int(e, l.v[i], b->name, "perm", loc, &perm[i])) return el_err();
+            if (perm[i] < 0) perm[i] += r;
+            if (perm[i] < 0 || perm[i] >= r || seen[perm[i]]) {
+                error_at(loc, "transpose: the permutation is not a permutation of 0..%d", r - 1);
+                return el_err();
+            }
+            seen[perm[i]] = true;
+        }
+    }
+    if (n->shape.batched && perm[0] != 0) {
+        error_at(loc, "transpose: cannot move the batch axis of a batched tensor");
+        return el_err();
+    }
+    Attrs at = {0};
+    for (int i = 0; i < r; i++) at.i[i] = perm[i];
+    return el_tensor(e, el_add(e, OP_TRANSPOSE, loc, 1, &x, &at, NULL, n->dtype));
+}
+
+static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    Value l = a[0];
+    int64_t axis;
+    if (l.k != V_LIST && l.k != V_TUPLE) {
+        error_at(loc, "concat: the first argument must be a list of tensors like [a, b]");
+        return el_err();
+    }
+    if (l.n == 0) {
+        error_at(loc, "concat: nothing to concatenate");
+        return el_err();
+    }
+    if (!el_int(e, a[1], b->name, "axis", loc, &axis)) return el_err();
+    int *in = NEWN(int, l.n);
+    for (int i = 0; i < l.n; i++) {
+        in[i] = el_real_node(e, l.v[i], b->name, "tensors", loc);
+        if (in[i] < 0) return el_err();
+    }
+    if (l.n == 1) return el_tensor(e, in[0]);
+    const Node *n = el_n(e, in[0]);
+    int r = n->shape.rank;
+    int64_t ax = axis < 0 ? axis + r : axis;
+    if (ax < 0 || ax >= r) {
+        error_at(loc, "concat: axis %lld is out of range for rank %d", (long long)axis, r);
+        return el_err();
+    }
+    if (ax == 0 && n->shape.batched) {
+        error_at(loc, "concat: cannot join batched tensors along the batch axis");
+        return el_err();
+    }
+    Attrs at = {.i = {ax}};
+    return el_tensor(e, el_add(e, OP_CONCAT, loc, l.n, in, &at, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ layers */
+
+/* linear(x, out): x[..., in] @ weight[out, in]^T + bias[out]. */
+static int linear_op(Elab *e, int x, const char *inst, const char *sub, int64_t out, bool bias, int64_t fan,
+                     Loc loc) {
+    int64_t in = shape_of(e, x)->d[shape_of(e, x)->rank - 1];
+    const char *w = arena_printf(cc_arena, "%sweight", sub), *bn = arena_printf(cc_arena, "%sbias", sub);
+    int ins[3];
+    ins[0] = x;
+    ins[1] = el_param(e, inst, w, shp(2, out, in, 0, 0), INIT_DEFAULT, 0, 0, fan ? fan : in, out, false, loc);
+    if (ins[1] < 0) return -1;
+    if (bias) {
+        ins[2] = el_param(e, inst, bn, shp(1, out, 0, 0, 0), INIT_DEFAULT, 0, 0, fan ? fan : in, out, false, loc);
+        if (ins[2] < 0) return -1;
+    }
+    return el_add(e, OP_LINEAR, loc, bias ? 3 : 2, ins, NULL, NULL, DT_REAL);
+}
+
+static Value b_linear(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int64_t out;
+    bool bias;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !pos_int(e, a[1], b->name, "out", loc, &out) || !el_bool(e, a[2], b->name, "bias", loc, &bias))
+        return el_err();
+    if (!need_rank(e, x, b->name, 1, MAXDIM, "an input of rank 1 or more", loc)) return el_err();
+    const char *inst = el_instance(e, b->base, a[3], loc);
+    if (!inst) return el_err();
+    return el_tensor(e, linear_op(e, x, inst, "", out, bias, 0, loc));
+}
+
+static Value b_conv2d(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int64_t out, k, stride, pad;
+    bool bias;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !pos_int(e, a[1], b->name, "out", loc, &out) || !pos_int(e, a[2], b->name, "k", loc, &k) ||
+        !pos_int(e, a[3], b->name, "stride", loc, &stride) || !nonneg_int(e, a[4], b->name, "pad", loc, &pad) ||
+        !el_bool(e, a[5], b->name, "bias", loc, &bias))
+        return el_err();
+    if (!need_rank(e, x, b->name, 4, 4, "a 4-D input [N, C, H, W]", loc)) return el_err();
+    const char *inst = el_instance(e, b->base, a[6], loc);
+    if (!inst) return el_err();
+    int64_t c = shape_of(e, x)->d[1];
+    int64_t fan_in = c * k * k, fan_out = out * k * k;
+    int ins[3] = {x, el_param(e, inst, "weight", shp(4, out, c, k, k), INIT_DEFAULT, 0, 0, fan_in, fan_out, false, loc),
+                  -1};
+    if (ins[1] < 0) return el_err();
+    if (bias) {
+        ins[2] = el_param(e, inst, "bias", shp(1, out, 0, 0, 0), INIT_DEFAULT, 0, 0, fan_in, fan_out, false, loc);
+        if (ins[2] < 0) return el_err();
+    }
+    Attrs at = {.i = {stride, pad}};
+    return el_tensor(e, el_add(e, OP_CONV2D, loc, bias ? 3 : 2, ins, &at, NULL, DT_REAL));
+}
+
+static Value b_pool(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int64_t k, stride, pad;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !pos_int(e, a[1], b->name, "k", loc, &k)) return el_err();
+    stride = k;
+    if (a[2].k != V_NONE && !pos_int(e, a[2], b->name, "stride", loc, &stride)) return el_err();
+    if (!nonneg_int(e, a[3], b->name, "pad", loc, &pad)) return el_err();
+    if (!need_rank(e, x, b->name, 4, 4, "a 4-D input [N, C, H, W]", loc)) return el_err();
+    Attrs at = {.i = {k, stride, pad}};
+    return el_tensor(e, el_add(e, b->op, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
+static Value b_batchnorm(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    double eps, mom;
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0 || !el_num(e, a[1], b->name, "eps", loc, &eps) || !el_num(e, a[2], b->name, "momentum", loc, &mom))
+        return el_err();
+    if (!need_rank(e, x, b->name, 2, 4, "an input [N, C], [N, C, L] or [N, C, H, W]", loc)) return el_err();
+    if (!(eps > 0) || !(mom >= 0 && mom <= 1)) {
+        error_at(loc, "batchnorm: eps must be positive and momentum in [0, 1]");
+        return el_err();
+    }
+    const char *inst = el_instance(e, b->base, a[3], loc);
+    if (!inst) return el_err();
+    int64_t c = shape_of(e, x)->d[1];
+    Shape s = shp(1, c, 0, 0, 0);
+    int ins[5] = {x,
+                  el_param(e, inst, "weight", s, INIT_ONES, 0, 0, c, c, false, loc),
+                  el_param(e, inst, "bias", s, INIT_ZEROS, 0, 0, c, c, false, loc),
+                  el_param(e, inst, "running_mean", s, INIT_ZEROS, 0, 0, c, c, true, loc),
+                  el_param(e, inst, "running_var", s, INIT_ONES, 0, 0, c, c, true, loc)};
+    Attrs at = {.f = {eps, mom}};
+    return el_tensor(e, el_add(e, OP_BATCHNORM, loc, 5, ins, &at, NULL, DT_REAL));
+}
+
+static Value b_embedding(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int64_t vocab, dim;
+    int ids = el_node(e, a[0], b->name, "ids", loc);
+    if (ids < 0 || !pos_int(e, a[1], b->name, "vocab", loc, &vocab) || !pos_int(e, a[2], b->name, "dim", loc, &dim))
+        return el_err();
+    if (el_n(e, ids)->dtype != DT_I32) {
+        error_at(loc, "embedding: argument 'ids' must be i32 indices, got f32%s", shape_str(shape_of(e, ids)));
+        return el_err();
+    }
+    const char *inst = el_instance(e, b->base, a[3], loc);
+    if (!inst) return el_err();
+    int ins[2] = {ids, el_param(e, inst, "weight", shp(2, vocab, dim, 0, 0), INIT_NORMAL, 0, 1, dim, vocab, false, loc)};
+    return el_tensor(e, el_add(e, OP_EMBEDDING, loc, 2, ins, NULL, NULL, DT_REAL));
+}
+
+/* Common checks of the recurrent cells: x [N, in], h [N, H]; hidden defaults to H. */
+static bool cell_args(Elab *e, const Builtin *b, Loc loc, Value *a, int nstate, int *x, int *h, int64_t *H) {
+    *x = el_real_node(e, a[0], b->name, "x", loc);
+    if (*x < 0) return false;
+    for (int i = 0; i < nstate; i++) {
+        h[i] = el_real_node(e, a[1 + i], b->name, i ? "c" : "h", loc);
+        if (h[i] < 0) return false;
+    }
+    if (!need_rank(e, *x, b->name, 2, 2, "x of shape [N, features]", loc) ||
+        !need_rank(e, h[0], b->name, 2, 2, "h of shape [N, hidden]", loc))
+        return false;
+    *H = shape_of(e, h[0])->d[1];
+    Value hv = a[1 + nstate];
+    if (hv.k != V_NONE) {
+        int64_t given;
+        if (!pos_int(e, hv, b->name, "hidden", loc, &given)) return false;
+        if (given != *H) {
+            error_at(loc, "%s: hidden is %lld but h is %s", b->name, (long long)given, shape_str(shape_of(e, h[0])));
+            return false;
+        }
+    }
+    for (int i = 0; i < nstate; i++)
+        if (!shape_eq(shape_of(e, h[i]), shape_of(e, h[0])) ||
+            shape_of(e, h[i])->d[0] != shape_of(e, *x)->d[0]) {
+            error_at(loc, "%s: x %s and the state %s do not match", b->name, shape_str(shape_of(e, *x)),
+                     shape_str(shape_of(e, h[i])));
+            return false;
+        }
+    return true;
+}
+
+/* rnn_cell: tanh(linear_ih(x) + linear_hh(h)). */
+static Value b_rnn(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x, h;
+    int64_t H;
+    if (!cell_args(e, b, loc, a, 1, &x, &h, &H)) return el_err();
+    const char *inst = el_instance(e, b->base, a[3], loc);
+    if (!inst) return el_err();
+    int s[2] = {linear_op(e, x, inst, "ih.", H, true, H, loc), linear_op(e, h, inst, "hh.", H, true, H, loc)};
+    int sum = el_add(e, OP_ADD, loc, 2, s, NULL, NULL, DT_REAL);
+    return el_tensor(e, el_add(e, OP_TANH, loc, 1, &sum, NULL, NULL, DT_REAL));
+}
+
+/* lstm_cell: gates = linear_ih(x, 4H) + linear_hh(h, 4H) (i, f, g, o); LSTM_ACT gives
+ * the packed [2, N, H] (h', c'); two views split it. */
+static Value b_lstm(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x, hc[2];
+    int64_t H;
+    if (!cell_args(e, b, loc, a, 2, &x, hc, &H)) return el_err();
+    const char *inst = el_instance(e, b->base, a[4], loc);
+    if (!inst) return el_err();
+    int s[2] = {linear_op(e, x, inst, "ih.", 4 * H, true, H, loc), linear_op(e, hc[0], inst, "hh.", 4 * H, true, H, loc)};
+    int gates = el_add(e, OP_ADD, loc, 2, s, NULL, NULL, DT_REAL);
+    int act[2] = {gates, hc[1]};
+    int packed = el_add(e, OP_LSTM_ACT, loc, 2, act, NULL, NULL, DT_REAL);
+    if (packed < 0) return el_err();
+    Shape hs = *shape_of(e, hc[0]);
+    Attrs a0 = {.i = {0}}, a1 = {.i = {hs.d[0] * H}};
+    Value out[2] = {el_tensor(e, el_add(e, OP_VIEW, loc, 1, &packed, &a0, &hs, DT_REAL)),
+                    el_tensor(e, el_add(e, OP_VIEW, loc, 1, &packed, &a1, &hs, DT_REAL))};
+    if (out[0].k == V_ERR || out[1].k == V_ERR) return el_err();
+    return el_tuple(2, out);
+}
+
+/* gru_cell: GRU_ACT(linear_ih(x, 3H), linear_hh(h, 3H), h) (r, z, n). */
+static Value b_gru(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x, h;
+    int64_t H;
+    if (!cell_args(e, b, loc, a, 1, &x, &h, &H)) return el_err();
+    const char *inst = el_instance(e, b->base, a[3], loc);
+    if (!inst) return el_err();
+    int in[3] = {linear_op(e, x, inst, "ih.", 3 * H, true, H, loc), linear_op(e, h, inst, "hh.", 3 * H, true, H, loc), h};
+    return el_tensor(e, el_add(e, OP_GRU_ACT, loc, 3, in, NULL, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ losses */
+
+/* cross_entropy(logits, labels, label_smoothing, reduce), nll(logp, labels, reduce):
+ * labels are i32 class indices. */
+static Value b_class_loss(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    bool ce = b->op == OP_CROSS_ENTROPY;
+    double smooth = 0;
+    int64_t red;
+    int x = el_real_node(e, a[0], b->name, ce ? "logits" : "logp", loc);
+    int y = el_node(e, a[1], b->name, "labels", loc);
+    if (x < 0 || y < 0) return el_err();
+    if (el_n(e, y)->dtype != DT_I32) {
+        error_at(loc, "%s: argument 'labels' must be i32 class indices, got f32%s", b->name, shape_str(shape_of(e, y)));
+        return el_err();
+    }
+    if (ce && !el_num(e, a[2], b->name, "label_smoothing", loc, &smooth)) return el_err();
+    if (!(smooth >= 0 && smooth < 1)) {
+        error_at(loc, "%s: label_smoothing must be in [0, 1), got %g", b->name, smooth);
+        return el_err();
+    }
+    if (!el_reduce(e, a[ce ? 3 : 2], b->name, loc, &red)) return el_err();
+    Attrs at = {.i = {red}, .f = {smooth}};
+    int in[2] = {x, y};
+    return el_tensor(e, el_add(e, b->op, loc, 2, in, &at, NULL, DT_REAL));
+}
+
+/* mse, l1, bce, bce_with_logits, kl_normal (a, b, reduce); huber (a, b, delta, reduce). */
+static Value b_loss2(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    bool huber = b->op == OP_HUBER;
+    bool kl = b->op == OP_KL_NORMAL;
+    double delta = 0;
+    int64_t red;
+    int in[2] = {el_real_node(e, a[0], b->name, kl ? "mu" : "input", loc),
+                 el_real_node(e, a[1], b->name, kl ? "logvar" : "target", loc)};
+    if (in[0] < 0 || in[1] < 0) return el_err();
+    if (huber) {
+        if (!el_num(e, a[2], b->name, "delta", loc, &delta)) return el_err();
+        if (!(delta > 0)) {
+            error_at(loc, "huber: delta must be positive, got %g", delta);
+            return el_err();
+        }
+    }
+    if (!el_reduce(e, a[huber ? 3 : 2], b->name, loc, &red)) return el_err();
+    Attrs at = {.i = {red}, .f = {delta}};
+    return el_tensor(e, el_add(e, b->op, loc, 2, in, &at, NULL, DT_REAL));
+}
+
+/* ------------------------------------------------------------------ the table */
+
+#define UN(n, o) {n, "x", b_unary, o, NULL}
+#define LOSS2 "input target reduce=\"mean\""
+
+const Builtin builtins[] = {
+    /* layers (make parameters) */
+    {"linear", "x out bias=true name?", b_linear, OP_LINEAR, "linear"},
+    {"conv2d", "x out k stride=1 pad=0 bias=true name?", b_conv2d, OP_CONV2D, "conv"},
+    {"batchnorm", "x eps=1e-5 momentum=0.1 name?", b_batchnorm, OP_BATCHNORM, "bn"},
+    {"embedding", "ids vocab dim name?", b_embedding, OP_EMBEDDING, "embedding"},
+    {"rnn_cell", "x h hidden? name?", b_rnn, OP_TANH, "rnn"},
+    {"lstm_cell", "x h c hidden? name?", b_lstm, OP_LSTM_ACT, "lstm"},
+    {"gru_cell", "x h hidden? name?", b_gru, OP_GRU_ACT, "gru"},
+    /* pooling, shapes */
+    {"maxpool2d", "x k stride? pad=0", b_pool, OP_MAXPOOL2D, NULL},
+    {"avgpool2d", "x k stride? pad=0", b_pool, OP_AVGPOOL2D, NULL},
+    {"global_avgpool", "x", b_gap, OP_MEAN, NULL},
+    {"flatten", "x", b_flatten, OP_RESHAPE, NULL},
+    {"reshape", "x shape", b_reshape, OP_RESHAPE, NULL},
+    {"broadcast_to", "x shape", b_broadcast_to, OP_BROADCAST, NULL},
+    {"transpose", "x perm?", b_transpose, OP_TRANSPOSE, NULL},
+    {"concat", "tensors axis=-1", b_concat, OP_CONCAT, NULL},
+    {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
+    {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
+    /* activations and elementwise */
+    UN("relu", OP_RELU), UN("sigmoid", OP_SIGMOID), UN("tanh", OP_TANH), UN("gelu", OP_GELU),
+    UN("softplus", OP_SOFTPLUS), UN("softmax", OP_SOFTMAX), UN("log_softmax", OP_LOG_SOFTMAX),
+    UN("exp", OP_EXP), UN("log", OP_LOG), UN("sqrt", OP_SQRT), UN("abs", OP_ABS), UN("square", OP_SQUARE),
+    {"leaky_relu", "x slope=0.01", b_unary_f, OP_LEAKY_RELU, NULL},
+    {"elu", "x alpha=1.0", b_unary_f, OP_ELU, NULL},
+    {"clamp", "x lo hi", b_clamp, OP_CLAMP, NULL},
+    {"maximum", "a b", b_binary, OP_MAXIMUM, NULL},
+    {"minimum", "a b", b_binary, OP_MINIMUM, NULL},
+    {"pow", "x exponent", b_pow, OP_POWS, NULL},
+    {"stop_gradient", "x", b_stop, OP_STOP_GRAD, NULL},
+    /* reductions */
+    {"sum", "x axis? keepdim=false", b_reduce, OP_SUM, NULL},
+    {"mean", "x axis? keepdim=false", b_reduce, OP_MEAN, NULL},
+    /* constants and random tensors */
+    {"zeros", "shape", b_fill, OP_CONST, NULL},
+    {"ones", "shape", b_fill, OP_CONST, NULL},
+    {"full", "shape value", b_fill, OP_CONST, NULL},
+    {"randn", "shape", b_random, OP_RANDN, NULL},
+    {"rand", "shape", b_random, OP_RAND, NULL},
+    /* losses (scalar results) */
+    {"cross_entropy", "logits labels label_smoothing=0 reduce=\"mean\"", b_class_loss, OP_CROSS_ENTROPY, NULL},
+    {"nll", "logp labels reduce=\"mean\"", b_class_loss, OP_NLL, NULL},
+    {"mse", LOSS2, b_loss2, OP_MSE, NULL},
+    {"l1", LOSS2, b_loss2, OP_L1, NULL},
+    {"huber", "input target delta=1.0 reduce=\"mean\"", b_loss2, OP_HUBER, NULL},
+    {"bce", LOSS2, b_loss2, OP_BCE, NULL},
+    {"bce_with_logits", LOSS2, b_loss2, OP_BCE_LOGITS, NULL},
+    {"kl_normal", "mu logvar reduce=\"mean\"", b_loss2, OP_KL_NORMAL, NULL},
+};
+const int builtin_count = (int)(sizeof builtins / sizeof builtins[0]);
+
+const Builtin *builtin_find(const char *name) {
+    for (int i = 0; i < builtin_count; i++)
+        if (strcmp(builtins[i].name, name) == 0) return &builtins[i];
+    return NULL;
+}

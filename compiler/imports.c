@@ -1,0 +1,165 @@
+/* imports.c -- reading a program: the main file and, recursively, the files it imports
+ * (paths relative to the importing file), parsed once each.  Collects the blocks of
+ * every file (one namespace: a second definition, or a block with a built-in's name, is
+ * an error) and the last model of the main file; models of imported files are ignored.
+ * Import cycles and unreadable files are errors at the import statement.
+ */
+#include "cdlc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FILE_MAX_BYTES ((size_t)64 << 20)
+
+typedef struct Loader {
+    Program *p;
+    int bcap;
+    const char **stack, **shown;   /* files being loaded: real path, name as shown */
+    int nstack, scap;
+    const char **done;             /* files loaded */
+    int ndone, dcap;
+} Loader;
+
+static void *grow(void *p, int *cap, int need, size_t sz) {
+    if (need <= *cap) return p;
+    int nc = *cap ? *cap : 8;
+    while (nc < need) nc *= 2;
+    p = arena_grow(cc_arena, p, sz * (size_t)*cap, sz * (size_t)nc);
+    *cap = nc;
+    return p;
+}
+
+/* Read a whole stream into a malloc'd buffer; *too_big past FILE_MAX_BYTES. */
+static char *read_stream(FILE *f, size_t *len, bool *too_big) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    for (;;) {
+        if (n == cap) {
+            if (cap >= FILE_MAX_BYTES) {
+                *too_big = true;
+                break;
+            }
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) die("out of memory");
+            buf = nb;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        if (k == 0) break;
+        n += k;
+    }
+    *len = n;
+    return buf;
+}
+
+static bool in_list(const char **l, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(l[i], s) == 0) return true;
+    return false;
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static void register_block(Loader *L, const Ast *b) {
+    Program *p = L->p;
+    for (int i = 0; i < p->nblocks; i++) {
+        const Ast *old = p->blocks[i];
+        if (strcmp(old->name, b->name) != 0) continue;
+        if (old->loc.file && strcmp(old->loc.file, b->loc.file) == 0)
+            error_at(b->loc, "block '%s' is already defined at %d:%d", b->name, old->loc.line, old->loc.col);
+        else
+            error_at(b->loc, "block '%s' is already defined at %s:%d:%d", b->name, old->loc.file, old->loc.line,
+                     old->loc.col);
+        return;
+    }
+    if (builtin_find(b->name)) {
+        error_at(b->loc, "block '%s' has the name of a built-in function", b->name);
+        return;
+    }
+    for (int i = 0; i < b->list.n; i++) {
+        const char *n = b->list.v[i]->name;
+        if (strcmp(n, "name") == 0) error_at(b->list.v[i]->loc, "'name' is reserved for the instance name");
+        for (int k = 0; k < i; k++)
+            if (strcmp(b->list.v[k]->name, n) == 0) error_at(b->list.v[i]->loc, "duplicate parameter '%s'", n);
+    }
+    if (b->list.n > 11) {
+        error_at(b->loc, "block '%s' has more than 11 parameters", b->name);
+        return;
+    }
+    p->blocks = grow(p->blocks, &L->bcap, p->nblocks + 1, sizeof(Ast *));
+    p->blocks[p->nblocks++] = b;
+}
+
+/* Load path (or the given text), then its imports.  main: take its last model. */
+static void load(Loader *L, const char *path, const char *as_written, const char *text, size_t len, Loc at,
+                 bool main) {
+    char *rp = NULL;
+    if (!text && strcmp(path, "-") != 0) rp = realpath(path, NULL);
+    const char *key = arena_strdup(cc_arena, rp ? rp : path);
+    free(rp);
+    if (in_list(L->stack, L->nstack, key)) {
+        const char *chain = "";
+        int first = 0;
+        while (strcmp(L->stack[first], key) != 0) first++;
+        for (int i = first; i < L->nstack; i++)
+            chain = arena_printf(cc_arena, "%s%s -> ", chain, base_name(L->shown[i]));
+        error_at(at, "import cycle: %s%s", chain, base_name(path));
+        return;
+    }
+    if (in_list(L->done, L->ndone, key)) return;
+    char *buf = NULL;
+    if (!text) {
+        bool big = false;
+        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+        if (!f) {
+            error_at(at, "cannot open '%s': %s", as_written, strerror(errno));
+            return;
+        }
+        buf = read_stream(f, &len, &big);
+        if (f != stdin) fclose(f);
+        if (big) {
+            free(buf);
+            error_at(at, "'%s' is too large (more than %zu bytes)", as_written, FILE_MAX_BYTES);
+            return;
+        }
+        text = buf;
+    }
+    const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    int errs = diag_error_count();
+    Ast *file = parse_text(shown, text, len);
+    free(buf);
+    int c = L->scap;
+    L->stack = grow(L->stack, &c, L->nstack + 1, sizeof(char *));
+    L->shown = grow(L->shown, &L->scap, L->nstack + 1, sizeof(char *));
+    L->shown[L->nstack] = shown;
+    L->stack[L->nstack++] = key;
+    for (int i = 0; i < file->list.n; i++) {
+        const Ast *it = file->list.v[i];
+        if (it->kind == D_IMPORT) {
+            const char *p = it->text;
+            const char *slash = strrchr(shown, '/');
+            if (p[0] != '/' && slash && strcmp(path, "-") != 0)
+                p = arena_printf(cc_arena, "%.*s/%s", (int)(slash - shown), shown, p);
+            load(L, p, it->text, NULL, 0, it->loc, false);
+        } else if (it->kind == D_BLOCK) {
+            register_block(L, it);
+        } else if (it->kind == D_MODEL && main) {
+            L->p->model = it;
+        }
+    }
+    L->nstack--;
+    L->done = grow(L->done, &L->dcap, L->ndone + 1, sizeof(char *));
+    L->done[L->ndone++] = key;
+    if (main && !L->p->model && diag_error_count() == errs) error_at(file->loc, "no model in this file");
+}
+
+void load_program(const char *path, const char *text, size_t len, Program *p) {
+    *p = (Program){0};
+    Loader L = {.p = p};
+    load(&L, path, path, text, len, no_loc, true);
+}
