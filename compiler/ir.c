@@ -275,10 +275,11 @@ static void dot_graph(FILE *f, const Graph *g, const char *prefix) {
             char *p = arena_printf(cc_arena, "%sL%d_", prefix, i);
             fprintf(f, "  subgraph cluster_%s {\n  label=\"loop %lld steps\";\n", p, (long long)n->ia[1]);
             dot_graph(f, n->sub, p);
+            fprintf(f, "  }\n");
+            /* outside the cluster: an edge inside it would pull the outer node in */
             for (int k = 0; k < n->sub->len; k++)
                 if (n->sub->n[k].op == OP_LOOP_CAPTURE)
                     fprintf(f, "  %s%lld -> %s%d [style=dashed];\n", prefix, (long long)n->sub->n[k].ia[0], p, k);
-            fprintf(f, "  }\n");
             for (int k = 0; k < n->sub->nres; k++) fprintf(f, "  %s%d -> %s%d [style=dotted];\n", p, n->sub->res[k], prefix, i);
         }
     }
