@@ -103,9 +103,10 @@ void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
  *     strides of a and b per output dim (0 on broadcast dims); y is contiguous.
  *   maximum/minimum: ties pick a.  cdl_maxmin_bwd: dx = g where a wins (ties: a),
  *     else 0, over the broadcast output (g, dx contiguous; strided a, b).
- * Dropout (inverted): keep element i when u >= p, u = cdl_rand_f32(k, base + i)
- * (the f32 numbers in both precisions), kept values scaled by 1/(1-p); p >= 1 gives
- * zeros.  The backward regenerates the same mask from the same (k, base). */
+ * Dropout (inverted): element i is kept when its 32-bit random word (a pure function
+ * of k and base + i, the same in both precisions; see kernels_ew.c) is >= p * 2^32,
+ * kept values scaled by 1/(1-p); p >= 1 gives zeros.  The backward regenerates the
+ * same mask from the same (k, base). */
 enum { CDL_BIN_ADD, CDL_BIN_SUB, CDL_BIN_MUL, CDL_BIN_DIV, CDL_BIN_MAX, CDL_BIN_MIN };
 void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
 #define CDL_KERNELS_EW(T, S) \
@@ -252,15 +253,46 @@ typedef struct cdl_conv2d_geom {
     int64_t oh, ow;              /* output spatial size (as above) */
     int64_t group;               /* images per GEMM */
 } cdl_conv2d_geom;
-/* Reals of scratch the conv kernels need: c*r*s*group*oh*ow for the im2col matrix
- * (0 for a 1x1, stride-1, unpadded conv with group 1) plus k*group*oh*ow when
- * group > 1 (the GEMM result / gathered gradient).  The compiler mirrors this formula
- * (compiler/ops_conv.c conv_scratch) and a test checks they agree. */
-int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g);
-/* The group the compiler picks for a geometry at compiled batch n (same formula as
- * compiler/ops_conv.c conv_group): enough images for a GEMM ~1024 columns wide,
- * capped so the im2col matrix stays about 1M reals. */
-int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g);
+/* How the conv kernels lower a geometry (shared by the kernels, the compiler's aux
+ * sizes and the tape, so it is defined once, here):
+ *   direct (1x1, stride 1, no padding): the image is its own im2col matrix;
+ *   wide (stride 1): the im2col matrix is computed on the padded-width grid, so each
+ *     of its rows is ONE contiguous copy of the (zero-padded) image, cols per image
+ *     (oh - 1) * (w + 2 pad) + ow; the GEMM's extra columns are dropped afterwards;
+ *   strided: classic im2col, oh * ow columns per image.
+ * Scratch parts, in this order: the zero-padded image (wide with pad > 0), the im2col
+ * matrix (not for direct with group 1), the GEMM result / widened gradient (wide, or
+ * group > 1), dw transposed (k*c*r*s: bwd_w accumulates dw^T = col g^T, the faster
+ * GEMM shape).  parts[4] = columns per image. */
+static inline void cdl_conv2d_parts(const cdl_conv2d_geom *g, int64_t parts[5]) {
+    int64_t G = g->group > 1 ? g->group : 1, Wp = g->w + 2 * g->pad, Hp = g->h + 2 * g->pad;
+    int direct = g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0;
+    int wide = g->stride == 1 && !direct;
+    int64_t cols = wide ? (g->oh - 1) * Wp + g->ow : g->oh * g->ow;
+    parts[0] = wide && g->pad > 0 ? g->c * Hp * Wp : 0;
+    parts[1] = direct && G == 1 ? 0 : g->c * g->r * g->s * G * cols;
+    parts[2] = wide || G > 1 ? g->k * G * cols : 0;
+    parts[3] = g->k * g->c * g->r * g->s;
+    parts[4] = cols;
+}
+static inline int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g) {
+    int64_t p[5];
+    cdl_conv2d_parts(g, p);
+    return p[0] + p[1] + p[2] + p[3];
+}
+/* The group the compiler picks for a geometry at its compiled batch n: enough images
+ * for a GEMM about 256 columns wide (measured: wider groups only add memory traffic),
+ * capped so the im2col matrix stays near 1M reals. */
+static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
+    const int64_t cols = 256, cap = (int64_t)1 << 20;
+    int64_t P = g->oh * g->ow, crs = g->c * g->r * g->s;
+    if (P <= 0 || g->n <= 1) return 1;
+    int64_t G = (cols + P - 1) / P;
+    if (G > g->n) G = g->n;
+    int64_t fit = cap / (crs * P > 0 ? crs * P : 1);
+    if (G > fit) G = fit;
+    return G < 1 ? 1 : G;
+}
 /* Kernels (g = incoming gradient dL/dy):
  *   conv2d          y = x * w (+ b[k] per output channel; b may be NULL)
  *   conv2d_bwd_x    dx = full correlation of g with w (overwrites dx)
@@ -465,7 +497,8 @@ double cdl_clip_grad_norm(cdl_net *net, double max_norm);
 /* Datasets live in memory as reals: x holds n examples of feat floats each (row-major,
  * one example's shape in dims), y their labels (or NULL).  A dataset owns x and y
  * (cdl_alloc); free it with cdl_dataset_free.  Every loader validates its input
- * strictly and fails with -1 and a message "file: reason" (CSV: "file:line: reason"). */
+ * strictly and fails with -1 and a message "file: reason" (CSV: "file:line: reason").
+ * Loaders overwrite *d without freeing it; on failure *d is left zeroed. */
 typedef struct cdl_dataset {
     int64_t n;                     /* examples */
     int64_t feat;                  /* reals per example, e.g. 784 */
@@ -489,9 +522,13 @@ int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len,
  * newline are ignored, CRLF accepted).  label_col: the column holding the integer
  * label (>= 0), CDL_CSV_NO_LABEL (-1): none, CDL_CSV_LAST (-2): the last column.
  * header: 1 the first line is a header, 0 it is not, -1 auto (a header if any field
- * of the first line is not a number).  Labels must be integers in [0, 2^20). */
+ * of the first line is not a number).  Values must be finite in float range; labels
+ * integers in [0, 2^20).  Also reads gzip-compressed files. */
 enum { CDL_CSV_NO_LABEL = -1, CDL_CSV_LAST = -2 };
 int cdl_dataset_load_csv(cdl_dataset *d, const char *path, int label_col, int header);
+/* The same over CSV text in memory (len bytes, no NUL needed); path names it in messages. */
+int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const char *path,
+                          int label_col, int header);
 /* A named dataset.  name: "fashion-mnist" or "mnist" (optionally ":DIR"; DIR defaults to
  * $CDL_DATA_DIR/<name>, then $CDL_DATA_DIR, then /usr/share/datasets/<name>;
  * files train-images-idx3-ubyte[.gz] etc.; labels must be < 10), or "csv:PATH"
@@ -607,10 +644,198 @@ int cdl_plot_svg(const char *path, const char *title, int n, const double *epoch
                  const double *train_loss, const double *test_loss, const double *test_acc);
 /* An 8-bit grayscale PNG (w x h pixels, row-major) written with zlib (plot.c). */
 int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix);
+
+/* Adversarial examples (adversarial.c): FGSM and PGD under the L-infinity norm, driven
+ * by the model's input_grad (eval mode, no parameter gradients).  A spec is
+ *   fgsm[:eps=E,alpha=A,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R]
+ *   pgd[:eps=E,alpha=A,steps=N,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R]
+ * Defaults: eps 0.1; pgd steps 7, rand 1, alpha 2.5 eps / steps; fgsm steps 1, rand 0,
+ * alpha eps (rand=1: 1.25 eps, "fast" FGSM); valid range [min, max] = [0, 1], clip=0
+ * for none; ratio 0.5 (training only: the fraction of each batch's examples replaced
+ * by adversarial ones).  The attack: x0 = clean, x = rand ? P(x0 + U(-eps, eps)) : x0,
+ * then steps times x = P(x + alpha sign(d loss / d x)); P clamps each element into
+ * [max(x0 - eps, min), min(x0 + eps, max)] (into [min, max] when that is empty). */
+typedef enum cdl_attack_kind { CDL_ATTACK_NONE = 0, CDL_ATTACK_FGSM, CDL_ATTACK_PGD } cdl_attack_kind;
+typedef struct cdl_attack {
+    cdl_attack_kind kind;
+    double eps, alpha;           /* radius and step size, in the units of the input */
+    int steps;                   /* gradient steps (fgsm: 1) */
+    int rand_start;              /* start at a uniform random point of the ball */
+    double lo, hi;               /* valid input range (+-INFINITY: unclipped) */
+    double ratio;                /* training: fraction of each batch made adversarial */
+} cdl_attack;
+int cdl_attack_parse(cdl_attack *a, const char *spec);     /* -1 and a message */
+void cdl_attack_str(const cdl_attack *a, char *buf, size_t n); /* canonical spec */
+/* Attack state: the settings and one scratch buffer (compiled batch), made once. */
+typedef struct cdl_adv cdl_adv;
+/* For real input xi of m (batched; m must have input_grad).  NULL and a message. */
+cdl_adv *cdl_adv_new(const cdl_model *m, int xi, const cdl_attack *a);
+void cdl_adv_free(cdl_adv *s);                             /* NULL is fine */
+const cdl_attack *cdl_adv_attack(const cdl_adv *s);
+/* Replace rows 0..rows-1 of net->in[xi] by adversarial examples against the labels
+ * etc. in the other inputs (rows <= 0: nothing).  Calls m->input_grad(net, rows)
+ * `steps` times, so net->act, net->out and net->in_grad are overwritten; parameters and
+ * net->grad are untouched.  The random start uses key with counters 0..rows*feat-1.
+ * No allocation.  0, or -1 and a message (rows > the compiled batch, a foreign net). */
+int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key);
 /* END TRAINER */
 
 /* ======================================================================== tape (tape.c) */
 /* BEGIN TAPE */
+/* Dynamic-tape autograd (tape.c, tape_ops.c, tape_nn.c): the PyTorch-eager way of running
+ * a model, over the SAME kernels the static code calls.  Each cdl_t_<op> call computes
+ * its result at once and records itself on the tape; cdl_backward sweeps the records in
+ * reverse and calls the backward kernels.  Everything (tape header, records, values,
+ * gradients, saved scratch) lives in net->act: the header at its start, the rest a bump
+ * arena reset by cdl_tape_reset, so a step allocates nothing from the heap.  The arena
+ * must hold one whole step without reuse (cdlc --target=tape sizes act_bytes so; a
+ * hand-written program picks act_bytes itself).  Both precisions: the tape reads
+ * net->model->real_size and calls the _f32 or _f64 kernels.
+ *
+ * Shapes are runtime shapes (dims[0] is the runtime batch where it scales with it).
+ * Errors (shape mismatch, arena exhausted, a bad label) set cdl_last_error, mark the
+ * tape failed and make that call return NULL; every op given a NULL input returns NULL,
+ * so a failed step runs to its end and cdl_backward reports -1.  Nothing aborts.
+ * Random ops take the stream id (the compiler's ia[7]) and the loop step t: key
+ * (net->seed, net->step, stream), counter base t * numel, as in the static code. */
+typedef struct cdl_tape cdl_tape;
+typedef struct cdl_t cdl_t;
+/* A tensor on the tape.  Read data/grad/dims; the rest is the tape's record. */
+struct cdl_t {
+    void *data;                  /* numel values: the tape's real type, or int32_t */
+    void *grad;                  /* after cdl_backward: d loss / d this, or NULL */
+    cdl_dtype dtype;             /* CDL_F32 / CDL_F64 (the tape's precision) or CDL_I32 */
+    int rank;
+    int64_t dims[CDL_MAXDIM];
+    int64_t numel;
+    /* ---- the record (private) ---- */
+    const char *op;              /* op name, as in ops.def ("linear", "relu", ...) */
+    void (*bwd)(cdl_tape *tp, cdl_t *y);   /* backward rule, NULL: none */
+    cdl_t *prev;                 /* the record before this one */
+    cdl_t **in;                  /* inputs (points at in1[] or into the arena) */
+    cdl_t *in1[3];
+    int nin;
+    unsigned flags;              /* CDL_TF_* */
+    int slot;                    /* input / parameter index of leaves, -1 otherwise */
+    int64_t ia[6];               /* integer attributes of the op */
+    double fa[3];                /* real attributes of the op */
+    void *aux;                   /* saved scratch for the backward (probs, masks, stats) */
+};
+enum { CDL_TF_PARAM = 1,         /* depends on a trainable parameter */
+       CDL_TF_INPUT = 2,         /* depends on a real model input */
+       CDL_TF_GRAD = 4,          /* grad holds a value (some gradient has arrived) */
+       CDL_TF_FIXED = 8 };       /* grad storage is fixed (net->grad, net->in_grad) */
+/* Upper bound of the arena bytes of one record besides its values (cdlc's estimate). */
+#define CDL_TAPE_RECORD_BYTES 384
+
+/* The tape inside net->act (NULL and a message when act_bytes is too small).  The first
+ * call initialises it; later calls return the same tape (its statistics survive). */
+cdl_tape *cdl_tape_attach(cdl_net *net);
+/* Start a step: empty the arena; train != 0 selects train mode (dropout active, random
+ * ops sample, batch norm on batch statistics and updating its running ones). */
+void cdl_tape_reset(cdl_tape *tp, int train);
+int cdl_tape_failed(const cdl_tape *tp);     /* 1 after an error in this step */
+/* Statistics: records made in the last step, the peak arena bytes in use since attach
+ * (values, gradients, scratch and records), arena allocations in the last step.  Any
+ * pointer may be NULL. */
+void cdl_tape_stats(const cdl_tape *tp, uint64_t *ops_recorded, size_t *arena_bytes_used,
+                    uint64_t *arena_allocs);
+/* One line per record, oldest first: "12 linear [64, 256] <- 3 7 9". */
+void cdl_tape_dump(const cdl_tape *tp, FILE *f);
+
+/* ---- leaves ---- */
+cdl_t *cdl_t_input(cdl_tape *tp, int slot, int nb);   /* net->in[slot], dims[0] = nb if batched */
+cdl_t *cdl_t_param(cdl_tape *tp, int index);          /* net->param at the parameter's offset */
+/* Caller memory as a constant (no gradient); data must outlive the step. */
+cdl_t *cdl_t_from(cdl_tape *tp, cdl_dtype dt, void *data, int rank, const int64_t *dims);
+cdl_t *cdl_t_new(cdl_tape *tp, cdl_dtype dt, int rank, const int64_t *dims); /* zeros, to fill */
+cdl_t *cdl_t_full(cdl_tape *tp, double v, int rank, const int64_t *dims);
+cdl_t *cdl_t_full_i32(cdl_tape *tp, int32_t v, int rank, const int64_t *dims);
+cdl_t *cdl_t_batch_size(cdl_tape *tp, int nb);       /* scalar nb */
+cdl_t *cdl_t_randn(cdl_tape *tp, int stream, int64_t t, int rank, const int64_t *dims); /* eval: 0 */
+cdl_t *cdl_t_rand(cdl_tape *tp, int stream, int64_t t, int rank, const int64_t *dims);  /* eval: 0.5 */
+
+/* ---- elementwise (numpy broadcasting), activations, dropout ---- */
+cdl_t *cdl_t_add(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_sub(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_mul(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_div(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_maximum(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_minimum(cdl_tape *tp, cdl_t *a, cdl_t *b);
+cdl_t *cdl_t_neg(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_exp(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_log(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_sqrt(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_abs(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_square(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_pow(cdl_tape *tp, cdl_t *x, double p);
+cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi);
+cdl_t *cdl_t_relu(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_leaky_relu(cdl_tape *tp, cdl_t *x, double slope);
+cdl_t *cdl_t_sigmoid(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_tanh(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_gelu(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_softplus(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_elu(cdl_tape *tp, cdl_t *x, double alpha);
+cdl_t *cdl_t_dropout(cdl_tape *tp, cdl_t *x, double p, int stream, int64_t t);
+cdl_t *cdl_t_stop_gradient(cdl_tape *tp, cdl_t *x);
+
+/* ---- dense, reductions, shapes ---- */
+cdl_t *cdl_t_matmul(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
+cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b);    /* b may be NULL */
+cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);  /* axes: bitmask, 0 = all */
+cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
+cdl_t *cdl_t_broadcast_to(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims);
+cdl_t *cdl_t_reshape(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims);  /* a view */
+cdl_t *cdl_t_transpose(cdl_tape *tp, cdl_t *x, const int *perm);
+cdl_t *cdl_t_concat(cdl_tape *tp, int n, cdl_t *const *xs, int axis);
+/* x along axis: count positions start, start+step, ... (outside the axis: zeros);
+ * index != 0 takes one position and drops the axis. */
+cdl_t *cdl_t_slice(cdl_tape *tp, cdl_t *x, int axis, int64_t start, int64_t step, int64_t count,
+                   int index);
+cdl_t *cdl_t_softmax(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_log_softmax(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_embedding(cdl_tape *tp, cdl_t *ids, cdl_t *w);
+/* Stack n same-shaped step values: batched ([B, ...] -> [B, n, ...]) or not ([n, ...]). */
+cdl_t *cdl_t_stack(cdl_tape *tp, int n, cdl_t *const *xs, int batched);
+/* numel elements of x from element offset on, shaped dims (a view, like ops.def VIEW). */
+cdl_t *cdl_t_view(cdl_tape *tp, cdl_t *x, int64_t offset, int rank, const int64_t *dims);
+
+/* ---- convolution, pooling, normalisation (NCHW), recurrent cells ---- */
+cdl_t *cdl_t_conv2d(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, int stride, int pad);
+cdl_t *cdl_t_maxpool2d(cdl_tape *tp, cdl_t *x, int k, int stride, int pad);
+cdl_t *cdl_t_avgpool2d(cdl_tape *tp, cdl_t *x, int k, int stride, int pad);
+cdl_t *cdl_t_batchnorm(cdl_tape *tp, cdl_t *x, cdl_t *gamma, cdl_t *beta, cdl_t *running_mean,
+                       cdl_t *running_var, double eps, double momentum);
+/* Packed [2, rows, H] = (h', c') (views of it at 0 and rows*H give h' and c'). */
+cdl_t *cdl_t_lstm_act(cdl_tape *tp, cdl_t *gates, cdl_t *c);
+cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h);
+
+/* ---- losses: scalar results; reduce = CDL_RED_MEAN or CDL_RED_SUM ---- */
+cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce);
+cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce);
+cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
+cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
+cdl_t *cdl_t_huber(cdl_tape *tp, cdl_t *a, cdl_t *b, double delta, int reduce);
+cdl_t *cdl_t_bce(cdl_tape *tp, cdl_t *p, cdl_t *target, int reduce);
+cdl_t *cdl_t_bce_with_logits(cdl_tape *tp, cdl_t *z, cdl_t *target, int reduce);
+cdl_t *cdl_t_kl_normal(cdl_tape *tp, cdl_t *mu, cdl_t *logvar, int reduce);
+
+/* Element 0 of t as a double (NaN for NULL). */
+double cdl_t_item(const cdl_t *t);
+/* Reverse sweep from the scalar loss: every trainable parameter's gradient into
+ * net->grad (overwriting; zeros where the loss does not depend on it) when want_params,
+ * every real input's into net->in_grad[slot] when want_inputs; intermediate tensors'
+ * grad fields are valid afterwards.  0, or -1 and a message (the step failed). */
+int cdl_backward(cdl_tape *tp, cdl_t *loss, int want_params, int want_inputs);
+
+/* Static vs tape comparison (compare.c): runs both models (same parameter table) on the
+ * same batches from the same seed and prints losses, gradient differences, time and
+ * memory per step.  Options: --steps N (20), --batch N (the compiled batch), --data NAME
+ * (fashion-mnist, or random inputs when the model's inputs do not fit the images),
+ * --seed N, --lr X (SGD step between steps, 0.01), --threads N (1), --json.  Returns the
+ * exit status (0, 1 on an error, 2 on a usage error). */
+int cdl_compare(const cdl_model *static_m, const cdl_model *tape_m, int argc, char **argv);
 /* END TAPE */
 
 #ifdef __cplusplus

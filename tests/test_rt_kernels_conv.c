@@ -1,0 +1,433 @@
+/* test_rt_kernels_conv.c -- conv / pooling / batch-norm kernels: forward kernels
+ * against naive references (f32 and f64), backward kernels against central finite
+ * differences in f64 (|num - ana| <= 1e-5 + 1e-3 |num|), several geometries
+ * (stride, padding, 1x1, grouped im2col, runtime batch below the group size). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdl.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double urand(void) { /* [0, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static double *dvec(int64_t n) {
+    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    assert_non_null(p);
+    for (int64_t i = 0; i < n; i++) p[i] = 2 * urand() - 1;
+    return p;
+}
+static float *fcopy(const double *x, int64_t n) {
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    assert_non_null(p);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
+    return p;
+}
+static double dot(const double *a, const double *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static int close_enough(double num, double ana) { return fabs(num - ana) <= 1e-5 + 1e-3 * fabs(num); }
+
+/* Central differences of loss() with respect to every element of v, compared with ana. */
+typedef double (*loss_fn)(void *ctx);
+static void check_fd(const char *what, double *v, int64_t n, const double *ana, loss_fn loss, void *ctx) {
+    const double h = 1e-6;
+    for (int64_t i = 0; i < n; i++) {
+        double keep = v[i];
+        v[i] = keep + h;
+        double lp = loss(ctx);
+        v[i] = keep - h;
+        double lm = loss(ctx);
+        v[i] = keep;
+        double num = (lp - lm) / (2 * h);
+        if (!close_enough(num, ana[i])) fail_msg("%s[%lld]: numeric %.10g analytic %.10g", what, (long long)i, num, ana[i]);
+    }
+}
+
+/* ------------------------------------------------------------------ convolution */
+
+static cdl_conv2d_geom geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
+                            int64_t stride, int64_t pad, int64_t group) {
+    cdl_conv2d_geom g = {.n = n, .c = c, .h = h, .w = w, .k = k, .r = r, .s = s, .stride = stride, .pad = pad};
+    g.oh = (h + 2 * pad - r) / stride + 1;
+    g.ow = (w + 2 * pad - s) / stride + 1;
+    g.group = group;
+    return g;
+}
+
+static void conv_ref(const cdl_conv2d_geom *g, const double *x, const double *w, const double *b, double *y) {
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t k = 0; k < g->k; k++)
+            for (int64_t oh = 0; oh < g->oh; oh++)
+                for (int64_t ow = 0; ow < g->ow; ow++) {
+                    double s = b ? b[k] : 0;
+                    for (int64_t c = 0; c < g->c; c++)
+                        for (int64_t r = 0; r < g->r; r++)
+                            for (int64_t q = 0; q < g->s; q++) {
+                                int64_t ih = oh * g->stride - g->pad + r, iw = ow * g->stride - g->pad + q;
+                                if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w) continue;
+                                s += x[((n * g->c + c) * g->h + ih) * g->w + iw] * w[((k * g->c + c) * g->r + r) * g->s + q];
+                            }
+                    y[((n * g->k + k) * g->oh + oh) * g->ow + ow] = s;
+                }
+}
+
+typedef struct ConvCase {
+    cdl_conv2d_geom g;
+    double *x, *w, *b, *y, *R, *scratch;
+} ConvCase;
+
+static double conv_loss(void *ctx) {
+    ConvCase *cc = ctx;
+    cdl_conv2d_f64(&cc->g, cc->x, cc->w, cc->b, cc->y, cc->scratch);
+    return dot(cc->y, cc->R, cc->g.n * cc->g.k * cc->g.oh * cc->g.ow);
+}
+
+/* Forward (f64 and f32) against the reference, then dx, dw by finite differences. */
+static void conv_case(cdl_conv2d_geom g, int bias) {
+    int64_t nx = g.n * g.c * g.h * g.w, nw = g.k * g.c * g.r * g.s, ny = g.n * g.k * g.oh * g.ow;
+    ConvCase cc = {.g = g};
+    cc.x = dvec(nx);
+    cc.w = dvec(nw);
+    cc.b = bias ? dvec(g.k) : NULL;
+    cc.y = dvec(ny);
+    cc.R = dvec(ny);
+    int64_t ns = cdl_conv2d_scratch(&g);
+    cc.scratch = dvec(ns);
+    double *ref = dvec(ny);
+    conv_ref(&g, cc.x, cc.w, cc.b, ref);
+
+    cdl_conv2d_f64(&g, cc.x, cc.w, cc.b, cc.y, cc.scratch);
+    for (int64_t i = 0; i < ny; i++) assert_true(fabs(cc.y[i] - ref[i]) <= 1e-12 * (1 + fabs(ref[i])));
+
+    float *fx = fcopy(cc.x, nx), *fw = fcopy(cc.w, nw), *fb = bias ? fcopy(cc.b, g.k) : NULL;
+    float *fy = fcopy(cc.y, ny), *fs = fcopy(cc.scratch, ns);
+    cdl_conv2d_f32(&g, fx, fw, fb, fy, fs);
+    for (int64_t i = 0; i < ny; i++) assert_true(fabs(fy[i] - ref[i]) <= 1e-4 * (1 + fabs(ref[i])));
+
+    double *dx = dvec(nx), *dw = dvec(nw); /* garbage in: the kernels must overwrite */
+    cdl_conv2d_bwd_x_f64(&g, cc.R, cc.w, dx, cc.scratch);
+    cdl_conv2d_bwd_w_f64(&g, cc.R, cc.x, dw, cc.scratch);
+    check_fd("conv dx", cc.x, nx, dx, conv_loss, &cc);
+    check_fd("conv dw", cc.w, nw, dw, conv_loss, &cc);
+
+    /* f32 backward agrees with f64 */
+    float *fR = fcopy(cc.R, ny), *fdx = fcopy(dx, nx), *fdw = fcopy(dw, nw);
+    memset(fdx, 0x7f, sizeof(float) * (size_t)nx);
+    cdl_conv2d_bwd_x_f32(&g, fR, fw, fdx, fs);
+    cdl_conv2d_bwd_w_f32(&g, fR, fx, fdw, fs);
+    for (int64_t i = 0; i < nx; i++) assert_true(fabs(fdx[i] - dx[i]) <= 1e-4 * (1 + fabs(dx[i])));
+    for (int64_t i = 0; i < nw; i++) assert_true(fabs(fdw[i] - dw[i]) <= 1e-4 * (1 + fabs(dw[i])));
+
+    free(cc.x); free(cc.w); free(cc.b); free(cc.y); free(cc.R); free(cc.scratch); free(ref);
+    free(fx); free(fw); free(fb); free(fy); free(fs); free(dx); free(dw); free(fR); free(fdx); free(fdw);
+}
+
+static void test_conv_basic(void **st) {
+    (void)st;
+    conv_case(geom(2, 3, 6, 5, 4, 3, 3, 1, 0, 1), 1);
+    conv_case(geom(2, 3, 6, 5, 4, 3, 3, 1, 1, 1), 0);
+}
+
+static void test_conv_stride_pad(void **st) {
+    (void)st;
+    conv_case(geom(2, 2, 7, 7, 3, 3, 3, 2, 1, 1), 1);
+    conv_case(geom(1, 2, 8, 6, 2, 5, 5, 2, 2, 1), 1);
+    conv_case(geom(2, 1, 5, 5, 2, 2, 3, 3, 1, 1), 1); /* non-square kernel, stride 3 */
+    conv_case(geom(1, 2, 4, 4, 3, 1, 1, 2, 0, 1), 0); /* 1x1 stride 2: needs im2col */
+}
+
+static void test_conv_pointwise(void **st) {
+    (void)st;
+    cdl_conv2d_geom g = geom(3, 4, 3, 5, 2, 1, 1, 1, 0, 1);
+    assert_int_equal(cdl_conv2d_scratch(&g), 2 * 4); /* no im2col: only dw^T */
+    conv_case(g, 1);
+    conv_case(geom(3, 4, 3, 5, 2, 1, 1, 1, 0, 2), 1); /* grouped pointwise */
+}
+
+static void test_conv_grouped(void **st) {
+    (void)st;
+    conv_case(geom(5, 2, 5, 4, 3, 3, 3, 1, 1, 2), 1); /* last group partial */
+    conv_case(geom(4, 3, 6, 6, 2, 3, 3, 2, 1, 4), 0);
+    conv_case(geom(2, 2, 4, 4, 2, 3, 3, 1, 1, 8), 1); /* runtime batch < group */
+    /* wide lowering: padded image 2x6x6, 22 columns per image ((4-1)*6 + 4), then
+     * im2col, widened gradient, dw^T */
+    cdl_conv2d_geom g = geom(7, 2, 4, 4, 3, 3, 3, 1, 1, 3);
+    assert_int_equal(cdl_conv2d_scratch(&g), 2 * 36 + 18 * 3 * 22 + 3 * 3 * 22 + 3 * 18);
+    /* strided: classic im2col, 4 columns per image */
+    g = geom(7, 2, 4, 4, 3, 3, 3, 2, 1, 3);
+    assert_int_equal(cdl_conv2d_scratch(&g), 18 * 3 * 4 + 3 * 3 * 4 + 3 * 18);
+    g.group = 1;
+    assert_int_equal(cdl_conv2d_scratch(&g), 18 * 4 + 3 * 18);
+}
+
+static void test_conv_empty_batch(void **st) {
+    (void)st;
+    cdl_conv2d_geom g = geom(0, 1, 3, 3, 2, 3, 3, 1, 1, 1);
+    float dw[18], x[1] = {0}, gg[1] = {0};
+    float *scratch = calloc((size_t)cdl_conv2d_scratch(&g), sizeof(float));
+    assert_non_null(scratch);
+    for (int i = 0; i < 18; i++) dw[i] = 5;
+    cdl_conv2d_bwd_w_f32(&g, gg, x, dw, scratch);
+    for (int i = 0; i < 18; i++) assert_true(dw[i] == 0);
+    free(scratch);
+}
+
+static void test_conv_pick_group(void **st) {
+    (void)st;
+    cdl_conv2d_geom g = geom(64, 6, 14, 14, 16, 5, 5, 1, 0, 0); /* LeNet conv2: P = 100 */
+    assert_int_equal(cdl_conv2d_pick_group(&g), 3); /* ~256 columns */
+    g = geom(64, 512, 8, 8, 16, 3, 3, 1, 1, 0); /* P = 64 wants 4; the im2col cap allows 3 */
+    assert_int_equal(cdl_conv2d_pick_group(&g), 3);
+    g = geom(2, 6, 4, 4, 16, 3, 3, 1, 1, 0); /* never more than the batch */
+    assert_int_equal(cdl_conv2d_pick_group(&g), 2);
+    g = geom(64, 3, 64, 64, 16, 3, 3, 1, 1, 0); /* P = 4096: one image fills a GEMM */
+    assert_int_equal(cdl_conv2d_pick_group(&g), 1);
+    g = geom(1, 3, 4, 4, 16, 3, 3, 1, 1, 0);
+    assert_int_equal(cdl_conv2d_pick_group(&g), 1);
+}
+
+/* ------------------------------------------------------------------ pooling */
+
+static void maxpool_ref(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const double *x,
+                        double *y) {
+    int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
+    for (int64_t q = 0; q < nc; q++)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                double m = -INFINITY;
+                for (int64_t i = 0; i < k; i++)
+                    for (int64_t j = 0; j < k; j++) {
+                        int64_t ih = oh * st - pad + i, iw = ow * st - pad + j;
+                        if (ih >= 0 && ih < H && iw >= 0 && iw < W && x[(q * H + ih) * W + iw] > m)
+                            m = x[(q * H + ih) * W + iw];
+                    }
+                y[(q * OH + oh) * OW + ow] = m;
+            }
+}
+
+static void avgpool_ref(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const double *x,
+                        double *y) {
+    int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
+    for (int64_t q = 0; q < nc; q++)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                double s = 0;
+                for (int64_t i = 0; i < k; i++)
+                    for (int64_t j = 0; j < k; j++) {
+                        int64_t ih = oh * st - pad + i, iw = ow * st - pad + j;
+                        if (ih >= 0 && ih < H && iw >= 0 && iw < W) s += x[(q * H + ih) * W + iw];
+                    }
+                y[(q * OH + oh) * OW + ow] = s / (double)(k * k);
+            }
+}
+
+typedef struct PoolCase {
+    int64_t nc, h, w, k, st, pad;
+    int max;
+    double *x, *y, *R;
+} PoolCase;
+
+static double pool_loss(void *ctx) {
+    PoolCase *p = ctx;
+    if (p->max) cdl_maxpool2d_f64(p->nc, p->h, p->w, p->k, p->st, p->pad, p->x, p->y);
+    else cdl_avgpool2d_f64(p->nc, p->h, p->w, p->k, p->st, p->pad, p->x, p->y);
+    int64_t OH = (p->h + 2 * p->pad - p->k) / p->st + 1, OW = (p->w + 2 * p->pad - p->k) / p->st + 1;
+    return dot(p->y, p->R, p->nc * OH * OW);
+}
+
+static void pool_case(int max, int64_t nc, int64_t h, int64_t w, int64_t k, int64_t st, int64_t pad) {
+    PoolCase p = {nc, h, w, k, st, pad, max, NULL, NULL, NULL};
+    int64_t OH = (h + 2 * pad - k) / st + 1, OW = (w + 2 * pad - k) / st + 1, nx = nc * h * w, ny = nc * OH * OW;
+    p.x = dvec(nx);
+    /* distinct values with gaps >> the FD step: no ties anywhere */
+    for (int64_t i = 0; i < nx; i++) p.x[i] = (double)((i * 7919) % nx) / (double)nx + 0.001 * urand();
+    p.y = dvec(ny);
+    p.R = dvec(ny);
+    double *ref = dvec(ny), *dx = dvec(nx);
+    if (max) maxpool_ref(nc, h, w, k, st, pad, p.x, ref);
+    else avgpool_ref(nc, h, w, k, st, pad, p.x, ref);
+    pool_loss(&p);
+    for (int64_t i = 0; i < ny; i++) assert_true(fabs(p.y[i] - ref[i]) <= 1e-12);
+    float *fx = fcopy(p.x, nx), *fy = fcopy(p.y, ny);
+    if (max) cdl_maxpool2d_f32(nc, h, w, k, st, pad, fx, fy);
+    else cdl_avgpool2d_f32(nc, h, w, k, st, pad, fx, fy);
+    for (int64_t i = 0; i < ny; i++) assert_true(fabs(fy[i] - ref[i]) <= 1e-6);
+    if (max) cdl_maxpool2d_bwd_f64(nc, h, w, k, st, pad, p.R, p.x, dx);
+    else cdl_avgpool2d_bwd_f64(nc, h, w, k, st, pad, p.R, dx);
+    check_fd(max ? "maxpool dx" : "avgpool dx", p.x, nx, dx, pool_loss, &p);
+    free(p.x); free(p.y); free(p.R); free(ref); free(dx); free(fx); free(fy);
+}
+
+static void test_maxpool(void **st) {
+    (void)st;
+    pool_case(1, 3, 6, 8, 2, 2, 0); /* fast path */
+    pool_case(1, 2, 7, 7, 2, 2, 0); /* odd size: last row/col dropped */
+    pool_case(1, 2, 7, 6, 3, 2, 1); /* overlapping, padded */
+    pool_case(1, 2, 5, 5, 3, 1, 1);
+    pool_case(1, 1, 6, 6, 2, 1, 0);
+}
+
+static void test_avgpool(void **st) {
+    (void)st;
+    pool_case(0, 3, 6, 8, 2, 2, 0);
+    pool_case(0, 2, 7, 6, 3, 2, 1);
+    pool_case(0, 2, 4, 4, 4, 4, 0); /* global */
+    pool_case(0, 1, 5, 5, 3, 1, 1);
+}
+
+static void test_maxpool_ties_nan(void **st) {
+    (void)st;
+    /* one 2x2 window: ties go to the first maximum; NaN propagates */
+    float x[4] = {1, 3, 3, 2}, y[1], g[1] = {1}, dx[4];
+    cdl_maxpool2d_f32(1, 2, 2, 2, 2, 0, x, y);
+    assert_true(y[0] == 3);
+    cdl_maxpool2d_bwd_f32(1, 2, 2, 2, 2, 0, g, x, dx);
+    assert_true(dx[0] == 0 && dx[1] == 1 && dx[2] == 0 && dx[3] == 0);
+    x[3] = NAN;
+    cdl_maxpool2d_f32(1, 2, 2, 2, 2, 0, x, y);
+    assert_true(isnan(y[0]));
+    x[3] = 2;
+    x[0] = NAN;
+    cdl_maxpool2d_f32(1, 2, 2, 2, 2, 0, x, y);
+    assert_true(isnan(y[0]));
+    double xd[9] = {0, 1, 2, 3, NAN, 5, 6, 7, 8}, yd[1];
+    cdl_maxpool2d_f64(1, 3, 3, 3, 1, 0, xd, yd);
+    assert_true(isnan(yd[0]));
+}
+
+/* ------------------------------------------------------------------ batch norm */
+
+typedef struct BnCase {
+    int train;
+    int64_t n, c, hw;
+    double *x, *gamma, *beta, *rm, *rv, *y, *save, *R;
+    double rm0[8], rv0[8];
+} BnCase;
+
+static double bn_loss(void *ctx) {
+    BnCase *b = ctx;
+    memcpy(b->rm, b->rm0, sizeof(double) * (size_t)b->c); /* running stats: fresh each call */
+    memcpy(b->rv, b->rv0, sizeof(double) * (size_t)b->c);
+    cdl_batchnorm_f64(b->train, b->n, b->c, b->hw, 1e-5, 0.1, b->x, b->gamma, b->beta, b->rm, b->rv, b->y, b->save, 1);
+    return dot(b->y, b->R, b->n * b->c * b->hw);
+}
+
+static void bn_case(int train, int64_t n, int64_t c, int64_t hw) {
+    BnCase b = {.train = train, .n = n, .c = c, .hw = hw};
+    int64_t nx = n * c * hw;
+    b.x = dvec(nx);
+    for (int64_t i = 0; i < nx; i++) b.x[i] = 3 * b.x[i] + 0.5;
+    b.gamma = dvec(c);
+    b.beta = dvec(c);
+    b.rm = dvec(c);
+    b.rv = dvec(c);
+    for (int64_t i = 0; i < c; i++) {
+        b.rm0[i] = 0.3 * b.rm[i];
+        b.rv0[i] = 1 + 0.5 * b.rv[i];
+    }
+    b.y = dvec(nx);
+    b.save = dvec(3 * c + nx);
+    b.R = dvec(nx);
+    bn_loss(&b);
+
+    /* forward against the definition */
+    for (int64_t ch = 0; ch < c; ch++) {
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < hw; j++) mean += b.x[(i * c + ch) * hw + j];
+        mean /= (double)(n * hw);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < hw; j++) var += pow(b.x[(i * c + ch) * hw + j] - mean, 2);
+        var /= (double)(n * hw);
+        double um = train ? mean : b.rm0[ch], uv = train ? var : b.rv0[ch];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < hw; j++) {
+                int64_t o = (i * c + ch) * hw + j;
+                double want = (b.x[o] - um) / sqrt(uv + 1e-5) * b.gamma[ch] + b.beta[ch];
+                assert_true(fabs(b.y[o] - want) <= 1e-10);
+            }
+        if (train) {
+            assert_true(fabs(b.rm[ch] - (0.9 * b.rm0[ch] + 0.1 * mean)) <= 1e-12);
+            double unb = var * (double)(n * hw) / (double)(n * hw - 1);
+            assert_true(fabs(b.rv[ch] - (0.9 * b.rv0[ch] + 0.1 * unb)) <= 1e-12);
+        } else {
+            assert_true(b.rm[ch] == b.rm0[ch] && b.rv[ch] == b.rv0[ch]);
+        }
+    }
+
+    /* f32 forward agrees */
+    float *fx = fcopy(b.x, nx), *fg = fcopy(b.gamma, c), *fb = fcopy(b.beta, c), *frm = fcopy(b.rm0, c),
+          *frv = fcopy(b.rv0, c), *fy = fcopy(b.y, nx), *fs = fcopy(b.save, 3 * c + nx);
+    cdl_batchnorm_f32(train, n, c, hw, 1e-5, 0.1, fx, fg, fb, frm, frv, fy, fs, 1);
+    for (int64_t i = 0; i < nx; i++) assert_true(fabs(fy[i] - b.y[i]) <= 1e-4 * (1 + fabs(b.y[i])));
+    for (int64_t i = 0; i < c; i++) assert_true(fabs(frv[i] - b.rv[i]) <= 1e-4 * (1 + fabs(b.rv[i])));
+
+    /* backward: out = [dgamma | dbeta | dx] */
+    double *out = dvec(2 * c + nx);
+    cdl_batchnorm_bwd_f64(train, n, c, hw, b.R, b.save, out);
+    check_fd("bn dx", b.x, nx, out + 2 * c, bn_loss, &b);
+    check_fd("bn dgamma", b.gamma, c, out, bn_loss, &b);
+    check_fd("bn dbeta", b.beta, c, out + c, bn_loss, &b);
+    float *fR = fcopy(b.R, nx), *fo = fcopy(out, 2 * c + nx);
+    cdl_batchnorm_bwd_f32(train, n, c, hw, fR, fs, fo);
+    for (int64_t i = 0; i < 2 * c + nx; i++) assert_true(fabs(fo[i] - out[i]) <= 1e-3 * (1 + fabs(out[i])));
+
+    free(b.x); free(b.gamma); free(b.beta); free(b.rm); free(b.rv); free(b.y); free(b.save); free(b.R);
+    free(fx); free(fg); free(fb); free(frm); free(frv); free(fy); free(fs); free(out); free(fR); free(fo);
+}
+
+static void test_batchnorm_train(void **st) {
+    (void)st;
+    bn_case(1, 4, 3, 5);  /* [N, C, H*W] */
+    bn_case(1, 6, 4, 1);  /* [N, C] */
+    bn_case(1, 2, 2, 19); /* hw not a multiple of 8 */
+}
+
+static void test_batchnorm_eval(void **st) {
+    (void)st;
+    bn_case(0, 3, 3, 4);
+    bn_case(0, 5, 2, 1);
+}
+
+static void test_batchnorm_no_xhat(void **st) {
+    (void)st;
+    /* save_xhat = 0 leaves the xhat part alone; mean / invstd / scale still written */
+    float x[4] = {1, 2, 3, 4}, gm[1] = {2}, bt[1] = {1}, rm[1] = {0}, rv[1] = {1}, y[4], save[3 + 4];
+    for (int i = 0; i < 7; i++) save[i] = -7;
+    cdl_batchnorm_f32(1, 4, 1, 1, 0, 0.1, x, gm, bt, rm, rv, y, save, 0);
+    assert_true(fabsf(save[0] - 2.5f) < 1e-6f);
+    assert_true(fabsf(save[1] - 1 / sqrtf(1.25f)) < 1e-6f);
+    assert_true(fabsf(save[2] - 2 / sqrtf(1.25f)) < 1e-6f);
+    for (int i = 3; i < 7; i++) assert_true(save[i] == -7);
+    assert_true(fabsf(rm[0] - 0.25f) < 1e-6f);
+    assert_true(fabsf(rv[0] - (0.9f + 0.1f * 5.0f / 3.0f)) < 1e-6f);
+    assert_true(fabsf(y[0] - (1 - 2 * 1.5f / sqrtf(1.25f))) < 1e-5f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_basic),        cmocka_unit_test(test_conv_stride_pad),
+        cmocka_unit_test(test_conv_pointwise),    cmocka_unit_test(test_conv_grouped),
+        cmocka_unit_test(test_conv_empty_batch),  cmocka_unit_test(test_conv_pick_group),
+        cmocka_unit_test(test_maxpool),           cmocka_unit_test(test_avgpool),
+        cmocka_unit_test(test_maxpool_ties_nan),  cmocka_unit_test(test_batchnorm_train),
+        cmocka_unit_test(test_batchnorm_eval),    cmocka_unit_test(test_batchnorm_no_xhat),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
