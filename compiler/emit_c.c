@@ -633,7 +633,7 @@ void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, c
 
     fprintf(cf, "\nconst cdl_model %s_model = {\n", mn);
     fprintf(cf, "    .name = %s,\n    .source = %s,\n    .fingerprint = 0x%016llxull,\n    .real_size = %d,\n    .batch = %lld,\n",
-            c_string(mn), c_string(m->file), (unsigned long long)fp, real_size, (long long)m->batch);
+            c_string(mn), c_string(m->file), (unsigned long long)fp, real_size, (long long)(m->batch > 0 ? m->batch : 1));
     fprintf(cf, "    .n_params = %d, .params = %s_params, .param_count = %lld, .train_count = %lld,\n", m->nparams, mn,
             (long long)param_count, (long long)train_count);
     fprintf(cf, "    .n_inputs = %d, .inputs = %s_inputs,\n    .n_outputs = %d, .outputs = %s_outputs,\n", m->ninputs, mn,
