@@ -1,7 +1,8 @@
 /* trainer.c -- cdl_main: the command line every generated model program shares.
  *
  *   PROG train      [options]   train on a dataset, evaluate every epoch
- *   PROG eval       --load F    test loss and accuracy of a checkpoint
+ *   PROG eval       --load F    test loss and accuracy of a checkpoint (--attack SPEC:
+ *                               also robust accuracy under FGSM / PGD, adversarial.c)
  *   PROG gradcheck  [--load F]  central differences vs the model's gradient (f64 builds)
  *   PROG sample     [--load F]  run an entry point on N(0,1) noise, write a PNG grid
  *   PROG grad       [--load F]  loss and parameter gradients of the first batches
@@ -13,6 +14,9 @@
  * Options come, in increasing priority, from the built-in defaults, the model's
  * `train {}` section (m->train_defaults, "key=value" lines whose keys are option
  * names) and argv ("--key value" or "--key=value").
+ *
+ * Adversarial training (--adversarial SPEC) perturbs part of every batch with
+ * adversarial.c's attacks before the step (tr_perturb_batch).
  *
  * Exactness of resume: the loader's shuffle is keyed by (seed, epoch), the global step
  * (net->step, which keys dropout and the lr schedule), the optimizer state, the seed
@@ -77,8 +81,9 @@ static const tr_optdef tr_optdefs[] = {
     {"entry", "NAME", C_SAMPLE, "entry point to run (default: the first)"},
     {"out", "FILE", C_SAMPLE | C_GRAD, "output file (also -o)"},
     {"batches", "N", C_GRAD, "number of batches (default 1)"},
-    {"adversarial", "SPEC", C_TRAIN, "adversarial training (not implemented yet)"},
-    {"attack", "SPEC", C_EVAL, "evaluate under an attack (not implemented yet)"},
+    {"adversarial", "SPEC", C_TRAIN, "adversarial training: fgsm[:eps=,rand=,ratio=,min=,max=,clip=] | "
+                                       "pgd[:eps=,alpha=,steps=,rand=,ratio=,...] | none"},
+    {"attack", "SPEC", C_EVAL, "also report robust accuracy under fgsm[:eps=...] or pgd[:eps=,alpha=,steps=,...]"},
 };
 enum { TR_NOPT = (int)(sizeof tr_optdefs / sizeof tr_optdefs[0]) };
 
@@ -151,7 +156,7 @@ static int tr_augment(const char *where, const char *v, cdl_transform *tf) {
     for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *val = strchr(kv, '=');
         if (val) *val++ = 0;
-        int64_t i;
+        int64_t i = 0;
         if (strcmp(kv, "flip") == 0 && !val) tf->hflip = 1;
         else if (strcmp(kv, "crop") == 0 && val) {
             if (tr_int(where, "augment crop", val, 0, 64, &i) < 0) return -1;
@@ -240,8 +245,15 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
         return 0;
     }
     if (strcmp(name, "batches") == 0) return tr_int(where, name, v, 1, 1 << 20, &o->batches);
-    if (strcmp(name, "adversarial") == 0) return tr_str(where, name, v, o->adversarial, sizeof o->adversarial);
-    if (strcmp(name, "attack") == 0) return tr_str(where, name, v, o->attack, sizeof o->attack);
+    if (strcmp(name, "adversarial") == 0 || strcmp(name, "attack") == 0) {
+        int adv = name[1] == 'd';
+        char *dst = adv ? o->adversarial : o->attack;
+        size_t cap = adv ? sizeof o->adversarial : sizeof o->attack;
+        if (!strcmp(v, "none") || !strcmp(v, "off") || !strcmp(v, "0") || !*v) return dst[0] = 0, 0;
+        cdl_attack a;
+        if (cdl_attack_parse(&a, v) < 0) return cdl_fail("%s: --%s: %s", where, name, cdl_last_error());
+        return tr_str(where, name, v, dst, cap);
+    }
     return cdl_fail("%s: option --%s is not handled", where, name);   /* table out of sync */
 }
 
@@ -402,8 +414,11 @@ cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o) {
 
 /* ---------------------------------------------------------------- evaluation */
 
-/* Argmax of each of rows rows of width c (real type rs) against labels: hits. */
-static int64_t tr_hits(const void *out, int rs, int64_t rows, int64_t c, const int32_t *y) {
+/* Argmax of each of rows rows of width c (real type rs) against labels: hits.  When
+ * gate is not NULL only rows with gate[r] != 0 can hit; mark (NULL ok) receives 1 for
+ * each hit row and 0 for the others. */
+static int64_t tr_hits(const void *out, int rs, int64_t rows, int64_t c, const int32_t *y,
+                       const unsigned char *gate, unsigned char *mark) {
     int64_t hits = 0;
     for (int64_t r = 0; r < rows; r++) {
         int64_t best = 0;
@@ -414,32 +429,79 @@ static int64_t tr_hits(const void *out, int rs, int64_t rows, int64_t c, const i
             const float *p = (const float *)out + r * c;
             for (int64_t k = 1; k < c; k++) if (p[k] > p[best]) best = k;
         }
-        hits += best == y[r];
+        int hit = best == y[r] && (!gate || gate[r]);
+        if (mark) mark[r] = (unsigned char)hit;
+        hits += hit;
     }
     return hits;
 }
 
+/* Evaluation under attack: the attack state, a per-row flag buffer (compiled batch),
+ * the seed keying the random starts, and the results. */
+typedef struct tr_robust {
+    cdl_adv *adv;
+    unsigned char *ok;            /* rows classified correctly when clean */
+    uint64_t seed;
+    double loss, acc;             /* out: mean loss on the adversarial examples; accuracy */
+} tr_robust;
+
+/* RNG stream of the attacks' random starts (train: step = the global step; eval: step =
+ * the batch index). */
+#define TR_ADV_STREAM 0xAD7E5A11u
+
 /* Mean test loss (NaN without a loss) and accuracy (NaN without labels or a [B, C]
- * output 0) of net over one pass of loader l (eval mode). */
+ * output 0) of net over one pass of loader l (eval mode).  With rb, every batch is
+ * also attacked (all its rows) and rb->loss, rb->acc receive the mean loss on the
+ * adversarial examples and the robust accuracy: the fraction of examples classified
+ * correctly both clean and attacked (the attacker may also leave x alone, so robust
+ * accuracy never exceeds clean accuracy). */
 static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr_map *map,
-                       double *loss, double *acc) {
+                       double *loss, double *acc, tr_robust *rb) {
     const cdl_tensor *o0 = m->n_outputs > 0 ? &m->outputs[0] : NULL;
     int with_acc = map->yi >= 0 && o0 && o0->rank == 2 && (o0->flags & CDL_T_BATCHED);
     int64_t c = with_acc ? o0->dims[1] : 0;
-    double lsum = 0;
-    int64_t seen = 0, hits = 0;
+    double lsum = 0, rsum = 0;
+    int64_t seen = 0, hits = 0, rhits = 0, b = 0;
     int rows;
     if (cdl_loader_start(l, 0, 0) < 0) return -1;
     while ((rows = cdl_loader_next(l, net->in[map->xi], map->yi >= 0 ? net->in[map->yi] : NULL)) > 0) {
         m->forward(net, rows);
         lsum += net->loss * rows;
         seen += rows;
-        if (with_acc) hits += tr_hits(net->out[0], m->real_size, rows, c, net->in[map->yi]);
+        const int32_t *y = map->yi >= 0 ? net->in[map->yi] : NULL;
+        if (with_acc) hits += tr_hits(net->out[0], m->real_size, rows, c, y, NULL, rb ? rb->ok : NULL);
+        if (rb) {
+            cdl_rng_key key = {rb->seed, (uint64_t)b, TR_ADV_STREAM};
+            if (cdl_adv_perturb(rb->adv, net, rows, key) < 0) return -1;
+            m->forward(net, rows);
+            rsum += net->loss * rows;
+            if (with_acc) rhits += tr_hits(net->out[0], m->real_size, rows, c, y, rb->ok, NULL);
+        }
+        b++;
     }
     if (rows < 0) return -1;
     *loss = m->has_loss && seen ? lsum / (double)seen : NAN;
     *acc = with_acc && seen ? (double)hits / (double)seen : NAN;
+    if (rb) {
+        rb->loss = m->has_loss && seen ? rsum / (double)seen : NAN;
+        rb->acc = with_acc && seen ? (double)rhits / (double)seen : NAN;
+    }
     return 0;
+}
+
+/* The attack `spec` on the examples' input map->xi, in the units the model is fed:
+ * specs are in data units (pixels in [0, 1]); with --normalize, eps, alpha and the
+ * valid range go through the same (x - mean) / std as the data.  NULL and a message. */
+static cdl_adv *tr_adv_new(const cdl_model *m, const tr_opts *o, const char *spec, const tr_map *map) {
+    cdl_attack a;
+    if (cdl_attack_parse(&a, spec) < 0) return NULL;
+    if (o->tf.normalize) {
+        a.eps /= o->tf.std;
+        a.alpha /= o->tf.std;
+        a.lo = (a.lo - o->tf.mean) / o->tf.std;
+        a.hi = (a.hi - o->tf.mean) / o->tf.std;
+    }
+    return cdl_adv_new(m, map->xi, &a);
 }
 
 static cdl_loader *tr_test_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d) {
@@ -471,29 +533,50 @@ static int tr_check_batch(const cdl_model *m, const tr_opts *o) {
 /* eval: test loss and accuracy of --load. */
 static int tr_eval(const cdl_model *m, const tr_opts *o) {
     if (!o->load[0]) return cdl_fail("eval: --load FILE is required");
-    if (o->attack[0]) return cdl_fail("eval: --attack is not implemented yet");
     if (tr_check_batch(m, o) < 0) return -1;
     cdl_dataset d;
     tr_map map;
     if (tr_open_dataset(o, 0, o->test_limit, &d) < 0) return -1;
     cdl_net *net = NULL;
     cdl_loader *l = NULL;
+    tr_robust rb;
+    memset(&rb, 0, sizeof rb);
+    rb.seed = o->seed;
     int rc = -1;
     double loss, acc, t0 = tr_now();
-    if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o)) || !(l = tr_test_loader(m, o, &d)) ||
-        tr_evaluate(m, net, l, &map, &loss, &acc) < 0)
+    char spec[256] = "";
+    if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o)) || !(l = tr_test_loader(m, o, &d)))
         goto out;
+    if (o->attack[0]) {
+        cdl_attack a;
+        if (cdl_attack_parse(&a, o->attack) < 0) goto out;
+        a.ratio = 1;                                  /* eval attacks every example */
+        cdl_attack_str(&a, spec, sizeof spec);
+        if (!(rb.adv = tr_adv_new(m, o, o->attack, &map)) || !(rb.ok = cdl_alloc((size_t)m->batch))) goto out;
+    }
+    if (tr_evaluate(m, net, l, &map, &loss, &acc, rb.adv ? &rb : NULL) < 0) goto out;
     if (o->json) {
         printf("{\"model\":\"%s\",", m->name);
         tr_json_num(stdout, "test_loss", loss, 1);
         tr_json_num(stdout, "test_accuracy", acc, 1);
+        if (rb.adv) {
+            printf("\"attack\":\"%s\",", spec);
+            tr_json_num(stdout, "clean_accuracy", acc, 1);
+            tr_json_num(stdout, "robust_accuracy", rb.acc, 1);
+            tr_json_num(stdout, "robust_loss", rb.loss, 1);
+        }
         printf("\"examples\":%lld,\"seconds\":%.3f}\n", (long long)d.n, tr_now() - t0);
     } else {
         printf("test_loss %.6f  test_acc %.2f%%  (%lld examples of %s)\n", loss, 100 * acc,
                (long long)d.n, d.name);
+        if (rb.adv)
+            printf("attack %s: robust_acc %.2f%%  robust_loss %.6f  (clean_acc %.2f%%)\n", spec,
+                   100 * rb.acc, rb.loss, 100 * acc);
     }
     rc = 0;
 out:
+    cdl_free(rb.ok);
+    cdl_adv_free(rb.adv);
     cdl_loader_free(l);
     cdl_net_free(net);
     cdl_dataset_free(&d);
@@ -566,10 +649,12 @@ typedef struct tr_train_state {
     FILE *log;
     tr_hist h;
     double *hbuf;
+    cdl_adv *adv;                 /* --adversarial, or NULL */
 } tr_train_state;
 
 static void tr_train_free(tr_train_state *s) {
     if (s->log) fclose(s->log);
+    cdl_adv_free(s->adv);
     cdl_loader_free(s->ltr);
     cdl_loader_free(s->lte);
     cdl_optim_free(&s->opt);
@@ -584,16 +669,20 @@ static void tr_train_free(tr_train_state *s) {
 static volatile sig_atomic_t tr_signal;
 static void tr_on_signal(int sig) { tr_signal = sig; }
 
-/* Reserved for adversarial training (--adversarial fgsm:eps=...): perturb the batch in
- * net->in in place before the training step, using m->input_grad.  Nothing yet. */
-static int tr_perturb_batch(const cdl_model *m, const tr_opts *o, cdl_net *net, int rows) {
-    (void)m; (void)o; (void)net; (void)rows;
-    return 0;
+/* Adversarial training (--adversarial SPEC): before the training step, replace the
+ * first round(ratio * rows) rows of the batch in net->in by adversarial examples made
+ * with m->input_grad (eval mode, no parameter gradients).  The loader shuffles, so
+ * those rows are a random subset of the epoch's examples.  The random start is keyed
+ * by (seed, global step), so resume stays exact.  adv NULL: nothing. */
+static int tr_perturb_batch(cdl_adv *adv, cdl_net *net, int rows, uint64_t seed, uint64_t step) {
+    if (!adv) return 0;
+    int k = (int)floor(cdl_adv_attack(adv)->ratio * rows + 0.5);
+    cdl_rng_key key = {seed, step, TR_ADV_STREAM};
+    return cdl_adv_perturb(adv, net, k, key);
 }
 
 static int tr_train(const cdl_model *m, const tr_opts *o) {
     if (!m->grad || !m->has_loss) return cdl_fail("model %s has no loss: nothing to train", m->name);
-    if (o->adversarial[0]) return cdl_fail("train: --adversarial is not implemented yet");
     if (tr_check_batch(m, o) < 0) return -1;
     cdl_optim_cfg ocfg;
     cdl_sched sched;
@@ -618,6 +707,13 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
         tr_map_inputs(m, &s.dtr, &map) < 0 || tr_map_inputs(m, &s.dte, &map) < 0)
         goto out;
     if (!(s.net = cdl_net_new(m)) || cdl_optim_init(&s.opt, m, &ocfg) < 0) goto out;
+    char adv_spec[256] = "";                          /* canonical, in data units */
+    if (o->adversarial[0]) {
+        cdl_attack a;
+        if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s.adv = tr_adv_new(m, o, o->adversarial, &map)))
+            goto out;
+        cdl_attack_str(&a, adv_spec, sizeof adv_spec);
+    }
     cdl_net *net = s.net;
     net->seed = o->seed;
     if (m->init) m->init(net, o->seed);
@@ -666,6 +762,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
                      "%s lr %g; epochs %llu..%d\n", m->name, m->train_count, s.dtr.name,
                 (long long)s.dtr.n, (long long)s.dte.n, B, o->optimizer, ocfg.lr,
                 (unsigned long long)meta.epoch + 1, E);
+    if (!o->quiet && s.adv) fprintf(out, "adversarial training: %s\n", adv_spec);
     double train_loss = NAN, test_loss = NAN, acc = NAN;
     uint64_t epoch = meta.epoch;
     char saved_at[64] = "";
@@ -682,7 +779,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
         int rows;
         while ((rows = cdl_loader_next(s.ltr, net->in[map.xi], map.yi >= 0 ? net->in[map.yi] : NULL)) > 0) {
             net->step = step;
-            if (tr_perturb_batch(m, o, net, rows) < 0) goto out;
+            if (tr_perturb_batch(s.adv, net, rows, seed, step) < 0) goto out;
             double loss = m->grad(net, rows);
             double norm = cdl_clip_grad_norm(net, o->clip);
             if (!isfinite(loss) || !isfinite(norm)) {
@@ -718,7 +815,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
         tr_progress_end(&pr);
         if (rows < 0) goto out;
         train_loss = seen ? lsum / (double)seen : NAN;
-        if (tr_evaluate(m, net, s.lte, &map, &test_loss, &acc) < 0) goto out;
+        if (tr_evaluate(m, net, s.lte, &map, &test_loss, &acc, NULL) < 0) goto out;
         double secs = tr_now() - t_ep;
         s.h.train[epoch] = train_loss;
         s.h.test[epoch] = test_loss;
@@ -743,7 +840,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
         if (o->plot[0] && tr_plot(o, m, &s.h, (int)epoch + 1) < 0) goto out;
     }
     if (!ran) {                  /* nothing trained (e.g. --epochs 0): still evaluate and save */
-        if (tr_evaluate(m, net, s.lte, &map, &test_loss, &acc) < 0) goto out;
+        if (tr_evaluate(m, net, s.lte, &map, &test_loss, &acc, NULL) < 0) goto out;
         if (!o->quiet) {
             fprintf(out, "no epochs to run (done %llu of %d)  test_loss %.4f", (unsigned long long)epoch, E,
                     test_loss);
@@ -762,6 +859,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
         tr_json_num(stdout, "train_loss", train_loss, 1);
         tr_json_num(stdout, "test_loss", test_loss, 1);
         tr_json_num(stdout, "test_accuracy", acc, 1);
+        if (s.adv) printf("\"adversarial\":\"%s\",", adv_spec);
         printf("\"epochs\":%llu,\"steps\":%llu,\"seconds\":%.3f}\n", (unsigned long long)epoch,
                (unsigned long long)step, tr_now() - t_run);
         fflush(stdout);

@@ -30,7 +30,7 @@ typedef struct tr_opts {
     int64_t n;                    /* gradcheck elements / sample images */
     int64_t batches;              /* grad */
     int nclasses;                 /* gradcheck: range of random i32 inputs (0: from output 0) */
-    char adversarial[128], attack[128];   /* reserved: adversarial training / attacks */
+    char adversarial[128], attack[128];   /* used by --adversarial and eval --attack: adversarial training / attacks */
 } tr_opts;
 
 /* Where the dataset goes: input index of the examples (first real input) and of the

@@ -1,0 +1,244 @@
+/* adversarial.c -- adversarial examples: FGSM and PGD under the L-infinity norm.
+ *
+ * The attacks need only the model's compiled input-gradient entry point,
+ * model->input_grad(net, nb): the eval-mode loss and d loss / d input in
+ * net->in_grad[i], with no parameter gradients.  An attack replaces the first `rows`
+ * rows of one real input, net->in[xi], by adversarial examples:
+ *
+ *   x0 = the clean rows (kept in the scratch buffer)
+ *   x  = rand ? P(x0 + U(-eps, eps)) : x0                  random start
+ *   repeat steps times:  x = P(x + alpha * sign(d loss / d x))
+ *
+ * where P projects onto the intersection of the eps-ball around x0 and the valid range
+ * [min, max]: x_i is clamped to [max(x0_i - eps, min), min(x0_i + eps, max)].  FGSM is
+ * the one-step case (alpha = eps, no random start); PGD is Madry et al.'s.  sign(0) and
+ * sign(NaN) are 0, so a vanishing or broken gradient leaves an element where it is and
+ * never puts a NaN into x.
+ *
+ * The state (cdl_adv) holds one scratch buffer of the compiled batch, made once by
+ * cdl_adv_new: cdl_adv_perturb allocates nothing.  Randomness (the random start) is a
+ * pure function of the caller's key, so the trainer's resume stays exact.
+ */
+#include "cdl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- specs */
+
+/* A number for spec key `key`: finite, >= lo; -1 and a message otherwise. */
+static int adv_num(const char *spec, const char *key, const char *v, double lo, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !isfinite(x) || x < lo)
+        return cdl_fail("attack '%s': %s=%s is not a number >= %g", spec, key, v, lo);
+    *out = x;
+    return 0;
+}
+
+/* Parse "fgsm[:k=v,...]" / "pgd[:k=v,...]" (see cdl.h).  Defaults that depend on other
+ * keys (alpha, rand) are filled in after every key is read, so order does not matter. */
+int cdl_attack_parse(cdl_attack *a, const char *spec) {
+    char buf[256];
+    memset(a, 0, sizeof *a);
+    if (!spec) return cdl_fail("attack: no spec");
+    if (strlen(spec) >= sizeof buf) return cdl_fail("attack '%.40s...': spec too long", spec);
+    memcpy(buf, spec, strlen(spec) + 1);
+    char *colon = strchr(buf, ':');
+    if (colon) *colon = 0;
+    if (!strcmp(buf, "fgsm")) a->kind = CDL_ATTACK_FGSM;
+    else if (!strcmp(buf, "pgd")) a->kind = CDL_ATTACK_PGD;
+    else return cdl_fail("attack '%s': unknown attack '%s' (fgsm or pgd)", spec, buf);
+    double alpha = -1, rnd = -1, steps = -1, clip = 1, v = 0;
+    a->eps = 0.1;
+    a->lo = 0;
+    a->hi = 1;
+    a->ratio = 0.5;
+    char *save = NULL;
+    for (char *kv = colon ? strtok_r(colon + 1, ",", &save) : NULL; kv; kv = strtok_r(NULL, ",", &save)) {
+        char *val = strchr(kv, '=');
+        if (!val || !val[1]) return cdl_fail("attack '%s': '%s' is not key=value", spec, kv);
+        *val++ = 0;
+        if (!strcmp(kv, "eps") || !strcmp(kv, "epsilon")) {
+            if (adv_num(spec, kv, val, 0, &a->eps) < 0) return -1;
+        } else if (!strcmp(kv, "alpha")) {
+            if (adv_num(spec, kv, val, 0, &alpha) < 0) return -1;
+        } else if (!strcmp(kv, "steps")) {
+            if (adv_num(spec, kv, val, 1, &steps) < 0) return -1;
+            if (steps != floor(steps) || steps > 100000)
+                return cdl_fail("attack '%s': steps=%s is not an integer in [1, 100000]", spec, val);
+        } else if (!strcmp(kv, "rand")) {
+            if (adv_num(spec, kv, val, 0, &rnd) < 0) return -1;
+            if (rnd != 0 && rnd != 1) return cdl_fail("attack '%s': rand=%s is not 0 or 1", spec, val);
+        } else if (!strcmp(kv, "min")) {
+            if (adv_num(spec, kv, val, -1e300, &a->lo) < 0) return -1;
+        } else if (!strcmp(kv, "max")) {
+            if (adv_num(spec, kv, val, -1e300, &a->hi) < 0) return -1;
+        } else if (!strcmp(kv, "clip")) {
+            if (adv_num(spec, kv, val, 0, &clip) < 0) return -1;
+            if (clip != 0 && clip != 1) return cdl_fail("attack '%s': clip=%s is not 0 or 1", spec, val);
+        } else if (!strcmp(kv, "ratio")) {
+            if (adv_num(spec, kv, val, 0, &v) < 0) return -1;
+            if (v > 1) return cdl_fail("attack '%s': ratio=%s is not in [0, 1]", spec, val);
+            a->ratio = v;
+        } else {
+            return cdl_fail("attack '%s': unknown key '%s' (eps, alpha, steps, rand, min, max, clip, "
+                            "ratio)", spec, kv);
+        }
+    }
+    if (a->kind == CDL_ATTACK_FGSM && steps > 1)
+        return cdl_fail("attack '%s': fgsm takes one step (use pgd:steps=N)", spec);
+    a->steps = steps > 0 ? (int)steps : a->kind == CDL_ATTACK_PGD ? 7 : 1;
+    a->rand_start = rnd >= 0 ? (int)rnd : a->kind == CDL_ATTACK_PGD;
+    if (alpha >= 0) a->alpha = alpha;
+    else if (a->kind == CDL_ATTACK_PGD) a->alpha = 2.5 * a->eps / a->steps;   /* Madry et al. */
+    else a->alpha = a->rand_start ? 1.25 * a->eps : a->eps;                    /* Wong et al. */
+    if (!clip) {
+        a->lo = -INFINITY;
+        a->hi = INFINITY;
+    }
+    if (!(a->lo <= a->hi)) return cdl_fail("attack '%s': min %g > max %g", spec, a->lo, a->hi);
+    return 0;
+}
+
+/* The canonical spec of a, every key written out (parses back to the same values). */
+void cdl_attack_str(const cdl_attack *a, char *buf, size_t n) {
+    const char *name = a->kind == CDL_ATTACK_FGSM ? "fgsm" : a->kind == CDL_ATTACK_PGD ? "pgd" : "none";
+    if (a->kind != CDL_ATTACK_FGSM && a->kind != CDL_ATTACK_PGD) {
+        snprintf(buf, n, "none");
+        return;
+    }
+    size_t k = (size_t)snprintf(buf, n, "%s:eps=%g,alpha=%g,steps=%d,rand=%d", name, a->eps, a->alpha,
+                                a->steps, a->rand_start);
+    if (k >= n) return;
+    if (isfinite(a->lo) && isfinite(a->hi)) k += (size_t)snprintf(buf + k, n - k, ",min=%g,max=%g", a->lo, a->hi);
+    else k += (size_t)snprintf(buf + k, n - k, ",clip=0");
+    if (k < n) snprintf(buf + k, n - k, ",ratio=%g", a->ratio);
+}
+
+/* ---------------------------------------------------------------- the attack */
+
+struct cdl_adv {
+    cdl_attack cfg;
+    const cdl_model *model;
+    int xi;                       /* the input attacked */
+    int64_t feat;                 /* reals per example */
+    void *x0;                     /* batch * feat reals: the clean rows */
+};
+
+cdl_adv *cdl_adv_new(const cdl_model *m, int xi, const cdl_attack *a) {
+    if (!m || !a) {
+        cdl_fail("cdl_adv_new: NULL model or attack");
+        return NULL;
+    }
+    const char *nm = m->name ? m->name : "?";
+    if (a->kind != CDL_ATTACK_FGSM && a->kind != CDL_ATTACK_PGD) {
+        cdl_fail("cdl_adv_new: model %s: no attack kind", nm);
+        return NULL;
+    }
+    if (!(a->eps >= 0) || !(a->alpha >= 0) || a->steps < 1 || !(a->lo <= a->hi) || !(a->ratio >= 0 && a->ratio <= 1)) {
+        cdl_fail("cdl_adv_new: model %s: bad attack settings (eps %g, alpha %g, steps %d, range [%g, %g], "
+                 "ratio %g)", nm, a->eps, a->alpha, a->steps, a->lo, a->hi, a->ratio);
+        return NULL;
+    }
+    if (!m->input_grad) {
+        cdl_fail("model %s has no input-gradient entry point (input_grad): it has no loss to attack", nm);
+        return NULL;
+    }
+    if (xi < 0 || xi >= m->n_inputs || m->inputs[xi].dtype == CDL_I32) {
+        cdl_fail("cdl_adv_new: model %s: input %d is not a real input", nm, xi);
+        return NULL;
+    }
+    if (m->real_size != 4 && m->real_size != 8) {
+        cdl_fail("cdl_adv_new: model %s: real_size %d", nm, m->real_size);
+        return NULL;
+    }
+    const cdl_tensor *t = &m->inputs[xi];
+    if (!(t->flags & CDL_T_BATCHED)) {
+        cdl_fail("model %s: input %s has no batch dimension to attack row by row", nm, t->name);
+        return NULL;
+    }
+    cdl_adv *s = cdl_alloc(sizeof *s);
+    if (!s) {
+        cdl_fail("cdl_adv_new: out of memory");
+        return NULL;
+    }
+    s->cfg = *a;
+    s->model = m;
+    s->xi = xi;
+    s->feat = cdl_tensor_numel(t, 1);
+    if (!(s->x0 = cdl_alloc((size_t)(s->feat * m->batch) * (size_t)m->real_size + 1))) {
+        cdl_free(s);
+        cdl_fail("cdl_adv_new: out of memory for the %d x %lld scratch", m->batch, (long long)s->feat);
+        return NULL;
+    }
+    return s;
+}
+
+void cdl_adv_free(cdl_adv *s) {
+    if (!s) return;
+    cdl_free(s->x0);
+    cdl_free(s);
+}
+
+const cdl_attack *cdl_adv_attack(const cdl_adv *s) { return &s->cfg; }
+
+/* P: clamp v into [max(c - eps, lo), min(c + eps, hi)]; when that is empty (c itself
+ * outside the range), into the range. */
+static inline double adv_project(double v, double c, double eps, double lo, double hi) {
+    double a = c - eps, b = c + eps;
+    if (a < lo) a = lo;
+    if (b > hi) b = hi;
+    if (a > b) a = lo, b = hi;
+    return v < a ? a : v > b ? b : v;
+}
+
+/* The three loops of an attack over real type T (suffix S): the random start, one
+ * signed-gradient step, and the copy of the clean rows. */
+#define ADV_DEFINE(T, S)                                                                       \
+    static void adv_start_##S(const cdl_attack *a, int64_t n, const T *x0, T *x, cdl_rng_key k) { \
+        if (a->rand_start) {                                                                   \
+            cdl_rand_##S(k, 0, n, x);                  /* U[0, 1) into x, then the ball */     \
+            for (int64_t i = 0; i < n; i++)                                                    \
+                x[i] = (T)adv_project((double)x0[i] + a->eps * (2 * (double)x[i] - 1),         \
+                                      (double)x0[i], a->eps, a->lo, a->hi);                    \
+        } else {                                                                               \
+            for (int64_t i = 0; i < n; i++) x[i] = x0[i];                                      \
+        }                                                                                      \
+    }                                                                                          \
+    static void adv_step_##S(const cdl_attack *a, int64_t n, const T *x0, const T *g, T *x) {  \
+        for (int64_t i = 0; i < n; i++) {                                                      \
+            double d = g[i] > 0 ? a->alpha : g[i] < 0 ? -a->alpha : 0;                         \
+            x[i] = (T)adv_project((double)x[i] + d, (double)x0[i], a->eps, a->lo, a->hi);       \
+        }                                                                                      \
+    }
+ADV_DEFINE(float, f32)
+ADV_DEFINE(double, f64)
+
+int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key) {
+    const cdl_model *m = s->model;
+    if (!net || net->model != m)
+        return cdl_fail("cdl_adv_perturb: the net is not an instance of model %s", m->name ? m->name : "?");
+    if (rows <= 0) return 0;
+    if (rows > m->batch)
+        return cdl_fail("cdl_adv_perturb: %d rows > model %s's compiled batch %d", rows, m->name, m->batch);
+    if (!net->in_grad || !net->in_grad[s->xi])
+        return cdl_fail("cdl_adv_perturb: model %s: input %s has no gradient buffer", m->name,
+                        m->inputs[s->xi].name);
+    const cdl_attack *a = &s->cfg;
+    int64_t n = (int64_t)rows * s->feat;
+    void *x = net->in[s->xi];
+    const void *g = net->in_grad[s->xi];
+    memcpy(s->x0, x, (size_t)n * (size_t)m->real_size);
+    if (m->real_size == 8) adv_start_f64(a, n, s->x0, x, key);
+    else adv_start_f32(a, n, s->x0, x, key);
+    for (int it = 0; it < a->steps; it++) {
+        m->input_grad(net, rows);
+        if (m->real_size == 8) adv_step_f64(a, n, s->x0, g, x);
+        else adv_step_f32(a, n, s->x0, g, x);
+    }
+    return 0;
+}
