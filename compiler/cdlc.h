@@ -456,6 +456,25 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external);
 int64_t plan_value_bytes(const Node *n, int real_size);
 int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size);
 
+/* ======================================================================== emit_common.c */
+/* What both emitters write alike (so a model's static and tape builds interchange). */
+typedef struct EmitLayout {
+    int64_t *slab;           /* per param: element offset in the parameter slab */
+    int64_t param_count;     /* slab elements: trainable, then state */
+    int64_t train_count;     /* the trainable prefix */
+} EmitLayout;
+EmitLayout emit_layout(const Model *m);
+uint64_t emit_fingerprint(const Model *m, int real_size);
+const char *emit_c_string(const char *s);          /* a C string literal */
+void emit_header(FILE *hf, const Model *m, const char *header_name, bool tape);
+void emit_prologue(FILE *cf, const Model *m, const char *header_name, const char *about);
+/* Parameter, input, output and entry tables, and NAME_init_params. */
+void emit_tables(FILE *cf, const Model *m, int real_size, const EmitLayout *L);
+/* Entries table, the cdl_model descriptor (which names NAME_fwd_eval, NAME_fwd_bwd,
+ * NAME_fwd_bwd_input, NAME_entry_E), the public wrappers and, with_main, main(). */
+void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *L, int64_t act_bytes, const char *act_comment,
+                     bool with_main);
+
 /* ======================================================================== emit_c.c */
 /* Write MODEL.c to cf and MODEL.h (named header_name, as the .c includes it) to hf:
  * tables, init, eval forward, train forward+backward, input gradient, entries, the

@@ -467,22 +467,32 @@ static void grad_softplus(AD *ad, int n, int gy) {
 
 /* ------------------------------------------------------------------ dropout */
 
-/* Train mode: inverted dropout with the node's stream (ia7); eval mode: a copy.
- * DROPOUT_BWD carries the forward's p and stream, so it regenerates the same mask. */
+/* Train mode: inverted dropout with the node's stream (ia7), keeping the mask (one byte
+ * an element) in the node's aux; DROPOUT_BWD (g, forward node) applies that mask, so the
+ * random words are drawn once a step.  Eval mode: a copy (and the backward a copy). */
 static void emit_dropout(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
-    if (e_train(e) && x->fa[0] > 0)
-        e_line(e, "%s(%s, %s, %s, %s, %s, %s);", e_fn(e, ew_name(x)), e_rng(e, n), ew_rng_base(e, n),
-               e_numel(e, n), ew_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n));
+    if (e_train(e) && x->op == OP_DROPOUT)
+        e_line(e, "%s(%s, %s, %s, %s, %s, %s, (uint8_t *)%s);", e_fn(e, "dropout_keep"), e_rng(e, n),
+               ew_rng_base(e, n), e_numel(e, n), ew_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n), e_aux(e, n));
+    else if (e_train(e))
+        e_line(e, "%s(%s, %s, (const uint8_t *)%s, %s, %s);", e_fn(e, "dropout_keep_bwd"), e_numel(e, n),
+               ew_lit(x->fa[0]), e_aux(e, x->in[1]), e_ptr(e, x->in[0]), e_ptr(e, n));
     else
         e_line(e, "%s(%s, %s, %s);", e_fn(e, "copy"), e_numel(e, n), e_ptr(e, x->in[0]), e_ptr(e, n));
+}
+
+/* Bytes of mask, in reals (4 bytes at least). */
+static int64_t aux_dropout(const Graph *g, const Node *n) {
+    (void)g;
+    return (shape_numel(&n->shape) + 3) / 4;
 }
 
 static void grad_dropout(AD *ad, int n, int gy) {
     Node x = ad_src(ad)->n[n];
     Attrs at = {.f = {x.fa[0]}};
     at.i[7] = x.ia[7];
-    ad_acc(ad, x.in[0], ew_g1(ad, n, OP_DROPOUT_BWD, gy, &at));
+    ad_acc(ad, x.in[0], ew_g2(ad, n, OP_DROPOUT_BWD, gy, ad_x(ad, n), &at));
 }
 
 static bool shape_dropout_bwd(Graph *g, Node *n) { return ew_real_like(g, n, 0); }
@@ -515,7 +525,7 @@ const OpRule ops_ew_rules[] = {
     {OP_GELU, shape_unary, grad_act, emit_unary, NULL},
     {OP_SOFTPLUS, shape_unary, grad_softplus, emit_unary, NULL},
     {OP_ELU, shape_unary, grad_act, emit_unary, NULL},
-    {OP_DROPOUT, shape_dropout, grad_dropout, emit_dropout, NULL},
+    {OP_DROPOUT, shape_dropout, grad_dropout, emit_dropout, aux_dropout},
     {OP_STOP_GRAD, shape_stop_grad, NULL, emit_view, NULL},
     {OP_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
     {OP_LEAKY_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},

@@ -149,7 +149,9 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
     void cdl_elu_bwd_##S(int64_t n, double alpha, const T *g, const T *x, T *dx); \
     void cdl_clamp_bwd_##S(int64_t n, double lo, double hi, const T *g, const T *x, T *dx); \
     void cdl_dropout_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y); \
-    void cdl_dropout_bwd_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx);
+    void cdl_dropout_bwd_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx); \
+    void cdl_dropout_keep_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y, uint8_t *keep); \
+    void cdl_dropout_keep_bwd_##S(int64_t n, double p, const uint8_t *keep, const T *g, T *dx);
 /* ---- END EW */
 
 /* ---- dense, reductions, shapes, softmax, embedding (kernels_dense.c, blas.c) ---- BEGIN DENSE */

@@ -247,6 +247,43 @@ void S(dropout_bwd)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *
     S(dropout_apply)(k, base, n, p, g, dx);
 }
 
+/* The static code's pair: the forward also keeps its mask (keep[i] = 1 for kept
+ * elements), so the backward applies it instead of regenerating the random words (the
+ * compiler knows at compile time that a backward pass follows, and plans the bytes). */
+void S(dropout_keep)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y, uint8_t *keep) {
+    if (n <= 0) return;
+    if (p <= 0 || p >= 1) {
+        for (int64_t i = 0; i < n; i++) keep[i] = p <= 0;
+        S(dropout_apply)(k, base, n, p, x, y);
+        return;
+    }
+    uint32_t thr = (uint32_t)(p * 4294967296.0);
+    T scale = (T)(1.0 / (1.0 - p));
+    EwDropKey key = ew_drop_key(k);
+    uint32_t bits[4 * EW_LANES];
+    uint64_t end = base + (uint64_t)n;
+    for (uint64_t c = base / 4; 4 * c < end; c += EW_LANES) {
+        ew_drop_bits(key, c, bits);
+        uint64_t e0 = 4 * c < base ? base : 4 * c;
+        uint64_t e1 = 4 * (c + EW_LANES) < end ? 4 * (c + EW_LANES) : end;
+        const uint32_t *w = bits + (e0 - 4 * c);
+        const T *xs = x + (e0 - base);
+        T *ys = y + (e0 - base);
+        uint8_t *ks = keep + (e0 - base);
+        int64_t m = (int64_t)(e1 - e0);
+        for (int64_t i = 0; i < m; i++) {
+            uint8_t kv = w[i] >= thr;
+            ks[i] = kv;
+            ys[i] = kv ? xs[i] * scale : (T)0;
+        }
+    }
+}
+
+void S(dropout_keep_bwd)(int64_t n, double p, const uint8_t *keep, const T *g, T *dx) {
+    T scale = p < 1 ? (T)(1.0 / (1.0 - p)) : (T)0;
+    for (int64_t i = 0; i < n; i++) dx[i] = keep[i] ? g[i] * scale : (T)0;
+}
+
 #undef EW_BIN_LOOP
 #undef EW_BC_WALK
 #undef EW_UNARY

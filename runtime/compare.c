@@ -1,0 +1,407 @@
+/* compare.c -- static graph vs dynamic tape, side by side (cdl_compare, cdl.h TAPE block).
+ *
+ * Both builds of one model (cdlc model.cdl, and cdlc --target=tape) run the same
+ * training steps: the same initial parameters, the same batches (Fashion-MNIST's test
+ * split, or random inputs when the model's inputs do not take its images), the same
+ * seed and step counter (so dropout masks and noise are the same), and the same
+ * optimizer update after every step, each on its own parameters.  Per step we record the
+ * two losses, the largest relative difference of every parameter gradient and of the
+ * outputs, the time of the gradient computation (forward + backward, the part the two
+ * strategies do differently), and the heap allocations made inside it.
+ *
+ * Relative differences are scale-aware: for a tensor, max |a - b| over its elements
+ * divided by the largest |a| or |b| in it (1e-30 if all are zero); for the loss,
+ * |a - b| / max(|a|, |b|).  So an element that cancels to ~0 in one tensor is judged
+ * against the tensor's scale, as the tolerance |a - b| <= rel * max|.| + tiny intends.
+ */
+#include "cdl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct cmp_opts {
+    int steps, batch, threads, json;
+    uint64_t seed;
+    double lr, tol;
+    char data[256], optimizer[256];
+} cmp_opts;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char cmp_usage[] =
+    "usage: PROG [--steps N] [--batch N] [--data NAME] [--seed N] [--optimizer SPEC] [--lr X]\n"
+    "            [--threads N] [--tol X] [--json]\n"
+    "  runs the static and the tape build of one model on the same batches and compares\n"
+    "  losses, gradients, time and memory per step.  --tol X: exit 1 when the loss or a\n"
+    "  gradient differs by more than X (relative).\n";
+
+/* Options; -1 with a message on a bad one, 1 for --help. */
+static int cmp_parse(cmp_opts *o, int argc, char **argv) {
+    *o = (cmp_opts){.steps = 20, .threads = 1, .seed = 1, .lr = -1, .tol = -1};
+    snprintf(o->optimizer, sizeof o->optimizer, "sgd:lr=0.01");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
+        if (!v) return cdl_fail("cdl_compare: %s needs a value (or unknown option)", a);
+        i++;
+        if (!strcmp(a, "--steps")) o->steps = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--batch")) o->batch = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--threads")) o->threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, &end, 10);
+        else if (!strcmp(a, "--lr")) o->lr = strtod(v, &end);
+        else if (!strcmp(a, "--tol")) o->tol = strtod(v, &end);
+        else if (!strcmp(a, "--data")) snprintf(o->data, sizeof o->data, "%s", v);
+        else if (!strcmp(a, "--optimizer")) snprintf(o->optimizer, sizeof o->optimizer, "%s", v);
+        else return cdl_fail("cdl_compare: unknown option %s", a);
+        if (end && (*end || end == v)) return cdl_fail("cdl_compare: %s: bad number '%s'", a, v);
+    }
+    if (o->steps < 1 || o->steps > 1000000) return cdl_fail("cdl_compare: --steps %d: need 1 or more", o->steps);
+    if (o->threads < 1) return cdl_fail("cdl_compare: --threads %d", o->threads);
+    return 0;
+}
+
+/* The two descriptors must describe one model. */
+static int cmp_check_models(const cdl_model *s, const cdl_model *t) {
+    if (!s || !t) return cdl_fail("cdl_compare: missing model");
+    if (s->real_size != t->real_size || s->param_count != t->param_count || s->train_count != t->train_count ||
+        s->n_params != t->n_params || s->n_inputs != t->n_inputs || s->n_outputs != t->n_outputs ||
+        s->batch != t->batch || s->fingerprint != t->fingerprint)
+        return cdl_fail("cdl_compare: models %s and %s are not two builds of one model (tables or fingerprint differ)", s->name,
+                        t->name);
+    if (!s->grad || !t->grad) return cdl_fail("cdl_compare: model %s has no loss: nothing to compare", s->name);
+    return 0;
+}
+
+static double rd(const void *p, int rs, int64_t i) { return rs == 8 ? ((const double *)p)[i] : ((const float *)p)[i]; }
+
+/* Scale-aware relative difference of two arrays of n reals. */
+static double rel_diff(const void *a, const void *b, int rs, int64_t n) {
+    double dmax = 0, vmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = rd(a, rs, i), y = rd(b, rs, i), d = fabs(x - y);
+        if (!(d <= dmax)) dmax = d;          /* NaN wins */
+        if (fabs(x) > vmax) vmax = fabs(x);
+        if (fabs(y) > vmax) vmax = fabs(y);
+    }
+    if (isnan(dmax)) return NAN;
+    return dmax / (vmax > 0 ? vmax : 1e-30);
+}
+
+static double rel1(double a, double b) {
+    if (a == b) return 0;
+    double m = fmax(fabs(a), fabs(b));
+    return fabs(a - b) / (m > 0 ? m : 1e-30);
+}
+
+/* Where the data goes: the first real input takes the images when its per-example
+ * size matches, the first i32 input the labels; otherwise inputs are random. */
+typedef struct cmp_data {
+    cdl_dataset d;
+    cdl_loader *l;
+    int xi, yi;
+    int nclasses;                /* random labels: [0, nclasses) */
+    int random;
+} cmp_data;
+
+static int cmp_data_open(cmp_data *cd, const cdl_model *m, const cmp_opts *o, int nb, char *what, size_t what_n) {
+    memset(cd, 0, sizeof *cd);
+    cd->xi = cd->yi = -1;
+    for (int i = 0; i < m->n_inputs; i++) {
+        if (m->inputs[i].dtype == CDL_I32 && cd->yi < 0) cd->yi = i;
+        if (m->inputs[i].dtype != CDL_I32 && cd->xi < 0) cd->xi = i;
+    }
+    cd->nclasses = 10;
+    if (m->n_outputs > 0 && m->outputs[0].rank >= 1) {
+        int64_t c = m->outputs[0].dims[m->outputs[0].rank - 1];
+        if (c >= 2 && c < 10) cd->nclasses = (int)c;
+    }
+    const char *name = o->data[0] ? o->data : "fashion-mnist";
+    int fits = cd->xi >= 0 && (m->inputs[cd->xi].flags & CDL_T_BATCHED) && strcmp(o->data, "random") != 0;
+    if (fits && cdl_dataset_open(&cd->d, name, 0) == 0) {
+        int64_t feat = cdl_tensor_numel(&m->inputs[cd->xi], 1);
+        int labels_ok = cd->yi < 0 || (cd->d.y && (m->inputs[cd->yi].flags & CDL_T_BATCHED) &&
+                                       cdl_tensor_numel(&m->inputs[cd->yi], 1) == 1);
+        if (feat == cd->d.feat && labels_ok) {
+            cdl_loader_cfg cfg = {.batch = nb, .shuffle = 1, .drop_last = 1, .seed = o->seed, .real_size = m->real_size};
+            cd->l = cdl_loader_new(&cd->d, &cfg);
+            if (!cd->l) return -1;
+            if (cdl_loader_batches(cd->l) < 1) return cdl_fail("cdl_compare: %s has fewer than %d examples", name, nb);
+            if (cdl_loader_start(cd->l, 0, 0) < 0) return -1;
+            snprintf(what, what_n, "%s (test split)", name);
+            return 0;
+        }
+        cdl_dataset_free(&cd->d);
+    }
+    if (o->data[0] && strcmp(o->data, "random"))
+        return cdl_fail("cdl_compare: dataset %s does not fit model %s's inputs%s%s", name, m->name, cdl_last_error()[0] ? ": " : "",
+                        cdl_last_error());
+    cd->random = 1;
+    snprintf(what, what_n, "random inputs");
+    return 0;
+}
+
+/* Fill net's inputs for step s (static net; the tape net gets a copy). */
+static int cmp_fill(cmp_data *cd, const cdl_model *m, cdl_net *net, int nb, uint64_t seed, int s) {
+    if (!cd->random) {
+        int r = cdl_loader_next(cd->l, net->in[cd->xi], cd->yi >= 0 ? (int32_t *)net->in[cd->yi] : NULL);
+        if (r == 0) {                          /* epoch over: the next one */
+            if (cdl_loader_start(cd->l, (uint64_t)s, 0) < 0) return -1;
+            r = cdl_loader_next(cd->l, net->in[cd->xi], cd->yi >= 0 ? (int32_t *)net->in[cd->yi] : NULL);
+        }
+        if (r < 0) return -1;
+        if (r != nb) return cdl_fail("cdl_compare: a batch of %d rows, wanted %d", r, nb);
+        for (int i = 0; i < m->n_inputs; i++) {
+            if (i == cd->xi || i == cd->yi) continue;
+            int64_t n = cdl_tensor_numel(&m->inputs[i], nb);
+            cdl_rng_key k = {seed, (uint64_t)s, 1000 + (uint64_t)i};
+            if (m->inputs[i].dtype == CDL_I32) cdl_fill_i32(n, 0, net->in[i]);
+            else if (m->real_size == 8) cdl_randn_f64(k, 0, n, net->in[i]);
+            else cdl_randn_f32(k, 0, n, net->in[i]);
+        }
+        return 0;
+    }
+    for (int i = 0; i < m->n_inputs; i++) {
+        int64_t n = cdl_tensor_numel(&m->inputs[i], nb);
+        cdl_rng_key k = {seed, (uint64_t)s, 1000 + (uint64_t)i};
+        if (m->inputs[i].dtype == CDL_I32) {
+            int32_t *y = net->in[i];
+            for (int64_t j = 0; j < n; j++) {
+                uint32_t out[4];
+                cdl_philox(k, (uint64_t)j, out);
+                y[j] = (int32_t)(out[0] % (uint32_t)cd->nclasses);
+            }
+        } else if (m->real_size == 8) {
+            cdl_rand_f64(k, 0, n, net->in[i]);
+        } else {
+            cdl_rand_f32(k, 0, n, net->in[i]);
+        }
+    }
+    return 0;
+}
+
+static void cmp_data_close(cmp_data *cd) {
+    cdl_loader_free(cd->l);
+    cdl_dataset_free(&cd->d);
+}
+
+static size_t input_bytes(const cdl_model *m, int i, int nb) {
+    return (size_t)cdl_tensor_numel(&m->inputs[i], nb) * (m->inputs[i].dtype == CDL_I32 ? 4 : (size_t)m->real_size);
+}
+
+/* Results of the run. */
+typedef struct cmp_res {
+    double *ls, *lt;             /* per step */
+    double *gdiff;               /* per parameter: max over steps */
+    double loss_diff, grad_diff, out_diff;
+    int worst_param;
+    double ts, tt;               /* seconds in grad(), steps after the first */
+    uint64_t heap_s, heap_t;     /* heap allocations inside grad(), all steps */
+    uint64_t tape_ops, tape_allocs;
+    size_t tape_peak;
+    double best_s, best_t;       /* timing phase: seconds per step, best round */
+} cmp_res;
+
+static void print_text(const cdl_model *m, const cmp_opts *o, int nb, const char *what, const cmp_res *r, int timed) {
+    printf("cdl-compare: model %s (%s), %s, batch %d, %d steps, %s, seed %llu, %s, %d BLAS thread%s\n", m->name,
+           m->source ? m->source : "?", m->real_size == 8 ? "f64" : "f32", nb, o->steps, o->optimizer, (unsigned long long)o->seed,
+           what, o->threads, o->threads == 1 ? "" : "s");
+    printf("\n step   static loss        tape loss          rel diff\n");
+    for (int s = 0; s < o->steps; s++) printf("%5d   %-17.10g  %-17.10g  %.3g\n", s + 1, r->ls[s], r->lt[s], rel1(r->ls[s], r->lt[s]));
+    printf("\nmax relative difference: loss %.3g, gradients %.3g (worst %s), outputs %.3g\n", r->loss_diff, r->grad_diff,
+           r->worst_param >= 0 ? m->params[r->worst_param].name : "-", r->out_diff);
+    printf("\n parameter                              elements   grad rel diff (max over steps)\n");
+    for (int p = 0; p < m->n_params; p++) {
+        if (m->params[p].flags & CDL_T_STATE) continue;
+        printf(" %-38s %9lld   %.3g\n", m->params[p].name, (long long)cdl_tensor_numel(&m->params[p], 0), r->gdiff[p]);
+    }
+    double ms_s = r->best_s > 0 ? 1e3 * r->best_s : timed ? 1e3 * r->ts / timed : NAN;
+    double ms_t = r->best_t > 0 ? 1e3 * r->best_t : timed ? 1e3 * r->tt / timed : NAN;
+    printf("\n                      static          tape\n");
+    printf(" ms / step            %-14.3f  %-14.3f  (forward + backward; speedup static over tape %.2fx)\n", ms_s, ms_t, ms_t / ms_s);
+    printf(" activation memory    %-14zu  %-14zu  bytes (static: planned arena; tape: peak arena use)\n", m->act_bytes, r->tape_peak);
+    printf(" heap allocs / step   %-14.1f  %-14.1f\n", (double)r->heap_s / o->steps, (double)r->heap_t / o->steps);
+    printf(" tape records / step  %-14s  %-14llu  (arena allocations / step %llu)\n", "-", (unsigned long long)r->tape_ops,
+           (unsigned long long)r->tape_allocs);
+}
+
+static void print_json(const cdl_model *m, const cmp_opts *o, int nb, const char *what, const cmp_res *r, int timed) {
+    double ms_s = r->best_s > 0 ? 1e3 * r->best_s : timed ? 1e3 * r->ts / timed : 0;
+    double ms_t = r->best_t > 0 ? 1e3 * r->best_t : timed ? 1e3 * r->tt / timed : 0;
+    printf("{\"model\":\"%s\",\"real_size\":%d,\"batch\":%d,\"steps\":%d,\"data\":\"%s\",\"optimizer\":\"%s\",\"seed\":%llu,", m->name,
+           m->real_size, nb, o->steps, what, o->optimizer, (unsigned long long)o->seed);
+    printf("\"static_loss\":[");
+    for (int s = 0; s < o->steps; s++) printf("%s%.17g", s ? "," : "", r->ls[s]);
+    printf("],\"tape_loss\":[");
+    for (int s = 0; s < o->steps; s++) printf("%s%.17g", s ? "," : "", r->lt[s]);
+    printf("],\"max_loss_rel_diff\":%.6g,\"max_grad_rel_diff\":%.6g,\"max_output_rel_diff\":%.6g,", isnan(r->loss_diff) ? 1e300 : r->loss_diff,
+           isnan(r->grad_diff) ? 1e300 : r->grad_diff, isnan(r->out_diff) ? 1e300 : r->out_diff);
+    printf("\"grad_rel_diff\":{");
+    int first = 1;
+    for (int p = 0; p < m->n_params; p++) {
+        if (m->params[p].flags & CDL_T_STATE) continue;
+        printf("%s\"%s\":%.6g", first ? "" : ",", m->params[p].name, isnan(r->gdiff[p]) ? 1e300 : r->gdiff[p]);
+        first = 0;
+    }
+    printf("},\"static_ms_per_step\":%.6g,\"tape_ms_per_step\":%.6g,\"speedup_static_over_tape\":%.6g,", ms_s, ms_t, ms_s > 0 ? ms_t / ms_s : 0);
+    printf("\"static_act_bytes\":%zu,\"tape_peak_act_bytes\":%zu,\"static_heap_allocs_per_step\":%.6g,\"tape_heap_allocs_per_step\":%.6g,",
+           m->act_bytes, r->tape_peak, (double)r->heap_s / o->steps, (double)r->heap_t / o->steps);
+    printf("\"tape_ops_per_step\":%llu,\"tape_arena_allocs_per_step\":%llu}\n", (unsigned long long)r->tape_ops,
+           (unsigned long long)r->tape_allocs);
+}
+
+int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv) {
+    cmp_opts o;
+    int rc = cmp_parse(&o, argc, argv);
+    if (rc == 1) {
+        fputs(cmp_usage, stdout);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "%s\n%s", cdl_last_error(), cmp_usage);
+        return 2;
+    }
+    if (cmp_check_models(sm, tm) < 0) {
+        fprintf(stderr, "%s\n", cdl_last_error());
+        return 1;
+    }
+    int nb = o.batch > 0 ? o.batch : sm->batch;
+    if (nb > sm->batch) {
+        fprintf(stderr, "cdl_compare: --batch %d is more than the compiled %d\n", nb, sm->batch);
+        return 2;
+    }
+    cdl_blas_set_threads(o.threads);
+    cdl_optim_cfg cfg;
+    if (cdl_optim_parse(&cfg, o.optimizer) < 0) {
+        fprintf(stderr, "%s\n", cdl_last_error());
+        return 2;
+    }
+    if (o.lr >= 0) cfg.lr = o.lr;
+    snprintf(o.optimizer, sizeof o.optimizer, "%s:lr=%g", cfg.kind == CDL_OPT_SGD ? "sgd" : cfg.kind == CDL_OPT_ADAM ? "adam" : "adamw",
+             cfg.lr);
+
+    int status = 1, np = sm->n_params > 0 ? sm->n_params : 1;
+    cdl_net *ns = cdl_net_new(sm), *nt = cdl_net_new(tm);
+    cdl_optim os = {0}, ot = {0};
+    cmp_data cd = {0};
+    cd.xi = -1;
+    cmp_res r = {0};
+    r.ls = cdl_alloc((size_t)o.steps * sizeof(double));
+    r.lt = cdl_alloc((size_t)o.steps * sizeof(double));
+    r.gdiff = cdl_alloc((size_t)np * sizeof(double));
+    r.worst_param = -1;
+    char what[300] = "";
+    size_t rs = (size_t)sm->real_size;
+    cdl_tape *tp = NULL;
+    if (!ns || !nt || !r.ls || !r.lt || !r.gdiff) {
+        fprintf(stderr, "cdl_compare: %s\n", ns && nt ? "out of memory" : cdl_last_error());
+        goto done;
+    }
+    if (cdl_optim_init(&os, sm, &cfg) < 0 || cdl_optim_init(&ot, tm, &cfg) < 0 || cmp_data_open(&cd, sm, &o, nb, what, sizeof what) < 0) {
+        fprintf(stderr, "cdl_compare: %s\n", cdl_last_error());
+        goto done;
+    }
+    sm->init(ns, o.seed);
+    tm->init(nt, o.seed);
+    if (memcmp(ns->param, nt->param, sm->param_count * rs) != 0) {
+        fprintf(stderr, "cdl_compare: the two builds initialise their parameters differently\n");
+        goto done;
+    }
+    if (!(tp = cdl_tape_attach(nt))) {
+        fprintf(stderr, "cdl_compare: %s\n", cdl_last_error());
+        goto done;
+    }
+    int timed = 0;
+    for (int s = 0; s < o.steps; s++) {
+        ns->seed = nt->seed = o.seed;
+        ns->step = nt->step = (uint64_t)s;
+        if (cmp_fill(&cd, sm, ns, nb, o.seed, s) < 0) {
+            fprintf(stderr, "cdl_compare: step %d: %s\n", s + 1, cdl_last_error());
+            goto done;
+        }
+        for (int i = 0; i < sm->n_inputs; i++) memcpy(nt->in[i], ns->in[i], input_bytes(sm, i, nb));
+        /* the two in alternating order, so that neither always runs on a cold cache */
+        double dt[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            int tape = (k + s) % 2;
+            uint64_t a0 = cdl_alloc_count();
+            double t0 = now_s();
+            if (tape) r.lt[s] = tm->grad(nt, nb);
+            else r.ls[s] = sm->grad(ns, nb);
+            dt[tape] = now_s() - t0;
+            *(tape ? &r.heap_t : &r.heap_s) += cdl_alloc_count() - a0;
+        }
+        if (s > 0 || o.steps == 1) {
+            r.ts += dt[0];
+            r.tt += dt[1];
+            timed++;
+        }
+        cdl_tape_stats(tp, &r.tape_ops, &r.tape_peak, &r.tape_allocs);
+        double ld = rel1(r.ls[s], r.lt[s]);
+        if (!(ld <= r.loss_diff)) r.loss_diff = ld;
+        for (int p = 0; p < sm->n_params; p++) {
+            const cdl_tensor *d = &sm->params[p];
+            if (d->flags & CDL_T_STATE) continue;
+            size_t off = d->offset * rs;
+            double g = rel_diff((char *)ns->grad + off, (char *)nt->grad + off, sm->real_size, cdl_tensor_numel(d, 0));
+            if (!(g <= r.gdiff[p])) r.gdiff[p] = g;
+            if (!(g <= r.grad_diff)) {
+                r.grad_diff = g;
+                r.worst_param = p;
+            }
+        }
+        for (int k = 0; k < sm->n_outputs; k++) {
+            if (sm->outputs[k].dtype == CDL_I32 || !ns->out[k] || !nt->out[k]) continue;
+            double d = rel_diff(ns->out[k], nt->out[k], sm->real_size, cdl_tensor_numel(&sm->outputs[k], nb));
+            if (!(d <= r.out_diff)) r.out_diff = d;
+        }
+        cdl_optim_step(&os, ns, cfg.lr);
+        cdl_optim_step(&ot, nt, cfg.lr);
+    }
+    /* Timing phase: the per-step times above are one sample each and a shared machine's
+     * noise swamps them.  Time both modes in alternating rounds of several steps on the
+     * last batch and keep each mode's best round. */
+    if (timed) {
+        double per = (r.ts + r.tt) / (2.0 * timed);
+        int reps = per > 0 ? (int)(0.02 / per) : 10;
+        reps = reps < 1 ? 1 : reps > 20 ? 20 : reps;
+        for (int round = 0; round < 7; round++)
+            for (int k = 0; k < 2; k++) {
+                int tape = (k + round) % 2;
+                double t0 = now_s();
+                for (int i = 0; i < reps; i++) tape ? tm->grad(nt, nb) : sm->grad(ns, nb);
+                double dt = (now_s() - t0) / reps;
+                double *best = tape ? &r.best_t : &r.best_s;
+                if (*best == 0 || dt < *best) *best = dt;
+            }
+    }
+    if (o.json) print_json(sm, &o, nb, what, &r, timed);
+    else print_text(sm, &o, nb, what, &r, timed);
+    status = 0;
+    if (o.tol >= 0 && !(r.loss_diff <= o.tol && r.grad_diff <= o.tol)) {
+        fprintf(stderr, "cdl_compare: %s: static and tape differ by more than %g (loss %.3g, gradients %.3g)\n", sm->name, o.tol,
+                r.loss_diff, r.grad_diff);
+        status = 1;
+    }
+done:
+    cmp_data_close(&cd);
+    cdl_optim_free(&os);
+    cdl_optim_free(&ot);
+    cdl_net_free(ns);
+    cdl_net_free(nt);
+    cdl_free(r.ls);
+    cdl_free(r.lt);
+    cdl_free(r.gdiff);
+    return status;
+}

@@ -1,0 +1,794 @@
+/* tape_ops.c -- tape ops, elementwise and dense: broadcasting binary ops, unary math and
+ * activations, dropout, stop_gradient, matmul, linear, reductions, broadcast_to,
+ * reshape, transpose, concat, slice, stack, view, softmax, log_softmax, embedding.
+ *
+ * Each op is a pair: the public cdl_t_<op> (check shapes, make the record, run the
+ * forward kernel) and a static bwd_<op> (the record's backward rule: the output's
+ * gradient y->grad to each input that needs one, through the backward kernels; see
+ * tape_int.h for the gradient helpers).  The rules mirror the compiler's gradient rules
+ * in compiler/ops_ew.c and ops_dense.c, so both modes compute the same numbers.
+ */
+#include "tape_int.h"
+
+#include <stdio.h>
+
+/* "[64, 784]" into buf. */
+static const char *dstr(char *buf, size_t cap, int rank, const int64_t *dims) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < rank && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+#define DSTR(t) dstr((char[96]){0}, 96, (t)->rank, (t)->dims)
+
+/* NULL inputs mean an earlier failure (already reported); non-real ones are an error. */
+static int need_real(cdl_tape *tp, const char *op, cdl_t *const *xs, int n) {
+    if (!tp) return 0;
+    for (int k = 0; k < n; k++) {
+        if (!xs[k]) {
+            tp->failed = 1;
+            return 0;
+        }
+        if (!tape_is_real(tp, xs[k])) {
+            tape_err(tp, op, "argument %d must be real, got %s %s", k + 1, xs[k]->dtype == CDL_I32 ? "i32" : "reals of another precision", DSTR(xs[k]));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ======================================================================== binary ops */
+
+static const char *const bin_name[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
+
+/* numpy broadcasting of a and b into rank/dims; 0 if they do not broadcast. */
+static int bcast_dims(const cdl_t *a, const cdl_t *b, int *rank, int64_t *dims) {
+    int r = a->rank > b->rank ? a->rank : b->rank;
+    for (int i = 0; i < r; i++) {
+        int ia = i - (r - a->rank), ib = i - (r - b->rank);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1) return 0;
+        dims[i] = da == 1 ? db : da;
+    }
+    *rank = r;
+    return 1;
+}
+
+/* Element strides of x (dims xr/xd) per dim of an output of rank r (0 where broadcast). */
+static void bcast_strides(int r, const int64_t *ydims, int xr, const int64_t *xd, int64_t *st) {
+    int64_t s = 1;
+    for (int i = r - 1; i >= 0; i--) {
+        int j = i - (r - xr);
+        st[i] = (j < 0 || (xd[j] == 1 && ydims[i] != 1)) ? 0 : s;
+        if (j >= 0) s *= xd[j];
+    }
+}
+
+/* y = a op b over y's shape (a, b broadcast to it): the same-shape kernels, the scalar
+ * fast path, or the general strided kernel. */
+static void bin_apply(cdl_tape *tp, int code, const cdl_t *y, const void *a, const cdl_t *as, const void *b,
+                      const cdl_t *bs, void *out) {
+    int64_t n = y->numel;
+    if (as->numel == n && bs->numel == n) {
+        switch (code) {
+        case CDL_BIN_ADD: TK(tp, add, n, a, b, out); return;
+        case CDL_BIN_SUB: TK(tp, sub, n, a, b, out); return;
+        case CDL_BIN_MUL: TK(tp, mul, n, a, b, out); return;
+        case CDL_BIN_DIV: TK(tp, div, n, a, b, out); return;
+        case CDL_BIN_MAX: TK(tp, maximum, n, a, b, out); return;
+        default: TK(tp, minimum, n, a, b, out); return;
+        }
+    }
+    if ((as->numel == n || as->numel == 1) && (bs->numel == n || bs->numel == 1)) {
+        TK(tp, binary, code, n, a, as->numel == n, b, bs->numel == n, out);
+        return;
+    }
+    int64_t sa[CDL_MAXDIM], sb[CDL_MAXDIM];
+    bcast_strides(y->rank, y->dims, as->rank, as->dims, sa);
+    bcast_strides(y->rank, y->dims, bs->rank, bs->dims, sb);
+    TK(tp, binary_bc, code, y->rank, y->dims, sa, sb, a, b, out);
+}
+
+/* Buffer for a y-shaped contribution to x's gradient: x's own gradient when shapes
+ * agree and none has arrived (mode 0), a temporary added in (1) or reduced in (2). */
+static void *obuf(cdl_tape *tp, cdl_t *x, const cdl_t *y, int *mode) {
+    if (x->numel == y->numel) {
+        int acc;
+        void *d = tape_gdst(tp, x, &acc);
+        *mode = acc;
+        return d;
+    }
+    *mode = 2;
+    return tape_rtemp(tp, y->numel);
+}
+
+static void ofin(cdl_tape *tp, cdl_t *x, const cdl_t *y, void *buf, int mode) {
+    if (!buf) return;
+    if (mode == 1) tape_gfin(tp, x, buf, 1);
+    else if (mode == 2) tape_acc_bcast(tp, x, y, buf);
+}
+
+static void bwd_binary(cdl_tape *tp, cdl_t *y) {
+    cdl_t *a = y->in[0], *b = y->in[1];
+    int code = (int)y->ia[0], na = tape_need(tp, a), nb = tape_need(tp, b), mode;
+    void *g = y->grad, *d;
+    switch (code) {
+    case CDL_BIN_ADD:
+        if (na) tape_acc_bcast(tp, a, y, g);
+        if (nb) tape_acc_bcast(tp, b, y, g);
+        return;
+    case CDL_BIN_SUB:
+        if (na) tape_acc_bcast(tp, a, y, g);
+        if (nb && (d = obuf(tp, b, y, &mode))) {
+            TK(tp, neg, y->numel, g, d);
+            ofin(tp, b, y, d, mode);
+        }
+        return;
+    case CDL_BIN_MUL:
+        if (na && (d = obuf(tp, a, y, &mode))) {
+            bin_apply(tp, CDL_BIN_MUL, y, g, y, b->data, b, d);
+            ofin(tp, a, y, d, mode);
+        }
+        if (nb && (d = obuf(tp, b, y, &mode))) {
+            bin_apply(tp, CDL_BIN_MUL, y, g, y, a->data, a, d);
+            ofin(tp, b, y, d, mode);
+        }
+        return;
+    case CDL_BIN_DIV: {
+        /* da = g / b;  db = -(g / b) y */
+        void *t = tape_rtemp(tp, y->numel);
+        if (!t) return;
+        bin_apply(tp, CDL_BIN_DIV, y, g, y, b->data, b, t);
+        if (na) tape_acc_bcast(tp, a, y, t);
+        if (nb && (d = obuf(tp, b, y, &mode))) {
+            TK(tp, mul, y->numel, t, y->data, d);
+            TK(tp, neg, y->numel, d, d);
+            ofin(tp, b, y, d, mode);
+        }
+        return;
+    }
+    default: {
+        /* da = g where a wins (ties: a), db = g - da */
+        int64_t sa[CDL_MAXDIM], sb[CDL_MAXDIM];
+        bcast_strides(y->rank, y->dims, a->rank, a->dims, sa);
+        bcast_strides(y->rank, y->dims, b->rank, b->dims, sb);
+        void *da = tape_rtemp(tp, y->numel);
+        if (!da) return;
+        if (y->rank == 0) TK(tp, maxmin_bwd, code == CDL_BIN_MAX, 1, (int64_t[]){1}, (int64_t[]){0}, (int64_t[]){0}, g, a->data, b->data, da);
+        else TK(tp, maxmin_bwd, code == CDL_BIN_MAX, y->rank, y->dims, sa, sb, g, a->data, b->data, da);
+        if (na) tape_acc_bcast(tp, a, y, da);
+        if (nb && (d = obuf(tp, b, y, &mode))) {
+            TK(tp, sub, y->numel, g, da, d);
+            ofin(tp, b, y, d, mode);
+        }
+        return;
+    }
+    }
+}
+
+static cdl_t *binary(cdl_tape *tp, int code, cdl_t *a, cdl_t *b) {
+    const char *op = bin_name[code];
+    cdl_t *ab[2] = {a, b};
+    if (!need_real(tp, op, ab, 2)) return NULL;
+    int r;
+    int64_t dims[CDL_MAXDIM];
+    if (!bcast_dims(a, b, &r, dims)) return tape_err(tp, op, "shapes do not broadcast: %s and %s", DSTR(a), DSTR(b));
+    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 2, ab);
+    if (!y) return NULL;
+    bin_apply(tp, code, y, a->data, a, b->data, b, y->data);
+    y->ia[0] = code;
+    y->bwd = bwd_binary;
+    return y;
+}
+
+cdl_t *cdl_t_add(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_ADD, a, b); }
+cdl_t *cdl_t_sub(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_SUB, a, b); }
+cdl_t *cdl_t_mul(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_MUL, a, b); }
+cdl_t *cdl_t_div(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_DIV, a, b); }
+cdl_t *cdl_t_maximum(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_MAX, a, b); }
+cdl_t *cdl_t_minimum(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_BIN_MIN, a, b); }
+
+/* ======================================================================== unary ops */
+
+enum { U_NEG, U_EXP, U_LOG, U_SQRT, U_ABS, U_SQUARE, U_POW, U_CLAMP, U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_GELU,
+       U_SOFTPLUS, U_ELU };
+static const char *const un_name[] = {"neg", "exp", "log", "sqrt", "abs", "square", "pow", "clamp",
+                                      "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "elu"};
+
+static void un_fwd(cdl_tape *tp, int code, int64_t n, double p0, double p1, const void *x, void *y) {
+    switch (code) {
+    case U_NEG: TK(tp, neg, n, x, y); break;
+    case U_EXP: TK(tp, exp, n, x, y); break;
+    case U_LOG: TK(tp, log, n, x, y); break;
+    case U_SQRT: TK(tp, sqrt, n, x, y); break;
+    case U_ABS: TK(tp, abs, n, x, y); break;
+    case U_SQUARE: TK(tp, square, n, x, y); break;
+    case U_POW: TK(tp, pows, n, p0, x, y); break;
+    case U_CLAMP: TK(tp, clamp, n, p0, p1, x, y); break;
+    case U_RELU: TK(tp, relu, n, x, y); break;
+    case U_LEAKY: TK(tp, leaky_relu, n, p0, x, y); break;
+    case U_SIGMOID: TK(tp, sigmoid, n, x, y); break;
+    case U_TANH: TK(tp, tanh, n, x, y); break;
+    case U_GELU: TK(tp, gelu, n, x, y); break;
+    case U_SOFTPLUS: TK(tp, softplus, n, x, y); break;
+    default: TK(tp, elu, n, p0, x, y); break;
+    }
+}
+
+/* The rules of compiler/ops_ew.c, each an overwrite of dx (then added in if needed). */
+static void bwd_unary(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    int code = (int)y->ia[0];
+    int64_t n = y->numel;
+    double p0 = y->fa[0], p1 = y->fa[1];
+    void *g = y->grad;
+    if (!tape_need(tp, x)) return;
+    if (code == U_POW && p0 == 0) return;
+    if (code == U_POW && p0 == 1) {
+        tape_gadd(tp, x, g);
+        return;
+    }
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    switch (code) {
+    case U_NEG: TK(tp, neg, n, g, d); break;
+    case U_EXP: TK(tp, mul, n, g, y->data, d); break;
+    case U_LOG: TK(tp, div, n, g, x->data, d); break;
+    case U_SQRT:                                   /* 0.5 g / y */
+        TK(tp, div, n, g, y->data, d);
+        TK(tp, scale, n, 0.5, d);
+        break;
+    case U_ABS: {                                  /* g [x > 0] - g [-x > 0] */
+        void *t = tape_rtemp(tp, n);
+        if (!t) return;
+        TK(tp, relu_bwd, n, g, x->data, d);
+        TK(tp, neg, n, x->data, t);
+        TK(tp, relu_bwd, n, g, t, t);
+        TK(tp, sub, n, d, t, d);
+        break;
+    }
+    case U_SQUARE:                                 /* 2 g x */
+        TK(tp, mul, n, g, x->data, d);
+        TK(tp, scale, n, 2.0, d);
+        break;
+    case U_POW:                                    /* p g x^(p-1) */
+        if (p0 == 2) {
+            TK(tp, mul, n, g, x->data, d);
+        } else {
+            TK(tp, pows, n, p0 - 1, x->data, d);
+            TK(tp, mul, n, g, d, d);
+        }
+        TK(tp, scale, n, p0, d);
+        break;
+    case U_CLAMP: TK(tp, clamp_bwd, n, p0, p1, g, x->data, d); break;
+    case U_RELU: TK(tp, relu_bwd, n, g, x->data, d); break;
+    case U_LEAKY: TK(tp, leaky_relu_bwd, n, p0, g, x->data, d); break;
+    case U_SIGMOID: TK(tp, sigmoid_bwd, n, g, y->data, d); break;
+    case U_TANH: TK(tp, tanh_bwd, n, g, y->data, d); break;
+    case U_GELU: TK(tp, gelu_bwd, n, g, x->data, d); break;
+    case U_SOFTPLUS:                               /* g sigmoid(x) */
+        TK(tp, sigmoid, n, x->data, d);
+        TK(tp, mul, n, g, d, d);
+        break;
+    default: TK(tp, elu_bwd, n, p0, g, x->data, d); break;
+    }
+    tape_gfin(tp, x, d, acc);
+}
+
+static cdl_t *unary(cdl_tape *tp, int code, cdl_t *x, double p0, double p1) {
+    const char *op = un_name[code];
+    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (code == U_CLAMP && p0 > p1) return tape_err(tp, op, "min %g is greater than max %g", p0, p1);
+    cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
+    if (!y) return NULL;
+    un_fwd(tp, code, y->numel, p0, p1, x->data, y->data);
+    y->ia[0] = code;
+    y->fa[0] = p0;
+    y->fa[1] = p1;
+    y->bwd = bwd_unary;
+    return y;
+}
+
+cdl_t *cdl_t_neg(cdl_tape *tp, cdl_t *x) { return unary(tp, U_NEG, x, 0, 0); }
+cdl_t *cdl_t_exp(cdl_tape *tp, cdl_t *x) { return unary(tp, U_EXP, x, 0, 0); }
+cdl_t *cdl_t_log(cdl_tape *tp, cdl_t *x) { return unary(tp, U_LOG, x, 0, 0); }
+cdl_t *cdl_t_sqrt(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SQRT, x, 0, 0); }
+cdl_t *cdl_t_abs(cdl_tape *tp, cdl_t *x) { return unary(tp, U_ABS, x, 0, 0); }
+cdl_t *cdl_t_square(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SQUARE, x, 0, 0); }
+cdl_t *cdl_t_pow(cdl_tape *tp, cdl_t *x, double p) { return unary(tp, U_POW, x, p, 0); }
+cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi) { return unary(tp, U_CLAMP, x, lo, hi); }
+cdl_t *cdl_t_relu(cdl_tape *tp, cdl_t *x) { return unary(tp, U_RELU, x, 0, 0); }
+cdl_t *cdl_t_leaky_relu(cdl_tape *tp, cdl_t *x, double slope) { return unary(tp, U_LEAKY, x, slope, 0); }
+cdl_t *cdl_t_sigmoid(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SIGMOID, x, 0, 0); }
+cdl_t *cdl_t_tanh(cdl_tape *tp, cdl_t *x) { return unary(tp, U_TANH, x, 0, 0); }
+cdl_t *cdl_t_gelu(cdl_tape *tp, cdl_t *x) { return unary(tp, U_GELU, x, 0, 0); }
+cdl_t *cdl_t_softplus(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SOFTPLUS, x, 0, 0); }
+cdl_t *cdl_t_elu(cdl_tape *tp, cdl_t *x, double alpha) { return unary(tp, U_ELU, x, alpha, 0); }
+
+/* ======================================================================== dropout, identity */
+
+static void bwd_copy(cdl_tape *tp, cdl_t *y) {
+    if (tape_need(tp, y->in[0])) tape_gadd(tp, y->in[0], y->grad);
+}
+
+/* The forward's key and counter base regenerate the same mask. */
+static void bwd_dropout(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    cdl_rng_key k = {(uint64_t)y->ia[2], (uint64_t)y->ia[3], (uint64_t)y->ia[0]};
+    TK(tp, dropout_bwd, k, (uint64_t)y->ia[1], y->numel, y->fa[0], y->grad, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+/* Train mode and p > 0: inverted dropout keyed by (seed, step, stream), counter base
+ * t * numel; otherwise a copy (as the static code). */
+cdl_t *cdl_t_dropout(cdl_tape *tp, cdl_t *x, double p, int stream, int64_t t) {
+    if (!need_real(tp, "dropout", &x, 1)) return NULL;
+    if (!(p >= 0 && p <= 1)) return tape_err(tp, "dropout", "p must be in [0, 1], got %g", p);
+    cdl_t *y = tape_rec(tp, "dropout", tp->real, x->rank, x->dims, 1, 1, &x);
+    if (!y) return NULL;
+    if (tp->train && p > 0) {
+        cdl_rng_key k = {tp->net->seed, tp->net->step, (uint64_t)stream};
+        uint64_t base = (uint64_t)t * (uint64_t)y->numel;
+        TK(tp, dropout, k, base, y->numel, p, x->data, y->data);
+        y->ia[0] = stream;
+        y->ia[1] = (int64_t)base;
+        y->ia[2] = (int64_t)k.seed;
+        y->ia[3] = (int64_t)k.step;
+        y->fa[0] = p;
+        y->bwd = bwd_dropout;
+    } else {
+        TK(tp, copy, y->numel, x->data, y->data);
+        y->bwd = bwd_copy;
+    }
+    return y;
+}
+
+cdl_t *cdl_t_stop_gradient(cdl_tape *tp, cdl_t *x) {
+    if (!x) return tape_rec(tp, "stop_gradient", CDL_F32, 0, NULL, 0, 1, &x);
+    cdl_t *y = tape_rec(tp, "stop_gradient", x->dtype, x->rank, x->dims, 0, 1, &x);
+    if (!y) return NULL;
+    y->data = x->data;
+    y->flags &= ~(unsigned)(CDL_TF_PARAM | CDL_TF_INPUT);
+    return y;
+}
+
+/* ======================================================================== matmul, linear */
+
+/* D (+)= op(X) op(Y) for 2-D X, Y given as (data, dims): the GEMM of one gradient term. */
+static void mm(cdl_tape *tp, const void *X, const int64_t *xd, int tx, const void *Y, const int64_t *yd, int ty, void *D,
+               double beta) {
+    int64_t M = xd[tx], K = xd[1 - tx], N = yd[1 - ty];
+    TK(tp, gemm, tx, ty, M, N, K, 1.0, X, xd[1], Y, yd[1], beta, D, N);
+}
+
+/* C = op(A) op(B): each input's gradient is one GEMM with transpose flags (the table of
+ * compiler/ops_dense.c grad_matmul), accumulated straight into its gradient (beta). */
+static void bwd_matmul(cdl_tape *tp, cdl_t *y) {
+    cdl_t *a = y->in[0], *b = y->in[1];
+    int ta = (int)y->ia[0], tb = (int)y->ia[1];
+    const void *G = y->grad, *A = a->data, *B = b->data;
+    const int64_t *gd = y->dims, *ad = a->dims, *bd = b->dims;
+    double beta;
+    void *d;
+    if (tape_need(tp, a) && (d = tape_gemm_dst(tp, a, &beta))) {
+        if (!ta && !tb) mm(tp, G, gd, 0, B, bd, 1, d, beta);
+        else if (!ta && tb) mm(tp, G, gd, 0, B, bd, 0, d, beta);
+        else if (ta && !tb) mm(tp, B, bd, 0, G, gd, 1, d, beta);
+        else mm(tp, B, bd, 1, G, gd, 1, d, beta);
+    }
+    if (tape_need(tp, b) && (d = tape_gemm_dst(tp, b, &beta))) {
+        if (!ta && !tb) mm(tp, A, ad, 1, G, gd, 0, d, beta);
+        else if (!ta && tb) mm(tp, G, gd, 1, A, ad, 0, d, beta);
+        else if (ta && !tb) mm(tp, A, ad, 0, G, gd, 0, d, beta);
+        else mm(tp, G, gd, 1, A, ad, 1, d, beta);
+    }
+}
+
+cdl_t *cdl_t_matmul(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b) {
+    cdl_t *ab[2] = {a, b};
+    if (!need_real(tp, "matmul", ab, 2)) return NULL;
+    int ta = trans_a != 0, tb = trans_b != 0;
+    if (a->rank != 2 || b->rank != 2) return tape_err(tp, "matmul", "operands must be 2-D, got %s @ %s", DSTR(a), DSTR(b));
+    if (a->dims[1 - ta] != b->dims[tb])
+        return tape_err(tp, "matmul", "inner dimensions differ: %s%s @ %s%s", DSTR(a), ta ? "^T" : "", DSTR(b), tb ? "^T" : "");
+    int64_t dims[2] = {a->dims[ta], b->dims[1 - tb]};
+    cdl_t *y = tape_rec(tp, "matmul", tp->real, 2, dims, 1, 2, ab);
+    if (!y) return NULL;
+    mm(tp, a->data, a->dims, ta, b->data, b->dims, tb, y->data, 0.0);
+    y->ia[0] = ta;
+    y->ia[1] = tb;
+    y->bwd = bwd_matmul;
+    return y;
+}
+
+/* y[rows, out] = x[rows, in] W^T + b:  dx = G W,  dW = G^T X,  db = column sums of G. */
+static void bwd_linear(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0], *w = y->in[1], *b = y->nin > 2 ? y->in[2] : NULL;
+    int64_t in = w->dims[1], out = w->dims[0], rows = in ? x->numel / in : 0;
+    double beta;
+    void *d;
+    if (tape_need(tp, x) && (d = tape_gemm_dst(tp, x, &beta)))
+        TK(tp, gemm, 0, 0, rows, in, out, 1.0, y->grad, out, w->data, in, beta, d, in);
+    if (tape_need(tp, w) && (d = tape_gemm_dst(tp, w, &beta)))
+        TK(tp, gemm, 1, 0, out, in, rows, 1.0, y->grad, out, x->data, in, beta, d, in);
+    if (b && tape_need(tp, b)) {
+        int acc;
+        if ((d = tape_gdst(tp, b, &acc))) {
+            TK(tp, reduce, 2, ((int64_t[]){rows, out}), 1u, 0, y->grad, d);
+            tape_gfin(tp, b, d, acc);
+        }
+    }
+}
+
+cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b) {
+    cdl_t *in[3] = {x, w, b};
+    int nin = b ? 3 : 2;
+    if (!need_real(tp, "linear", in, nin)) return NULL;
+    if (w->rank != 2) return tape_err(tp, "linear", "the weight must be 2-D [out, in], got %s", DSTR(w));
+    if (x->rank < 1 || x->dims[x->rank - 1] != w->dims[1])
+        return tape_err(tp, "linear", "input %s does not match the weight %s", DSTR(x), DSTR(w));
+    if (b && (b->rank != 1 || b->dims[0] != w->dims[0]))
+        return tape_err(tp, "linear", "the bias must be [%lld], got %s", (long long)w->dims[0], DSTR(b));
+    int64_t dims[CDL_MAXDIM];
+    for (int i = 0; i < x->rank; i++) dims[i] = x->dims[i];
+    dims[x->rank - 1] = w->dims[0];
+    cdl_t *y = tape_rec(tp, "linear", tp->real, x->rank, dims, 1, nin, in);
+    if (!y) return NULL;
+    int64_t rows = w->dims[1] ? x->numel / w->dims[1] : 0;
+    TK(tp, linear, rows, w->dims[1], w->dims[0], x->data, w->data, b ? b->data : NULL, y->data);
+    y->bwd = bwd_linear;
+    return y;
+}
+
+/* ======================================================================== sum, mean */
+
+/* The reduced gradient (scaled by 1 / count for mean) spread back over x's shape. */
+static void bwd_reduce(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    unsigned mask = (unsigned)y->ia[0];
+    const void *g = y->grad;
+    if (y->ia[1]) {                               /* mean */
+        int64_t count = 1;
+        for (int i = 0; i < x->rank; i++)
+            if (mask >> i & 1u) count *= x->dims[i];
+        void *s = tape_rtemp(tp, y->numel);
+        if (!s) return;
+        TK(tp, copy, y->numel, g, s);
+        TK(tp, scale, y->numel, count > 0 ? 1.0 / (double)count : 0.0, s);
+        g = s;
+    }
+    if (x->numel == y->numel) {
+        tape_gadd(tp, x, g);
+        return;
+    }
+    int64_t kd[CDL_MAXDIM];
+    for (int i = 0; i < x->rank; i++) kd[i] = (mask >> i & 1u) ? 1 : x->dims[i];
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    TK(tp, broadcast, x->rank, kd, x->dims, g, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned axes, int keepdim) {
+    if (!need_real(tp, op, &x, 1)) return NULL;
+    unsigned all = x->rank ? (1u << x->rank) - 1 : 0;
+    if (axes & ~all) return tape_err(tp, op, "axis set 0x%x is out of range for %s", axes, DSTR(x));
+    unsigned mask = axes ? axes : all;
+    int64_t dims[CDL_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!(mask >> i & 1u)) dims[r++] = x->dims[i];
+        else if (keepdim) dims[r++] = 1;
+    }
+    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+    if (!y) return NULL;
+    if (x->rank == 0) TK(tp, copy, 1, x->data, y->data);
+    else TK(tp, reduce, x->rank, x->dims, mask, mean, x->data, y->data);
+    y->ia[0] = mask;
+    y->ia[1] = mean;
+    y->bwd = bwd_reduce;
+    return y;
+}
+
+cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "sum", 0, x, axes, keepdim); }
+cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "mean", 1, x, axes, keepdim); }
+
+/* ======================================================================== shapes */
+
+static void bwd_broadcast(cdl_tape *tp, cdl_t *y) { tape_acc_bcast(tp, y->in[0], y, y->grad); }
+
+cdl_t *cdl_t_broadcast_to(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims) {
+    if (!x) return tape_rec(tp, "broadcast_to", CDL_F32, 0, NULL, 0, 1, &x);
+    if (rank < x->rank || rank > CDL_MAXDIM) return tape_err(tp, "broadcast_to", "cannot broadcast %s to rank %d", DSTR(x), rank);
+    int64_t xd[CDL_MAXDIM];
+    int lead = rank - x->rank;
+    for (int i = 0; i < rank; i++) {
+        xd[i] = i < lead ? 1 : x->dims[i - lead];
+        if (xd[i] != 1 && xd[i] != dims[i])
+            return tape_err(tp, "broadcast_to", "cannot broadcast %s to %s", DSTR(x), dstr((char[96]){0}, 96, rank, dims));
+    }
+    cdl_t *y = tape_rec(tp, "broadcast_to", x->dtype, rank, dims, 1, 1, &x);
+    if (!y) return NULL;
+    if (rank == 0) memcpy(y->data, x->data, tape_esize(tp, x));
+    else TKM(tp, x, broadcast, rank, xd, dims, x->data, y->data);
+    y->bwd = bwd_broadcast;
+    return y;
+}
+
+static void bwd_reshape(cdl_tape *tp, cdl_t *y) {
+    if (tape_need(tp, y->in[0])) tape_gadd(tp, y->in[0], y->grad);
+}
+
+/* A view: the same elements in the same order under new dims. */
+cdl_t *cdl_t_reshape(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims) {
+    if (!x) return tape_rec(tp, "reshape", CDL_F32, 0, NULL, 0, 1, &x);
+    cdl_t *y = tape_rec(tp, "reshape", x->dtype, rank, dims, 0, 1, &x);
+    if (!y) return NULL;
+    if (y->numel != x->numel)
+        return tape_err(tp, "reshape", "%s has %lld elements, %s has %lld", DSTR(x), (long long)x->numel, DSTR(y),
+                        (long long)y->numel);
+    y->data = x->data;
+    y->bwd = bwd_reshape;
+    return y;
+}
+
+/* dx = g transposed by the inverse permutation. */
+static void bwd_transpose(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    int inv[CDL_MAXDIM];
+    for (int i = 0; i < y->rank; i++) inv[y->ia[i]] = i;
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    TK(tp, transpose, y->rank, y->dims, inv, y->grad, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_transpose(cdl_tape *tp, cdl_t *x, const int *perm) {
+    if (!x) return tape_rec(tp, "transpose", CDL_F32, 0, NULL, 0, 1, &x);
+    int seen[CDL_MAXDIM] = {0};
+    int64_t dims[CDL_MAXDIM];
+    for (int i = 0; i < x->rank; i++) {
+        if (perm[i] < 0 || perm[i] >= x->rank || seen[perm[i]]++)
+            return tape_err(tp, "transpose", "not a permutation of the %d axes of %s", x->rank, DSTR(x));
+        dims[i] = x->dims[perm[i]];
+    }
+    cdl_t *y = tape_rec(tp, "transpose", x->dtype, x->rank, dims, 1, 1, &x);
+    if (!y) return NULL;
+    if (x->rank == 0) memcpy(y->data, x->data, tape_esize(tp, x));
+    else TKM(tp, x, transpose, x->rank, x->dims, perm, x->data, y->data);
+    for (int i = 0; i < x->rank; i++) y->ia[i] = perm[i];
+    y->bwd = bwd_transpose;
+    return y;
+}
+
+/* Input k's gradient is its slice of g along the axis. */
+static void bwd_concat(cdl_tape *tp, cdl_t *y) {
+    int axis = (int)y->ia[0];
+    int64_t outer = tape_prod(y->dims, 0, axis), rest = tape_prod(y->dims, axis + 1, y->rank), off = 0;
+    for (int k = 0; k < y->nin; k++) {
+        cdl_t *x = y->in[k];
+        int64_t d = x->dims[axis];
+        if (tape_need(tp, x)) {
+            int acc;
+            void *dst = tape_gdst(tp, x, &acc);
+            if (!dst) return;
+            TK(tp, slice, outer, y->dims[axis], rest, off, 1, d, y->grad, dst);
+            tape_gfin(tp, x, dst, acc);
+        }
+        off += d;
+    }
+}
+
+cdl_t *cdl_t_concat(cdl_tape *tp, int n, cdl_t *const *xs, int axis) {
+    if (!tp) return NULL;
+    if (n < 1 || !xs) return tape_err(tp, "concat", "needs at least one tensor");
+    for (int k = 0; k < n; k++)
+        if (!xs[k]) return tape_rec(tp, "concat", CDL_F32, 0, NULL, 0, 1, &xs[k]);
+    const cdl_t *f = xs[0];
+    int r = f->rank;
+    if (axis < 0) axis += r;
+    if (axis < 0 || axis >= r) return tape_err(tp, "concat", "axis %d is out of range for %s", axis, DSTR(f));
+    int64_t dims[CDL_MAXDIM];
+    for (int i = 0; i < r; i++) dims[i] = f->dims[i];
+    dims[axis] = 0;
+    for (int k = 0; k < n; k++) {
+        const cdl_t *p = xs[k];
+        int ok = p->rank == r && p->dtype == f->dtype;
+        for (int i = 0; ok && i < r; i++) ok = i == axis || p->dims[i] == f->dims[i];
+        if (!ok) return tape_err(tp, "concat", "argument %d is %s, argument 1 %s (along axis %d)", k + 1, DSTR(p), DSTR(f), axis);
+        dims[axis] += p->dims[axis];
+    }
+    cdl_t *y = tape_rec(tp, "concat", f->dtype, r, dims, 1, n, xs);
+    if (!y) return NULL;
+    char *mark = tp->hi;
+    int64_t *inner = tape_temp(tp, sizeof(int64_t) * (size_t)n);
+    const void **ptr = tape_temp(tp, sizeof(void *) * (size_t)n);
+    if (!inner || !ptr) return NULL;
+    for (int k = 0; k < n; k++) {
+        inner[k] = tape_prod(xs[k]->dims, axis, r);
+        ptr[k] = xs[k]->data;
+    }
+    TKM(tp, f, concat, n, tape_prod(dims, 0, axis), inner, (void *)ptr, y->data);
+    tape_release(tp, mark);
+    y->ia[0] = axis;
+    y->bwd = bwd_concat;
+    return y;
+}
+
+/* Slice geometry of record y over x: outer, len, inner. */
+static void slice_geom(const cdl_t *x, int axis, int64_t *outer, int64_t *len, int64_t *inner) {
+    *outer = tape_prod(x->dims, 0, axis);
+    *len = x->dims[axis];
+    *inner = tape_prod(x->dims, axis + 1, x->rank);
+}
+
+static void bwd_slice(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    int64_t outer, len, inner;
+    slice_geom(x, (int)y->ia[0], &outer, &len, &inner);
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    TK(tp, slice_bwd, outer, len, inner, y->ia[1], y->ia[2], y->ia[3], y->grad, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_slice(cdl_tape *tp, cdl_t *x, int axis, int64_t start, int64_t step, int64_t count, int index) {
+    if (!x) return tape_rec(tp, "slice", CDL_F32, 0, NULL, 0, 1, &x);
+    if (axis < 0) axis += x->rank;
+    if (axis < 0 || axis >= x->rank) return tape_err(tp, "slice", "axis %d is out of range for %s", axis, DSTR(x));
+    if (step < 1 || count < 1 || (index && count != 1))
+        return tape_err(tp, "slice", "step %lld, count %lld%s", (long long)step, (long long)count, index ? " (index mode: count 1)" : "");
+    int64_t dims[CDL_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (i != axis) dims[r++] = x->dims[i];
+        else if (!index) dims[r++] = count;
+    }
+    cdl_t *y = tape_rec(tp, "slice", x->dtype, r, dims, 1, 1, &x);
+    if (!y) return NULL;
+    int64_t outer, len, inner;
+    slice_geom(x, axis, &outer, &len, &inner);
+    TKM(tp, x, slice, outer, len, inner, start, step, count, x->data, y->data);
+    y->ia[0] = axis;
+    y->ia[1] = start;
+    y->ia[2] = step;
+    y->ia[3] = count;
+    y->bwd = bwd_slice;
+    return y;
+}
+
+/* Step k's gradient: position k of the stacked axis of g. */
+static void bwd_stack(cdl_tape *tp, cdl_t *y) {
+    int64_t n = y->nin, outer = y->ia[0] ? y->dims[0] : 1;
+    int64_t row = n ? y->numel / (outer * n) : 0;
+    for (int64_t k = 0; k < n; k++) {
+        cdl_t *x = y->in[k];
+        if (!tape_need(tp, x)) continue;
+        int acc;
+        void *d = tape_gdst(tp, x, &acc);
+        if (!d) return;
+        TK(tp, slice, outer, n, row, k, 1, 1, y->grad, d);
+        tape_gfin(tp, x, d, acc);
+    }
+}
+
+cdl_t *cdl_t_stack(cdl_tape *tp, int n, cdl_t *const *xs, int batched) {
+    if (!tp) return NULL;
+    if (n < 1 || !xs) return tape_err(tp, "stack", "needs at least one tensor");
+    for (int k = 0; k < n; k++)
+        if (!xs[k]) return tape_rec(tp, "stack", CDL_F32, 0, NULL, 0, 1, &xs[k]);
+    const cdl_t *f = xs[0];
+    if (f->rank + 1 > CDL_MAXDIM || (batched && f->rank < 1))
+        return tape_err(tp, "stack", "cannot stack %s%s", DSTR(f), batched ? " along axis 1" : "");
+    for (int k = 1; k < n; k++) {
+        int ok = xs[k]->rank == f->rank && xs[k]->dtype == f->dtype;
+        for (int i = 0; ok && i < f->rank; i++) ok = xs[k]->dims[i] == f->dims[i];
+        if (!ok) return tape_err(tp, "stack", "step %d is %s, step 0 %s", k, DSTR(xs[k]), DSTR(f));
+    }
+    int at = batched ? 1 : 0;
+    int64_t dims[CDL_MAXDIM];
+    for (int i = 0, j = 0; i <= f->rank; i++) dims[i] = i == at ? n : f->dims[j++];
+    cdl_t *y = tape_rec(tp, "stack", f->dtype, f->rank + 1, dims, 1, n, xs);
+    if (!y) return NULL;
+    int64_t outer = batched ? f->dims[0] : 1, row = outer ? f->numel / outer : 0;
+    char *mark = tp->hi;
+    int64_t *inner = tape_temp(tp, sizeof(int64_t) * (size_t)n);
+    const void **ptr = tape_temp(tp, sizeof(void *) * (size_t)n);
+    if (!inner || !ptr) return NULL;
+    for (int k = 0; k < n; k++) {
+        inner[k] = row;
+        ptr[k] = xs[k]->data;
+    }
+    TKM(tp, f, concat, n, outer, inner, (void *)ptr, y->data);
+    tape_release(tp, mark);
+    y->ia[0] = batched != 0;
+    y->bwd = bwd_stack;
+    return y;
+}
+
+/* g added into x's gradient at the view's offset (the rest of x's gradient unchanged). */
+static void bwd_view(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    void *d = tape_gzero(tp, x);
+    if (d) TK(tp, add_inplace, y->numel, y->grad, tape_at(tp, x, d, y->ia[0]));
+}
+
+cdl_t *cdl_t_view(cdl_tape *tp, cdl_t *x, int64_t offset, int rank, const int64_t *dims) {
+    if (!x) return tape_rec(tp, "view", CDL_F32, 0, NULL, 0, 1, &x);
+    cdl_t *y = tape_rec(tp, "view", x->dtype, rank, dims, 0, 1, &x);
+    if (!y) return NULL;
+    if (offset < 0 || offset > x->numel || y->numel > x->numel - offset)
+        return tape_err(tp, "view", "%s at offset %lld does not fit in %s", DSTR(y), (long long)offset, DSTR(x));
+    y->data = tape_at(tp, x, x->data, offset);
+    y->ia[0] = offset;
+    y->bwd = bwd_view;
+    return y;
+}
+
+/* ======================================================================== softmax, embedding */
+
+static void bwd_softmax(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    if (!tape_need(tp, x)) return;
+    int64_t n = y->dims[y->rank - 1], rows = n ? y->numel / n : 0;
+    int acc;
+    void *d = tape_gdst(tp, x, &acc);
+    if (!d) return;
+    if (y->ia[0]) TK(tp, log_softmax_bwd, rows, n, y->grad, y->data, d);
+    else TK(tp, softmax_bwd, rows, n, y->grad, y->data, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+static cdl_t *softmax(cdl_tape *tp, const char *op, int lg, cdl_t *x) {
+    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (x->rank < 1) return tape_err(tp, op, "needs at least one axis, got a scalar");
+    cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
+    if (!y) return NULL;
+    int64_t n = x->dims[x->rank - 1], rows = n ? x->numel / n : 0;
+    if (lg) TK(tp, log_softmax, rows, n, x->data, y->data);
+    else TK(tp, softmax, rows, n, x->data, y->data);
+    y->ia[0] = lg;
+    y->bwd = bwd_softmax;
+    return y;
+}
+
+cdl_t *cdl_t_softmax(cdl_tape *tp, cdl_t *x) { return softmax(tp, "softmax", 0, x); }
+cdl_t *cdl_t_log_softmax(cdl_tape *tp, cdl_t *x) { return softmax(tp, "log_softmax", 1, x); }
+
+static void bwd_embedding(cdl_tape *tp, cdl_t *y) {
+    cdl_t *ids = y->in[0], *w = y->in[1];
+    if (!tape_need(tp, w)) return;
+    int acc;
+    void *d = tape_gdst(tp, w, &acc);
+    if (!d) return;
+    TK(tp, embedding_bwd, ids->numel, w->dims[0], w->dims[1], y->grad, ids->data, d);
+    tape_gfin(tp, w, d, acc);
+}
+
+cdl_t *cdl_t_embedding(cdl_tape *tp, cdl_t *ids, cdl_t *w) {
+    if (!ids || !need_real(tp, "embedding", &w, 1)) return ids ? NULL : tape_rec(tp, "embedding", CDL_F32, 0, NULL, 0, 1, &ids);
+    if (ids->dtype != CDL_I32) return tape_err(tp, "embedding", "ids must be i32, got reals %s", DSTR(ids));
+    if (w->rank != 2) return tape_err(tp, "embedding", "the table must be 2-D [V, D], got %s", DSTR(w));
+    if (ids->rank + 1 > CDL_MAXDIM) return tape_err(tp, "embedding", "ids %s have too many dimensions", DSTR(ids));
+    int64_t dims[CDL_MAXDIM];
+    for (int i = 0; i < ids->rank; i++) dims[i] = ids->dims[i];
+    dims[ids->rank] = w->dims[1];
+    cdl_t *in[2] = {ids, w};
+    cdl_t *y = tape_rec(tp, "embedding", tp->real, ids->rank + 1, dims, 1, 2, in);
+    if (!y) return NULL;
+    TK(tp, embedding, ids->numel, w->dims[0], w->dims[1], ids->data, w->data, y->data);
+    y->bwd = bwd_embedding;
+    return y;
+}

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Static graph vs dynamic tape, for every model in models/:
+#  1. the tape build (cdlc --target=tape) compiles with -std=c11 -O1 -Wall -Wextra -Werror;
+#  2. cdl-compare: 20 training steps of both builds on the same Fashion-MNIST batches
+#     (random inputs where the model does not take images) agree on every loss and every
+#     parameter gradient to 1e-5 relative (scale-aware: |a - b| <= 1e-5 max|.| per
+#     tensor), and on the train-mode outputs (same dropout masks, same noise);
+#  3. the tape's backward passes the trainer's gradcheck (central differences) in an f64
+#     build of the tape target at batch 4.
+# Environment: B (build directory), CDLC, COMPARE; CMP_ARGS adds options to cdl-compare.
+set -u
+B=${B:-build}
+CDLC=${CDLC:-$B/cdlc}
+COMPARE=${COMPARE:-$B/cdl-compare}
+CMP_ARGS=${CMP_ARGS:-}
+LIB=$B/libcdlrt.a
+# a sanitized runtime needs the generated programs built the same way
+if nm "$LIB" 2>/dev/null | grep -q __asan_init; then
+    export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+    SLOW=1
+else
+    SLOW=0
+fi
+CCMD=${CC:-cc}
+t=$(mktemp -d); trap 'rm -rf $t' EXIT
+fail=0; n=0
+for m in models/*.cdl; do
+    b=$(basename "$m" .cdl); n=$((n + 1))
+    # 1. the acceptance compile of the tape target
+    if ! "$CDLC" --target=tape "$m" -o "$t/${b}_tape.c" >"$t/log" 2>&1 ||
+       ! gcc -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -c "$t/${b}_tape.c" -o "$t/${b}_tape.o" >>"$t/log" 2>&1; then
+        echo "FAIL $b: the tape target does not compile cleanly: $(head -5 $t/log)"; fail=$((fail + 1)); continue
+    fi
+    # 2. static vs tape over 20 steps
+    extra=""
+    [ $SLOW = 1 ] && extra="-D B=16"
+    if ! timeout 900 "$COMPARE" "$m" $extra --steps 20 --json --tol 1e-5 $CMP_ARGS >"$t/cmp.json" 2>"$t/log"; then
+        echo "FAIL $b: static and tape differ: $(tail -3 $t/log) $(head -c 600 $t/cmp.json)"; fail=$((fail + 1)); continue
+    fi
+    if ! summary=$(python3 - "$t/cmp.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["static_loss"]) == 20 and len(d["tape_loss"]) == 20
+for a, b in zip(d["static_loss"], d["tape_loss"]):
+    assert abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-12, (a, b)
+assert d["max_loss_rel_diff"] <= 1e-5 and d["max_grad_rel_diff"] <= 1e-5, d
+assert d["max_output_rel_diff"] <= 1e-5, "outputs differ: dropout masks or noise"
+assert all(v <= 1e-5 for v in d["grad_rel_diff"].values()) and len(d["grad_rel_diff"]) > 0
+assert d["tape_heap_allocs_per_step"] == 0 and d["static_heap_allocs_per_step"] == 0
+print("loss %.2g grad %.2g out %.2g, static %.2f ms, tape %.2f ms per step (%s)" % (
+    d["max_loss_rel_diff"], d["max_grad_rel_diff"], d["max_output_rel_diff"],
+    d["static_ms_per_step"], d["tape_ms_per_step"], d["data"]))
+EOF
+    ); then
+        echo "FAIL $b: comparison out of tolerance: $(head -c 800 $t/cmp.json)"; fail=$((fail + 1)); continue
+    fi
+    # 3. gradient check of the tape's backward in f64
+    if ! "$CDLC" --target=tape --precision=f64 --main -D B=4 "$m" -o "$t/${b}64.c" >"$t/log" 2>&1 ||
+       ! $CCMD -std=c11 -O2 -Iruntime "$t/${b}64.c" "$LIB" -o "$t/${b}64" -lopenblas -lz -lpthread -lm >>"$t/log" 2>&1; then
+        echo "FAIL $b: f64 tape build: $(head -5 $t/log)"; fail=$((fail + 1)); continue
+    fi
+    if ! timeout 600 "$t/${b}64" gradcheck --threads 1 >"$t/log" 2>&1; then
+        echo "FAIL $b: tape gradcheck: $(tail -3 $t/log)"; fail=$((fail + 1)); continue
+    fi
+    echo "ok   $b: $summary; gradcheck $(tail -1 $t/log | cut -c1-60)"
+done
+echo "$n models, $fail failures"
+[ $fail -eq 0 ] && [ $n -ge 1 ]
