@@ -398,7 +398,7 @@ static void emit_record(TE *e, const char *cname, const Graph *g, const int *out
         fprintf(e->f, "static cdl_t *%s(cdl_tape *tp, cdl_net *net, int nb, cdl_t **out)\n{\n", cname);
     }
     e->indent = 1;
-    line(e, "(void)net; (void)nb;%s", e->entry ? " (void)in;" : "");
+    line(e, "(void)net; (void)nb; (void)out;%s", e->entry ? " (void)in;" : "");
     for (int i = 0; i < g->len; i++) {
         if (!live[i]) continue;
         if (g->n[i].op == OP_LOOP) emit_loop(e, i);
