@@ -1,0 +1,217 @@
+#!/bin/bash
+# bench/run.sh -- `make bench`: cdl static, cdl tape, PyTorch eager and TorchScript side
+# by side, plus the OpenBLAS sgemm reference, all in one run.
+#
+#   B=build bench/run.sh          (make bench runs it after `make all`)
+#
+# Builds every bench model (bench/models/*.cdl, rows in bench/rows.txt) twice with
+# $B/cdlc (static C and --target=tape), links each with bench/driver.c and
+# $B/libcdlrt.a, then for each thread count (1, 2) and each row runs every framework in
+# a fresh process with the same thread environment (OPENBLAS_NUM_THREADS,
+# OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE at 2 threads, glibc malloc thresholds raised)
+# and collects one JSON line per run into $OUT/raw.jsonl.  bench/report.py turns them
+# into the markdown tables (printed) and bench/results.json.  The PyTorch rows need
+# /usr/bin/python3 with torch; without it they are skipped (the report says so).
+# A failing build or run never stops the bench: it becomes an "error" record.
+#
+# Environment:
+#   B                  build directory holding cdlc and libcdlrt.a (default build)
+#   BENCH_OUT          work directory (default $B/bench)
+#   BENCH_THREADS      thread counts (default "1 2")
+#   BENCH_SCALE        multiplies the timed steps (e.g. 0.25 for a quick look)
+#   BENCH_ONLY         extended regex: run only the rows whose name matches
+#   BENCH_FRAMEWORKS   subset of "static tape torch_eager torchscript"
+#   BENCH_RESULTS      where the JSON goes (default $B/bench/results.json; the run
+#                      quoted in docs/benchmarks.md is kept as bench/results-2026-11-26.json)
+#   BENCH_PYTHON       the python that runs torch_bench.py (default /usr/bin/python3)
+#   BENCH_BLAS_CORETYPE  OPENBLAS_CORETYPE for every run (PyTorch's too), e.g. SkylakeX:
+#                      OpenBLAS 0.3.21 takes AVX-512 Zen 4/5 CPUs for Haswell (AVX2
+#                      kernels); unset = OpenBLAS's own choice, what users get
+#   BENCH_CFLAGS       flags for the generated code + driver (default -O2 -march=native,
+#                      what `cdlc --exe` uses)
+set -u
+cd "$(dirname "$0")/.." || exit 1
+
+B=${B:-build}
+OUT=${BENCH_OUT:-$B/bench}
+THREADS=${BENCH_THREADS:-"1 2"}
+SCALE=${BENCH_SCALE:-1}
+ONLY=${BENCH_ONLY:-.}
+FRAMEWORKS=${BENCH_FRAMEWORKS:-"static tape torch_eager torchscript"}
+RESULTS=${BENCH_RESULTS:-$OUT/results.json}
+CFLAGS_GEN=${BENCH_CFLAGS:--O2 -march=native}
+CC=${CC:-cc}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+CDLC=$B/cdlc
+RT=$B/libcdlrt.a
+LIBS="-lopenblas -lz -lpthread -lm"
+TUNABLES="glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
+RUN_TIMEOUT=${BENCH_TIMEOUT:-300}
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ -x "$CDLC" ] || die "$CDLC not found: run make first"
+[ -f "$RT" ] || die "$RT not found: run make first"
+command -v python3 >/dev/null || die "python3 (standard library only) is needed for the report"
+mkdir -p "$OUT/gen" "$OUT/bin" "$OUT/log" || die "cannot make $OUT"
+RAW=$OUT/raw.jsonl
+: >"$RAW"
+t_start=$(date +%s)
+
+has() { case " $FRAMEWORKS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# $1 as the inside of a JSON string: one line, backslashes and quotes escaped.
+json_esc() { printf '%s' "$1" | tr '\n\t\r' '   ' | sed 's/\\/\\\\/g; s/"/\\"/g'; }
+
+# One JSON record describing a failure (message cut to one line, quotes escaped).
+error_rec() { # framework name threads message
+    local msg
+    msg=$(json_esc "$4" | cut -c1-400)
+    printf '{"framework": "%s", "name": "%s", "threads": %s, "error": "%s"}\n' "$1" "$2" "$3" "$msg" >>"$RAW"
+}
+
+# Run "$@" with the thread environment for $1 threads; append its last stdout line
+# (a JSON record) to raw.jsonl, or an error record.
+run_one() { # framework name threads cmd...
+    local fw=$1 name=$2 n=$3 log=$OUT/log/$2-$1-t$3
+    shift 3
+    local wait=(-u OMP_WAIT_POLICY) core=()
+    [ "$n" -gt 1 ] && wait=(OMP_WAIT_POLICY=PASSIVE)
+    [ -n "${BENCH_BLAS_CORETYPE:-}" ] && core=(OPENBLAS_CORETYPE="$BENCH_BLAS_CORETYPE")
+    env "${wait[@]}" "${core[@]}" OPENBLAS_NUM_THREADS="$n" OMP_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
+        GLIBC_TUNABLES="$TUNABLES" timeout "$RUN_TIMEOUT" "$@" >"$log.out" 2>"$log.err"
+    local rc=$? line
+    line=$(grep '^{' "$log.out" | tail -1)
+    if [ $rc -eq 0 ] && [ -n "$line" ]; then
+        echo "$line" >>"$RAW"
+        echo "$line" | awk -v fw="$fw" -v name="$name" -v n="$n" '{
+            if (match($0, /"ms_median": [0-9.]+/)) v = sprintf("%.3f ms/step", substr($0, RSTART + 13, RLENGTH - 13))
+            else if (match($0, /"gflops": [0-9.]+/)) v = sprintf("%.1f GFLOP/s", substr($0, RSTART + 10, RLENGTH - 10))
+            printf "  %-11s %-10s t=%s  %s\n", fw, name, n, v }'
+    else
+        error_rec "$fw" "$name" "$n" "exit $rc: $(tail -3 "$log.err" 2>/dev/null) $(tail -1 "$log.out" 2>/dev/null)"
+        printf '  %-11s %-10s t=%s  FAILED (exit %s, see %s.err)\n' "$fw" "$name" "$n" "$rc" "$log"
+    fi
+}
+
+# ------------------------------------------------------------------------ rows
+rows=()
+while read -r name model batch opt lr steps repeats warmup _; do
+    case "$name" in ''|'#'*) continue ;; esac
+    echo "$name" | grep -Eq -- "$ONLY" || continue
+    rows+=("$name $model $batch $opt $lr $steps $repeats $warmup")
+done <bench/rows.txt
+[ ${#rows[@]} -gt 0 ] || die "no row matches BENCH_ONLY=$ONLY"
+
+# ------------------------------------------------------------------------ meta
+torch_ok=0
+torch_note="torch rows skipped: $PY has no torch"
+if has torch_eager || has torchscript; then
+    if [ -x "$PY" ] && tv=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null); then
+        torch_ok=1
+        torch_note="torch $tv"
+    fi
+else
+    torch_note="torch rows not requested"
+fi
+cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $(grep -m1 'cpu family' /proc/cpuinfo | sed 's/.*: //'), model $(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | sed 's/.*: //'))"
+# The command that reproduces this run: make bench plus whatever was overridden.
+command="make bench"
+[ "$B" != build ] && command="make B=$B bench"
+for v in BENCH_THREADS BENCH_SCALE BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE; do
+    [ -n "${!v:-}" ] && command="$v='${!v}' $command"
+done
+{
+    printf '{"framework": "meta", "date": "%s", "host": "%s", "cpu": "%s", "cores": %s, ' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -n)" "$cpu" "$(nproc)"
+    printf '"kernel": "%s", "cc": "%s", "cflags": "%s", "torch": "%s", ' \
+        "$(uname -r)" "$($CC --version | head -1)" "$(json_esc "$CFLAGS_GEN")" "$(json_esc "$torch_note")"
+    printf '"command": "%s", "scale": "%s", "threads": "%s", ' "$(json_esc "$command")" "$SCALE" "$THREADS"
+    printf '"loadavg_start": "%s"}\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$RAW"
+
+# ------------------------------------------------------------------------ build
+echo "bench: building into $OUT (cdlc: $CDLC, runtime: $RT)"
+if ! $CC -std=c11 $CFLAGS_GEN -Wall -Wextra -Werror bench/sgemm.c -o "$OUT/bin/sgemm" $LIBS 2>"$OUT/log/sgemm.build"; then
+    error_rec sgemm sgemm 0 "build: $(tail -3 "$OUT/log/sgemm.build")"
+fi
+# The kernel set OpenBLAS picked for this CPU (it prints "Core: X" when verbose).
+blas_core=$(env ${BENCH_BLAS_CORETYPE:+OPENBLAS_CORETYPE="$BENCH_BLAS_CORETYPE"} OPENBLAS_VERBOSE=2 OPENBLAS_NUM_THREADS=1 "$OUT/bin/sgemm" --repeats 1 --batch 8 2>&1 | sed -n 's/^Core: //p' | head -1)
+[ -n "$blas_core" ] && printf '{"framework": "meta", "openblas_core": "%s"}\n' "$blas_core" >>"$RAW"
+
+# build_model name model batch target(static|tape): generate + compile; 0 on success.
+build_model() {
+    local name=$1 model=$2 batch=$3 target=$4
+    local gen=$OUT/gen/${name}_$target.c bin=$OUT/bin/${name}_$target log=$OUT/log/$name-$target.build
+    local topt="" dopt=""
+    [ "$target" = tape ] && topt="--target=tape" && dopt="-DBENCH_TAPE"
+    if ! "$CDLC" $topt -D "B=$batch" "bench/models/$model.cdl" -o "$gen" >"$log" 2>&1; then
+        echo "cdlc $topt failed: $(grep -m2 -E 'error|cdlc' "$log")" >"$log.msg"
+        return 1
+    fi
+    if ! $CC -std=c11 $CFLAGS_GEN -Iruntime -DBENCH_MODEL="${model}_model" $dopt bench/driver.c "$gen" \
+        "$RT" $LIBS -o "$bin" >>"$log" 2>&1; then
+        echo "cc failed on the generated $target code: $(grep -m2 'error' "$log")" >"$log.msg"
+        return 1
+    fi
+    return 0
+}
+
+declare -A built
+for r in "${rows[@]}"; do
+    read -r name model batch opt lr steps repeats warmup <<<"$r"
+    for target in static tape; do
+        has "$target" || continue
+        if build_model "$name" "$model" "$batch" "$target"; then
+            built[$name-$target]=1
+        else
+            built[$name-$target]=0
+            echo "  $target $name: $(cat "$OUT/log/$name-$target.build.msg")"
+        fi
+    done
+done
+
+# ------------------------------------------------------------------------ run
+scaled() { # steps -> max(1, steps * SCALE)
+    awk -v s="$1" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }'
+}
+for n in $THREADS; do
+    echo "bench: $n thread(s)"
+    # The sgemm reference runs right before the wide MLP (so that both see the same
+    # machine), or first when that row is not selected.
+    sgemm_done=0
+    case " ${rows[*]} " in *" wide_mlp "*) ;; *) sgemm_done=1 ;; esac
+    if [ $sgemm_done = 1 ] && [ -x "$OUT/bin/sgemm" ]; then
+        run_one sgemm sgemm "$n" "$OUT/bin/sgemm" --threads "$n" --repeats 5
+    fi
+    for r in "${rows[@]}"; do
+        read -r name model batch opt lr steps repeats warmup <<<"$r"
+        if [ "$model" = wide_mlp ] && [ $sgemm_done = 0 ] && [ -x "$OUT/bin/sgemm" ]; then
+            run_one sgemm sgemm "$n" "$OUT/bin/sgemm" --threads "$n" --repeats 5
+            sgemm_done=1
+        fi
+        steps=$(scaled "$steps")
+        common=(--opt "$opt" --lr "$lr" --threads "$n" --steps "$steps" --repeats "$repeats" --warmup "$warmup")
+        for target in static tape; do
+            has "$target" || continue
+            if [ "${built[$name-$target]}" = 1 ]; then
+                run_one "$target" "$name" "$n" "$OUT/bin/${name}_$target" --framework "$target" --name "$name" "${common[@]}"
+            else
+                error_rec "$target" "$name" "$n" "$(cat "$OUT/log/$name-$target.build.msg")"
+            fi
+        done
+        if [ $torch_ok = 1 ]; then
+            for mode in eager script; do
+                fw=torch_eager
+                [ $mode = script ] && fw=torchscript
+                has $fw || continue
+                run_one $fw "$name" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
+                    --mode $mode --name "$name" "${common[@]}"
+            done
+        fi
+    done
+done
+printf '{"framework": "meta", "loadavg_end": "%s", "seconds": %s}\n' \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(($(date +%s) - t_start))" >>"$RAW"
+
+# ------------------------------------------------------------------------ report
+python3 bench/report.py "$RAW" --rows bench/rows.txt --json "$RESULTS" --md "$OUT/results.md"

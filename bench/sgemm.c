@@ -1,0 +1,160 @@
+/* sgemm.c -- the OpenBLAS sgemm reference of `make bench` (the practical limit).
+ *
+ * Times, with plain cblas_sgemm calls, exactly the matrix products of one training step
+ * of the bench's wide MLP (1024-4096-4096-10 at batch 256, row-major, weights
+ * [out, in] as in PyTorch and cdl):
+ *
+ *   forward   y_l[B, out] = x_l[B, in] W_l[out, in]^T                   (3 GEMMs)
+ *   backward  dW_l[out, in] = g_l[B, out]^T x_l[B, in]                  (3 GEMMs)
+ *             dx_l[B, in] = g_l[B, out] W_l[out, in], not for layer 1    (2 GEMMs)
+ *
+ * and prints ONE JSON line: the whole set's rate (its FLOPs over its time: the best a
+ * framework can do on the GEMM part of a wide-MLP step) and each GEMM's own rate, e.g.
+ *
+ *   {"framework": "sgemm", "threads": 1, "gflops": 98.1, "ms_per_set": 306.2,
+ *    "cpu_ms_per_set": 305.9, "gflop_per_set": 30.1, "gemms": [{"what": "fwd1", ...}, ...]}
+ *
+ * Usage: sgemm [--threads N] [--repeats N] [--batch B] (median of the repeats, after
+ * one warm-up set).  Thread count: openblas_set_num_threads (run.sh also sets
+ * OPENBLAS_NUM_THREADS).  Exit 0, 1 out of memory, 2 usage.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#endif
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void openblas_set_num_threads(int n);
+
+#define SG_MAX_REPEATS 64
+
+typedef struct sg_gemm {
+    const char *what;
+    int ta, tb;              /* transpose A / B (row-major) */
+    int m, n, k;
+    const float *a, *b;
+    float *c;
+    double ms[SG_MAX_REPEATS];
+} sg_gemm;
+
+static double sg_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static double sg_cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int sg_cmp(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static double sg_median(const double *v, int n) {
+    double s[SG_MAX_REPEATS];
+    memcpy(s, v, sizeof(double) * (size_t)n);
+    qsort(s, (size_t)n, sizeof(double), sg_cmp);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* A buffer of n floats with small deterministic values (NULL on failure). */
+static float *sg_buf(size_t n, unsigned seed) {
+    float *p = malloc(n * sizeof(float));
+    if (!p) return NULL;
+    for (size_t i = 0; i < n; i++) p[i] = (float)((int)((i * 2654435761u + seed) >> 20) % 17 - 8) / 64.0f;
+    return p;
+}
+
+/* C = op(A) op(B), row-major, with the leading dimensions of dense operands. */
+static void sg_run(const sg_gemm *g) {
+    int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->n);
+}
+
+int main(int argc, char **argv) {
+    int threads = 1, repeats = 5, batch = 256;
+    for (int i = 1; i < argc; i++) {
+        int *dst = !strcmp(argv[i], "--threads") ? &threads : !strcmp(argv[i], "--repeats") ? &repeats
+                 : !strcmp(argv[i], "--batch") ? &batch : NULL;
+        if (!dst || i + 1 >= argc) {
+            fprintf(stderr, "usage: sgemm [--threads N] [--repeats N] [--batch B]\n");
+            return 2;
+        }
+        *dst = atoi(argv[++i]);
+    }
+    if (threads < 1 || repeats < 1 || repeats > SG_MAX_REPEATS || batch < 1 || batch > 65536) {
+        fprintf(stderr, "sgemm: threads >= 1, repeats in 1..%d, batch in 1..65536\n", SG_MAX_REPEATS);
+        return 2;
+    }
+    openblas_set_num_threads(threads);
+
+    enum { L = 3 };
+    const int dim[L + 1] = {1024, 4096, 4096, 10};
+    float *x[L + 1], *w[L], *g[L], *dw[L], *dx[L];
+    int ok = 1;
+    for (int l = 0; l <= L; l++) ok &= (x[l] = sg_buf((size_t)batch * dim[l], 1u + l)) != NULL;
+    for (int l = 0; l < L; l++) {
+        ok &= (w[l] = sg_buf((size_t)dim[l + 1] * dim[l], 11u + l)) != NULL;
+        ok &= (g[l] = sg_buf((size_t)batch * dim[l + 1], 21u + l)) != NULL;
+        ok &= (dw[l] = sg_buf((size_t)dim[l + 1] * dim[l], 31u + l)) != NULL;
+        ok &= (dx[l] = sg_buf((size_t)batch * dim[l], 41u + l)) != NULL;
+    }
+    if (!ok) {
+        fprintf(stderr, "sgemm: out of memory\n");
+        return 1;
+    }
+    static const char *fw[L] = {"fwd1", "fwd2", "fwd3"}, *bw[L] = {"dw1", "dw2", "dw3"}, *bx[L] = {"dx1", "dx2", "dx3"};
+    sg_gemm set[3 * L];
+    int ns = 0;
+    for (int l = 0; l < L; l++)
+        set[ns++] = (sg_gemm){fw[l], 0, 1, batch, dim[l + 1], dim[l], x[l], w[l], x[l + 1], {0}};
+    for (int l = L - 1; l >= 0; l--) {
+        set[ns++] = (sg_gemm){bw[l], 1, 0, dim[l + 1], dim[l], batch, g[l], x[l], dw[l], {0}};
+        if (l > 0) set[ns++] = (sg_gemm){bx[l], 0, 0, batch, dim[l], dim[l + 1], g[l], w[l], dx[l], {0}};
+    }
+
+    double flop = 0, set_ms[SG_MAX_REPEATS];
+    for (int i = 0; i < ns; i++) {
+        flop += 2.0 * set[i].m * set[i].n * set[i].k;
+        sg_run(&set[i]); /* warm-up */
+    }
+    double cpu0 = sg_cpu_ms();
+    for (int r = 0; r < repeats; r++) {
+        set_ms[r] = 0;
+        for (int i = 0; i < ns; i++) {
+            double t0 = sg_now_ms();
+            sg_run(&set[i]);
+            set[i].ms[r] = sg_now_ms() - t0;
+            set_ms[r] += set[i].ms[r];
+        }
+    }
+    double cpu_ms = (sg_cpu_ms() - cpu0) / repeats;
+    double ms = sg_median(set_ms, repeats);
+    printf("{\"framework\": \"sgemm\", \"threads\": %d, \"batch\": %d, \"repeats\": %d, "
+           "\"gflops\": %.3f, \"ms_per_set\": %.4f, \"cpu_ms_per_set\": %.4f, \"gflop_per_set\": %.6f, "
+           "\"gemms\": [",
+           threads, batch, repeats, flop / 1e6 / ms, ms, cpu_ms, flop / 1e9);
+    for (int i = 0; i < ns; i++) {
+        double m = sg_median(set[i].ms, repeats), f = 2.0 * set[i].m * set[i].n * set[i].k;
+        printf("%s{\"what\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"ta\": %d, \"tb\": %d, "
+               "\"ms\": %.4f, \"gflops\": %.3f}",
+               i ? ", " : "", set[i].what, set[i].m, set[i].n, set[i].k, set[i].ta, set[i].tb, m, f / 1e6 / m);
+    }
+    printf("]}\n");
+    for (int l = 0; l <= L; l++) free(x[l]);
+    for (int l = 0; l < L; l++) {
+        free(w[l]);
+        free(g[l]);
+        free(dw[l]);
+        free(dx[l]);
+    }
+    return 0;
+}
