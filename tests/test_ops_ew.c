@@ -168,7 +168,8 @@ static void test_bwd_helper_shapes(void **state) {
     int gr = real(SH(true, B, 10)), x = real(SH(true, B, 10)), b = param(SH(false, 10));
     assert_shape(op2(OP_RELU_BWD, gr, x), SH(true, B, 10));
     assert_shape(op2a(OP_CLAMP_BWD, gr, x, (Attrs){.f = {0, 1}}), SH(true, B, 10));
-    assert_shape(op1a(OP_DROPOUT_BWD, gr, (Attrs){.f = {0.1}}), SH(true, B, 10));
+    int dr = op1a(OP_DROPOUT, x, (Attrs){.f = {0.1}});
+    assert_shape(op2a(OP_DROPOUT_BWD, gr, dr, (Attrs){.f = {0.1}}), SH(true, B, 10));
     int in[3] = {gr, x, b};
     assert_shape(op(OP_MAXMIN_BWD, 3, in, &(Attrs){.i = {1}}, NULL), SH(true, B, 10));
     assert_int_equal(diag_error_count(), 0);
@@ -330,6 +331,8 @@ static void test_grad_dropout_keeps_stream(void **state) {
     ad_run(&m, g, true, false);
     const Node *d = &g->n[g->pgrad[0]];
     assert_int_equal(d->op, OP_DROPOUT_BWD);
+    assert_int_equal(d->nin, 2);
+    assert_int_equal(d->in[1], y); /* the forward node: its aux holds the kept mask */
     assert_int_equal(d->ia[7], 17);
     assert_true(d->fa[0] == 0.25);
     free(m.params);
@@ -422,10 +425,11 @@ static void test_emit_forms(void **state) {
     /* a scalar operand: the strided fast path */
     assert_emits(c, "cdl_binary_f32(CDL_BIN_MUL, nb*12, ");
     assert_emits(c, ", 1, ");
-    /* dropout: sampled in train mode with its stream, a copy in eval mode */
-    assert_emits(c, "cdl_dropout_f32((cdl_rng_key){net->seed, net->step, ");
+    /* dropout: sampled in train mode with its stream, keeping its mask for the
+     * backward (no second draw); a copy in eval mode */
+    assert_emits(c, "cdl_dropout_keep_f32((cdl_rng_key){net->seed, net->step, ");
     assert_emits(c, ", 0, nb*12, 0.25, ");
-    assert_emits(c, "cdl_dropout_bwd_f32((cdl_rng_key){net->seed, net->step, ");
+    assert_emits(c, "cdl_dropout_keep_bwd_f32(nb*12, 0.25, (const uint8_t *)");
     assert_emits(c, "cdl_copy_f32(nb*12, ");
     /* losses count runtime rows / elements */
     assert_emits(c, "cdl_cross_entropy_f32(nb, 3, ");
