@@ -235,6 +235,7 @@ int cdl_sched_parse(cdl_sched *s, const char *spec) {
         if (c.kind == CDL_SCHED_STEP && strcmp(kv, "every") == 0 && whole) c.every = (int64_t)v;
         else if (c.kind == CDL_SCHED_STEP && strcmp(kv, "gamma") == 0 && v >= 0) c.gamma = v;
         else if (c.kind == CDL_SCHED_COSINE && strcmp(kv, "min") == 0 && v >= 0) c.min_lr = v;
+        else if (c.kind == CDL_SCHED_COSINE && strcmp(kv, "epochs") == 0 && whole) c.span_epochs = (int64_t)v;
         else if (warm && strcmp(kv, "steps") == 0 && whole) c.warmup = (int64_t)v;
         else return cdl_fail("schedule spec '%s': bad key or value '%s=%s' for %s", spec, kv, val, buf);
     }

@@ -741,7 +741,7 @@ static int tr_train(const cdl_model *m, const tr_opts *o) {
     if (!(s.ltr = cdl_loader_new(&s.dtr, &lc)) || !(s.lte = tr_test_loader(m, &to, &s.dte))) goto out;
     int64_t spe = cdl_loader_batches(s.ltr);
     sched.steps_per_epoch = spe;
-    sched.total_steps = spe * o->epochs;
+    sched.total_steps = spe * (sched.span_epochs > 0 ? sched.span_epochs : o->epochs);
 
     int E = (int)o->epochs;
     s.h.n = E;
