@@ -133,6 +133,13 @@ bench: all
 	@B=$(B) CC=$(CC) bench/run.sh
 .PHONY: bench
 
+# make compare MODEL=models/x.cdl [ARGS="--steps 50 --json"]: the model as static C and
+# as a tape program on the same batches (build/cdl-compare; see docs/tape.md).
+MODEL ?= models/mlp.cdl
+compare: all
+	@$(B)/cdl-compare $(MODEL) $(ARGS)
+.PHONY: compare
+
 # ---- vae: the VAE showcase (examples/vae_demo.c, examples/vae_anomaly.c over the C that
 # cdlc generates from models/vae.cdl into $(B)/gen-models/; see examples/README.md).
 $(B)/gen-models/vae.c: models/vae.cdl $(B)/cdlc
