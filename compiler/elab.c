@@ -1386,13 +1386,55 @@ static void elab_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *
 
 /* ------------------------------------------------------------------ entries */
 
+/* The C names the emitters derive from the model name m: m_<X> for every X below, and
+ * for an entry e the functions and tables m_<e>, m_entry_<e>, m_record_<e>, m_<e>_in and
+ * m_<e>_out.  An entry whose derived names meet one of these would not compile. */
+static const char *const generated_names[] = {
+    "model", "params", "inputs", "outputs", "entries", "init_params", "new", "free", "init", "load", "save",
+    "forward", "grad", "input_grad", "train_step", "fwd_eval", "fwd_bwd", "fwd_bwd_input", "record", "run",
+};
+
+/* Does name x, with the prefix/suffix of a derived name, equal y? */
+static bool derived_eq(const char *x, const char *y) {
+    static const char *const pre[] = {"", "entry_", "record_", "", ""}, *const suf[] = {"", "", "", "_in", "_out"};
+    for (int k = 0; k < 5; k++) {
+        size_t np = strlen(pre[k]), nx = strlen(x), ns = strlen(suf[k]);
+        if (strlen(y) == np + nx + ns && !strncmp(y, pre[k], np) && !strncmp(y + np, x, nx) && !strcmp(y + np + nx, suf[k]))
+            return true;
+    }
+    return false;
+}
+
+static bool entry_name_ok(const Model *m, const Ast *s) {
+    for (size_t k = 0; k < sizeof generated_names / sizeof *generated_names; k++)
+        if (derived_eq(s->name, generated_names[k])) {
+            error_at(s->loc, "entry '%s' would clash with the generated function or table %s_%s; choose another name", s->name,
+                     m->name, generated_names[k]);
+            return false;
+        }
+    for (int i = 0; i < m->nentries; i++) {
+        const char *o = m->entries[i].name;
+        if (strcmp(o, s->name) == 0) {
+            error_at(s->loc, "duplicate entry '%s' (first at %s)", s->name, where(m->entries[i].loc, s->loc));
+            return false;
+        }
+        static const char *const form[] = {"%s", "entry_%s", "record_%s", "%s_in", "%s_out"};
+        for (int k = 0; k < 5; k++) {
+            char buf[512];
+            snprintf(buf, sizeof buf, form[k], o);
+            if (derived_eq(s->name, buf)) {
+                error_at(s->loc, "entry '%s' would clash with the generated C of entry '%s' (at %s): both define %s_%s; choose another name",
+                         s->name, o, where(m->entries[i].loc, s->loc), m->name, buf);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 static void elab_entry(Elab *e, const Ast *s) {
     Model *m = e->m;
-    for (int i = 0; i < m->nentries; i++)
-        if (strcmp(m->entries[i].name, s->name) == 0) {
-            error_at(s->loc, "duplicate entry '%s' (first at %s)", s->name, where(m->entries[i].loc, s->loc));
-            return;
-        }
+    if (!entry_name_ok(m, s)) return;
     int cap = m->nentries;
     m->entries = grow(m->entries, &cap, m->nentries + 1, sizeof(EntryFn));
     EntryFn *en = &m->entries[m->nentries];

@@ -152,7 +152,7 @@ void emit_tables(FILE *cf, const Model *m, int real_size, const EmitLayout *L) {
         fprintf(cf, "};\nstatic const cdl_tensor %s_%s_out[] = {\n", mn, en->name);
         for (int i = 0; i < en->nouts; i++) {
             const Node *n = &en->g->n[en->outs[i]];
-            node_row(cf, real_size, n->var ? n->var : "out", n);
+            node_row(cf, real_size, n->name ? n->name : n->var ? n->var : "out", n);
         }
         fprintf(cf, "};\n");
     }

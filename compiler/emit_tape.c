@@ -453,7 +453,7 @@ void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main
     fprintf(cf, "\n/* Record one step (train: dropout and sampling on, batch norm on batch statistics) and\n"
                 " * point net->out[] at the outputs.  After a failed step (cdl_last_error) the loss is\n"
                 " * NaN and the outputs point at the arena's start (never out of bounds). */\n");
-    fprintf(cf, "static cdl_t *%s_step(cdl_net *net, int nb, int train)\n{\n", mn);
+    fprintf(cf, "static cdl_t *%s_run(cdl_net *net, int nb, int train)\n{\n", mn);
     fprintf(cf, "    cdl_t *out[%d] = {0}, *loss = NULL;\n", no);
     fprintf(cf, "    cdl_tape *tp = cdl_tape_attach(net);\n");
     fprintf(cf, "    if (tp) {\n        cdl_tape_reset(tp, train);\n        loss = %s_record(tp, net, nb, out);\n    }\n", mn);
@@ -461,15 +461,15 @@ void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main
     if (m->loss >= 0) fprintf(cf, "    net->loss = cdl_t_item(loss);\n");
     fprintf(cf, "    return loss;\n}\n");
 
-    fprintf(cf, "\n/* Eval mode: outputs and loss. */\nstatic void %s_fwd_eval(cdl_net *net, int nb) { (void)%s_step(net, nb, 0); }\n",
+    fprintf(cf, "\n/* Eval mode: outputs and loss. */\nstatic void %s_fwd_eval(cdl_net *net, int nb) { (void)%s_run(net, nb, 0); }\n",
             mn, mn);
     if (m->loss >= 0) {
         fprintf(cf, "\n/* Train mode: forward, then the tape's backward; every parameter gradient into net->grad. */\n");
-        fprintf(cf, "static double %s_fwd_bwd(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_step(net, nb, 1);\n", mn, mn);
+        fprintf(cf, "static double %s_fwd_bwd(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_run(net, nb, 1);\n", mn, mn);
         fprintf(cf, "    if (cdl_backward(cdl_tape_attach(net), loss, 1, 0) != 0) net->loss = cdl_t_item(NULL);\n");
         fprintf(cf, "    return net->loss;\n}\n");
         fprintf(cf, "\n/* Eval mode: the loss and its gradient with respect to the inputs. */\n");
-        fprintf(cf, "static double %s_fwd_bwd_input(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_step(net, nb, 0);\n", mn, mn);
+        fprintf(cf, "static double %s_fwd_bwd_input(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_run(net, nb, 0);\n", mn, mn);
         fprintf(cf, "    if (cdl_backward(cdl_tape_attach(net), loss, 0, 1) != 0) net->loss = cdl_t_item(NULL);\n");
         fprintf(cf, "    return net->loss;\n}\n");
     }
