@@ -106,7 +106,9 @@ clean:
 
 .PHONY: all deps test tests asan run install clean
 .SECONDARY:
--include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+# The test programs' .d files too: they depend on tests/test_util.h, tests/test_rt_util.h
+# and the public headers, and must rebuild when those change.
+-include $(shell find $(B)/obj $(B)/tests -name '*.d' 2>/dev/null)
 
 # Fuzzing (libFuzzer + ASan/UBSan, clang): `make fuzz [FUZZ_TIME=s]` builds
 # build/fuzz/fuzz_{ckpt,idx,csv} straight from the runtime sources with -DCDL_FUZZING

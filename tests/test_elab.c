@@ -1,58 +1,12 @@
 /* test_elab.c -- elaboration (compiler/elab.c, builtins.c): parameter naming and
  * sharing, block instances, entries, loops as regions, -D overrides, batching, the
  * train section, imports, and that several errors are reported in one run. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_util.h"
 
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cdlc.h"
-
-static char *diag_buf;
-static size_t diag_len;
-static FILE *diag_f;
-
-static int setup(void **state) {
-    (void)state;
-    cc_arena = arena_new();
-    diag_reset();
-    diag_f = open_memstream(&diag_buf, &diag_len);
-    diag_set_stream(diag_f);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    diag_set_stream(NULL);
-    fclose(diag_f);
-    free(diag_buf);
-    diag_buf = NULL;
-    arena_free(cc_arena);
-    cc_arena = NULL;
-    return 0;
-}
-
-static const char *diags(void) {
-    fflush(diag_f);
-    return diag_buf ? diag_buf : "";
-}
-
-static Model *elab(const char *src) { return elab_text("t.cdl", src, strlen(src), 0, NULL); }
-
-static Model *elab_ok(const char *src) {
-    Model *m = elab(src);
-    if (!m) fprintf(stderr, "unexpected diagnostics:\n%s", diags());
-    assert_non_null(m);
-    return m;
-}
-
-static const Param *param(const Model *m, const char *name) {
+static const Param *find_param(const Model *m, const char *name) {
     for (int i = 0; i < m->nparams; i++)
         if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
     return NULL;
@@ -114,7 +68,7 @@ static void test_define_override(void **state) {
     Model *m = elab_text("t.cdl", MLP, strlen(MLP), 2, defs);
     assert_non_null(m);
     assert_int_equal(m->batch, 32);
-    assert_int_equal(param(m, "linear1.weight")->shape.d[0], 512);
+    assert_int_equal(find_param(m, "linear1.weight")->shape.d[0], 512);
     assert_int_equal(m->g->n[m->inputs[0]].shape.d[0], 32);
     assert_string_equal(m->consts_str, "B=32 H=512");
 }
@@ -136,8 +90,8 @@ static void test_share_by_name(void **state) {
                        "  output c\n"
                        "}\n");
     assert_int_equal(m->nparams, 4);
-    assert_non_null(param(m, "fc.weight"));
-    assert_non_null(param(m, "linear1.weight"));   /* named layers do not use up counters */
+    assert_non_null(find_param(m, "fc.weight"));
+    assert_non_null(find_param(m, "linear1.weight"));   /* named layers do not use up counters */
     assert_int_equal(count_op(m->g, OP_PARAM), 4);
     assert_int_equal(count_op(m->g, OP_LINEAR), 3);
 }
@@ -171,13 +125,13 @@ static const char *RES = "block residual(x, c) {\n"
 static void test_block_instances(void **state) {
     (void)state;
     Model *m = elab_ok(RES);
-    assert_non_null(param(m, "conv1.weight"));
-    assert_non_null(param(m, "residual1.conv1.weight"));
-    assert_non_null(param(m, "residual1.conv2.bias"));
-    assert_non_null(param(m, "residual2.conv1.weight"));
-    assert_non_null(param(m, "shared.conv2.weight"));
-    assert_null(param(m, "residual3.conv1.weight"));   /* name= replaces the counter */
-    assert_int_equal(param(m, "residual2.conv2.weight")->shape.d[1], 4);
+    assert_non_null(find_param(m, "conv1.weight"));
+    assert_non_null(find_param(m, "residual1.conv1.weight"));
+    assert_non_null(find_param(m, "residual1.conv2.bias"));
+    assert_non_null(find_param(m, "residual2.conv1.weight"));
+    assert_non_null(find_param(m, "shared.conv2.weight"));
+    assert_null(find_param(m, "residual3.conv1.weight"));   /* name= replaces the counter */
+    assert_int_equal(find_param(m, "residual2.conv2.weight")->shape.d[1], 4);
     /* 2 (conv1) + 3 instances * 4 + 2 (linear) */
     assert_int_equal(m->nparams, 16);
     assert_int_equal(count_op(m->g, OP_CONV2D), 9);
@@ -194,7 +148,7 @@ static void test_block_tuple_and_defaults(void **state) {
                        "    output a + b as s\n"
                        "}\n");
     assert_int_equal(m->nparams, 4);
-    assert_non_null(param(m, "two1.linear2.bias"));
+    assert_non_null(find_param(m, "two1.linear2.bias"));
     assert_string_equal(m->g->n[m->outputs[0]].name, "s");
 }
 
@@ -210,12 +164,12 @@ static void test_block_param_statement(void **state) {
                        "    output scale(scale(x)) @ w as y\n"
                        "}\n");
     assert_int_equal(m->nparams, 3);
-    const Param *w = param(m, "w");
+    const Param *w = find_param(m, "w");
     assert_non_null(w);
     assert_int_equal(w->init, 4);   /* CDL_INIT_NORMAL */
     assert_true(w->b == 0.1);
     assert_int_equal(w->fan_in, 3);  /* [in, out] as used by x @ w */
-    assert_int_equal(param(m, "scale2.s")->init, 1);
+    assert_int_equal(find_param(m, "scale2.s")->init, 1);
 }
 
 static void test_unused_param_warning(void **state) {
@@ -287,8 +241,8 @@ static void test_loop_is_a_region(void **state) {
     assert_int_equal(sl->ia[4], 1);
     assert_int_equal(sl->ia[5], 1);
     assert_int_equal(sl->shape.d[1], 12);
-    assert_non_null(param(m, "cell.ih.weight"));
-    assert_int_equal(param(m, "cell.ih.weight")->shape.d[0], 64);
+    assert_non_null(find_param(m, "cell.ih.weight"));
+    assert_int_equal(find_param(m, "cell.ih.weight")->shape.d[0], 64);
     assert_int_equal(count_op(m->g, OP_LOOP_OUT), 2);
     ir_verify(m->g);
 }
@@ -361,8 +315,8 @@ static void test_entry_shares_parameters(void **state) {
     assert_int_equal(count_op(g->g, OP_PARAM), 4);
     for (int i = 0; i < g->g->len; i++)
         if (g->g->n[i].op == OP_PARAM) assert_string_equal(m->params[g->g->n[i].slot].name, g->g->n[i].name);
-    assert_non_null(param(m, "decode1.linear2.weight"));
-    assert_null(param(m, "decode2.linear1.weight"));
+    assert_non_null(find_param(m, "decode1.linear2.weight"));
+    assert_null(find_param(m, "decode2.linear1.weight"));
     assert_int_equal(m->entries[1].nouts, 2);
     assert_string_equal(m->entries[1].g->n[m->entries[1].outs[1]].name, "r");
     /* "/ B" is the runtime batch size */
@@ -509,7 +463,7 @@ static void test_imports(void **state) {
     diag_reset();
     m = elab_file(arena_printf(cc_arena, "%s/main.cdl", dir), 0, NULL);
     assert_non_null(m);
-    assert_non_null(param(m, "mlp21.linear1.weight"));
+    assert_non_null(find_param(m, "mlp21.linear1.weight"));
     for (int i = 2; i >= 0; i--) unlink(arena_printf(cc_arena, "%s/%s", dir, files[i][0]));
     rmdir(sub);
     rmdir(dir);
@@ -517,29 +471,29 @@ static void test_imports(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_mlp_names_and_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_define_override, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_define_unknown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_share_by_name, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_share_shape_mismatch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_block_instances, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_block_tuple_and_defaults, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_block_param_statement, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unused_param_warning, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_state_params_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loop_is_a_region, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loop_size_independent_of_T, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reversed_loop_and_collect, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_entry_shares_parameters, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_streams_unique, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batched_constants, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_train_section, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_several_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recursion_and_nesting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loop_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_model, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_last_model_is_taken, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_imports, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mlp_names_and_shapes, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_define_override, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_define_unknown, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_share_by_name, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_share_shape_mismatch, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_block_instances, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_block_tuple_and_defaults, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_block_param_statement, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_unused_param_warning, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_state_params_last, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loop_is_a_region, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loop_size_independent_of_T, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_reversed_loop_and_collect, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_entry_shares_parameters, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_streams_unique, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_batched_constants, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_train_section, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_several_errors, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_recursion_and_nesting, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loop_errors, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_no_model, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_last_model_is_taken, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_imports, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,46 +1,6 @@
 /* test_lexer.c -- the CDL scanner (grammar/cdl.l): tokens, literals, comments,
  * lexical errors and their locations. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdlc.h"
-
-static char *diag_buf;
-static size_t diag_len;
-static FILE *diag_f;
-
-static int setup(void **state) {
-    (void)state;
-    cc_arena = arena_new();
-    diag_reset();
-    diag_f = open_memstream(&diag_buf, &diag_len);
-    diag_set_stream(diag_f);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    diag_set_stream(NULL);
-    fclose(diag_f);
-    free(diag_buf);
-    diag_buf = NULL;
-    arena_free(cc_arena);
-    cc_arena = NULL;
-    return 0;
-}
-
-static const char *lex(const char *src) { return lex_debug("t.cdl", src, strlen(src)); }
-
-static const char *diags(void) {
-    fflush(diag_f);
-    return diag_buf ? diag_buf : "";
-}
+#include "test_util.h"
 
 static void test_keywords_and_names(void **state) {
     (void)state;
@@ -143,17 +103,17 @@ static void test_nesting_limit(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_keywords_and_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_numbers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_operators_and_comments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_strings, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unterminated_string, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_locations_across_lines, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_long_identifier, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_number_too_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nesting_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keywords_and_names, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_numbers, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_operators_and_comments, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_strings, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_unterminated_string, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_bytes, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_nul_byte, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_locations_across_lines, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_long_identifier, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_number_too_large, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_nesting_limit, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

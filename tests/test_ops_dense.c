@@ -1,83 +1,15 @@
 /* test_ops_dense.c -- shape rules (shapes, batched flags, diagnostics) and gradient
  * rules (the structure autodiff builds) of the dense ops in compiler/ops_dense.c. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdlc.h"
+#include "test_util.h"
 
 enum { B = 64 };
 
-static Graph *g;
-static char *diag_buf;
-static size_t diag_len;
-static FILE *diag_f;
-static const Loc here = {"t.cdl", 3, 7};
+static int setup(void **state) { return tu_graph_setup(state, B, (Loc){"t.cdl", 3, 7}); }
 
-static int setup(void **state) {
-    (void)state;
-    cc_arena = arena_new();
-    ops_init();
-    g = ir_graph_new(B);
-    diag_reset();
-    diag_f = open_memstream(&diag_buf, &diag_len);
-    diag_set_stream(diag_f);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    diag_set_stream(NULL);
-    fclose(diag_f);
-    free(diag_buf);
-    diag_buf = NULL;
-    arena_free(cc_arena);
-    cc_arena = NULL;
-    return 0;
-}
-
-/* The diagnostics printed so far. */
-static const char *diags(void) {
-    fflush(diag_f);
-    return diag_buf ? diag_buf : "";
-}
-#define assert_diag(s) assert_non_null(strstr(diags(), (s)))
-
-/* SH(batched, d0, d1, ...): a shape literal. */
-#define SH(b, ...)                                                                    \
-    shape_make((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),             \
-               (int64_t[]){__VA_ARGS__}, b)
-
-static int leaf(Shape s, DType dt) {
-    int id = ir_add(g, OP_INPUT, here, 0, NULL, NULL, &s, dt);
-    assert_true(id >= 0);
-    return id;
-}
-static int real(Shape s) { return leaf(s, DT_REAL); }
-
-static int op(Op o, int nin, const int *in, const Attrs *at, const Shape *hint) {
-    return ir_add(g, o, here, nin, in, at, hint, DT_REAL);
-}
 static int op1(Op o, int x, Attrs at) { return op(o, 1, &x, &at, NULL); }
 static int op2_(Op o, int a, int b) {
     int in[2] = {a, b};
     return op(o, 2, in, NULL, NULL);
-}
-
-static void assert_shape(int id, Shape want) {
-    assert_true(id >= 0);
-    const Shape *s = &g->n[id].shape;
-    if (!shape_eq(s, &want) || s->batched != want.batched) {
-        print_error("shape %s%s, want %s%s\n", shape_str(s), s->batched ? "b" : "",
-                    shape_str(&want), want.batched ? "b" : "");
-        fail();
-    }
 }
 
 /* ---- shape rules --------------------------------------------------------------- */
@@ -303,25 +235,6 @@ static void test_softmax_embedding_shapes(void **state) {
 
 /* ---- gradient rules: the nodes autodiff builds ---------------------------------- */
 
-/* A model over g whose loss is node `loss`, with parameters ps[0..np). */
-static Model model_of(int loss, int *ps, int np) {
-    Model m = {.name = "t", .g = g, .loss = loss, .batch = B};
-    m.params = calloc((size_t)np, sizeof(Param));
-    m.nparams = np;
-    for (int k = 0; k < np; k++) {
-        g->n[ps[k]].flags |= NF_PARAM;
-        g->n[ps[k]].slot = k;
-        m.params[k].shape = g->n[ps[k]].shape;
-    }
-    return m;
-}
-
-static int param(Shape s) {
-    int id = ir_add(g, OP_PARAM, here, 0, NULL, NULL, &s, DT_REAL);
-    assert_true(id >= 0);
-    return id;
-}
-
 static void test_linear_grad_structure(void **state) {
     (void)state;
     int x = real(SH(true, B, 5, 784));
@@ -350,7 +263,7 @@ static void test_matmul_grad_structure(void **state) {
     (void)state;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            teardown(NULL);
+            tu_teardown(NULL);
             setup(NULL);
             int p[2] = {param(ta ? SH(false, 4, 3) : SH(false, 3, 4)),
                         param(tb ? SH(false, 5, 4) : SH(false, 4, 5))};
@@ -420,18 +333,18 @@ static void test_mean_embedding_grads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_matmul_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_linear_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reduce_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broadcast_reshape_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transpose_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concat_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_slice_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_softmax_embedding_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_linear_grad_structure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_matmul_grad_structure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shape_op_grads, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mean_embedding_grads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_reduce_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_broadcast_reshape_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_transpose_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_concat_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_slice_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_softmax_embedding_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_grad_structure, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_grad_structure, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_shape_op_grads, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_mean_embedding_grads, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,25 +1,9 @@
 /* test_ops_ew.c -- shape rules (shapes, batched flags, diagnostics) and gradient rules
  * (the nodes autodiff builds) of the elementwise ops (compiler/ops_ew.c) and the
  * losses (compiler/ops_loss.c). */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdlc.h"
+#include "test_util.h"
 
 enum { B = 64 };
-
-static Graph *g;
-static char *diag_buf;
-static size_t diag_len;
-static FILE *diag_f;
-static const Loc here = {"t.cdl", 4, 9};
 
 /* Leaves take their shape from the hint; stand in for the framework's leaf rules if
  * they are not in the tree yet. */
@@ -30,71 +14,22 @@ static bool leaf_hint(Graph *gr, Node *n) {
 }
 
 static int setup(void **state) {
-    (void)state;
-    cc_arena = arena_new();
-    ops_init();
+    tu_graph_setup(state, B, (Loc){"t.cdl", 4, 9});
     if (!op_info[OP_PARAM].rule.shape) op_info[OP_PARAM].rule.shape = leaf_hint;
     if (!op_info[OP_INPUT].rule.shape) op_info[OP_INPUT].rule.shape = leaf_hint;
-    g = ir_graph_new(B);
-    diag_reset();
-    diag_f = open_memstream(&diag_buf, &diag_len);
-    diag_set_stream(diag_f);
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    diag_set_stream(NULL);
-    fclose(diag_f);
-    free(diag_buf);
-    diag_buf = NULL;
-    arena_free(cc_arena);
-    cc_arena = NULL;
-    return 0;
-}
-
-static const char *diags(void) {
-    fflush(diag_f);
-    return diag_buf ? diag_buf : "";
-}
-#define assert_diag(s) assert_non_null(strstr(diags(), (s)))
-
-/* SH(batched, d0, d1, ...): a shape literal. */
-#define SH(b, ...)                                                                    \
-    shape_make((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),             \
-               (int64_t[]){__VA_ARGS__}, b)
 static const Shape scalar = {0};
 
-static int leaf(Shape s, DType dt) {
-    int id = ir_add(g, OP_INPUT, here, 0, NULL, NULL, &s, dt);
-    assert_true(id >= 0);
-    return id;
-}
-static int real(Shape s) { return leaf(s, DT_REAL); }
 static int labels(Shape s) { return leaf(s, DT_I32); }
-static int param(Shape s) {
-    int id = ir_add(g, OP_PARAM, here, 0, NULL, NULL, &s, DT_REAL);
-    assert_true(id >= 0);
-    return id;
-}
 
-static int op(Op o, int nin, const int *in, const Attrs *at, const Shape *hint) {
-    return ir_add(g, o, here, nin, in, at, hint, DT_REAL);
-}
 static int op1a(Op o, int a, Attrs at) { return op(o, 1, &a, &at, NULL); }
 static int op2a(Op o, int a, int b, Attrs at) {
     int in[2] = {a, b};
     return op(o, 2, in, &at, NULL);
 }
 static int op2(Op o, int a, int b) { return op2a(o, a, b, (Attrs){0}); }
-
-static void assert_shape(int id, Shape want) {
-    assert_true(id >= 0);
-    const Shape *s = &g->n[id].shape;
-    if (!shape_eq(s, &want) || s->batched != want.batched)
-        fail_msg("node %d: shape %s%s, want %s%s", id, shape_str(s), s->batched ? " batched" : "",
-                 shape_str(&want), want.batched ? " batched" : "");
-}
 
 /* ------------------------------------------------------------------ shapes */
 
@@ -229,18 +164,6 @@ static void test_loss_bwd_shapes(void **state) {
 
 /* ------------------------------------------------------------------ gradient rules */
 
-static Model model_of(int loss, int *ps, int np) {
-    Model m = {.name = "t", .g = g, .loss = loss, .batch = B};
-    m.params = calloc((size_t)np, sizeof(Param));
-    m.nparams = np;
-    for (int k = 0; k < np; k++) {
-        g->n[ps[k]].flags |= NF_PARAM;
-        g->n[ps[k]].slot = k;
-        m.params[k].shape = g->n[ps[k]].shape;
-    }
-    return m;
-}
-
 /* How many nodes with op o autodiff appended after node `from`. */
 static int count_after(int from, Op o) {
     int c = 0;
@@ -257,7 +180,7 @@ static void test_grad_activations(void **state) {
         {OP_TANH, OP_TANH_BWD}, {OP_GELU, OP_GELU_BWD}, {OP_ELU, OP_ELU_BWD}, {OP_CLAMP, OP_CLAMP_BWD},
     };
     for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
-        teardown(NULL);
+        tu_teardown(NULL);
         setup(NULL);
         int p[1] = {param(SH(false, 4, 5))};
         int y = op1a(t[k].f, p[0], (Attrs){.f = {-0.5, 0.5}});
@@ -296,7 +219,7 @@ static void test_grad_unary_compositions(void **state) {
     (void)state;
     const Op ops[] = {OP_NEG, OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_SQUARE, OP_POWS, OP_SOFTPLUS, OP_SUB};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
-        teardown(NULL);
+        tu_teardown(NULL);
         setup(NULL);
         int p[1] = {param(SH(false, 3, 4))};
         int y = ops[k] == OP_SUB ? op2(OP_SUB, p[0], p[0]) : op1a(ops[k], p[0], (Attrs){.f = {1.5}});
@@ -309,7 +232,7 @@ static void test_grad_unary_compositions(void **state) {
         free(m.params);
     }
     /* pow with p = 0 is constant: no gradient reaches the parameter through it */
-    teardown(NULL);
+    tu_teardown(NULL);
     setup(NULL);
     int p[1] = {param(SH(false, 3))};
     int y = op1a(OP_POWS, p[0], (Attrs){.f = {0}});
@@ -442,20 +365,20 @@ static void test_emit_forms(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_leaf_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_binary_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_binary_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unary_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bwd_helper_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loss_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loss_bwd_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_activations, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_binary_broadcast, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_unary_compositions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_dropout_keeps_stream, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_stop_gradient, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grad_losses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_emit_forms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_binary_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_binary_errors, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_unary_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bwd_helper_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loss_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loss_bwd_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_activations, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_binary_broadcast, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_unary_compositions, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_dropout_keeps_stream, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_stop_gradient, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_grad_losses, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_emit_forms, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

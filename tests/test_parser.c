@@ -1,47 +1,7 @@
 /* test_parser.c -- the CDL grammar (grammar/cdl.y): the trees of valid programs
  * (precedence, pipes, slices, keyword arguments, every statement), and syntax errors:
  * locations, several per run (statement-level recovery), nesting limits. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdlc.h"
-
-static char *diag_buf;
-static size_t diag_len;
-static FILE *diag_f;
-
-static int setup(void **state) {
-    (void)state;
-    cc_arena = arena_new();
-    diag_reset();
-    diag_f = open_memstream(&diag_buf, &diag_len);
-    diag_set_stream(diag_f);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    diag_set_stream(NULL);
-    fclose(diag_f);
-    free(diag_buf);
-    diag_buf = NULL;
-    arena_free(cc_arena);
-    cc_arena = NULL;
-    return 0;
-}
-
-static const char *diags(void) {
-    fflush(diag_f);
-    return diag_buf ? diag_buf : "";
-}
-
-static const Ast *parse(const char *src) { return parse_text("t.cdl", src, strlen(src)); }
+#include "test_util.h"
 
 /* The dump of the first statement of `model m { <stmt> }`. */
 static const char *stmt(const char *s) {
@@ -237,18 +197,18 @@ static void test_deep_unary_and_long_chains(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pipes_and_calls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_indexing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_statements, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_statements_need_no_separator, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_top_level, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_empty_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_syntax_error_location, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recovery_reports_several, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unexpected_end, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_nesting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_unary_and_long_chains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_precedence, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_pipes_and_calls, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_indexing, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_statements, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_statements_need_no_separator, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_top_level, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_input, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_syntax_error_location, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_reports_several, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_unexpected_end, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_unary_and_long_chains, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

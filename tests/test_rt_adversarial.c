@@ -10,20 +10,7 @@
  *      weakly separated ("brittle") ones: an eps = 0.1 attack defeats the brittle
  *      features, so adversarial training must learn to rely on the robust one.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 /* ---------------------------------------------------------------- lin */
 
@@ -125,15 +112,7 @@ static const cdl_model sm = {"sm", "t", 0x5A, 4, SB, 2, sm_params, 2 * SF + 2, 2
 
 /* ---------------------------------------------------------------- helpers */
 
-static char g_dir[64], g_sm_csv[128], g_lin_csv[128];
-
-static const char *path_in(const char *name) {
-    static char buf[8][192];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
+static char g_sm_csv[320], g_lin_csv[320];
 
 /* sm data (after Tsipras et al.): 400 rows, label y = r % 2.  Feature 0 is robust but
  * only 90% right: 0.2 or 0.8 (-+ 0.05) by the label, flipped in 10% of the rows.
@@ -169,55 +148,6 @@ static void write_lin_csv(const char *path) {
         fprintf(f, "%d\n", r % 2);
     }
     fclose(f);
-}
-
-static char g_out[1 << 16], g_err[1 << 16];
-
-static void slurp(int fd, char *buf, size_t n) {
-    lseek(fd, 0, SEEK_SET);
-    ssize_t r = read(fd, buf, n - 1);
-    buf[r > 0 ? r : 0] = 0;
-}
-
-/* cdl_main(m, "prog", args..., NULL) with stdout and stderr captured. */
-static int run(const cdl_model *m, ...) {
-    char *argv[64];
-    int argc = 0;
-    argv[argc++] = "prog";
-    va_list ap;
-    va_start(ap, m);
-    for (char *a; (a = va_arg(ap, char *)) != NULL;) argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    FILE *fo = tmpfile(), *fe = tmpfile();
-    int so = dup(1), se = dup(2);
-    dup2(fileno(fo), 1);
-    dup2(fileno(fe), 2);
-    int rc = cdl_main(m, argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    slurp(fileno(fo), g_out, sizeof g_out);
-    slurp(fileno(fe), g_err, sizeof g_err);
-    fclose(fo);
-    fclose(fe);
-    return rc;
-}
-
-/* The number after "key": in a one-line JSON object; NAN for null or missing. */
-static double json_num(const char *js, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(js, pat);
-    if (!p) return NAN;
-    p += strlen(pat);
-    if (!strncmp(p, "null", 4)) return NAN;
-    return strtod(p, NULL);
 }
 
 /* A fixed batch for lin: values spread over [0, 1] so that some hit the range. */
@@ -448,7 +378,7 @@ static void test_errors(void **st) {
  * clipping), in data units also under --normalize; robust <= clean accuracy. */
 static void test_eval_attack(void **st) {
     (void)st;
-    const char *ck = path_in("lin.ckpt");
+    const char *ck = tpath("lin.ckpt");
     cdl_net *net = cdl_net_new(&lin32);
     assert_int_equal(cdl_ckpt_save(ck, net, NULL, NULL), 0);
     cdl_net_free(net);
@@ -493,7 +423,7 @@ static void test_eval_attack(void **st) {
  * robust accuracy never exceeds clean accuracy; resume stays exact. */
 static void test_train_adversarial(void **st) {
     (void)st;
-    const char *u = path_in("u.ckpt"), *f = path_in("f.ckpt"), *p = path_in("p.ckpt"), *r = path_in("r.ckpt");
+    const char *u = tpath("u.ckpt"), *f = tpath("f.ckpt"), *p = tpath("p.ckpt"), *r = tpath("r.ckpt");
     int rc = run(&sm, "train", "--data", g_sm_csv, "--save", u, "--json", NULL);
     if (rc) fail_msg("%s", g_err);
     assert_null(strstr(g_out, "adversarial"));
@@ -555,21 +485,11 @@ static void test_train_adversarial(void **st) {
 }
 
 static int setup(void **st) {
-    (void)st;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cdl_adv_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_sm_csv, sizeof g_sm_csv, "%s/sm.csv", g_dir);
-    snprintf(g_lin_csv, sizeof g_lin_csv, "%s/lin.csv", g_dir);
+    if (tmpdir_setup(st)) return -1;
+    snprintf(g_sm_csv, sizeof g_sm_csv, "%s/sm.csv", tmp_dir);
+    snprintf(g_lin_csv, sizeof g_lin_csv, "%s/lin.csv", tmp_dir);
     write_sm_csv(g_sm_csv);
     write_lin_csv(g_lin_csv);
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    const char *names[] = {"sm.csv", "lin.csv", "lin.ckpt", "u.ckpt", "f.ckpt", "p.ckpt", "r.ckpt"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unlink(path_in(names[i]));
-    rmdir(g_dir);
     return 0;
 }
 
@@ -583,5 +503,5 @@ int main(void) {
         cmocka_unit_test(test_eval_attack),
         cmocka_unit_test(test_train_adversarial),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

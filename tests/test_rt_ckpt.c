@@ -6,21 +6,10 @@
  * optimizers refused, hand-edited headers (re-signed so that the checksum passes)
  * refused for the right reason, and a save killed at each stage leaving a loadable file.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
 #include <zlib.h>
 
 /* ---------------------------------------------------------------- fixtures */
@@ -53,27 +42,6 @@ static const cdl_model other = {
     .n_params = 3, .params = tiny_params, .param_count = 12, .train_count = 9,
 };
 
-static char dir[256];
-
-static int setup(void **st) {
-    (void)st;
-    snprintf(dir, sizeof dir, "/tmp/cdl_test_ckpt.%ld", (long)getpid());
-    mkdir(dir, 0700);
-    return 0;
-}
-static int teardown(void **st) {
-    (void)st;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-static const char *tpath(const char *name) {
-    static char p[2][320];
-    static int k;
-    k ^= 1;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
 
 /* A net of model m with parameters filled from v0 (distinct values). */
 static cdl_net *mknet(const cdl_model *m, double v0) {
@@ -111,12 +79,6 @@ static unsigned char *slurp(const char *path, size_t *len) {
     return b;
 }
 
-static void spit(const char *path, const void *b, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    fclose(f);
-}
 
 /* memmem (a GNU extension) by hand. */
 static void *find_bytes(const void *hay, size_t n, const void *needle, size_t k) {
@@ -126,10 +88,6 @@ static void *find_bytes(const void *hay, size_t n, const void *needle, size_t k)
     return NULL;
 }
 
-static void expect_error(const char *needle) {
-    const char *e = cdl_last_error();
-    if (!strstr(e, needle)) fail_msg("error '%s' does not contain '%s'", e, needle);
-}
 
 /* ---------------------------------------------------------------- round trips */
 
@@ -520,5 +478,5 @@ int main(void) {
         cmocka_unit_test(test_crash_mid_save),
         cmocka_unit_test(test_bad_descriptor),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -1,17 +1,8 @@
 /* test_rt_core.c -- runtime core: allocation hook and errors, Philox RNG and
  * initialisers, nets, optimizers (against hand-computed updates). */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_rt_util.h"
 
-#include <math.h>
 #include <pthread.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdl.h"
 
 void cdl_philox_raw(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 

@@ -4,51 +4,12 @@
  * path naming the file; Fashion-MNIST when installed; the loader's batching, shuffle,
  * resume, transforms, worker-count independence, failure reporting and shutdown.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_rt_util.h"
 
-#include "cdl.h"
-
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 #include <zlib.h>
 
-static char dir[256];
 
-static int setup(void **st) {
-    (void)st;
-    snprintf(dir, sizeof dir, "/tmp/cdl_test_data.%ld", (long)getpid());
-    mkdir(dir, 0700);
-    return 0;
-}
-static int teardown(void **st) {
-    (void)st;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-static const char *tpath(const char *name) {
-    static char p[4][320];
-    static int k;
-    k = (k + 1) & 3;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
-
-static void spit(const char *path, const void *b, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    fclose(f);
-}
 static void spit_gz(const char *path, const void *b, size_t n) {
     gzFile g = gzopen(path, "wb");
     assert_non_null(g);
@@ -57,10 +18,6 @@ static void spit_gz(const char *path, const void *b, size_t n) {
 }
 static void spit_str(const char *path, const char *s) { spit(path, s, strlen(s)); }
 
-static void expect_error(const char *needle) {
-    const char *e = cdl_last_error();
-    if (!strstr(e, needle)) fail_msg("error '%s' does not contain '%s'", e, needle);
-}
 
 /* An IDX image file of n images h x w, pixel (i, y, x) = (i * 31 + y * 7 + x) % 256,
  * into buf (returns its size). */
@@ -268,13 +225,13 @@ static void test_named_synthetic(void **st) {
     (void)st;
     /* mnist-format files (raw, no .gz) in $CDL_DATA_DIR/mnist. */
     char sub[400];
-    snprintf(sub, sizeof sub, "%s/mnist", dir);
+    snprintf(sub, sizeof sub, "%s/mnist", tmp_dir);
     mkdir(sub, 0700);
     unsigned char im[16 + 5 * 12], lb[8 + 5];
     size_t ni = mk_images(im, 5, 3, 4), nl = mk_labels(lb, 5, 10);
     spit(tpath("mnist/t10k-images-idx3-ubyte"), im, ni);
     spit(tpath("mnist/t10k-labels-idx1-ubyte"), lb, nl);
-    setenv("CDL_DATA_DIR", dir, 1);
+    setenv("CDL_DATA_DIR", tmp_dir, 1);
     cdl_dataset d;
     assert_int_equal(cdl_dataset_open(&d, "mnist", 0), 0);
     assert_int_equal(d.n, 5);
@@ -654,5 +611,5 @@ int main(void) {
         cmocka_unit_test(test_loader_shutdown_and_no_alloc),
         cmocka_unit_test(test_loader_bad_config),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

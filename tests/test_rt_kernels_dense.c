@@ -1,29 +1,19 @@
 /* test_rt_kernels_dense.c -- dense kernels (kernels_dense.c, blas.c) against naive
  * references; backward kernels against central finite differences in f64. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
 
 static uint64_t rng_state = 88172645463325252ull;
 /* xorshift64*, uniform in [-1, 1) */
-static double urand(void) {
+static double urand_pm1(void) {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
     return (double)((rng_state * 2685821657736338717ull) >> 11) / 4503599627370496.0 - 1.0;
 }
-static void fill_d(double *p, int64_t n) { for (int64_t i = 0; i < n; i++) p[i] = urand(); }
-static void fill_f(float *p, int64_t n) { for (int64_t i = 0; i < n; i++) p[i] = (float)urand(); }
+static void fill_d(double *p, int64_t n) { for (int64_t i = 0; i < n; i++) p[i] = urand_pm1(); }
+static void fill_f(float *p, int64_t n) { for (int64_t i = 0; i < n; i++) p[i] = (float)urand_pm1(); }
 
 static void assert_close_d(const double *a, const double *b, int64_t n, double tol) {
     for (int64_t i = 0; i < n; i++) {

@@ -2,24 +2,10 @@
  * kernel against a naive double reference, every backward kernel against central
  * finite differences in f64, broadcasting against a naive index walk, dropout's mask
  * properties. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <math.h>
-#include <string.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-static uint64_t rs = 88172645463325252ull;
-static double urand(void) {                       /* xorshift, [0, 1) */
-    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
-    return (double)(rs >> 11) / 9007199254740992.0;
-}
 /* Uniform in [lo, hi), kept at least `gap` away from each kink in kinks[]. */
 static double away(double lo, double hi, const double *kinks, int nk, double gap) {
     for (;;) {
@@ -29,13 +15,6 @@ static double away(double lo, double hi, const double *kinks, int nk, double gap
         if (ok) return v;
     }
 }
-static void fill_rand(double *x, int64_t n, double lo, double hi) {
-    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * urand();
-}
-static void to_f32(const double *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = (float)x[i];
-}
-static int close_to(double num, double ana) { return fabs(num - ana) <= 1e-5 + 1e-3 * fabs(num); }
 
 #define N 257   /* odd, so vector loops get a tail */
 
@@ -225,7 +204,7 @@ static void test_maxmin_bwd(void **st) {
         for (int i = 0; i < R * C; i++) {
             double ap = a[i] + h, am = a[i] - h;
             ref[i] = g[i] * (ref_bin(op, ap, b[i % C]) - ref_bin(op, am, b[i % C])) / (2 * h);
-            assert_true(close_to(ref[i], da[i]));
+            assert_true(fd_close(ref[i], da[i]));
         }
     }
     /* ties go to a; same-shape call with rank 1 */
@@ -320,7 +299,7 @@ static void check_fd(fwd_fn f, const double *x, const double *g, const double *d
         f(1, &xp, &yp);
         f(1, &xm, &ym);
         double num = g[i] * (yp - ym) / (2 * h);
-        if (!close_to(num, dx[i])) fail_msg("x=%g num=%.12g ana=%.12g", x[i], num, dx[i]);
+        if (!fd_close(num, dx[i])) fail_msg("x=%g num=%.12g ana=%.12g", x[i], num, dx[i]);
     }
 }
 
@@ -405,6 +384,7 @@ static void test_dropout(void **st) {
 }
 
 int main(void) {
+    urand_seed(88172645463325252ull);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basics),
         cmocka_unit_test(test_binary_same_and_scalar),

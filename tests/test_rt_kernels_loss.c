@@ -2,30 +2,10 @@
  * against a naive double reference (both reductions), every backward against central
  * finite differences in f64 (both operands), numerical stability at extreme inputs,
  * and bad labels failing cleanly. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_rt_util.h"
 
-#include <math.h>
-#include <string.h>
-
-#include "cdl.h"
-
-static uint64_t rs = 0x9E3779B97F4A7C15ull;
-static double urand(void) {
-    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
-    return (double)(rs >> 11) / 9007199254740992.0;
-}
-static void fill_rand(double *x, int64_t n, double lo, double hi) {
-    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * urand();
-}
-static void to_f32(const double *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = (float)x[i];
-}
 static void check_close(double num, double ana) {
-    if (!(fabs(num - ana) <= 1e-5 + 1e-3 * fabs(num))) fail_msg("num=%.12g ana=%.12g", num, ana);
+    if (!fd_close(num, ana)) fail_msg("num=%.12g ana=%.12g", num, ana);
 }
 
 /* ------------------------------------------------------------------ cross-entropy, nll */

@@ -8,19 +8,7 @@
  * parameters p0.. of the case's shapes, a real input x [4, 6] and labels y i32 [4]) and
  * returns a tensor y; the loss is sum(y * R) with a fixed pseudo-random R, so that every
  * element of y carries a different weight. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 enum { MAXP = 6, NB = 4, NX = 6 };
 
@@ -661,51 +649,40 @@ static const cdl_model cmp_t = {.name = "sr_tape", .fingerprint = 42, .real_size
                                 .inputs = cmp_inputs, .n_outputs = 1, .outputs = cmp_outputs, .has_loss = 1, .act_bytes = 1 << 20,
                                 .init = cmp_init, .grad = t_grad};
 
-/* Run cdl_compare with stdout captured into out (NUL-terminated). */
-static int run_compare(const cdl_model *a, const cdl_model *b, int argc, char **argv, char *out, size_t cap) {
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int keep = dup(1);
-    dup2(fileno(tmp), 1);
+/* cdl_compare with stdout and stderr captured in g_out / g_err. */
+static int run_compare(const cdl_model *a, const cdl_model *b, int argc, char **argv) {
+    capture_begin();
     int rc = cdl_compare(a, b, argc, argv);
-    fflush(stdout);
-    dup2(keep, 1);
-    close(keep);
-    rewind(tmp);
-    size_t n = fread(out, 1, cap - 1, tmp);
-    out[n] = 0;
-    fclose(tmp);
+    capture_end();
     return rc;
 }
 
 static void test_compare(void **state) {
     (void)state;
-    static char out[1 << 16];
     char *ok[] = {"cmp", "--data", "random", "--steps", "4", "--json", "--tol", "1e-6", NULL};
     tape_scale = 1;
-    assert_int_equal(run_compare(&cmp_s, &cmp_t, 8, ok, out, sizeof out), 0);
-    assert_non_null(strstr(out, "\"max_loss_rel_diff\":0,"));
-    assert_non_null(strstr(out, "\"max_grad_rel_diff\":0,"));
-    assert_non_null(strstr(out, "\"speedup_static_over_tape\":"));
-    assert_non_null(strstr(out, "\"tape_heap_allocs_per_step\":0,"));
+    assert_int_equal(run_compare(&cmp_s, &cmp_t, 8, ok), 0);
+    assert_non_null(strstr(g_out, "\"max_loss_rel_diff\":0,"));
+    assert_non_null(strstr(g_out, "\"max_grad_rel_diff\":0,"));
+    assert_non_null(strstr(g_out, "\"speedup_static_over_tape\":"));
+    assert_non_null(strstr(g_out, "\"tape_heap_allocs_per_step\":0,"));
     char *text[] = {"cmp", "--data", "random", "--steps", "3", "--batch", "5", NULL};
-    assert_int_equal(run_compare(&cmp_s, &cmp_t, 7, text, out, sizeof out), 0);
-    assert_non_null(strstr(out, "ms / step"));
-    assert_non_null(strstr(out, "batch 5"));
+    assert_int_equal(run_compare(&cmp_s, &cmp_t, 7, text), 0);
+    assert_non_null(strstr(g_out, "ms / step"));
+    assert_non_null(strstr(g_out, "batch 5"));
     /* a tape build with a wrong gradient: the loss drifts and the gradients differ */
     tape_scale = 2;
-    assert_int_equal(run_compare(&cmp_s, &cmp_t, 8, ok, out, sizeof out), 1);
-    assert_non_null(strstr(out, "\"max_grad_rel_diff\":0.5"));   /* w: 2g vs g; b untouched */
+    assert_int_equal(run_compare(&cmp_s, &cmp_t, 8, ok), 1);
+    assert_non_null(strstr(g_out, "\"max_grad_rel_diff\":0.5"));   /* w: 2g vs g; b untouched */
     tape_scale = 1;
     /* usage errors and mismatched models */
     char *bad[] = {"cmp", "--steps", "x", NULL};
-    assert_int_equal(run_compare(&cmp_s, &cmp_t, 3, bad, out, sizeof out), 2);
+    assert_int_equal(run_compare(&cmp_s, &cmp_t, 3, bad), 2);
     char *big[] = {"cmp", "--batch", "99", NULL};
-    assert_int_equal(run_compare(&cmp_s, &cmp_t, 3, big, out, sizeof out), 2);
+    assert_int_equal(run_compare(&cmp_s, &cmp_t, 3, big), 2);
     cdl_model other = cmp_t;
     other.fingerprint = 43;
-    assert_int_equal(run_compare(&cmp_s, &other, 1, ok, out, sizeof out), 1);
+    assert_int_equal(run_compare(&cmp_s, &other, 1, ok), 1);
 }
 
 int main(void) {

@@ -7,23 +7,11 @@
  * s to logit 0 and then bump it (a stand-in for batch-norm running statistics that a
  * gradient check must save and restore).  A "broken" variant scales db[0] so the
  * gradient check has something to catch; g_nan_step injects a NaN loss. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_rt_util.h"
 
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
-
-#include "cdl.h"
 
 /* ---------------------------------------------------------------- test models */
 
@@ -168,16 +156,7 @@ static const cdl_model fm = {"softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 785
 
 /* ---------------------------------------------------------------- helpers */
 
-static char g_dir[64];
-static char g_csv[128];
-
-static const char *path_in(const char *name) {
-    static char buf[8][192];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
+static char g_csv[320];
 
 /* 3 classes around separated centers in 4-D, 200 rows, label last. */
 static void write_csv(const char *path) {
@@ -193,55 +172,6 @@ static void write_csv(const char *path) {
                 (y == 1 ? 1.5 : 0) + 0.5 * n[1], (y == 2 ? 1.5 : 0) + 0.5 * n[2], 0.5 * n[3], y);
     }
     fclose(f);
-}
-
-static char g_out[1 << 16], g_err[1 << 16];
-
-static void slurp(int fd, char *buf, size_t n) {
-    lseek(fd, 0, SEEK_SET);
-    ssize_t r = read(fd, buf, n - 1);
-    buf[r > 0 ? r : 0] = 0;
-}
-
-/* cdl_main(m, "prog", args..., NULL) with stdout and stderr captured in g_out/g_err. */
-static int run(const cdl_model *m, ...) {
-    char *argv[64];
-    int argc = 0;
-    argv[argc++] = "prog";
-    va_list ap;
-    va_start(ap, m);
-    for (char *a; (a = va_arg(ap, char *)) != NULL;) argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    FILE *fo = tmpfile(), *fe = tmpfile();
-    int so = dup(1), se = dup(2);
-    dup2(fileno(fo), 1);
-    dup2(fileno(fe), 2);
-    int rc = cdl_main(m, argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    slurp(fileno(fo), g_out, sizeof g_out);
-    slurp(fileno(fe), g_err, sizeof g_err);
-    fclose(fo);
-    fclose(fe);
-    return rc;
-}
-
-/* The number after "key": in a one-line JSON object; NAN for null or missing. */
-static double json_num(const char *js, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(js, pat);
-    if (!p) return NAN;
-    p += strlen(pat);
-    if (!strncmp(p, "null", 4)) return NAN;
-    return strtod(p, NULL);
 }
 
 static int file_exists(const char *p) {
@@ -297,7 +227,7 @@ static void test_usage(void **st) {
 
 static void test_train_synthetic(void **st) {
     (void)st;
-    const char *log = path_in("syn.csv.log"), *svg = path_in("syn.svg");
+    const char *log = tpath("syn.csv.log"), *svg = tpath("syn.svg");
     int rc = run(&syn, "train", "--data", g_csv, "--epochs", "6", "--optimizer", "sgd:lr=0.5,momentum=0.9",
                  "--schedule", "cosine", "--warmup", "3", "--clip", "5", "--json", "--log", log, "--plot",
                  svg, "--workers", "0", NULL);
@@ -350,7 +280,7 @@ static void test_train_synthetic(void **st) {
 /* train 3 == train 1 + resume to 3 (worker counts differ), bit for bit. */
 static void test_resume_exact(void **st) {
     (void)st;
-    const char *a = path_in("a.ckpt"), *b = path_in("b.ckpt");
+    const char *a = tpath("a.ckpt"), *b = tpath("b.ckpt");
     char ja[512], jb[512];
     int rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
                  "--schedule", "step:every=1,gamma=0.5", "--seed", "7", "--save", a, "--json",
@@ -380,7 +310,7 @@ static void test_resume_exact(void **st) {
     for (int i = 0; i < 5; i++) assert_true(json_num(ja, keys[i]) == json_num(jb, keys[i]));
     /* Ctrl-C in the middle of epoch 2 (step 20 = its batch 7): a mid-epoch checkpoint,
      * exit status 130; resuming it still ends bit-identical to the straight run */
-    const char *c = path_in("int.ckpt");
+    const char *c = tpath("int.ckpt");
     g_int_step = 20;
     rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--optimizer", "adam:lr=0.05",
              "--schedule", "step:every=1,gamma=0.5", "--seed", "7", "--save", c, "--quiet", NULL);
@@ -421,7 +351,7 @@ static void test_resume_exact(void **st) {
 
 static void test_nan_stop(void **st) {
     (void)st;
-    const char *c = path_in("nan.ckpt");
+    const char *c = tpath("nan.ckpt");
     g_nan_step = 13 + 5;                                     /* in epoch 2 */
     int rc = run(&syn, "train", "--data", g_csv, "--epochs", "3", "--save", c, "--quiet", NULL);
     g_nan_step = UINT64_MAX;
@@ -444,7 +374,7 @@ static void test_nan_stop(void **st) {
 
 static void test_eval_and_defaults(void **st) {
     (void)st;
-    const char *c = path_in("def.ckpt");
+    const char *c = tpath("def.ckpt");
     /* defaults from the model: sgd momentum, 2 epochs, batch 8, quiet */
     int rc = run(&syndef, "train", "--data", g_csv, "--save", c, "--json", NULL);
     if (rc) fail_msg("%s", g_err);
@@ -463,13 +393,13 @@ static void test_eval_and_defaults(void **st) {
     assert_true(fabs(json_num(g_out, "test_loss") - loss) < 1e-12);
     assert_int_equal(run(&syndef, "eval", "--data", g_csv, NULL), 1);      /* --load missing */
     assert_non_null(strstr(g_err, "--load"));
-    assert_int_equal(run(&syndef, "eval", "--data", g_csv, "--load", path_in("missing"), NULL), 1);
+    assert_int_equal(run(&syndef, "eval", "--data", g_csv, "--load", tpath("missing"), NULL), 1);
 }
 
 static void test_data_mismatch(void **st) {
     (void)st;
     char bad[160];
-    snprintf(bad, sizeof bad, "%s", path_in("five.csv"));
+    snprintf(bad, sizeof bad, "%s", tpath("five.csv"));
     FILE *f = fopen(bad, "w");
     assert_non_null(f);
     for (int i = 0; i < 10; i++) fprintf(f, "1,2,3,4,5,%d\n", i % 3);
@@ -477,7 +407,7 @@ static void test_data_mismatch(void **st) {
     assert_int_equal(run(&syn, "train", "--data", bad, "--quiet", NULL), 1);
     assert_non_null(strstr(g_err, "5 values"));
     assert_non_null(strstr(g_err, "input x"));
-    assert_int_equal(run(&syn, "train", "--data", path_in("nonexistent.csv"), "--quiet", NULL), 1);
+    assert_int_equal(run(&syn, "train", "--data", tpath("nonexistent.csv"), "--quiet", NULL), 1);
 }
 
 static void test_gradcheck(void **st) {
@@ -503,7 +433,7 @@ static uint32_t be32(const unsigned char *p) {
 
 static void test_sample_png(void **st) {
     (void)st;
-    const char *png = path_in("s.png");
+    const char *png = tpath("s.png");
     int rc = run(&syn, "sample", "-o", png, "--n", "9", NULL);
     if (rc) fail_msg("%s", g_err);
     FILE *f = fopen(png, "rb");
@@ -532,7 +462,7 @@ static void test_sample_png(void **st) {
 
 static void test_grad_dump(void **st) {
     (void)st;
-    const char *c = path_in("g.ckpt"), *out = path_in("g.safetensors");
+    const char *c = tpath("g.ckpt"), *out = tpath("g.safetensors");
     assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
     int rc = run(&syn, "grad", "--data", g_csv, "--load", c, "--batches", "2", "-o", out, NULL);
     if (rc) fail_msg("%s", g_err);
@@ -574,7 +504,7 @@ static void test_schedules_plot(void **st) {
     (void)st;
     /* the plot writer alone, with missing values */
     double e[3] = {1, 2, 3}, tl[3] = {1, 0.5, 0.25}, vl[3] = {NAN, 0.6, 0.3}, acc[3] = {NAN, NAN, NAN};
-    const char *svg = path_in("p.svg");
+    const char *svg = tpath("p.svg");
     assert_int_equal(cdl_plot_svg(svg, "a <b> & c", 3, e, tl, vl, acc), 0);
     FILE *f = fopen(svg, "r");
     static char buf[1 << 14];
@@ -586,8 +516,8 @@ static void test_schedules_plot(void **st) {
     assert_null(strstr(buf, "nan"));
     assert_int_equal(cdl_plot_svg("/nonexistent/dir/x.svg", "t", 3, e, tl, vl, acc), -1);
     unsigned char px[4] = {0, 64, 128, 255};
-    assert_int_equal(cdl_png_write_gray(path_in("t.png"), 2, 2, px), 0);
-    assert_int_equal(cdl_png_write_gray(path_in("t.png"), 0, 2, px), -1);
+    assert_int_equal(cdl_png_write_gray(tpath("t.png"), 2, 2, px), 0);
+    assert_int_equal(cdl_png_write_gray(tpath("t.png"), 0, 2, px), -1);
 }
 
 static void test_fashion_subset(void **st) {
@@ -596,7 +526,7 @@ static void test_fashion_subset(void **st) {
         print_message("fashion-mnist not installed; skipped\n");
         skip();
     }
-    const char *c = path_in("fm.ckpt");
+    const char *c = tpath("fm.ckpt");
     /* defaults from the model (sgd, lr 0.05, fashion-mnist); a 2000/1000 subset */
     int rc = run(&fm, "train", "--epochs", "3", "--limit", "2000", "--test-limit", "1000", "--json",
                  "--save", c, "--quiet", NULL);
@@ -614,21 +544,9 @@ static void test_fashion_subset(void **st) {
 }
 
 static int setup(void **st) {
-    (void)st;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cdl_trainer_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    snprintf(g_csv, sizeof g_csv, "%s/syn.csv", g_dir);
+    if (tmpdir_setup(st)) return -1;
+    snprintf(g_csv, sizeof g_csv, "%s/syn.csv", tmp_dir);
     write_csv(g_csv);
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    const char *names[] = {"syn.csv", "syn.csv.log", "syn.svg", "a.ckpt", "b.ckpt", "nan.ckpt",
-                           "def.ckpt", "five.csv", "s.png", "g.ckpt", "g.safetensors", "p.svg",
-                           "t.png", "fm.ckpt", "sample.png", "int.ckpt"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unlink(path_in(names[i]));
-    rmdir(g_dir);
     return 0;
 }
 
@@ -646,5 +564,5 @@ int main(void) {
         cmocka_unit_test(test_schedules_plot),
         cmocka_unit_test(test_fashion_subset),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
