@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cdl.h"
+#include "vmath.h"      /* exp, sigmoid, tanh, softplus loops vectorise through libmvec */
 
 /* ---------------------------------------------------------------- dropout bits
  * Dropout needs one 32-bit random word per element, fast: element e = base + i takes

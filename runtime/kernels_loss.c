@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "cdl.h"
+#include "vmath.h"      /* expf, log1pf, logf loops vectorise through libmvec */
 
 #define T float
 #define S(name) cdl_##name##_f32

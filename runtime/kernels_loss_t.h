@@ -7,6 +7,30 @@ static inline double S(loss_div)(int red, int64_t count) {
     return red == CDL_RED_SUM || count <= 0 ? 1.0 : (double)count;
 }
 
+/* Sums in double of T terms, fast: acc[k] += t[j] for j = k (mod LOSS_LANES).  The
+ * lanes are independent, so gcc vectorises the float -> double adds without
+ * reassociating (a single `acc += (double)t[j]` chain it cannot vectorise in f32, and
+ * that chain kept the transcendentals feeding it scalar).  Loss forwards compute their
+ * terms LOSS_BLOCK at a time into a stack block (one vectorised loop over expf/log1pf,
+ * vmath.h), then add the block here; loss_acc_total folds the lanes. */
+#ifndef LOSS_LANES
+#define LOSS_LANES 8
+#define LOSS_BLOCK 256
+#endif
+
+static inline void S(loss_acc)(double acc[LOSS_LANES], const T *t, int64_t m) {
+    int64_t j = 0;
+    for (; j + LOSS_LANES <= m; j += LOSS_LANES)
+        for (int k = 0; k < LOSS_LANES; k++) acc[k] += (double)t[j + k];
+    for (; j < m; j++) acc[0] += (double)t[j];
+}
+
+static inline double S(loss_acc_total)(const double acc[LOSS_LANES]) {
+    double s = 0;
+    for (int k = 0; k < LOSS_LANES; k++) s += acc[k];
+    return s;
+}
+
 /* ---------------------------------------------------------------- class losses */
 
 /* Fused log-softmax + negative log-likelihood with label smoothing, per row:
@@ -21,11 +45,11 @@ int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t 
         T *p = probs + r * cols;
         T m = x[0];
         for (int64_t j = 1; j < cols; j++) m = x[j] > m ? x[j] : m;
+        /* exp in a loop of its own, so that it vectorises (vmath.h). */
+        for (int64_t j = 0; j < cols; j++) p[j] = M(exp)(x[j] - m);
         double sum = 0, sx = 0;
         for (int64_t j = 0; j < cols; j++) {
-            T e = M(exp)(x[j] - m);
-            p[j] = e;
-            sum += (double)e;
+            sum += (double)p[j];
             sx += (double)x[j];
         }
         T inv = (T)(1.0 / sum);
@@ -100,12 +124,19 @@ int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, in
 
 /* ---------------------------------------------------------------- pair losses */
 
-/* Forward: *loss = sum_i EXPR(u = a[i], v = b[i]) / divisor. */
+/* Forward: *loss = sum_i EXPR(u = a[i], v = b[i]) / divisor, the terms a block at a
+ * time (see loss_acc). */
 #define LOSS_FWD(EXPR)                                                           \
     do {                                                                         \
-        double acc = 0;                                                          \
-        for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; acc += (double)(EXPR); } \
-        *loss = (T)(acc / S(loss_div)(red, n));                                  \
+        double acc[LOSS_LANES] = {0};                                            \
+        T t[LOSS_BLOCK];                                                         \
+        for (int64_t i0 = 0; i0 < n; i0 += LOSS_BLOCK) {                         \
+            int64_t m = n - i0 < LOSS_BLOCK ? n - i0 : LOSS_BLOCK;               \
+            const T *ab = a + i0, *bb = b + i0;                                  \
+            for (int64_t j = 0; j < m; j++) { T u = ab[j], v = bb[j]; t[j] = (EXPR); } \
+            S(loss_acc)(acc, t, m);                                              \
+        }                                                                        \
+        *loss = (T)(S(loss_acc_total)(acc) / S(loss_div)(red, n));               \
     } while (0)
 
 /* Backward: d[i] = s * (wrt == 0 ? DA : DB) with s = g / divisor. */
@@ -172,13 +203,18 @@ void S(bce_logits_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, i
 /* ---------------------------------------------------------------- kl_normal */
 
 void S(kl_normal)(int64_t rows, int64_t cols, const T *mu, const T *logvar, int red, T *loss) {
-    double acc = 0;
+    double acc[LOSS_LANES] = {0};
+    T t[LOSS_BLOCK];
     int64_t n = rows * cols;
-    for (int64_t i = 0; i < n; i++) {
-        T m = mu[i], lv = logvar[i];
-        acc += (double)((T)1 + lv - m * m - M(exp)(lv));
+    for (int64_t i0 = 0; i0 < n; i0 += LOSS_BLOCK) {
+        int64_t m = n - i0 < LOSS_BLOCK ? n - i0 : LOSS_BLOCK;
+        for (int64_t j = 0; j < m; j++) {
+            T mj = mu[i0 + j], lv = logvar[i0 + j];
+            t[j] = (T)1 + lv - mj * mj - M(exp)(lv);
+        }
+        S(loss_acc)(acc, t, m);
     }
-    *loss = (T)(-0.5 * acc / S(loss_div)(red, rows));
+    *loss = (T)(-0.5 * S(loss_acc_total)(acc) / S(loss_div)(red, rows));
 }
 
 /* d/dmu = mu;  d/dlogvar = (e^logvar - 1) / 2;  times g / (rows for mean). */
