@@ -5,8 +5,11 @@
 /* gcc 12 at -O2 vectorizes only loops whose trip count is known to suit the vector
  * width, and (trapping math) will not turn NaN-aware selects into vector blends; these
  * row loops need both (clang does it at -O2).  No code here relies on FP traps. */
+/* -std=c11 also turns off FMA contraction in gcc (clang contracts within an expression
+ * by default); the direct convolution's "acc += x * w" must be one FMA, not a multiply
+ * and an add: half the instructions in its inner loops. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math", "fp-contract=fast")
 #endif
 
 #include "cdl.h"
@@ -33,14 +36,24 @@ static inline int conv_direct(const cdl_conv2d_geom *g) {
     return g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0;
 }
 
+/* PL_SWAP swaps the lanes of each pair of a 32-byte vector, PL_DUP doubles each lane of
+ * a 16-byte one (max-pool backward); their index lists depend on the lane count. */
 #define T float
 #define S(name) cdl_##name##_f32
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
 #include "kernels_conv_t.h"
 #undef T
 #undef S
+#undef PL_SWAP
+#undef PL_DUP
 
 #define T double
 #define S(name) cdl_##name##_f64
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
 #include "kernels_conv_t.h"
 #undef T
 #undef S
+#undef PL_SWAP
+#undef PL_DUP

@@ -184,7 +184,286 @@ static void S(conv_lower_image)(const cdl_conv2d_geom *gm, const S(conv_lower) *
     }
 }
 
+/* ------------------------------------------------------------------ direct stride-1 conv */
+
+/* The vec mode of cdl.h (cdl_conv2d_vec): a stride-1 convolution computed on the
+ * padded-width grid straight from the padded image, with no im2col matrix and no GEMM.
+ * On that grid output pixel p (p = oh * Wp + ow) of channel k is
+ *     sum over c, r, s of w[k, c, r, s] * xp[c, p + r * Wp + s],
+ * so every (c, r, s) term is one unaligned vector load of xp, shared by a block of KB
+ * output channels (broadcast weights, KB x CV_PB accumulators held in registers).
+ * This reads each image once per channel block instead of writing and re-reading a
+ * c*r*s times larger matrix, which is what bounded the im2col + sgemm version (memmove,
+ * packing) on the small-channel convs of the bench ResNet and LeNet.  Columns
+ * ow >= OW of the grid are computed and dropped.  Vectors are GCC vector extensions
+ * (64 bytes: one AVX-512 register; the compiler splits them elsewhere). */
+typedef T S(cv_vec) __attribute__((vector_size(64)));
+#define CV_L ((int64_t)(64 / sizeof(T))) /* lanes */
+#define CV_PB 3                          /* vectors per pixel block */
+#define CV_NB (CV_PB * CV_L)             /* pixels per block (<= CDL_CONV_NB) */
+#define CV_KB 8                          /* output channels per register block */
+/* Keep a loaded vector in a register: left alone, gcc folds the load into each of the
+ * FMAs that use it (three loads of g instead of one in bwd_w's tile: load-bound). */
+#if defined(__AVX512F__) && defined(__GNUC__) /* one 64-byte register */
+#define CV_IN_REG(v) __asm__("" : "+v"(v))
+#else
+#define CV_IN_REG(v) ((void)0)
+#endif
+
+/* out[j, p0 + i] (i < CV_NB, j < KB, rows ldo apart) = the grid sum above over the
+ * cin x r x s taps of input in (channel planes hw apart, rows wrow apart), with the
+ * block's weights packed tap-major: wp[tap * KB + j]. */
+static inline __attribute__((always_inline)) void S(cv_tile)(const int KB, const T *restrict in, int64_t cin,
+                                                               int64_t hw, int64_t wrow, int64_t R, int64_t Sk,
+                                                               const T *restrict wp, T *restrict out, int64_t ldo) {
+    S(cv_vec) acc[CV_KB][CV_PB];
+    for (int j = 0; j < KB; j++)
+        for (int i = 0; i < CV_PB; i++) acc[j][i] = (S(cv_vec)){0};
+    for (int64_t c = 0; c < cin; c++)
+        for (int64_t r = 0; r < R; r++) {
+            const T *xr = in + c * hw + r * wrow;
+            for (int64_t s = 0; s < Sk; s++, wp += KB) {
+                S(cv_vec) xv[CV_PB];
+                for (int i = 0; i < CV_PB; i++) memcpy(&xv[i], xr + s + i * CV_L, sizeof xv[i]);
+                for (int j = 0; j < KB; j++) {
+                    const T wj = wp[j];
+                    for (int i = 0; i < CV_PB; i++) acc[j][i] += xv[i] * wj;
+                }
+            }
+        }
+    for (int j = 0; j < KB; j++)
+        for (int i = 0; i < CV_PB; i++) memcpy(out + j * ldo + i * CV_L, &acc[j][i], sizeof acc[j][i]);
+}
+
+/* Channel blocks: the fewest blocks of at most CV_KB, as even as possible (6 channels
+ * make one block of 6, not 4 + 2: a small block is bound by its loads, not its FMAs). */
+static inline int S(cv_kb)(int64_t left) {
+    const int64_t nblk = (left + CV_KB - 1) / CV_KB;
+    return (int)((left + nblk - 1) / nblk);
+}
+
+/* Tile calls with the block size as a constant (the tile's loops unroll into registers). */
+#define CV_SWITCH_KB(kb, CALL) \
+    switch (kb) {              \
+    case 8: CALL(8); break;    \
+    case 7: CALL(7); break;    \
+    case 6: CALL(6); break;    \
+    case 5: CALL(5); break;    \
+    case 4: CALL(4); break;    \
+    case 3: CALL(3); break;    \
+    case 2: CALL(2); break;    \
+    default: CALL(1); break;   \
+    }
+
+/* The whole grid of one image: out[kout, cols] (cols a multiple of CV_NB) from the
+ * padded input in[cin, *] and weights packed by S(cv_pack_*) (block by block). */
+static void S(cv_conv)(const T *in, int64_t cin, int64_t hw, int64_t wrow, int64_t R, int64_t Sk, int64_t kout,
+                       const T *wpk, T *out, int64_t cols) {
+    const int64_t taps = cin * R * Sk;
+    for (int64_t k0 = 0; k0 < kout; k0 += S(cv_kb)(kout - k0)) {
+        const int kb = S(cv_kb)(kout - k0);
+        const T *wb = wpk + k0 * taps;
+        T *ob = out + k0 * cols;
+#define CV_FWD(KB) \
+    for (int64_t p0 = 0; p0 < cols; p0 += CV_NB) S(cv_tile)(KB, in + p0, cin, hw, wrow, R, Sk, wb, ob + p0, cols)
+        CV_SWITCH_KB(kb, CV_FWD)
+#undef CV_FWD
+    }
+}
+
+/* Forward weights w[k, c, r, s] packed per channel block: wpk[k0*crs + tap*kb + j]. */
+static void S(cv_pack_fwd)(const cdl_conv2d_geom *gm, const T *w, T *wpk) {
+    const int64_t crs = gm->c * gm->r * gm->s;
+    for (int64_t k0 = 0; k0 < gm->k; k0 += S(cv_kb)(gm->k - k0)) {
+        const int kb = S(cv_kb)(gm->k - k0);
+        for (int64_t q = 0; q < crs; q++)
+            for (int j = 0; j < kb; j++) wpk[k0 * crs + q * kb + j] = w[(k0 + j) * crs + q];
+    }
+}
+
+/* bwd_x weights: the convolution from g's k channels to dx's c channels with the
+ * kernel turned round, w'[c, k, r, s] = w[k, c, R-1-r, S-1-s], packed as above. */
+static void S(cv_pack_bwd)(const cdl_conv2d_geom *gm, const T *w, T *wpk) {
+    const int64_t C = gm->c, K = gm->k, R = gm->r, Sk = gm->s, krs = K * R * Sk;
+    for (int64_t c0 = 0; c0 < C; c0 += S(cv_kb)(C - c0)) {
+        const int cb = S(cv_kb)(C - c0);
+        T *d = wpk + c0 * krs;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t s = 0; s < Sk; s++, d += cb)
+                    for (int j = 0; j < cb; j++) d[j] = w[((k * C + c0 + j) * R + R - 1 - r) * Sk + Sk - 1 - s];
+    }
+}
+
+/* xp[c, H + 2 ph, W + 2 pw] = x[c, H, W] with a zero border, then CV_NB zeros (the
+ * last pixel block of the grid reads up to a block past the image).  Only the interior
+ * is written: the caller zeroes the buffer once per call (cv_pad_zero) and the border
+ * stays zero from image to image (a per-image memset cost ~8% of the bench ResNet). */
+static void S(cv_pad_zero)(int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, T *xp) {
+    memset(xp, 0, sizeof(T) * (size_t)(C * (H + 2 * ph) * (W + 2 * pw) + CV_NB));
+}
+static void S(cv_pad)(const T *restrict x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, T *restrict xp) {
+    const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++) {
+            const T *restrict src = x + (c * H + h) * W;
+            T *restrict dst = xp + (c * Hp + h + ph) * Wp + pw;
+            for (int64_t i = 0; i < W; i++) dst[i] = src[i]; /* short rows: no memcpy call */
+        }
+}
+
+/* y[k, OH, OW] = the grid t[k, ld] (rows wrow apart) minus its extra columns, + b[k]. */
+static void S(cv_unwiden)(const T *restrict t, int64_t ld, int64_t wrow, int64_t K, int64_t OH, int64_t OW,
+                          const T *b, T *restrict y) {
+    for (int64_t k = 0; k < K; k++) {
+        const T bk = b ? b[k] : 0;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const T *restrict tr = t + k * ld + oh * wrow;
+            T *restrict yr = y + (k * OH + oh) * OW;
+            for (int64_t o = 0; o < OW; o++) yr[o] = tr[o] + bk;
+        }
+    }
+}
+
+/* Scratch of the vec mode (cdl.h, cdl_conv2d_vec_parts). */
+typedef struct S(cv_lower) {
+    T *pad, *grid, *wpk, *part;
+    int64_t Hp, Wp, colsf; /* forward grid: padded input, columns per channel */
+    int64_t Hq, Wq, colsx; /* bwd_x grid: g padded by r-1-pad, s-1-pad */
+} S(cv_lower);
+
+static S(cv_lower) S(cv_lowering)(const cdl_conv2d_geom *gm, T *scratch) {
+    S(cv_lower) L;
+    int64_t parts[4];
+    cdl_conv2d_vec_parts(gm, parts);
+    L.pad = scratch;
+    L.grid = scratch + parts[0];
+    L.wpk = L.grid + parts[1];
+    L.part = L.wpk + parts[2];
+    L.Hp = gm->h + 2 * gm->pad, L.Wp = gm->w + 2 * gm->pad;
+    L.Hq = gm->oh + 2 * (gm->r - 1 - gm->pad), L.Wq = gm->ow + 2 * (gm->s - 1 - gm->pad);
+    L.colsf = ((gm->oh - 1) * L.Wp + gm->ow + CV_NB - 1) / CV_NB * CV_NB;
+    L.colsx = ((gm->h - 1) * L.Wq + gm->w + CV_NB - 1) / CV_NB * CV_NB;
+    return L;
+}
+
+static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
+    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    const int64_t C = gm->c, K = gm->k, xs = C * gm->h * gm->w, ys = K * gm->oh * gm->ow;
+    S(cv_pack_fwd)(gm, w, L.wpk);
+    S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, L.pad);
+    for (int64_t n = 0; n < gm->n; n++) {
+        S(cv_pad)(x + n * xs, C, gm->h, gm->w, gm->pad, gm->pad, L.pad);
+        S(cv_conv)(L.pad, C, L.Hp * L.Wp, L.Wp, gm->r, gm->s, K, L.wpk, L.grid, L.colsf);
+        S(cv_unwiden)(L.grid, L.colsf, L.Wp, K, gm->oh, gm->ow, b, y + n * ys);
+    }
+}
+
+/* dx = the stride-1 convolution of g, padded by r-1-pad rows and s-1-pad columns, with
+ * the turned kernel (pad < r, s: cdl_conv2d_vec). */
+static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T *scratch) {
+    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    const int64_t C = gm->c, K = gm->k, xs = C * gm->h * gm->w, ys = K * gm->oh * gm->ow;
+    S(cv_pack_bwd)(gm, w, L.wpk);
+    S(cv_pad_zero)(K, gm->oh, gm->ow, gm->r - 1 - gm->pad, gm->s - 1 - gm->pad, L.pad);
+    for (int64_t n = 0; n < gm->n; n++) {
+        S(cv_pad)(g + n * ys, K, gm->oh, gm->ow, gm->r - 1 - gm->pad, gm->s - 1 - gm->pad, L.pad);
+        S(cv_conv)(L.pad, K, L.Hq * L.Wq, L.Wq, gm->r, gm->s, C, L.wpk, L.grid, L.colsx);
+        S(cv_unwiden)(L.grid, L.colsx, L.Wq, C, gm->h, gm->w, NULL, dx + n * xs);
+    }
+}
+
+/* part[(j*taps + tap) lanes] += sum over the grids of gn images of gw[k0+j, p] *
+ * xp[tap offset + p], for KB channels and SB consecutive s taps of one (c, r) row
+ * (lane-wise sums: the horizontal sums wait for the end of the batch).  Image i's
+ * grid and padded input sit gs and xs reals after image i-1's. */
+static inline __attribute__((always_inline)) void S(cv_wtile)(const int KB, const int SB, const T *restrict gw,
+                                                                int64_t cols, const T *restrict xr, int64_t gn,
+                                                                int64_t gs, int64_t xs, T *restrict part,
+                                                                int64_t taps) {
+    S(cv_vec) acc[CV_KB][3];
+    for (int j = 0; j < KB; j++)
+        for (int t = 0; t < SB; t++) memcpy(&acc[j][t], part + (j * taps + t) * CV_L, sizeof acc[j][t]);
+    for (int64_t i = 0; i < gn; i++, gw += gs, xr += xs)
+        for (int64_t p = 0; p < cols; p += CV_L) {
+            S(cv_vec) xv[3], gv;
+            for (int t = 0; t < SB; t++) memcpy(&xv[t], xr + p + t, sizeof xv[t]);
+            for (int j = 0; j < KB; j++) {
+                memcpy(&gv, gw + j * cols + p, sizeof gv);
+                CV_IN_REG(gv);
+                for (int t = 0; t < SB; t++) acc[j][t] += gv * xv[t];
+            }
+        }
+    for (int j = 0; j < KB; j++)
+        for (int t = 0; t < SB; t++) memcpy(part + (j * taps + t) * CV_L, &acc[j][t], sizeof acc[j][t]);
+}
+
+/* One KB-channel block of bwd_w for gn images: every (c, r) row, s in runs of <= 3. */
+static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, const cdl_conv2d_geom *gm,
+                                                                 const S(cv_lower) *L, const T *gw, int64_t gn,
+                                                                 T *part) {
+    const int64_t taps = gm->c * gm->r * gm->s, gs = gm->k * L->colsf, xs = gm->c * L->Hp * L->Wp;
+    for (int64_t c = 0; c < gm->c; c++)
+        for (int64_t r = 0; r < gm->r; r++) {
+            const T *xr = L->pad + (c * L->Hp + r) * L->Wp;
+            T *pr = part + ((c * gm->r + r) * gm->s) * CV_L;
+            int64_t s = 0;
+            for (; s + 3 <= gm->s; s += 3)
+                S(cv_wtile)(KB, 3, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+            if (gm->s - s == 2) S(cv_wtile)(KB, 2, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+            if (gm->s - s == 1) S(cv_wtile)(KB, 1, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+        }
+}
+
+/* dw[k, c, r, s] = sum over images and grid pixels of gw[k, p] * xp[c, p + r*Wp + s],
+ * gw = g on the grid with zeros in the extra columns (so they add nothing).  Small
+ * grids are taken cdl_conv2d_vec_group images at a time, so that a tile's accumulators live
+ * through a few hundred pixels between their loads and stores. */
+static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T *scratch) {
+    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    const int64_t C = gm->c, K = gm->k, OH = gm->oh, OW = gm->ow, xs = C * gm->h * gm->w, ys = K * OH * OW;
+    const int64_t taps = C * gm->r * gm->s, G = cdl_conv2d_vec_group(gm), xps = C * L.Hp * L.Wp;
+    memset(L.part, 0, sizeof(T) * (size_t)(K * taps * CV_L));
+    memset(L.grid, 0, sizeof(T) * (size_t)(G * K * L.colsf)); /* the extra columns stay 0 */
+    for (int64_t i = 0; i < G; i++) S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, L.pad + i * xps);
+    for (int64_t n0 = 0; n0 < gm->n; n0 += G) {
+        const int64_t gn = gm->n - n0 < G ? gm->n - n0 : G;
+        for (int64_t i = 0; i < gn; i++) {
+            S(cv_pad)(x + (n0 + i) * xs, C, gm->h, gm->w, gm->pad, gm->pad, L.pad + i * xps);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t oh = 0; oh < OH; oh++) {
+                    const T *restrict src = g + (n0 + i) * ys + (k * OH + oh) * OW;
+                    T *restrict dst = L.grid + (i * K + k) * L.colsf + oh * L.Wp;
+                    for (int64_t o = 0; o < OW; o++) dst[o] = src[o];
+                }
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += S(cv_kb)(K - k0)) {
+            const T *gw = L.grid + k0 * L.colsf;
+            T *part = L.part + k0 * taps * CV_L;
+#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, &L, gw, gn, part)
+            CV_SWITCH_KB(S(cv_kb)(K - k0), CV_BWD_W)
+#undef CV_BWD_W
+        }
+    }
+    for (int64_t q = 0; q < K * taps; q++) {
+        T sum = 0;
+        for (int64_t l = 0; l < CV_L; l++) sum += L.part[q * CV_L + l];
+        dw[q] = sum;
+    }
+}
+
+#undef CV_L
+#undef CV_PB
+#undef CV_NB
+#undef CV_KB
+#undef CV_IN_REG
+#undef CV_SWITCH_KB
+
 void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
+    if (cdl_conv2d_vec(gm)) {
+        S(cv_conv2d)(gm, x, w, b, y, scratch);
+        return;
+    }
     S(conv_lower) L = S(conv_lowering)(gm, scratch);
     const int64_t N = gm->n, K = gm->k, P = L.P, CRS = L.CRS;
     for (int64_t n0 = 0; n0 < N; n0 += L.G) {
@@ -210,6 +489,10 @@ void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T 
 }
 
 void S(conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T *scratch) {
+    if (cdl_conv2d_vec(gm)) {
+        S(cv_conv2d_bwd_x)(gm, g, w, dx, scratch);
+        return;
+    }
     S(conv_lower) L = S(conv_lowering)(gm, scratch);
     const int64_t N = gm->n, K = gm->k, P = L.P, CRS = L.CRS;
     for (int64_t n0 = 0; n0 < N; n0 += L.G) {
@@ -244,6 +527,10 @@ void S(conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T
 /* dw^T[CRS, K] accumulates col g^T image group by image group (a faster GEMM shape
  * than dw = g col^T for these skinny products), then is transposed into dw. */
 void S(conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T *scratch) {
+    if (cdl_conv2d_vec_w(gm)) {
+        S(cv_conv2d_bwd_w)(gm, g, x, dw, scratch);
+        return;
+    }
     S(conv_lower) L = S(conv_lowering)(gm, scratch);
     const int64_t N = gm->n, K = gm->k, P = L.P, CRS = L.CRS;
     T *dwt = L.dwt;
@@ -343,6 +630,46 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
     }
 }
 
+/* One row pair of the 2x2 / stride-2 max-pool backward (W even, W >= PL_L), vector by
+ * vector on the rows as they lie (no de-interleaving): lane l and its pair partner l^1
+ * (PL_SWAP) hold a window's two columns, so every lane knows its window's four cells.
+ * The window's first maximum gets g (the first NaN when there is one, as argmax4); the
+ * last vector overlaps the one before when W is not a multiple of PL_L (the lanes are
+ * recomputed to the same values).  Vector selects are bit masks: C has no vector ?:. */
+typedef T S(pl_vec) __attribute__((vector_size(32)));
+typedef T S(pl_half) __attribute__((vector_size(16)));
+#define PL_L ((int64_t)(32 / sizeof(T)))
+static void S(pool2_bwd_row)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t W) {
+    typedef __typeof__((S(pl_vec)){0} == (S(pl_vec)){0}) mask;
+    mask odd;
+    for (int l = 0; l < PL_L; l++) odd[l] = -(l & 1);
+    for (int64_t i0 = 0; i0 < W; i0 += PL_L) {
+        if (i0 + PL_L > W) i0 = W - PL_L; /* even, since W and PL_L are */
+        S(pl_vec) top, bot;
+        S(pl_half) gh;
+        memcpy(&top, r0 + i0, sizeof top);
+        memcpy(&bot, r1 + i0, sizeof bot);
+        memcpy(&gh, gr + i0 / 2, sizeof gh);
+        const S(pl_vec) tp = PL_SWAP(top), bp = PL_SWAP(bot), gv = PL_DUP(gh);
+        const mask nan = (top != top) | (bot != bot) | (tp != tp) | (bp != bp);
+        const mask tb = top > bot, pq = tp > bp;
+        const S(pl_vec) m1 = (S(pl_vec))(((mask)top & tb) | ((mask)bot & ~tb));
+        const S(pl_vec) m2 = (S(pl_vec))(((mask)tp & pq) | ((mask)bp & ~pq));
+        const mask mm = m1 > m2;
+        S(pl_vec) m = (S(pl_vec))(((mask)m1 & mm) | ((mask)m2 & ~mm));
+        m = (S(pl_vec))(((mask)(top + bot + tp + bp) & nan) | ((mask)m & ~nan)); /* NaN if any is */
+        /* "is this cell the maximum (or NaN)": even lanes see a = top, b = tp, c = bot,
+         * d = bp; odd lanes a = tp, b = top, c = bp, d = bot */
+        const mask et = (top == m) | (top != top), ept = (tp == m) | (tp != tp);
+        const mask eb = (bot == m) | (bot != bot), ebp = (bp == m) | (bp != bp);
+        const mask st = et & ~(odd & ept);
+        const mask sb = ~et & ~ept & ((odd & ~ebp) | (~odd & eb));
+        const S(pl_vec) o0 = (S(pl_vec))((mask)gv & st), o1 = (S(pl_vec))((mask)gv & sb);
+        memcpy(d0 + i0, &o0, sizeof o0);
+        memcpy(d1 + i0, &o1, sizeof o1);
+    }
+}
+
 void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g, const T *x,
                       T *dx) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
@@ -357,6 +684,10 @@ void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, i
                 const T *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
                 T *d0 = dp + 2 * oh * W, *d1 = d0 + W; /* may alias each other: no restrict */
                 const T *restrict gr = gp + oh * OW;
+                if (W % 2 == 0 && W >= PL_L) { /* rows of whole windows, one vector or more */
+                    S(pool2_bwd_row)(r0, r1, gr, d0, d1, W);
+                    continue;
+                }
                 for (int64_t ow = 0; ow < OW; ow++) {
                     int i = S(argmax4)(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
                     d0[2 * ow] = d0[2 * ow + 1] = d1[2 * ow] = d1[2 * ow + 1] = 0;
@@ -519,3 +850,5 @@ void S(batchnorm_bwd)(int train, int64_t n, int64_t c, int64_t hw, const T *g, c
         }
     }
 }
+
+#undef PL_L

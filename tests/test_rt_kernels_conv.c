@@ -2,61 +2,14 @@
  * against naive references (f32 and f64), backward kernels against central finite
  * differences in f64 (|num - ana| <= 1e-5 + 1e-3 |num|), several geometries
  * (stride, padding, 1x1, grouped im2col, runtime batch below the group size). */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdl.h"
+#include "test_rt_util.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) { /* [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static double *dvec(int64_t n) {
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = 2 * urand() - 1;
-    return p;
-}
-static float *fcopy(const double *x, int64_t n) {
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
-    return p;
-}
 static double dot(const double *a, const double *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
-}
-
-static int close_enough(double num, double ana) { return fabs(num - ana) <= 1e-5 + 1e-3 * fabs(num); }
-
-/* Central differences of loss() with respect to every element of v, compared with ana. */
-typedef double (*loss_fn)(void *ctx);
-static void check_fd(const char *what, double *v, int64_t n, const double *ana, loss_fn loss, void *ctx) {
-    const double h = 1e-6;
-    for (int64_t i = 0; i < n; i++) {
-        double keep = v[i];
-        v[i] = keep + h;
-        double lp = loss(ctx);
-        v[i] = keep - h;
-        double lm = loss(ctx);
-        v[i] = keep;
-        double num = (lp - lm) / (2 * h);
-        if (!close_enough(num, ana[i])) fail_msg("%s[%lld]: numeric %.10g analytic %.10g", what, (long long)i, num, ana[i]);
-    }
 }
 
 /* ------------------------------------------------------------------ convolution */
@@ -123,8 +76,8 @@ static void conv_case(cdl_conv2d_geom g, int bias) {
     double *dx = dvec(nx), *dw = dvec(nw); /* garbage in: the kernels must overwrite */
     cdl_conv2d_bwd_x_f64(&g, cc.R, cc.w, dx, cc.scratch);
     cdl_conv2d_bwd_w_f64(&g, cc.R, cc.x, dw, cc.scratch);
-    check_fd("conv dx", cc.x, nx, dx, conv_loss, &cc);
-    check_fd("conv dw", cc.w, nw, dw, conv_loss, &cc);
+    fd_check("conv dx", cc.x, nx, dx, conv_loss, &cc);
+    fd_check("conv dw", cc.w, nw, dw, conv_loss, &cc);
 
     /* f32 backward agrees with f64 */
     float *fR = fcopy(cc.R, ny), *fdx = fcopy(dx, nx), *fdw = fcopy(dw, nw);
@@ -142,6 +95,21 @@ static void test_conv_basic(void **st) {
     (void)st;
     conv_case(geom(2, 3, 6, 5, 4, 3, 3, 1, 0, 1), 1);
     conv_case(geom(2, 3, 6, 5, 4, 3, 3, 1, 1, 1), 0);
+}
+
+/* Stride 1: the direct kernel (cdl_conv2d_vec): uneven channel blocks (13 = 7 + 6,
+ * 9 = 5 + 4), non-square kernels, pad 2, grids longer than one pixel block, odd sizes;
+ * pad >= the kernel falls back to the wide im2col lowering. */
+static void test_conv_direct(void **st) {
+    (void)st;
+    conv_case(geom(3, 9, 11, 13, 13, 3, 3, 1, 1, 1), 1);
+    conv_case(geom(2, 2, 9, 7, 10, 5, 5, 1, 2, 1), 1);
+    conv_case(geom(2, 3, 6, 9, 5, 2, 3, 1, 1, 1), 0);
+    conv_case(geom(1, 1, 12, 12, 6, 5, 5, 1, 0, 1), 1);
+    conv_case(geom(5, 2, 12, 12, 3, 3, 3, 1, 1, 1), 1); /* bwd_w: 4 images, then 1 */
+    cdl_conv2d_geom g = geom(2, 2, 4, 5, 3, 3, 3, 1, 3, 1);
+    assert_false(cdl_conv2d_vec(&g));
+    conv_case(g, 1);
 }
 
 static void test_conv_stride_pad(void **st) {
@@ -165,10 +133,13 @@ static void test_conv_grouped(void **st) {
     conv_case(geom(5, 2, 5, 4, 3, 3, 3, 1, 1, 2), 1); /* last group partial */
     conv_case(geom(4, 3, 6, 6, 2, 3, 3, 2, 1, 4), 0);
     conv_case(geom(2, 2, 4, 4, 2, 3, 3, 1, 1, 8), 1); /* runtime batch < group */
-    /* wide lowering: padded image 2x6x6, 22 columns per image ((4-1)*6 + 4), then
-     * im2col, widened gradient, dw^T */
+    /* stride 1: the direct kernel (cdl_conv2d_vec), whatever the group: grids of 22
+     * columns ((4-1)*6 + 4), so bwd_w takes 8 images at a time: 8 padded x (2x6x6, more
+     * than one padded g, 3x6x6) plus a block, 8 grids rounded up to 48 for 3 channels,
+     * packed weights, lane partials */
     cdl_conv2d_geom g = geom(7, 2, 4, 4, 3, 3, 3, 1, 1, 3);
-    assert_int_equal(cdl_conv2d_scratch(&g), 2 * 36 + 18 * 3 * 22 + 3 * 3 * 22 + 3 * 18);
+    assert_int_equal(cdl_conv2d_vec_group(&g), 8);
+    assert_int_equal(cdl_conv2d_scratch(&g), 8 * 2 * 36 + 48 + 8 * 3 * 48 + 3 * 18 + 3 * 18 * 16);
     /* strided: classic im2col, 4 columns per image */
     g = geom(7, 2, 4, 4, 3, 3, 3, 2, 1, 3);
     assert_int_equal(cdl_conv2d_scratch(&g), 18 * 3 * 4 + 3 * 3 * 4 + 3 * 18);
@@ -270,7 +241,7 @@ static void pool_case(int max, int64_t nc, int64_t h, int64_t w, int64_t k, int6
     for (int64_t i = 0; i < ny; i++) assert_true(fabs(fy[i] - ref[i]) <= 1e-6);
     if (max) cdl_maxpool2d_bwd_f64(nc, h, w, k, st, pad, p.R, p.x, dx);
     else cdl_avgpool2d_bwd_f64(nc, h, w, k, st, pad, p.R, dx);
-    check_fd(max ? "maxpool dx" : "avgpool dx", p.x, nx, dx, pool_loss, &p);
+    fd_check(max ? "maxpool dx" : "avgpool dx", p.x, nx, dx, pool_loss, &p);
     free(p.x); free(p.y); free(p.R); free(ref); free(dx); free(fx); free(fy);
 }
 
@@ -306,6 +277,18 @@ static void test_maxpool_ties_nan(void **st) {
     x[0] = NAN;
     cdl_maxpool2d_f32(1, 2, 2, 2, 2, 0, x, y);
     assert_true(isnan(y[0]));
+    /* rows of 10: the vector path of the backward (overlapping last vector), with ties
+     * and NaNs in several windows; f32 and f64 */
+    float xr[20] = {1, 3, 5, 5, 0, 0, NAN, 1, 2, 2, 3, 2, 5, 4, 0, 0, 1, NAN, 2, 9};
+    float gr[5] = {1, 2, 3, 4, 5}, dr[20];
+    const float want[20] = {0, 1, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+    cdl_maxpool2d_bwd_f32(1, 2, 10, 2, 2, 0, gr, xr, dr);
+    for (int i = 0; i < 20; i++) assert_true(dr[i] == want[i]);
+    double xr64[20], gr64[5], dr64[20];
+    for (int i = 0; i < 20; i++) xr64[i] = xr[i];
+    for (int i = 0; i < 5; i++) gr64[i] = gr[i];
+    cdl_maxpool2d_bwd_f64(1, 2, 10, 2, 2, 0, gr64, xr64, dr64);
+    for (int i = 0; i < 20; i++) assert_true(dr64[i] == want[i]);
     double xd[9] = {0, 1, 2, 3, NAN, 5, 6, 7, 8}, yd[1];
     cdl_maxpool2d_f64(1, 3, 3, 3, 1, 0, xd, yd);
     assert_true(isnan(yd[0]));
@@ -381,9 +364,9 @@ static void bn_case(int train, int64_t n, int64_t c, int64_t hw) {
     /* backward: out = [dgamma | dbeta | dx] */
     double *out = dvec(2 * c + nx);
     cdl_batchnorm_bwd_f64(train, n, c, hw, b.R, b.save, out);
-    check_fd("bn dx", b.x, nx, out + 2 * c, bn_loss, &b);
-    check_fd("bn dgamma", b.gamma, c, out, bn_loss, &b);
-    check_fd("bn dbeta", b.beta, c, out + c, bn_loss, &b);
+    fd_check("bn dx", b.x, nx, out + 2 * c, bn_loss, &b);
+    fd_check("bn dgamma", b.gamma, c, out, bn_loss, &b);
+    fd_check("bn dbeta", b.beta, c, out + c, bn_loss, &b);
     float *fR = fcopy(b.R, nx), *fo = fcopy(out, 2 * c + nx);
     cdl_batchnorm_bwd_f32(train, n, c, hw, fR, fs, fo);
     for (int64_t i = 0; i < 2 * c + nx; i++) assert_true(fabs(fo[i] - out[i]) <= 1e-3 * (1 + fabs(out[i])));
@@ -424,6 +407,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_basic),        cmocka_unit_test(test_conv_stride_pad),
         cmocka_unit_test(test_conv_pointwise),    cmocka_unit_test(test_conv_grouped),
+        cmocka_unit_test(test_conv_direct),
         cmocka_unit_test(test_conv_empty_batch),  cmocka_unit_test(test_conv_pick_group),
         cmocka_unit_test(test_maxpool),           cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_maxpool_ties_nan),  cmocka_unit_test(test_batchnorm_train),
