@@ -15,10 +15,8 @@ PREFIX  ?= /usr/local
 # The runtime's kernels are the hot loops: vectorise them for this machine (AVX-512 on
 # the Zen 4 machines we run on).  Override with RT_OPT="-O2" for a portable library.
 # -fno-math-errno lets sqrtf/expf vectorise (Adam's update, the activations); the
-# runtime never reads errno after math calls.  gcc 12 at -O3 stops vectorising the
-# LSTM/GRU cell loops ("control flow in loop"), so kernels_rnn.c keeps -O2.
+# runtime never reads errno after math calls.
 RT_OPT  ?= -O3 -march=native -fno-math-errno
-$(B)/obj/runtime/kernels_rnn.o: RT_OPT := $(filter-out -O3,$(RT_OPT)) -O2
 
 CC_SRC  := $(wildcard compiler/*.c)
 CC_LIB  := $(filter-out compiler/main.c,$(CC_SRC))

@@ -11,9 +11,11 @@
  *
  * Loops: a LOOP node's backward is another LOOP node over the same steps in reverse.
  * Its body is the forward body differentiated by the same machinery, reading the
- * forward values of step t through LOOP_SAVED nodes (the forward loop keeps every body
- * value per step); it carries the gradients of the loop-carried values and one
- * accumulator per captured outer value (shared parameters sum over steps).
+ * forward values of step t through LOOP_SAVED nodes (the plan keeps exactly those per
+ * step); it carries the gradients of the loop-carried values and one accumulator per
+ * captured outer value (shared parameters sum over steps; a weight gradient's GEMM adds
+ * into its accumulator itself).  A captured value read only as one step slice
+ * x[.., t, ..] instead gets its gradient collected per step and stacked after the loop.
  */
 #include "cdlc.h"
 
@@ -164,6 +166,60 @@ static void record_loop_out(AD *ad, int s) {
     }
 }
 
+/* The carry node of backward carried value j, standing for forward body node s. */
+static int body_carry(Graph *bb, const Graph *fb, int s, int j) {
+    Attrs at = {.i = {j}};
+    const Node *n = &fb->n[s];
+    int c = ir_add(bb, OP_LOOP_CARRY, n->loc, 0, NULL, &at, &n->shape, DT_REAL);
+    if (c < 0) die("carry failed");
+    bb->n[c].flags |= NF_GRAD;
+    bb->n[c].var = n->var;
+    return c;
+}
+
+static int64_t loop_tmin(const Node *L) {
+    int64_t last = L->ia[0] + (L->ia[1] - 1) * L->ia[2];
+    return L->ia[0] < last ? L->ia[0] : last;
+}
+
+/* When the gradient of capture cap (a forward body node) is exactly the scatter of one
+ * step slice x[.., a + k t, ..] (k > 0) of the captured value x, on the axis the loop
+ * would stack a collected result on, returns the slice's gradient (a body node of
+ * sub->dst that owns its storage, so it can be kept per step); else -1.  The stacked
+ * gradients then are x's gradient at positions a + k tmin, step k, T of them. */
+static int step_slice_grad(AD *sub, const Node *ln, int cap) {
+    int g = sub->gsum[cap];
+    if (g < 0) return -1;
+    const Graph *bb = sub->dst;
+    const Node *sl = &bb->n[g];
+    if (sl->op != OP_SLICE_BWD || sl->ia[4] != 1 || sl->ia[5] < 1) return -1;
+    int gy = sl->in[0];
+    const Node *gn = &bb->n[gy];
+    if (op_info[gn->op].flags & (OPF_CTRL | OPF_LEAF | OPF_VIEW)) return -1;
+    const Shape *xs = &bb->parent->n[sub->src->n[cap].ia[0]].shape;
+    int axis = gn->shape.batched ? 1 : 0;
+    int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_tmin(ln), T = ln->ia[1];
+    if (sl->ia[0] != axis || xs->rank != gn->shape.rank + 1 || xs->batched != gn->shape.batched) return -1;
+    if (first < 0 || first + k * (T - 1) >= xs->d[axis]) return -1;
+    for (int i = 0, j = 0; i < xs->rank; i++)
+        if (i != axis && xs->d[i] != gn->shape.d[j++]) return -1;
+    return gy;
+}
+
+/* Accumulator carry plus this step's gradient g of forward body node s.  A GEMM's
+ * product (a weight gradient) is summed by the GEMM itself (matmul with an accumulator
+ * input); the plan keeps such accumulators in one slot updated in place (plan.c). */
+static int acc_step(AD *sub, int s, int carry, int g) {
+    const Node *m = &sub->dst->n[g];
+    if (m->op == OP_MATMUL && m->nin == 2 && shape_eq(&m->shape, &sub->dst->n[carry].shape)) {
+        int in[3] = {m->in[0], m->in[1], carry};
+        Attrs at = {.i = {m->ia[0], m->ia[1]}};
+        return ad_add(sub, s, OP_MATMUL, 3, in, &at, NULL);
+    }
+    int in[2] = {carry, g};
+    return ad_add(sub, s, OP_ADD, 2, in, NULL, NULL);
+}
+
 /* The backward of forward loop L (a src node of ad, top level). */
 static void grad_loop(AD *ad, int L) {
     const Node *ln = &ad->src->n[L];
@@ -241,14 +297,10 @@ static void grad_loop(AD *ad, int L) {
         bc_init[nbc] = zeros_like(ad, (int)n->ia[0]);
         nbc++;
     }
+    /* Carry nodes of the carried gradients now (the sweep reads them); the
+     * accumulators' after the sweep, when it is known which are carried at all. */
     int *bc_node = NEWN(int, nbc > 0 ? nbc : 1);
-    for (int j = 0; j < nbc; j++) {
-        Attrs at = {.i = {j}};
-        const Node *s = &fb->n[bc_src[j]];
-        bc_node[j] = ir_add(bb, OP_LOOP_CARRY, s->loc, 0, NULL, &at, &s->shape, DT_REAL);
-        bb->n[bc_node[j]].flags |= NF_GRAD;
-        bb->n[bc_node[j]].var = s->var;
-    }
+    for (int j = 0; j < first_acc; j++) bc_node[j] = body_carry(bb, fb, bc_src[j], j);
 
     /* Seeds: next step's carried gradients, and this step's slice of each collected
      * result's gradient. */
@@ -266,20 +318,39 @@ static void grad_loop(AD *ad, int L) {
     }
     sweep(&sub);
 
-    /* Body results: carried gradient of the previous step; accumulators plus this step. */
-    bb->nres = bb->ncarry = nbc;
-    bb->res = NEWN(int, nbc > 0 ? nbc : 1);
+    /* A captured value read only as x[.., t, ..] gets its gradient per step as a
+     * collected result (one slot per step, stacked after the loop) instead of an
+     * accumulator that scatters each step's slice into a full-size zeroed gradient
+     * (quadratic in T).  Those leave the carried list; the rest keep their carry. */
+    int *coll = NEWN(int, nbc + 1), ncoll = 0, nkeep = first_acc;
+    for (int j = first_acc; j < nbc; j++) {
+        if (step_slice_grad(&sub, ln, bc_src[j]) >= 0) {
+            coll[ncoll++] = bc_src[j];
+            continue;
+        }
+        bc_src[nkeep] = bc_src[j];
+        bc_init[nkeep] = bc_init[j];
+        bc_node[nkeep] = body_carry(bb, fb, bc_src[j], nkeep);
+        nkeep++;
+    }
+    nbc = nkeep;
+
+    /* Body results: carried gradient of the previous step; accumulators plus this step;
+     * then the collected slice gradients. */
+    bb->ncarry = nbc;
+    bb->nres = nbc + ncoll;
+    bb->res = NEWN(int, nbc + ncoll + 1);
     for (int j = 0; j < nbc; j++) {
         int s = bc_src[j], g = sub.gsum[s];
         if (j < first_acc) {
             bb->res[j] = g >= 0 ? g : ad_add(&sub, s, OP_CONST, 0, NULL, &(Attrs){0}, &fb->n[s].shape);
         } else if (g >= 0) {
-            int in[2] = {bc_node[j], g};
-            bb->res[j] = ad_add(&sub, s, OP_ADD, 2, in, NULL, NULL);
+            bb->res[j] = acc_step(&sub, s, bc_node[j], g);
         } else {
             bb->res[j] = bc_node[j];
         }
     }
+    for (int q = 0; q < ncoll; q++) bb->res[nbc + q] = step_slice_grad(&sub, ln, coll[q]);
 
     /* The backward loop node: inputs are the carried inits, every outer value the body
      * captured, and the forward loop itself (its per-step values must stay alive). */
@@ -301,6 +372,21 @@ static void grad_loop(AD *ad, int L) {
         int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
         const Node *s = &fb->n[bc_src[j]];
         ad_acc(ad, j < first_acc ? ln->in[s->ia[0]] : (int)s->ia[0], out);
+    }
+    /* A stack of slice gradients is the captured value's gradient, or scatters into it
+     * once (a slice x[.., a + k t, ..] that does not cover the axis exactly). */
+    for (int q = 0; q < ncoll; q++) {
+        Attrs o = {.i = {nbc + q}};
+        int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
+        const Node *sl = &bb->n[sub.gsum[coll[q]]];
+        int x = (int)fb->n[coll[q]].ia[0];
+        int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_tmin(ln);
+        if (!shape_eq(&dst->n[out].shape, &dst->n[x].shape)) {
+            Attrs at = {.i = {sl->ia[0], first, first + k * (ln->ia[1] - 1) + 1, k, 0, 0}};
+            Shape xs = dst->n[x].shape;
+            out = ad_add(ad, L, OP_SLICE_BWD, 1, &out, &at, &xs);
+        }
+        ad_acc(ad, x, out);
     }
 }
 

@@ -163,6 +163,7 @@ enum {
     NF_PARAM_GRAD = 1 << 7,/* final gradient of param ia? (slot): lives in the grad slab */
     NF_INPUT_GRAD = 1 << 8,/* final gradient of input (slot): lives in net->in_grad[slot] */
     NF_DEAD = 1 << 9,      /* opt: nothing this function returns depends on it */
+    NF_INPLACE = 1 << 10,  /* opt_inplace: computed over input in[inplace]'s storage */
 };
 
 enum { RED_MEAN = 0, RED_SUM = 1 };
@@ -186,6 +187,7 @@ typedef struct Node {
     const char *var;       /* the source variable it was assigned to, for readable C */
     Loc loc;               /* where in the source it came from (backward nodes: the forward op's) */
     Graph *sub;            /* LOOP: the body */
+    int inplace;           /* NF_INPLACE: which input (index into in[]) it overwrites */
 } Node;
 
 struct Graph {
@@ -436,6 +438,13 @@ void ad_acc(AD *ad, int src_in, int grad);
 
 /* ======================================================================== opt.c */
 void opt_run(Graph *g);    /* constant folding, CSE, DCE */
+/* Mark elementwise nodes of a top-level graph whose input dies at them NF_INPLACE: the
+ * plan gives them that input's storage (no buffer of their own).  Loop bodies are left
+ * alone.  Part of opt_run; after it, the graph must not change before planning. */
+void opt_inplace(Graph *g);
+/* The operand of input gradient q's accumulating add that can be computed into
+ * net->in_grad too, or -1 (uses: ir_uses(g)). */
+int opt_grad_chain(const Graph *g, const int *uses, int q);
 
 /* ======================================================================== plan.c */
 /* Buffer plan for one function: where every node's value (and aux scratch) lives in
@@ -446,8 +455,11 @@ void opt_run(Graph *g);    /* constant folding, CSE, DCE */
 typedef struct Plan {
     int64_t *off;          /* per node: byte offset in act, or -1 (view, leaf, external, dead) */
     int64_t *aux_off;      /* per node: aux scratch offset, or -1 */
-    int64_t *stride;       /* loop bodies: bytes between steps of a node's stack */
+    int64_t *stride;       /* loop bodies: bytes between a node's slots */
     int64_t *aux_stride;
+    int64_t *slots;        /* loop bodies: 1 (one slot reused every step), 2 (alternating:
+                            * a carried value), or the step count (kept per step) */
+    int64_t *aux_slots;
     struct Plan **sub;     /* LOOP nodes: the body's plan (absolute offsets) */
     int64_t bytes;         /* arena size needed */
 } Plan;

@@ -4,8 +4,8 @@
  * extra entries) is one graph, planned into the shared activation arena and written
  * node by node: a pointer declaration with the node's shape and source location, then
  * the op's own emitter (ops_*.c) for its kernel call.  Loops become C loops over a body
- * whose values are kept per step for the backward loop.  Shapes are constants; only the
- * batch is a runtime value (nb <= the compiled batch).
+ * whose values live in one slot, two alternating, or one per step (plan.c).  Shapes are
+ * constants; only the batch is a runtime value (nb <= the compiled batch).
  */
 #include "cdlc.h"
 #include "cdl.h"
@@ -150,6 +150,16 @@ static int64_t loop_tmin(const Node *L) {
 
 static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->ia[2]; }
 
+/* Byte offset of step `tex`'s slot, of `slots` slots `stride` apart (plan.c): one slot
+ * per step, two alternating (carried values), or one reused by every step. */
+static const char *slot_off(const Node *L, int64_t off, int64_t slots, int64_t stride, const char *tex) {
+    if (slots <= 1) return str("%lld", (long long)off);
+    if (slots == 2 && L->ia[1] > 2)
+        return str("%lld + (size_t)(((%s) - %lld) & 1) * %lld", (long long)off, tex, (long long)loop_tmin(L),
+                   (long long)stride);
+    return str("%lld + (size_t)((%s) - %lld) * %lld", (long long)off, tex, (long long)loop_tmin(L), (long long)stride);
+}
+
 /* C expression (typed pointer) for body node j of top-level loop L at step `tex`. */
 static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     const Node *ln = &e->top->n[L];
@@ -159,6 +169,7 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     if (depth > 64) die("step_ptr: carried values chain too deep");
     if (n->op == OP_VIEW) return str("(%s + %lld)", step_ptr(e, L, n->in[0], tex, depth + 1), (long long)n->ia[0]);
     if (op_info[n->op].flags & OPF_VIEW) return step_ptr(e, L, n->in[0], tex, depth + 1);
+    if (n->flags & NF_INPLACE) return step_ptr(e, L, n->in[n->inplace], tex, depth + 1);
     switch (n->op) {
     case OP_LOOP_CAPTURE: return e->name[n->ia[0]];
     case OP_LOOP_SAVED: return step_ptr(e, (int)n->ia[0], (int)n->ia[1], tex, depth + 1);
@@ -171,8 +182,7 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     }
     default:
         if (bp->off[j] < 0) die("body node %d (%s) has no storage", j, op_info[n->op].name);
-        return str("(%s *)(A + %lld + (size_t)((%s) - %lld) * %lld)", ctype(e, n), (long long)bp->off[j], tex,
-                   (long long)loop_tmin(ln), (long long)bp->stride[j]);
+        return str("(%s *)(A + %s)", ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
     }
 }
 
@@ -182,8 +192,7 @@ static const char *step_aux(Emit *e, int L, int j, const char *tex) {
     const Node *n = &ln->sub->n[j];
     if (n->op == OP_LOOP_SAVED) return step_aux(e, (int)n->ia[0], (int)n->ia[1], tex);
     if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
-    return str("(%s *)(A + %lld + (size_t)((%s) - %lld) * %lld)", e_real(e), (long long)bp->aux_off[j], tex,
-               (long long)loop_tmin(ln), (long long)bp->aux_stride[j]);
+    return str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
 }
 
 const char *e_aux(Emit *e, int node) {
@@ -226,7 +235,7 @@ static void emit_loop(Emit *e, int L) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
     int64_t start = ln->ia[0], count = ln->ia[1], step = ln->ia[2], last = loop_last(ln);
-    e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); every step's values are kept for the backward pass */",
+    e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); values read after their step are kept per step */",
            loc_str(ln), (long long)start, step > 0 ? "up to" : "down to", (long long)last, (long long)count);
     e_line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
            (long long)step);
@@ -254,6 +263,15 @@ static void emit_loop(Emit *e, int L) {
     e->bname = NULL;
     e->loop = -1;
     (void)start;
+}
+
+/* The input whose net->in_grad external node i is written to (external_grads). */
+static int in_grad_slot(const Graph *g, int i) {
+    int *uses = ir_uses(g);
+    for (int k = 0; k < g->nigrad; k++)
+        for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q))
+            if (q == i) return k;
+    die("node %d is in no input gradient's chain", i);
 }
 
 /* Declare top-level node i's pointer and emit its computation. */
@@ -307,8 +325,13 @@ static void emit_node(Emit *e, int i) {
         int p = -1;
         for (int k = 0; k < g->npgrad; k++)
             if (g->pgrad[k] == i) p = k;
-        e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
-               shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->params[p].name);
+        int q = p < 0 ? in_grad_slot(g, i) : -1;
+        if (p >= 0)
+            e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
+                   shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->params[p].name);
+        else
+            e_line(e, "%s *%s = (%s *)net->in_grad[%d];  /* %s %s%s: d loss / d %s (or a part), in net->in_grad */", t, nm, t, q,
+                   shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->g->n[e->m->inputs[q]].name);
     } else {
         e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
     }
@@ -328,7 +351,8 @@ typedef struct Fn {
     const EntryFn *entry;
 } Fn;
 
-/* Gradients that can be computed straight into the gradient slab. */
+/* Gradients that can be computed straight into the gradient slab, or (an input's)
+ * into net->in_grad: no arena buffer and no copy. */
 static bool *external_grads(const Graph *g) {
     bool *ext = NEWN(bool, g->len + 1);
     int *cnt = NEWN(int, g->len + 1);
@@ -344,8 +368,19 @@ static bool *external_grads(const Graph *g) {
         if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) continue;
         ext[q] = true;
     }
+    int *uses = ir_uses(g);
+    for (int k = 0; k < g->nigrad; k++) {
+        int q = g->igrad[k];
+        if (q < 0 || cnt[q] != 2) continue;
+        const Node *n = &g->n[q];
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
+        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD | NF_INPLACE)) continue;
+        /* a sum of contributions accumulates in net->in_grad (opt_grad_chain) */
+        for (; q >= 0; q = opt_grad_chain(g, uses, q)) ext[q] = true;
+    }
     return ext;
 }
+
 
 static void emit_function(Emit *e, Fn *fn) {
     const Model *m = e->m;
@@ -401,7 +436,8 @@ static void emit_function(Emit *e, Fn *fn) {
             int q = g->igrad[k];
             e->body = NULL;
             if (q < 0) e_line(e, "memset(net->in_grad[%d], 0, (size_t)(%s) * sizeof(%s));", k, e_numel(e, m->inputs[k]), e_real(e));
-            else e_line(e, "memcpy(net->in_grad[%d], %s, (size_t)(%s) * sizeof(%s));  /* d loss / d %s */", k, e->name[q],
+            else if (!fn->ext || !fn->ext[q])
+                e_line(e, "memcpy(net->in_grad[%d], %s, (size_t)(%s) * sizeof(%s));  /* d loss / d %s */", k, e->name[q],
                         e_numel(e, m->inputs[k]), e_real(e), in->name);
         }
     }
@@ -431,7 +467,7 @@ static Fn make_fn(const Model *m, FnKind kind, const char *cname, const Graph *s
     }
     ir_verify(fn.g);
     opt_run(fn.g);
-    fn.ext = kind == FN_TRAIN ? external_grads(fn.g) : NULL;
+    fn.ext = kind == FN_TRAIN || kind == FN_INPUT_GRAD ? external_grads(fn.g) : NULL;
     fn.plan = plan_run(fn.g, real_size, fn.ext);
     return fn;
 }

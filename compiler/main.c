@@ -2,7 +2,8 @@
  *
  *   elab_file  parse + elaborate: forward graphs, shapes checked as nodes are made
  *   ir_verify  structural invariants
- *   emit_c     per function: clone, ad_run (autodiff), opt_run, plan_run, write C
+ *   emit_c     per function: clone, ad_run (autodiff), opt_run (dead code, then
+ *              opt_inplace: elementwise ops over dying inputs), plan_run, write C
  *   emit_tape  (--target=tape) the same model as eager calls to the runtime's tape
  */
 #include "cdlc.h"

@@ -84,8 +84,11 @@ static void matmul_fold_transposes(Graph *g, Node *n) {
 
 /* c = op(a) @ op(b), 2-D; ia0 / ia1 transpose a / b (cblas flags, no copies).
  * Batch: rows of op(a) batched -> result batched; contracting over the batch needs it
- * on both sides (dW = g^T @ x); the batch may not become the result's columns. */
+ * on both sides (dW = g^T @ x); the batch may not become the result's columns.
+ * An optional third input acc (same shape as c) makes it c = acc + op(a) @ op(b): a
+ * backward loop's weight-gradient accumulator, summed by the GEMM itself (beta = 1). */
 static bool shape_matmul(Graph *g, Node *n) {
+    if (n->nin != 2 && n->nin != 3) die("matmul: %d inputs", n->nin);
     if (!shape_require_real(g, n, 0) || !shape_require_real(g, n, 1)) return false;
     n->ia[0] = n->ia[0] != 0;
     n->ia[1] = n->ia[1] != 0;
@@ -114,6 +117,8 @@ static bool shape_matmul(Graph *g, Node *n) {
     }
     n->shape = shape_make(2, (int64_t[]){M, N}, a->batched && !ta);
     n->dtype = DT_REAL;
+    if (n->nin == 3 && (!shape_require_real(g, n, 2) || !shape_eq(&in_node(g, n, 2)->shape, &n->shape)))
+        die("matmul: accumulator %s for a %s product", shape_str(&in_node(g, n, 2)->shape), shape_str(&n->shape));
     return true;
 }
 
@@ -140,14 +145,20 @@ static void grad_matmul(AD *ad, int n, int gy) {
     }
     ad_acc(ad, x->in[0], ad_add(ad, n, OP_MATMUL, 2, da_in, &da, NULL));
     ad_acc(ad, x->in[1], ad_add(ad, n, OP_MATMUL, 2, db_in, &db, NULL));
+    if (x->nin == 3) ad_acc(ad, x->in[2], gy);
 }
 
+/* With an accumulator the GEMM adds into c; c starts as a copy of acc unless the plan
+ * gave them one buffer (a loop's accumulator after its first step). */
 static void emit_matmul(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     int a = x->in[0], b = x->in[1], ta = (int)x->ia[0], tb = (int)x->ia[1];
-    e_line(e, "%s(%d, %d, %s, %s, %s, 1, %s, %lld, %s, %lld, 0, %s, %lld);", e_fn(e, "gemm"), ta,
+    if (x->nin == 3)
+        e_line(e, "if (%s != %s) memcpy(%s, %s, (size_t)(%s) * sizeof(%s));", e_ptr(e, n), e_ptr(e, x->in[2]),
+               e_ptr(e, n), e_ptr(e, x->in[2]), e_numel(e, n), e_real(e));
+    e_line(e, "%s(%d, %d, %s, %s, %s, 1, %s, %lld, %s, %lld, %d, %s, %lld);", e_fn(e, "gemm"), ta,
            tb, e_dim(e, a, ta), e_dim(e, b, 1 - tb), e_dim(e, a, 1 - ta), e_ptr(e, a),
-           (long long)g->n[a].shape.d[1], e_ptr(e, b), (long long)g->n[b].shape.d[1], e_ptr(e, n),
+           (long long)g->n[a].shape.d[1], e_ptr(e, b), (long long)g->n[b].shape.d[1], x->nin == 3, e_ptr(e, n),
            (long long)x->shape.d[1]);
 }
 

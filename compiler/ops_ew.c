@@ -444,7 +444,9 @@ static void grad_act(AD *ad, int n, int gy) {
     Op bwd;
     bool uses_y = false;
     switch (x.op) {
-    case OP_RELU: bwd = OP_RELU_BWD; break;
+    /* relu_bwd tests v > 0, and relu(x) > 0 exactly when x > 0: reading the output lets
+     * relu write over its input (opt_inplace), the pre-activation being read by no one */
+    case OP_RELU: bwd = OP_RELU_BWD; uses_y = true; break;
     case OP_LEAKY_RELU: bwd = OP_LEAKY_RELU_BWD; break;
     case OP_SIGMOID: bwd = OP_SIGMOID_BWD; uses_y = true; break;
     case OP_TANH: bwd = OP_TANH_BWD; uses_y = true; break;

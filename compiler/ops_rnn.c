@@ -6,7 +6,7 @@
  * Packed results: part k starts at an element offset counted with the COMPILED batch
  * B (c' of LSTM_ACT at B*H); inside a part, rows are runtime rows (nb <= B).
  *   LSTM_ACT      (gates[B,4H] (i,f,g,o), c[B,H]) -> [2, B, H] = (h', c')
- *   LSTM_ACT_BWD  (d[2,B,H], c, lstm node) -> [dgates B*4H | dc B*H]
+ *   LSTM_ACT_BWD  (dh'[B,H], dc'[B,H], c, lstm node) -> [dgates B*4H | dc B*H]
  *   GRU_ACT       (gi[B,3H], gh[B,3H] (r,z,n; gh includes b_hn), h[B,H]) -> h'[B,H]
  *   GRU_ACT_BWD   (g, gh, h, gru node) -> [dgi B*3H | dgh B*3H | dh B*H]
  *   VIEW          input 0 at element offset ia0, the node's (hint) shape; no kernel
@@ -53,6 +53,49 @@ static bool rn_check(const Graph *g, Node *n, int count, const int *mult, const 
     return true;
 }
 
+/* The gradient of each part of a packed result, from gy, the gradient of the whole:
+ * gy is usually a sum of VIEW_BWD scatters of whole parts (each part used through its
+ * view), and then part k's gradient is the sum of what was scattered at k * |part|, so
+ * the backward never zero-fills and adds packed buffers (dead after this; DCE drops
+ * them).  Parts nothing was scattered to are zeros.  Any other form of gy: views. */
+static void rn_parts(AD *ad, int n, int gy, int nparts, const Shape *ps, int *part) {
+    const Graph *d = ad_dst(ad);
+    int64_t pn = shape_numel(ps);
+    int *stack = NEWN(int, d->len + 1), *leaf = NEWN(int, d->len + 1), *leaf_part = NEWN(int, d->len + 1);
+    int top = 0, nleaf = 0;
+    bool ok = true;
+    stack[top++] = gy;
+    while (top > 0 && ok) {
+        const Node *x = &d->n[stack[--top]];
+        if (x->op == OP_ADD && x->nin == 2 && shape_eq(&d->n[x->in[0]].shape, &x->shape) &&
+            shape_eq(&d->n[x->in[1]].shape, &x->shape) && top + 2 <= d->len) {
+            stack[top++] = x->in[0];
+            stack[top++] = x->in[1];
+        } else if (x->op == OP_VIEW_BWD && x->ia[0] % pn == 0 && x->ia[0] / pn < nparts &&
+                   shape_eq(&d->n[x->in[0]].shape, ps) && nleaf < d->len) {
+            leaf[nleaf] = x->in[0];
+            leaf_part[nleaf++] = (int)(x->ia[0] / pn);
+        } else {
+            ok = false;
+        }
+    }
+    for (int k = 0; k < nparts; k++) {
+        Shape h = *ps;
+        part[k] = -1;
+        if (!ok) {
+            Attrs at = {.i = {k * pn}};
+            part[k] = ad_add(ad, n, OP_VIEW, 1, &gy, &at, &h);
+            continue;
+        }
+        for (int q = 0; q < nleaf; q++) {
+            if (leaf_part[q] != k) continue;
+            int in[2] = {part[k], leaf[q]};
+            part[k] = part[k] < 0 ? leaf[q] : ad_add(ad, n, OP_ADD, 2, in, NULL, NULL);
+        }
+        if (part[k] < 0) part[k] = ad_add(ad, n, OP_CONST, 0, NULL, &(Attrs){0}, &h);
+    }
+}
+
 /* A view of the packed result `packed` at `off` with shape s, accumulated into src input. */
 static void rn_unpack(AD *ad, int n, int packed, int64_t off, const Shape *s, int src_in) {
     Attrs at = {.i = {off}};
@@ -78,8 +121,11 @@ static int64_t aux_lstm_act(const Graph *g, const Node *n) { return 5 * rn_numel
 static void grad_lstm_act(AD *ad, int n, int gy) {
     const Node y = ad_src(ad)->n[n];
     const Shape gs = ad_src(ad)->n[y.in[0]].shape, cs = ad_src(ad)->n[y.in[1]].shape;
-    int in[3] = {gy, ad_x(ad, y.in[1]), ad_x(ad, n)};
-    int bwd = ad_add(ad, n, OP_LSTM_ACT_BWD, 3, in, NULL, NULL);
+    int in[4];
+    rn_parts(ad, n, gy, 2, &cs, in);
+    in[2] = ad_x(ad, y.in[1]);
+    in[3] = ad_x(ad, n);
+    int bwd = ad_add(ad, n, OP_LSTM_ACT_BWD, 4, in, NULL, NULL);
     rn_unpack(ad, n, bwd, 0, &gs, y.in[0]);
     rn_unpack(ad, n, bwd, shape_numel(&gs), &cs, y.in[1]);
 }
@@ -91,11 +137,14 @@ static void emit_lstm_act(Emit *e, const Graph *g, int n) {
            (long long)c->d[1], (long long)c->d[0], e_ptr(e, y->in[0]), e_ptr(e, y->in[1]), e_ptr(e, n), e_aux(e, n));
 }
 
-/* (d[2, B, H], c[B, H], lstm node) -> [5 B H] packed. */
+/* (dh'[B, H], dc'[B, H], c[B, H], lstm node[2, B, H]) -> [5 B H] packed. */
 static bool shape_lstm_act_bwd(Graph *g, Node *n) {
-    const Shape *d = &g->n[n->in[0]].shape, *c = &g->n[n->in[1]].shape, *f = &g->n[n->in[2]].shape;
-    if (c->rank != 2 || !shape_eq(d, f) || d->rank != 3 || d->d[0] != 2 || d->d[1] != c->d[0] || d->d[2] != c->d[1]) {
-        shape_error(n, "lstm_act_bwd: gradient %s, c %s, cell output %s", shape_str(d), shape_str(c), shape_str(f));
+    const Shape *dh = &g->n[n->in[0]].shape, *dc = &g->n[n->in[1]].shape, *c = &g->n[n->in[2]].shape,
+                *f = &g->n[n->in[3]].shape;
+    if (c->rank != 2 || dh->rank != 2 || dh->d[0] != c->d[0] || dh->d[1] != c->d[1] || !shape_eq(dh, dc) ||
+        f->rank != 3 || f->d[0] != 2 || f->d[1] != c->d[0] || f->d[2] != c->d[1]) {
+        shape_error(n, "lstm_act_bwd: gradients %s and %s, c %s, cell output %s", shape_str(dh), shape_str(dc),
+                    shape_str(c), shape_str(f));
         return false;
     }
     n->shape = (Shape){.rank = 1, .d = {5 * shape_numel(c)}};
@@ -105,9 +154,10 @@ static bool shape_lstm_act_bwd(Graph *g, Node *n) {
 
 static void emit_lstm_act_bwd(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
-    const Shape *c = &g->n[d->in[1]].shape;
-    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s);", e_fn(e, "lstm_act_bwd"), e_rows(e, d->in[1]), (long long)c->d[1],
-           (long long)c->d[0], e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_aux(e, d->in[2]), e_ptr(e, n));
+    const Shape *c = &g->n[d->in[2]].shape;
+    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s, %s);", e_fn(e, "lstm_act_bwd"), e_rows(e, d->in[2]),
+           (long long)c->d[1], (long long)c->d[0], e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, d->in[2]),
+           e_aux(e, d->in[3]), e_ptr(e, n));
 }
 
 /* ------------------------------------------------------------------ GRU_ACT */

@@ -1,5 +1,8 @@
 /* opt.c -- graph optimisation before planning.
  *
+ * In-place marking (opt_inplace, below): elementwise nodes write over an input that
+ * dies at them, so the plan needs no buffer for them.
+ *
  * Dead-code elimination: a node is live when the function's results (outputs, loss,
  * gradients) depend on it; dead nodes are marked NF_DEAD (ids stay stable, so loop
  * bodies' references to outer ids need no rewriting) and cost neither time nor memory.
@@ -46,5 +49,148 @@ void opt_run(Graph *g) {
     for (int i = 0; i < g->len; i++) {
         Node *n = &g->n[i];
         if (n->op == OP_LOOP && !(n->flags & NF_DEAD)) mark_dead(n->sub, saved[i]);
+    }
+    opt_inplace(g);
+}
+
+/* ------------------------------------------------------------------ in place
+ *
+ * An elementwise node whose input's value dies at it can write over that input: the
+ * plan (plan.c, storage_base) then gives it the input's storage instead of a buffer of
+ * its own.  Typical: relu after linear (relu's backward reads relu's output, not its
+ * input), the gradient of relu over its incoming gradient, add / mul over a dying
+ * operand, a loss's gradient over the logits.  A node qualifies for input k when
+ *   - its kernel tolerates y aliasing in[k] exactly (inplace_ok: y[i] = f(x[i], ...)
+ *     loops; never GEMMs, reductions, restrict-qualified kernels);
+ *   - in[k] has the node's shape, batching and dtype;
+ *   - in[k]'s storage (followed through views and earlier in-place nodes) is an arena
+ *     buffer of this graph: not an input, parameter, loop value or result;
+ *   - no node sharing that storage is read after this node (dies here), and no other
+ *     input of the node shares it (a second, differently indexed read);
+ *   - the node itself is not a parameter's or input's gradient, nor on an input
+ *     gradient's accumulation chain (opt_grad_chain): those go straight to the gradient
+ *     slab or net->in_grad (emit_c.c external_grads).
+ * Decisions are made in node order, so chains (linear -> relu -> dropout) share one
+ * buffer.  Loop bodies are left alone. */
+
+/* Does op n's kernel, as its emitter calls it, stay correct when its output is the
+ * exact storage of input k (same shape)? */
+static bool inplace_ok(const Graph *g, const Node *n, int k) {
+    switch (n->op) {
+    /* unary y[i] = f(x[i]) (kernels_ew_t.h; pow 1 and dropout p = 0 copy with a
+     * memmove that skips x == y) */
+    case OP_NEG: case OP_EXP: case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE:
+    case OP_POWS: case OP_CLAMP: case OP_RELU: case OP_LEAKY_RELU: case OP_SIGMOID:
+    case OP_TANH: case OP_GELU: case OP_SOFTPLUS: case OP_ELU: case OP_DROPOUT:
+        return k == 0;
+    /* binary ops: y[i] = f(a[i sa], b[i sb]); a same-shape operand has stride 1 and the
+     * broadcast walk (binary_bc) visits it row by row with y */
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM:
+        return k <= 1;
+    /* backward helpers dx[i] = f(g[i], x[i]) (dropout's: g and the forward's mask) */
+    case OP_RELU_BWD: case OP_LEAKY_RELU_BWD: case OP_SIGMOID_BWD: case OP_TANH_BWD:
+    case OP_GELU_BWD: case OP_ELU_BWD: case OP_CLAMP_BWD:
+        return k <= 1;
+    case OP_DROPOUT_BWD: case OP_MAXMIN_BWD:
+        return k == 0;
+    /* pair losses' gradients d[i] = s f(a[i], b[i]) (s read from g first); not when the
+     * emitter zero-fills d before the kernel (an unbatched d beside a batched operand) */
+    case OP_LOSS_BWD: case OP_LOSS_BWD_B:
+        if (k != 1 && k != 2) return false;
+        return n->shape.batched || (!g->n[n->in[1]].shape.batched && !g->n[n->in[2]].shape.batched);
+    default:
+        return false;
+    }
+}
+
+/* The node whose arena storage node i uses, following views and in-place nodes; -1
+ * when that is not a plain arena buffer of this graph (a leaf, a loop value, or an
+ * offset view, whose pointer is not its base's). */
+static int inplace_base(const Graph *g, int i) {
+    for (;;) {
+        const Node *n = &g->n[i];
+        if (n->op == OP_VIEW) return -1;
+        if (op_info[n->op].flags & OPF_VIEW) { i = n->in[0]; continue; }
+        if (n->flags & NF_INPLACE) { i = n->in[n->inplace]; continue; }
+        if ((op_info[n->op].flags & (OPF_LEAF | OPF_CTRL)) || n->op == OP_LOOP_OUT) return -1;
+        return i;
+    }
+}
+
+/* The next node of input gradient q's accumulation chain, or -1: when q is an add of
+ * two contributions (ad_acc) and its first operand, of q's shape, is read by q alone
+ * and computed into a buffer of its own, that operand can be computed straight into
+ * net->in_grad and the add accumulate there (emit_c.c external_grads).  uses: readers
+ * per node (ir_uses). */
+int opt_grad_chain(const Graph *g, const int *uses, int q) {
+    const Node *x = &g->n[q];
+    if (x->op != OP_ADD || x->in[0] == x->in[1]) return -1;
+    int a = x->in[0];
+    const Node *an = &g->n[a];
+    if (uses[a] != 1 || !shape_eq(&an->shape, &x->shape) || an->shape.batched != x->shape.batched) return -1;
+    if (op_info[an->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) return -1;
+    if (an->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) return -1;
+    for (int k = 0; k < g->npgrad; k++) if (g->pgrad[k] == a) return -1;
+    for (int k = 0; k < g->nigrad; k++) if (g->igrad[k] == a) return -1;
+    return a;
+}
+
+void opt_inplace(Graph *g) {
+    int n = g->len;
+    if (g->parent) return;
+    /* last[b]: the last node reading storage b (n: a result, never dies).  Views are
+     * resolved now; in-place links are merged in as they are made. */
+    int *last = NEWN(int, n + 1);
+    int *base = NEWN(int, n + 1);
+    for (int i = 0; i < n; i++) {
+        base[i] = inplace_base(g, i);
+        last[i] = i;
+    }
+    for (int i = 0; i < n; i++) {
+        const Node *x = &g->n[i];
+        if (x->flags & NF_DEAD) continue;
+        for (int k = 0; k < x->nin; k++) {
+            int b = base[x->in[k]];
+            if (b >= 0 && last[b] < i) last[b] = i;
+        }
+        if (x->op == OP_LOOP) /* a loop may read any of its inputs' storage at any step */
+            for (int k = 0; k < x->nin; k++)
+                if (base[x->in[k]] >= 0) last[base[x->in[k]]] = n;
+        if ((x->flags & (NF_OUTPUT | NF_LOSS)) && base[i] >= 0) last[base[i]] = n;
+    }
+    bool *result_grad = NEWN(bool, n + 1);
+    for (int k = 0; k < g->npgrad; k++)
+        if (g->pgrad[k] >= 0) {
+            result_grad[g->pgrad[k]] = true;
+            if (base[g->pgrad[k]] >= 0) last[base[g->pgrad[k]]] = n;
+        }
+    int *uses = ir_uses(g);
+    for (int k = 0; k < g->nigrad; k++)
+        if (g->igrad[k] >= 0) {
+            if (base[g->igrad[k]] >= 0) last[base[g->igrad[k]]] = n;
+            for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q)) result_grad[q] = true;
+        }
+
+    for (int i = 0; i < n; i++) {
+        Node *x = &g->n[i];
+        if ((x->flags & NF_DEAD) || result_grad[i] || base[i] != i) continue;
+        for (int k = 0; k < x->nin; k++) {
+            const Node *in = &g->n[x->in[k]];
+            int b = base[x->in[k]];
+            if (b < 0 || last[b] != i || !inplace_ok(g, x, k)) continue;
+            if (in->dtype != x->dtype || in->shape.batched != x->shape.batched || !shape_eq(&in->shape, &x->shape))
+                continue;
+            bool shared = false;
+            for (int q = 0; q < x->nin; q++)
+                if (q != k && base[x->in[q]] == b) shared = true;
+            if (shared) continue;
+            x->flags |= NF_INPLACE;
+            x->inplace = k;
+            /* i's readers (and views of i) now read b */
+            for (int j = i; j < n; j++)
+                if (base[j] == i) base[j] = b;
+            last[b] = last[i];
+            break;
+        }
     }
 }

@@ -24,6 +24,7 @@ static bool owns_storage(const Graph *g, int i, const bool *external) {
     if (n->flags & NF_DEAD) return false;
     if (external && external[i]) return false;
     if (op_info[n->op].flags & OPF_VIEW) return false;
+    if (n->flags & NF_INPLACE) return false;    /* opt_inplace: its input's buffer */
     switch (n->op) {
     case OP_INPUT: case OP_PARAM: case OP_LOOP_CARRY: case OP_LOOP_CAPTURE: case OP_LOOP_SAVED:
         return false;
@@ -42,6 +43,7 @@ static int storage_base(const Graph *g, int i) {
     for (;;) {
         const Node *n = &g->n[i];
         if (op_info[n->op].flags & OPF_VIEW) i = n->in[0];
+        else if (n->flags & NF_INPLACE) i = n->in[n->inplace];
         else if (n->op == OP_LOOP_OUT) {
             const Graph *b = g->n[n->in[0]].sub;
             int k = (int)n->ia[0];
@@ -57,35 +59,195 @@ static Plan *plan_new(int len) {
     p->aux_off = NEWN(int64_t, len + 1);
     p->stride = NEWN(int64_t, len + 1);
     p->aux_stride = NEWN(int64_t, len + 1);
+    p->slots = NEWN(int64_t, len + 1);
+    p->aux_slots = NEWN(int64_t, len + 1);
     p->sub = NEWN(Plan *, len + 1);
     for (int i = 0; i < len; i++) p->off[i] = p->aux_off[i] = -1;
     return p;
 }
 
-/* A body keeps every value and aux for every step, laid out from `base`; returns the
- * bytes used. */
-static int64_t plan_body(const Graph *b, int64_t steps, int real_size, int64_t base, Plan *p) {
+/* ------------------------------------------------------------------ loop bodies
+ *
+ * How many slots a body value needs (Keep, per body node, for its value and its aux):
+ *   KEEP_ALL  one per step: read after its step by a later loop (the backward loop
+ *             reads forward values and scratch through LOOP_SAVED), or collected into a
+ *             stacked result after the loop;
+ *   KEEP_TWO  two, alternating: the next value of a carried variable, read by the next
+ *             step while that step writes its own (an op may read and write the carried
+ *             value, e.g. a GEMM, so one slot would not do);
+ *   KEEP_ONE  one slot reused by every step: written and read within the step.
+ * Everything not kept per step is therefore O(1) in the step count (a backward loop's
+ * temporaries and weight-gradient accumulators, the forward pre-activations). */
+enum { KEEP_ONE = 0, KEEP_TWO, KEEP_ALL };
+
+typedef struct Keep { char *val, *aux; } Keep;
+
+static void keep_at_least(char *k, char level) {
+    if (*k < level) *k = level;
+}
+
+/* Body node j of top-level loop L is read at its own step by a later loop. */
+static void keep_saved(const Graph *g, Keep *keep, int L, int j, int depth) {
+    const Graph *b = g->n[L].sub;
+    const Node *n = &b->n[j];
+    if (depth > b->len + 8) return; /* a cycle of carries: no storage behind it */
+    switch (n->op) {
+    case OP_LOOP_CAPTURE: return;
+    case OP_LOOP_SAVED: keep_saved(g, keep, (int)n->ia[0], (int)n->ia[1], depth + 1); return;
+    case OP_LOOP_CARRY: {
+        int r = b->res[n->ia[0]];
+        if (r != j) keep_saved(g, keep, L, r, depth + 1); /* the previous step's result */
+        return;
+    }
+    default: {
+        keep_at_least(&keep[L].aux[j], KEEP_ALL); /* its own scratch, if it has one */
+        int base = storage_base(b, j);          /* a view's (or in-place node's) storage */
+        if (base != j) keep_saved(g, keep, L, base, depth + 1);
+        else if (owns_storage(b, j, NULL)) keep_at_least(&keep[L].val[j], KEEP_ALL);
+        return;
+    }
+    }
+}
+
+/* Is carried value k an accumulator updated in place: its next value res[k] reads it
+ * only as the running sum (an elementwise ADD operand of its own shape, or a matmul's
+ * accumulator input), and no other body node or result reads it?  Then one slot does:
+ * the carry reads it (after the first step) and res[k] overwrites it in the same op. */
+static bool acc_in_place(const Graph *b, int k) {
+    int r = b->res[k], c = -1;
+    for (int j = 0; j < b->len; j++)
+        if (b->n[j].op == OP_LOOP_CARRY && b->n[j].ia[0] == k && !(b->n[j].flags & NF_DEAD)) c = j;
+    if (c < 0 || r == c) return false;
+    const Node *x = &b->n[r];
+    bool ok = x->op == OP_ADD && x->nin == 2 && (x->in[0] == c) != (x->in[1] == c) &&
+              shape_eq(&b->n[x->in[0]].shape, &x->shape) && shape_eq(&b->n[x->in[1]].shape, &x->shape);
+    ok = ok || (x->op == OP_MATMUL && x->nin == 3 && x->in[2] == c && x->in[0] != c && x->in[1] != c);
+    if (!ok || (x->flags & (NF_DEAD | NF_INPLACE)) || (op_info[x->op].flags & OPF_VIEW)) return false;
+    for (int q = 0; q < b->nres; q++)
+        if (b->res[q] == c) return false;
+    for (int j = 0; j < b->len; j++) {
+        const Node *y = &b->n[j];
+        if (j == r || (y->flags & NF_DEAD)) continue;
+        for (int q = 0; q < y->nin; q++)
+            if (y->in[q] == c) return false;
+    }
+    return true;
+}
+
+/* The next value of carried variable k, or the node it is a view of, is read one step
+ * later; if it is itself another carried value, a later step still (keep all).  An
+ * accumulator updated in place needs no second slot. */
+static void keep_carried(const Graph *b, Keep *kp, int k) {
+    if (acc_in_place(b, k)) return;
+    int node = b->res[k];
+    for (int d = 1; d <= b->ncarry + 1; d++) {
+        int base = storage_base(b, node);
+        const Node *x = &b->n[base];
+        if (x->op == OP_LOOP_CARRY) {
+            int r = b->res[x->ia[0]];
+            if (r == base) return; /* a constant carry: its initial value */
+            node = r;
+            continue;
+        }
+        if (owns_storage(b, base, NULL)) keep_at_least(&kp->val[base], d == 1 ? KEEP_TWO : KEEP_ALL);
+        return;
+    }
+}
+
+/* Keep levels for the body of every top-level loop of g. */
+static Keep *plan_keep(const Graph *g) {
+    Keep *keep = NEWN(Keep, g->len + 1);
+    for (int L = 0; L < g->len; L++) {
+        const Node *x = &g->n[L];
+        if (x->op != OP_LOOP || (x->flags & NF_DEAD)) continue;
+        const Graph *b = x->sub;
+        keep[L].val = NEWN(char, b->len + 1);
+        keep[L].aux = NEWN(char, b->len + 1);
+        for (int k = 0; k < b->ncarry; k++) keep_carried(b, &keep[L], k);
+        for (int k = b->ncarry; k < b->nres; k++) {
+            int base = storage_base(b, b->res[k]);
+            if (owns_storage(b, base, NULL)) keep_at_least(&keep[L].val[base], KEEP_ALL);
+        }
+    }
+    for (int M = 0; M < g->len; M++) {
+        const Node *x = &g->n[M];
+        if (x->op != OP_LOOP || (x->flags & NF_DEAD)) continue;
+        for (int j = 0; j < x->sub->len; j++) {
+            const Node *s = &x->sub->n[j];
+            if (s->op == OP_LOOP_SAVED && !(s->flags & NF_DEAD) && keep[s->ia[0]].val)
+                keep_saved(g, keep, (int)s->ia[0], (int)s->ia[1], 0);
+        }
+    }
+    return keep;
+}
+
+static int64_t keep_slots(char level, int64_t steps) {
+    return level == KEEP_ALL ? steps : level == KEEP_TWO && steps > 1 ? 2 : 1;
+}
+
+/* Lays out a body's values and aux from `base` with the slot counts of `kp`; returns
+ * the bytes used.  A collected result that is not batched is read after the loop as
+ * one [T, ...] tensor, so its slots are packed without padding. */
+static int64_t plan_body(const Graph *b, int64_t steps, int real_size, int64_t base, const Keep *kp, Plan *p) {
     int64_t at = base;
     for (int j = 0; j < b->len; j++) {
         if (!owns_storage(b, j, NULL)) continue;
-        p->stride[j] = align_up(plan_value_bytes(&b->n[j], real_size));
+        bool packed = false;
+        for (int k = b->ncarry; k < b->nres; k++) packed = packed || (b->res[k] == j && !b->n[j].shape.batched);
+        int64_t vb = plan_value_bytes(&b->n[j], real_size);
+        p->stride[j] = packed ? vb : align_up(vb);
+        p->slots[j] = keep_slots(kp->val[j], steps);
         p->off[j] = at;
-        at += p->stride[j] * steps;
+        at = align_up(at + p->stride[j] * p->slots[j]);
         int64_t ab = plan_aux_bytes(b, &b->n[j], real_size);
         if (ab) {
             p->aux_stride[j] = align_up(ab);
+            p->aux_slots[j] = keep_slots(kp->aux[j], steps);
             p->aux_off[j] = at;
-            at += p->aux_stride[j] * steps;
+            at += p->aux_stride[j] * p->aux_slots[j];
         }
     }
     return at - base;
 }
 
-typedef struct Block { int64_t off, size; int end; } Block;
+/* A buffer of the top-level arena: live from node `start` (written) to node `end` (last
+ * read) inclusive, so blocks meeting at one node overlap (that node reads one while
+ * writing the other). */
+typedef struct Block { int64_t off, size; int start, end; } Block;
 
-static int cmp_block(const void *a, const void *b) {
-    int64_t x = ((const Block *)a)->off, y = ((const Block *)b)->off;
+static int cmp_block_off(const void *a, const void *b) {
+    int64_t x = (*(Block *const *)a)->off, y = (*(Block *const *)b)->off;
     return x < y ? -1 : x > y;
+}
+
+/* Offsets for blocks b[order[0]], b[order[1]], ...: each goes at the lowest offset
+ * where it fits beside the blocks already placed that are live at the same time.
+ * Returns the arena size.  `near` is scratch of nb pointers. */
+static int64_t place_blocks(Block *b, int nb, const int *order, Block **near) {
+    int64_t top = 0;
+    for (int k = 0; k < nb; k++) b[k].off = -1;
+    for (int q = 0; q < nb; q++) {
+        Block *x = &b[order[q]];
+        int nn = 0;
+        for (int k = 0; k < nb; k++)
+            if (b[k].off >= 0 && b[k].start <= x->end && x->start <= b[k].end) near[nn++] = &b[k];
+        qsort(near, (size_t)nn, sizeof *near, cmp_block_off);
+        int64_t off = 0;
+        for (int k = 0; k < nn; k++) {
+            if (near[k]->off - off >= x->size) break;
+            if (near[k]->off + near[k]->size > off) off = near[k]->off + near[k]->size;
+        }
+        x->off = off;
+        if (off + x->size > top) top = off + x->size;
+    }
+    return top;
+}
+
+static const Block *sort_blocks;
+static int cmp_size_desc(const void *a, const void *b) {
+    const Block *x = &sort_blocks[*(const int *)a], *y = &sort_blocks[*(const int *)b];
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
+    return x->start - y->start;
 }
 
 Plan *plan_run(const Graph *g, int real_size, const bool *external) {
@@ -119,46 +281,61 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external) {
         if (b != i && last[b] < last[i]) last[b] = last[i];
     }
 
-    Block *live = NEWN(Block, n + 1);
-    int nlive = 0;
-    int64_t top = 0;
+    Keep *keep = plan_keep(g);
+    /* Sizes and lifetimes first (a node's scratch, and an in-place node's, lives as
+     * long as its value's buffer), then offsets. */
+    Block *blk = NEWN(Block, n + 1);
+    int *blk_of = NEWN(int, n + 1);
+    int64_t *vbytes = NEWN(int64_t, n + 1), *abytes = NEWN(int64_t, n + 1);
+    int nblk = 0;
     for (int i = 0; i < n; i++) {
         const Node *x = &g->n[i];
-        int64_t size = 0, vbytes = 0, abytes = 0;
-        Plan *body = NULL;
+        int64_t size = 0;
+        blk_of[i] = -1;
         if (x->op == OP_LOOP && !(x->flags & NF_DEAD)) {
-            body = plan_new(x->sub->len);
-            size = plan_body(x->sub, x->ia[1], real_size, 0, body);
+            p->sub[i] = plan_new(x->sub->len);
+            size = plan_body(x->sub, x->ia[1], real_size, 0, &keep[i], p->sub[i]);
         } else if (!(x->flags & NF_DEAD)) {
             /* a node computed straight into a slab may still need its scratch */
-            if (owns_storage(g, i, external)) vbytes = align_up(plan_value_bytes(x, real_size));
-            if (owns_storage(g, i, NULL)) abytes = align_up(plan_aux_bytes(g, x, real_size));
-            size = vbytes + abytes;
+            if (owns_storage(g, i, external)) vbytes[i] = align_up(plan_value_bytes(x, real_size));
+            /* an in-place node (opt_inplace) has its input's buffer, but its own scratch */
+            if (owns_storage(g, i, NULL) || (x->flags & NF_INPLACE)) abytes[i] = align_up(plan_aux_bytes(g, x, real_size));
+            size = vbytes[i] + abytes[i];
         }
         if (size == 0) continue;
-        /* retire blocks whose last use is before i */
-        int w = 0;
-        for (int k = 0; k < nlive; k++)
-            if (live[k].end >= i) live[w++] = live[k];
-        nlive = w;
-        qsort(live, (size_t)nlive, sizeof *live, cmp_block);
-        int64_t off = 0;
-        for (int k = 0; k < nlive; k++) {
-            if (live[k].off - off >= size) break;
-            if (live[k].off + live[k].size > off) off = live[k].off + live[k].size;
-        }
-        live[nlive++] = (Block){off, size, last[i]};
-        if (off + size > top) top = off + size;
-        if (body) {
+        blk_of[i] = nblk;
+        blk[nblk++] = (Block){-1, size, i, last[storage_base(g, i)]};
+    }
+    /* Two placements, the smaller kept: first fit in node order, and first fit by
+     * decreasing size (big buffers first leave fewer holes too small for them). */
+    int *order = NEWN(int, nblk + 1);
+    Block **near = NEWN(Block *, nblk + 1);
+    for (int k = 0; k < nblk; k++) order[k] = k;
+    int64_t top = place_blocks(blk, nblk, order, near);
+    Block *by_size = NEWN(Block, nblk + 1);
+    for (int k = 0; k < nblk; k++) by_size[k] = blk[k];
+    sort_blocks = by_size;
+    qsort(order, (size_t)nblk, sizeof *order, cmp_size_desc);
+    int64_t top2 = place_blocks(by_size, nblk, order, near);
+    if (top2 < top) {
+        blk = by_size;
+        top = top2;
+    }
+    for (int i = 0; i < n; i++) {
+        const Node *x = &g->n[i];
+        if (x->flags & NF_INPLACE && !(x->flags & NF_DEAD)) p->off[i] = p->off[storage_base(g, i)];
+        if (blk_of[i] < 0) continue;
+        int64_t off = blk[blk_of[i]].off;
+        if (p->sub[i]) {
+            Plan *body = p->sub[i];
             for (int j = 0; j < x->sub->len; j++) {
                 if (body->off[j] >= 0) body->off[j] += off;
                 if (body->aux_off[j] >= 0) body->aux_off[j] += off;
             }
-            p->sub[i] = body;
             p->off[i] = off;
         } else {
-            if (vbytes) p->off[i] = off;
-            if (abytes) p->aux_off[i] = off + vbytes;
+            if (vbytes[i]) p->off[i] = off;
+            if (abytes[i]) p->aux_off[i] = off + vbytes[i];
         }
     }
     p->bytes = top;

@@ -373,7 +373,7 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   lstm_act       gates[rows, 4hid] (i, f, g, o pre-activations), c[rows, hid] ->
  *                  out = [h' at 0 | c' at bmax*hid];
  *                  aux = [activated gates rows x 4hid at 0 | tanh(c') at bmax*4hid]
- *   lstm_act_bwd   dout = [dh' | dc'] (same packing as out), c, aux ->
+ *   lstm_act_bwd   dh', dc' [rows, hid] (the gradients of out's parts), c, aux ->
  *                  dst = [dgates at 0 | dc at bmax*4hid]
  *   gru_act        gi, gh [rows, 3hid] (r, z, n; gh includes b_hn), h [rows, hid] ->
  *                  h' = (1 - z) n + z h, n = tanh(gi_n + r gh_n); aux [rows, 3hid] = r, z, n
@@ -381,7 +381,7 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   view_bwd       dst[0, total) = 0, then dst[off + i] = g[i] for i < n */
 #define CDL_KERNELS_RNN(T, S) \
     void cdl_lstm_act_##S(int64_t rows, int64_t hid, int64_t bmax, const T *gates, const T *c, T *out, T *aux); \
-    void cdl_lstm_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *dout, const T *c, const T *aux, T *dst); \
+    void cdl_lstm_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *dh, const T *dc, const T *c, const T *aux, T *dst); \
     void cdl_gru_act_##S(int64_t rows, int64_t hid, const T *gi, const T *gh, const T *h, T *out, T *aux); \
     void cdl_gru_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *g, const T *gh, const T *h, const T *aux, T *dst); \
     void cdl_view_bwd_##S(int64_t total, int64_t off, int64_t n, const T *g, T *dst);

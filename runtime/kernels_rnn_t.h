@@ -50,13 +50,14 @@ static inline void S(lstm_bwd_row)(int64_t H, const T *restrict ai, const T *res
     }
 }
 
-void S(lstm_act_bwd)(int64_t rows, int64_t hid, int64_t bmax, const T *dout, const T *c, const T *aux, T *dst) {
+void S(lstm_act_bwd)(int64_t rows, int64_t hid, int64_t bmax, const T *dh, const T *dc, const T *c, const T *aux,
+                     T *dst) {
     const int64_t H = hid;
     for (int64_t b = 0; b < rows; b++) {
         const T *ar = aux + b * 4 * H;
         T *dg = dst + b * 4 * H;
-        S(lstm_bwd_row)(H, ar, ar + H, ar + 2 * H, ar + 3 * H, aux + bmax * 4 * H + b * H, c + b * H, dout + b * H,
-                        dout + bmax * H + b * H, dg, dg + H, dg + 2 * H, dg + 3 * H, dst + bmax * 4 * H + b * H);
+        S(lstm_bwd_row)(H, ar, ar + H, ar + 2 * H, ar + 3 * H, aux + bmax * 4 * H + b * H, c + b * H, dh + b * H,
+                        dc + b * H, dg, dg + H, dg + 2 * H, dg + 3 * H, dst + bmax * 4 * H + b * H);
     }
 }
 

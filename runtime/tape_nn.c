@@ -180,7 +180,7 @@ static void bwd_lstm_act(cdl_tape *tp, cdl_t *y) {
     int64_t rows = c->dims[0], H = c->dims[1];
     void *dst = tape_rtemp(tp, 5 * rows * H);
     if (!dst) return;
-    TK(tp, lstm_act_bwd, rows, H, rows, y->grad, c->data, y->aux, dst);
+    TK(tp, lstm_act_bwd, rows, H, rows, y->grad, tape_at(tp, y, y->grad, rows * H), c->data, y->aux, dst);
     if (tape_need(tp, gates)) tape_gadd(tp, gates, dst);
     if (tape_need(tp, c)) tape_gadd(tp, c, tape_at(tp, y, dst, 4 * rows * H));
 }

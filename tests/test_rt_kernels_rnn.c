@@ -2,54 +2,9 @@
  * PyTorch formulas, backward by central finite differences in f64 through the packed
  * layouts, with a runtime batch (rows) below the compiled one (bmax) so that part
  * offsets counted with bmax are exercised. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_rt_util.h"
 
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "cdl.h"
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static double urand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static double *dvec(int64_t n) {
-    double *p = calloc((size_t)n, sizeof(double));
-    assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = 2 * urand() - 1;
-    return p;
-}
-static float *fcopy(const double *x, int64_t n) {
-    float *p = calloc((size_t)n, sizeof(float));
-    assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
-    return p;
-}
 static double sigm(double x) { return 1 / (1 + exp(-x)); }
-
-typedef double (*loss_fn)(void *ctx);
-static void check_fd(const char *what, double *v, int64_t n, const double *ana, loss_fn loss, void *ctx) {
-    const double h = 1e-6;
-    for (int64_t i = 0; i < n; i++) {
-        double keep = v[i];
-        v[i] = keep + h;
-        double lp = loss(ctx);
-        v[i] = keep - h;
-        double lm = loss(ctx);
-        v[i] = keep;
-        double num = (lp - lm) / (2 * h);
-        if (!(fabs(num - ana[i]) <= 1e-5 + 1e-3 * fabs(num)))
-            fail_msg("%s[%lld]: numeric %.10g analytic %.10g", what, (long long)i, num, ana[i]);
-    }
-}
 
 /* ------------------------------------------------------------------ LSTM */
 
@@ -99,25 +54,25 @@ static void test_lstm_backward(void **st) {
     for (int i = 0; i < BMAX * 4 * HID; i++) L.gates[i] *= 2;
     lstm_loss(&L);
     double *dst = dvec(5 * BMAX * HID);
-    cdl_lstm_act_bwd_f64(ROWS, HID, BMAX, L.R, L.c, L.aux, dst);
+    cdl_lstm_act_bwd_f64(ROWS, HID, BMAX, L.R, L.R + BMAX * HID, L.c, L.aux, dst);
     /* only the valid rows of each part are defined */
     double *dg = dvec(ROWS * 4 * HID), *dc = dvec(ROWS * HID);
     memcpy(dg, dst, sizeof(double) * ROWS * 4 * HID);
     memcpy(dc, dst + BMAX * 4 * HID, sizeof(double) * ROWS * HID);
-    check_fd("lstm dgates", L.gates, ROWS * 4 * HID, dg, lstm_loss, &L);
-    check_fd("lstm dc", L.c, ROWS * HID, dc, lstm_loss, &L);
+    fd_check("lstm dgates", L.gates, ROWS * 4 * HID, dg, lstm_loss, &L);
+    fd_check("lstm dc", L.c, ROWS * HID, dc, lstm_loss, &L);
     /* f32 agrees */
     float *fR = fcopy(L.R, 2 * BMAX * HID), *fc = fcopy(L.c, BMAX * HID), *fa = fcopy(L.aux, 5 * BMAX * HID),
           *fd = fcopy(dst, 5 * BMAX * HID);
-    cdl_lstm_act_bwd_f32(ROWS, HID, BMAX, fR, fc, fa, fd);
+    cdl_lstm_act_bwd_f32(ROWS, HID, BMAX, fR, fR + BMAX * HID, fc, fa, fd);
     for (int i = 0; i < ROWS * 4 * HID; i++) assert_true(fabs(fd[i] - dst[i]) < 1e-5);
     for (int i = 0; i < ROWS * HID; i++) assert_true(fabs(fd[BMAX * 4 * HID + i] - dst[BMAX * 4 * HID + i]) < 1e-5);
     free(L.gates); free(L.c); free(L.out); free(L.aux); free(L.R); free(dst); free(dg); free(dc);
     free(fR); free(fc); free(fa); free(fd);
 }
 
-/* The f32 cells use their own vectorizable exp / tanh: accurate to a few 1e-7 over
- * the whole range, saturating cleanly, NaN propagating. */
+/* The f32 cells use libmvec's vector expf / tanhf (runtime/vmath.h): accurate to a few
+ * 1e-7 over the whole range, saturating cleanly, NaN propagating. */
 static void test_lstm_f32_extremes(void **st) {
     (void)st;
     static const float vals[] = {-1000, -100, -30, -8, -1.5f, -0.63f, -0.1f, -1e-6f, 0,
@@ -191,9 +146,9 @@ static void test_gru_backward(void **st) {
     memcpy(dgi, dst, sizeof(double) * ROWS * 3 * HID);
     memcpy(dgh, dst + BMAX * 3 * HID, sizeof(double) * ROWS * 3 * HID);
     memcpy(dh, dst + BMAX * 6 * HID, sizeof(double) * ROWS * HID);
-    check_fd("gru dgi", G.gi, ROWS * 3 * HID, dgi, gru_loss, &G);
-    check_fd("gru dgh", G.gh, ROWS * 3 * HID, dgh, gru_loss, &G);
-    check_fd("gru dh", G.h, ROWS * HID, dh, gru_loss, &G);
+    fd_check("gru dgi", G.gi, ROWS * 3 * HID, dgi, gru_loss, &G);
+    fd_check("gru dgh", G.gh, ROWS * 3 * HID, dgh, gru_loss, &G);
+    fd_check("gru dh", G.h, ROWS * HID, dh, gru_loss, &G);
     float *fR = fcopy(G.R, BMAX * HID), *fh = fcopy(G.gh, BMAX * 3 * HID), *fp = fcopy(G.h, BMAX * HID),
           *fa = fcopy(G.aux, BMAX * 3 * HID), *fd = fcopy(dst, 7 * BMAX * HID);
     cdl_gru_act_bwd_f32(ROWS, HID, BMAX, fR, fh, fp, fa, fd);
@@ -219,6 +174,7 @@ static void test_view_bwd(void **st) {
 }
 
 int main(void) {
+    urand_seed(0x2545f4914f6cdd1dull);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lstm_forward), cmocka_unit_test(test_lstm_backward),
         cmocka_unit_test(test_lstm_f32_extremes),
