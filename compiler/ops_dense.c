@@ -149,11 +149,12 @@ static void grad_matmul(AD *ad, int n, int gy) {
 }
 
 /* With an accumulator the GEMM adds into c; c starts as a copy of acc unless the plan
- * gave them one buffer (a loop's accumulator after its first step). */
+ * gave them one buffer (a loop's accumulator after its first step; at top level, an
+ * accumulating GEMM marked in place over acc by opt_inplace: no copy line at all). */
 static void emit_matmul(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     int a = x->in[0], b = x->in[1], ta = (int)x->ia[0], tb = (int)x->ia[1];
-    if (x->nin == 3)
+    if (x->nin == 3 && !((x->flags & NF_INPLACE) && x->inplace == 2))
         e_line(e, "if (%s != %s) memcpy(%s, %s, (size_t)(%s) * sizeof(%s));", e_ptr(e, n), e_ptr(e, x->in[2]),
                e_ptr(e, n), e_ptr(e, x->in[2]), e_numel(e, n), e_real(e));
     e_line(e, "%s(%d, %d, %s, %s, %s, 1, %s, %lld, %s, %lld, %d, %s, %lld);", e_fn(e, "gemm"), ta,

@@ -1,5 +1,11 @@
 /* opt.c -- graph optimisation before planning.
  *
+ * Common-subexpression elimination (opt_cse, below), first: identical pure nodes
+ * become one (the two bias-gradient reductions of a recurrent cell's step).
+ *
+ * Fusion (opt_fuse, below): rewrites the autodiff's "GEMM, then add" into one GEMM that
+ * accumulates (beta = 1), something the tape, which runs op by op, cannot see.
+ *
  * In-place marking (opt_inplace, below): elementwise nodes write over an input that
  * dies at them, so the plan needs no buffer for them.
  *
@@ -8,6 +14,8 @@
  * bodies' references to outer ids need no rewriting) and cost neither time nor memory.
  * Loop bodies are kept whole: the backward loop reads any of their values. */
 #include "cdlc.h"
+
+#include <string.h>
 
 /* Liveness of one graph: roots are its results (outputs, loss, gradients, a body's
  * results), batch norm (it updates running statistics), and every value a backward
@@ -30,7 +38,112 @@ static void mark_dead(Graph *g, const bool *saved) {
         if (!live[i]) g->n[i].flags |= NF_DEAD;
 }
 
+/* ------------------------------------------------------------------ CSE
+ *
+ * Common-subexpression elimination: a node computing exactly what an earlier node
+ * computes (same op, inputs after replacement, integer and real attributes, shape,
+ * batching and dtype) is replaced by that node in every reader; it is then unread and
+ * dead-code elimination drops it.  Typical: the LSTM/GRU backward step reduces d_gates
+ * over the batch twice, once for the input-side bias and once for the hidden-side bias
+ * (both linears' gradient rules emit the same sum).
+ *
+ * Only pure nodes take part: not leaves (each constant is a buffer of its own; loop
+ * carries), not loop machinery, not random ops (two dropouts draw different masks),
+ * not batch norm (it updates running statistics).  A node stays itself, though it may
+ * still be the one others are replaced by, when its identity matters: an output, the
+ * loss, a parameter's or input's gradient, a body result, a loop's carried initial
+ * value (the loop may accumulate over its storage).  References by id from other graphs
+ * are rewritten too: a body's LOOP_CAPTURE (outer id) and a backward body's LOOP_SAVED
+ * (forward body id).  Runs before any other pass; bodies after their graph. */
+
+static bool cse_candidate(const Node *x) {
+    unsigned of = op_info[x->op].flags;
+    if (of & (OPF_LEAF | OPF_CTRL | OPF_RAND)) return false;
+    if (x->op == OP_BATCHNORM || x->sub) return false;
+    return !(x->flags & (NF_INPUT | NF_PARAM | NF_STATE | NF_DEAD));
+}
+
+static uint64_t cse_hash(const Node *x) {
+    uint64_t h = 1469598103934665603u;
+#define MIX(v) (h = (h ^ (uint64_t)(v)) * 1099511628211u)
+    MIX(x->op); MIX(x->nin); MIX(x->dtype); MIX(x->shape.rank); MIX(x->shape.batched);
+    for (int k = 0; k < x->nin; k++) MIX(x->in[k]);
+    for (int k = 0; k < 8; k++) MIX(x->ia[k]);
+    for (int k = 0; k < x->shape.rank; k++) MIX(x->shape.d[k]);
+    for (int k = 0; k < 4; k++) {
+        uint64_t b;
+        memcpy(&b, &x->fa[k], sizeof b);
+        MIX(b);
+    }
+#undef MIX
+    return h;
+}
+
+static bool cse_same(const Node *a, const Node *b) {
+    if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype) return false;
+    if (a->shape.batched != b->shape.batched || !shape_eq(&a->shape, &b->shape)) return false;
+    if (memcmp(a->in, b->in, sizeof(int) * (size_t)a->nin)) return false;
+    if (memcmp(a->ia, b->ia, sizeof a->ia)) return false;
+    /* bitwise: -0.0 and 0.0 stay apart, which is only conservative */
+    return !memcmp(a->fa, b->fa, sizeof a->fa);
+}
+
+static void opt_cse(Graph *g) {
+    int n = g->len;
+    int *rep = NEWN(int, n + 1);
+    bool *fixed = NEWN(bool, n + 1);  /* must stay itself (see above) */
+    for (int k = 0; k < g->nres; k++) fixed[g->res[k]] = true;
+    for (int k = 0; k < g->npgrad; k++) if (g->pgrad[k] >= 0) fixed[g->pgrad[k]] = true;
+    for (int k = 0; k < g->nigrad; k++) if (g->igrad[k] >= 0) fixed[g->igrad[k]] = true;
+    for (int i = 0; i < n; i++) {
+        const Node *x = &g->n[i];
+        if (x->flags & (NF_OUTPUT | NF_LOSS | NF_PARAM_GRAD | NF_INPUT_GRAD)) fixed[i] = true;
+        if (x->op == OP_LOOP)
+            for (int k = 0; k < x->sub->ncarry && k < x->nin; k++) fixed[x->in[k]] = true;
+    }
+    int cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    int *tab = NEWN(int, cap);  /* node id + 1; 0 = empty */
+    bool changed = false;
+    for (int i = 0; i < n; i++) {
+        Node *x = &g->n[i];
+        rep[i] = i;
+        for (int k = 0; k < x->nin; k++) x->in[k] = rep[x->in[k]];
+        if (!cse_candidate(x)) continue;
+        uint64_t h = cse_hash(x);
+        for (int p = (int)(h & (uint64_t)(cap - 1));; p = (p + 1) & (cap - 1)) {
+            if (!tab[p]) { tab[p] = i + 1; break; }
+            int j = tab[p] - 1;
+            if (!cse_same(x, &g->n[j])) continue;
+            if (!fixed[i]) { rep[i] = j; changed = true; }
+            break;
+        }
+    }
+    for (int i = 0; i < n && changed; i++) {
+        const Node *x = &g->n[i];
+        if (x->op != OP_LOOP) continue;
+        for (int j = 0; j < x->sub->len; j++) {
+            Node *s = &x->sub->n[j];
+            if (s->op == OP_LOOP_CAPTURE) s->ia[0] = rep[s->ia[0]];
+        }
+    }
+    if (changed && g->parent)
+        for (int i = 0; i < g->parent->len; i++) {
+            const Node *x = &g->parent->n[i];
+            if (x->op != OP_LOOP) continue;
+            for (int j = 0; j < x->sub->len; j++) {
+                Node *s = &x->sub->n[j];
+                if (s->op == OP_LOOP_SAVED && s->ia[0] == g->owner) s->ia[1] = rep[s->ia[1]];
+            }
+        }
+    for (int i = 0; i < n; i++)
+        if (g->n[i].op == OP_LOOP) opt_cse(g->n[i].sub);
+}
+
+static void opt_fuse(Graph *g);
+
 void opt_run(Graph *g) {
+    opt_cse(g);
     mark_dead(g, NULL);
     /* Bodies: a forward body keeps what its backward loop reads (LOOP_SAVED), carried
      * values' sources included (a saved carry reads the previous step's result). */
@@ -50,7 +163,57 @@ void opt_run(Graph *g) {
         Node *n = &g->n[i];
         if (n->op == OP_LOOP && !(n->flags & NF_DEAD)) mark_dead(n->sub, saved[i]);
     }
+    opt_fuse(g);
     opt_inplace(g);
+}
+
+/* ------------------------------------------------------------------ fusion
+ *
+ * add(acc, matmul(a, b)) -> matmul(a, b, acc): the gradient of a value read by two
+ * GEMMs (the VAE's h feeds mu and logvar) is the sum of two products; autodiff emits
+ * GEMM, GEMM, add.  The second GEMM can add its product onto the first's (beta = 1):
+ * one pass over the sum and one buffer fewer, and no zero-fill of C inside the BLAS
+ * (a beta = 0 GEMM clears C first).  The add node becomes the accumulating matmul (so
+ * its readers need no rewiring) and the old matmul is marked dead.  opt_inplace then
+ * lets the matmul write over acc when acc dies there, so emit_matmul's copy of acc
+ * into c vanishes.  Conditions: top-level graph (loop bodies have their own
+ * accumulators, plan.c acc_in_place); the matmul is read by the add alone and is no
+ * result; acc has the sum's shape, batching and dtype; the add is not a parameter's or
+ * input's gradient (those go to the slab / net->in_grad through opt_grad_chain, which
+ * expects the add). */
+static void opt_fuse(Graph *g) {
+    if (g->parent) return;
+    int *uses = ir_uses(g);
+    bool *result = NEWN(bool, g->len + 1);
+    for (int k = 0; k < g->npgrad; k++)
+        if (g->pgrad[k] >= 0) result[g->pgrad[k]] = true;
+    for (int k = 0; k < g->nigrad; k++)
+        if (g->igrad[k] >= 0) result[g->igrad[k]] = true;
+    for (int i = 0; i < g->len; i++) {
+        Node *x = &g->n[i];
+        if (x->op != OP_ADD || x->nin != 2 || (x->flags & (NF_DEAD | NF_OUTPUT | NF_LOSS)) || result[i]) continue;
+        if (x->dtype != DT_REAL || x->in[0] == x->in[1]) continue;
+        for (int k = 1; k >= 0; k--) {
+            int m = x->in[k], a = x->in[1 - k];
+            const Node *mn = &g->n[m], *an = &g->n[a];
+            if (mn->op != OP_MATMUL || mn->nin != 2 || uses[m] != 1 || result[m]) continue;
+            if (mn->flags & (NF_DEAD | NF_OUTPUT | NF_LOSS)) continue;
+            if (!shape_eq(&mn->shape, &x->shape) || mn->shape.batched != x->shape.batched) continue;
+            if (!shape_eq(&an->shape, &x->shape) || an->shape.batched != x->shape.batched || an->dtype != DT_REAL)
+                continue;
+            int *in = NEWN(int, 3);
+            in[0] = mn->in[0];
+            in[1] = mn->in[1];
+            in[2] = a;
+            x->op = OP_MATMUL;
+            x->nin = 3;
+            x->in = in;
+            memcpy(x->ia, mn->ia, sizeof x->ia);
+            memcpy(x->fa, mn->fa, sizeof x->fa);
+            g->n[m].flags |= NF_DEAD;
+            break;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ in place
@@ -93,6 +256,10 @@ static bool inplace_ok(const Graph *g, const Node *n, int k) {
         return k <= 1;
     case OP_DROPOUT_BWD: case OP_MAXMIN_BWD:
         return k == 0;
+    /* an accumulating GEMM (opt_fuse) over its accumulator: C += op(A) op(B), C = acc;
+     * the shared-storage check keeps A and B off C */
+    case OP_MATMUL:
+        return n->nin == 3 && k == 2;
     /* pair losses' gradients d[i] = s f(a[i], b[i]) (s read from g first); not when the
      * emitter zero-fills d before the kernel (an unbatched d beside a batched operand) */
     case OP_LOSS_BWD: case OP_LOSS_BWD_B:

@@ -154,7 +154,7 @@ void cdl_optim_free(cdl_optim *o) {
 #define OPTIM_ADAM(T, SQRT)                                                   \
     static void adam_##T(T *restrict p, const T *restrict g, T *restrict m,  \
                          T *restrict v, size_t n, T decay, T wd, T b1, T b2,  \
-                         T step, T bc2s, T eps) {                             \
+                         T step, T inv_bc2s, T eps) {                         \
         for (size_t i = 0; i < n; i++) {                                      \
             T pi = p[i] * decay;                                              \
             T d = g[i] + wd * pi;                                             \
@@ -162,7 +162,7 @@ void cdl_optim_free(cdl_optim *o) {
             T vi = b2 * v[i] + (1 - b2) * d * d;                              \
             m[i] = mi;                                                        \
             v[i] = vi;                                                        \
-            p[i] = pi - step * mi / (SQRT(vi) / bc2s + eps);                  \
+            p[i] = pi - step * mi / (SQRT(vi) * inv_bc2s + eps);              \
         }                                                                     \
     }
 
@@ -195,12 +195,16 @@ void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
         decay = 1 - lr * c->weight_decay;
         wd = 0;
     }
+    /* sqrt(v) / bc2s as sqrt(v) * (1 / bc2s): the loop is bound by its vector square
+     * root and divisions (Adam was 9% of the MLP step), and this drops one division per
+     * element; the result differs from PyTorch's division by at most an ulp of the
+     * denominator. */
     if (f64)
         adam_double(net->param, net->grad, o->slot[0], o->slot[1], n, decay, wd, c->beta1,
-                    c->beta2, step, bc2s, c->eps);
+                    c->beta2, step, 1 / bc2s, c->eps);
     else
         adam_float(net->param, net->grad, o->slot[0], o->slot[1], n, (float)decay, (float)wd,
-                   (float)c->beta1, (float)c->beta2, (float)step, (float)bc2s, (float)c->eps);
+                   (float)c->beta1, (float)c->beta2, (float)step, (float)(1 / bc2s), (float)c->eps);
 }
 
 /* ---------------------------------------------------------------- schedules, clipping */
