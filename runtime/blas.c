@@ -32,8 +32,11 @@
 CDL_GEMM(float, f32, cblas_sgemm)
 CDL_GEMM(double, f64, cblas_dgemm)
 
-/* Number of OpenBLAS threads; n <= 0 leaves the library default. */
+/* Number of OpenBLAS threads and of the runtime's pool; n <= 0 leaves the defaults.
+ * The two never run at once: the pool's kernels call no GEMM inside a job. */
 void cdl_blas_set_threads(int n) {
-    if (n > 0)
+    if (n > 0) {
         openblas_set_num_threads(n);
+        cdl_parallel_set_threads(n);
+    }
 }

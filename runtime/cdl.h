@@ -280,13 +280,20 @@ static inline void cdl_conv2d_parts(const cdl_conv2d_geom *g, int64_t parts[5]) 
 /* Stride-1 convolutions other than the direct 1x1 case (and with pad < the kernel, so
  * that the input gradient is a stride-1 convolution too) skip im2col and the GEMM: a
  * register-blocked direct kernel computes them on the padded-width grid (above), vector
- * by vector.  Its scratch, in this order: the zero-padded input (x, or g for bwd_x)
- * plus one pixel block of slack, the wide result grid (or widened g for bwd_w, rows
- * rounded up to a block of CDL_CONV_NB), the repacked weights (k*c*r*s), bwd_w's
- * per-lane partial sums (k*c*r*s*CDL_CONV_VL, when cdl_conv2d_vec_w).  The scratch is
- * the larger of that and the im2col layout when bwd_w is not direct. */
+ * by vector.  Its scratch, in this order: CDL_CONV_THREADS slots of parts[4] reals for
+ * the zero-padded input (x, or g for bwd_x) plus one pixel block of slack; the wide
+ * result grid, CDL_CONV_THREADS slots of parts[5] reals (rows rounded up to a block of
+ * CDL_CONV_NB), or bwd_w's widened g (one grid for all its threads); the repacked
+ * weights (k*c*r*s); bwd_w's per-lane partial sums (k*c*r*s*CDL_CONV_VL, when
+ * cdl_conv2d_vec_w).  The scratch is the larger of that and the im2col layout when
+ * bwd_w is not direct.  The pool (cdl_parallel_for) runs the forward and bwd_x an image
+ * range per thread, each in its own slot, and bwd_w a range of output channels per
+ * thread (each with its own padded-input slot): at most CDL_CONV_THREADS threads, and
+ * the same bits for any thread count (no sum is split between threads). */
 #define CDL_CONV_VL 16 /* lanes of a 64-byte vector of floats (doubles use 8) */
 #define CDL_CONV_NB 48 /* pixels per register block, floats (doubles: 24) */
+#define CDL_CONV_THREADS 2 /* per-thread scratch slots: threads a conv can use (each
+                            * slot costs activation memory; the bench machine has 2) */
 static inline int cdl_conv2d_vec(const cdl_conv2d_geom *g) {
     int direct = g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0;
     return g->stride == 1 && !direct && g->pad < g->r && g->pad < g->s;
@@ -302,20 +309,22 @@ static inline int64_t cdl_conv2d_vec_group(const cdl_conv2d_geom *g) {
     int64_t cols = (g->oh - 1) * (g->w + 2 * g->pad) + g->ow, G = cols > 0 ? (512 + cols - 1) / cols : 1;
     return G < 1 ? 1 : G > 8 ? 8 : G;
 }
-static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[4]) {
+static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[6]) {
     const int64_t nb = CDL_CONV_NB, Hp = g->h + 2 * g->pad, Wp = g->w + 2 * g->pad;
     const int64_t G = cdl_conv2d_vec_w(g) ? cdl_conv2d_vec_group(g) : 1; /* bwd_w's images */
     const int64_t Hq = g->oh + 2 * (g->r - 1 - g->pad), Wq = g->ow + 2 * (g->s - 1 - g->pad);
     const int64_t colsf = ((g->oh - 1) * Wp + g->ow + nb - 1) / nb * nb; /* forward, bwd_w */
     const int64_t colsx = ((g->h - 1) * Wq + g->w + nb - 1) / nb * nb;   /* bwd_x */
-    const int64_t crs = g->c * g->r * g->s;
-    parts[0] = (G * g->c * Hp * Wp > g->k * Hq * Wq ? G * g->c * Hp * Wp : g->k * Hq * Wq) + nb;
-    parts[1] = G * g->k * colsf > g->c * colsx ? G * g->k * colsf : g->c * colsx;
+    const int64_t crs = g->c * g->r * g->s, T = CDL_CONV_THREADS;
+    parts[4] = (G * g->c * Hp * Wp > g->k * Hq * Wq ? G * g->c * Hp * Wp : g->k * Hq * Wq) + nb;
+    parts[5] = g->k * colsf > g->c * colsx ? g->k * colsf : g->c * colsx;
+    parts[0] = T * parts[4];
+    parts[1] = T * parts[5] > G * g->k * colsf ? T * parts[5] : G * g->k * colsf;
     parts[2] = g->k * crs;
     parts[3] = cdl_conv2d_vec_w(g) ? g->k * crs * CDL_CONV_VL : 0;
 }
 static inline int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g) {
-    int64_t p[5], v = -1;
+    int64_t p[6], v = -1;
     if (cdl_conv2d_vec(g)) {
         cdl_conv2d_vec_parts(g, p);
         v = p[0] + p[1] + p[2] + p[3];
@@ -395,8 +404,21 @@ CDL_KERNELS(double, f64)
 void cdl_steps_to_batch_f32(int64_t steps, int64_t nb, int64_t row, const float *stack, int64_t step_stride, float *out);
 void cdl_steps_to_batch_f64(int64_t steps, int64_t nb, int64_t row, const double *stack, int64_t step_stride, double *out);
 
-/* Number of BLAS threads (OpenBLAS); 0 leaves the library default. */
+/* Number of threads (n <= 0 leaves the defaults: OpenBLAS's own, one for the rest):
+ * OpenBLAS's for GEMMs, and the runtime's worker pool (parallel.c) for the kernels
+ * OpenBLAS does not run (direct convolutions, pooling).  Call it outside a step: it
+ * starts or stops the pool's threads. */
 void cdl_blas_set_threads(int n);
+/* The worker pool.  cdl_parallel_set_threads(n) keeps n - 1 sleeping workers (the
+ * caller is the n-th thread); cdl_parallel_threads() is that n.  cdl_parallel_for
+ * runs fn(ctx, i) for every i in [0, n) on the pool and returns when all are done; the
+ * tasks must be independent (each writes its own outputs), so that results do not
+ * depend on which thread runs which task.  A call made while another job runs (from
+ * a task, or from another thread) runs its tasks serially.  No allocation. */
+typedef void cdl_task_fn(void *ctx, int64_t i);
+void cdl_parallel_set_threads(int n);
+int cdl_parallel_threads(void);
+void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
 
 /* ======================================================================== models and nets (net.c) */
 

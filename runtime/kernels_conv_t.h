@@ -302,14 +302,26 @@ static void S(cv_pack_bwd)(const cdl_conv2d_geom *gm, const T *w, T *wpk) {
 static void S(cv_pad_zero)(int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, T *xp) {
     memset(xp, 0, sizeof(T) * (size_t)(C * (H + 2 * ph) * (W + 2 * pw) + CV_NB));
 }
+/* Short rows, copied by whole vectors (the last one overlapping the one before): gcc
+ * turns a plain element loop into a memmove call per row, which cost ~10% of the bench
+ * ResNet's step (profile at 2 threads). */
+static inline void S(cv_copy_row)(T *restrict dst, const T *restrict src, int64_t W) {
+    typedef T half __attribute__((vector_size(32)));
+    if (W >= CV_L) {
+        int64_t i = 0;
+        for (; i + CV_L <= W; i += CV_L) memcpy(dst + i, src + i, sizeof(S(cv_vec)));
+        if (i < W) memcpy(dst + W - CV_L, src + W - CV_L, sizeof(S(cv_vec)));
+    } else if (W * (int64_t)sizeof(T) >= 32) {
+        memcpy(dst, src, sizeof(half));
+        memcpy(dst + W - 32 / (int64_t)sizeof(T), src + W - 32 / (int64_t)sizeof(T), sizeof(half));
+    } else {
+        for (int64_t i = 0; i < W; i++) dst[i] = src[i];
+    }
+}
 static void S(cv_pad)(const T *restrict x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, T *restrict xp) {
     const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
     for (int64_t c = 0; c < C; c++)
-        for (int64_t h = 0; h < H; h++) {
-            const T *restrict src = x + (c * H + h) * W;
-            T *restrict dst = xp + (c * Hp + h + ph) * Wp + pw;
-            for (int64_t i = 0; i < W; i++) dst[i] = src[i]; /* short rows: no memcpy call */
-        }
+        for (int64_t h = 0; h < H; h++) S(cv_copy_row)(xp + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W);
 }
 
 /* y[k, OH, OW] = the grid t[k, ld] (rows wrow apart) minus its extra columns, + b[k]. */
@@ -325,21 +337,24 @@ static void S(cv_unwiden)(const T *restrict t, int64_t ld, int64_t wrow, int64_t
     }
 }
 
-/* Scratch of the vec mode (cdl.h, cdl_conv2d_vec_parts). */
+/* Scratch of the vec mode (cdl.h, cdl_conv2d_vec_parts): thread slot t's padded input
+ * is pad + t * padsz, its grid grid + t * gridsz (bwd_w: one grid, rows by channel). */
 typedef struct S(cv_lower) {
     T *pad, *grid, *wpk, *part;
+    int64_t padsz, gridsz;
     int64_t Hp, Wp, colsf; /* forward grid: padded input, columns per channel */
     int64_t Hq, Wq, colsx; /* bwd_x grid: g padded by r-1-pad, s-1-pad */
 } S(cv_lower);
 
 static S(cv_lower) S(cv_lowering)(const cdl_conv2d_geom *gm, T *scratch) {
     S(cv_lower) L;
-    int64_t parts[4];
+    int64_t parts[6];
     cdl_conv2d_vec_parts(gm, parts);
     L.pad = scratch;
     L.grid = scratch + parts[0];
     L.wpk = L.grid + parts[1];
     L.part = L.wpk + parts[2];
+    L.padsz = parts[4], L.gridsz = parts[5];
     L.Hp = gm->h + 2 * gm->pad, L.Wp = gm->w + 2 * gm->pad;
     L.Hq = gm->oh + 2 * (gm->r - 1 - gm->pad), L.Wq = gm->ow + 2 * (gm->s - 1 - gm->pad);
     L.colsf = ((gm->oh - 1) * L.Wp + gm->ow + CV_NB - 1) / CV_NB * CV_NB;
@@ -347,30 +362,65 @@ static S(cv_lower) S(cv_lowering)(const cdl_conv2d_geom *gm, T *scratch) {
     return L;
 }
 
+/* How many pool threads one conv call takes: at most the pool, CDL_CONV_THREADS and
+ * `parts` (the images or channels it splits), and 1 when the call is too small to pay
+ * for waking a worker (about 20 us; CV_PAR_MACS multiply-adds take about that long). */
+#define CV_PAR_MACS ((int64_t)1 << 21)
+static int S(cv_threads)(const cdl_conv2d_geom *gm, int64_t parts) {
+    const int64_t macs = gm->n * gm->k * gm->c * gm->r * gm->s * gm->oh * gm->ow;
+    int64_t t = cdl_parallel_threads();
+    if (t > CDL_CONV_THREADS) t = CDL_CONV_THREADS;
+    if (t > parts) t = parts;
+    if (macs < CV_PAR_MACS) t = 1;
+    return t < 1 ? 1 : (int)t;
+}
+
+/* One forward or bwd_x call split over the pool: task t takes images [n t/nt,
+ * n (t+1)/nt) in scratch slot t.  in = x (forward) or g (bwd_x); the same code serves
+ * both, with the geometry of the convolution it computes. */
+typedef struct S(cv_job) {
+    const cdl_conv2d_geom *gm;
+    const S(cv_lower) *L;
+    const T *in, *b;
+    T *out;
+    int64_t cin, cout, h, w, ph, pw, oh, ow; /* in[cin, h, w] -> out[cout, oh, ow], padding ph, pw */
+    int64_t hw, wrow, cols;                  /* the padded input's plane and row, grid columns */
+    int nt;
+} S(cv_job);
+
+static void S(cv_task)(void *arg, int64_t t) {
+    const S(cv_job) *J = arg;
+    const S(cv_lower) *L = J->L;
+    const int64_t N = J->gm->n, n0 = N * t / J->nt, n1 = N * (t + 1) / J->nt;
+    const int64_t is = J->cin * J->h * J->w, os = J->cout * J->oh * J->ow;
+    T *pad = L->pad + t * L->padsz, *grid = L->grid + t * L->gridsz;
+    S(cv_pad_zero)(J->cin, J->h, J->w, J->ph, J->pw, pad);
+    for (int64_t n = n0; n < n1; n++) {
+        S(cv_pad)(J->in + n * is, J->cin, J->h, J->w, J->ph, J->pw, pad);
+        S(cv_conv)(pad, J->cin, J->hw, J->wrow, J->gm->r, J->gm->s, J->cout, L->wpk, grid, J->cols);
+        S(cv_unwiden)(grid, J->cols, J->wrow, J->cout, J->oh, J->ow, J->b, J->out + n * os);
+    }
+}
+
 static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
-    const int64_t C = gm->c, K = gm->k, xs = C * gm->h * gm->w, ys = K * gm->oh * gm->ow;
     S(cv_pack_fwd)(gm, w, L.wpk);
-    S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, L.pad);
-    for (int64_t n = 0; n < gm->n; n++) {
-        S(cv_pad)(x + n * xs, C, gm->h, gm->w, gm->pad, gm->pad, L.pad);
-        S(cv_conv)(L.pad, C, L.Hp * L.Wp, L.Wp, gm->r, gm->s, K, L.wpk, L.grid, L.colsf);
-        S(cv_unwiden)(L.grid, L.colsf, L.Wp, K, gm->oh, gm->ow, b, y + n * ys);
-    }
+    S(cv_job) J = {.gm = gm, .L = &L, .in = x, .b = b, .out = y, .cin = gm->c, .cout = gm->k,
+                   .h = gm->h, .w = gm->w, .ph = gm->pad, .pw = gm->pad, .oh = gm->oh, .ow = gm->ow,
+                   .hw = L.Hp * L.Wp, .wrow = L.Wp, .cols = L.colsf, .nt = S(cv_threads)(gm, gm->n)};
+    cdl_parallel_for(J.nt, S(cv_task), &J);
 }
 
 /* dx = the stride-1 convolution of g, padded by r-1-pad rows and s-1-pad columns, with
  * the turned kernel (pad < r, s: cdl_conv2d_vec). */
 static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
-    const int64_t C = gm->c, K = gm->k, xs = C * gm->h * gm->w, ys = K * gm->oh * gm->ow;
     S(cv_pack_bwd)(gm, w, L.wpk);
-    S(cv_pad_zero)(K, gm->oh, gm->ow, gm->r - 1 - gm->pad, gm->s - 1 - gm->pad, L.pad);
-    for (int64_t n = 0; n < gm->n; n++) {
-        S(cv_pad)(g + n * ys, K, gm->oh, gm->ow, gm->r - 1 - gm->pad, gm->s - 1 - gm->pad, L.pad);
-        S(cv_conv)(L.pad, K, L.Hq * L.Wq, L.Wq, gm->r, gm->s, C, L.wpk, L.grid, L.colsx);
-        S(cv_unwiden)(L.grid, L.colsx, L.Wq, C, gm->h, gm->w, NULL, dx + n * xs);
-    }
+    S(cv_job) J = {.gm = gm, .L = &L, .in = g, .b = NULL, .out = dx, .cin = gm->k, .cout = gm->c,
+                   .h = gm->oh, .w = gm->ow, .ph = gm->r - 1 - gm->pad, .pw = gm->s - 1 - gm->pad,
+                   .oh = gm->h, .ow = gm->w, .hw = L.Hq * L.Wq, .wrow = L.Wq, .cols = L.colsx,
+                   .nt = S(cv_threads)(gm, gm->n)};
+    cdl_parallel_for(J.nt, S(cv_task), &J);
 }
 
 /* part[(j*taps + tap) lanes] += sum over the grids of gn images of gw[k0+j, p] *
@@ -398,14 +448,15 @@ static inline __attribute__((always_inline)) void S(cv_wtile)(const int KB, cons
         for (int t = 0; t < SB; t++) memcpy(part + (j * taps + t) * CV_L, &acc[j][t], sizeof acc[j][t]);
 }
 
-/* One KB-channel block of bwd_w for gn images: every (c, r) row, s in runs of <= 3. */
+/* One KB-channel block of bwd_w for gn images (padded inputs at xpad): every (c, r)
+ * row, s in runs of <= 3. */
 static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, const cdl_conv2d_geom *gm,
-                                                                 const S(cv_lower) *L, const T *gw, int64_t gn,
-                                                                 T *part) {
+                                                                 const S(cv_lower) *L, const T *xpad,
+                                                                 const T *gw, int64_t gn, T *part) {
     const int64_t taps = gm->c * gm->r * gm->s, gs = gm->k * L->colsf, xs = gm->c * L->Hp * L->Wp;
     for (int64_t c = 0; c < gm->c; c++)
         for (int64_t r = 0; r < gm->r; r++) {
-            const T *xr = L->pad + (c * L->Hp + r) * L->Wp;
+            const T *xr = xpad + (c * L->Hp + r) * L->Wp;
             T *pr = part + ((c * gm->r + r) * gm->s) * CV_L;
             int64_t s = 0;
             for (; s + 3 <= gm->s; s += 3)
@@ -415,41 +466,68 @@ static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, con
         }
 }
 
-/* dw[k, c, r, s] = sum over images and grid pixels of gw[k, p] * xp[c, p + r*Wp + s],
- * gw = g on the grid with zeros in the extra columns (so they add nothing).  Small
- * grids are taken cdl_conv2d_vec_group images at a time, so that a tile's accumulators live
- * through a few hundred pixels between their loads and stores. */
-static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T *scratch) {
-    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+/* bwd_w split over the pool: task t owns output channels [K t/nt, K (t+1)/nt) -- their
+ * rows of the grid, of the partial sums and of dw -- and pads every image into its own
+ * slot.  Every dw element is summed by one task in the same order as with one thread
+ * (the channel blocking does not change a channel's sum), so the bits do not depend on
+ * the thread count; the price is each task padding every image (a few % of the work). */
+typedef struct S(cv_wjob) {
+    const cdl_conv2d_geom *gm;
+    const S(cv_lower) *L;
+    const T *g, *x;
+    T *dw;
+    int nt;
+} S(cv_wjob);
+
+static void S(cv_wtask)(void *arg, int64_t t) {
+    const S(cv_wjob) *J = arg;
+    const cdl_conv2d_geom *gm = J->gm;
+    const S(cv_lower) *L = J->L;
     const int64_t C = gm->c, K = gm->k, OH = gm->oh, OW = gm->ow, xs = C * gm->h * gm->w, ys = K * OH * OW;
-    const int64_t taps = C * gm->r * gm->s, G = cdl_conv2d_vec_group(gm), xps = C * L.Hp * L.Wp;
-    memset(L.part, 0, sizeof(T) * (size_t)(K * taps * CV_L));
-    memset(L.grid, 0, sizeof(T) * (size_t)(G * K * L.colsf)); /* the extra columns stay 0 */
-    for (int64_t i = 0; i < G; i++) S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, L.pad + i * xps);
+    const int64_t taps = C * gm->r * gm->s, G = cdl_conv2d_vec_group(gm), xps = C * L->Hp * L->Wp;
+    const int64_t k1 = K * t / J->nt, k2 = K * (t + 1) / J->nt;
+    T *xpad = L->pad + t * L->padsz;
+    memset(L->part + k1 * taps * CV_L, 0, sizeof(T) * (size_t)((k2 - k1) * taps * CV_L));
+    for (int64_t i = 0; i < G; i++) {
+        S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, xpad + i * xps);
+        /* the grid's extra columns stay 0 */
+        memset(L->grid + (i * K + k1) * L->colsf, 0, sizeof(T) * (size_t)((k2 - k1) * L->colsf));
+    }
     for (int64_t n0 = 0; n0 < gm->n; n0 += G) {
         const int64_t gn = gm->n - n0 < G ? gm->n - n0 : G;
         for (int64_t i = 0; i < gn; i++) {
-            S(cv_pad)(x + (n0 + i) * xs, C, gm->h, gm->w, gm->pad, gm->pad, L.pad + i * xps);
-            for (int64_t k = 0; k < K; k++)
+            S(cv_pad)(J->x + (n0 + i) * xs, C, gm->h, gm->w, gm->pad, gm->pad, xpad + i * xps);
+            for (int64_t k = k1; k < k2; k++)
                 for (int64_t oh = 0; oh < OH; oh++) {
-                    const T *restrict src = g + (n0 + i) * ys + (k * OH + oh) * OW;
-                    T *restrict dst = L.grid + (i * K + k) * L.colsf + oh * L.Wp;
+                    const T *restrict src = J->g + (n0 + i) * ys + (k * OH + oh) * OW;
+                    T *restrict dst = L->grid + (i * K + k) * L->colsf + oh * L->Wp;
                     for (int64_t o = 0; o < OW; o++) dst[o] = src[o];
                 }
         }
-        for (int64_t k0 = 0; k0 < K; k0 += S(cv_kb)(K - k0)) {
-            const T *gw = L.grid + k0 * L.colsf;
-            T *part = L.part + k0 * taps * CV_L;
-#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, &L, gw, gn, part)
-            CV_SWITCH_KB(S(cv_kb)(K - k0), CV_BWD_W)
+        for (int64_t k0 = k1; k0 < k2; k0 += S(cv_kb)(k2 - k0)) {
+            const T *gw = L->grid + k0 * L->colsf;
+            T *part = L->part + k0 * taps * CV_L;
+#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, gw, gn, part)
+            CV_SWITCH_KB(S(cv_kb)(k2 - k0), CV_BWD_W)
 #undef CV_BWD_W
         }
     }
-    for (int64_t q = 0; q < K * taps; q++) {
+    for (int64_t q = k1 * taps; q < k2 * taps; q++) {
         T sum = 0;
-        for (int64_t l = 0; l < CV_L; l++) sum += L.part[q * CV_L + l];
-        dw[q] = sum;
+        for (int64_t l = 0; l < CV_L; l++) sum += L->part[q * CV_L + l];
+        J->dw[q] = sum;
     }
+}
+
+/* dw[k, c, r, s] = sum over images and grid pixels of gw[k, p] * xp[c, p + r*Wp + s],
+ * gw = g on the grid with zeros in the extra columns (so they add nothing).  Small
+ * grids are taken cdl_conv2d_vec_group images at a time, so that a tile's accumulators
+ * live through a few hundred pixels between their loads and stores.  Channels are split
+ * between at most (k + 3) / 4 threads (small blocks are load-bound). */
+static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T *scratch) {
+    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    S(cv_wjob) J = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nt = S(cv_threads)(gm, (gm->k + 3) / 4)};
+    cdl_parallel_for(J.nt, S(cv_wtask), &J);
 }
 
 #undef CV_L
@@ -458,6 +536,7 @@ static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x
 #undef CV_KB
 #undef CV_IN_REG
 #undef CV_SWITCH_KB
+#undef CV_PAR_MACS
 
 void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
     if (cdl_conv2d_vec(gm)) {
@@ -611,9 +690,27 @@ static inline int S(argmax4)(T a, T b, T c, T d) {
     return i;
 }
 
-void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *x, T *y) {
+/* Pooling split over the pool: task t takes planes [nc t/nt, nc (t+1)/nt) (planes are
+ * independent, so the bits do not depend on the thread count).  Smaller calls than
+ * PL_PAR cells stay on one thread (waking a worker costs about 20 us). */
+#define PL_PAR ((int64_t)1 << 16)
+typedef struct S(pool_job) {
+    int64_t nc, H, W, k, st, pad;
+    const T *x, *g;
+    T *out;
+    int nt;
+} S(pool_job);
+
+static int S(pool_threads)(int64_t nc, int64_t H, int64_t W) {
+    int64_t t = cdl_parallel_threads();
+    if (t > nc) t = nc;
+    return nc * H * W < PL_PAR || t < 1 ? 1 : (int)t;
+}
+
+static void S(maxpool_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad,
+                              const T *x, T *y) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
-    for (int64_t q = 0; q < nc; q++) {
+    for (int64_t q = q0; q < q1; q++) {
         const T *xp = x + q * H * W;
         T *yp = y + q * OH * OW;
         if (k == 2 && st == 2 && pad == 0) {
@@ -628,6 +725,17 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) yp[oh * OW + ow] = xp[S(pool_argmax)(xp, H, W, k, st, pad, oh, ow)];
     }
+}
+
+static void S(maxpool_task)(void *arg, int64_t t) {
+    const S(pool_job) *J = arg;
+    S(maxpool_planes)(J->nc * t / J->nt, J->nc * (t + 1) / J->nt, J->H, J->W, J->k, J->st, J->pad, J->x, J->out);
+}
+
+void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *x, T *y) {
+    S(pool_job) J = {.nc = nc, .H = H, .W = W, .k = k, .st = st, .pad = pad, .x = x, .out = y,
+                     .nt = S(pool_threads)(nc, H, W)};
+    cdl_parallel_for(J.nt, S(maxpool_task), &J);
 }
 
 /* One row pair of the 2x2 / stride-2 max-pool backward (W even, W >= PL_L), vector by
@@ -670,13 +778,13 @@ static void S(pool2_bwd_row)(const T *r0, const T *r1, const T *gr, T *d0, T *d1
     }
 }
 
-void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g, const T *x,
-                      T *dx) {
+static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st,
+                                  int64_t pad, const T *g, const T *x, T *dx) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
     const int fast = k == 2 && st == 2 && pad == 0;
     /* the fast path writes every cell its windows cover; only odd edges need zeros */
-    if (!fast || H % 2 || W % 2) memset(dx, 0, sizeof(T) * (size_t)(nc * H * W));
-    for (int64_t q = 0; q < nc; q++) {
+    if (!fast || H % 2 || W % 2) memset(dx + q0 * H * W, 0, sizeof(T) * (size_t)((q1 - q0) * H * W));
+    for (int64_t q = q0; q < q1; q++) {
         const T *xp = x + q * H * W, *gp = g + q * OH * OW;
         T *dp = dx + q * H * W;
         if (fast) {
@@ -701,6 +809,20 @@ void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, i
                 dp[S(pool_argmax)(xp, H, W, k, st, pad, oh, ow)] += gp[oh * OW + ow];
     }
 }
+
+static void S(maxpool_bwd_task)(void *arg, int64_t t) {
+    const S(pool_job) *J = arg;
+    S(maxpool_bwd_planes)(J->nc * t / J->nt, J->nc * (t + 1) / J->nt, J->H, J->W, J->k, J->st, J->pad, J->g, J->x,
+                          J->out);
+}
+
+void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g, const T *x,
+                      T *dx) {
+    S(pool_job) J = {.nc = nc, .H = H, .W = W, .k = k, .st = st, .pad = pad, .x = x, .g = g, .out = dx,
+                     .nt = S(pool_threads)(nc, H, W)};
+    cdl_parallel_for(J.nt, S(maxpool_bwd_task), &J);
+}
+#undef PL_PAR
 
 void S(avgpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *x, T *y) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;

@@ -134,12 +134,13 @@ static void test_conv_grouped(void **st) {
     conv_case(geom(4, 3, 6, 6, 2, 3, 3, 2, 1, 4), 0);
     conv_case(geom(2, 2, 4, 4, 2, 3, 3, 1, 1, 8), 1); /* runtime batch < group */
     /* stride 1: the direct kernel (cdl_conv2d_vec), whatever the group: grids of 22
-     * columns ((4-1)*6 + 4), so bwd_w takes 8 images at a time: 8 padded x (2x6x6, more
-     * than one padded g, 3x6x6) plus a block, 8 grids rounded up to 48 for 3 channels,
-     * packed weights, lane partials */
+     * columns ((4-1)*6 + 4), so bwd_w takes 8 images at a time: per thread slot 8 padded
+     * x (2x6x6, more than one padded g, 3x6x6) plus a block; 8 grids rounded up to 48 for
+     * 3 channels (more than a forward grid per slot); packed weights, lane partials */
     cdl_conv2d_geom g = geom(7, 2, 4, 4, 3, 3, 3, 1, 1, 3);
     assert_int_equal(cdl_conv2d_vec_group(&g), 8);
-    assert_int_equal(cdl_conv2d_scratch(&g), 8 * 2 * 36 + 48 + 8 * 3 * 48 + 3 * 18 + 3 * 18 * 16);
+    assert_int_equal(cdl_conv2d_scratch(&g),
+                     CDL_CONV_THREADS * (8 * 2 * 36 + 48) + 8 * 3 * 48 + 3 * 18 + 3 * 18 * 16);
     /* strided: classic im2col, 4 columns per image */
     g = geom(7, 2, 4, 4, 3, 3, 3, 2, 1, 3);
     assert_int_equal(cdl_conv2d_scratch(&g), 18 * 3 * 4 + 3 * 3 * 4 + 3 * 18);
@@ -171,6 +172,95 @@ static void test_conv_pick_group(void **st) {
     assert_int_equal(cdl_conv2d_pick_group(&g), 1);
     g = geom(1, 3, 4, 4, 16, 3, 3, 1, 1, 0);
     assert_int_equal(cdl_conv2d_pick_group(&g), 1);
+}
+
+/* The pool: forward, bwd_x and bwd_w give the same bits with 1, 2, 3, 4 and 5 threads
+ * (images and channels split unevenly; calls large enough to be split, see
+ * kernels_conv_t.h CV_PAR_MACS), and the results are right (so the split did run the
+ * whole batch).  Scratch starts as garbage for each run. */
+static void conv_threads_case(cdl_conv2d_geom g) {
+    assert_true(cdl_conv2d_vec(&g));
+    int64_t nx = g.n * g.c * g.h * g.w, nw = g.k * g.c * g.r * g.s, ny = g.n * g.k * g.oh * g.ow;
+    int64_t ns = cdl_conv2d_scratch(&g);
+    double *x = dvec(nx), *w = dvec(nw), *b = dvec(g.k), *gy = dvec(ny), *ref = dvec(ny);
+    float *fx = fcopy(x, nx), *fw = fcopy(w, nw), *fb = fcopy(b, g.k), *fg = fcopy(gy, ny);
+    float *y[2], *dx[2], *dw[2], *scr = malloc(sizeof(float) * (size_t)ns);
+    assert_non_null(scr);
+    for (int i = 0; i < 2; i++) {
+        y[i] = malloc(sizeof(float) * (size_t)ny);
+        dx[i] = malloc(sizeof(float) * (size_t)nx);
+        dw[i] = malloc(sizeof(float) * (size_t)nw);
+        assert_true(y[i] && dx[i] && dw[i]);
+    }
+    double *dy = dvec(ny), *ddx = dvec(nx), *ddw = dvec(nw), *dscr = dvec(ns);
+    double *ey = dvec(ny), *edx = dvec(nx), *edw = dvec(nw);
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        assert_int_equal(cdl_parallel_threads(), t);
+        const int i = t > 1;
+        memset(scr, 0xA5, sizeof(float) * (size_t)ns);
+        cdl_conv2d_f32(&g, fx, fw, fb, y[i], scr);
+        memset(scr, 0xA5, sizeof(float) * (size_t)ns);
+        cdl_conv2d_bwd_x_f32(&g, fg, fw, dx[i], scr);
+        memset(scr, 0xA5, sizeof(float) * (size_t)ns);
+        cdl_conv2d_bwd_w_f32(&g, fg, fx, dw[i], scr);
+        cdl_conv2d_f64(&g, x, w, b, t > 1 ? ey : dy, dscr);
+        cdl_conv2d_bwd_x_f64(&g, gy, w, t > 1 ? edx : ddx, dscr);
+        cdl_conv2d_bwd_w_f64(&g, gy, x, t > 1 ? edw : ddw, dscr);
+        if (t == 1) continue;
+        assert_memory_equal(y[0], y[1], sizeof(float) * (size_t)ny);
+        assert_memory_equal(dx[0], dx[1], sizeof(float) * (size_t)nx);
+        assert_memory_equal(dw[0], dw[1], sizeof(float) * (size_t)nw);
+        assert_memory_equal(dy, ey, sizeof(double) * (size_t)ny);
+        assert_memory_equal(ddx, edx, sizeof(double) * (size_t)nx);
+        assert_memory_equal(ddw, edw, sizeof(double) * (size_t)nw);
+    }
+    cdl_parallel_set_threads(1);
+    conv_ref(&g, x, w, b, ref);
+    for (int64_t i = 0; i < ny; i++) assert_true(fabs(ey[i] - ref[i]) <= 1e-12 * (1 + fabs(ref[i])));
+    /* dx and dw by their adjoint identities: <dx, x> + <dw, w> = <g, y(x, w) - b>
+     * (the convolution is bilinear in x and w, so each side is <g, y without bias>) */
+    cdl_conv2d_f64(&g, x, w, NULL, ref, dscr);
+    double lhs = dot(edx, x, nx), rhs = dot(gy, ref, ny);
+    assert_true(fabs(lhs - rhs) <= 1e-9 * (1 + fabs(rhs)));
+    assert_true(fabs(dot(edw, w, nw) - rhs) <= 1e-9 * (1 + fabs(rhs)));
+    for (int i = 0; i < 2; i++) {
+        free(y[i]);
+        free(dx[i]);
+        free(dw[i]);
+    }
+    free(scr);
+    free(x), free(w), free(b), free(gy), free(ref), free(fx), free(fw), free(fb), free(fg);
+    free(dy), free(ddx), free(ddw), free(dscr), free(ey), free(edx), free(edw);
+}
+
+static void test_conv_threads(void **st) {
+    (void)st;
+    conv_threads_case(geom(16, 8, 16, 16, 16, 3, 3, 1, 1, 1)); /* the bench ResNet's kind */
+    conv_threads_case(geom(24, 1, 28, 28, 6, 5, 5, 1, 2, 1));  /* LeNet conv1: k 6 = 3 + 3 */
+    conv_threads_case(geom(13, 6, 14, 14, 16, 5, 5, 1, 0, 1)); /* LeNet conv2, 13 images */
+    conv_threads_case(geom(17, 3, 20, 20, 13, 3, 3, 1, 1, 1)); /* 13 channels: 6 + 7 */
+    /* max pooling, split over planes when a call has 64K cells or more: 2x2 (the fast
+     * path, odd and even sizes) and 3x3 stride 2 pad 1 */
+    const int64_t pool[3][5] = {{101, 28, 28, 2, 2}, {67, 33, 31, 2, 2}, {90, 27, 29, 3, 2}};
+    for (int c = 0; c < 3; c++) {
+        const int64_t nc = pool[c][0], H = pool[c][1], W = pool[c][2], k = pool[c][3], stp = pool[c][4];
+        const int64_t pad = k / 2 * (k % 2), OH = (H + 2 * pad - k) / stp + 1, OW = (W + 2 * pad - k) / stp + 1;
+        double *dx0 = dvec(nc * H * W), *dg0 = dvec(nc * OH * OW);
+        float *x = fcopy(dx0, nc * H * W), *g = fcopy(dg0, nc * OH * OW);
+        float *y[2] = {malloc(sizeof(float) * (size_t)(nc * OH * OW)), malloc(sizeof(float) * (size_t)(nc * OH * OW))};
+        float *dx[2] = {malloc(sizeof(float) * (size_t)(nc * H * W)), malloc(sizeof(float) * (size_t)(nc * H * W))};
+        for (int t = 1; t <= 3; t++) {
+            cdl_parallel_set_threads(t);
+            cdl_maxpool2d_f32(nc, H, W, k, stp, pad, x, y[t > 1]);
+            cdl_maxpool2d_bwd_f32(nc, H, W, k, stp, pad, g, x, dx[t > 1]);
+            if (t == 1) continue;
+            assert_memory_equal(y[0], y[1], sizeof(float) * (size_t)(nc * OH * OW));
+            assert_memory_equal(dx[0], dx[1], sizeof(float) * (size_t)(nc * H * W));
+        }
+        cdl_parallel_set_threads(1);
+        free(dx0), free(dg0), free(x), free(g), free(y[0]), free(y[1]), free(dx[0]), free(dx[1]);
+    }
 }
 
 /* ------------------------------------------------------------------ pooling */
@@ -407,7 +497,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_basic),        cmocka_unit_test(test_conv_stride_pad),
         cmocka_unit_test(test_conv_pointwise),    cmocka_unit_test(test_conv_grouped),
-        cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_conv_direct),       cmocka_unit_test(test_conv_threads),
         cmocka_unit_test(test_conv_empty_batch),  cmocka_unit_test(test_conv_pick_group),
         cmocka_unit_test(test_maxpool),           cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_maxpool_ties_nan),  cmocka_unit_test(test_batchnorm_train),
