@@ -22,7 +22,7 @@
 #   BENCH_ONLY         extended regex: run only the rows whose name matches
 #   BENCH_FRAMEWORKS   subset of "static tape torch_eager torchscript"
 #   BENCH_RESULTS      where the JSON goes (default $B/bench/results.json; the run
-#                      quoted in docs/benchmarks.md is kept as bench/results-2026-11-26.json)
+#                      quoted in docs/benchmarks.md is kept as bench/results-2026-11-27.json)
 #   BENCH_PYTHON       the python that runs torch_bench.py (default /usr/bin/python3)
 #   BENCH_BLAS_CORETYPE  OPENBLAS_CORETYPE for every run (PyTorch's too), e.g. SkylakeX:
 #                      OpenBLAS 0.3.21 takes AVX-512 Zen 4/5 CPUs for Haswell (AVX2
