@@ -154,10 +154,10 @@ static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->
  * per step, two alternating (carried values), or one reused by every step. */
 static const char *slot_off(const Node *L, int64_t off, int64_t slots, int64_t stride, const char *tex) {
     if (slots <= 1) return str("%lld", (long long)off);
-    if (slots == 2 && L->ia[1] > 2)
-        return str("%lld + (size_t)(((%s) - %lld) & 1) * %lld", (long long)off, tex, (long long)loop_tmin(L),
-                   (long long)stride);
-    return str("%lld + (size_t)((%s) - %lld) * %lld", (long long)off, tex, (long long)loop_tmin(L), (long long)stride);
+    /* the step's index from the loop's first step (the step itself when that is 0) */
+    const char *k = loop_tmin(L) ? str("(%s) - %lld", tex, (long long)loop_tmin(L)) : tex;
+    if (slots == 2 && L->ia[1] > 2) return str("%lld + (size_t)((%s) & 1) * %lld", (long long)off, k, (long long)stride);
+    return str("%lld + (size_t)(%s) * %lld", (long long)off, k, (long long)stride);
 }
 
 /* C expression (typed pointer) for body node j of top-level loop L at step `tex`. */
