@@ -27,6 +27,8 @@ char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf,
 extern Arena *cc_arena;
 #define NEW(T) ((T *)arena_alloc(cc_arena, sizeof(T)))
 #define NEWN(T, n) ((T *)arena_alloc(cc_arena, sizeof(T) * (size_t)(n)))
+/* A formatted string in the compiler's arena (any length). */
+#define cc_str(...) arena_printf(cc_arena, __VA_ARGS__)
 
 /* ======================================================================== diag.c */
 typedef struct Loc { const char *file; int line, col; } Loc;
@@ -504,6 +506,9 @@ const char *e_rows(Emit *e, int node);     /* runtime size of dim 0 */
 const char *e_dim(Emit *e, int node, int axis); /* runtime size of one dim */
 const char *e_fn(Emit *e, const char *kernel);  /* "cdl_<kernel>_f32" or "_f64" */
 const char *e_real(Emit *e);               /* "float" or "double" */
+/* A double as a C literal that reads back exactly; infinities as +-1e308, which the
+ * kernels read as infinity (cdl.h, block EW); NaN as 0. */
+const char *e_lit(double v);
 bool e_train(Emit *e);                     /* emitting the train-mode function */
 const char *e_t(Emit *e);                  /* the loop step ("t") inside a body, "0" outside */
 const char *e_rng(Emit *e, int node);      /* a cdl_rng_key expression for a RAND op */

@@ -45,18 +45,8 @@ void e_line(Emit *e, const char *fmt, ...) {
     fputc('\n', e->f);
 }
 
-static const char *str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *str(const char *fmt, ...) {
-    char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return arena_strdup(cc_arena, buf);
-}
-
 const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }
-const char *e_fn(Emit *e, const char *kernel) { return str("cdl_%s_%s", kernel, e->real_size == 8 ? "f64" : "f32"); }
+const char *e_fn(Emit *e, const char *kernel) { return cc_str("cdl_%s_%s", kernel, e->real_size == 8 ? "f64" : "f32"); }
 bool e_train(Emit *e) { return e->train; }
 const char *e_t(Emit *e) { return e->body ? "t" : "0"; }
 const char *e_nb(Emit *e) { (void)e; return "nb"; }
@@ -74,28 +64,28 @@ static int64_t batch_of(const Emit *e) { return e->top->batch > 0 ? e->top->batc
 const char *e_rows(Emit *e, int node) {
     const Node *n = &cur(e)->n[node];
     if (n->shape.rank == 0) return "1";
-    if (!n->shape.batched) return str("%lld", (long long)n->shape.d[0]);
+    if (!n->shape.batched) return cc_str("%lld", (long long)n->shape.d[0]);
     int64_t k = n->shape.d[0] / batch_of(e);
-    return k == 1 ? "nb" : str("nb*%lld", (long long)k);
+    return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
 }
 
 const char *e_dim(Emit *e, int node, int axis) {
     const Node *n = &cur(e)->n[node];
     if (axis == 0) return e_rows(e, node);
-    return str("%lld", (long long)n->shape.d[axis]);
+    return cc_str("%lld", (long long)n->shape.d[axis]);
 }
 
 const char *e_numel(Emit *e, int node) {
     const Node *n = &cur(e)->n[node];
     int64_t total = shape_numel(&n->shape);
-    if (!n->shape.batched) return str("%lld", (long long)total);
+    if (!n->shape.batched) return cc_str("%lld", (long long)total);
     int64_t per = total / batch_of(e);
-    return per == 1 ? "nb" : str("nb*%lld", (long long)per);
+    return per == 1 ? "nb" : cc_str("nb*%lld", (long long)per);
 }
 
 const char *e_rng(Emit *e, int node) {
     const Node *n = &cur(e)->n[node];
-    return str("(cdl_rng_key){net->seed, net->step, %lld}", (long long)n->ia[7]);
+    return cc_str("(cdl_rng_key){net->seed, net->step, %lld}", (long long)n->ia[7]);
 }
 
 static const char *ctype(const Emit *e, const Node *n) {
@@ -138,7 +128,7 @@ static const char *shape_comment(const Emit *e, const Node *n) {
 static const char *loc_str(const Node *n) {
     if (!n->loc.file) return "";
     const char *f = strrchr(n->loc.file, '/');
-    return str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
+    return cc_str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
 }
 
 /* ------------------------------------------------------------------ loop pointers */
@@ -153,11 +143,11 @@ static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->
 /* Byte offset of step `tex`'s slot, of `slots` slots `stride` apart (plan.c): one slot
  * per step, two alternating (carried values), or one reused by every step. */
 static const char *slot_off(const Node *L, int64_t off, int64_t slots, int64_t stride, const char *tex) {
-    if (slots <= 1) return str("%lld", (long long)off);
+    if (slots <= 1) return cc_str("%lld", (long long)off);
     /* the step's index from the loop's first step (the step itself when that is 0) */
-    const char *k = loop_tmin(L) ? str("(%s) - %lld", tex, (long long)loop_tmin(L)) : tex;
-    if (slots == 2 && L->ia[1] > 2) return str("%lld + (size_t)((%s) & 1) * %lld", (long long)off, k, (long long)stride);
-    return str("%lld + (size_t)(%s) * %lld", (long long)off, k, (long long)stride);
+    const char *k = loop_tmin(L) ? cc_str("(%s) - %lld", tex, (long long)loop_tmin(L)) : tex;
+    if (slots == 2 && L->ia[1] > 2) return cc_str("%lld + (size_t)((%s) & 1) * %lld", (long long)off, k, (long long)stride);
+    return cc_str("%lld + (size_t)(%s) * %lld", (long long)off, k, (long long)stride);
 }
 
 /* C expression (typed pointer) for body node j of top-level loop L at step `tex`. */
@@ -167,7 +157,7 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     const Plan *bp = e->plan->sub[L];
     const Node *n = &b->n[j];
     if (depth > 64) die("step_ptr: carried values chain too deep");
-    if (n->op == OP_VIEW) return str("(%s + %lld)", step_ptr(e, L, n->in[0], tex, depth + 1), (long long)n->ia[0]);
+    if (n->op == OP_VIEW) return cc_str("(%s + %lld)", step_ptr(e, L, n->in[0], tex, depth + 1), (long long)n->ia[0]);
     if (op_info[n->op].flags & OPF_VIEW) return step_ptr(e, L, n->in[0], tex, depth + 1);
     if (n->flags & NF_INPLACE) return step_ptr(e, L, n->in[n->inplace], tex, depth + 1);
     switch (n->op) {
@@ -176,13 +166,13 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     case OP_LOOP_CARRY: {
         int k = (int)n->ia[0];
         if (b->res[k] == j) return e->name[ln->in[k]];
-        const char *prev = str("(%s) - %lld", tex, (long long)ln->ia[2]);
-        return str("((%s) == %lld ? %s : %s)", tex, (long long)ln->ia[0], e->name[ln->in[k]],
+        const char *prev = cc_str("(%s) - %lld", tex, (long long)ln->ia[2]);
+        return cc_str("((%s) == %lld ? %s : %s)", tex, (long long)ln->ia[0], e->name[ln->in[k]],
                    step_ptr(e, L, b->res[k], prev, depth + 1));
     }
     default:
         if (bp->off[j] < 0) die("body node %d (%s) has no storage", j, op_info[n->op].name);
-        return str("(%s *)(A + %s)", ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
+        return cc_str("(%s *)(A + %s)", ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
     }
 }
 
@@ -192,14 +182,14 @@ static const char *step_aux(Emit *e, int L, int j, const char *tex) {
     const Node *n = &ln->sub->n[j];
     if (n->op == OP_LOOP_SAVED) return step_aux(e, (int)n->ia[0], (int)n->ia[1], tex);
     if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
-    return str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
+    return cc_str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
 }
 
 const char *e_aux(Emit *e, int node) {
     if (e->body) return step_aux(e, e->loop, node, "t");
     const Node *n = &e->top->n[node];
     if (e->plan->aux_off[node] < 0) die("node %d (%s) has no aux", node, op_info[n->op].name);
-    return str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
+    return cc_str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
 }
 
 /* ------------------------------------------------------------------ uses */
@@ -338,7 +328,7 @@ static void emit_loop(Emit *e, int L) {
         e->bname[j] = var_name(n, j, "s_");
         if (!u[j] || (n->flags & NF_DEAD)) continue;
         /* a saved forward value may be read only through its scratch (e_aux) */
-        const char *keep = n->op == OP_LOOP_SAVED ? str(" (void)%s;", e->bname[j]) : "";
+        const char *keep = n->op == OP_LOOP_SAVED ? cc_str(" (void)%s;", e->bname[j]) : "";
         e_line(e, "%s *%s = %s;%s  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0), keep,
                shape_comment(e, n), op_info[n->op].name, loc_str(n));
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
@@ -372,7 +362,7 @@ static void emit_node(Emit *e, int i) {
         return;
     }
     const char *nm = e->name[i];
-    const char *what = str("/* %s %s%s%s */", shape_comment(e, n), op_info[n->op].name, n->name ? str(" \"%s\"", n->name) : "",
+    const char *what = cc_str("/* %s %s%s%s */", shape_comment(e, n), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
                            loc_str(n));
     switch (n->op) {
     case OP_INPUT:
@@ -388,12 +378,12 @@ static void emit_node(Emit *e, int i) {
         int k = (int)n->ia[0];
         const Node *r = &b->n[b->res[k]];
         if (k < b->ncarry) {
-            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_last(ln)), 0), what);
+            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_last(ln)), 0), what);
         } else if (!r->shape.batched) {
-            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln)), 0), what);
+            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln)), 0), what);
         } else {
-            const char *first = step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln)), 0);
-            const char *second = step_ptr(e, n->in[0], b->res[k], str("%lld", (long long)loop_tmin(ln) + 1), 0);
+            const char *first = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln)), 0);
+            const char *second = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln) + 1), 0);
             e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
             int64_t per_row = shape_numel(&r->shape) / r->shape.d[0] * (r->shape.d[0] / batch_of(e));
             e_line(e, "cdl_steps_to_batch_%s(%lld, nb, %lld, %s, %s - %s, %s);", e->real_size == 8 ? "f64" : "f32",
@@ -569,13 +559,13 @@ void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, c
     /* functions first: planning decides the arena size */
     int nfn = 0;
     Fn *fns = NEWN(Fn, 3 + m->nentries);
-    fns[nfn++] = make_fn(m, FN_EVAL, str("%s_fwd_eval", mn), m->g, NULL, real_size);
+    fns[nfn++] = make_fn(m, FN_EVAL, cc_str("%s_fwd_eval", mn), m->g, NULL, real_size);
     if (m->loss >= 0) {
-        fns[nfn++] = make_fn(m, FN_TRAIN, str("%s_fwd_bwd", mn), m->g, NULL, real_size);
-        fns[nfn++] = make_fn(m, FN_INPUT_GRAD, str("%s_fwd_bwd_input", mn), m->g, NULL, real_size);
+        fns[nfn++] = make_fn(m, FN_TRAIN, cc_str("%s_fwd_bwd", mn), m->g, NULL, real_size);
+        fns[nfn++] = make_fn(m, FN_INPUT_GRAD, cc_str("%s_fwd_bwd_input", mn), m->g, NULL, real_size);
     }
     for (int k = 0; k < m->nentries; k++)
-        fns[nfn++] = make_fn(m, FN_ENTRY, str("%s_entry_%s", mn, m->entries[k].name), m->entries[k].g, &m->entries[k], real_size);
+        fns[nfn++] = make_fn(m, FN_ENTRY, cc_str("%s_entry_%s", mn, m->entries[k].name), m->entries[k].g, &m->entries[k], real_size);
     int64_t act = 64;
     for (int k = 0; k < nfn; k++)
         if (fns[k].plan->bytes > act) act = fns[k].plan->bytes;

@@ -6,6 +6,8 @@
 #include "cdl.h"
 
 #include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *emit_c_string(const char *s) {
@@ -219,4 +221,13 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
         fprintf(cf, "void %s_%s(cdl_net *net, int nb, const void *const *in, void *const *out) { %s_entry_%s(net, nb, in, out); }\n",
                 mn, m->entries[k].name, mn, m->entries[k].name);
     if (with_main) fprintf(cf, "\nint main(int argc, char **argv) { return cdl_main(&%s_model, argc, argv); }\n", mn);
+}
+
+const char *e_lit(double v) {
+    if (isnan(v)) return "0";
+    if (isinf(v)) return v > 0 ? "1e308" : "-1e308";
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
+    return arena_strdup(cc_arena, buf);
 }

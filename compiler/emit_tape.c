@@ -43,16 +43,6 @@ typedef struct TE {
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char *str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *str(const char *fmt, ...) {
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return arena_strdup(cc_arena, buf);
-}
-
 static void line(TE *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void line(TE *e, const char *fmt, ...) {
     va_list ap;
@@ -61,17 +51,6 @@ static void line(TE *e, const char *fmt, ...) {
     vfprintf(e->f, fmt, ap);
     va_end(ap);
     fputc('\n', e->f);
-}
-
-/* A double as a C literal that reads back exactly; infinities as +-1e308 (the kernels
- * read those as infinite, cdl.h block EW). */
-static const char *lit(double v) {
-    if (isnan(v)) return "0";
-    if (isinf(v)) return v > 0 ? "1e308" : "-1e308";
-    char buf[40];
-    snprintf(buf, sizeof buf, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
-    return arena_strdup(cc_arena, buf);
 }
 
 static const Graph *cur(TE *e) { return e->body ? e->body : e->g; }
@@ -97,9 +76,9 @@ static const char *var_name(const Node *n, int i, const char *prefix) {
 /* Runtime size of dim 0 of shape s: "nb", "nb*28" when batched, else the number. */
 static const char *rows_of(TE *e, const Shape *s) {
     if (s->rank == 0) return "1";
-    if (!s->batched) return str("%lld", (long long)s->d[0]);
+    if (!s->batched) return cc_str("%lld", (long long)s->d[0]);
     int64_t k = s->d[0] / e->batch;
-    return k == 1 ? "nb" : str("nb*%lld", (long long)k);
+    return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
 }
 
 /* "rank, (const int64_t[]){nb, 128}" (runtime dims) or "0, NULL". */
@@ -129,7 +108,7 @@ static const char *shape_comment(TE *e, const Shape *s) {
 static const char *loc_str(const Node *n) {
     if (!n->loc.file) return "";
     const char *f = strrchr(n->loc.file, '/');
-    return str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
+    return cc_str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
 }
 
 static const char *red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : "CDL_RED_MEAN"; }
@@ -178,85 +157,85 @@ static const char *call_of(TE *e, int i) {
     switch (n->op) {
     case OP_INPUT:
         if (e->entry)
-            return str("cdl_t_from(tp, %s, (void *)in[%d], %s)", n->dtype == DT_I32 ? "CDL_I32" : e->real_size == 8 ? "CDL_F64" : "CDL_F32",
+            return cc_str("cdl_t_from(tp, %s, (void *)in[%d], %s)", n->dtype == DT_I32 ? "CDL_I32" : e->real_size == 8 ? "CDL_F64" : "CDL_F32",
                        n->slot, dims_arg(e, &n->shape));
-        return str("cdl_t_input(tp, %d, nb)", n->slot);
-    case OP_PARAM: return str("cdl_t_param(tp, %d)", n->slot);
+        return cc_str("cdl_t_input(tp, %d, nb)", n->slot);
+    case OP_PARAM: return cc_str("cdl_t_param(tp, %d)", n->slot);
     case OP_CONST:
-        if (n->dtype == DT_I32) return str("cdl_t_full_i32(tp, %lld, %s)", (long long)n->fa[0], dims_arg(e, &n->shape));
-        return str("cdl_t_full(tp, %s, %s)", lit(n->fa[0]), dims_arg(e, &n->shape));
+        if (n->dtype == DT_I32) return cc_str("cdl_t_full_i32(tp, %lld, %s)", (long long)n->fa[0], dims_arg(e, &n->shape));
+        return cc_str("cdl_t_full(tp, %s, %s)", e_lit(n->fa[0]), dims_arg(e, &n->shape));
     case OP_BATCHSIZE: return "cdl_t_batch_size(tp, nb)";
     case OP_RANDN:
     case OP_RAND:
-        return str("cdl_t_%s(tp, %lld, %s, %s)", n->op == OP_RANDN ? "randn" : "rand", (long long)n->ia[7], t, dims_arg(e, &n->shape));
+        return cc_str("cdl_t_%s(tp, %lld, %s, %s)", n->op == OP_RANDN ? "randn" : "rand", (long long)n->ia[7], t, dims_arg(e, &n->shape));
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM:
-        return str("cdl_t_%s(tp, %s, %s)", op_info[n->op].name, A(0), A(1));
+        return cc_str("cdl_t_%s(tp, %s, %s)", op_info[n->op].name, A(0), A(1));
     case OP_NEG: case OP_EXP: case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE: case OP_RELU:
     case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SOFTPLUS: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-        return str("cdl_t_%s(tp, %s)", op_info[n->op].name, A(0));
-    case OP_POWS: return str("cdl_t_pow(tp, %s, %s)", A(0), lit(n->fa[0]));
-    case OP_CLAMP: return str("cdl_t_clamp(tp, %s, %s, %s)", A(0), lit(n->fa[0]), lit(n->fa[1]));
-    case OP_LEAKY_RELU: return str("cdl_t_leaky_relu(tp, %s, %s)", A(0), lit(n->fa[0]));
-    case OP_ELU: return str("cdl_t_elu(tp, %s, %s)", A(0), lit(n->fa[0]));
-    case OP_DROPOUT: return str("cdl_t_dropout(tp, %s, %s, %lld, %s)", A(0), lit(n->fa[0]), (long long)n->ia[7], t);
-    case OP_STOP_GRAD: return str("cdl_t_stop_gradient(tp, %s)", A(0));
-    case OP_MATMUL: return str("cdl_t_matmul(tp, %s, %s, %d, %d)", A(0), A(1), n->ia[0] != 0, n->ia[1] != 0);
-    case OP_LINEAR: return str("cdl_t_linear(tp, %s, %s, %s)", A(0), A(1), n->nin > 2 ? A(2) : "NULL");
+        return cc_str("cdl_t_%s(tp, %s)", op_info[n->op].name, A(0));
+    case OP_POWS: return cc_str("cdl_t_pow(tp, %s, %s)", A(0), e_lit(n->fa[0]));
+    case OP_CLAMP: return cc_str("cdl_t_clamp(tp, %s, %s, %s)", A(0), e_lit(n->fa[0]), e_lit(n->fa[1]));
+    case OP_LEAKY_RELU: return cc_str("cdl_t_leaky_relu(tp, %s, %s)", A(0), e_lit(n->fa[0]));
+    case OP_ELU: return cc_str("cdl_t_elu(tp, %s, %s)", A(0), e_lit(n->fa[0]));
+    case OP_DROPOUT: return cc_str("cdl_t_dropout(tp, %s, %s, %lld, %s)", A(0), e_lit(n->fa[0]), (long long)n->ia[7], t);
+    case OP_STOP_GRAD: return cc_str("cdl_t_stop_gradient(tp, %s)", A(0));
+    case OP_MATMUL: return cc_str("cdl_t_matmul(tp, %s, %s, %d, %d)", A(0), A(1), n->ia[0] != 0, n->ia[1] != 0);
+    case OP_LINEAR: return cc_str("cdl_t_linear(tp, %s, %s, %s)", A(0), A(1), n->nin > 2 ? A(2) : "NULL");
     case OP_SUM:
     case OP_MEAN:
-        return str("cdl_t_%s(tp, %s, 0x%llxu, %d)", op_info[n->op].name, A(0), (unsigned long long)n->ia[0], n->ia[1] != 0);
-    case OP_BROADCAST: return str("cdl_t_broadcast_to(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
-    case OP_RESHAPE: return str("cdl_t_reshape(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
+        return cc_str("cdl_t_%s(tp, %s, 0x%llxu, %d)", op_info[n->op].name, A(0), (unsigned long long)n->ia[0], n->ia[1] != 0);
+    case OP_BROADCAST: return cc_str("cdl_t_broadcast_to(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
+    case OP_RESHAPE: return cc_str("cdl_t_reshape(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
     case OP_TRANSPOSE: {
         char *p = arena_printf(cc_arena, "(const int[]){");
         for (int k = 0; k < n->shape.rank; k++) p = arena_printf(cc_arena, "%s%s%lld", p, k ? ", " : "", (long long)n->ia[k]);
-        return str("cdl_t_transpose(tp, %s, %s%s})", A(0), p, n->shape.rank ? "" : "0");
+        return cc_str("cdl_t_transpose(tp, %s, %s%s})", A(0), p, n->shape.rank ? "" : "0");
     }
     case OP_CONCAT: {
         char *p = arena_printf(cc_arena, "(cdl_t *[]){");
         for (int k = 0; k < n->nin; k++) p = arena_printf(cc_arena, "%s%s%s", p, k ? ", " : "", A(k));
-        return str("cdl_t_concat(tp, %d, %s}, %lld)", n->nin, p, (long long)n->ia[0]);
+        return cc_str("cdl_t_concat(tp, %d, %s}, %lld)", n->nin, p, (long long)n->ia[0]);
     }
     case OP_SLICE: {
         /* start moves with the loop step (ia5); a full slice of the batch axis has the
          * runtime number of rows */
-        const char *start = !n->ia[5] ? str("%lld", (long long)n->ia[1])
+        const char *start = !n->ia[5] ? cc_str("%lld", (long long)n->ia[1])
                             : n->ia[1] == 0 && n->ia[5] == 1 ? t
-                                                             : str("%lld + %lld*%s", (long long)n->ia[1], (long long)n->ia[5], t);
+                                                             : cc_str("%lld + %lld*%s", (long long)n->ia[1], (long long)n->ia[5], t);
         int axis = (int)n->ia[0];
         const char *count = n->ia[4] ? "1" : axis == 0 && n->shape.batched ? rows_of(e, &n->shape)
-                                                                           : str("%lld", (long long)n->shape.d[axis]);
-        return str("cdl_t_slice(tp, %s, %d, %s, %lld, %s, %d)", A(0), axis, start, (long long)n->ia[3], count, n->ia[4] != 0);
+                                                                           : cc_str("%lld", (long long)n->shape.d[axis]);
+        return cc_str("cdl_t_slice(tp, %s, %d, %s, %lld, %s, %d)", A(0), axis, start, (long long)n->ia[3], count, n->ia[4] != 0);
     }
-    case OP_EMBEDDING: return str("cdl_t_embedding(tp, %s, %s)", A(0), A(1));
+    case OP_EMBEDDING: return cc_str("cdl_t_embedding(tp, %s, %s)", A(0), A(1));
     case OP_CONV2D:
-        return str("cdl_t_conv2d(tp, %s, %s, %s, %lld, %lld)", A(0), A(1), n->nin > 2 ? A(2) : "NULL",
+        return cc_str("cdl_t_conv2d(tp, %s, %s, %s, %lld, %lld)", A(0), A(1), n->nin > 2 ? A(2) : "NULL",
                    (long long)(n->ia[0] > 0 ? n->ia[0] : 1), (long long)n->ia[1]);
     case OP_MAXPOOL2D:
     case OP_AVGPOOL2D:
-        return str("cdl_t_%s(tp, %s, %lld, %lld, %lld)", op_info[n->op].name, A(0), (long long)n->ia[0],
+        return cc_str("cdl_t_%s(tp, %s, %lld, %lld, %lld)", op_info[n->op].name, A(0), (long long)n->ia[0],
                    (long long)(n->ia[1] > 0 ? n->ia[1] : n->ia[0]), (long long)n->ia[2]);
     case OP_BATCHNORM:
-        return str("cdl_t_batchnorm(tp, %s, %s, %s, %s, %s, %s, %s)", A(0), A(1), A(2), A(3), A(4), lit(n->fa[0]), lit(n->fa[1]));
-    case OP_LSTM_ACT: return str("cdl_t_lstm_act(tp, %s, %s)", A(0), A(1));
-    case OP_GRU_ACT: return str("cdl_t_gru_act(tp, %s, %s, %s)", A(0), A(1), A(2));
+        return cc_str("cdl_t_batchnorm(tp, %s, %s, %s, %s, %s, %s, %s)", A(0), A(1), A(2), A(3), A(4), e_lit(n->fa[0]), e_lit(n->fa[1]));
+    case OP_LSTM_ACT: return cc_str("cdl_t_lstm_act(tp, %s, %s)", A(0), A(1));
+    case OP_GRU_ACT: return cc_str("cdl_t_gru_act(tp, %s, %s, %s)", A(0), A(1), A(2));
     case OP_VIEW: {
         /* a view of a packed result: the tape packs parts with the runtime rows, the
          * static code (and ia0) with the compiled batch B */
-        const char *off = str("%lld", (long long)n->ia[0]);
+        const char *off = cc_str("%lld", (long long)n->ia[0]);
         if (n->shape.batched) {
             if (n->ia[0] % e->batch) die("tape emitter: view offset %lld is not a multiple of the batch", (long long)n->ia[0]);
             int64_t k = n->ia[0] / e->batch;
-            off = k == 0 ? "0" : str("(int64_t)nb*%lld", (long long)k);
+            off = k == 0 ? "0" : cc_str("(int64_t)nb*%lld", (long long)k);
         }
-        return str("cdl_t_view(tp, %s, %s, %s)", A(0), off, dims_arg(e, &n->shape));
+        return cc_str("cdl_t_view(tp, %s, %s, %s)", A(0), off, dims_arg(e, &n->shape));
     }
-    case OP_CROSS_ENTROPY: return str("cdl_t_cross_entropy(tp, %s, %s, %s, %s)", A(0), A(1), lit(n->fa[0]), red(n));
-    case OP_NLL: return str("cdl_t_nll(tp, %s, %s, %s)", A(0), A(1), red(n));
+    case OP_CROSS_ENTROPY: return cc_str("cdl_t_cross_entropy(tp, %s, %s, %s, %s)", A(0), A(1), e_lit(n->fa[0]), red(n));
+    case OP_NLL: return cc_str("cdl_t_nll(tp, %s, %s, %s)", A(0), A(1), red(n));
     case OP_MSE: case OP_L1: case OP_BCE: case OP_BCE_LOGITS: case OP_KL_NORMAL:
-        return str("cdl_t_%s(tp, %s, %s, %s)", op_info[n->op].name, A(0), A(1), red(n));
-    case OP_HUBER: return str("cdl_t_huber(tp, %s, %s, %s, %s)", A(0), A(1), lit(n->fa[0]), red(n));
-    case OP_LOOP_CARRY: return str("L%d_carry%lld", e->loop, (long long)n->ia[0]);
+        return cc_str("cdl_t_%s(tp, %s, %s, %s)", op_info[n->op].name, A(0), A(1), red(n));
+    case OP_HUBER: return cc_str("cdl_t_huber(tp, %s, %s, %s, %s)", A(0), A(1), e_lit(n->fa[0]), red(n));
+    case OP_LOOP_CARRY: return cc_str("L%d_carry%lld", e->loop, (long long)n->ia[0]);
     case OP_LOOP_CAPTURE: return e->name[n->ia[0]];
     default:
         die("tape emitter: op %s cannot appear in a forward graph", op_info[n->op].name);
@@ -305,7 +284,7 @@ static void emit_loop(TE *e, int L) {
 
 static void emit_node(TE *e, int i, bool read) {
     const Node *n = &e->g->n[i];
-    const char *what = str("/* %s %s%s%s */", shape_comment(e, &n->shape), op_info[n->op].name, n->name ? str(" \"%s\"", n->name) : "",
+    const char *what = cc_str("/* %s %s%s%s */", shape_comment(e, &n->shape), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
                            loc_str(n));
     if (n->op == OP_LOOP_OUT) {
         const Node *ln = &e->g->n[n->in[0]];
@@ -441,10 +420,10 @@ void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main
 
     /* record functions */
     e->entry = false;
-    emit_record(e, str("%s_record", mn), m->g, m->outputs, m->noutputs, m->loss);
+    emit_record(e, cc_str("%s_record", mn), m->g, m->outputs, m->noutputs, m->loss);
     for (int k = 0; k < m->nentries; k++) {
         e->entry = true;
-        emit_record(e, str("%s_record_%s", mn, m->entries[k].name), m->entries[k].g, m->entries[k].outs, m->entries[k].nouts, -1);
+        emit_record(e, cc_str("%s_record_%s", mn, m->entries[k].name), m->entries[k].g, m->entries[k].outs, m->entries[k].nouts, -1);
     }
     e->entry = false;
 

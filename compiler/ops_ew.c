@@ -14,17 +14,6 @@
 
 /* ------------------------------------------------------------------ shared helpers */
 
-/* A double as a C literal that reads back exactly; infinities as +-1e308, which the
- * kernels read as infinity (cdl.h, block EW). */
-static const char *ew_lit(double v) {
-    if (isnan(v)) return "0";
-    if (isinf(v)) return v > 0 ? "1e308" : "-1e308";
-    char buf[40];
-    snprintf(buf, sizeof buf, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
-    return arena_strdup(cc_arena, buf);
-}
-
 /* The counter base of a RAND op's numbers: element i of loop step t uses
  * t * numel + i (numel at the runtime batch), "0" outside loops. */
 static const char *ew_rng_base(Emit *e, int n) {
@@ -173,7 +162,7 @@ static void emit_const(Emit *e, const Graph *g, int n) {
     if (x->dtype == DT_I32)
         e_line(e, "cdl_fill_i32(%s, %lld, %s);", e_numel(e, n), (long long)x->fa[0], e_ptr(e, n));
     else
-        e_line(e, "%s(%s, %s, %s);", e_fn(e, "fill"), e_numel(e, n), ew_lit(x->fa[0]), e_ptr(e, n));
+        e_line(e, "%s(%s, %s, %s);", e_fn(e, "fill"), e_numel(e, n), e_lit(x->fa[0]), e_ptr(e, n));
 }
 
 static bool shape_batchsize(Graph *g, Node *n) {
@@ -357,10 +346,10 @@ static void emit_unary(Emit *e, const Graph *g, int n) {
     const char *attrs = "";
     switch (x->op) {
     case OP_POWS: case OP_LEAKY_RELU: case OP_ELU:
-        attrs = arena_printf(cc_arena, "%s, ", ew_lit(x->fa[0]));
+        attrs = arena_printf(cc_arena, "%s, ", e_lit(x->fa[0]));
         break;
     case OP_CLAMP:
-        attrs = arena_printf(cc_arena, "%s, %s, ", ew_lit(x->fa[0]), ew_lit(x->fa[1]));
+        attrs = arena_printf(cc_arena, "%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
         break;
     default: break;
     }
@@ -373,9 +362,9 @@ static void emit_act_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     const char *attrs = "";
     if (x->op == OP_LEAKY_RELU_BWD || x->op == OP_ELU_BWD)
-        attrs = arena_printf(cc_arena, "%s, ", ew_lit(x->fa[0]));
+        attrs = arena_printf(cc_arena, "%s, ", e_lit(x->fa[0]));
     else if (x->op == OP_CLAMP_BWD)
-        attrs = arena_printf(cc_arena, "%s, %s, ", ew_lit(x->fa[0]), ew_lit(x->fa[1]));
+        attrs = arena_printf(cc_arena, "%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
     e_line(e, "%s(%s, %s%s, %s, %s);", e_fn(e, ew_name(x)), e_numel(e, n), attrs, e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, n));
 }
@@ -476,10 +465,10 @@ static void emit_dropout(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     if (e_train(e) && x->op == OP_DROPOUT)
         e_line(e, "%s(%s, %s, %s, %s, %s, %s, (uint8_t *)%s);", e_fn(e, "dropout_keep"), e_rng(e, n),
-               ew_rng_base(e, n), e_numel(e, n), ew_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n), e_aux(e, n));
+               ew_rng_base(e, n), e_numel(e, n), e_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n), e_aux(e, n));
     else if (e_train(e))
         e_line(e, "%s(%s, %s, (const uint8_t *)%s, %s, %s);", e_fn(e, "dropout_keep_bwd"), e_numel(e, n),
-               ew_lit(x->fa[0]), e_aux(e, x->in[1]), e_ptr(e, x->in[0]), e_ptr(e, n));
+               e_lit(x->fa[0]), e_aux(e, x->in[1]), e_ptr(e, x->in[0]), e_ptr(e, n));
     else
         e_line(e, "%s(%s, %s, %s);", e_fn(e, "copy"), e_numel(e, n), e_ptr(e, x->in[0]), e_ptr(e, n));
 }
