@@ -155,6 +155,29 @@ void cdl_tape_dump(const cdl_tape *tp, FILE *f) {
 
 int tape_is_real(const cdl_tape *tp, const cdl_t *t) { return t && t->dtype == tp->real; }
 
+const char *tape_dims_str(char *buf, size_t cap, int rank, const int64_t *dims) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < rank && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+
+int tape_need_real(cdl_tape *tp, const char *op, cdl_t *const *xs, int n) {
+    if (!tp) return 0;
+    for (int k = 0; k < n; k++) {
+        if (!xs[k]) {
+            tp->failed = 1;
+            return 0;
+        }
+        if (!tape_is_real(tp, xs[k])) {
+            tape_err(tp, op, "argument %d must be real, got %s %s", k + 1, xs[k]->dtype == CDL_I32 ? "i32" : "reals of another precision",
+                     DSTR(xs[k]));
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int64_t tape_prod(const int64_t *dims, int from, int to) {
     int64_t p = 1;
     for (int i = from; i < to; i++) p *= dims[i];

@@ -74,6 +74,13 @@ static inline void *tape_at(const cdl_tape *tp, const cdl_t *t, void *p, int64_t
     return (char *)p + (size_t)off * tape_esize(tp, t);
 }
 int tape_is_real(const cdl_tape *tp, const cdl_t *t);
+/* 1 when every xs[k] is a real tensor of the tape's precision.  A NULL input means an
+ * earlier failure (already reported: the step is failed quietly); a non-real one is an
+ * error naming op and the argument. */
+int tape_need_real(cdl_tape *tp, const char *op, cdl_t *const *xs, int n);
+/* "[64, 784]" into buf (cap bytes); DSTR(t) gives t's dims in a temporary buffer. */
+const char *tape_dims_str(char *buf, size_t cap, int rank, const int64_t *dims);
+#define DSTR(t) tape_dims_str((char[96]){0}, 96, (t)->rank, (t)->dims)
 /* Product of dims[from, to). */
 int64_t tape_prod(const int64_t *dims, int from, int to);
 

@@ -9,31 +9,6 @@
  */
 #include "tape_int.h"
 
-#include <stdio.h>
-
-static const char *dstr(char *buf, size_t cap, const cdl_t *t) {
-    size_t k = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < t->rank && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)t->dims[i]);
-    if (k < cap) snprintf(buf + k, cap - k, "]");
-    return buf;
-}
-#define DSTR(t) dstr((char[96]){0}, 96, (t))
-
-static int need_real(cdl_tape *tp, const char *op, cdl_t *const *xs, int n) {
-    if (!tp) return 0;
-    for (int k = 0; k < n; k++) {
-        if (!xs[k]) {
-            tp->failed = 1;
-            return 0;
-        }
-        if (!tape_is_real(tp, xs[k])) {
-            tape_err(tp, op, "argument %d must be real, got %s", k + 1, DSTR(xs[k]));
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* ======================================================================== conv2d */
 
 /* Geometry from the recorded shapes; the group as the kernels pick it for this batch. */
@@ -70,7 +45,7 @@ static void bwd_conv2d(cdl_tape *tp, cdl_t *y) {
 cdl_t *cdl_t_conv2d(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, int stride, int pad) {
     cdl_t *in[3] = {x, w, b};
     int nin = b ? 3 : 2;
-    if (!need_real(tp, "conv2d", in, nin)) return NULL;
+    if (!tape_need_real(tp, "conv2d", in, nin)) return NULL;
     if (x->rank != 4 || w->rank != 4 || x->dims[1] != w->dims[1])
         return tape_err(tp, "conv2d", "input %s and weight %s: need [N, C, H, W] and [K, C, R, S]", DSTR(x), DSTR(w));
     if (b && (b->rank != 1 || b->dims[0] != w->dims[0]))
@@ -110,7 +85,7 @@ static void bwd_pool(cdl_tape *tp, cdl_t *y) {
 }
 
 static cdl_t *pool(cdl_tape *tp, const char *op, int is_max, cdl_t *x, int k, int stride, int pad) {
-    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
     if (stride <= 0) stride = k;
     if (x->rank != 3 && x->rank != 4) return tape_err(tp, op, "input must be [N, C, H, W] or [C, H, W], got %s", DSTR(x));
     int64_t H = x->dims[x->rank - 2], W = x->dims[x->rank - 1];
@@ -153,7 +128,7 @@ static void bwd_batchnorm(cdl_tape *tp, cdl_t *y) {
 cdl_t *cdl_t_batchnorm(cdl_tape *tp, cdl_t *x, cdl_t *gamma, cdl_t *beta, cdl_t *running_mean, cdl_t *running_var,
                        double eps, double momentum) {
     cdl_t *in[5] = {x, gamma, beta, running_mean, running_var};
-    if (!need_real(tp, "batchnorm", in, 5)) return NULL;
+    if (!tape_need_real(tp, "batchnorm", in, 5)) return NULL;
     if (x->rank < 2) return tape_err(tp, "batchnorm", "input must be [N, C, ...], got %s", DSTR(x));
     for (int k = 1; k < 5; k++)
         if (in[k]->rank != 1 || in[k]->dims[0] != x->dims[1])
@@ -187,7 +162,7 @@ static void bwd_lstm_act(cdl_tape *tp, cdl_t *y) {
 
 cdl_t *cdl_t_lstm_act(cdl_tape *tp, cdl_t *gates, cdl_t *c) {
     cdl_t *in[2] = {gates, c};
-    if (!need_real(tp, "lstm_act", in, 2)) return NULL;
+    if (!tape_need_real(tp, "lstm_act", in, 2)) return NULL;
     if (c->rank != 2 || gates->rank != 2 || gates->dims[0] != c->dims[0] || gates->dims[1] != 4 * c->dims[1])
         return tape_err(tp, "lstm_act", "gates %s and c %s: need [B, 4H] and [B, H]", DSTR(gates), DSTR(c));
     int64_t rows = c->dims[0], H = c->dims[1], dims[3] = {2, rows, H};
@@ -214,7 +189,7 @@ static void bwd_gru_act(cdl_tape *tp, cdl_t *y) {
 
 cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h) {
     cdl_t *in[3] = {gi, gh, h};
-    if (!need_real(tp, "gru_act", in, 3)) return NULL;
+    if (!tape_need_real(tp, "gru_act", in, 3)) return NULL;
     if (h->rank != 2 || gi->rank != 2 || gh->rank != 2 || gi->dims[0] != h->dims[0] || gh->dims[0] != h->dims[0] ||
         gi->dims[1] != 3 * h->dims[1] || gh->dims[1] != 3 * h->dims[1])
         return tape_err(tp, "gru_act", "gi %s, gh %s, h %s: need [B, 3H], [B, 3H], [B, H]", DSTR(gi), DSTR(gh), DSTR(h));
@@ -277,7 +252,7 @@ static const char *const loss_name[] = {"cross_entropy", "nll", "mse", "l1", "hu
  * the loss NaN with a message (cdl_last_error), as in the static code. */
 static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, double smoothing, int red) {
     const char *op = loss_name[kind];
-    if (!labels || !need_real(tp, op, &x, 1)) return labels ? NULL : tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &labels);
+    if (!labels || !tape_need_real(tp, op, &x, 1)) return labels ? NULL : tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &labels);
     int ok = labels->dtype == CDL_I32 && x->rank >= 1 && labels->rank == x->rank - 1;
     for (int i = 0; ok && i < labels->rank; i++) ok = labels->dims[i] == x->dims[i];
     if (!ok) return tape_err(tp, op, "labels %s (i32) do not match scores %s", DSTR(labels), DSTR(x));
@@ -304,7 +279,7 @@ static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, double
 static cdl_t *pair_loss(cdl_tape *tp, int kind, cdl_t *a, cdl_t *b, double delta, int red) {
     const char *op = loss_name[kind];
     cdl_t *in[2] = {a, b};
-    if (!need_real(tp, op, in, 2)) return NULL;
+    if (!tape_need_real(tp, op, in, 2)) return NULL;
     int ok = a->rank == b->rank;
     for (int i = 0; ok && i < a->rank; i++) ok = a->dims[i] == b->dims[i];
     if (!ok) return tape_err(tp, op, "shapes differ: %s and %s", DSTR(a), DSTR(b));

@@ -10,33 +10,6 @@
  */
 #include "tape_int.h"
 
-#include <stdio.h>
-
-/* "[64, 784]" into buf. */
-static const char *dstr(char *buf, size_t cap, int rank, const int64_t *dims) {
-    size_t k = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < rank && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)dims[i]);
-    if (k < cap) snprintf(buf + k, cap - k, "]");
-    return buf;
-}
-#define DSTR(t) dstr((char[96]){0}, 96, (t)->rank, (t)->dims)
-
-/* NULL inputs mean an earlier failure (already reported); non-real ones are an error. */
-static int need_real(cdl_tape *tp, const char *op, cdl_t *const *xs, int n) {
-    if (!tp) return 0;
-    for (int k = 0; k < n; k++) {
-        if (!xs[k]) {
-            tp->failed = 1;
-            return 0;
-        }
-        if (!tape_is_real(tp, xs[k])) {
-            tape_err(tp, op, "argument %d must be real, got %s %s", k + 1, xs[k]->dtype == CDL_I32 ? "i32" : "reals of another precision", DSTR(xs[k]));
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* ======================================================================== binary ops */
 
 static const char *const bin_name[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
@@ -169,7 +142,7 @@ static void bwd_binary(cdl_tape *tp, cdl_t *y) {
 static cdl_t *binary(cdl_tape *tp, int code, cdl_t *a, cdl_t *b) {
     const char *op = bin_name[code];
     cdl_t *ab[2] = {a, b};
-    if (!need_real(tp, op, ab, 2)) return NULL;
+    if (!tape_need_real(tp, op, ab, 2)) return NULL;
     int r;
     int64_t dims[CDL_MAXDIM];
     if (!bcast_dims(a, b, &r, dims)) return tape_err(tp, op, "shapes do not broadcast: %s and %s", DSTR(a), DSTR(b));
@@ -278,7 +251,7 @@ static void bwd_unary(cdl_tape *tp, cdl_t *y) {
 
 static cdl_t *unary(cdl_tape *tp, int code, cdl_t *x, double p0, double p1) {
     const char *op = un_name[code];
-    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
     if (code == U_CLAMP && p0 > p1) return tape_err(tp, op, "min %g is greater than max %g", p0, p1);
     cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
     if (!y) return NULL;
@@ -327,7 +300,7 @@ static void bwd_dropout(cdl_tape *tp, cdl_t *y) {
 /* Train mode and p > 0: inverted dropout keyed by (seed, step, stream), counter base
  * t * numel; otherwise a copy (as the static code). */
 cdl_t *cdl_t_dropout(cdl_tape *tp, cdl_t *x, double p, int stream, int64_t t) {
-    if (!need_real(tp, "dropout", &x, 1)) return NULL;
+    if (!tape_need_real(tp, "dropout", &x, 1)) return NULL;
     if (!(p >= 0 && p <= 1)) return tape_err(tp, "dropout", "p must be in [0, 1], got %g", p);
     cdl_t *y = tape_rec(tp, "dropout", tp->real, x->rank, x->dims, 1, 1, &x);
     if (!y) return NULL;
@@ -391,7 +364,7 @@ static void bwd_matmul(cdl_tape *tp, cdl_t *y) {
 
 cdl_t *cdl_t_matmul(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b) {
     cdl_t *ab[2] = {a, b};
-    if (!need_real(tp, "matmul", ab, 2)) return NULL;
+    if (!tape_need_real(tp, "matmul", ab, 2)) return NULL;
     int ta = trans_a != 0, tb = trans_b != 0;
     if (a->rank != 2 || b->rank != 2) return tape_err(tp, "matmul", "operands must be 2-D, got %s @ %s", DSTR(a), DSTR(b));
     if (a->dims[1 - ta] != b->dims[tb])
@@ -428,7 +401,7 @@ static void bwd_linear(cdl_tape *tp, cdl_t *y) {
 cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b) {
     cdl_t *in[3] = {x, w, b};
     int nin = b ? 3 : 2;
-    if (!need_real(tp, "linear", in, nin)) return NULL;
+    if (!tape_need_real(tp, "linear", in, nin)) return NULL;
     if (w->rank != 2) return tape_err(tp, "linear", "the weight must be 2-D [out, in], got %s", DSTR(w));
     if (x->rank < 1 || x->dims[x->rank - 1] != w->dims[1])
         return tape_err(tp, "linear", "input %s does not match the weight %s", DSTR(x), DSTR(w));
@@ -477,7 +450,7 @@ static void bwd_reduce(cdl_tape *tp, cdl_t *y) {
 }
 
 static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned axes, int keepdim) {
-    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
     unsigned all = x->rank ? (1u << x->rank) - 1 : 0;
     if (axes & ~all) return tape_err(tp, op, "axis set 0x%x is out of range for %s", axes, DSTR(x));
     unsigned mask = axes ? axes : all;
@@ -512,7 +485,7 @@ cdl_t *cdl_t_broadcast_to(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims)
     for (int i = 0; i < rank; i++) {
         xd[i] = i < lead ? 1 : x->dims[i - lead];
         if (xd[i] != 1 && xd[i] != dims[i])
-            return tape_err(tp, "broadcast_to", "cannot broadcast %s to %s", DSTR(x), dstr((char[96]){0}, 96, rank, dims));
+            return tape_err(tp, "broadcast_to", "cannot broadcast %s to %s", DSTR(x), tape_dims_str((char[96]){0}, 96, rank, dims));
     }
     cdl_t *y = tape_rec(tp, "broadcast_to", x->dtype, rank, dims, 1, 1, &x);
     if (!y) return NULL;
@@ -752,7 +725,7 @@ static void bwd_softmax(cdl_tape *tp, cdl_t *y) {
 }
 
 static cdl_t *softmax(cdl_tape *tp, const char *op, int lg, cdl_t *x) {
-    if (!need_real(tp, op, &x, 1)) return NULL;
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
     if (x->rank < 1) return tape_err(tp, op, "needs at least one axis, got a scalar");
     cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
     if (!y) return NULL;
@@ -778,7 +751,7 @@ static void bwd_embedding(cdl_tape *tp, cdl_t *y) {
 }
 
 cdl_t *cdl_t_embedding(cdl_tape *tp, cdl_t *ids, cdl_t *w) {
-    if (!ids || !need_real(tp, "embedding", &w, 1)) return ids ? NULL : tape_rec(tp, "embedding", CDL_F32, 0, NULL, 0, 1, &ids);
+    if (!ids || !tape_need_real(tp, "embedding", &w, 1)) return ids ? NULL : tape_rec(tp, "embedding", CDL_F32, 0, NULL, 0, 1, &ids);
     if (ids->dtype != CDL_I32) return tape_err(tp, "embedding", "ids must be i32, got reals %s", DSTR(ids));
     if (w->rank != 2) return tape_err(tp, "embedding", "the table must be 2-D [V, D], got %s", DSTR(w));
     if (ids->rank + 1 > CDL_MAXDIM) return tape_err(tp, "embedding", "ids %s have too many dimensions", DSTR(ids));
