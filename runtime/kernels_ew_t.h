@@ -215,46 +215,16 @@ void S(clamp_bwd)(int64_t n, double lo, double hi, const T *g, const T *x, T *dx
 
 /* ---------------------------------------------------------------- dropout */
 
-/* y = x * mask / (1 - p), the mask from ew_drop_bits (kernels_ew.c) block by block
- * (no allocation); dropout_bwd applies the identical mask to g. */
-static void S(dropout_apply)(cdl_rng_key k, uint64_t base, int64_t n, double p,
-                             const T *x, T *y) {
-    if (n <= 0) return;
-    if (p <= 0) { S(copy)(n, x, y); return; }
-    if (p >= 1) { for (int64_t i = 0; i < n; i++) y[i] = 0; return; }
-    uint32_t thr = (uint32_t)(p * 4294967296.0);
-    T scale = (T)(1.0 / (1.0 - p));
-    EwDropKey key = ew_drop_key(k);
-    uint32_t bits[4 * EW_LANES];
-    uint64_t end = base + (uint64_t)n;
-    for (uint64_t c = base / 4; 4 * c < end; c += EW_LANES) {
-        ew_drop_bits(key, c, bits);
-        uint64_t e0 = 4 * c < base ? base : 4 * c;
-        uint64_t e1 = 4 * (c + EW_LANES) < end ? 4 * (c + EW_LANES) : end;
-        const uint32_t *w = bits + (e0 - 4 * c);
-        const T *xs = x + (e0 - base);
-        T *ys = y + (e0 - base);
-        int64_t m = (int64_t)(e1 - e0);
-        for (int64_t i = 0; i < m; i++) { T v = xs[i]; ys[i] = w[i] >= thr ? v * scale : (T)0; }
-    }
-}
-
-void S(dropout)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y) {
-    S(dropout_apply)(k, base, n, p, x, y);
-}
-
-void S(dropout_bwd)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx) {
-    S(dropout_apply)(k, base, n, p, g, dx);
-}
-
-/* The static code's pair: the forward also keeps its mask (keep[i] = 1 for kept
- * elements), so the backward applies it instead of regenerating the random words (the
- * compiler knows at compile time that a backward pass follows, and plans the bytes). */
-void S(dropout_keep)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y, uint8_t *keep) {
+/* y = x * mask / (1 - p), the mask (word i >= p * 2^32) from ew_drop_bits
+ * (kernels_ew.c) block by block, no allocation; dropout_bwd applies the identical mask
+ * to g.  With keep, the mask is also stored (the static code's forward, whose backward
+ * reuses it). */
+static void S(dropout_apply)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y, uint8_t *keep) {
     if (n <= 0) return;
     if (p <= 0 || p >= 1) {
-        for (int64_t i = 0; i < n; i++) keep[i] = p <= 0;
-        S(dropout_apply)(k, base, n, p, x, y);
+        if (keep) for (int64_t i = 0; i < n; i++) keep[i] = p <= 0;
+        if (p <= 0) S(copy)(n, x, y);
+        else for (int64_t i = 0; i < n; i++) y[i] = 0;
         return;
     }
     uint32_t thr = (uint32_t)(p * 4294967296.0);
@@ -269,14 +239,28 @@ void S(dropout_keep)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T 
         const uint32_t *w = bits + (e0 - 4 * c);
         const T *xs = x + (e0 - base);
         T *ys = y + (e0 - base);
-        uint8_t *ks = keep + (e0 - base);
         int64_t m = (int64_t)(e1 - e0);
-        for (int64_t i = 0; i < m; i++) {
-            uint8_t kv = w[i] >= thr;
-            ks[i] = kv;
-            ys[i] = kv ? xs[i] * scale : (T)0;
+        if (keep) {
+            uint8_t *ks = keep + (e0 - base);
+            for (int64_t i = 0; i < m; i++) ks[i] = w[i] >= thr;
         }
+        for (int64_t i = 0; i < m; i++) { T v = xs[i]; ys[i] = w[i] >= thr ? v * scale : (T)0; }
     }
+}
+
+void S(dropout)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y) {
+    S(dropout_apply)(k, base, n, p, x, y, NULL);
+}
+
+void S(dropout_bwd)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *g, T *dx) {
+    S(dropout_apply)(k, base, n, p, g, dx, NULL);
+}
+
+/* The static code's pair: the forward also keeps its mask (keep[i] = 1 for kept
+ * elements), so the backward applies it instead of regenerating the random words (the
+ * compiler knows at compile time that a backward pass follows, and plans the bytes). */
+void S(dropout_keep)(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y, uint8_t *keep) {
+    S(dropout_apply)(k, base, n, p, x, y, keep);
 }
 
 void S(dropout_keep_bwd)(int64_t n, double p, const uint8_t *keep, const T *g, T *dx) {
