@@ -154,9 +154,20 @@ static Ex *bucket(const cdl_dataset *d, int64_t n) {
     return all;
 }
 
+/* argv[i] as a whole number in [1, max], or -1. */
+static long long arg_count(const char *s, long long max) {
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    return end != s && !*end && v >= 1 && v <= max ? v : -1;
+}
+
 int main(int argc, char **argv) {
-    int epochs = argc > 1 ? atoi(argv[1]) : 1;
-    int64_t limit = argc > 2 ? atoll(argv[2]) : 20000;
+    int epochs = argc > 1 ? (int)arg_count(argv[1], 1000) : 1;
+    int64_t limit = argc > 2 ? arg_count(argv[2], 1000000000) : 20000;
+    if (argc > 3 || epochs < 1 || limit < 1) {
+        fprintf(stderr, "usage: dynamic_rnn [EPOCHS [EXAMPLES]]   (whole numbers >= 1; default 1 epoch of 20000 examples)\n");
+        return 2;
+    }
     cdl_dataset train = {0}, test = {0};
     if (cdl_dataset_open(&train, "fashion-mnist", 1) < 0 || cdl_dataset_open(&test, "fashion-mnist", 0) < 0 || train.feat != D * D) {
         fprintf(stderr, "dynamic_rnn: %s\n", cdl_last_error());
