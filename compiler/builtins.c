@@ -593,11 +593,12 @@ static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 /* ------------------------------------------------------------------ layers */
 
-/* linear(x, out): x[..., in] @ weight[out, in]^T + bias[out]. */
-static int linear_op(Elab *e, int x, const char *inst, const char *sub, int64_t out, bool bias, int64_t fan,
+/* linear(x, out): x[..., in] @ weight[out, in]^T + bias[out].  suf names the
+ * parameters "weight<suf>", "bias<suf>": "_ih" gives PyTorch's weight_ih of a cell. */
+static int linear_op(Elab *e, int x, const char *inst, const char *suf, int64_t out, bool bias, int64_t fan,
                      Loc loc) {
     int64_t in = shape_of(e, x)->d[shape_of(e, x)->rank - 1];
-    const char *w = arena_printf(cc_arena, "%sweight", sub), *bn = arena_printf(cc_arena, "%sbias", sub);
+    const char *w = arena_printf(cc_arena, "weight%s", suf), *bn = arena_printf(cc_arena, "bias%s", suf);
     int ins[3];
     ins[0] = x;
     ins[1] = el_param(e, inst, w, shp(2, out, in, 0, 0), INIT_DEFAULT, 0, 0, fan ? fan : in, out, false, loc);
@@ -733,7 +734,7 @@ static Value b_rnn(Elab *e, const Builtin *b, Loc loc, Value *a) {
     if (!cell_args(e, b, loc, a, 1, &x, &h, &H)) return el_err();
     const char *inst = el_instance(e, b->base, a[3], loc);
     if (!inst) return el_err();
-    int s[2] = {linear_op(e, x, inst, "ih.", H, true, H, loc), linear_op(e, h, inst, "hh.", H, true, H, loc)};
+    int s[2] = {linear_op(e, x, inst, "_ih", H, true, H, loc), linear_op(e, h, inst, "_hh", H, true, H, loc)};
     int sum = el_add(e, OP_ADD, loc, 2, s, NULL, NULL, DT_REAL);
     return el_tensor(e, el_add(e, OP_TANH, loc, 1, &sum, NULL, NULL, DT_REAL));
 }
@@ -746,7 +747,7 @@ static Value b_lstm(Elab *e, const Builtin *b, Loc loc, Value *a) {
     if (!cell_args(e, b, loc, a, 2, &x, hc, &H)) return el_err();
     const char *inst = el_instance(e, b->base, a[4], loc);
     if (!inst) return el_err();
-    int s[2] = {linear_op(e, x, inst, "ih.", 4 * H, true, H, loc), linear_op(e, hc[0], inst, "hh.", 4 * H, true, H, loc)};
+    int s[2] = {linear_op(e, x, inst, "_ih", 4 * H, true, H, loc), linear_op(e, hc[0], inst, "_hh", 4 * H, true, H, loc)};
     int gates = el_add(e, OP_ADD, loc, 2, s, NULL, NULL, DT_REAL);
     int act[2] = {gates, hc[1]};
     int packed = el_add(e, OP_LSTM_ACT, loc, 2, act, NULL, NULL, DT_REAL);
@@ -766,7 +767,7 @@ static Value b_gru(Elab *e, const Builtin *b, Loc loc, Value *a) {
     if (!cell_args(e, b, loc, a, 1, &x, &h, &H)) return el_err();
     const char *inst = el_instance(e, b->base, a[3], loc);
     if (!inst) return el_err();
-    int in[3] = {linear_op(e, x, inst, "ih.", 3 * H, true, H, loc), linear_op(e, h, inst, "hh.", 3 * H, true, H, loc), h};
+    int in[3] = {linear_op(e, x, inst, "_ih", 3 * H, true, H, loc), linear_op(e, h, inst, "_hh", 3 * H, true, H, loc), h};
     return el_tensor(e, el_add(e, OP_GRU_ACT, loc, 3, in, NULL, NULL, DT_REAL));
 }
 

@@ -30,10 +30,10 @@ enum { D = 28, H = 64, C = 10, BATCH = 64 };
 
 /* The parameter table: a GRU cell (PyTorch layout, gates r, z, n) and a classifier. */
 static const cdl_tensor params[] = {
-    {"gru.ih.weight", CDL_F32, 0, 2, {3 * H, D}, 0, "dynamic_rnn.c"},
-    {"gru.ih.bias", CDL_F32, 3 * H * D, 1, {3 * H}, 0, "dynamic_rnn.c"},
-    {"gru.hh.weight", CDL_F32, 3 * H * D + 3 * H, 2, {3 * H, H}, 0, "dynamic_rnn.c"},
-    {"gru.hh.bias", CDL_F32, 3 * H * D + 3 * H + 3 * H * H, 1, {3 * H}, 0, "dynamic_rnn.c"},
+    {"gru.weight_ih", CDL_F32, 0, 2, {3 * H, D}, 0, "dynamic_rnn.c"},
+    {"gru.bias_ih", CDL_F32, 3 * H * D, 1, {3 * H}, 0, "dynamic_rnn.c"},
+    {"gru.weight_hh", CDL_F32, 3 * H * D + 3 * H, 2, {3 * H, H}, 0, "dynamic_rnn.c"},
+    {"gru.bias_hh", CDL_F32, 3 * H * D + 3 * H + 3 * H * H, 1, {3 * H}, 0, "dynamic_rnn.c"},
     {"fc.weight", CDL_F32, 3 * H * D + 6 * H + 3 * H * H, 2, {C, H}, 0, "dynamic_rnn.c"},
     {"fc.bias", CDL_F32, 3 * H * D + 6 * H + 3 * H * H + C * H, 1, {C}, 0, "dynamic_rnn.c"},
 };

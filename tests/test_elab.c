@@ -241,8 +241,8 @@ static void test_loop_is_a_region(void **state) {
     assert_int_equal(sl->ia[4], 1);
     assert_int_equal(sl->ia[5], 1);
     assert_int_equal(sl->shape.d[1], 12);
-    assert_non_null(find_param(m, "cell.ih.weight"));
-    assert_int_equal(find_param(m, "cell.ih.weight")->shape.d[0], 64);
+    assert_non_null(find_param(m, "cell.weight_ih"));
+    assert_int_equal(find_param(m, "cell.weight_ih")->shape.d[0], 64);
     assert_int_equal(count_op(m->g, OP_LOOP_OUT), 2);
     ir_verify(m->g);
 }
