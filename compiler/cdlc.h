@@ -291,7 +291,7 @@ bool shape_require_real(const Graph *g, const Node *n, int input);
 /* Product of dims with overflow / absurd size check (diagnostic at n). */
 bool shape_checked_numel(const Node *n, const Shape *s);
 
-/* ======================================================================== elab.c */
+/* ======================================================================== elab*.c, builtins.c, imports.c */
 /* A model after elaboration: forward graphs, shape-checked. */
 typedef struct Param {
     const char *name;       /* dotted */
@@ -346,7 +346,7 @@ Model *elab_text(const char *file, const char *text, size_t len, int ndefs,
 typedef struct Program { const Ast **blocks; int nblocks; const Ast *model; } Program;
 void load_program(const char *path, const char *text, size_t len, Program *p);
 
-/* ---- shared by elab.c and builtins.c (the built-in layers and functions) ---- */
+/* ---- the elaborator's services to the built-ins (builtins.c); elab_core.c ---- */
 typedef struct Elab Elab;
 typedef enum VKind {
     V_NONE,         /* an absent optional argument */
@@ -386,7 +386,7 @@ extern const Builtin builtins[];
 extern const int builtin_count;
 const Builtin *builtin_find(const char *name);
 
-/* Helpers for built-ins.  fn/arg name the call and the argument in diagnostics; each
+/* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR
  * inputs, which were reported already). */
 Value el_err(void);
@@ -419,6 +419,97 @@ const char *el_instance(Elab *e, const char *base, Value name, Loc loc);
  * uses of the same name.  Returns its node id in the current graph, or -1. */
 int el_param(Elab *e, const char *inst, const char *leaf, Shape s, int init, double a,
              double b, int64_t fan_in, int64_t fan_out, bool state, Loc loc);
+/* ---- the elaborator's own state, shared by elab.c, elab_core.c, elab_call.c and
+ * elab_loop.c (built-ins use the el_ helpers above, never these fields) ---- */
+#define BLOCK_MAX_DEPTH 64
+
+typedef enum SymKind { SYM_CONST, SYM_VAR, SYM_INPUT, SYM_PARAM, SYM_INDEX, SYM_COLLECT } SymKind;
+typedef struct Sym { const char *name; SymKind kind; Value v; Loc loc; } Sym;
+typedef struct Scope { Sym *s; int n, cap; struct Scope *parent; } Scope;
+
+/* Instance naming scope: a prefix and a counter per base name. */
+typedef struct Inst { const char *prefix; const char **key; int *count; int n, cap; } Inst;
+
+typedef struct Loop {
+    Graph *body, *outer;
+    Loc loc;
+    const char *var;
+    int64_t tlo, thi;                   /* the values t takes, inclusive */
+    Scope *scope;                       /* the body's scope */
+    int ncarry;                         /* carried: name, home scope, init, LOOP_CARRY node */
+    const char **cname;
+    Scope **chome;
+    Value *cinit;
+    Loc *cloc;
+    int ncollect, kcap;                 /* collected: name, value in the body */
+    const char **kname;
+    Value *kval;
+    Loc *kloc;
+    int ncap, capcap;                   /* captures: outer id -> capture node */
+    int *cap_outer, *cap_inner;
+} Loop;
+
+typedef enum Ctx { CTX_MODEL, CTX_BLOCK, CTX_ENTRY } Ctx;   /* what kind of body is elaborated */
+
+struct Elab {
+    Model *m;
+    int pcap;                           /* capacity of m->params */
+    Graph *root, *g;                    /* the function's graph; where nodes go */
+    Loop *loop;
+    Inst *inst;
+    Scope *scope, *model_scope;
+    int *pnode, pnode_cap;              /* param index -> PARAM node in root, or -1 */
+    const Ast **blocks;                 /* every file's blocks (imports.c) */
+    int nblocks;
+    const Ast *bstack[BLOCK_MAX_DEPTH];
+    int bdepth;
+    int64_t batch;
+    EntryFn *entry;                     /* elaborating this entry, or NULL */
+    bool seen_train;
+    Loc loss_loc;
+};
+
+/* Formal parameter lists (built-in signatures and user blocks). */
+typedef struct Formals {
+    int n;
+    const char *name[12];
+    bool required[12];
+    Value def[12];          /* V_NONE: optional without default */
+    const Ast *defexpr[12]; /* blocks: default expressions */
+} Formals;
+
+/* elab_core.c: arena arrays, locations, scopes, values of the current graph. */
+/* Grow an arena array p of *cap elements of size sz to hold at least need. */
+void *el_grow(void *p, int *cap, int need, size_t sz);
+/* "line:col" of at (with its file when it differs from from's), for "first at ...". */
+const char *el_where(Loc at, Loc from);
+const char *el_dtype_name(DType d);                  /* "f32" / "i32" */
+Scope *el_scope_new(Scope *parent);
+Sym *el_scope_here(Scope *s, const char *name);      /* in s itself, or NULL */
+Sym *el_lookup(Scope *s, const char *name, Scope **home);   /* s and its parents */
+Sym *el_define(Scope *s, const char *name, SymKind kind, Value v, Loc loc);  /* (re)bind in s */
+int el_node_of(Elab *e, Value v);                    /* a V_TENSOR's node here (captured in a loop) */
+int el_param_node(Elab *e, int p, Loc loc);          /* parameter p's PARAM node, made on first use */
+/* Add (or find and check the shape of) the parameter called name: its index or -1. */
+int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, double b, int64_t fan_in,
+                     int64_t fan_out, bool state, Loc loc);
+/* elab.c */
+Value el_eval(Elab *e, const Ast *a);                /* an expression's value (V_ERR after a diagnostic) */
+/* A statement list in context ctx; a block's `return` sets *ret and *has_ret. */
+void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
+/* elab_call.c */
+const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL */
+/* A built-in signature ("x out bias=true name?") as formals. */
+void el_sig_formals(const char *sig, Formals *f);
+/* Match a call's arguments (pre: a piped value, first) to the formals: out[] gets one
+ * value per formal, defaults filled in.  False after a diagnostic. */
+bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, const Value *pre, Loc loc,
+                  Value *out);
+/* name(args), with an optional piped first argument: a block or a built-in. */
+Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, Loc loc);
+/* elab_loop.c */
+void el_stmt_for(Elab *e, const Ast *s, Ctx ctx);    /* for t in a..b { } */
+void el_stmt_collect(Elab *e, const Ast *s);         /* hs[t] = v inside a loop */
 /* END ELAB */
 
 /* ======================================================================== autodiff.c */

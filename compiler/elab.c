@@ -1,568 +1,26 @@
 /* elab.c -- elaboration: from the syntax tree of the last model in a file to a Model
  * (main graph, entry graphs, parameter table), through ir_add, which shape-checks each
- * node as it is made.
+ * node as it is made.  This file holds expressions, statements, entries and the model;
+ * elab_core.c values, scopes and parameters; elab_call.c calls and blocks; elab_loop.c
+ * loops; builtins.c the built-in functions and layers.
  *
- * Values.  Every expression evaluates to a Value: a compile-time number (header
- * constants, literals, their arithmetic), a tensor (a node of the current graph), a
- * tuple, a list, a string, the loop index, or V_ERR after an error (silent from then
- * on, so one mistake gives one message).  The batch constant (dim 0 of the first
- * input) is tracked through integer arithmetic (bfac): as a dimension it makes a
- * tensor batched; as a number in tensor arithmetic it becomes OP_BATCHSIZE.
- *
- * Naming.  Layers and block calls get instance names from per-scope counters
- * ("linear1", "residual2"); inside a block instance names are prefixed with the
- * instance's ("residual1.conv1.weight").  name="fc1" replaces the counted name; the
- * same full name means the same parameter.  Each function (main graph, each entry)
- * starts with fresh counters, so an entry's first decode(...) names (and shares) the
- * main graph's first decode(...)'s parameters.
- *
- * Loops.  `for t in a..b { }` becomes one LOOP node whose body graph is elaborated
- * once: carried variables (assigned in the body, defined before) are LOOP_CARRY nodes
- * inside and LOOP_OUT nodes after; outer values are LOOP_CAPTURE nodes; `hs[t] = v`
- * collects v over the steps.  Parameters always live in the function's root graph.
+ * Each function (main graph, each entry) starts with fresh instance counters, so an
+ * entry's first decode(...) names (and shares) the main graph's first decode(...)'s
+ * parameters.
  */
 #include "cdlc.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define BLOCK_MAX_DEPTH 64
-
-/* ------------------------------------------------------------------ state */
-
-typedef enum SymKind { SYM_CONST, SYM_VAR, SYM_INPUT, SYM_PARAM, SYM_INDEX, SYM_COLLECT } SymKind;
-typedef struct Sym { const char *name; SymKind kind; Value v; Loc loc; } Sym;
-typedef struct Scope { Sym *s; int n, cap; struct Scope *parent; } Scope;
-
-/* Instance naming scope: a prefix and a counter per base name. */
-typedef struct Inst { const char *prefix; const char **key; int *count; int n, cap; } Inst;
-
-typedef struct Loop {
-    Graph *body, *outer;
-    Loc loc;
-    const char *var;
-    int64_t tlo, thi;                   /* the values t takes, inclusive */
-    Scope *scope;                       /* the body's scope */
-    int ncarry;                         /* carried: name, home scope, init, LOOP_CARRY node */
-    const char **cname;
-    Scope **chome;
-    Value *cinit;
-    Loc *cloc;
-    int ncollect, kcap;                 /* collected: name, value in the body */
-    const char **kname;
-    Value *kval;
-    Loc *kloc;
-    int ncap, capcap;                   /* captures: outer id -> capture node */
-    int *cap_outer, *cap_inner;
-} Loop;
-
-typedef enum Ctx { CTX_MODEL, CTX_BLOCK, CTX_ENTRY } Ctx;
-
-struct Elab {
-    Model *m;
-    int pcap;                           /* capacity of m->params */
-    Graph *root, *g;                    /* the function's graph; where nodes go */
-    Loop *loop;
-    Inst *inst;
-    Scope *scope, *model_scope;
-    int *pnode, pnode_cap;              /* param index -> PARAM node in root, or -1 */
-    const Ast **blocks;                 /* every file's blocks (imports.c) */
-    int nblocks;
-    const Ast *bstack[BLOCK_MAX_DEPTH];
-    int bdepth;
-    int64_t batch;
-    EntryFn *entry;                     /* elaborating this entry, or NULL */
-    bool seen_train;
-    Loc loss_loc;
-};
-
-/* Grow an arena array p of *cap elements of size sz to hold at least need. */
-static void *grow(void *p, int *cap, int need, size_t sz) {
-    if (need <= *cap) return p;
-    int nc = *cap ? *cap : 8;
-    while (nc < need) nc *= 2;
-    p = arena_grow(cc_arena, p, sz * (size_t)*cap, sz * (size_t)nc);
-    *cap = nc;
-    return p;
-}
-
-static const char *where(Loc at, Loc from) {
-    if (!at.file) return "<command line>";
-    if (from.file && strcmp(at.file, from.file) == 0) return arena_printf(cc_arena, "%d:%d", at.line, at.col);
-    return arena_printf(cc_arena, "%s:%d:%d", at.file, at.line, at.col);
-}
-
-/* ------------------------------------------------------------------ values */
-
-Value el_err(void) { return (Value){.k = V_ERR}; }
-
-Value el_int_value(int64_t i, int64_t bfac) {
-    return (Value){.k = V_NUM, .isint = true, .i = i, .r = (double)i, .bfac = bfac};
-}
-Value el_real_value(double r) { return (Value){.k = V_NUM, .r = r}; }
-
-Value el_tensor(Elab *e, int id) {
-    if (id < 0) return el_err();
-    return (Value){.k = V_TENSOR, .g = e->g, .id = id};
-}
-
-Value el_tuple(int n, const Value *v) {
-    Value t = {.k = V_TUPLE, .n = n, .v = NEWN(Value, n > 0 ? n : 1)};
-    if (n) memcpy(t.v, v, sizeof(Value) * (size_t)n);
-    return t;
-}
-
-static const char *dtype_name(DType d) { return d == DT_I32 ? "i32" : "f32"; }
-
-const char *el_describe(Elab *e, Value v) {
-    switch (v.k) {
-    case V_NUM:
-        return v.isint ? arena_printf(cc_arena, "the number %lld", (long long)v.i)
-                       : arena_printf(cc_arena, "the number %g", v.r);
-    case V_BOOL: return "a boolean";
-    case V_STR: return arena_printf(cc_arena, "the string \"%s\"", v.s);
-    case V_TENSOR: {
-        const Node *n = &v.g->n[v.id];
-        return arena_printf(cc_arena, "a tensor %s%s", dtype_name(n->dtype), shape_str(&n->shape));
-    }
-    case V_TUPLE: return arena_printf(cc_arena, "a tuple of %d values", v.n);
-    case V_LIST: return arena_printf(cc_arena, "a list of %d values", v.n);
-    case V_FUNC: return arena_printf(cc_arena, "the function '%s'", v.s);
-    case V_PARAM: return arena_printf(cc_arena, "the parameter '%s'", e->m->params[v.i].name);
-    case V_INDEX: return "the loop index";
-    case V_NONE: return "nothing";
-    case V_ERR: return "an error";
-    }
-    return "?";
-}
-
-/* ------------------------------------------------------------------ scopes */
-
-static Scope *scope_new(Scope *parent) {
-    Scope *s = NEW(Scope);
-    s->parent = parent;
-    return s;
-}
-
-static Sym *scope_here(Scope *s, const char *name) {
-    for (int i = s->n - 1; i >= 0; i--)
-        if (strcmp(s->s[i].name, name) == 0) return &s->s[i];
-    return NULL;
-}
-
-static Sym *lookup(Scope *s, const char *name, Scope **home) {
-    for (; s; s = s->parent) {
-        Sym *y = scope_here(s, name);
-        if (y) {
-            if (home) *home = s;
-            return y;
-        }
-    }
-    return NULL;
-}
-
-/* Bind name in scope s (replacing a binding in s itself). */
-static Sym *define(Scope *s, const char *name, SymKind kind, Value v, Loc loc) {
-    Sym *y = scope_here(s, name);
-    if (!y) {
-        s->s = grow(s->s, &s->cap, s->n + 1, sizeof(Sym));
-        y = &s->s[s->n++];
-    }
-    *y = (Sym){.name = name, .kind = kind, .v = v, .loc = loc};
-    return y;
-}
-
-static const Builtin *find_builtin(const char *name) { return builtin_find(name); }
-
-static const Ast *find_block(Elab *e, const char *name) {
-    for (int i = 0; i < e->nblocks; i++)
-        if (strcmp(e->blocks[i]->name, name) == 0) return e->blocks[i];
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ graph helpers */
-
-int el_add(Elab *e, Op op, Loc loc, int nin, const int *in, const Attrs *at, const Shape *hint, DType dt) {
-    for (int i = 0; i < nin; i++)
-        if (in[i] < 0) return -1;
-    return ir_add(e->g, op, loc, nin, in, at, hint, dt);
-}
-
-const Node *el_n(Elab *e, int id) { return &e->g->n[id]; }
-
-int el_stream(Elab *e) { return e->m->g->next_stream++; }
-
-int64_t el_batch(Elab *e) { return e->batch; }
-
-/* The node for outer node id `outer` inside the current loop body (memoized). */
-static int capture(Elab *e, int outer) {
-    Loop *L = e->loop;
-    for (int i = 0; i < L->ncap; i++)
-        if (L->cap_outer[i] == outer) return L->cap_inner[i];
-    const Node *o = &L->outer->n[outer];
-    Attrs at = {.i = {outer}};
-    int id = ir_add(L->body, OP_LOOP_CAPTURE, o->loc, 0, NULL, &at, &o->shape, o->dtype);
-    if (id < 0) return -1;
-    L->body->n[id].var = o->var ? o->var : o->name;
-    int c = L->capcap;
-    L->cap_outer = grow(L->cap_outer, &c, L->ncap + 1, sizeof(int));
-    L->cap_inner = grow(L->cap_inner, &L->capcap, L->ncap + 1, sizeof(int));
-    L->cap_outer[L->ncap] = outer;
-    L->cap_inner[L->ncap++] = id;
-    return id;
-}
-
-/* A tensor value's node in the current graph (capturing outer values in a loop). */
-static int node_of(Elab *e, Value v) {
-    if (v.g == e->g) return v.id;
-    if (e->loop && v.g == e->loop->outer) return capture(e, v.id);
-    die("tensor value from an unrelated graph");
-}
-
-/* The PARAM node of parameter p in the root graph, then captured into a loop body. */
-static int param_node(Elab *e, int p, Loc loc) {
-    if (p >= e->pnode_cap) {
-        int old = e->pnode_cap;
-        e->pnode = grow(e->pnode, &e->pnode_cap, p + 1, sizeof(int));
-        for (int i = old; i < e->pnode_cap; i++) e->pnode[i] = -1;
-    }
-    Param *P = &e->m->params[p];
-    P->used = true;
-    if (e->pnode[p] < 0) {
-        Attrs at = {.i = {P->init, P->fan_in, P->fan_out}, .f = {P->a, P->b}};
-        int id = ir_add(e->root, OP_PARAM, loc, 0, NULL, &at, &P->shape, DT_REAL);
-        if (id < 0) return -1;
-        Node *n = &e->root->n[id];
-        n->flags |= P->state ? NF_STATE : NF_PARAM;
-        n->slot = p;
-        n->name = P->name;
-        e->pnode[p] = id;
-    }
-    int id = e->pnode[p];
-    if (e->g == e->root) return id;
-    return capture(e, id);
-}
-
-/* A number as a scalar node: OP_BATCHSIZE (times bfac) for batch multiples. */
-static int scalar_node(Elab *e, Value v, Loc loc) {
-    if (v.isint && v.bfac != 0 && e->batch > 0) {
-        Shape s = {0};
-        int b = ir_add(e->g, OP_BATCHSIZE, loc, 0, NULL, NULL, &s, DT_REAL);
-        if (b < 0 || v.bfac == 1) return b;
-        return el_add(e, OP_MUL, loc, 2, (int[]){b, ir_scalar(e->g, (double)v.bfac, loc)}, NULL, NULL, DT_REAL);
-    }
-    return ir_scalar(e->g, v.r, loc);
-}
-
-/* ------------------------------------------------------------------ argument checks */
-
-static bool arg_err(Value v) { return v.k == V_ERR; }
-
-int el_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
-    if (arg_err(v)) return -1;
-    if (v.k == V_PARAM) return param_node(e, (int)v.i, loc);
-    if (v.k != V_TENSOR) {
-        error_at(loc, "%s: argument '%s' must be a tensor, got %s", fn, arg, el_describe(e, v));
-        return -1;
-    }
-    return node_of(e, v);
-}
-
-int el_real_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
-    int id = el_node(e, v, fn, arg, loc);
-    if (id < 0) return -1;
-    const Node *n = &e->g->n[id];
-    if (n->dtype != DT_REAL) {
-        error_at(loc, "%s: argument '%s' must be f32, got i32%s", fn, arg, shape_str(&n->shape));
-        return -1;
-    }
-    return id;
-}
-
-int el_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
-    if (v.k == V_NUM) return scalar_node(e, v, loc);
-    return el_real_node(e, v, fn, arg, loc);
-}
-
-/* ------------------------------------------------------------------ naming, params */
-
-const char *el_instance(Elab *e, const char *base, Value name, Loc loc) {
-    Inst *I = e->inst;
-    if (name.k == V_STR) {
-        const char *s = name.s;
-        bool ok = *s != 0;
-        for (const char *p = s; *p; p++)
-            if (!(*p == '_' || *p == '.' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-                  (*p >= 'A' && *p <= 'Z')))
-                ok = false;
-        if (!ok || s[0] == '.' || s[strlen(s) - 1] == '.') {
-            error_at(loc, "name \"%s\": use letters, digits, '_' and inner '.'", s);
-            return NULL;
-        }
-        return arena_printf(cc_arena, "%s%s", I->prefix, s);
-    }
-    if (name.k == V_ERR) return NULL;
-    if (name.k != V_NONE) {
-        error_at(loc, "name= must be a string, got %s", el_describe(e, name));
-        return NULL;
-    }
-    int k = 0;
-    while (k < I->n && strcmp(I->key[k], base) != 0) k++;
-    if (k == I->n) {
-        int c = I->cap;
-        I->key = grow(I->key, &c, I->n + 1, sizeof(char *));
-        I->count = grow(I->count, &I->cap, I->n + 1, sizeof(int));
-        I->key[k] = base;
-        I->count[k] = 0;
-        I->n++;
-    }
-    return arena_printf(cc_arena, "%s%s%d", I->prefix, base, ++I->count[k]);
-}
-
-static int find_param(Elab *e, const char *name) {
-    for (int i = 0; i < e->m->nparams; i++)
-        if (strcmp(e->m->params[i].name, name) == 0) return i;
-    return -1;
-}
-
-/* Add (or find and check) the parameter called name.  Index or -1. */
-static int declare_param(Elab *e, const char *name, Shape s, int init, double a, double b, int64_t fan_in,
-                         int64_t fan_out, bool state, Loc loc) {
-    int p = find_param(e, name);
-    if (p >= 0) {
-        Param *P = &e->m->params[p];
-        if (!shape_eq(&P->shape, &s) || P->state != state) {
-            error_at(loc, "parameter '%s' has shape %s here, but %s where it was first made at %s", name,
-                     shape_str(&s), shape_str(&P->shape), where(P->loc, loc));
-            note_at(P->loc, "'%s' first made here", name);
-            return -1;
-        }
-        return p;
-    }
-    Model *m = e->m;
-    m->params = grow(m->params, &e->pcap, m->nparams + 1, sizeof(Param));
-    s.batched = false;
-    m->params[m->nparams] = (Param){.name = name, .shape = s, .init = init, .a = a, .b = b,
-                                    .fan_in = fan_in, .fan_out = fan_out, .state = state, .loc = loc};
-    return m->nparams++;
-}
-
-int el_param(Elab *e, const char *inst, const char *leaf, Shape s, int init, double a, double b, int64_t fan_in,
-             int64_t fan_out, bool state, Loc loc) {
-    if (!inst) return -1;
-    const char *name = arena_printf(cc_arena, "%s.%s", inst, leaf);
-    if (!el_dims_ok(loc, name, &s)) return -1;
-    int p = declare_param(e, name, s, init, a, b, fan_in, fan_out, state, loc);
-    return p < 0 ? -1 : param_node(e, p, loc);
-}
-
-/* ------------------------------------------------------------------ calls */
-
-/* Formal parameter lists (built-in signatures and user blocks). */
-typedef struct Formals {
-    int n;
-    const char *name[12];
-    bool required[12];
-    Value def[12];          /* V_NONE: optional without default */
-    const Ast *defexpr[12]; /* blocks: default expressions */
-} Formals;
-
-static Value eval(Elab *e, const Ast *a);
-
-static Value parse_default(const char *s) {
-    if (strcmp(s, "true") == 0) return (Value){.k = V_BOOL, .i = 1};
-    if (strcmp(s, "false") == 0) return (Value){.k = V_BOOL, .i = 0};
-    if (s[0] == '"') return (Value){.k = V_STR, .s = arena_strndup(cc_arena, s + 1, strlen(s) - 2)};
-    char *end;
-    long long i = strtoll(s, &end, 10);
-    if (*end == 0) return el_int_value(i, 0);
-    return el_real_value(strtod(s, NULL));
-}
-
-static void sig_formals(const char *sig, Formals *f) {
-    f->n = 0;
-    const char *p = sig;
-    while (*p) {
-        while (*p == ' ') p++;
-        if (!*p) break;
-        const char *q = p;
-        while (*q && *q != ' ') q++;
-        char *w = arena_strndup(cc_arena, p, (size_t)(q - p));
-        int k = f->n++;
-        if (k >= 12) die("builtin signature too long: %s", sig);
-        char *eq = strchr(w, '=');
-        size_t wl = strlen(w);
-        f->def[k] = (Value){.k = V_NONE};
-        f->defexpr[k] = NULL;
-        if (eq) {
-            *eq = 0;
-            f->def[k] = parse_default(eq + 1);
-            f->required[k] = false;
-        } else if (wl && w[wl - 1] == '?') {
-            w[wl - 1] = 0;
-            f->required[k] = false;
-        } else {
-            f->required[k] = true;
-        }
-        f->name[k] = w;
-        p = q;
-    }
-}
-
-/* Match the call's arguments (pre: a piped value, first) to the formals.  out[] gets
- * one value per formal (defaults filled in).  False after a diagnostic. */
-static bool bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, const Value *pre, Loc loc,
-                      Value *out) {
-    bool given[12] = {false};
-    int pos = 0;
-    bool ok = true;
-    if (pre) {
-        if (f->n == 0) {
-            error_at(loc, "%s: takes no arguments, so it cannot be used in a pipeline", fn);
-            return false;
-        }
-        out[pos] = *pre;
-        given[pos++] = true;
-    }
-    int npos_total = (pre ? 1 : 0);
-    const AstList *args = call ? &call->list : NULL;
-    for (int i = 0; args && i < args->n; i++)
-        if (args->v[i]->kind != A_KWARG) npos_total++;
-    for (int i = 0; args && i < args->n; i++) {
-        const Ast *a = args->v[i];
-        if (a->kind == A_KWARG) {
-            int k = 0;
-            while (k < f->n && strcmp(f->name[k], a->name) != 0) k++;
-            if (k == f->n) {
-                error_at(a->loc, "%s: unknown keyword argument '%s'", fn, a->name);
-                ok = false;
-                continue;
-            }
-            if (given[k]) {
-                error_at(a->loc, "%s: argument '%s' given twice", fn, a->name);
-                ok = false;
-                continue;
-            }
-            out[k] = eval(e, a->a);
-            given[k] = true;
-        } else {
-            if (pos >= f->n) {
-                error_at(a->loc, "%s: too many arguments (%d given, at most %d)", fn, npos_total, f->n);
-                return false;
-            }
-            if (given[pos]) {
-                error_at(a->loc, "%s: argument '%s' given twice", fn, f->name[pos]);
-                return false;
-            }
-            out[pos] = eval(e, a);
-            given[pos++] = true;
-        }
-    }
-    for (int k = 0; k < f->n; k++) {
-        if (given[k]) continue;
-        if (f->required[k]) {
-            error_at(loc, "%s: missing argument '%s'", fn, f->name[k]);
-            ok = false;
-        } else if (f->defexpr[k]) {
-            Scope *sv = e->scope;           /* defaults see no caller variables */
-            e->scope = scope_new(NULL);
-            out[k] = eval(e, f->defexpr[k]);
-            e->scope = sv;
-        } else {
-            out[k] = f->def[k];
-        }
-    }
-    return ok;
-}
-
-static void elab_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
-
-/* Call user block b: own scope (its parameters only), own instance prefix. */
-static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre, Loc loc) {
-    for (int i = 0; i < e->bdepth; i++) {
-        if (e->bstack[i] != b) continue;
-        const char *chain = "";
-        for (int k = i; k < e->bdepth; k++) chain = arena_printf(cc_arena, "%s%s -> ", chain, e->bstack[k]->name);
-        error_at(loc, "block '%s' calls itself (%s%s): recursion is not allowed", b->name, chain, b->name);
-        return el_err();
-    }
-    if (e->bdepth == BLOCK_MAX_DEPTH) {
-        error_at(loc, "blocks nested more than %d deep", BLOCK_MAX_DEPTH);
-        return el_err();
-    }
-    Formals f = {0};
-    for (int i = 0; i < b->list.n; i++) {
-        const Ast *p = b->list.v[i];
-        f.name[f.n] = p->name;
-        f.required[f.n] = p->kind == A_NAME;
-        f.def[f.n] = (Value){.k = V_NONE};
-        f.defexpr[f.n] = p->kind == A_KWARG ? p->a : NULL;
-        f.n++;
-    }
-    f.name[f.n] = "name";
-    f.required[f.n] = false;
-    f.def[f.n] = (Value){.k = V_NONE};
-    f.n++;
-    Value args[12];
-    if (!bind_args(e, b->name, &f, call, pre, loc, args)) return el_err();
-    const char *inst = el_instance(e, b->name, args[f.n - 1], loc);
-    if (!inst) return el_err();
-    Inst *I = NEW(Inst);
-    I->prefix = arena_printf(cc_arena, "%s.", inst);
-    Scope *s = scope_new(NULL);
-    for (int i = 0; i < f.n - 1; i++) {
-        Value v = args[i];
-        if (v.k == V_TENSOR && v.g != e->g) v = el_tensor(e, node_of(e, v));
-        define(s, f.name[i], SYM_VAR, v, b->list.v[i]->loc);
-    }
-    Inst *si = e->inst;
-    Scope *ss = e->scope;
-    e->inst = I;
-    e->scope = s;
-    e->bstack[e->bdepth++] = b;
-    Value ret = {.k = V_NONE};
-    bool has_ret = false;
-    int errs = diag_error_count();
-    elab_stmts(e, &b->list2, CTX_BLOCK, &ret, &has_ret);
-    e->bdepth--;
-    e->inst = si;
-    e->scope = ss;
-    if (!has_ret) {
-        if (diag_error_count() == errs) error_at(b->loc, "block '%s' has no return statement", b->name);
-        return el_err();
-    }
-    return ret;
-}
-
-/* Evaluate a call: name(args) with an optional piped first argument. */
-static Value call(Elab *e, const char *name, const Ast *callast, const Value *pre, Loc loc) {
-    const Ast *b = find_block(e, name);
-    if (b) return call_block(e, b, callast, pre, loc);
-    const Builtin *bi = find_builtin(name);
-    if (!bi) {
-        Sym *y = lookup(e->scope, name, NULL);
-        if (y) error_at(loc, "'%s' is a variable, not a function", name);
-        else error_at(loc, "unknown function '%s'", name);
-        return el_err();
-    }
-    Formals f;
-    sig_formals(bi->sig, &f);
-    Value args[12];
-    if (!bind_args(e, name, &f, callast, pre, loc, args)) return el_err();
-    for (int i = 0; i < f.n; i++)
-        if (args[i].k == V_ERR) return el_err();
-    return bi->fn(e, bi, loc, args);
-}
 
 /* ------------------------------------------------------------------ indexing */
 
 static bool idx_int(Elab *e, const Ast *a, const char *what, int64_t *out, bool *present) {
     *present = a != NULL;
     if (!a) return true;
-    Value v = eval(e, a);
+    Value v = el_eval(e, a);
     if (v.k == V_ERR) return false;
     if (v.k != V_NUM || !v.isint) {
         error_at(a->loc, "slice %s must be an integer constant, got %s", what, el_describe(e, v));
@@ -577,7 +35,7 @@ static Value index_seq(Elab *e, Value base, const Ast *ix) {
         error_at(ix->loc, "a %s takes one integer index", base.k == V_TUPLE ? "tuple" : "list");
         return el_err();
     }
-    Value k = eval(e, ix->list.v[0]);
+    Value k = el_eval(e, ix->list.v[0]);
     if (k.k == V_ERR) return k;
     if (k.k != V_NUM || !k.isint) {
         error_at(ix->loc, "index must be an integer constant, got %s", el_describe(e, k));
@@ -637,7 +95,7 @@ static Value index_tensor(Elab *e, Value base, const Ast *ix) {
             axis++;
             continue;
         }
-        Value v = eval(e, it);
+        Value v = el_eval(e, it);
         if (v.k == V_ERR) return v;
         if (batch_axis) {
             error_at(it->loc, "cannot index the batch axis of a batched tensor");
@@ -680,9 +138,9 @@ static Value index_tensor(Elab *e, Value base, const Ast *ix) {
 /* ------------------------------------------------------------------ expressions */
 
 static Value eval_name(Elab *e, const Ast *a) {
-    Sym *y = lookup(e->scope, a->name, NULL);
+    Sym *y = el_lookup(e->scope, a->name, NULL);
     if (!y) {
-        if (find_block(e, a->name) || find_builtin(a->name)) return (Value){.k = V_FUNC, .s = a->name};
+        if (el_find_block(e, a->name) || builtin_find(a->name)) return (Value){.k = V_FUNC, .s = a->name};
         error_at(a->loc, "undefined name '%s'", a->name);
         return el_err();
     }
@@ -690,7 +148,7 @@ static Value eval_name(Elab *e, const Ast *a) {
     case SYM_COLLECT:
         error_at(a->loc, "'%s' collects values over the loop; it can be read only after the loop", a->name);
         return el_err();
-    case SYM_PARAM: return el_tensor(e, param_node(e, (int)y->v.i, a->loc));
+    case SYM_PARAM: return el_tensor(e, el_param_node(e, (int)y->v.i, a->loc));
     default: break;
     }
     Value v = y->v;
@@ -700,11 +158,11 @@ static Value eval_name(Elab *e, const Ast *a) {
                  a->name);
         return el_err();
     }
-    if (v.k == V_TENSOR && v.g != e->g) return el_tensor(e, node_of(e, v));
+    if (v.k == V_TENSOR && v.g != e->g) return el_tensor(e, el_node_of(e, v));
     return v;
 }
 
-static Value eval(Elab *e, const Ast *a) {
+Value el_eval(Elab *e, const Ast *a) {
     switch (a->kind) {
     case A_ERR: return el_err();
     case A_INT: return el_int_value(a->ival, 0);
@@ -713,7 +171,7 @@ static Value eval(Elab *e, const Ast *a) {
     case A_BOOL: return (Value){.k = V_BOOL, .i = a->ival};
     case A_NAME: return eval_name(e, a);
     case A_NEG: {
-        Value v = eval(e, a->a);
+        Value v = el_eval(e, a->a);
         if (v.k == V_NUM) return v.isint ? el_int_value(-v.i, -v.bfac) : el_real_value(-v.r);
         if (v.k == V_INDEX) return (Value){.k = V_INDEX, .i = -v.i, .bfac = -v.bfac};
         if (v.k == V_ERR) return v;
@@ -721,23 +179,23 @@ static Value eval(Elab *e, const Ast *a) {
         return el_tensor(e, el_add(e, OP_NEG, a->loc, 1, &x, NULL, NULL, DT_REAL));
     }
     case A_BIN: {
-        Value l = eval(e, a->a);
-        Value r = eval(e, a->b);
+        Value l = el_eval(e, a->a);
+        Value r = el_eval(e, a->b);
         return el_arith(e, a->op, l, r, a->loc);
     }
     case A_PIPE: {
-        Value l = eval(e, a->a);
+        Value l = el_eval(e, a->a);
         if (l.k == V_ERR) return l;
         const Ast *r = a->b;
-        if (r->kind == A_NAME) return call(e, r->name, NULL, &l, r->loc);
-        if (r->kind == A_CALL) return call(e, r->name, r, &l, r->loc);
+        if (r->kind == A_NAME) return el_call(e, r->name, NULL, &l, r->loc);
+        if (r->kind == A_CALL) return el_call(e, r->name, r, &l, r->loc);
         if (r->kind == A_ERR) return el_err();
         error_at(r->loc, "the right side of '|>' must be a function name or a call");
         return el_err();
     }
-    case A_CALL: return call(e, a->name, a, NULL, a->loc);
+    case A_CALL: return el_call(e, a->name, a, NULL, a->loc);
     case A_INDEX: {
-        Value b = eval(e, a->a);
+        Value b = el_eval(e, a->a);
         if (b.k == V_ERR) return b;
         if (b.k == V_TUPLE || b.k == V_LIST) return index_seq(e, b, a);
         if (b.k != V_TENSOR && b.k != V_PARAM) {
@@ -749,7 +207,7 @@ static Value eval(Elab *e, const Ast *a) {
     case A_LIST: {
         Value v = {.k = V_LIST, .n = a->list.n, .v = NEWN(Value, a->list.n + 1)};
         for (int i = 0; i < a->list.n; i++) {
-            v.v[i] = eval(e, a->list.v[i]);
+            v.v[i] = el_eval(e, a->list.v[i]);
             if (v.v[i].k == V_ERR) return el_err();
         }
         return v;
@@ -768,7 +226,7 @@ static const char *ctx_name(Ctx c) { return c == CTX_BLOCK ? "a block" : c == CT
 static void assign(Elab *e, const Ast *target, Value v) {
     const char *name = target->name;
     Scope *home;
-    Sym *y = lookup(e->scope, name, &home);
+    Sym *y = el_lookup(e->scope, name, &home);
     if (y && y->kind == SYM_CONST) {
         error_at(target->loc, "cannot assign to the constant '%s'", name);
         return;
@@ -781,7 +239,7 @@ static void assign(Elab *e, const Ast *target, Value v) {
         error_at(target->loc, "'%s' collects values over the loop; it cannot also be assigned", name);
         return;
     }
-    if (v.k == V_PARAM) v = el_tensor(e, param_node(e, (int)v.i, target->loc));
+    if (v.k == V_PARAM) v = el_tensor(e, el_param_node(e, (int)v.i, target->loc));
     if (v.k == V_NONE) {
         error_at(target->loc, "nothing to assign to '%s'", name);
         v = el_err();
@@ -790,7 +248,7 @@ static void assign(Elab *e, const Ast *target, Value v) {
         Node *n = &e->g->n[v.id];
         if (!n->var && !(n->flags & (NF_INPUT | NF_PARAM | NF_STATE))) n->var = name;
     }
-    define(e->scope, name, SYM_VAR, v, target->loc);
+    el_define(e->scope, name, SYM_VAR, v, target->loc);
 }
 
 static bool require_ctx(const Ast *s, Ctx ctx, bool ok_model, bool ok_block, bool ok_entry, const char *what) {
@@ -807,9 +265,9 @@ static bool no_loop(Elab *e, const Ast *s, const char *what) {
 
 /* Check for a previous definition of name that cannot be replaced. */
 static bool fresh_name(Elab *e, const char *name, Loc loc) {
-    Sym *y = scope_here(e->scope, name);
+    Sym *y = el_scope_here(e->scope, name);
     if (y && (y->kind == SYM_CONST || y->kind == SYM_INPUT || y->kind == SYM_PARAM)) {
-        error_at(loc, "'%s' is already defined at %s", name, where(y->loc, loc));
+        error_at(loc, "'%s' is already defined at %s", name, el_where(y->loc, loc));
         return false;
     }
     return true;
@@ -829,7 +287,7 @@ static bool eval_type(Elab *e, const Ast *t, const char *what, Shape *s, DType *
     }
     *s = (Shape){.rank = t->list.n};
     for (int i = 0; i < t->list.n; i++) {
-        Value v = eval(e, t->list.v[i]);
+        Value v = el_eval(e, t->list.v[i]);
         if (v.k == V_ERR) return false;
         if (v.k != V_NUM || !v.isint) {
             error_at(t->list.v[i]->loc, "%s: dimension %d must be an integer constant, got %s", what, i,
@@ -852,7 +310,7 @@ static void stmt_input(Elab *e, const Ast *s, Ctx ctx) {
     Shape sh;
     DType dt;
     if (!eval_type(e, s->a, arena_printf(cc_arena, "input '%s'", s->name), &sh, &dt)) {
-        define(e->scope, s->name, SYM_INPUT, el_err(), s->loc);
+        el_define(e->scope, s->name, SYM_INPUT, el_err(), s->loc);
         return;
     }
     Model *m = e->m;
@@ -865,9 +323,9 @@ static void stmt_input(Elab *e, const Ast *s, Ctx ctx) {
     n->name = s->name;
     n->var = s->name;
     int cap = m->ninputs;
-    m->inputs = grow(m->inputs, &cap, m->ninputs + 1, sizeof(int));
+    m->inputs = el_grow(m->inputs, &cap, m->ninputs + 1, sizeof(int));
     m->inputs[m->ninputs++] = id;
-    define(e->scope, s->name, SYM_INPUT, el_tensor(e, id), s->loc);
+    el_define(e->scope, s->name, SYM_INPUT, el_tensor(e, id), s->loc);
 }
 
 /* param name: f32[dims] = init(...).  Initialisers and their CDL_INIT_* kinds. */
@@ -885,8 +343,8 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
     if (!fresh_name(e, s->name, s->loc)) return;
     Shape sh;
     DType dt;
-    define(e->scope, s->name, SYM_PARAM, el_err(), s->loc);
-    Sym *y = scope_here(e->scope, s->name);
+    el_define(e->scope, s->name, SYM_PARAM, el_err(), s->loc);
+    Sym *y = el_scope_here(e->scope, s->name);
     y->kind = SYM_VAR;
     const char *full = arena_printf(cc_arena, "%s%s", e->inst->prefix, s->name);
     if (!eval_type(e, s->a, arena_printf(cc_arena, "param '%s'", s->name), &sh, &dt)) return;
@@ -902,7 +360,7 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
     double a = 0, b = 0;
     const Ast *init = s->b;
     if (init && (init->kind == A_INT || init->kind == A_REAL || init->kind == A_NEG)) {
-        Value v = eval(e, init);
+        Value v = el_eval(e, init);
         if (v.k == V_ERR) return;
         if (v.k != V_NUM) {
             error_at(init->loc, "param '%s': the initial value must be a number", s->name);
@@ -922,9 +380,9 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
             return;
         }
         Formals f;
-        sig_formals(inits[k].sig, &f);
+        el_sig_formals(inits[k].sig, &f);
         Value args[12];
-        if (!bind_args(e, iname, &f, init->kind == A_CALL ? init : NULL, NULL, init->loc, args)) return;
+        if (!el_bind_args(e, iname, &f, init->kind == A_CALL ? init : NULL, NULL, init->loc, args)) return;
         kind = inits[k].kind;
         if (f.n > 0 && !el_num(e, args[0], iname, f.name[0], init->loc, &a)) return;
         if (f.n > 1 && !el_num(e, args[1], iname, f.name[1], init->loc, &b)) return;
@@ -933,9 +391,9 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
             return;
         }
     }
-    int p = declare_param(e, full, sh, kind, a, b, fan_in, fan_out, false, s->loc);
+    int p = el_declare_param(e, full, sh, kind, a, b, fan_in, fan_out, false, s->loc);
     if (p < 0) return;
-    y = scope_here(e->scope, s->name);
+    y = el_scope_here(e->scope, s->name);
     y->kind = SYM_PARAM;
     y->v = (Value){.k = V_PARAM, .i = p};
 }
@@ -961,7 +419,7 @@ static void add_output(Elab *e, int id, const char *name, Loc loc) {
     n->name = name;
     if (!n->var) n->var = name;
     int cap = nouts;
-    outs = grow(outs, &cap, nouts + 1, sizeof(int));
+    outs = el_grow(outs, &cap, nouts + 1, sizeof(int));
     outs[nouts++] = id;
     if (e->entry) e->entry->outs = outs, e->entry->nouts = nouts;
     else e->m->outputs = outs, e->m->noutputs = nouts;
@@ -969,9 +427,9 @@ static void add_output(Elab *e, int id, const char *name, Loc loc) {
 
 static void stmt_output(Elab *e, const Ast *s, Ctx ctx, bool short_entry) {
     if (!require_ctx(s, ctx, true, false, true, "output") || !no_loop(e, s, "output")) return;
-    Value v = eval(e, s->a);
+    Value v = el_eval(e, s->a);
     if (v.k == V_ERR) return;
-    if (v.k == V_PARAM) v = el_tensor(e, param_node(e, (int)v.i, s->loc));
+    if (v.k == V_PARAM) v = el_tensor(e, el_param_node(e, (int)v.i, s->loc));
     const char *name = s->name;
     if (!name && short_entry) name = e->entry->name;
     if (!name && s->a->kind == A_NAME) name = s->a->name;
@@ -990,26 +448,26 @@ static void stmt_output(Elab *e, const Ast *s, Ctx ctx, bool short_entry) {
         error_at(s->loc, "output '%s' must be a tensor, got %s", name, el_describe(e, v));
         return;
     }
-    add_output(e, node_of(e, v), name, s->loc);
+    add_output(e, el_node_of(e, v), name, s->loc);
 }
 
 static void stmt_loss(Elab *e, const Ast *s, Ctx ctx) {
     if (!require_ctx(s, ctx, true, false, false, "loss") || !no_loop(e, s, "loss")) return;
-    Value v = eval(e, s->a);
+    Value v = el_eval(e, s->a);
     if (v.k == V_ERR) return;
     if (v.k != V_TENSOR) {
         error_at(s->loc, "the loss must be a scalar tensor, got %s", el_describe(e, v));
         return;
     }
-    int id = node_of(e, v);
+    int id = el_node_of(e, v);
     Node *n = &e->g->n[id];
     if (n->shape.rank != 0 || n->dtype != DT_REAL) {
-        error_at(s->loc, "the loss must be a scalar, got %s%s (reduce it with sum() or mean())", dtype_name(n->dtype),
+        error_at(s->loc, "the loss must be a scalar, got %s%s (reduce it with sum() or mean())", el_dtype_name(n->dtype),
                  shape_str(&n->shape));
         return;
     }
     if (e->m->loss >= 0) {
-        error_at(s->loc, "a model has one loss; the first is at %s", where(e->loss_loc, s->loc));
+        error_at(s->loc, "a model has one loss; the first is at %s", el_where(e->loss_loc, s->loc));
         return;
     }
     if (n->flags & (NF_INPUT | NF_PARAM | NF_STATE)) {
@@ -1042,8 +500,8 @@ static const char *train_value(Elab *e, const Ast *a, bool top) {
         if (a->list.n == 0) s = a->name;
         return s;
     }
-    if (a->kind == A_NAME && !lookup(e->scope, a->name, NULL)) return a->name;
-    Value v = eval(e, a);
+    if (a->kind == A_NAME && !el_lookup(e->scope, a->name, NULL)) return a->name;
+    Value v = el_eval(e, a);
     switch (v.k) {
     case V_ERR: return NULL;
     case V_NUM: return v.isint ? arena_printf(cc_arena, "%lld", (long long)v.i) : arena_printf(cc_arena, "%.17g", v.r);
@@ -1095,7 +553,7 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
             }
         }
         if (strcmp(kv->name, "batch") == 0 || strcmp(kv->name, "epochs") == 0) {
-            Value v = eval(e, kv->a);
+            Value v = el_eval(e, kv->a);
             if (v.k == V_ERR) continue;
             if (v.k != V_NUM || !v.isint || v.i <= 0) {
                 error_at(kv->a->loc, "train: %s must be a positive integer", kv->name);
@@ -1108,228 +566,14 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
     }
 }
 
-/* ------------------------------------------------------------------ loops */
-
-static void collect_carried(Elab *e, Loop *L, const AstList *body) {
-    for (int i = 0; i < body->n; i++) {
-        const Ast *s = body->v[i];
-        if (s->kind != S_ASSIGN) continue;
-        for (int k = 0; k < s->list.n; k++) {
-            const char *name = s->list.v[k]->name;
-            bool seen = false;
-            for (int j = 0; j < L->ncarry; j++)
-                if (strcmp(L->cname[j], name) == 0) seen = true;
-            Scope *home;
-            Sym *y = seen ? NULL : lookup(e->scope, name, &home);
-            if (!y || (y->kind != SYM_VAR && y->kind != SYM_INPUT && y->kind != SYM_PARAM)) continue;
-            Value v = y->v;
-            if (v.k == V_PARAM) v = el_tensor(e, param_node(e, (int)v.i, s->loc));
-            if (v.k != V_TENSOR && v.k != V_ERR) {
-                error_at(s->list.v[k]->loc, "'%s' is assigned in the loop and defined before it, so it is carried "
-                                            "from step to step; a carried variable must be a tensor, not %s",
-                         name, el_describe(e, v));
-                v = el_err();
-            }
-            int c = L->ncarry, c2 = L->ncarry, c3 = L->ncarry, c4 = L->ncarry;
-            L->cname = grow(L->cname, &c, L->ncarry + 1, sizeof(char *));
-            L->chome = grow(L->chome, &c2, L->ncarry + 1, sizeof(Scope *));
-            L->cinit = grow(L->cinit, &c3, L->ncarry + 1, sizeof(Value));
-            L->cloc = grow(L->cloc, &c4, L->ncarry + 1, sizeof(Loc));
-            L->cname[L->ncarry] = name;
-            L->chome[L->ncarry] = home;
-            L->cinit[L->ncarry] = v;
-            L->cloc[L->ncarry] = s->list.v[k]->loc;
-            L->ncarry++;
-        }
-    }
-}
-
-static void stmt_collect(Elab *e, const Ast *s) {
-    Loop *L = e->loop;
-    if (!L) {
-        error_at(s->loc, "'%s[...] = ...' collects a value per loop step; it is allowed only inside a loop", s->name);
-        return;
-    }
-    Value ix = eval(e, s->a);
-    if (ix.k == V_ERR) return;
-    if (ix.k != V_INDEX || ix.bfac != 1 || ix.i != 0) {
-        error_at(s->a->loc, "collect with the loop index itself: %s[%s] = ...", s->name, L->var);
-        return;
-    }
-    for (int j = 0; j < L->ncollect; j++)
-        if (strcmp(L->kname[j], s->name) == 0) {
-            error_at(s->loc, "'%s' is collected twice in one loop (first at %s)", s->name, where(L->kloc[j], s->loc));
-            return;
-        }
-    Sym *y = lookup(L->scope->parent, s->name, NULL);
-    if (y) {
-        error_at(s->loc, "'%s' is already defined at %s; collect into a new name", s->name, where(y->loc, s->loc));
-        return;
-    }
-    if (scope_here(L->scope, s->name)) {
-        error_at(s->loc, "'%s' is a variable of the loop body; collect into a new name", s->name);
-        return;
-    }
-    Value v = eval(e, s->b);
-    if (v.k == V_ERR) return;
-    if (v.k == V_PARAM) v = el_tensor(e, param_node(e, (int)v.i, s->loc));
-    if (v.k != V_TENSOR) {
-        error_at(s->b->loc, "only tensors can be collected, got %s", el_describe(e, v));
-        return;
-    }
-    v = el_tensor(e, node_of(e, v));
-    int c = L->kcap, c2 = L->kcap;
-    L->kname = grow(L->kname, &c, L->ncollect + 1, sizeof(char *));
-    L->kval = grow(L->kval, &c2, L->ncollect + 1, sizeof(Value));
-    L->kloc = grow(L->kloc, &L->kcap, L->ncollect + 1, sizeof(Loc));
-    L->kname[L->ncollect] = s->name;
-    L->kval[L->ncollect] = v;
-    L->kloc[L->ncollect++] = s->loc;
-    define(L->scope, s->name, SYM_COLLECT, el_err(), s->loc);
-}
-
-static bool range_bound(Elab *e, const Ast *a, int64_t *out) {
-    Value v = eval(e, a);
-    if (v.k == V_ERR) return false;
-    if (v.k != V_NUM || !v.isint) {
-        error_at(a->loc, "loop bounds must be integer constants, got %s", el_describe(e, v));
-        return false;
-    }
-    *out = v.i;
-    return true;
-}
-
-static void stmt_for(Elab *e, const Ast *s, Ctx ctx) {
-    if (e->loop) {
-        error_at(s->loc, "nested loops are not supported");
-        return;
-    }
-    const Ast *r = s->a;
-    int64_t lo, hi;
-    bool okb = range_bound(e, r->a, &lo);
-    if (!range_bound(e, r->b, &hi) || !okb) return;
-    if (hi <= lo) {
-        error_at(r->loc, "empty loop range %lld..%lld", (long long)lo, (long long)hi);
-        return;
-    }
-    if (hi - lo > INT32_MAX) {
-        error_at(r->loc, "loop range %lld..%lld is too long", (long long)lo, (long long)hi);
-        return;
-    }
-    Loop *L = NEW(Loop);
-    L->outer = e->g;
-    L->body = ir_body_new(e->g);
-    L->loc = s->loc;
-    L->var = s->name;
-    L->tlo = lo;
-    L->thi = hi - 1;
-    L->scope = scope_new(e->scope);
-    int errs = diag_error_count();
-    collect_carried(e, L, &s->list);
-
-    Graph *sg = e->g;
-    Scope *ss = e->scope;
-    e->loop = L;
-    e->g = L->body;
-    e->scope = L->scope;
-    for (int k = 0; k < L->ncarry; k++) {
-        Value v = L->cinit[k];
-        if (v.k != V_TENSOR) {
-            define(L->scope, L->cname[k], SYM_VAR, el_err(), L->cloc[k]);
-            continue;
-        }
-        const Node *o = &v.g->n[v.id];
-        Attrs at = {.i = {k}};
-        int id = ir_add(L->body, OP_LOOP_CARRY, o->loc, 0, NULL, &at, &o->shape, o->dtype);
-        if (id >= 0) L->body->n[id].var = L->cname[k];
-        define(L->scope, L->cname[k], SYM_VAR, el_tensor(e, id), L->cloc[k]);
-    }
-    define(L->scope, s->name, SYM_INDEX, (Value){.k = V_INDEX, .bfac = 1}, s->loc);
-    elab_stmts(e, &s->list, ctx, NULL, NULL);
-    e->loop = NULL;
-    e->g = sg;
-    e->scope = ss;
-
-    /* Results: final carried values, then collected ones. */
-    int nres = L->ncarry + L->ncollect;
-    int *res = NEWN(int, nres + 1);
-    bool ok = diag_error_count() == errs;
-    for (int k = 0; k < L->ncarry; k++)
-        if (L->cinit[k].k != V_TENSOR) ok = false;
-    for (int k = 0; ok && k < L->ncarry; k++) {
-        Sym *y = scope_here(L->scope, L->cname[k]);
-        Value v = y->v;
-        if (v.k != V_TENSOR) {
-            if (v.k != V_ERR) error_at(y->loc, "'%s' is carried over the loop steps; it must stay a tensor", y->name);
-            ok = false;
-            break;
-        }
-        if (v.g != L->body) die("carried value outside the body");
-        const Node *a = &L->outer->n[L->cinit[k].id], *b = &L->body->n[v.id];
-        if (!shape_eq(&a->shape, &b->shape) || a->dtype != b->dtype) {
-            error_at(y->loc, "loop-carried variable '%s' changes shape: %s%s before the loop, %s%s after a step",
-                     y->name, dtype_name(a->dtype), shape_str(&a->shape), dtype_name(b->dtype), shape_str(&b->shape));
-            ok = false;
-            break;
-        }
-        res[k] = v.id;
-    }
-    for (int j = 0; ok && j < L->ncollect; j++) res[L->ncarry + j] = L->kval[j].id;
-    int loop = -1;
-    if (ok && nres == 0) {
-        warning_at(s->loc, "this loop has no effect: it changes no variable defined before it and collects nothing");
-        ok = false;
-    }
-    if (ok) {
-        L->body->res = res;
-        L->body->nres = nres;
-        L->body->ncarry = L->ncarry;
-        int nin = L->ncarry + L->ncap;
-        int *in = NEWN(int, nin + 1);
-        for (int k = 0; k < L->ncarry; k++) in[k] = L->cinit[k].id;
-        for (int j = 0; j < L->ncap; j++) in[L->ncarry + j] = L->cap_outer[j];
-        bool rev = r->op == 1;
-        Attrs at = {.i = {rev ? hi - 1 : lo, hi - lo, rev ? -1 : 1}};
-        loop = ir_add_loop(e->g, s->loc, nin, in, &at, L->body);
-    }
-    /* Rebind carried names to the loop's outputs; define the collections. */
-    for (int k = 0; k < L->ncarry; k++) {
-        Sym *y = scope_here(L->chome[k], L->cname[k]);
-        Value v = el_err();
-        if (loop >= 0) {
-            Shape sh = e->g->n[L->cinit[k].id].shape;
-            Attrs at = {.i = {k}};
-            int id = el_add(e, OP_LOOP_OUT, L->cloc[k], 1, &loop, &at, &sh, e->g->n[L->cinit[k].id].dtype);
-            if (id >= 0) e->g->n[id].var = L->cname[k];
-            v = el_tensor(e, id);
-        }
-        y->kind = SYM_VAR;
-        y->v = v;
-    }
-    for (int j = 0; j < L->ncollect; j++) {
-        Value v = el_err();
-        if (loop >= 0) {
-            const Node *b = &L->body->n[L->kval[j].id];
-            Shape h = {.rank = b->shape.rank + 1, .batched = b->shape.batched};
-            int at0 = b->shape.batched ? 1 : 0;
-            for (int i = 0, k = 0; i < h.rank && i < MAXDIM; i++) h.d[i] = i == at0 ? hi - lo : b->shape.d[k++];
-            Attrs at = {.i = {L->ncarry + j}};
-            int id = el_add(e, OP_LOOP_OUT, L->kloc[j], 1, &loop, &at, &h, b->dtype);
-            if (id >= 0) e->g->n[id].var = L->kname[j];
-            v = el_tensor(e, id);
-        }
-        define(e->scope, L->kname[j], SYM_VAR, v, L->kloc[j]);
-    }
-}
-
 /* ------------------------------------------------------------------ statement lists */
 
-static void elab_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret) {
+void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret) {
     for (int i = 0; i < body->n; i++) {
         const Ast *s = body->v[i];
         switch (s->kind) {
         case S_ASSIGN: {
-            Value v = eval(e, s->a);
+            Value v = el_eval(e, s->a);
             if (s->list.n == 1) {
                 assign(e, s->list.v[0], v);
                 break;
@@ -1344,13 +588,13 @@ static void elab_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *
             for (int k = 0; k < s->list.n; k++) assign(e, s->list.v[k], v.k == V_TUPLE ? v.v[k] : el_err());
             break;
         }
-        case S_COLLECT: stmt_collect(e, s); break;
+        case S_COLLECT: el_stmt_collect(e, s); break;
         case S_INPUT: stmt_input(e, s, ctx); break;
         case S_PARAM: stmt_param(e, s, ctx); break;
         case S_OUTPUT: stmt_output(e, s, ctx, false); break;
         case S_LOSS: stmt_loss(e, s, ctx); break;
         case S_TRAIN: stmt_train(e, s, ctx); break;
-        case S_FOR: stmt_for(e, s, ctx); break;
+        case S_FOR: el_stmt_for(e, s, ctx); break;
         case S_ENTRY:
             if (ctx != CTX_MODEL || e->loop) error_at(s->loc, "'entry' is allowed only in a model body");
             /* model-level entries are elaborated after the body (elab_model) */
@@ -1366,14 +610,14 @@ static void elab_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *
             }
             *has_ret = true;
             if (s->list.n == 1) {
-                *ret = eval(e, s->list.v[0]);
-                if (ret->k == V_PARAM) *ret = el_tensor(e, param_node(e, (int)ret->i, s->loc));
+                *ret = el_eval(e, s->list.v[0]);
+                if (ret->k == V_PARAM) *ret = el_tensor(e, el_param_node(e, (int)ret->i, s->loc));
             } else {
                 Value *v = NEWN(Value, s->list.n);
                 bool bad = false;
                 for (int k = 0; k < s->list.n; k++) {
-                    v[k] = eval(e, s->list.v[k]);
-                    if (v[k].k == V_PARAM) v[k] = el_tensor(e, param_node(e, (int)v[k].i, s->loc));
+                    v[k] = el_eval(e, s->list.v[k]);
+                    if (v[k].k == V_PARAM) v[k] = el_tensor(e, el_param_node(e, (int)v[k].i, s->loc));
                     if (v[k].k == V_ERR) bad = true;
                 }
                 *ret = bad ? el_err() : el_tuple(s->list.n, v);
@@ -1415,7 +659,7 @@ static bool entry_name_ok(const Model *m, const Ast *s) {
     for (int i = 0; i < m->nentries; i++) {
         const char *o = m->entries[i].name;
         if (strcmp(o, s->name) == 0) {
-            error_at(s->loc, "duplicate entry '%s' (first at %s)", s->name, where(m->entries[i].loc, s->loc));
+            error_at(s->loc, "duplicate entry '%s' (first at %s)", s->name, el_where(m->entries[i].loc, s->loc));
             return false;
         }
         static const char *const form[] = {"%s", "entry_%s", "record_%s", "%s_in", "%s_out"};
@@ -1424,7 +668,7 @@ static bool entry_name_ok(const Model *m, const Ast *s) {
             snprintf(buf, sizeof buf, form[k], o);
             if (derived_eq(s->name, buf)) {
                 error_at(s->loc, "entry '%s' would clash with the generated C of entry '%s' (at %s): both define %s_%s; choose another name",
-                         s->name, o, where(m->entries[i].loc, s->loc), m->name, buf);
+                         s->name, o, el_where(m->entries[i].loc, s->loc), m->name, buf);
                 return false;
             }
         }
@@ -1436,7 +680,7 @@ static void elab_entry(Elab *e, const Ast *s) {
     Model *m = e->m;
     if (!entry_name_ok(m, s)) return;
     int cap = m->nentries;
-    m->entries = grow(m->entries, &cap, m->nentries + 1, sizeof(EntryFn));
+    m->entries = el_grow(m->entries, &cap, m->nentries + 1, sizeof(EntryFn));
     EntryFn *en = &m->entries[m->nentries];
     *en = (EntryFn){.name = s->name, .g = ir_graph_new(e->batch), .loc = s->loc};
     EntryFn tmp = *en;
@@ -1445,17 +689,17 @@ static void elab_entry(Elab *e, const Ast *s) {
     e->inst = NEW(Inst);
     e->inst->prefix = "";
     for (int i = 0; i < e->pnode_cap; i++) e->pnode[i] = -1;
-    e->scope = scope_new(e->model_scope);
+    e->scope = el_scope_new(e->model_scope);
     for (int i = 0; i < s->list.n; i++) {
         const Ast *a = s->list.v[i];
         Shape sh;
         DType dt;
-        if (scope_here(e->scope, a->name)) {
+        if (el_scope_here(e->scope, a->name)) {
             error_at(a->loc, "duplicate argument '%s'", a->name);
             continue;
         }
         if (!eval_type(e, a->a, arena_printf(cc_arena, "argument '%s'", a->name), &sh, &dt)) {
-            define(e->scope, a->name, SYM_INPUT, el_err(), a->loc);
+            el_define(e->scope, a->name, SYM_INPUT, el_err(), a->loc);
             continue;
         }
         Attrs at = {.i = {i}};
@@ -1466,11 +710,11 @@ static void elab_entry(Elab *e, const Ast *s) {
         n->slot = i;
         n->name = a->name;
         n->var = a->name;
-        define(e->scope, a->name, SYM_INPUT, el_tensor(e, id), a->loc);
+        el_define(e->scope, a->name, SYM_INPUT, el_tensor(e, id), a->loc);
     }
     int errs = diag_error_count();
     if (s->op == 1) stmt_output(e, s->list2.v[0], CTX_ENTRY, true);
-    else elab_stmts(e, &s->list2, CTX_ENTRY, NULL, NULL);
+    else el_stmts(e, &s->list2, CTX_ENTRY, NULL, NULL);
     if (tmp.nouts == 0 && diag_error_count() == errs) error_at(s->loc, "entry '%s' has no output", s->name);
     e->entry = NULL;
     m->entries[m->nentries++] = tmp;
@@ -1551,7 +795,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     m->file = md->loc.file;
     m->loc = md->loc;
     m->loss = -1;
-    Scope *ms = scope_new(NULL);
+    Scope *ms = el_scope_new(NULL);
     e->model_scope = e->scope = ms;
     /* -D overrides */
     const char **dn = NEWN(const char *, ndefs + 1);
@@ -1566,14 +810,14 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     const char *cs = "";
     for (int i = 0; i < md->list.n; i++) {
         const Ast *c = md->list.v[i];
-        if (scope_here(ms, c->name)) {
+        if (el_scope_here(ms, c->name)) {
             error_at(c->loc, "constant '%s' is already defined", c->name);
             continue;
         }
         Value v = {.k = V_NONE};
         for (int k = 0; k < ndefs; k++)
             if (dn[k] && strcmp(dn[k], c->name) == 0) v = dv[k], dused[k] = true;
-        if (v.k == V_NONE) v = eval(e, c->a);
+        if (v.k == V_NONE) v = el_eval(e, c->a);
         if (v.k != V_NUM && v.k != V_ERR) {
             error_at(c->a->loc, "constant '%s' must be a number, got %s", c->name, el_describe(e, v));
             v = el_err();
@@ -1592,7 +836,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
                 e->batch = v.i;
             }
         }
-        define(ms, c->name, SYM_CONST, v, c->loc);
+        el_define(ms, c->name, SYM_CONST, v, c->loc);
     }
     for (int k = 0; k < ndefs; k++)
         if (dn[k] && !dused[k]) error_at(no_loc, "-D %s: model '%s' has no constant '%s'", defs[k], m->name, dn[k]);
@@ -1602,7 +846,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     e->root = e->g = m->g;
     e->inst = NEW(Inst);
     e->inst->prefix = "";
-    elab_stmts(e, &md->list2, CTX_MODEL, NULL, NULL);
+    el_stmts(e, &md->list2, CTX_MODEL, NULL, NULL);
     if (m->loss < 0 && m->noutputs == 0 && diag_error_count() == 0)
         error_at(md->loc, "model '%s' has no loss and no output", m->name);
     for (int i = 0; i < md->list2.n; i++)

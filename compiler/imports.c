@@ -21,15 +21,6 @@ typedef struct Loader {
     int ndone, dcap;
 } Loader;
 
-static void *grow(void *p, int *cap, int need, size_t sz) {
-    if (need <= *cap) return p;
-    int nc = *cap ? *cap : 8;
-    while (nc < need) nc *= 2;
-    p = arena_grow(cc_arena, p, sz * (size_t)*cap, sz * (size_t)nc);
-    *cap = nc;
-    return p;
-}
-
 /* Read a whole stream into a malloc'd buffer; *too_big past FILE_MAX_BYTES. */
 static char *read_stream(FILE *f, size_t *len, bool *too_big) {
     size_t cap = 1 << 16, n = 0;
@@ -91,7 +82,7 @@ static void register_block(Loader *L, const Ast *b) {
         error_at(b->loc, "block '%s' has more than 11 parameters", b->name);
         return;
     }
-    p->blocks = grow(p->blocks, &L->bcap, p->nblocks + 1, sizeof(Ast *));
+    p->blocks = el_grow(p->blocks, &L->bcap, p->nblocks + 1, sizeof(Ast *));
     p->blocks[p->nblocks++] = b;
 }
 
@@ -134,8 +125,8 @@ static void load(Loader *L, const char *path, const char *as_written, const char
     Ast *file = parse_text(shown, text, len);
     free(buf);
     int c = L->scap;
-    L->stack = grow(L->stack, &c, L->nstack + 1, sizeof(char *));
-    L->shown = grow(L->shown, &L->scap, L->nstack + 1, sizeof(char *));
+    L->stack = el_grow(L->stack, &c, L->nstack + 1, sizeof(char *));
+    L->shown = el_grow(L->shown, &L->scap, L->nstack + 1, sizeof(char *));
     L->shown[L->nstack] = shown;
     L->stack[L->nstack++] = key;
     for (int i = 0; i < file->list.n; i++) {
@@ -153,7 +144,7 @@ static void load(Loader *L, const char *path, const char *as_written, const char
         }
     }
     L->nstack--;
-    L->done = grow(L->done, &L->dcap, L->ndone + 1, sizeof(char *));
+    L->done = el_grow(L->done, &L->dcap, L->ndone + 1, sizeof(char *));
     L->done[L->ndone++] = key;
     if (main && !L->p->model && diag_error_count() == errs) error_at(file->loc, "no model in this file");
 }

@@ -1,0 +1,198 @@
+/* elab_call.c -- calls: matching arguments to formal parameters (built-in signatures,
+ * block parameters with defaults), inlining a user block (its own scope and instance
+ * prefix; recursion and nesting depth checked), and dispatching a built-in.
+ */
+#include "cdlc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const Ast *el_find_block(Elab *e, const char *name) {
+    for (int i = 0; i < e->nblocks; i++)
+        if (strcmp(e->blocks[i]->name, name) == 0) return e->blocks[i];
+    return NULL;
+}
+
+/* A signature's default value: true, false, "string", an integer or a real. */
+static Value parse_default(const char *s) {
+    if (strcmp(s, "true") == 0) return (Value){.k = V_BOOL, .i = 1};
+    if (strcmp(s, "false") == 0) return (Value){.k = V_BOOL, .i = 0};
+    if (s[0] == '"') return (Value){.k = V_STR, .s = arena_strndup(cc_arena, s + 1, strlen(s) - 2)};
+    char *end;
+    long long i = strtoll(s, &end, 10);
+    if (*end == 0) return el_int_value(i, 0);
+    return el_real_value(strtod(s, NULL));
+}
+
+void el_sig_formals(const char *sig, Formals *f) {
+    f->n = 0;
+    const char *p = sig;
+    while (*p) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        const char *q = p;
+        while (*q && *q != ' ') q++;
+        char *w = arena_strndup(cc_arena, p, (size_t)(q - p));
+        int k = f->n++;
+        if (k >= 12) die("builtin signature too long: %s", sig);
+        char *eq = strchr(w, '=');
+        size_t wl = strlen(w);
+        f->def[k] = (Value){.k = V_NONE};
+        f->defexpr[k] = NULL;
+        if (eq) {
+            *eq = 0;
+            f->def[k] = parse_default(eq + 1);
+            f->required[k] = false;
+        } else if (wl && w[wl - 1] == '?') {
+            w[wl - 1] = 0;
+            f->required[k] = false;
+        } else {
+            f->required[k] = true;
+        }
+        f->name[k] = w;
+        p = q;
+    }
+}
+
+/* el_bind_args: see cdlc.h. */
+bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, const Value *pre, Loc loc,
+                      Value *out) {
+    bool given[12] = {false};
+    int pos = 0;
+    bool ok = true;
+    if (pre) {
+        if (f->n == 0) {
+            error_at(loc, "%s: takes no arguments, so it cannot be used in a pipeline", fn);
+            return false;
+        }
+        out[pos] = *pre;
+        given[pos++] = true;
+    }
+    int npos_total = (pre ? 1 : 0);
+    const AstList *args = call ? &call->list : NULL;
+    for (int i = 0; args && i < args->n; i++)
+        if (args->v[i]->kind != A_KWARG) npos_total++;
+    for (int i = 0; args && i < args->n; i++) {
+        const Ast *a = args->v[i];
+        if (a->kind == A_KWARG) {
+            int k = 0;
+            while (k < f->n && strcmp(f->name[k], a->name) != 0) k++;
+            if (k == f->n) {
+                error_at(a->loc, "%s: unknown keyword argument '%s'", fn, a->name);
+                ok = false;
+                continue;
+            }
+            if (given[k]) {
+                error_at(a->loc, "%s: argument '%s' given twice", fn, a->name);
+                ok = false;
+                continue;
+            }
+            out[k] = el_eval(e, a->a);
+            given[k] = true;
+        } else {
+            if (pos >= f->n) {
+                error_at(a->loc, "%s: too many arguments (%d given, at most %d)", fn, npos_total, f->n);
+                return false;
+            }
+            if (given[pos]) {
+                error_at(a->loc, "%s: argument '%s' given twice", fn, f->name[pos]);
+                return false;
+            }
+            out[pos] = el_eval(e, a);
+            given[pos++] = true;
+        }
+    }
+    for (int k = 0; k < f->n; k++) {
+        if (given[k]) continue;
+        if (f->required[k]) {
+            error_at(loc, "%s: missing argument '%s'", fn, f->name[k]);
+            ok = false;
+        } else if (f->defexpr[k]) {
+            Scope *sv = e->scope;           /* defaults see no caller variables */
+            e->scope = el_scope_new(NULL);
+            out[k] = el_eval(e, f->defexpr[k]);
+            e->scope = sv;
+        } else {
+            out[k] = f->def[k];
+        }
+    }
+    return ok;
+}
+
+
+/* Call user block b: own scope (its parameters only), own instance prefix. */
+static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre, Loc loc) {
+    for (int i = 0; i < e->bdepth; i++) {
+        if (e->bstack[i] != b) continue;
+        const char *chain = "";
+        for (int k = i; k < e->bdepth; k++) chain = arena_printf(cc_arena, "%s%s -> ", chain, e->bstack[k]->name);
+        error_at(loc, "block '%s' calls itself (%s%s): recursion is not allowed", b->name, chain, b->name);
+        return el_err();
+    }
+    if (e->bdepth == BLOCK_MAX_DEPTH) {
+        error_at(loc, "blocks nested more than %d deep", BLOCK_MAX_DEPTH);
+        return el_err();
+    }
+    Formals f = {0};
+    for (int i = 0; i < b->list.n; i++) {
+        const Ast *p = b->list.v[i];
+        f.name[f.n] = p->name;
+        f.required[f.n] = p->kind == A_NAME;
+        f.def[f.n] = (Value){.k = V_NONE};
+        f.defexpr[f.n] = p->kind == A_KWARG ? p->a : NULL;
+        f.n++;
+    }
+    f.name[f.n] = "name";
+    f.required[f.n] = false;
+    f.def[f.n] = (Value){.k = V_NONE};
+    f.n++;
+    Value args[12];
+    if (!el_bind_args(e, b->name, &f, call, pre, loc, args)) return el_err();
+    const char *inst = el_instance(e, b->name, args[f.n - 1], loc);
+    if (!inst) return el_err();
+    Inst *I = NEW(Inst);
+    I->prefix = arena_printf(cc_arena, "%s.", inst);
+    Scope *s = el_scope_new(NULL);
+    for (int i = 0; i < f.n - 1; i++) {
+        Value v = args[i];
+        if (v.k == V_TENSOR && v.g != e->g) v = el_tensor(e, el_node_of(e, v));
+        el_define(s, f.name[i], SYM_VAR, v, b->list.v[i]->loc);
+    }
+    Inst *si = e->inst;
+    Scope *ss = e->scope;
+    e->inst = I;
+    e->scope = s;
+    e->bstack[e->bdepth++] = b;
+    Value ret = {.k = V_NONE};
+    bool has_ret = false;
+    int errs = diag_error_count();
+    el_stmts(e, &b->list2, CTX_BLOCK, &ret, &has_ret);
+    e->bdepth--;
+    e->inst = si;
+    e->scope = ss;
+    if (!has_ret) {
+        if (diag_error_count() == errs) error_at(b->loc, "block '%s' has no return statement", b->name);
+        return el_err();
+    }
+    return ret;
+}
+
+/* Evaluate a call: name(args) with an optional piped first argument. */
+Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, Loc loc) {
+    const Ast *b = el_find_block(e, name);
+    if (b) return call_block(e, b, callast, pre, loc);
+    const Builtin *bi = builtin_find(name);
+    if (!bi) {
+        Sym *y = el_lookup(e->scope, name, NULL);
+        if (y) error_at(loc, "'%s' is a variable, not a function", name);
+        else error_at(loc, "unknown function '%s'", name);
+        return el_err();
+    }
+    Formals f;
+    el_sig_formals(bi->sig, &f);
+    Value args[12];
+    if (!el_bind_args(e, name, &f, callast, pre, loc, args)) return el_err();
+    for (int i = 0; i < f.n; i++)
+        if (args[i].k == V_ERR) return el_err();
+    return bi->fn(e, bi, loc, args);
+}
