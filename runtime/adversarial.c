@@ -21,7 +21,6 @@
  */
 #include "cdl.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +29,8 @@
 
 /* A number for spec key `key`: finite, >= lo; -1 and a message otherwise. */
 static int adv_num(const char *spec, const char *key, const char *v, double lo, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !isfinite(x) || x < lo)
+    double x;
+    if (cdl_parse_f64(v, &x) < 0 || x < lo)
         return cdl_fail("attack '%s': %s=%s is not a number >= %g", spec, key, v, lo);
     *out = x;
     return 0;

@@ -7,7 +7,8 @@
  * or failing hook with cdl_set_allocator.
  *
  * Errors: cdl_fail formats a message into a per-thread buffer and returns -1;
- * cdl_last_error reads it back.
+ * cdl_last_error reads it back, cdl_clear_error empties it (the trainer does before a
+ * step, so that a message after it is that step's cause).
  */
 #include "cdl.h"
 
@@ -95,3 +96,5 @@ int cdl_fail(const char *fmt, ...) {
     va_end(ap);
     return -1;
 }
+
+void cdl_clear_error(void) { err_buf[0] = 0; }

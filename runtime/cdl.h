@@ -47,6 +47,17 @@ int cdl_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;                                   /* sets the message, returns -1 */
+void cdl_clear_error(void);             /* empties this thread's message */
+
+/* Strict numbers (parse.c): the whole string is the number, nothing around it.
+ * Reals: strtod's syntax, finite (NaN, infinity and overflow refused; underflow
+ * rounds).  Integers: decimal with an optional sign (i64, within [lo, hi]); unsigned
+ * ones also 0x hex.  0 on success, else CDL_PARSE_BAD (not a number) or
+ * CDL_PARSE_RANGE (a number, out of range); no message: the caller names the place. */
+enum { CDL_PARSE_BAD = -1, CDL_PARSE_RANGE = -2 };
+int cdl_parse_f64(const char *s, double *v);
+int cdl_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v);
+int cdl_parse_u64(const char *s, uint64_t *v);
 
 /* ======================================================================== RNG (rng.c) */
 /* Counter-based Philox-4x32-10.  A random number is a pure function of

@@ -60,7 +60,6 @@ static int cmp_parse(cmp_opts *o, int argc, char **argv) {
     snprintf(o->optimizer, sizeof o->optimizer, "sgd:lr=0.01");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
         if (!strcmp(a, "--json")) {
             o->json = 1;
             continue;
@@ -68,19 +67,19 @@ static int cmp_parse(cmp_opts *o, int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
         if (!v) return cdl_fail("cdl_compare: %s needs a value (or unknown option)", a);
         i++;
-        if (!strcmp(a, "--steps")) o->steps = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--batch")) o->batch = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--threads")) o->threads = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, &end, 10);
-        else if (!strcmp(a, "--lr")) o->lr = strtod(v, &end);
-        else if (!strcmp(a, "--tol")) o->tol = strtod(v, &end);
+        int64_t n = 0;
+        int bad = 0;
+        if (!strcmp(a, "--steps")) bad = cdl_parse_i64(v, 1, 1000000, &n) < 0, o->steps = (int)n;
+        else if (!strcmp(a, "--batch")) bad = cdl_parse_i64(v, 1, 1 << 30, &n) < 0, o->batch = (int)n;
+        else if (!strcmp(a, "--threads")) bad = cdl_parse_i64(v, 1, 1024, &n) < 0, o->threads = (int)n;
+        else if (!strcmp(a, "--seed")) bad = cdl_parse_u64(v, &o->seed) < 0;
+        else if (!strcmp(a, "--lr")) bad = cdl_parse_f64(v, &o->lr) < 0 || o->lr < 0;
+        else if (!strcmp(a, "--tol")) bad = cdl_parse_f64(v, &o->tol) < 0 || o->tol < 0;
         else if (!strcmp(a, "--data")) snprintf(o->data, sizeof o->data, "%s", v);
         else if (!strcmp(a, "--optimizer")) snprintf(o->optimizer, sizeof o->optimizer, "%s", v);
         else return cdl_fail("cdl_compare: unknown option %s", a);
-        if (end && (*end || end == v)) return cdl_fail("cdl_compare: %s: bad number '%s'", a, v);
+        if (bad) return cdl_fail("cdl_compare: %s: bad value '%s'", a, v);
     }
-    if (o->steps < 1 || o->steps > 1000000) return cdl_fail("cdl_compare: --steps %d: need 1 or more", o->steps);
-    if (o->threads < 1) return cdl_fail("cdl_compare: --threads %d", o->threads);
     return 0;
 }
 

@@ -373,11 +373,10 @@ static int csv_number(const char *s, const char *e, double *v) {
     if (k == 0 || k >= sizeof t) return -1;
     memcpy(t, s, k);
     t[k] = 0;
-    char *end;
-    errno = 0;
-    double x = strtod(t, &end);
-    if (end != t + k || isnan(x)) return -1;
-    if (!(fabs(x) <= FLT_MAX)) return -2;
+    double x;
+    int rc = cdl_parse_f64(t, &x);
+    if (rc < 0) return rc;
+    if (!(fabs(x) <= FLT_MAX)) return CDL_PARSE_RANGE;
     *v = x;
     return 0;
 }

@@ -17,7 +17,6 @@
  */
 #include "cdl.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,15 +32,6 @@ void cdl_optim_defaults(cdl_optim_cfg *cfg, cdl_optim_kind kind) {
     case CDL_OPT_ADAM: cfg->lr = 1e-3; break;
     case CDL_OPT_ADAMW: cfg->lr = 1e-3; cfg->weight_decay = 0.01; break;  /* PyTorch's AdamW default */
     }
-}
-
-/* A finite double from the whole of s; -1 otherwise. */
-static int optim_num(const char *s, double *v) {
-    char *end;
-    errno = 0;
-    *v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(*v)) return -1;
-    return 0;
 }
 
 /* Parse "kind[:key=value,...]" (see cdl.h).  Keys: lr, weight_decay (wd); SGD:
@@ -66,7 +56,7 @@ int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec) {
         char *val = strchr(kv, '=');
         if (val) *val++ = 0;
         double v = 1;
-        if (val && optim_num(val, &v) < 0)
+        if (val && cdl_parse_f64(val, &v) < 0)
             return cdl_fail("optimizer spec '%s': bad number '%s' for %s", spec, val, kv);
         if (!val && strcmp(kv, "nesterov") != 0)
             return cdl_fail("optimizer spec '%s': '%s' needs a value (key=value)", spec, kv);
@@ -233,7 +223,7 @@ int cdl_sched_parse(cdl_sched *s, const char *spec) {
         double v;
         if (!val) return cdl_fail("schedule spec '%s': '%s' needs a value (key=value)", spec, kv);
         *val++ = 0;
-        if (optim_num(val, &v) < 0)
+        if (cdl_parse_f64(val, &v) < 0)
             return cdl_fail("schedule spec '%s': bad number '%s' for %s", spec, val, kv);
         int whole = v == floor(v) && v >= 1 && v < 1e15;
         if (c.kind == CDL_SCHED_STEP && strcmp(kv, "every") == 0 && whole) c.every = (int64_t)v;

@@ -1,4 +1,4 @@
-/* progress.c -- the trainer's progress bar.
+/* progress.c -- the trainer's clock and progress bar.
  *
  * On a terminal (isatty(stderr)) and without --quiet, one line on stderr, redrawn at
  * most ten times a second: epoch, a bar, examples done, samples/s, the running loss
@@ -8,7 +8,14 @@
 #include "trainer_int.h"
 
 #include <math.h>
+#include <time.h>
 #include <unistd.h>
+
+double tr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 void tr_fmt_time(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e8) {

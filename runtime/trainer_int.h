@@ -1,6 +1,14 @@
-/* trainer_int.h -- runtime-private interface between the trainer's files
- * (trainer.c: CLI, train, eval; trainer_tools.c: gradcheck, sample, grad; progress.c:
- * terminal output).  Not installed, not part of cdl.h. */
+/* trainer_int.h -- runtime-private interface between the trainer's files.  Not
+ * installed, not part of cdl.h.
+ *
+ * The files form layers; each calls only the ones below it (no cycles):
+ *
+ *   trainer.c        cdl_main: the option table, parsing, usage, dispatch
+ *   trainer_train.c  train (set-up, one epoch, finish) and eval
+ *   trainer_tools.c  gradcheck, sample, grad
+ *   trainer_setup.c  what the commands share: datasets, input mapping, nets, loaders
+ *   progress.c       the clock and the progress bar
+ */
 #ifndef CDL_TRAINER_INT_H
 #define CDL_TRAINER_INT_H
 
@@ -8,8 +16,8 @@
 
 #define TR_STR 512
 
-/* Every option of every subcommand; tr_opts_default gives the built-in defaults, the
- * model's train_defaults and then argv override them. */
+/* Every option of every subcommand; trainer.c fills it from the built-in defaults, the
+ * model's train_defaults and then argv. */
 typedef struct tr_opts {
     char cmd[16];                 /* train, eval, gradcheck, sample, grad */
     char data[TR_STR];            /* dataset name or path */
@@ -33,12 +41,20 @@ typedef struct tr_opts {
     char adversarial[128], attack[128];   /* used by --adversarial and eval --attack: adversarial training / attacks */
 } tr_opts;
 
+/* ---- trainer_train.c */
+int tr_train(const cdl_model *m, const tr_opts *o);        /* 0, -1 error, -2 interrupted */
+int tr_eval(const cdl_model *m, const tr_opts *o);         /* 0, -1 error */
+int tr_signal_caught(void);                                /* the signal that stopped train */
+
+/* ---- trainer_tools.c: each returns the exit status */
+int tr_gradcheck(const cdl_model *m, const tr_opts *o);
+int tr_sample(const cdl_model *m, const tr_opts *o);
+int tr_grad(const cdl_model *m, const tr_opts *o);
+
+/* ---- trainer_setup.c */
 /* Where the dataset goes: input index of the examples (first real input) and of the
  * labels (first i32 input, -1 if none). */
 typedef struct tr_map { int xi, yi; int64_t feat; } tr_map;
-
-/* ---- trainer.c */
-double tr_now(void);                                       /* monotonic seconds */
 /* Open split `train` of o->data, cut to `limit` examples (0: all); -1 and a message. */
 int tr_open_dataset(const tr_opts *o, int train, int64_t limit, cdl_dataset *d);
 /* Check that d fits m's inputs and fill *map; -1 and a message. */
@@ -46,13 +62,15 @@ int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, tr_map *map);
 /* A net with parameters from o->load (when set) or m->init(o->seed); NULL on error. */
 cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o);
 int tr_batch(const cdl_model *m, const tr_opts *o);        /* o->batch or the compiled one */
+int tr_check_batch(const cdl_model *m, const tr_opts *o);  /* o->batch <= compiled; -1 */
+/* An unshuffled loader over d with o's batch, workers, seed and normalisation (no
+ * augmentation): evaluation and grad. */
+cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d);
+/* "key":v, for a JSON object: finite values as %.17g, others as null. */
+void tr_json_num(FILE *f, const char *key, double v, int comma);
 
-/* ---- trainer_tools.c */
-int tr_gradcheck(const cdl_model *m, const tr_opts *o);     /* exit status */
-int tr_sample(const cdl_model *m, const tr_opts *o);
-int tr_grad(const cdl_model *m, const tr_opts *o);
-
-/* ---- progress.c: a one-line progress bar on a terminal, nothing otherwise. */
+/* ---- progress.c: the clock, and a one-line progress bar on a terminal */
+double tr_now(void);                                       /* monotonic seconds */
 typedef struct tr_progress {
     int on;                       /* stderr is a terminal and not --quiet */
     int epoch, epochs;

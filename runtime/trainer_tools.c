@@ -344,16 +344,7 @@ int tr_grad(const cdl_model *m, const tr_opts *o) {
         return 1;
     }
     if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o))) goto fail;
-    cdl_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.batch = B;
-    lc.workers = o->workers;
-    lc.seed = o->seed;
-    lc.tf.normalize = o->tf.normalize;
-    lc.tf.mean = o->tf.mean;
-    lc.tf.std = o->tf.std;
-    lc.real_size = m->real_size;
-    if (!(l = cdl_loader_new(&d, &lc)) || cdl_loader_start(l, 0, 0) < 0) goto fail;
+    if (!(l = tr_plain_loader(m, o, &d)) || cdl_loader_start(l, 0, 0) < 0) goto fail;
     st = cdl_alloc(nt * sizeof *st);
     names = cdl_alloc(nt * 160);
     losses = cdl_alloc((size_t)nbat * sizeof(double));

@@ -225,6 +225,48 @@ static void test_usage(void **st) {
     assert_non_null(strstr(g_err, "compiled batch"));
 }
 
+/* The runtime's one strict number parser (parse.c), and the options that go through it. */
+static void test_strict_numbers(void **st) {
+    (void)st;
+    double d;
+    int64_t i;
+    uint64_t u;
+    assert_int_equal(cdl_parse_f64("2.5e-3", &d), 0);
+    assert_true(d == 2.5e-3);
+    assert_int_equal(cdl_parse_f64("-0x1p3", &d), 0);
+    assert_true(d == -8);
+    assert_int_equal(cdl_parse_f64("1e-400", &d), 0);                  /* underflow rounds */
+    const char *bad[] = {"", " 1", "1 ", "1x", "nan", "-", "e5", "1,5"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_int_equal(cdl_parse_f64(bad[k], &d), CDL_PARSE_BAD);
+    assert_int_equal(cdl_parse_f64("inf", &d), CDL_PARSE_RANGE);
+    assert_int_equal(cdl_parse_f64("1e400", &d), CDL_PARSE_RANGE);
+    assert_int_equal(cdl_parse_i64("-42", -100, 100, &i), 0);
+    assert_int_equal(i, -42);
+    assert_int_equal(cdl_parse_i64("010", 0, 100, &i), 0);               /* decimal, not octal */
+    assert_int_equal(i, 10);
+    assert_int_equal(cdl_parse_i64("-9223372036854775808", INT64_MIN, 0, &i), 0);
+    assert_true(i == INT64_MIN);
+    assert_int_equal(cdl_parse_i64("9223372036854775808", INT64_MIN, INT64_MAX, &i), CDL_PARSE_RANGE);
+    assert_int_equal(cdl_parse_i64("101", 0, 100, &i), CDL_PARSE_RANGE);
+    assert_int_equal(cdl_parse_i64("1.0", 0, 100, &i), CDL_PARSE_BAD);
+    assert_int_equal(cdl_parse_i64("0x10", 0, 100, &i), CDL_PARSE_BAD);
+    assert_int_equal(cdl_parse_i64("+", 0, 100, &i), CDL_PARSE_BAD);
+    assert_int_equal(cdl_parse_u64("0xFFFFFFFFFFFFFFFF", &u), 0);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(cdl_parse_u64("18446744073709551616", &u), CDL_PARSE_RANGE);
+    assert_int_equal(cdl_parse_u64("-1", &u), CDL_PARSE_BAD);
+    /* every spec and option reader uses it: trailing junk is refused everywhere */
+    cdl_optim_cfg oc;
+    assert_int_equal(cdl_optim_parse(&oc, "sgd:lr=0.1x"), -1);
+    cdl_attack a;
+    assert_int_equal(cdl_attack_parse(&a, "fgsm:eps=0.1 "), -1);
+    assert_int_equal(run(&syn, "train", "--seed", "12z", NULL), 2);
+    assert_non_null(strstr(g_err, "--seed"));
+    assert_int_equal(run(&syn, "train", "--lr", "nan", NULL), 2);
+    assert_int_equal(run(&syn, "train", "--epochs", " 3", NULL), 2);
+}
+
 static void test_train_synthetic(void **st) {
     (void)st;
     const char *log = tpath("syn.csv.log"), *svg = tpath("syn.svg");
@@ -553,6 +595,7 @@ static int setup(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_strict_numbers),
         cmocka_unit_test(test_train_synthetic),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_nan_stop),

@@ -1,0 +1,516 @@
+/* trainer_train.c -- the train and eval commands.
+ *
+ * train runs in three parts: set-up (datasets, net, optimizer, resume, loaders, log),
+ * one call per epoch (the steps, then evaluation, the epoch's line, log row, checkpoint
+ * and plot), and the finish (the summary, --json).  eval evaluates a checkpoint, also
+ * under attack (--attack SPEC, adversarial.c).
+ *
+ * Adversarial training (--adversarial SPEC) perturbs part of every batch with
+ * adversarial.c's attacks before the step (tr_perturb_batch).
+ *
+ * Exactness of resume: the loader's shuffle is keyed by (seed, epoch), the global step
+ * (net->step, which keys dropout and the lr schedule), the optimizer state, the seed
+ * and the batch position are all in the checkpoint, so `train --epochs 1 --save a`
+ * then `train --resume a --epochs 2` computes the same parameters, bit for bit, as
+ * `train --epochs 2`.  --epochs is the total, not the number of further epochs.
+ */
+#include "trainer_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* RNG stream of the attacks' random starts (train: step = the global step; eval: step =
+ * the batch index). */
+#define TR_ADV_STREAM 0xAD7E5A11u
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Argmax of each of rows rows of width c (real type rs) against labels: hits.  When
+ * gate is not NULL only rows with gate[r] != 0 can hit; mark (NULL ok) receives 1 for
+ * each hit row and 0 for the others. */
+static int64_t tr_hits(const void *out, int rs, int64_t rows, int64_t c, const int32_t *y,
+                       const unsigned char *gate, unsigned char *mark) {
+    int64_t hits = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t best = 0;
+        if (rs == 8) {
+            const double *p = (const double *)out + r * c;
+            for (int64_t k = 1; k < c; k++) if (p[k] > p[best]) best = k;
+        } else {
+            const float *p = (const float *)out + r * c;
+            for (int64_t k = 1; k < c; k++) if (p[k] > p[best]) best = k;
+        }
+        int hit = best == y[r] && (!gate || gate[r]);
+        if (mark) mark[r] = (unsigned char)hit;
+        hits += hit;
+    }
+    return hits;
+}
+
+/* Evaluation under attack: the attack state, a per-row flag buffer (compiled batch),
+ * the seed keying the random starts, and the results. */
+typedef struct tr_robust {
+    cdl_adv *adv;
+    unsigned char *ok;            /* rows classified correctly when clean */
+    uint64_t seed;
+    double loss, acc;             /* out: mean loss on the adversarial examples; accuracy */
+} tr_robust;
+
+/* Mean test loss (NaN without a loss) and accuracy (NaN without labels or a [B, C]
+ * output 0) of net over one pass of loader l (eval mode).  With rb, every batch is
+ * also attacked (all its rows) and rb->loss, rb->acc receive the mean loss on the
+ * adversarial examples and the robust accuracy: the fraction of examples classified
+ * correctly both clean and attacked (the attacker may also leave x alone, so robust
+ * accuracy never exceeds clean accuracy). */
+static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr_map *map,
+                       double *loss, double *acc, tr_robust *rb) {
+    const cdl_tensor *o0 = m->n_outputs > 0 ? &m->outputs[0] : NULL;
+    int with_acc = map->yi >= 0 && o0 && o0->rank == 2 && (o0->flags & CDL_T_BATCHED);
+    int64_t c = with_acc ? o0->dims[1] : 0;
+    double lsum = 0, rsum = 0;
+    int64_t seen = 0, hits = 0, rhits = 0, b = 0;
+    int rows;
+    if (cdl_loader_start(l, 0, 0) < 0) return -1;
+    while ((rows = cdl_loader_next(l, net->in[map->xi], map->yi >= 0 ? net->in[map->yi] : NULL)) > 0) {
+        m->forward(net, rows);
+        lsum += net->loss * rows;
+        seen += rows;
+        const int32_t *y = map->yi >= 0 ? net->in[map->yi] : NULL;
+        if (with_acc) hits += tr_hits(net->out[0], m->real_size, rows, c, y, NULL, rb ? rb->ok : NULL);
+        if (rb) {
+            cdl_rng_key key = {rb->seed, (uint64_t)b, TR_ADV_STREAM};
+            if (cdl_adv_perturb(rb->adv, net, rows, key) < 0) return -1;
+            m->forward(net, rows);
+            rsum += net->loss * rows;
+            if (with_acc) rhits += tr_hits(net->out[0], m->real_size, rows, c, y, rb->ok, NULL);
+        }
+        b++;
+    }
+    if (rows < 0) return -1;
+    *loss = m->has_loss && seen ? lsum / (double)seen : NAN;
+    *acc = with_acc && seen ? (double)hits / (double)seen : NAN;
+    if (rb) {
+        rb->loss = m->has_loss && seen ? rsum / (double)seen : NAN;
+        rb->acc = with_acc && seen ? (double)rhits / (double)seen : NAN;
+    }
+    return 0;
+}
+
+/* The attack `spec` on the examples' input map->xi, in the units the model is fed:
+ * specs are in data units (pixels in [0, 1]); with --normalize, eps, alpha and the
+ * valid range go through the same (x - mean) / std as the data.  NULL and a message. */
+static cdl_adv *tr_adv_new(const cdl_model *m, const tr_opts *o, const char *spec, const tr_map *map) {
+    cdl_attack a;
+    if (cdl_attack_parse(&a, spec) < 0) return NULL;
+    if (o->tf.normalize) {
+        a.eps /= o->tf.std;
+        a.alpha /= o->tf.std;
+        a.lo = (a.lo - o->tf.mean) / o->tf.std;
+        a.hi = (a.hi - o->tf.mean) / o->tf.std;
+    }
+    return cdl_adv_new(m, map->xi, &a);
+}
+
+/* eval: test loss and accuracy of --load. */
+int tr_eval(const cdl_model *m, const tr_opts *o) {
+    if (!o->load[0]) return cdl_fail("eval: --load FILE is required");
+    if (tr_check_batch(m, o) < 0) return -1;
+    cdl_dataset d;
+    tr_map map;
+    if (tr_open_dataset(o, 0, o->test_limit, &d) < 0) return -1;
+    cdl_net *net = NULL;
+    cdl_loader *l = NULL;
+    tr_robust rb;
+    memset(&rb, 0, sizeof rb);
+    rb.seed = o->seed;
+    int rc = -1;
+    double loss, acc, t0 = tr_now();
+    char spec[256] = "";
+    if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o)) || !(l = tr_plain_loader(m, o, &d)))
+        goto out;
+    if (o->attack[0]) {
+        cdl_attack a;
+        if (cdl_attack_parse(&a, o->attack) < 0) goto out;
+        a.ratio = 1;                                  /* eval attacks every example */
+        cdl_attack_str(&a, spec, sizeof spec);
+        if (!(rb.adv = tr_adv_new(m, o, o->attack, &map)) || !(rb.ok = cdl_alloc((size_t)m->batch))) goto out;
+    }
+    if (tr_evaluate(m, net, l, &map, &loss, &acc, rb.adv ? &rb : NULL) < 0) goto out;
+    if (o->json) {
+        printf("{\"model\":\"%s\",", m->name);
+        tr_json_num(stdout, "test_loss", loss, 1);
+        tr_json_num(stdout, "test_accuracy", acc, 1);
+        if (rb.adv) {
+            printf("\"attack\":\"%s\",", spec);
+            tr_json_num(stdout, "clean_accuracy", acc, 1);
+            tr_json_num(stdout, "robust_accuracy", rb.acc, 1);
+            tr_json_num(stdout, "robust_loss", rb.loss, 1);
+        }
+        printf("\"examples\":%lld,\"seconds\":%.3f}\n", (long long)d.n, tr_now() - t0);
+    } else {
+        printf("test_loss %.6f  test_acc %.2f%%  (%lld examples of %s)\n", loss, 100 * acc,
+               (long long)d.n, d.name);
+        if (rb.adv)
+            printf("attack %s: robust_acc %.2f%%  robust_loss %.6f  (clean_acc %.2f%%)\n", spec,
+                   100 * rb.acc, rb.loss, 100 * acc);
+    }
+    rc = 0;
+out:
+    cdl_free(rb.ok);
+    cdl_adv_free(rb.adv);
+    cdl_loader_free(l);
+    cdl_net_free(net);
+    cdl_dataset_free(&d);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- log and plot */
+
+/* Per-epoch history (for the plot), indexed by epoch - 1. */
+typedef struct tr_hist { double *epoch, *train, *test, *acc; int n; } tr_hist;
+
+/* Start the CSV log.  On resume, keep the rows of epochs <= upto from an existing log
+ * (they seed the history) and rewrite the file with them; otherwise start afresh.  The
+ * rows are the trainer's own, so a value that does not read back (NaN is written as
+ * "nan", a missing accuracy) stays NaN in the history. */
+static FILE *tr_log_open(const char *path, int resume, uint64_t upto, tr_hist *h) {
+    char (*keep)[256] = NULL;
+    int nkeep = 0;
+    FILE *f = resume ? fopen(path, "r") : NULL;
+    if (f) {
+        char line[256];
+        keep = cdl_alloc(sizeof *keep * (size_t)(h->n + 1));
+        if (!keep) {
+            fclose(f);
+            return NULL;
+        }
+        while (fgets(line, sizeof line, f)) {
+            char *end;
+            long long e = strtoll(line, &end, 10);
+            if (end == line || *end != ',' || e < 1 || (uint64_t)e > upto || e > h->n || nkeep > h->n) continue;
+            double v[5];
+            char *p = end;
+            int ok = 1;
+            for (int k = 0; k < 5 && ok; k++) {
+                if (*p != ',') ok = 0;
+                else v[k] = strtod(p + 1, &p);
+            }
+            if (!ok) continue;
+            h->epoch[e - 1] = (double)e;
+            h->train[e - 1] = v[1];
+            h->test[e - 1] = v[2];
+            h->acc[e - 1] = v[3];
+            snprintf(keep[nkeep++], sizeof keep[0], "%s", line);
+        }
+        fclose(f);
+    }
+    f = fopen(path, "w");
+    if (!f) {
+        cdl_free(keep);
+        cdl_fail("%s: cannot write the log: %s", path, strerror(errno));
+        return NULL;
+    }
+    fprintf(f, "epoch,step,train_loss,test_loss,test_accuracy,seconds\n");
+    for (int i = 0; i < nkeep; i++) fputs(keep[i], f);
+    fflush(f);
+    cdl_free(keep);
+    return f;
+}
+
+/* ---------------------------------------------------------------- train */
+
+/* Everything a training run holds between its parts. */
+typedef struct tr_run {
+    const cdl_model *m;
+    const tr_opts *o;
+    cdl_dataset dtr, dte;
+    cdl_loader *ltr, *lte;
+    cdl_net *net;
+    cdl_optim opt;
+    cdl_optim_cfg ocfg;
+    cdl_sched sched;
+    tr_map map;
+    cdl_ckpt_meta meta;           /* where the run starts (from --resume, or zeros) */
+    uint64_t seed, step;          /* the run's seed; the global step */
+    int B, E;                     /* batch, total epochs */
+    FILE *log, *out;              /* --log; where the per-epoch lines go */
+    tr_hist h;
+    double *hbuf;
+    cdl_adv *adv;                 /* --adversarial, or NULL */
+    char adv_spec[256];           /* its canonical spec, in data units */
+    char saved_at[64];            /* " (epoch N)" once a checkpoint was written */
+    double train_loss, test_loss, acc, t_run;
+    int ran;                      /* a step was taken */
+} tr_run;
+
+static void tr_run_free(tr_run *s) {
+    if (s->log) fclose(s->log);
+    cdl_adv_free(s->adv);
+    cdl_loader_free(s->ltr);
+    cdl_loader_free(s->lte);
+    cdl_optim_free(&s->opt);
+    cdl_net_free(s->net);
+    cdl_dataset_free(&s->dtr);
+    cdl_dataset_free(&s->dte);
+    cdl_free(s->hbuf);
+}
+
+/* SIGINT / SIGTERM during `train`: finish the current step, write a mid-epoch
+ * checkpoint (with --save) and stop.  SA_RESETHAND: a second signal kills at once. */
+static volatile sig_atomic_t tr_signal;
+static void tr_on_signal(int sig) { tr_signal = sig; }
+int tr_signal_caught(void) { return (int)tr_signal; }
+
+/* Adversarial training (--adversarial SPEC): before the training step, replace the
+ * first round(ratio * rows) rows of the batch in net->in by adversarial examples made
+ * with m->input_grad (eval mode, no parameter gradients).  The loader shuffles, so
+ * those rows are a random subset of the epoch's examples.  The random start is keyed
+ * by (seed, global step), so resume stays exact.  adv NULL: nothing. */
+static int tr_perturb_batch(cdl_adv *adv, cdl_net *net, int rows, uint64_t seed, uint64_t step) {
+    if (!adv) return 0;
+    int k = (int)floor(cdl_adv_attack(adv)->ratio * rows + 0.5);
+    cdl_rng_key key = {seed, step, TR_ADV_STREAM};
+    return cdl_adv_perturb(adv, net, k, key);
+}
+
+/* The plot's series: epochs 1..upto (gaps from a resume without a log are NaN). */
+static int tr_plot(const tr_run *s, int upto) {
+    char title[160];
+    snprintf(title, sizeof title, "%.60s on %.80s", s->m->name, s->o->data);
+    return cdl_plot_svg(s->o->plot, title, upto, s->h.epoch, s->h.train, s->h.test, s->h.acc);
+}
+
+/* The per-epoch history, all NaN but the epoch numbers; then the log (which, on resume,
+ * fills in the earlier epochs). */
+static int tr_history(tr_run *s) {
+    int E = s->E;
+    s->h.n = E;
+    if (!(s->hbuf = cdl_alloc(sizeof(double) * 4 * (size_t)(E + 1)))) return -1;
+    s->h.epoch = s->hbuf;
+    s->h.train = s->h.epoch + E + 1;
+    s->h.test = s->h.train + E + 1;
+    s->h.acc = s->h.test + E + 1;
+    for (int i = 0; i < E; i++) {
+        s->h.epoch[i] = i + 1;
+        s->h.train[i] = s->h.test[i] = s->h.acc[i] = NAN;
+    }
+    if (s->o->log[0] && !(s->log = tr_log_open(s->o->log, s->o->resume[0] != 0, s->meta.epoch, &s->h)))
+        return -1;
+    return 0;
+}
+
+/* Set-up: options, datasets and their fit, net, optimizer, attack, initial or resumed
+ * state, loaders, schedule, history and log; then the banner.  -1 and a message. */
+static int tr_train_setup(tr_run *s) {
+    const cdl_model *m = s->m;
+    const tr_opts *o = s->o;
+    if (!m->grad || !m->has_loss) return cdl_fail("model %s has no loss: nothing to train", m->name);
+    if (tr_check_batch(m, o) < 0) return -1;
+    if (cdl_optim_parse(&s->ocfg, o->optimizer) < 0 || cdl_sched_parse(&s->sched, o->schedule) < 0) return -1;
+    if (o->lr >= 0) s->ocfg.lr = o->lr;
+    if (o->warmup > 0) s->sched.warmup = o->warmup;
+    if (tr_open_dataset(o, 1, o->limit, &s->dtr) < 0 || tr_open_dataset(o, 0, o->test_limit, &s->dte) < 0 ||
+        tr_map_inputs(m, &s->dtr, &s->map) < 0 || tr_map_inputs(m, &s->dte, &s->map) < 0)
+        return -1;
+    if (!(s->net = cdl_net_new(m)) || cdl_optim_init(&s->opt, m, &s->ocfg) < 0) return -1;
+    if (o->adversarial[0]) {
+        cdl_attack a;
+        if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s->adv = tr_adv_new(m, o, o->adversarial, &s->map)))
+            return -1;
+        cdl_attack_str(&a, s->adv_spec, sizeof s->adv_spec);
+    }
+    cdl_net *net = s->net;
+    net->seed = o->seed;
+    if (m->init) m->init(net, o->seed);
+    s->meta.seed = o->seed;
+    if (o->resume[0]) {
+        if (cdl_ckpt_load(o->resume, net, &s->opt, &s->meta) < 0) return -1;
+        net->seed = s->meta.seed;                     /* the run's seed, whatever --seed says */
+        net->step = s->meta.step;
+    }
+    s->seed = s->meta.seed;
+    s->step = s->meta.step;
+
+    s->B = tr_batch(m, o);
+    cdl_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.batch = s->B;
+    lc.shuffle = 1;
+    lc.workers = o->workers;
+    lc.seed = s->seed;
+    lc.tf = o->tf;
+    lc.real_size = m->real_size;
+    tr_opts to = *o;
+    to.seed = s->seed;
+    if (!(s->ltr = cdl_loader_new(&s->dtr, &lc)) || !(s->lte = tr_plain_loader(m, &to, &s->dte))) return -1;
+    int64_t spe = cdl_loader_batches(s->ltr);
+    s->sched.steps_per_epoch = spe;
+    s->sched.total_steps = spe * (s->sched.span_epochs > 0 ? s->sched.span_epochs : o->epochs);
+    s->E = (int)o->epochs;
+    if (tr_history(s) < 0) return -1;
+
+    s->out = o->json ? stderr : stdout;
+    if (!o->quiet)
+        fprintf(s->out, "model %s: %zu parameters; %s: %lld train, %lld test examples; batch %d; "
+                        "%s lr %g; epochs %llu..%d\n", m->name, m->train_count, s->dtr.name,
+                (long long)s->dtr.n, (long long)s->dte.n, s->B, o->optimizer, s->ocfg.lr,
+                (unsigned long long)s->meta.epoch + 1, s->E);
+    if (!o->quiet && s->adv) fprintf(s->out, "adversarial training: %s\n", s->adv_spec);
+    s->train_loss = s->test_loss = s->acc = NAN;
+    return 0;
+}
+
+/* A signal arrived during epoch `epoch` after batch b: save a mid-epoch checkpoint
+ * (with --save) and set the message.  -2, or -1 when the save fails. */
+static int tr_interrupted(tr_run *s, uint64_t epoch, int64_t b) {
+    const tr_opts *o = s->o;
+    if (o->save[0]) {
+        cdl_ckpt_meta sm = {s->step, epoch, s->seed, b, "", 0};
+        if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
+    }
+    cdl_fail("interrupted (signal %d) at epoch %llu, batch %lld, step %llu%s%s%s", (int)tr_signal,
+             (unsigned long long)epoch + 1, (long long)b, (unsigned long long)s->step,
+             o->save[0] ? "; saved " : "; nothing saved", o->save[0] ? o->save : "",
+             o->save[0] ? " (continue with --resume)" : "");
+    return -2;
+}
+
+/* The training steps of epoch `epoch` (from its resume point): the mean loss into
+ * s->train_loss.  0, -1 (an error, a NaN/Inf stop) or -2 (interrupted). */
+static int tr_train_steps(tr_run *s, uint64_t epoch) {
+    const cdl_model *m = s->m;
+    const tr_opts *o = s->o;
+    cdl_net *net = s->net;
+    int64_t skip = epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0, b = skip;
+    if (cdl_loader_start(s->ltr, epoch, skip) < 0) return -1;
+    tr_progress pr;
+    int64_t todo = s->dtr.n - skip * s->B;
+    tr_progress_begin(&pr, o->quiet, (int)epoch + 1, s->E, todo < 0 ? 0 : todo,
+                      (int64_t)(s->E - 1 - (int64_t)epoch) * s->dtr.n);
+    double lsum = 0;
+    int64_t seen = 0;
+    int rows;
+    while ((rows = cdl_loader_next(s->ltr, net->in[s->map.xi], s->map.yi >= 0 ? net->in[s->map.yi] : NULL)) > 0) {
+        net->step = s->step;
+        if (tr_perturb_batch(s->adv, net, rows, s->seed, s->step) < 0) break;
+        double loss = m->grad(net, rows);
+        double norm = cdl_clip_grad_norm(net, o->clip);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            tr_progress_end(&pr);
+            return cdl_fail("stopped: %s is %g at epoch %llu, step %llu (batch %lld); %s%s%s",
+                            isfinite(loss) ? "the gradient norm" : "the loss", isfinite(loss) ? norm : loss,
+                            (unsigned long long)epoch + 1, (unsigned long long)s->step, (long long)b,
+                            s->saved_at[0] ? "the last good checkpoint is " : "no checkpoint was written",
+                            s->saved_at[0] ? o->save : "", s->saved_at);
+        }
+        cdl_optim_step(&s->opt, net, cdl_sched_lr(&s->sched, s->ocfg.lr, s->step));
+        net->step = ++s->step;
+        b++;
+        s->ran = 1;
+        lsum += loss * rows;
+        seen += rows;
+        tr_progress_update(&pr, seen, lsum / (double)seen);
+        if (tr_signal) {
+            tr_progress_end(&pr);
+            return tr_interrupted(s, epoch, b);
+        }
+    }
+    tr_progress_end(&pr);
+    if (rows != 0) return -1;                         /* the loader or the attack failed */
+    s->train_loss = seen ? lsum / (double)seen : NAN;
+    return 0;
+}
+
+/* One epoch: the steps, then evaluation, the epoch's line, log row, checkpoint and plot.
+ * 0, -1 or -2 (interrupted). */
+static int tr_train_epoch(tr_run *s, uint64_t epoch) {
+    const tr_opts *o = s->o;
+    double t_ep = tr_now();
+    int rc = tr_train_steps(s, epoch);
+    if (rc < 0) return rc;
+    if (tr_evaluate(s->m, s->net, s->lte, &s->map, &s->test_loss, &s->acc, NULL) < 0) return -1;
+    double secs = tr_now() - t_ep;
+    s->h.train[epoch] = s->train_loss;
+    s->h.test[epoch] = s->test_loss;
+    s->h.acc[epoch] = s->acc;
+    if (!o->quiet) {
+        fprintf(s->out, "epoch %llu/%d  train_loss %.4f  test_loss %.4f", (unsigned long long)epoch + 1, s->E,
+                s->train_loss, s->test_loss);
+        if (isfinite(s->acc)) fprintf(s->out, "  test_acc %.2f%%", 100 * s->acc);
+        fprintf(s->out, "  step %llu  %.1fs\n", (unsigned long long)s->step, secs);
+        fflush(s->out);
+    }
+    if (s->log) {
+        fprintf(s->log, "%llu,%llu,%.9g,%.9g,%.9g,%.3f\n", (unsigned long long)epoch + 1,
+                (unsigned long long)s->step, s->train_loss, s->test_loss, s->acc, secs);
+        fflush(s->log);
+    }
+    if (o->save[0]) {
+        cdl_ckpt_meta sm = {s->step, epoch + 1, s->seed, 0, "", 0};
+        if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
+        snprintf(s->saved_at, sizeof s->saved_at, " (epoch %llu)", (unsigned long long)epoch + 1);
+    }
+    if (o->plot[0] && tr_plot(s, (int)epoch + 1) < 0) return -1;
+    return 0;
+}
+
+/* After the last epoch (`epoch` is where the run stopped): when no step was taken
+ * (--epochs 0, or resuming a finished run) still evaluate, save and plot; then the
+ * --json summary. */
+static int tr_train_finish(tr_run *s, uint64_t epoch) {
+    const cdl_model *m = s->m;
+    const tr_opts *o = s->o;
+    if (!s->ran) {
+        if (tr_evaluate(m, s->net, s->lte, &s->map, &s->test_loss, &s->acc, NULL) < 0) return -1;
+        if (!o->quiet) {
+            fprintf(s->out, "no epochs to run (done %llu of %d)  test_loss %.4f", (unsigned long long)epoch, s->E,
+                    s->test_loss);
+            if (isfinite(s->acc)) fprintf(s->out, "  test_acc %.2f%%", 100 * s->acc);
+            fprintf(s->out, "\n");
+        }
+        if (o->save[0]) {
+            cdl_ckpt_meta sm = {s->step, epoch < s->meta.epoch ? s->meta.epoch : epoch, s->seed,
+                                epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0, "", 0};
+            if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
+        }
+        if (o->plot[0] && tr_plot(s, s->E) < 0) return -1;
+    }
+    if (o->json) {
+        printf("{\"model\":\"%s\",", m->name);
+        tr_json_num(stdout, "train_loss", s->train_loss, 1);
+        tr_json_num(stdout, "test_loss", s->test_loss, 1);
+        tr_json_num(stdout, "test_accuracy", s->acc, 1);
+        if (s->adv) printf("\"adversarial\":\"%s\",", s->adv_spec);
+        printf("\"epochs\":%llu,\"steps\":%llu,\"seconds\":%.3f}\n", (unsigned long long)epoch,
+               (unsigned long long)s->step, tr_now() - s->t_run);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int tr_train(const cdl_model *m, const tr_opts *o) {
+    tr_run s;
+    memset(&s, 0, sizeof s);
+    s.m = m;
+    s.o = o;
+    s.t_run = tr_now();
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tr_on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    tr_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int rc = tr_train_setup(&s);
+    uint64_t epoch = s.meta.epoch;
+    for (; rc == 0 && epoch < (uint64_t)s.E; epoch++) rc = tr_train_epoch(&s, epoch);
+    if (rc == 0) rc = tr_train_finish(&s, epoch);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    tr_run_free(&s);
+    return rc;
+}
