@@ -97,7 +97,9 @@ void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
     CDL_KERNELS_DENSE(T, S) \
     CDL_KERNELS_LOSS(T, S) \
     CDL_KERNELS_CONV(T, S) \
-    CDL_KERNELS_RNN(T, S)
+    CDL_KERNELS_RNN(T, S) \
+    CDL_KERNELS_ATTN(T, S) \
+    CDL_KERNELS_NORM(T, S)
 
 /* ---- elementwise, activations, random, dropout (kernels_ew.c) ---- BEGIN EW */
 /* Elementwise kernels.  n is the runtime element count.  Unless a comment says
@@ -171,6 +173,9 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
  *  gemm        C[M,N] = alpha op(A) op(B) + beta C, row-major; op(A) is A (transA = 0,
  *              A is [M,K], lda >= K) or A^T (transA = 1, A is [K,M], lda >= M); same for
  *              B.  beta = 0 overwrites C (NaNs in C ignored).  (blas.c: OpenBLAS)
+ *  gemm_batch  batch GEMMs as gemm, product i on A + i*sA, B + i*sB, C + i*sC
+ *              (element strides; sA or sB = 0 shares one matrix); sC = 0 sums every
+ *              product into one C, beta applied once.  (blas.c)
  *  linear      y[rows,out] = x[rows,in] w[out,in]^T + b[out]; b may be NULL
  *  reduce      y = sum (mean: / count) of x over the axes in mask (bit i = axis i;
  *              0 = every axis); dims = x's runtime dims; y holds the kept dims in order
@@ -202,6 +207,9 @@ CDL_KERNELS_DENSE_MOVE(int32_t, i32)
     void cdl_gemm_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
                       const T *A, int64_t lda, const T *B, int64_t ldb, T beta, T *C, \
                       int64_t ldc); \
+    void cdl_gemm_batch_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
+                            const T *A, int64_t lda, int64_t sA, const T *B, int64_t ldb, \
+                            int64_t sB, T beta, T *C, int64_t ldc, int64_t sC, int64_t batch); \
     void cdl_linear_##S(int64_t rows, int64_t in, int64_t out, const T *x, const T *w, \
                         const T *b, T *y); \
     void cdl_reduce_##S(int rank, const int64_t *dims, unsigned mask, int mean, \
@@ -406,6 +414,85 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
     void cdl_gru_act_bwd_##S(int64_t rows, int64_t hid, int64_t bmax, const T *g, const T *gh, const T *h, const T *aux, T *dst); \
     void cdl_view_bwd_##S(int64_t total, int64_t off, int64_t n, const T *g, T *dst);
 /* ---- END RNN */
+
+/* ---- batched matmul, fused attention (kernels_attn.c) ---- BEGIN ATTN */
+/* matmul_bc   torch.matmul on batches: for every index i of the nb batch dims bdims
+ *             (the output's; nb <= CDL_MAXDIM - 2), C_i = op(A_ia) op(B_ib), op as
+ *             gemm (A_i is [M, K] or, transposed, [K, M]; B likewise), matrices dense
+ *             (ld = their row length).  sa, sb, sc: element strides of A, B, C per
+ *             batch dim; 0 on a dim of size > 1 broadcasts (A, B) or sums (C: every
+ *             product landing on the same C adds into it, in index order: the adjoint of
+ *             a broadcast, so gradients use the same kernel).  C is overwritten.
+ * The backward of C = op(A) op(B) with upstream G, through the same kernel:
+ *   dA = G op(B)^T (A plain) or op(B) G^T (A transposed), at A's strides;
+ *   dB = op(A)^T G (B plain) or G^T op(A) (B transposed), at B's strides.
+ * attention   y = softmax(scale q k^T + mask) v per (batch*head) slice, without the
+ *             [tq, tk] matrix: keys in blocks with an online softmax (flash attention).
+ *             q [bh, tq, d], k [bh, tk, d], v [bh, tk, dv], y [bh, tq, dv]; lse
+ *             [bh, tq] receives each row's log-sum-exp of the masked scaled scores:
+ *             the only state the backward needs besides the inputs and y.  causal masks
+ *             key j > query i (torch's is_causal: top-left aligned).  scale <= 0 means
+ *             1 / sqrt(d).  tk >= 1.
+ * attention_bwd  from gy = dL/dy, q, k, v, y, lse: dq, dk, dv (overwritten), the scores
+ *             recomputed block by block.  Both kernels need cdl_attention_scratch reals
+ *             of scratch, and split the bh slices over the pool (each slice's result is
+ *             computed the same way on any thread: the same bits for any thread count). */
+typedef struct cdl_attn_geom {
+    int64_t bh;                  /* batch * heads (runtime) */
+    int64_t tq, tk;              /* query and key lengths */
+    int64_t d, dv;               /* q / k head size, v head size */
+    int causal;
+    double scale;                /* <= 0: 1 / sqrt(d) */
+} cdl_attn_geom;
+#define CDL_ATTN_BR 64           /* query rows per block */
+#define CDL_ATTN_BC 64           /* keys per block */
+#define CDL_ATTN_THREADS 2       /* scratch slots: threads one call can use */
+static inline int64_t cdl_attention_scratch(const cdl_attn_geom *g) {
+    int64_t slot = 2 * CDL_ATTN_BR * CDL_ATTN_BC + 2 * CDL_ATTN_BR + g->tq;
+    return CDL_ATTN_THREADS * slot;
+}
+#define CDL_KERNELS_ATTN(T, S) \
+    void cdl_matmul_bc_##S(int nb, const int64_t *bdims, const int64_t *sa, const int64_t *sb, \
+                           const int64_t *sc, int ta, int tb, int64_t M, int64_t N, int64_t K, \
+                           const T *A, const T *B, T *C); \
+    void cdl_attention_##S(const cdl_attn_geom *g, const T *q, const T *k, const T *v, T *y, \
+                           T *lse, T *scratch); \
+    void cdl_attention_bwd_##S(const cdl_attn_geom *g, const T *gy, const T *q, const T *k, \
+                               const T *v, const T *y, const T *lse, T *dq, T *dk, T *dv, \
+                               T *scratch);
+/* ---- END ATTN */
+
+/* ---- layer, RMS, group and instance normalisation (kernels_norm.c) ---- BEGIN NORM */
+/* PyTorch's layouts and formulas; statistics in double, variances biased, rstd =
+ * 1 / sqrt(var + eps).  Affine weight w and bias b may be NULL (elementwise_affine /
+ * affine = False); backward outputs dw, db may be NULL (not wanted).  Backward kernels
+ * overwrite dx, dw, db; dx may not alias g.
+ *   layer_norm      x [rows, n] over its last axis: y = (x - mean) rstd w + b (w, b [n]);
+ *                   save = [mean rows | rstd rows]
+ *   layer_norm_bwd  with xh = (x - mean) rstd, gh = g w:
+ *                   dx = rstd (gh - mean(gh) - xh mean(gh xh)), dw = sum_rows g xh,
+ *                   db = sum_rows g
+ *   rms_norm        y = x rstd w, rstd = 1 / sqrt(mean(x^2) + eps); save = [rstd rows]
+ *                   (torch.nn.RMSNorm)
+ *   rms_norm_bwd    dx = rstd (gh - x rstd^2 mean(gh x)), dw = sum_rows g x rstd
+ *   group_norm      x [n, c, hw], groups divides c: each (image, group) normalised over
+ *                   its c/groups channels x hw; per-channel w, b [c];
+ *                   save = [mean n*groups | rstd n*groups].  instance_norm is groups = c
+ *                   (InstanceNorm: affine off by default, no running statistics).
+ *   group_norm_bwd  as layer_norm_bwd over each (image, group), dw, db per channel */
+#define CDL_KERNELS_NORM(T, S) \
+    void cdl_layer_norm_##S(int64_t rows, int64_t n, double eps, const T *x, const T *w, const T *b, \
+                            T *y, T *save); \
+    void cdl_layer_norm_bwd_##S(int64_t rows, int64_t n, const T *g, const T *x, const T *w, \
+                                const T *save, T *dx, T *dw, T *db); \
+    void cdl_rms_norm_##S(int64_t rows, int64_t n, double eps, const T *x, const T *w, T *y, T *save); \
+    void cdl_rms_norm_bwd_##S(int64_t rows, int64_t n, const T *g, const T *x, const T *w, \
+                              const T *save, T *dx, T *dw); \
+    void cdl_group_norm_##S(int64_t n, int64_t c, int64_t hw, int64_t groups, double eps, const T *x, \
+                            const T *w, const T *b, T *y, T *save); \
+    void cdl_group_norm_bwd_##S(int64_t n, int64_t c, int64_t hw, int64_t groups, const T *g, \
+                                const T *x, const T *w, const T *save, T *dx, T *dw, T *db);
+/* ---- END NORM */
 
 CDL_KERNELS(float, f32)
 CDL_KERNELS(double, f64)

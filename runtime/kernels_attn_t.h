@@ -1,0 +1,191 @@
+/* kernels_attn_t.h -- bodies of the batched matmul and fused attention kernels for one
+ * element type.  Included twice by kernels_attn.c with T = float / double, S(name) =
+ * cdl_name_f32 / cdl_name_f64 and M(fn) the libm function for T.  Contracts: cdl.h,
+ * BEGIN ATTN.  No allocation: attention gets its scratch from the caller. */
+
+/* ------------------------------------------------------------------ batched matmul */
+
+/* Walk the merged batch dims but the innermost, one strided GEMM batch (cdl_gemm_batch)
+ * per step along the innermost.  A C slot that several steps share (sc = 0 on a
+ * summed dim) is overwritten by its first step (all such dims at index 0) and added to
+ * by the later ones. */
+void S(matmul_bc)(int nb, const int64_t *bdims, const int64_t *sa, const int64_t *sb, const int64_t *sc, int ta,
+                  int tb, int64_t M, int64_t N, int64_t K, const T *A, const T *B, T *C) {
+    if (M <= 0 || N <= 0 || nb < 0 || nb > CDL_MAXDIM) return;
+    for (int k = 0; k < nb; k++)
+        if (bdims[k] <= 0) return;
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    AttnBatch m = attn_batch_merge(nb, bdims, sa, sb, sc);
+    if (m.n == 0) {
+        S(gemm)(ta, tb, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, N);
+        return;
+    }
+    const int in = m.n - 1;
+    int64_t idx[CDL_MAXDIM] = {0}, outer = 1, oa = 0, ob = 0, oc = 0;
+    for (int k = 0; k < in; k++) outer *= m.d[k];
+    for (int64_t o = 0; o < outer; o++) {
+        int first = 1;
+        for (int k = 0; k < in; k++)
+            if (m.sc[k] == 0 && idx[k] != 0) first = 0;
+        S(gemm_batch)(ta, tb, M, N, K, (T)1, A + oa, lda, m.sa[in], B + ob, ldb, m.sb[in], first ? (T)0 : (T)1,
+                      C + oc, N, m.sc[in], m.d[in]);
+        for (int k = in - 1; k >= 0; k--) {
+            oa += m.sa[k];
+            ob += m.sb[k];
+            oc += m.sc[k];
+            if (++idx[k] < m.d[k]) break;
+            oa -= m.sa[k] * m.d[k];
+            ob -= m.sb[k] * m.d[k];
+            oc -= m.sc[k] * m.d[k];
+            idx[k] = 0;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ attention */
+
+/* Keys of chunk [j0, j0 + nc) that query row i may see: all, or (causal) j <= i. */
+static inline int64_t S(attn_valid)(int causal, int64_t i, int64_t j0, int64_t nc) {
+    if (!causal) return nc;
+    int64_t v = i - j0 + 1;
+    return v < 0 ? 0 : v > nc ? nc : v;
+}
+
+/* One bh slice of the forward.  Per block of CDL_ATTN_BR query rows, the key chunks
+ * stream through an online softmax: s = scale q k^T for the chunk (one GEMM), the row
+ * maximum so far m and the sum l of exp(s - m) updated, the earlier part of y rescaled
+ * by exp(m_old - m_new), then y += exp(s - m_new) v_chunk (one GEMM).  At the end
+ * y /= l and lse = m + log l.  sc holds one chunk of scores, m and l one value a row. */
+static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, T *y,
+                              T *lse, T *sc, T *m, T *l) {
+    const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
+    for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
+        const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
+        for (int64_t r = 0; r < nr; r++) {
+            m[r] = (T)-INFINITY;
+            l[r] = 0;
+        }
+        for (int64_t j0 = 0; j0 < tk; j0 += CDL_ATTN_BC) {
+            if (g->causal && j0 > i0 + nr - 1) break;
+            const int64_t nc = tk - j0 < CDL_ATTN_BC ? tk - j0 : CDL_ATTN_BC;
+            S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, sc, nc);
+            for (int64_t r = 0; r < nr; r++) {
+                T *restrict s = sc + r * nc;
+                const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
+                T mx = (T)-INFINITY;
+                for (int64_t c = 0; c < nv; c++) mx = s[c] > mx ? s[c] : mx;
+                for (int64_t c = nv; c < nc; c++) s[c] = 0;
+                if (nv == 0) continue; /* no key of this chunk: m, l and y unchanged */
+                const T mn = mx > m[r] ? mx : m[r], corr = M(exp)(m[r] - mn);
+                for (int64_t c = 0; c < nv; c++) s[c] = M(exp)(s[c] - mn);
+                T sum = 0;
+                for (int64_t c = 0; c < nv; c++) sum += s[c];
+                l[r] = l[r] * corr + sum;
+                m[r] = mn;
+                if (j0 > 0) {
+                    T *restrict yr = y + (i0 + r) * DV;
+                    for (int64_t c = 0; c < DV; c++) yr[c] *= corr;
+                }
+            }
+            /* chunk 0 holds key 0, which every row sees: it overwrites every y row */
+            S(gemm)(0, 0, nr, DV, nc, (T)1, sc, nc, v + j0 * DV, DV, j0 == 0 ? (T)0 : (T)1, y + i0 * DV, DV);
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            T *restrict yr = y + (i0 + r) * DV;
+            const T inv = (T)1 / l[r];
+            for (int64_t c = 0; c < DV; c++) yr[c] *= inv;
+            lse[i0 + r] = m[r] + M(log)(l[r]);
+        }
+    }
+}
+
+/* One bh slice of the backward (flash attention's): with D_i = gy_i . y_i and the
+ * scores recomputed chunk by chunk, p = exp(s - lse_i) (0 where masked),
+ *   dv += p^T gy,  dp = gy v^T,  ds = p (dp - D_i),  dq += scale ds k,  dk += scale ds^T q.
+ * P and dP hold one chunk each, Dr one value per query row of the slice. */
+static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *gy,
+                              const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
+    const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
+    for (int64_t i = 0; i < tq; i++) {
+        const T *gr = gy + i * DV, *yr = y + i * DV;
+        T s = 0;
+        for (int64_t c = 0; c < DV; c++) s += gr[c] * yr[c];
+        Dr[i] = s;
+    }
+    memset(dq, 0, sizeof(T) * (size_t)(tq * D));
+    memset(dk, 0, sizeof(T) * (size_t)(tk * D));
+    memset(dv, 0, sizeof(T) * (size_t)(tk * DV));
+    for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
+        const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
+        for (int64_t j0 = 0; j0 < tk; j0 += CDL_ATTN_BC) {
+            if (g->causal && j0 > i0 + nr - 1) break;
+            const int64_t nc = tk - j0 < CDL_ATTN_BC ? tk - j0 : CDL_ATTN_BC;
+            S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, P, nc);
+            for (int64_t r = 0; r < nr; r++) {
+                T *restrict p = P + r * nc;
+                const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
+                const T ls = lse[i0 + r];
+                for (int64_t c = 0; c < nv; c++) p[c] = M(exp)(p[c] - ls);
+                for (int64_t c = nv; c < nc; c++) p[c] = 0;
+            }
+            S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, (T)1, dv + j0 * DV, DV);
+            S(gemm)(0, 1, nr, nc, DV, (T)1, gy + i0 * DV, DV, v + j0 * DV, DV, (T)0, dP, nc);
+            for (int64_t r = 0; r < nr; r++) {
+                const T *restrict p = P + r * nc;
+                T *restrict dp = dP + r * nc;
+                const T di = Dr[i0 + r];
+                for (int64_t c = 0; c < nc; c++) dp[c] = p[c] * (dp[c] - di);
+            }
+            S(gemm)(0, 0, nr, D, nc, scale, dP, nc, k + j0 * D, D, (T)1, dq + i0 * D, D);
+            S(gemm)(1, 0, nc, D, nr, scale, dP, nc, q + i0 * D, D, (T)1, dk + j0 * D, D);
+        }
+    }
+}
+
+/* A forward or backward call split over the pool: task t takes slices
+ * [bh t / nt, bh (t+1) / nt) in scratch slot t. */
+typedef struct S(attn_job) {
+    const cdl_attn_geom *g;
+    T scale;
+    const T *q, *k, *v, *gy, *y, *lse;
+    T *yo, *lseo, *dq, *dk, *dv, *scratch;
+    int64_t nt;
+} S(attn_job);
+
+static void S(attn_task)(void *arg, int64_t t) {
+    const S(attn_job) *j = arg;
+    const cdl_attn_geom *g = j->g;
+    const int64_t BRC = (int64_t)CDL_ATTN_BR * CDL_ATTN_BC;
+    T *slot = j->scratch + t * (cdl_attention_scratch(g) / CDL_ATTN_THREADS);
+    const int64_t b0 = g->bh * t / j->nt, b1 = g->bh * (t + 1) / j->nt;
+    const int64_t sq = g->tq * g->d, sk = g->tk * g->d, sv = g->tk * g->dv, sy = g->tq * g->dv;
+    for (int64_t b = b0; b < b1; b++) {
+        if (j->yo)
+            S(attn_fwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, j->yo + b * sy,
+                              j->lseo + b * g->tq, slot, slot + 2 * BRC, slot + 2 * BRC + CDL_ATTN_BR);
+        else
+            S(attn_bwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, j->gy + b * sy,
+                              j->y + b * sy, j->lse + b * g->tq, j->dq + b * sq, j->dk + b * sk, j->dv + b * sv,
+                              slot, slot + BRC, slot + 2 * BRC + 2 * CDL_ATTN_BR);
+    }
+}
+
+static void S(attn_run)(S(attn_job) *j) {
+    const cdl_attn_geom *g = j->g;
+    if (g->bh <= 0 || g->tq <= 0 || g->tk <= 0 || g->d <= 0 || g->dv <= 0) return;
+    j->scale = g->scale > 0 ? (T)g->scale : (T)(1.0 / sqrt((double)g->d));
+    j->nt = attn_threads(g->bh, (double)g->tq * (double)g->tk * (double)(g->d + g->dv) * (j->yo ? 1 : 2));
+    cdl_parallel_for(j->nt, S(attn_task), j);
+}
+
+void S(attention)(const cdl_attn_geom *g, const T *q, const T *k, const T *v, T *y, T *lse, T *scratch) {
+    S(attn_job) j = {.g = g, .q = q, .k = k, .v = v, .yo = y, .lseo = lse, .scratch = scratch};
+    S(attn_run)(&j);
+}
+
+void S(attention_bwd)(const cdl_attn_geom *g, const T *gy, const T *q, const T *k, const T *v, const T *y,
+                      const T *lse, T *dq, T *dk, T *dv, T *scratch) {
+    S(attn_job) j = {.g = g, .q = q, .k = k, .v = v, .gy = gy, .y = y, .lse = lse,
+                     .dq = dq, .dk = dk, .dv = dv, .scratch = scratch};
+    S(attn_run)(&j);
+}
