@@ -690,8 +690,13 @@ int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len,
  * label (>= 0), CDL_CSV_NO_LABEL (-1): none, CDL_CSV_LAST (-2): the last column.
  * header: 1 the first line is a header, 0 it is not, -1 auto (a header if any field
  * of the first line is not a number).  Values must be finite in float range; labels
- * integers in [0, 2^20).  Also reads gzip-compressed files. */
+ * integers in [0, 2^20).  A UTF-8 byte-order mark at the start is skipped.  Files:
+ * regular files only (a FIFO or a device is refused, never waited on), raw or gzip
+ * (concatenated members are fine, anything else after the gzip data is an error). */
 enum { CDL_CSV_NO_LABEL = -1, CDL_CSV_LAST = -2 };
+/* The longest line a data file may have (bytes, without its newline): a longer one is
+ * refused as soon as that many bytes of it are read, in bounded memory. */
+#define CDL_DATA_MAX_LINE ((size_t)4 << 20)
 int cdl_dataset_load_csv(cdl_dataset *d, const char *path, int label_col, int header);
 /* The same over CSV text in memory (len bytes, no NUL needed); path names it in messages. */
 int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const char *path,

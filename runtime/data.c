@@ -1,9 +1,9 @@
 /* data.c -- datasets (IDX, CSV, named, in-memory), per-example transforms, and the
  * batch loader with worker threads.
  *
- * Datasets are read whole into memory (zlib's gzread reads gzip and raw files alike),
- * validated strictly, and kept as floats.  The loader hands out batches in order; batch
- * b of epoch e holds examples perm_e[b * batch ...], where perm_e is a Fisher-Yates
+ * Datasets are read whole into memory (data_file.c: regular files only, raw or gzip,
+ * lines of bounded length), validated strictly, and kept as floats.  The loader hands
+ * out batches in order; batch b of epoch e holds examples perm_e[b * batch ...], where perm_e is a Fisher-Yates
  * shuffle driven by Philox keyed by (seed, e), and every random transform of example i
  * is keyed by (seed, e, i).  So the batches depend on (seed, epoch) only, never on the
  * number of workers or on timing.
@@ -14,7 +14,7 @@
  * waits for its slot, copies the batch out and frees the slot.  A failed batch is
  * reported by the consumer as -1 with the worker's message.
  */
-#include "cdl.h"
+#include "data_int.h"
 
 #include <errno.h>
 #include <float.h>
@@ -27,7 +27,6 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define DATA_MAX_FILE ((size_t)1 << 34)        /* 16 GB of (decompressed) bytes */
 #define DATA_MAX_LABEL (1 << 20)               /* CSV and in-memory labels */
 #define DATA_DEFAULT_DIR "/usr/share/datasets"
 #define GZ_MAX_RATIO 1040                      /* deflate expands at most ~1032:1 */
@@ -38,93 +37,6 @@
 #define STREAM_NOISE   0xDA7C000000000000ull
 
 /* ---------------------------------------------------------------- files */
-
-/* Read the whole of path into a new cdl_alloc block (*out, *len), decompressing gzip
- * (raw files pass through unchanged).  A NUL is appended (not counted).  -1 and a
- * message naming the file on open/read errors, corrupt or truncated gzip data, or
- * more than DATA_MAX_FILE bytes. */
-static int read_file(const char *path, unsigned char **out, size_t *len) {
-    *out = NULL;
-    *len = 0;
-    /* A capacity hint: the file size, or gzip's ISIZE trailer (size mod 2^32). */
-    size_t cap = 1 << 16;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cdl_fail("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return cdl_fail("%s: not a regular file", path);
-    }
-    unsigned char m[2], tail[4];
-    if (st.st_size > 0 && (uint64_t)st.st_size < DATA_MAX_FILE) cap = (size_t)st.st_size + 1;
-    if (st.st_size >= 18 && fread(m, 1, 2, f) == 2 && m[0] == 0x1f && m[1] == 0x8b &&
-        fseek(f, -4, SEEK_END) == 0 && fread(tail, 1, 4, f) == 4) {
-        size_t isz = (size_t)tail[0] | (size_t)tail[1] << 8 | (size_t)tail[2] << 16 | (size_t)tail[3] << 24;
-        /* A lying trailer must not make us allocate more than deflate can expand to. */
-        if (isz + 1 > cap && isz / GZ_MAX_RATIO <= (size_t)st.st_size) cap = isz + 1;
-    }
-    fclose(f);
-
-    gzFile g = gzopen(path, "rb");
-    if (!g) return cdl_fail("%s: cannot open: %s", path, strerror(errno));
-    gzbuffer(g, 1 << 17);
-    unsigned char *buf = cdl_alloc(cap);
-    if (!buf) {
-        gzclose(g);
-        return cdl_fail("%s: out of memory reading it", path);
-    }
-    size_t n = 0;
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= DATA_MAX_FILE) {
-                cdl_free(buf);
-                gzclose(g);
-                return cdl_fail("%s: larger than %zu bytes", path, DATA_MAX_FILE);
-            }
-            size_t nc = cap * 2;
-            unsigned char *nb = cdl_alloc(nc);
-            if (!nb) {
-                cdl_free(buf);
-                gzclose(g);
-                return cdl_fail("%s: out of memory reading it", path);
-            }
-            memcpy(nb, buf, n);
-            cdl_free(buf);
-            buf = nb;
-            cap = nc;
-        }
-        size_t want = cap - 1 - n;
-        if (want > (1u << 30)) want = 1u << 30;
-        int r = gzread(g, buf + n, (unsigned)want);
-        if (r < 0) {
-            int e;
-            const char *msg = gzerror(g, &e);
-            cdl_fail("%s: read error: %s", path, e == Z_ERRNO ? strerror(errno) : msg);
-            cdl_free(buf);
-            gzclose(g);
-            return -1;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    int e;
-    const char *msg = gzerror(g, &e);
-    if (e != Z_OK && e != Z_STREAM_END) {
-        cdl_fail("%s: read error: %s", path, msg);
-        cdl_free(buf);
-        gzclose(g);
-        return -1;
-    }
-    int rc = gzclose(g);
-    if (rc != Z_OK) {
-        cdl_free(buf);
-        return cdl_fail("%s: %s", path, rc == Z_BUF_ERROR ? "truncated gzip data" : "gzip read error");
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
 
 /* The last path component, for dataset names. */
 static const char *base_name(const char *p) {
@@ -192,22 +104,19 @@ static void idx_widen(void *block, uint64_t total, int labels) {
     for (uint64_t i = 0; i < total; i++) x[i] = lut[src[i]];
 }
 
-/* One IDX file read through zlib into a new block of 4-byte values (see idx_widen),
- * the raw bytes read straight into the block's tail: no second copy of the file. */
+/* One IDX file read (through data_file: raw or gzip) into a new block of 4-byte values
+ * (see idx_widen), the raw bytes read straight into the block's tail: no second copy
+ * of the file. */
 static int idx_read(const char *path, int labels, int *nd, int64_t *dims, uint64_t *total, void **out) {
     *out = NULL;
-    gzFile g = gzopen(path, "rb");
-    if (!g) return cdl_fail("%s: cannot open: %s", path, strerror(errno));
-    gzbuffer(g, 1 << 17);
+    data_file f;
+    if (data_file_open(&f, path) < 0) return -1;
     unsigned char h[4 * (CDL_MAXDIM + 2)];
     unsigned char *blk = NULL;
-    int rc = -1, r;
-    uint64_t got = 0;
-    r = gzread(g, h, 4);
-    if (r < 0) goto ioerr;
-    if (idx_magic(h, (size_t)r, path, labels, nd) < 0) goto out;
-    r = gzread(g, h + 4, 4 * (unsigned)*nd);
-    if (r < 0) goto ioerr;
+    int rc = -1;
+    int64_t r = data_file_read(&f, h, 4);
+    if (r < 0 || idx_magic(h, (size_t)r, path, labels, nd) < 0) goto out;
+    if ((r = data_file_read(&f, h + 4, 4 * (size_t)*nd)) < 0) goto out;
     if (idx_dims(h + 4, (size_t)r, path, *nd, dims, total) < 0) goto out;
     if (*total > SIZE_MAX / 4) {
         cdl_fail("%s: too large to load", path);
@@ -215,65 +124,39 @@ static int idx_read(const char *path, int labels, int *nd, int64_t *dims, uint64
     }
     /* Never allocate what the file cannot hold: a raw file's size is exact, a gzip
      * file expands at most GZ_MAX_RATIO times. */
-    struct stat st;
-    uint64_t hb = 4 + 4 * (uint64_t)*nd;
-    if (stat(path, &st) == 0 && st.st_size >= 0) {
-        uint64_t fs = (uint64_t)st.st_size;
-        if (gzdirect(g) && fs - hb < *total) {
-            cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path,
-                     (unsigned long long)(fs - hb), (unsigned long long)*total);
-            goto out;
-        }
-        if (!gzdirect(g) && *total / GZ_MAX_RATIO > fs) {
-            cdl_fail("%s: truncated: the header promises %llu data bytes, more than %llu compressed bytes can hold",
-                     path, (unsigned long long)*total, (unsigned long long)fs);
-            goto out;
-        }
+    uint64_t hb = 4 + 4 * (uint64_t)*nd, fs = f.size;
+    if (!f.gz && fs - hb < *total) {
+        cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path, (unsigned long long)(fs - hb),
+                 (unsigned long long)*total);
+        goto out;
     }
-    blk = cdl_alloc((size_t)*total * 4);
-    if (!blk) {
+    if (f.gz && *total / GZ_MAX_RATIO > fs) {
+        cdl_fail("%s: truncated: the header promises %llu data bytes, more than %llu compressed bytes can hold",
+                 path, (unsigned long long)*total, (unsigned long long)fs);
+        goto out;
+    }
+    if (!(blk = cdl_alloc((size_t)*total * 4))) {
         cdl_fail("%s: out of memory (%llu bytes)", path, (unsigned long long)*total * 4);
         goto out;
     }
-    unsigned char *tail = blk + 3 * *total;
-    while (got < *total) {
-        uint64_t want = *total - got;
-        if (want > (1u << 30)) want = 1u << 30;
-        r = gzread(g, tail + got, (unsigned)want);
-        if (r < 0) goto ioerr;
-        if (r == 0) break;
-        got += (uint64_t)r;
-    }
-    if (got < *total) {
-        cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path, (unsigned long long)got,
+    if ((r = data_file_read(&f, blk + 3 * *total, (size_t)*total)) < 0) goto out;
+    if ((uint64_t)r < *total) {
+        cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path, (unsigned long long)r,
                  (unsigned long long)*total);
         goto out;
     }
     unsigned char extra[4096];
     uint64_t more = 0;
-    while ((r = gzread(g, extra, sizeof extra)) > 0) more += (uint64_t)r;
-    if (r < 0) goto ioerr;
+    while ((r = data_file_read(&f, extra, sizeof extra)) > 0) more += (uint64_t)r;
+    if (r < 0) goto out;
     if (more) {
         cdl_fail("%s: %llu bytes of trailing garbage after the data", path, (unsigned long long)more);
         goto out;
     }
-    int e;
-    const char *msg = gzerror(g, &e);
-    if (e != Z_OK && e != Z_STREAM_END) {
-        cdl_fail("%s: read error: %s", path, msg);
-        goto out;
-    }
     idx_widen(blk, *total, labels);
     rc = 0;
-    goto out;
-ioerr: {
-        int ze;
-        const char *zm = gzerror(g, &ze);
-        cdl_fail("%s: read error: %s", path, ze == Z_ERRNO ? strerror(errno) : zm);
-    }
 out:
-    r = gzclose(g);
-    if (rc == 0 && r != Z_OK) rc = cdl_fail("%s: %s", path, r == Z_BUF_ERROR ? "truncated gzip data" : "gzip read error");
+    data_file_close(&f);
     if (rc < 0) cdl_free(blk);
     else *out = blk;
     return rc;
@@ -388,16 +271,6 @@ static int csv_cols(const char *s, const char *e) {
     return c;
 }
 
-/* Line [*s, *e) of the text starting at p (end at lim), without its "\n" or "\r\n";
- * returns the start of the next line. */
-static const char *csv_line(const char *p, const char *lim, const char **s, const char **e) {
-    const char *nl = memchr(p, '\n', (size_t)(lim - p));
-    const char *end = nl ? nl : lim;
-    *s = p;
-    *e = end > p && end[-1] == '\r' ? end - 1 : end;
-    return nl ? nl + 1 : lim;
-}
-
 static int csv_blank(const char *s, const char *e) {
     for (; s < e; s++)
         if (*s != ' ' && *s != '\t') return 0;
@@ -437,131 +310,152 @@ static int csv_row(const char *path, long line, const char *s, const char *e, in
     return 0;
 }
 
+/* The rows being parsed: x (cap * feat floats) and y (cap labels), grown by doubling. */
+typedef struct csv_acc {
+    float *x;
+    int32_t *y;
+    int64_t rows, cap, feat;
+} csv_acc;
+
+/* Room for one more row; -1 and a message. */
+static int csv_grow(csv_acc *a, int with_y, const char *path) {
+    if (a->rows < a->cap) return 0;
+    int64_t nc = a->cap < 1024 ? 1024 : a->cap * 2;
+    if ((uint64_t)nc > SIZE_MAX / sizeof(float) / (uint64_t)a->feat) return cdl_fail("%s: too large", path);
+    float *x = cdl_alloc((size_t)(nc * a->feat) * sizeof(float));
+    int32_t *y = with_y ? cdl_alloc((size_t)nc * sizeof(int32_t)) : NULL;
+    if (!x || (with_y && !y)) {
+        cdl_free(x);
+        cdl_free(y);
+        return cdl_fail("%s: out of memory (%lld rows of %lld values)", path, (long long)nc, (long long)a->feat);
+    }
+    if (a->rows) memcpy(x, a->x, (size_t)(a->rows * a->feat) * sizeof(float));
+    if (a->rows && with_y) memcpy(y, a->y, (size_t)a->rows * sizeof(int32_t));
+    cdl_free(a->x);
+    cdl_free(a->y);
+    a->x = x;
+    a->y = y;
+    a->cap = nc;
+    return 0;
+}
+
+/* The first non-blank line of L (a UTF-8 byte-order mark at the very start dropped) in
+ * [*s, *e); 1, 0 for an empty file, -1. */
+static int csv_first_line(data_lines *L, const char **s, const char **e) {
+    int r;
+    while ((r = data_lines_next(L, s, e)) > 0) {
+        if (L->line == 1 && *e - *s >= 3 && !memcmp(*s, "\xEF\xBB\xBF", 3)) *s += 3;
+        if (!csv_blank(*s, *e)) return 1;
+    }
+    return r;
+}
+
+/* Does line [s, e) look like a header: is any field not a number? */
+static int csv_is_header(const char *s, const char *e) {
+    const char *a = s;
+    for (const char *c = s;; c++) {
+        if (c < e && *c != ',') continue;
+        double v;
+        if (csv_number(a, c, &v) < 0) return 1;
+        a = c + 1;
+        if (c >= e) return 0;
+    }
+}
+
+/* The whole CSV from L into d (see cdl.h); one pass, rows kept as they are parsed. */
+static int csv_parse(cdl_dataset *d, data_lines *L, const char *path, int label_col, int header) {
+    const char *s, *e;
+    csv_acc a = {0};
+    int rc = -1, r = csv_first_line(L, &s, &e);
+    if (r <= 0) {
+        if (r == 0) cdl_fail("%s: empty file", path);
+        return -1;
+    }
+    long first_line = L->line;
+    int ncol = csv_cols(s, e);
+    if (header == -1) header = csv_is_header(s, e);
+    int lcol = label_col == CDL_CSV_LAST ? ncol - 1 : label_col;
+    if (lcol >= ncol) return cdl_fail("%s:%ld: label column %d, but the file has %d columns", path, first_line, lcol, ncol);
+    a.feat = ncol - (lcol >= 0);
+    if (a.feat < 1) return cdl_fail("%s:%ld: no feature columns", path, first_line);
+    int maxl = -1, have = !header;                   /* have: [s, e) is a data line */
+    for (;;) {
+        if (!have) {
+            if ((r = data_lines_next(L, &s, &e)) <= 0) break;
+            if (csv_blank(s, e)) continue;
+        }
+        have = 0;
+        if (memchr(s, 0, (size_t)(e - s))) {
+            cdl_fail("%s:%ld: binary data (NUL byte) in a CSV file", path, L->line);
+            goto out;
+        }
+        int nc = csv_cols(s, e);
+        if (nc != ncol) {
+            cdl_fail("%s:%ld: %d columns, expected %d", path, L->line, nc, ncol);
+            goto out;
+        }
+        if (csv_grow(&a, lcol >= 0, path) < 0) goto out;
+        int32_t lab = 0;
+        if (csv_row(path, L->line, s, e, ncol, lcol, a.x + a.rows * a.feat, &lab) < 0) goto out;
+        if (a.y) {
+            a.y[a.rows] = lab;
+            if (lab > maxl) maxl = lab;
+        }
+        a.rows++;
+    }
+    if (r < 0) goto out;
+    if (a.rows == 0) {
+        cdl_fail("%s: no data rows", path);
+        goto out;
+    }
+    d->n = a.rows;
+    d->feat = a.feat;
+    d->rank = 1;
+    d->dims[0] = a.feat;
+    d->x = a.x;
+    d->y = a.y;
+    d->nclasses = a.y ? maxl + 1 : 0;
+    snprintf(d->name, sizeof d->name, "%s", base_name(path));
+    a.x = NULL;
+    a.y = NULL;
+    rc = 0;
+out:
+    cdl_free(a.x);
+    cdl_free(a.y);
+    return rc;
+}
+
+/* The label column and header flag are sane; -1 and a message. */
+static int csv_check_args(const char *path, int label_col, int header) {
+    if (label_col < CDL_CSV_LAST || header < -1 || header > 1)
+        return cdl_fail("%s: bad label column %d or header flag %d", path, label_col, header);
+    return 0;
+}
+
 int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const char *path, int label_col,
                           int header) {
     if (!d) return cdl_fail("cdl_dataset_parse_csv: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!path) path = "csv";
     if (!text && len) return cdl_fail("%s: no text", path);
-    if (label_col < CDL_CSV_LAST || header < -1 || header > 1)
-        return cdl_fail("%s: bad label column %d or header flag %d", path, label_col, header);
-    const char *p = text ? text : "", *lim = p + len;
-    if (memchr(p, 0, len)) return cdl_fail("%s: binary data (NUL byte) in a CSV file", path);
-    const char *s, *e;
-    long line = 0, first_line = 0;
-    /* The first non-blank line: header or data; fixes the column count. */
-    const char *q = p, *fs = NULL, *fe = NULL;
-    while (q < lim) {
-        q = csv_line(q, lim, &s, &e);
-        line++;
-        if (!csv_blank(s, e)) {
-            fs = s;
-            fe = e;
-            first_line = line;
-            break;
-        }
-    }
-    int rc = -1;
-    float *x = NULL;
-    int32_t *y = NULL;
-    if (!fs) {
-        cdl_fail("%s: empty file", path);
-        goto out;
-    }
-    int ncol = csv_cols(fs, fe);
-    if (header == -1) {
-        header = 0;
-        const char *a = fs;
-        for (const char *c = fs;; c++) {
-            if (c < fe && *c != ',') continue;
-            double v;
-            if (csv_number(a, c, &v) < 0) header = 1;
-            a = c + 1;
-            if (c >= fe) break;
-        }
-    }
-    int lcol = label_col == CDL_CSV_LAST ? ncol - 1 : label_col;
-    if (lcol >= ncol) {
-        cdl_fail("%s:%ld: label column %d, but the file has %d columns", path, first_line, lcol, ncol);
-        goto out;
-    }
-    int64_t feat = ncol - (lcol >= 0);
-    if (feat < 1) {
-        cdl_fail("%s:%ld: no feature columns", path, first_line);
-        goto out;
-    }
-    /* Pass 1: count and check the data rows' columns. */
-    const char *data = header ? q : fs;
-    long data_line = header ? first_line + 1 : first_line;
-    int64_t rows = 0;
-    line = data_line - 1;
-    for (const char *r = data; r < lim;) {
-        r = csv_line(r, lim, &s, &e);
-        line++;
-        if (csv_blank(s, e)) continue;
-        int nc = csv_cols(s, e);
-        if (nc != ncol) {
-            cdl_fail("%s:%ld: %d columns, expected %d", path, line, nc, ncol);
-            goto out;
-        }
-        rows++;
-    }
-    if (rows == 0) {
-        cdl_fail("%s: no data rows", path);
-        goto out;
-    }
-    if ((uint64_t)rows * (uint64_t)feat > SIZE_MAX / sizeof(float)) {
-        cdl_fail("%s: too large", path);
-        goto out;
-    }
-    x = cdl_alloc((size_t)(rows * feat) * sizeof(float));
-    y = lcol >= 0 ? cdl_alloc((size_t)rows * sizeof(int32_t)) : NULL;
-    if (!x || (lcol >= 0 && !y)) {
-        cdl_fail("%s: out of memory", path);
-        goto out;
-    }
-    /* Pass 2: parse. */
-    int64_t i = 0;
-    int maxl = -1;
-    line = data_line - 1;
-    for (const char *r = data; r < lim;) {
-        r = csv_line(r, lim, &s, &e);
-        line++;
-        if (csv_blank(s, e)) continue;
-        int32_t lab = 0;
-        if (csv_row(path, line, s, e, ncol, lcol, x + i * feat, &lab) < 0) goto out;
-        if (y) {
-            y[i] = lab;
-            if (lab > maxl) maxl = lab;
-        }
-        i++;
-    }
-    d->n = rows;
-    d->feat = feat;
-    d->rank = 1;
-    d->dims[0] = feat;
-    d->x = x;
-    d->y = y;
-    d->nclasses = y ? maxl + 1 : 0;
-    snprintf(d->name, sizeof d->name, "%s", base_name(path));
-    x = NULL;
-    y = NULL;
-    rc = 0;
-out:
-    cdl_free(x);
-    cdl_free(y);
-    return rc;
+    if (csv_check_args(path, label_col, header) < 0) return -1;
+    data_lines L;
+    data_lines_mem(&L, text, len, path, CDL_DATA_MAX_LINE);
+    return csv_parse(d, &L, path, label_col, header);
 }
 
 int cdl_dataset_load_csv(cdl_dataset *d, const char *path, int label_col, int header) {
     if (!d) return cdl_fail("cdl_dataset_load_csv: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!path) return cdl_fail("cdl_dataset_load_csv: no path");
-    unsigned char *buf;
-    size_t len;
-    if (read_file(path, &buf, &len) < 0) return -1;
-    int rc = cdl_dataset_parse_csv(d, (const char *)buf, len, path, label_col, header);
-    cdl_free(buf);
+    if (csv_check_args(path, label_col, header) < 0) return -1;
+    data_file f;
+    data_lines L;
+    if (data_file_open(&f, path) < 0) return -1;
+    int rc = data_lines_file(&L, &f, CDL_DATA_MAX_LINE);
+    if (rc == 0) rc = csv_parse(d, &L, path, label_col, header);
+    data_lines_free(&L);
+    data_file_close(&f);
     return rc;
 }
 

@@ -17,6 +17,7 @@
  */
 #include "trainer_int.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- options */
@@ -373,12 +374,21 @@ int cdl_main(const cdl_model *m, int argc, char **argv) {
     case C_TRAIN:
         rc = tr_train(m, &o);
         rc = rc == -2 ? 128 + tr_signal_caught() : rc < 0 ? 1 : 0;
+        if (rc) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
         break;
-    case C_EVAL: rc = tr_eval(m, &o) < 0 ? 1 : 0; break;
-    case C_GRADCHECK: return tr_gradcheck(m, &o);
-    case C_SAMPLE: return tr_sample(m, &o);
-    default: return tr_grad(m, &o);
+    case C_EVAL:
+        rc = tr_eval(m, &o) < 0 ? 1 : 0;
+        if (rc) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
+        break;
+    case C_GRADCHECK: rc = tr_gradcheck(m, &o); break;
+    case C_SAMPLE: rc = tr_sample(m, &o); break;
+    default: rc = tr_grad(m, &o); break;
     }
-    if (rc) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
+    /* What went to stdout (results, --json) must have arrived: a full disk or a closed
+     * pipe is an error, not a silent success. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s %s: cannot write to standard output: %s\n", prog, cmd, strerror(errno));
+        if (rc == 0) rc = 1;
+    }
     return rc;
 }

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* RNG stream of the attacks' random starts (train: step = the global step; eval: step =
  * the batch index). */
@@ -172,14 +173,23 @@ out:
 /* Per-epoch history (for the plot), indexed by epoch - 1. */
 typedef struct tr_hist { double *epoch, *train, *test, *acc; int n; } tr_hist;
 
+/* The log's buffered writes reached the file: fflush and check.  Every write error
+ * (a full disk, /dev/full, a closed pipe) is an error, never a lost log. */
+static int tr_log_flush(FILE *f, const char *path) {
+    if (fflush(f) != 0 || ferror(f))
+        return cdl_fail("%s: cannot write the log: %s", path, errno ? strerror(errno) : "write error");
+    return 0;
+}
+
 /* Start the CSV log.  On resume, keep the rows of epochs <= upto from an existing log
- * (they seed the history) and rewrite the file with them; otherwise start afresh.  The
- * rows are the trainer's own, so a value that does not read back (NaN is written as
- * "nan", a missing accuracy) stays NaN in the history. */
+ * (a regular file: it seeds the history) and rewrite the file with them; otherwise
+ * start afresh.  The rows are the trainer's own, so a value that does not read back
+ * (NaN is written as "nan", a missing accuracy) stays NaN in the history. */
 static FILE *tr_log_open(const char *path, int resume, uint64_t upto, tr_hist *h) {
     char (*keep)[256] = NULL;
     int nkeep = 0;
-    FILE *f = resume ? fopen(path, "r") : NULL;
+    struct stat st;
+    FILE *f = resume && stat(path, &st) == 0 && S_ISREG(st.st_mode) ? fopen(path, "r") : NULL;
     if (f) {
         char line[256];
         keep = cdl_alloc(sizeof *keep * (size_t)(h->n + 1));
@@ -213,10 +223,14 @@ static FILE *tr_log_open(const char *path, int resume, uint64_t upto, tr_hist *h
         cdl_fail("%s: cannot write the log: %s", path, strerror(errno));
         return NULL;
     }
+    errno = 0;
     fprintf(f, "epoch,step,train_loss,test_loss,test_accuracy,seconds\n");
     for (int i = 0; i < nkeep; i++) fputs(keep[i], f);
-    fflush(f);
     cdl_free(keep);
+    if (tr_log_flush(f, path) < 0) {
+        fclose(f);
+        return NULL;
+    }
     return f;
 }
 
@@ -247,7 +261,7 @@ typedef struct tr_run {
 } tr_run;
 
 static void tr_run_free(tr_run *s) {
-    if (s->log) fclose(s->log);
+    if (s->log) fclose(s->log);                   /* written and checked at every row */
     cdl_adv_free(s->adv);
     cdl_loader_free(s->ltr);
     cdl_loader_free(s->lte);
@@ -444,9 +458,10 @@ static int tr_train_epoch(tr_run *s, uint64_t epoch) {
         fflush(s->out);
     }
     if (s->log) {
+        errno = 0;
         fprintf(s->log, "%llu,%llu,%.9g,%.9g,%.9g,%.3f\n", (unsigned long long)epoch + 1,
                 (unsigned long long)s->step, s->train_loss, s->test_loss, s->acc, secs);
-        fflush(s->log);
+        if (tr_log_flush(s->log, s->o->log) < 0) return -1;
     }
     if (o->save[0]) {
         cdl_ckpt_meta sm = {s->step, epoch + 1, s->seed, 0, "", 0};

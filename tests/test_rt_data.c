@@ -216,7 +216,139 @@ static void test_csv_errors(void **st) {
     spit(tpath("nul.csv"), "1,2\n3\0,4\n", 9);
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("nul.csv"), CDL_CSV_LAST, -1), -1);
-    expect_error("nul.csv: binary data");
+    expect_error("nul.csv:2: binary data");
+}
+
+/* ---------------------------------------------------------------- file edges */
+
+/* The bytes of a gzip file of b[0..n) (one member), into out; its length. */
+static size_t gz_bytes(const void *b, size_t n, unsigned char *out, size_t cap) {
+    const char *p = tpath("member.gz");
+    spit_gz(p, b, n);
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    size_t k = fread(out, 1, cap, f);
+    fclose(f);
+    assert_true(k > 18 && k < cap);
+    return k;
+}
+
+/* A FIFO is refused at once, never waited on (SIGALRM would end the test program). */
+static void test_fifo_refused(void **st) {
+    (void)st;
+    const char *fifo = tpath("fifo.csv");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(20);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_csv(&d, fifo, CDL_CSV_LAST, -1), -1);
+    expect_error("fifo.csv: not a regular file (a FIFO)");
+    assert_int_equal(cdl_dataset_load_idx(&d, fifo, NULL), -1);
+    expect_error("not a regular file");
+    assert_int_equal(cdl_dataset_load_csv(&d, tmp_dir, CDL_CSV_LAST, -1), -1);
+    expect_error("a directory");
+    alarm(0);
+    unlink(fifo);
+}
+
+/* Concatenated gzip members read as one file (gzip -d does); anything else after the
+ * gzip data is refused, for CSV and IDX alike. */
+static void test_gzip_members_and_garbage(void **st) {
+    (void)st;
+    static unsigned char a[1 << 12], b[1 << 12], both[1 << 13];
+    size_t na = gz_bytes("1,2,0\n", 6, a, sizeof a), nb = gz_bytes("3,4,1\n", 6, b, sizeof b);
+    memcpy(both, a, na);
+    memcpy(both + na, b, nb);
+    spit(tpath("two.csv.gz"), both, na + nb);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("two.csv.gz"), CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.y[1], 1);
+    cdl_dataset_free(&d);
+    memcpy(both + na, "garbage!", 8);
+    spit(tpath("junk.csv.gz"), both, na + 8);
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("junk.csv.gz"), CDL_CSV_LAST, -1), -1);
+    expect_error("junk.csv.gz: trailing garbage after the gzip data");
+    spit(tpath("zero.csv.gz"), both, na + 1);                   /* even one byte */
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("zero.csv.gz"), CDL_CSV_LAST, -1), -1);
+    expect_error("trailing garbage");
+    spit(tpath("cut.csv.gz"), a, na - 5);                       /* truncated */
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("cut.csv.gz"), CDL_CSV_LAST, -1), -1);
+    expect_error("cut.csv.gz: truncated gzip data");
+    static unsigned char im[16 + 2 * 9], gz[1 << 12];
+    size_t ni = mk_images(im, 2, 3, 3), ng = gz_bytes(im, ni, gz, sizeof gz - 4);
+    memcpy(gz + ng, "\0\0\0\0", 4);                             /* zero padding, as tar leaves */
+    spit(tpath("im.gz"), gz, ng + 4);
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("im.gz"), NULL), -1);
+    expect_error("im.gz: trailing garbage after the gzip data");
+    spit(tpath("im.gz"), gz, ng);
+    assert_int_equal(cdl_dataset_load_idx(&d, tpath("im.gz"), NULL), 0);
+    assert_int_equal(d.n, 2);
+    cdl_dataset_free(&d);
+}
+
+/* A UTF-8 byte-order mark (as spreadsheet programs write) does not turn the first data
+ * row into a "header". */
+static void test_csv_bom(void **st) {
+    (void)st;
+    cdl_dataset d;
+    spit_str(tpath("bom.csv"), "\xEF\xBB\xBF" "1,2,0\n3,4,1\n");
+    assert_int_equal(cdl_dataset_load_csv(&d, tpath("bom.csv"), CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.n, 2);
+    assert_true(d.x[0] == 1.0f);
+    cdl_dataset_free(&d);
+    const char *t = "\xEF\xBB\xBF" "a,b,label\n1,2,0\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "bom2", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.n, 1);
+    cdl_dataset_free(&d);
+}
+
+/* An allocator hook that records the bytes live at the peak. */
+static size_t g_live, g_peak;
+static void *peak_hook(void *ud, void *p, size_t n) {
+    (void)ud;
+    if (n == 0) {
+        if (p) {
+            size_t *h = (size_t *)((char *)p - 64);
+            g_live -= h[0];
+            free(h);
+        }
+        return NULL;
+    }
+    size_t *h = NULL;
+    if (p || posix_memalign((void **)&h, 64, n + 64) != 0) return NULL;
+    h[0] = n;
+    g_live += n;
+    if (g_live > g_peak) g_peak = g_live;
+    return (char *)h + 64;
+}
+
+/* A line longer than CDL_DATA_MAX_LINE is refused once that many bytes of it are read:
+ * memory stays within about twice the bound (the line buffer grows by doubling),
+ * whatever the file's size; here a line of three times the bound. */
+static void test_csv_long_line(void **st) {
+    (void)st;
+    size_t n = CDL_DATA_MAX_LINE * 3;
+    char *big = malloc(n + 8);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i += 2) memcpy(big + i, "1,", 2);
+    memcpy(big + n, "0\n1,0\n", 6);
+    spit(tpath("long.csv"), big, n + 6);
+    cdl_dataset d;
+    g_live = g_peak = 0;
+    cdl_set_allocator(peak_hook, NULL);
+    int rc = cdl_dataset_load_csv(&d, tpath("long.csv"), CDL_CSV_LAST, -1);
+    cdl_set_allocator(NULL, NULL);
+    assert_int_equal(rc, -1);
+    expect_error("long.csv:1: a line longer than");
+    if (g_peak > CDL_DATA_MAX_LINE * 5 / 2)                     /* the buffer grows by doubling */
+        fail_msg("peak memory %zu bytes for a %zu-byte line", g_peak, n);
+    assert_int_equal(cdl_dataset_parse_csv(&d, big, n + 6, "mem", CDL_CSV_LAST, -1), -1);
+    expect_error("mem:1: a line longer than");
+    free(big);
+    /* a line of exactly the bound is fine */
+    const char *row = "1,0\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, row, 4, "mem", CDL_CSV_LAST, -1), 0);
+    cdl_dataset_free(&d);
 }
 
 /* ---------------------------------------------------------------- named datasets */
@@ -601,6 +733,10 @@ int main(void) {
         cmocka_unit_test(test_idx_parse_every_truncation),
         cmocka_unit_test(test_csv),
         cmocka_unit_test(test_csv_errors),
+        cmocka_unit_test(test_fifo_refused),
+        cmocka_unit_test(test_gzip_members_and_garbage),
+        cmocka_unit_test(test_csv_bom),
+        cmocka_unit_test(test_csv_long_line),
         cmocka_unit_test(test_named_synthetic),
         cmocka_unit_test(test_fashion_mnist),
         cmocka_unit_test(test_loader_sequential),

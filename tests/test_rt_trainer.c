@@ -10,6 +10,7 @@
 #include "test_rt_util.h"
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <zlib.h>
 
@@ -452,6 +453,43 @@ static void test_data_mismatch(void **st) {
     assert_int_equal(run(&syn, "train", "--data", tpath("nonexistent.csv"), "--quiet", NULL), 1);
 }
 
+/* Edges of the trainer's files: a FIFO as data is refused at once (never waited on),
+ * and a log that cannot be written is an error, not a run that "succeeds" without it. */
+static void test_file_edges(void **st) {
+    (void)st;
+    const char *fifo = tpath("data.fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(20);                                                /* a hang ends the program */
+    assert_int_equal(run(&syn, "train", "--data", fifo, "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "not a regular file (a FIFO)"));
+    alarm(0);
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--log", "/dev/full", "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "/dev/full: cannot write the log"));
+    /* resuming with a log that is not a regular file does not try to read it back */
+    const char *c = tpath("edge.ckpt");
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
+    alarm(20);
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "2", "--resume", c, "--log", "/dev/full",
+                         "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "cannot write the log"));
+    alarm(0);
+    /* results on a stdout that cannot take them: exit status 1, not 0 */
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int full = open("/dev/full", O_WRONLY), null = open("/dev/null", O_WRONLY);
+        dup2(full, 1);
+        dup2(null, 2);
+        char *argv[] = {"prog", "eval", "--data", g_csv, "--load", (char *)c, "--json", NULL};
+        _exit(cdl_main(&syn, 7, argv));
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+}
+
 static void test_gradcheck(void **st) {
     (void)st;
     int rc = run(&gc, "gradcheck", "--json", NULL);
@@ -601,6 +639,7 @@ int main(void) {
         cmocka_unit_test(test_nan_stop),
         cmocka_unit_test(test_eval_and_defaults),
         cmocka_unit_test(test_data_mismatch),
+        cmocka_unit_test(test_file_edges),
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_sample_png),
         cmocka_unit_test(test_grad_dump),

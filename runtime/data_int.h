@@ -1,0 +1,57 @@
+/* data_int.h -- runtime-private interface of the data files (data_file.c: reading
+ * files; data.c: datasets; loader.c: transforms and the batch loader).  Not installed. */
+#ifndef CDL_DATA_INT_H
+#define CDL_DATA_INT_H
+
+#include "cdl.h"
+
+#include <zlib.h>
+
+/* ---- data_file.c: a data file being read, raw or gzip */
+
+/* Opened without blocking and refused unless it is a regular file (a FIFO, a device or
+ * a directory would hang or mislead); a file starting with the gzip magic 1f 8b is
+ * inflated, member after member (as gzip -d does), and anything after the last
+ * member that is not another member is an error, not ignored. */
+typedef struct data_file {
+    const char *path;             /* for messages */
+    int fd;
+    int gz;                       /* gzip-compressed */
+    int zinit;                    /* zs is initialised */
+    int in_eof;                   /* the file has no more compressed bytes */
+    int member_end;               /* between members: the next bytes must be another */
+    uint64_t size;                /* the file's size in bytes */
+    z_stream zs;
+    unsigned char *in;            /* compressed input buffer */
+    size_t in_len;                /* bytes in it from zs.next_in on */
+} data_file;
+
+int data_file_open(data_file *f, const char *path);      /* 0, or -1 and a message */
+/* Up to n bytes into buf: the count, 0 at the end, -1 and a message (read error,
+ * corrupt, truncated or trailing garbage). */
+int64_t data_file_read(data_file *f, void *buf, size_t n);
+void data_file_close(data_file *f);
+/* Decompressed size estimate for capacity hints: the file size, or gzip's ISIZE
+ * trailer (mod 2^32) when it is credible. */
+uint64_t data_file_size_hint(const data_file *f);
+
+/* Lines of text from memory or from a data file, each at most max bytes (without its
+ * "\n" or "\r\n"): a longer line is an error as soon as max + 1 bytes of it are read,
+ * so a huge line costs bounded memory and time. */
+typedef struct data_lines {
+    const char *path;
+    long line;                    /* number of the line last returned, 1-based */
+    size_t max;
+    const char *p, *lim;          /* memory source */
+    data_file *f;                 /* file source (else NULL) */
+    char *buf;                    /* file source: max + chunk bytes */
+    size_t cap, beg, end;
+    int eof;
+} data_lines;
+void data_lines_mem(data_lines *L, const char *text, size_t len, const char *path, size_t max);
+int data_lines_file(data_lines *L, data_file *f, size_t max);  /* -1 and a message */
+/* The next line in [*s, *e): 1, 0 at the end, -1 and a message "path:line: ..." */
+int data_lines_next(data_lines *L, const char **s, const char **e);
+void data_lines_free(data_lines *L);
+
+#endif
