@@ -1,16 +1,33 @@
 # cdl -- build, test, asan, run, bench, install.  Products go to build/ only.
 #   make            build/cdlc, build/libcdlrt.a, tools and examples
 #   make test       install missing packages, build, run every test, print the totals
-#   make asan       the same suite under AddressSanitizer + UBSan (build/asan/)
+#   make asan       the same suite under AddressSanitizer + UBSan ($(B)/asan/)
 #   make run        train models/mlp.cdl on Fashion-MNIST and print the test accuracy
+#   make BACKEND=onednn [target]   the same with the oneDNN kernel backend (build/onednn/)
 CC      ?= gcc
+# Kernel backend (docs/design.md, Backends): openblas (the default) or onednn, which
+# sends f32 GEMMs to oneDNN (f64 ones stay on OpenBLAS: oneDNN has no dgemm).  Each
+# backend builds in its own directory, so that switching never mixes objects.
+# RT_LIBS is THE list of libraries a program linked with libcdlrt.a needs; the build
+# writes it next to the library as $(B)/libcdlrt.libs for scripts to read.
+BACKEND ?= openblas
+ifeq ($(BACKEND),openblas)
 B       ?= build
+RT_LIBS := -lopenblas -lz -lpthread -lm
+RT_DEFS :=
+else ifeq ($(BACKEND),onednn)
+B       ?= build/onednn
+RT_LIBS := -ldnnl -lgomp -lopenblas -lz -lpthread -lm
+RT_DEFS := -DCDL_BACKEND_ONEDNN
+else
+$(error BACKEND must be openblas or onednn, not '$(BACKEND)')
+endif
 OPT     ?= -O2
 SAN     ?=
 CFLAGS  ?= $(OPT) -g
 WFLAGS  := -std=c11 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L
 ALLFLAGS = $(WFLAGS) $(CFLAGS) $(SAN) -Iruntime -Icompiler -I$(B)/gen -MMD -MP
-LDLIBS  := -lopenblas -lz -lpthread -lm
+LDLIBS  := $(RT_LIBS)
 PREFIX  ?= /usr/local
 # The runtime's kernels are the hot loops: vectorise them for this machine (AVX-512 on
 # the Zen 4 machines we run on).  Override with RT_OPT="-O2" for a portable library.
@@ -20,7 +37,7 @@ RT_OPT  ?= -O3 -march=native -fno-math-errno
 
 CC_SRC  := $(wildcard compiler/*.c)
 CC_LIB  := $(filter-out compiler/main.c,$(CC_SRC))
-RT_SRC  := $(wildcard runtime/*.c)
+RT_SRC  := $(filter-out $(if $(RT_DEFS),,runtime/blas_dnnl.c),$(wildcard runtime/*.c))
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
 RT_TESTS:= $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_rt_*.c))
 TOOLS   := $(patsubst tools/%.c,$(B)/%,$(wildcard tools/*.c))
@@ -51,15 +68,16 @@ $(B)/obj/compiler/%.o: compiler/%.c | $(B)/gen/cdl.tab.c $(B)/gen/lex.yy.c
 	$(CC) $(ALLFLAGS) -c $< -o $@
 $(B)/obj/runtime/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) $(RT_OPT) -c $< -o $@
+	$(CC) $(ALLFLAGS) $(RT_OPT) $(RT_DEFS) -c $< -o $@
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -c $< -o $@
 
 $(B)/libcdlc.a: $(CC_OBJ)
 	@rm -f $@; ar rcs $@ $^
-$(B)/libcdlrt.a: $(RT_OBJ)
-	@rm -f $@; ar rcs $@ $^
+$(B)/libcdlrt.a: $(RT_OBJ) Makefile
+	@rm -f $@; ar rcs $@ $(RT_OBJ)
+	@echo '$(RT_LIBS)' >$(B)/libcdlrt.libs
 $(B)/cdlc: $(B)/obj/compiler/main.o $(B)/libcdlc.a
 	$(CC) $(SAN) $^ -o $@ -lm
 
@@ -86,8 +104,8 @@ tests: $(TESTS)
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: deps
-	@$(MAKE) -s B=build/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="$(ASAN_FLAGS)" all tests
-	@B=build/asan CC=clang CDL_CFLAGS="$(ASAN_FLAGS)" ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
+	@$(MAKE) -s B=$(B)/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="$(ASAN_FLAGS)" all tests
+	@B=$(B)/asan CC=clang CDL_CFLAGS="$(ASAN_FLAGS)" ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
 
 run: deps all
 	@scripts/run-mlp.sh
@@ -97,7 +115,7 @@ install: all
 	install -m 755 $(B)/cdlc $(DESTDIR)$(PREFIX)/bin/cdlc
 	install -m 644 $(B)/libcdlrt.a $(DESTDIR)$(PREFIX)/lib/libcdlrt.a
 	install -m 644 runtime/cdl.h $(DESTDIR)$(PREFIX)/include/cdl.h
-	sed 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|0.1.0|' scripts/cdl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cdl.pc
+	sed 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|0.1.0|; s|@RT_LIBS@|$(RT_LIBS)|' scripts/cdl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cdl.pc
 
 clean:
 	rm -rf build
@@ -126,11 +144,16 @@ fuzz: deps $(FUZZ_BIN)
 	        -artifact_prefix=build/fuzz/ $$f.corpus || exit 1; done
 .PHONY: fuzz
 
-# make bench: cdl static and tape side by side with PyTorch eager/TorchScript (when
-# /usr/bin/python3 has torch) and the OpenBLAS sgemm reference; not part of make test.
-# Tables on stdout, bench/results.json; see docs/benchmarks.md.
+# make bench: the machine's measured peak, then cdl static (with each backend) and tape
+# side by side with PyTorch eager/TorchScript (when /usr/bin/python3 has torch) and each
+# backend's sgemm reference; not part of make test.  The other backend's runtime is
+# built into $(B)/<backend>.  Tables on stdout, JSON in $(B)/bench/; docs/benchmarks.md.
+OTHER_BACKEND := $(if $(filter onednn,$(BACKEND)),openblas,onednn)
 bench: all
-	@B=$(B) CC=$(CC) bench/run.sh
+	@$(MAKE) -s BACKEND=$(OTHER_BACKEND) B=$(B)/$(OTHER_BACKEND) $(B)/$(OTHER_BACKEND)/libcdlrt.a || \
+	    echo "bench: the $(OTHER_BACKEND) runtime did not build; its rows are left out"
+	@B=$(B) CC=$(CC) BENCH_RT_$(BACKEND)=$(B)/libcdlrt.a BENCH_RT_$(OTHER_BACKEND)=$(B)/$(OTHER_BACKEND)/libcdlrt.a \
+	    bench/run.sh
 .PHONY: bench
 
 # make compare MODEL=models/x.cdl [ARGS="--steps 50 --json"]: the model as static C and

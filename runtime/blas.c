@@ -2,14 +2,60 @@
  *
  * cdl_gemm_f32/f64 are row-major GEMMs with transpose flags, so that generated code
  * never copies a matrix to transpose it.  Nothing else in the tree includes cblas.h.
+ * A oneDNN build (make BACKEND=onednn, backend_int.h) sends the f32 products to
+ * dnnl_sgemm instead; the f64 ones stay here (oneDNN has no dgemm).
  */
 #include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "backend_int.h"
 #include "cdl.h"
+
+#ifdef CDL_BACKEND_ONEDNN
+#define BACKEND_BUILT "onednn"
+#else
+#define BACKEND_BUILT "openblas"
+#endif
+static int backend_dnnl;
+static pthread_once_t backend_once = PTHREAD_ONCE_INIT;
+
+/* The build's backend, unless CDL_BACKEND names another: "openblas" always can,
+ * "onednn" only in a oneDNN build; an unknown or unavailable name is reported once on
+ * stderr and the build's backend kept. */
+static void backend_choose(void) {
+    const char *v = getenv("CDL_BACKEND");
+    backend_dnnl = !strcmp(BACKEND_BUILT, "onednn");
+    if (!v || !*v || !strcmp(v, BACKEND_BUILT)) return;
+    if (!strcmp(v, "openblas")) backend_dnnl = 0;
+    else
+        fprintf(stderr, "cdl: CDL_BACKEND=%s: this runtime has %s (onednn needs `make BACKEND=onednn`); using %s\n",
+                v, backend_dnnl ? "openblas and onednn" : "openblas only", BACKEND_BUILT);
+}
+
+int cdl_backend_dnnl(void) {
+    pthread_once(&backend_once, backend_choose);
+    return backend_dnnl;
+}
+
+/* The f32 products go to oneDNN when it serves this process (a oneDNN build); the f64
+ * ones always stay on OpenBLAS. */
+#ifdef CDL_BACKEND_ONEDNN
+#define CDL_GEMM_DNNL_f32                                                                  \
+    if (cdl_backend_dnnl()) {                                                                   \
+        cdl_dnnl_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);       \
+        return;                                                                            \
+    }
+#else
+#define CDL_GEMM_DNNL_f32
+#endif
+#define CDL_GEMM_DNNL_f64
 
 /* C[M,N] = alpha op(A) op(B) + beta C, all row-major.  op(X) = X when the flag is 0,
  * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
- * Empty products are handled here (OpenBLAS is not asked about K = 0): C = beta C,
+ * Empty products are handled here (no library is asked about K = 0): C = beta C,
  * and beta = 0 overwrites C even when it holds NaNs. */
 #define CDL_GEMM(T, S, CBLAS)                                                          \
     void cdl_gemm_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
@@ -24,6 +70,7 @@
                     C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];          \
             return;                                                                     \
         }                                                                               \
+        CDL_GEMM_DNNL_##S                                                               \
         CBLAS(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,                        \
               transB ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,   \
               alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);          \
@@ -64,11 +111,20 @@ CDL_GEMM(double, f64, cblas_dgemm)
 CDL_GEMM_BATCH(float, f32)
 CDL_GEMM_BATCH(double, f64)
 
-/* Number of OpenBLAS threads and of the runtime's pool; n <= 0 leaves the defaults.
- * The two never run at once: the pool's kernels call no GEMM inside a job. */
+/* The f32 GEMM backend in effect: "onednn" or "openblas". */
+const char *cdl_backend(void) {
+    return cdl_backend_dnnl() ? "onednn" : "openblas";
+}
+
+/* Number of OpenBLAS threads (and oneDNN's OpenMP threads in a oneDNN build) and of
+ * the runtime's pool; n <= 0 leaves the defaults.  The libraries and the pool never
+ * run at once: the pool's kernels call no GEMM inside a job. */
 void cdl_blas_set_threads(int n) {
     if (n > 0) {
         openblas_set_num_threads(n);
+#ifdef CDL_BACKEND_ONEDNN
+        cdl_dnnl_set_threads(n);
+#endif
         cdl_parallel_set_threads(n);
     }
 }

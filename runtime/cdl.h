@@ -507,6 +507,10 @@ void cdl_steps_to_batch_f64(int64_t steps, int64_t nb, int64_t row, const double
  * OpenBLAS does not run (direct convolutions, pooling).  Call it outside a step: it
  * starts or stops the pool's threads. */
 void cdl_blas_set_threads(int n);
+/* The kernel backend serving f32 GEMMs in this process: "openblas", or "onednn" in a
+ * `make BACKEND=onednn` build unless CDL_BACKEND=openblas is in the environment
+ * (docs/design.md, Backends).  f64 GEMMs always run on OpenBLAS. */
+const char *cdl_backend(void);
 /* The worker pool.  cdl_parallel_set_threads(n) keeps n - 1 sleeping workers (the
  * caller is the n-th thread); cdl_parallel_threads() is that n.  cdl_parallel_for
  * runs fn(ctx, i) for every i in [0, n) on the pool and returns when all are done; the

@@ -13,7 +13,7 @@ for f in "$B/cdlc" "$B/libcdlrt.a"; do
     [ -e "$f" ] || { echo "run-mlp: $f is missing; run make first" >&2; exit 1; }
 done
 "$B/cdlc" --main models/mlp.cdl -o "$out/mlp.c"
-$CC -std=c11 -O2 -Iruntime "$out/mlp.c" "$B/libcdlrt.a" -o "$out/mlp" -lopenblas -lz -lpthread -lm
+$CC -std=c11 -O2 -Iruntime "$out/mlp.c" "$B/libcdlrt.a" -o "$out/mlp" $(cat "$B/libcdlrt.libs")
 extra=()
 [ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
 # Per-epoch lines and the progress bar go to stderr; stdout is the JSON summary.

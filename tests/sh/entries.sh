@@ -51,7 +51,7 @@ C
 fail=0
 for target in c tape; do
     "$CDLC" --target=$target "$t/ent.cdl" -o "$t/ent.c" 2>"$t/log" || { echo "FAIL cdlc --target=$target: $(head -3 $t/log)"; fail=1; continue; }
-    $CC -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -I"$t" "$t/ent.c" "$t/drv.c" "$CDLRT" -lopenblas -lz -lpthread -lm \
+    $CC -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -I"$t" "$t/ent.c" "$t/drv.c" "$CDLRT" $(cat "${CDLRT%.a}.libs") \
         ${CDL_CFLAGS:-} -o "$t/drv" 2>"$t/log" || { echo "FAIL build --target=$target: $(head -5 $t/log)"; fail=1; continue; }
     "$t/drv" >"$t/$target.out" || { echo "FAIL run --target=$target"; fail=1; }
 done

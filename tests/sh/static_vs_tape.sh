@@ -56,7 +56,7 @@ EOF
     fi
     # 3. gradient check of the tape's backward in f64
     if ! "$CDLC" --target=tape --precision=f64 --main -D B=4 "$m" -o "$t/${b}64.c" >"$t/log" 2>&1 ||
-       ! $CCMD -std=c11 -O2 -Iruntime "$t/${b}64.c" "$LIB" -o "$t/${b}64" -lopenblas -lz -lpthread -lm >>"$t/log" 2>&1; then
+       ! $CCMD -std=c11 -O2 -Iruntime "$t/${b}64.c" "$LIB" -o "$t/${b}64" $(cat "${LIB%.a}.libs") >>"$t/log" 2>&1; then
         echo "FAIL $b: f64 tape build: $(head -5 $t/log)"; fail=$((fail + 1)); continue
     fi
     if ! timeout 600 "$t/${b}64" gradcheck --threads 1 >"$t/log" 2>&1; then

@@ -19,7 +19,7 @@ if [ ! -x "$demo" ] || [ ! -x "$anomaly" ]; then
     "$CDLC" models/vae.cdl -o "$t/vae.c" || fail "cdlc models/vae.cdl"
     for p in vae_demo vae_anomaly; do
         ${CC:-cc} -std=c11 -O2 ${CDL_CFLAGS:-} -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime -I"$t" \
-            examples/$p.c "$t/vae.c" -o "$t/$p" "$CDLRT" -lopenblas -lz -lpthread -lm || fail "cc examples/$p.c"
+            examples/$p.c "$t/vae.c" -o "$t/$p" "$CDLRT" $(cat "${CDLRT%.a}.libs") || fail "cc examples/$p.c"
     done
     demo=$t/vae_demo; anomaly=$t/vae_anomaly
 fi

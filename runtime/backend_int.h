@@ -1,0 +1,24 @@
+/* backend_int.h -- internal to the runtime: the kernel backends.
+ *
+ * OpenBLAS serves every build.  `make BACKEND=onednn` defines CDL_BACKEND_ONEDNN and
+ * compiles runtime/blas_dnnl.c (the only includer of dnnl.h), and blas.c then sends the
+ * f32 GEMMs there; f64 GEMMs always stay on OpenBLAS (oneDNN has no dgemm).  Which
+ * backend serves the process is decided once, at the first question (blas.c):
+ * CDL_BACKEND=openblas in the environment turns a oneDNN build back to OpenBLAS. */
+#ifndef CDL_BACKEND_INT_H
+#define CDL_BACKEND_INT_H
+
+#include "cdl.h"
+
+/* 1 when oneDNN serves this process's f32 kernels (blas.c). */
+int cdl_backend_dnnl(void);
+
+#ifdef CDL_BACKEND_ONEDNN
+/* Row-major C = alpha op(A) op(B) + beta C through dnnl_sgemm; M, N, K > 0. */
+void cdl_dnnl_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* oneDNN's OpenMP thread count (omp_set_num_threads: the calling thread's setting). */
+void cdl_dnnl_set_threads(int n);
+#endif
+
+#endif
