@@ -4,7 +4,7 @@
  * `cdlc --target=tape m.cdl -o m.c`; both export the same descriptor name), e.g.
  *
  *   cc -O2 -march=native -Iruntime -DBENCH_MODEL=mlp_model bench/driver.c m.c \
- *      build/libcdlrt.a -lopenblas -lz -lpthread -lm -o mlp_static
+ *      build/libcdlrt.a $(cat build/libcdlrt.libs) -o mlp_static
  *
  * and run as `mlp_static --framework static --opt sgd --threads 1 --steps 100 ...`.
  * It allocates the net, fills every input with the bench's synthetic data (the same
@@ -12,7 +12,7 @@
  * of `steps` training steps (model->grad + cdl_optim_step, exactly what the trainer
  * does), and prints ONE JSON line on stdout:
  *
- *   {"framework": "static", "name": ..., "model": ..., "batch": 64, "opt": "sgd",
+ *   {"framework": "static", "name": ..., "model": ..., "backend": "openblas", "batch": 64, "opt": "sgd",
  *    "threads": 1, "ms_median": ..., "ms_min": ..., "cpu_ms_per_step": ..., "ms_runs": [...],
  *    "samples_per_s": ..., "peak_rss_kb": ..., "act_bytes": ..., "param_count": ...,
  *    "allocs_per_step": ..., "loss": ..., "loss_finite": true}
@@ -209,6 +209,7 @@ int main(int argc, char **argv) {
     bench_json_str(o.name);
     printf(", \"model\": ");
     bench_json_str(m->name);
+    printf(", \"backend\": \"%s\"", cdl_backend());
     printf(", \"batch\": %d, \"opt\": \"%s\", \"lr\": %g, \"threads\": %d, \"steps\": %d, "
            "\"repeats\": %d, \"warmup\": %d, \"ms_median\": %.6f, \"ms_min\": %.6f, "
            "\"cpu_ms_per_step\": %.6f, \"ms_runs\": [",

@@ -1,12 +1,16 @@
 #!/bin/bash
-# bench/run.sh -- `make bench`: cdl static, cdl tape, PyTorch eager and TorchScript side
-# by side, plus the OpenBLAS sgemm reference, all in one run.
+# bench/run.sh -- `make bench`: cdl static (with each kernel backend), cdl tape, PyTorch
+# eager and TorchScript side by side, plus the sgemm reference of each backend and the
+# machine's measured peak, all in one run.
 #
 #   B=build bench/run.sh          (make bench runs it after `make all`)
 #
-# Builds every bench model (bench/models/*.cdl, rows in bench/rows.txt) twice with
-# $B/cdlc (static C and --target=tape), links each with bench/driver.c and
-# $B/libcdlrt.a, then for each thread count (1, 2) and each row runs every framework in
+# First measures the machine's limits (bench/peak.c: one core's fp32 FMA peak, the
+# triad bandwidth) for each thread count.  Builds every bench model (bench/models/*.cdl,
+# rows in bench/rows.txt) with $B/cdlc as static C and as --target=tape, links the static
+# C with bench/driver.c and each backend's runtime (OpenBLAS: framework "static",
+# oneDNN: "static_onednn") and the tape build with $B/libcdlrt.a, then for each thread
+# count (1, 2) and each row runs every framework in
 # a fresh process with the same thread environment (OPENBLAS_NUM_THREADS,
 # OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE at 2 threads, glibc malloc thresholds raised)
 # and collects one JSON line per run into $OUT/raw.jsonl.  bench/report.py turns them
@@ -20,7 +24,10 @@
 #   BENCH_THREADS      thread counts (default "1 2")
 #   BENCH_SCALE        multiplies the timed steps (e.g. 0.25 for a quick look)
 #   BENCH_ONLY         extended regex: run only the rows whose name matches
-#   BENCH_FRAMEWORKS   subset of "static tape torch_eager torchscript"
+#   BENCH_FRAMEWORKS   subset of "static static_onednn tape torch_eager torchscript"
+#   BENCH_RT_openblas, BENCH_RT_onednn  the two runtimes (defaults $B/libcdlrt.a and
+#                      $B/onednn/libcdlrt.a, what make bench builds); each links with the
+#                      libraries listed next to it (libcdlrt.libs)
 #   BENCH_RESULTS      where the JSON goes (default $B/bench/results.json; the run
 #                      quoted in docs/benchmarks.md is kept as bench/results-2026-11-27.json)
 #   BENCH_PYTHON       the python that runs torch_bench.py (default /usr/bin/python3)
@@ -37,14 +44,16 @@ OUT=${BENCH_OUT:-$B/bench}
 THREADS=${BENCH_THREADS:-"1 2"}
 SCALE=${BENCH_SCALE:-1}
 ONLY=${BENCH_ONLY:-.}
-FRAMEWORKS=${BENCH_FRAMEWORKS:-"static tape torch_eager torchscript"}
+FRAMEWORKS=${BENCH_FRAMEWORKS:-"static static_onednn tape torch_eager torchscript"}
 RESULTS=${BENCH_RESULTS:-$OUT/results.json}
 CFLAGS_GEN=${BENCH_CFLAGS:--O2 -march=native}
 CC=${CC:-cc}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
 CDLC=$B/cdlc
 RT=$B/libcdlrt.a
-LIBS="-lopenblas -lz -lpthread -lm"
+RT_OPENBLAS=${BENCH_RT_openblas:-$RT}
+RT_ONEDNN=${BENCH_RT_onednn:-$B/onednn/libcdlrt.a}
+rt_libs() { cat "${1%.a}.libs" 2>/dev/null; } # the libraries a runtime links with
 TUNABLES="glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 RUN_TIMEOUT=${BENCH_TIMEOUT:-300}
 
@@ -53,6 +62,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ -f "$RT" ] || die "$RT not found: run make first"
 command -v python3 >/dev/null || die "python3 (standard library only) is needed for the report"
 mkdir -p "$OUT/gen" "$OUT/bin" "$OUT/log" || die "cannot make $OUT"
+[ -n "$(rt_libs "$RT")" ] || die "${RT%.a}.libs not found: run make first"
 RAW=$OUT/raw.jsonl
 : >"$RAW"
 t_start=$(date +%s)
@@ -85,6 +95,7 @@ run_one() { # framework name threads cmd...
         echo "$line" >>"$RAW"
         echo "$line" | awk -v fw="$fw" -v name="$name" -v n="$n" '{
             if (match($0, /"ms_median": [0-9.]+/)) v = sprintf("%.3f ms/step", substr($0, RSTART + 13, RLENGTH - 13))
+            else if (match($0, /"fma512_gflops": [0-9.]+/)) v = sprintf("one core %.1f GFLOP/s fp32 FMA", substr($0, RSTART + 17, RLENGTH - 17))
             else if (match($0, /"gflops": [0-9.]+/)) v = sprintf("%.1f GFLOP/s", substr($0, RSTART + 10, RLENGTH - 10))
             printf "  %-11s %-10s t=%s  %s\n", fw, name, n, v }'
     else
@@ -130,26 +141,57 @@ done
 } >>"$RAW"
 
 # ------------------------------------------------------------------------ build
-echo "bench: building into $OUT (cdlc: $CDLC, runtime: $RT)"
-if ! $CC -std=c11 $CFLAGS_GEN -Wall -Wextra -Werror bench/sgemm.c -o "$OUT/bin/sgemm" $LIBS 2>"$OUT/log/sgemm.build"; then
-    error_rec sgemm sgemm 0 "build: $(tail -3 "$OUT/log/sgemm.build")"
-fi
+echo "bench: building into $OUT (cdlc: $CDLC, runtimes: $RT_OPENBLAS, $RT_ONEDNN)"
+# The runtime each framework links with ("" = not available).
+declare -A fw_rt=([static]=$RT_OPENBLAS [tape]=$RT [static_onednn]=$RT_ONEDNN)
+for fw in static static_onednn; do
+    if has $fw && [ -z "$(rt_libs "${fw_rt[$fw]}")" ]; then
+        echo "  $fw: no runtime at ${fw_rt[$fw]} (make BACKEND=onednn B=$(dirname "${fw_rt[$fw]}"))"
+        fw_rt[$fw]=""
+    fi
+done
+# The sgemm reference through each backend's runtime (cdl_gemm_f32, the runtime's door).
+for fw in static static_onednn; do
+    sg=sgemm${fw#static}
+    has $fw && [ -n "${fw_rt[$fw]}" ] || continue
+    if ! $CC -std=c11 $CFLAGS_GEN -Wall -Wextra -Werror -Iruntime bench/sgemm.c "${fw_rt[$fw]}" $(rt_libs "${fw_rt[$fw]}") \
+        -o "$OUT/bin/$sg" 2>"$OUT/log/$sg.build"; then
+        error_rec "$sg" "$sg" 0 "build: $(tail -3 "$OUT/log/$sg.build")"
+    fi
+done
 # The kernel set OpenBLAS picked for this CPU (it prints "Core: X" when verbose).
-blas_core=$(env ${BENCH_BLAS_CORETYPE:+OPENBLAS_CORETYPE="$BENCH_BLAS_CORETYPE"} OPENBLAS_VERBOSE=2 OPENBLAS_NUM_THREADS=1 "$OUT/bin/sgemm" --repeats 1 --batch 8 2>&1 | sed -n 's/^Core: //p' | head -1)
-[ -n "$blas_core" ] && printf '{"framework": "meta", "openblas_core": "%s"}\n' "$blas_core" >>"$RAW"
+if [ -x "$OUT/bin/sgemm" ]; then
+    blas_core=$(env ${BENCH_BLAS_CORETYPE:+OPENBLAS_CORETYPE="$BENCH_BLAS_CORETYPE"} OPENBLAS_VERBOSE=2 OPENBLAS_NUM_THREADS=1 "$OUT/bin/sgemm" --repeats 1 --batch 8 2>&1 | sed -n 's/^Core: //p' | head -1)
+    [ -n "$blas_core" ] && printf '{"framework": "meta", "openblas_core": "%s"}\n' "$blas_core" >>"$RAW"
+fi
+
+# ------------------------------------------------------------------------ peak
+# The machine's limits, before anything else runs: one core's fp32 FMA rate and the
+# triad bandwidth with n threads (bench/peak.c); report.py sets every row against them.
+if $CC -std=c11 $CFLAGS_GEN -Wall -Wextra -Werror bench/peak.c -o "$OUT/bin/peak" -lpthread 2>"$OUT/log/peak.build"; then
+    for n in $THREADS; do
+        run_one peak peak "$n" "$OUT/bin/peak" --threads "$n"
+    done
+else
+    error_rec peak peak 0 "build: $(tail -3 "$OUT/log/peak.build")"
+fi
 
 # build_model name model batch target(static|tape): generate + compile; 0 on success.
 build_model() {
     local name=$1 model=$2 batch=$3 target=$4
-    local gen=$OUT/gen/${name}_$target.c bin=$OUT/bin/${name}_$target log=$OUT/log/$name-$target.build
-    local topt="" dopt=""
+    local gen=$OUT/gen/${name}_${target%_onednn}.c bin=$OUT/bin/${name}_$target log=$OUT/log/$name-$target.build
+    local topt="" dopt="" rt=${fw_rt[$target]}
     [ "$target" = tape ] && topt="--target=tape" && dopt="-DBENCH_TAPE"
+    if [ -z "$rt" ]; then
+        echo "no runtime for $target" >"$log.msg"
+        return 1
+    fi
     if ! "$CDLC" $topt -D "B=$batch" "bench/models/$model.cdl" -o "$gen" >"$log" 2>&1; then
         echo "cdlc $topt failed: $(grep -m2 -E 'error|cdlc' "$log")" >"$log.msg"
         return 1
     fi
     if ! $CC -std=c11 $CFLAGS_GEN -Iruntime -DBENCH_MODEL="${model}_model" $dopt bench/driver.c "$gen" \
-        "$RT" $LIBS -o "$bin" >>"$log" 2>&1; then
+        "$rt" $(rt_libs "$rt") -o "$bin" >>"$log" 2>&1; then
         echo "cc failed on the generated $target code: $(grep -m2 'error' "$log")" >"$log.msg"
         return 1
     fi
@@ -159,7 +201,7 @@ build_model() {
 declare -A built
 for r in "${rows[@]}"; do
     read -r name model batch opt lr steps repeats warmup <<<"$r"
-    for target in static tape; do
+    for target in static static_onednn tape; do
         has "$target" || continue
         if build_model "$name" "$model" "$batch" "$target"; then
             built[$name-$target]=1
@@ -171,27 +213,30 @@ for r in "${rows[@]}"; do
 done
 
 # ------------------------------------------------------------------------ run
+run_sgemm() { # threads: the sgemm reference of each backend built
+    for sg in sgemm sgemm_onednn; do
+        [ -x "$OUT/bin/$sg" ] && run_one "$sg" "$sg" "$1" "$OUT/bin/$sg" --threads "$1" --repeats 5
+    done
+}
 scaled() { # steps -> max(1, steps * SCALE)
     awk -v s="$1" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }'
 }
 for n in $THREADS; do
     echo "bench: $n thread(s)"
-    # The sgemm reference runs right before the wide MLP (so that both see the same
+    # The sgemm references run right before the wide MLP (so that both see the same
     # machine), or first when that row is not selected.
     sgemm_done=0
     case " ${rows[*]} " in *" wide_mlp "*) ;; *) sgemm_done=1 ;; esac
-    if [ $sgemm_done = 1 ] && [ -x "$OUT/bin/sgemm" ]; then
-        run_one sgemm sgemm "$n" "$OUT/bin/sgemm" --threads "$n" --repeats 5
-    fi
+    [ $sgemm_done = 1 ] && run_sgemm "$n"
     for r in "${rows[@]}"; do
         read -r name model batch opt lr steps repeats warmup <<<"$r"
-        if [ "$model" = wide_mlp ] && [ $sgemm_done = 0 ] && [ -x "$OUT/bin/sgemm" ]; then
-            run_one sgemm sgemm "$n" "$OUT/bin/sgemm" --threads "$n" --repeats 5
+        if [ "$model" = wide_mlp ] && [ $sgemm_done = 0 ]; then
+            run_sgemm "$n"
             sgemm_done=1
         fi
         steps=$(scaled "$steps")
         common=(--opt "$opt" --lr "$lr" --threads "$n" --steps "$steps" --repeats "$repeats" --warmup "$warmup")
-        for target in static tape; do
+        for target in static static_onednn tape; do
             has "$target" || continue
             if [ "${built[$name-$target]}" = 1 ]; then
                 run_one "$target" "$name" "$n" "$OUT/bin/${name}_$target" --framework "$target" --name "$name" "${common[@]}"

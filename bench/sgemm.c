@@ -1,6 +1,8 @@
-/* sgemm.c -- the OpenBLAS sgemm reference of `make bench` (the practical limit).
+/* sgemm.c -- the sgemm reference of `make bench` (the practical limit), per backend.
  *
- * Times, with plain cblas_sgemm calls, exactly the matrix products of one training step
+ * Linked with one runtime (OpenBLAS or oneDNN build), it times, with plain calls of the
+ * runtime's GEMM door cdl_gemm_f32 (cblas_sgemm or dnnl_sgemm), exactly the matrix
+ * products of one training step
  * of the bench's wide MLP (1024-4096-4096-10 at batch 256, row-major, weights
  * [out, in] as in PyTorch and cdl):
  *
@@ -11,23 +13,22 @@
  * and prints ONE JSON line: the whole set's rate (its FLOPs over its time: the best a
  * framework can do on the GEMM part of a wide-MLP step) and each GEMM's own rate, e.g.
  *
- *   {"framework": "sgemm", "threads": 1, "gflops": 98.1, "ms_per_set": 306.2,
+ *   {"framework": "sgemm", "backend": "openblas", "threads": 1, "gflops": 98.1, "ms_per_set": 306.2,
  *    "cpu_ms_per_set": 305.9, "gflop_per_set": 30.1, "gemms": [{"what": "fwd1", ...}, ...]}
  *
  * Usage: sgemm [--threads N] [--repeats N] [--batch B] (median of the repeats, after
- * one warm-up set).  Thread count: openblas_set_num_threads (run.sh also sets
- * OPENBLAS_NUM_THREADS).  Exit 0, 1 out of memory, 2 usage.
+ * one warm-up set).  Thread count: cdl_blas_set_threads (run.sh also sets
+ * OPENBLAS_NUM_THREADS and OMP_NUM_THREADS).  Exit 0, 1 out of memory, 2 usage.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-void openblas_set_num_threads(int n);
+#include "cdl.h"
 
 #define SG_MAX_REPEATS 64
 
@@ -75,8 +76,7 @@ static float *sg_buf(size_t n, unsigned seed) {
 /* C = op(A) op(B), row-major, with the leading dimensions of dense operands. */
 static void sg_run(const sg_gemm *g) {
     int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
-    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
-                g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->n);
+    cdl_gemm_f32(g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->n);
 }
 
 int main(int argc, char **argv) {
@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "sgemm: threads >= 1, repeats in 1..%d, batch in 1..65536\n", SG_MAX_REPEATS);
         return 2;
     }
-    openblas_set_num_threads(threads);
+    cdl_blas_set_threads(threads);
 
     enum { L = 3 };
     const int dim[L + 1] = {1024, 4096, 4096, 10};
@@ -138,10 +138,10 @@ int main(int argc, char **argv) {
     }
     double cpu_ms = (sg_cpu_ms() - cpu0) / repeats;
     double ms = sg_median(set_ms, repeats);
-    printf("{\"framework\": \"sgemm\", \"threads\": %d, \"batch\": %d, \"repeats\": %d, "
+    printf("{\"framework\": \"sgemm\", \"backend\": \"%s\", \"threads\": %d, \"batch\": %d, \"repeats\": %d, "
            "\"gflops\": %.3f, \"ms_per_set\": %.4f, \"cpu_ms_per_set\": %.4f, \"gflop_per_set\": %.6f, "
            "\"gemms\": [",
-           threads, batch, repeats, flop / 1e6 / ms, ms, cpu_ms, flop / 1e9);
+           cdl_backend(), threads, batch, repeats, flop / 1e6 / ms, ms, cpu_ms, flop / 1e9);
     for (int i = 0; i < ns; i++) {
         double m = sg_median(set[i].ms, repeats), f = 2.0 * set[i].m * set[i].n * set[i].k;
         printf("%s{\"what\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"ta\": %d, \"tb\": %d, "
