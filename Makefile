@@ -88,6 +88,8 @@ $(RT_TESTS): $(B)/tests/%: tests/%.c $(B)/libcdlrt.a
 $(B)/tests/%: tests/%.c $(B)/libcdlc.a $(B)/libcdlrt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $< -o $@ $(B)/libcdlc.a $(B)/libcdlrt.a -lcmocka $(LDLIBS)
+# cdl-compare links the programs it builds with the runtime's libraries
+$(TOOLS): ALLFLAGS += -DCDL_RT_LIBS='"$(RT_LIBS)"'
 $(B)/%: tools/%.c $(B)/libcdlc.a $(B)/libcdlrt.a
 	$(CC) $(ALLFLAGS) $< -o $@ $(B)/libcdlc.a $(B)/libcdlrt.a $(LDLIBS)
 $(B)/examples/%: examples/%.c $(B)/libcdlrt.a

@@ -53,6 +53,32 @@ int cdl_backend_dnnl(void) {
 #endif
 #define CDL_GEMM_DNNL_f64
 
+/* A one-row or one-column product through OpenBLAS's matrix-vector product: its sgemm
+ * takes 5-10x longer than its sgemv when M = 1 (batch-1 inference; 1x784 by 784x256:
+ * 338 us against 33 us).  M == 1: c = alpha op(B)^T a + beta c, with a the row of
+ * op(A); N == 1: c = alpha op(A) b + beta c, with b the column of op(B) and c a column
+ * of C.  beta = 0 clears C first, so NaNs in C never survive (BLAS may scale them). */
+#define CDL_GEMV(T, S, GEMV)                                                            \
+    static void gemv_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
+                         const T *A, int64_t lda, const T *B, int64_t ldb, T beta, T *C, \
+                         int64_t ldc)                                                   \
+    {                                                                                   \
+        if (beta == 0)                                                                  \
+            for (int64_t i = 0; i < M; i++)                                             \
+                for (int64_t j = 0; j < N; j++) C[i * ldc + j] = 0;                     \
+        if (M == 1)                                                                     \
+            GEMV(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, (blasint)(transB ? N : K), \
+                 (blasint)(transB ? K : N), alpha, B, (blasint)ldb, A, (blasint)(transA ? lda : 1), \
+                 beta, C, 1);                                                           \
+        else                                                                            \
+            GEMV(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, (blasint)(transA ? K : M), \
+                 (blasint)(transA ? M : K), alpha, A, (blasint)lda, B, (blasint)(transB ? 1 : ldb), \
+                 beta, C, (blasint)ldc);                                                \
+    }
+
+CDL_GEMV(float, f32, cblas_sgemv)
+CDL_GEMV(double, f64, cblas_dgemv)
+
 /* C[M,N] = alpha op(A) op(B) + beta C, all row-major.  op(X) = X when the flag is 0,
  * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
  * Empty products are handled here (no library is asked about K = 0): C = beta C,
@@ -71,6 +97,10 @@ int cdl_backend_dnnl(void) {
             return;                                                                     \
         }                                                                               \
         CDL_GEMM_DNNL_##S                                                               \
+        if (M == 1 || N == 1) {                                                         \
+            gemv_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);     \
+            return;                                                                     \
+        }                                                                               \
         CBLAS(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,                        \
               transB ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,   \
               alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);          \

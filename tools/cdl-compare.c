@@ -26,6 +26,9 @@
 #include <unistd.h>
 
 #define MAXARG 256
+#ifndef CDL_RT_LIBS
+#error "compile with -DCDL_RT_LIBS='\"...\"' (the Makefile passes its RT_LIBS)"
+#endif
 
 static const char usage[] =
     "usage: cdl-compare model.cdl [--steps N] [--batch N] [--json] [--tol X] [--data NAME] [--seed N]\n"
@@ -214,15 +217,17 @@ int main(int argc, char **argv) {
 
     /* compile and link: $CC may hold flags ("clang -fsanitize=address") */
     {
-        char *av[64], ccbuf[1024], incflag[PATH_MAX + 40];
+        char *av[80], ccbuf[1024], libsbuf[512], incflag[PATH_MAX + 40];
         int n = 0;
         const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
         snprintf(ccbuf, sizeof ccbuf, "%s", cc);
         for (char *tok = strtok(ccbuf, " \t"); tok && n < 40; tok = strtok(NULL, " \t")) av[n++] = tok;
         snprintf(incflag, sizeof incflag, "-I%s", inc);
-        char *rest[] = {"-std=c11", "-O2", "-march=native", "-DCDL_TAPE_RENAME", incflag, s_c, t_c, m_c, lib, "-o", prog,
-                        "-lopenblas", "-lz", "-lpthread", "-lm"};
+        char *rest[] = {"-std=c11", "-O2", "-march=native", "-DCDL_TAPE_RENAME", incflag, s_c, t_c, m_c, lib, "-o", prog};
         for (size_t k = 0; k < sizeof rest / sizeof rest[0]; k++) av[n++] = rest[k];
+        /* the runtime's libraries, as the Makefile names them for this build's backend */
+        snprintf(libsbuf, sizeof libsbuf, "%s", CDL_RT_LIBS);
+        for (char *tok = strtok(libsbuf, " \t"); tok && n < 78; tok = strtok(NULL, " \t")) av[n++] = tok;
         av[n] = NULL;
         if (run(av, NULL) != 0) {
             fprintf(stderr, "cdl-compare: compiling the comparison program failed (in %s)\n", dir);

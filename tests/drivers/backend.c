@@ -48,10 +48,11 @@ static double check(int ta, int tb, shape s, int pad, double beta) {
 
 int main(void) {
     /* fc1 of the MLP and its gradients, the LSTM's recurrent product, the wide MLP's
-     * (smaller batch), the GPT qkv, and odd small ones */
+     * (smaller batch), the GPT qkv, one-row and one-column products (matrix-vector
+     * products in the OpenBLAS backend: batch-1 inference), and odd small ones */
     static const shape shapes[] = {{64, 256, 784}, {256, 784, 64}, {64, 784, 256}, {64, 512, 128},
                                    {64, 1024, 512}, {128, 768, 256}, {7, 5, 9}, {1, 10, 128},
-                                   {3, 1, 1}, {33, 17, 65}};
+                                   {1, 256, 784}, {64, 1, 128}, {1, 1, 33}, {3, 1, 1}, {33, 17, 65}};
     printf("backend %s\n", cdl_backend());
     int bad = 0;
     double worst = 0;
