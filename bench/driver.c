@@ -42,9 +42,9 @@ extern const cdl_model BENCH_MODEL;
 #define BENCH_MAX_REPEATS 64
 
 typedef struct bench_opts {
-    const char *framework, *name, *opt;
+    const char *framework, *name, *opt, *mode;
     double lr;
-    int threads, steps, repeats, warmup, classes;
+    int threads, steps, repeats, warmup, classes, budget_ms;
 } bench_opts;
 
 /* The bench's synthetic data stream, shared with torch_bench.py (synth()): value i of
@@ -96,15 +96,16 @@ static int bench_usage(const char *msg, const char *arg) {
     fprintf(stderr,
             "bench driver: %s%s%s\n"
             "usage: %s-bench [--framework static|tape] [--name LABEL] [--opt sgd|adam] [--lr X]\n"
-            "       [--threads N] [--steps N] [--repeats N (<= %d)] [--warmup N] [--classes N]\n",
+            "       [--threads N] [--steps N] [--repeats N (<= %d)] [--warmup N] [--classes N]\n"
+            "       [--mode train|latency] [--budget-ms N (latency: time per repeat)]\n",
             msg, arg ? ": " : "", arg ? arg : "", BENCH_MODEL.name, BENCH_MAX_REPEATS);
     return 2;
 }
 
 /* Parse argv into o; 0 on success, else the exit status of a usage error. */
 static int bench_parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){.framework = "static", .name = BENCH_MODEL.name, .opt = "sgd",
-                      .threads = 1, .steps = 50, .repeats = 5, .warmup = 10, .classes = 10};
+    *o = (bench_opts){.framework = "static", .name = BENCH_MODEL.name, .opt = "sgd", .mode = "train",
+                      .threads = 1, .steps = 50, .repeats = 5, .warmup = 10, .classes = 10, .budget_ms = 50};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return bench_usage("missing value after", a);
@@ -115,6 +116,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
         if (!strcmp(a, "--framework")) o->framework = v;
         else if (!strcmp(a, "--name")) o->name = v;
         else if (!strcmp(a, "--opt")) o->opt = v;
+        else if (!strcmp(a, "--mode")) o->mode = v;
         else if (!strcmp(a, "--lr")) {
             o->lr = strtod(v, &end);
             if (*end || !(o->lr >= 0)) return bench_usage("bad --lr", v);
@@ -124,11 +126,15 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
         else if (!strcmp(a, "--repeats")) o->repeats = (int)n;
         else if (!strcmp(a, "--warmup")) o->warmup = (int)n;
         else if (!strcmp(a, "--classes")) o->classes = (int)n;
+        else if (!strcmp(a, "--budget-ms")) o->budget_ms = (int)n;
         else return bench_usage("unknown option", a);
     }
     if (strcmp(o->opt, "sgd") && strcmp(o->opt, "adam")) return bench_usage("--opt must be sgd or adam", o->opt);
-    if (o->threads < 1 || o->steps < 1 || o->repeats < 1 || o->repeats > BENCH_MAX_REPEATS || o->classes < 1)
-        return bench_usage("threads, steps, classes >= 1; repeats in 1..64", NULL);
+    if (strcmp(o->mode, "train") && strcmp(o->mode, "latency"))
+        return bench_usage("--mode must be train or latency", o->mode);
+    if (o->threads < 1 || o->steps < 1 || o->repeats < 1 || o->repeats > BENCH_MAX_REPEATS || o->classes < 1 ||
+        o->budget_ms < 1)
+        return bench_usage("threads, steps, classes, budget >= 1; repeats in 1..64", NULL);
     return 0;
 }
 
@@ -141,6 +147,61 @@ static void bench_json_str(const char *s) {
         else putchar(*s);
     }
     putchar('"');
+}
+
+/* The median of the first n values of v (n <= BENCH_MAX_REPEATS); sorted gets them in
+ * order. */
+static double bench_median(const double *v, int n, double *sorted) {
+    memcpy(sorted, v, sizeof(double) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(double), bench_cmp_double);
+    return n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+}
+
+/* The opening fields every record shares. */
+static void bench_json_head(const bench_opts *o, const cdl_model *m) {
+    printf("{\"framework\": ");
+    bench_json_str(o->framework);
+    printf(", \"name\": ");
+    bench_json_str(o->name);
+    printf(", \"model\": ");
+    bench_json_str(m->name);
+    printf(", \"backend\": \"%s\", \"mode\": \"%s\"", cdl_backend(), o->mode);
+}
+
+/* Batch-1 latency (--mode latency): eval-mode forward passes (model->forward, the loss
+ * included) of ONE sample, after `warmup` calls; each repeat makes as many calls as fit
+ * in about budget_ms (from the warm-up's median call, at least 3), and the median
+ * repeat's time per call is reported. */
+static int bench_latency(const bench_opts *o, cdl_net *net) {
+    const cdl_model *m = net->model;
+    double warm[BENCH_MAX_REPEATS], runs[BENCH_MAX_REPEATS], sorted[BENCH_MAX_REPEATS];
+    int nw = o->warmup < 3 ? 3 : o->warmup > BENCH_MAX_REPEATS ? BENCH_MAX_REPEATS : o->warmup;
+    for (int i = 0; i < nw; i++) {
+        double t0 = bench_now_ms();
+        m->forward(net, 1);
+        warm[i] = bench_now_ms() - t0;
+    }
+    double est = bench_median(warm, nw, sorted);
+    long calls = est > 0 ? (long)(o->budget_ms / est) : 1000;
+    if (calls < 3) calls = 3;
+    double cpu0 = bench_cpu_ms();
+    for (int r = 0; r < o->repeats; r++) {
+        double t0 = bench_now_ms();
+        for (long c = 0; c < calls; c++) m->forward(net, 1);
+        runs[r] = (bench_now_ms() - t0) / (double)calls;
+    }
+    double cpu_ms = (bench_cpu_ms() - cpu0) / ((double)calls * o->repeats);
+    double med = bench_median(runs, o->repeats, sorted);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    bench_json_head(o, m);
+    printf(", \"batch\": 1, \"threads\": %d, \"calls\": %ld, \"repeats\": %d, \"ms_median\": %.6f, "
+           "\"ms_min\": %.6f, \"cpu_ms_per_step\": %.6f, \"peak_rss_kb\": %ld, ",
+           o->threads, calls, o->repeats, med, sorted[0], cpu_ms, ru.ru_maxrss);
+    if (isfinite(net->loss)) printf("\"loss\": %.9g, \"loss_finite\": true}\n", net->loss);
+    else printf("\"loss\": null, \"loss_finite\": false}\n");
+    fflush(stdout);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -163,6 +224,11 @@ int main(int argc, char **argv) {
     net->seed = 1;
     int nb = m->batch;
     bench_fill_inputs(net, nb, o.classes);
+    if (!strcmp(o.mode, "latency")) {
+        rc = bench_latency(&o, net);
+        cdl_net_free(net);
+        return rc;
+    }
 
     cdl_optim_cfg cfg;
     int adam = !strcmp(o.opt, "adam");
@@ -196,20 +262,11 @@ int main(int argc, char **argv) {
     }
     double cpu_ms = (bench_cpu_ms() - cpu0) / ((double)o.steps * o.repeats);
     double allocs = (double)(cdl_alloc_count() - allocs0) / ((double)o.steps * o.repeats);
-    memcpy(sorted, runs, sizeof(double) * (size_t)o.repeats);
-    qsort(sorted, (size_t)o.repeats, sizeof(double), bench_cmp_double);
-    int h = o.repeats / 2;
-    double med = o.repeats % 2 ? sorted[h] : 0.5 * (sorted[h - 1] + sorted[h]);
+    double med = bench_median(runs, o.repeats, sorted);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"framework\": ");
-    bench_json_str(o.framework);
-    printf(", \"name\": ");
-    bench_json_str(o.name);
-    printf(", \"model\": ");
-    bench_json_str(m->name);
-    printf(", \"backend\": \"%s\"", cdl_backend());
+    bench_json_head(&o, m);
     printf(", \"batch\": %d, \"opt\": \"%s\", \"lr\": %g, \"threads\": %d, \"steps\": %d, "
            "\"repeats\": %d, \"warmup\": %d, \"ms_median\": %.6f, \"ms_min\": %.6f, "
            "\"cpu_ms_per_step\": %.6f, \"ms_runs\": [",

@@ -182,9 +182,10 @@ def tape_act(rec):
 # ------------------------------------------------------------------------ derived numbers
 
 def collect(recs):
-    """Split the records: meta dict, runs {(framework, name, threads): rec}, sgemm
-    {(backend, threads): rec}, peak {threads: rec}, errors."""
-    meta, runs, sgemm, peak, errors = {}, {}, {}, {}, []
+    """Split the records: meta dict, runs {(framework, name, threads): rec} (training
+    steps), latency (the same keys: batch-1 eval forward), sgemm {(backend, threads):
+    rec}, peak {threads: rec}, errors."""
+    meta, runs, latency, sgemm, peak, errors = {}, {}, {}, {}, {}, []
     for r in recs:
         fw = r.get("framework")
         if fw == "meta":
@@ -195,9 +196,11 @@ def collect(recs):
             sgemm[(r.get("backend", "openblas"), r["threads"])] = r
         elif fw == "peak":
             peak[r["threads"]] = r
+        elif r.get("mode") == "latency":
+            latency[(fw, r.get("name"), r.get("threads"))] = r
         else:
             runs[(fw, r.get("name"), r.get("threads"))] = r
-    return meta, runs, sgemm, peak, errors
+    return meta, runs, latency, sgemm, peak, errors
 
 
 def core_peak(peak):
@@ -410,10 +413,31 @@ def reference_table(rows, runs):
                   "vs reference by CPU time"], body)
 
 
+def latency_table(rows, latency, n):
+    """Batch-1 eval forward, microseconds per call, one line per model."""
+    body, seen = [], set()
+    fws = ("static", "static_onednn", "tape", "torch_eager")
+    for row in rows:
+        recs = {fw: latency.get((fw, row["name"], n)) for fw in fws}
+        if row["model"] in seen or not any(recs.values()):
+            continue
+        seen.add(row["model"])
+        cells = [row["model"]] + [fmt(recs[fw]["ms_median"] * 1e3, 1) if recs[fw] else "—" for fw in fws]
+        ea = recs["torch_eager"]
+        for fw in ("static", "static_onednn"):
+            r = recs[fw]
+            cells.append(fmt(ea["ms_median"] / r["ms_median"]) + "x" if r and ea else "—")
+        body.append(cells)
+    if not body:
+        return None
+    return table(["model", "cdl static µs", "static oneDNN µs", "cdl tape µs", "PyTorch eager µs",
+                  "static vs eager", "oneDNN static vs eager"], body)
+
+
 def report(rows, recs, bad, raw_path):
-    meta, runs, sgemm, peak, errors = collect(recs)
+    meta, runs, latency, sgemm, peak, errors = collect(recs)
     derived = derive(rows, runs, sgemm, peak)
-    threads = sorted({k[2] for k in runs} | {k[1] for k in sgemm})
+    threads = sorted({k[2] for k in runs} | {k[2] for k in latency} | {k[1] for k in sgemm})
     pk = core_peak(peak)
     md = header_lines(meta, runs, peak)
     for n in threads:
@@ -426,6 +450,11 @@ def report(rows, recs, bad, raw_path):
                    "at the triad bandwidth of the level its working set fits in (bench/report.py, "
                    "step_bytes); a row at 100%% would run at that limit." % n, "", rt, ""]
         md += ["### %s: goals for cdl static" % tn, "", goals_table(rows, runs, n), ""]
+        lt = latency_table(rows, latency, n)
+        if lt:
+            md += ["### %s: batch-1 latency (inference)" % tn, "",
+                   "One sample through the eval-mode forward pass (the loss included), per call; "
+                   "PyTorch eager in eval mode under torch.no_grad().", "", lt, ""]
     if 1 in threads:
         md += ["### Against the reference PyTorch times (1 thread)", "", reference_table(rows, runs), "",
                "(At 1 thread the CPU time per step is what the wall time would be on an idle"
@@ -442,7 +471,8 @@ def report(rows, recs, bad, raw_path):
     if bad:
         md.append("(%d unreadable line%s in %s)" % (bad, "" if bad == 1 else "s", raw_path))
     out = {"meta": meta, "rows": rows, "peak": [peak[k] for k in sorted(peak)],
-           "sgemm": [sgemm[k] for k in sorted(sgemm)], "runs": derived, "errors": errors}
+           "sgemm": [sgemm[k] for k in sorted(sgemm)], "runs": derived,
+           "latency": [latency[k] for k in sorted(latency, key=lambda k: (k[2], k[1], k[0]))], "errors": errors}
     return "\n".join(md), out
 
 

@@ -25,6 +25,8 @@
 #   BENCH_SCALE        multiplies the timed steps (e.g. 0.25 for a quick look)
 #   BENCH_ONLY         extended regex: run only the rows whose name matches
 #   BENCH_FRAMEWORKS   subset of "static static_onednn tape torch_eager torchscript"
+#   BENCH_LATENCY      1 (default): also time batch-1 inference (eval forward) once per
+#                      model, cdl (each backend, tape) against PyTorch eager; 0: skip
 #   BENCH_RT_openblas, BENCH_RT_onednn  the two runtimes (defaults $B/libcdlrt.a and
 #                      $B/onednn/libcdlrt.a, what make bench builds); each links with the
 #                      libraries listed next to it (libcdlrt.libs)
@@ -56,6 +58,7 @@ RT_ONEDNN=${BENCH_RT_onednn:-$B/onednn/libcdlrt.a}
 rt_libs() { cat "${1%.a}.libs" 2>/dev/null; } # the libraries a runtime links with
 TUNABLES="glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 RUN_TIMEOUT=${BENCH_TIMEOUT:-300}
+LATENCY=${BENCH_LATENCY:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$CDLC" ] || die "$CDLC not found: run make first"
@@ -128,7 +131,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $(grep -m1 
 # The command that reproduces this run: make bench plus whatever was overridden.
 command="make bench"
 [ "$B" != build ] && command="make B=$B bench"
-for v in BENCH_THREADS BENCH_SCALE BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE; do
+for v in BENCH_THREADS BENCH_SCALE BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE BENCH_LATENCY; do
     [ -n "${!v:-}" ] && command="$v='${!v}' $command"
 done
 {
@@ -221,8 +224,26 @@ run_sgemm() { # threads: the sgemm reference of each backend built
 scaled() { # steps -> max(1, steps * SCALE)
     awk -v s="$1" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }'
 }
+# latency_runs name model batch threads: batch-1 eval forward passes of one model, each
+# repeat about 50 ms x BENCH_SCALE
+latency_runs() {
+    local name=$1 model=$2 batch=$3 n=$4 budget target
+    budget=$(awk -v k="$SCALE" 'BEGIN { b = int(50 * k + 0.5); print (b < 1 ? 1 : b) }')
+    local lat=(--threads "$n" --repeats 5 --warmup 5 --budget-ms "$budget")
+    for target in static static_onednn tape; do
+        has "$target" && [ "${built[$name-$target]}" = 1 ] || continue
+        run_one "$target" "$name-latency" "$n" "$OUT/bin/${name}_$target" --framework "$target" --name "$name" \
+            --mode latency "${lat[@]}"
+    done
+    if [ $torch_ok = 1 ] && has torch_eager; then
+        run_one torch_eager "$name-latency" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
+            --mode eager --name "$name" --latency "${lat[@]}"
+    fi
+}
+
 for n in $THREADS; do
     echo "bench: $n thread(s)"
+    declare -A lat_done=()
     # The sgemm references run right before the wide MLP (so that both see the same
     # machine), or first when that row is not selected.
     sgemm_done=0
@@ -252,6 +273,10 @@ for n in $THREADS; do
                 run_one $fw "$name" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
                     --mode $mode --name "$name" "${common[@]}"
             done
+        fi
+        if [ "$LATENCY" = 1 ] && [ -z "${lat_done[$model]:-}" ]; then
+            lat_done[$model]=1
+            latency_runs "$name" "$model" "$batch" "$n"
         fi
     done
 done

@@ -18,6 +18,11 @@ reals, modulo the class count for labels.  One fixed batch is reused every step 
 only).  A step is zero_grad(set_to_none) + loss + backward + optimizer.step(); SGD has
 momentum 0.9 (lr 0.01 unless --lr), Adam lr 1e-3.
 
+With --latency it times batch-1 inference instead: the model in eval mode under
+torch.no_grad(), forward (the loss included, as cdl's eval forward) of ONE sample; each
+repeat makes as many calls as fit in --budget-ms (from the warm-up's median call, at
+least 3), as bench/driver.c does.
+
 The caller (bench/run.sh) sets OPENBLAS_NUM_THREADS / OMP_NUM_THREADS (and the glibc
 malloc tunables, OMP_WAIT_POLICY) before starting python: torch.set_num_threads alone
 does not limit OpenBLAS.  Exit status 0 on success, 2 on a usage error, 3 if torch is
@@ -158,6 +163,40 @@ MODELS = {
 }
 
 
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
+def latency(a, model, x, y):
+    """Batch-1 eval-mode forward passes; prints the record (see the module's doc)."""
+    model.eval()
+    with torch.no_grad():
+        warm = []
+        for _ in range(max(a.warmup, 3)):
+            t0 = time.perf_counter()
+            loss = model(x, y)
+            warm.append((time.perf_counter() - t0) * 1e3)
+        calls = max(3, int(a.budget_ms / max(median(warm), 1e-6)))
+        runs = []
+        cpu0 = time.process_time()
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                loss = model(x, y)
+            runs.append((time.perf_counter() - t0) * 1e3 / calls)
+        cpu_ms = (time.process_time() - cpu0) * 1e3 / (calls * a.repeats)
+    lv = float(loss.item())
+    print(json.dumps({
+        "framework": "torch_eager" if a.mode == "eager" else "torchscript", "mode": "latency",
+        "name": a.name or a.model, "model": a.model, "batch": 1, "threads": a.threads, "calls": calls,
+        "repeats": a.repeats, "ms_median": median(runs), "ms_min": min(runs), "cpu_ms_per_step": cpu_ms,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "loss": lv if lv == lv else None, "loss_finite": lv == lv and abs(lv) != float("inf"),
+        "torch_version": torch.__version__}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=sorted(MODELS))
@@ -170,6 +209,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--name", default=None, help="row label (default: the model)")
+    ap.add_argument("--latency", action="store_true", help="time batch-1 eval forward passes")
+    ap.add_argument("--budget-ms", type=float, default=50, help="latency: time per repeat")
     a = ap.parse_args()
     if a.batch < 1 or a.steps < 1 or a.repeats < 1 or a.warmup < 0 or a.threads < 1:
         ap.error("batch, steps, repeats, threads must be >= 1, warmup >= 0")
@@ -183,6 +224,8 @@ def main():
     y = synth_label((a.batch,), 1, classes) if classes else torch.zeros(a.batch, dtype=torch.int64)
     if a.mode == "script":
         model = torch.jit.script(model)
+    if a.latency:
+        return latency(a, model, x[:1], y[:1])
     if a.opt == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=a.lr or 0.01, momentum=0.9)
     else:
@@ -210,7 +253,7 @@ def main():
     med = sorted(runs)[len(runs) // 2] if len(runs) % 2 else \
         0.5 * (sorted(runs)[len(runs) // 2 - 1] + sorted(runs)[len(runs) // 2])
     rec = {
-        "framework": "torch_eager" if a.mode == "eager" else "torchscript",
+        "framework": "torch_eager" if a.mode == "eager" else "torchscript", "mode": "train",
         "name": a.name or a.model, "model": a.model, "batch": a.batch, "opt": a.opt,
         "threads": a.threads, "steps": a.steps, "repeats": a.repeats, "warmup": a.warmup,
         "ms_median": med, "ms_min": min(runs),
