@@ -464,6 +464,7 @@ struct Elab {
     const Ast *bstack[BLOCK_MAX_DEPTH];
     int bdepth;
     int64_t batch;
+    const char *bname;                  /* the batch constant's name, or NULL */
     EntryFn *entry;                     /* elaborating this entry, or NULL */
     bool seen_train;
     Loc loss_loc;

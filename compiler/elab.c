@@ -273,8 +273,10 @@ static bool fresh_name(Elab *e, const char *name, Loc loc) {
     return true;
 }
 
-/* A declared type f32[dims] / i32[dims]. */
-static bool eval_type(Elab *e, const Ast *t, const char *what, Shape *s, DType *dt) {
+/* A declared type f32[dims] / i32[dims].  io: an input or entry argument, whose dim 0,
+ * when batched, must be the batch constant itself (the runtime's descriptor tables and
+ * every consumer of them size a batched tensor as nb rows, never k * nb). */
+static bool eval_type(Elab *e, const Ast *t, const char *what, bool io, Shape *s, DType *dt) {
     if (strcmp(t->name, "f32") == 0) *dt = DT_REAL;
     else if (strcmp(t->name, "i32") == 0) *dt = DT_I32;
     else {
@@ -300,6 +302,12 @@ static bool eval_type(Elab *e, const Ast *t, const char *what, Shape *s, DType *
         }
         s->d[i] = v.i;
         if (i == 0 && v.bfac != 0 && e->batch > 0) s->batched = true;
+        if (i == 0 && s->batched && io && v.i != e->batch) {
+            error_at(t->list.v[0]->loc, "%s: dimension 0 is %lld * %s; inputs and entry arguments must have the "
+                     "batch %s itself as dimension 0 (declare [%s, ...] and reshape inside the model)",
+                     what, (long long)v.bfac, e->bname, e->bname, e->bname);
+            return false;
+        }
     }
     return el_dims_ok(t->loc, what, s);
 }
@@ -309,7 +317,7 @@ static void stmt_input(Elab *e, const Ast *s, Ctx ctx) {
     if (!fresh_name(e, s->name, s->loc)) return;
     Shape sh;
     DType dt;
-    if (!eval_type(e, s->a, arena_printf(cc_arena, "input '%s'", s->name), &sh, &dt)) {
+    if (!eval_type(e, s->a, arena_printf(cc_arena, "input '%s'", s->name), true, &sh, &dt)) {
         el_define(e->scope, s->name, SYM_INPUT, el_err(), s->loc);
         return;
     }
@@ -347,7 +355,7 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
     Sym *y = el_scope_here(e->scope, s->name);
     y->kind = SYM_VAR;
     const char *full = arena_printf(cc_arena, "%s%s", e->inst->prefix, s->name);
-    if (!eval_type(e, s->a, arena_printf(cc_arena, "param '%s'", s->name), &sh, &dt)) return;
+    if (!eval_type(e, s->a, arena_printf(cc_arena, "param '%s'", s->name), false, &sh, &dt)) return;
     if (dt != DT_REAL) {
         error_at(s->a->loc, "param '%s': parameters are f32", s->name);
         return;
@@ -408,6 +416,12 @@ static void add_output(Elab *e, int id, const char *name, Loc loc) {
             error_at(loc, "duplicate output '%s'", name);
             return;
         }
+    if (n->shape.batched && n->shape.d[0] != e->batch) {
+        error_at(loc, "output '%s' is %s, whose dimension 0 is %lld * %s; outputs must have the batch %s itself "
+                 "as dimension 0 (reshape to [%s, ...])", name, shape_str(&n->shape),
+                 (long long)(n->shape.d[0] / e->batch), e->bname, e->bname, e->bname);
+        return;
+    }
     if (n->flags & (NF_INPUT | NF_PARAM | NF_STATE | NF_OUTPUT)) {
         /* An input, a parameter or another output: give it its own node (a view). */
         Shape sh = n->shape;
@@ -690,6 +704,7 @@ static void elab_entry(Elab *e, const Ast *s) {
     e->inst->prefix = "";
     for (int i = 0; i < e->pnode_cap; i++) e->pnode[i] = -1;
     e->scope = el_scope_new(e->model_scope);
+    int errs = diag_error_count();
     for (int i = 0; i < s->list.n; i++) {
         const Ast *a = s->list.v[i];
         Shape sh;
@@ -698,7 +713,7 @@ static void elab_entry(Elab *e, const Ast *s) {
             error_at(a->loc, "duplicate argument '%s'", a->name);
             continue;
         }
-        if (!eval_type(e, a->a, arena_printf(cc_arena, "argument '%s'", a->name), &sh, &dt)) {
+        if (!eval_type(e, a->a, arena_printf(cc_arena, "argument '%s'", a->name), true, &sh, &dt)) {
             el_define(e->scope, a->name, SYM_INPUT, el_err(), a->loc);
             continue;
         }
@@ -712,7 +727,6 @@ static void elab_entry(Elab *e, const Ast *s) {
         n->var = a->name;
         el_define(e->scope, a->name, SYM_INPUT, el_tensor(e, id), a->loc);
     }
-    int errs = diag_error_count();
     if (s->op == 1) stmt_output(e, s->list2.v[0], CTX_ENTRY, true);
     else el_stmts(e, &s->list2, CTX_ENTRY, NULL, NULL);
     if (tmp.nouts == 0 && diag_error_count() == errs) error_at(s->loc, "entry '%s' has no output", s->name);
@@ -807,6 +821,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
             dn[i] = NULL;
         }
     const char *bname = batch_const(md);
+    e->bname = bname;
     const char *cs = "";
     for (int i = 0; i < md->list.n; i++) {
         const Ast *c = md->list.v[i];

@@ -358,6 +358,28 @@ static void test_batched_constants(void **state) {
     assert_int_equal(count_op(m->g, OP_BATCHSIZE), 1);   /* 2 * B -> batch_size * 2 */
 }
 
+/* Batch multiples stay legal inside the model (reshape to [B * T, D] and back); only
+ * inputs, entry arguments and outputs must have dim 0 = B (tests/errors/ *_batch_multiple). */
+static void test_batch_multiples_inside(void **state) {
+    (void)state;
+    Model *m = elab_ok("model m(B = 8, T = 3, D = 4) {\n"
+                       "    input x: f32[B, T, D]\n"
+                       "    h = reshape(x, [B * T, D]) |> linear(5)\n"
+                       "    output reshape(h, [B, T * 5]) as y\n"
+                       "}\n");
+    const Node *r = first_op(m->g, OP_RESHAPE);
+    assert_true(r->shape.batched);
+    assert_int_equal(r->shape.d[0], 24);
+    const Node *y = &m->g->n[m->outputs[0]];
+    assert_true(y->shape.batched);
+    assert_int_equal(y->shape.d[0], 8);
+    assert_null(elab("model m(B = 8, T = 3, D = 4) {\n"
+                     "    input x: f32[B, T, D]\n"
+                     "    output reshape(x, [B * T, D]) as y\n"
+                     "}\n"));
+    assert_diag("outputs must have the batch B itself as dimension 0");
+}
+
 static void test_train_section(void **state) {
     (void)state;
     Model *m = elab_ok("model m(B = 4) {\n"
@@ -487,6 +509,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_entry_shares_parameters, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_streams_unique, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_batched_constants, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_multiples_inside, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_train_section, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_several_errors, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_recursion_and_nesting, tu_setup, tu_teardown),
