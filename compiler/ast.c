@@ -25,7 +25,7 @@ void ast_push(AstList *l, Ast *x) {
 static const char *const kind_names[AST_KIND_COUNT] = {
     [A_ERR] = "error", [A_INT] = "int", [A_REAL] = "real", [A_STR] = "str", [A_BOOL] = "bool",
     [A_NAME] = "name", [A_BIN] = "bin", [A_NEG] = "neg", [A_PIPE] = "pipe", [A_CALL] = "call",
-    [A_KWARG] = "kw", [A_INDEX] = "index", [A_SLICE] = "slice", [A_LIST] = "list", [A_TYPE] = "type",
+    [A_KWARG] = "kw", [A_INDEX] = "index", [A_ATTR] = "attr", [A_SLICE] = "slice", [A_LIST] = "list", [A_TYPE] = "type",
     [A_RANGE] = "range", [S_ASSIGN] = "assign", [S_COLLECT] = "collect", [S_INPUT] = "input",
     [S_PARAM] = "param", [S_OUTPUT] = "output", [S_LOSS] = "loss", [S_ENTRY] = "entry",
     [S_FOR] = "for", [S_RETURN] = "return", [S_TRAIN] = "train", [D_MODEL] = "model",
@@ -75,6 +75,7 @@ void ast_dump(FILE *f, const Ast *a) {
     case A_CALL: fprintf(f, " %s", a->name); dump_list(f, &a->list); break;
     case A_KWARG: fprintf(f, " %s", a->name); dump_opt(f, a->a); break;
     case A_INDEX: dump_opt(f, a->a); dump_list(f, &a->list); break;
+    case A_ATTR: dump_opt(f, a->a); fprintf(f, " %s", a->name); break;
     case A_SLICE: dump_opt(f, a->a); dump_opt(f, a->b); dump_opt(f, a->c); break;
     case A_LIST: dump_list(f, &a->list); break;
     case A_TYPE: fprintf(f, " %s", a->name); dump_list(f, &a->list); break;

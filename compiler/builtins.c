@@ -259,31 +259,61 @@ static Value b_reshape(Elab *e, const Builtin *b, Loc loc, Value *a) {
 }
 
 /* broadcast_to(x, [d0, d1, ...]): numpy broadcasting to an explicit shape (the op's
- * shape rule checks compatibility).  The result is batched when x is and keeps its
- * rank, so dim 0 is still the batch. */
+ * shape rule checks compatibility); -1 keeps x's size on that axis (x's axes align with
+ * the last ones, as in torch.expand).  The result is batched when x is (same rank, so
+ * dim 0 is still the batch) or when d0 is a batch multiple, like zeros([B, ...]): then
+ * the axis of x under d0 must be 1 or absent, since it is repeated over the rows. */
 static Value b_broadcast_to(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int x = el_node(e, a[0], b->name, "x", loc);
     if (x < 0) return el_err();
     Value l = a[1];
     if (l.k != V_LIST && l.k != V_TUPLE) {
-        error_at(loc, "broadcast_to: argument 'shape' must be a list like [B, 28, 28], got another value");
+        error_at(loc, "broadcast_to: argument 'shape' must be a list like [B, 28, 28], got %s", el_describe(e, l));
         return el_err();
     }
     if (l.n > MAXDIM) {
         error_at(loc, "broadcast_to: %d dimensions; at most %d are supported", l.n, MAXDIM);
         return el_err();
     }
-    const Node *n = el_n(e, x);
+    const Shape *xs = shape_of(e, x);
+    int lead = l.n - xs->rank;
     Shape s = {.rank = l.n};
     for (int i = 0; i < l.n; i++) {
         if (!el_int(e, l.v[i], b->name, "shape", loc, &s.d[i])) return el_err();
+        if (s.d[i] == -1 && i >= lead) s.d[i] = xs->d[i - lead];
+        if (s.d[i] == -1) {
+            error_at(loc, "broadcast_to: -1 keeps an axis of x, but dimension %d of the new shape is a new axis (x is %s)",
+                     i, shape_str(xs));
+            return el_err();
+        }
         if (s.d[i] <= 0) {
-            error_at(loc, "broadcast_to: dimension %d is %lld; sizes must be positive", i, (long long)s.d[i]);
+            error_at(loc, "broadcast_to: dimension %d is %lld; sizes must be positive", i,
+                     (long long)s.d[i]);
             return el_err();
         }
     }
-    s.batched = n->shape.batched && n->shape.rank == s.rank;
-    return el_tensor(e, el_add(e, OP_BROADCAST, loc, 1, &x, NULL, &s, n->dtype));
+    bool batch_dim = l.n > 0 && l.v[0].bfac != 0 && el_batch(e) > 0;
+    if (batch_dim && !xs->batched && lead == 0 && xs->d[0] != 1) {
+        error_at(loc, "broadcast_to: %s cannot be repeated over the batch in %s: its dimension 0 must be 1",
+                 shape_str(xs), shape_str(&s));
+        return el_err();
+    }
+    s.batched = (xs->batched && lead == 0) || batch_dim;
+    return el_tensor(e, el_add(e, OP_BROADCAST, loc, 1, &x, NULL, &s, el_n(e, x)->dtype));
+}
+
+/* dim(x, axis): a dimension of x as a constant (x.shape[axis]); dim 0 of a batched x
+ * is a batch multiple. */
+static Value b_dim(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    Shape s;
+    int64_t ax;
+    if (!el_value_shape(e, a[0], b->name, "x", loc, &s) || !el_int(e, a[1], b->name, "axis", loc, &ax))
+        return el_err();
+    if (ax < -s.rank || ax >= s.rank) {
+        error_at(loc, "dim: axis %lld is out of range for %s", (long long)ax, shape_str(&s));
+        return el_err();
+    }
+    return el_dim_value(e, &s, (int)(ax < 0 ? ax + s.rank : ax));
 }
 
 static Value b_transpose(Elab *e, const Builtin *b, Loc loc, Value *a) {
@@ -606,6 +636,7 @@ const Builtin builtins[] = {
     {"flatten", "x", b_flatten, OP_RESHAPE, NULL},
     {"reshape", "x shape", b_reshape, OP_RESHAPE, NULL},
     {"broadcast_to", "x shape", b_broadcast_to, OP_BROADCAST, NULL},
+    {"dim", "x axis", b_dim, OP_COUNT, NULL},
     {"transpose", "x perm?", b_transpose, OP_TRANSPOSE, NULL},
     {"concat", "tensors axis=-1", b_concat, OP_CONCAT, NULL},
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},

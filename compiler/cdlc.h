@@ -69,6 +69,7 @@ typedef enum AstKind {
     A_CALL,         /* name(list): positional args, then or among them A_KWARG */
     A_KWARG,        /* name = a */
     A_INDEX,        /* a[list]: items are expressions or A_SLICE */
+    A_ATTR,         /* a.name (x.shape) */
     A_SLICE,        /* a:b:c inside [], each part may be NULL */
     A_LIST,         /* [list] */
     A_TYPE,         /* name = dtype ("f32"/"i32"), list = dims */
@@ -406,13 +407,19 @@ bool el_reduce(Elab *e, Value v, const char *fn, Loc loc, int64_t *red);  /* "me
 /* Dims must be positive, the element count at most 2^40 (no overflow); what names
  * the tensor in the diagnostic. */
 bool el_dims_ok(Loc loc, const char *what, const Shape *s);
-/* A shape from a list of integer constants; batched when dim 0 is a batch multiple. */
+/* A shape from a list of integer constants; batched when dim 0 is a batch multiple.
+ * Dim 0 may be -1: the batch (zeros([-1, H]) in a block that does not name B). */
 bool el_dims(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *out);
 int el_add(Elab *e, Op op, Loc loc, int nin, const int *in, const Attrs *at,
            const Shape *hint, DType dt);          /* ir_add into the current graph */
 int el_stream(Elab *e);                           /* a fresh RNG stream id */
 int64_t el_batch(Elab *e);                        /* the compiled batch size (0: none) */
 Value el_arith(Elab *e, int op, Value a, Value b, Loc loc);  /* + - * / @ and 'P' (**) */
+/* The shape of a tensor or explicit parameter value (no node is made). */
+bool el_value_shape(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *out);
+/* Dimension axis of s as a constant; dim 0 of a batched shape is a batch multiple
+ * (so zeros([dim(x, 0), H]) is batched and, in tensor arithmetic, the runtime size). */
+Value el_dim_value(Elab *e, const Shape *s, int axis);
 /* "prefix.base<k>" (k counts per instance scope) or "prefix.<name=...>". */
 const char *el_instance(Elab *e, const char *base, Value name, Loc loc);
 /* The parameter inst.leaf: made on first use, shared (shapes must agree) on later

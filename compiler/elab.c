@@ -162,6 +162,21 @@ static Value eval_name(Elab *e, const Ast *a) {
     return v;
 }
 
+/* x.shape: the dimensions of a tensor as a list of constants (see el_dim_value). */
+static Value eval_attr(Elab *e, const Ast *a) {
+    Value b = el_eval(e, a->a);
+    if (b.k == V_ERR) return b;
+    if (strcmp(a->name, "shape") != 0) {
+        error_at(a->loc, "unknown attribute '.%s' (a tensor has .shape)", a->name);
+        return el_err();
+    }
+    Shape sh;
+    if (!el_value_shape(e, b, ".shape", "x", a->loc, &sh)) return el_err();
+    Value v = {.k = V_LIST, .n = sh.rank, .v = NEWN(Value, sh.rank + 1)};
+    for (int i = 0; i < sh.rank; i++) v.v[i] = el_dim_value(e, &sh, i);
+    return v;
+}
+
 Value el_eval(Elab *e, const Ast *a) {
     switch (a->kind) {
     case A_ERR: return el_err();
@@ -204,6 +219,7 @@ Value el_eval(Elab *e, const Ast *a) {
         }
         return index_tensor(e, b, a);
     }
+    case A_ATTR: return eval_attr(e, a);
     case A_LIST: {
         Value v = {.k = V_LIST, .n = a->list.n, .v = NEWN(Value, a->list.n + 1)};
         for (int i = 0; i < a->list.n; i++) {
@@ -227,7 +243,7 @@ static void assign(Elab *e, const Ast *target, Value v) {
     const char *name = target->name;
     Scope *home;
     Sym *y = el_lookup(e->scope, name, &home);
-    if (y && y->kind == SYM_CONST) {
+    if (y && y->kind == SYM_CONST && e->bdepth == 0) {
         error_at(target->loc, "cannot assign to the constant '%s'", name);
         return;
     }

@@ -108,8 +108,8 @@ bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, co
             error_at(loc, "%s: missing argument '%s'", fn, f->name[k]);
             ok = false;
         } else if (f->defexpr[k]) {
-            Scope *sv = e->scope;           /* defaults see no caller variables */
-            e->scope = el_scope_new(NULL);
+            Scope *sv = e->scope;           /* defaults see the model's constants, no caller variables */
+            e->scope = el_scope_new(e->model_scope);
             out[k] = el_eval(e, f->defexpr[k]);
             e->scope = sv;
         } else {
@@ -120,7 +120,8 @@ bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, co
 }
 
 
-/* Call user block b: own scope (its parameters only), own instance prefix. */
+/* Call user block b: own scope (its parameters, then the model's constants), own
+ * instance prefix. */
 static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre, Loc loc) {
     for (int i = 0; i < e->bdepth; i++) {
         if (e->bstack[i] != b) continue;
@@ -152,7 +153,7 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     if (!inst) return el_err();
     Inst *I = NEW(Inst);
     I->prefix = arena_printf(cc_arena, "%s.", inst);
-    Scope *s = el_scope_new(NULL);
+    Scope *s = el_scope_new(e->model_scope);    /* its parameters over the model's constants */
     for (int i = 0; i < f.n - 1; i++) {
         Value v = args[i];
         if (v.k == V_TENSOR && v.g != e->g) v = el_tensor(e, el_node_of(e, v));

@@ -300,11 +300,34 @@ bool el_dims(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *
             return false;
         }
         s.d[i] = v.v[i].i;
+        if (s.d[i] == -1 && (i > 0 || e->batch == 0)) {
+            error_at(loc, "%s: -1 stands for the batch, so only dimension 0 may be -1%s", fn,
+                     e->batch ? "" : ", and this model has no batch constant");
+            return false;
+        }
     }
-    s.batched = v.n > 0 && el_batch(e) > 0 && v.v[0].bfac != 0;
+    bool minus1 = v.n > 0 && s.d[0] == -1;
+    if (minus1) s.d[0] = e->batch;
+    s.batched = v.n > 0 && e->batch > 0 && (v.v[0].bfac != 0 || minus1);
     if (!el_dims_ok(loc, fn, &s)) return false;
     *out = s;
     return true;
+}
+
+bool el_value_shape(Elab *e, Value v, const char *fn, const char *arg, Loc loc, Shape *out) {
+    if (v.k == V_ERR) return false;
+    if (v.k == V_PARAM) *out = e->m->params[v.i].shape;
+    else if (v.k == V_TENSOR) *out = v.g->n[v.id].shape;
+    else {
+        error_at(loc, "%s: argument '%s' must be a tensor, got %s", fn, arg, el_describe(e, v));
+        return false;
+    }
+    return true;
+}
+
+Value el_dim_value(Elab *e, const Shape *s, int axis) {
+    bool batch = axis == 0 && s->batched && e->batch > 0;
+    return el_int_value(s->d[axis], batch ? s->d[0] / e->batch : 0);
 }
 
 /* ------------------------------------------------------------------ naming, params */

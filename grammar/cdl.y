@@ -6,7 +6,7 @@
  * reports several.  The tree is built in the compilation arena (ast.c); the driver
  * (parse_text) lives with the scanner in cdl.l.
  *
- * Precedence, loosest first:  |>   + -   * / @   unary -   ** (right)   postfix [] ()
+ * Precedence, loosest first:  |>   + -   * / @   unary -   ** (right)   postfix [] () .name
  */
 
 %code requires {
@@ -226,6 +226,7 @@ expr: expr PIPE expr                { $$ = bin(CTX, '|', $1, $3, @2); }
 
 postfix: primary
        | postfix '[' idxlist ']'    { $$ = mk(A_INDEX, @2); $$->a = $1; $$->list = $3; $$ = deep(CTX, $$); }
+       | postfix '.' IDENT          { $$ = mk(A_ATTR, @2); $$->a = $1; $$->name = $3; $$ = deep(CTX, $$); }
        ;
 
 primary: INT

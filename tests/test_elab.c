@@ -380,6 +380,39 @@ static void test_batch_multiples_inside(void **state) {
     assert_diag("outputs must have the batch B itself as dimension 0");
 }
 
+/* Shapes inside blocks (issue 13 item 4): dim() and .shape are constants, the model's
+ * constants (B included) are visible and may be shadowed by block locals, -1 in zeros
+ * is the batch, and broadcast_to(param, [B, ...]) is batched (a class token). */
+static void test_shapes_in_blocks(void **state) {
+    (void)state;
+    Model *m = elab_ok("block tok(x) {\n"
+                       "    param cls: f32[1, 1, x.shape[-1]]\n"
+                       "    T = dim(x, 1) + 1\n"
+                       "    h = concat([broadcast_to(cls, [B, 1, -1]), x], axis=1)\n"
+                       "    return h + zeros([-1, T, dim(x, -1)])\n"
+                       "}\n"
+                       "model m(B = 4, T = 5, D = 6) {\n"
+                       "    input x: f32[B, T, D]\n"
+                       "    output tok(x) as y\n"
+                       "}\n");
+    const Param *cls = find_param(m, "tok1.cls");
+    assert_non_null(cls);
+    assert_int_equal(cls->shape.d[2], 6);
+    const Node *bc = first_op(m->g, OP_BROADCAST);
+    assert_true(bc->shape.batched);
+    assert_int_equal(bc->shape.d[0], 4);
+    assert_int_equal(bc->shape.d[2], 6);
+    const Node *z = first_op(m->g, OP_CONST);
+    assert_true(z->shape.batched);
+    assert_int_equal(z->shape.d[1], 6);
+    const Node *y = &m->g->n[m->outputs[0]];
+    assert_true(y->shape.batched);
+    assert_int_equal(y->shape.d[1], 6);
+    /* the model body still cannot assign a constant */
+    assert_null(elab("model m(B = 4) {\n    input x: f32[B, 3]\n    B = 2\n    output x\n}\n"));
+    assert_diag("cannot assign to the constant 'B'");
+}
+
 static void test_train_section(void **state) {
     (void)state;
     Model *m = elab_ok("model m(B = 4) {\n"
@@ -510,6 +543,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_streams_unique, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_batched_constants, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_batch_multiples_inside, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_shapes_in_blocks, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_train_section, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_several_errors, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_recursion_and_nesting, tu_setup, tu_teardown),

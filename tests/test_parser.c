@@ -50,6 +50,8 @@ static void test_indexing(void **state) {
     assert_string_equal(expr("x[:, T - 1 - t]"),
                         "(index (name x) (slice _ _ _) (bin - (bin - (name T) (int 1)) (name t)))");
     assert_string_equal(expr("f(a)[0][1]"), "(index (index (call f (name a)) (int 0)) (int 1))");
+    assert_string_equal(expr("x.shape[-1] * 2"), "(bin * (index (attr (name x) shape) (neg (int 1))) (int 2))");
+    assert_string_equal(expr("f(x).shape"), "(attr (call f (name x)) shape)");
 }
 
 static void test_statements(void **state) {

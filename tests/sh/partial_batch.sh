@@ -1,0 +1,93 @@
+#!/bin/bash
+# partial_batch.sh -- models run at a runtime batch smaller than the compiled one (the
+# last batch of an epoch), in both targets, f64: every case's printed loss, gradients
+# and outputs (tests/drivers/partial_batch.c) must equal the expected values, which
+# count only the real rows.  A case is: a model file, the runtime batch, and expected
+# lines "loss V", "grad NAME V..." or "out NAME V..." (a "V*N" repeats V N times).
+set -u
+B=${B:-build}
+CDLC=${CDLC:-$B/cdlc}
+CDLRT=${CDLRT:-$B/libcdlrt.a}
+CC=${CC:-cc}
+t=$(mktemp -d); trap 'rm -rf $t' EXIT
+fail=0; n=0
+
+# check NAME NB: $t/NAME.cdl against the expected lines on stdin.
+check() {
+    local name=$1 nb=$2
+    cat > "$t/$name.want"
+    for target in c tape; do
+        n=$((n + 1))
+        if ! "$CDLC" --precision=f64 --target=$target "$t/$name.cdl" -o "$t/pb.c" 2>"$t/log" ||
+           ! $CC -std=c11 -O1 -Iruntime -I"$t" -DMODEL=pb_model tests/drivers/partial_batch.c "$t/pb.c" "$CDLRT" \
+                 -lopenblas -lz -lpthread -lm ${CDL_CFLAGS:-} -o "$t/drv" 2>>"$t/log"; then
+            echo "FAIL $name ($target): does not build: $(head -3 "$t/log")"; fail=$((fail + 1)); continue
+        fi
+        "$t/drv" "$nb" > "$t/$name.$target.out" 2>"$t/log" || {
+            echo "FAIL $name ($target): the driver failed: $(head -3 "$t/log")"; fail=$((fail + 1)); continue; }
+        while read -r kind key rest; do
+            [ -z "$kind" ] && continue
+            local label="$kind" want="" v
+            [ "$kind" != loss ] && label="$kind $key" && key=""
+            for v in $key $rest; do
+                case $v in *\**) for _ in $(seq 1 "${v#*\*}"); do want="$want ${v%\**}"; done ;; *) want="$want $v" ;; esac
+            done
+            local got
+            got=$(grep -m1 "^$label " "$t/$name.$target.out" | cut -d' ' -f$([ "$kind" = loss ] && echo 2- || echo 3-))
+            if ! awk -v w="$want" -v g="$got" 'BEGIN { nw = split(w, a, " "); ng = split(g, b, " ");
+                    if (nw != ng) exit 1; for (i = 1; i <= nw; i++) { d = a[i] - b[i]; if (d < 0) d = -d;
+                    s = a[i] < 0 ? -a[i] : a[i]; if (d > 1e-12 * (1 + s)) exit 1 } }'; then
+                echo "FAIL $name ($target, nb=$nb): $label: want$want, got ${got:-nothing}"; fail=$((fail + 1))
+            fi
+        done < "$t/$name.want"
+    done
+}
+
+# broadcast_to(param, [B, ...]) is batched like zeros([B, ...]): the sum counts the 3
+# real rows, so loss = 16 * 0.5^2 and d/ds = 2 * 0.5 (PyTorch: s.expand(nb, 16)).
+# Alone, and mixed with a batched input (the tape once refused [3, 16] + [8, 16]).
+cat > "$t/bcast.cdl" <<'CDL'
+model pb(B = 8) {
+    input x: f32[B, 16]
+    param s: f32[16] = 0.5
+    loss sum(broadcast_to(s, [B, 16]) ** 2) / B
+}
+CDL
+check bcast 3 <<'W'
+loss 4
+grad s 1*16
+W
+cat > "$t/bcast_mixed.cdl" <<'CDL'
+model pb(B = 8) {
+    input x: f32[B, 16]
+    param s: f32[16] = 0.5
+    loss sum(broadcast_to(s, [B, 16]) * x) / B
+}
+CDL
+check bcast_mixed 3 <<'W'
+loss 8
+grad s 1*16
+W
+
+# A class token (broadcast_to(param, [B, 1, -1]) in a block that reads B and asks x for
+# its width) concatenated with a batched input: per row 0.5 * 3 + 1 * 2 * 3.
+cat > "$t/token.cdl" <<'CDL'
+block with_token(x) {
+    param cls: f32[1, 1, dim(x, -1)] = 0.5
+    return concat([broadcast_to(cls, [B, 1, -1]), x], axis=1)
+}
+model pb(B = 8, T = 2, D = 3) {
+    input x: f32[B, T, D]
+    h = with_token(x)
+    output mean(h, axis=1) as m
+    loss sum(h) / B
+}
+CDL
+check token 3 <<'W'
+loss 7.5
+grad with_token1.cls 1*3
+out m 0.83333333333333333*9
+W
+
+echo "$n runs, $fail failed"
+[ $fail -eq 0 ]
