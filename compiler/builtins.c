@@ -84,13 +84,7 @@ static Value b_clamp(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 /* maximum(a, b), minimum(a, b): broadcasting; numbers become scalars. */
 static Value b_binary(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    if (a[0].k == V_NUM && a[1].k == V_NUM) {
-        double x = a[0].r, y = a[1].r;
-        bool mx = b->op == OP_MAXIMUM;
-        Value r = (x > y) == mx ? a[0] : a[1];
-        r.bfac = 0;
-        return r;
-    }
+    if (a[0].k == V_NUM && a[1].k == V_NUM) return el_num_minmax(a[0], a[1], b->op == OP_MAXIMUM);
     int in[2] = {el_operand(e, a[0], b->name, "a", loc), el_operand(e, a[1], b->name, "b", loc)};
     return el_tensor(e, el_add(e, b->op, loc, 2, in, NULL, NULL, DT_REAL));
 }
@@ -173,8 +167,12 @@ static Value b_fill(Elab *e, const Builtin *b, Loc loc, Value *a) {
     double v = strcmp(b->name, "ones") == 0 ? 1 : 0;
     if (!el_dims(e, a[0], b->name, "shape", loc, &s)) return el_err();
     if (strcmp(b->name, "full") == 0 && !el_num(e, a[1], b->name, "value", loc, &v)) return el_err();
-    Attrs at = {.f = {v}};
-    return el_tensor(e, el_add(e, OP_CONST, loc, 0, NULL, &at, &s, DT_REAL));
+    bool runtime = strcmp(b->name, "full") == 0 && a[1].bx;   /* full(s, 1 / B): ones(s) * (1 / nb) */
+    Attrs at = {.f = {runtime ? 1 : v}};
+    int c = el_add(e, OP_CONST, loc, 0, NULL, &at, &s, DT_REAL);
+    if (!runtime || c < 0) return el_tensor(e, c);
+    int in[2] = {c, el_operand(e, a[1], b->name, "value", loc)};
+    return el_tensor(e, el_add(e, OP_MUL, loc, 2, in, NULL, NULL, DT_REAL));
 }
 
 static Value b_random(Elab *e, const Builtin *b, Loc loc, Value *a) {

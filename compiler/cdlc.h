@@ -367,6 +367,7 @@ typedef struct Value {
     double r;
     int64_t bfac;   /* V_NUM integers: value == bfac * B (0: not a batch multiple);
                        V_INDEX: the coefficient of t */
+    const struct BExpr *bx; /* V_NUM: how it depends on the batch constant (NULL: not) */
     const char *s;  /* V_STR, V_FUNC */
     Graph *g;       /* V_TENSOR */
     int id;
@@ -374,6 +375,7 @@ typedef struct Value {
     int n;
 } Value;
 
+typedef struct BExpr BExpr;
 typedef struct Builtin Builtin;
 typedef Value (*BuiltinFn)(Elab *e, const Builtin *b, Loc loc, Value *arg);
 struct Builtin {
@@ -391,8 +393,10 @@ const Builtin *builtin_find(const char *name);
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR
  * inputs, which were reported already). */
 Value el_err(void);
-Value el_int_value(int64_t i, int64_t bfac);
+Value el_int_value(int64_t i, int64_t bfac);     /* bfac != 0: the number bfac * B */
 Value el_real_value(double r);
+Value el_num_neg(Value v);                        /* -v, keeping its batch dependence */
+Value el_num_minmax(Value a, Value b, bool max);  /* maximum / minimum of two numbers */
 const char *el_describe(Elab *e, Value v);        /* "a tensor f32[64, 10]", "the number 3" */
 Value el_tensor(Elab *e, int id);                 /* V_TENSOR in the current graph; V_ERR if id < 0 */
 Value el_tuple(int n, const Value *v);

@@ -187,7 +187,7 @@ Value el_eval(Elab *e, const Ast *a) {
     case A_NAME: return eval_name(e, a);
     case A_NEG: {
         Value v = el_eval(e, a->a);
-        if (v.k == V_NUM) return v.isint ? el_int_value(-v.i, -v.bfac) : el_real_value(-v.r);
+        if (v.k == V_NUM) return el_num_neg(v);
         if (v.k == V_INDEX) return (Value){.k = V_INDEX, .i = -v.i, .bfac = -v.bfac};
         if (v.k == V_ERR) return v;
         int x = el_real_node(e, v, "-", "x", a->loc);
@@ -854,7 +854,6 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
             v = el_err();
         }
         if (v.k == V_NUM) {
-            v.bfac = 0;
             cs = v.isint ? arena_printf(cc_arena, "%s%s%s=%lld", cs, *cs ? " " : "", c->name, (long long)v.i)
                          : arena_printf(cc_arena, "%s%s%s=%g", cs, *cs ? " " : "", c->name, v.r);
         }
@@ -863,7 +862,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
                 error_at(c->loc, "the batch size '%s' must be a positive integer", c->name);
                 v = el_err();
             } else {
-                v.bfac = 1;
+                v = el_int_value(v.i, 1);
                 e->batch = v.i;
             }
         }

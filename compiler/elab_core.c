@@ -39,10 +39,96 @@ const char *el_where(Loc at, Loc from) {
 
 Value el_err(void) { return (Value){.k = V_ERR}; }
 
+/* ------------------------------------------------------------------ batch expressions */
+
+/* How a number depends on the batch constant: a small expression tree over B (op 'B'),
+ * constants ('c') and the operators + - * / ** ('P'), negation ('n'), maximum ('M') and
+ * minimum ('m').  Numbers keep their compiled value (B = the compiled batch) for
+ * dimensions and settings; in tensor arithmetic the tree is built as scalar nodes over
+ * OP_BATCHSIZE, so every arithmetic form on B gives the runtime batch (docs/language.md,
+ * "The batch constant"). */
+struct BExpr {
+    int op;
+    double c;
+    const BExpr *a, *b;
+};
+
+static const BExpr *bx_new(int op, double c, const BExpr *a, const BExpr *b) {
+    BExpr *x = NEW(BExpr);
+    *x = (BExpr){.op = op, .c = c, .a = a, .b = b};
+    return x;
+}
+
+/* v's expression: its tree, or the constant it is. */
+static const BExpr *bx_of(Value v) { return v.bx ? v.bx : bx_new('c', v.r, NULL, NULL); }
+
+/* x as k * B + c, when it is affine in B. */
+static bool bx_affine(const BExpr *x, double *k, double *c) {
+    double ka = 0, ca = 0, kb = 0, cb = 0;
+    switch (x->op) {
+    case 'B': *k = 1, *c = 0; return true;
+    case 'c': *k = 0, *c = x->c; return true;
+    case 'n':
+        if (!bx_affine(x->a, &ka, &ca)) return false;
+        *k = -ka, *c = -ca;
+        return true;
+    }
+    if (!bx_affine(x->a, &ka, &ca) || !bx_affine(x->b, &kb, &cb)) return false;
+    switch (x->op) {
+    case '+': *k = ka + kb, *c = ca + cb; return true;
+    case '-': *k = ka - kb, *c = ca - cb; return true;
+    case '*':
+        if (ka != 0 && kb != 0) return false;
+        *k = ka * cb + kb * ca, *c = ca * cb;
+        return true;
+    case '/':
+        if (kb != 0 || cb == 0) return false;
+        *k = ka / cb, *c = ca / cb;
+        return true;
+    case 'P':
+        if (kb != 0 || (cb != 1 && ka != 0)) return false;
+        *k = cb == 1 ? ka : 0, *c = cb == 1 ? ca : pow(ca, cb);
+        return true;
+    }
+    return false;
+}
+
+/* k when x == k * B for a nonzero integer k (a batch multiple), else 0. */
+static int64_t bx_factor(const BExpr *x) {
+    double k, c;
+    if (!x || !bx_affine(x, &k, &c) || c != 0 || k != trunc(k) || fabs(k) > 1e15) return 0;
+    return (int64_t)k;
+}
+
 Value el_int_value(int64_t i, int64_t bfac) {
-    return (Value){.k = V_NUM, .isint = true, .i = i, .r = (double)i, .bfac = bfac};
+    Value v = {.k = V_NUM, .isint = true, .i = i, .r = (double)i, .bfac = bfac};
+    if (bfac) {
+        v.bx = bx_new('B', 0, NULL, NULL);
+        if (bfac != 1) v.bx = bx_new('*', 0, bx_new('c', (double)bfac, NULL, NULL), v.bx);
+    }
+    return v;
 }
 Value el_real_value(double r) { return (Value){.k = V_NUM, .r = r}; }
+
+/* Attach to number r the expression op(a, b) when a or b depends on the batch. */
+static Value with_bx(Value r, int op, Value a, Value b) {
+    if (r.k != V_NUM || (!a.bx && !b.bx)) return r;
+    r.bx = bx_new(op, 0, bx_of(a), op == 'n' ? NULL : bx_of(b));
+    r.bfac = r.isint ? bx_factor(r.bx) : 0;
+    return r;
+}
+
+Value el_num_neg(Value v) {
+    Value r = v.isint ? el_int_value(-v.i, 0) : el_real_value(-v.r);
+    return with_bx(r, 'n', v, v);
+}
+
+Value el_num_minmax(Value a, Value b, bool max) {
+    Value r = (a.r > b.r) == max ? a : b;
+    r.bx = NULL;
+    r.bfac = 0;
+    return with_bx(r, max ? 'M' : 'm', a, b);
+}
 
 Value el_tensor(Elab *e, int id) {
     if (id < 0) return el_err();
@@ -178,15 +264,40 @@ int el_param_node(Elab *e, int p, Loc loc) {
     return capture(e, id);
 }
 
-/* A number as a scalar node: OP_BATCHSIZE (times bfac) for batch multiples. */
+/* A batch expression as scalar nodes of the current graph (-1 after a diagnostic). */
+static int bx_node(Elab *e, const BExpr *x, Loc loc) {
+    if (x->op == 'c') return ir_scalar(e->g, x->c, loc);
+    if (x->op == 'B') return ir_add(e->g, OP_BATCHSIZE, loc, 0, NULL, NULL, &(Shape){0}, DT_REAL);
+    int a = bx_node(e, x->a, loc);
+    if (x->op == 'n') return el_add(e, OP_NEG, loc, 1, &a, NULL, NULL, DT_REAL);
+    if (x->op == 'P') {
+        double k, c;
+        if (!bx_affine(x->b, &k, &c) || k != 0) {
+            error_at(loc, "'**': the exponent cannot depend on the batch size");
+            return -1;
+        }
+        if (c == 1) return a;
+        Attrs at = {.f = {c}};
+        return c == 2 ? el_add(e, OP_SQUARE, loc, 1, &a, NULL, NULL, DT_REAL)
+                      : el_add(e, OP_POWS, loc, 1, &a, &at, NULL, DT_REAL);
+    }
+    int in[2] = {a, bx_node(e, x->b, loc)};
+    Op op = x->op == '+' ? OP_ADD : x->op == '-' ? OP_SUB : x->op == '*' ? OP_MUL : x->op == '/' ? OP_DIV
+          : x->op == 'M' ? OP_MAXIMUM : OP_MINIMUM;
+    return el_add(e, op, loc, 2, in, NULL, NULL, DT_REAL);
+}
+
+/* A number as a scalar node; one that depends on the batch constant is computed from
+ * the runtime batch (OP_BATCHSIZE, times k for a batch multiple k * B). */
 static int scalar_node(Elab *e, Value v, Loc loc) {
-    if (v.isint && v.bfac != 0 && e->batch > 0) {
+    if (!v.bx || e->batch == 0) return ir_scalar(e->g, v.r, loc);
+    if (v.isint && v.bfac != 0) {
         Shape s = {0};
         int b = ir_add(e->g, OP_BATCHSIZE, loc, 0, NULL, NULL, &s, DT_REAL);
         if (b < 0 || v.bfac == 1) return b;
         return el_add(e, OP_MUL, loc, 2, (int[]){b, ir_scalar(e->g, (double)v.bfac, loc)}, NULL, NULL, DT_REAL);
     }
-    return ir_scalar(e->g, v.r, loc);
+    return bx_node(e, v.bx, loc);
 }
 
 /* ------------------------------------------------------------------ argument checks */
@@ -416,22 +527,20 @@ static const char *op_spelling(int op) {
     return "?";
 }
 
-static Value const_arith(int op, Value a, Value b, Loc loc) {
+/* The compiled value of a op b (integers stay exact; / is an integer when it divides). */
+static Value num_arith(int op, Value a, Value b, Loc loc) {
     if (a.isint && b.isint) {
-        int64_t r = 0, f = 0;
+        int64_t r = 0;
         bool ovf = false;
         switch (op) {
         case '+':
             ovf = __builtin_add_overflow(a.i, b.i, &r);
-            f = a.bfac && b.bfac ? a.bfac + b.bfac : 0;
             break;
         case '-':
             ovf = __builtin_sub_overflow(a.i, b.i, &r);
-            f = a.bfac && b.bfac ? a.bfac - b.bfac : 0;
             break;
         case '*':
             ovf = __builtin_mul_overflow(a.i, b.i, &r);
-            f = a.bfac && !b.bfac ? a.bfac * b.i : !a.bfac && b.bfac ? b.bfac * a.i : 0;
             break;
         case '/':
             if (b.i == 0) {
@@ -440,7 +549,6 @@ static Value const_arith(int op, Value a, Value b, Loc loc) {
             }
             if (a.i % b.i != 0 || (a.i == INT64_MIN && b.i == -1)) return el_real_value((double)a.i / (double)b.i);
             r = a.i / b.i;
-            f = a.bfac && a.bfac % b.i == 0 ? a.bfac / b.i : 0;
             break;
         case 'P':
             if (b.i < 0) return el_real_value(pow((double)a.i, (double)b.i));
@@ -455,7 +563,7 @@ static Value const_arith(int op, Value a, Value b, Loc loc) {
             error_at(loc, "integer overflow in constant expression");
             return el_err();
         }
-        return el_int_value(r, f);
+        return el_int_value(r, 0);
     }
     double x = a.r, y = b.r, r;
     switch (op) {
@@ -479,6 +587,11 @@ static Value const_arith(int op, Value a, Value b, Loc loc) {
         return el_err();
     }
     return el_real_value(r);
+}
+
+/* Numbers: the compiled value, and how it depends on the batch constant. */
+static Value const_arith(int op, Value a, Value b, Loc loc) {
+    return with_bx(num_arith(op, a, b, loc), op, a, b);
 }
 
 /* Affine arithmetic on the loop index: only what indexing needs (t + k, k - t, -t, c*t). */
@@ -521,6 +634,10 @@ Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
     if (op == 'P') {
         if (b.k != V_NUM) {
             error_at(loc, "'**' needs a constant exponent");
+            return el_err();
+        }
+        if (b.bx) {
+            error_at(loc, "'**': the exponent cannot depend on the batch size");
             return el_err();
         }
         if (a.k == V_NUM) {

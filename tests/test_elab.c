@@ -378,6 +378,24 @@ static void test_batch_multiples_inside(void **state) {
                      "    output reshape(x, [B * T, D]) as y\n"
                      "}\n"));
     assert_diag("outputs must have the batch B itself as dimension 0");
+    /* a dimension is batched when it is k * B as a function of B (issue 10 item 4) */
+    diag_reset();
+    m = elab_ok("model m(B = 8, T = 3, N = B * T) {\n"
+                "    input x: f32[B, 2]\n"
+                "    a = zeros([B + 0, 2]) + x\n"
+                "    b = zeros([N, 2]) + zeros([2 * B / 2 * 3, 2])\n"
+                "    c = sum(zeros([B - 1, 2])) + sum(zeros([B / 2, 1]))\n"
+                "    output a\n    output x + sum(b) + sum(c) as y\n"
+                "}\n");
+    int batched = 0, fixed = 0;
+    for (int i = 0; i < m->g->len; i++) {
+        const Node *n = &m->g->n[i];
+        if (n->op != OP_CONST || n->shape.rank != 2) continue;
+        if (n->shape.batched) batched++, assert_true(n->shape.d[0] == 8 || n->shape.d[0] == 24);
+        else fixed++, assert_true(n->shape.d[0] == 7 || n->shape.d[0] == 4);
+    }
+    assert_int_equal(batched, 3);
+    assert_int_equal(fixed, 2);
 }
 
 /* Shapes inside blocks (issue 13 item 4): dim() and .shape are constants, the model's

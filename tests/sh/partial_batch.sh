@@ -89,5 +89,64 @@ grad with_token1.cls 1*3
 out m 0.83333333333333333*9
 W
 
+# Every arithmetic form on the batch constant is the runtime batch (3 of a compiled 8);
+# T, dims and settings keep compiled values.  The loss divides by 0.5 * B: 6 / 1.5.
+cat > "$t/arith.cdl" <<'CDL'
+model pb(B = 8, T = 3, N = B * T) {
+    input x: f32[B, 2]
+    param w: f32[2] = 1.0
+    c = zeros([1])
+    output c + B as b
+    output c + B * T as bt
+    output c + 2 * B as twob
+    output c + 0.5 * B as half
+    output c + B / 2 as bdiv2
+    output c + (B - 1) as bm1
+    output c + B ** 2 as bsq
+    output c + B * 1.0 as bf
+    output c + (B + 0) as bp0
+    output c - B as neg
+    output c + 1 / B as inv
+    output c + maximum(B, 4) as mx
+    output c + minimum(B, 4) as mn
+    output full([1], 1 / B) as fullinv
+    output c + N as n
+    output c + sum(x) / dim(x, 0) as perrow
+    output c + x.shape[0] * 1.0 as shp
+    output c + T / 2 as tconst
+    loss sum(x * w) / (0.5 * B)
+}
+CDL
+check arith 3 <<'W'
+loss 4
+grad w 2*2
+out b 3
+out bt 9
+out twob 6
+out half 1.5
+out bdiv2 1.5
+out bm1 2
+out bsq 9
+out bf 3
+out bp0 3
+out neg -3
+out inv 0.33333333333333333
+out mx 4
+out mn 3
+out fullinv 0.33333333333333333
+out n 9
+out perrow 2
+out shp 3
+out tconst 1.5
+W
+check arith 8 <<'W'
+loss 4
+grad w 2*2
+out half 4
+out bm1 7
+out bsq 64
+out mx 8
+W
+
 echo "$n runs, $fail failed"
 [ $fail -eq 0 ]
