@@ -147,8 +147,10 @@ const char *cdl_backend(void) {
 }
 
 /* Number of OpenBLAS threads (and oneDNN's OpenMP threads in a oneDNN build) and of
- * the runtime's pool; n <= 0 leaves the defaults.  The libraries and the pool never
- * run at once: the pool's kernels call no GEMM inside a job. */
+ * the runtime's pool; n <= 0 leaves the defaults.  The libraries and the pool rarely
+ * run at once: the pool's kernels call no GEMM inside a job except fused attention,
+ * whose GEMMs (one block of scores) stay below OpenBLAS's threading size for head
+ * sizes up to 64. */
 void cdl_blas_set_threads(int n) {
     if (n > 0) {
         openblas_set_num_threads(n);

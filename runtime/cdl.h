@@ -99,7 +99,9 @@ void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
     CDL_KERNELS_CONV(T, S) \
     CDL_KERNELS_RNN(T, S) \
     CDL_KERNELS_ATTN(T, S) \
-    CDL_KERNELS_NORM(T, S)
+    CDL_KERNELS_NORM(T, S) \
+    CDL_KERNELS_CONV2(T, S) \
+    CDL_KERNELS_SEL(T, S)
 
 /* ---- elementwise, activations, random, dropout (kernels_ew.c) ---- BEGIN EW */
 /* Elementwise kernels.  n is the runtime element count.  Unless a comment says
@@ -116,11 +118,16 @@ void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
  *     strides of a and b per output dim (0 on broadcast dims); y is contiguous.
  *   maximum/minimum: ties pick a.  cdl_maxmin_bwd: dx = g where a wins (ties: a),
  *     else 0, over the broadcast output (g, dx contiguous; strided a, b).
+ *   CDL_BIN_LT, LE, GT, GE, EQ, NE: comparisons giving masks, 1 where true, else 0
+ *     (NaN compares false except !=); they have no gradient.
+ * sin, cos, erf, log1p, sign (0 at 0, NaN stays NaN), gelu_tanh (approximate="tanh");
+ * sign has no gradient, the others a _bwd(g, x) helper.
  * Dropout (inverted): element i is kept when its 32-bit random word (a pure function
  * of k and base + i, the same in both precisions; see kernels_ew.c) is >= p * 2^32,
  * kept values scaled by 1/(1-p); p >= 1 gives zeros.  The backward regenerates the
  * same mask from the same (k, base). */
-enum { CDL_BIN_ADD, CDL_BIN_SUB, CDL_BIN_MUL, CDL_BIN_DIV, CDL_BIN_MAX, CDL_BIN_MIN };
+enum { CDL_BIN_ADD, CDL_BIN_SUB, CDL_BIN_MUL, CDL_BIN_DIV, CDL_BIN_MAX, CDL_BIN_MIN,
+       CDL_BIN_LT, CDL_BIN_LE, CDL_BIN_GT, CDL_BIN_GE, CDL_BIN_EQ, CDL_BIN_NE };
 void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
 #define CDL_KERNELS_EW(T, S) \
     void cdl_fill_##S(int64_t n, double v, T *y); \
@@ -152,6 +159,17 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
     void cdl_sigmoid_##S(int64_t n, const T *x, T *y); \
     void cdl_tanh_##S(int64_t n, const T *x, T *y); \
     void cdl_gelu_##S(int64_t n, const T *x, T *y);                   /* exact, erf */ \
+    void cdl_gelu_tanh_##S(int64_t n, const T *x, T *y); \
+    void cdl_sin_##S(int64_t n, const T *x, T *y); \
+    void cdl_cos_##S(int64_t n, const T *x, T *y); \
+    void cdl_erf_##S(int64_t n, const T *x, T *y); \
+    void cdl_log1p_##S(int64_t n, const T *x, T *y); \
+    void cdl_sign_##S(int64_t n, const T *x, T *y); \
+    void cdl_sin_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_cos_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_erf_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_log1p_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
+    void cdl_gelu_tanh_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
     void cdl_softplus_##S(int64_t n, const T *x, T *y); \
     void cdl_elu_##S(int64_t n, double alpha, const T *x, T *y); \
     void cdl_relu_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
@@ -236,8 +254,17 @@ CDL_KERNELS_DENSE_MOVE(int32_t, i32)
  * smoothing s: target q = (1-s)*onehot + s/cols.  Backward kernels take g, the
  * upstream gradient (one element), and write d/d(input); pair losses take wrt = 0
  * for d/da, 1 for d/db.  huber: delta > 0.  bce: logs clamped at -100 like PyTorch.
- * kl_normal(mu, logvar) = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)), [rows, cols]. */
-enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1 };
+ * kl_normal(mu, logvar) = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)), [rows, cols].
+ * red = CDL_RED_NONE: loss receives the unreduced values (pair losses: n, one an
+ * element; class losses and kl_normal: rows, one a row) and the backward kernels take
+ * g of the same size.
+ * cross_entropy_ex / nll_ex generalise the class losses (the plain ones call them with
+ * rw = NULL, ignore_index = CDL_NO_IGNORE): a row whose label is ignore_index has no
+ * loss (0 under none) and no gradient; rw (NULL: all 1) weights row r's loss by rw[r];
+ * mean divides by the sum of the weights of the rows not ignored (their count without
+ * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN). */
+enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
+#define CDL_NO_IGNORE INT64_MIN   /* ignore_index of a class loss that ignores no label */
 #define CDL_KERNELS_LOSS(T, S) \
     int cdl_cross_entropy_##S(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, \
                               double smoothing, int red, T *probs, T *loss); \
@@ -245,6 +272,15 @@ enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1 };
                                   const T *probs, double smoothing, int red, T *dx); \
     int cdl_nll_##S(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red, T *loss); \
     int cdl_nll_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red, T *dx); \
+    int cdl_cross_entropy_ex_##S(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, \
+                                 const T *rw, int64_t ignore_index, double smoothing, int red, T *probs, T *loss); \
+    int cdl_cross_entropy_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, \
+                                     const T *rw, int64_t ignore_index, const T *probs, double smoothing, \
+                                     int red, T *dx); \
+    int cdl_nll_ex_##S(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, const T *rw, \
+                       int64_t ignore_index, int red, T *loss); \
+    int cdl_nll_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, \
+                           int64_t ignore_index, int red, T *dx); \
     void cdl_mse_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
     void cdl_mse_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
     void cdl_l1_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
@@ -494,6 +530,140 @@ static inline int64_t cdl_attention_scratch(const cdl_attn_geom *g) {
                                 const T *x, const T *w, const T *save, T *dx, T *dw, T *db);
 /* ---- END NORM */
 
+/* ---- general convolution, transposed convolution, pooling, upsampling (kernels_conv2.c) ---- BEGIN CONV2 */
+/* NCHW; a 1-D layer is the 2-D one with h = 1 and a 1-row kernel.  PyTorch's layouts
+ * and output sizes (floor mode).  Geometry of a general convolution: weight
+ * [k, c/groups, r, s], oh = (h + 2 ph - dh (r - 1) - 1) / sh + 1 (likewise ow).
+ * cdl_convg_init fills oh, ow and ipg for the compiled batch n (call it there; the
+ * kernels then take any runtime n up to it).  The square kernels of BEGIN CONV
+ * (direct stride-1 and im2col) serve every geometry they cover (one group, square
+ * kernel, one stride and pad for both axes, no dilation); a geometry with one input
+ * channel a group (depthwise, any channel multiplier) runs direct loops split over
+ * the pool by output plane (bits independent of the thread count); the rest lowers
+ * each image and group through im2col + GEMM.  Scratch: cdl_convg_scratch reals.
+ *   convg          y = x * w (+ b[k]; b may be NULL)
+ *   convg_bwd_x    dx = the adjoint of x -> y in x (overwrites dx)
+ *   convg_bwd_w    dw = sum over images of g (x) x-patches (overwrites dw)
+ * Transposed convolution (ConvTranspose2d, weight [cin, cout/groups, r, s]) is the
+ * adjoint of the convolution whose geometry has the transposed output as its input:
+ * with that geometry G (c = cout, h, w = the output size incl. output_padding; k =
+ * cin, oh, ow = the input size), y = convg_bwd_x(G, x, w) (+ bias:
+ * cdl_conv_transpose2d), dx = convg(G, g, w, NULL), dw = convg_bwd_w(G, x, g).
+ * Pooling over cdl_pool_geom (nc planes of h x w, windows kh x kw, stride, padding;
+ * oh = (h + 2 ph - kh) / sh + 1; pad <= half the window):
+ *   maxpool        max over each window, -inf padding (first maximum wins, NaN wins)
+ *   maxpool_bwd    dx = g routed to each window's first maximum (overwrites dx)
+ *   avgpool        mean over kh * kw (count_include_pad); avgpool_bwd its adjoint
+ *   adaptive_avgpool  windows [floor(i h / oh), ceil((i + 1) h / oh)) (kh, kw, stride
+ *                  and pad unused); adaptive_avgpool_bwd its adjoint
+ * Upsampling nc planes h x w -> oh x ow (F.interpolate): scale_h, scale_w are the
+ * scale factors the user gave (0: none, the ratio of the sizes is used), as PyTorch's
+ * source index rules read them:
+ *   nearest        src = min(floor(dst / scale), in - 1)
+ *   bilinear       align_corners = False: src = max((dst + 0.5) / scale - 0.5, 0),
+ *                  weights of the two neighbours
+ *   *_bwd          the adjoints (overwrite dx) */
+typedef struct cdl_convg_geom {
+    int64_t n, c, h, w;          /* input; n the runtime batch */
+    int64_t k, r, s;             /* output channels, kernel height and width */
+    int64_t sh, sw, ph, pw, dh, dw;   /* stride, zero padding, dilation per axis */
+    int64_t groups;              /* divides c and k */
+    int64_t oh, ow;              /* output size (cdl_convg_init) */
+    int64_t ipg;                 /* images per GEMM on the square path (cdl_convg_init) */
+} cdl_convg_geom;
+/* The square kernels' geometry when they cover g (returns 1), else 0. */
+static inline int cdl_convg_square(const cdl_convg_geom *g, cdl_conv2d_geom *q) {
+    if (g->groups != 1 || g->r != g->s || g->sh != g->sw || g->ph != g->pw || g->dh != 1 || g->dw != 1) return 0;
+    cdl_conv2d_geom t = {.n = g->n, .c = g->c, .h = g->h, .w = g->w, .k = g->k, .r = g->r, .s = g->s,
+                         .stride = g->sh, .pad = g->ph, .oh = g->oh, .ow = g->ow, .group = g->ipg};
+    *q = t;
+    return 1;
+}
+static inline void cdl_convg_init(cdl_convg_geom *g) {
+    cdl_conv2d_geom q;
+    g->oh = (g->h + 2 * g->ph - g->dh * (g->r - 1) - 1) / g->sh + 1;
+    g->ow = (g->w + 2 * g->pw - g->dw * (g->s - 1) - 1) / g->sw + 1;
+    g->ipg = 1;
+    if (cdl_convg_square(g, &q)) g->ipg = cdl_conv2d_pick_group(&q);
+}
+static inline int64_t cdl_convg_scratch(const cdl_convg_geom *g) {
+    cdl_conv2d_geom q;
+    if (cdl_convg_square(g, &q)) return cdl_conv2d_scratch(&q);
+    if (g->c == g->groups) return 0;
+    return g->c / g->groups * g->r * g->s * g->oh * g->ow;
+}
+typedef struct cdl_pool_geom {
+    int64_t nc, h, w;            /* planes (runtime batch x channels), plane size */
+    int64_t kh, kw, sh, sw, ph, pw;
+    int64_t oh, ow;
+} cdl_pool_geom;
+#define CDL_KERNELS_CONV2(T, S) \
+    void cdl_convg_##S(const cdl_convg_geom *g, const T *x, const T *w, const T *b, T *y, T *scratch); \
+    void cdl_convg_bwd_x_##S(const cdl_convg_geom *g, const T *gy, const T *w, T *dx, T *scratch); \
+    void cdl_convg_bwd_w_##S(const cdl_convg_geom *g, const T *gy, const T *x, T *dw, T *scratch); \
+    void cdl_conv_transpose2d_##S(const cdl_convg_geom *g, const T *x, const T *w, const T *b, T *y, T *scratch); \
+    void cdl_maxpool_##S(const cdl_pool_geom *p, const T *x, T *y); \
+    void cdl_maxpool_bwd_##S(const cdl_pool_geom *p, const T *g, const T *x, T *dx); \
+    void cdl_avgpool_##S(const cdl_pool_geom *p, const T *x, T *y); \
+    void cdl_avgpool_bwd_##S(const cdl_pool_geom *p, const T *g, T *dx); \
+    void cdl_adaptive_avgpool_##S(const cdl_pool_geom *p, const T *x, T *y); \
+    void cdl_adaptive_avgpool_bwd_##S(const cdl_pool_geom *p, const T *g, T *dx); \
+    void cdl_upsample_nearest_##S(int64_t nc, int64_t h, int64_t w, int64_t oh, int64_t ow, double scale_h, \
+                                  double scale_w, const T *x, T *y); \
+    void cdl_upsample_nearest_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t oh, int64_t ow, double scale_h, \
+                                      double scale_w, const T *g, T *dx); \
+    void cdl_upsample_bilinear_##S(int64_t nc, int64_t h, int64_t w, int64_t oh, int64_t ow, double scale_h, \
+                                   double scale_w, const T *x, T *y); \
+    void cdl_upsample_bilinear_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t oh, int64_t ow, double scale_h, \
+                                       double scale_w, const T *g, T *dx);
+/* ---- END CONV2 */
+
+/* ---- selection, masks, axis reductions (kernels_sel.c) ---- BEGIN SEL */
+/* Masks are reals (1 where true, 0 where false): comparisons are the binary ops
+ * CDL_BIN_LT ... CDL_BIN_NE of BEGIN EW (cdl_binary, cdl_binary_bc).
+ *   where          y = c != 0 ? a : b over a broadcast of rank <= 6 (dims the output's,
+ *                  sc, sa, sb the element strides of c, a, b per output dim, 0 on
+ *                  broadcast dims; y dense).  Its backward is where itself:
+ *                  da = where(c, g, 0), db = where(c, 0, g), then summed over a's and b's
+ *                  broadcast axes.  masked_fill(x, m, v) is where(m, v, x).
+ *   tril, triu     x as [batch, rows, cols]: keep j - i <= diag (tril, upper = 0) or
+ *                  j - i >= diag (triu), zeros elsewhere; y may be x.  The backward is
+ *                  the same op on g.
+ *   one_hot        y[n, classes] = 1 at ids[i], 0 elsewhere; an id outside [0, classes)
+ *                  gives a zero row, sets cdl_fail and returns -1 (else 0).
+ *   reduce_max     y = max (is_min: min) over the axes in mask (bit i = axis i; 0 =
+ *                  every axis; dims = x's runtime dims; y the kept dims in order), arg[j]
+ *                  = the flat index in x of output j's winner: the first in memory order,
+ *                  a NaN beating any number (torch.amax propagates NaN).
+ *   reduce_max_bwd dx[nx] = 0, then dx[arg[j]] += g[j] (the winner takes the gradient,
+ *                  as torch.max(dim) does).
+ *   argmax         x as [outer, len, inner]: y[o, i] = the position along len of the
+ *                  first maximum (is_min: minimum; NaN wins) of x[o, :, i], i32, no gradient.
+ *   moments        mean (ny reals, kept for the backward) and y = the variance over the
+ *                  masked axes, sum (x - mean)^2 / max(0, N - correction) (N the reduced
+ *                  count; correction 1 = unbiased, torch's default), or its square root
+ *                  when take_sqrt (std).
+ *   moments_bwd    dx = 2 g (x - mean) / (N - correction), or g (x - mean) / ((N - c) std).
+ *   logsumexp      y = m + log sum exp(x - m), m the group's maximum (0 when infinite);
+ *                  work: ny reals of scratch.  logsumexp_bwd: dx = g exp(x - y). */
+#define CDL_KERNELS_SEL(T, S) \
+    void cdl_where_##S(int rank, const int64_t *dims, const int64_t *sc, const int64_t *sa, const int64_t *sb, \
+                       const T *c, const T *a, const T *b, T *y); \
+    void cdl_tril_##S(int64_t batch, int64_t rows, int64_t cols, int64_t diag, int upper, const T *x, T *y); \
+    int cdl_one_hot_##S(int64_t n, int64_t classes, const int32_t *ids, T *y); \
+    void cdl_reduce_max_##S(int rank, const int64_t *dims, unsigned mask, int is_min, const T *x, T *y, \
+                            int64_t *arg); \
+    void cdl_reduce_max_bwd_##S(int64_t ny, int64_t nx, const T *g, const int64_t *arg, T *dx); \
+    void cdl_argmax_##S(int64_t outer, int64_t len, int64_t inner, int is_min, const T *x, int32_t *y); \
+    void cdl_moments_##S(int rank, const int64_t *dims, unsigned mask, double correction, int take_sqrt, \
+                         const T *x, T *y, T *mean); \
+    void cdl_moments_bwd_##S(int rank, const int64_t *dims, unsigned mask, double correction, int take_sqrt, \
+                             const T *g, const T *x, const T *mean, const T *y, T *dx); \
+    void cdl_logsumexp_##S(int rank, const int64_t *dims, unsigned mask, const T *x, T *y, T *work); \
+    void cdl_logsumexp_bwd_##S(int rank, const int64_t *dims, unsigned mask, const T *g, const T *x, const T *y, \
+                               T *dx);
+/* ---- END SEL */
+
 CDL_KERNELS(float, f32)
 CDL_KERNELS(double, f64)
 
@@ -607,27 +777,41 @@ int64_t cdl_tensor_numel(const cdl_tensor *t, int nb);
 /* Optimizers update the trainable prefix of net->param from net->grad, in place, over
  * the flat slabs.  State slots (momentum; Adam's m and v) are slabs of train_count
  * reals each, saved in checkpoints as "<slot_name>.<param name>". */
-typedef enum cdl_optim_kind { CDL_OPT_SGD, CDL_OPT_ADAM, CDL_OPT_ADAMW } cdl_optim_kind;
+typedef enum cdl_optim_kind { CDL_OPT_SGD, CDL_OPT_ADAM, CDL_OPT_ADAMW, CDL_OPT_RMSPROP, CDL_OPT_ADAGRAD } cdl_optim_kind;
 typedef struct cdl_optim_cfg {
     cdl_optim_kind kind;
     double lr;
-    double momentum;        /* SGD */
+    double momentum;        /* SGD, RMSprop */
     int nesterov;           /* SGD */
-    double weight_decay;    /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
-    double beta1, beta2, eps;   /* Adam, AdamW */
+    double weight_decay;    /* SGD, Adam, RMSprop, Adagrad: L2 added to the gradient; AdamW: decoupled */
+    double beta1, beta2;    /* Adam, AdamW */
+    double eps;             /* Adam, AdamW, RMSprop, Adagrad */
+    double alpha;           /* RMSprop: smoothing constant */
+    int centered;           /* RMSprop: normalise by the estimated variance */
+    double lr_decay;        /* Adagrad */
+    double initial_accumulator_value;   /* Adagrad */
 } cdl_optim_cfg;
+#define CDL_OPTIM_SLOTS 3        /* state slots at most (RMSprop centered with momentum) */
 typedef struct cdl_optim {
     cdl_optim_cfg cfg;
     const cdl_model *model;
-    int n_slots;                 /* 0, 1 (SGD momentum) or 2 (Adam m, v) */
-    const char *slot_name[2];    /* "sgd.momentum"; "adam.m", "adam.v" */
-    void *slot[2];               /* train_count reals each, zeroed at init */
-    uint64_t t;                  /* steps taken (Adam bias correction) */
+    int n_slots;                 /* 0, 1 (SGD momentum, Adagrad), 2 (Adam), 1..3 (RMSprop) */
+    const char *slot_name[CDL_OPTIM_SLOTS];  /* "sgd.momentum"; "adam.m", "adam.v";
+                                   "rmsprop.square_avg" (+ "rmsprop.momentum_buffer",
+                                   "rmsprop.grad_avg"); "adagrad.sum" (torch's state names) */
+    void *slot[CDL_OPTIM_SLOTS]; /* train_count reals each, zeroed at init (Adagrad's sum:
+                                    initial_accumulator_value) */
+    uint64_t t;                  /* steps taken (Adam bias correction, Adagrad lr decay) */
 } cdl_optim;
-/* Defaults: SGD lr 0.01 momentum 0; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8. */
+/* Defaults (torch.optim's): SGD lr 0.01 momentum 0; Adam lr 1e-3, betas (0.9, 0.999),
+ * eps 1e-8; RMSprop lr 0.01, alpha 0.99, eps 1e-8; Adagrad lr 0.01, eps 1e-10. */
 void cdl_optim_defaults(cdl_optim_cfg *cfg, cdl_optim_kind kind);
+/* The spec name of a kind: "sgd", "adam", "adamw", "rmsprop", "adagrad". */
+const char *cdl_optim_kind_name(cdl_optim_kind kind);
 /* "sgd", "sgd:lr=0.1,momentum=0.9,nesterov=1,weight_decay=5e-4", "adam:lr=1e-3",
- * "adamw:lr=1e-3,weight_decay=0.01".  -1 and a message on a bad spec. */
+ * "adamw:lr=1e-3,weight_decay=0.01", "rmsprop:lr=1e-2,alpha=0.99,momentum=0.9,centered=1",
+ * "adagrad:lr=0.01,lr_decay=1e-4,initial_accumulator_value=0.1".  -1 and a message on a
+ * bad spec. */
 int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec);
 int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
 void cdl_optim_free(cdl_optim *o);

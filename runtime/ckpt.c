@@ -142,6 +142,8 @@ static const char *optim_kind_name(cdl_optim_kind k) {
     case CDL_OPT_SGD: return "sgd";
     case CDL_OPT_ADAM: return "adam";
     case CDL_OPT_ADAMW: return "adamw";
+    case CDL_OPT_RMSPROP: return "rmsprop";
+    case CDL_OPT_ADAGRAD: return "adagrad";
     }
     return "?";
 }

@@ -301,8 +301,7 @@ int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv)
         return 2;
     }
     if (o.lr >= 0) cfg.lr = o.lr;
-    snprintf(o.optimizer, sizeof o.optimizer, "%s:lr=%g", cfg.kind == CDL_OPT_SGD ? "sgd" : cfg.kind == CDL_OPT_ADAM ? "adam" : "adamw",
-             cfg.lr);
+    snprintf(o.optimizer, sizeof o.optimizer, "%s:lr=%g", cdl_optim_kind_name(cfg.kind), cfg.lr);
 
     int status = 1, np = sm->n_params > 0 ? sm->n_params : 1;
     cdl_net *ns = cdl_net_new(sm), *nt = cdl_net_new(tm);

@@ -69,6 +69,12 @@ void S(binary)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb
     case CDL_BIN_DIV: EW_BIN_LOOP(u / v); break;
     case CDL_BIN_MAX: EW_BIN_LOOP(u >= v ? u : v); break;
     case CDL_BIN_MIN: EW_BIN_LOOP(u <= v ? u : v); break;
+    case CDL_BIN_LT: EW_BIN_LOOP((T)(u < v)); break;
+    case CDL_BIN_LE: EW_BIN_LOOP((T)(u <= v)); break;
+    case CDL_BIN_GT: EW_BIN_LOOP((T)(u > v)); break;
+    case CDL_BIN_GE: EW_BIN_LOOP((T)(u >= v)); break;
+    case CDL_BIN_EQ: EW_BIN_LOOP((T)(u == v)); break;
+    case CDL_BIN_NE: EW_BIN_LOOP((T)(u != v)); break;
     default: break;       /* unknown op: leave y alone (generated code never passes one) */
     }
 }
@@ -142,6 +148,13 @@ EW_UNARY(relu, v > 0 ? v : (T)0)
 EW_UNARY(sigmoid, (T)1 / ((T)1 + M(exp)(-v)))
 EW_UNARY(tanh, M(tanh)(v))
 EW_UNARY(gelu, (T)0.5 * v * ((T)1 + M(erf)(v * (T)0.70710678118654752440)))
+EW_UNARY(sin, M(sin)(v))
+EW_UNARY(cos, M(cos)(v))
+EW_UNARY(erf, M(erf)(v))
+EW_UNARY(log1p, M(log1p)(v))
+EW_UNARY(sign, (T)(v > 0) - (T)(v < 0) + v * (T)0)    /* v * 0: NaN stays NaN, as torch.sign */
+/* The tanh approximation (approximate="tanh"): 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))). */
+EW_UNARY(gelu_tanh, (T)0.5 * v * ((T)1 + M(tanh)((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v))))
 /* log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|). */
 EW_UNARY(softplus, (v > 0 ? v : (T)0) + M(log1p)(M(exp)(-M(fabs)(v))))
 
@@ -199,6 +212,33 @@ void S(gelu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
         T cdf = (T)0.5 * ((T)1 + M(erf)(v * (T)0.70710678118654752440));
         T pdf = (T)0.39894228040143267794 * M(exp)((T)-0.5 * v * v);
         dx[i] = g[i] * (cdf + v * pdf);
+    }
+}
+
+void S(sin_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * M(cos)(x[i]);
+}
+
+void S(cos_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) dx[i] = -g[i] * M(sin)(x[i]);
+}
+
+/* d/dx erf(x) = 2 / sqrt(pi) e^(-x^2). */
+void S(erf_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) { T v = x[i]; dx[i] = g[i] * (T)1.12837916709551257390 * M(exp)(-v * v); }
+}
+
+void S(log1p_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] / ((T)1 + x[i]);
+}
+
+/* PyTorch's GeluBackward (tanh): with k = sqrt(2/pi), u = k (x + 0.044715 x^3), t = tanh u,
+ * dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2). */
+void S(gelu_tanh_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    const T k = (T)0.79788456080286535588, a = (T)0.044715;
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i], t = M(tanh)(k * (v + a * v * v * v));
+        dx[i] = g[i] * ((T)0.5 * ((T)1 + t) + (T)0.5 * v * ((T)1 - t * t) * k * ((T)1 + (T)3 * a * v * v));
     }
 }
 

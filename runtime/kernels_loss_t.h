@@ -33,11 +33,34 @@ static inline double S(loss_acc_total)(const double acc[LOSS_LANES]) {
 
 /* ---------------------------------------------------------------- class losses */
 
+/* Row r's weight in a class loss: 0 when its label is ignore_index, else rw[r] (1
+ * when rw is NULL). */
+static inline double S(class_w)(const T *rw, const int32_t *labels, int64_t ignore_index, int64_t r) {
+    if ((int64_t)labels[r] == ignore_index) return 0;
+    return rw ? (double)rw[r] : 1.0;
+}
+
+/* The divisor of a class loss: the sum of the row weights for mean (the count of the
+ * rows not ignored, without weights; 0 when all are ignored: the loss is then NaN, as
+ * in PyTorch), 1 for sum and none. */
+static double S(class_div)(int64_t rows, const T *rw, const int32_t *labels, int64_t ignore_index, int red) {
+    if (red != CDL_RED_MEAN) return 1.0;
+    double d = 0;
+    for (int64_t r = 0; r < rows; r++) d += S(class_w)(rw, labels, ignore_index, r);
+    return d;
+}
+
+/* Row r's upstream scale: g[r] for none, g[0] / div otherwise, times its weight. */
+static inline T S(class_g)(const T *g, int red, double div, double wr, int64_t r) {
+    return (T)((red == CDL_RED_NONE ? (double)g[r] : (double)g[0] / div) * wr);
+}
+
 /* Fused log-softmax + negative log-likelihood with label smoothing, per row:
  *   logZ = m + log sum_j e^(x_j - m),  p_j = e^(x_j - m) / sum,
- *   loss = logZ - (1 - s) x_y - (s / C) sum_j x_j        (q = (1-s) onehot + s/C). */
-int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels,
-                     double smoothing, int red, T *probs, T *loss) {
+ *   loss = logZ - (1 - s) x_y - (s / C) sum_j x_j        (q = (1-s) onehot + s/C),
+ * weighted by the row's weight (0 for an ignored label). */
+int S(cross_entropy_ex)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, const T *rw,
+                        int64_t ignore_index, double smoothing, int red, T *probs, T *loss) {
     double total = 0;
     int64_t bad = -1;
     for (int64_t r = 0; r < rows; r++) {
@@ -55,71 +78,110 @@ int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t 
         T inv = (T)(1.0 / sum);
         for (int64_t j = 0; j < cols; j++) p[j] *= inv;
         int32_t y = labels[r];
-        if (y < 0 || (int64_t)y >= cols) { if (bad < 0) bad = r; continue; }
-        double logz = (double)m + log(sum);
-        total += logz - (1.0 - smoothing) * (double)x[y] - smoothing / (double)cols * sx;
+        double lr = 0;
+        if ((int64_t)y == ignore_index) {
+            /* no loss, no weight */
+        } else if (y < 0 || (int64_t)y >= cols) {
+            if (bad < 0) bad = r;
+        } else {
+            double logz = (double)m + log(sum);
+            lr = S(class_w)(rw, labels, ignore_index, r) *
+                 (logz - (1.0 - smoothing) * (double)x[y] - smoothing / (double)cols * sx);
+        }
+        if (red == CDL_RED_NONE) loss[r] = (T)lr;
+        total += lr;
     }
     if (bad >= 0) {
-        *loss = (T)NAN;
+        if (red != CDL_RED_NONE) *loss = (T)NAN;
+        else loss[bad] = (T)NAN;
         return cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
                         (int)labels[bad], (long long)bad, (long long)cols);
     }
-    *loss = (T)(total / S(loss_div)(red, rows));
+    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, rw, labels, ignore_index, red));
     return 0;
 }
 
-/* dx = g * (p - q) / (rows for mean); rows with a bad label get 0. */
-int S(cross_entropy_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels,
-                         const T *probs, double smoothing, int red, T *dx) {
-    T scale = (T)((double)g[0] / S(loss_div)(red, rows));
+/* dx = (row's upstream scale) * (p - q); ignored rows and rows with a bad label get 0. */
+int S(cross_entropy_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw,
+                            int64_t ignore_index, const T *probs, double smoothing, int red, T *dx) {
+    const double div = S(class_div)(rows, rw, labels, ignore_index, red);
     T off = (T)(smoothing / (double)cols), on = (T)(1.0 - smoothing);
     int rc = 0;
     for (int64_t r = 0; r < rows; r++) {
         const T *p = probs + r * cols;
         T *d = dx + r * cols;
         int32_t y = labels[r];
-        if (y < 0 || (int64_t)y >= cols) {
+        int ignored = (int64_t)y == ignore_index;
+        if (ignored || y < 0 || (int64_t)y >= cols) {
             for (int64_t j = 0; j < cols; j++) d[j] = 0;
-            rc = cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
-                          (int)y, (long long)r, (long long)cols);
+            if (!ignored)
+                rc = cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
+                              (int)y, (long long)r, (long long)cols);
             continue;
         }
+        const T scale = S(class_g)(g, red, div, S(class_w)(rw, labels, ignore_index, r), r);
         for (int64_t j = 0; j < cols; j++) d[j] = scale * (p[j] - off);
         d[y] -= scale * on;
     }
     return rc;
 }
 
-int S(nll)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red,
-           T *loss) {
+int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels,
+                     double smoothing, int red, T *probs, T *loss) {
+    return S(cross_entropy_ex)(rows, cols, logits, labels, NULL, CDL_NO_IGNORE, smoothing, red, probs, loss);
+}
+
+int S(cross_entropy_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels,
+                         const T *probs, double smoothing, int red, T *dx) {
+    return S(cross_entropy_ex_bwd)(rows, cols, g, labels, NULL, CDL_NO_IGNORE, probs, smoothing, red, dx);
+}
+
+/* loss = -logp[r, y_r] weighted as cross_entropy_ex. */
+int S(nll_ex)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, const T *rw, int64_t ignore_index,
+              int red, T *loss) {
     double total = 0;
     for (int64_t r = 0; r < rows; r++) {
         int32_t y = labels[r];
-        if (y < 0 || (int64_t)y >= cols) {
-            *loss = (T)NAN;
-            return cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
-                            (long long)r, (long long)cols);
+        double lr = 0;
+        if ((int64_t)y != ignore_index) {
+            if (y < 0 || (int64_t)y >= cols) {
+                if (red != CDL_RED_NONE) *loss = (T)NAN;
+                else loss[r] = (T)NAN;
+                return cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
+                                (long long)r, (long long)cols);
+            }
+            lr = -S(class_w)(rw, labels, ignore_index, r) * (double)logp[r * cols + y];
         }
-        total -= (double)logp[r * cols + y];
+        if (red == CDL_RED_NONE) loss[r] = (T)lr;
+        total += lr;
     }
-    *loss = (T)(total / S(loss_div)(red, rows));
+    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, rw, labels, ignore_index, red));
     return 0;
 }
 
-int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red,
-               T *dx) {
-    T scale = (T)((double)g[0] / S(loss_div)(red, rows));
+int S(nll_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index,
+                  int red, T *dx) {
+    const double div = S(class_div)(rows, rw, labels, ignore_index, red);
     int rc = 0;
     for (int64_t i = 0; i < rows * cols; i++) dx[i] = 0;
     for (int64_t r = 0; r < rows; r++) {
         int32_t y = labels[r];
+        if ((int64_t)y == ignore_index) continue;
         if (y < 0 || (int64_t)y >= cols)
             rc = cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
                           (long long)r, (long long)cols);
         else
-            dx[r * cols + y] = -scale;
+            dx[r * cols + y] = -S(class_g)(g, red, div, S(class_w)(rw, labels, ignore_index, r), r);
     }
     return rc;
+}
+
+int S(nll)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red, T *loss) {
+    return S(nll_ex)(rows, cols, logp, labels, NULL, CDL_NO_IGNORE, red, loss);
+}
+
+int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red, T *dx) {
+    return S(nll_ex_bwd)(rows, cols, g, labels, NULL, CDL_NO_IGNORE, red, dx);
 }
 
 /* ---------------------------------------------------------------- pair losses */
@@ -128,6 +190,10 @@ int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, in
  * time (see loss_acc). */
 #define LOSS_FWD(EXPR)                                                           \
     do {                                                                         \
+        if (red == CDL_RED_NONE) {                                               \
+            for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; loss[i] = (EXPR); } \
+            break;                                                               \
+        }                                                                        \
         double acc[LOSS_LANES] = {0};                                            \
         T t[LOSS_BLOCK];                                                         \
         for (int64_t i0 = 0; i0 < n; i0 += LOSS_BLOCK) {                         \
@@ -139,9 +205,14 @@ int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, in
         *loss = (T)(S(loss_acc_total)(acc) / S(loss_div)(red, n));               \
     } while (0)
 
-/* Backward: d[i] = s * (wrt == 0 ? DA : DB) with s = g / divisor. */
+/* Backward: d[i] = s * (wrt == 0 ? DA : DB) with s = g / divisor (none: g[i] * ...). */
 #define LOSS_BWD(DA, DB)                                                         \
     do {                                                                         \
+        if (red == CDL_RED_NONE) {                                               \
+            if (wrt == 0) { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = g[i] * (DA); } } \
+            else          { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = g[i] * (DB); } } \
+            break;                                                               \
+        }                                                                        \
         T s = (T)((double)g[0] / S(loss_div)(red, n));                           \
         if (wrt == 0) { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = s * (DA); } } \
         else          { for (int64_t i = 0; i < n; i++) { T u = a[i], v = b[i]; (void)v; d[i] = s * (DB); } } \
@@ -203,6 +274,17 @@ void S(bce_logits_bwd)(int64_t n, const T *g, const T *a, const T *b, int red, i
 /* ---------------------------------------------------------------- kl_normal */
 
 void S(kl_normal)(int64_t rows, int64_t cols, const T *mu, const T *logvar, int red, T *loss) {
+    if (red == CDL_RED_NONE) { /* one value a row */
+        for (int64_t r = 0; r < rows; r++) {
+            double sr = 0;
+            for (int64_t c = 0; c < cols; c++) {
+                T mj = mu[r * cols + c], lv = logvar[r * cols + c];
+                sr += (double)((T)1 + lv - mj * mj - M(exp)(lv));
+            }
+            loss[r] = (T)(-0.5 * sr);
+        }
+        return;
+    }
     double acc[LOSS_LANES] = {0};
     T t[LOSS_BLOCK];
     int64_t n = rows * cols;
@@ -220,8 +302,14 @@ void S(kl_normal)(int64_t rows, int64_t cols, const T *mu, const T *logvar, int 
 /* d/dmu = mu;  d/dlogvar = (e^logvar - 1) / 2;  times g / (rows for mean). */
 void S(kl_normal_bwd)(int64_t rows, int64_t cols, const T *g, const T *mu, const T *logvar,
                       int red, int wrt, T *d) {
-    T s = (T)((double)g[0] / S(loss_div)(red, rows));
     int64_t n = rows * cols;
+    if (red == CDL_RED_NONE) { /* g: one value a row */
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = r * cols; i < (r + 1) * cols; i++)
+                d[i] = wrt == 0 ? g[r] * mu[i] : g[r] * (T)0.5 * (M(exp)(logvar[i]) - (T)1);
+        return;
+    }
+    T s = (T)((double)g[0] / S(loss_div)(red, rows));
     if (wrt == 0)
         for (int64_t i = 0; i < n; i++) d[i] = s * mu[i];
     else

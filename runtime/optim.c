@@ -1,4 +1,5 @@
-/* optim.c -- SGD (momentum, Nesterov, weight decay), Adam and AdamW over flat slabs.
+/* optim.c -- SGD (momentum, Nesterov, weight decay), Adam, AdamW, RMSprop and Adagrad
+ * over flat slabs.
  *
  * The update runs over the trainable prefix of net->param (train_count reals) with
  * net->grad, in the model's precision (float or double slabs).  Formulas are
@@ -11,6 +12,12 @@
  *   AdamW:  p *= 1 - lr * wd
  *   both:   t += 1;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
  *           p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *   RMSprop: g = grad + wd * p;  sq = alpha sq + (1 - alpha) g^2
+ *           centered: ga = alpha ga + (1 - alpha) g;  avg = sqrt(sq - ga^2) + eps
+ *           else avg = sqrt(sq) + eps
+ *           momentum: buf = mu * buf + g / avg;  p -= lr * buf;  else p -= lr * g / avg
+ *   Adagrad: t += 1;  g = grad + wd * p;  clr = lr / (1 + (t - 1) lr_decay)
+ *           sum += g^2 (sum starts at initial_accumulator_value);  p -= clr * g / (sqrt(sum) + eps)
  *
  * PyTorch's first-step `buf = g` equals `mu * 0 + g`, so a zeroed buffer needs no
  * special case.  Steps allocate nothing.
@@ -18,6 +25,7 @@
 #include "cdl.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,17 +35,48 @@ void cdl_optim_defaults(cdl_optim_cfg *cfg, cdl_optim_kind kind) {
     cfg->beta1 = 0.9;
     cfg->beta2 = 0.999;
     cfg->eps = 1e-8;
+    cfg->alpha = 0.99;
     switch (kind) {
     case CDL_OPT_SGD: cfg->lr = 0.01; break;
     case CDL_OPT_ADAM: cfg->lr = 1e-3; break;
     case CDL_OPT_ADAMW: cfg->lr = 1e-3; cfg->weight_decay = 0.01; break;  /* PyTorch's AdamW default */
+    case CDL_OPT_RMSPROP: cfg->lr = 0.01; break;
+    case CDL_OPT_ADAGRAD: cfg->lr = 0.01; cfg->eps = 1e-10; break;
     }
 }
 
-/* Parse "kind[:key=value,...]" (see cdl.h).  Keys: lr, weight_decay (wd); SGD:
- * momentum, nesterov (0/1, or bare); Adam/AdamW: beta1, beta2, eps.  Unknown keys,
- * keys of another optimizer, bad numbers and out-of-range values are errors.
- * cfg is written only on success. */
+static const char *const optim_names[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+
+const char *cdl_optim_kind_name(cdl_optim_kind kind) {
+    return (unsigned)kind < sizeof optim_names / sizeof optim_names[0] ? optim_names[kind] : "?";
+}
+
+/* The keys of a spec: where each is stored and which kinds take it (bit = 1 << kind).
+ * flag: a 0/1 setting, which may be written bare ("nesterov"). */
+enum { O_SGD = 1, O_ADAM = 2, O_ADAMW = 4, O_RMS = 8, O_ADAG = 16, O_ALL = 31 };
+static const struct optim_key {
+    const char *name;
+    size_t off;
+    unsigned kinds;
+    int flag;
+} optim_keys[] = {
+    {"lr", offsetof(cdl_optim_cfg, lr), O_ALL, 0},
+    {"weight_decay", offsetof(cdl_optim_cfg, weight_decay), O_ALL, 0},
+    {"wd", offsetof(cdl_optim_cfg, weight_decay), O_ALL, 0},
+    {"momentum", offsetof(cdl_optim_cfg, momentum), O_SGD | O_RMS, 0},
+    {"nesterov", offsetof(cdl_optim_cfg, nesterov), O_SGD, 1},
+    {"beta1", offsetof(cdl_optim_cfg, beta1), O_ADAM | O_ADAMW, 0},
+    {"beta2", offsetof(cdl_optim_cfg, beta2), O_ADAM | O_ADAMW, 0},
+    {"eps", offsetof(cdl_optim_cfg, eps), O_ADAM | O_ADAMW | O_RMS | O_ADAG, 0},
+    {"alpha", offsetof(cdl_optim_cfg, alpha), O_RMS, 0},
+    {"centered", offsetof(cdl_optim_cfg, centered), O_RMS, 1},
+    {"lr_decay", offsetof(cdl_optim_cfg, lr_decay), O_ADAG, 0},
+    {"initial_accumulator_value", offsetof(cdl_optim_cfg, initial_accumulator_value), O_ADAG, 0},
+};
+
+/* Parse "kind[:key=value,...]" (see cdl.h).  The keys of each kind are optim_keys';
+ * unknown keys, keys of another optimizer, bad numbers and out-of-range values are
+ * errors.  cfg is written only on success. */
 int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec) {
     if (!spec || !*spec) return cdl_fail("optimizer spec: empty");
     char buf[256];
@@ -46,28 +85,27 @@ int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec) {
     char *args = strchr(buf, ':');
     if (args) *args++ = 0;
     cdl_optim_cfg c;
-    if (strcmp(buf, "sgd") == 0) cdl_optim_defaults(&c, CDL_OPT_SGD);
-    else if (strcmp(buf, "adam") == 0) cdl_optim_defaults(&c, CDL_OPT_ADAM);
-    else if (strcmp(buf, "adamw") == 0) cdl_optim_defaults(&c, CDL_OPT_ADAMW);
-    else return cdl_fail("optimizer spec '%s': unknown optimizer '%s' (sgd, adam, adamw)", spec, buf);
-    int sgd = c.kind == CDL_OPT_SGD;
+    int kind = -1;
+    for (int k = 0; k < (int)(sizeof optim_names / sizeof optim_names[0]); k++)
+        if (strcmp(buf, optim_names[k]) == 0) kind = k;
+    if (kind < 0)
+        return cdl_fail("optimizer spec '%s': unknown optimizer '%s' (sgd, adam, adamw, rmsprop, adagrad)", spec, buf);
+    cdl_optim_defaults(&c, (cdl_optim_kind)kind);
     char *save = NULL;
     for (char *kv = args ? strtok_r(args, ",", &save) : NULL; kv; kv = strtok_r(NULL, ",", &save)) {
         char *val = strchr(kv, '=');
         if (val) *val++ = 0;
+        const struct optim_key *key = NULL;
+        for (size_t i = 0; i < sizeof optim_keys / sizeof optim_keys[0]; i++)
+            if (strcmp(kv, optim_keys[i].name) == 0 && (optim_keys[i].kinds >> kind & 1u)) key = &optim_keys[i];
+        if (!key) return cdl_fail("optimizer spec '%s': unknown key '%s' for %s", spec, kv, buf);
         double v = 1;
         if (val && cdl_parse_f64(val, &v) < 0)
             return cdl_fail("optimizer spec '%s': bad number '%s' for %s", spec, val, kv);
-        if (!val && strcmp(kv, "nesterov") != 0)
+        if (!val && !key->flag)
             return cdl_fail("optimizer spec '%s': '%s' needs a value (key=value)", spec, kv);
-        if (strcmp(kv, "lr") == 0) c.lr = v;
-        else if (strcmp(kv, "weight_decay") == 0 || strcmp(kv, "wd") == 0) c.weight_decay = v;
-        else if (sgd && strcmp(kv, "momentum") == 0) c.momentum = v;
-        else if (sgd && strcmp(kv, "nesterov") == 0) c.nesterov = v != 0;
-        else if (!sgd && strcmp(kv, "beta1") == 0) c.beta1 = v;
-        else if (!sgd && strcmp(kv, "beta2") == 0) c.beta2 = v;
-        else if (!sgd && strcmp(kv, "eps") == 0) c.eps = v;
-        else return cdl_fail("optimizer spec '%s': unknown key '%s' for %s", spec, kv, buf);
+        if (key->flag) *(int *)((char *)&c + key->off) = v != 0;
+        else *(double *)((char *)&c + key->off) = v;
     }
     if (c.lr < 0) return cdl_fail("optimizer spec '%s': lr must be >= 0", spec);
     if (c.weight_decay < 0) return cdl_fail("optimizer spec '%s': weight_decay must be >= 0", spec);
@@ -77,6 +115,10 @@ int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec) {
     if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1)
         return cdl_fail("optimizer spec '%s': betas must be in [0, 1)", spec);
     if (c.eps < 0) return cdl_fail("optimizer spec '%s': eps must be >= 0", spec);
+    if (c.alpha < 0 || c.alpha > 1) return cdl_fail("optimizer spec '%s': alpha must be in [0, 1]", spec);
+    if (c.lr_decay < 0) return cdl_fail("optimizer spec '%s': lr_decay must be >= 0", spec);
+    if (c.initial_accumulator_value < 0)
+        return cdl_fail("optimizer spec '%s': initial_accumulator_value must be >= 0", spec);
     *cfg = c;
     return 0;
 }
@@ -88,21 +130,29 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg) {
     if (!m || !cfg) return cdl_fail("cdl_optim_init: NULL argument");
     if (m->real_size != 4 && m->real_size != 8)
         return cdl_fail("cdl_optim_init: model real_size %d", m->real_size);
-    if (cfg->kind != CDL_OPT_SGD && cfg->kind != CDL_OPT_ADAM && cfg->kind != CDL_OPT_ADAMW)
+    if ((unsigned)cfg->kind > CDL_OPT_ADAGRAD)
         return cdl_fail("cdl_optim_init: unknown optimizer kind %d", (int)cfg->kind);
     if (cfg->nesterov && cfg->momentum <= 0)
         return cdl_fail("cdl_optim_init: nesterov needs momentum > 0");
     o->cfg = *cfg;
     o->model = m;
-    if (cfg->kind == CDL_OPT_SGD) {
-        if (cfg->momentum != 0) {
-            o->n_slots = 1;
-            o->slot_name[0] = "sgd.momentum";
-        }
-    } else {
-        o->n_slots = 2;
-        o->slot_name[0] = "adam.m";
-        o->slot_name[1] = "adam.v";
+    switch (cfg->kind) {
+    case CDL_OPT_SGD:
+        if (cfg->momentum != 0) o->slot_name[o->n_slots++] = "sgd.momentum";
+        break;
+    case CDL_OPT_ADAM:
+    case CDL_OPT_ADAMW:
+        o->slot_name[o->n_slots++] = "adam.m";
+        o->slot_name[o->n_slots++] = "adam.v";
+        break;
+    case CDL_OPT_RMSPROP:
+        o->slot_name[o->n_slots++] = "rmsprop.square_avg";
+        if (cfg->momentum > 0) o->slot_name[o->n_slots++] = "rmsprop.momentum_buffer";
+        if (cfg->centered) o->slot_name[o->n_slots++] = "rmsprop.grad_avg";
+        break;
+    case CDL_OPT_ADAGRAD:
+        o->slot_name[o->n_slots++] = "adagrad.sum";
+        break;
     }
     for (int s = 0; s < o->n_slots; s++) {
         o->slot[s] = cdl_alloc(m->train_count * (size_t)m->real_size);
@@ -112,12 +162,18 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg) {
                             m->train_count);
         }
     }
+    if (cfg->kind == CDL_OPT_ADAGRAD && cfg->initial_accumulator_value != 0) {
+        for (size_t i = 0; i < m->train_count; i++) {
+            if (m->real_size == 8) ((double *)o->slot[0])[i] = cfg->initial_accumulator_value;
+            else ((float *)o->slot[0])[i] = (float)cfg->initial_accumulator_value;
+        }
+    }
     return 0;
 }
 
 void cdl_optim_free(cdl_optim *o) {
     if (!o) return;
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < CDL_OPTIM_SLOTS; s++) {
         cdl_free(o->slot[s]);
         o->slot[s] = NULL;
     }
@@ -156,8 +212,46 @@ void cdl_optim_free(cdl_optim *o) {
         }                                                                     \
     }
 
+/* RMSprop: ga (centered) and buf (momentum) may be NULL. */
+#define OPTIM_RMSPROP(T, SQRT)                                                \
+    static void rmsprop_##T(T *restrict p, const T *restrict g, T *restrict sq, \
+                            T *restrict buf, T *restrict ga, size_t n, T lr,  \
+                            T wd, T alpha, T eps, T mu) {                     \
+        for (size_t i = 0; i < n; i++) {                                      \
+            T d = g[i] + wd * p[i];                                           \
+            T s = alpha * sq[i] + (1 - alpha) * d * d;                        \
+            sq[i] = s;                                                        \
+            if (ga) {                                                         \
+                T a = alpha * ga[i] + (1 - alpha) * d;                        \
+                ga[i] = a;                                                    \
+                s -= a * a;                                                   \
+            }                                                                 \
+            T u = d / (SQRT(s) + eps);                                        \
+            if (buf) {                                                        \
+                u += mu * buf[i];                                             \
+                buf[i] = u;                                                   \
+            }                                                                 \
+            p[i] -= lr * u;                                                   \
+        }                                                                     \
+    }
+
+#define OPTIM_ADAGRAD(T, SQRT)                                                \
+    static void adagrad_##T(T *restrict p, const T *restrict g, T *restrict sum, \
+                            size_t n, T clr, T wd, T eps) {                   \
+        for (size_t i = 0; i < n; i++) {                                      \
+            T d = g[i] + wd * p[i];                                           \
+            T s = sum[i] + d * d;                                             \
+            sum[i] = s;                                                       \
+            p[i] -= clr * d / (SQRT(s) + eps);                                \
+        }                                                                     \
+    }
+
 OPTIM_SGD(float)
 OPTIM_SGD(double)
+OPTIM_RMSPROP(float, sqrtf)
+OPTIM_RMSPROP(double, sqrt)
+OPTIM_ADAGRAD(float, sqrtf)
+OPTIM_ADAGRAD(double, sqrt)
 OPTIM_ADAM(float, sqrtf)
 OPTIM_ADAM(double, sqrt)
 
@@ -175,6 +269,23 @@ void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
         else
             sgd_float(net->param, net->grad, buf, n, (float)lr, (float)c->weight_decay,
                       (float)c->momentum, c->nesterov);
+        return;
+    }
+    if (c->kind == CDL_OPT_RMSPROP) {
+        int k = 1;
+        void *buf = c->momentum > 0 ? o->slot[k++] : NULL, *ga = c->centered ? o->slot[k] : NULL;
+        if (f64)
+            rmsprop_double(net->param, net->grad, o->slot[0], buf, ga, n, lr, c->weight_decay, c->alpha, c->eps,
+                           c->momentum);
+        else
+            rmsprop_float(net->param, net->grad, o->slot[0], buf, ga, n, (float)lr, (float)c->weight_decay,
+                          (float)c->alpha, (float)c->eps, (float)c->momentum);
+        return;
+    }
+    if (c->kind == CDL_OPT_ADAGRAD) {
+        double clr = lr / (1 + (double)(o->t - 1) * c->lr_decay);
+        if (f64) adagrad_double(net->param, net->grad, o->slot[0], n, clr, c->weight_decay, c->eps);
+        else adagrad_float(net->param, net->grad, o->slot[0], n, (float)clr, (float)c->weight_decay, (float)c->eps);
         return;
     }
     double t = (double)o->t;

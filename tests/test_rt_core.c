@@ -416,6 +416,98 @@ static void test_adam(void **st) {
     NEAR(out[0], 0.9 - 0.1 * (-0.25 / 0.75) / 1.0);
 }
 
+/* The update rules of torch.optim.RMSprop and torch.optim.Adagrad written out in
+ * double for a few steps of run_opt's two parameters (the kernels keep the sums in
+ * their own order, so the comparison allows rounding). */
+static void rmsprop_ref(double lr, double alpha, double eps, double wd, double mu, int centered, int steps,
+                        const double p0[2], const double g[][2], double out[2]) {
+    for (int i = 0; i < 2; i++) {
+        double p = p0[i], sq = 0, ga = 0, buf = 0;
+        for (int s = 0; s < steps; s++) {
+            double d = g[s][i] + wd * p;
+            sq = alpha * sq + (1 - alpha) * d * d;
+            double avg;
+            if (centered) {
+                ga = alpha * ga + (1 - alpha) * d;
+                avg = sqrt(sq - ga * ga) + eps;
+            } else {
+                avg = sqrt(sq) + eps;
+            }
+            if (mu > 0) {
+                buf = mu * buf + d / avg;
+                p -= lr * buf;
+            } else {
+                p -= lr * d / avg;
+            }
+        }
+        out[i] = p;
+    }
+}
+
+static void adagrad_ref(double lr, double lr_decay, double eps, double wd, double init, int steps,
+                        const double p0[2], const double g[][2], double out[2]) {
+    for (int i = 0; i < 2; i++) {
+        double p = p0[i], sum = init;
+        for (int s = 0; s < steps; s++) {
+            double d = g[s][i] + wd * p, clr = lr / (1 + s * lr_decay);
+            sum += d * d;
+            p -= clr * d / (sqrt(sum) + eps);
+        }
+        out[i] = p;
+    }
+}
+
+#define NEAR14(a, b) assert_true(fabs((a) - (b)) < 1e-14 * (1 + fabs(b)))
+
+static void test_rmsprop(void **st) {
+    (void)st;
+    const double p0[2] = {1, -2};
+    const double g[4][2] = {{1, 0.5}, {-2, 0.25}, {0.5, -1}, {3, 2}};
+    double out[2], ref[2];
+    /* step 1 by hand: sq = .01 g^2, p -= lr g / (.1 |g| + eps) = lr * 10 sign(g) */
+    run_opt("rmsprop:lr=0.01,eps=0", 1, p0, g, out);
+    NEAR(out[0], 1 - 0.1);
+    NEAR(out[1], -2 - 0.1);
+    const struct { const char *spec; double lr, alpha, eps, wd, mu; int centered; } k[] = {
+        {"rmsprop", 0.01, 0.99, 1e-8, 0, 0, 0},
+        {"rmsprop:lr=0.05,alpha=0.9,eps=1e-3", 0.05, 0.9, 1e-3, 0, 0, 0},
+        {"rmsprop:momentum=0.8,weight_decay=0.1", 0.01, 0.99, 1e-8, 0.1, 0.8, 0},
+        {"rmsprop:centered=1,alpha=0.5", 0.01, 0.5, 1e-8, 0, 0, 1},
+        {"rmsprop:centered,momentum=0.5,wd=0.01,lr=0.02", 0.02, 0.99, 1e-8, 0.01, 0.5, 1},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        run_opt(k[i].spec, 4, p0, g, out);
+        rmsprop_ref(k[i].lr, k[i].alpha, k[i].eps, k[i].wd, k[i].mu, k[i].centered, 4, p0, g, ref);
+        NEAR14(out[0], ref[0]);
+        NEAR14(out[1], ref[1]);
+    }
+}
+
+static void test_adagrad(void **st) {
+    (void)st;
+    const double p0[2] = {1, -2};
+    const double g[4][2] = {{1, 0.5}, {-2, 0.25}, {0.5, -1}, {3, 2}};
+    double out[2], ref[2];
+    /* step 1 by hand: sum = g^2, p -= lr g / |g| */
+    run_opt("adagrad:lr=0.1,eps=0", 1, p0, g, out);
+    NEAR(out[0], 0.9);
+    NEAR(out[1], -2.1);
+    /* step 2, element 0: sum = 1 + 4, p = .9 + .1 * 2 / sqrt(5) */
+    run_opt("adagrad:lr=0.1,eps=0", 2, p0, g, out);
+    NEAR(out[0], 0.9 + 0.2 / sqrt(5.0));
+    const struct { const char *spec; double lr, decay, eps, wd, init; } k[] = {
+        {"adagrad", 0.01, 0, 1e-10, 0, 0},
+        {"adagrad:lr=0.5,lr_decay=0.1", 0.5, 0.1, 1e-10, 0, 0},
+        {"adagrad:initial_accumulator_value=0.3,weight_decay=0.2,eps=1e-3", 0.01, 0, 1e-3, 0.2, 0.3},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        run_opt(k[i].spec, 4, p0, g, out);
+        adagrad_ref(k[i].lr, k[i].decay, k[i].eps, k[i].wd, k[i].init, 4, p0, g, ref);
+        NEAR14(out[0], ref[0]);
+        NEAR14(out[1], ref[1]);
+    }
+}
+
 static void test_optim_parse(void **st) {
     (void)st;
     cdl_optim_cfg c;
@@ -429,7 +521,18 @@ static void test_optim_parse(void **st) {
                 c.eps == 1e-8 && c.weight_decay == 0);
     assert_int_equal(cdl_optim_parse(&c, "adamw:lr=3e-4"), 0);
     assert_true(c.kind == CDL_OPT_ADAMW && c.lr == 3e-4 && c.weight_decay == 0.01);
-    const char *bad[] = {"", "rmsprop", "sgd:lr=", "sgd:lr=abc", "sgd:beta1=0.9",
+    assert_int_equal(cdl_optim_parse(&c, "rmsprop"), 0);
+    assert_true(c.kind == CDL_OPT_RMSPROP && c.lr == 0.01 && c.alpha == 0.99 && c.eps == 1e-8 && !c.centered &&
+                c.momentum == 0);
+    assert_int_equal(cdl_optim_parse(&c, "rmsprop:alpha=0.9,centered,momentum=0.5,wd=1e-4"), 0);
+    assert_true(c.alpha == 0.9 && c.centered && c.momentum == 0.5 && c.weight_decay == 1e-4);
+    assert_int_equal(cdl_optim_parse(&c, "adagrad:lr_decay=0.1,initial_accumulator_value=0.5"), 0);
+    assert_true(c.kind == CDL_OPT_ADAGRAD && c.lr == 0.01 && c.eps == 1e-10 && c.lr_decay == 0.1 &&
+                c.initial_accumulator_value == 0.5);
+    assert_string_equal(cdl_optim_kind_name(CDL_OPT_ADAGRAD), "adagrad");
+    const char *bad[] = {"", "lion", "sgd:lr=", "sgd:lr=abc", "sgd:beta1=0.9",
+                         "rmsprop:beta1=0.9", "rmsprop:alpha=1.5", "adagrad:momentum=0.9",
+                         "adagrad:lr_decay=-1", "adam:centered=1", "sgd:alpha=0.5",
                          "adam:momentum=0.9", "sgd:nesterov=1", "adam:beta2=1", "sgd:lr=-1",
                          "sgd:lr=nan", "sgd:lr", "adam:lr=1e-3,,x=1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -466,6 +569,26 @@ static void test_optim_slots(void **st) {
     for (size_t i = 0; i < m.train_count; i++) assert_true(((float *)o.slot[1])[i] == 0);
     cdl_optim_free(&o);
     cdl_optim_free(&o);                                             /* idempotent */
+    /* RMSprop: square_avg, then momentum_buffer and grad_avg when asked for */
+    assert_int_equal(cdl_optim_parse(&cfg, "rmsprop:momentum=0.9,centered=1"), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 3);
+    assert_string_equal(o.slot_name[0], "rmsprop.square_avg");
+    assert_string_equal(o.slot_name[1], "rmsprop.momentum_buffer");
+    assert_string_equal(o.slot_name[2], "rmsprop.grad_avg");
+    cdl_optim_free(&o);
+    assert_int_equal(cdl_optim_parse(&cfg, "rmsprop:centered=1"), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 2);
+    assert_string_equal(o.slot_name[1], "rmsprop.grad_avg");
+    cdl_optim_free(&o);
+    /* Adagrad's sum starts at initial_accumulator_value */
+    assert_int_equal(cdl_optim_parse(&cfg, "adagrad:initial_accumulator_value=0.25"), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(o.n_slots, 1);
+    assert_string_equal(o.slot_name[0], "adagrad.sum");
+    for (size_t i = 0; i < m.train_count; i++) assert_true(((float *)o.slot[0])[i] == 0.25f);
+    cdl_optim_free(&o);
 }
 
 static void test_sched(void **st) {
@@ -549,6 +672,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_net_lookup, reset_alloc),
         cmocka_unit_test_teardown(test_sgd, reset_alloc),
         cmocka_unit_test_teardown(test_adam, reset_alloc),
+        cmocka_unit_test_teardown(test_rmsprop, reset_alloc),
+        cmocka_unit_test_teardown(test_adagrad, reset_alloc),
         cmocka_unit_test_teardown(test_optim_parse, reset_alloc),
         cmocka_unit_test_teardown(test_optim_slots, reset_alloc),
         cmocka_unit_test_teardown(test_sched, reset_alloc),

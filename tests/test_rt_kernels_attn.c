@@ -4,23 +4,6 @@
  * the same for one and two pool threads. */
 #include "test_rt_util.h"
 
-static double dot(const double *a, const double *b, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* |a - b| <= tol (1 + |b|) elementwise. */
-static void close_d(const char *what, const double *a, const double *b, int64_t n, double tol) {
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i])))) fail_msg("%s[%lld]: %.17g vs %.17g", what, (long long)i, a[i], b[i]);
-}
-static void close_f(const char *what, const float *a, const double *b, int64_t n, double tol) {
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs((double)a[i] - b[i]) <= tol * (1 + fabs(b[i]))))
-            fail_msg("%s[%lld]: %.9g vs %.9g", what, (long long)i, (double)a[i], b[i]);
-}
-
 /* ------------------------------------------------------------------ matmul_bc */
 
 /* A batched product set up like torch.matmul: a [abd..., M, K] (or [K, M] when ta),
@@ -87,7 +70,7 @@ static void mm_ref(const MM *m, double *c) {
 static double mm_loss(void *ctx) {
     MM *m = ctx;
     cdl_matmul_bc_f64(m->nb, m->bd, m->sa, m->sb, m->sc, m->ta, m->tb, m->M, m->N, m->K, m->a, m->b, m->c);
-    return dot(m->c, m->R, m->nc);
+    return tu_dot(m->c, m->R, m->nc);
 }
 
 /* Forward in both precisions against mm_ref; dA and dB through matmul_bc itself (the
@@ -97,10 +80,10 @@ static void mm_case(MM m) {
     double *ref = dvec(m.nc);
     mm_ref(&m, ref);
     mm_loss(&m);
-    close_d("matmul", m.c, ref, m.nc, 1e-13);
+    tu_close("matmul", m.c, ref, m.nc, 1e-13);
     float *fa = fcopy(m.a, m.na), *fb = fcopy(m.b, m.nbb), *fc = fcopy(m.c, m.nc);
     cdl_matmul_bc_f32(m.nb, m.bd, m.sa, m.sb, m.sc, m.ta, m.tb, m.M, m.N, m.K, fa, fb, fc);
-    close_f("matmul f32", fc, ref, m.nc, 1e-5);
+    tu_close_f("matmul f32", fc, ref, m.nc, 1e-5);
 
     double *da = dvec(m.na), *db = dvec(m.nbb); /* garbage: must be overwritten */
     const double *G = m.R;
@@ -150,7 +133,7 @@ static void test_gemm_batch_paths(void **st) {
             for (int64_t j = 0; j < N; j++)
                 for (int64_t k = 0; k < K; k++) R[i * N + j] += 2 * A[b * M * K + i * K + k] * B[b * K * N + k * N + j];
     cdl_gemm_batch_f64(0, 0, M, N, K, 2, A, K, M * K, B, N, K * N, 0.5, C, N, 0, nb);
-    close_d("gemm_batch sum", C, R, M * N, 1e-13);
+    tu_close("gemm_batch sum", C, R, M * N, 1e-13);
     /* A^T B summed over the batch (the folded-K path): A_b stored [K, M] */
     double *C2 = dvec(M * N), *R2 = dvec(M * N);
     for (int64_t i = 0; i < M * N; i++) R2[i] = 0;
@@ -159,7 +142,7 @@ static void test_gemm_batch_paths(void **st) {
             for (int64_t j = 0; j < N; j++)
                 for (int64_t k = 0; k < K; k++) R2[i * N + j] += A[b * M * K + k * M + i] * B[b * K * N + k * N + j];
     cdl_gemm_batch_f64(1, 0, M, N, K, 1, A, M, K * M, B, N, K * N, 0, C2, N, 0, nb);
-    close_d("gemm_batch folded", C2, R2, M * N, 1e-13);
+    tu_close("gemm_batch folded", C2, R2, M * N, 1e-13);
     /* batch 0 and M 0 touch nothing */
     double keep = C2[0];
     cdl_gemm_batch_f64(0, 0, M, N, K, 1, A, K, 0, B, N, 0, 0, C2, N, 0, 0);
@@ -209,7 +192,7 @@ static void at_ref(const AT *a, const double *gy, double *y, double *lse, double
         for (int64_t i = 0; i < TQ; i++) {
             double mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < TK; j++) {
-                double s = g->causal && j > i ? -INFINITY : scale * dot(q + i * D, k + j * D, D);
+                double s = g->causal && j > i ? -INFINITY : scale * tu_dot(q + i * D, k + j * D, D);
                 P[i * TK + j] = s;
                 mx = s > mx ? s : mx;
             }
@@ -227,7 +210,7 @@ static void at_ref(const AT *a, const double *gy, double *y, double *lse, double
         for (int64_t i = 0; i < TQ; i++) {
             double rs = 0;
             for (int64_t j = 0; j < TK; j++) {
-                dP[i * TK + j] = dot(G + i * DV, v + j * DV, DV);
+                dP[i * TK + j] = tu_dot(G + i * DV, v + j * DV, DV);
                 rs += dP[i * TK + j] * P[i * TK + j];
             }
             for (int64_t j = 0; j < TK; j++) dP[i * TK + j] = P[i * TK + j] * (dP[i * TK + j] - rs);
@@ -258,7 +241,7 @@ static void at_ref(const AT *a, const double *gy, double *y, double *lse, double
 static double at_loss(void *ctx) {
     AT *a = ctx;
     cdl_attention_f64(&a->g, a->q, a->k, a->v, a->y, a->lse, a->scratch);
-    return dot(a->y, a->R, a->ny);
+    return tu_dot(a->y, a->R, a->ny);
 }
 
 /* Forward and lse against the composed version (f64 1e-12, f32 1e-5), gradients against
@@ -269,14 +252,14 @@ static void at_case(cdl_attn_geom g, int fd) {
     double *ry = dvec(a.ny), *rl = dvec(g.bh * g.tq), *rq = dvec(a.nq), *rk = dvec(a.nk), *rv = dvec(a.nv);
     at_ref(&a, a.R, ry, rl, rq, rk, rv);
     at_loss(&a);
-    close_d("attention y", a.y, ry, a.ny, 1e-12);
-    close_d("attention lse", a.lse, rl, g.bh * g.tq, 1e-12);
+    tu_close("attention y", a.y, ry, a.ny, 1e-12);
+    tu_close("attention lse", a.lse, rl, g.bh * g.tq, 1e-12);
 
     double *dq = dvec(a.nq), *dk = dvec(a.nk), *dv = dvec(a.nv);
     cdl_attention_bwd_f64(&g, a.R, a.q, a.k, a.v, a.y, a.lse, dq, dk, dv, a.scratch);
-    close_d("attention dq", dq, rq, a.nq, 1e-11);
-    close_d("attention dk", dk, rk, a.nk, 1e-11);
-    close_d("attention dv", dv, rv, a.nv, 1e-11);
+    tu_close("attention dq", dq, rq, a.nq, 1e-11);
+    tu_close("attention dk", dk, rk, a.nk, 1e-11);
+    tu_close("attention dv", dv, rv, a.nv, 1e-11);
     if (fd) {
         fd_check("attention dq", a.q, a.nq, dq, at_loss, &a);
         fd_check("attention dk", a.k, a.nk, dk, at_loss, &a);
@@ -288,11 +271,11 @@ static void at_case(cdl_attn_geom g, int fd) {
     float *fl = fcopy(a.lse, g.bh * g.tq), *fs = fcopy(a.scratch, ns), *fg = fcopy(a.R, a.ny);
     float *fdq = fcopy(dq, a.nq), *fdk = fcopy(dk, a.nk), *fdv = fcopy(dv, a.nv);
     cdl_attention_f32(&g, fq, fk, fv, fy, fl, fs);
-    close_f("attention f32 y", fy, ry, a.ny, 1e-5);
+    tu_close_f("attention f32 y", fy, ry, a.ny, 1e-5);
     cdl_attention_bwd_f32(&g, fg, fq, fk, fv, fy, fl, fdq, fdk, fdv, fs);
-    close_f("attention f32 dq", fdq, rq, a.nq, 1e-4);
-    close_f("attention f32 dk", fdk, rk, a.nk, 1e-4);
-    close_f("attention f32 dv", fdv, rv, a.nv, 1e-4);
+    tu_close_f("attention f32 dq", fdq, rq, a.nq, 1e-4);
+    tu_close_f("attention f32 dk", fdk, rk, a.nk, 1e-4);
+    tu_close_f("attention f32 dv", fdv, rv, a.nv, 1e-4);
     free(fq); free(fk); free(fv); free(fy); free(fl); free(fs); free(fg); free(fdq); free(fdk); free(fdv);
     free(ry); free(rl); free(rq); free(rk); free(rv); free(dq); free(dk); free(dv);
     at_free(&a);
@@ -355,8 +338,8 @@ static void test_attention_large_scores(void **st) {
     at_ref(&a, NULL, ry, rl, NULL, NULL, NULL);
     at_loss(&a);
     for (int64_t i = 0; i < a.ny; i++) assert_true(isfinite(a.y[i]));
-    close_d("attention y", a.y, ry, a.ny, 1e-12);
-    close_d("attention lse", a.lse, rl, g.tq, 1e-12);
+    tu_close("attention y", a.y, ry, a.ny, 1e-12);
+    tu_close("attention lse", a.lse, rl, g.tq, 1e-12);
     free(ry); free(rl);
     at_free(&a);
 }

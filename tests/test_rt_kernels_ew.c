@@ -338,6 +338,83 @@ static void test_unary_backward(void **st) {
     assert_true(gg[0] == 0 && gg[1] == 2 && gg[2] == 3);
 }
 
+/* ------------------------------------------------------------------ sin, cos, erf, log1p, sign, gelu_tanh */
+
+static double gelu_tanh_ref(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+static double sign_ref(double x) { return x > 0 ? 1 : x < 0 ? -1 : 0; }
+static double log1p_shift(double x) { return log1p(x); }
+
+static void test_unary_issue13(void **st) {
+    (void)st;
+    enum { M = 64 };
+    double x[N], y[N], g[M], dx[M];
+    float xf[N], yf[N];
+    fill_rand(x, N, -3, 3);
+    x[7] = 0;
+    to_f32(x, xf, N);
+    struct { void (*f64)(int64_t, const double *, double *); void (*f32)(int64_t, const float *, float *);
+             double (*ref)(double); int pos; } t[] = {
+        {cdl_sin_f64, cdl_sin_f32, sin, 0}, {cdl_cos_f64, cdl_cos_f32, cos, 0},
+        {cdl_erf_f64, cdl_erf_f32, erf, 0}, {cdl_log1p_f64, cdl_log1p_f32, log1p_shift, 1},
+        {cdl_sign_f64, cdl_sign_f32, sign_ref, 0}, {cdl_gelu_tanh_f64, cdl_gelu_tanh_f32, gelu_tanh_ref, 0},
+    };
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+        double in[N];
+        float inf_[N];
+        for (int i = 0; i < N; i++) in[i] = t[k].pos ? fabs(x[i]) - 0.9 : x[i];   /* log1p on (-0.9, 2.1) */
+        to_f32(in, inf_, N);
+        t[k].f64(N, in, y);
+        t[k].f32(N, inf_, yf);
+        for (int i = 0; i < N; i++) {
+            double r = t[k].ref(in[i]);
+            if (!(fabs(y[i] - r) <= 1e-14 * (1 + fabs(r)))) fail_msg("op %zu x=%g: %.17g vs %.17g", k, in[i], y[i], r);
+            assert_true(fabs(yf[i] - t[k].ref(inf_[i])) <= 1e-6 * (1 + fabs(r)));
+        }
+    }
+    /* sign: NaN stays NaN, -0 and 0 give 0 */
+    double sp[3] = {NAN, -0.0, 0.0}, so[3];
+    cdl_sign_f64(3, sp, so);
+    assert_true(isnan(so[0]) && so[1] == 0 && so[2] == 0);
+    /* backward by finite differences */
+    fill_rand(g, M, -2, 2);
+    fill_rand(x, M, -3, 3);
+    cdl_sin_bwd_f64(M, g, x, dx);        check_fd(cdl_sin_f64, x, g, dx, M);
+    cdl_cos_bwd_f64(M, g, x, dx);        check_fd(cdl_cos_f64, x, g, dx, M);
+    cdl_erf_bwd_f64(M, g, x, dx);        check_fd(cdl_erf_f64, x, g, dx, M);
+    cdl_gelu_tanh_bwd_f64(M, g, x, dx);  check_fd(cdl_gelu_tanh_f64, x, g, dx, M);
+    for (int i = 0; i < M; i++) x[i] = fabs(x[i]) - 0.9;
+    cdl_log1p_bwd_f64(M, g, x, dx);      check_fd(cdl_log1p_f64, x, g, dx, M);
+}
+
+/* Comparisons give 1/0 masks, also broadcast; NaN compares false except with !=. */
+static void test_comparisons(void **st) {
+    (void)st;
+    double a[N], b[N], y[N];
+    float af[N], bf[N], yf[N];
+    fill_rand(a, N, -2, 2);
+    fill_rand(b, N, -2, 2);
+    for (int i = 0; i < N; i += 5) b[i] = a[i];     /* ties */
+    to_f32(a, af, N);
+    to_f32(b, bf, N);
+    for (int op = CDL_BIN_LT; op <= CDL_BIN_NE; op++) {
+        cdl_binary_f64(op, N, a, 1, b, 1, y);
+        cdl_binary_f32(op, N, af, 1, bf, 1, yf);
+        for (int i = 0; i < N; i++) {
+            double u = a[i], v = b[i];
+            int want = op == CDL_BIN_LT ? u < v : op == CDL_BIN_LE ? u <= v : op == CDL_BIN_GT ? u > v
+                     : op == CDL_BIN_GE ? u >= v : op == CDL_BIN_EQ ? u == v : u != v;
+            assert_true(y[i] == want && yf[i] == want);
+        }
+    }
+    /* [2, 3] > [3] broadcast; NaN */
+    int64_t dims[2] = {2, 3}, sa[2] = {3, 1}, sb[2] = {0, 1};
+    double m[6] = {0, 1, 2, 3, 4, NAN}, r[3] = {1, 1, 1}, o[6];
+    cdl_binary_bc_f64(CDL_BIN_GT, 2, dims, sa, sb, m, r, o);
+    assert_true(o[0] == 0 && o[1] == 0 && o[2] == 1 && o[3] == 1 && o[4] == 1 && o[5] == 0);
+    cdl_binary_bc_f64(CDL_BIN_NE, 2, dims, sa, sb, m, r, o);
+    assert_true(o[1] == 0 && o[5] == 1);
+}
+
 /* ------------------------------------------------------------------ dropout */
 
 static void test_dropout(void **st) {
@@ -392,6 +469,8 @@ int main(void) {
         cmocka_unit_test(test_maxmin_bwd),
         cmocka_unit_test(test_unary_forward),
         cmocka_unit_test(test_unary_backward),
+        cmocka_unit_test(test_unary_issue13),
+        cmocka_unit_test(test_comparisons),
         cmocka_unit_test(test_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -211,6 +211,121 @@ static void test_pair_f32_and_extremes(void **st) {
     assert_true(l32 == 0);
 }
 
+/* ------------------------------------------------------------------ reduce none, weights, ignore_index */
+
+/* Every pair loss (and kl_normal, per row) unreduced: each value against ref_elem, the
+ * backward with one upstream value per output against finite differences of
+ * sum_i g_i loss_i. */
+static void test_pair_losses_none(void **st) {
+    (void)st;
+    struct { pair_fwd f; pair_bwd b; } k[6] = {
+        {cdl_mse_f64, cdl_mse_bwd_f64}, {cdl_l1_f64, cdl_l1_bwd_f64}, {huber_fwd, huber_bwd},
+        {cdl_bce_f64, cdl_bce_bwd_f64}, {cdl_bce_logits_f64, cdl_bce_logits_bwd_f64}, {kl_fwd, kl_bwd},
+    };
+    double a[NP], b[NP], d[NP], out[NP], g[NP], lp[NP], lm[NP];
+    const double h = 1e-6;
+    for (int kind = 0; kind < 6; kind++) {
+        fill_rand(a, NP, 0.05, 0.95);
+        fill_rand(b, NP, 0.3, 0.7);                   /* |a - b| != delta, a != b likely */
+        for (int i = 0; i < NP; i++)
+            if (fabs(a[i] - b[i]) < 1e-3 || fabs(fabs(a[i] - b[i]) - hub_delta) < 1e-3) a[i] += 0.01;
+        int nout = kind == 5 ? KL_ROWS : NP;
+        fill_rand(g, nout, -1, 1);
+        k[kind].f(NP, a, b, CDL_RED_NONE, out);
+        for (int o = 0; o < nout; o++) {
+            double ref = 0;
+            if (kind == 5) for (int c = 0; c < KL_COLS; c++) ref += ref_elem(kind, a[o * KL_COLS + c], b[o * KL_COLS + c]);
+            else ref = ref_elem(kind, a[o], b[o]);
+            if (fabs(out[o] - ref) > 1e-12 * (1 + fabs(ref))) fail_msg("kind %d out %d: %.15g vs %.15g", kind, o, out[o], ref);
+        }
+        for (int wrt = 0; wrt <= 1; wrt++) {
+            k[kind].b(NP, g, a, b, CDL_RED_NONE, wrt, d);
+            double *v = wrt ? b : a;
+            for (int i = 0; i < NP; i++) {
+                double keep = v[i], sp = 0, sm = 0;
+                v[i] = keep + h; k[kind].f(NP, a, b, CDL_RED_NONE, lp);
+                v[i] = keep - h; k[kind].f(NP, a, b, CDL_RED_NONE, lm);
+                v[i] = keep;
+                for (int o = 0; o < nout; o++) sp += g[o] * lp[o], sm += g[o] * lm[o];
+                check_close((sp - sm) / (2 * h), d[i]);
+            }
+        }
+    }
+}
+
+/* One row's cross-entropy (smoothing s). */
+static double ce_row(const double *x, int32_t y, double s) {
+    double m = -INFINITY, z = 0, l = 0;
+    for (int j = 0; j < C; j++) m = fmax(m, x[j]);
+    for (int j = 0; j < C; j++) z += exp(x[j] - m);
+    for (int j = 0; j < C; j++) l -= ((j == y ? 1 - s : 0) + s / C) * (x[j] - m - log(z));
+    return l;
+}
+
+enum { IGN = -100 };
+static double ex_x[R * C], ex_w[R], ex_p[R * C], ex_out[R];
+static int32_t ex_y[R] = {0, IGN, 2, 4, IGN, 1};
+
+/* The scalar sum_r gr[r] loss_r (none) or g * loss of cross_entropy_ex (nll_ex when nll). */
+static double ex_loss(int nll, const double *w, int red, double s, const double *gr) {
+    double l = 0;
+    if (nll) assert_int_equal(cdl_nll_ex_f64(R, C, ex_x, ex_y, w, IGN, red, red == CDL_RED_NONE ? ex_out : &l), 0);
+    else assert_int_equal(cdl_cross_entropy_ex_f64(R, C, ex_x, ex_y, w, IGN, s, red, ex_p, red == CDL_RED_NONE ? ex_out : &l), 0);
+    if (red != CDL_RED_NONE) return gr[0] * l;
+    for (int r = 0; r < R; r++) l += gr[r] * ex_out[r];
+    return l;
+}
+
+/* cross_entropy_ex and nll_ex with row weights and ignored labels, every reduction:
+ * values against ce_row (mean divides by the weight of the rows not ignored), the
+ * backward against finite differences, the plain kernels equal to the _ex ones. */
+static void test_class_loss_ex(void **st) {
+    (void)st;
+    double gr[R], dx[R * C];
+    const double h = 1e-6;
+    fill_rand(ex_x, R * C, -2, 2);
+    fill_rand(ex_w, R, 0.2, 2);
+    fill_rand(gr, R, -1, 1);
+    for (int nll = 0; nll < 2; nll++)
+        for (int wt = 0; wt < 2; wt++)
+            for (int red = CDL_RED_MEAN; red <= CDL_RED_NONE; red++) {
+                const double *w = wt ? ex_w : NULL, s = nll ? 0 : 0.1;
+                double total = 0, wsum = 0;
+                ex_loss(nll, w, red, s, gr);
+                for (int r = 0; r < R; r++) {
+                    double lr = ex_y[r] == IGN ? 0 : (w ? w[r] : 1) * (nll ? -ex_x[r * C + ex_y[r]] : ce_row(ex_x + r * C, ex_y[r], s));
+                    if (red == CDL_RED_NONE) check_close(lr, ex_out[r]);
+                    total += lr;
+                    wsum += ex_y[r] == IGN ? 0 : (w ? w[r] : 1);
+                }
+                if (red != CDL_RED_NONE) {
+                    double l = ex_loss(nll, w, red, s, (double[]){1});
+                    check_close(red == CDL_RED_MEAN ? total / wsum : total, l);
+                }
+                if (nll) assert_int_equal(cdl_nll_ex_bwd_f64(R, C, gr, ex_y, w, IGN, red, dx), 0);
+                else assert_int_equal(cdl_cross_entropy_ex_bwd_f64(R, C, gr, ex_y, w, IGN, ex_p, s, red, dx), 0);
+                for (int i = 0; i < R * C; i++) {
+                    double keep = ex_x[i];
+                    ex_x[i] = keep + h; double lp = ex_loss(nll, w, red, s, gr);
+                    ex_x[i] = keep - h; double lm = ex_loss(nll, w, red, s, gr);
+                    ex_x[i] = keep;
+                    check_close((lp - lm) / (2 * h), dx[i]);
+                    if (ex_y[i / C] == IGN) assert_true(dx[i] == 0);
+                }
+            }
+    /* every row ignored: the mean is NaN (0 / 0), as in PyTorch; the sum is 0 */
+    int32_t all[2] = {IGN, IGN};
+    double l;
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, IGN, 0, CDL_RED_MEAN, ex_p, &l), 0);
+    assert_true(isnan(l));
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, IGN, 0, CDL_RED_SUM, ex_p, &l), 0);
+    assert_true(l == 0);
+    /* without ignore_index, -100 is a bad label as before */
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, CDL_NO_IGNORE, 0, CDL_RED_NONE, ex_p, ex_out), -1);
+    assert_true(isnan(ex_out[0]));
+    expect_error("label -100 at row 0");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cross_entropy),
@@ -218,6 +333,8 @@ int main(void) {
         cmocka_unit_test(test_nll),
         cmocka_unit_test(test_pair_losses),
         cmocka_unit_test(test_pair_f32_and_extremes),
+        cmocka_unit_test(test_pair_losses_none),
+        cmocka_unit_test(test_class_loss_ex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,22 +3,6 @@
  * gradient (x, weight, bias) against central finite differences in f64. */
 #include "test_rt_util.h"
 
-static double dot(const double *a, const double *b, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void close_d(const char *what, const double *a, const double *b, int64_t n, double tol) {
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i])))) fail_msg("%s[%lld]: %.17g vs %.17g", what, (long long)i, a[i], b[i]);
-}
-static void close_f(const char *what, const float *a, const double *b, int64_t n, double tol) {
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs((double)a[i] - b[i]) <= tol * (1 + fabs(b[i]))))
-            fail_msg("%s[%lld]: %.9g vs %.9g", what, (long long)i, (double)a[i], b[i]);
-}
-
 /* The generic reference: segments of ch channels x hw values normalised over all of
  * them (center = 0: RMS), channel affine w, b; mean and rstd per segment. */
 static void norm_ref(int64_t nseg, int64_t ch, int64_t hw, int64_t wstride, int center, double eps,
@@ -59,7 +43,7 @@ static void nc_fwd(NC *t, const double *x, double *y, double *save) {
 static double nc_loss(void *ctx) {
     NC *t = ctx;
     nc_fwd(t, t->x, t->y, t->save);
-    return dot(t->y, t->R, t->nx);
+    return tu_dot(t->y, t->R, t->nx);
 }
 
 /* One configuration: forward (f64 1e-13, f32 1e-5) and statistics against norm_ref,
@@ -80,12 +64,12 @@ static void nc_case(NC t, int affine) {
     if (gn) norm_ref(nseg, t.c / t.groups, t.hw, t.groups, 1, t.eps, t.x, t.w, t.b, ry, rm, rr);
     else norm_ref(nseg, t.n, 1, 1, t.kind == 0, t.eps, t.x, t.w, t.b, ry, rm, rr);
     nc_loss(&t);
-    close_d("norm y", t.y, ry, t.nx, 1e-13);
+    tu_close("norm y", t.y, ry, t.nx, 1e-13);
     if (t.kind == 1) {
-        close_d("norm rstd", t.save, rr, nseg, 1e-13);
+        tu_close("norm rstd", t.save, rr, nseg, 1e-13);
     } else {
-        close_d("norm mean", t.save, rm, nseg, 1e-13);
-        close_d("norm rstd", t.save + nseg, rr, nseg, 1e-13);
+        tu_close("norm mean", t.save, rm, nseg, 1e-13);
+        tu_close("norm rstd", t.save + nseg, rr, nseg, 1e-13);
     }
 
     float *fx = fcopy(t.x, t.nx), *fw = affine ? fcopy(t.w, t.nw) : NULL, *fb = t.b ? fcopy(t.b, t.nw) : NULL;
@@ -93,7 +77,7 @@ static void nc_case(NC t, int affine) {
     if (t.kind == 0) cdl_layer_norm_f32(t.rows, t.n, t.eps, fx, fw, fb, fy, fs);
     else if (t.kind == 1) cdl_rms_norm_f32(t.rows, t.n, t.eps, fx, fw, fy, fs);
     else cdl_group_norm_f32(t.n, t.c, t.hw, t.groups, t.eps, fx, fw, fb, fy, fs);
-    close_f("norm f32 y", fy, ry, t.nx, 1e-5);
+    tu_close_f("norm f32 y", fy, ry, t.nx, 1e-5);
 
     double *dx = dvec(t.nx), *dw = dvec(t.nw), *db = dvec(t.nw); /* garbage: overwritten */
     if (t.kind == 0) cdl_layer_norm_bwd_f64(t.rows, t.n, t.R, t.x, t.w, t.save, dx, affine ? dw : NULL, t.b ? db : NULL);

@@ -7,7 +7,8 @@
  *     cdl_main on a model descriptor so captured, json_num() to read a number out of a
  *     JSON line it printed;
  *   - synthetic data for the kernel tests: a seeded xorshift urand() in [0, 1), random
- *     vectors, f32 copies, and a central-difference gradient check (fd_close,
+ *     vectors, f32 copies, dot products and closeness checks against references
+ *     (tu_dot, tu_close, tu_close_f), and a central-difference gradient check (fd_close,
  *     fd_check) with the tolerance |num - ana| <= 1e-5 + 1e-3 |num|.
  *
  * These tests link only the runtime library (see the Makefile), and each program is one
@@ -182,6 +183,26 @@ static inline float *fcopy(const double *x, int64_t n) {
     assert_non_null(p);
     to_f32(x, p, n);
     return p;
+}
+
+/* sum a[i] b[i] (the scalar a test's gradient check differentiates: <y, R>). */
+static inline double tu_dot(const double *a, const double *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* |a[i] - b[i]| <= tol (1 + |b[i]|) for every i, else fail naming what[i]. */
+static inline void tu_close(const char *what, const double *a, const double *b, int64_t n, double tol) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i])))) fail_msg("%s[%lld]: %.17g vs %.17g", what, (long long)i, a[i], b[i]);
+}
+
+/* The same for an f32 result against a double reference. */
+static inline void tu_close_f(const char *what, const float *a, const double *b, int64_t n, double tol) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - b[i]) <= tol * (1 + fabs(b[i]))))
+            fail_msg("%s[%lld]: %.9g vs %.9g", what, (long long)i, (double)a[i], b[i]);
 }
 
 /* ------------------------------------------------------------------ gradient checks */
