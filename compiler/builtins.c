@@ -2,8 +2,9 @@
  * table (name, signature, constructor) and the constructors.  The operators
  * (+ - * / @ **) and the argument checks they use live in elab_core.c.
  *
- * Each entry has a signature string ("x out bias=true name?": formals in order, with
- * defaults; `?` marks an optional argument without default), and a function that gets
+ * Each entry has a signature string ("x out bias=true * name?": formals in order, with
+ * defaults; `?` marks an optional argument without default; formals after `*` are
+ * keyword-only, as every layer's name= and conv2d's stride=), and a function that gets
  * the bound arguments in that order.  Layers make their parameters through el_param
  * under an instance name (el_instance): linear -> linear1.weight, linear1.bias.
  * Weights use PyTorch's layouts and default initialisation (CDL_INIT_DEFAULT, i.e.
@@ -620,13 +621,13 @@ static Value b_loss2(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 const Builtin builtins[] = {
     /* layers (make parameters) */
-    {"linear", "x out bias=true name?", b_linear, OP_LINEAR, "linear"},
-    {"conv2d", "x out k stride=1 pad=0 bias=true name?", b_conv2d, OP_CONV2D, "conv"},
-    {"batchnorm", "x eps=1e-5 momentum=0.1 name?", b_batchnorm, OP_BATCHNORM, "bn"},
-    {"embedding", "ids vocab dim name?", b_embedding, OP_EMBEDDING, "embedding"},
-    {"rnn_cell", "x h hidden? name?", b_rnn, OP_TANH, "rnn"},
-    {"lstm_cell", "x h c hidden? name?", b_lstm, OP_LSTM_ACT, "lstm"},
-    {"gru_cell", "x h hidden? name?", b_gru, OP_GRU_ACT, "gru"},
+    {"linear", "x out bias=true * name?", b_linear, OP_LINEAR, "linear"},
+    {"conv2d", "x out k * stride=1 pad=0 bias=true name?", b_conv2d, OP_CONV2D, "conv"},
+    {"batchnorm", "x eps=1e-5 momentum=0.1 * name?", b_batchnorm, OP_BATCHNORM, "bn"},
+    {"embedding", "ids vocab dim * name?", b_embedding, OP_EMBEDDING, "embedding"},
+    {"rnn_cell", "x h hidden? * name?", b_rnn, OP_TANH, "rnn"},
+    {"lstm_cell", "x h c hidden? * name?", b_lstm, OP_LSTM_ACT, "lstm"},
+    {"gru_cell", "x h hidden? * name?", b_gru, OP_GRU_ACT, "gru"},
     /* pooling, shapes */
     {"maxpool2d", "x k stride? pad=0", b_pool, OP_MAXPOOL2D, NULL},
     {"avgpool2d", "x k stride? pad=0", b_pool, OP_AVGPOOL2D, NULL},

@@ -44,6 +44,17 @@ void warning_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 
 void note_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int diag_error_count(void);
 void diag_reset(void);
+/* While muted (calls nest), diagnostics are neither printed nor counted; an error seen
+ * meanwhile sets diag_muted_error() (reset when muting starts). */
+void diag_mute(bool on);
+bool diag_muted_error(void);
+/* fn(ctx) runs after each error and warning, to add notes (the elaborator's block-call
+ * trail); NULL: none. */
+void diag_set_trail(void (*fn)(void *ctx), void *ctx);
+/* The candidate closest to word (a typo: edit distance 1 to 3 by length), or NULL;
+ * diag_did_you_mean gives it as " (did you mean 'x'?)", or "". */
+const char *diag_suggest(const char *word, const char *const *cand, int n);
+const char *diag_did_you_mean(const char *word, const char *const *cand, int n);
 void diag_set_stream(FILE *f);                         /* default stderr */
 /* Internal compiler bugs: distinct from user errors. */
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...)
@@ -303,6 +314,8 @@ typedef struct Param {
     bool state;             /* non-trainable buffer */
     bool used;
     Loc loc;
+    const Loc *calls;       /* made inside blocks: the call sites, outermost first */
+    int ncalls;
 } Param;
 
 typedef struct EntryFn {    /* `entry name(args) = expr` */
@@ -380,7 +393,8 @@ typedef struct Builtin Builtin;
 typedef Value (*BuiltinFn)(Elab *e, const Builtin *b, Loc loc, Value *arg);
 struct Builtin {
     const char *name;
-    const char *sig;    /* formals: "x out bias=true name?" (? = optional, no default) */
+    const char *sig;    /* formals: "x out bias=true * name?" (? = optional, no default;
+                           after *: keyword-only) */
     BuiltinFn fn;
     Op op;              /* for the table-driven ones (activations, losses) */
     const char *base;   /* layers: default instance name ("linear" -> linear1) */
@@ -472,7 +486,9 @@ struct Elab {
     int *pnode, pnode_cap;              /* param index -> PARAM node in root, or -1 */
     const Ast **blocks;                 /* every file's blocks (imports.c) */
     int nblocks;
-    const Ast *bstack[BLOCK_MAX_DEPTH];
+    const Ast *bstack[BLOCK_MAX_DEPTH]; /* the block calls being elaborated, outermost first */
+    Loc bcall[BLOCK_MAX_DEPTH];         /* ... where each was called */
+    const char *binst[BLOCK_MAX_DEPTH]; /* ... and its instance name */
     int bdepth;
     int64_t batch;
     const char *bname;                  /* the batch constant's name, or NULL */
@@ -484,6 +500,7 @@ struct Elab {
 /* Formal parameter lists (built-in signatures and user blocks). */
 typedef struct Formals {
     int n;
+    int npos;               /* formals [npos, n) are keyword-only (after `*` in a signature) */
     const char *name[12];
     bool required[12];
     Value def[12];          /* V_NONE: optional without default */
@@ -511,7 +528,10 @@ Value el_eval(Elab *e, const Ast *a);                /* an expression's value (V
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
 /* elab_call.c */
 const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL */
-/* A built-in signature ("x out bias=true name?") as formals. */
+/* " (did you mean 'linear'?)" among built-ins, blocks and (vars) names in scope; or "". */
+const char *el_did_you_mean(Elab *e, const char *word, bool vars);
+/* A built-in signature ("x out bias=true * name?") as formals: `=` gives a default, `?`
+ * marks an optional argument without one, formals after `*` are keyword-only. */
 void el_sig_formals(const char *sig, Formals *f);
 /* Match a call's arguments (pre: a piped value, first) to the formals: out[] gets one
  * value per formal, defaults filled in.  False after a diagnostic. */

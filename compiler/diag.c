@@ -12,6 +12,7 @@
  */
 #include "cdlc.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,10 @@ typedef struct Source {
 static Source *sources;
 static FILE *diag_out;
 static int n_errors;
+static int muted;                  /* diag_mute depth: nothing printed or counted */
+static bool muted_error;           /* an error was reported while muted */
+static void (*trail_fn)(void *);   /* notes after each error and warning (diag_set_trail) */
+static void *trail_ctx;
 
 #define QUOTE_MAX 160      /* longest quoted source line; longer ones are windowed */
 
@@ -109,7 +114,32 @@ static void report(Loc loc, const char *kind, const char *fmt, va_list ap) {
     fflush(f);
 }
 
+void diag_mute(bool on) {
+    if (on && muted++ == 0) muted_error = false;
+    if (!on && muted > 0) muted--;
+}
+
+bool diag_muted_error(void) { return muted_error; }
+
+void diag_set_trail(void (*fn)(void *ctx), void *ctx) {
+    trail_fn = fn;
+    trail_ctx = ctx;
+}
+
+/* The notes of the current context (block calls), without recursing into them. */
+static void trail(void) {
+    void (*fn)(void *) = trail_fn;
+    if (!fn) return;
+    trail_fn = NULL;
+    fn(trail_ctx);
+    trail_fn = fn;
+}
+
 void error_at(Loc loc, const char *fmt, ...) {
+    if (muted) {
+        muted_error = true;
+        return;
+    }
     if (n_errors >= DIAG_MAX_ERRORS) {
         fprintf(out(), "error: too many errors, stopping\n");
         fflush(out());
@@ -120,20 +150,64 @@ void error_at(Loc loc, const char *fmt, ...) {
     va_start(ap, fmt);
     report(loc, "error", fmt, ap);
     va_end(ap);
+    trail();
 }
 
 void warning_at(Loc loc, const char *fmt, ...) {
+    if (muted) return;
     va_list ap;
     va_start(ap, fmt);
     report(loc, "warning", fmt, ap);
     va_end(ap);
+    trail();
 }
 
 void note_at(Loc loc, const char *fmt, ...) {
+    if (muted) return;
     va_list ap;
     va_start(ap, fmt);
     report(loc, "note", fmt, ap);
     va_end(ap);
+}
+
+/* Optimal string alignment distance between a and b (case-insensitive; 99 past 64
+ * characters). */
+static int distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64) return 99;
+    int d[65][65];
+    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            int v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
+const char *diag_suggest(const char *word, const char *const *cand, int n) {
+    if (!word) return NULL;
+    size_t len = strlen(word);
+    int limit = len <= 2 ? 0 : len <= 5 ? 1 : len <= 8 ? 2 : 3;
+    const char *best = NULL;
+    int bd = limit + 1;
+    for (int i = 0; i < n; i++) {
+        if (!cand[i] || strcmp(cand[i], word) == 0) continue;
+        int d = distance(word, cand[i]);
+        if (d < bd) bd = d, best = cand[i];
+    }
+    return best;
+}
+
+const char *diag_did_you_mean(const char *word, const char *const *cand, int n) {
+    const char *s = diag_suggest(word, cand, n);
+    return s ? arena_printf(cc_arena, " (did you mean '%s'?)", s) : "";
 }
 
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...) {

@@ -141,7 +141,7 @@ static Value eval_name(Elab *e, const Ast *a) {
     Sym *y = el_lookup(e->scope, a->name, NULL);
     if (!y) {
         if (el_find_block(e, a->name) || builtin_find(a->name)) return (Value){.k = V_FUNC, .s = a->name};
-        error_at(a->loc, "undefined name '%s'", a->name);
+        error_at(a->loc, "undefined name '%s'%s", a->name, el_did_you_mean(e, a->name, true));
         return el_err();
     }
     switch (y->kind) {
@@ -296,7 +296,7 @@ static bool eval_type(Elab *e, const Ast *t, const char *what, bool io, Shape *s
     if (strcmp(t->name, "f32") == 0) *dt = DT_REAL;
     else if (strcmp(t->name, "i32") == 0) *dt = DT_I32;
     else {
-        error_at(t->loc, "unknown type '%s' (use f32 or i32)", t->name);
+        error_at(t->loc, "unknown type '%s' (use f32 or i32)", t->name);  /* short: every near miss is listed */
         return false;
     }
     if (t->list.n > MAXDIM) {
@@ -398,9 +398,12 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
         for (int i = 0; iname && i < (int)(sizeof inits / sizeof inits[0]); i++)
             if (strcmp(inits[i].name, iname) == 0) k = i;
         if (k < 0) {
-            error_at(init->loc, "param '%s': unknown initialiser%s%s%s (zeros, ones, constant, uniform, normal, "
+            const char *names[sizeof inits / sizeof inits[0]];
+            for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) names[i] = inits[i].name;
+            error_at(init->loc, "param '%s': unknown initialiser%s%s%s%s (zeros, ones, constant, uniform, normal, "
                                 "xavier_uniform, xavier_normal, he_uniform, he_normal)",
-                     s->name, iname ? " '" : "", iname ? iname : "", iname ? "'" : "");
+                     s->name, iname ? " '" : "", iname ? iname : "", iname ? "'" : "",
+                     diag_did_you_mean(iname, names, (int)(sizeof inits / sizeof inits[0])));
             return;
         }
         Formals f;
@@ -570,9 +573,10 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
         bool known = false;
         for (int k = 0; train_keys[k]; k++) known |= strcmp(train_keys[k], kv->name) == 0;
         if (!known) {
-            error_at(kv->loc, "train: unknown setting '%s' (the trainer's options: data, epochs, batch, optimizer, "
+            const char *dym = diag_did_you_mean(kv->name, train_keys, (int)(sizeof train_keys / sizeof *train_keys) - 1);
+            error_at(kv->loc, "train: unknown setting '%s'%s (the trainer's options: data, epochs, batch, optimizer, "
                               "lr, schedule, warmup, clip, seed, normalize, augment, adversarial, ...)",
-                     kv->name);
+                     kv->name, dym);
             continue;
         }
         if (strcmp(kv->name, "optimizer") == 0) {
@@ -818,6 +822,89 @@ static void finish_params(Elab *e) {
     m->nparams = k;
 }
 
+/* Where -D overrides are reported: "<command line>: error: ...". */
+static const Loc cmdline = {"<command line>", 0, 0};
+
+/* Which header constants are integers with the file's own values (no -D): a muted
+ * evaluation in a scratch scope.  NULL when there are no overrides. */
+static bool *file_ints(Elab *e, const Ast *md, int ndefs) {
+    if (ndefs == 0) return NULL;
+    bool *isint = NEWN(bool, md->list.n + 1);
+    Scope *ss = e->scope, *ms = e->model_scope, *tmp = el_scope_new(NULL);
+    e->scope = e->model_scope = tmp;
+    diag_mute(true);
+    for (int i = 0; i < md->list.n; i++) {
+        Value v = el_eval(e, md->list.v[i]->a);
+        isint[i] = v.k == V_NUM && v.isint;
+        el_define(tmp, md->list.v[i]->name, SYM_CONST, v.k == V_NUM ? v : el_err(), md->list.v[i]->loc);
+    }
+    diag_mute(false);
+    e->scope = ss;
+    e->model_scope = ms;
+    return isint;
+}
+
+/* The model's header constants into the model scope, with the -D overrides: an
+ * override is reported at the command line, a constant that an override turns from an
+ * integer into a real at the constant.  Sets e->batch from the batch constant. */
+static const char *model_consts(Elab *e, const Ast *md, int ndefs, const char *const *defs) {
+    const char **dn = NEWN(const char *, ndefs + 1);
+    Value *dv = NEWN(Value, ndefs + 1);
+    bool *dused = NEWN(bool, ndefs + 1);
+    const char *alld = "";
+    for (int i = 0; i < ndefs; i++) {
+        alld = cc_str("%s%s-D %s", alld, i ? " " : "", defs[i]);
+        if (!parse_def(defs[i], &dn[i], &dv[i])) {
+            error_at(cmdline, "-D %s: expected NAME=NUMBER", defs[i]);
+            dn[i] = NULL;
+        }
+    }
+    bool *was_int = file_ints(e, md, ndefs);
+    const char *bname = e->bname, *cs = "";
+    for (int i = 0; i < md->list.n; i++) {
+        const Ast *c = md->list.v[i];
+        if (el_scope_here(e->model_scope, c->name)) {
+            error_at(c->loc, "constant '%s' is already defined", c->name);
+            continue;
+        }
+        Value v = {.k = V_NONE};
+        int d = -1;
+        for (int k = 0; k < ndefs; k++)
+            if (dn[k] && strcmp(dn[k], c->name) == 0) v = dv[k], dused[k] = true, d = k;
+        if (v.k == V_NONE) v = el_eval(e, c->a);
+        if (v.k != V_NUM && v.k != V_ERR) {
+            error_at(c->a->loc, "constant '%s' must be a number, got %s", c->name, el_describe(e, v));
+            v = el_err();
+        }
+        bool is_batch = bname && strcmp(bname, c->name) == 0;
+        if (v.k == V_NUM && is_batch && (!v.isint || v.i <= 0)) {
+            if (d >= 0) error_at(cmdline, "-D %s: the batch size '%s' must be a positive integer", defs[d], c->name);
+            else error_at(c->loc, "the batch size '%s' must be a positive integer", c->name);
+            v = el_err();
+        } else if (v.k == V_NUM && was_int && was_int[i] && !v.isint) {
+            if (d >= 0)
+                error_at(cmdline, "-D %s: constant '%s' is an integer in the model, so it must stay one", defs[d],
+                         c->name);
+            else
+                error_at(c->loc, "constant '%s' is %g with %s, not an integer as with the file's values "
+                         "(write a real expression, e.g. 1.0 * ..., if a real is meant)", c->name, v.r, alld);
+            v = el_err();
+        }
+        if (v.k == V_NUM) {
+            cs = v.isint ? arena_printf(cc_arena, "%s%s%s=%lld", cs, *cs ? " " : "", c->name, (long long)v.i)
+                         : arena_printf(cc_arena, "%s%s%s=%g", cs, *cs ? " " : "", c->name, v.r);
+            if (is_batch) {
+                v = el_int_value(v.i, 1);
+                e->batch = v.i;
+            }
+        }
+        el_define(e->model_scope, c->name, SYM_CONST, v, c->loc);
+    }
+    for (int k = 0; k < ndefs; k++)
+        if (dn[k] && !dused[k]) error_at(cmdline, "-D %s: model '%s' has no constant '%s'", defs[k], e->m->name, dn[k]);
+    return cs;
+}
+
 static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *defs) {
     Model *m = NEW(Model);
     e->m = m;
@@ -825,52 +912,9 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     m->file = md->loc.file;
     m->loc = md->loc;
     m->loss = -1;
-    Scope *ms = el_scope_new(NULL);
-    e->model_scope = e->scope = ms;
-    /* -D overrides */
-    const char **dn = NEWN(const char *, ndefs + 1);
-    Value *dv = NEWN(Value, ndefs + 1);
-    bool *dused = NEWN(bool, ndefs + 1);
-    for (int i = 0; i < ndefs; i++)
-        if (!parse_def(defs[i], &dn[i], &dv[i])) {
-            error_at(no_loc, "-D %s: expected NAME=NUMBER", defs[i]);
-            dn[i] = NULL;
-        }
-    const char *bname = batch_const(md);
-    e->bname = bname;
-    const char *cs = "";
-    for (int i = 0; i < md->list.n; i++) {
-        const Ast *c = md->list.v[i];
-        if (el_scope_here(ms, c->name)) {
-            error_at(c->loc, "constant '%s' is already defined", c->name);
-            continue;
-        }
-        Value v = {.k = V_NONE};
-        for (int k = 0; k < ndefs; k++)
-            if (dn[k] && strcmp(dn[k], c->name) == 0) v = dv[k], dused[k] = true;
-        if (v.k == V_NONE) v = el_eval(e, c->a);
-        if (v.k != V_NUM && v.k != V_ERR) {
-            error_at(c->a->loc, "constant '%s' must be a number, got %s", c->name, el_describe(e, v));
-            v = el_err();
-        }
-        if (v.k == V_NUM) {
-            cs = v.isint ? arena_printf(cc_arena, "%s%s%s=%lld", cs, *cs ? " " : "", c->name, (long long)v.i)
-                         : arena_printf(cc_arena, "%s%s%s=%g", cs, *cs ? " " : "", c->name, v.r);
-        }
-        if (bname && strcmp(bname, c->name) == 0 && v.k == V_NUM) {
-            if (!v.isint || v.i <= 0) {
-                error_at(c->loc, "the batch size '%s' must be a positive integer", c->name);
-                v = el_err();
-            } else {
-                v = el_int_value(v.i, 1);
-                e->batch = v.i;
-            }
-        }
-        el_define(ms, c->name, SYM_CONST, v, c->loc);
-    }
-    for (int k = 0; k < ndefs; k++)
-        if (dn[k] && !dused[k]) error_at(no_loc, "-D %s: model '%s' has no constant '%s'", defs[k], m->name, dn[k]);
-    m->consts_str = cs;
+    e->model_scope = e->scope = el_scope_new(NULL);
+    e->bname = batch_const(md);
+    m->consts_str = model_consts(e, md, ndefs, defs);
     m->batch = e->batch;
     m->g = ir_graph_new(e->batch);
     e->root = e->g = m->g;
@@ -888,6 +932,13 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
 
 /* ------------------------------------------------------------------ entry points */
 
+/* After each diagnostic inside inlined blocks: the chain of calls, innermost first. */
+static void block_trail(void *ctx) {
+    const Elab *e = ctx;
+    for (int k = e->bdepth - 1; k >= 0; k--)
+        note_at(e->bcall[k], "in block '%s' (instance %s), called here", e->bstack[k]->name, e->binst[k]);
+}
+
 static Model *elab_any(const char *path, const char *text, size_t len, int ndefs, const char *const *defs) {
     Elab *e = NEW(Elab);
     Program p;
@@ -895,7 +946,9 @@ static Model *elab_any(const char *path, const char *text, size_t len, int ndefs
     if (diag_error_count() > 0 || !p.model) return NULL;
     e->blocks = p.blocks;
     e->nblocks = p.nblocks;
+    diag_set_trail(block_trail, e);
     Model *m = elab_model(e, p.model, ndefs, defs);
+    diag_set_trail(NULL, NULL);
     return diag_error_count() > 0 ? NULL : m;
 }
 

@@ -13,6 +13,17 @@ const Ast *el_find_block(Elab *e, const char *name) {
     return NULL;
 }
 
+const char *el_did_you_mean(Elab *e, const char *word, bool vars) {
+    int n = builtin_count + e->nblocks, k = 0;
+    for (Scope *sc = vars ? e->scope : NULL; sc; sc = sc->parent) n += sc->n;
+    const char **cand = NEWN(const char *, n + 1);
+    for (int i = 0; i < builtin_count; i++) cand[k++] = builtins[i].name;
+    for (int i = 0; i < e->nblocks; i++) cand[k++] = e->blocks[i]->name;
+    for (Scope *sc = vars ? e->scope : NULL; sc; sc = sc->parent)
+        for (int i = 0; i < sc->n; i++) cand[k++] = sc->s[i].name;
+    return diag_did_you_mean(word, cand, k);
+}
+
 /* A signature's default value: true, false, "string", an integer or a real. */
 static Value parse_default(const char *s) {
     if (strcmp(s, "true") == 0) return (Value){.k = V_BOOL, .i = 1};
@@ -26,12 +37,18 @@ static Value parse_default(const char *s) {
 
 void el_sig_formals(const char *sig, Formals *f) {
     f->n = 0;
+    f->npos = -1;
     const char *p = sig;
     while (*p) {
         while (*p == ' ') p++;
         if (!*p) break;
         const char *q = p;
         while (*q && *q != ' ') q++;
+        if (q == p + 1 && *p == '*') {
+            f->npos = f->n;
+            p = q;
+            continue;
+        }
         char *w = arena_strndup(cc_arena, p, (size_t)(q - p));
         int k = f->n++;
         if (k >= 12) die("builtin signature too long: %s", sig);
@@ -52,6 +69,20 @@ void el_sig_formals(const char *sig, Formals *f) {
         f->name[k] = w;
         p = q;
     }
+    if (f->npos < 0) f->npos = f->n;
+}
+
+/* "too many positional arguments" with what the formals allow. */
+static void too_many(const char *fn, const Formals *f, int given, Loc loc) {
+    const char *pos = "", *kw = "";
+    for (int k = 0; k < f->npos; k++) pos = arena_printf(cc_arena, "%s%s%s", pos, k ? ", " : "", f->name[k]);
+    for (int k = f->npos; k < f->n; k++)
+        kw = arena_printf(cc_arena, "%s%s%s", kw, k == f->npos ? "" : k + 1 == f->n ? " and " : ", ", f->name[k]);
+    if (f->npos == f->n)
+        error_at(loc, "%s: too many arguments (%d given, at most %d: %s)", fn, given, f->n, pos);
+    else
+        error_at(loc, "%s: too many positional arguments (%d given, at most %d: %s); %s %s keyword-only (%s=...)",
+                 fn, given, f->npos, pos, kw, f->n - f->npos > 1 ? "are" : "is", f->name[f->npos]);
 }
 
 /* el_bind_args: see cdlc.h. */
@@ -61,8 +92,8 @@ bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, co
     int pos = 0;
     bool ok = true;
     if (pre) {
-        if (f->n == 0) {
-            error_at(loc, "%s: takes no arguments, so it cannot be used in a pipeline", fn);
+        if (f->npos == 0) {
+            error_at(loc, "%s: takes no positional arguments, so it cannot be used in a pipeline", fn);
             return false;
         }
         out[pos] = *pre;
@@ -78,7 +109,8 @@ bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, co
             int k = 0;
             while (k < f->n && strcmp(f->name[k], a->name) != 0) k++;
             if (k == f->n) {
-                error_at(a->loc, "%s: unknown keyword argument '%s'", fn, a->name);
+                error_at(a->loc, "%s: unknown keyword argument '%s'%s", fn, a->name,
+                         diag_did_you_mean(a->name, f->name, f->n));
                 ok = false;
                 continue;
             }
@@ -90,8 +122,8 @@ bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, co
             out[k] = el_eval(e, a->a);
             given[k] = true;
         } else {
-            if (pos >= f->n) {
-                error_at(a->loc, "%s: too many arguments (%d given, at most %d)", fn, npos_total, f->n);
+            if (pos >= f->npos) {
+                too_many(fn, f, npos_total, a->loc);
                 return false;
             }
             if (given[pos]) {
@@ -143,6 +175,7 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
         f.defexpr[f.n] = p->kind == A_KWARG ? p->a : NULL;
         f.n++;
     }
+    f.npos = f.n;                           /* name= is keyword-only */
     f.name[f.n] = "name";
     f.required[f.n] = false;
     f.def[f.n] = (Value){.k = V_NONE};
@@ -163,6 +196,8 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     Scope *ss = e->scope;
     e->inst = I;
     e->scope = s;
+    e->bcall[e->bdepth] = loc;
+    e->binst[e->bdepth] = inst;
     e->bstack[e->bdepth++] = b;
     Value ret = {.k = V_NONE};
     bool has_ret = false;
@@ -186,7 +221,7 @@ Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, L
     if (!bi) {
         Sym *y = el_lookup(e->scope, name, NULL);
         if (y) error_at(loc, "'%s' is a variable, not a function", name);
-        else error_at(loc, "unknown function '%s'", name);
+        else error_at(loc, "unknown function '%s'%s", name, el_did_you_mean(e, name, false));
         return el_err();
     }
     Formals f;

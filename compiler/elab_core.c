@@ -482,16 +482,30 @@ static int find_param(Elab *e, const char *name) {
     return -1;
 }
 
-/* Add (or find and check) the parameter called name.  Index or -1. */
+/* " (in the call at 14:5)" for level k of a parameter's block-call path, or "". */
+static const char *call_at(const Loc *calls, int n, int k, Loc from) {
+    return k < n ? arena_printf(cc_arena, " (in the call at %s)", el_where(calls[k], from)) : "";
+}
+
+static bool same_loc(Loc a, Loc b) {
+    return a.line == b.line && a.col == b.col && (a.file == b.file || (a.file && b.file && !strcmp(a.file, b.file)));
+}
+
+/* el_declare_param: see cdlc.h.  A shape clash names both places; for parameters made
+ * inside blocks, the block calls where the two paths part. */
 int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, double b, int64_t fan_in,
-                         int64_t fan_out, bool state, Loc loc) {
+                     int64_t fan_out, bool state, Loc loc) {
     int p = find_param(e, name);
     if (p >= 0) {
         Param *P = &e->m->params[p];
         if (!shape_eq(&P->shape, &s) || P->state != state) {
-            error_at(loc, "parameter '%s' has shape %s here, but %s where it was first made at %s", name,
-                     shape_str(&s), shape_str(&P->shape), el_where(P->loc, loc));
-            note_at(P->loc, "'%s' first made here", name);
+            int k = 0;
+            while (k < P->ncalls && k < e->bdepth && same_loc(P->calls[k], e->bcall[k])) k++;
+            error_at(loc, "parameter '%s' has shape %s here%s, but %s where it was first made at %s%s", name,
+                     shape_str(&s), call_at(e->bcall, e->bdepth, k, loc), shape_str(&P->shape),
+                     el_where(P->loc, loc), call_at(P->calls, P->ncalls, k, loc));
+            if (k < P->ncalls) note_at(P->calls[k], "'%s' was first made in this call", name);
+            else note_at(P->loc, "'%s' first made here", name);
             return -1;
         }
         return p;
@@ -499,8 +513,11 @@ int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, dou
     Model *m = e->m;
     m->params = el_grow(m->params, &e->pcap, m->nparams + 1, sizeof(Param));
     s.batched = false;
-    m->params[m->nparams] = (Param){.name = name, .shape = s, .init = init, .a = a, .b = b,
-                                    .fan_in = fan_in, .fan_out = fan_out, .state = state, .loc = loc};
+    Loc *calls = NEWN(Loc, e->bdepth + 1);
+    memcpy(calls, e->bcall, sizeof(Loc) * (size_t)e->bdepth);
+    m->params[m->nparams] = (Param){.name = name, .shape = s, .init = init, .a = a, .b = b, .fan_in = fan_in,
+                                    .fan_out = fan_out, .state = state, .loc = loc, .calls = calls,
+                                    .ncalls = e->bdepth};
     return m->nparams++;
 }
 

@@ -21,6 +21,11 @@ typedef struct ParseCtx {
     Ast *root;              /* D_FILE */
     int line, col;          /* scanner position, 1-based */
     int nest;               /* brackets open */
+    Loc open_at[PARSE_MAX_NEST];    /* where each open bracket is, innermost last */
+    char open_ch[PARSE_MAX_NEST];
+    bool open_told[PARSE_MAX_NEST]; /* a syntax error already pointed at it */
+    int tok, prev_tok;      /* the last two tokens (yylex), for syntax error hints */
+    const char *text, *prev_text;   /* their identifier text, or NULL */
     bool fatal;             /* a hard limit was hit: stop, and say nothing more */
     bool deep_reported;     /* "expression too deeply nested" said once */
 } ParseCtx;
@@ -270,7 +275,21 @@ oexpr: %empty                       { $$ = NULL; }
 
 %%
 
-/* Syntax errors: bison's detailed message at the lookahead token.  Nothing after a
+/* A misspelt statement keyword among the last two tokens (`ouptut h`, `modle m`):
+ * " ('ouptut': did you mean 'output'?)", or "". */
+static const char *keyword_hint(const ParseCtx *c) {
+    static const char *const kw[] = {"model", "block", "import", "input", "param", "output", "loss", "entry",
+                                     "for", "return", "train"};
+    int n = (int)(sizeof kw / sizeof kw[0]);
+    const char *w = c->tok == IDENT ? c->text : NULL;
+    const char *s = w ? diag_suggest(w, kw, n) : NULL;
+    if (!s && c->prev_tok == IDENT) s = diag_suggest(w = c->prev_text, kw, n);
+    return s ? arena_printf(cc_arena, " ('%s': did you mean '%s'?)", w, s) : "";
+}
+
+/* Syntax errors: bison's detailed message at the lookahead token, with a hint for a
+ * misspelt keyword, and, when a ( or [ opened on an earlier line is still open, its
+ * place (an unclosed bracket is only noticed at the next statement).  Nothing after a
  * fatal scanner error (it already spoke).  Stack exhaustion means absurd nesting. */
 static void yyerror(Loc *loc, yyscan_t scanner, const char *msg) {
     ParseCtx *c = CTX;
@@ -280,5 +299,15 @@ static void yyerror(Loc *loc, yyscan_t scanner, const char *msg) {
         error_at(*loc, "too deeply nested: the parser's stack is exhausted");
         return;
     }
-    error_at(*loc, "%s", msg);
+    int k = c->nest - 1;
+    if (k >= PARSE_MAX_NEST) k = -1;
+    bool open = k >= 0 && c->open_ch[k] != '{' && !c->open_told[k] && c->open_at[k].line < loc->line;
+    if (!open) {
+        error_at(*loc, "%s%s", msg, keyword_hint(c));
+        return;
+    }
+    Loc at = c->open_at[k];
+    c->open_told[k] = true;
+    error_at(*loc, "%s; the '%c' at %d:%d is not closed", msg, c->open_ch[k], at.line, at.col);
+    note_at(at, "'%c' opened here", c->open_ch[k]);
 }

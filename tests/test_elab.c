@@ -77,7 +77,7 @@ static void test_define_unknown(void **state) {
     (void)state;
     const char *defs[] = {"Q=1"};
     assert_null(elab_text("t.cdl", MLP, strlen(MLP), 1, defs));
-    assert_non_null(strstr(diags(), "cdlc: error: -D Q=1: model 'mlp' has no constant 'Q'"));
+    assert_non_null(strstr(diags(), "<command line>: error: -D Q=1: model 'mlp' has no constant 'Q'"));
 }
 
 static void test_share_by_name(void **state) {
