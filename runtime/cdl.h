@@ -944,31 +944,54 @@ void cdl_loader_free(cdl_loader *l);       /* stops and joins the workers; NULL 
 /* Checkpoints are safetensors files: 8-byte little-endian header length N, N bytes of
  * JSON header (padded with spaces), then the raw little-endian tensor data.  Every
  * parameter is stored under its dotted name; optimizer slots as "<slot>.<param>" (e.g.
- * "adam.m.fc1.weight").  __metadata__ holds "format": "cdl-ckpt 1", the model name and
- * fingerprint, step/epoch/seed/batch_in_epoch, the optimizer, a CRC-32 per tensor
- * ("crc32:<name>") and "header_crc32", the CRC-32 of the JSON text with that value's
- * 8 hex digits replaced by '0': every byte of the file is checked on load. */
+ * "adam.m.fc1.weight"); each batch-norm layer L (state tensors L.running_mean and
+ * L.running_var) also gets L.num_batches_tracked, an I64 scalar holding the step, as
+ * PyTorch's BatchNorm has it.  __metadata__ holds "format": "cdl-ckpt 1", the model
+ * name and fingerprint, step/epoch/seed/batch_in_epoch, the optimizer, a CRC-32 per
+ * tensor ("crc32:<name>") and "header_crc32", the CRC-32 of the JSON text with that
+ * value's 8 hex digits replaced by '0': every byte of the file is checked on load. */
 typedef struct cdl_ckpt_meta {
     uint64_t step, epoch, seed;
     int64_t batch_in_epoch;        /* batches of `epoch` already done (resume point) */
     char model[64];                /* load: the file's model name; save: ignored */
     uint64_t fingerprint;          /* load: the file's fingerprint; save: ignored */
 } cdl_ckpt_meta;
-/* Atomic save: writes path.tmp.<pid>, fsyncs, renames over path, fsyncs the
- * directory.  opt NULL: no optimizer state.  meta NULL: step and seed from the net,
- * epoch and batch_in_epoch 0.  The model name and fingerprint come from net->model. */
+/* Atomic save: writes path.tmp.<pid> (holding an flock on it), fsyncs, renames over
+ * path, fsyncs the directory; first removes path.tmp.<pid> files of dead processes
+ * (killed mid-save).  Refuses a path that exists and is not a regular file (a symbolic
+ * link, a FIFO, a device) and any non-finite parameter or optimizer value (the message
+ * names the tensor and the element).  opt NULL: no optimizer state.  meta NULL: step
+ * and seed from the net, epoch and batch_in_epoch 0.  The model name and fingerprint
+ * come from net->model. */
 int cdl_ckpt_save(const char *path, const cdl_net *net, const cdl_optim *opt,
                   const cdl_ckpt_meta *meta);
-/* Validates the whole file (sizes, strict JSON, dtypes, shapes, offsets, the exact set
- * of tensors, checksums, model fingerprint) before touching net or opt; then copies the
- * parameters, the optimizer slots and t (opt NULL: optimizer state in the file is
- * checked and ignored; opt non-NULL: the file must hold the same optimizer's state),
- * and sets net->step and net->seed from the file.  meta (NULL ok) receives the file's
- * metadata.  -1 and a message naming the file and the problem otherwise. */
+/* 0 when a save may write path (it does not exist, or is a regular file); else -1 and
+ * the reason.  The trainer checks --save with it before training. */
+int cdl_ckpt_check_target(const char *path);
+/* Validates the whole file (a regular file: FIFOs and devices are refused, never
+ * read; sizes, strict JSON, dtypes, shapes, offsets, the exact set of tensors,
+ * checksums, finite values, the model fingerprint) before touching net or opt; then
+ * copies the parameters, the optimizer slots and t (opt NULL: optimizer state in the
+ * file is checked and ignored; opt non-NULL: the file must hold the same optimizer's
+ * state), and sets net->step and net->seed from the file.
+ *   - A checkpoint of the same model built in the other precision (f32 / f64) loads,
+ *     converted; any other fingerprint difference is refused with the reason (model
+ *     name, a missing, unexpected or reshaped tensor: which one, or the table's order).
+ *   - A parameter file (a safetensors file whose metadata is absent or has no
+ *     "cdl-ckpt" format, as safetensors.torch.save_file writes it) loads when it holds
+ *     exactly the model's parameters and state buffers (plus any num_batches_tracked),
+ *     by name and shape, F32 or F64 (converted); checksums are verified where present.
+ *     It has no optimizer state (opt must be NULL) and leaves net->step and seed alone.
+ * meta (NULL ok) receives the file's metadata (a parameter file's: all zero, model
+ * "").  -1 and a message naming the file and the problem otherwise. */
 int cdl_ckpt_load(const char *path, cdl_net *net, cdl_optim *opt, cdl_ckpt_meta *meta);
 /* The same over a checkpoint in memory; what names it in messages. */
 int cdl_ckpt_load_mem(const void *buf, size_t len, const char *what, cdl_net *net,
                       cdl_optim *opt, cdl_ckpt_meta *meta);
+/* The fingerprint cdlc gives model m when built with real_size (4 or 8): FNV-1a over
+ * the model name, the real size and the parameter table.  A hand-written descriptor
+ * can use it for its own fingerprint. */
+uint64_t cdl_model_fingerprint(const cdl_model *m, int real_size);
 /* Generic writer for named tensors (the trainer's `grad` subcommand dumps gradients
  * with it); atomic like cdl_ckpt_save, with the same checksums added to the metadata.
  * meta_kv: nmeta (key, value) pairs, 2 * nmeta strings. */

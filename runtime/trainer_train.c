@@ -326,6 +326,7 @@ static int tr_train_setup(tr_run *s) {
     if (cdl_optim_parse(&s->ocfg, o->optimizer) < 0 || cdl_sched_parse(&s->sched, o->schedule) < 0) return -1;
     if (o->lr >= 0) s->ocfg.lr = o->lr;
     if (o->warmup > 0) s->sched.warmup = o->warmup;
+    if (o->save[0] && cdl_ckpt_check_target(o->save) < 0) return -1;      /* before any work */
     if (tr_open_dataset(o, 1, o->limit, &s->dtr) < 0 || tr_open_dataset(o, 0, o->test_limit, &s->dte) < 0 ||
         tr_map_inputs(m, &s->dtr, &s->map) < 0 || tr_map_inputs(m, &s->dte, &s->map) < 0)
         return -1;

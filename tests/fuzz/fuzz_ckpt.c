@@ -1,7 +1,7 @@
 /* fuzz_ckpt.c -- libFuzzer harness for the checkpoint loader (runtime/ckpt.c, json.c).
  *
  * Each input is a whole checkpoint file, loaded into a tiny fixed model with and
- * without an Adam optimizer.  Built by `make fuzz` with -DCDL_FUZZING, which makes
+ * without an Adam optimizer (checkpoints, and parameter files without cdl metadata).  Built by `make fuzz` with -DCDL_FUZZING, which makes
  * the loader accept wrong CRC values so that the fuzzer gets past them to the
  * structural checks.  With CDL_FUZZ_CORPUS=DIR, initialisation saves a valid
  * checkpoint there as a seed.  A refused input must leave the net untouched.
@@ -46,6 +46,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         if (cdl_ckpt_save(p, net, &opt, NULL) < 0) fprintf(stderr, "seed: %s\n", cdl_last_error());
         snprintf(p, sizeof p, "%s/seed_plain.ckpt", dir);
         if (cdl_ckpt_save(p, net, NULL, NULL) < 0) fprintf(stderr, "seed: %s\n", cdl_last_error());
+        /* A parameter file (no cdl metadata, as PyTorch writes one), F64. */
+        double v[12];
+        for (int i = 0; i < 12; i++) v[i] = 0.5 * i;
+        cdl_st_tensor t[3];
+        for (int i = 0; i < 3; i++)
+            t[i] = (cdl_st_tensor){params[i].name, CDL_F64, params[i].rank, {0}, v + params[i].offset};
+        memcpy(t[0].dims, params[0].dims, sizeof t[0].dims);
+        memcpy(t[1].dims, params[1].dims, sizeof t[1].dims);
+        memcpy(t[2].dims, params[2].dims, sizeof t[2].dims);
+        const char *kv[] = {"format", "pt"};
+        snprintf(p, sizeof p, "%s/seed_params.safetensors", dir);
+        if (cdl_safetensors_write(p, 3, t, 1, kv) < 0) fprintf(stderr, "seed: %s\n", cdl_last_error());
     }
     return 0;
 }
