@@ -2,7 +2,8 @@
  *
  * One arena per compilation (cc_arena), freed whole.  Memory comes from big chunks
  * (64 KiB, or bigger for one large request); every block is zeroed and 16-byte
- * aligned.  Running out of memory is an internal error (die), never a user error.
+ * aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
+ * model is too big for the machine), never as an internal error.
  */
 #include "cdlc.h"
 
@@ -23,10 +24,11 @@ struct Arena {
 };
 
 Arena *cc_arena;
+static size_t in_use;         /* bytes of all chunks of all arenas */
 
 Arena *arena_new(void) {
     Arena *a = calloc(1, sizeof *a);
-    if (!a) die("out of memory (arena)");
+    if (!a) diag_out_of_memory(sizeof *a, in_use);
     return a;
 }
 
@@ -34,6 +36,7 @@ void arena_free(Arena *a) {
     if (!a) return;
     for (Chunk *c = a->head, *next; c; c = next) {
         next = c->next;
+        in_use -= c->size < in_use ? c->size : in_use;
         free(c);
     }
     free(a);
@@ -52,7 +55,8 @@ void *arena_alloc(Arena *a, size_t n) {
     if (!c || c->size - c->used < need) {
         size_t size = need > ARENA_CHUNK / 4 ? need : ARENA_CHUNK;
         Chunk *nc = malloc(sizeof(Chunk) + size);
-        if (!nc) die("out of memory (arena: %zu bytes)", size);
+        if (!nc) diag_out_of_memory(size, in_use);
+        in_use += size;
         nc->size = size;
         nc->used = 0;
         if (c && size != ARENA_CHUNK) {       /* big block: keep filling the current chunk */

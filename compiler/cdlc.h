@@ -56,6 +56,9 @@ void diag_set_trail(void (*fn)(void *ctx), void *ctx);
 const char *diag_suggest(const char *word, const char *const *cand, int n);
 const char *diag_did_you_mean(const char *word, const char *const *cand, int n);
 void diag_set_stream(FILE *f);                         /* default stderr */
+/* Running out of memory is the user's problem, not a compiler bug: say so (how much was
+ * wanted, how much is in use) and exit with status 1. */
+_Noreturn void diag_out_of_memory(size_t bytes, size_t in_use);
 /* Internal compiler bugs: distinct from user errors. */
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -351,6 +354,11 @@ Model *elab_file(const char *path, int ndefs, const char *const *defs);
 /* The same from a buffer named file (tests; imports resolve relative to file). */
 Model *elab_text(const char *file, const char *text, size_t len, int ndefs,
                  const char *const *defs);
+/* The graph-size budget: nodes after inlining blocks, over all of a model's graphs
+ * (cdlc --max-nodes).  Past it elaboration stops with an error naming the block calls
+ * that grew; a model whose blocks would clearly exceed it is refused before inlining. */
+#define ELAB_MAX_NODES_DEFAULT 1000000
+void elab_set_max_nodes(int64_t n);
 
 /* imports.c: read path ("-": stdin; text != NULL: the main file's contents) and,
  * recursively, its imports, each parsed once (paths relative to the importing file).
@@ -490,6 +498,9 @@ struct Elab {
     Loc bcall[BLOCK_MAX_DEPTH];         /* ... where each was called */
     const char *binst[BLOCK_MAX_DEPTH]; /* ... and its instance name */
     int bdepth;
+    int *bhash, bhcap;                  /* block name -> index in blocks (open addressing, -1 empty) */
+    int64_t max_nodes, nodes;           /* the graph-size budget; nodes made so far */
+    bool over;                          /* the budget was exceeded: stop elaborating */
     int64_t batch;
     const char *bname;                  /* the batch constant's name, or NULL */
     EntryFn *entry;                     /* elaborating this entry, or NULL */
@@ -527,7 +538,13 @@ Value el_eval(Elab *e, const Ast *a);                /* an expression's value (V
 /* A statement list in context ctx; a block's `return` sets *ret and *has_ret. */
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
 /* elab_call.c */
+void el_index_blocks(Elab *e);                        /* e->blocks into e->bhash */
 const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL */
+/* Refuse (false, after an error) a model whose block inlining would clearly exceed
+ * e->max_nodes: a static count of the operations it would make. */
+bool el_check_size(Elab *e, const Ast *model);
+/* Count n new nodes against the budget; false (after one error) once it is exceeded. */
+bool el_count_nodes(Elab *e, int n, Loc loc);
 /* " (did you mean 'linear'?)" among built-ins, blocks and (vars) names in scope; or "". */
 const char *el_did_you_mean(Elab *e, const char *word, bool vars);
 /* A built-in signature ("x out bias=true * name?") as formals: `=` gives a default, `?`

@@ -51,15 +51,15 @@ void diag_source(const char *file, const char *text, size_t len) {
         if (strcmp(p->file, file) == 0) s = p;
     if (!s) {
         s = calloc(1, sizeof *s);
-        if (!s) die("out of memory (diag)");
+        if (!s) diag_out_of_memory(len + 1, 0);
         s->file = strdup(file);
-        if (!s->file) die("out of memory (diag)");
+        if (!s->file) diag_out_of_memory(len + 1, 0);
         s->next = sources;
         sources = s;
     }
     free(s->text);
     s->text = malloc(len + 1);
-    if (!s->text) die("out of memory (diag)");
+    if (!s->text) diag_out_of_memory(len + 1, 0);
     if (len) memcpy(s->text, text, len);
     s->text[len] = 0;
     s->len = len;
@@ -168,6 +168,15 @@ void note_at(Loc loc, const char *fmt, ...) {
     va_start(ap, fmt);
     report(loc, "note", fmt, ap);
     va_end(ap);
+}
+
+_Noreturn void diag_out_of_memory(size_t bytes, size_t in_use) {
+    fflush(stdout);
+    fprintf(out(), "cdlc: error: out of memory (%zu more bytes wanted, %zu MiB in use): the model is too large "
+                   "to compile on this machine (a model that grows by inlining blocks: lower --max-nodes)\n",
+            bytes, in_use >> 20);
+    fflush(out());
+    exit(1);
 }
 
 /* Optimal string alignment distance between a and b (case-insensitive; 99 past 64

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ------------------------------------------------------------------ indexing */
 
@@ -603,7 +604,7 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
 /* ------------------------------------------------------------------ statement lists */
 
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret) {
-    for (int i = 0; i < body->n; i++) {
+    for (int i = 0; i < body->n && !e->over; i++) {
         const Ast *s = body->v[i];
         switch (s->kind) {
         case S_ASSIGN: {
@@ -912,6 +913,9 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     m->file = md->loc.file;
     m->loc = md->loc;
     m->loss = -1;
+    if (strncasecmp(md->name, "cdl", 3) == 0 && (md->name[3] == 0 || md->name[3] == '_'))
+        error_at(md->loc, "model name '%s' is reserved: the runtime's names are cdl and cdl_... (the generated C "
+                 "would define %s_model, %s_new, ... beside them); choose another name", md->name, md->name, md->name);
     e->model_scope = e->scope = el_scope_new(NULL);
     e->bname = batch_const(md);
     m->consts_str = model_consts(e, md, ndefs, defs);
@@ -920,6 +924,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     e->root = e->g = m->g;
     e->inst = NEW(Inst);
     e->inst->prefix = "";
+    if (!el_check_size(e, md)) return m;
     el_stmts(e, &md->list2, CTX_MODEL, NULL, NULL);
     if (m->loss < 0 && m->noutputs == 0 && diag_error_count() == 0)
         error_at(md->loc, "model '%s' has no loss and no output", m->name);
@@ -931,6 +936,10 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
 }
 
 /* ------------------------------------------------------------------ entry points */
+
+static int64_t max_nodes = ELAB_MAX_NODES_DEFAULT;
+
+void elab_set_max_nodes(int64_t n) { max_nodes = n > 0 ? n : ELAB_MAX_NODES_DEFAULT; }
 
 /* After each diagnostic inside inlined blocks: the chain of calls, innermost first. */
 static void block_trail(void *ctx) {
@@ -946,6 +955,8 @@ static Model *elab_any(const char *path, const char *text, size_t len, int ndefs
     if (diag_error_count() > 0 || !p.model) return NULL;
     e->blocks = p.blocks;
     e->nblocks = p.nblocks;
+    e->max_nodes = max_nodes;
+    el_index_blocks(e);
     diag_set_trail(block_trail, e);
     Model *m = elab_model(e, p.model, ndefs, defs);
     diag_set_trail(NULL, NULL);

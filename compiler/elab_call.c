@@ -7,10 +7,134 @@
 #include <stdlib.h>
 #include <string.h>
 
+static unsigned name_hash(const char *s) {
+    unsigned h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+void el_index_blocks(Elab *e) {
+    e->bhcap = 16;
+    while (e->bhcap < 2 * e->nblocks) e->bhcap *= 2;
+    e->bhash = NEWN(int, e->bhcap);
+    for (int i = 0; i < e->bhcap; i++) e->bhash[i] = -1;
+    for (int i = 0; i < e->nblocks; i++) {
+        unsigned h = name_hash(e->blocks[i]->name) & (unsigned)(e->bhcap - 1);
+        while (e->bhash[h] >= 0) h = (h + 1) & (unsigned)(e->bhcap - 1);
+        e->bhash[h] = i;
+    }
+}
+
+/* The index of block name, or -1. */
+static int block_index(const Elab *e, const char *name) {
+    if (!e->bhash) return -1;
+    unsigned h = name_hash(name) & (unsigned)(e->bhcap - 1);
+    for (; e->bhash[h] >= 0; h = (h + 1) & (unsigned)(e->bhcap - 1))
+        if (strcmp(e->blocks[e->bhash[h]]->name, name) == 0) return e->bhash[h];
+    return -1;
+}
+
 const Ast *el_find_block(Elab *e, const char *name) {
-    for (int i = 0; i < e->nblocks; i++)
-        if (strcmp(e->blocks[i]->name, name) == 0) return e->blocks[i];
-    return NULL;
+    int i = block_index(e, name);
+    return i < 0 ? NULL : e->blocks[i];
+}
+
+/* ------------------------------------------------------------------ the size budget */
+
+/* The static count: per block, the operations its body makes with every block call
+ * inlined (memoized; a recursive call counts nothing here, the elaborator reports it),
+ * and the call that contributes most, to name the chain that grows. */
+typedef struct Est {
+    const Elab *e;
+    double *size;           /* per block: -1 unknown, -2 being counted */
+    int *heavy;             /* per block: the callee contributing most, or -1 */
+    double *times;          /* ... how many times it is called */
+} Est;
+
+static double est_block(Est *es, int b);
+
+/* Operations a tree makes: each call, operator and index counts one; a block call
+ * counts its inlined size, which is also added to contrib[block]. */
+static double est_ast(Est *es, const Ast *a, double *contrib) {
+    if (!a) return 0;
+    double n = 0;
+    const char *callee = NULL;
+    switch (a->kind) {
+    case A_CALL: callee = a->name; break;
+    case A_PIPE: callee = a->b && a->b->kind == A_NAME ? a->b->name : NULL; break;   /* x |> f */
+    case A_BIN: case A_NEG: case A_INDEX: case A_ATTR: n = 1; break;
+    default: break;
+    }
+    int b = callee ? block_index(es->e, callee) : -1;
+    if (b >= 0) {
+        double sz = est_block(es, b);
+        n += sz;
+        contrib[b] += sz;
+    } else if (callee) {
+        n += 1;
+    }
+    n += est_ast(es, a->a, contrib) + est_ast(es, a->b, contrib) + est_ast(es, a->c, contrib);
+    for (int i = 0; i < a->list.n; i++) n += est_ast(es, a->list.v[i], contrib);
+    for (int i = 0; i < a->list2.n; i++) n += est_ast(es, a->list2.v[i], contrib);
+    return n;
+}
+
+/* The heaviest entry of contrib: its index (or -1) and, for blocks, the call count. */
+static int heaviest(Est *es, const double *contrib, double *times) {
+    int h = -1;
+    for (int i = 0; i < es->e->nblocks; i++)
+        if (contrib[i] > 0 && (h < 0 || contrib[i] > contrib[h])) h = i;
+    if (h >= 0 && times) *times = es->size[h] > 0 ? contrib[h] / es->size[h] : 1;
+    return h;
+}
+
+static double est_block(Est *es, int b) {
+    if (es->size[b] == -2) return 0;
+    if (es->size[b] >= 0) return es->size[b];
+    es->size[b] = -2;
+    double *contrib = NEWN(double, es->e->nblocks + 1);
+    double n = 0;
+    for (int i = 0; i < es->e->blocks[b]->list2.n; i++) n += est_ast(es, es->e->blocks[b]->list2.v[i], contrib);
+    es->size[b] = n > 1 ? n : 1;
+    es->heavy[b] = heaviest(es, contrib, &es->times[b]);
+    return es->size[b];
+}
+
+bool el_check_size(Elab *e, const Ast *model) {
+    Est es = {.e = e, .size = NEWN(double, e->nblocks + 1), .heavy = NEWN(int, e->nblocks + 1),
+              .times = NEWN(double, e->nblocks + 1)};
+    for (int i = 0; i < e->nblocks; i++) es.size[i] = -1, es.heavy[i] = -1;
+    double *contrib = NEWN(double, e->nblocks + 1);
+    double n = 0;
+    for (int i = 0; i < model->list2.n; i++) n += est_ast(&es, model->list2.v[i], contrib);
+    if (n <= (double)e->max_nodes) return true;
+    int h = heaviest(&es, contrib, NULL);
+    const char *chain = "";
+    Loc at = model->loc;
+    for (int k = 0, b = h; b >= 0 && es.heavy[b] >= 0; k++, b = es.heavy[b]) {
+        if (k == 0) at = e->blocks[b]->loc;
+        if (k < 4 || es.heavy[es.heavy[b]] < 0)
+            chain = cc_str("%s%s'%s' calls '%s' %.0f times", chain, *chain ? ", " : "", e->blocks[b]->name,
+                           e->blocks[es.heavy[b]]->name, es.times[b]);
+        else if (k == 4)
+            chain = cc_str("%s, ...", chain);
+    }
+    error_at(at, "inlining blocks would make about %.3g nodes, more than the limit of %lld (cdlc --max-nodes=N "
+             "raises it)%s%s", n, (long long)e->max_nodes, *chain ? ": " : "", chain);
+    return false;
+}
+
+bool el_count_nodes(Elab *e, int n, Loc loc) {
+    if (e->over) return false;
+    e->nodes += n;
+    if (e->nodes <= e->max_nodes) return true;
+    e->over = true;
+    const char *chain = "";
+    for (int k = 0; k < e->bdepth; k++) chain = cc_str("%s%s%s", chain, k ? " -> " : "", e->bstack[k]->name);
+    diag_set_trail(NULL, NULL);                 /* the chain is in the message */
+    error_at(loc, "the model passes %lld nodes%s%s; that is the limit (cdlc --max-nodes=N raises it)",
+             (long long)e->max_nodes, *chain ? " while inlining " : "", chain);
+    return false;
 }
 
 const char *el_did_you_mean(Elab *e, const char *word, bool vars) {
@@ -215,6 +339,7 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
 
 /* Evaluate a call: name(args) with an optional piped first argument. */
 Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, Loc loc) {
+    if (e->over) return el_err();
     const Ast *b = el_find_block(e, name);
     if (b) return call_block(e, b, callast, pre, loc);
     const Builtin *bi = builtin_find(name);

@@ -206,6 +206,7 @@ Sym *el_define(Scope *s, const char *name, SymKind kind, Value v, Loc loc) {
 int el_add(Elab *e, Op op, Loc loc, int nin, const int *in, const Attrs *at, const Shape *hint, DType dt) {
     for (int i = 0; i < nin; i++)
         if (in[i] < 0) return -1;
+    if (!el_count_nodes(e, 1, loc)) return -1;
     return ir_add(e->g, op, loc, nin, in, at, hint, dt);
 }
 
@@ -250,6 +251,7 @@ int el_param_node(Elab *e, int p, Loc loc) {
     Param *P = &e->m->params[p];
     P->used = true;
     if (e->pnode[p] < 0) {
+        if (!el_count_nodes(e, 1, loc)) return -1;
         Attrs at = {.i = {P->init, P->fan_in, P->fan_out}, .f = {P->a, P->b}};
         int id = ir_add(e->root, OP_PARAM, loc, 0, NULL, &at, &P->shape, DT_REAL);
         if (id < 0) return -1;

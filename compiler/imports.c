@@ -25,7 +25,7 @@ typedef struct Loader {
 static char *read_stream(FILE *f, size_t *len, bool *too_big) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    if (!buf) die("out of memory");
+    if (!buf) diag_out_of_memory(cap, 0);
     for (;;) {
         if (n == cap) {
             if (cap >= FILE_MAX_BYTES) {
@@ -34,7 +34,7 @@ static char *read_stream(FILE *f, size_t *len, bool *too_big) {
             }
             cap *= 2;
             char *nb = realloc(buf, cap);
-            if (!nb) die("out of memory");
+            if (!nb) diag_out_of_memory(cap, 0);
             buf = nb;
         }
         size_t k = fread(buf + n, 1, cap - n, f);

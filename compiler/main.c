@@ -27,6 +27,7 @@ static const char usage[] =
     "  --target=c|tape      static code (default) or eager calls to the runtime tape\n"
     "  --main               add main() running the generic trainer (cdl_main)\n"
     "  --exe                emit, compile and link a trainer program (-o names it)\n"
+    "  --max-nodes=N        graph-size budget after inlining blocks (default 1000000)\n"
     "  --help, --version\n";
 
 typedef struct Opts {
@@ -61,6 +62,12 @@ static int parse_args(int argc, char **argv, Opts *o) {
         else if (!strcmp(a, "--precision=f64")) o->real_size = 8;
         else if (!strcmp(a, "--main")) o->with_main = true;
         else if (!strcmp(a, "--exe")) o->exe = o->with_main = true;
+        else if (!strncmp(a, "--max-nodes=", 12)) {
+            char *end;
+            long long n = strtoll(a + 12, &end, 10);
+            if (end == a + 12 || *end || n <= 0) return usage_error("--max-nodes needs a positive number", a + 12);
+            elab_set_max_nodes(n);
+        }
         else if (!strcmp(a, "-o")) {
             if (++i >= argc) return usage_error("-o needs a file name", NULL);
             o->out = argv[i];
