@@ -21,7 +21,7 @@
  * "<layer>.num_batches_tracked" (I64 scalar, PyTorch's batch-norm counter: the step)
  * for each batch-norm layer, and metadata "format": "cdl-ckpt 1", model, fingerprint
  * (16 hex digits), step, epoch, seed, batch_in_epoch (decimal), optimizer ("none",
- * "sgd", "adam", "adamw"), optimizer_t, optimizer_slots (comma-separated slot names,
+ * "sgd", "adam", "adamw", "rmsprop", "adagrad"), optimizer_t, optimizer_slots (comma-separated slot names,
  * "" for none).
  *
  * The loader also takes parameter files: any safetensors file whose format is not
@@ -624,14 +624,16 @@ static int optim_check(const cdl_optim *opt, const cdl_model *m, const char *wha
     if (opt->model && opt->model != m)
         return cdl_fail("%s: the optimizer belongs to model %s, not %s", what,
                         opt->model->name ? opt->model->name : "?", m->name ? m->name : "?");
-    if (opt->n_slots < 0 || opt->n_slots > 2)
+    if (opt->n_slots < 0 || opt->n_slots > CDL_OPTIM_SLOTS)
         return cdl_fail("%s: optimizer has %d slots", what, opt->n_slots);
     for (int s = 0; s < opt->n_slots; s++)
         if (!opt->slot_name[s] || !*opt->slot_name[s] || strchr(opt->slot_name[s], ',') ||
             (!opt->slot[s] && m->train_count))
             return cdl_fail("%s: optimizer slot %d is not set up", what, s);
-    if (opt->n_slots == 2 && strcmp(opt->slot_name[0], opt->slot_name[1]) == 0)
-        return cdl_fail("%s: optimizer slots share the name %s", what, opt->slot_name[0]);
+    for (int s = 0; s < opt->n_slots; s++)
+        for (int t = 0; t < s; t++)
+            if (strcmp(opt->slot_name[s], opt->slot_name[t]) == 0)
+                return cdl_fail("%s: optimizer slots share the name %s", what, opt->slot_name[s]);
     return 0;
 }
 
@@ -1035,7 +1037,7 @@ static int ck_match(ck *c, const cdl_model *m, ck_ent *e, const char *name, cons
 typedef struct ck_info {
     uint64_t fp, step, epoch, seed, bie, ot;
     const char *model;
-    char sl[2][128];             /* optimizer slot names */
+    char sl[CDL_OPTIM_SLOTS][128];   /* optimizer slot names */
     int nsl;
 } ck_info;
 
@@ -1059,26 +1061,28 @@ static int ck_cdl_meta(ck *c, const cdl_model *m, const cdl_optim *opt, ck_info 
     if (strcmp(f->model, mname) != 0)
         return cdl_fail("%s: checkpoint of model '%.60s' (fingerprint %016" PRIx64 "), not of '%s' (fingerprint %016"
                         PRIx64 ")", what, f->model, f->fp, mname, m->fingerprint);
-    /* The file's optimizer slots: up to 2 comma-separated names. */
+    /* The file's optimizer slots: up to CDL_OPTIM_SLOTS comma-separated names. */
     for (const char *s = oslots; *s;) {
         const char *e = strchr(s, ',');
         size_t k = e ? (size_t)(e - s) : strlen(s);
-        if (f->nsl == 2 || k == 0 || k >= sizeof f->sl[0])
+        if (f->nsl == CDL_OPTIM_SLOTS || k == 0 || k >= sizeof f->sl[0])
             return cdl_fail("%s: metadata optimizer_slots '%.80s' malformed", what, oslots);
         memcpy(f->sl[f->nsl], s, k);
         f->sl[f->nsl++][k] = 0;
         s = e ? e + 1 : s + k;
         if (e && !*s) return cdl_fail("%s: metadata optimizer_slots '%.80s' malformed", what, oslots);
     }
-    if (f->nsl == 2 && strcmp(f->sl[0], f->sl[1]) == 0)
-        return cdl_fail("%s: metadata optimizer_slots names a slot twice", what);
+    for (int s = 0; s < f->nsl; s++)
+        for (int t = 0; t < s; t++)
+            if (strcmp(f->sl[s], f->sl[t]) == 0)
+                return cdl_fail("%s: metadata optimizer_slots names a slot twice", what);
     if (!opt) return 0;
     int same = strcmp(okind, optim_kind_name(opt->cfg.kind)) == 0 && f->nsl == opt->n_slots;
     for (int s = 0; same && s < f->nsl; s++) same = strcmp(f->sl[s], opt->slot_name[s]) == 0;
     if (same) return 0;
-    char want[300];
-    snprintf(want, sizeof want, "%s", opt->n_slots ? opt->slot_name[0] : "");
-    if (opt->n_slots == 2) snprintf(want + strlen(want), sizeof want - strlen(want), ",%s", opt->slot_name[1]);
+    char want[300] = "";
+    for (int s = 0; s < opt->n_slots; s++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s", s ? "," : "", opt->slot_name[s]);
     return cdl_fail("%s: checkpoint holds optimizer '%.20s' state (slots '%.80s'), but the optimizer is '%s' "
                     "(slots '%s'); load without an optimizer to take the parameters only",
                     what, okind, oslots, optim_kind_name(opt->cfg.kind), want);

@@ -93,6 +93,42 @@ static void *find_bytes(const void *hay, size_t n, const void *needle, size_t k)
 
 /* ---------------------------------------------------------------- round trips */
 
+/* RMSprop with momentum and centering keeps three slots (square_avg, momentum_buffer,
+ * grad_avg): all three are saved, named and restored; a file of the 2-slot form does
+ * not load into it. */
+static void test_roundtrip_rmsprop_three_slots(void **st) {
+    (void)st;
+    cdl_optim_cfg cfg;
+    assert_int_equal(cdl_optim_parse(&cfg, "rmsprop:momentum=0.9,centered=1"), 0);
+    cdl_net *a = mknet(&tiny, 1.0), *b = mknet(&tiny, -5.0);
+    cdl_optim oa, ob;
+    assert_int_equal(cdl_optim_init(&oa, &tiny, &cfg), 0);
+    assert_int_equal(cdl_optim_init(&ob, &tiny, &cfg), 0);
+    assert_int_equal(oa.n_slots, 3);
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < tiny.train_count; i++) ((float *)oa.slot[s])[i] = (float)(s + 0.5 * (double)i);
+    oa.t = 9;
+    const char *p = tpath("rms.ckpt");
+    assert_int_equal(cdl_ckpt_save(p, a, &oa, NULL), 0);
+    assert_int_equal(cdl_ckpt_load(p, b, &ob, NULL), 0);
+    for (int s = 0; s < 3; s++) assert_memory_equal(oa.slot[s], ob.slot[s], tiny.train_count * 4);
+    assert_int_equal(ob.t, 9);
+    size_t len;
+    unsigned char *f = slurp(p, &len);
+    assert_non_null(find_bytes(f, len, "rmsprop.square_avg,rmsprop.momentum_buffer,rmsprop.grad_avg", 59));
+    free(f);
+    cdl_optim oc;
+    assert_int_equal(cdl_optim_parse(&cfg, "rmsprop:centered=1"), 0);
+    assert_int_equal(cdl_optim_init(&oc, &tiny, &cfg), 0);
+    assert_int_equal(cdl_ckpt_load(p, b, &oc, NULL), -1);
+    expect_error("(slots 'rmsprop.square_avg,rmsprop.grad_avg')");
+    cdl_optim_free(&oa);
+    cdl_optim_free(&ob);
+    cdl_optim_free(&oc);
+    cdl_net_free(a);
+    cdl_net_free(b);
+}
+
 static void test_roundtrip_f32_adam(void **st) {
     (void)st;
     cdl_net *a = mknet(&tiny, 1.0);
@@ -996,6 +1032,7 @@ static void test_param_files(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_f32_adam),
+        cmocka_unit_test(test_roundtrip_rmsprop_three_slots),
         cmocka_unit_test(test_roundtrip_f64_noopt),
         cmocka_unit_test(test_plain_reader_layout),
         cmocka_unit_test(test_every_bit_flip_refused),
