@@ -1,7 +1,8 @@
 /* cdlc.h -- the compiler's one internal header.  One section per .c file.
  *
  * Pipeline (main.c): parse -> elab (builds the forward graphs, shape-checked as each
- * node is made) -> verify -> per emitted function: clone, autodiff, opt, plan -> emit.
+ * node is made) -> verify -> clone per function kind -> autodiff -> verify -> opt ->
+ * plan -> emit (C or tape).
  */
 #ifndef CDLC_H
 #define CDLC_H
@@ -591,9 +592,9 @@ int opt_grad_chain(const Graph *g, const int *uses, int q);
 /* ======================================================================== plan.c */
 /* Buffer plan for one function: where every node's value (and aux scratch) lives in
  * the activation arena, by liveness with first-fit reuse.  Views share their base's
- * storage; leaves (inputs, params) and nodes marked external (gradients written straight
- * into the gradient slab) take none.  Inside a loop body every node keeps one slot per
- * step (a stack), which the backward loop reads. */
+ * storage; leaves (inputs, params) take none, nor do gradients written straight into
+ * the gradient slab or net->in_grad (external).  Inside a loop body a value gets one
+ * slot, two alternating, or one per step (see plan.c). */
 typedef struct Plan {
     int64_t *off;          /* per node: byte offset in act, or -1 (view, leaf, external, dead) */
     int64_t *aux_off;      /* per node: aux scratch offset, or -1 */
@@ -603,12 +604,62 @@ typedef struct Plan {
                             * a carried value), or the step count (kept per step) */
     int64_t *aux_slots;
     struct Plan **sub;     /* LOOP nodes: the body's plan (absolute offsets) */
+    bool *external;        /* top level: computed straight into the gradient slab (a
+                            * parameter's gradient) or net->in_grad (an input's, or a
+                            * part of its accumulation chain) */
     int64_t bytes;         /* arena size needed */
 } Plan;
-Plan *plan_run(const Graph *g, int real_size, const bool *external);
+Plan *plan_run(const Graph *g, int real_size);
 /* Bytes of a node's value / aux at the compiled batch. */
 int64_t plan_value_bytes(const Node *n, int real_size);
 int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size);
+/* The input whose net->in_grad external node i is written to. */
+int plan_in_grad_slot(const Graph *g, int i);
+/* Bytes of the tape's arena (--target=tape) for one step of the largest of the ng
+ * record graphs g: an upper bound of what the runtime's tape allocates recording and
+ * differentiating it; nleaves = parameters + inputs (the tape's leaf caches). */
+int64_t plan_tape_bytes(Graph *const *g, int ng, int64_t nleaves, int real_size);
+
+/* ======================================================================== pipeline.c */
+/* The functions a model compiles to, and the passes that take each from the model's
+ * forward graph to a planned graph.  main.c calls the passes in order (with
+ * --dump-after between them); pipeline_build runs the same sequence for in-memory
+ * callers (tests, the fuzz target). */
+typedef enum FnKind {
+    FN_EVAL,        /* eval-mode forward: outputs and loss */
+    FN_TRAIN,       /* train mode: forward, backward, every parameter gradient */
+    FN_INPUT_GRAD,  /* eval mode: the loss's gradient with respect to the inputs */
+    FN_ENTRY,       /* an extra `entry` */
+    FN_RECORD,      /* --target=tape: the model's graph as recorded on the tape */
+} FnKind;
+
+typedef struct Fn {
+    FnKind kind;
+    const EntryFn *entry;   /* FN_ENTRY */
+    Graph *g;               /* its own copy, changed by the passes */
+    Plan *plan;             /* after pipeline_plan (static target) */
+} Fn;
+
+typedef struct Pipeline {
+    const Model *m;
+    int real_size;          /* 4 (f32) or 8 (f64) */
+    bool tape;              /* --target=tape: record graphs, differentiated at run time */
+    Fn *fn; int nfn;
+    int64_t act_bytes;      /* after pipeline_plan: the activation arena (tape: its arena) */
+} Pipeline;
+
+/* One graph per function kind, cloned from the model's graphs: static target: eval,
+ * train and input gradient (when the model has a loss), then each entry; tape: the
+ * record graph, then each entry. */
+Pipeline *pipeline_clone(const Model *m, int real_size, bool tape);
+void pipeline_autodiff(Pipeline *p);   /* ad_run on train / input-gradient functions */
+void pipeline_verify(Pipeline *p);     /* ir_verify on every function */
+void pipeline_opt(Pipeline *p);        /* opt_run (static target) */
+void pipeline_plan(Pipeline *p);       /* plan_run, act_bytes */
+Pipeline *pipeline_build(const Model *m, int real_size, bool tape);   /* all of the above */
+/* Print every function's graph, titled "<kind> graph after <pass>". */
+void pipeline_dump(FILE *f, const Pipeline *p, const char *pass);
+const char *pipeline_kind_name(FnKind k);
 
 /* ======================================================================== emit_common.c */
 /* What both emitters write alike (so a model's static and tape builds interchange). */
@@ -630,13 +681,13 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
                      bool with_main);
 
 /* ======================================================================== emit_c.c */
-/* Write MODEL.c to cf and MODEL.h (named header_name, as the .c includes it) to hf:
- * tables, init, eval forward, train forward+backward, input gradient, entries, the
- * cdl_model descriptor and the public wrappers; with_main adds main() -> cdl_main. */
-void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name);
+/* Write MODEL.c to cf and MODEL.h (named header_name, as the .c includes it) to hf from
+ * a planned pipeline: tables, init, one C function per Fn, the cdl_model descriptor and
+ * the public wrappers; with_main adds main() -> cdl_main. */
+void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
 /* emit_tape.c (--target=tape): the same model (tables, names, descriptor) with every function
  * recording its ops on the runtime tape and differentiating them with cdl_backward. */
-void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name);
+void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
 /* Helpers for op emitters (strings live in the compilation arena): */
 void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *e_ptr(Emit *e, int node);      /* C expression: pointer to node's first element */

@@ -25,7 +25,6 @@ struct Emit {
     const Graph *top;       /* the function's graph */
     const Plan *plan;
     const char **name;      /* top-level node -> C variable */
-    const bool *ext;        /* top-level node lives in the gradient slab */
     int64_t *slab_off;      /* param slab offsets (elements), per param */
     /* inside a loop body */
     const Graph *body;
@@ -343,15 +342,6 @@ static void emit_loop(Emit *e, int L) {
     (void)start;
 }
 
-/* The input whose net->in_grad external node i is written to (external_grads). */
-static int in_grad_slot(const Graph *g, int i) {
-    int *uses = ir_uses(g);
-    for (int k = 0; k < g->nigrad; k++)
-        for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q))
-            if (q == i) return k;
-    die("node %d is in no input gradient's chain", i);
-}
-
 /* Declare top-level node i's pointer and emit its computation. */
 static void emit_node(Emit *e, int i) {
     const Graph *g = e->top;
@@ -399,11 +389,11 @@ static void emit_node(Emit *e, int i) {
         else e_line(e, "%s *%s = %s;  %s", t, nm, e->name[n->in[0]], what);
         return;
     }
-    if (e->ext && e->ext[i]) {
+    if (e->plan->external[i]) {
         int p = -1;
         for (int k = 0; k < g->npgrad; k++)
             if (g->pgrad[k] == i) p = k;
-        int q = p < 0 ? in_grad_slot(g, i) : -1;
+        int q = p < 0 ? plan_in_grad_slot(g, i) : -1;
         if (p >= 0)
             e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
                    shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->params[p].name);
@@ -418,54 +408,24 @@ static void emit_node(Emit *e, int i) {
 
 /* ------------------------------------------------------------------ functions */
 
-typedef enum { FN_EVAL, FN_TRAIN, FN_INPUT_GRAD, FN_ENTRY } FnKind;
-
-typedef struct Fn {
-    FnKind kind;
-    const char *cname;
-    Graph *g;
-    Plan *plan;
-    bool *ext;
-    const EntryFn *entry;
-} Fn;
-
-/* Gradients that can be computed straight into the gradient slab, or (an input's)
- * into net->in_grad: no arena buffer and no copy. */
-static bool *external_grads(const Graph *g) {
-    bool *ext = NEWN(bool, g->len + 1);
-    int *cnt = NEWN(int, g->len + 1);
-    for (int k = 0; k < g->npgrad; k++)
-        if (g->pgrad[k] >= 0) cnt[g->pgrad[k]]++;
-    for (int k = 0; k < g->nigrad; k++)
-        if (g->igrad[k] >= 0) cnt[g->igrad[k]] += 2;
-    for (int k = 0; k < g->npgrad; k++) {
-        int q = g->pgrad[k];
-        if (q < 0 || cnt[q] != 1) continue;
-        const Node *n = &g->n[q];
-        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
-        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) continue;
-        ext[q] = true;
+/* The C name of function fn: NAME_fwd_eval, NAME_fwd_bwd, NAME_fwd_bwd_input,
+ * NAME_entry_E (the descriptor, emit_common.c, refers to them by these names). */
+static const char *fn_cname(const Model *m, const Fn *fn) {
+    switch (fn->kind) {
+    case FN_EVAL: return cc_str("%s_fwd_eval", m->name);
+    case FN_TRAIN: return cc_str("%s_fwd_bwd", m->name);
+    case FN_INPUT_GRAD: return cc_str("%s_fwd_bwd_input", m->name);
+    case FN_ENTRY: return cc_str("%s_entry_%s", m->name, fn->entry->name);
+    default: unreachable();
     }
-    int *uses = ir_uses(g);
-    for (int k = 0; k < g->nigrad; k++) {
-        int q = g->igrad[k];
-        if (q < 0 || cnt[q] != 2) continue;
-        const Node *n = &g->n[q];
-        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
-        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD | NF_INPLACE)) continue;
-        /* a sum of contributions accumulates in net->in_grad (opt_grad_chain) */
-        for (; q >= 0; q = opt_grad_chain(g, uses, q)) ext[q] = true;
-    }
-    return ext;
 }
 
-
-static void emit_function(Emit *e, Fn *fn) {
+static void emit_function(Emit *e, const Fn *fn) {
     const Model *m = e->m;
     Graph *g = fn->g;
     e->top = g;
     e->plan = fn->plan;
-    e->ext = fn->ext;
+    const char *cname = fn_cname(m, fn);
     e->train = fn->kind == FN_TRAIN;
     e->entry = fn->kind == FN_ENTRY;
     e->loop = -1;
@@ -481,9 +441,9 @@ static void emit_function(Emit *e, Fn *fn) {
     };
     fprintf(e->f, "\n/* %s\n * Activation arena: %lld bytes. */\n", doc[fn->kind], (long long)fn->plan->bytes);
     if (fn->kind == FN_ENTRY)
-        fprintf(e->f, "static void %s(cdl_net *net, int nb, const void *const *in, void *const *out)\n{\n", fn->cname);
-    else if (fn->kind == FN_EVAL) fprintf(e->f, "static void %s(cdl_net *net, int nb)\n{\n", fn->cname);
-    else fprintf(e->f, "static double %s(cdl_net *net, int nb)\n{\n", fn->cname);
+        fprintf(e->f, "static void %s(cdl_net *net, int nb, const void *const *in, void *const *out)\n{\n", cname);
+    else if (fn->kind == FN_EVAL) fprintf(e->f, "static void %s(cdl_net *net, int nb)\n{\n", cname);
+    else fprintf(e->f, "static double %s(cdl_net *net, int nb)\n{\n", cname);
     e->indent = 1;
     e_line(e, "char *A = net->act;");
     e_line(e, "%s *P = net->param;", e_real(e));
@@ -503,7 +463,7 @@ static void emit_function(Emit *e, Fn *fn) {
             int64_t numel = shape_numel(&m->params[p].shape);
             if (q < 0) e_line(e, "memset(G + %lld, 0, %lld * sizeof(%s));  /* %s: the loss does not depend on it */",
                               (long long)e->slab_off[p], (long long)numel, e_real(e), m->params[p].name);
-            else if (!fn->ext[q]) e_line(e, "memcpy(G + %lld, %s, %lld * sizeof(%s));  /* gradient of %s */",
+            else if (!fn->plan->external[q]) e_line(e, "memcpy(G + %lld, %s, %lld * sizeof(%s));  /* gradient of %s */",
                                           (long long)e->slab_off[p], e->name[q], (long long)numel, e_real(e), m->params[p].name);
         }
     }
@@ -514,7 +474,7 @@ static void emit_function(Emit *e, Fn *fn) {
             int q = g->igrad[k];
             e->body = NULL;
             if (q < 0) e_line(e, "memset(net->in_grad[%d], 0, (size_t)(%s) * sizeof(%s));", k, e_numel(e, m->inputs[k]), e_real(e));
-            else if (!fn->ext || !fn->ext[q])
+            else if (!fn->plan->external[q])
                 e_line(e, "memcpy(net->in_grad[%d], %s, (size_t)(%s) * sizeof(%s));  /* d loss / d %s */", k, e->name[q],
                         e_numel(e, m->inputs[k]), e_real(e), in->name);
         }
@@ -533,54 +493,21 @@ static void emit_function(Emit *e, Fn *fn) {
 
 /* ------------------------------------------------------------------ driver */
 
-typedef struct EmitOpts { int real_size; bool with_main; const char *header_name; } EmitOpts;
-
-static Fn make_fn(const Model *m, FnKind kind, const char *cname, const Graph *src, const EntryFn *entry, int real_size) {
-    Fn fn = {.kind = kind, .cname = cname, .entry = entry};
-    fn.g = ir_clone(src);
-    if (kind == FN_TRAIN) ad_run(m, fn.g, true, false);
-    if (kind == FN_INPUT_GRAD) ad_run(m, fn.g, false, true);
-    if (kind == FN_ENTRY) {
-        for (int k = 0; k < entry->nouts; k++) fn.g->n[entry->outs[k]].flags |= NF_OUTPUT;
-    }
-    ir_verify(fn.g);
-    opt_run(fn.g);
-    fn.ext = kind == FN_TRAIN || kind == FN_INPUT_GRAD ? external_grads(fn.g) : NULL;
-    fn.plan = plan_run(fn.g, real_size, fn.ext);
-    return fn;
-}
-
 /* Write MODEL.c to cf and MODEL.h to hf. */
-void emit_c(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name) {
-    Emit E = {.f = cf, .m = m, .real_size = real_size, .loop = -1};
+void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    const Model *m = p->m;
+    Emit E = {.f = cf, .m = m, .real_size = p->real_size, .loop = -1};
     Emit *e = &E;
-    const char *mn = m->name;
-
-    /* functions first: planning decides the arena size */
-    int nfn = 0;
-    Fn *fns = NEWN(Fn, 3 + m->nentries);
-    fns[nfn++] = make_fn(m, FN_EVAL, cc_str("%s_fwd_eval", mn), m->g, NULL, real_size);
-    if (m->loss >= 0) {
-        fns[nfn++] = make_fn(m, FN_TRAIN, cc_str("%s_fwd_bwd", mn), m->g, NULL, real_size);
-        fns[nfn++] = make_fn(m, FN_INPUT_GRAD, cc_str("%s_fwd_bwd_input", mn), m->g, NULL, real_size);
-    }
-    for (int k = 0; k < m->nentries; k++)
-        fns[nfn++] = make_fn(m, FN_ENTRY, cc_str("%s_entry_%s", mn, m->entries[k].name), m->entries[k].g, &m->entries[k], real_size);
-    int64_t act = 64;
-    for (int k = 0; k < nfn; k++)
-        if (fns[k].plan->bytes > act) act = fns[k].plan->bytes;
-
     EmitLayout L = emit_layout(m);
     e->slab_off = L.slab;
 
     emit_header(hf, m, header_name, false);
     emit_prologue(cf, m, header_name,
-                  arena_printf(cc_arena,
-                               " * Forward and backward passes for this exact model: every shape is a constant but the\n"
-                               " * batch nb (at most %lld); parameters, gradients and activations live in flat slabs\n"
-                               " * carved once by cdl_net_new, so a training step allocates nothing.",
-                               (long long)m->batch));
-    emit_tables(cf, m, real_size, &L);
-    for (int k = 0; k < nfn; k++) emit_function(e, &fns[k]);
-    emit_descriptor(cf, m, real_size, &L, act, "", with_main);
+                  cc_str(" * Forward and backward passes for this exact model: every shape is a constant but the\n"
+                         " * batch nb (at most %lld); parameters, gradients and activations live in flat slabs\n"
+                         " * carved once by cdl_net_new, so a training step allocates nothing.",
+                         (long long)m->batch));
+    emit_tables(cf, m, p->real_size, &L);
+    for (int k = 0; k < p->nfn; k++) emit_function(e, &p->fn[k]);
+    emit_descriptor(cf, m, p->real_size, &L, p->act_bytes, "", with_main);
 }

@@ -300,61 +300,6 @@ static void emit_node(TE *e, int i, bool read) {
     else line(e, "cdl_t *%s = %s;  %s", e->name[i], call_of(e, i), what);
 }
 
-/* ------------------------------------------------------------------ arena size */
-
-/* Conv scratch at the compiled batch: the formula of compiler/ops_conv.c conv_group
- * and conv_scratch (cdl_conv2d_pick_group / cdl_conv2d_scratch at run time). */
-static int64_t conv_scratch_bound(const Graph *g, const Node *n) {
-    const Shape *x = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape, *y = &n->shape;
-    int64_t N = x->d[0], c = x->d[1], k = w->d[0], r = w->d[2], s = w->d[3], P = y->d[2] * y->d[3], crs = c * r * s;
-    int64_t G = 1;
-    if (P > 0 && N > 1) {
-        G = (1024 + P - 1) / P;
-        if (G > N) G = N;
-        int64_t fit = ((int64_t)1 << 20) / (crs * P > 0 ? crs * P : 1);
-        if (G > fit) G = fit;
-        if (G < 1) G = 1;
-    }
-    return crs * G * P + (G > 1 ? k * G * P : 0);
-}
-
-static int64_t al64(int64_t n) { return (n + 63) & ~(int64_t)63; }
-
-/* Bytes one step needs for graph g (bodies times their trip count), an upper bound of
- * what the tape allocates: per node a record (and its input array), its value, its
- * gradient and its saved scratch; plus the largest short-lived scratch of any single
- * op, which the tape frees after each op: a backward rule's temporaries are at most
- * three of its output and two of each input (an input's gradient computed aside when
- * one has already arrived, or reduced from a broadcast), plus the op's own packed
- * buffers and im2col matrix.  *tmp collects that maximum. */
-static int64_t graph_bytes(const Graph *g, int real_size, int64_t *tmp) {
-    int64_t total = 0;
-    for (int i = 0; i < g->len; i++) {
-        const Node *n = &g->n[i];
-        if (n->op == OP_LOOP) {
-            total += n->ia[1] * (graph_bytes(n->sub, real_size, tmp) + 64 * n->sub->nres);
-            continue;
-        }
-        int64_t numel = shape_numel(&n->shape), es = n->dtype == DT_I32 ? 4 : real_size, ins = 0;
-        for (int k = 0; k < n->nin; k++) ins += shape_numel(&g->n[n->in[k]].shape);
-        int64_t aux = 0, t = (3 * numel + 2 * ins) * real_size + 16 * n->nin + 1024;
-        switch (n->op) {
-        case OP_CROSS_ENTROPY: aux = shape_numel(&g->n[n->in[0]].shape); break;
-        case OP_LSTM_ACT: aux = 5 * shape_numel(&g->n[n->in[1]].shape); t += aux * real_size; break;
-        case OP_GRU_ACT: aux = 3 * shape_numel(&n->shape); t += 7 * numel * real_size; break;
-        case OP_BATCHNORM: aux = 3 * n->shape.d[1] + numel; t += (2 * n->shape.d[1] + numel) * real_size; break;
-        case OP_CONV2D: t += conv_scratch_bound(g, n) * real_size; break;
-        case OP_LOOP_OUT: t += 16 * (n->shape.rank > 1 ? n->shape.d[1] : n->shape.d[0]); break;
-        default: break;
-        }
-        if (t > *tmp) *tmp = t;
-        int64_t stack = n->op == OP_LOOP_OUT && n->ia[0] >= g->n[n->in[0]].sub->ncarry ? 8 * g->n[n->in[0]].ia[1] : 0;
-        total += CDL_TAPE_RECORD_BYTES + 4 * 64 + al64(8 * n->nin + stack) + al64(numel * es) + al64(numel * real_size) +
-                 al64(aux * real_size);
-    }
-    return total;
-}
-
 /* ------------------------------------------------------------------ functions */
 
 /* The record function of graph g: every live node in order; writes out[] and returns the
@@ -391,39 +336,33 @@ static void emit_record(TE *e, const char *cname, const Graph *g, const int *out
 /* ------------------------------------------------------------------ driver */
 
 /* Write MODEL_tape.c to cf and its header (header_name) to hf. */
-void emit_tape(const Model *m, FILE *cf, FILE *hf, int real_size, bool with_main, const char *header_name) {
+void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    const Model *m = p->m;
+    int real_size = p->real_size;
     TE E = {.f = cf, .m = m, .real_size = real_size, .batch = m->batch > 0 ? m->batch : 1, .loop = -1};
     TE *e = &E;
     const char *mn = m->name;
+    int64_t act = p->act_bytes;
 
     EmitLayout L = emit_layout(m);
-
-    /* arena: the biggest function's step, plus the tape header and caches */
-    int64_t tmp = 0, act = graph_bytes(m->g, real_size, &tmp);
-    for (int k = 0; k < m->nentries; k++) {
-        int64_t t2 = 0, a2 = graph_bytes(m->entries[k].g, real_size, &t2);
-        if (a2 > act) act = a2;
-        if (t2 > tmp) tmp = t2;
-    }
-    act = al64(act + tmp + 8 * (int64_t)(m->nparams + m->ninputs) + 4096 + 65536);
-
     emit_header(hf, m, header_name, true);
     emit_prologue(cf, m, header_name,
-                  arena_printf(cc_arena,
-                               " * --target=tape: the model run the eager way: each function records its ops on the\n"
-                               " * runtime's tape (one cdl_t_<op> call per node, computed at once) and cdl_backward\n"
-                               " * differentiates the record.  Same tables, names and random numbers as the static\n"
-                               " * build; the batch nb is at most %lld.  The tape lives in net->act (%lld bytes: one\n"
-                               " * step's values, gradients and records).",
-                               (long long)m->batch, (long long)act));
+                  cc_str(" * --target=tape: the model run the eager way: each function records its ops on the\n"
+                         " * runtime's tape (one cdl_t_<op> call per node, computed at once) and cdl_backward\n"
+                         " * differentiates the record.  Same tables, names and random numbers as the static\n"
+                         " * build; the batch nb is at most %lld.  The tape lives in net->act (%lld bytes: one\n"
+                         " * step's values, gradients and records).",
+                         (long long)m->batch, (long long)act));
     emit_tables(cf, m, real_size, &L);
 
     /* record functions */
-    e->entry = false;
-    emit_record(e, cc_str("%s_record", mn), m->g, m->outputs, m->noutputs, m->loss);
-    for (int k = 0; k < m->nentries; k++) {
-        e->entry = true;
-        emit_record(e, cc_str("%s_record_%s", mn, m->entries[k].name), m->entries[k].g, m->entries[k].outs, m->entries[k].nouts, -1);
+    for (int k = 0; k < p->nfn; k++) {
+        const Fn *fn = &p->fn[k];
+        e->entry = fn->kind == FN_ENTRY;
+        if (e->entry)
+            emit_record(e, cc_str("%s_record_%s", mn, fn->entry->name), fn->g, fn->entry->outs, fn->entry->nouts, -1);
+        else
+            emit_record(e, cc_str("%s_record", mn), fn->g, m->outputs, m->noutputs, m->loss);
     }
     e->entry = false;
 

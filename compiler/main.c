@@ -1,10 +1,17 @@
-/* main.c -- cdlc, the cdl compiler driver.  The pipeline is a straight list of passes:
+/* main.c -- cdlc, the cdl compiler driver.  main() is the pipeline, a straight list
+ * of passes (pipeline.c runs each over every function the model compiles to):
  *
- *   elab_file  parse + elaborate: forward graphs, shapes checked as nodes are made
- *   ir_verify  structural invariants
- *   emit_c     per function: clone, ad_run (autodiff), opt_run (dead code, then
- *              opt_inplace: elementwise ops over dying inputs), plan_run, write C
- *   emit_tape  (--target=tape) the same model as eager calls to the runtime's tape
+ *   elab_file          parse, elaborate, infer shapes: the model's forward graphs
+ *   ir_verify          structural invariants
+ *   pipeline_clone     one graph per function kind: eval, train, input gradient,
+ *                      each entry (--target=tape: the record graph and the entries)
+ *   pipeline_autodiff  gradient nodes for the train and input-gradient functions
+ *   pipeline_verify    invariants again, gradients included
+ *   pipeline_opt       CSE, GEMM accumulation, dead code, in-place marking
+ *   pipeline_plan      buffers in the activation arena (tape: the arena's bound)
+ *   emit_c / emit_tape write the C (--exe: and compile it)
+ *
+ * --dump-after=PASS prints the graphs between two of these calls and stops.
  */
 #include "cdlc.h"
 #include "cdl.h"
@@ -20,7 +27,7 @@ static const char usage[] =
     "usage: cdlc [options] model.cdl      (\"-\" reads standard input)\n"
     "  --check              parse, elaborate and shape-check only\n"
     "  --emit=c|ir|dot      what to write (default c); ir: one node a line; dot: Graphviz\n"
-    "  --dump-after=PASS    print the IR after elab, autodiff or opt (train graph)\n"
+    "  --dump-after=PASS    print the IR after elab, autodiff or opt (every function's graph)\n"
     "  -o FILE              output file; for C, FILE.c and FILE.h (header beside it)\n"
     "  -D NAME=VALUE        override a model constant (model mlp(B = 64, H = 256))\n"
     "  --precision=f32|f64  real type of the generated code (f64 for gradient checks)\n"
@@ -110,15 +117,13 @@ static char *header_path(const char *c) {
     return arena_printf(cc_arena, "%.*s.h", (int)n, c);
 }
 
-static void dump_after(const Model *m, const char *pass) {
-    if (!strcmp(pass, "elab")) {
-        ir_dump(stdout, m->g, "after elab");
-        return;
-    }
-    Graph *g = ir_clone(m->g);
-    ad_run(m, g, true, false);
-    if (!strcmp(pass, "opt")) opt_run(g);
-    ir_dump(stdout, g, !strcmp(pass, "opt") ? "train graph after opt" : "train graph after autodiff");
+/* --dump-after=PASS: when pass is the one asked for, print the graphs as they are now
+ * (the model's after elab, else every function's) and tell main to stop. */
+static bool dump_after(const Opts *o, const char *pass, const Model *m, const Pipeline *p) {
+    if (!o->dump_after || strcmp(o->dump_after, pass)) return false;
+    if (p) pipeline_dump(stdout, p, pass);
+    else ir_dump(stdout, m->g, cc_str("after %s", pass));
+    return true;
 }
 
 /* The runtime's include directory and library: in-tree (cdlc in build/, the runtime
@@ -144,8 +149,13 @@ static void runtime_paths(const char **inc, const char **lib) {
     *lib = "/usr/local/lib/libcdlrt.a";
 }
 
+static void emit(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    (p->tape ? emit_tape : emit_c)(p, cf, hf, with_main, header_name);
+}
+
 /* --exe: write the C into a temporary directory, compile and link with the system cc. */
-static int build_exe(const Model *m, const Opts *o) {
+static int build_exe(const Pipeline *p, const Opts *o) {
+    const Model *m = p->m;
     char dir[] = "/tmp/cdlc-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "cdlc: cannot make a temporary directory: %s\n", strerror(errno));
@@ -153,7 +163,7 @@ static int build_exe(const Model *m, const Opts *o) {
     }
     char *c = arena_printf(cc_arena, "%s/%s.c", dir, m->name), *h = header_path(c);
     FILE *cf = open_out(c), *hf = open_out(h);
-    (!strcmp(o->target, "tape") ? emit_tape : emit_c)(m, cf, hf, o->real_size, true, strrchr(h, '/') + 1);
+    emit(p, cf, hf, true, strrchr(h, '/') + 1);
     close_out(cf, c);
     close_out(hf, h);
     const char *inc, *lib;
@@ -176,6 +186,35 @@ static int build_exe(const Model *m, const Opts *o) {
     return 0;
 }
 
+/* --emit=ir|dot: the model's graphs after elaboration. */
+static int emit_ir(const Model *m, const Opts *o) {
+    FILE *out = o->out ? open_out(o->out) : stdout;
+    bool dot = !strcmp(o->emit, "dot");
+    if (dot) ir_dump_dot(out, m->g, m->name);
+    else ir_dump(out, m->g, cc_str("model %s (%s)", m->name, m->file));
+    for (int k = 0; !dot && k < m->nentries; k++) ir_dump(out, m->entries[k].g, cc_str("entry %s", m->entries[k].name));
+    if (o->out) close_out(out, o->out);
+    return 0;
+}
+
+/* Write the generated C: to -o FILE (and its header beside it), else to stdout. */
+static int write_c(const Pipeline *p, const Opts *o) {
+    if (!o->out) {
+        FILE *null = fopen("/dev/null", "w");
+        if (!null) die("cannot open /dev/null");
+        emit(p, stdout, null, o->with_main, cc_str("%s.h", p->m->name));
+        fclose(null);
+        return 0;
+    }
+    char *h = header_path(o->out);
+    FILE *cf = open_out(o->out), *hf = open_out(h);
+    const char *hb = strrchr(h, '/');
+    emit(p, cf, hf, o->with_main, hb ? hb + 1 : h);
+    close_out(cf, o->out);
+    close_out(hf, h);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     cc_arena = arena_new();
     Opts o;
@@ -188,36 +227,18 @@ int main(int argc, char **argv) {
     ir_verify(m->g);
     for (int k = 0; k < m->nentries; k++) ir_verify(m->entries[k].g);
     if (o.check) return 0;
+    if (dump_after(&o, "elab", m, NULL)) return 0;
+    if (strcmp(o.emit, "c")) return emit_ir(m, &o);
 
-    if (o.dump_after) {
-        dump_after(m, o.dump_after);
-        return 0;
-    }
-    FILE *out = stdout;
-    if (!strcmp(o.emit, "ir") || !strcmp(o.emit, "dot")) {
-        if (o.out) out = open_out(o.out);
-        bool dot = !strcmp(o.emit, "dot");
-        if (dot) ir_dump_dot(out, m->g, m->name);
-        else ir_dump(out, m->g, arena_printf(cc_arena, "model %s (%s)", m->name, m->file));
-        for (int k = 0; !dot && k < m->nentries; k++)
-            ir_dump(out, m->entries[k].g, arena_printf(cc_arena, "entry %s", m->entries[k].name));
-        if (o.out) close_out(out, o.out);
-        return 0;
-    }
-    if (o.exe) return build_exe(m, &o);
-    if (!o.out) {
-        FILE *null = fopen("/dev/null", "w");
-        (!strcmp(o.target, "tape") ? emit_tape : emit_c)(m, stdout, null, o.real_size, o.with_main,
-                                                         arena_printf(cc_arena, "%s.h", m->name));
-        fclose(null);
-        return 0;
-    }
-    char *h = header_path(o.out);
-    FILE *cf = open_out(o.out), *hf = open_out(h);
-    const char *hb = strrchr(h, '/');
-    (!strcmp(o.target, "tape") ? emit_tape : emit_c)(m, cf, hf, o.real_size, o.with_main, hb ? hb + 1 : h);
-    close_out(cf, o.out);
-    close_out(hf, h);
+    Pipeline *p = pipeline_clone(m, o.real_size, !strcmp(o.target, "tape"));
+    pipeline_autodiff(p);
+    if (dump_after(&o, "autodiff", m, p)) return 0;
+    pipeline_verify(p);
+    pipeline_opt(p);
+    if (dump_after(&o, "opt", m, p)) return 0;
+    pipeline_plan(p);
+
+    rc = o.exe ? build_exe(p, &o) : write_c(p, &o);
     arena_free(cc_arena);
-    return 0;
+    return rc;
 }

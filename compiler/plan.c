@@ -2,6 +2,7 @@
  * liveness with first-fit reuse.  A training step then performs no allocation: every
  * buffer is an offset into net->act, fixed at compile time. */
 #include "cdlc.h"
+#include "cdl.h"
 
 #include <stdlib.h>
 
@@ -250,9 +251,50 @@ static int cmp_size_desc(const void *a, const void *b) {
     return x->start - y->start;
 }
 
-Plan *plan_run(const Graph *g, int real_size, const bool *external) {
+/* Gradients that can be computed straight into the gradient slab, or (an input's)
+ * into net->in_grad: no arena buffer and no copy.  A parameter's gradient qualifies
+ * when it is an ordinary computed node that is no other result; an input's, with the
+ * accumulation chain opt_grad_chain finds under it (a sum of contributions accumulates
+ * in net->in_grad), when it is not also computed in place. */
+static bool *plan_external(const Graph *g) {
+    bool *ext = NEWN(bool, g->len + 1);
+    int *cnt = NEWN(int, g->len + 1);
+    for (int k = 0; k < g->npgrad; k++)
+        if (g->pgrad[k] >= 0) cnt[g->pgrad[k]]++;
+    for (int k = 0; k < g->nigrad; k++)
+        if (g->igrad[k] >= 0) cnt[g->igrad[k]] += 2;
+    for (int k = 0; k < g->npgrad; k++) {
+        int q = g->pgrad[k];
+        if (q < 0 || cnt[q] != 1) continue;
+        const Node *n = &g->n[q];
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
+        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) continue;
+        ext[q] = true;
+    }
+    int *uses = ir_uses(g);
+    for (int k = 0; k < g->nigrad; k++) {
+        int q = g->igrad[k];
+        if (q < 0 || cnt[q] != 2) continue;
+        const Node *n = &g->n[q];
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
+        if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD | NF_INPLACE)) continue;
+        for (; q >= 0; q = opt_grad_chain(g, uses, q)) ext[q] = true;
+    }
+    return ext;
+}
+
+int plan_in_grad_slot(const Graph *g, int i) {
+    int *uses = ir_uses(g);
+    for (int k = 0; k < g->nigrad; k++)
+        for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q))
+            if (q == i) return k;
+    die("node %d is in no input gradient's chain", i);
+}
+
+Plan *plan_run(const Graph *g, int real_size) {
     int n = g->len;
     Plan *p = plan_new(n);
+    const bool *external = p->external = plan_external(g);
     int *last = NEWN(int, n + 1);
     for (int i = 0; i < n; i++) last[i] = i;
     for (int i = 0; i < n; i++) {
@@ -340,4 +382,68 @@ Plan *plan_run(const Graph *g, int real_size, const bool *external) {
     }
     p->bytes = top;
     return p;
+}
+
+/* ------------------------------------------------------------------ the tape's arena */
+
+/* Conv scratch at the compiled batch: the formula of compiler/ops_conv.c conv_group
+ * and conv_scratch (cdl_conv2d_pick_group / cdl_conv2d_scratch at run time). */
+static int64_t conv_scratch_bound(const Graph *g, const Node *n) {
+    const Shape *x = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape, *y = &n->shape;
+    int64_t N = x->d[0], c = x->d[1], k = w->d[0], r = w->d[2], s = w->d[3], P = y->d[2] * y->d[3], crs = c * r * s;
+    int64_t G = 1;
+    if (P > 0 && N > 1) {
+        G = (1024 + P - 1) / P;
+        if (G > N) G = N;
+        int64_t fit = ((int64_t)1 << 20) / (crs * P > 0 ? crs * P : 1);
+        if (G > fit) G = fit;
+        if (G < 1) G = 1;
+    }
+    return crs * G * P + (G > 1 ? k * G * P : 0);
+}
+
+/* Bytes one step needs for graph g (bodies times their trip count), an upper bound of
+ * what the tape allocates: per node a record (and its input array), its value, its
+ * gradient and its saved scratch; plus the largest short-lived scratch of any single
+ * op, which the tape frees after each op: a backward rule's temporaries are at most
+ * three of its output and two of each input (an input's gradient computed aside when
+ * one has already arrived, or reduced from a broadcast), plus the op's own packed
+ * buffers and im2col matrix.  *tmp collects that maximum. */
+static int64_t graph_bytes(const Graph *g, int real_size, int64_t *tmp) {
+    int64_t total = 0;
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->op == OP_LOOP) {
+            total += n->ia[1] * (graph_bytes(n->sub, real_size, tmp) + 64 * n->sub->nres);
+            continue;
+        }
+        int64_t numel = shape_numel(&n->shape), es = n->dtype == DT_I32 ? 4 : real_size, ins = 0;
+        for (int k = 0; k < n->nin; k++) ins += shape_numel(&g->n[n->in[k]].shape);
+        int64_t aux = 0, t = (3 * numel + 2 * ins) * real_size + 16 * n->nin + 1024;
+        switch (n->op) {
+        case OP_CROSS_ENTROPY: aux = shape_numel(&g->n[n->in[0]].shape); break;
+        case OP_LSTM_ACT: aux = 5 * shape_numel(&g->n[n->in[1]].shape); t += aux * real_size; break;
+        case OP_GRU_ACT: aux = 3 * shape_numel(&n->shape); t += 7 * numel * real_size; break;
+        case OP_BATCHNORM: aux = 3 * n->shape.d[1] + numel; t += (2 * n->shape.d[1] + numel) * real_size; break;
+        case OP_CONV2D: t += conv_scratch_bound(g, n) * real_size; break;
+        case OP_LOOP_OUT: t += 16 * (n->shape.rank > 1 ? n->shape.d[1] : n->shape.d[0]); break;
+        default: break;
+        }
+        if (t > *tmp) *tmp = t;
+        int64_t stack = n->op == OP_LOOP_OUT && n->ia[0] >= g->n[n->in[0]].sub->ncarry ? 8 * g->n[n->in[0]].ia[1] : 0;
+        total += CDL_TAPE_RECORD_BYTES + 4 * 64 + align_up(8 * n->nin + stack) + align_up(numel * es) + align_up(numel * real_size) +
+                 align_up(aux * real_size);
+    }
+    return total;
+}
+
+int64_t plan_tape_bytes(Graph *const *g, int ng, int64_t nleaves, int real_size) {
+    int64_t act = 0, tmp = 0;
+    for (int k = 0; k < ng; k++) {
+        int64_t t = 0, a = graph_bytes(g[k], real_size, &t);
+        if (a > act) act = a;
+        if (t > tmp) tmp = t;
+    }
+    /* plus the tape's header, its per-parameter and per-input leaf caches, slack */
+    return align_up(act + tmp + 8 * nleaves + 4096 + 65536);
 }

@@ -316,7 +316,7 @@ static const char *emit_text(const char *src) {
     char *cbuf = NULL, *hbuf = NULL;
     size_t clen = 0, hlen = 0;
     FILE *cf = open_memstream(&cbuf, &clen), *hf = open_memstream(&hbuf, &hlen);
-    emit_c(m, cf, hf, 4, false, "t.h");
+    emit_c(pipeline_build(m, 4, false), cf, hf, false, "t.h");
     fclose(cf);
     fclose(hf);
     const char *c = arena_strdup(cc_arena, cbuf);

@@ -1,0 +1,95 @@
+/* pipeline.c -- the functions a model compiles to, and the passes between the
+ * elaborated model and the emitters.
+ *
+ * A model becomes several C functions, each from its own copy of a graph: the eval
+ * forward, the train step (forward and backward), the input gradient and one per extra
+ * entry (static target), or the record graphs the tape runs (--target=tape).  Each pass
+ * below runs over every function; main.c calls them in order and can dump the graphs
+ * between any two (--dump-after), pipeline_build calls the same sequence for callers
+ * that compile in memory.  Emitters read the result and change nothing.
+ */
+#include "cdlc.h"
+
+#include <string.h>
+
+static void add_fn(Pipeline *p, FnKind kind, const Graph *src, const EntryFn *entry) {
+    Fn *fn = &p->fn[p->nfn++];
+    *fn = (Fn){.kind = kind, .entry = entry, .g = ir_clone(src)};
+    if (kind == FN_ENTRY)
+        for (int k = 0; k < entry->nouts; k++) fn->g->n[entry->outs[k]].flags |= NF_OUTPUT;
+}
+
+Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
+    Pipeline *p = NEW(Pipeline);
+    *p = (Pipeline){.m = m, .real_size = real_size, .tape = tape, .fn = NEWN(Fn, 3 + m->nentries)};
+    if (tape) {
+        add_fn(p, FN_RECORD, m->g, NULL);
+    } else {
+        add_fn(p, FN_EVAL, m->g, NULL);
+        if (m->loss >= 0) {
+            add_fn(p, FN_TRAIN, m->g, NULL);
+            add_fn(p, FN_INPUT_GRAD, m->g, NULL);
+        }
+    }
+    for (int k = 0; k < m->nentries; k++) add_fn(p, FN_ENTRY, m->entries[k].g, &m->entries[k]);
+    return p;
+}
+
+/* The tape differentiates at run time: its record graphs get no gradient nodes. */
+void pipeline_autodiff(Pipeline *p) {
+    for (int k = 0; k < p->nfn; k++) {
+        Fn *fn = &p->fn[k];
+        if (fn->kind == FN_TRAIN) ad_run(p->m, fn->g, true, false);
+        if (fn->kind == FN_INPUT_GRAD) ad_run(p->m, fn->g, false, true);
+    }
+}
+
+void pipeline_verify(Pipeline *p) {
+    for (int k = 0; k < p->nfn; k++) ir_verify(p->fn[k].g);
+}
+
+/* The tape runs the graph as written, op by op: no rewriting. */
+void pipeline_opt(Pipeline *p) {
+    if (p->tape) return;
+    for (int k = 0; k < p->nfn; k++) opt_run(p->fn[k].g);
+}
+
+/* Static: every function's buffers; the arena is the largest function's (they never
+ * run at once).  Tape: the arena bound of the largest record graph. */
+void pipeline_plan(Pipeline *p) {
+    if (p->tape) {
+        Graph **g = NEWN(Graph *, p->nfn + 1);
+        for (int k = 0; k < p->nfn; k++) g[k] = p->fn[k].g;
+        p->act_bytes = plan_tape_bytes(g, p->nfn, (int64_t)p->m->nparams + p->m->ninputs, p->real_size);
+        return;
+    }
+    p->act_bytes = 64;
+    for (int k = 0; k < p->nfn; k++) {
+        Fn *fn = &p->fn[k];
+        fn->plan = plan_run(fn->g, p->real_size);
+        if (fn->plan->bytes > p->act_bytes) p->act_bytes = fn->plan->bytes;
+    }
+}
+
+Pipeline *pipeline_build(const Model *m, int real_size, bool tape) {
+    Pipeline *p = pipeline_clone(m, real_size, tape);
+    pipeline_autodiff(p);
+    pipeline_verify(p);
+    pipeline_opt(p);
+    pipeline_plan(p);
+    return p;
+}
+
+const char *pipeline_kind_name(FnKind k) {
+    static const char *names[] = {[FN_EVAL] = "eval", [FN_TRAIN] = "train", [FN_INPUT_GRAD] = "input gradient",
+                                  [FN_ENTRY] = "entry", [FN_RECORD] = "tape record"};
+    return names[k];
+}
+
+void pipeline_dump(FILE *f, const Pipeline *p, const char *pass) {
+    for (int k = 0; k < p->nfn; k++) {
+        const Fn *fn = &p->fn[k];
+        const char *what = fn->entry ? cc_str("entry %s", fn->entry->name) : pipeline_kind_name(fn->kind);
+        ir_dump(f, fn->g, cc_str("%s graph after %s", what, pass));
+    }
+}
