@@ -78,6 +78,8 @@ $(B)/libcdlc.a: $(CC_OBJ)
 $(B)/libcdlrt.a: $(RT_OBJ) Makefile
 	@rm -f $@; ar rcs $@ $(RT_OBJ)
 	@echo '$(RT_LIBS)' >$(B)/libcdlrt.libs
+# cdlc --exe links the programs it builds with the same libraries (CDL_RT_LIBS)
+$(B)/obj/compiler/main.o: ALLFLAGS += -DCDL_RT_LIBS='"$(RT_LIBS)"'
 $(B)/cdlc: $(B)/obj/compiler/main.o $(B)/libcdlc.a
 	$(CC) $(SAN) $^ -o $@ -lm
 

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -33,7 +34,8 @@ static const char usage[] =
     "  --precision=f32|f64  real type of the generated code (f64 for gradient checks)\n"
     "  --target=c|tape      static code (default) or eager calls to the runtime tape\n"
     "  --main               add main() running the generic trainer (cdl_main)\n"
-    "  --exe                emit, compile and link a trainer program (-o names it)\n"
+    "  --exe                emit, compile and link a trainer program (-o names it) with\n"
+    "                       $CC and $CDL_CFLAGS, split at blanks (no shell runs)\n"
     "  --max-nodes=N        graph-size budget after inlining blocks (default 1000000)\n"
     "  --help, --version\n";
 
@@ -114,7 +116,7 @@ static void close_out(FILE *f, const char *path) {
 static char *header_path(const char *c) {
     size_t n = strlen(c);
     if (n > 2 && !strcmp(c + n - 2, ".c")) n -= 2;
-    return arena_printf(cc_arena, "%.*s.h", (int)n, c);
+    return cc_str("%.*s.h", (int)n, c);
 }
 
 /* --dump-after=PASS: when pass is the one asked for, print the graphs as they are now
@@ -135,15 +137,15 @@ static void runtime_paths(const char **inc, const char **lib) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        *lib = arena_printf(cc_arena, "%s/libcdlrt.a", exe);
+        *lib = cc_str("%s/libcdlrt.a", exe);
         const char *up = "/..";
-        for (int depth = 0; depth < 4; depth++, up = arena_printf(cc_arena, "%s/..", up)) {
-            *inc = arena_printf(cc_arena, "%s%s/runtime", exe, up);
-            if (access(arena_printf(cc_arena, "%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
+        for (int depth = 0; depth < 4; depth++, up = cc_str("%s/..", up)) {
+            *inc = cc_str("%s%s/runtime", exe, up);
+            if (access(cc_str("%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
         }
-        *inc = arena_printf(cc_arena, "%s/../include", exe);
-        *lib = arena_printf(cc_arena, "%s/../lib/libcdlrt.a", exe);
-        if (access(arena_printf(cc_arena, "%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
+        *inc = cc_str("%s/../include", exe);
+        *lib = cc_str("%s/../lib/libcdlrt.a", exe);
+        if (access(cc_str("%s/cdl.h", *inc), R_OK) == 0 && access(*lib, R_OK) == 0) return;
     }
     *inc = "/usr/local/include";
     *lib = "/usr/local/lib/libcdlrt.a";
@@ -153,37 +155,108 @@ static void emit(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const ch
     (p->tape ? emit_tape : emit_c)(p, cf, hf, with_main, header_name);
 }
 
-/* --exe: write the C into a temporary directory, compile and link with the system cc. */
+/* The libraries a trainer program links besides libcdlrt.a: the Makefile passes its
+ * own (LDLIBS), so a runtime built on another backend names its libraries once. */
+#ifndef CDL_RT_LIBS
+#define CDL_RT_LIBS "-lopenblas -lz -lpthread -lm"
+#endif
+
+extern char **environ;
+
+/* An argument vector being built (arena memory, NULL-terminated). */
+typedef struct Argv { const char **v; int n, cap; } Argv;
+
+static void argv_push(Argv *a, const char *s) {
+    if (a->n + 2 > a->cap) {
+        int cap = a->cap ? 2 * a->cap : 32;
+        a->v = arena_grow(cc_arena, a->v, sizeof *a->v * (size_t)a->cap, sizeof *a->v * (size_t)cap);
+        a->cap = cap;
+    }
+    a->v[a->n++] = s;
+    a->v[a->n] = NULL;
+}
+
+/* Append the words of `words`, split at blanks (spaces, tabs, newlines), as make
+ * splits $(CC).  There is no shell: quotes and backslashes would reach the compiler
+ * as they are, which is never what was meant, so they are refused (`what` names the
+ * variable in the message); a flag that contains a blank cannot be passed.  false
+ * after the message. */
+static bool argv_split(Argv *a, const char *words, const char *what) {
+    for (const char *p = words; *p;) {
+        p += strspn(p, " \t\n");
+        size_t len = strcspn(p, " \t\n");
+        if (!len) break;
+        if (memchr(p, '\'', len) || memchr(p, '"', len) || memchr(p, '\\', len)) {
+            fprintf(stderr, "cdlc: %s: quotes and backslashes are not interpreted (no shell runs; words are "
+                            "split at blanks, so a flag cannot contain one): %.*s\n", what, (int)len, p);
+            return false;
+        }
+        argv_push(a, arena_strndup(cc_arena, p, len));
+        p += len;
+    }
+    return true;
+}
+
+/* One argument as a shell would need it, for messages: as is when plain, else quoted. */
+static const char *shell_quoted(const char *s) {
+    if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+/.,:@%") == strlen(s)) return s;
+    char *q = cc_str("'");
+    for (const char *p = s; *p; p++) q = *p == '\'' ? cc_str("%s'\\''", q) : cc_str("%s%c", q, *p);
+    return cc_str("%s'", q);
+}
+
+/* Run argv (argv[0] searched in PATH) without a shell and wait for it: 0 when it
+ * exited with status 0; else a message naming the command and -1. */
+static int run_argv(const Argv *a) {
+    pid_t pid;
+    int err = posix_spawnp(&pid, a->v[0], NULL, NULL, (char *const *)a->v, environ), st = 0;
+    if (!err)
+        while (waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR) err = errno;
+    if (!err && WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+    char *cmd = cc_str("%s", shell_quoted(a->v[0]));
+    for (int k = 1; k < a->n; k++) cmd = cc_str("%s %s", cmd, shell_quoted(a->v[k]));
+    if (err) fprintf(stderr, "cdlc: cannot run %s: %s\n", a->v[0], strerror(err));
+    fprintf(stderr, "cdlc: compiling the generated program failed: %s\n", cmd);
+    return -1;
+}
+
+/* --exe: write the C into a temporary directory, then compile and link it with
+ * $CC (default cc) and $CDL_CFLAGS (the ASan suite links the programs it builds
+ * against a sanitized runtime this way), both split at blanks.  No shell runs, so
+ * any output name is taken literally. */
 static int build_exe(const Pipeline *p, const Opts *o) {
     const Model *m = p->m;
+    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+    const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
+    const char *inc, *lib;
+    runtime_paths(&inc, &lib);
+    Argv a = {0};
+    if (!argv_split(&a, cc, "CC")) return 1;
+    if (!a.n) argv_push(&a, "cc");
+    argv_split(&a, "-std=c11 -O2 -march=native", "");
+    if (!argv_split(&a, extra, "CDL_CFLAGS")) return 1;
     char dir[] = "/tmp/cdlc-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "cdlc: cannot make a temporary directory: %s\n", strerror(errno));
         return 1;
     }
-    char *c = arena_printf(cc_arena, "%s/%s.c", dir, m->name), *h = header_path(c);
+    char *c = cc_str("%s/%s.c", dir, m->name), *h = header_path(c);
     FILE *cf = open_out(c), *hf = open_out(h);
     emit(p, cf, hf, true, strrchr(h, '/') + 1);
     close_out(cf, c);
     close_out(hf, h);
-    const char *inc, *lib;
-    runtime_paths(&inc, &lib);
-    const char *out = o->out ? o->out : m->name;
-    /* $CC and $CDL_CFLAGS choose the compiler and add flags (the ASan suite links the
-     * programs it builds against a sanitized runtime this way). */
-    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
-    const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
-    char *cmd = arena_printf(cc_arena, "%s -std=c11 -O2 -march=native %s -I'%s' '%s' '%s' -o '%s' -lopenblas -lz -lpthread -lm", cc,
-                             extra, inc, c, lib, out);
-    int rc = system(cmd);
+    argv_push(&a, cc_str("-I%s", inc));
+    argv_push(&a, c);
+    argv_push(&a, lib);
+    argv_push(&a, "-o");
+    argv_push(&a, o->out ? o->out : m->name);
+    argv_split(&a, CDL_RT_LIBS, "CDL_RT_LIBS");
+    int rc = run_argv(&a);
     remove(c);
     remove(h);
     rmdir(dir);
-    if (rc != 0) {
-        fprintf(stderr, "cdlc: compiling the generated program failed: %s\n", cmd);
-        return 1;
-    }
-    return 0;
+    return rc ? 1 : 0;
 }
 
 /* --emit=ir|dot: the model's graphs after elaboration. */
