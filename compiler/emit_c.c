@@ -199,13 +199,13 @@ static bool *used_vars(const Graph *g, bool top) {
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
+        if (top && (n->flags & (NF_OUTPUT | NF_LOSS))) u[i] = true;  /* read by the caller */
         if (n->op == OP_LOOP) {
             for (int k = 0; k < n->nin; k++) u[n->in[k]] = true; /* captured / carried in */
             continue;
         }
         if (n->op == OP_LOOP_OUT) { u[n->in[0]] = true; continue; }
         for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
-        if (top && (n->flags & (NF_OUTPUT | NF_LOSS))) u[i] = true;
         bool computes = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) && n->op != OP_INPUT && n->op != OP_PARAM;
         if (computes) u[i] = true;
     }
