@@ -17,6 +17,7 @@ B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
 REF=${CDL_EQUIV_REF:-0e826e210a3424b5d7f843ef38445d8586e00cf1}
 LIB=$B/libcdlrt.a
+LIBS=$(cat "$B/libcdlrt.libs" 2>/dev/null || echo -lopenblas -lz -lpthread -lm)
 CCMD=${CC:-cc}
 SAN=""
 nm "$LIB" 2>/dev/null | grep -q __asan_init && { CCMD=clang; SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"; }
@@ -48,7 +49,7 @@ one() {
     if cmp -s "$dir/ref/$b.c" "$dir/new/$b.c"; then echo "same $b $tgt: identical C"; return 0; fi
     for w in ref new; do
         $CCMD -std=c11 -O0 $SAN -Iruntime -I"$dir/$w" -DMODEL=${b}_model tests/drivers/dump_model.c "$dir/$w/$b.c" "$LIB" \
-            -o "$dir/$w/prog" -lopenblas -lz -lpthread -lm >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w build: $(head -3 $dir/log)"; return 1; }
+            -o "$dir/$w/prog" $LIBS >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w build: $(head -3 $dir/log)"; return 1; }
         OPENBLAS_NUM_THREADS=1 "$dir/$w/prog" "$dir/$w/dump" >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w run: $(tail -3 $dir/log)"; return 1; }
     done
     if ! cmp "$dir/ref/dump" "$dir/new/dump" >"$dir/log" 2>&1; then
@@ -56,7 +57,7 @@ one() {
     fi
     echo "ok   $b $tgt: same numbers ($(stat -c %s "$dir/new/dump") bytes)"
 }
-export -f one; export t ref CDLC CCMD SAN LIB
+export -f one; export t ref CDLC CCMD SAN LIB LIBS
 ls models/*.cdl | sed 's/$/ c/; p; s/ c$/ tape/' | xargs -P 2 -L 1 bash -c 'one "$0" "$1"' >"$t/results" 2>&1
 cat "$t/results"
 n=$(grep -c . "$t/results"); fail=$(grep -c '^FAIL' "$t/results")
