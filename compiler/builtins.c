@@ -616,7 +616,6 @@ static Value b_loss2(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 /* ------------------------------------------------------------------ the table */
 
-#define UN(n, o) {n, "x", b_unary, o, NULL}
 #define LOSS2 "input target reduce=\"mean\""
 
 const Builtin builtins[] = {
@@ -641,9 +640,7 @@ const Builtin builtins[] = {
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
     {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
     /* activations and elementwise */
-    UN("relu", OP_RELU), UN("sigmoid", OP_SIGMOID), UN("tanh", OP_TANH), UN("gelu", OP_GELU),
-    UN("softplus", OP_SOFTPLUS), UN("softmax", OP_SOFTMAX), UN("log_softmax", OP_LOG_SOFTMAX),
-    UN("exp", OP_EXP), UN("log", OP_LOG), UN("sqrt", OP_SQRT), UN("abs", OP_ABS), UN("square", OP_SQUARE),
+    /* relu, sigmoid, exp, ... (ops.def rows marked OPF_FN): builtin_find makes them */
     {"leaky_relu", "x slope=0.01", b_unary_f, OP_LEAKY_RELU, NULL},
     {"elu", "x alpha=1.0", b_unary_f, OP_ELU, NULL},
     {"clamp", "x lo hi", b_clamp, OP_CLAMP, NULL},
@@ -672,8 +669,17 @@ const Builtin builtins[] = {
 };
 const int builtin_count = (int)(sizeof builtins / sizeof builtins[0]);
 
+/* The table above, then the simple functions of one real tensor that runtime/ops.def
+ * marks OPF_FN (relu(x), exp(x), ...): their entry is made from the op table, so a new
+ * activation needs no line here. */
 const Builtin *builtin_find(const char *name) {
     for (int i = 0; i < builtin_count; i++)
         if (strcmp(builtins[i].name, name) == 0) return &builtins[i];
+    static Builtin fn[OP_COUNT];
+    for (int op = 0; op < OP_COUNT; op++)
+        if ((op_info[op].flags & OPF_FN) && strcmp(op_info[op].name, name) == 0) {
+            fn[op] = (Builtin){op_info[op].name, "x", b_unary, (Op)op, NULL};
+            return &fn[op];
+        }
     return NULL;
 }

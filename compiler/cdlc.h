@@ -166,7 +166,7 @@ typedef enum Op {
 
 enum {
     OPF_LEAF = 1 << 0, OPF_DIFF = 1 << 1, OPF_VIEW = 1 << 2, OPF_RAND = 1 << 3,
-    OPF_TRAIN = 1 << 4, OPF_BWD = 1 << 5, OPF_LOSS = 1 << 6, OPF_CTRL = 1 << 7,
+    OPF_TRAIN = 1 << 4, OPF_BWD = 1 << 5, OPF_LOSS = 1 << 6, OPF_CTRL = 1 << 7, OPF_FN = 1 << 8,
 };
 
 /* Node flags. */
@@ -256,11 +256,27 @@ void ir_dump_dot(FILE *f, const Graph *g, const char *title);
 /* Reference counts (uses) of every node, including uses by results. */
 int *ir_uses(const Graph *g);
 
+/* Named accessors for the loop nodes' attributes (ops.def, section loops). */
+static inline int64_t loop_start(const Node *L) { return L->ia[0]; }   /* LOOP: first t */
+static inline int64_t loop_count(const Node *L) { return L->ia[1]; }   /* steps */
+static inline int64_t loop_step(const Node *L) { return L->ia[2]; }    /* +1 or -1 */
+static inline int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->ia[2]; }
+static inline int64_t loop_first_t(const Node *L) {                    /* the smallest t */
+    return loop_step(L) > 0 ? loop_start(L) : loop_last(L);
+}
+static inline int carry_index(const Node *n) { return (int)n->ia[0]; }    /* LOOP_CARRY: k */
+static inline int capture_of(const Node *n) { return (int)n->ia[0]; }     /* LOOP_CAPTURE: outer id */
+static inline int saved_loop(const Node *n) { return (int)n->ia[0]; }     /* LOOP_SAVED: forward LOOP */
+static inline int saved_node(const Node *n) { return (int)n->ia[1]; }     /*   and its body node */
+static inline int loop_out_result(const Node *n) { return (int)n->ia[0]; }/* LOOP_OUT: body result k */
+
 /* ======================================================================== ops_*.c */
 typedef struct AD AD;
 typedef struct Emit Emit;
 
-/* One op's rules, side by side in its ops_<family>.c block. */
+/* One op's rules, side by side in its ops_<family>.c block: everything the passes and
+ * the emitters need to know about the op.  Rows list the first five positionally and
+ * name the rest (.tape = ..., .inplace = ...). */
 typedef struct OpRule {
     Op op;
     /* Compute n->shape and n->dtype from the inputs and attributes (hint already
@@ -268,14 +284,33 @@ typedef struct OpRule {
      * and return false. */
     bool (*shape)(Graph *g, Node *n);
     /* Reverse mode: n is node id in ad's source graph, gy the id of its output's
-     * gradient in the destination graph.  Use ad_x / ad_add / ad_acc. */
+     * gradient in the destination graph.  Use ad_x / ad_add / ad_acc.  NULL exactly
+     * when the op is not OPF_DIFF (loop nodes: autodiff.c differentiates loops). */
     void (*grad)(AD *ad, int n, int gy);
     /* Emit the C statements computing node n (see emit helpers). */
     void (*emit)(Emit *e, const Graph *g, int n);
     /* Reals of per-node scratch saved for the backward pass, at the compiled batch
      * (e.g. softmax probabilities, batch-norm mean/invstd); NULL = none. */
     int64_t (*aux)(const Graph *g, const Node *n);
+    /* --target=tape: the C expression recording node n on the tape, a cdl_t_<op>(tp,
+     * ...) call (inputs by e_ptr).  NULL only for backward helpers (OPF_BWD: the tape
+     * differentiates at run time) and the loop nodes emit_tape.c writes itself (LOOP,
+     * LOOP_OUT, LOOP_SAVED). */
+    const char *(*tape)(Emit *e, const Graph *g, int n);
+    /* --target=tape: bytes the tape keeps with node n's record for its backward
+     * (*keep) and the largest short-lived scratch its forward or backward takes at once
+     * beyond plan.c's general bound (*tmp), both at the compiled batch; NULL = none. */
+    void (*tape_scratch)(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp);
+    /* In place: bit k (INPLACE_IN(k)) set when the kernel, as `emit` calls it, stays
+     * correct with its output in the exact storage of input k (y[i] = f(x[i], ...)
+     * loops; never GEMMs over their operands, reductions, restrict-qualified kernels).
+     * opt_inplace may then give the node that input's buffer. */
+    unsigned inplace;
+    /* Optional veto of `inplace` for one node (an emitter that writes its output
+     * before it has read every input in some configuration); NULL: no veto. */
+    bool (*inplace_if)(const Graph *g, const Node *n);
 } OpRule;
+#define INPLACE_IN(k) (1u << (k))
 
 typedef struct OpInfo {
     const char *name;
@@ -286,7 +321,8 @@ typedef struct OpInfo {
 extern OpInfo op_info[OP_COUNT];
 /* Fill op_info from every ops_*.c file's rule table; idempotent.  An op without rules
  * is reported by ir_add as "not implemented" at the user's location; the op-table test
- * checks that every op has a shape rule and emitter and every DIFF op a gradient rule. */
+ * (tests/test_ops_table.c) checks that every op of ops.def has a shape rule, an
+ * emitter, a gradient rule exactly when it is differentiable, and a tape call. */
 void ops_init(void);
 /* Each family file exports its table: */
 extern const OpRule ops_ew_rules[];    extern const int ops_ew_count;
@@ -662,7 +698,63 @@ void pipeline_dump(FILE *f, const Pipeline *p, const char *pass);
 const char *pipeline_kind_name(FnKind k);
 
 /* ======================================================================== emit_common.c */
-/* What both emitters write alike (so a model's static and tape builds interchange). */
+/* The emitters' toolkit: one function being written (either target), the helpers op
+ * emitters call (strings live in the compilation arena), and what both emitters
+ * write alike, so a model's static and tape builds interchange. */
+struct Emit {
+    FILE *f;
+    int indent;
+    const Model *m;
+    int real_size;
+    bool tape;              /* the tape emitter (its C variables are cdl_t pointers) */
+    bool train;             /* static: the train-mode function */
+    bool entry;             /* an extra entry: inputs come from in[], not net->in */
+    const Graph *top;       /* the function's graph */
+    const char **name;      /* top-level node -> C variable */
+    const Plan *plan;       /* static: the function's buffers */
+    const int64_t *slab_off;/* static: per param, its element offset in the slab */
+    /* inside a loop body */
+    const Graph *body;
+    const char **bname;
+    int loop;               /* top-level id of the LOOP being written, -1 outside */
+};
+
+void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const Graph *e_graph(const Emit *e);       /* the graph being written: the body inside a loop */
+const char *e_ptr(Emit *e, int node);      /* its C variable: pointer to the first element (tape: cdl_t *) */
+const char *e_outer(Emit *e, int node);    /* a top-level node's variable, also from inside a body */
+const char *e_numel(Emit *e, int node);    /* runtime element count, e.g. "nb*256" or "2560" */
+const char *e_rows(Emit *e, int node);     /* runtime size of dim 0 */
+const char *e_dim(Emit *e, int node, int axis); /* runtime size of one dim */
+const char *e_dims_arg(Emit *e, int node); /* "rank, (const int64_t[]){nb, 128}" or "0, NULL" */
+const char *e_fn(Emit *e, const char *kernel);  /* "cdl_<kernel>_f32" or "_f64" */
+const char *e_real(Emit *e);               /* "float" or "double" */
+const char *e_ctype(const Emit *e, const Node *n);  /* "float", "double" or "int32_t" */
+const char *e_dtype(const Emit *e, const Node *n);  /* "CDL_F32", "CDL_F64" or "CDL_I32" */
+/* A double as a C literal that reads back exactly; infinities as +-1e308, which the
+ * kernels read as infinity (cdl.h, block EW); NaN as 0. */
+const char *e_lit(double v);
+const char *e_cstr(const char *s);         /* a C string literal */
+/* v[0] sep v[1] sep ... in one string (linear in the total length). */
+const char *e_join(int n, const char *const *v, const char *sep);
+bool e_train(Emit *e);                     /* emitting the train-mode function */
+bool e_entry(const Emit *e);               /* emitting an extra entry (inputs from in[]) */
+const char *e_t(Emit *e);                  /* the loop step ("t") inside a body, "0" outside */
+const char *e_rng(Emit *e, int node);      /* a cdl_rng_key expression for a RAND op */
+const char *e_nb(Emit *e);                 /* "nb" */
+int64_t e_batch(const Emit *e);            /* the compiled batch B (1 without one) */
+/* A readable C identifier for node i: prefix, "d_" for an unnamed gradient, the source
+ * variable (or the param name, or the op) and the id: "logits_12", "s_h_0". */
+const char *e_var_name(const Node *n, int i, const char *prefix);
+const char *e_shape_comment(const Emit *e, const Shape *s);  /* "(B, 256)" */
+const char *e_loc(const Node *n);          /* " @ file.cdl:3:7" or "" */
+/* OpRule.tape of the ops whose tape call is cdl_t_<op name>(tp, inputs...). */
+const char *e_tape_plain(Emit *e, const Graph *g, int n);
+/* A loop's comment line and "for (int t = ...) {" (then indent): `what` ends the
+ * comment ("values read after their step are kept per step"). */
+void e_loop_open(Emit *e, const Node *loop, const char *what);
+void e_loop_close(Emit *e);
+
 typedef struct EmitLayout {
     int64_t *slab;           /* per param: element offset in the parameter slab */
     int64_t param_count;     /* slab elements: trainable, then state */
@@ -670,7 +762,6 @@ typedef struct EmitLayout {
 } EmitLayout;
 EmitLayout emit_layout(const Model *m);
 uint64_t emit_fingerprint(const Model *m, int real_size);
-const char *emit_c_string(const char *s);          /* a C string literal */
 void emit_header(FILE *hf, const Model *m, const char *header_name, bool tape);
 void emit_prologue(FILE *cf, const Model *m, const char *header_name, const char *about);
 /* Parameter, input, output and entry tables, and NAME_init_params. */
@@ -685,24 +776,20 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
  * a planned pipeline: tables, init, one C function per Fn, the cdl_model descriptor and
  * the public wrappers; with_main adds main() -> cdl_main. */
 void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
-/* emit_tape.c (--target=tape): the same model (tables, names, descriptor) with every function
- * recording its ops on the runtime tape and differentiating them with cdl_backward. */
-void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
-/* Helpers for op emitters (strings live in the compilation arena): */
-void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-const char *e_ptr(Emit *e, int node);      /* C expression: pointer to node's first element */
+/* For op emitters (static target): */
 const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
-const char *e_numel(Emit *e, int node);    /* runtime element count, e.g. "nb*256" or "2560" */
-const char *e_rows(Emit *e, int node);     /* runtime size of dim 0 */
-const char *e_dim(Emit *e, int node, int axis); /* runtime size of one dim */
-const char *e_fn(Emit *e, const char *kernel);  /* "cdl_<kernel>_f32" or "_f64" */
-const char *e_real(Emit *e);               /* "float" or "double" */
-/* A double as a C literal that reads back exactly; infinities as +-1e308, which the
- * kernels read as infinity (cdl.h, block EW); NaN as 0. */
-const char *e_lit(double v);
-bool e_train(Emit *e);                     /* emitting the train-mode function */
-const char *e_t(Emit *e);                  /* the loop step ("t") inside a body, "0" outside */
-const char *e_rng(Emit *e, int node);      /* a cdl_rng_key expression for a RAND op */
-const char *e_nb(Emit *e);                 /* "nb" */
+/* The inner (contraction) size k of a GEMM-like node as a C expression: "k", or
+ * "t != t0 ? k : 0" inside a loop body when one of its first nops inputs is all zeros
+ * at step t0 (a zero initial state: the product is skipped, not branched around).
+ * *note gets the trailing comment saying so, or "". */
+const char *e_inner(Emit *e, int node, int nops, const char *k, const char **note);
+
+/* ======================================================================== emit_tape.c */
+/* --target=tape: the same model (tables, names, descriptor) with every function
+ * recording its ops on the runtime tape and differentiating them with cdl_backward.
+ * Op blocks give their cdl_t_<op> call (OpRule.tape) with the shared helpers above. */
+void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
+/* In a body being recorded: the variable holding carried value k in this trip. */
+const char *e_tape_carry(Emit *e, int k);
 
 #endif /* CDLC_H */

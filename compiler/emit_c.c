@@ -14,138 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One function being written. */
-struct Emit {
-    FILE *f;
-    int indent;
-    const Model *m;
-    int real_size;
-    bool train;
-    bool entry;             /* an extra entry: inputs come from in[], not net->in */
-    const Graph *top;       /* the function's graph */
-    const Plan *plan;
-    const char **name;      /* top-level node -> C variable */
-    int64_t *slab_off;      /* param slab offsets (elements), per param */
-    /* inside a loop body */
-    const Graph *body;
-    const Plan *bplan;
-    const char **bname;
-    int loop;               /* top-level id of the LOOP being written, -1 outside */
-};
-
-/* ------------------------------------------------------------------ helpers */
-
-void e_line(Emit *e, const char *fmt, ...) {
-    va_list ap;
-    fprintf(e->f, "%*s", e->indent * 4, "");
-    va_start(ap, fmt);
-    vfprintf(e->f, fmt, ap);
-    va_end(ap);
-    fputc('\n', e->f);
-}
-
-const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }
-const char *e_fn(Emit *e, const char *kernel) { return cc_str("cdl_%s_%s", kernel, e->real_size == 8 ? "f64" : "f32"); }
-bool e_train(Emit *e) { return e->train; }
-const char *e_t(Emit *e) { return e->body ? "t" : "0"; }
-const char *e_nb(Emit *e) { (void)e; return "nb"; }
-
-static const Graph *cur(Emit *e) { return e->body ? e->body : e->top; }
-
-const char *e_ptr(Emit *e, int node) {
-    const char *s = e->body ? e->bname[node] : e->name[node];
-    if (!s) die("node %d has no C variable", node);
-    return s;
-}
-
-static int64_t batch_of(const Emit *e) { return e->top->batch > 0 ? e->top->batch : 1; }
-
-const char *e_rows(Emit *e, int node) {
-    const Node *n = &cur(e)->n[node];
-    if (n->shape.rank == 0) return "1";
-    if (!n->shape.batched) return cc_str("%lld", (long long)n->shape.d[0]);
-    int64_t k = n->shape.d[0] / batch_of(e);
-    return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
-}
-
-const char *e_dim(Emit *e, int node, int axis) {
-    const Node *n = &cur(e)->n[node];
-    if (axis == 0) return e_rows(e, node);
-    return cc_str("%lld", (long long)n->shape.d[axis]);
-}
-
-const char *e_numel(Emit *e, int node) {
-    const Node *n = &cur(e)->n[node];
-    int64_t total = shape_numel(&n->shape);
-    if (!n->shape.batched) return cc_str("%lld", (long long)total);
-    int64_t per = total / batch_of(e);
-    return per == 1 ? "nb" : cc_str("nb*%lld", (long long)per);
-}
-
-const char *e_rng(Emit *e, int node) {
-    const Node *n = &cur(e)->n[node];
-    return cc_str("(cdl_rng_key){net->seed, net->step, %lld}", (long long)n->ia[7]);
-}
-
-static const char *ctype(const Emit *e, const Node *n) {
-    return n->dtype == DT_I32 ? "int32_t" : e->real_size == 8 ? "double" : "float";
-}
-
-/* A readable C identifier for node i: the source variable (or the param name, or the
- * op) plus the id, e.g. "logits_12", "linear1_weight_3", "relu_bwd_40". */
-static const char *var_name(const Node *n, int i, const char *prefix) {
-    const char *base = n->op == OP_PARAM && n->name ? n->name : n->var ? n->var : n->name ? n->name : op_info[n->op].name;
-    char buf[96];
-    size_t k = 0;
-    for (const char *p = prefix; *p && k < 40; p++) buf[k++] = *p;
-    if (n->flags & NF_GRAD && !n->var) buf[k++] = 'd', buf[k++] = '_';
-    for (const char *p = base; *p && k < 60; p++) buf[k++] = isalnum((unsigned char)*p) ? *p : '_';
-    if (k == 0 || isdigit((unsigned char)buf[0])) buf[k++] = 'v';
-    snprintf(buf + k, sizeof buf - k, "_%d", i);
-    return arena_strdup(cc_arena, buf);
-}
-
-/* "(B, 256)": the batch dimension by name, the rest as numbers. */
-static const char *shape_comment(const Emit *e, const Node *n) {
-    char buf[160];
-    size_t k = 0;
-    k += (size_t)snprintf(buf + k, sizeof buf - k, "(");
-    for (int i = 0; i < n->shape.rank; i++) {
-        const char *sep = i ? ", " : "";
-        int64_t m = n->shape.d[0] / batch_of(e);
-        if (i == 0 && n->shape.batched && m == 1)
-            k += (size_t)snprintf(buf + k, sizeof buf - k, "B");
-        else if (i == 0 && n->shape.batched)
-            k += (size_t)snprintf(buf + k, sizeof buf - k, "B*%lld", (long long)m);
-        else
-            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", sep, (long long)n->shape.d[i]);
-    }
-    snprintf(buf + k, sizeof buf - k, ")");
-    return arena_strdup(cc_arena, buf);
-}
-
-static const char *loc_str(const Node *n) {
-    if (!n->loc.file) return "";
-    const char *f = strrchr(n->loc.file, '/');
-    return cc_str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
-}
-
 /* ------------------------------------------------------------------ loop pointers */
-
-static int64_t loop_tmin(const Node *L) {
-    int64_t last = L->ia[0] + (L->ia[1] - 1) * L->ia[2];
-    return L->ia[0] < last ? L->ia[0] : last;
-}
-
-static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->ia[2]; }
 
 /* Byte offset of step `tex`'s slot, of `slots` slots `stride` apart (plan.c): one slot
  * per step, two alternating (carried values), or one reused by every step. */
 static const char *slot_off(const Node *L, int64_t off, int64_t slots, int64_t stride, const char *tex) {
     if (slots <= 1) return cc_str("%lld", (long long)off);
     /* the step's index from the loop's first step (the step itself when that is 0) */
-    const char *k = loop_tmin(L) ? cc_str("(%s) - %lld", tex, (long long)loop_tmin(L)) : tex;
-    if (slots == 2 && L->ia[1] > 2) return cc_str("%lld + (size_t)((%s) & 1) * %lld", (long long)off, k, (long long)stride);
+    const char *k = loop_first_t(L) ? cc_str("(%s) - %lld", tex, (long long)loop_first_t(L)) : tex;
+    if (slots == 2 && loop_count(L) > 2) return cc_str("%lld + (size_t)((%s) & 1) * %lld", (long long)off, k, (long long)stride);
     return cc_str("%lld + (size_t)(%s) * %lld", (long long)off, k, (long long)stride);
 }
 
@@ -160,18 +37,18 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     if (op_info[n->op].flags & OPF_VIEW) return step_ptr(e, L, n->in[0], tex, depth + 1);
     if (n->flags & NF_INPLACE) return step_ptr(e, L, n->in[n->inplace], tex, depth + 1);
     switch (n->op) {
-    case OP_LOOP_CAPTURE: return e->name[n->ia[0]];
-    case OP_LOOP_SAVED: return step_ptr(e, (int)n->ia[0], (int)n->ia[1], tex, depth + 1);
+    case OP_LOOP_CAPTURE: return e->name[capture_of(n)];
+    case OP_LOOP_SAVED: return step_ptr(e, saved_loop(n), saved_node(n), tex, depth + 1);
     case OP_LOOP_CARRY: {
-        int k = (int)n->ia[0];
+        int k = carry_index(n);
         if (b->res[k] == j) return e->name[ln->in[k]];
-        const char *prev = cc_str("(%s) - %lld", tex, (long long)ln->ia[2]);
-        return cc_str("((%s) == %lld ? %s : %s)", tex, (long long)ln->ia[0], e->name[ln->in[k]],
+        const char *prev = cc_str("(%s) - %lld", tex, (long long)loop_step(ln));
+        return cc_str("((%s) == %lld ? %s : %s)", tex, (long long)loop_start(ln), e->name[ln->in[k]],
                    step_ptr(e, L, b->res[k], prev, depth + 1));
     }
     default:
         if (bp->off[j] < 0) die("body node %d (%s) has no storage", j, op_info[n->op].name);
-        return cc_str("(%s *)(A + %s)", ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
+        return cc_str("(%s *)(A + %s)", e_ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
     }
 }
 
@@ -179,7 +56,7 @@ static const char *step_aux(Emit *e, int L, int j, const char *tex) {
     const Node *ln = &e->top->n[L];
     const Plan *bp = e->plan->sub[L];
     const Node *n = &ln->sub->n[j];
-    if (n->op == OP_LOOP_SAVED) return step_aux(e, (int)n->ia[0], (int)n->ia[1], tex);
+    if (n->op == OP_LOOP_SAVED) return step_aux(e, saved_loop(n), saved_node(n), tex);
     if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
     return cc_str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
 }
@@ -218,8 +95,6 @@ static bool *used_vars(const Graph *g, bool top) {
 
 /* ------------------------------------------------------------------ nodes */
 
-static void emit_node(Emit *e, int i);
-
 /* Is body node j of top-level loop L all zeros at one step, and which (*at)?  A carried
  * value whose initial value is a zero constant is, at the loop's first step (the zero
  * initial state h0 = zeros(...) of a recurrent cell); so is a backward body's saved copy
@@ -227,13 +102,13 @@ static void emit_node(Emit *e, int i);
 static bool zero_at_step(const Emit *e, int L, int j, int64_t *at) {
     const Node *ln = &e->top->n[L];
     const Node *n = &ln->sub->n[j];
-    if (n->op == OP_LOOP_SAVED) return zero_at_step(e, (int)n->ia[0], (int)n->ia[1], at);
+    if (n->op == OP_LOOP_SAVED) return zero_at_step(e, saved_loop(n), saved_node(n), at);
     if (n->op != OP_LOOP_CARRY) return false;
-    int k = (int)n->ia[0];
+    int k = carry_index(n);
     if (ln->sub->res[k] == j) return false;  /* passed through unchanged: not worth it */
     const Node *init = &e->top->n[ln->in[k]];
     if (init->op != OP_CONST || init->fa[0] != 0) return false;
-    *at = ln->ia[0];
+    *at = loop_start(ln);
     return true;
 }
 
@@ -249,58 +124,50 @@ static bool unread_at_last(const Emit *e, int L, int j, const int *uses) {
     for (int i = 0; i < e->top->len; i++) {
         const Node *x = &e->top->n[i];
         if (x->flags & NF_DEAD) continue;
-        if (x->op == OP_LOOP_OUT && x->in[0] == L && x->ia[0] == k) return false;
+        if (x->op == OP_LOOP_OUT && x->in[0] == L && loop_out_result(x) == k) return false;
         if (x->op == OP_LOOP && i != L)
             for (int q = 0; q < x->sub->len; q++) {
                 const Node *s = &x->sub->n[q];
-                if (s->op == OP_LOOP_SAVED && s->ia[0] == L && s->ia[1] == j && !(s->flags & NF_DEAD)) return false;
+                if (s->op == OP_LOOP_SAVED && saved_loop(s) == L && saved_node(s) == j && !(s->flags & NF_DEAD)) return false;
             }
     }
     return true;
+}
+
+const char *e_inner(Emit *e, int node, int nops, const char *k, const char **note) {
+    *note = "";
+    if (!e->body) return k;
+    const Node *n = &e->body->n[node];
+    int64_t t0 = 0;
+    for (int q = 0; q < nops && q < n->nin; q++)
+        if (zero_at_step(e, e->loop, n->in[q], &t0)) {
+            *note = cc_str("  /* %s is zero at t = %lld */", e->bname[n->in[q]], (long long)t0);
+            return cc_str("t != %lld ? %s : 0", (long long)t0, k);
+        }
+    return k;
 }
 
 /* Emit body node j's computation.  GEMM work the recurrence does for nothing is
  * skipped (about 3% of an LSTM step's FLOPs at T = 28):
  *   - a matmul or linear with an operand that is zero at step t0 (zero_at_step: the
  *     hidden-to-hidden product with h0 = 0 forward, dW_hh's term with h_{-1} = 0
- *     backward) gets an empty contraction at t0, `t != t0 ? K : 0`: cdl_gemm then
- *     leaves the accumulator (beta 1: the bias rows, the carried sum) or zeros (beta 0)
- *     without calling BLAS.  The call is emptied rather than branched around: a branch
- *     on t lets GCC thread t0 into later statements and warn (-Wrestrict) about the
- *     guarded accumulator memcpy of another node;
+ *     backward) gets an empty contraction at t0, `t != t0 ? K : 0` (e_inner, which
+ *     their emitters call): cdl_gemm then leaves the accumulator (beta 1: the bias
+ *     rows, the carried sum) or zeros (beta 0) without calling BLAS.  The call is
+ *     emptied rather than branched around: a branch on t lets GCC thread t0 into later
+ *     statements and warn (-Wrestrict) about the guarded accumulator memcpy of another
+ *     node;
  *   - a node whose value at the last step is unread (unread_at_last: dh0) is not
  *     computed at that step. */
 static void emit_body_node(Emit *e, int L, int j, const int *uses) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
-    const Node *n = &b->n[j];
-    int64_t t0 = 0;
-    int zin = -1;
-    if (n->op == OP_MATMUL || (n->op == OP_LINEAR && b->n[n->in[0]].shape.rank == 2))
-        for (int k = 0; k < (n->op == OP_MATMUL ? 2 : 1) && zin < 0; k++)
-            if (zero_at_step(e, L, n->in[k], &t0)) zin = n->in[k];
     bool skip_last = unread_at_last(e, L, j, uses);
     if (skip_last) {
         e_line(e, "if (t != %lld) {  /* the last step's value is carried out and unread */", (long long)loop_last(ln));
         e->indent++;
     }
-    if (zin < 0) {
-        op_info[n->op].rule.emit(e, b, j);
-    } else if (n->op == OP_LINEAR) { /* as emit_linear (ops_dense.c), x 2-D */
-        const Shape *w = &b->n[n->in[1]].shape;
-        e_line(e, "%s(%s, t != %lld ? %lld : 0, %lld, %s, %s, %s, %s);  /* %s is zero at t = %lld */", e_fn(e, "linear"),
-               e_dim(e, n->in[0], 0), (long long)t0, (long long)w->d[1], (long long)w->d[0], e_ptr(e, n->in[0]),
-               e_ptr(e, n->in[1]), n->nin == 3 ? e_ptr(e, n->in[2]) : "NULL", e_ptr(e, j), e->bname[zin], (long long)t0);
-    } else { /* as emit_matmul (ops_dense.c) */
-        int a = n->in[0], c = n->in[1], ta = (int)n->ia[0], tb = (int)n->ia[1];
-        if (n->nin == 3)
-            e_line(e, "if (%s != %s) memcpy(%s, %s, (size_t)(%s) * sizeof(%s));", e_ptr(e, j), e_ptr(e, n->in[2]),
-                   e_ptr(e, j), e_ptr(e, n->in[2]), e_numel(e, j), e_real(e));
-        e_line(e, "%s(%d, %d, %s, %s, t != %lld ? %s : 0, 1, %s, %lld, %s, %lld, %d, %s, %lld);  /* %s is zero at t = %lld */",
-               e_fn(e, "gemm"), ta, tb, e_dim(e, a, ta), e_dim(e, c, 1 - tb), (long long)t0, e_dim(e, a, 1 - ta), e_ptr(e, a),
-               (long long)b->n[a].shape.d[1], e_ptr(e, c), (long long)b->n[c].shape.d[1], n->nin == 3, e_ptr(e, j),
-               (long long)n->shape.d[1], e->bname[zin], (long long)t0);
-    }
+    op_info[b->n[j].op].rule.emit(e, b, j);
     if (skip_last) {
         e->indent--;
         e_line(e, "}");
@@ -310,50 +177,41 @@ static void emit_body_node(Emit *e, int L, int j, const int *uses) {
 static void emit_loop(Emit *e, int L) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
-    int64_t start = ln->ia[0], count = ln->ia[1], step = ln->ia[2], last = loop_last(ln);
-    e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); values read after their step are kept per step */",
-           loc_str(ln), (long long)start, step > 0 ? "up to" : "down to", (long long)last, (long long)count);
-    e_line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
-           (long long)step);
-    e->indent++;
+    e_loop_open(e, ln, "values read after their step are kept per step");
     e->body = b;
-    e->bplan = e->plan->sub[L];
     e->loop = L;
     e->bname = NEWN(const char *, b->len + 1);
     bool *u = used_vars(b, false);
     int *uses = ir_uses(b);
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
-        e->bname[j] = var_name(n, j, "s_");
+        e->bname[j] = e_var_name(n, j, "s_");
         if (!u[j] || (n->flags & NF_DEAD)) continue;
         /* a saved forward value may be read only through its scratch (e_aux) */
         const char *keep = n->op == OP_LOOP_SAVED ? cc_str(" (void)%s;", e->bname[j]) : "";
-        e_line(e, "%s *%s = %s;%s  /* %s %s%s */", ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0), keep,
-               shape_comment(e, n), op_info[n->op].name, loc_str(n));
+        e_line(e, "%s *%s = %s;%s  /* %s %s%s */", e_ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0), keep,
+               e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
         emit_body_node(e, L, j, uses);
     }
-    e->indent--;
-    e_line(e, "}");
+    e_loop_close(e);
     e->body = NULL;
-    e->bplan = NULL;
     e->bname = NULL;
     e->loop = -1;
-    (void)start;
 }
 
 /* Declare top-level node i's pointer and emit its computation. */
 static void emit_node(Emit *e, int i) {
     const Graph *g = e->top;
     const Node *n = &g->n[i];
-    const char *t = ctype(e, n);
+    const char *t = e_ctype(e, n);
     if (n->op == OP_LOOP) {
         emit_loop(e, i);
         return;
     }
     const char *nm = e->name[i];
-    const char *what = cc_str("/* %s %s%s%s */", shape_comment(e, n), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
-                           loc_str(n));
+    const char *what = cc_str("/* %s %s%s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
+                           e_loc(n));
     switch (n->op) {
     case OP_INPUT:
         if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what);
@@ -365,19 +223,19 @@ static void emit_node(Emit *e, int i) {
     case OP_LOOP_OUT: {
         const Node *ln = &g->n[n->in[0]];
         const Graph *b = ln->sub;
-        int k = (int)n->ia[0];
+        int k = loop_out_result(n);
         const Node *r = &b->n[b->res[k]];
         if (k < b->ncarry) {
             e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_last(ln)), 0), what);
         } else if (!r->shape.batched) {
-            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln)), 0), what);
+            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0), what);
         } else {
-            const char *first = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln)), 0);
-            const char *second = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_tmin(ln) + 1), 0);
+            const char *first = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0);
+            const char *second = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln) + 1), 0);
             e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
-            int64_t per_row = shape_numel(&r->shape) / r->shape.d[0] * (r->shape.d[0] / batch_of(e));
+            int64_t per_row = shape_numel(&r->shape) / r->shape.d[0] * (r->shape.d[0] / e_batch(e));
             e_line(e, "cdl_steps_to_batch_%s(%lld, nb, %lld, %s, %s - %s, %s);", e->real_size == 8 ? "f64" : "f32",
-                   (long long)ln->ia[1], (long long)per_row, first, second, first, nm);
+                   (long long)loop_count(ln), (long long)per_row, first, second, first, nm);
         }
         return;
     }
@@ -396,10 +254,10 @@ static void emit_node(Emit *e, int i) {
         int q = p < 0 ? plan_in_grad_slot(g, i) : -1;
         if (p >= 0)
             e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
-                   shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->params[p].name);
+                   e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n), e->m->params[p].name);
         else
             e_line(e, "%s *%s = (%s *)net->in_grad[%d];  /* %s %s%s: d loss / d %s (or a part), in net->in_grad */", t, nm, t, q,
-                   shape_comment(e, n), op_info[n->op].name, loc_str(n), e->m->g->n[e->m->inputs[q]].name);
+                   e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n), e->m->g->n[e->m->inputs[q]].name);
     } else {
         e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
     }
@@ -430,7 +288,7 @@ static void emit_function(Emit *e, const Fn *fn) {
     e->entry = fn->kind == FN_ENTRY;
     e->loop = -1;
     e->name = NEWN(const char *, g->len + 1);
-    for (int i = 0; i < g->len; i++) e->name[i] = var_name(&g->n[i], i, "");
+    for (int i = 0; i < g->len; i++) e->name[i] = e_var_name(&g->n[i], i, "");
     bool *u = used_vars(g, true);
 
     static const char *doc[] = {
@@ -482,7 +340,7 @@ static void emit_function(Emit *e, const Fn *fn) {
     if (fn->kind == FN_ENTRY) {
         for (int k = 0; k < fn->entry->nouts; k++)
             e_line(e, "memcpy(out[%d], %s, (size_t)(%s) * sizeof(%s));", k, e->name[fn->entry->outs[k]],
-                   e_numel(e, fn->entry->outs[k]), ctype(e, &g->n[fn->entry->outs[k]]));
+                   e_numel(e, fn->entry->outs[k]), e_ctype(e, &g->n[fn->entry->outs[k]]));
     } else {
         for (int k = 0; k < m->noutputs; k++) e_line(e, "net->out[%d] = %s;", k, e->name[m->outputs[k]]);
         if (m->loss >= 0) e_line(e, "net->loss = %s[0];", e->name[m->loss]);

@@ -1,7 +1,12 @@
-/* emit_common.c -- what the static (emit_c.c) and tape (emit_tape.c) emitters write
- * alike: the header, the parameter/input/output tables, the initialiser, the model
- * fingerprint, the cdl_model descriptor and the public wrappers.  One copy, so that the
- * two builds of a model stay interchangeable (checkpoints move between them). */
+/* emit_common.c -- the emitters' toolkit and what the static (emit_c.c) and tape
+ * (emit_tape.c) emitters write alike.
+ *
+ * Toolkit: the helpers every op emitter and both emitters use to name and size values
+ * (e_ptr, e_numel, e_dims_arg, ...), to spell literals (e_lit, e_cstr), to comment
+ * buffers (e_shape_comment, e_loc) and to open loops.  Shared output: the header, the
+ * parameter/input/output tables, the initialiser, the model fingerprint, the cdl_model
+ * descriptor and the public wrappers, one copy, so that the two builds of a model stay
+ * interchangeable (checkpoints move between them). */
 #include "cdlc.h"
 #include "cdl.h"
 
@@ -10,7 +15,146 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *emit_c_string(const char *s) {
+/* ------------------------------------------------------------------ toolkit */
+
+void e_line(Emit *e, const char *fmt, ...) {
+    va_list ap;
+    fprintf(e->f, "%*s", e->indent * 4, "");
+    va_start(ap, fmt);
+    vfprintf(e->f, fmt, ap);
+    va_end(ap);
+    fputc('\n', e->f);
+}
+
+const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }
+const char *e_fn(Emit *e, const char *kernel) { return cc_str("cdl_%s_%s", kernel, e->real_size == 8 ? "f64" : "f32"); }
+bool e_train(Emit *e) { return e->train; }
+bool e_entry(const Emit *e) { return e->entry; }
+const char *e_t(Emit *e) { return e->body ? "t" : "0"; }
+const char *e_nb(Emit *e) { (void)e; return "nb"; }
+const Graph *e_graph(const Emit *e) { return e->body ? e->body : e->top; }
+int64_t e_batch(const Emit *e) { return e->top->batch > 0 ? e->top->batch : 1; }
+
+const char *e_ctype(const Emit *e, const Node *n) {
+    return n->dtype == DT_I32 ? "int32_t" : e->real_size == 8 ? "double" : "float";
+}
+
+const char *e_dtype(const Emit *e, const Node *n) {
+    return n->dtype == DT_I32 ? "CDL_I32" : e->real_size == 8 ? "CDL_F64" : "CDL_F32";
+}
+
+const char *e_ptr(Emit *e, int node) {
+    const char *s = e->body ? e->bname[node] : e->name[node];
+    if (!s) die("node %d has no C variable", node);
+    return s;
+}
+
+const char *e_outer(Emit *e, int node) {
+    if (!e->name[node]) die("top-level node %d has no C variable", node);
+    return e->name[node];
+}
+
+const char *e_rows(Emit *e, int node) {
+    const Node *n = &e_graph(e)->n[node];
+    if (n->shape.rank == 0) return "1";
+    if (!n->shape.batched) return cc_str("%lld", (long long)n->shape.d[0]);
+    int64_t k = n->shape.d[0] / e_batch(e);
+    return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
+}
+
+const char *e_dim(Emit *e, int node, int axis) {
+    const Node *n = &e_graph(e)->n[node];
+    if (axis == 0) return e_rows(e, node);
+    return cc_str("%lld", (long long)n->shape.d[axis]);
+}
+
+const char *e_numel(Emit *e, int node) {
+    const Node *n = &e_graph(e)->n[node];
+    int64_t total = shape_numel(&n->shape);
+    if (!n->shape.batched) return cc_str("%lld", (long long)total);
+    int64_t per = total / e_batch(e);
+    return per == 1 ? "nb" : cc_str("nb*%lld", (long long)per);
+}
+
+const char *e_dims_arg(Emit *e, int node) {
+    const Shape *s = &e_graph(e)->n[node].shape;
+    if (s->rank == 0) return "0, NULL";
+    char *r = cc_str("%d, (const int64_t[]){%s", s->rank, e_rows(e, node));
+    for (int i = 1; i < s->rank; i++) r = cc_str("%s, %lld", r, (long long)s->d[i]);
+    return cc_str("%s}", r);
+}
+
+const char *e_rng(Emit *e, int node) {
+    const Node *n = &e_graph(e)->n[node];
+    return cc_str("(cdl_rng_key){net->seed, net->step, %lld}", (long long)n->ia[7]);
+}
+
+const char *e_var_name(const Node *n, int i, const char *prefix) {
+    const char *base = n->op == OP_PARAM && n->name ? n->name : n->var ? n->var : n->name ? n->name : op_info[n->op].name;
+    char buf[96];
+    size_t k = 0;
+    for (const char *p = prefix; *p && k < 40; p++) buf[k++] = *p;
+    if (n->flags & NF_GRAD && !n->var) buf[k++] = 'd', buf[k++] = '_';
+    for (const char *p = base; *p && k < 60; p++) buf[k++] = isalnum((unsigned char)*p) ? *p : '_';
+    if (k == 0 || isdigit((unsigned char)buf[0])) buf[k++] = 'v';
+    snprintf(buf + k, sizeof buf - k, "_%d", i);
+    return arena_strdup(cc_arena, buf);
+}
+
+const char *e_shape_comment(const Emit *e, const Shape *s) {
+    char *c = cc_str("(");
+    for (int i = 0; i < s->rank; i++) {
+        int64_t m = s->d[0] / e_batch(e);
+        if (i == 0 && s->batched) c = m == 1 ? cc_str("%sB", c) : cc_str("%sB*%lld", c, (long long)m);
+        else c = cc_str("%s%s%lld", c, i ? ", " : "", (long long)s->d[i]);
+    }
+    return cc_str("%s)", c);
+}
+
+const char *e_loc(const Node *n) {
+    if (!n->loc.file) return "";
+    const char *f = strrchr(n->loc.file, '/');
+    return cc_str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
+}
+
+const char *e_join(int n, const char *const *v, const char *sep) {
+    size_t len = 1, ls = strlen(sep);
+    for (int k = 0; k < n; k++) len += strlen(v[k]) + (k ? ls : 0);
+    char *out = arena_alloc(cc_arena, len), *p = out;
+    for (int k = 0; k < n; k++) {
+        if (k) memcpy(p, sep, ls), p += ls;
+        size_t l = strlen(v[k]);
+        memcpy(p, v[k], l);
+        p += l;
+    }
+    *p = 0;
+    return out;
+}
+
+const char *e_tape_plain(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    char *c = cc_str("cdl_t_%s(tp", op_info[x->op].name);
+    for (int k = 0; k < x->nin; k++) c = cc_str("%s, %s", c, e_ptr(e, x->in[k]));
+    return cc_str("%s)", c);
+}
+
+void e_loop_open(Emit *e, const Node *L, const char *what) {
+    int64_t start = loop_start(L), step = loop_step(L), last = loop_last(L);
+    e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); %s */", e_loc(L), (long long)start, step > 0 ? "up to" : "down to",
+           (long long)last, (long long)loop_count(L), what);
+    e_line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
+           (long long)step);
+    e->indent++;
+}
+
+void e_loop_close(Emit *e) {
+    e->indent--;
+    e_line(e, "}");
+}
+
+/* ------------------------------------------------------------------ shared output */
+
+const char *e_cstr(const char *s) {
     size_t n = strlen(s);
     char *o = arena_alloc(cc_arena, n * 4 + 3), *p = o;
     *p++ = '"';
@@ -73,9 +217,9 @@ static void tensor_row(FILE *f, int real_size, const char *name, bool real, cons
     dims[0] = 0;
     for (int i = 0; i < s->rank; i++) k += (size_t)snprintf(dims + k, sizeof dims - k, "%s%lld", i ? ", " : "", (long long)s->d[i]);
     const char *dt = real ? (real_size == 8 ? "CDL_F64" : "CDL_F32") : "CDL_I32";
-    const char *lc = loc.file ? arena_printf(cc_arena, "%s:%d:%d", loc.file, loc.line, loc.col) : "";
-    fprintf(f, "    {%s, %s, %lld, %d, {%s}, %s, %s},\n", emit_c_string(name), dt, (long long)off, s->rank, s->rank ? dims : "0",
-            flags & CDL_T_STATE ? "CDL_T_STATE" : flags & CDL_T_BATCHED ? "CDL_T_BATCHED" : "0", emit_c_string(lc));
+    const char *lc = loc.file ? cc_str("%s:%d:%d", loc.file, loc.line, loc.col) : "";
+    fprintf(f, "    {%s, %s, %lld, %d, {%s}, %s, %s},\n", e_cstr(name), dt, (long long)off, s->rank, s->rank ? dims : "0",
+            flags & CDL_T_STATE ? "CDL_T_STATE" : flags & CDL_T_BATCHED ? "CDL_T_BATCHED" : "0", e_cstr(lc));
 }
 
 static void node_row(FILE *f, int real_size, const char *name, const Node *n) {
@@ -83,7 +227,7 @@ static void node_row(FILE *f, int real_size, const char *name, const Node *n) {
 }
 
 static const char *consts(const Model *m) {
-    return m->consts_str ? arena_printf(cc_arena, "; %s", m->consts_str) : "";
+    return m->consts_str ? cc_str("; %s", m->consts_str) : "";
 }
 
 void emit_header(FILE *hf, const Model *m, const char *header_name, bool tape) {
@@ -187,11 +331,11 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
         fprintf(cf, "};\n");
     }
     char *defaults = arena_strdup(cc_arena, "");
-    for (int k = 0; k < m->ntrain; k++) defaults = arena_printf(cc_arena, "%s%s=%s\n", defaults, m->train[k].key, m->train[k].value);
+    for (int k = 0; k < m->ntrain; k++) defaults = cc_str("%s%s=%s\n", defaults, m->train[k].key, m->train[k].value);
 
     fprintf(cf, "\nconst cdl_model %s_model = {\n", mn);
     fprintf(cf, "    .name = %s,\n    .source = %s,\n    .fingerprint = 0x%016llxull,\n    .real_size = %d,\n    .batch = %lld,\n",
-            emit_c_string(mn), emit_c_string(m->file), (unsigned long long)emit_fingerprint(m, real_size), real_size,
+            e_cstr(mn), e_cstr(m->file), (unsigned long long)emit_fingerprint(m, real_size), real_size,
             (long long)(m->batch > 0 ? m->batch : 1));
     fprintf(cf, "    .n_params = %d, .params = %s_params, .param_count = %lld, .train_count = %lld,\n", m->nparams, mn,
             (long long)L->param_count, (long long)L->train_count);
@@ -199,7 +343,7 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
             m->noutputs, mn);
     fprintf(cf, "    .has_loss = %d,\n    .act_bytes = %lld,%s\n", m->loss >= 0, (long long)act_bytes, act_comment);
     if (m->nentries) fprintf(cf, "    .n_entries = %d, .entries = %s_entries,\n", m->nentries, mn);
-    fprintf(cf, "    .train_defaults = %s,\n", emit_c_string(defaults));
+    fprintf(cf, "    .train_defaults = %s,\n", e_cstr(defaults));
     fprintf(cf, "    .init = %s_init_params,\n    .forward = %s_fwd_eval,\n", mn, mn);
     if (m->loss >= 0) fprintf(cf, "    .grad = %s_fwd_bwd,\n    .input_grad = %s_fwd_bwd_input,\n", mn, mn);
     fprintf(cf, "};\n");

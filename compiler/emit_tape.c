@@ -21,97 +21,7 @@
 #include "cdlc.h"
 #include "cdl.h"
 
-#include <ctype.h>
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-typedef struct TE {
-    FILE *f;
-    int indent;
-    const Model *m;
-    int real_size;
-    int64_t batch;          /* compiled batch B (1 without one) */
-    const Graph *g;         /* the function's graph */
-    const char **name;      /* top-level node -> C variable */
-    bool entry;             /* an extra entry: inputs come from in[] */
-    /* inside a loop body */
-    const Graph *body;
-    const char **bname;
-    int loop;               /* top-level id of the LOOP being written, -1 outside */
-} TE;
-
-/* ------------------------------------------------------------------ helpers */
-
-static void line(TE *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void line(TE *e, const char *fmt, ...) {
-    va_list ap;
-    fprintf(e->f, "%*s", e->indent * 4, "");
-    va_start(ap, fmt);
-    vfprintf(e->f, fmt, ap);
-    va_end(ap);
-    fputc('\n', e->f);
-}
-
-static const Graph *cur(TE *e) { return e->body ? e->body : e->g; }
-
-static const char *var(TE *e, int node) {
-    const char *s = e->body ? e->bname[node] : e->name[node];
-    if (!s) die("tape emitter: node %d has no C variable", node);
-    return s;
-}
-
-/* A readable C identifier for node i (as emit_c names them): "logits_12", "fc1_weight_3". */
-static const char *var_name(const Node *n, int i, const char *prefix) {
-    const char *base = n->op == OP_PARAM && n->name ? n->name : n->var ? n->var : n->name ? n->name : op_info[n->op].name;
-    char buf[96];
-    size_t k = 0;
-    for (const char *p = prefix; *p && k < 40; p++) buf[k++] = *p;
-    for (const char *p = base; *p && k < 60; p++) buf[k++] = isalnum((unsigned char)*p) ? *p : '_';
-    if (k == 0 || isdigit((unsigned char)buf[0])) buf[k++] = 'v';
-    snprintf(buf + k, sizeof buf - k, "_%d", i);
-    return arena_strdup(cc_arena, buf);
-}
-
-/* Runtime size of dim 0 of shape s: "nb", "nb*28" when batched, else the number. */
-static const char *rows_of(TE *e, const Shape *s) {
-    if (s->rank == 0) return "1";
-    if (!s->batched) return cc_str("%lld", (long long)s->d[0]);
-    int64_t k = s->d[0] / e->batch;
-    return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
-}
-
-/* "rank, (const int64_t[]){nb, 128}" (runtime dims) or "0, NULL". */
-static const char *dims_arg(TE *e, const Shape *s) {
-    if (s->rank == 0) return "0, NULL";
-    char *r = arena_printf(cc_arena, "%d, (const int64_t[]){%s", s->rank, rows_of(e, s));
-    for (int i = 1; i < s->rank; i++) r = arena_printf(cc_arena, "%s, %lld", r, (long long)s->d[i]);
-    return arena_printf(cc_arena, "%s}", r);
-}
-
-/* "(B, 256)" */
-static const char *shape_comment(TE *e, const Shape *s) {
-    char buf[160];
-    size_t k = (size_t)snprintf(buf, sizeof buf, "(");
-    for (int i = 0; i < s->rank && k < sizeof buf; i++) {
-        if (i == 0 && s->batched) {
-            int64_t m = s->d[0] / e->batch;
-            k += (size_t)(m == 1 ? snprintf(buf + k, sizeof buf - k, "B") : snprintf(buf + k, sizeof buf - k, "B*%lld", (long long)m));
-        } else {
-            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", i ? ", " : "", (long long)s->d[i]);
-        }
-    }
-    if (k < sizeof buf) snprintf(buf + k, sizeof buf - k, ")");
-    return arena_strdup(cc_arena, buf);
-}
-
-static const char *loc_str(const Node *n) {
-    if (!n->loc.file) return "";
-    const char *f = strrchr(n->loc.file, '/');
-    return cc_str(" @ %s:%d:%d", f ? f + 1 : n->loc.file, n->loc.line, n->loc.col);
-}
-
-static const char *red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : "CDL_RED_MEAN"; }
 
 /* ------------------------------------------------------------------ liveness */
 
@@ -147,168 +57,72 @@ static bool *read_nodes(const Graph *g, const bool *live, const int *roots, int 
 
 /* ------------------------------------------------------------------ one node */
 
-/* The cdl_t_<op>(...) call computing node i of the current graph, or NULL for nodes
- * written structurally (loops) or not at all. */
-static const char *call_of(TE *e, int i) {
-    const Graph *g = cur(e);
+/* The cdl_t_<op>(...) call recording node i of the current graph (its op's block). */
+static const char *call_of_node(Emit *e, int i) {
+    const Graph *g = e_graph(e);
     const Node *n = &g->n[i];
-    const char *t = e->body ? "t" : "0";
-#define A(k) var(e, n->in[k])
-    switch (n->op) {
-    case OP_INPUT:
-        if (e->entry)
-            return cc_str("cdl_t_from(tp, %s, (void *)in[%d], %s)", n->dtype == DT_I32 ? "CDL_I32" : e->real_size == 8 ? "CDL_F64" : "CDL_F32",
-                       n->slot, dims_arg(e, &n->shape));
-        return cc_str("cdl_t_input(tp, %d, nb)", n->slot);
-    case OP_PARAM: return cc_str("cdl_t_param(tp, %d)", n->slot);
-    case OP_CONST:
-        if (n->dtype == DT_I32) return cc_str("cdl_t_full_i32(tp, %lld, %s)", (long long)n->fa[0], dims_arg(e, &n->shape));
-        return cc_str("cdl_t_full(tp, %s, %s)", e_lit(n->fa[0]), dims_arg(e, &n->shape));
-    case OP_BATCHSIZE: return "cdl_t_batch_size(tp, nb)";
-    case OP_RANDN:
-    case OP_RAND:
-        return cc_str("cdl_t_%s(tp, %lld, %s, %s)", n->op == OP_RANDN ? "randn" : "rand", (long long)n->ia[7], t, dims_arg(e, &n->shape));
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM:
-        return cc_str("cdl_t_%s(tp, %s, %s)", op_info[n->op].name, A(0), A(1));
-    case OP_NEG: case OP_EXP: case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE: case OP_RELU:
-    case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SOFTPLUS: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-        return cc_str("cdl_t_%s(tp, %s)", op_info[n->op].name, A(0));
-    case OP_POWS: return cc_str("cdl_t_pow(tp, %s, %s)", A(0), e_lit(n->fa[0]));
-    case OP_CLAMP: return cc_str("cdl_t_clamp(tp, %s, %s, %s)", A(0), e_lit(n->fa[0]), e_lit(n->fa[1]));
-    case OP_LEAKY_RELU: return cc_str("cdl_t_leaky_relu(tp, %s, %s)", A(0), e_lit(n->fa[0]));
-    case OP_ELU: return cc_str("cdl_t_elu(tp, %s, %s)", A(0), e_lit(n->fa[0]));
-    case OP_DROPOUT: return cc_str("cdl_t_dropout(tp, %s, %s, %lld, %s)", A(0), e_lit(n->fa[0]), (long long)n->ia[7], t);
-    case OP_STOP_GRAD: return cc_str("cdl_t_stop_gradient(tp, %s)", A(0));
-    case OP_MATMUL: return cc_str("cdl_t_matmul(tp, %s, %s, %d, %d)", A(0), A(1), n->ia[0] != 0, n->ia[1] != 0);
-    case OP_LINEAR: return cc_str("cdl_t_linear(tp, %s, %s, %s)", A(0), A(1), n->nin > 2 ? A(2) : "NULL");
-    case OP_SUM:
-    case OP_MEAN:
-        return cc_str("cdl_t_%s(tp, %s, 0x%llxu, %d)", op_info[n->op].name, A(0), (unsigned long long)n->ia[0], n->ia[1] != 0);
-    case OP_BROADCAST: return cc_str("cdl_t_broadcast_to(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
-    case OP_RESHAPE: return cc_str("cdl_t_reshape(tp, %s, %s)", A(0), dims_arg(e, &n->shape));
-    case OP_TRANSPOSE: {
-        char *p = arena_printf(cc_arena, "(const int[]){");
-        for (int k = 0; k < n->shape.rank; k++) p = arena_printf(cc_arena, "%s%s%lld", p, k ? ", " : "", (long long)n->ia[k]);
-        return cc_str("cdl_t_transpose(tp, %s, %s%s})", A(0), p, n->shape.rank ? "" : "0");
-    }
-    case OP_CONCAT: {
-        char *p = arena_printf(cc_arena, "(cdl_t *[]){");
-        for (int k = 0; k < n->nin; k++) p = arena_printf(cc_arena, "%s%s%s", p, k ? ", " : "", A(k));
-        return cc_str("cdl_t_concat(tp, %d, %s}, %lld)", n->nin, p, (long long)n->ia[0]);
-    }
-    case OP_SLICE: {
-        /* start moves with the loop step (ia5); a full slice of the batch axis has the
-         * runtime number of rows */
-        const char *start = !n->ia[5] ? cc_str("%lld", (long long)n->ia[1])
-                            : n->ia[1] == 0 && n->ia[5] == 1 ? t
-                                                             : cc_str("%lld + %lld*%s", (long long)n->ia[1], (long long)n->ia[5], t);
-        int axis = (int)n->ia[0];
-        const char *count = n->ia[4] ? "1" : axis == 0 && n->shape.batched ? rows_of(e, &n->shape)
-                                                                           : cc_str("%lld", (long long)n->shape.d[axis]);
-        return cc_str("cdl_t_slice(tp, %s, %d, %s, %lld, %s, %d)", A(0), axis, start, (long long)n->ia[3], count, n->ia[4] != 0);
-    }
-    case OP_EMBEDDING: return cc_str("cdl_t_embedding(tp, %s, %s)", A(0), A(1));
-    case OP_CONV2D:
-        return cc_str("cdl_t_conv2d(tp, %s, %s, %s, %lld, %lld)", A(0), A(1), n->nin > 2 ? A(2) : "NULL",
-                   (long long)(n->ia[0] > 0 ? n->ia[0] : 1), (long long)n->ia[1]);
-    case OP_MAXPOOL2D:
-    case OP_AVGPOOL2D:
-        return cc_str("cdl_t_%s(tp, %s, %lld, %lld, %lld)", op_info[n->op].name, A(0), (long long)n->ia[0],
-                   (long long)(n->ia[1] > 0 ? n->ia[1] : n->ia[0]), (long long)n->ia[2]);
-    case OP_BATCHNORM:
-        return cc_str("cdl_t_batchnorm(tp, %s, %s, %s, %s, %s, %s, %s)", A(0), A(1), A(2), A(3), A(4), e_lit(n->fa[0]), e_lit(n->fa[1]));
-    case OP_LSTM_ACT: return cc_str("cdl_t_lstm_act(tp, %s, %s)", A(0), A(1));
-    case OP_GRU_ACT: return cc_str("cdl_t_gru_act(tp, %s, %s, %s)", A(0), A(1), A(2));
-    case OP_VIEW: {
-        /* a view of a packed result: the tape packs parts with the runtime rows, the
-         * static code (and ia0) with the compiled batch B */
-        const char *off = cc_str("%lld", (long long)n->ia[0]);
-        if (n->shape.batched) {
-            if (n->ia[0] % e->batch) die("tape emitter: view offset %lld is not a multiple of the batch", (long long)n->ia[0]);
-            int64_t k = n->ia[0] / e->batch;
-            off = k == 0 ? "0" : cc_str("(int64_t)nb*%lld", (long long)k);
-        }
-        return cc_str("cdl_t_view(tp, %s, %s, %s)", A(0), off, dims_arg(e, &n->shape));
-    }
-    case OP_CROSS_ENTROPY: return cc_str("cdl_t_cross_entropy(tp, %s, %s, %s, %s)", A(0), A(1), e_lit(n->fa[0]), red(n));
-    case OP_NLL: return cc_str("cdl_t_nll(tp, %s, %s, %s)", A(0), A(1), red(n));
-    case OP_MSE: case OP_L1: case OP_BCE: case OP_BCE_LOGITS: case OP_KL_NORMAL:
-        return cc_str("cdl_t_%s(tp, %s, %s, %s)", op_info[n->op].name, A(0), A(1), red(n));
-    case OP_HUBER: return cc_str("cdl_t_huber(tp, %s, %s, %s, %s)", A(0), A(1), e_lit(n->fa[0]), red(n));
-    case OP_LOOP_CARRY: return cc_str("L%d_carry%lld", e->loop, (long long)n->ia[0]);
-    case OP_LOOP_CAPTURE: return e->name[n->ia[0]];
-    default:
-        die("tape emitter: op %s cannot appear in a forward graph", op_info[n->op].name);
-    }
-#undef A
+    if (!op_info[n->op].rule.tape) die("tape emitter: op %s has no tape call", op_info[n->op].name);
+    return op_info[n->op].rule.tape(e, g, i);
 }
 
-
-/* int64 product of a shape's dims at the compiled batch (for loop buffers). */
-static int64_t loop_last(const Node *L) { return L->ia[0] + (L->ia[1] - 1) * L->ia[2]; }
-static int64_t loop_tmin(const Node *L) { return L->ia[2] > 0 ? L->ia[0] : loop_last(L); }
+const char *e_tape_carry(Emit *e, int k) { return cc_str("L%d_carry%d", e->loop, k); }
 
 /* A loop: carried values as cdl_t pointers, collected ones in per-step arrays, a C loop
  * recording one step of the body per trip. */
-static void emit_loop(TE *e, int L) {
-    const Node *ln = &e->g->n[L];
+static void emit_loop(Emit *e, int L) {
+    const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
-    int64_t start = ln->ia[0], count = ln->ia[1], step = ln->ia[2], last = loop_last(ln);
-    line(e, "/* loop%s: t = %lld %s %lld (%lld steps); each trip records one more step on the tape */", loc_str(ln),
-         (long long)start, step > 0 ? "up to" : "down to", (long long)last, (long long)count);
-    for (int k = 0; k < b->ncarry; k++) line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
-    for (int k = b->ncarry; k < b->nres; k++) line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)count);
-    line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last, (long long)step);
-    e->indent++;
+    for (int k = 0; k < b->ncarry; k++) e_line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
+    for (int k = b->ncarry; k < b->nres; k++) e_line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)loop_count(ln));
+    e_loop_open(e, ln, "each trip records one more step on the tape");
     e->body = b;
     e->loop = L;
     e->bname = NEWN(const char *, b->len + 1);
     bool *live = live_nodes(b, b->res, b->nres), *rd = read_nodes(b, live, b->res, b->nres);
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
-        e->bname[j] = var_name(n, j, "s_");
+        e->bname[j] = e_var_name(n, j, "s_");
         if (!live[j]) continue;
-        const char *c = call_of(e, j);
-        if (!rd[j]) line(e, "(void)%s;  /* %s %s%s */", c, shape_comment(e, &n->shape), op_info[n->op].name, loc_str(n));
-        else line(e, "cdl_t *%s = %s;  /* %s %s%s */", e->bname[j], c, shape_comment(e, &n->shape), op_info[n->op].name, loc_str(n));
+        const char *c = call_of_node(e, j), *what = cc_str("/* %s %s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
+        if (!rd[j]) e_line(e, "(void)%s;  %s", c, what);
+        else e_line(e, "cdl_t *%s = %s;  %s", e->bname[j], c, what);
     }
-    for (int k = 0; k < b->ncarry; k++) line(e, "L%d_carry%d = %s;", L, k, e->bname[b->res[k]]);
+    for (int k = 0; k < b->ncarry; k++) e_line(e, "L%d_carry%d = %s;", L, k, e->bname[b->res[k]]);
     for (int k = b->ncarry; k < b->nres; k++)
-        line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_tmin(ln), e->bname[b->res[k]]);
-    e->indent--;
-    line(e, "}");
+        e_line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_first_t(ln), e->bname[b->res[k]]);
+    e_loop_close(e);
     e->body = NULL;
     e->bname = NULL;
     e->loop = -1;
 }
 
-static void emit_node(TE *e, int i, bool read) {
-    const Node *n = &e->g->n[i];
-    const char *what = cc_str("/* %s %s%s%s */", shape_comment(e, &n->shape), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
-                           loc_str(n));
+static void emit_node(Emit *e, int i, bool read) {
+    const Node *n = &e->top->n[i];
+    const char *what = cc_str("/* %s %s%s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name,
+                              n->name ? cc_str(" \"%s\"", n->name) : "", e_loc(n));
     if (n->op == OP_LOOP_OUT) {
-        const Node *ln = &e->g->n[n->in[0]];
+        const Node *ln = &e->top->n[n->in[0]];
         const Graph *b = ln->sub;
-        int k = (int)n->ia[0];
-        if (k < b->ncarry) line(e, "cdl_t *%s = L%d_carry%d;  %s", e->name[i], n->in[0], k, what);
+        int k = loop_out_result(n);
+        if (k < b->ncarry) e_line(e, "cdl_t *%s = L%d_carry%d;  %s", e->name[i], n->in[0], k, what);
         else
-            line(e, "cdl_t *%s = cdl_t_stack(tp, %lld, L%d_collect%d, %d);  %s", e->name[i], (long long)ln->ia[1], n->in[0], k,
-                 b->n[b->res[k]].shape.batched, what);
+            e_line(e, "cdl_t *%s = cdl_t_stack(tp, %lld, L%d_collect%d, %d);  %s", e->name[i], (long long)loop_count(ln), n->in[0], k,
+                   b->n[b->res[k]].shape.batched, what);
         return;
     }
-    if (!read) line(e, "(void)%s;  %s", call_of(e, i), what);
-    else line(e, "cdl_t *%s = %s;  %s", e->name[i], call_of(e, i), what);
+    if (!read) e_line(e, "(void)%s;  %s", call_of_node(e, i), what);
+    else e_line(e, "cdl_t *%s = %s;  %s", e->name[i], call_of_node(e, i), what);
 }
 
 /* ------------------------------------------------------------------ functions */
 
 /* The record function of graph g: every live node in order; writes out[] and returns the
  * loss (or NULL). */
-static void emit_record(TE *e, const char *cname, const Graph *g, const int *outs, int nouts, int loss) {
-    e->g = g;
+static void emit_record(Emit *e, const char *cname, const Graph *g, const int *outs, int nouts, int loss) {
+    e->top = g;
     e->loop = -1;
     e->name = NEWN(const char *, g->len + 1);
-    for (int i = 0; i < g->len; i++) e->name[i] = var_name(&g->n[i], i, "");
+    for (int i = 0; i < g->len; i++) e->name[i] = e_var_name(&g->n[i], i, "");
     int *roots = NEWN(int, nouts + 2);
     for (int k = 0; k < nouts; k++) roots[k] = outs[k];
     roots[nouts] = loss;
@@ -322,14 +136,14 @@ static void emit_record(TE *e, const char *cname, const Graph *g, const int *out
         fprintf(e->f, "static cdl_t *%s(cdl_tape *tp, cdl_net *net, int nb, cdl_t **out)\n{\n", cname);
     }
     e->indent = 1;
-    line(e, "(void)net; (void)nb; (void)out;%s", e->entry ? " (void)in;" : "");
+    e_line(e, "(void)net; (void)nb; (void)out;%s", e->entry ? " (void)in;" : "");
     for (int i = 0; i < g->len; i++) {
         if (!live[i]) continue;
         if (g->n[i].op == OP_LOOP) emit_loop(e, i);
         else emit_node(e, i, rd[i]);
     }
-    for (int k = 0; k < nouts; k++) line(e, "out[%d] = %s;", k, e->name[outs[k]]);
-    if (!e->entry) line(e, "return %s;", loss >= 0 ? e->name[loss] : "NULL");
+    for (int k = 0; k < nouts; k++) e_line(e, "out[%d] = %s;", k, e->name[outs[k]]);
+    if (!e->entry) e_line(e, "return %s;", loss >= 0 ? e->name[loss] : "NULL");
     fprintf(e->f, "}\n");
 }
 
@@ -339,8 +153,8 @@ static void emit_record(TE *e, const char *cname, const Graph *g, const int *out
 void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
     const Model *m = p->m;
     int real_size = p->real_size;
-    TE E = {.f = cf, .m = m, .real_size = real_size, .batch = m->batch > 0 ? m->batch : 1, .loop = -1};
-    TE *e = &E;
+    Emit E = {.f = cf, .m = m, .real_size = real_size, .tape = true, .loop = -1};
+    Emit *e = &E;
     const char *mn = m->name;
     int64_t act = p->act_bytes;
 

@@ -27,27 +27,9 @@
 
 static const char *cv_name(const Node *n) { return op_info[n->op].name; }
 
-static const char *cv_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *cv_str(const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return arena_strdup(cc_arena, buf);
-}
-
-/* A double as a C literal that reads back exactly. */
-static const char *cv_lit(double v) {
-    char buf[40];
-    snprintf(buf, sizeof buf, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
-    return arena_strdup(cc_arena, buf);
-}
-
 /* "rows*k" as a C expression (rows is e_rows' string). */
 static const char *cv_mul(const char *rows, int64_t k) {
-    return k == 1 ? rows : cv_str("%s*%lld", rows, (long long)k);
+    return k == 1 ? rows : cc_str("%s*%lld", rows, (long long)k);
 }
 
 static bool cv_real(const Graph *g, const Node *n) {
@@ -91,7 +73,7 @@ static int64_t aux_conv(const Graph *g, const Node *n) {
 
 /* "&(cdl_conv2d_geom){...}" with the runtime batch (rows of the batched operand). */
 static const char *conv_geom_lit(const cdl_conv2d_geom *cg, const char *rows) {
-    return cv_str("&(cdl_conv2d_geom){.n = %s, .c = %lld, .h = %lld, .w = %lld, .k = %lld, .r = %lld, .s = %lld, "
+    return cc_str("&(cdl_conv2d_geom){.n = %s, .c = %lld, .h = %lld, .w = %lld, .k = %lld, .r = %lld, .s = %lld, "
                   ".stride = %lld, .pad = %lld, .oh = %lld, .ow = %lld, .group = %lld}",
                   rows, (long long)cg->c, (long long)cg->h, (long long)cg->w, (long long)cg->k, (long long)cg->r,
                   (long long)cg->s, (long long)cg->stride, (long long)cg->pad, (long long)cg->oh, (long long)cg->ow,
@@ -326,7 +308,7 @@ static void grad_avgpool(AD *ad, int n, int gy) {
 static const char *pool_args(Emit *e, const Node *p, int x, const Shape *xs) {
     int64_t planes = 1;
     for (int i = 1; i < xs->rank - 2; i++) planes *= xs->d[i];
-    return cv_str("%s, %lld, %lld, %lld, %lld, %lld", cv_mul(e_rows(e, x), planes), (long long)xs->d[xs->rank - 2],
+    return cc_str("%s, %lld, %lld, %lld, %lld, %lld", cv_mul(e_rows(e, x), planes), (long long)xs->d[xs->rank - 2],
                   (long long)xs->d[xs->rank - 1], (long long)p->ia[0], (long long)pool_stride(p), (long long)p->ia[2]);
 }
 
@@ -423,7 +405,7 @@ static void emit_batchnorm(Emit *e, const Graph *g, int n) {
     const Node *b = &g->n[n];
     const Shape *x = &g->n[b->in[0]].shape;
     e_line(e, "%s(%d, %s, %lld, %lld, %s, %s, %s, %s, %s, %s, %s, %s, %s, %d);", e_fn(e, "batchnorm"), e_train(e) ? 1 : 0,
-           e_rows(e, b->in[0]), (long long)x->d[1], (long long)bn_hw(x), cv_lit(b->fa[0]), cv_lit(b->fa[1]),
+           e_rows(e, b->in[0]), (long long)x->d[1], (long long)bn_hw(x), e_lit(b->fa[0]), e_lit(b->fa[1]),
            e_ptr(e, b->in[0]), e_ptr(e, b->in[1]), e_ptr(e, b->in[2]), e_ptr(e, b->in[3]), e_ptr(e, b->in[4]),
            e_ptr(e, n), e_aux(e, n), bn_saves_xhat(g, n) ? 1 : 0);
 }
@@ -451,15 +433,52 @@ static void emit_batchnorm_bwd(Emit *e, const Graph *g, int n) {
 
 /* ------------------------------------------------------------------ table */
 
+/* ------------------------------------------------------------------ tape calls */
+
+static const char *tape_conv2d(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_conv2d(tp, %s, %s, %s, %lld, %lld)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
+                  x->nin > 2 ? e_ptr(e, x->in[2]) : "NULL", (long long)conv_stride(x), (long long)x->ia[1]);
+}
+
+/* The tape's conv scratch is short-lived: the kernels' own scratch rule (cdl.h) at the
+ * runtime batch, at most what it is at the compiled batch. */
+static void tape_scratch_conv2d(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)keep;
+    *tmp = aux_conv(g, n) * real_size;
+}
+
+static const char *tape_pool(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_%s(tp, %s, %lld, %lld, %lld)", cv_name(x), e_ptr(e, x->in[0]), (long long)x->ia[0],
+                  (long long)(x->ia[1] > 0 ? x->ia[1] : x->ia[0]), (long long)x->ia[2]);
+}
+
+static const char *tape_batchnorm(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_batchnorm(tp, %s, %s, %s, %s, %s, %s, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]),
+                  e_ptr(e, x->in[3]), e_ptr(e, x->in[4]), e_lit(x->fa[0]), e_lit(x->fa[1]));
+}
+
+/* The tape keeps mean, invstd, a third per-channel vector and the normalised input;
+ * its backward takes two per-channel sums and a dx-sized temporary. */
+static void tape_scratch_batchnorm(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)g;
+    int64_t c = n->shape.d[1], numel = shape_numel(&n->shape);
+    *keep = (3 * c + numel) * real_size;
+    *tmp = (2 * c + numel) * real_size;
+}
+
 const OpRule ops_conv_rules[] = {
-    {OP_CONV2D, shape_conv2d, grad_conv2d, emit_conv2d, aux_conv},
-    {OP_CONV2D_BWD_X, shape_conv2d_bwd_x, NULL, emit_conv2d_bwd_x, aux_conv},
-    {OP_CONV2D_BWD_W, shape_conv2d_bwd_w, NULL, emit_conv2d_bwd_w, aux_conv},
-    {OP_MAXPOOL2D, shape_pool, grad_maxpool, emit_pool, NULL},
-    {OP_MAXPOOL2D_BWD, shape_maxpool_bwd, NULL, emit_maxpool_bwd, NULL},
-    {OP_AVGPOOL2D, shape_pool, grad_avgpool, emit_pool, NULL},
-    {OP_AVGPOOL2D_BWD, shape_avgpool_bwd, NULL, emit_avgpool_bwd, NULL},
-    {OP_BATCHNORM, shape_batchnorm, grad_batchnorm, emit_batchnorm, aux_batchnorm},
-    {OP_BATCHNORM_BWD, shape_batchnorm_bwd, NULL, emit_batchnorm_bwd, NULL},
+    {OP_CONV2D, shape_conv2d, grad_conv2d, emit_conv2d, aux_conv, .tape = tape_conv2d, .tape_scratch = tape_scratch_conv2d},
+    {OP_CONV2D_BWD_X, shape_conv2d_bwd_x, NULL, emit_conv2d_bwd_x, aux_conv, .tape = NULL},
+    {OP_CONV2D_BWD_W, shape_conv2d_bwd_w, NULL, emit_conv2d_bwd_w, aux_conv, .tape = NULL},
+    {OP_MAXPOOL2D, shape_pool, grad_maxpool, emit_pool, NULL, .tape = tape_pool},
+    {OP_MAXPOOL2D_BWD, shape_maxpool_bwd, NULL, emit_maxpool_bwd, NULL, .tape = NULL},
+    {OP_AVGPOOL2D, shape_pool, grad_avgpool, emit_pool, NULL, .tape = tape_pool},
+    {OP_AVGPOOL2D_BWD, shape_avgpool_bwd, NULL, emit_avgpool_bwd, NULL, .tape = NULL},
+    {OP_BATCHNORM, shape_batchnorm, grad_batchnorm, emit_batchnorm, aux_batchnorm, .tape = tape_batchnorm,
+     .tape_scratch = tape_scratch_batchnorm},
+    {OP_BATCHNORM_BWD, shape_batchnorm_bwd, NULL, emit_batchnorm_bwd, NULL, .tape = NULL},
 };
 const int ops_conv_count = sizeof ops_conv_rules / sizeof ops_conv_rules[0];

@@ -18,7 +18,7 @@ static const Node *in_node(const Graph *g, const Node *n, int k) { return &g->n[
 /* The kernel name for node n: the real-typed one, or the i32 one for the element-moving
  * kernels applied to integer tensors (labels). */
 static const char *kfn(Emit *e, const Graph *g, int n, const char *kernel) {
-    if (g->n[n].dtype == DT_I32) return arena_printf(cc_arena, "cdl_%s_i32", kernel);
+    if (g->n[n].dtype == DT_I32) return cc_str("cdl_%s_i32", kernel);
     return e_fn(e, kernel);
 }
 static const char *elem_type(Emit *e, const Graph *g, int n) {
@@ -42,10 +42,10 @@ static const char *dims_prod(Emit *e, const Graph *g, int node, int from, int to
     bool dyn = s->batched && from == 0 && to > 0;
     for (int i = from; i < to; i++)
         if (!(dyn && i == 0)) p *= s->d[i];
-    if (!dyn) return arena_printf(cc_arena, "%lld", (long long)p);
+    if (!dyn) return cc_str("%lld", (long long)p);
     const char *d0 = e_dim(e, node, 0);
     if (p == 1) return d0;
-    return arena_printf(cc_arena, is_atom(d0) ? "%s*%lld" : "(%s)*%lld", d0, (long long)p);
+    return cc_str(is_atom(d0) ? "%s*%lld" : "(%s)*%lld", d0, (long long)p);
 }
 
 /* "(const int64_t[]){nb, 256}": node's runtime dims, padded on the left with 1s to
@@ -53,11 +53,11 @@ static const char *dims_prod(Emit *e, const Graph *g, int node, int from, int to
 static const char *dims_list(Emit *e, const Graph *g, int node, int rank) {
     const Shape *s = &g->n[node].shape;
     int lead = rank - s->rank;
-    char *r = arena_printf(cc_arena, "(const int64_t[]){");
+    char *r = cc_str("(const int64_t[]){");
     for (int i = 0; i < rank; i++)
-        r = arena_printf(cc_arena, "%s%s%s", r, i ? ", " : "",
+        r = cc_str("%s%s%s", r, i ? ", " : "",
                          i < lead ? "1" : e_dim(e, node, i - lead));
-    return arena_printf(cc_arena, "%s%s}", r, rank == 0 ? "1" : "");
+    return cc_str("%s%s}", r, rank == 0 ? "1" : "");
 }
 
 /* A rank-0 real constant in the gradient graph. */
@@ -157,10 +157,10 @@ static void emit_matmul(Emit *e, const Graph *g, int n) {
     if (x->nin == 3 && !((x->flags & NF_INPLACE) && x->inplace == 2))
         e_line(e, "if (%s != %s) memcpy(%s, %s, (size_t)(%s) * sizeof(%s));", e_ptr(e, n), e_ptr(e, x->in[2]),
                e_ptr(e, n), e_ptr(e, x->in[2]), e_numel(e, n), e_real(e));
-    e_line(e, "%s(%d, %d, %s, %s, %s, 1, %s, %lld, %s, %lld, %d, %s, %lld);", e_fn(e, "gemm"), ta,
-           tb, e_dim(e, a, ta), e_dim(e, b, 1 - tb), e_dim(e, a, 1 - ta), e_ptr(e, a),
-           (long long)g->n[a].shape.d[1], e_ptr(e, b), (long long)g->n[b].shape.d[1], x->nin == 3, e_ptr(e, n),
-           (long long)x->shape.d[1]);
+    const char *note, *k = e_inner(e, n, 2, e_dim(e, a, 1 - ta), &note);
+    e_line(e, "%s(%d, %d, %s, %s, %s, 1, %s, %lld, %s, %lld, %d, %s, %lld);%s", e_fn(e, "gemm"), ta, tb, e_dim(e, a, ta),
+           e_dim(e, b, 1 - tb), k, e_ptr(e, a), (long long)g->n[a].shape.d[1], e_ptr(e, b), (long long)g->n[b].shape.d[1],
+           x->nin == 3, e_ptr(e, n), (long long)x->shape.d[1], note);
 }
 
 /* ======================================================================== linear */
@@ -240,9 +240,9 @@ static void emit_linear(Emit *e, const Graph *g, int n) {
     const Node *y = &g->n[n];
     int x = y->in[0], r = g->n[x].shape.rank;
     const Shape *w = &g->n[y->in[1]].shape;
-    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s);", e_fn(e, "linear"), dims_prod(e, g, x, 0, r - 1),
-           (long long)w->d[1], (long long)w->d[0], e_ptr(e, x), e_ptr(e, y->in[1]),
-           y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n));
+    const char *note, *k = e_inner(e, n, 1, cc_str("%lld", (long long)w->d[1]), &note);
+    e_line(e, "%s(%s, %s, %lld, %s, %s, %s, %s);%s", e_fn(e, "linear"), dims_prod(e, g, x, 0, r - 1), k, (long long)w->d[0],
+           e_ptr(e, x), e_ptr(e, y->in[1]), y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n), note);
 }
 
 /* ======================================================================== sum, mean */
@@ -485,10 +485,10 @@ static void grad_transpose(AD *ad, int n, int gy) {
 static void emit_transpose(Emit *e, const Graph *g, int n) {
     const Node *t = &g->n[n];
     int x = t->in[0], r = t->shape.rank;
-    char *perm = arena_printf(cc_arena, "(const int[]){");
+    char *perm = cc_str("(const int[]){");
     for (int i = 0; i < r; i++)
-        perm = arena_printf(cc_arena, "%s%s%lld", perm, i ? ", " : "", (long long)t->ia[i]);
-    perm = arena_printf(cc_arena, "%s%s}", perm, r == 0 ? "0" : "");
+        perm = cc_str("%s%s%lld", perm, i ? ", " : "", (long long)t->ia[i]);
+    perm = cc_str("%s%s}", perm, r == 0 ? "0" : "");
     e_line(e, "%s(%d, %s, %s, %s, %s);", kfn(e, g, n, "transpose"), r, dims_list(e, g, x, r), perm,
            e_ptr(e, x), e_ptr(e, n));
 }
@@ -561,14 +561,13 @@ static void grad_concat(AD *ad, int n, int gy) {
 static void emit_concat(Emit *e, const Graph *g, int n) {
     const Node *c = &g->n[n];
     int axis = (int)c->ia[0], r = c->shape.rank;
-    char *inner = arena_printf(cc_arena, "(const int64_t[]){");
-    char *ptrs = arena_printf(cc_arena, "(const %s *const[]){", elem_type(e, g, n));
+    const char **inner = NEWN(const char *, c->nin), **ptrs = NEWN(const char *, c->nin);
     for (int k = 0; k < c->nin; k++) {
-        inner = arena_printf(cc_arena, "%s%s%s", inner, k ? ", " : "", dims_prod(e, g, c->in[k], axis, r));
-        ptrs = arena_printf(cc_arena, "%s%s%s", ptrs, k ? ", " : "", e_ptr(e, c->in[k]));
+        inner[k] = dims_prod(e, g, c->in[k], axis, r);
+        ptrs[k] = e_ptr(e, c->in[k]);
     }
-    e_line(e, "%s(%d, %s, %s}, %s}, %s);", kfn(e, g, n, "concat"), c->nin, dims_prod(e, g, n, 0, axis),
-           inner, ptrs, e_ptr(e, n));
+    e_line(e, "%s(%d, %s, (const int64_t[]){%s}, (const %s *const[]){%s}, %s);", kfn(e, g, n, "concat"), c->nin,
+           dims_prod(e, g, n, 0, axis), e_join(c->nin, inner, ", "), elem_type(e, g, n), e_join(c->nin, ptrs, ", "), e_ptr(e, n));
 }
 
 /* ======================================================================== slice */
@@ -672,10 +671,10 @@ static void grad_slice(AD *ad, int n, int gy) {
 
 /* The start position as C: "3", "t", "2 + 1*t". */
 static const char *slice_start(Emit *e, const Node *s) {
-    if (!s->ia[5]) return arena_printf(cc_arena, "%lld", (long long)s->ia[1]);
+    if (!s->ia[5]) return cc_str("%lld", (long long)s->ia[1]);
     const char *t = e_t(e);
     if (s->ia[1] == 0 && s->ia[5] == 1) return t;
-    return arena_printf(cc_arena, "%lld + %lld*%s", (long long)s->ia[1], (long long)s->ia[5], t);
+    return cc_str("%lld + %lld*%s", (long long)s->ia[1], (long long)s->ia[5], t);
 }
 
 /* Kernel arguments for slicing node `full` (x for SLICE, the result for SLICE_BWD) into
@@ -685,8 +684,8 @@ static const char *slice_args(Emit *e, const Graph *g, const Node *s, int full, 
     const char *count = s->ia[4] ? "1"
                         : (axis == 0 && g->n[part].shape.batched)
                             ? e_dim(e, part, 0)
-                            : arena_printf(cc_arena, "%lld", (long long)g->n[part].shape.d[axis]);
-    return arena_printf(cc_arena, "%s, %s, %s, %s, %lld, %s", dims_prod(e, g, full, 0, axis),
+                            : cc_str("%lld", (long long)g->n[part].shape.d[axis]);
+    return cc_str("%s, %s, %s, %s, %lld, %s", dims_prod(e, g, full, 0, axis),
                         e_dim(e, full, axis), dims_prod(e, g, full, axis + 1, r), slice_start(e, s),
                         (long long)s->ia[3], count);
 }
@@ -818,22 +817,76 @@ static void emit_embedding_bwd(Emit *e, const Graph *g, int n) {
 
 /* ======================================================================== table */
 
+/* ======================================================================== tape calls */
+
+static const char *tape_matmul(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_matmul(tp, %s, %s, %d, %d)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), x->ia[0] != 0, x->ia[1] != 0);
+}
+
+static const char *tape_linear(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_linear(tp, %s, %s, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), x->nin > 2 ? e_ptr(e, x->in[2]) : "NULL");
+}
+
+static const char *tape_reduce(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_%s(tp, %s, 0x%llxu, %d)", op_info[x->op].name, e_ptr(e, x->in[0]), (unsigned long long)x->ia[0],
+                  x->ia[1] != 0);
+}
+
+/* broadcast_to and reshape: to the node's shape. */
+static const char *tape_to_shape(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_%s(tp, %s, %s)", op_info[x->op].name, e_ptr(e, x->in[0]), e_dims_arg(e, n));
+}
+
+static const char *tape_transpose(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char *p[MAXDIM] = {"0"};
+    for (int k = 0; k < x->shape.rank; k++) p[k] = cc_str("%lld", (long long)x->ia[k]);
+    return cc_str("cdl_t_transpose(tp, %s, (const int[]){%s})", e_ptr(e, x->in[0]), e_join(x->shape.rank ? x->shape.rank : 1, p, ", "));
+}
+
+static const char *tape_concat(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char **v = NEWN(const char *, x->nin);
+    for (int k = 0; k < x->nin; k++) v[k] = e_ptr(e, x->in[k]);
+    return cc_str("cdl_t_concat(tp, %d, (cdl_t *[]){%s}, %lld)", x->nin, e_join(x->nin, v, ", "), (long long)x->ia[0]);
+}
+
+/* The start moves with the loop step (ia5); a full slice of the batch axis has the
+ * runtime number of rows. */
+static const char *tape_slice(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char *t = e_t(e);
+    const char *start = !x->ia[5] ? cc_str("%lld", (long long)x->ia[1])
+                        : x->ia[1] == 0 && x->ia[5] == 1 ? t
+                                                         : cc_str("%lld + %lld*%s", (long long)x->ia[1], (long long)x->ia[5], t);
+    int axis = (int)x->ia[0];
+    const char *count = x->ia[4] ? "1" : axis == 0 && x->shape.batched ? e_rows(e, n) : cc_str("%lld", (long long)x->shape.d[axis]);
+    return cc_str("cdl_t_slice(tp, %s, %d, %s, %lld, %s, %d)", e_ptr(e, x->in[0]), axis, start, (long long)x->ia[3], count,
+                  x->ia[4] != 0);
+}
+
+/* In place: only the accumulating GEMM (opt_fuse) over its accumulator, C += op(A)
+ * op(B) with C = input 2 (opt_inplace's shared-storage check keeps A and B off C). */
 const OpRule ops_dense_rules[] = {
-    {OP_MATMUL, shape_matmul, grad_matmul, emit_matmul, NULL},
-    {OP_LINEAR, shape_linear, grad_linear, emit_linear, NULL},
-    {OP_SUM, shape_reduce, grad_sum, emit_reduce, NULL},
-    {OP_MEAN, shape_reduce, grad_mean, emit_reduce, NULL},
-    {OP_BROADCAST, shape_broadcast_to, grad_broadcast_to, emit_broadcast_to, NULL},
-    {OP_RESHAPE, shape_reshape, grad_reshape, emit_view, NULL},
-    {OP_TRANSPOSE, shape_transpose, grad_transpose, emit_transpose, NULL},
-    {OP_CONCAT, shape_concat, grad_concat, emit_concat, NULL},
-    {OP_SLICE, shape_slice, grad_slice, emit_slice, NULL},
-    {OP_SLICE_BWD, shape_slice_bwd, NULL, emit_slice_bwd, NULL},
-    {OP_SOFTMAX, shape_softmax, grad_softmax, emit_softmax, NULL},
-    {OP_LOG_SOFTMAX, shape_softmax, grad_softmax, emit_softmax, NULL},
-    {OP_SOFTMAX_BWD, shape_softmax_bwd, NULL, emit_softmax_bwd, NULL},
-    {OP_LOG_SOFTMAX_BWD, shape_softmax_bwd, NULL, emit_softmax_bwd, NULL},
-    {OP_EMBEDDING, shape_embedding, grad_embedding, emit_embedding, NULL},
-    {OP_EMBEDDING_BWD, shape_embedding_bwd, NULL, emit_embedding_bwd, NULL},
+    {OP_MATMUL, shape_matmul, grad_matmul, emit_matmul, NULL, .tape = tape_matmul, .inplace = INPLACE_IN(2)},
+    {OP_LINEAR, shape_linear, grad_linear, emit_linear, NULL, .tape = tape_linear},
+    {OP_SUM, shape_reduce, grad_sum, emit_reduce, NULL, .tape = tape_reduce},
+    {OP_MEAN, shape_reduce, grad_mean, emit_reduce, NULL, .tape = tape_reduce},
+    {OP_BROADCAST, shape_broadcast_to, grad_broadcast_to, emit_broadcast_to, NULL, .tape = tape_to_shape},
+    {OP_RESHAPE, shape_reshape, grad_reshape, emit_view, NULL, .tape = tape_to_shape},
+    {OP_TRANSPOSE, shape_transpose, grad_transpose, emit_transpose, NULL, .tape = tape_transpose},
+    {OP_CONCAT, shape_concat, grad_concat, emit_concat, NULL, .tape = tape_concat},
+    {OP_SLICE, shape_slice, grad_slice, emit_slice, NULL, .tape = tape_slice},
+    {OP_SLICE_BWD, shape_slice_bwd, NULL, emit_slice_bwd, NULL, .tape = NULL},
+    {OP_SOFTMAX, shape_softmax, grad_softmax, emit_softmax, NULL, .tape = e_tape_plain},
+    {OP_LOG_SOFTMAX, shape_softmax, grad_softmax, emit_softmax, NULL, .tape = e_tape_plain},
+    {OP_SOFTMAX_BWD, shape_softmax_bwd, NULL, emit_softmax_bwd, NULL, .tape = NULL},
+    {OP_LOG_SOFTMAX_BWD, shape_softmax_bwd, NULL, emit_softmax_bwd, NULL, .tape = NULL},
+    {OP_EMBEDDING, shape_embedding, grad_embedding, emit_embedding, NULL, .tape = e_tape_plain},
+    {OP_EMBEDDING_BWD, shape_embedding_bwd, NULL, emit_embedding_bwd, NULL, .tape = NULL},
 };
 const int ops_dense_count = sizeof ops_dense_rules / sizeof ops_dense_rules[0];

@@ -19,7 +19,7 @@
 static const char *ew_rng_base(Emit *e, int n) {
     const char *t = e_t(e);
     if (strcmp(t, "0") == 0) return "0";
-    return arena_printf(cc_arena, "(uint64_t)(%s) * (uint64_t)(%s)", t, e_numel(e, n));
+    return cc_str("(uint64_t)(%s) * (uint64_t)(%s)", t, e_numel(e, n));
 }
 
 static const char *ew_name(const Node *n) { return op_info[n->op].name; }
@@ -119,18 +119,18 @@ static void ew_bcast_plan(const Graph *g, int out, const int *ops, int nops, EwB
 
 /* Runtime size of plan dim i as a C expression. */
 static const char *ew_bcast_dim(Emit *e, int out, const EwBcast *p, int i) {
-    if (!p->rt[i]) return arena_printf(cc_arena, "%lld", (long long)p->d[i]);
+    if (!p->rt[i]) return cc_str("%lld", (long long)p->d[i]);
     const char *d0 = e_dim(e, out, 0);
     if (p->rtmul == 1) return d0;
     bool plain = strspn(d0, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_*/ ") == strlen(d0);
-    return arena_printf(cc_arena, plain ? "%s*%lld" : "(%s)*%lld", d0, (long long)p->rtmul);
+    return cc_str(plain ? "%s*%lld" : "(%s)*%lld", d0, (long long)p->rtmul);
 }
 
 /* "(const int64_t[]){a, b, c}" */
 static const char *ew_array(const char **v, int n) {
-    char *s = arena_printf(cc_arena, "(const int64_t[]){");
-    for (int i = 0; i < n; i++) s = arena_printf(cc_arena, "%s%s%s", s, i ? ", " : "", v[i]);
-    return arena_printf(cc_arena, "%s}", s);
+    char *s = cc_str("(const int64_t[]){");
+    for (int i = 0; i < n; i++) s = cc_str("%s%s%s", s, i ? ", " : "", v[i]);
+    return cc_str("%s}", s);
 }
 
 /* The dims and stride arrays of a plan: out[0] = dims, out[1 + k] = operand k's. */
@@ -139,7 +139,7 @@ static void ew_bcast_arrays(Emit *e, int out, const EwBcast *p, const char **arr
     for (int i = 0; i < p->rank; i++) v[i] = ew_bcast_dim(e, out, p, i);
     arr[0] = ew_array(v, p->rank);
     for (int k = 0; k < p->nops; k++) {
-        for (int i = 0; i < p->rank; i++) v[i] = arena_printf(cc_arena, "%lld", (long long)p->st[k][i]);
+        for (int i = 0; i < p->rank; i++) v[i] = cc_str("%lld", (long long)p->st[k][i]);
         arr[1 + k] = ew_array(v, p->rank);
     }
 }
@@ -346,10 +346,10 @@ static void emit_unary(Emit *e, const Graph *g, int n) {
     const char *attrs = "";
     switch (x->op) {
     case OP_POWS: case OP_LEAKY_RELU: case OP_ELU:
-        attrs = arena_printf(cc_arena, "%s, ", e_lit(x->fa[0]));
+        attrs = cc_str("%s, ", e_lit(x->fa[0]));
         break;
     case OP_CLAMP:
-        attrs = arena_printf(cc_arena, "%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
+        attrs = cc_str("%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
         break;
     default: break;
     }
@@ -357,14 +357,20 @@ static void emit_unary(Emit *e, const Graph *g, int n) {
     e_line(e, "%s(%s, %s%s, %s);", e_fn(e, k), e_numel(e, n), attrs, e_ptr(e, x->in[0]), e_ptr(e, n));
 }
 
-/* Backward helpers: kernel(n, [attrs,] g, x_or_y, dx), kernel named after the op. */
+/* Backward helpers: kernel(n, [attrs,] g, x_or_y, dx), kernel named after the op
+ * (ACT_BWD: after its activation, cdl_<name>_bwd). */
 static void emit_act_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if (x->op == OP_ACT_BWD) {
+        e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, cc_str("%s_bwd", op_info[x->ia[0]].name)), e_numel(e, n), e_ptr(e, x->in[0]),
+               e_ptr(e, x->in[1]), e_ptr(e, n));
+        return;
+    }
     const char *attrs = "";
     if (x->op == OP_LEAKY_RELU_BWD || x->op == OP_ELU_BWD)
-        attrs = arena_printf(cc_arena, "%s, ", e_lit(x->fa[0]));
+        attrs = cc_str("%s, ", e_lit(x->fa[0]));
     else if (x->op == OP_CLAMP_BWD)
-        attrs = arena_printf(cc_arena, "%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
+        attrs = cc_str("%s, %s, ", e_lit(x->fa[0]), e_lit(x->fa[1]));
     e_line(e, "%s(%s, %s%s, %s, %s);", e_fn(e, ew_name(x)), e_numel(e, n), attrs, e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, n));
 }
@@ -439,7 +445,6 @@ static void grad_act(AD *ad, int n, int gy) {
     case OP_LEAKY_RELU: bwd = OP_LEAKY_RELU_BWD; break;
     case OP_SIGMOID: bwd = OP_SIGMOID_BWD; uses_y = true; break;
     case OP_TANH: bwd = OP_TANH_BWD; uses_y = true; break;
-    case OP_GELU: bwd = OP_GELU_BWD; break;
     case OP_ELU: bwd = OP_ELU_BWD; break;
     case OP_CLAMP: bwd = OP_CLAMP_BWD; break;
     default: unreachable();
@@ -447,6 +452,14 @@ static void grad_act(AD *ad, int n, int gy) {
     Attrs at = {.f = {x.fa[0], x.fa[1]}};
     int v = ad_x(ad, uses_y ? n : x.in[0]);
     ad_acc(ad, x.in[0], ew_g2(ad, n, bwd, gy, v, &at));
+}
+
+/* An activation declared with ACTIVATION below (and CDL_ACTIVATION in cdl.h): its
+ * backward is one kernel of (g, x), cdl_<name>_bwd. */
+static void grad_activation(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    Attrs at = {.i = {x.op}};
+    ad_acc(ad, x.in[0], ew_g2(ad, n, OP_ACT_BWD, gy, ad_x(ad, x.in[0]), &at));
 }
 
 /* d softplus = sigmoid(x). */
@@ -488,44 +501,88 @@ static void grad_dropout(AD *ad, int n, int gy) {
 
 static bool shape_dropout_bwd(Graph *g, Node *n) { return ew_real_like(g, n, 0); }
 
+/* ------------------------------------------------------------------ tape calls */
+
+static const char *tape_const(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    if (x->dtype == DT_I32) return cc_str("cdl_t_full_i32(tp, %lld, %s)", (long long)x->fa[0], e_dims_arg(e, n));
+    return cc_str("cdl_t_full(tp, %s, %s)", e_lit(x->fa[0]), e_dims_arg(e, n));
+}
+
+static const char *tape_batchsize(Emit *e, const Graph *g, int n) {
+    (void)g, (void)n;
+    return cc_str("cdl_t_batch_size(tp, %s)", e_nb(e));
+}
+
+/* The stream id and the loop step key the numbers, as in the static code. */
+static const char *tape_random(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_%s(tp, %lld, %s, %s)", ew_name(x), (long long)x->ia[7], e_t(e), e_dims_arg(e, n));
+}
+
+/* cdl_t_<op>(tp, x, attributes...): pow (p), clamp (lo, hi), leaky_relu, elu. */
+static const char *tape_unary_attr(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char *attrs = x->op == OP_CLAMP ? cc_str("%s, %s", e_lit(x->fa[0]), e_lit(x->fa[1])) : e_lit(x->fa[0]);
+    return cc_str("cdl_t_%s(tp, %s, %s)", ew_name(x), e_ptr(e, x->in[0]), attrs);
+}
+
+static const char *tape_dropout(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_dropout(tp, %s, %s, %lld, %s)", e_ptr(e, x->in[0]), e_lit(x->fa[0]), (long long)x->ia[7], e_t(e));
+}
+
 /* ------------------------------------------------------------------ table */
 
+/* In place (OpRule.inplace): unary y[i] = f(x[i]) kernels (kernels_ew_t.h; pow 1 and
+ * dropout p = 0 copy with a memmove that skips x == y) over x; binary ops over either
+ * operand (a same-shape operand has stride 1 and the broadcast walk, binary_bc, visits
+ * it row by row with y); the backward helpers dx[i] = f(g[i], x[i]) over g or x
+ * (dropout's and maxmin's over g: they read other storage). */
+#define UNARY INPLACE_IN(0)
+#define BOTH (INPLACE_IN(0) | INPLACE_IN(1))
+/* An activation y = f(x) with kernels cdl_<name>, cdl_<name>_bwd of (g, x) (cdl.h,
+ * CDL_ACTIVATION) and tape call cdl_t_<name>(tp, x): one row here, with OPF_FN in its
+ * ops.def row to make it a built-in function. */
+#define ACTIVATION(op) {op, shape_unary, grad_activation, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY}
+
 const OpRule ops_ew_rules[] = {
-    {OP_CONST, shape_leaf, NULL, emit_const, NULL},
-    {OP_BATCHSIZE, shape_batchsize, NULL, emit_batchsize, NULL},
-    {OP_RANDN, shape_leaf, NULL, emit_random, NULL},
-    {OP_RAND, shape_leaf, NULL, emit_random, NULL},
-    {OP_ADD, shape_binary, grad_add, emit_binary, NULL},
-    {OP_SUB, shape_binary, grad_sub, emit_binary, NULL},
-    {OP_MUL, shape_binary, grad_mul, emit_binary, NULL},
-    {OP_DIV, shape_binary, grad_div, emit_binary, NULL},
-    {OP_MAXIMUM, shape_binary, grad_maxmin, emit_binary, NULL},
-    {OP_MINIMUM, shape_binary, grad_maxmin, emit_binary, NULL},
-    {OP_NEG, shape_unary, grad_neg, emit_unary, NULL},
-    {OP_EXP, shape_unary, grad_exp, emit_unary, NULL},
-    {OP_LOG, shape_unary, grad_log, emit_unary, NULL},
-    {OP_SQRT, shape_unary, grad_sqrt, emit_unary, NULL},
-    {OP_ABS, shape_unary, grad_abs, emit_unary, NULL},
-    {OP_SQUARE, shape_unary, grad_square, emit_unary, NULL},
-    {OP_POWS, shape_unary, grad_pows, emit_unary, NULL},
-    {OP_CLAMP, shape_clamp, grad_act, emit_unary, NULL},
-    {OP_RELU, shape_unary, grad_act, emit_unary, NULL},
-    {OP_LEAKY_RELU, shape_unary, grad_act, emit_unary, NULL},
-    {OP_SIGMOID, shape_unary, grad_act, emit_unary, NULL},
-    {OP_TANH, shape_unary, grad_act, emit_unary, NULL},
-    {OP_GELU, shape_unary, grad_act, emit_unary, NULL},
-    {OP_SOFTPLUS, shape_unary, grad_softplus, emit_unary, NULL},
-    {OP_ELU, shape_unary, grad_act, emit_unary, NULL},
-    {OP_DROPOUT, shape_dropout, grad_dropout, emit_dropout, aux_dropout},
-    {OP_STOP_GRAD, shape_stop_grad, NULL, emit_view, NULL},
-    {OP_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_LEAKY_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_SIGMOID_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_TANH_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_GELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_ELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_DROPOUT_BWD, shape_dropout_bwd, NULL, emit_dropout, NULL},
-    {OP_CLAMP_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL},
-    {OP_MAXMIN_BWD, shape_maxmin_bwd, NULL, emit_maxmin_bwd, NULL},
+    {OP_CONST, shape_leaf, NULL, emit_const, NULL, .tape = tape_const},
+    {OP_BATCHSIZE, shape_batchsize, NULL, emit_batchsize, NULL, .tape = tape_batchsize},
+    {OP_RANDN, shape_leaf, NULL, emit_random, NULL, .tape = tape_random},
+    {OP_RAND, shape_leaf, NULL, emit_random, NULL, .tape = tape_random},
+    {OP_ADD, shape_binary, grad_add, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_SUB, shape_binary, grad_sub, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_MUL, shape_binary, grad_mul, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_DIV, shape_binary, grad_div, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_MAXIMUM, shape_binary, grad_maxmin, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_MINIMUM, shape_binary, grad_maxmin, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_NEG, shape_unary, grad_neg, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_EXP, shape_unary, grad_exp, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_LOG, shape_unary, grad_log, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_SQRT, shape_unary, grad_sqrt, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_ABS, shape_unary, grad_abs, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_SQUARE, shape_unary, grad_square, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_POWS, shape_unary, grad_pows, emit_unary, NULL, .tape = tape_unary_attr, .inplace = UNARY},
+    {OP_CLAMP, shape_clamp, grad_act, emit_unary, NULL, .tape = tape_unary_attr, .inplace = UNARY},
+    {OP_RELU, shape_unary, grad_act, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_LEAKY_RELU, shape_unary, grad_act, emit_unary, NULL, .tape = tape_unary_attr, .inplace = UNARY},
+    {OP_SIGMOID, shape_unary, grad_act, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_TANH, shape_unary, grad_act, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_SOFTPLUS, shape_unary, grad_softplus, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_ELU, shape_unary, grad_act, emit_unary, NULL, .tape = tape_unary_attr, .inplace = UNARY},
+    {OP_DROPOUT, shape_dropout, grad_dropout, emit_dropout, aux_dropout, .tape = tape_dropout, .inplace = UNARY},
+    {OP_STOP_GRAD, shape_stop_grad, NULL, emit_view, NULL, .tape = e_tape_plain},
+    {OP_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_LEAKY_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_SIGMOID_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_TANH_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_ELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_DROPOUT_BWD, shape_dropout_bwd, NULL, emit_dropout, NULL, .inplace = UNARY},
+    {OP_CLAMP_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
+    {OP_MAXMIN_BWD, shape_maxmin_bwd, NULL, emit_maxmin_bwd, NULL, .inplace = UNARY},
+    {OP_ACT_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH, .tape = NULL},
+    /* activations (see ACTIVATION) */
+    ACTIVATION(OP_GELU),
 };
 const int ops_ew_count = sizeof ops_ew_rules / sizeof ops_ew_rules[0];

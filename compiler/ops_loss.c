@@ -22,14 +22,6 @@ static const char *loss_name(const Node *n) { return op_info[n->op].name; }
 
 static const char *loss_red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : "CDL_RED_MEAN"; }
 
-/* A double as a C literal that reads back exactly. */
-static const char *loss_lit(double v) {
-    char buf[40];
-    snprintf(buf, sizeof buf, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
-    return arena_strdup(cc_arena, buf);
-}
-
 static bool loss_check_red(Node *n) {
     if (n->ia[0] == RED_MEAN || n->ia[0] == RED_SUM) return true;
     shape_error(n, "%s: reduction must be mean or sum", loss_name(n));
@@ -93,7 +85,7 @@ static int64_t loss_classes(const Graph *g, int scores) {
 static void emit_cross_entropy(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy"), e_numel(e, x->in[1]),
-           (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_lit(x->fa[0]),
+           (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_lit(x->fa[0]),
            loss_red(x), e_aux(e, n), e_ptr(e, n));
 }
 
@@ -132,7 +124,7 @@ static void emit_cross_entropy_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy_bwd"), e_numel(e, x->in[1]),
            (long long)x->shape.d[x->shape.rank - 1], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_aux(e, x->in[2]),
-           loss_lit(x->fa[0]), loss_red(x), e_ptr(e, n));
+           e_lit(x->fa[0]), loss_red(x), e_ptr(e, n));
 }
 
 static bool shape_nll(Graph *g, Node *n) {
@@ -212,9 +204,9 @@ static const char *loss_kernel(Op op) {
 static const char *loss_sizes(Emit *e, const Graph *g, Op op, int a, double delta) {
     const Shape *s = &g->n[a].shape;
     if (op == OP_KL_NORMAL)
-        return kl_by_rows(s) ? arena_printf(cc_arena, "%s, %lld", e_rows(e, a), (long long)(shape_numel(s) / s->d[0]))
-                             : arena_printf(cc_arena, "1, %s", e_numel(e, a));
-    if (op == OP_HUBER) return arena_printf(cc_arena, "%s, %s", e_numel(e, a), loss_lit(delta));
+        return kl_by_rows(s) ? cc_str("%s, %lld", e_rows(e, a), (long long)(shape_numel(s) / s->d[0]))
+                             : cc_str("1, %s", e_numel(e, a));
+    if (op == OP_HUBER) return cc_str("%s, %s", e_numel(e, a), e_lit(delta));
     return e_numel(e, a);
 }
 
@@ -255,7 +247,7 @@ static bool shape_loss_bwd(Graph *g, Node *n) {
 static void emit_loss_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     Op op = (Op)x->ia[1];
-    const char *k = arena_printf(cc_arena, "%s_bwd", loss_kernel(op));
+    const char *k = cc_str("%s_bwd", loss_kernel(op));
     int c = loss_counted(g, x->in[1], x->in[2]);
     if (!x->shape.batched && g->n[c].shape.batched)
         e_line(e, "%s(%s, 0, %s);", e_fn(e, "fill"), e_numel(e, n), e_ptr(e, n));
@@ -277,20 +269,45 @@ static bool shape_kl_normal(Graph *g, Node *n) {
     return true;
 }
 
+/* ------------------------------------------------------------------ tape calls */
+
+/* cdl_t_<loss>(tp, a, b[, attribute], reduction): cross_entropy's smoothing, huber's delta. */
+static const char *tape_loss(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char *attr = x->op == OP_CROSS_ENTROPY || x->op == OP_HUBER ? cc_str("%s, ", e_lit(x->fa[0])) : "";
+    return cc_str("cdl_t_%s(tp, %s, %s, %s%s)", loss_name(x), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), attr, loss_red(x));
+}
+
+/* The tape's cross_entropy keeps its softmax probabilities for the backward. */
+static void tape_scratch_cross_entropy(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)tmp;
+    *keep = shape_numel(&g->n[n->in[0]].shape) * real_size;
+}
+
+/* In place: a pair loss's gradient d[i] = s f(a[i], b[i]) (s read from g first) over
+ * a or b; not when emit_loss_bwd zero-fills d first (an unbatched d beside a batched
+ * operand). */
+static bool inplace_loss_bwd(const Graph *g, const Node *n) {
+    return n->shape.batched || (!g->n[n->in[1]].shape.batched && !g->n[n->in[2]].shape.batched);
+}
+
 /* ------------------------------------------------------------------ table */
 
+#define PAIR_GRAD (INPLACE_IN(1) | INPLACE_IN(2))
+
 const OpRule ops_loss_rules[] = {
-    {OP_CROSS_ENTROPY, shape_cross_entropy, grad_cross_entropy, emit_cross_entropy, aux_cross_entropy},
-    {OP_CROSS_ENTROPY_BWD, shape_cross_entropy_bwd, NULL, emit_cross_entropy_bwd, NULL},
-    {OP_NLL, shape_nll, grad_nll, emit_nll, NULL},
-    {OP_NLL_BWD, shape_nll_bwd, NULL, emit_nll_bwd, NULL},
-    {OP_MSE, shape_pair, grad_pair, emit_pair, NULL},
-    {OP_L1, shape_pair, grad_pair, emit_pair, NULL},
-    {OP_HUBER, shape_pair, grad_pair, emit_pair, NULL},
-    {OP_BCE, shape_pair, grad_pair, emit_pair, NULL},
-    {OP_BCE_LOGITS, shape_pair, grad_pair, emit_pair, NULL},
-    {OP_KL_NORMAL, shape_kl_normal, grad_pair, emit_pair, NULL},
-    {OP_LOSS_BWD, shape_loss_bwd, NULL, emit_loss_bwd, NULL},
-    {OP_LOSS_BWD_B, shape_loss_bwd, NULL, emit_loss_bwd, NULL},
+    {OP_CROSS_ENTROPY, shape_cross_entropy, grad_cross_entropy, emit_cross_entropy, aux_cross_entropy, .tape = tape_loss,
+     .tape_scratch = tape_scratch_cross_entropy},
+    {OP_CROSS_ENTROPY_BWD, shape_cross_entropy_bwd, NULL, emit_cross_entropy_bwd, NULL, .tape = NULL},
+    {OP_NLL, shape_nll, grad_nll, emit_nll, NULL, .tape = tape_loss},
+    {OP_NLL_BWD, shape_nll_bwd, NULL, emit_nll_bwd, NULL, .tape = NULL},
+    {OP_MSE, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_L1, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_HUBER, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_BCE, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_BCE_LOGITS, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_KL_NORMAL, shape_kl_normal, grad_pair, emit_pair, NULL, .tape = tape_loss},
+    {OP_LOSS_BWD, shape_loss_bwd, NULL, emit_loss_bwd, NULL, .inplace = PAIR_GRAD, .inplace_if = inplace_loss_bwd},
+    {OP_LOSS_BWD_B, shape_loss_bwd, NULL, emit_loss_bwd, NULL, .inplace = PAIR_GRAD, .inplace_if = inplace_loss_bwd},
 };
 const int ops_loss_count = sizeof ops_loss_rules / sizeof ops_loss_rules[0];

@@ -271,12 +271,41 @@ static void emit_view_bwd(Emit *e, const Graph *g, int n) {
 
 /* ------------------------------------------------------------------ table */
 
+/* ------------------------------------------------------------------ tape calls */
+
+/* The tape's lstm_act keeps the activated gates and tanh(c') (5 [B, H] blocks) and its
+ * backward takes as much again; gru_act keeps r, z, n and takes seven [B, H] blocks. */
+static void tape_scratch_lstm_act(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    *keep = *tmp = 5 * shape_numel(&g->n[n->in[1]].shape) * real_size;
+}
+
+static void tape_scratch_gru_act(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)g;
+    *keep = 3 * shape_numel(&n->shape) * real_size;
+    *tmp = 7 * shape_numel(&n->shape) * real_size;
+}
+
+/* A view of a packed result: the tape packs parts with the runtime rows, the static
+ * code (and ia0) with the compiled batch B. */
+static const char *tape_view(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    const char *off = cc_str("%lld", (long long)x->ia[0]);
+    if (x->shape.batched) {
+        if (x->ia[0] % e_batch(e)) die("tape: view offset %lld is not a multiple of the batch", (long long)x->ia[0]);
+        int64_t k = x->ia[0] / e_batch(e);
+        off = k == 0 ? "0" : cc_str("(int64_t)nb*%lld", (long long)k);
+    }
+    return cc_str("cdl_t_view(tp, %s, %s, %s)", e_ptr(e, x->in[0]), off, e_dims_arg(e, n));
+}
+
 const OpRule ops_rnn_rules[] = {
-    {OP_LSTM_ACT, shape_lstm_act, grad_lstm_act, emit_lstm_act, aux_lstm_act},
-    {OP_LSTM_ACT_BWD, shape_lstm_act_bwd, NULL, emit_lstm_act_bwd, NULL},
-    {OP_GRU_ACT, shape_gru_act, grad_gru_act, emit_gru_act, aux_gru_act},
-    {OP_GRU_ACT_BWD, shape_gru_act_bwd, NULL, emit_gru_act_bwd, NULL},
-    {OP_VIEW, shape_view, grad_view, emit_view, NULL},
-    {OP_VIEW_BWD, shape_view_bwd, NULL, emit_view_bwd, NULL},
+    {OP_LSTM_ACT, shape_lstm_act, grad_lstm_act, emit_lstm_act, aux_lstm_act, .tape = e_tape_plain,
+     .tape_scratch = tape_scratch_lstm_act},
+    {OP_LSTM_ACT_BWD, shape_lstm_act_bwd, NULL, emit_lstm_act_bwd, NULL, .tape = NULL},
+    {OP_GRU_ACT, shape_gru_act, grad_gru_act, emit_gru_act, aux_gru_act, .tape = e_tape_plain,
+     .tape_scratch = tape_scratch_gru_act},
+    {OP_GRU_ACT_BWD, shape_gru_act_bwd, NULL, emit_gru_act_bwd, NULL, .tape = NULL},
+    {OP_VIEW, shape_view, grad_view, emit_view, NULL, .tape = tape_view},
+    {OP_VIEW_BWD, shape_view_bwd, NULL, emit_view_bwd, NULL, .tape = NULL},
 };
 const int ops_rnn_count = sizeof ops_rnn_rules / sizeof ops_rnn_rules[0];

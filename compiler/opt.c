@@ -223,8 +223,9 @@ static void opt_fuse(Graph *g) {
  * its own.  Typical: relu after linear (relu's backward reads relu's output, not its
  * input), the gradient of relu over its incoming gradient, add / mul over a dying
  * operand, a loss's gradient over the logits.  A node qualifies for input k when
- *   - its kernel tolerates y aliasing in[k] exactly (inplace_ok: y[i] = f(x[i], ...)
- *     loops; never GEMMs, reductions, restrict-qualified kernels);
+ *   - its kernel tolerates y aliasing in[k] exactly (the op's OpRule.inplace: y[i] =
+ *     f(x[i], ...) loops; never GEMMs over their operands, reductions,
+ *     restrict-qualified kernels);
  *   - in[k] has the node's shape, batching and dtype;
  *   - in[k]'s storage (followed through views and earlier in-place nodes) is an arena
  *     buffer of this graph: not an input, parameter, loop value or result;
@@ -232,42 +233,16 @@ static void opt_fuse(Graph *g) {
  *     input of the node shares it (a second, differently indexed read);
  *   - the node itself is not a parameter's or input's gradient, nor on an input
  *     gradient's accumulation chain (opt_grad_chain): those go straight to the gradient
- *     slab or net->in_grad (emit_c.c external_grads).
+ *     slab or net->in_grad (plan.c, plan_external).
  * Decisions are made in node order, so chains (linear -> relu -> dropout) share one
  * buffer.  Loop bodies are left alone. */
 
 /* Does op n's kernel, as its emitter calls it, stay correct when its output is the
- * exact storage of input k (same shape)? */
-static bool inplace_ok(const Graph *g, const Node *n, int k) {
-    switch (n->op) {
-    /* unary y[i] = f(x[i]) (kernels_ew_t.h; pow 1 and dropout p = 0 copy with a
-     * memmove that skips x == y) */
-    case OP_NEG: case OP_EXP: case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE:
-    case OP_POWS: case OP_CLAMP: case OP_RELU: case OP_LEAKY_RELU: case OP_SIGMOID:
-    case OP_TANH: case OP_GELU: case OP_SOFTPLUS: case OP_ELU: case OP_DROPOUT:
-        return k == 0;
-    /* binary ops: y[i] = f(a[i sa], b[i sb]); a same-shape operand has stride 1 and the
-     * broadcast walk (binary_bc) visits it row by row with y */
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM:
-        return k <= 1;
-    /* backward helpers dx[i] = f(g[i], x[i]) (dropout's: g and the forward's mask) */
-    case OP_RELU_BWD: case OP_LEAKY_RELU_BWD: case OP_SIGMOID_BWD: case OP_TANH_BWD:
-    case OP_GELU_BWD: case OP_ELU_BWD: case OP_CLAMP_BWD:
-        return k <= 1;
-    case OP_DROPOUT_BWD: case OP_MAXMIN_BWD:
-        return k == 0;
-    /* an accumulating GEMM (opt_fuse) over its accumulator: C += op(A) op(B), C = acc;
-     * the shared-storage check keeps A and B off C */
-    case OP_MATMUL:
-        return n->nin == 3 && k == 2;
-    /* pair losses' gradients d[i] = s f(a[i], b[i]) (s read from g first); not when the
-     * emitter zero-fills d before the kernel (an unbatched d beside a batched operand) */
-    case OP_LOSS_BWD: case OP_LOSS_BWD_B:
-        if (k != 1 && k != 2) return false;
-        return n->shape.batched || (!g->n[n->in[1]].shape.batched && !g->n[n->in[2]].shape.batched);
-    default:
-        return false;
-    }
+ * exact storage of input k (same shape)?  The op's block says (OpRule.inplace). */
+static bool inplace_allowed(const Graph *g, const Node *n, int k) {
+    const OpRule *r = &op_info[n->op].rule;
+    if (k >= n->nin || !(r->inplace & INPLACE_IN(k))) return false;
+    return !r->inplace_if || r->inplace_if(g, n);
 }
 
 /* The node whose arena storage node i uses, following views and in-place nodes; -1
@@ -287,7 +262,7 @@ static int inplace_base(const Graph *g, int i) {
 /* The next node of input gradient q's accumulation chain, or -1: when q is an add of
  * two contributions (ad_acc) and its first operand, of q's shape, is read by q alone
  * and computed into a buffer of its own, that operand can be computed straight into
- * net->in_grad and the add accumulate there (emit_c.c external_grads).  uses: readers
+ * net->in_grad and the add accumulate there (plan.c, plan_external).  uses: readers
  * per node (ir_uses). */
 int opt_grad_chain(const Graph *g, const int *uses, int q) {
     const Node *x = &g->n[q];
@@ -344,7 +319,7 @@ void opt_inplace(Graph *g) {
         for (int k = 0; k < x->nin; k++) {
             const Node *in = &g->n[x->in[k]];
             int b = base[x->in[k]];
-            if (b < 0 || last[b] != i || !inplace_ok(g, x, k)) continue;
+            if (b < 0 || last[b] != i || !inplace_allowed(g, x, k)) continue;
             if (in->dtype != x->dtype || in->shape.batched != x->shape.batched || !shape_eq(&in->shape, &x->shape))
                 continue;
             bool shared = false;

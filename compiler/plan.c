@@ -386,22 +386,6 @@ Plan *plan_run(const Graph *g, int real_size) {
 
 /* ------------------------------------------------------------------ the tape's arena */
 
-/* Conv scratch at the compiled batch: the formula of compiler/ops_conv.c conv_group
- * and conv_scratch (cdl_conv2d_pick_group / cdl_conv2d_scratch at run time). */
-static int64_t conv_scratch_bound(const Graph *g, const Node *n) {
-    const Shape *x = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape, *y = &n->shape;
-    int64_t N = x->d[0], c = x->d[1], k = w->d[0], r = w->d[2], s = w->d[3], P = y->d[2] * y->d[3], crs = c * r * s;
-    int64_t G = 1;
-    if (P > 0 && N > 1) {
-        G = (1024 + P - 1) / P;
-        if (G > N) G = N;
-        int64_t fit = ((int64_t)1 << 20) / (crs * P > 0 ? crs * P : 1);
-        if (G > fit) G = fit;
-        if (G < 1) G = 1;
-    }
-    return crs * G * P + (G > 1 ? k * G * P : 0);
-}
-
 /* Bytes one step needs for graph g (bodies times their trip count), an upper bound of
  * what the tape allocates: per node a record (and its input array), its value, its
  * gradient and its saved scratch; plus the largest short-lived scratch of any single
@@ -414,25 +398,19 @@ static int64_t graph_bytes(const Graph *g, int real_size, int64_t *tmp) {
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->op == OP_LOOP) {
-            total += n->ia[1] * (graph_bytes(n->sub, real_size, tmp) + 64 * n->sub->nres);
+            total += loop_count(n) * (graph_bytes(n->sub, real_size, tmp) + 64 * n->sub->nres);
             continue;
         }
         int64_t numel = shape_numel(&n->shape), es = n->dtype == DT_I32 ? 4 : real_size, ins = 0;
         for (int k = 0; k < n->nin; k++) ins += shape_numel(&g->n[n->in[k]].shape);
-        int64_t aux = 0, t = (3 * numel + 2 * ins) * real_size + 16 * n->nin + 1024;
-        switch (n->op) {
-        case OP_CROSS_ENTROPY: aux = shape_numel(&g->n[n->in[0]].shape); break;
-        case OP_LSTM_ACT: aux = 5 * shape_numel(&g->n[n->in[1]].shape); t += aux * real_size; break;
-        case OP_GRU_ACT: aux = 3 * shape_numel(&n->shape); t += 7 * numel * real_size; break;
-        case OP_BATCHNORM: aux = 3 * n->shape.d[1] + numel; t += (2 * n->shape.d[1] + numel) * real_size; break;
-        case OP_CONV2D: t += conv_scratch_bound(g, n) * real_size; break;
-        case OP_LOOP_OUT: t += 16 * (n->shape.rank > 1 ? n->shape.d[1] : n->shape.d[0]); break;
-        default: break;
-        }
+        int64_t keep = 0, extra = 0, t = (3 * numel + 2 * ins) * real_size + 16 * n->nin + 1024;
+        if (op_info[n->op].rule.tape_scratch) op_info[n->op].rule.tape_scratch(g, n, real_size, &keep, &extra);
+        t += extra;
         if (t > *tmp) *tmp = t;
-        int64_t stack = n->op == OP_LOOP_OUT && n->ia[0] >= g->n[n->in[0]].sub->ncarry ? 8 * g->n[n->in[0]].ia[1] : 0;
+        const Node *L = n->op == OP_LOOP_OUT ? &g->n[n->in[0]] : NULL;
+        int64_t stack = L && loop_out_result(n) >= L->sub->ncarry ? 8 * loop_count(L) : 0;
         total += CDL_TAPE_RECORD_BYTES + 4 * 64 + align_up(8 * n->nin + stack) + align_up(numel * es) + align_up(numel * real_size) +
-                 align_up(aux * real_size);
+                 align_up(keep);
     }
     return total;
 }

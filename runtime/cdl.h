@@ -154,11 +154,7 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
     void cdl_square_##S(int64_t n, const T *x, T *y); \
     void cdl_pows_##S(int64_t n, double p, const T *x, T *y);         /* x ** p */ \
     void cdl_clamp_##S(int64_t n, double lo, double hi, const T *x, T *y); \
-    void cdl_relu_##S(int64_t n, const T *x, T *y); \
     void cdl_leaky_relu_##S(int64_t n, double slope, const T *x, T *y); \
-    void cdl_sigmoid_##S(int64_t n, const T *x, T *y); \
-    void cdl_tanh_##S(int64_t n, const T *x, T *y); \
-    void cdl_gelu_##S(int64_t n, const T *x, T *y);                   /* exact, erf */ \
     void cdl_gelu_tanh_##S(int64_t n, const T *x, T *y); \
     void cdl_sin_##S(int64_t n, const T *x, T *y); \
     void cdl_cos_##S(int64_t n, const T *x, T *y); \
@@ -172,11 +168,7 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
     void cdl_gelu_tanh_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
     void cdl_softplus_##S(int64_t n, const T *x, T *y); \
     void cdl_elu_##S(int64_t n, double alpha, const T *x, T *y); \
-    void cdl_relu_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
     void cdl_leaky_relu_bwd_##S(int64_t n, double slope, const T *g, const T *x, T *dx); \
-    void cdl_sigmoid_bwd_##S(int64_t n, const T *g, const T *y, T *dx); \
-    void cdl_tanh_bwd_##S(int64_t n, const T *g, const T *y, T *dx); \
-    void cdl_gelu_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
     void cdl_elu_bwd_##S(int64_t n, double alpha, const T *g, const T *x, T *dx); \
     void cdl_clamp_bwd_##S(int64_t n, double lo, double hi, const T *g, const T *x, T *dx); \
     void cdl_dropout_##S(cdl_rng_key k, uint64_t base, int64_t n, double p, const T *x, T *y); \
@@ -1153,11 +1145,7 @@ cdl_t *cdl_t_abs(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_square(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_pow(cdl_tape *tp, cdl_t *x, double p);
 cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi);
-cdl_t *cdl_t_relu(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_leaky_relu(cdl_tape *tp, cdl_t *x, double slope);
-cdl_t *cdl_t_sigmoid(cdl_tape *tp, cdl_t *x);
-cdl_t *cdl_t_tanh(cdl_tape *tp, cdl_t *x);
-cdl_t *cdl_t_gelu(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_softplus(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_elu(cdl_tape *tp, cdl_t *x, double alpha);
 cdl_t *cdl_t_dropout(cdl_tape *tp, cdl_t *x, double p, int stream, int64_t t);
@@ -1220,6 +1208,42 @@ int cdl_backward(cdl_tape *tp, cdl_t *loss, int want_params, int want_inputs);
  * exit status (0, 1 on an error, 2 on a usage error). */
 int cdl_compare(const cdl_model *static_m, const cdl_model *tape_m, int argc, char **argv);
 /* END TAPE */
+
+/* ---- activations: BEGIN ACT */
+/* An activation y = f(x), elementwise, whose backward is one kernel of the incoming
+ * gradient g and v, the forward's input x (CDL_ACT_X) or output y (CDL_ACT_Y):
+ *   void cdl_<name>_f32(int64_t n, const float *x, float *y);              (and _f64)
+ *   void cdl_<name>_bwd_f32(int64_t n, const float *g, const float *v, float *dx);
+ * Both may run in place (y == x, dx == g or v).  CDL_ACTIVATION(name, reads) declares
+ * the four kernels (kernels_ew_t.h defines them) and the tape call cdl_t_<name>(tp, x),
+ * which records the op through cdl_t_act with those kernels. */
+typedef struct cdl_act {
+    const char *name;
+    int reads;                   /* CDL_ACT_X or CDL_ACT_Y: what the backward kernel reads */
+    void (*f32)(int64_t n, const float *x, float *y);
+    void (*f64)(int64_t n, const double *x, double *y);
+    void (*bwd_f32)(int64_t n, const float *g, const float *v, float *dx);
+    void (*bwd_f64)(int64_t n, const double *g, const double *v, double *dx);
+} cdl_act;
+enum { CDL_ACT_X, CDL_ACT_Y };
+/* Record activation a on the tape (a must outlive the step: CDL_ACTIVATION's is static). */
+cdl_t *cdl_t_act(cdl_tape *tp, cdl_t *x, const cdl_act *a);
+#define CDL_ACTIVATION(name, reads)                                                              \
+    void cdl_##name##_f32(int64_t n, const float *x, float *y);                                  \
+    void cdl_##name##_f64(int64_t n, const double *x, double *y);                                \
+    void cdl_##name##_bwd_f32(int64_t n, const float *g, const float *v, float *dx);             \
+    void cdl_##name##_bwd_f64(int64_t n, const double *g, const double *v, double *dx);          \
+    static inline cdl_t *cdl_t_##name(cdl_tape *tp, cdl_t *x) {                                  \
+        static const cdl_act act = {#name, reads, cdl_##name##_f32, cdl_##name##_f64,            \
+                                    cdl_##name##_bwd_f32, cdl_##name##_bwd_f64};                 \
+        return cdl_t_act(tp, x, &act);                                                           \
+    }
+CDL_ACTIVATION(relu, CDL_ACT_X)          /* max(x, 0) */
+CDL_ACTIVATION(sigmoid, CDL_ACT_Y)
+CDL_ACTIVATION(tanh, CDL_ACT_Y)
+CDL_ACTIVATION(gelu, CDL_ACT_X)          /* exact, erf */
+/* ---- END ACT */
+
 
 #ifdef __cplusplus
 }

@@ -163,121 +163,129 @@ cdl_t *cdl_t_minimum(cdl_tape *tp, cdl_t *a, cdl_t *b) { return binary(tp, CDL_B
 
 /* ======================================================================== unary ops */
 
-enum { U_NEG, U_EXP, U_LOG, U_SQRT, U_ABS, U_SQUARE, U_POW, U_CLAMP, U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_GELU,
-       U_SOFTPLUS, U_ELU };
-static const char *const un_name[] = {"neg", "exp", "log", "sqrt", "abs", "square", "pow", "clamp",
-                                      "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "elu"};
-
-static void un_fwd(cdl_tape *tp, int code, int64_t n, double p0, double p1, const void *x, void *y) {
-    switch (code) {
-    case U_NEG: TK(tp, neg, n, x, y); break;
-    case U_EXP: TK(tp, exp, n, x, y); break;
-    case U_LOG: TK(tp, log, n, x, y); break;
-    case U_SQRT: TK(tp, sqrt, n, x, y); break;
-    case U_ABS: TK(tp, abs, n, x, y); break;
-    case U_SQUARE: TK(tp, square, n, x, y); break;
-    case U_POW: TK(tp, pows, n, p0, x, y); break;
-    case U_CLAMP: TK(tp, clamp, n, p0, p1, x, y); break;
-    case U_RELU: TK(tp, relu, n, x, y); break;
-    case U_LEAKY: TK(tp, leaky_relu, n, p0, x, y); break;
-    case U_SIGMOID: TK(tp, sigmoid, n, x, y); break;
-    case U_TANH: TK(tp, tanh, n, x, y); break;
-    case U_GELU: TK(tp, gelu, n, x, y); break;
-    case U_SOFTPLUS: TK(tp, softplus, n, x, y); break;
-    default: TK(tp, elu, n, p0, x, y); break;
-    }
+/* A record y = f(x) of x's shape with backward rule bwd; the caller runs the forward
+ * kernel and keeps the attributes.  NULL after an error. */
+static cdl_t *unary_rec(cdl_tape *tp, const char *op, cdl_t *x, void (*bwd)(cdl_tape *, cdl_t *)) {
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
+    if (y) y->bwd = bwd;
+    return y;
 }
 
-/* The rules of compiler/ops_ew.c, each an overwrite of dx (then added in if needed). */
-static void bwd_unary(cdl_tape *tp, cdl_t *y) {
+/* Where a unary backward writes dx (tape_gdst), or NULL when x needs no gradient (or
+ * after an error); finish with tape_gfin(tp, y->in[0], dx, *acc). */
+static void *unary_dx(cdl_tape *tp, cdl_t *y, int *acc) {
+    return tape_need(tp, y->in[0]) ? tape_gdst(tp, y->in[0], acc) : NULL;
+}
+
+/* The backward rules below are compiler/ops_ew.c's, each an overwrite of dx. */
+#define UNARY_BWD(name, ...)                                          \
+    static void bwd_##name(cdl_tape *tp, cdl_t *y) {                  \
+        cdl_t *x = y->in[0];                                          \
+        int64_t n = y->numel;                                         \
+        int acc;                                                      \
+        void *g = y->grad, *d = unary_dx(tp, y, &acc);                \
+        if (!d) return;                                               \
+        __VA_ARGS__;                                                  \
+        tape_gfin(tp, x, d, acc);                                     \
+    }
+
+UNARY_BWD(neg, TK(tp, neg, n, g, d))
+UNARY_BWD(exp, TK(tp, mul, n, g, y->data, d))
+UNARY_BWD(log, TK(tp, div, n, g, x->data, d))
+UNARY_BWD(sqrt, TK(tp, div, n, g, y->data, d); TK(tp, scale, n, 0.5, d))           /* 0.5 g / y */
+UNARY_BWD(square, TK(tp, mul, n, g, x->data, d); TK(tp, scale, n, 2.0, d))         /* 2 g x */
+UNARY_BWD(softplus, TK(tp, sigmoid, n, x->data, d); TK(tp, mul, n, g, d, d))      /* g sigmoid(x) */
+UNARY_BWD(clamp, TK(tp, clamp_bwd, n, y->fa[0], y->fa[1], g, x->data, d))
+UNARY_BWD(leaky_relu, TK(tp, leaky_relu_bwd, n, y->fa[0], g, x->data, d))
+UNARY_BWD(elu, TK(tp, elu_bwd, n, y->fa[0], g, x->data, d))
+/* g [x > 0] - g [-x > 0] */
+UNARY_BWD(abs, void *t = tape_rtemp(tp, n); if (!t) return; TK(tp, relu_bwd, n, g, x->data, d); TK(tp, neg, n, x->data, t);
+          TK(tp, relu_bwd, n, g, t, t); TK(tp, sub, n, d, t, d))
+
+/* p g x^(p-1); p = 1 passes g on, p = 0 gives nothing. */
+static void bwd_pow(cdl_tape *tp, cdl_t *y) {
     cdl_t *x = y->in[0];
-    int code = (int)y->ia[0];
-    int64_t n = y->numel;
-    double p0 = y->fa[0], p1 = y->fa[1];
-    void *g = y->grad;
-    if (!tape_need(tp, x)) return;
-    if (code == U_POW && p0 == 0) return;
-    if (code == U_POW && p0 == 1) {
-        tape_gadd(tp, x, g);
+    double p = y->fa[0];
+    if (p == 0 || !tape_need(tp, x)) return;
+    if (p == 1) {
+        tape_gadd(tp, x, y->grad);
         return;
     }
     int acc;
     void *d = tape_gdst(tp, x, &acc);
     if (!d) return;
-    switch (code) {
-    case U_NEG: TK(tp, neg, n, g, d); break;
-    case U_EXP: TK(tp, mul, n, g, y->data, d); break;
-    case U_LOG: TK(tp, div, n, g, x->data, d); break;
-    case U_SQRT:                                   /* 0.5 g / y */
-        TK(tp, div, n, g, y->data, d);
-        TK(tp, scale, n, 0.5, d);
-        break;
-    case U_ABS: {                                  /* g [x > 0] - g [-x > 0] */
-        void *t = tape_rtemp(tp, n);
-        if (!t) return;
-        TK(tp, relu_bwd, n, g, x->data, d);
-        TK(tp, neg, n, x->data, t);
-        TK(tp, relu_bwd, n, g, t, t);
-        TK(tp, sub, n, d, t, d);
-        break;
+    if (p == 2) {
+        TK(tp, mul, y->numel, y->grad, x->data, d);
+    } else {
+        TK(tp, pows, y->numel, p - 1, x->data, d);
+        TK(tp, mul, y->numel, y->grad, d, d);
     }
-    case U_SQUARE:                                 /* 2 g x */
-        TK(tp, mul, n, g, x->data, d);
-        TK(tp, scale, n, 2.0, d);
-        break;
-    case U_POW:                                    /* p g x^(p-1) */
-        if (p0 == 2) {
-            TK(tp, mul, n, g, x->data, d);
-        } else {
-            TK(tp, pows, n, p0 - 1, x->data, d);
-            TK(tp, mul, n, g, d, d);
-        }
-        TK(tp, scale, n, p0, d);
-        break;
-    case U_CLAMP: TK(tp, clamp_bwd, n, p0, p1, g, x->data, d); break;
-    case U_RELU: TK(tp, relu_bwd, n, g, x->data, d); break;
-    case U_LEAKY: TK(tp, leaky_relu_bwd, n, p0, g, x->data, d); break;
-    case U_SIGMOID: TK(tp, sigmoid_bwd, n, g, y->data, d); break;
-    case U_TANH: TK(tp, tanh_bwd, n, g, y->data, d); break;
-    case U_GELU: TK(tp, gelu_bwd, n, g, x->data, d); break;
-    case U_SOFTPLUS:                               /* g sigmoid(x) */
-        TK(tp, sigmoid, n, x->data, d);
-        TK(tp, mul, n, g, d, d);
-        break;
-    default: TK(tp, elu_bwd, n, p0, g, x->data, d); break;
-    }
+    TK(tp, scale, y->numel, p, d);
     tape_gfin(tp, x, d, acc);
 }
 
-static cdl_t *unary(cdl_tape *tp, int code, cdl_t *x, double p0, double p1) {
-    const char *op = un_name[code];
-    if (!tape_need_real(tp, op, &x, 1)) return NULL;
-    if (code == U_CLAMP && p0 > p1) return tape_err(tp, op, "min %g is greater than max %g", p0, p1);
-    cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
+#define UNARY_FWD(name, kernel)                                                 \
+    cdl_t *cdl_t_##name(cdl_tape *tp, cdl_t *x) {                               \
+        cdl_t *y = unary_rec(tp, #name, x, bwd_##name);                         \
+        if (y) TK(tp, kernel, y->numel, x->data, y->data);                      \
+        return y;                                                               \
+    }
+UNARY_FWD(neg, neg)
+UNARY_FWD(exp, exp)
+UNARY_FWD(log, log)
+UNARY_FWD(sqrt, sqrt)
+UNARY_FWD(abs, abs)
+UNARY_FWD(square, square)
+UNARY_FWD(softplus, softplus)
+
+/* pow (p), leaky_relu (slope), elu (alpha): one real attribute, kept in fa[0]. */
+#define UNARY_FWD1(name, kernel)                                                \
+    cdl_t *cdl_t_##name(cdl_tape *tp, cdl_t *x, double a) {                     \
+        cdl_t *y = unary_rec(tp, #name, x, bwd_##name);                         \
+        if (!y) return NULL;                                                    \
+        y->fa[0] = a;                                                           \
+        TK(tp, kernel, y->numel, a, x->data, y->data);                          \
+        return y;                                                               \
+    }
+UNARY_FWD1(pow, pows)
+UNARY_FWD1(leaky_relu, leaky_relu)
+UNARY_FWD1(elu, elu)
+
+cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi) {
+    if (!tape_need_real(tp, "clamp", &x, 1)) return NULL;
+    if (lo > hi) return tape_err(tp, "clamp", "min %g is greater than max %g", lo, hi);
+    cdl_t *y = unary_rec(tp, "clamp", x, bwd_clamp);
     if (!y) return NULL;
-    un_fwd(tp, code, y->numel, p0, p1, x->data, y->data);
-    y->ia[0] = code;
-    y->fa[0] = p0;
-    y->fa[1] = p1;
-    y->bwd = bwd_unary;
+    y->fa[0] = lo;
+    y->fa[1] = hi;
+    TK(tp, clamp, y->numel, lo, hi, x->data, y->data);
     return y;
 }
 
-cdl_t *cdl_t_neg(cdl_tape *tp, cdl_t *x) { return unary(tp, U_NEG, x, 0, 0); }
-cdl_t *cdl_t_exp(cdl_tape *tp, cdl_t *x) { return unary(tp, U_EXP, x, 0, 0); }
-cdl_t *cdl_t_log(cdl_tape *tp, cdl_t *x) { return unary(tp, U_LOG, x, 0, 0); }
-cdl_t *cdl_t_sqrt(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SQRT, x, 0, 0); }
-cdl_t *cdl_t_abs(cdl_tape *tp, cdl_t *x) { return unary(tp, U_ABS, x, 0, 0); }
-cdl_t *cdl_t_square(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SQUARE, x, 0, 0); }
-cdl_t *cdl_t_pow(cdl_tape *tp, cdl_t *x, double p) { return unary(tp, U_POW, x, p, 0); }
-cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi) { return unary(tp, U_CLAMP, x, lo, hi); }
-cdl_t *cdl_t_relu(cdl_tape *tp, cdl_t *x) { return unary(tp, U_RELU, x, 0, 0); }
-cdl_t *cdl_t_leaky_relu(cdl_tape *tp, cdl_t *x, double slope) { return unary(tp, U_LEAKY, x, slope, 0); }
-cdl_t *cdl_t_sigmoid(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SIGMOID, x, 0, 0); }
-cdl_t *cdl_t_tanh(cdl_tape *tp, cdl_t *x) { return unary(tp, U_TANH, x, 0, 0); }
-cdl_t *cdl_t_gelu(cdl_tape *tp, cdl_t *x) { return unary(tp, U_GELU, x, 0, 0); }
-cdl_t *cdl_t_softplus(cdl_tape *tp, cdl_t *x) { return unary(tp, U_SOFTPLUS, x, 0, 0); }
-cdl_t *cdl_t_elu(cdl_tape *tp, cdl_t *x, double alpha) { return unary(tp, U_ELU, x, alpha, 0); }
+/* ======================================================================== activations */
+
+/* Activations declared with CDL_ACTIVATION (cdl.h): the kernels come with the call,
+ * so a new one needs nothing here. */
+static void bwd_act(cdl_tape *tp, cdl_t *y) {
+    const cdl_act *a = y->aux;
+    int acc;
+    void *d = unary_dx(tp, y, &acc);
+    if (!d) return;
+    const void *v = a->reads == CDL_ACT_Y ? y->data : y->in[0]->data;
+    if (tp->rs == 8) a->bwd_f64(y->numel, y->grad, v, d);
+    else a->bwd_f32(y->numel, y->grad, v, d);
+    tape_gfin(tp, y->in[0], d, acc);
+}
+
+cdl_t *cdl_t_act(cdl_tape *tp, cdl_t *x, const cdl_act *a) {
+    cdl_t *y = unary_rec(tp, a->name, x, bwd_act);
+    if (!y) return NULL;
+    y->aux = (void *)a;
+    if (tp->rs == 8) a->f64(y->numel, x->data, y->data);
+    else a->f32(y->numel, x->data, y->data);
+    return y;
+}
 
 /* ======================================================================== dropout, identity */
 
