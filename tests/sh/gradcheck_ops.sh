@@ -3,32 +3,50 @@
 # tests/opcases.txt ("op | body ; body ; ..."), write a tiny model, compile it with
 # cdlc --precision=f64 --exe, and run its trainer's `gradcheck` (central differences in
 # f64, |num - ana| <= 1e-5 + 1e-3 |num|).  An OPF_DIFF op of runtime/ops.def without a
-# case fails the test.
+# case fails the test.  The built-in functions of the op table (OPF_FN: relu, silu, ...)
+# are also run static and tape side by side (cdl-compare, 3 steps, f32) and must agree
+# bit for bit: both call the same kernels.
+# Environment: B, CDLC, COMPARE.
 set -u
 B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
+COMPARE=${COMPARE:-$B/cdl-compare}
 t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0; n=0
-declare -A covered
-while IFS= read -r line; do
-    case "$line" in ''|'#'*) continue;; esac
+# a sanitized runtime needs the compared programs built the same way
+nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+fn_ops=" $(grep -E '^OP\(' runtime/ops.def | grep 'OPF_FN' | sed -E 's/^OP\([A-Z_0-9]+, *"([a-z_0-9]+)".*/\1/' | tr '\n' ' ') "
+export CDLC COMPARE t fn_ops
+
+# one case: $1 = its number, $2 = the line
+one() {
+    local n=$1 line=$2 op body m
     op=$(echo "${line%%|*}" | tr -d ' ')
     body=${line#*|}
-    n=$((n + 1))
     m="$t/case$n.cdl"
     { echo "model op_${op}() {"; echo "$body" | sed 's/ ; /\n/g; s/^ *//' | sed 's/^/    /'; echo "}"; } >"$m"
-    if ! "$CDLC" --precision=f64 --exe "$m" -o "$t/case$n" >"$t/log" 2>&1; then
-        echo "FAIL $op: does not compile: $(head -3 $t/log)"; cat "$m"; fail=$((fail + 1)); continue
+    if ! "$CDLC" --precision=f64 --exe "$m" -o "$t/case$n" >"$t/log$n" 2>&1; then
+        echo "FAIL $op: does not compile: $(head -3 $t/log$n)"; cat "$m"; return
     fi
-    if ! timeout 120 "$t/case$n" gradcheck --threads 1 >"$t/log" 2>&1; then
-        echo "FAIL $op: gradcheck: $(tail -3 $t/log)"; fail=$((fail + 1)); continue
+    if ! timeout 120 "$t/case$n" gradcheck --threads 1 >"$t/log$n" 2>&1; then
+        echo "FAIL $op: gradcheck: $(tail -3 $t/log$n)"; return
     fi
-    covered[$op]=1
-    echo "ok   $op: $(tail -1 $t/log)"
-done < tests/opcases.txt
-# every differentiable op needs a case
+    local what="gradcheck $(tail -1 $t/log$n)"
+    if [[ "$fn_ops" == *" $op "* ]]; then
+        if ! timeout 300 "$COMPARE" "$m" --steps 3 --data random --tol 0 --json >"$t/cmp$n" 2>"$t/log$n"; then
+            echo "FAIL $op: static and tape differ: $(tail -2 $t/log$n) $(head -c 300 $t/cmp$n)"; return
+        fi
+        what="$what; static == tape bitwise"
+    fi
+    echo "ok   $op: $what"
+}
+export -f one
+grep -vE '^(#|$)' tests/opcases.txt | awk '{print NR; print}' | tr '\n' '\0' | xargs -0 -n 2 -P 2 bash -c 'one "$0" "$1"' >"$t/results"
+cat "$t/results"
+n=$(grep -c . "$t/results"); fail=$(grep -c '^FAIL' "$t/results")
+# every differentiable op needs a passing case
 for op in $(grep -E '^OP\(' runtime/ops.def | grep 'OPF_DIFF' | grep -v OPF_CTRL | sed -E 's/^OP\([A-Z_0-9]+, *"([a-z_0-9]+)".*/\1/'); do
-    if [ -z "${covered[$op]:-}" ]; then echo "FAIL $op: no passing gradient-check case in tests/opcases.txt"; fail=$((fail + 1)); fi
+    grep -q "^ok   $op:" "$t/results" || { echo "FAIL $op: no passing gradient-check case in tests/opcases.txt"; fail=$((fail + 1)); }
 done
-echo "$n cases, $fail failures"
-[ $fail -eq 0 ]
+nfn=$(grep -c 'static == tape' "$t/results")
+echo "$n cases ($nfn built-in functions also static == tape), $fail failures"
+[ "$fail" -eq 0 ] && [ "$nfn" -ge 1 ]
