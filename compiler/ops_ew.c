@@ -584,5 +584,7 @@ const OpRule ops_ew_rules[] = {
     {OP_ACT_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH, .tape = NULL},
     /* activations (see ACTIVATION) */
     ACTIVATION(OP_GELU),
+    ACTIVATION(OP_SILU),
+    ACTIVATION(OP_MISH),
 };
 const int ops_ew_count = sizeof ops_ew_rules / sizeof ops_ew_rules[0];

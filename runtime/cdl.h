@@ -1242,6 +1242,8 @@ CDL_ACTIVATION(relu, CDL_ACT_X)          /* max(x, 0) */
 CDL_ACTIVATION(sigmoid, CDL_ACT_Y)
 CDL_ACTIVATION(tanh, CDL_ACT_Y)
 CDL_ACTIVATION(gelu, CDL_ACT_X)          /* exact, erf */
+CDL_ACTIVATION(silu, CDL_ACT_X)          /* x sigmoid(x) */
+CDL_ACTIVATION(mish, CDL_ACT_X)          /* x tanh(softplus(x)) */
 /* ---- END ACT */
 
 

@@ -157,6 +157,8 @@ EW_UNARY(sign, (T)(v > 0) - (T)(v < 0) + v * (T)0)    /* v * 0: NaN stays NaN, a
 EW_UNARY(gelu_tanh, (T)0.5 * v * ((T)1 + M(tanh)((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v))))
 /* log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|). */
 EW_UNARY(softplus, (v > 0 ? v : (T)0) + M(log1p)(M(exp)(-M(fabs)(v))))
+EW_UNARY(silu, v / ((T)1 + M(exp)(-v)))
+EW_UNARY(mish, v * M(tanh)((v > 0 ? v : (T)0) + M(log1p)(M(exp)(-M(fabs)(v)))))
 
 void S(pows)(int64_t n, double p, const T *x, T *y) {
     if (p == 2.0) { S(square)(n, x, y); return; }
@@ -239,6 +241,22 @@ void S(gelu_tanh_bwd)(int64_t n, const T *g, const T *x, T *dx) {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i], t = M(tanh)(k * (v + a * v * v * v));
         dx[i] = g[i] * ((T)0.5 * ((T)1 + t) + (T)0.5 * v * ((T)1 - t * t) * k * ((T)1 + (T)3 * a * v * v));
+    }
+}
+
+/* d/dx x s(x) = s (1 + x (1 - s)), s = sigmoid(x). */
+void S(silu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i], s = (T)1 / ((T)1 + M(exp)(-v));
+        dx[i] = g[i] * s * ((T)1 + v * ((T)1 - s));
+    }
+}
+
+/* d/dx x tanh(sp(x)) = t + x (1 - t^2) sigmoid(x), t = tanh(softplus(x)). */
+void S(mish_bwd)(int64_t n, const T *g, const T *x, T *dx) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i], t = M(tanh)((v > 0 ? v : (T)0) + M(log1p)(M(exp)(-M(fabs)(v)))), s = (T)1 / ((T)1 + M(exp)(-v));
+        dx[i] = g[i] * (t + v * ((T)1 - t * t) * s);
     }
 }
 
