@@ -54,7 +54,7 @@ int ad_x(AD *ad, int s) {
     const Node *n = &ad->src->n[s];
     int x;
     if (n->op == OP_LOOP_CAPTURE) {
-        x = body_capture(ad, (int)n->ia[0]);
+        x = body_capture(ad, capture_of(n));
     } else {
         Attrs at = {.i = {ad->fwd_loop, s}};
         x = ir_add(ad->dst, OP_LOOP_SAVED, n->loc, 0, NULL, &at, &n->shape, n->dtype);
@@ -157,7 +157,7 @@ static void record_loop_out(AD *ad, int s) {
         ad->cot[L] = NEWN(int, b->nres);
         for (int k = 0; k < b->nres; k++) ad->cot[L][k] = -1;
     }
-    int k = (int)n->ia[0];
+    int k = loop_out_result(n);
     int g = ad->gsum[s];
     if (ad->cot[L][k] < 0) ad->cot[L][k] = g;
     else {
@@ -177,11 +177,6 @@ static int body_carry(Graph *bb, const Graph *fb, int s, int j) {
     return c;
 }
 
-static int64_t loop_tmin(const Node *L) {
-    int64_t last = L->ia[0] + (L->ia[1] - 1) * L->ia[2];
-    return L->ia[0] < last ? L->ia[0] : last;
-}
-
 /* When the gradient of capture cap (a forward body node) is exactly the scatter of one
  * step slice x[.., a + k t, ..] (k > 0) of the captured value x, on the axis the loop
  * would stack a collected result on, returns the slice's gradient (a body node of
@@ -196,9 +191,9 @@ static int step_slice_grad(AD *sub, const Node *ln, int cap) {
     int gy = sl->in[0];
     const Node *gn = &bb->n[gy];
     if (op_info[gn->op].flags & (OPF_CTRL | OPF_LEAF | OPF_VIEW)) return -1;
-    const Shape *xs = &bb->parent->n[sub->src->n[cap].ia[0]].shape;
+    const Shape *xs = &bb->parent->n[capture_of(&sub->src->n[cap])].shape;
     int axis = gn->shape.batched ? 1 : 0;
-    int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_tmin(ln), T = ln->ia[1];
+    int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_first_t(ln), T = loop_count(ln);
     if (sl->ia[0] != axis || xs->rank != gn->shape.rank + 1 || xs->batched != gn->shape.batched) return -1;
     if (first < 0 || first + k * (T - 1) >= xs->d[axis]) return -1;
     for (int i = 0, j = 0; i < xs->rank; i++)
@@ -235,13 +230,13 @@ static void grad_loop(AD *ad, int L) {
         changed = false;
         for (int i = 0; i < fb->len; i++) {
             const Node *n = &fb->n[i];
-            if (n->op == OP_LOOP_CAPTURE) wrt[i] = ad->need[n->ia[0]] || wrt[i];
-            if (n->op == OP_LOOP_CARRY) wrt[i] = wrt[i] || ad->need[ln->in[n->ia[0]]];
+            if (n->op == OP_LOOP_CAPTURE) wrt[i] = ad->need[capture_of(n)] || wrt[i];
+            if (n->op == OP_LOOP_CARRY) wrt[i] = wrt[i] || ad->need[ln->in[carry_index(n)]];
         }
         forward_need(fb, wrt, fw);
         for (int i = 0; i < fb->len; i++) {
             const Node *n = &fb->n[i];
-            if (n->op == OP_LOOP_CARRY && !wrt[i] && fw[fb->res[n->ia[0]]]) wrt[i] = changed = true;
+            if (n->op == OP_LOOP_CARRY && !wrt[i] && fw[fb->res[carry_index(n)]]) wrt[i] = changed = true;
         }
     }
     int *seeds = NEWN(int, fb->nres);
@@ -253,8 +248,8 @@ static void grad_loop(AD *ad, int L) {
     while (changed) {
         changed = false;
         for (int i = 0; i < fb->len; i++)
-            if (fb->n[i].op == OP_LOOP_CARRY && rb[i] && !rb[fb->res[fb->n[i].ia[0]]]) {
-                seeds[fb->n[i].ia[0]] = fb->res[fb->n[i].ia[0]];
+            if (fb->n[i].op == OP_LOOP_CARRY && rb[i] && !rb[fb->res[carry_index(&fb->n[i])]]) {
+                seeds[carry_index(&fb->n[i])] = fb->res[carry_index(&fb->n[i])];
                 backward_reach(fb, seeds, fb->nres, rb);
                 changed = true;
             }
@@ -280,7 +275,7 @@ static void grad_loop(AD *ad, int L) {
     int *carry_node = NEWN(int, nc);
     for (int k = 0; k < nc; k++) carry_node[k] = -1;
     for (int i = 0; i < fb->len; i++)
-        if (fb->n[i].op == OP_LOOP_CARRY) carry_node[fb->n[i].ia[0]] = i;
+        if (fb->n[i].op == OP_LOOP_CARRY) carry_node[carry_index(&fb->n[i])] = i;
     int first_acc;
     for (int k = 0; k < nc; k++) {
         int cn = carry_node[k];
@@ -294,7 +289,7 @@ static void grad_loop(AD *ad, int L) {
         const Node *n = &fb->n[i];
         if (n->op != OP_LOOP_CAPTURE || !sub.need[i]) continue;
         bc_src[nbc] = i;
-        bc_init[nbc] = zeros_like(ad, (int)n->ia[0]);
+        bc_init[nbc] = zeros_like(ad, capture_of(n));
         nbc++;
     }
     /* Carry nodes of the carried gradients now (the sweep reads them); the
@@ -305,7 +300,7 @@ static void grad_loop(AD *ad, int L) {
     /* Seeds: next step's carried gradients, and this step's slice of each collected
      * result's gradient. */
     for (int j = 0; j < first_acc; j++) {
-        int k = (int)fb->n[bc_src[j]].ia[0];
+        int k = carry_index(&fb->n[bc_src[j]]);
         ad_acc(&sub, fb->res[k], bc_node[j]);
     }
     for (int k = nc; k < fb->nres; k++) {
@@ -360,10 +355,9 @@ static void grad_loop(AD *ad, int L) {
     int nin = nbc + cap_count + 1, *in = NEWN(int, nin), k = 0;
     for (int j = 0; j < nbc; j++) in[k++] = bc_init[j];
     for (int i = 0; i < bb->len; i++)
-        if (bb->n[i].op == OP_LOOP_CAPTURE) in[k++] = (int)bb->n[i].ia[0];
+        if (bb->n[i].op == OP_LOOP_CAPTURE) in[k++] = capture_of(&bb->n[i]);
     in[k++] = L;
-    int64_t last = ln->ia[0] + (ln->ia[1] - 1) * ln->ia[2];
-    Attrs at = {.i = {last, ln->ia[1], -ln->ia[2]}};
+    Attrs at = {.i = {loop_last(ln), loop_count(ln), -loop_step(ln)}};   /* the same steps, reversed */
     int BL = ir_add_loop(dst, ln->loc, nin, in, &at, bb);
     if (BL < 0) die("backward loop is ill-formed");
     dst->n[BL].flags |= NF_GRAD;
@@ -371,7 +365,7 @@ static void grad_loop(AD *ad, int L) {
         Attrs o = {.i = {j}};
         int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
         const Node *s = &fb->n[bc_src[j]];
-        ad_acc(ad, j < first_acc ? ln->in[s->ia[0]] : (int)s->ia[0], out);
+        ad_acc(ad, j < first_acc ? ln->in[carry_index(s)] : capture_of(s), out);
     }
     /* A stack of slice gradients is the captured value's gradient, or scatters into it
      * once (a slice x[.., a + k t, ..] that does not cover the axis exactly). */
@@ -379,10 +373,10 @@ static void grad_loop(AD *ad, int L) {
         Attrs o = {.i = {nbc + q}};
         int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
         const Node *sl = &bb->n[sub.gsum[coll[q]]];
-        int x = (int)fb->n[coll[q]].ia[0];
-        int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_tmin(ln);
+        int x = capture_of(&fb->n[coll[q]]);
+        int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_first_t(ln);
         if (!shape_eq(&dst->n[out].shape, &dst->n[x].shape)) {
-            Attrs at = {.i = {sl->ia[0], first, first + k * (ln->ia[1] - 1) + 1, k, 0, 0}};
+            Attrs at = {.i = {sl->ia[0], first, first + k * (loop_count(ln) - 1) + 1, k, 0, 0}};
             Shape xs = dst->n[x].shape;
             out = ad_add(ad, L, OP_SLICE_BWD, 1, &out, &at, &xs);
         }

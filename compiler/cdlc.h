@@ -616,7 +616,10 @@ int ad_add(AD *ad, int src_node, Op op, int nin, const int *in, const Attrs *at,
 void ad_acc(AD *ad, int src_in, int grad);
 
 /* ======================================================================== opt.c */
-void opt_run(Graph *g);    /* constant folding, CSE, DCE */
+/* The optimisation passes, in order: CSE, dead code (loop bodies keep what their
+ * backward loop reads), GEMM accumulation (add(acc, matmul) -> accumulating matmul),
+ * in-place marking.  No constant folding: constants are few and cheap here. */
+void opt_run(Graph *g);
 /* Mark elementwise nodes of a top-level graph whose input dies at them NF_INPLACE: the
  * plan gives them that input's storage (no buffer of their own).  Loop bodies are left
  * alone.  Part of opt_run; after it, the graph must not change before planning. */

@@ -21,9 +21,9 @@ static void register_rules(const OpRule *rules, int n) {
     }
 }
 
-/* Fill op_info's rules from every family table.  Ops whose family file has not been
- * written yet keep empty rules; ir_add reports them as "not implemented" at the user's
- * location, and ops_missing() lists them for the completeness test. */
+/* Fill op_info's rules from every family table.  An op without rules would be reported
+ * by ir_add as "not implemented" at the user's location; tests/test_ops_table.c checks
+ * that none is missing. */
 void ops_init(void) {
     static bool done;
     if (done) return;
@@ -191,8 +191,8 @@ void ir_verify(const Graph *g) {
             if (n->sub->parent != g) die("verify: node %d: body's parent is wrong", i);
             ir_verify(n->sub);
         }
-        if (n->op == OP_LOOP_CAPTURE && (!g->parent || n->ia[0] < 0 || n->ia[0] >= g->parent->len))
-            die("verify: capture %d refers to %lld", i, (long long)n->ia[0]);
+        if (n->op == OP_LOOP_CAPTURE && (!g->parent || capture_of(n) < 0 || capture_of(n) >= g->parent->len))
+            die("verify: capture %d refers to %d", i, capture_of(n));
     }
     for (int k = 0; k < g->nres; k++)
         if (g->res[k] < 0 || g->res[k] >= g->len) die("verify: result %d = %d", k, g->res[k]);
@@ -272,14 +272,14 @@ static void dot_graph(FILE *f, const Graph *g, const char *prefix) {
                 shape_str(&n->shape), color);
         for (int k = 0; k < n->nin; k++) fprintf(f, "  %s%d -> %s%d;\n", prefix, n->in[k], prefix, i);
         if (n->sub) {
-            char *p = arena_printf(cc_arena, "%sL%d_", prefix, i);
-            fprintf(f, "  subgraph cluster_%s {\n  label=\"loop %lld steps\";\n", p, (long long)n->ia[1]);
+            char *p = cc_str("%sL%d_", prefix, i);
+            fprintf(f, "  subgraph cluster_%s {\n  label=\"loop %lld steps\";\n", p, (long long)loop_count(n));
             dot_graph(f, n->sub, p);
             fprintf(f, "  }\n");
             /* outside the cluster: an edge inside it would pull the outer node in */
             for (int k = 0; k < n->sub->len; k++)
                 if (n->sub->n[k].op == OP_LOOP_CAPTURE)
-                    fprintf(f, "  %s%lld -> %s%d [style=dashed];\n", prefix, (long long)n->sub->n[k].ia[0], p, k);
+                    fprintf(f, "  %s%lld -> %s%d [style=dashed];\n", prefix, (long long)capture_of(&n->sub->n[k]), p, k);
             for (int k = 0; k < n->sub->nres; k++) fprintf(f, "  %s%d -> %s%d [style=dotted];\n", p, n->sub->res[k], prefix, i);
         }
     }

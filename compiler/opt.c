@@ -124,7 +124,7 @@ static void opt_cse(Graph *g) {
         if (x->op != OP_LOOP) continue;
         for (int j = 0; j < x->sub->len; j++) {
             Node *s = &x->sub->n[j];
-            if (s->op == OP_LOOP_CAPTURE) s->ia[0] = rep[s->ia[0]];
+            if (s->op == OP_LOOP_CAPTURE) s->ia[0] = rep[capture_of(s)];   /* its outer id */
         }
     }
     if (changed && g->parent)
@@ -133,7 +133,7 @@ static void opt_cse(Graph *g) {
             if (x->op != OP_LOOP) continue;
             for (int j = 0; j < x->sub->len; j++) {
                 Node *s = &x->sub->n[j];
-                if (s->op == OP_LOOP_SAVED && s->ia[0] == g->owner) s->ia[1] = rep[s->ia[1]];
+                if (s->op == OP_LOOP_SAVED && saved_loop(s) == g->owner) s->ia[1] = rep[saved_node(s)];   /* its body node */
             }
         }
     for (int i = 0; i < n; i++)
@@ -154,7 +154,7 @@ void opt_run(Graph *g) {
         for (int j = 0; j < n->sub->len; j++) {
             const Node *s = &n->sub->n[j];
             if (s->op != OP_LOOP_SAVED) continue;
-            int L = (int)s->ia[0], k = (int)s->ia[1];
+            int L = saved_loop(s), k = saved_node(s);
             if (!saved[L]) saved[L] = NEWN(bool, g->n[L].sub->len + 1);
             saved[L][k] = true;
         }

@@ -31,7 +31,7 @@ static bool owns_storage(const Graph *g, int i, const bool *external) {
         return false;
     case OP_LOOP_OUT: {
         const Graph *b = g->n[n->in[0]].sub;
-        int k = (int)n->ia[0];
+        int k = loop_out_result(n);
         return k >= b->ncarry && b->n[b->res[k]].shape.batched; /* batched stacks are re-laid [B, T, ...] */
     }
     default:
@@ -47,7 +47,7 @@ static int storage_base(const Graph *g, int i) {
         else if (n->flags & NF_INPLACE) i = n->in[n->inplace];
         else if (n->op == OP_LOOP_OUT) {
             const Graph *b = g->n[n->in[0]].sub;
-            int k = (int)n->ia[0];
+            int k = loop_out_result(n);
             if (k >= b->ncarry && b->n[b->res[k]].shape.batched) return i;
             i = n->in[0];
         } else return i;
@@ -94,9 +94,9 @@ static void keep_saved(const Graph *g, Keep *keep, int L, int j, int depth) {
     if (depth > b->len + 8) return; /* a cycle of carries: no storage behind it */
     switch (n->op) {
     case OP_LOOP_CAPTURE: return;
-    case OP_LOOP_SAVED: keep_saved(g, keep, (int)n->ia[0], (int)n->ia[1], depth + 1); return;
+    case OP_LOOP_SAVED: keep_saved(g, keep, saved_loop(n), saved_node(n), depth + 1); return;
     case OP_LOOP_CARRY: {
-        int r = b->res[n->ia[0]];
+        int r = b->res[carry_index(n)];
         if (r != j) keep_saved(g, keep, L, r, depth + 1); /* the previous step's result */
         return;
     }
@@ -117,7 +117,7 @@ static void keep_saved(const Graph *g, Keep *keep, int L, int j, int depth) {
 static bool acc_in_place(const Graph *b, int k) {
     int r = b->res[k], c = -1;
     for (int j = 0; j < b->len; j++)
-        if (b->n[j].op == OP_LOOP_CARRY && b->n[j].ia[0] == k && !(b->n[j].flags & NF_DEAD)) c = j;
+        if (b->n[j].op == OP_LOOP_CARRY && carry_index(&b->n[j]) == k && !(b->n[j].flags & NF_DEAD)) c = j;
     if (c < 0 || r == c) return false;
     const Node *x = &b->n[r];
     bool ok = x->op == OP_ADD && x->nin == 2 && (x->in[0] == c) != (x->in[1] == c) &&
@@ -145,7 +145,7 @@ static void keep_carried(const Graph *b, Keep *kp, int k) {
         int base = storage_base(b, node);
         const Node *x = &b->n[base];
         if (x->op == OP_LOOP_CARRY) {
-            int r = b->res[x->ia[0]];
+            int r = b->res[carry_index(x)];
             if (r == base) return; /* a constant carry: its initial value */
             node = r;
             continue;
@@ -175,8 +175,8 @@ static Keep *plan_keep(const Graph *g) {
         if (x->op != OP_LOOP || (x->flags & NF_DEAD)) continue;
         for (int j = 0; j < x->sub->len; j++) {
             const Node *s = &x->sub->n[j];
-            if (s->op == OP_LOOP_SAVED && !(s->flags & NF_DEAD) && keep[s->ia[0]].val)
-                keep_saved(g, keep, (int)s->ia[0], (int)s->ia[1], 0);
+            if (s->op == OP_LOOP_SAVED && !(s->flags & NF_DEAD) && keep[saved_loop(s)].val)
+                keep_saved(g, keep, saved_loop(s), saved_node(s), 0);
         }
     }
     return keep;
@@ -336,7 +336,7 @@ Plan *plan_run(const Graph *g, int real_size) {
         blk_of[i] = -1;
         if (x->op == OP_LOOP && !(x->flags & NF_DEAD)) {
             p->sub[i] = plan_new(x->sub->len);
-            size = plan_body(x->sub, x->ia[1], real_size, 0, &keep[i], p->sub[i]);
+            size = plan_body(x->sub, loop_count(x), real_size, 0, &keep[i], p->sub[i]);
         } else if (!(x->flags & NF_DEAD)) {
             /* a node computed straight into a slab may still need its scratch */
             if (owns_storage(g, i, external)) vbytes[i] = align_up(plan_value_bytes(x, real_size));
