@@ -39,11 +39,19 @@ const Graph *ad_src(AD *ad) { return ad->src; }
 
 /* ------------------------------------------------------------------ body value maps */
 
+static const char *fwd_name(const Node *n);
+
+/* The capture node of outer value `outer` in the backward body (made once); it goes by
+ * the outer value's name, a gradient's too. */
 static int body_capture(AD *ad, int outer) {
     if (ad->caps[outer] >= 0) return ad->caps[outer];
     Attrs at = {.i = {outer}};
-    int c = ir_add(ad->dst, OP_LOOP_CAPTURE, ad->dst->parent->n[outer].loc, 0, NULL, &at, NULL, DT_REAL);
+    const Node *o = &ad->dst->parent->n[outer];
+    int c = ir_add(ad->dst, OP_LOOP_CAPTURE, o->loc, 0, NULL, &at, NULL, DT_REAL);
     if (c < 0) die("capture failed");
+    Node *x = &ad->dst->n[c];
+    if (o->flags & NF_GRAD) x->flags |= NF_GRAD, x->grad_of = o->grad_of;
+    else x->var = fwd_name(o);
     ad->caps[outer] = c;
     return c;
 }
@@ -59,7 +67,7 @@ int ad_x(AD *ad, int s) {
         Attrs at = {.i = {ad->fwd_loop, s}};
         x = ir_add(ad->dst, OP_LOOP_SAVED, n->loc, 0, NULL, &at, &n->shape, n->dtype);
         if (x < 0) die("saved value failed");
-        ad->dst->n[x].var = n->var;
+        ad->dst->n[x].var = fwd_name(n);
     }
     ad->xmap[s] = x;
     return x;
@@ -73,11 +81,16 @@ int ad_add(AD *ad, int s, Op op, int nin, const int *in, const Attrs *at, const 
     return id;
 }
 
-/* Zeros shaped like src node s. */
+static void name_grad(Graph *dst, int g, const Node *n);
+
+/* Zeros shaped like src node s: the initial value of its gradient (a loop's carried
+ * gradient or accumulator), named after it. */
 static int zeros_like(AD *ad, int s) {
     const Node *n = &ad->src->n[s];
     Attrs at = {0};
-    return ad_add(ad, s, OP_CONST, 0, NULL, &at, &n->shape);
+    int z = ad_add(ad, s, OP_CONST, 0, NULL, &at, &n->shape);
+    name_grad(ad->dst, z, n);
+    return z;
 }
 
 /* Sum grad (a dst node) over the axes that broadcasting added to reach src node s's shape. */
@@ -166,6 +179,19 @@ static void record_loop_out(AD *ad, int s) {
     }
 }
 
+/* The name a gradient of forward node n goes by: n's variable, parameter or op name. */
+static const char *fwd_name(const Node *n) {
+    if (n->op == OP_PARAM && n->name) return n->name;
+    return n->var ? n->var : n->name ? n->name : op_info[n->op].name;
+}
+
+/* Gradient node g of dst holds the whole gradient of forward node n (the first such
+ * value wins: a gradient passed on unchanged keeps the name of the later value). */
+static void name_grad(Graph *dst, int g, const Node *n) {
+    Node *x = &dst->n[g];
+    if ((x->flags & NF_GRAD) && !x->grad_of) x->grad_of = fwd_name(n);
+}
+
 /* The carry node of backward carried value j, standing for forward body node s. */
 static int body_carry(Graph *bb, const Graph *fb, int s, int j) {
     Attrs at = {.i = {j}};
@@ -173,7 +199,7 @@ static int body_carry(Graph *bb, const Graph *fb, int s, int j) {
     int c = ir_add(bb, OP_LOOP_CARRY, n->loc, 0, NULL, &at, &n->shape, DT_REAL);
     if (c < 0) die("carry failed");
     bb->n[c].flags |= NF_GRAD;
-    bb->n[c].var = n->var;
+    name_grad(bb, c, n);   /* the carried gradient, or the accumulator, of n */
     return c;
 }
 
@@ -341,6 +367,7 @@ static void grad_loop(AD *ad, int L) {
             bb->res[j] = g >= 0 ? g : ad_add(&sub, s, OP_CONST, 0, NULL, &(Attrs){0}, &fb->n[s].shape);
         } else if (g >= 0) {
             bb->res[j] = acc_step(&sub, s, bc_node[j], g);
+            name_grad(bb, bb->res[j], &fb->n[s]);   /* the running sum */
         } else {
             bb->res[j] = bc_node[j];
         }
@@ -384,7 +411,8 @@ static void grad_loop(AD *ad, int L) {
     }
 }
 
-/* Reverse sweep over ad->src: every needed node with a gradient hands it to its rule. */
+/* Reverse sweep over ad->src: every needed node with a gradient hands it to its rule.
+ * That gradient is complete when the sweep reaches its node: it is named after it. */
 static void sweep(AD *ad) {
     for (int i = ad->src->len - 1; i >= 0; i--) {
         if (!ad->need[i]) continue;
@@ -394,6 +422,7 @@ static void sweep(AD *ad) {
             continue;
         }
         if (ad->gsum[i] < 0) continue;
+        name_grad(ad->dst, ad->gsum[i], n);
         if (n->op == OP_LOOP_OUT) {
             record_loop_out(ad, i);
             continue;

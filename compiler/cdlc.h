@@ -203,6 +203,8 @@ typedef struct Node {
                               NF_PARAM_GRAD / NF_INPUT_GRAD: which; -1 otherwise */
     const char *name;      /* params, inputs, outputs: the public name */
     const char *var;       /* the source variable it was assigned to, for readable C */
+    const char *grad_of;   /* NF_GRAD: the forward value this node is the whole gradient of
+                            * (its variable, parameter or op name), NULL for a partial term */
     Loc loc;               /* where in the source it came from (backward nodes: the forward op's) */
     Graph *sub;            /* LOOP: the body */
     int inplace;           /* NF_INPLACE: which input (index into in[]) it overwrites */
@@ -720,6 +722,9 @@ struct Emit {
     const Graph *body;
     const char **bname;
     int loop;               /* top-level id of the LOOP being written, -1 outside */
+    /* what the function's code refers to, so its prologue declares only that */
+    bool used_A, used_P, used_G, used_nb;
+    bool *bref;             /* in a body: nodes whose variable some statement reads */
 };
 
 void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -746,8 +751,9 @@ const char *e_t(Emit *e);                  /* the loop step ("t") inside a body,
 const char *e_rng(Emit *e, int node);      /* a cdl_rng_key expression for a RAND op */
 const char *e_nb(Emit *e);                 /* "nb" */
 int64_t e_batch(const Emit *e);            /* the compiled batch B (1 without one) */
-/* A readable C identifier for node i: prefix, "d_" for an unnamed gradient, the source
- * variable (or the param name, or the op) and the id: "logits_12", "s_h_0". */
+/* A readable C identifier for node i: prefix, the source variable (or the param name,
+ * or the op) and the id: "logits_12", "s_h_0"; a gradient is "d_" and the value it is
+ * the gradient of ("d_logits_40", "s_d_h_3"), or its op for a partial term. */
 const char *e_var_name(const Node *n, int i, const char *prefix);
 const char *e_shape_comment(const Emit *e, const Shape *s);  /* "(B, 256)" */
 const char *e_loc(const Node *n);          /* " @ file.cdl:3:7" or "" */

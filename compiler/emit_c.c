@@ -42,12 +42,14 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     case OP_LOOP_CARRY: {
         int k = carry_index(n);
         if (b->res[k] == j) return e->name[ln->in[k]];
-        const char *prev = cc_str("(%s) - %lld", tex, (long long)loop_step(ln));
+        const char *prev = loop_step(ln) > 0 ? cc_str("(%s) - %lld", tex, (long long)loop_step(ln))
+                                             : cc_str("(%s) + %lld", tex, (long long)-loop_step(ln));
         return cc_str("((%s) == %lld ? %s : %s)", tex, (long long)loop_start(ln), e->name[ln->in[k]],
                    step_ptr(e, L, b->res[k], prev, depth + 1));
     }
     default:
         if (bp->off[j] < 0) die("body node %d (%s) has no storage", j, op_info[n->op].name);
+        e->used_A = true;
         return cc_str("(%s *)(A + %s)", e_ctype(e, n), slot_off(ln, bp->off[j], bp->slots[j], bp->stride[j], tex));
     }
 }
@@ -58,6 +60,7 @@ static const char *step_aux(Emit *e, int L, int j, const char *tex) {
     const Node *n = &ln->sub->n[j];
     if (n->op == OP_LOOP_SAVED) return step_aux(e, saved_loop(n), saved_node(n), tex);
     if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
+    e->used_A = true;
     return cc_str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
 }
 
@@ -65,6 +68,7 @@ const char *e_aux(Emit *e, int node) {
     if (e->body) return step_aux(e, e->loop, node, "t");
     const Node *n = &e->top->n[node];
     if (e->plan->aux_off[node] < 0) die("node %d (%s) has no aux", node, op_info[n->op].name);
+    e->used_A = true;
     return cc_str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
 }
 
@@ -174,6 +178,24 @@ static void emit_body_node(Emit *e, int L, int j, const int *uses) {
     }
 }
 
+/* The statements of loop L's body.  A saved forward value (LOOP_SAVED) gets a pointer
+ * only when some statement reads it by value (ref[j]; ref NULL: every one), not when
+ * its readers use only its scratch (a dropout mask, softmax probabilities). */
+static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool *ref) {
+    const Graph *b = e->body;
+    for (int j = 0; j < b->len; j++) {
+        const Node *n = &b->n[j];
+        if (!u[j] || (n->flags & NF_DEAD)) continue;
+        if (n->op == OP_LOOP_SAVED && ref && !ref[j]) continue;
+        e_line(e, "%s *%s = %s;  /* %s %s%s */", e_ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0),
+               e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
+        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
+        emit_body_node(e, L, j, uses);
+    }
+}
+
+/* A C loop over loop L's steps.  The body is written twice: once into memory to learn
+ * which variables its statements read (e_ptr marks e->bref), then for real. */
 static void emit_loop(Emit *e, int L) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
@@ -181,19 +203,22 @@ static void emit_loop(Emit *e, int L) {
     e->body = b;
     e->loop = L;
     e->bname = NEWN(const char *, b->len + 1);
+    for (int j = 0; j < b->len; j++) e->bname[j] = e_var_name(&b->n[j], j, "s_");
     bool *u = used_vars(b, false);
     int *uses = ir_uses(b);
-    for (int j = 0; j < b->len; j++) {
-        const Node *n = &b->n[j];
-        e->bname[j] = e_var_name(n, j, "s_");
-        if (!u[j] || (n->flags & NF_DEAD)) continue;
-        /* a saved forward value may be read only through its scratch (e_aux) */
-        const char *keep = n->op == OP_LOOP_SAVED ? cc_str(" (void)%s;", e->bname[j]) : "";
-        e_line(e, "%s *%s = %s;%s  /* %s %s%s */", e_ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0), keep,
-               e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
-        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
-        emit_body_node(e, L, j, uses);
-    }
+    FILE *out = e->f;
+    char *scratch = NULL;
+    size_t len = 0;
+    e->f = open_memstream(&scratch, &len);
+    if (!e->f) die("open_memstream failed");
+    e->bref = NEWN(bool, b->len + 1);
+    emit_body(e, L, u, uses, NULL);
+    fclose(e->f);
+    free(scratch);
+    e->f = out;
+    bool *ref = e->bref;
+    e->bref = NULL;
+    emit_body(e, L, u, uses, ref);
     e_loop_close(e);
     e->body = NULL;
     e->bname = NULL;
@@ -210,14 +235,17 @@ static void emit_node(Emit *e, int i) {
         return;
     }
     const char *nm = e->name[i];
-    const char *what = cc_str("/* %s %s%s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, n->name ? cc_str(" \"%s\"", n->name) : "",
-                           e_loc(n));
+    /* a node computed over its input's buffer (opt_inplace) says so */
+    const char *shared = n->flags & NF_INPLACE ? cc_str("; in place of %s", e->name[n->in[n->inplace]]) : "";
+    const char *what = cc_str("/* %s %s%s%s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name,
+                              n->name ? cc_str(" \"%s\"", n->name) : "", e_loc(n), shared);
     switch (n->op) {
     case OP_INPUT:
         if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what);
         else e_line(e, "%s *%s = net->in[%d];  %s", t, nm, n->slot, what);
         return;
     case OP_PARAM:
+        e->used_P = true;
         e_line(e, "%s *%s = P + %lld;  %s", t, nm, (long long)e->slab_off[n->slot], what);
         return;
     case OP_LOOP_OUT: {
@@ -232,6 +260,7 @@ static void emit_node(Emit *e, int i) {
         } else {
             const char *first = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0);
             const char *second = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln) + 1), 0);
+            e->used_A = e->used_nb = true;
             e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
             int64_t per_row = shape_numel(&r->shape) / r->shape.d[0] * (r->shape.d[0] / e_batch(e));
             e_line(e, "cdl_steps_to_batch_%s(%lld, nb, %lld, %s, %s - %s, %s);", e->real_size == 8 ? "f64" : "f32",
@@ -252,6 +281,7 @@ static void emit_node(Emit *e, int i) {
         for (int k = 0; k < g->npgrad; k++)
             if (g->pgrad[k] == i) p = k;
         int q = p < 0 ? plan_in_grad_slot(g, i) : -1;
+        e->used_G = e->used_G || p >= 0;
         if (p >= 0)
             e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
                    e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n), e->m->params[p].name);
@@ -259,6 +289,7 @@ static void emit_node(Emit *e, int i) {
             e_line(e, "%s *%s = (%s *)net->in_grad[%d];  /* %s %s%s: d loss / d %s (or a part), in net->in_grad */", t, nm, t, q,
                    e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n), e->m->g->n[e->m->inputs[q]].name);
     } else {
+        e->used_A = true;
         e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
     }
     op_info[n->op].rule.emit(e, g, i);
@@ -297,16 +328,14 @@ static void emit_function(Emit *e, const Fn *fn) {
         [FN_INPUT_GRAD] = "Eval mode: the loss and its gradient with respect to the inputs (no parameter gradients).",
         [FN_ENTRY] = "Extra entry point: reads in[], writes out[] (nb rows each).",
     };
-    fprintf(e->f, "\n/* %s\n * Activation arena: %lld bytes. */\n", doc[fn->kind], (long long)fn->plan->bytes);
-    if (fn->kind == FN_ENTRY)
-        fprintf(e->f, "static void %s(cdl_net *net, int nb, const void *const *in, void *const *out)\n{\n", cname);
-    else if (fn->kind == FN_EVAL) fprintf(e->f, "static void %s(cdl_net *net, int nb)\n{\n", cname);
-    else fprintf(e->f, "static double %s(cdl_net *net, int nb)\n{\n", cname);
+    /* the body first (into memory), so the prologue declares only what it uses */
+    FILE *out = e->f;
+    char *body = NULL;
+    size_t body_len = 0;
+    e->f = open_memstream(&body, &body_len);
+    if (!e->f) die("open_memstream failed");
+    e->used_A = e->used_P = e->used_G = e->used_nb = false;
     e->indent = 1;
-    e_line(e, "char *A = net->act;");
-    e_line(e, "%s *P = net->param;", e_real(e));
-    if (fn->kind == FN_TRAIN) e_line(e, "%s *G = net->grad;", e_real(e));
-    e_line(e, "(void)A; (void)P; (void)nb;");
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
@@ -319,6 +348,7 @@ static void emit_function(Emit *e, const Fn *fn) {
             if (m->params[p].state) continue;
             int q = g->pgrad[p];
             int64_t numel = shape_numel(&m->params[p].shape);
+            e->used_G = e->used_G || q < 0 || !fn->plan->external[q];
             if (q < 0) e_line(e, "memset(G + %lld, 0, %lld * sizeof(%s));  /* %s: the loss does not depend on it */",
                               (long long)e->slab_off[p], (long long)numel, e_real(e), m->params[p].name);
             else if (!fn->plan->external[q]) e_line(e, "memcpy(G + %lld, %s, %lld * sizeof(%s));  /* gradient of %s */",
@@ -346,6 +376,20 @@ static void emit_function(Emit *e, const Fn *fn) {
         if (m->loss >= 0) e_line(e, "net->loss = %s[0];", e->name[m->loss]);
         if (fn->kind != FN_EVAL) e_line(e, "return net->loss;");
     }
+    if (fclose(e->f)) die("writing a function into memory failed");
+    e->f = out;
+    fprintf(e->f, "\n/* %s\n * Activation arena: %lld bytes. */\n", doc[fn->kind], (long long)fn->plan->bytes);
+    if (fn->kind == FN_ENTRY)
+        fprintf(e->f, "static void %s(cdl_net *net, int nb, const void *const *in, void *const *out)\n{\n", cname);
+    else if (fn->kind == FN_EVAL) fprintf(e->f, "static void %s(cdl_net *net, int nb)\n{\n", cname);
+    else fprintf(e->f, "static double %s(cdl_net *net, int nb)\n{\n", cname);
+    if (e->used_A) e_line(e, "char *A = net->act;");
+    if (e->used_P) e_line(e, "%s *P = net->param;", e_real(e));
+    if (e->used_G) e_line(e, "%s *G = net->grad;", e_real(e));
+    if (fn->kind == FN_ENTRY && !(e->used_A || e->used_P)) e_line(e, "(void)net;");
+    if (!e->used_nb) e_line(e, "(void)nb;  /* every size here is a constant */");
+    fwrite(body, 1, body_len, e->f);
+    free(body);
     fprintf(e->f, "}\n");
 }
 

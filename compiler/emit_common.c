@@ -31,7 +31,7 @@ const char *e_fn(Emit *e, const char *kernel) { return cc_str("cdl_%s_%s", kerne
 bool e_train(Emit *e) { return e->train; }
 bool e_entry(const Emit *e) { return e->entry; }
 const char *e_t(Emit *e) { return e->body ? "t" : "0"; }
-const char *e_nb(Emit *e) { (void)e; return "nb"; }
+const char *e_nb(Emit *e) { e->used_nb = true; return "nb"; }
 const Graph *e_graph(const Emit *e) { return e->body ? e->body : e->top; }
 int64_t e_batch(const Emit *e) { return e->top->batch > 0 ? e->top->batch : 1; }
 
@@ -46,6 +46,7 @@ const char *e_dtype(const Emit *e, const Node *n) {
 const char *e_ptr(Emit *e, int node) {
     const char *s = e->body ? e->bname[node] : e->name[node];
     if (!s) die("node %d has no C variable", node);
+    if (e->body && e->bref) e->bref[node] = true;
     return s;
 }
 
@@ -58,6 +59,7 @@ const char *e_rows(Emit *e, int node) {
     const Node *n = &e_graph(e)->n[node];
     if (n->shape.rank == 0) return "1";
     if (!n->shape.batched) return cc_str("%lld", (long long)n->shape.d[0]);
+    e->used_nb = true;
     int64_t k = n->shape.d[0] / e_batch(e);
     return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
 }
@@ -72,6 +74,7 @@ const char *e_numel(Emit *e, int node) {
     const Node *n = &e_graph(e)->n[node];
     int64_t total = shape_numel(&n->shape);
     if (!n->shape.batched) return cc_str("%lld", (long long)total);
+    e->used_nb = true;
     int64_t per = total / e_batch(e);
     return per == 1 ? "nb" : cc_str("nb*%lld", (long long)per);
 }
@@ -91,10 +94,11 @@ const char *e_rng(Emit *e, int node) {
 
 const char *e_var_name(const Node *n, int i, const char *prefix) {
     const char *base = n->op == OP_PARAM && n->name ? n->name : n->var ? n->var : n->name ? n->name : op_info[n->op].name;
+    if (n->flags & NF_GRAD) base = n->grad_of ? n->grad_of : op_info[n->op].name;
     char buf[96];
     size_t k = 0;
     for (const char *p = prefix; *p && k < 40; p++) buf[k++] = *p;
-    if (n->flags & NF_GRAD && !n->var) buf[k++] = 'd', buf[k++] = '_';
+    if (n->flags & NF_GRAD) buf[k++] = 'd', buf[k++] = '_';
     for (const char *p = base; *p && k < 60; p++) buf[k++] = isalnum((unsigned char)*p) ? *p : '_';
     if (k == 0 || isdigit((unsigned char)buf[0])) buf[k++] = 'v';
     snprintf(buf + k, sizeof buf - k, "_%d", i);
@@ -142,8 +146,8 @@ void e_loop_open(Emit *e, const Node *L, const char *what) {
     int64_t start = loop_start(L), step = loop_step(L), last = loop_last(L);
     e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); %s */", e_loc(L), (long long)start, step > 0 ? "up to" : "down to",
            (long long)last, (long long)loop_count(L), what);
-    e_line(e, "for (int t = %lld; t %s %lld; t += %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
-           (long long)step);
+    e_line(e, "for (int t = %lld; t %s %lld; t %s %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
+           step > 0 ? "+=" : "-=", (long long)(step > 0 ? step : -step));
     e->indent++;
 }
 

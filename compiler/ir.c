@@ -239,7 +239,7 @@ static void dump_graph(FILE *f, const Graph *g, int depth) {
         if (n->flags & NF_INPUT) fprintf(f, " input");
         if (n->flags & NF_OUTPUT) fprintf(f, " output");
         if (n->flags & NF_LOSS) fprintf(f, " loss");
-        if (n->flags & NF_GRAD) fprintf(f, " grad");
+        if (n->flags & NF_GRAD) fprintf(f, n->grad_of ? " grad of %s" : " grad", n->grad_of);
         if (n->flags & NF_PARAM_GRAD) fprintf(f, " ->grad[%d]", n->slot);
         if (n->flags & NF_INPUT_GRAD) fprintf(f, " ->in_grad[%d]", n->slot);
         if (n->loc.file) fprintf(f, "  @ %s:%d:%d", n->loc.file, n->loc.line, n->loc.col);

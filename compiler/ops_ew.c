@@ -501,6 +501,15 @@ static void grad_dropout(AD *ad, int n, int gy) {
 
 static bool shape_dropout_bwd(Graph *g, Node *n) { return ew_real_like(g, n, 0); }
 
+/* ------------------------------------------------------------------ identity */
+
+/* The eval-mode functions' dropout (pipeline.c): a view of its input, so eval mode
+ * spends no code and no buffer on it; its gradient passes through. */
+static void grad_identity(AD *ad, int n, int gy) { ad_acc(ad, ad_src(ad)->n[n].in[0], gy); }
+
+/* The tape never records one (its graph keeps dropout); as a call: the input itself. */
+static const char *tape_identity(Emit *e, const Graph *g, int n) { return e_ptr(e, g->n[n].in[0]); }
+
 /* ------------------------------------------------------------------ tape calls */
 
 static const char *tape_const(Emit *e, const Graph *g, int n) {
@@ -573,6 +582,7 @@ const OpRule ops_ew_rules[] = {
     {OP_ELU, shape_unary, grad_act, emit_unary, NULL, .tape = tape_unary_attr, .inplace = UNARY},
     {OP_DROPOUT, shape_dropout, grad_dropout, emit_dropout, aux_dropout, .tape = tape_dropout, .inplace = UNARY},
     {OP_STOP_GRAD, shape_stop_grad, NULL, emit_view, NULL, .tape = e_tape_plain},
+    {OP_IDENTITY, shape_stop_grad, grad_identity, emit_view, NULL, .tape = tape_identity},
     {OP_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
     {OP_LEAKY_RELU_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},
     {OP_SIGMOID_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH},

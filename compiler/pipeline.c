@@ -12,11 +12,26 @@
 
 #include <string.h>
 
+/* An eval-mode function's graph: dropout is the identity there, so it becomes an
+ * IDENTITY view of its input (no copy, no buffer, the gradient passes through). */
+static void eval_mode(Graph *g) {
+    for (int i = 0; i < g->len; i++) {
+        Node *n = &g->n[i];
+        if (n->sub) eval_mode(n->sub);
+        if (n->op != OP_DROPOUT) continue;
+        n->op = OP_IDENTITY;
+        if (!n->var) n->var = "dropout";   /* the C still says what it was */
+        memset(n->ia, 0, sizeof n->ia);
+        memset(n->fa, 0, sizeof n->fa);
+    }
+}
+
 static void add_fn(Pipeline *p, FnKind kind, const Graph *src, const EntryFn *entry) {
     Fn *fn = &p->fn[p->nfn++];
     *fn = (Fn){.kind = kind, .entry = entry, .g = ir_clone(src)};
     if (kind == FN_ENTRY)
         for (int k = 0; k < entry->nouts; k++) fn->g->n[entry->outs[k]].flags |= NF_OUTPUT;
+    if (kind == FN_EVAL || kind == FN_INPUT_GRAD || kind == FN_ENTRY) eval_mode(fn->g);
 }
 
 Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {

@@ -27,6 +27,18 @@ nall=$(grep -cE '^\s+(float|int32_t) \*[a-z_0-9]+ = ' "$t/mlp.c")
 nobuf=$(grep -E '^\s+(float|int32_t) \*[a-z_0-9]+ = ' "$t/mlp.c" | grep -vc '/\* (' || true)
 [ "$nobuf" = 0 ] || { echo "FAIL: $nobuf buffer declarations without a shape comment"; fail=$((fail+1)); }
 grep -q '"linear1.weight"' "$t/mlp.c" && grep -q 'linear1_weight_' "$t/mlp.c" || { echo "FAIL: parameters are not named in mlp.c"; fail=$((fail+1)); }
+# gradients are named after what they differentiate; shared storage says so; eval mode
+# spends no code on dropout; no dead (void) lines or "- -1" (issue 12 item 6)
+for w in d_logits_ d_linear3_weight_ "in place of linear_"; do
+    grep -q "$w" "$t/mlp.c" || { echo "FAIL: mlp.c lacks '$w'"; fail=$((fail+1)); }
+done
+grep -qE 'd_(matmul|relu_bwd|sum)_[0-9]+ = ' "$t/mlp.c" && { echo "FAIL: mlp.c names a gradient after its op: $(grep -m1 -oE 'd_(matmul|relu_bwd|sum)_[0-9]+ = ' $t/mlp.c)"; fail=$((fail+1)); }
+sed -n '/^static void mlp_fwd_eval/,/^}/p' "$t/mlp.c" | grep -qE 'cdl_copy|cdl_dropout' && { echo "FAIL: eval mode still runs dropout"; fail=$((fail+1)); }
+grep -q '(void)A\|(void)P\|(void)s_' "$t/mlp.c" && { echo "FAIL: dead (void) lines in mlp.c"; fail=$((fail+1)); }
+"$CDLC" models/birnn.cdl -o "$t/birnn.c"
+grep -q -- '- -1' "$t/birnn.c" && { echo "FAIL: birnn.c has '- -1'"; fail=$((fail+1)); }
+grep -q 's_d_hb_[0-9]* = ' "$t/birnn.c" || { echo "FAIL: birnn.c's backward loop does not name its carried gradient d_hb"; fail=$((fail+1)); }
+grep -q '(void)s_' "$t/birnn.c" && { echo "FAIL: dead (void) lines in birnn.c's loops"; fail=$((fail+1)); }
 # no allocation inside a training step
 $CC -std=c11 -O1 -Iruntime -I"$t" -DMODEL=mlp_model tests/drivers/count_allocs.c "$t/mlp.c" "$B/libcdlrt.a" \
     -o "$t/count" ${CDL_CFLAGS:-} $(cat "$B/libcdlrt.libs") 2>"$t/log" || { echo "FAIL: driver: $(head -3 $t/log)"; fail=$((fail+1)); }
