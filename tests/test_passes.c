@@ -1,0 +1,274 @@
+/* test_passes.c -- the optimisation passes (opt.c) and the memory planner (plan.c):
+ *   - CSE merges identical pure nodes, and only those (random ops stay apart);
+ *   - GEMM accumulation turns add(acc, matmul) into one accumulating matmul;
+ *   - in place: an elementwise node takes its input's buffer when the input dies at
+ *     it, and not when the input is read later, is a result or is a leaf;
+ *   - the plan of every function of every zoo model puts no two buffers that are live
+ *     at the same time on overlapping bytes (liveness re-derived here from the graph),
+ *     keeps every buffer inside the arena, and lays loop-body slots side by side. */
+#include "test_util.h"
+
+#include <dirent.h>
+
+static int setup(void **state) { return tu_graph_setup(state, 8, no_loc); }
+
+static int sum_all(int x) { return op(OP_SUM, 1, &x, &(Attrs){0}, NULL); }
+
+/* ------------------------------------------------------------------ CSE */
+
+static void test_cse_merges_identical_nodes(void **state) {
+    (void)state;
+    int x = real(SH(true, 8, 4));
+    Attrs ax = {.i = {1, 0}};                       /* sum over axis 0 */
+    int s1 = op(OP_SUM, 1, &x, &ax, NULL), s2 = op(OP_SUM, 1, &x, &ax, NULL);
+    int s3 = op(OP_SUM, 1, &x, &(Attrs){.i = {2, 0}}, NULL);   /* another axis: not the same */
+    int in[2] = {s1, s2};
+    int a = op(OP_ADD, 2, in, NULL, NULL);
+    int in2[2] = {a, sum_all(s3)};
+    int loss = sum_all(op(OP_ADD, 2, in2, NULL, NULL));
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_int_equal(g->n[a].in[0], s1);
+    assert_int_equal(g->n[a].in[1], s1);            /* s2 replaced by s1 ... */
+    assert_true(g->n[s2].flags & NF_DEAD);          /* ... and dropped */
+    assert_false(g->n[s1].flags & NF_DEAD);
+    assert_false(g->n[s3].flags & NF_DEAD);
+}
+
+static void test_cse_keeps_random_ops_apart(void **state) {
+    (void)state;
+    Shape s = SH(true, 8, 4);
+    int r1 = ir_add(g, OP_RANDN, here, 0, NULL, &(Attrs){.i = {[7] = 3}}, &s, DT_REAL);
+    int r2 = ir_add(g, OP_RANDN, here, 0, NULL, &(Attrs){.i = {[7] = 3}}, &s, DT_REAL);
+    int in[2] = {r1, r2};
+    int loss = sum_all(op(OP_SUB, 2, in, NULL, NULL));
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    int sub = g->n[loss].in[0];
+    assert_int_equal(g->n[sub].in[0], r1);
+    assert_int_equal(g->n[sub].in[1], r2);          /* two draws stay two draws */
+}
+
+/* ------------------------------------------------------------------ GEMM accumulation */
+
+static void test_fuse_accumulating_gemm(void **state) {
+    (void)state;
+    int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5)), c = real(SH(true, 8, 3)), d = param(SH(false, 3, 5));
+    int m1 = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL), m2 = op(OP_MATMUL, 2, (int[]){c, d}, NULL, NULL);
+    int s = op(OP_ADD, 2, (int[]){m1, m2}, NULL, NULL);
+    int loss = sum_all(s);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    const Node *x = &g->n[s];
+    assert_int_equal(x->op, OP_MATMUL);             /* the add became C += c d ... */
+    assert_int_equal(x->nin, 3);
+    assert_int_equal(x->in[0], c);
+    assert_int_equal(x->in[1], d);
+    assert_int_equal(x->in[2], m1);                 /* ... over the first product */
+    assert_true(g->n[m2].flags & NF_DEAD);
+    assert_true(x->flags & NF_INPLACE);             /* and writes over it: m1 dies there */
+    assert_int_equal(x->inplace, 2);
+}
+
+static void test_fuse_needs_a_private_product(void **state) {
+    (void)state;
+    int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5)), c = real(SH(true, 8, 5));
+    int m = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL);
+    int s = op(OP_ADD, 2, (int[]){c, m}, NULL, NULL);
+    int in[2] = {sum_all(s), sum_all(m)};           /* the product is read again */
+    int loss = op(OP_ADD, 2, in, NULL, NULL);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_int_equal(g->n[s].op, OP_ADD);
+    assert_false(g->n[m].flags & NF_DEAD);
+}
+
+/* ------------------------------------------------------------------ in place */
+
+static void test_inplace_when_the_input_dies(void **state) {
+    (void)state;
+    int x = real(SH(true, 8, 4)), w = param(SH(false, 6, 4));
+    int l = op(OP_LINEAR, 2, (int[]){x, w}, NULL, NULL);
+    int r = op(OP_RELU, 1, &l, NULL, NULL);
+    int e = op(OP_EXP, 1, &r, NULL, NULL);
+    int loss = sum_all(e);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_true(g->n[r].flags & NF_INPLACE);        /* relu over the linear's buffer */
+    assert_int_equal(g->n[r].inplace, 0);
+    assert_true(g->n[e].flags & NF_INPLACE);        /* a chain shares one buffer */
+    assert_false(g->n[l].flags & NF_INPLACE);       /* a GEMM never runs in place */
+    Plan *p = plan_run(g, 4);
+    assert_int_equal(p->off[r], p->off[l]);
+    assert_int_equal(p->off[e], p->off[l]);
+}
+
+static void test_no_inplace_over_live_or_leaf_or_result(void **state) {
+    (void)state;
+    int x = real(SH(true, 8, 4)), w = param(SH(false, 6, 4));
+    int l = op(OP_LINEAR, 2, (int[]){x, w}, NULL, NULL);
+    int r = op(OP_RELU, 1, &l, NULL, NULL);         /* l is read again below */
+    int t = op(OP_TANH, 1, &x, NULL, NULL);         /* x is an input */
+    int o = op(OP_LINEAR, 2, (int[]){x, w}, NULL, NULL);
+    g->n[o].flags |= NF_OUTPUT;
+    int q = op(OP_SIGMOID, 1, &o, NULL, NULL);      /* o is an output: it must survive */
+    int in[4] = {sum_all(r), sum_all(l), sum_all(t), sum_all(q)};
+    int a = op(OP_ADD, 2, in, NULL, NULL), b = op(OP_ADD, 2, in + 2, NULL, NULL);
+    int loss = op(OP_ADD, 2, (int[]){a, b}, NULL, NULL);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_false(g->n[r].flags & NF_INPLACE);
+    assert_false(g->n[t].flags & NF_INPLACE);
+    assert_false(g->n[q].flags & NF_INPLACE);
+    Plan *p = plan_run(g, 4);
+    assert_true(p->off[r] != p->off[l]);
+}
+
+/* ------------------------------------------------------------------ the plan */
+
+/* Where node i's value lives: itself, or (views, in-place nodes, a loop's carried or
+ * unstacked results) the node owning that storage. */
+static int owner(const Graph *gr, int i) {
+    for (;;) {
+        const Node *n = &gr->n[i];
+        if (op_info[n->op].flags & OPF_VIEW) i = n->in[0];
+        else if (n->flags & NF_INPLACE) i = n->in[n->inplace];
+        else if (n->op == OP_LOOP_OUT) {
+            const Graph *b = gr->n[n->in[0]].sub;
+            int k = loop_out_result(n);
+            if (k >= b->ncarry && b->n[b->res[k]].shape.batched) return i;
+            i = n->in[0];
+        } else return i;
+    }
+}
+
+/* Bytes a loop's body takes from its block's start: the end of its last slot. */
+static int64_t body_extent(const Graph *b, const Plan *bp, int64_t base) {
+    int64_t end = base;
+    for (int j = 0; j < b->len; j++) {
+        if (bp->off[j] >= 0 && bp->off[j] + bp->stride[j] * bp->slots[j] > end) end = bp->off[j] + bp->stride[j] * bp->slots[j];
+        if (bp->aux_off[j] >= 0 && bp->aux_off[j] + bp->aux_stride[j] * bp->aux_slots[j] > end)
+            end = bp->aux_off[j] + bp->aux_stride[j] * bp->aux_slots[j];
+    }
+    return end - base;
+}
+
+typedef struct Buf { int64_t lo, hi; int first, last, node; } Buf;
+
+/* Every buffer of function graph gr under plan p, with its lifetime [first, last]
+ * (node indices: written at first, last read at last). */
+static int buffers(const Graph *gr, const Plan *p, Buf *out) {
+    int n = gr->len, nb = 0;
+    int *last = calloc((size_t)n + 1, sizeof(int));
+    for (int i = 0; i < n; i++) last[i] = i;
+    for (int i = 0; i < n; i++) {
+        const Node *x = &gr->n[i];
+        if (x->flags & NF_DEAD) continue;
+        for (int k = 0; k < x->nin; k++) {
+            int b = owner(gr, x->in[k]);
+            if (last[b] < i) last[b] = i;
+            const Node *in = &gr->n[x->in[k]];
+            if (in->op == OP_LOOP && x->op == OP_LOOP) /* a backward loop reads its forward loop's initial carries */
+                for (int c = 0; c < in->sub->ncarry; c++)
+                    if (last[owner(gr, in->in[c])] < i) last[owner(gr, in->in[c])] = i;
+        }
+        if (x->flags & (NF_OUTPUT | NF_LOSS)) last[owner(gr, i)] = n;
+    }
+    for (int k = 0; k < gr->npgrad; k++)
+        if (gr->pgrad[k] >= 0) last[owner(gr, gr->pgrad[k])] = n;
+    for (int k = 0; k < gr->nigrad; k++)
+        if (gr->igrad[k] >= 0) last[owner(gr, gr->igrad[k])] = n;
+    for (int i = n - 1; i >= 0; i--) /* reading a view or in-place node reads its owner */
+        if (last[owner(gr, i)] < last[i]) last[owner(gr, i)] = last[i];
+    for (int i = 0; i < n; i++) {
+        const Node *x = &gr->n[i];
+        if (x->flags & NF_DEAD) continue;
+        int life = last[owner(gr, i)];
+        if (x->op == OP_LOOP && p->sub[i]) {
+            out[nb++] = (Buf){p->off[i], p->off[i] + body_extent(x->sub, p->sub[i], p->off[i]), i, life, i};
+            continue;
+        }
+        if (p->off[i] >= 0 && owner(gr, i) == i)
+            out[nb++] = (Buf){p->off[i], p->off[i] + plan_value_bytes(x, 4), i, life, i};
+        if (p->aux_off[i] >= 0)
+            out[nb++] = (Buf){p->aux_off[i], p->aux_off[i] + plan_aux_bytes(gr, x, 4), i, life, i};
+    }
+    free(last);
+    return nb;
+}
+
+/* Loop bodies: every slot of every value and scratch apart from every other. */
+static void check_body(const char *what, const Graph *b, const Plan *bp) {
+    for (int j = 0; j < b->len; j++)
+        for (int k = j + 1; k < b->len; k++) {
+            int64_t r[2][2] = {{bp->off[j], bp->off[j] + bp->stride[j] * bp->slots[j]},
+                               {bp->aux_off[j], bp->aux_off[j] + bp->aux_stride[j] * bp->aux_slots[j]}};
+            int64_t q[2][2] = {{bp->off[k], bp->off[k] + bp->stride[k] * bp->slots[k]},
+                               {bp->aux_off[k], bp->aux_off[k] + bp->aux_stride[k] * bp->aux_slots[k]}};
+            for (int u = 0; u < 2; u++)
+                for (int v = 0; v < 2; v++)
+                    if (r[u][0] >= 0 && q[v][0] >= 0 && r[u][0] < q[v][1] && q[v][0] < r[u][1])
+                        fail_msg("%s: body nodes %d and %d share bytes", what, j, k);
+        }
+}
+
+static int check_plan(const char *what, const Graph *gr, const Plan *p) {
+    Buf *b = calloc((size_t)gr->len * 2 + 2, sizeof(Buf));
+    int nb = buffers(gr, p, b), pairs = 0;
+    for (int i = 0; i < nb; i++) {
+        if (b[i].lo < 0 || b[i].hi > p->bytes) fail_msg("%s: node %d's buffer [%lld, %lld) is outside the arena of %lld bytes",
+                                                       what, b[i].node, (long long)b[i].lo, (long long)b[i].hi, (long long)p->bytes);
+        for (int j = i + 1; j < nb; j++) {
+            bool live_together = b[i].first <= b[j].last && b[j].first <= b[i].last;
+            bool overlap = b[i].lo < b[j].hi && b[j].lo < b[i].hi;
+            if (live_together && overlap)
+                fail_msg("%s: nodes %d (live %d..%d) and %d (live %d..%d) overlap at bytes [%lld, %lld) / [%lld, %lld)", what,
+                         b[i].node, b[i].first, b[i].last, b[j].node, b[j].first, b[j].last, (long long)b[i].lo,
+                         (long long)b[i].hi, (long long)b[j].lo, (long long)b[j].hi);
+            pairs += live_together;
+        }
+    }
+    for (int i = 0; i < gr->len; i++)
+        if (p->sub[i]) check_body(what, gr->n[i].sub, p->sub[i]);
+    free(b);
+    return pairs;
+}
+
+static void test_plans_of_every_zoo_model(void **state) {
+    (void)state;
+    ops_init();
+    DIR *d = opendir("models");
+    assert_non_null(d);
+    int models = 0, fns = 0, pairs = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".cdl")) continue;
+        Model *m = elab_file(cc_str("models/%s", de->d_name), 0, NULL);
+        if (!m) fail_msg("models/%s: %s", de->d_name, diags());
+        Pipeline *p = pipeline_build(m, 4, false);
+        for (int k = 0; k < p->nfn; k++) {
+            const char *what = cc_str("%s, %s function", de->d_name, pipeline_kind_name(p->fn[k].kind));
+            pairs += check_plan(what, p->fn[k].g, p->fn[k].plan);
+            assert_true(p->fn[k].plan->bytes <= p->act_bytes);
+            fns++;
+        }
+        models++;
+    }
+    closedir(d);
+    assert_true(models >= 13);
+    assert_true(fns >= 3 * models);
+    assert_true(pairs > 1000);      /* the check saw buffers alive together, not an empty plan */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cse_merges_identical_nodes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cse_keeps_random_ops_apart, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_fuse_accumulating_gemm, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_fuse_needs_a_private_product, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_inplace_when_the_input_dies, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_no_inplace_over_live_or_leaf_or_result, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_plans_of_every_zoo_model, tu_setup, tu_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
