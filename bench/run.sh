@@ -14,7 +14,7 @@
 # a fresh process with the same thread environment (OPENBLAS_NUM_THREADS,
 # OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE at 2 threads, glibc malloc thresholds raised)
 # and collects one JSON line per run into $OUT/raw.jsonl.  bench/report.py turns them
-# into the markdown tables (printed) and bench/results.json.  The PyTorch rows need
+# into the markdown tables (printed) and $OUT/results.json.  The PyTorch rows need
 # /usr/bin/python3 with torch; without it they are skipped (the report says so).
 # A failing build or run never stops the bench: it becomes an "error" record.
 #
@@ -30,8 +30,8 @@
 #   BENCH_RT_openblas, BENCH_RT_onednn  the two runtimes (defaults $B/libcdlrt.a and
 #                      $B/onednn/libcdlrt.a, what make bench builds); each links with the
 #                      libraries listed next to it (libcdlrt.libs)
-#   BENCH_RESULTS      where the JSON goes (default $B/bench/results.json; the run
-#                      quoted in docs/benchmarks.md is kept as bench/results-2026-11-27.json)
+#   BENCH_RESULTS      where the JSON goes (default $B/bench/results.json: generated,
+#                      never kept in git; docs/benchmarks.md keeps the tables)
 #   BENCH_PYTHON       the python that runs torch_bench.py (default /usr/bin/python3)
 #   BENCH_BLAS_CORETYPE  OPENBLAS_CORETYPE for every run (PyTorch's too), e.g. SkylakeX:
 #                      OpenBLAS 0.3.21 takes AVX-512 Zen 4/5 CPUs for Haswell (AVX2
