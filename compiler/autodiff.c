@@ -242,14 +242,14 @@ static int acc_step(AD *sub, int s, int carry, int g) {
 }
 
 /* The backward of forward loop L (a src node of ad, top level). */
-static void grad_loop(AD *ad, int L) {
+/* Which nodes of loop L's body need gradients (on a path from a leaf that needs one to a
+ * result whose gradient arrives).  Both halves are fixpoints over the carries: a carried
+ * value depends on a leaf when its initial value or the next step's value does, and
+ * a carried result is reached when its carry is (it feeds the next step). */
+static bool *body_need(AD *ad, int L) {
     const Node *ln = &ad->src->n[L];
     const Graph *fb = ln->sub;
-    int nc = fb->ncarry;
     int *cot = ad->cot[L];
-
-    /* Which body nodes need gradients: a fixpoint, since a carried value needs one when
-     * its initial value does or when the next step's value does. */
     bool *wrt = NEWN(bool, fb->len), *fw = NEWN(bool, fb->len);
     bool changed = true;
     while (changed) {
@@ -280,7 +280,21 @@ static void grad_loop(AD *ad, int L) {
                 changed = true;
             }
     }
+    bool *need = NEWN(bool, fb->len);
+    for (int i = 0; i < fb->len; i++) need[i] = fw[i] && rb[i];
+    return need;
+}
 
+static void loop_grads_out(AD *ad, int L, int BL, const Graph *bb, const int *gsum, const int *bc_src, int nbc,
+                           int first_acc, const int *coll, int ncoll);
+
+static void grad_loop(AD *ad, int L) {
+    const Node *ln = &ad->src->n[L];
+    const Graph *fb = ln->sub;
+    int nc = fb->ncarry;
+    int *cot = ad->cot[L];
+
+    bool *need = body_need(ad, L);
     Graph *dst = ad->dst;
     Graph *bb = ir_body_new(dst);
     AD sub = {.src = fb, .dst = bb, .fwd_loop = L};
@@ -289,7 +303,7 @@ static void grad_loop(AD *ad, int L) {
     sub.xmap = NEWN(int, fb->len);
     sub.cot = NEWN(int *, fb->len);
     for (int i = 0; i < fb->len; i++) {
-        sub.need[i] = fw[i] && rb[i];
+        sub.need[i] = need[i];
         sub.gsum[i] = sub.xmap[i] = -1;
     }
     sub.caps = NEWN(int, dst->len + 1);
@@ -388,18 +402,28 @@ static void grad_loop(AD *ad, int L) {
     int BL = ir_add_loop(dst, ln->loc, nin, in, &at, bb);
     if (BL < 0) die("backward loop is ill-formed");
     dst->n[BL].flags |= NF_GRAD;
+    loop_grads_out(ad, L, BL, bb, sub.gsum, bc_src, nbc, first_acc, coll, ncoll);
+}
+
+/* The backward loop BL's results, handed to the values they are gradients of: the
+ * carried gradients to the forward loop's initial values, the accumulators to the
+ * captured values, and each stack of per-step slice gradients to its captured value
+ * (scattered into it once when the slices do not cover it exactly). */
+static void loop_grads_out(AD *ad, int L, int BL, const Graph *bb, const int *gsum, const int *bc_src, int nbc, int first_acc,
+                           const int *coll, int ncoll) {
+    const Node *ln = &ad->src->n[L];
+    const Graph *fb = ln->sub;
+    Graph *dst = ad->dst;
     for (int j = 0; j < nbc; j++) {
         Attrs o = {.i = {j}};
         int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
         const Node *s = &fb->n[bc_src[j]];
         ad_acc(ad, j < first_acc ? ln->in[carry_index(s)] : capture_of(s), out);
     }
-    /* A stack of slice gradients is the captured value's gradient, or scatters into it
-     * once (a slice x[.., a + k t, ..] that does not cover the axis exactly). */
     for (int q = 0; q < ncoll; q++) {
         Attrs o = {.i = {nbc + q}};
         int out = ad_add(ad, L, OP_LOOP_OUT, 1, &BL, &o, NULL);
-        const Node *sl = &bb->n[sub.gsum[coll[q]]];
+        const Node *sl = &bb->n[gsum[coll[q]]];
         int x = capture_of(&fb->n[coll[q]]);
         int64_t k = sl->ia[5], first = sl->ia[1] + k * loop_first_t(ln);
         if (!shape_eq(&dst->n[out].shape, &dst->n[x].shape)) {
