@@ -58,7 +58,7 @@ static bool *read_nodes(const Graph *g, const bool *live, const int *roots, int 
 /* ------------------------------------------------------------------ one node */
 
 /* The cdl_t_<op>(...) call recording node i of the current graph (its op's block). */
-static const char *call_of_node(Emit *e, int i) {
+static const char *tape_call(Emit *e, int i) {
     const Graph *g = e_graph(e);
     const Node *n = &g->n[i];
     if (!op_info[n->op].rule.tape) die("tape emitter: op %s has no tape call", op_info[n->op].name);
@@ -83,7 +83,7 @@ static void emit_loop(Emit *e, int L) {
         const Node *n = &b->n[j];
         e->bname[j] = e_var_name(n, j, "s_");
         if (!live[j]) continue;
-        const char *c = call_of_node(e, j), *what = cc_str("/* %s %s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
+        const char *c = tape_call(e, j), *what = cc_str("/* %s %s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
         if (!rd[j]) e_line(e, "(void)%s;  %s", c, what);
         else e_line(e, "cdl_t *%s = %s;  %s", e->bname[j], c, what);
     }
@@ -110,8 +110,8 @@ static void emit_node(Emit *e, int i, bool read) {
                    b->n[b->res[k]].shape.batched, what);
         return;
     }
-    if (!read) e_line(e, "(void)%s;  %s", call_of_node(e, i), what);
-    else e_line(e, "cdl_t *%s = %s;  %s", e->name[i], call_of_node(e, i), what);
+    if (!read) e_line(e, "(void)%s;  %s", tape_call(e, i), what);
+    else e_line(e, "cdl_t *%s = %s;  %s", e->name[i], tape_call(e, i), what);
 }
 
 /* ------------------------------------------------------------------ functions */
