@@ -394,7 +394,7 @@ static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
 static int linear_op(Elab *e, int x, const char *inst, const char *suf, int64_t out, bool bias, int64_t fan,
                      Loc loc) {
     int64_t in = shape_of(e, x)->d[shape_of(e, x)->rank - 1];
-    const char *w = arena_printf(cc_arena, "weight%s", suf), *bn = arena_printf(cc_arena, "bias%s", suf);
+    const char *w = cc_str("weight%s", suf), *bn = cc_str("bias%s", suf);
     int ins[3];
     ins[0] = x;
     ins[1] = el_param(e, inst, w, shp(2, out, in, 0, 0), INIT_DEFAULT, 0, 0, fan ? fan : in, out, false, loc);

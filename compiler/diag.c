@@ -216,7 +216,7 @@ const char *diag_suggest(const char *word, const char *const *cand, int n) {
 
 const char *diag_did_you_mean(const char *word, const char *const *cand, int n) {
     const char *s = diag_suggest(word, cand, n);
-    return s ? arena_printf(cc_arena, " (did you mean '%s'?)", s) : "";
+    return s ? cc_str(" (did you mean '%s'?)", s) : "";
 }
 
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...) {

@@ -334,7 +334,7 @@ static void stmt_input(Elab *e, const Ast *s, Ctx ctx) {
     if (!fresh_name(e, s->name, s->loc)) return;
     Shape sh;
     DType dt;
-    if (!eval_type(e, s->a, arena_printf(cc_arena, "input '%s'", s->name), true, &sh, &dt)) {
+    if (!eval_type(e, s->a, cc_str("input '%s'", s->name), true, &sh, &dt)) {
         el_define(e->scope, s->name, SYM_INPUT, el_err(), s->loc);
         return;
     }
@@ -371,8 +371,8 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
     el_define(e->scope, s->name, SYM_PARAM, el_err(), s->loc);
     Sym *y = el_scope_here(e->scope, s->name);
     y->kind = SYM_VAR;
-    const char *full = arena_printf(cc_arena, "%s%s", e->inst->prefix, s->name);
-    if (!eval_type(e, s->a, arena_printf(cc_arena, "param '%s'", s->name), false, &sh, &dt)) return;
+    const char *full = cc_str("%s%s", e->inst->prefix, s->name);
+    if (!eval_type(e, s->a, cc_str("param '%s'", s->name), false, &sh, &dt)) return;
     if (dt != DT_REAL) {
         error_at(s->a->loc, "param '%s': parameters are f32", s->name);
         return;
@@ -470,7 +470,7 @@ static void stmt_output(Elab *e, const Ast *s, Ctx ctx, bool short_entry) {
     if (v.k == V_TUPLE && short_entry) {
         for (int i = 0; i < v.n; i++) {
             int id = el_node(e, v.v[i], "output", "value", s->loc);
-            if (id >= 0) add_output(e, id, arena_printf(cc_arena, "%s%d", name, i), s->loc);
+            if (id >= 0) add_output(e, id, cc_str("%s%d", name, i), s->loc);
         }
         return;
     }
@@ -521,15 +521,15 @@ static void stmt_loss(Elab *e, const Ast *s, Ctx ctx) {
 static const char *train_value(Elab *e, const Ast *a, bool top) {
     if (a->kind == A_INT || a->kind == A_REAL) return a->text;
     if (a->kind == A_NEG && (a->a->kind == A_INT || a->a->kind == A_REAL))
-        return arena_printf(cc_arena, "-%s", a->a->text);
+        return cc_str("-%s", a->a->text);
     if (a->kind == A_CALL && top) {
-        const char *s = arena_printf(cc_arena, "%s:", a->name);
+        const char *s = cc_str("%s:", a->name);
         for (int i = 0; i < a->list.n; i++) {
             const Ast *k = a->list.v[i];
             const char *v = train_value(e, k->kind == A_KWARG ? k->a : k, false);
             if (!v) return NULL;
-            s = k->kind == A_KWARG ? arena_printf(cc_arena, "%s%s%s=%s", s, i ? "," : "", k->name, v)
-                                   : arena_printf(cc_arena, "%s%s%s", s, i ? "," : "", v);
+            s = k->kind == A_KWARG ? cc_str("%s%s%s=%s", s, i ? "," : "", k->name, v)
+                                   : cc_str("%s%s%s", s, i ? "," : "", v);
         }
         if (a->list.n == 0) s = a->name;
         return s;
@@ -538,7 +538,7 @@ static const char *train_value(Elab *e, const Ast *a, bool top) {
     Value v = el_eval(e, a);
     switch (v.k) {
     case V_ERR: return NULL;
-    case V_NUM: return v.isint ? arena_printf(cc_arena, "%lld", (long long)v.i) : arena_printf(cc_arena, "%.17g", v.r);
+    case V_NUM: return v.isint ? cc_str("%lld", (long long)v.i) : cc_str("%.17g", v.r);
     case V_STR: return v.s;
     case V_BOOL: return v.i ? "1" : "0";
     default: error_at(a->loc, "train: a setting must be a number, a string, a name or a call, got %s", el_describe(e, v));
@@ -734,7 +734,7 @@ static void elab_entry(Elab *e, const Ast *s) {
             error_at(a->loc, "duplicate argument '%s'", a->name);
             continue;
         }
-        if (!eval_type(e, a->a, arena_printf(cc_arena, "argument '%s'", a->name), true, &sh, &dt)) {
+        if (!eval_type(e, a->a, cc_str("argument '%s'", a->name), true, &sh, &dt)) {
             el_define(e->scope, a->name, SYM_INPUT, el_err(), a->loc);
             continue;
         }
@@ -892,8 +892,8 @@ static const char *model_consts(Elab *e, const Ast *md, int ndefs, const char *c
             v = el_err();
         }
         if (v.k == V_NUM) {
-            cs = v.isint ? arena_printf(cc_arena, "%s%s%s=%lld", cs, *cs ? " " : "", c->name, (long long)v.i)
-                         : arena_printf(cc_arena, "%s%s%s=%g", cs, *cs ? " " : "", c->name, v.r);
+            cs = v.isint ? cc_str("%s%s%s=%lld", cs, *cs ? " " : "", c->name, (long long)v.i)
+                         : cc_str("%s%s%s=%g", cs, *cs ? " " : "", c->name, v.r);
             if (is_batch) {
                 v = el_int_value(v.i, 1);
                 e->batch = v.i;

@@ -199,9 +199,9 @@ void el_sig_formals(const char *sig, Formals *f) {
 /* "too many positional arguments" with what the formals allow. */
 static void too_many(const char *fn, const Formals *f, int given, Loc loc) {
     const char *pos = "", *kw = "";
-    for (int k = 0; k < f->npos; k++) pos = arena_printf(cc_arena, "%s%s%s", pos, k ? ", " : "", f->name[k]);
+    for (int k = 0; k < f->npos; k++) pos = cc_str("%s%s%s", pos, k ? ", " : "", f->name[k]);
     for (int k = f->npos; k < f->n; k++)
-        kw = arena_printf(cc_arena, "%s%s%s", kw, k == f->npos ? "" : k + 1 == f->n ? " and " : ", ", f->name[k]);
+        kw = cc_str("%s%s%s", kw, k == f->npos ? "" : k + 1 == f->n ? " and " : ", ", f->name[k]);
     if (f->npos == f->n)
         error_at(loc, "%s: too many arguments (%d given, at most %d: %s)", fn, given, f->n, pos);
     else
@@ -282,7 +282,7 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     for (int i = 0; i < e->bdepth; i++) {
         if (e->bstack[i] != b) continue;
         const char *chain = "";
-        for (int k = i; k < e->bdepth; k++) chain = arena_printf(cc_arena, "%s%s -> ", chain, e->bstack[k]->name);
+        for (int k = i; k < e->bdepth; k++) chain = cc_str("%s%s -> ", chain, e->bstack[k]->name);
         error_at(loc, "block '%s' calls itself (%s%s): recursion is not allowed", b->name, chain, b->name);
         return el_err();
     }
@@ -309,7 +309,7 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     const char *inst = el_instance(e, b->name, args[f.n - 1], loc);
     if (!inst) return el_err();
     Inst *I = NEW(Inst);
-    I->prefix = arena_printf(cc_arena, "%s.", inst);
+    I->prefix = cc_str("%s.", inst);
     Scope *s = el_scope_new(e->model_scope);    /* its parameters over the model's constants */
     for (int i = 0; i < f.n - 1; i++) {
         Value v = args[i];

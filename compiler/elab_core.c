@@ -31,8 +31,8 @@ void *el_grow(void *p, int *cap, int need, size_t sz) {
 
 const char *el_where(Loc at, Loc from) {
     if (!at.file) return "<command line>";
-    if (from.file && strcmp(at.file, from.file) == 0) return arena_printf(cc_arena, "%d:%d", at.line, at.col);
-    return arena_printf(cc_arena, "%s:%d:%d", at.file, at.line, at.col);
+    if (from.file && strcmp(at.file, from.file) == 0) return cc_str("%d:%d", at.line, at.col);
+    return cc_str("%s:%d:%d", at.file, at.line, at.col);
 }
 
 /* ------------------------------------------------------------------ values */
@@ -146,18 +146,18 @@ const char *el_dtype_name(DType d) { return d == DT_I32 ? "i32" : "f32"; }
 const char *el_describe(Elab *e, Value v) {
     switch (v.k) {
     case V_NUM:
-        return v.isint ? arena_printf(cc_arena, "the number %lld", (long long)v.i)
-                       : arena_printf(cc_arena, "the number %g", v.r);
+        return v.isint ? cc_str("the number %lld", (long long)v.i)
+                       : cc_str("the number %g", v.r);
     case V_BOOL: return "a boolean";
-    case V_STR: return arena_printf(cc_arena, "the string \"%s\"", v.s);
+    case V_STR: return cc_str("the string \"%s\"", v.s);
     case V_TENSOR: {
         const Node *n = &v.g->n[v.id];
-        return arena_printf(cc_arena, "a tensor %s%s", el_dtype_name(n->dtype), shape_str(&n->shape));
+        return cc_str("a tensor %s%s", el_dtype_name(n->dtype), shape_str(&n->shape));
     }
-    case V_TUPLE: return arena_printf(cc_arena, "a tuple of %d values", v.n);
-    case V_LIST: return arena_printf(cc_arena, "a list of %d values", v.n);
-    case V_FUNC: return arena_printf(cc_arena, "the function '%s'", v.s);
-    case V_PARAM: return arena_printf(cc_arena, "the parameter '%s'", e->m->params[v.i].name);
+    case V_TUPLE: return cc_str("a tuple of %d values", v.n);
+    case V_LIST: return cc_str("a list of %d values", v.n);
+    case V_FUNC: return cc_str("the function '%s'", v.s);
+    case V_PARAM: return cc_str("the parameter '%s'", e->m->params[v.i].name);
     case V_INDEX: return "the loop index";
     case V_NONE: return "nothing";
     case V_ERR: return "an error";
@@ -458,7 +458,7 @@ const char *el_instance(Elab *e, const char *base, Value name, Loc loc) {
             error_at(loc, "name \"%s\": use letters, digits, '_' and inner '.'", s);
             return NULL;
         }
-        return arena_printf(cc_arena, "%s%s", I->prefix, s);
+        return cc_str("%s%s", I->prefix, s);
     }
     if (name.k == V_ERR) return NULL;
     if (name.k != V_NONE) {
@@ -475,7 +475,7 @@ const char *el_instance(Elab *e, const char *base, Value name, Loc loc) {
         I->count[k] = 0;
         I->n++;
     }
-    return arena_printf(cc_arena, "%s%s%d", I->prefix, base, ++I->count[k]);
+    return cc_str("%s%s%d", I->prefix, base, ++I->count[k]);
 }
 
 static int find_param(Elab *e, const char *name) {
@@ -486,7 +486,7 @@ static int find_param(Elab *e, const char *name) {
 
 /* " (in the call at 14:5)" for level k of a parameter's block-call path, or "". */
 static const char *call_at(const Loc *calls, int n, int k, Loc from) {
-    return k < n ? arena_printf(cc_arena, " (in the call at %s)", el_where(calls[k], from)) : "";
+    return k < n ? cc_str(" (in the call at %s)", el_where(calls[k], from)) : "";
 }
 
 static bool same_loc(Loc a, Loc b) {
@@ -526,7 +526,7 @@ int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, dou
 int el_param(Elab *e, const char *inst, const char *leaf, Shape s, int init, double a, double b, int64_t fan_in,
              int64_t fan_out, bool state, Loc loc) {
     if (!inst) return -1;
-    const char *name = arena_printf(cc_arena, "%s.%s", inst, leaf);
+    const char *name = cc_str("%s.%s", inst, leaf);
     if (!el_dims_ok(loc, name, &s)) return -1;
     int p = el_declare_param(e, name, s, init, a, b, fan_in, fan_out, state, loc);
     return p < 0 ? -1 : el_param_node(e, p, loc);

@@ -98,7 +98,7 @@ static void load(Loader *L, const char *path, const char *as_written, const char
         int first = 0;
         while (strcmp(L->stack[first], key) != 0) first++;
         for (int i = first; i < L->nstack; i++)
-            chain = arena_printf(cc_arena, "%s%s -> ", chain, base_name(L->shown[i]));
+            chain = cc_str("%s%s -> ", chain, base_name(L->shown[i]));
         error_at(at, "import cycle: %s%s", chain, base_name(path));
         return;
     }
@@ -135,7 +135,7 @@ static void load(Loader *L, const char *path, const char *as_written, const char
             const char *p = it->text;
             const char *slash = strrchr(shown, '/');
             if (p[0] != '/' && slash && strcmp(path, "-") != 0)
-                p = arena_printf(cc_arena, "%.*s/%s", (int)(slash - shown), shown, p);
+                p = cc_str("%.*s/%s", (int)(slash - shown), shown, p);
             load(L, p, it->text, NULL, 0, it->loc, false);
         } else if (it->kind == D_BLOCK) {
             register_block(L, it);
