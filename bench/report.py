@@ -303,6 +303,30 @@ def sgemm_line(sgemm, n, pk):
             % ("; ".join(parts) if parts else "not measured"))
 
 
+def shapes_table(sgemm, n, pk):
+    """The bench's typical GEMMs timed alone through each backend (sgemm.c "shapes")."""
+    by = {be: {q["what"]: q for q in (sgemm.get((be, n)) or {}).get("shapes", [])} for be in ("openblas", "onednn")}
+    names = [q["what"] for q in (sgemm.get(("openblas", n)) or sgemm.get(("onednn", n)) or {}).get("shapes", [])]
+    if not names:
+        return None
+    body = []
+    for w in names:
+        o, d = by["openblas"].get(w), by["onednn"].get(w)
+        cells = [w]
+        for q in (o, d):
+            cells.append("%s (%.0f%%)" % (fmt(q["gflops"], 1), 100 * q["gflops"] / (n * pk)) if q and pk
+                         else fmt(q["gflops"], 1) if q else "—")
+        cells.append(fmt(d["gflops"] / o["gflops"]) + "x" if o and d else "—")
+        if n == 1:  # by CPU time: what an idle core would give, near enough
+            f = lambda q: 2e-3 * q["m"] * q["n"] * q["k"] / q["cpu_us"] if q and q.get("cpu_us") else None
+            fo, fd = f(o), f(d)
+            cells += [fmt(fo, 1) if fo else "—", fmt(fd, 1) if fd else "—", fmt(fd / fo) + "x" if fo and fd else "—"]
+        body.append(cells)
+    return table(["GEMM (row-major, weights [out, in])", "OpenBLAS GFLOP/s (of peak)", "oneDNN GFLOP/s (of peak)",
+                  "oneDNN / OpenBLAS"] + (["OpenBLAS by CPU time", "oneDNN by CPU time", "ratio by CPU time"]
+                                          if n == 1 else []), body)
+
+
 def every_run_table(rows, runs, n):
     body = []
     for row in rows:
@@ -443,6 +467,9 @@ def report(rows, recs, bad, raw_path):
     for n in threads:
         tn = "%d thread%s" % (n, "" if n == 1 else "s")
         md += ["### %s: every run" % tn, "", sgemm_line(sgemm, n, pk), "", every_run_table(rows, runs, n), ""]
+        st = shapes_table(sgemm, n, pk)
+        if st:
+            md += ["### %s: the bench's GEMMs alone, per backend" % tn, "", st, ""]
         rt = roofline_table(rows, runs, peak, n)
         if rt:
             md += ["### %s: roofline" % tn, "",

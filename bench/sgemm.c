@@ -11,7 +11,9 @@
  *             dx_l[B, in] = g_l[B, out] W_l[out, in], not for layer 1    (2 GEMMs)
  *
  * and prints ONE JSON line: the whole set's rate (its FLOPs over its time: the best a
- * framework can do on the GEMM part of a wide-MLP step) and each GEMM's own rate, e.g.
+ * framework can do on the GEMM part of a wide-MLP step) and each GEMM's own rate, plus
+ * ("shapes") the rate of each of the other bench models' typical products, timed alone
+ * (calls repeated to about 2 ms, median of the repeats), e.g.
  *
  *   {"framework": "sgemm", "backend": "openblas", "threads": 1, "gflops": 98.1, "ms_per_set": 306.2,
  *    "cpu_ms_per_set": 305.9, "gflop_per_set": 30.1, "gemms": [{"what": "fwd1", ...}, ...]}
@@ -73,10 +75,65 @@ static float *sg_buf(size_t n, unsigned seed) {
     return p;
 }
 
+/* The other bench shapes: (label, M, N, K, transpose A, transpose B), weights [out, in]:
+ * forward x W^T, weight gradient g^T x, input gradient g W. */
+static const struct sg_shape {
+    const char *what;
+    int m, n, k, ta, tb;
+} sg_shapes[] = {
+    {"mlp fc1 forward 64x784->256", 64, 256, 784, 0, 1},
+    {"mlp fc1 dW", 256, 784, 64, 1, 0},
+    {"mlp fc2 dX", 64, 256, 128, 0, 0},
+    {"mlp_b256 fc1 forward", 256, 256, 784, 0, 1},
+    {"lenet fc1 forward 64x400->120", 64, 120, 400, 0, 1},
+    {"lstm hidden 64x128->512", 64, 512, 128, 0, 1},
+    {"lstm hidden dW", 512, 128, 64, 1, 0},
+    {"vae dec2 forward 64x400->784", 64, 784, 400, 0, 1},
+    {"gpt qkv 512x256->768", 512, 768, 256, 0, 1},
+    {"attention scores 128x128x64", 128, 128, 64, 0, 1},
+    {"tiny 16x16x16", 16, 16, 16, 0, 1},
+    {"batch-1 mlp fc1 1x784->256", 1, 256, 784, 0, 1},
+};
+
 /* C = op(A) op(B), row-major, with the leading dimensions of dense operands. */
 static void sg_run(const sg_gemm *g) {
     int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
     cdl_gemm_f32(g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->n);
+}
+
+/* Time every sg_shapes product alone and print its JSON objects; 0 when out of memory. */
+static int sg_time_shapes(int repeats) {
+    for (size_t i = 0; i < sizeof sg_shapes / sizeof sg_shapes[0]; i++) {
+        const struct sg_shape *q = &sg_shapes[i];
+        float *a = sg_buf((size_t)q->m * q->k, 51), *b = sg_buf((size_t)q->k * q->n, 52), *c = sg_buf((size_t)q->m * q->n, 53);
+        if (!a || !b || !c) {
+            free(a), free(b), free(c);
+            fprintf(stderr, "sgemm: out of memory\n");
+            return 0;
+        }
+        sg_gemm g = {q->what, q->ta, q->tb, q->m, q->n, q->k, a, b, c, {0}};
+        sg_run(&g); /* warm-up (oneDNN generates its kernels here), then how many calls make 2 ms */
+        double t0 = sg_now_ms(), one;
+        for (int k = 0; k < 3; k++) sg_run(&g);
+        one = (sg_now_ms() - t0) / 3;
+        long calls = one > 0 ? (long)(2.0 / one) + 1 : 1000;
+        double cpu[SG_MAX_REPEATS], sorted[SG_MAX_REPEATS];
+        for (int r = 0; r < repeats; r++) {
+            t0 = sg_now_ms();
+            double c0 = sg_cpu_ms();
+            for (long k = 0; k < calls; k++) sg_run(&g);
+            g.ms[r] = (sg_now_ms() - t0) / (double)calls;
+            cpu[r] = (sg_cpu_ms() - c0) / (double)calls;
+        }
+        double ms = sg_median(g.ms, repeats), f = 2.0 * q->m * q->n * q->k;
+        memcpy(sorted, cpu, sizeof(double) * (size_t)repeats);
+        printf("%s{\"what\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"ta\": %d, \"tb\": %d, \"us\": %.3f, "
+               "\"gflops\": %.3f, \"cpu_us\": %.3f}",
+               i ? ", " : "", q->what, q->m, q->n, q->k, q->ta, q->tb, ms * 1e3, f / 1e6 / ms,
+               sg_median(sorted, repeats) * 1e3);
+        free(a), free(b), free(c);
+    }
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -148,6 +205,8 @@ int main(int argc, char **argv) {
                "\"ms\": %.4f, \"gflops\": %.3f}",
                i ? ", " : "", set[i].what, set[i].m, set[i].n, set[i].k, set[i].ta, set[i].tb, m, f / 1e6 / m);
     }
+    printf("], \"shapes\": [");
+    if (!sg_time_shapes(repeats)) return 1;
     printf("]}\n");
     for (int l = 0; l <= L; l++) free(x[l]);
     for (int l = 0; l < L; l++) {
