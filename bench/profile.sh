@@ -2,7 +2,7 @@
 # bench/profile.sh -- where one bench row spends its time, with perf (software clock, so
 # it works in VMs without hardware counters).  Uses the programs `make bench` built.
 #
-#   bench/profile.sh ROW [static|tape] [THREADS]     e.g. bench/profile.sh lstm static 1
+#   bench/profile.sh ROW [static|static_onednn|tape] [THREADS]   e.g. bench/profile.sh lstm static 1
 #
 # Prints the share of samples per kind of work (GEMM inside OpenBLAS, convolution
 # lowering, libm calls, elementwise kernels, optimizer, memset/memcpy, kernel/page
@@ -11,7 +11,7 @@
 # (default $B/bench), PROFILE_STEPS (timed steps, default: the row's steps).
 set -u
 cd "$(dirname "$0")/.." || exit 1
-row=${1:?usage: bench/profile.sh ROW [static|tape] [THREADS]}
+row=${1:?usage: bench/profile.sh ROW [static|static_onednn|tape] [THREADS]}
 target=${2:-static}
 n=${3:-1}
 B=${B:-build}
@@ -32,6 +32,7 @@ perf report -i "$data" --stdio --sort symbol 2>/dev/null | awk '
         for (i = 1; i <= NF; i++) if ($i == "[.]" || $i == "[k]") { s = $(i + 1); k = $i }
         c = k == "[k]" ? "kernel (page faults, timer)" \
           : s ~ /^sgemm_|^cblas_|^gemm_|^dgemm|_HASWELL|_SKYLAKEX|_ZEN/ ? "GEMM (OpenBLAS)" \
+          : s ~ /dnnl|^0x0000|^\[unknown\]/ ? "oneDNN (its JIT kernels have no symbols)" \
           : s ~ /im2col|col2im|conv_(lower|widen|unwiden|pad)/ ? "conv lowering (im2col/col2im)" \
           : s ~ /^__(exp|log|tanh|expm1|log1p|sin|cos|erf|pow)/ ? "libm (exp, log, tanh ...)" \
           : s ~ /^__mem(set|move|cpy)/ ? "memset/memcpy" \
