@@ -20,7 +20,7 @@ check() {
         n=$((n + 1))
         if ! "$CDLC" --precision=f64 --target=$target "$t/$name.cdl" -o "$t/pb.c" 2>"$t/log" ||
            ! $CC -std=c11 -O1 -Iruntime -I"$t" -DMODEL=pb_model tests/drivers/partial_batch.c "$t/pb.c" "$CDLRT" \
-                 -lopenblas -lz -lpthread -lm ${CDL_CFLAGS:-} -o "$t/drv" 2>>"$t/log"; then
+                 $(cat "${CDLRT%.a}.libs") ${CDL_CFLAGS:-} -o "$t/drv" 2>>"$t/log"; then
             echo "FAIL $name ($target): does not build: $(head -3 "$t/log")"; fail=$((fail + 1)); continue
         fi
         "$t/drv" "$nb" > "$t/$name.$target.out" 2>"$t/log" || {
