@@ -10,6 +10,11 @@ PyTorch times and the goals of bench/rows.txt -- prints the markdown tables on s
 (and into --md), and writes every record plus the derived numbers into --json.
 Standard library only: it runs where torch is not installed.
 
+A run measures every configuration in several rounds (run.sh, BENCH_ROUNDS), the
+frameworks of a row back to back in each: a configuration's time is the median over the
+rounds, and a ratio between two frameworks is the median of the ratios within a round,
+so that a change in machine load (these machines are shared) hits both sides alike.
+
 FLOPs per training step count the GEMM and convolution multiply-adds only (2 FLOPs
 each): the forward products, the weight-gradient products (as many), and the
 input-gradient products of every layer but the first (whose input needs no gradient;
@@ -127,9 +132,12 @@ def read_rows(path):
             line = line.split("#", 1)[0].split()
             if not line:
                 continue
-            name, model, batch, opt, lr, steps, repeats, warmup, ref, goal = line
+            name, model, batch, opt, lr, steps, repeats, warmup, ref, goal = line[:10]
+            extra = line[10:] + ["-"] * (12 - len(line))   # tape_goal, peak_goal: "-" = none
+            opt_num = lambda v: None if v == "-" else float(v)
             rows.append({"name": name, "model": model, "batch": int(batch), "opt": opt,
-                         "lr": float(lr), "ref_ms": float(ref), "goal": float(goal)})
+                         "lr": float(lr), "ref_ms": float(ref), "goal": float(goal),
+                         "tape_goal": opt_num(extra[0]), "peak_goal": opt_num(extra[1])})
     return rows
 
 
@@ -184,7 +192,8 @@ def tape_act(rec):
 def collect(recs):
     """Split the records: meta dict, runs {(framework, name, threads): rec} (training
     steps), latency (the same keys: batch-1 eval forward), sgemm {(backend, threads):
-    rec}, peak {threads: rec}, errors."""
+    rec}, peak {threads: rec}, errors.  A configuration measured in several rounds
+    (run.sh, BENCH_ROUNDS) becomes one record (merge_rounds)."""
     meta, runs, latency, sgemm, peak, errors = {}, {}, {}, {}, {}, []
     for r in recs:
         fw = r.get("framework")
@@ -193,14 +202,49 @@ def collect(recs):
         elif "error" in r:
             errors.append(r)
         elif fw == "sgemm":
-            sgemm[(r.get("backend", "openblas"), r["threads"])] = r
+            sgemm.setdefault((r.get("backend", "openblas"), r["threads"]), []).append(r)
         elif fw == "peak":
             peak[r["threads"]] = r
         elif r.get("mode") == "latency":
-            latency[(fw, r.get("name"), r.get("threads"))] = r
+            latency.setdefault((fw, r.get("name"), r.get("threads")), []).append(r)
         else:
-            runs[(fw, r.get("name"), r.get("threads"))] = r
+            runs.setdefault((fw, r.get("name"), r.get("threads")), []).append(r)
+    runs = {k: merge_rounds(v, "ms_median", "cpu_ms_per_step") for k, v in runs.items()}
+    latency = {k: merge_rounds(v, "ms_median", "cpu_ms_per_step") for k, v in latency.items()}
+    sgemm = {k: merge_rounds(v, "gflops", "cpu_ms_per_set") for k, v in sgemm.items()}
     return meta, runs, latency, sgemm, peak, errors
+
+
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
+def merge_rounds(recs, key, *also):
+    """The rounds of one configuration as one record: the median round's record (by
+    `key`), with `key` and the `also` fields replaced by their medians over the rounds,
+    and "rounds" = {round: key} for the per-round ratios (median_ratio)."""
+    recs = sorted(recs, key=lambda r: r[key])
+    out = dict(recs[(len(recs) - 1) // 2])
+    for f in (key,) + also:
+        vals = [r[f] for r in recs if r.get(f) is not None]
+        if vals:
+            out[f] = median(vals)
+    out["rounds"] = {r.get("round", 0): r[key] for r in recs}
+    return out
+
+
+def median_ratio(num, den):
+    """num's time over den's (den's speed-up over num): the median of the per-round
+    ratios over the rounds both ran in (a load change hits both records of a round
+    alike), else the ratio of the medians."""
+    if not num or not den:
+        return None
+    a, b = num.get("rounds", {}), den.get("rounds", {})
+    common = [k for k in a if k in b and b[k]]
+    if common:
+        return median([a[k] / b[k] for k in common])
+    return num["ms_median"] / den["ms_median"]
 
 
 def core_peak(peak):
@@ -237,10 +281,10 @@ def derive(rows, runs, sgemm, peak):
         r["gflops"] = gf / (r["ms_median"] / 1e3)
         r["fraction_of_peak"] = r["gflops"] / (n * pk) if pk else None
         eager = runs.get(("torch_eager", name, n))
-        r["speedup_vs_torch_eager"] = eager["ms_median"] / r["ms_median"] if eager else None
+        r["speedup_vs_torch_eager"] = median_ratio(eager, r)
         if fw in STATIC:
             tape = runs.get(("tape", name, n))
-            r["speedup_vs_tape"] = tape["ms_median"] / r["ms_median"] if tape else None
+            r["speedup_vs_tape"] = median_ratio(tape, r)
             tb = tape_act(tape)
             r["act_ratio_vs_tape"] = r["act_bytes"] / tb if tb else None
             r["rss_ratio_vs_torch_eager"] = r["peak_rss_kb"] / eager["peak_rss_kb"] if eager else None
@@ -260,9 +304,12 @@ def header_lines(meta, runs, peak):
     md = ["Machine: %s, %s cores; %s; %s; OpenBLAS core %s; %s." % (
         meta.get("cpu", "?"), meta.get("cores", "?"), meta.get("kernel", "?"), meta.get("cc", "?"),
         meta.get("openblas_core", "?"), meta.get("torch", "?"))]
-    md.append("Date %s; command `%s`; load average %s at the start, %s at the end; %s s."
+    nr = meta.get("rounds", 1)
+    md.append("Date %s; command `%s`; load average %s at the start, %s at the end; %s s; %s."
               % (meta.get("date", "?"), meta.get("command", "?"), meta.get("loadavg_start", "?"),
-                 meta.get("loadavg_end", "?"), meta.get("seconds", "?")))
+                 meta.get("loadavg_end", "?"), meta.get("seconds", "?"),
+                 "1 round" if nr == 1 else "%d rounds (each time is the median over the rounds, each "
+                 "ratio the median of the rounds' ratios)" % nr))
     pk = core_peak(peak)
     if pk:
         p1 = max(peak.values(), key=lambda p: p.get("fma512_gflops", 0))
@@ -391,8 +438,13 @@ def goals_table(rows, runs, n):
                 cells.append((fmt(c2 / c1) + "x" + mark(c2 / c1 >= row["goal"])) if c1 and c2 else "—")
         cells.append("%gx" % row["goal"])
         ref = st or so
-        v = ref.get("speedup_vs_tape")
-        cells.append(fmt(v) + "x" + mark(v >= 1.3) if v else "—")
+        v, g = ref.get("speedup_vs_tape"), row["tape_goal"]
+        cells.append((fmt(v) + "x" + (mark(v >= g) + " (goal %gx)" % g if g else "")) if v else "—")
+        g = row["peak_goal"]
+        pk = ["%s %.0f%%%s" % (BACKEND_TITLE[BACKEND_OF[fw]], 100 * r["fraction_of_peak"],
+                               mark(r["fraction_of_peak"] >= g) if g else "")
+              for fw, r in (("static", st), ("static_onednn", so)) if r and r.get("fraction_of_peak") is not None]
+        cells.append("; ".join(pk) + (" (goal %.0f%%)" % (100 * g) if g and pk else ""))
         v = ref.get("rss_ratio_vs_torch_eager")
         cells.append("%.3f" % v + mark(v <= 0.1) if v is not None else "—")
         v = ref.get("act_ratio_vs_tape")
@@ -411,7 +463,7 @@ def goals_table(rows, runs, n):
         body.append(cells)
     eager_cols = ["static vs eager", "oneDNN static vs eager"]
     return table(["row"] + eager_cols + (["by CPU time", "oneDNN by CPU time"] if n == 1 else []) +
-                 ["goal", "static vs tape (≥ 1.3x)", "RSS static/eager (≤ 0.1)", "act static/tape (≤ 0.5)",
+                 ["goal", "static vs tape", "% of peak", "RSS static/eager (≤ 0.1)", "act static/tape (≤ 0.5)",
                   "of its backend's sgemm rate (≥ 90%)"], body)
 
 
@@ -447,10 +499,9 @@ def latency_table(rows, latency, n):
             continue
         seen.add(row["model"])
         cells = [row["model"]] + [fmt(recs[fw]["ms_median"] * 1e3, 1) if recs[fw] else "—" for fw in fws]
-        ea = recs["torch_eager"]
         for fw in ("static", "static_onednn"):
-            r = recs[fw]
-            cells.append(fmt(ea["ms_median"] / r["ms_median"]) + "x" if r and ea else "—")
+            v = median_ratio(recs["torch_eager"], recs[fw])
+            cells.append(fmt(v) + "x" if v else "—")
         body.append(cells)
     if not body:
         return None

@@ -10,12 +10,16 @@
 # rows in bench/rows.txt) with $B/cdlc as static C and as --target=tape, links the static
 # C with bench/driver.c and each backend's runtime (OpenBLAS: framework "static",
 # oneDNN: "static_onednn") and the tape build with $B/libcdlrt.a, then for each thread
-# count (1, 2) and each row runs every framework in
-# a fresh process with the same thread environment (OPENBLAS_NUM_THREADS,
-# OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE at 2 threads, glibc malloc thresholds raised)
-# and collects one JSON line per run into $OUT/raw.jsonl.  bench/report.py turns them
-# into the markdown tables (printed) and $OUT/results.json.  The PyTorch rows need
-# /usr/bin/python3 with torch; without it they are skipped (the report says so).
+# count (1, 2), in BENCH_ROUNDS rounds, and each row runs every framework in a fresh
+# process with the same thread environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
+# OMP_WAIT_POLICY=PASSIVE at 2 threads, glibc malloc thresholds raised) and collects one
+# JSON line per run (with its "round") into $OUT/raw.jsonl.  Each round runs the
+# frameworks of a row back to back, in the opposite order from the round before, so a
+# change of machine load hits all of them alike; report.py takes the median over the
+# rounds of each time and of each ratio between two frameworks' times of one round.
+# bench/report.py turns them into the markdown tables (printed) and $OUT/results.json.
+# The PyTorch rows need /usr/bin/python3 with torch; without it they are skipped (the
+# report says so).
 # A failing build or run never stops the bench: it becomes an "error" record.
 #
 # Environment:
@@ -23,6 +27,7 @@
 #   BENCH_OUT          work directory (default $B/bench)
 #   BENCH_THREADS      thread counts (default "1 2")
 #   BENCH_SCALE        multiplies the timed steps (e.g. 0.25 for a quick look)
+#   BENCH_ROUNDS       rounds (default 3); each run makes max(3, repeats / rounds) repeats
 #   BENCH_ONLY         extended regex: run only the rows whose name matches
 #   BENCH_FRAMEWORKS   subset of "static static_onednn tape torch_eager torchscript"
 #   BENCH_LATENCY      1 (default): also time batch-1 inference (eval forward) once per
@@ -45,6 +50,7 @@ B=${B:-build}
 OUT=${BENCH_OUT:-$B/bench}
 THREADS=${BENCH_THREADS:-"1 2"}
 SCALE=${BENCH_SCALE:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 ONLY=${BENCH_ONLY:-.}
 FRAMEWORKS=${BENCH_FRAMEWORKS:-"static static_onednn tape torch_eager torchscript"}
 RESULTS=${BENCH_RESULTS:-$OUT/results.json}
@@ -61,6 +67,8 @@ RUN_TIMEOUT=${BENCH_TIMEOUT:-300}
 LATENCY=${BENCH_LATENCY:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
+[[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "BENCH_ROUNDS must be a number from 1 to 99, not '$ROUNDS'"
+ROUND=0 # the round being run (0: the peak, before the rounds)
 [ -x "$CDLC" ] || die "$CDLC not found: run make first"
 [ -f "$RT" ] || die "$RT not found: run make first"
 command -v python3 >/dev/null || die "python3 (standard library only) is needed for the report"
@@ -79,13 +87,14 @@ json_esc() { printf '%s' "$1" | tr '\n\t\r' '   ' | sed 's/\\/\\\\/g; s/"/\\"/g'
 error_rec() { # framework name threads message
     local msg
     msg=$(json_esc "$4" | cut -c1-400)
-    printf '{"framework": "%s", "name": "%s", "threads": %s, "error": "%s"}\n' "$1" "$2" "$3" "$msg" >>"$RAW"
+    printf '{"framework": "%s", "name": "%s", "threads": %s, "round": %s, "error": "%s"}\n' "$1" "$2" "$3" \
+        "$ROUND" "$msg" >>"$RAW"
 }
 
 # Run "$@" with the thread environment for $1 threads; append its last stdout line
-# (a JSON record) to raw.jsonl, or an error record.
+# (a JSON record, given the round's number) to raw.jsonl, or an error record.
 run_one() { # framework name threads cmd...
-    local fw=$1 name=$2 n=$3 log=$OUT/log/$2-$1-t$3
+    local fw=$1 name=$2 n=$3 log=$OUT/log/$2-$1-t$3-r$ROUND
     shift 3
     local wait=(-u OMP_WAIT_POLICY) core=()
     [ "$n" -gt 1 ] && wait=(OMP_WAIT_POLICY=PASSIVE)
@@ -93,17 +102,17 @@ run_one() { # framework name threads cmd...
     env "${wait[@]}" "${core[@]}" OPENBLAS_NUM_THREADS="$n" OMP_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
         GLIBC_TUNABLES="$TUNABLES" timeout "$RUN_TIMEOUT" "$@" >"$log.out" 2>"$log.err"
     local rc=$? line
-    line=$(grep '^{' "$log.out" | tail -1)
+    line=$(grep '^{' "$log.out" | tail -1 | sed "s/^{/{\"round\": $ROUND, /")
     if [ $rc -eq 0 ] && [ -n "$line" ]; then
         echo "$line" >>"$RAW"
         echo "$line" | awk -v fw="$fw" -v name="$name" -v n="$n" '{
             if (match($0, /"ms_median": [0-9.]+/)) v = sprintf("%.3f ms/step", substr($0, RSTART + 13, RLENGTH - 13))
             else if (match($0, /"fma512_gflops": [0-9.]+/)) v = sprintf("one core %.1f GFLOP/s fp32 FMA", substr($0, RSTART + 17, RLENGTH - 17))
             else if (match($0, /"gflops": [0-9.]+/)) v = sprintf("%.1f GFLOP/s", substr($0, RSTART + 10, RLENGTH - 10))
-            printf "  %-11s %-10s t=%s  %s\n", fw, name, n, v }'
+            printf "  %-13s %-14s t=%s  %s\n", fw, name, n, v }'
     else
         error_rec "$fw" "$name" "$n" "exit $rc: $(tail -3 "$log.err" 2>/dev/null) $(tail -1 "$log.out" 2>/dev/null)"
-        printf '  %-11s %-10s t=%s  FAILED (exit %s, see %s.err)\n' "$fw" "$name" "$n" "$rc" "$log"
+        printf '  %-13s %-14s t=%s  FAILED (exit %s, see %s.err)\n' "$fw" "$name" "$n" "$rc" "$log"
     fi
 }
 
@@ -131,7 +140,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $(grep -m1 
 # The command that reproduces this run: make bench plus whatever was overridden.
 command="make bench"
 [ "$B" != build ] && command="make B=$B bench"
-for v in BENCH_THREADS BENCH_SCALE BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE BENCH_LATENCY; do
+for v in BENCH_THREADS BENCH_SCALE BENCH_ROUNDS BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE BENCH_LATENCY; do
     [ -n "${!v:-}" ] && command="$v='${!v}' $command"
 done
 {
@@ -139,7 +148,8 @@ done
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -n)" "$cpu" "$(nproc)"
     printf '"kernel": "%s", "cc": "%s", "cflags": "%s", "torch": "%s", ' \
         "$(uname -r)" "$($CC --version | head -1)" "$(json_esc "$CFLAGS_GEN")" "$(json_esc "$torch_note")"
-    printf '"command": "%s", "scale": "%s", "threads": "%s", ' "$(json_esc "$command")" "$SCALE" "$THREADS"
+    printf '"command": "%s", "scale": "%s", "rounds": %s, "threads": "%s", ' "$(json_esc "$command")" "$SCALE" \
+        "$ROUNDS" "$THREADS"
     printf '"loadavg_start": "%s"}\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >>"$RAW"
 
@@ -224,62 +234,70 @@ run_sgemm() { # threads: the sgemm reference of each backend built
 scaled() { # steps -> max(1, steps * SCALE)
     awk -v s="$1" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }'
 }
-# latency_runs name model batch threads: batch-1 eval forward passes of one model, each
-# repeat about 50 ms x BENCH_SCALE
-latency_runs() {
-    local name=$1 model=$2 batch=$3 n=$4 budget target
-    budget=$(awk -v k="$SCALE" 'BEGIN { b = int(50 * k + 0.5); print (b < 1 ? 1 : b) }')
-    local lat=(--threads "$n" --repeats 5 --warmup 5 --budget-ms "$budget")
-    for target in static static_onednn tape; do
-        has "$target" && [ "${built[$name-$target]}" = 1 ] || continue
-        run_one "$target" "$name-latency" "$n" "$OUT/bin/${name}_$target" --framework "$target" --name "$name" \
-            --mode latency "${lat[@]}"
-    done
-    if [ $torch_ok = 1 ] && has torch_eager; then
-        run_one torch_eager "$name-latency" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
-            --mode eager --name "$name" --latency "${lat[@]}"
-    fi
+# The frameworks in the order of this round: every other round the other way round.
+round_order() {
+    local fws=(static static_onednn tape torch_eager torchscript) i
+    if [ $((ROUND % 2)) = 1 ]; then echo "${fws[@]}"
+    else for ((i = ${#fws[@]} - 1; i >= 0; i--)); do printf '%s ' "${fws[i]}"; done; fi
+}
+
+# run_fw framework mode name model batch threads args...: one run of one framework on
+# one row, mode train (training steps) or latency (batch-1 eval forward passes; no
+# TorchScript), args passed on to the driver or to torch_bench.py.
+run_fw() {
+    local fw=$1 mode=$2 name=$3 model=$4 batch=$5 n=$6 label=$3 pm=eager lat=()
+    shift 6
+    [ "$mode" = latency ] && label=$name-latency && lat=(--latency)
+    case $fw in
+    static | static_onednn | tape)
+        if [ "${built[$name-$fw]}" = 1 ]; then
+            run_one "$fw" "$label" "$n" "$OUT/bin/${name}_$fw" --framework "$fw" --name "$name" --mode "$mode" "$@"
+        elif [ "$mode" = train ]; then
+            error_rec "$fw" "$name" "$n" "$(cat "$OUT/log/$name-$fw.build.msg")"
+        fi ;;
+    torch_eager | torchscript)
+        [ $torch_ok = 1 ] || return 0
+        [ $fw = torchscript ] && pm=script && [ "$mode" = latency ] && return 0
+        run_one "$fw" "$label" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
+            --mode $pm --name "$name" "${lat[@]}" "$@" ;;
+    esac
 }
 
 for n in $THREADS; do
-    echo "bench: $n thread(s)"
-    declare -A lat_done=()
-    # The sgemm references run right before the wide MLP (so that both see the same
-    # machine), or first when that row is not selected.
-    sgemm_done=0
-    case " ${rows[*]} " in *" wide_mlp "*) ;; *) sgemm_done=1 ;; esac
-    [ $sgemm_done = 1 ] && run_sgemm "$n"
-    for r in "${rows[@]}"; do
-        read -r name model batch opt lr steps repeats warmup <<<"$r"
-        if [ "$model" = wide_mlp ] && [ $sgemm_done = 0 ]; then
-            run_sgemm "$n"
-            sgemm_done=1
-        fi
-        steps=$(scaled "$steps")
-        common=(--opt "$opt" --lr "$lr" --threads "$n" --steps "$steps" --repeats "$repeats" --warmup "$warmup")
-        for target in static static_onednn tape; do
-            has "$target" || continue
-            if [ "${built[$name-$target]}" = 1 ]; then
-                run_one "$target" "$name" "$n" "$OUT/bin/${name}_$target" --framework "$target" --name "$name" "${common[@]}"
-            else
-                error_rec "$target" "$name" "$n" "$(cat "$OUT/log/$name-$target.build.msg")"
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        echo "bench: $n thread(s), round $ROUND of $ROUNDS"
+        declare -A lat_done=()
+        # The sgemm references run right before the wide MLP (so that both see the same
+        # machine), or first when that row is not selected.
+        sgemm_done=0
+        case " ${rows[*]} " in *" wide_mlp "*) ;; *) sgemm_done=1 ;; esac
+        [ $sgemm_done = 1 ] && run_sgemm "$n"
+        for r in "${rows[@]}"; do
+            read -r name model batch opt lr steps repeats warmup <<<"$r"
+            if [ "$model" = wide_mlp ] && [ $sgemm_done = 0 ]; then
+                run_sgemm "$n"
+                sgemm_done=1
+            fi
+            steps=$(scaled "$steps")
+            rep=$(((repeats + ROUNDS - 1) / ROUNDS))
+            [ $rep -lt 3 ] && [ $repeats -ge 3 ] && rep=3
+            common=(--opt "$opt" --lr "$lr" --threads "$n" --steps "$steps" --repeats "$rep" --warmup "$warmup")
+            for fw in $(round_order); do
+                has $fw && run_fw $fw train "$name" "$model" "$batch" "$n" "${common[@]}"
+            done
+            # batch-1 latency once per model, each repeat about 50 ms x BENCH_SCALE
+            if [ "$LATENCY" = 1 ] && [ -z "${lat_done[$model]:-}" ]; then
+                lat_done[$model]=1
+                budget=$(awk -v k="$SCALE" 'BEGIN { b = int(50 * k + 0.5); print (b < 1 ? 1 : b) }')
+                for fw in $(round_order); do
+                    has $fw && run_fw $fw latency "$name" "$model" "$batch" "$n" --threads "$n" --repeats 5 \
+                        --warmup 5 --budget-ms "$budget"
+                done
             fi
         done
-        if [ $torch_ok = 1 ]; then
-            for mode in eager script; do
-                fw=torch_eager
-                [ $mode = script ] && fw=torchscript
-                has $fw || continue
-                run_one $fw "$name" "$n" "$PY" bench/torch_bench.py --model "$model" --batch "$batch" \
-                    --mode $mode --name "$name" "${common[@]}"
-            done
-        fi
-        if [ "$LATENCY" = 1 ] && [ -z "${lat_done[$model]:-}" ]; then
-            lat_done[$model]=1
-            latency_runs "$name" "$model" "$batch" "$n"
-        fi
     done
 done
+ROUND=0
 printf '{"framework": "meta", "loadavg_end": "%s", "seconds": %s}\n' \
     "$(cut -d' ' -f1-3 /proc/loadavg)" "$(($(date +%s) - t_start))" >>"$RAW"
 
