@@ -73,6 +73,12 @@ static int by_len_desc(const void *a, const void *b) {
     return (y->len > x->len) - (y->len < x->len);
 }
 
+/* Example i's image (column x of the image set: D x D floats) and label (column y). */
+static const float *image(const cdl_dataset *d, int64_t i) {
+    return (const float *)d->col[0].data + i * d->col[0].stride;
+}
+static int32_t label(const cdl_dataset *d, int64_t i) { return ((const int32_t *)d->col[1].data)[i]; }
+
 /* Record the forward pass of examples ex[0..nb) (sorted longest first) on the tape and
  * return the loss; *steps receives the number of loop trips, *correct the number of
  * right answers. */
@@ -89,7 +95,7 @@ static cdl_t *forward(cdl_tape *tp, const cdl_dataset *d, const Ex *ex, int nb, 
         cdl_t *x = cdl_t_new(tp, CDL_F32, 2, (const int64_t[]){active, D});
         if (!x) return NULL;
         for (int i = 0; i < active; i++)
-            memcpy((float *)x->data + (size_t)i * D, d->x + ex[i].idx * d->feat + (size_t)(ex[i].first + t) * D, sizeof(float) * D);
+            memcpy((float *)x->data + (size_t)i * D, image(d, ex[i].idx) + (size_t)(ex[i].first + t) * D, sizeof(float) * D);
         cdl_t *h_run = active == nb ? h : cdl_t_slice(tp, h, 0, 0, 1, active, 0);
         cdl_t *gi = cdl_t_linear(tp, x, Wih, bih), *gh = cdl_t_linear(tp, h_run, Whh, bhh);
         cdl_t *h_new = cdl_t_gru_act(tp, gi, gh, h_run);
@@ -103,7 +109,7 @@ static cdl_t *forward(cdl_tape *tp, const cdl_dataset *d, const Ex *ex, int nb, 
     cdl_t *logits = cdl_t_linear(tp, h, Wfc, bfc);
     cdl_t *y = cdl_t_new(tp, CDL_I32, 1, (const int64_t[]){nb});
     if (!logits || !y) return NULL;
-    for (int i = 0; i < nb; i++) ((int32_t *)y->data)[i] = d->y[ex[i].idx];
+    for (int i = 0; i < nb; i++) ((int32_t *)y->data)[i] = label(d, ex[i].idx);
     *steps = T;
     *correct = 0;
     for (int i = 0; i < nb; i++) {
@@ -121,7 +127,7 @@ static int test_batch(const cdl_dataset *d, int64_t n, int64_t b, Ex *ex) {
     int nb = 0;
     for (int64_t i = b * BATCH; i < n && nb < BATCH; i++, nb++) {
         ex[nb].idx = i;
-        ink_rows(d->x + i * d->feat, &ex[nb].first, &ex[nb].len);
+        ink_rows(image(d, i), &ex[nb].first, &ex[nb].len);
     }
     qsort(ex, (size_t)nb, sizeof *ex, by_len_desc);
     return nb;
@@ -142,7 +148,7 @@ static Ex *bucket(const cdl_dataset *d, int64_t n) {
     if (!all) return NULL;
     for (int64_t i = 0; i < n; i++) {
         all[i].idx = i;
-        ink_rows(d->x + i * d->feat, &all[i].first, &all[i].len);
+        ink_rows(image(d, i), &all[i].first, &all[i].len);
     }
     for (int64_t i = n - 1; i > 0; i--) {          /* random order within a length */
         int64_t j = rnd(7, 1, (uint64_t)i, i + 1);
@@ -169,7 +175,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     cdl_dataset train = {0}, test = {0};
-    if (cdl_dataset_open(&train, "fashion-mnist", 1) < 0 || cdl_dataset_open(&test, "fashion-mnist", 0) < 0 || train.feat != D * D) {
+    if (cdl_dataset_open(&train, "fashion-mnist", 1) < 0 || cdl_dataset_open(&test, "fashion-mnist", 0) < 0 || train.col[0].feat != D * D) {
         fprintf(stderr, "dynamic_rnn: %s\n", cdl_last_error());
         return 1;
     }

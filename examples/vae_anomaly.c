@@ -122,15 +122,22 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
+/* The image set's columns: x (784 pixels an example, contiguous) and y (labels). */
+static const float *pixels(const cdl_dataset *d) { return d->col[0].data; }
+static const int32_t *labels(const cdl_dataset *d) { return d->col[1].data; }
+
 /* Keep the examples of d whose label differs from `drop`, in order, in place (x and y
- * stay the dataset's own blocks, only n shrinks).  Returns the number kept. */
+ * stay the dataset's own blocks, which it allocated writable; only n shrinks).
+ * Returns the number kept. */
 static int64_t drop_class(cdl_dataset *d, int drop) {
-    int64_t k = 0;
+    float *x = (float *)d->block[0];
+    int32_t *y = (int32_t *)d->block[1];
+    int64_t k = 0, F = d->col[0].feat;
     for (int64_t i = 0; i < d->n; i++) {
-        if (d->y[i] == drop) continue;
+        if (y[i] == drop) continue;
         if (k != i) {
-            memmove(d->x + k * d->feat, d->x + i * d->feat, (size_t)d->feat * sizeof(float));
-            d->y[k] = d->y[i];
+            memmove(x + k * F, x + i * F, (size_t)F * sizeof(float));
+            y[k] = y[i];
         }
         k++;
     }
@@ -142,7 +149,7 @@ static int64_t drop_class(cdl_dataset *d, int drop) {
  * size, shuffled by (seed, epoch).  No allocation per step.  0, or -1 and a message. */
 static int train(cdl_net *net, cdl_optim *opt, const cdl_dataset *d, const opts *o) {
     cdl_loader_cfg lc = {.batch = vae_model.batch, .shuffle = 1, .workers = 1, .seed = o->seed,
-                         .real_size = 4};
+                         .real_size = 4, .nfeed = 1, .feed = {{0, CDL_F32}}};   /* column x -> input x */
     cdl_loader *l = cdl_loader_new(d, &lc);
     if (!l) return -1;
     int rc = -1;
@@ -151,7 +158,7 @@ static int train(cdl_net *net, cdl_optim *opt, const cdl_dataset *d, const opts 
         int64_t seen = 0;
         if (cdl_loader_start(l, (uint64_t)ep, 0) < 0) goto out;
         int rows;
-        while ((rows = cdl_loader_next(l, net->in[0], NULL)) > 0) {
+        while ((rows = cdl_loader_next(l, net->in)) > 0) {
             double loss = vae_train_step(net, opt, rows, o->lr);
             if (!isfinite(loss)) {
                 cdl_fail("vae_anomaly: loss %g at epoch %d step %llu", loss, ep + 1,
@@ -196,7 +203,7 @@ static int score_all(cdl_net *net, const cdl_dataset *d, int k, uint64_t seed,
         for (int j = 0; j < passes; j++) {
             if (k > 0) cdl_randn_f32((cdl_rng_key){seed, (uint64_t)j, 0xE75u}, (uint64_t)s * (uint64_t)Z,
                                      (int64_t)nb * Z, eps);
-            const void *in[2] = {d->x + s * d->feat, eps};
+            const void *in[2] = {pixels(d) + s * 784, eps};
             void *o3[3] = {out, out + B, out + 2 * B};
             vae_score(net, nb, in, o3);
             for (int r = 0; r < nb; r++) {
@@ -252,7 +259,7 @@ static int write_scores(const char *path, const cdl_dataset *d, const double *ne
     if (!f) return cdl_fail("%s: cannot open for writing", path);
     fprintf(f, "label,nelbo,rec,kl\n");
     for (int64_t i = 0; i < d->n; i++)
-        fprintf(f, "%d,%.4f,%.4f,%.4f\n", (int)d->y[i], nelbo[i], rec[i], kl[i]);
+        fprintf(f, "%d,%.4f,%.4f,%.4f\n", (int)labels(d)[i], nelbo[i], rec[i], kl[i]);
     if (fclose(f) != 0) return cdl_fail("%s: write error", path);
     return 0;
 }
@@ -283,7 +290,7 @@ int main(int argc, char **argv) {
         if (vae_load(net, NULL, o.load) < 0) goto fail;
     } else {
         if (cdl_dataset_open(&tr, o.data, 1) < 0) goto fail;
-        if (!tr.y || tr.feat != 784) {
+        if (tr.ncols < 2 || tr.col[0].feat != 784 || tr.col[1].dtype != CDL_I32) {
             cdl_fail("vae_anomaly: %s: need labelled 784-pixel images", o.data);
             goto fail;
         }
@@ -301,7 +308,7 @@ int main(int argc, char **argv) {
     }
 
     if (cdl_dataset_open(&te, o.data, 0) < 0) goto fail;
-    if (!te.y || te.feat != 784) {
+    if (te.ncols < 2 || te.col[0].feat != 784 || te.col[1].dtype != CDL_I32) {
         cdl_fail("vae_anomaly: %s: need labelled 784-pixel test images", o.data);
         goto fail;
     }
@@ -310,7 +317,7 @@ int main(int argc, char **argv) {
     if (!(sc = cdl_alloc((size_t)n * 3 * sizeof(double))) || !(pos = cdl_alloc((size_t)n))) goto fail;
     double *nelbo = sc, *rec = sc + n, *kl = sc + 2 * n;
     if (score_all(net, &te, o.samples, o.seed, nelbo, rec, kl) < 0) goto fail;
-    for (int64_t i = 0; i < n; i++) pos[i] = te.y[i] == o.holdout;
+    for (int64_t i = 0; i < n; i++) pos[i] = labels(&te)[i] == o.holdout;
     double auc = roc_auc(n, nelbo, pos), auc_rec = roc_auc(n, rec, pos), auc_kl = roc_auc(n, kl, pos);
     if (o.scores && write_scores(o.scores, &te, nelbo, rec, kl) < 0) goto fail;
 
@@ -318,7 +325,7 @@ int main(int argc, char **argv) {
     double mean[10] = {0}, mean_in = 0, mean_out = 0, mean_all = 0;
     int64_t cnt[10] = {0}, n_in = 0;
     for (int64_t i = 0; i < n; i++) {
-        int c = te.y[i];
+        int c = labels(&te)[i];
         mean_all += nelbo[i];
         if (c < 0 || c > 9) continue;
         mean[c] += nelbo[i];

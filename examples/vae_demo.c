@@ -185,6 +185,10 @@ static double knn_accuracy(const float *r, const int32_t *ry, int64_t nr, const 
     return (double)hits / (double)(nq ? nq : 1);
 }
 
+/* The image set's columns: x (PIX pixels an example, contiguous) and y (labels). */
+static const float *pixels(const cdl_dataset *d) { return d->col[0].data; }
+static const int32_t *labels(const cdl_dataset *d) { return d->col[1].data; }
+
 /* First index of class c in y[0..n), or -1. */
 static int64_t first_of(const int32_t *y, int64_t n, int c) {
     for (int64_t i = 0; i < n; i++)
@@ -213,7 +217,7 @@ int main(int argc, char **argv) {
     if (!(net = vae_new())) goto fail;
     if (vae_load(net, NULL, o.load) < 0) goto fail;
     if (cdl_dataset_open(&te, o.data, 0) < 0) goto fail;
-    if (te.feat != PIX || !te.y) {
+    if (te.ncols < 2 || te.col[0].feat != PIX || te.col[1].dtype != CDL_I32) {
         cdl_fail("vae_demo: %s: need labelled 28x28 test images", o.data);
         goto fail;
     }
@@ -230,7 +234,7 @@ int main(int argc, char **argv) {
     if (!mu || !lv || !img || !z) { cdl_fail("vae_demo: out of memory"); goto fail; }
 
     /* the compressed codes of the whole test split */
-    encode_all(net, n, te.x, mu, lv, Z);
+    encode_all(net, n, pixels(&te), mu, lv, Z);
 
     /* reconstruction error from the code alone: BCE (nats per image) and MSE per pixel */
     double bce = 0, mse = 0;
@@ -240,7 +244,7 @@ int main(int argc, char **argv) {
         void *out[1] = {img};
         vae_generate(net, nb, in, out);
         for (int64_t i = 0; i < (int64_t)nb * PIX; i++) {
-            double p = img[i], x = te.x[s * PIX + i];
+            double p = img[i], x = pixels(&te)[s * PIX + i];
             p = p < 1e-7 ? 1e-7 : p > 1 - 1e-7 ? 1 - 1e-7 : p;
             bce -= x * log(p) + (1 - x) * log(1 - p);
             mse += (p - x) * (p - x);
@@ -259,7 +263,7 @@ int main(int argc, char **argv) {
         const float *tiles[COLS * ROWS];
         for (int r = 0; r < ROWS / 2; r++)
             for (int c = 0; c < COLS; c++) {
-                tiles[(2 * r) * COLS + c] = te.x + (int64_t)(r * COLS + c) * PIX;
+                tiles[(2 * r) * COLS + c] = pixels(&te) + (int64_t)(r * COLS + c) * PIX;
                 tiles[(2 * r + 1) * COLS + c] = img + (int64_t)(r * COLS + c) * PIX;
             }
         snprintf(path, sizeof path, "%s/recon.png", o.out);
@@ -288,10 +292,10 @@ int main(int argc, char **argv) {
         const float *tiles[ROWS * IC] = {0};
         int m = 0;
         for (int r = 0; r < ROWS; r++) {
-            int64_t a = first_of(te.y, n, r % 10), b = first_of(te.y, n, (r + 5) % 10);
+            int64_t a = first_of(labels(&te), n, r % 10), b = first_of(labels(&te), n, (r + 5) % 10);
             if (a < 0 || b < 0) continue;
-            tiles[r * IC] = te.x + a * PIX;
-            tiles[r * IC + IC - 1] = te.x + b * PIX;
+            tiles[r * IC] = pixels(&te) + a * PIX;
+            tiles[r * IC + IC - 1] = pixels(&te) + b * PIX;
             for (int s = 0; s < STEPS && m < B; s++, m++) {
                 float t = (float)s / (STEPS - 1);
                 for (int j = 0; j < Z; j++) z[m * Z + j] = (1 - t) * mu[a * Z + j] + t * mu[b * Z + j];
@@ -313,7 +317,7 @@ int main(int argc, char **argv) {
     for (int j = 0; j < Z; j++) fprintf(f, ",mu%d", j);
     fprintf(f, "\n");
     for (int64_t i = 0; i < n; i++) {
-        fprintf(f, "%d", (int)te.y[i]);
+        fprintf(f, "%d", (int)labels(&te)[i]);
         for (int j = 0; j < Z; j++) fprintf(f, ",%.5g", mu[i * Z + j]);
         fprintf(f, "\n");
     }
@@ -324,12 +328,12 @@ int main(int argc, char **argv) {
 
     /* k-NN on codes and on pixels, references from the training split */
     if (cdl_dataset_open(&tr, o.data, 1) < 0) goto fail;
-    if (tr.feat != PIX || !tr.y) { cdl_fail("vae_demo: %s: need labelled training images", o.data); goto fail; }
+    if (tr.ncols < 2 || tr.col[0].feat != PIX || tr.col[1].dtype != CDL_I32) { cdl_fail("vae_demo: %s: need labelled training images", o.data); goto fail; }
     if (o.ref < tr.n) tr.n = o.ref;
     if (!(rmu = cdl_alloc((size_t)tr.n * (size_t)Z * sizeof(float)))) { cdl_fail("vae_demo: out of memory"); goto fail; }
-    encode_all(net, tr.n, tr.x, rmu, lv, Z);
-    double acc_code = knn_accuracy(rmu, tr.y, tr.n, mu, te.y, n, Z, o.k);
-    double acc_pix = knn_accuracy(tr.x, tr.y, tr.n, te.x, te.y, n, PIX, o.k);
+    encode_all(net, tr.n, pixels(&tr), rmu, lv, Z);
+    double acc_code = knn_accuracy(rmu, labels(&tr), tr.n, mu, labels(&te), n, Z, o.k);
+    double acc_pix = knn_accuracy(pixels(&tr), labels(&tr), tr.n, pixels(&te), labels(&te), n, PIX, o.k);
     if (isnan(acc_code) || isnan(acc_pix)) { cdl_fail("vae_demo: out of memory in k-NN"); goto fail; }
     printf("%d-NN test accuracy (%lld training images as references): %d-value code %.2f%%, %d raw pixels %.2f%%\n",
            o.k, (long long)tr.n, Z, 100 * acc_code, PIX, 100 * acc_pix);

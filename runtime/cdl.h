@@ -841,39 +841,65 @@ double cdl_clip_grad_norm(cdl_net *net, double max_norm);
 
 /* ======================================================================== data (data.c) */
 /* BEGIN DATA */
-/* Datasets live in memory as reals: x holds n examples of feat floats each (row-major,
- * one example's shape in dims), y their labels (or NULL).  A dataset owns x and y
- * (cdl_alloc); free it with cdl_dataset_free.  Every loader validates its input
- * strictly and fails with -1 and a message "file: reason" (CSV: "file:line: reason").
- * Loaders overwrite *d without freeing it; on failure *d is left zeroed. */
+/* A dataset is a table: n examples, each with a value in every named column.  A value
+ * is a tensor of fixed shape: an image [28, 28], a class label [] (a scalar), T token
+ * ids [T], a regression target [].  The trainer feeds each model input from the
+ * column of its name (cdl_dataset_feeds), so a model with several inputs (two images,
+ * ids and a mask, a real target) takes them all from one dataset.
+ *
+ * Columns of the readers: IDX and the named image sets: x (the images, f32, in [0, 1])
+ * and y (i32 labels).  CSV: x (every column but the target, f32 [F]), y (the target:
+ * i32 when every value is an integer class label in [0, 2^20), else f32) and, when the
+ * file has a header, every column also under its header name (a scalar).
+ *
+ * Storage: value k of example i of column c is col[c].data[i * stride + k], floats for
+ * CDL_F32 and int32_t for CDL_I32.  Columns are views: several may share one block (a
+ * CSV header column is a view into x), and the blocks belong to the dataset.  Free it
+ * with cdl_dataset_free.  Every reader validates its input strictly and fails with -1
+ * and a message "file: reason" (CSV: "file:line: reason"); readers overwrite *d
+ * without freeing it and leave it zeroed on failure. */
+#define CDL_DATA_NAME 32           /* a column name's bytes, with its NUL */
+enum { CDL_COL_TARGET = 1 };       /* a label or target: never transformed */
+typedef struct cdl_column {
+    char name[CDL_DATA_NAME];      /* "x", "y", "label", "t", "ids", "mask" */
+    cdl_dtype dtype;               /* CDL_F32 (float values) or CDL_I32 */
+    int rank;                      /* of one value, 0..CDL_MAXDIM (0: a scalar) */
+    int64_t dims[CDL_MAXDIM];
+    int64_t feat;                  /* values per example: the product of dims */
+    const void *data;              /* value k of example i at [i * stride + k] */
+    int64_t stride;                /* elements from one example to the next (>= feat) */
+    int flags;                     /* CDL_COL_* */
+    int32_t nclasses;              /* i32: 1 + the largest value (0: none) */
+} cdl_column;
 typedef struct cdl_dataset {
     int64_t n;                     /* examples */
-    int64_t feat;                  /* reals per example, e.g. 784 */
-    int rank;                      /* rank of one example, 1..CDL_MAXDIM */
-    int64_t dims[CDL_MAXDIM];      /* one example's shape, e.g. {28, 28} */
-    float *x;                      /* n * feat; IDX images scaled to [0, 1] */
-    int32_t *y;                    /* n labels in [0, nclasses), or NULL */
-    int nclasses;                  /* 1 + max label, or 0 without labels */
-    char name[64];
+    int ncols;
+    cdl_column *col;               /* ncols columns (owned) */
+    char name[64];                 /* "fashion-mnist/train", "a.csv" */
+    void *block[4];                /* the storage the columns view (owned) */
 } cdl_dataset;
+/* Index of the column called name, or -1. */
+int cdl_dataset_find(const cdl_dataset *d, const char *name);
 /* IDX files (LeCun's MNIST format), gzip-compressed or raw.  images: magic 0x0000080D
  * with D = 2..CDL_MAXDIM+1 dimensions (0x803 for images), type byte 0x08 (ubyte);
- * values are scaled to [0, 1].  labels (NULL: none): magic 0x00000801, one label per
- * image.  Sizes, truncation, trailing bytes and the image/label counts are checked. */
+ * values are scaled to [0, 1] (column x).  labels (NULL: none): magic 0x00000801, one
+ * label per image (column y).  Sizes, truncation, trailing bytes and the image/label
+ * counts are checked. */
 int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels);
 /* The same over raw (uncompressed) IDX bytes in memory; what names them in messages.
  * Used by the fuzz harness; lab may be NULL. */
 int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len,
                           const void *lab, size_t lab_len, const char *what);
 /* CSV of numbers, comma-separated, one example a line (blank lines and a trailing
- * newline are ignored, CRLF accepted).  label_col: the column holding the integer
- * label (>= 0), CDL_CSV_NO_LABEL (-1): none, CDL_CSV_LAST (-2): the last column.
- * header: 1 the first line is a header, 0 it is not, -1 auto (a header if any field
- * of the first line is not a number).  Values must be finite in float range; labels
- * integers in [0, 2^20).  A UTF-8 byte-order mark at the start is skipped.  Files:
- * regular files only (a FIFO or a device is refused, never waited on), raw or gzip
- * (concatenated members are fine, anything else after the gzip data is an error). */
-enum { CDL_CSV_NO_LABEL = -1, CDL_CSV_LAST = -2 };
+ * newline are ignored, CRLF accepted, a UTF-8 byte-order mark at the start skipped).
+ * label_col: the target column (>= 0), CDL_CSV_NO_LABEL (-1): none, CDL_CSV_LAST (-2):
+ * the last column, CDL_CSV_AUTO (-3): the header column named label, target or y if
+ * there is one, else the last.  header: 1 the first line is a header, 0 it is not, -1
+ * auto (a header if any field of the first line is not a number).  Values must be
+ * finite in float range.  Files: regular files only (a FIFO or a device is refused,
+ * never waited on), raw or gzip (concatenated members are fine, anything else after
+ * the gzip data is an error). */
+enum { CDL_CSV_NO_LABEL = -1, CDL_CSV_LAST = -2, CDL_CSV_AUTO = -3 };
 /* The longest line a data file may have (bytes, without its newline): a longer one is
  * refused as soon as that many bytes of it are read, in bounded memory. */
 #define CDL_DATA_MAX_LINE ((size_t)4 << 20)
@@ -884,19 +910,42 @@ int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const ch
 /* A named dataset.  name: "fashion-mnist" or "mnist" (optionally ":DIR"; DIR defaults to
  * $CDL_DATA_DIR/<name>, then $CDL_DATA_DIR, then /usr/share/datasets/<name>;
  * files train-images-idx3-ubyte[.gz] etc.; labels must be < 10), or "csv:PATH"
- * (label in the last column, header auto-detected; train is ignored).
+ * (CDL_CSV_AUTO target, header auto-detected; train is ignored).
  * train = 1: training split, 0: test split. */
 int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
-/* A dataset holding copies of x (n * prod(dims) floats) and y (n labels >= 0, or NULL). */
+/* A dataset holding copies of x (n * prod(dims) floats: column x) and y (n labels
+ * >= 0: column y; or NULL). */
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims,
                             const float *x, const int32_t *y);
-void cdl_dataset_free(cdl_dataset *d);      /* frees x and y, zeroes *d; NULL is fine */
+/* n examples of random values shaped like model m's batched inputs: one column per
+ * input, of its name, type and per-example shape; reals uniform in [0, 1), integers
+ * uniform in [0, classes) (classes <= 0: the last dimension of output 0, else 10).
+ * A pure function of (seed, input index, element). */
+int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t classes, uint64_t seed);
+/* Keep the first n examples (n < d->n); the columns' nclasses stay as they were. */
+void cdl_dataset_head(cdl_dataset *d, int64_t n);
+void cdl_dataset_free(cdl_dataset *d);      /* frees the columns' storage, zeroes *d; NULL is fine */
 
-/* Per-example transforms, applied in this order: random crop with padding (examples of
- * rank >= 2: the last two dims are H, W; pad crop_pad zeros on each side, crop back to
- * H x W at a random offset, the same for every channel), horizontal flip with p = 0.5
- * (rank >= 2: reverses the last dim), normalize ((x - mean) / std), gaussian noise
- * (x += noise_std * N(0, 1)).  Zero fields disable each transform. */
+/* A feed: what the loader writes into one destination buffer per batch, namely column
+ * col as dtype (CDL_F32: reals of the loader's real_size, CDL_I32: int32_t).  An i32
+ * column may feed reals (labels as numbers), a real column never feeds integers. */
+#define CDL_DATA_MAXFEED 16
+typedef struct cdl_feed { int col; cdl_dtype dtype; } cdl_feed;
+/* The feeds of model m's inputs from d, feeds[i] for input i: the column named in
+ * map for it ("input=column,input=column", NULL or "" for none), else the column of
+ * the input's own name.  Every input must be batched, have a column, the same number
+ * of values per example (shapes may differ: [784] feeds [B, 1, 28, 28]) and a type
+ * the column can feed.  -1 and a message naming the input, its shape, the dataset and
+ * the columns it has (and how to map one) otherwise. */
+int cdl_dataset_feeds(const cdl_dataset *d, const cdl_model *m, const char *map, cdl_feed *feeds);
+
+/* Per-example transforms of the real feeds whose column is not a target, applied in
+ * this order: random crop with padding (values of rank >= 2: the last two dims are
+ * H, W; pad crop_pad zeros on each side, crop back to H x W at a random offset, the
+ * same for every channel and every column of the example), horizontal flip with p =
+ * 0.5 (rank >= 2: reverses the last dim; likewise shared), normalize ((x - mean) /
+ * std), gaussian noise (x += noise_std * N(0, 1), its own draw per column)).  Zero
+ * fields disable each transform. */
 typedef struct cdl_transform {
     int normalize; double mean, std;
     int crop_pad;
@@ -904,14 +953,22 @@ typedef struct cdl_transform {
     double noise_std;
 } cdl_transform;
 typedef struct cdl_loader_cfg {
-    int batch;                 /* rows per batch, >= 1 */
+    int batch;                 /* rows per batch, >= 1 (with shards: the global batch) */
     int shuffle;               /* per-epoch permutation = f(seed, epoch) */
     int drop_last;             /* 1: no final partial batch */
     int workers;               /* 0: synchronous; else worker threads (<= 64) */
     int prefetch;              /* batches in flight (>= workers; 0: 2 * workers) */
     uint64_t seed;
     cdl_transform tf;
-    int real_size;             /* 4 (float) or 8 (double) written to x; 0 means 4 */
+    int real_size;             /* 4 (float) or 8 (double) written for real feeds; 0 means 4 */
+    int nfeed;                 /* 0: every column, in order, as its own type */
+    cdl_feed feed[CDL_DATA_MAXFEED];
+    /* Data parallelism: shard s of nshards (0 and 0 or 1: the whole batch) takes rows
+     * [rows * s / nshards, rows * (s + 1) / nshards) of every global batch; every shard
+     * shuffles alike, and transforms are keyed by the example, not the shard, so the
+     * shards together see exactly the unsharded batches.  A final batch with fewer rows
+     * than shards is dropped. */
+    int shard, nshards;
     int64_t fail_batch;        /* testing: > 0 makes producing batch fail_batch - 1 fail */
 } cdl_loader_cfg;
 typedef struct cdl_loader cdl_loader;
@@ -924,10 +981,10 @@ int64_t cdl_loader_batches(const cdl_loader *l);          /* per epoch */
  * batch index) only: the same seed gives the same batches whatever the worker count.
  * Must be called before the first cdl_loader_next of every epoch. */
 int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches);
-/* Fills x (rows * feat reals, real_size each) and y (rows labels, if y != NULL and the
- * dataset has labels); returns rows (< batch for a final partial batch), 0 at the end of
- * the epoch, -1 on error (a failing worker surfaces here, never a hang). */
-int cdl_loader_next(cdl_loader *l, void *x, int32_t *y);
+/* Fills dst[k] with feed k's values of the batch's rows (rows * feat values each;
+ * dst[k] NULL: skipped); returns rows (< batch for a final partial batch), 0 at the end
+ * of the epoch, -1 on error (a failing worker surfaces here, never a hang). */
+int cdl_loader_next(cdl_loader *l, void *const *dst);
 void cdl_loader_free(cdl_loader *l);       /* stops and joins the workers; NULL is fine */
 /* END DATA */
 
@@ -1203,7 +1260,8 @@ int cdl_backward(cdl_tape *tp, cdl_t *loss, int want_params, int want_inputs);
 /* Static vs tape comparison (compare.c): runs both models (same parameter table) on the
  * same batches from the same seed and prints losses, gradient differences, time and
  * memory per step.  Options: --steps N (20), --batch N (the compiled batch), --data NAME
- * (fashion-mnist, or random inputs when the model's inputs do not fit the images),
+ * (a dataset whose columns feed the inputs by name; default fashion-mnist when it fits,
+ * else random: "random" makes inputs shaped like the model's),
  * --seed N, --lr X (SGD step between steps, 0.01), --threads N (1), --json.  Returns the
  * exit status (0, 1 on an error, 2 on a usage error). */
 int cdl_compare(const cdl_model *static_m, const cdl_model *tape_m, int argc, char **argv);

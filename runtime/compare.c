@@ -2,7 +2,8 @@
  *
  * Both builds of one model (cdlc model.cdl, and cdlc --target=tape) run the same
  * training steps: the same initial parameters, the same batches (Fashion-MNIST's test
- * split, or random inputs when the model's inputs do not take its images), the same
+ * split when its columns x and y feed the model's inputs by name, else random inputs
+ * shaped like the model's: --data random), the same
  * seed and step counter (so dropout masks and noise are the same), and the same
  * optimizer update after every step, each on its own parameters.  Per step we record the
  * two losses, the largest relative difference of every parameter gradient and of the
@@ -116,89 +117,48 @@ static double rel1(double a, double b) {
     return fabs(a - b) / (m > 0 ? m : 1e-30);
 }
 
-/* Where the data goes: the first real input takes the images when its per-example
- * size matches, the first i32 input the labels; otherwise inputs are random. */
+/* The batches: a dataset whose columns feed every model input by name (Fashion-MNIST's
+ * test split by default), or random inputs shaped like the model's (--data random,
+ * or when the default does not fit), through a shuffling loader. */
 typedef struct cmp_data {
     cdl_dataset d;
     cdl_loader *l;
-    int xi, yi;
-    int nclasses;                /* random labels: [0, nclasses) */
-    int random;
 } cmp_data;
 
 static int cmp_data_open(cmp_data *cd, const cdl_model *m, const cmp_opts *o, int nb, char *what, size_t what_n) {
     memset(cd, 0, sizeof *cd);
-    cd->xi = cd->yi = -1;
-    for (int i = 0; i < m->n_inputs; i++) {
-        if (m->inputs[i].dtype == CDL_I32 && cd->yi < 0) cd->yi = i;
-        if (m->inputs[i].dtype != CDL_I32 && cd->xi < 0) cd->xi = i;
-    }
-    cd->nclasses = 10;
-    if (m->n_outputs > 0 && m->outputs[0].rank >= 1) {
-        int64_t c = m->outputs[0].dims[m->outputs[0].rank - 1];
-        if (c >= 2 && c < 10) cd->nclasses = (int)c;
-    }
+    cdl_loader_cfg cfg = {.batch = nb, .shuffle = 1, .drop_last = 1, .seed = o->seed, .real_size = m->real_size,
+                          .nfeed = m->n_inputs};
     const char *name = o->data[0] ? o->data : "fashion-mnist";
-    int fits = cd->xi >= 0 && (m->inputs[cd->xi].flags & CDL_T_BATCHED) && strcmp(o->data, "random") != 0;
-    if (fits && cdl_dataset_open(&cd->d, name, 0) == 0) {
-        int64_t feat = cdl_tensor_numel(&m->inputs[cd->xi], 1);
-        int labels_ok = cd->yi < 0 || (cd->d.y && (m->inputs[cd->yi].flags & CDL_T_BATCHED) &&
-                                       cdl_tensor_numel(&m->inputs[cd->yi], 1) == 1);
-        if (feat == cd->d.feat && labels_ok) {
-            cdl_loader_cfg cfg = {.batch = nb, .shuffle = 1, .drop_last = 1, .seed = o->seed, .real_size = m->real_size};
-            cd->l = cdl_loader_new(&cd->d, &cfg);
-            if (!cd->l) return -1;
-            if (cdl_loader_batches(cd->l) < 1) return cdl_fail("cdl_compare: %s has fewer than %d examples", name, nb);
-            if (cdl_loader_start(cd->l, 0, 0) < 0) return -1;
+    int random = !strcmp(name, "random");
+    if (!random) {
+        if (cdl_dataset_open(&cd->d, name, 0) == 0 && cdl_dataset_feeds(&cd->d, m, NULL, cfg.feed) == 0) {
             snprintf(what, what_n, "%s (test split)", name);
-            return 0;
+        } else {
+            if (o->data[0]) return cdl_fail("cdl_compare: dataset %s does not fit model %s: %s", name, m->name, cdl_last_error());
+            cdl_dataset_free(&cd->d);
+            random = 1;
         }
-        cdl_dataset_free(&cd->d);
     }
-    if (o->data[0] && strcmp(o->data, "random"))
-        return cdl_fail("cdl_compare: dataset %s does not fit model %s's inputs%s%s", name, m->name, cdl_last_error()[0] ? ": " : "",
-                        cdl_last_error());
-    cd->random = 1;
-    snprintf(what, what_n, "random inputs");
-    return 0;
+    if (random) {
+        if (cdl_dataset_random(&cd->d, m, (int64_t)nb * 8, 0, o->seed) < 0 || cdl_dataset_feeds(&cd->d, m, NULL, cfg.feed) < 0)
+            return cdl_fail("cdl_compare: %s", cdl_last_error());
+        snprintf(what, what_n, "random inputs");
+    }
+    if (!(cd->l = cdl_loader_new(&cd->d, &cfg))) return -1;
+    if (cdl_loader_batches(cd->l) < 1) return cdl_fail("cdl_compare: %s has fewer than %d examples", name, nb);
+    return cdl_loader_start(cd->l, 0, 0);
 }
 
 /* Fill net's inputs for step s (static net; the tape net gets a copy). */
-static int cmp_fill(cmp_data *cd, const cdl_model *m, cdl_net *net, int nb, uint64_t seed, int s) {
-    if (!cd->random) {
-        int r = cdl_loader_next(cd->l, net->in[cd->xi], cd->yi >= 0 ? (int32_t *)net->in[cd->yi] : NULL);
-        if (r == 0) {                          /* epoch over: the next one */
-            if (cdl_loader_start(cd->l, (uint64_t)s, 0) < 0) return -1;
-            r = cdl_loader_next(cd->l, net->in[cd->xi], cd->yi >= 0 ? (int32_t *)net->in[cd->yi] : NULL);
-        }
-        if (r < 0) return -1;
-        if (r != nb) return cdl_fail("cdl_compare: a batch of %d rows, wanted %d", r, nb);
-        for (int i = 0; i < m->n_inputs; i++) {
-            if (i == cd->xi || i == cd->yi) continue;
-            int64_t n = cdl_tensor_numel(&m->inputs[i], nb);
-            cdl_rng_key k = {seed, (uint64_t)s, 1000 + (uint64_t)i};
-            if (m->inputs[i].dtype == CDL_I32) cdl_fill_i32(n, 0, net->in[i]);
-            else if (m->real_size == 8) cdl_randn_f64(k, 0, n, net->in[i]);
-            else cdl_randn_f32(k, 0, n, net->in[i]);
-        }
-        return 0;
+static int cmp_fill(cmp_data *cd, cdl_net *net, int nb, int s) {
+    int r = cdl_loader_next(cd->l, net->in);
+    if (r == 0) {                                    /* epoch over: the next one */
+        if (cdl_loader_start(cd->l, (uint64_t)s, 0) < 0) return -1;
+        r = cdl_loader_next(cd->l, net->in);
     }
-    for (int i = 0; i < m->n_inputs; i++) {
-        int64_t n = cdl_tensor_numel(&m->inputs[i], nb);
-        cdl_rng_key k = {seed, (uint64_t)s, 1000 + (uint64_t)i};
-        if (m->inputs[i].dtype == CDL_I32) {
-            int32_t *y = net->in[i];
-            for (int64_t j = 0; j < n; j++) {
-                uint32_t out[4];
-                cdl_philox(k, (uint64_t)j, out);
-                y[j] = (int32_t)(out[0] % (uint32_t)cd->nclasses);
-            }
-        } else if (m->real_size == 8) {
-            cdl_rand_f64(k, 0, n, net->in[i]);
-        } else {
-            cdl_rand_f32(k, 0, n, net->in[i]);
-        }
-    }
+    if (r < 0) return -1;
+    if (r != nb) return cdl_fail("cdl_compare: a batch of %d rows, wanted %d", r, nb);
     return 0;
 }
 
@@ -307,7 +267,6 @@ int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv)
     cdl_net *ns = cdl_net_new(sm), *nt = cdl_net_new(tm);
     cdl_optim os = {0}, ot = {0};
     cmp_data cd = {0};
-    cd.xi = -1;
     cmp_res r = {0};
     r.ls = cdl_alloc((size_t)o.steps * sizeof(double));
     r.lt = cdl_alloc((size_t)o.steps * sizeof(double));
@@ -338,7 +297,7 @@ int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv)
     for (int s = 0; s < o.steps; s++) {
         ns->seed = nt->seed = o.seed;
         ns->step = nt->step = (uint64_t)s;
-        if (cmp_fill(&cd, sm, ns, nb, o.seed, s) < 0) {
+        if (cmp_fill(&cd, ns, nb, s) < 0) {
             fprintf(stderr, "cdl_compare: step %d: %s\n", s + 1, cdl_last_error());
             goto done;
         }

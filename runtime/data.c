@@ -1,47 +1,77 @@
-/* data.c -- datasets (IDX, CSV, named, in-memory), per-example transforms, and the
- * batch loader with worker threads.
+/* data.c -- datasets as tables of named columns (cdl.h, block DATA): building and
+ * freeing them, IDX files and the named image sets, random data shaped like a model's
+ * inputs, and the feeds that map a model's inputs onto columns by name.  CSV is in
+ * data_csv.c, file reading in data_file.c, the batch loader in loader.c.
  *
  * Datasets are read whole into memory (data_file.c: regular files only, raw or gzip,
- * lines of bounded length), validated strictly, and kept as floats.  The loader hands
- * out batches in order; batch b of epoch e holds examples perm_e[b * batch ...], where perm_e is a Fisher-Yates
- * shuffle driven by Philox keyed by (seed, e), and every random transform of example i
- * is keyed by (seed, e, i).  So the batches depend on (seed, epoch) only, never on the
- * number of workers or on timing.
- *
- * Threads: workers claim batch indices in order under one mutex and produce them into
- * a ring of `prefetch` slots (batch b goes to slot b % nslots, claimable only once the
- * consumer has taken batch b - nslots: the bounded prefetch queue).  The consumer
- * waits for its slot, copies the batch out and frees the slot.  A failed batch is
- * reported by the consumer as -1 with the worker's message.
+ * lines of bounded length), validated strictly, and kept as floats and int32s.  Each
+ * column is a strided view (data, stride) into one of the dataset's blocks, so a CSV's
+ * per-name columns cost nothing and --limit is a change of n.
  */
 #include "data_int.h"
 
 #include <errno.h>
-#include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
-#define DATA_MAX_LABEL (1 << 20)               /* CSV and in-memory labels */
 #define DATA_DEFAULT_DIR "/usr/share/datasets"
 #define GZ_MAX_RATIO 1040                      /* deflate expands at most ~1032:1 */
 
-/* RNG streams of the loader (cdl_rng_key.stream); the example index is or'ed in. */
-#define STREAM_SHUFFLE 0xDA7A000000000000ull
-#define STREAM_CROP    0xDA7B000000000000ull
-#define STREAM_NOISE   0xDA7C000000000000ull
+/* ---------------------------------------------------------------- columns */
 
-/* ---------------------------------------------------------------- files */
-
-/* The last path component, for dataset names. */
-static const char *base_name(const char *p) {
+const char *data_base_name(const char *p) {
     const char *s = strrchr(p, '/');
     return s ? s + 1 : p;
+}
+
+int data_cols(cdl_dataset *d, int cap) {
+    if (!(d->col = cdl_alloc(sizeof *d->col * (size_t)(cap > 0 ? cap : 1)))) return -1;
+    d->ncols = 0;
+    return 0;
+}
+
+cdl_column *data_add_col(cdl_dataset *d, const char *name, cdl_dtype dt, int rank, const int64_t *dims,
+                         const void *data, int64_t stride, int flags) {
+    cdl_column *c = &d->col[d->ncols++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->dtype = dt;
+    c->rank = rank;
+    c->feat = 1;
+    for (int i = 0; i < rank; i++) c->feat *= (c->dims[i] = dims[i]);
+    c->data = data;
+    c->stride = stride;
+    c->flags = flags;
+    if (dt == CDL_I32) {
+        int32_t mx = -1;
+        for (int64_t i = 0; i < d->n; i++)
+            for (int64_t k = 0; k < c->feat; k++) {
+                int32_t v = ((const int32_t *)data)[i * stride + k];
+                if (v > mx) mx = v;
+            }
+        c->nclasses = mx + 1;
+    }
+    return c;
+}
+
+int cdl_dataset_find(const cdl_dataset *d, const char *name) {
+    for (int c = 0; d && name && c < d->ncols; c++)
+        if (!strcmp(d->col[c].name, name)) return c;
+    return -1;
+}
+
+void cdl_dataset_free(cdl_dataset *d) {
+    if (!d) return;
+    cdl_free(d->col);
+    for (size_t i = 0; i < sizeof d->block / sizeof d->block[0]; i++) cdl_free(d->block[i]);
+    memset(d, 0, sizeof *d);
+}
+
+void cdl_dataset_head(cdl_dataset *d, int64_t n) {
+    if (d && n > 0 && n < d->n) d->n = n;
 }
 
 /* ---------------------------------------------------------------- IDX */
@@ -162,7 +192,8 @@ out:
     return rc;
 }
 
-/* Assemble d from image dims/values and optional labels (ownership taken). */
+/* Assemble d from image dims/values and optional labels (ownership taken): columns x
+ * (the images) and y (the labels). */
 static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, float *x, int64_t nlab, int32_t *y,
                       const char *iname, const char *lname) {
     if (y && nlab != dims[0]) {
@@ -171,18 +202,17 @@ static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, float *x, int
         return cdl_fail("%s: %lld labels, but %s has %lld images", lname, (long long)nlab, iname,
                         (long long)dims[0]);
     }
-    int maxl = -1;
-    for (int64_t i = 0; y && i < nlab; i++)
-        if (y[i] > maxl) maxl = y[i];
     d->n = dims[0];
-    d->feat = 1;
-    for (int i = 1; i < nd; i++) d->feat *= dims[i];
-    d->rank = nd - 1;
-    for (int i = 1; i < nd; i++) d->dims[i - 1] = dims[i];
-    d->x = x;
-    d->y = y;
-    d->nclasses = y ? maxl + 1 : 0;
-    snprintf(d->name, sizeof d->name, "%s", base_name(iname));
+    d->block[0] = x;
+    d->block[1] = y;
+    if (data_cols(d, 2) < 0) {
+        cdl_dataset_free(d);
+        return -1;
+    }
+    cdl_column *cx = data_add_col(d, "x", CDL_F32, nd - 1, dims + 1, x, 0, 0);
+    cx->stride = cx->feat;
+    if (y) data_add_col(d, "y", CDL_I32, 0, NULL, y, 1, CDL_COL_TARGET);
+    snprintf(d->name, sizeof d->name, "%.63s", data_base_name(iname));
     return 0;
 }
 
@@ -244,221 +274,6 @@ int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels)
     return idx_finish(d, nd, dims, x, y ? ldims[0] : 0, y, images, labels ? labels : "");
 }
 
-/* ---------------------------------------------------------------- CSV */
-
-/* Parse field [s, e) as a number: 0, -1 if it is not one, -2 if it is not finite as a
- * float. */
-static int csv_number(const char *s, const char *e, double *v) {
-    while (s < e && (*s == ' ' || *s == '\t')) s++;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
-    char t[128];
-    size_t k = (size_t)(e - s);
-    if (k == 0 || k >= sizeof t) return -1;
-    memcpy(t, s, k);
-    t[k] = 0;
-    double x;
-    int rc = cdl_parse_f64(t, &x);
-    if (rc < 0) return rc;
-    if (!(fabs(x) <= FLT_MAX)) return CDL_PARSE_RANGE;
-    *v = x;
-    return 0;
-}
-
-/* Columns of line [s, e). */
-static int csv_cols(const char *s, const char *e) {
-    int c = 1;
-    for (; s < e; s++) c += *s == ',';
-    return c;
-}
-
-static int csv_blank(const char *s, const char *e) {
-    for (; s < e; s++)
-        if (*s != ' ' && *s != '\t') return 0;
-    return 1;
-}
-
-/* Parse every numeric field of line [s, e) (ncol columns) into row/label; -1 and a
- * message "path:line: reason". */
-static int csv_row(const char *path, long line, const char *s, const char *e, int ncol, int lcol,
-                   float *row, int32_t *label) {
-    int c = 0, f = 0;
-    const char *fs = s;
-    for (const char *q = s;; q++) {
-        if (q < e && *q != ',') continue;
-        if (c >= ncol) break;
-        double v;
-        int nr = csv_number(fs, q, &v);
-        if (nr < 0) {
-            const char *a = fs, *b = q;
-            while (a < b && (*a == ' ' || *a == '\t')) a++;
-            while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-            if (a == b) return cdl_fail("%s:%ld: column %d is empty", path, line, c + 1);
-            return cdl_fail("%s:%ld: column %d: '%.*s' is %s", path, line, c + 1, (int)(b - a > 40 ? 40 : b - a),
-                            a, nr == -2 ? "out of float range" : "not a number");
-        }
-        if (c == lcol) {
-            if (v != floor(v) || v < 0 || v >= DATA_MAX_LABEL)
-                return cdl_fail("%s:%ld: label %g is not an integer in [0, %d)", path, line, v, DATA_MAX_LABEL);
-            *label = (int32_t)v;
-        } else {
-            row[f++] = (float)v;
-        }
-        c++;
-        fs = q + 1;
-        if (q >= e) break;
-    }
-    return 0;
-}
-
-/* The rows being parsed: x (cap * feat floats) and y (cap labels), grown by doubling. */
-typedef struct csv_acc {
-    float *x;
-    int32_t *y;
-    int64_t rows, cap, feat;
-} csv_acc;
-
-/* Room for one more row; -1 and a message. */
-static int csv_grow(csv_acc *a, int with_y, const char *path) {
-    if (a->rows < a->cap) return 0;
-    int64_t nc = a->cap < 1024 ? 1024 : a->cap * 2;
-    if ((uint64_t)nc > SIZE_MAX / sizeof(float) / (uint64_t)a->feat) return cdl_fail("%s: too large", path);
-    float *x = cdl_alloc((size_t)(nc * a->feat) * sizeof(float));
-    int32_t *y = with_y ? cdl_alloc((size_t)nc * sizeof(int32_t)) : NULL;
-    if (!x || (with_y && !y)) {
-        cdl_free(x);
-        cdl_free(y);
-        return cdl_fail("%s: out of memory (%lld rows of %lld values)", path, (long long)nc, (long long)a->feat);
-    }
-    if (a->rows) memcpy(x, a->x, (size_t)(a->rows * a->feat) * sizeof(float));
-    if (a->rows && with_y) memcpy(y, a->y, (size_t)a->rows * sizeof(int32_t));
-    cdl_free(a->x);
-    cdl_free(a->y);
-    a->x = x;
-    a->y = y;
-    a->cap = nc;
-    return 0;
-}
-
-/* The first non-blank line of L (a UTF-8 byte-order mark at the very start dropped) in
- * [*s, *e); 1, 0 for an empty file, -1. */
-static int csv_first_line(data_lines *L, const char **s, const char **e) {
-    int r;
-    while ((r = data_lines_next(L, s, e)) > 0) {
-        if (L->line == 1 && *e - *s >= 3 && !memcmp(*s, "\xEF\xBB\xBF", 3)) *s += 3;
-        if (!csv_blank(*s, *e)) return 1;
-    }
-    return r;
-}
-
-/* Does line [s, e) look like a header: is any field not a number? */
-static int csv_is_header(const char *s, const char *e) {
-    const char *a = s;
-    for (const char *c = s;; c++) {
-        if (c < e && *c != ',') continue;
-        double v;
-        if (csv_number(a, c, &v) < 0) return 1;
-        a = c + 1;
-        if (c >= e) return 0;
-    }
-}
-
-/* The whole CSV from L into d (see cdl.h); one pass, rows kept as they are parsed. */
-static int csv_parse(cdl_dataset *d, data_lines *L, const char *path, int label_col, int header) {
-    const char *s, *e;
-    csv_acc a = {0};
-    int rc = -1, r = csv_first_line(L, &s, &e);
-    if (r <= 0) {
-        if (r == 0) cdl_fail("%s: empty file", path);
-        return -1;
-    }
-    long first_line = L->line;
-    int ncol = csv_cols(s, e);
-    if (header == -1) header = csv_is_header(s, e);
-    int lcol = label_col == CDL_CSV_LAST ? ncol - 1 : label_col;
-    if (lcol >= ncol) return cdl_fail("%s:%ld: label column %d, but the file has %d columns", path, first_line, lcol, ncol);
-    a.feat = ncol - (lcol >= 0);
-    if (a.feat < 1) return cdl_fail("%s:%ld: no feature columns", path, first_line);
-    int maxl = -1, have = !header;                   /* have: [s, e) is a data line */
-    for (;;) {
-        if (!have) {
-            if ((r = data_lines_next(L, &s, &e)) <= 0) break;
-            if (csv_blank(s, e)) continue;
-        }
-        have = 0;
-        if (memchr(s, 0, (size_t)(e - s))) {
-            cdl_fail("%s:%ld: binary data (NUL byte) in a CSV file", path, L->line);
-            goto out;
-        }
-        int nc = csv_cols(s, e);
-        if (nc != ncol) {
-            cdl_fail("%s:%ld: %d columns, expected %d", path, L->line, nc, ncol);
-            goto out;
-        }
-        if (csv_grow(&a, lcol >= 0, path) < 0) goto out;
-        int32_t lab = 0;
-        if (csv_row(path, L->line, s, e, ncol, lcol, a.x + a.rows * a.feat, &lab) < 0) goto out;
-        if (a.y) {
-            a.y[a.rows] = lab;
-            if (lab > maxl) maxl = lab;
-        }
-        a.rows++;
-    }
-    if (r < 0) goto out;
-    if (a.rows == 0) {
-        cdl_fail("%s: no data rows", path);
-        goto out;
-    }
-    d->n = a.rows;
-    d->feat = a.feat;
-    d->rank = 1;
-    d->dims[0] = a.feat;
-    d->x = a.x;
-    d->y = a.y;
-    d->nclasses = a.y ? maxl + 1 : 0;
-    snprintf(d->name, sizeof d->name, "%s", base_name(path));
-    a.x = NULL;
-    a.y = NULL;
-    rc = 0;
-out:
-    cdl_free(a.x);
-    cdl_free(a.y);
-    return rc;
-}
-
-/* The label column and header flag are sane; -1 and a message. */
-static int csv_check_args(const char *path, int label_col, int header) {
-    if (label_col < CDL_CSV_LAST || header < -1 || header > 1)
-        return cdl_fail("%s: bad label column %d or header flag %d", path, label_col, header);
-    return 0;
-}
-
-int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const char *path, int label_col,
-                          int header) {
-    if (!d) return cdl_fail("cdl_dataset_parse_csv: NULL dataset");
-    memset(d, 0, sizeof *d);
-    if (!path) path = "csv";
-    if (!text && len) return cdl_fail("%s: no text", path);
-    if (csv_check_args(path, label_col, header) < 0) return -1;
-    data_lines L;
-    data_lines_mem(&L, text, len, path, CDL_DATA_MAX_LINE);
-    return csv_parse(d, &L, path, label_col, header);
-}
-
-int cdl_dataset_load_csv(cdl_dataset *d, const char *path, int label_col, int header) {
-    if (!d) return cdl_fail("cdl_dataset_load_csv: NULL dataset");
-    memset(d, 0, sizeof *d);
-    if (!path) return cdl_fail("cdl_dataset_load_csv: no path");
-    if (csv_check_args(path, label_col, header) < 0) return -1;
-    data_file f;
-    data_lines L;
-    if (data_file_open(&f, path) < 0) return -1;
-    int rc = data_lines_file(&L, &f, CDL_DATA_MAX_LINE);
-    if (rc == 0) rc = csv_parse(d, &L, path, label_col, header);
-    data_lines_free(&L);
-    data_file_close(&f);
-    return rc;
-}
-
 /* ---------------------------------------------------------------- named datasets */
 
 static int file_exists(const char *p) {
@@ -478,7 +293,7 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
     if (!d) return cdl_fail("cdl_dataset_open: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!name) return cdl_fail("cdl_dataset_open: no dataset name");
-    if (strncmp(name, "csv:", 4) == 0) return cdl_dataset_load_csv(d, name + 4, CDL_CSV_LAST, -1);
+    if (strncmp(name, "csv:", 4) == 0) return cdl_dataset_load_csv(d, name + 4, CDL_CSV_AUTO, -1);
     const char *colon = strchr(name, ':');
     size_t bl = colon ? (size_t)(colon - name) : strlen(name);
     char base[32];
@@ -514,14 +329,16 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
                         base, ib, lb, tried[0], ntried > 1 ? " or " : "", ntried > 1 ? tried[ntried - 1] : "",
                         base);
     if (cdl_dataset_load_idx(d, ip, lp) < 0) return -1;
+    cdl_column *y = &d->col[1];
+    const int32_t *lab = y->data;
     for (int64_t i = 0; i < d->n; i++)
-        if (d->y[i] >= 10) {
-            int32_t v = d->y[i];
+        if (lab[i] >= 10) {
+            int32_t v = lab[i];
             cdl_dataset_free(d);
             return cdl_fail("%s: label %d of example %lld is out of range for %s (10 classes)", lp, v,
                             (long long)i, base);
         }
-    d->nclasses = 10;
+    y->nclasses = 10;
     snprintf(d->name, sizeof d->name, "%s/%s", base, train ? "train" : "test");
     return 0;
 }
@@ -540,13 +357,10 @@ int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *
     }
     if ((uint64_t)n > (((uint64_t)1 << 62) / (uint64_t)feat) || (uint64_t)(n * feat) > SIZE_MAX / sizeof(float))
         return cdl_fail("cdl_dataset_from_arrays: too large");
-    int maxl = -1;
-    for (int64_t i = 0; y && i < n; i++) {
+    for (int64_t i = 0; y && i < n; i++)
         if (y[i] < 0 || y[i] >= DATA_MAX_LABEL)
             return cdl_fail("cdl_dataset_from_arrays: label %d of example %lld out of range [0, %d)", y[i],
                             (long long)i, DATA_MAX_LABEL);
-        if (y[i] > maxl) maxl = y[i];
-    }
     float *xc = cdl_alloc((size_t)(n * feat) * sizeof(float));
     int32_t *yc = y ? cdl_alloc((size_t)n * sizeof(int32_t)) : NULL;
     if (!xc || (y && !yc)) {
@@ -557,346 +371,184 @@ int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *
     memcpy(xc, x, (size_t)(n * feat) * sizeof(float));
     if (y) memcpy(yc, y, (size_t)n * sizeof(int32_t));
     d->n = n;
-    d->feat = feat;
-    d->rank = rank;
-    memcpy(d->dims, dims, sizeof(int64_t) * (size_t)rank);
-    d->x = xc;
-    d->y = yc;
-    d->nclasses = y ? maxl + 1 : 0;
+    d->block[0] = xc;
+    d->block[1] = yc;
+    if (data_cols(d, 2) < 0) {
+        cdl_dataset_free(d);
+        return -1;
+    }
+    data_add_col(d, "x", CDL_F32, rank, dims, xc, feat, 0);
+    if (y) data_add_col(d, "y", CDL_I32, 0, NULL, yc, 1, CDL_COL_TARGET);
     snprintf(d->name, sizeof d->name, "arrays");
     return 0;
 }
 
-void cdl_dataset_free(cdl_dataset *d) {
-    if (!d) return;
-    cdl_free(d->x);
-    cdl_free(d->y);
+/* The classes of random i32 values when none are given: output 0's last dimension
+ * (the logits' width), else 10. */
+static int32_t data_default_classes(const cdl_model *m) {
+    if (m->n_outputs > 0 && m->outputs[0].rank >= 1 && m->outputs[0].dims[m->outputs[0].rank - 1] >= 1 &&
+        m->outputs[0].dims[m->outputs[0].rank - 1] <= INT32_MAX)
+        return (int32_t)m->outputs[0].dims[m->outputs[0].rank - 1];
+    return 10;
+}
+
+int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t classes, uint64_t seed) {
+    if (!d) return cdl_fail("cdl_dataset_random: NULL dataset");
     memset(d, 0, sizeof *d);
-}
-
-/* ---------------------------------------------------------------- loader */
-
-enum { SLOT_FREE, SLOT_BUSY, SLOT_READY, SLOT_FAILED };
-
-typedef struct slot {
-    int state;
-    int rows;
-    int64_t batch;
-    void *x;                     /* batch * feat reals */
-    int32_t *y;                  /* batch labels */
-    char err[256];
-} slot;
-
-typedef struct worker {
-    cdl_loader *l;
-    pthread_t th;
-    double *scratch;             /* 2 * feat doubles */
-} worker;
-
-struct cdl_loader {
-    const cdl_dataset *d;
-    cdl_loader_cfg cfg;
-    size_t rs;                   /* bytes per real written */
-    int64_t nbatches;
-    int64_t *perm;               /* n example indices, this epoch's order */
-    uint64_t epoch;
-    int started;
-    int64_t next;                /* next batch the consumer takes */
-    double *scratch;             /* synchronous mode: 2 * feat doubles */
-    /* worker threads */
-    int nw, nstarted;
-    worker *w;
-    int nslots;
-    slot *slots;
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work;      /* workers wait: a claimable batch or shutdown */
-    pthread_cond_t cv_done;      /* consumer waits: its batch produced, or idle workers */
-    int64_t claim;               /* next batch a worker claims */
-    int busy;                    /* workers producing right now */
-    int active, shutdown;
-    int sync_ok;                 /* mu and the condition variables are initialised */
-};
-
-/* Example idx transformed into dst (feat reals of size rs), scratch 2 * feat doubles.
- * Randomness keyed by (seed, epoch, idx) only. */
-static void tf_example(const cdl_loader *l, int64_t idx, void *dst, double *scratch) {
-    const cdl_dataset *d = l->d;
-    const cdl_transform *tf = &l->cfg.tf;
-    const float *src = d->x + idx * d->feat;
-    int64_t feat = d->feat;
-    int geo = tf->crop_pad > 0 || tf->hflip;
-    if (!geo && !tf->normalize && tf->noise_std == 0) {
-        if (l->rs == 4) memcpy(dst, src, (size_t)feat * sizeof(float));
-        else
-            for (int64_t i = 0; i < feat; i++) ((double *)dst)[i] = src[i];
-        return;
-    }
-    double *t = scratch, *z = scratch + feat;
-    if (geo) {
-        int64_t H = d->dims[d->rank - 2], W = d->dims[d->rank - 1], C = feat / (H * W);
-        int64_t p = tf->crop_pad, dy = 0, dx = 0;
-        int flip = 0;
-        cdl_rng_key k = {l->cfg.seed, l->epoch, STREAM_CROP | (uint64_t)idx};
-        uint32_t r[4];
-        cdl_philox(k, 0, r);
-        if (p > 0) {
-            dy = (int64_t)(r[0] % (uint32_t)(2 * p + 1)) - p;
-            dx = (int64_t)(r[1] % (uint32_t)(2 * p + 1)) - p;
-        }
-        if (tf->hflip) flip = r[2] & 1;
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t y = 0; y < H; y++) {
-                int64_t sy = y + dy;
-                double *o = t + (c * H + y) * W;
-                if (sy < 0 || sy >= H) {
-                    for (int64_t x = 0; x < W; x++) o[x] = 0;
-                    continue;
-                }
-                const float *row = src + (c * H + sy) * W;
-                for (int64_t x = 0; x < W; x++) {
-                    int64_t sx = (flip ? W - 1 - x : x) + dx;
-                    o[x] = sx < 0 || sx >= W ? 0.0 : row[sx];
-                }
-            }
-    } else {
-        for (int64_t i = 0; i < feat; i++) t[i] = src[i];
-    }
-    if (tf->normalize) {
-        double m = tf->mean, is = 1.0 / tf->std;
-        for (int64_t i = 0; i < feat; i++) t[i] = (t[i] - m) * is;
-    }
-    if (tf->noise_std != 0) {
-        cdl_rng_key k = {l->cfg.seed, l->epoch, STREAM_NOISE | (uint64_t)idx};
-        cdl_randn_f64(k, 0, feat, z);
-        for (int64_t i = 0; i < feat; i++) t[i] += tf->noise_std * z[i];
-    }
-    if (l->rs == 4)
-        for (int64_t i = 0; i < feat; i++) ((float *)dst)[i] = (float)t[i];
-    else
-        memcpy(dst, t, (size_t)feat * sizeof(double));
-}
-
-/* Produce batch b into x / y; returns rows or -1 with a message in err. */
-static int produce(const cdl_loader *l, int64_t b, void *x, int32_t *y, double *scratch, char *err,
-                   size_t errlen) {
-    if (l->cfg.fail_batch > 0 && b == l->cfg.fail_batch - 1) {
-        snprintf(err, errlen, "loader: batch %lld of epoch %llu failed (test failure injection)", (long long)b,
-                 (unsigned long long)l->epoch);
+    if (!m || n < 1) return cdl_fail("cdl_dataset_random: need a model and n >= 1");
+    if (classes <= 0) classes = data_default_classes(m);
+    int64_t total = 0;
+    for (int i = 0; i < m->n_inputs; i++)
+        if (m->inputs[i].flags & CDL_T_BATCHED) total += cdl_tensor_numel(&m->inputs[i], 1);
+    if (total < 1 || (uint64_t)total > (((uint64_t)1 << 40) / (uint64_t)n))
+        return cdl_fail("model %s: no batched inputs to make random data for, or too many values",
+                        m->name ? m->name : "?");
+    char *blk = cdl_alloc((size_t)(total * n) * 4);     /* floats and int32s: 4 bytes each */
+    if (!blk || data_cols(d, m->n_inputs) < 0) {
+        cdl_free(blk);
         return -1;
     }
-    const cdl_dataset *d = l->d;
-    int64_t start = b * l->cfg.batch;
-    int64_t rows = d->n - start < l->cfg.batch ? d->n - start : l->cfg.batch;
-    size_t row_bytes = (size_t)d->feat * l->rs;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t idx = l->perm[start + r];
-        tf_example(l, idx, (char *)x + (size_t)r * row_bytes, scratch);
-        if (y && d->y) y[r] = d->y[idx];
-    }
-    return (int)rows;
-}
-
-static void *worker_main(void *arg) {
-    worker *w = arg;
-    cdl_loader *l = w->l;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        while (!l->shutdown &&
-               !(l->active && l->claim < l->nbatches && l->slots[l->claim % l->nslots].state == SLOT_FREE))
-            pthread_cond_wait(&l->cv_work, &l->mu);
-        if (l->shutdown) break;
-        int64_t b = l->claim++;
-        slot *s = &l->slots[b % l->nslots];
-        s->state = SLOT_BUSY;
-        s->batch = b;
-        l->busy++;
-        pthread_mutex_unlock(&l->mu);
-        int rows = produce(l, b, s->x, s->y, w->scratch, s->err, sizeof s->err);
-        pthread_mutex_lock(&l->mu);
-        s->rows = rows;
-        s->state = rows < 0 ? SLOT_FAILED : SLOT_READY;
-        l->busy--;
-        pthread_cond_broadcast(&l->cv_done);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return NULL;
-}
-
-/* The loader's configuration checks; -1 and a message. */
-static int loader_check(const cdl_dataset *d, const cdl_loader_cfg *c) {
-    if (!d || !c) return cdl_fail("cdl_loader_new: NULL dataset or config");
-    if (!d->x || d->n < 1 || d->feat < 1 || d->rank < 1 || d->rank > CDL_MAXDIM)
-        return cdl_fail("cdl_loader_new: dataset '%s' is empty or not loaded", d->name);
-    if (c->batch < 1) return cdl_fail("cdl_loader_new: batch %d < 1", c->batch);
-    if (c->workers < 0 || c->workers > 64) return cdl_fail("cdl_loader_new: workers %d not in 0..64", c->workers);
-    if (c->prefetch < 0 || c->prefetch > 1024)
-        return cdl_fail("cdl_loader_new: prefetch %d not in 0..1024", c->prefetch);
-    if (c->real_size != 0 && c->real_size != 4 && c->real_size != 8)
-        return cdl_fail("cdl_loader_new: real_size %d is not 4 or 8", c->real_size);
-    const cdl_transform *t = &c->tf;
-    if (t->normalize && (!isfinite(t->mean) || !isfinite(t->std) || t->std <= 0))
-        return cdl_fail("cdl_loader_new: normalize needs a finite mean and std > 0 (got %g, %g)", t->mean, t->std);
-    if (!isfinite(t->noise_std) || t->noise_std < 0)
-        return cdl_fail("cdl_loader_new: noise_std %g must be >= 0", t->noise_std);
-    if (t->crop_pad < 0 || t->crop_pad > 1024)
-        return cdl_fail("cdl_loader_new: crop_pad %d not in 0..1024", t->crop_pad);
-    if ((t->crop_pad || t->hflip) && d->rank < 2)
-        return cdl_fail("cdl_loader_new: crop and flip need examples of rank >= 2 (dataset '%s' has rank %d)",
-                        d->name, d->rank);
-    if (c->fail_batch < 0) return cdl_fail("cdl_loader_new: fail_batch < 0");
-    return 0;
-}
-
-cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg) {
-    if (loader_check(d, cfg) < 0) return NULL;
-    cdl_loader *l = cdl_alloc(sizeof *l);
-    if (!l) return NULL;
-    l->d = d;
-    l->cfg = *cfg;
-    l->rs = cfg->real_size == 8 ? 8 : 4;
-    l->nbatches = cfg->drop_last ? d->n / cfg->batch : (d->n + cfg->batch - 1) / cfg->batch;
-    l->nw = cfg->workers;
-    l->perm = cdl_alloc((size_t)d->n * sizeof(int64_t));
-    l->scratch = cdl_alloc((size_t)d->feat * 2 * sizeof(double));
-    if (!l->perm || !l->scratch) goto fail;
-    if (l->nw == 0) return l;
-
-    l->nslots = cfg->prefetch ? cfg->prefetch : 2 * l->nw;
-    if (l->nslots < l->nw) l->nslots = l->nw;
-    size_t xb = (size_t)cfg->batch * (size_t)d->feat;
-    if (xb / (size_t)cfg->batch != (size_t)d->feat || xb > SIZE_MAX / 8 / (size_t)l->nslots) {
-        cdl_fail("cdl_loader_new: batch buffers too large");
-        goto fail;
-    }
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv_work, NULL);
-    pthread_cond_init(&l->cv_done, NULL);
-    l->sync_ok = 1;
-    l->slots = cdl_alloc(sizeof(slot) * (size_t)l->nslots);
-    l->w = cdl_alloc(sizeof(worker) * (size_t)l->nw);
-    if (!l->slots || !l->w) goto fail;
-    for (int i = 0; i < l->nslots; i++) {
-        l->slots[i].x = cdl_alloc(xb * l->rs);
-        l->slots[i].y = cdl_alloc((size_t)cfg->batch * sizeof(int32_t));
-        if (!l->slots[i].x || !l->slots[i].y) goto fail;
-    }
-    for (int i = 0; i < l->nw; i++) {
-        l->w[i].l = l;
-        l->w[i].scratch = cdl_alloc((size_t)d->feat * 2 * sizeof(double));
-        if (!l->w[i].scratch) goto fail;
-    }
-    for (int i = 0; i < l->nw; i++) {
-        int e = pthread_create(&l->w[i].th, NULL, worker_main, &l->w[i]);
-        if (e != 0) {
-            cdl_loader_free(l);
-            cdl_fail("cdl_loader_new: cannot start worker thread %d: %s", i, strerror(e));
-            return NULL;
+    d->n = n;
+    d->block[0] = blk;
+    for (int i = 0; i < m->n_inputs; i++) {
+        const cdl_tensor *t = &m->inputs[i];
+        if (!(t->flags & CDL_T_BATCHED)) continue;
+        int64_t feat = cdl_tensor_numel(t, 1), cnt = feat * n;
+        cdl_rng_key key = {seed, 0, 0xDA7D000000000000ull | (uint64_t)i};
+        if (t->dtype == CDL_I32) {
+            int32_t *v = (int32_t *)(void *)blk;
+            for (int64_t k = 0; k < cnt; k++) {
+                uint32_t r[4];
+                cdl_philox(key, (uint64_t)k, r);
+                v[k] = (int32_t)(r[0] % (uint32_t)classes);
+            }
+        } else {
+            cdl_rand_f32(key, 0, cnt, (float *)(void *)blk);
         }
-        l->nstarted++;
+        data_add_col(d, t->name, t->dtype == CDL_I32 ? CDL_I32 : CDL_F32, t->rank - 1, t->dims + 1, blk, feat, 0);
+        blk += cnt * 4;
     }
-    return l;
-fail:                                           /* cdl_alloc has set the message */
-    cdl_loader_free(l);
-    return NULL;
-}
-
-int64_t cdl_loader_batches(const cdl_loader *l) { return l ? l->nbatches : 0; }
-
-/* This epoch's order: identity, or a Fisher-Yates shuffle keyed by (seed, epoch).  The
- * 64-bit draw modulo (i + 1) has a bias below 2^-30 for any realistic n. */
-static void loader_shuffle(cdl_loader *l) {
-    int64_t n = l->d->n;
-    for (int64_t i = 0; i < n; i++) l->perm[i] = i;
-    if (!l->cfg.shuffle) return;
-    cdl_rng_key k = {l->cfg.seed, l->epoch, STREAM_SHUFFLE};
-    for (int64_t i = n - 1; i > 0; i--) {
-        uint32_t r[4];
-        cdl_philox(k, (uint64_t)i, r);
-        uint64_t v = (uint64_t)r[0] << 32 | r[1];
-        int64_t j = (int64_t)(v % (uint64_t)(i + 1));
-        int64_t t = l->perm[i];
-        l->perm[i] = l->perm[j];
-        l->perm[j] = t;
-    }
-}
-
-int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches) {
-    if (!l) return cdl_fail("cdl_loader_start: NULL loader");
-    if (skip_batches < 0 || skip_batches > l->nbatches)
-        return cdl_fail("cdl_loader_start: skip_batches %lld not in 0..%lld", (long long)skip_batches,
-                        (long long)l->nbatches);
-    if (l->nw == 0) {
-        l->epoch = epoch;
-        loader_shuffle(l);
-        l->next = skip_batches;
-        l->started = 1;
-        return 0;
-    }
-    pthread_mutex_lock(&l->mu);
-    l->active = 0;                              /* no new claims; drain the busy ones */
-    while (l->busy > 0) pthread_cond_wait(&l->cv_done, &l->mu);
-    for (int i = 0; i < l->nslots; i++) l->slots[i].state = SLOT_FREE;
-    l->epoch = epoch;
-    loader_shuffle(l);
-    l->next = l->claim = skip_batches;
-    l->started = 1;
-    l->active = 1;
-    pthread_cond_broadcast(&l->cv_work);
-    pthread_mutex_unlock(&l->mu);
+    snprintf(d->name, sizeof d->name, "random");
     return 0;
 }
 
-int cdl_loader_next(cdl_loader *l, void *x, int32_t *y) {
-    if (!l || !x) return cdl_fail("cdl_loader_next: NULL loader or buffer");
-    if (!l->started) return cdl_fail("cdl_loader_next: call cdl_loader_start first");
-    if (l->next >= l->nbatches) return 0;
-    if (l->nw == 0) {
-        char err[256];
-        int rows = produce(l, l->next, x, y, l->scratch, err, sizeof err);
-        if (rows < 0) return cdl_fail("%s", err);
-        l->next++;
-        return rows;
+/* ---------------------------------------------------------------- feeds */
+
+/* "dtype[d0, d1, ...]" into buf; first (e.g. "B") replaces dims[0] when given. */
+static void data_shape(char *buf, size_t n, cdl_dtype dt, int rank, const int64_t *dims, const char *first) {
+    size_t k = (size_t)snprintf(buf, n, "%s[", dt == CDL_I32 ? "i32" : "f32");
+    for (int i = 0; i < rank && k < n; i++) {
+        if (i == 0 && first) k += (size_t)snprintf(buf + k, n - k, "%s", first);
+        else k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)dims[i]);
     }
-    pthread_mutex_lock(&l->mu);
-    slot *s = &l->slots[l->next % l->nslots];
-    while (!((s->state == SLOT_READY || s->state == SLOT_FAILED) && s->batch == l->next))
-        pthread_cond_wait(&l->cv_done, &l->mu);
-    int st = s->state;
-    pthread_mutex_unlock(&l->mu);
-    if (st == SLOT_FAILED) return cdl_fail("%s", s->err);   /* stays failed until the next start */
-    int rows = s->rows;
-    memcpy(x, s->x, (size_t)rows * (size_t)l->d->feat * l->rs);
-    if (y && l->d->y) memcpy(y, s->y, (size_t)rows * sizeof(int32_t));
-    pthread_mutex_lock(&l->mu);
-    s->state = SLOT_FREE;
-    l->next++;
-    pthread_cond_broadcast(&l->cv_work);
-    pthread_mutex_unlock(&l->mu);
-    return rows;
+    if (k < n) snprintf(buf + k, n - k, "]");
 }
 
-void cdl_loader_free(cdl_loader *l) {
-    if (!l) return;
-    if (l->nstarted > 0) {
-        pthread_mutex_lock(&l->mu);
-        l->shutdown = 1;
-        pthread_cond_broadcast(&l->cv_work);
-        pthread_mutex_unlock(&l->mu);
-        for (int i = 0; i < l->nstarted; i++) pthread_join(l->w[i].th, NULL);
+/* "x f32[28, 28], y i32[] (10 classes), ..." (the first 8 columns) into buf. */
+static void data_describe(const cdl_dataset *d, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int c = 0; c < d->ncols && k < n; c++) {
+        char sh[96];
+        if (c == 8) {
+            snprintf(buf + k, n - k, ", ... (%d columns)", d->ncols);
+            return;
+        }
+        const cdl_column *col = &d->col[c];
+        data_shape(sh, sizeof sh, col->dtype, col->rank, col->dims, NULL);
+        k += (size_t)snprintf(buf + k, n - k, "%s%s %s", c ? ", " : "", col->name, sh);
+        if (col->dtype == CDL_I32 && k < n) k += (size_t)snprintf(buf + k, n - k, " (values < %d)", col->nclasses);
     }
-    if (l->sync_ok) {
-        pthread_mutex_destroy(&l->mu);
-        pthread_cond_destroy(&l->cv_work);
-        pthread_cond_destroy(&l->cv_done);
+}
+
+/* The column that map ("input=column,...") names for input `in`, into col (size n);
+ * 0 when map does not mention it.  Every input named in map must exist. */
+static int data_map_lookup(const cdl_model *m, const char *map, const char *in, char *col, size_t n) {
+    int found = 0;
+    for (const char *p = map; p && *p;) {
+        const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
+        if (!eq || eq == p || eq + 1 == end || (size_t)(end - eq) > n)
+            return cdl_fail("feed map '%s': '%.*s' is not input=column", map, (int)(end - p), p);
+        char iname[128];
+        snprintf(iname, sizeof iname, "%.*s", (int)(eq - p), p);
+        if (cdl_model_find_input(m, iname) < 0)
+            return cdl_fail("feed map '%s': model %s has no input '%s'", map, m->name, iname);
+        if (!strcmp(iname, in)) {
+            snprintf(col, n, "%.*s", (int)(end - eq - 1), eq + 1);
+            found = 1;
+        }
+        p = comma ? comma + 1 : end;
     }
-    for (int i = 0; l->slots && i < l->nslots; i++) {
-        cdl_free(l->slots[i].x);
-        cdl_free(l->slots[i].y);
+    return found;
+}
+
+/* The example of the first value of real column c that is not an integer in [0, 2^20)
+ * (which an i32 input could take), its value in *v; -1 when there is none. */
+static int64_t data_first_real(const cdl_dataset *d, const cdl_column *c, double *v) {
+    const float *x = c->data;
+    for (int64_t i = 0; i < d->n; i++)
+        for (int64_t k = 0; k < c->feat; k++) {
+            float f = x[i * c->stride + k];
+            if (!(f == floorf(f) && f >= 0 && f < DATA_MAX_LABEL)) {
+                *v = f;
+                return i;
+            }
+        }
+    return -1;
+}
+
+/* Checks one input against its column; -1 and a message. */
+static int data_feed_check(const cdl_dataset *d, const cdl_model *m, const cdl_tensor *t, int c) {
+    const cdl_column *col = &d->col[c];
+    char is[96], cs[96];
+    data_shape(is, sizeof is, t->dtype, t->rank, t->dims, "B");
+    data_shape(cs, sizeof cs, col->dtype, col->rank, col->dims, NULL);
+    int64_t feat = cdl_tensor_numel(t, 1);
+    if (feat != col->feat)
+        return cdl_fail("dataset %s: column %s is %s (%lld values per example) but model %s's input %s is %s "
+                        "(%lld values per example)", d->name, col->name, cs, (long long)col->feat, m->name,
+                        t->name, is, (long long)feat);
+    if (t->dtype == CDL_I32 && col->dtype != CDL_I32) {
+        double v = 0;
+        int64_t i = data_first_real(d, col, &v);
+        return cdl_fail("dataset %s: column %s holds real values (%g at example %lld) but model %s's input %s is "
+                        "%s: it takes integers (class labels, ids)", d->name, col->name, i >= 0 ? v : 0.0,
+                        (long long)(i >= 0 ? i : 0), m->name, t->name, is);
     }
-    for (int i = 0; l->w && i < l->nw; i++) cdl_free(l->w[i].scratch);
-    cdl_free(l->slots);
-    cdl_free(l->w);
-    cdl_free(l->perm);
-    cdl_free(l->scratch);
-    cdl_free(l);
+    const cdl_tensor *o0 = m->n_outputs > 0 ? &m->outputs[0] : NULL;
+    if (t->dtype == CDL_I32 && feat == 1 && o0 && o0->rank == 2 && (o0->flags & CDL_T_BATCHED) &&
+        o0->dims[1] < col->nclasses)
+        return cdl_fail("dataset %s has %d classes (column %s) but model %s's output %s has %lld", d->name,
+                        col->nclasses, col->name, m->name, o0->name, (long long)o0->dims[1]);
+    return 0;
+}
+
+int cdl_dataset_feeds(const cdl_dataset *d, const cdl_model *m, const char *map, cdl_feed *feeds) {
+    if (!d || !m || !feeds) return cdl_fail("cdl_dataset_feeds: NULL argument");
+    if (m->n_inputs > CDL_DATA_MAXFEED)
+        return cdl_fail("model %s has %d inputs; the loader feeds at most %d", m->name, m->n_inputs, CDL_DATA_MAXFEED);
+    for (int i = 0; i < m->n_inputs; i++) {
+        const cdl_tensor *t = &m->inputs[i];
+        char want[CDL_DATA_NAME + 1], is[96], cols[600];
+        int mapped = data_map_lookup(m, map, t->name, want, sizeof want);
+        if (mapped < 0) return -1;
+        if (!mapped) snprintf(want, sizeof want, "%s", t->name);
+        data_shape(is, sizeof is, t->dtype, t->rank, t->dims, "B");
+        if (!(t->flags & CDL_T_BATCHED))
+            return cdl_fail("model %s: input %s %s has no batch dimension: only inputs [B, ...] are fed from "
+                            "a dataset", m->name, t->name, is);
+        int c = cdl_dataset_find(d, want);
+        if (c < 0) {
+            data_describe(d, cols, sizeof cols);
+            if (mapped)
+                return cdl_fail("model %s's input %s %s: dataset %s has no column '%s' (the feed map names it); "
+                                "its columns: %s", m->name, t->name, is, d->name, want, cols);
+            return cdl_fail("model %s's input %s %s has no column of that name in dataset %s (its columns: %s); "
+                            "feed it from one with --feed %s=COLUMN", m->name, t->name, is, d->name, cols, t->name);
+        }
+        if (data_feed_check(d, m, t, c) < 0) return -1;
+        feeds[i].col = c;
+        feeds[i].dtype = t->dtype == CDL_I32 ? CDL_I32 : CDL_F32;
+    }
+    return 0;
 }

@@ -1,11 +1,21 @@
-/* data_int.h -- runtime-private interface of the data files (data_file.c: reading
- * files; data.c: datasets; loader.c: transforms and the batch loader).  Not installed. */
+/* data_int.h -- runtime-private interface of the data files (data.c: datasets, IDX,
+ * named sets, feeds; data_csv.c: CSV; data_file.c: reading files; loader.c: transforms
+ * and the batch loader).  Not installed. */
 #ifndef CDL_DATA_INT_H
 #define CDL_DATA_INT_H
 
 #include "cdl.h"
 
 #include <zlib.h>
+
+/* ---- data.c: building datasets */
+#define DATA_MAX_LABEL (1 << 20)          /* class labels are integers in [0, this) */
+const char *data_base_name(const char *path);             /* the last path component */
+int data_cols(cdl_dataset *d, int cap);                   /* room for cap columns; -1 */
+/* Append a column (data_cols made room): nclasses is computed over d->n examples for
+ * i32 columns, so set d->n first. */
+cdl_column *data_add_col(cdl_dataset *d, const char *name, cdl_dtype dt, int rank, const int64_t *dims,
+                         const void *data, int64_t stride, int flags);
 
 /* ---- data_file.c: a data file being read, raw or gzip */
 

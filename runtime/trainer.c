@@ -33,7 +33,9 @@ typedef struct tr_optdef {
 
 static const tr_optdef tr_optdefs[] = {
     {"data", "NAME|PATH", C_TRAIN | C_EVAL | C_GRAD,
-     "dataset: fashion-mnist, mnist, NAME:DIR, csv:FILE, a .csv file or an IDX directory"},
+     "dataset: fashion-mnist, mnist, NAME:DIR, csv:FILE, a .csv file, an IDX directory, random[:N]"},
+    {"feed", "INPUT=COLUMN,...", C_TRAIN | C_EVAL | C_GRAD,
+     "feed model inputs from dataset columns of other names (default: the column of the input's name)"},
     {"epochs", "N", C_TRAIN, "total epochs (a resumed run continues up to N)"},
     {"batch", "N", C_TRAIN | C_EVAL | C_GRADCHECK | C_GRAD, "batch size, at most the compiled one"},
     {"optimizer", "SPEC", C_TRAIN, "sgd[:lr=,momentum=,nesterov=,weight_decay=], adam[:lr=,beta1=,beta2=,eps=,weight_decay=], adamw[...]"},
@@ -153,6 +155,13 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
     if (!def) return cdl_fail("%s: unknown option --%s", where, name);
     name = def->name;
     if (strcmp(name, "data") == 0) return tr_str(where, name, v, o->data, sizeof o->data);
+    if (strcmp(name, "feed") == 0) {                  /* repeatable: the maps add up */
+        size_t k = strlen(o->feed);
+        if (!*v || strchr(v, ' ') || k + strlen(v) + 2 > sizeof o->feed)
+            return cdl_fail("%s: --feed '%s': want INPUT=COLUMN[,INPUT=COLUMN...]", where, v);
+        snprintf(o->feed + k, sizeof o->feed - k, "%s%s", k ? "," : "", v);
+        return 0;
+    }
     if (strcmp(name, "epochs") == 0) return tr_int(where, name, v, 0, 1000000, &o->epochs);
     if (strcmp(name, "batch") == 0) return tr_int(where, name, v, 1, 1 << 30, &o->batch);
     if (strcmp(name, "optimizer") == 0) {
@@ -230,7 +239,7 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
 
 /* The model's `train {}` defaults: "key=value" lines (blank lines and # comments
  * ignored).  They are for `train`; eval and grad take only the data set-up from them
- * (data, normalize: test data must be fed as in training).  Unknown keys are an error,
+ * (data, feed, normalize: test data must be fed as in training).  Unknown keys are an error,
  * so a typo in the model file does not go unnoticed.  A batch larger than the compiled
  * one (a model rebuilt with -D B=4) is lowered to it. */
 static int tr_apply_defaults(tr_opts *o, const cdl_model *m, unsigned cmd) {
@@ -260,7 +269,8 @@ static int tr_apply_defaults(tr_opts *o, const cdl_model *m, unsigned cmd) {
         const tr_optdef *def = tr_find_opt(k);
         if (!def) return cdl_fail("%s: unknown key '%s'", where, k);
         if (!(def->cmds & cmd)) continue;
-        if (cmd != C_TRAIN && strcmp(def->name, "data") && strcmp(def->name, "normalize")) continue;
+        if (cmd != C_TRAIN && strcmp(def->name, "data") && strcmp(def->name, "feed") && strcmp(def->name, "normalize"))
+            continue;
         if (def->arg && !v) return cdl_fail("%s: '%s' needs a value (key=value)", where, k);
         if (!def->arg) {                  /* a flag: "json", "json=1" or "json=0" */
             if (v && strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "true") && strcmp(v, "false"))

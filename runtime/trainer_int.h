@@ -21,6 +21,7 @@
 typedef struct tr_opts {
     char cmd[16];                 /* train, eval, gradcheck, sample, grad */
     char data[TR_STR];            /* dataset name or path */
+    char feed[TR_STR];            /* --feed: "input=column,..." */
     int64_t epochs, batch;        /* batch 0: the compiled batch */
     char optimizer[256];
     double lr;                    /* < 0: the optimizer spec's */
@@ -52,20 +53,24 @@ int tr_sample(const cdl_model *m, const tr_opts *o);
 int tr_grad(const cdl_model *m, const tr_opts *o);
 
 /* ---- trainer_setup.c */
-/* Where the dataset goes: input index of the examples (first real input) and of the
- * labels (first i32 input, -1 if none). */
-typedef struct tr_map { int xi, yi; int64_t feat; } tr_map;
-/* Open split `train` of o->data, cut to `limit` examples (0: all); -1 and a message. */
-int tr_open_dataset(const tr_opts *o, int train, int64_t limit, cdl_dataset *d);
-/* Check that d fits m's inputs and fill *map; -1 and a message. */
-int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, tr_map *map);
+/* Where the dataset goes: feed[i] is model input i's column; xi the first real input
+ * (the one attacks perturb), yi the first i32 input of one value per example (the
+ * labels accuracy is measured against); -1 when there is none. */
+typedef struct tr_map { cdl_feed feed[CDL_DATA_MAXFEED]; int xi, yi; } tr_map;
+/* Open split `train` of o->data ("random[:N]" makes data shaped like m's inputs), cut
+ * to `limit` examples (0: all); -1 and a message. */
+int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t limit, cdl_dataset *d);
+/* Feed m's inputs from d's columns by name, o->feed mapping others; -1 and a message. */
+int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, const tr_opts *o, tr_map *map);
+/* "inputs fed: t <- column price" for the inputs fed from a column of another name. */
+void tr_print_feeds(FILE *f, const cdl_model *m, const cdl_dataset *d, const tr_map *map);
 /* A net with parameters from o->load (when set) or m->init(o->seed); NULL on error. */
 cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o);
 int tr_batch(const cdl_model *m, const tr_opts *o);        /* o->batch or the compiled one */
 int tr_check_batch(const cdl_model *m, const tr_opts *o);  /* o->batch <= compiled; -1 */
-/* An unshuffled loader over d with o's batch, workers, seed and normalisation (no
- * augmentation): evaluation and grad. */
-cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d);
+/* An unshuffled loader of map's feeds over d with o's batch, workers, seed and
+ * normalisation (no augmentation): evaluation and grad. */
+cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d, const tr_map *map);
 /* "key":v, for a JSON object: finite values as %.17g, others as null. */
 void tr_json_num(FILE *f, const char *key, double v, int comma);
 

@@ -1,6 +1,7 @@
 /* trainer_setup.c -- what the trainer's commands share: opening the dataset named by
- * --data, checking that it fits the model's inputs, making the net (initialised or
- * loaded), the evaluation loader and small output helpers.
+ * --data, feeding the model's inputs from its columns by name (--feed maps others),
+ * making the net (initialised or loaded), the evaluation loader and small output
+ * helpers.
  */
 #include "trainer_int.h"
 
@@ -19,75 +20,62 @@ int tr_check_batch(const cdl_model *m, const tr_opts *o) {
     return 0;
 }
 
+/* Random data shaped like the model's inputs ("random" or "random:N"): N examples
+ * (default 1024 for training, 256 for the test split), the same in every run (not
+ * keyed by --seed, so that a resumed run sees the same data); i32 inputs in
+ * [0, --classes) (default: output 0's width). */
+static int tr_random_dataset(const cdl_model *m, const tr_opts *o, int train, cdl_dataset *d) {
+    int64_t n = train ? 1024 : 256;
+    if (o->data[6] == ':' && cdl_parse_i64(o->data + 7, 1, (int64_t)1 << 32, &n) < 0)
+        return cdl_fail("--data %s: N must be a number of examples (random:N)", o->data);
+    return cdl_dataset_random(d, m, n, o->nclasses, train ? 0xDA7A5EEDull : 0x7E575EEDull);
+}
+
 /* The dataset name for cdl_dataset_open: NAME and NAME:DIR pass through; an existing
- * directory becomes "fashion-mnist:DIR" (IDX files), an existing file "csv:FILE". */
-int tr_open_dataset(const tr_opts *o, int train, int64_t limit, cdl_dataset *d) {
+ * directory becomes "fashion-mnist:DIR" (IDX files), an existing file "csv:FILE";
+ * "random[:N]" is made here. */
+int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t limit, cdl_dataset *d) {
     char name[TR_STR + 32];
     struct stat st;
     memset(d, 0, sizeof *d);
-    if (!strchr(o->data, ':') && stat(o->data, &st) == 0)
-        snprintf(name, sizeof name, "%s%s", S_ISDIR(st.st_mode) ? "fashion-mnist:" : "csv:", o->data);
-    else
-        snprintf(name, sizeof name, "%s", o->data);
-    if (cdl_dataset_open(d, name, train) < 0) return -1;
+    if (!strcmp(o->data, "random") || !strncmp(o->data, "random:", 7)) {
+        if (tr_random_dataset(m, o, train, d) < 0) return -1;
+    } else {
+        if (!strchr(o->data, ':') && stat(o->data, &st) == 0)
+            snprintf(name, sizeof name, "%s%s", S_ISDIR(st.st_mode) ? "fashion-mnist:" : "csv:", o->data);
+        else
+            snprintf(name, sizeof name, "%s", o->data);
+        if (cdl_dataset_open(d, name, train) < 0) return -1;
+    }
     if (d->n < 1) {
         cdl_dataset_free(d);
-        return cdl_fail("%s: dataset has no examples", name);
+        return cdl_fail("%s: dataset has no examples", o->data);
     }
-    if (limit > 0 && limit < d->n) {
-        cdl_dataset sub;
-        memset(&sub, 0, sizeof sub);
-        if (cdl_dataset_from_arrays(&sub, limit, d->rank, d->dims, d->x, d->y) < 0) {
-            cdl_dataset_free(d);
-            return -1;
-        }
-        sub.nclasses = d->nclasses;          /* the subset may miss the top class */
-        memcpy(sub.name, d->name, sizeof sub.name);
-        cdl_dataset_free(d);
-        *d = sub;
-    }
+    cdl_dataset_head(d, limit);
     return 0;
 }
 
-static void tr_dims(char *buf, size_t n, int rank, const int64_t *dims, const char *first) {
-    size_t k = (size_t)snprintf(buf, n, "[%s", first ? first : "");
-    for (int i = first ? 1 : 0; i < rank && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i || first ? ", " : "", (long long)dims[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-}
-
-int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, tr_map *map) {
+int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, const tr_opts *o, tr_map *map) {
+    memset(map, 0, sizeof *map);
     map->xi = map->yi = -1;
+    if (cdl_dataset_feeds(d, m, o->feed, map->feed) < 0) return -1;
     for (int i = 0; i < m->n_inputs; i++) {
-        if (m->inputs[i].dtype == CDL_I32) {
-            if (map->yi < 0) map->yi = i;
-        } else if (map->xi < 0) {
-            map->xi = i;
-        }
-    }
-    if (map->xi < 0) return cdl_fail("model %s has no real input to feed the examples into", m->name);
-    const cdl_tensor *x = &m->inputs[map->xi];
-    char ds[96], is[96];
-    tr_dims(ds, sizeof ds, d->rank, d->dims, NULL);
-    tr_dims(is, sizeof is, x->rank, x->dims, "B");
-    if (!(x->flags & CDL_T_BATCHED))
-        return cdl_fail("model %s: input %s %s has no batch dimension to feed examples into", m->name, x->name, is);
-    map->feat = cdl_tensor_numel(x, 1);
-    if (map->feat != d->feat)
-        return cdl_fail("dataset %s: examples are %s (%lld values) but model %s's input %s is %s "
-                        "(%lld values per example)", d->name, ds, (long long)d->feat, m->name,
-                        x->name, is, (long long)map->feat);
-    if (map->yi >= 0) {
-        const cdl_tensor *y = &m->inputs[map->yi];
-        if (!d->y) return cdl_fail("dataset %s has no labels but model %s has the i32 input %s", d->name, m->name, y->name);
-        if (!(y->flags & CDL_T_BATCHED) || cdl_tensor_numel(y, 1) != 1)
-            return cdl_fail("model %s: i32 input %s must be one label per example ([B])", m->name, y->name);
-        if (m->n_outputs > 0 && m->outputs[0].rank == 2 && (m->outputs[0].flags & CDL_T_BATCHED) &&
-            m->outputs[0].dims[1] < d->nclasses)
-            return cdl_fail("dataset %s has %d classes but model %s's output %s has %lld", d->name,
-                            d->nclasses, m->name, m->outputs[0].name, (long long)m->outputs[0].dims[1]);
+        const cdl_tensor *t = &m->inputs[i];
+        if (t->dtype == CDL_I32 && map->yi < 0 && cdl_tensor_numel(t, 1) == 1) map->yi = i;
+        if (t->dtype != CDL_I32 && map->xi < 0) map->xi = i;
     }
     return 0;
+}
+
+void tr_print_feeds(FILE *f, const cdl_model *m, const cdl_dataset *d, const tr_map *map) {
+    int any = 0;
+    for (int i = 0; i < m->n_inputs; i++) {
+        const char *col = d->col[map->feed[i].col].name;
+        if (!strcmp(col, m->inputs[i].name)) continue;
+        fprintf(f, "%s%s <- column %s", any ? ", " : "inputs fed: ", m->inputs[i].name, col);
+        any = 1;
+    }
+    if (any) fprintf(f, "\n");
 }
 
 cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o) {
@@ -102,7 +90,7 @@ cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o) {
     return net;
 }
 
-cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d) {
+cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d, const tr_map *map) {
     cdl_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
     lc.batch = tr_batch(m, o);
@@ -112,6 +100,8 @@ cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_data
     lc.tf.mean = o->tf.mean;
     lc.tf.std = o->tf.std;
     lc.real_size = m->real_size;
+    lc.nfeed = m->n_inputs;
+    memcpy(lc.feed, map->feed, sizeof lc.feed);
     return cdl_loader_new(d, &lc);
 }
 

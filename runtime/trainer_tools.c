@@ -339,12 +339,12 @@ int tr_grad(const cdl_model *m, const tr_opts *o) {
     double *losses = NULL;
     char *grads = NULL;
     int rc = 1;
-    if (tr_open_dataset(o, 1, o->limit, &d) < 0) {
+    if (tr_open_dataset(m, o, 1, o->limit, &d) < 0) {
         fprintf(stderr, "grad: %s\n", cdl_last_error());
         return 1;
     }
-    if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o))) goto fail;
-    if (!(l = tr_plain_loader(m, o, &d)) || cdl_loader_start(l, 0, 0) < 0) goto fail;
+    if (tr_map_inputs(m, &d, o, &map) < 0 || !(net = tr_make_net(m, o))) goto fail;
+    if (!(l = tr_plain_loader(m, o, &d, &map)) || cdl_loader_start(l, 0, 0) < 0) goto fail;
     st = cdl_alloc(nt * sizeof *st);
     names = cdl_alloc(nt * 160);
     losses = cdl_alloc((size_t)nbat * sizeof(double));
@@ -354,7 +354,7 @@ int tr_grad(const cdl_model *m, const tr_opts *o) {
     uint64_t step0 = net->step;
     int64_t b;
     for (b = 0; b < nbat; b++) {
-        int rows = cdl_loader_next(l, net->in[map.xi], map.yi >= 0 ? net->in[map.yi] : NULL);
+        int rows = cdl_loader_next(l, net->in);
         if (rows < 0) goto fail;
         if (rows == 0) break;
         net->step = step0 + (uint64_t)b;

@@ -75,7 +75,7 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
     int64_t seen = 0, hits = 0, rhits = 0, b = 0;
     int rows;
     if (cdl_loader_start(l, 0, 0) < 0) return -1;
-    while ((rows = cdl_loader_next(l, net->in[map->xi], map->yi >= 0 ? net->in[map->yi] : NULL)) > 0) {
+    while ((rows = cdl_loader_next(l, net->in)) > 0) {
         m->forward(net, rows);
         lsum += net->loss * rows;
         seen += rows;
@@ -121,7 +121,7 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
     if (tr_check_batch(m, o) < 0) return -1;
     cdl_dataset d;
     tr_map map;
-    if (tr_open_dataset(o, 0, o->test_limit, &d) < 0) return -1;
+    if (tr_open_dataset(m, o, 0, o->test_limit, &d) < 0) return -1;
     cdl_net *net = NULL;
     cdl_loader *l = NULL;
     tr_robust rb;
@@ -130,7 +130,7 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
     int rc = -1;
     double loss, acc, t0 = tr_now();
     char spec[256] = "";
-    if (tr_map_inputs(m, &d, &map) < 0 || !(net = tr_make_net(m, o)) || !(l = tr_plain_loader(m, o, &d)))
+    if (tr_map_inputs(m, &d, o, &map) < 0 || !(net = tr_make_net(m, o)) || !(l = tr_plain_loader(m, o, &d, &map)))
         goto out;
     if (o->attack[0]) {
         cdl_attack a;
@@ -246,7 +246,7 @@ typedef struct tr_run {
     cdl_optim opt;
     cdl_optim_cfg ocfg;
     cdl_sched sched;
-    tr_map map;
+    tr_map map, tmap;             /* the training and test splits' feeds */
     cdl_ckpt_meta meta;           /* where the run starts (from --resume, or zeros) */
     uint64_t seed, step;          /* the run's seed; the global step */
     int B, E;                     /* batch, total epochs */
@@ -327,8 +327,8 @@ static int tr_train_setup(tr_run *s) {
     if (o->lr >= 0) s->ocfg.lr = o->lr;
     if (o->warmup > 0) s->sched.warmup = o->warmup;
     if (o->save[0] && cdl_ckpt_check_target(o->save) < 0) return -1;      /* before any work */
-    if (tr_open_dataset(o, 1, o->limit, &s->dtr) < 0 || tr_open_dataset(o, 0, o->test_limit, &s->dte) < 0 ||
-        tr_map_inputs(m, &s->dtr, &s->map) < 0 || tr_map_inputs(m, &s->dte, &s->map) < 0)
+    if (tr_open_dataset(m, o, 1, o->limit, &s->dtr) < 0 || tr_open_dataset(m, o, 0, o->test_limit, &s->dte) < 0 ||
+        tr_map_inputs(m, &s->dtr, o, &s->map) < 0 || tr_map_inputs(m, &s->dte, o, &s->tmap) < 0)
         return -1;
     if (!(s->net = cdl_net_new(m)) || cdl_optim_init(&s->opt, m, &s->ocfg) < 0) return -1;
     if (o->adversarial[0]) {
@@ -358,9 +358,11 @@ static int tr_train_setup(tr_run *s) {
     lc.seed = s->seed;
     lc.tf = o->tf;
     lc.real_size = m->real_size;
+    lc.nfeed = m->n_inputs;
+    memcpy(lc.feed, s->map.feed, sizeof lc.feed);
     tr_opts to = *o;
     to.seed = s->seed;
-    if (!(s->ltr = cdl_loader_new(&s->dtr, &lc)) || !(s->lte = tr_plain_loader(m, &to, &s->dte))) return -1;
+    if (!(s->ltr = cdl_loader_new(&s->dtr, &lc)) || !(s->lte = tr_plain_loader(m, &to, &s->dte, &s->tmap))) return -1;
     int64_t spe = cdl_loader_batches(s->ltr);
     s->sched.steps_per_epoch = spe;
     s->sched.total_steps = spe * (s->sched.span_epochs > 0 ? s->sched.span_epochs : o->epochs);
@@ -373,6 +375,7 @@ static int tr_train_setup(tr_run *s) {
                         "%s lr %g; epochs %llu..%d\n", m->name, m->train_count, s->dtr.name,
                 (long long)s->dtr.n, (long long)s->dte.n, s->B, o->optimizer, s->ocfg.lr,
                 (unsigned long long)s->meta.epoch + 1, s->E);
+    if (!o->quiet) tr_print_feeds(s->out, m, &s->dtr, &s->map);
     if (!o->quiet && s->adv) fprintf(s->out, "adversarial training: %s\n", s->adv_spec);
     s->train_loss = s->test_loss = s->acc = NAN;
     return 0;
@@ -408,7 +411,7 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
     double lsum = 0;
     int64_t seen = 0;
     int rows;
-    while ((rows = cdl_loader_next(s->ltr, net->in[s->map.xi], s->map.yi >= 0 ? net->in[s->map.yi] : NULL)) > 0) {
+    while ((rows = cdl_loader_next(s->ltr, net->in)) > 0) {
         net->step = s->step;
         if (tr_perturb_batch(s->adv, net, rows, s->seed, s->step) < 0) break;
         double loss = m->grad(net, rows);
@@ -446,7 +449,7 @@ static int tr_train_epoch(tr_run *s, uint64_t epoch) {
     double t_ep = tr_now();
     int rc = tr_train_steps(s, epoch);
     if (rc < 0) return rc;
-    if (tr_evaluate(s->m, s->net, s->lte, &s->map, &s->test_loss, &s->acc, NULL) < 0) return -1;
+    if (tr_evaluate(s->m, s->net, s->lte, &s->tmap, &s->test_loss, &s->acc, NULL) < 0) return -1;
     double secs = tr_now() - t_ep;
     s->h.train[epoch] = s->train_loss;
     s->h.test[epoch] = s->test_loss;
@@ -480,7 +483,7 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
     const cdl_model *m = s->m;
     const tr_opts *o = s->o;
     if (!s->ran) {
-        if (tr_evaluate(m, s->net, s->lte, &s->map, &s->test_loss, &s->acc, NULL) < 0) return -1;
+        if (tr_evaluate(m, s->net, s->lte, &s->tmap, &s->test_loss, &s->acc, NULL) < 0) return -1;
         if (!o->quiet) {
             fprintf(s->out, "no epochs to run (done %llu of %d)  test_loss %.4f", (unsigned long long)epoch, s->E,
                     s->test_loss);

@@ -18,6 +18,23 @@ static void spit_gz(const char *path, const void *b, size_t n) {
 }
 static void spit_str(const char *path, const char *s) { spit(path, s, strlen(s)); }
 
+/* The values of columns x (f32) and y (i32 labels) of a dataset, and y's classes (0
+ * without a y). */
+static const float *DX(const cdl_dataset *d) {
+    int c = cdl_dataset_find(d, "x");
+    assert_true(c >= 0 && d->col[c].dtype == CDL_F32);
+    return d->col[c].data;
+}
+static const int32_t *DY(const cdl_dataset *d) {
+    int c = cdl_dataset_find(d, "y");
+    assert_true(c >= 0 && d->col[c].dtype == CDL_I32);
+    return d->col[c].data;
+}
+static int NCLS(const cdl_dataset *d) {
+    int c = cdl_dataset_find(d, "y");
+    return c < 0 ? 0 : d->col[c].nclasses;
+}
+
 
 /* An IDX image file of n images h x w, pixel (i, y, x) = (i * 31 + y * 7 + x) % 256,
  * into buf (returns its size). */
@@ -51,22 +68,22 @@ static void test_idx_raw_and_gz(void **st) {
         cdl_dataset d;
         assert_int_equal(cdl_dataset_load_idx(&d, gz ? tpath("im.idx.gz") : tpath("im.idx"), tpath("lb.idx.gz")), 0);
         assert_int_equal(d.n, 5);
-        assert_int_equal(d.feat, 12);
-        assert_int_equal(d.rank, 2);
-        assert_int_equal(d.dims[0], 3);
-        assert_int_equal(d.dims[1], 4);
-        assert_int_equal(d.nclasses, 3);
-        assert_int_equal(d.y[4], 1);
-        assert_true(d.x[2 * 12 + 1 * 4 + 3] == (float)((2 * 31 + 7 + 3) % 256) / 255.0f);
+        assert_int_equal(d.col[0].feat, 12);
+        assert_int_equal(d.col[0].rank, 2);
+        assert_int_equal(d.col[0].dims[0], 3);
+        assert_int_equal(d.col[0].dims[1], 4);
+        assert_int_equal(NCLS(&d), 3);
+        assert_int_equal(DY(&d)[4], 1);
+        assert_true(DX(&d)[2 * 12 + 1 * 4 + 3] == (float)((2 * 31 + 7 + 3) % 256) / 255.0f);
         assert_string_equal(d.name, gz ? "im.idx.gz" : "im.idx");
         cdl_dataset_free(&d);
-        assert_null(d.x);
+        assert_null(d.col);
     }
     /* No labels. */
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_idx(&d, tpath("im.idx"), NULL), 0);
-    assert_null(d.y);
-    assert_int_equal(d.nclasses, 0);
+    assert_int_equal(cdl_dataset_find(&d, "y"), -1);
+    assert_int_equal(NCLS(&d), 0);
     cdl_dataset_free(&d);
 }
 
@@ -79,7 +96,7 @@ static void idx_bad(const unsigned char *im, size_t ni, const unsigned char *lb,
     assert_int_equal(cdl_dataset_load_idx(&d, tpath("bad_im.idx"), tpath("bad_lb.idx")), -1);
     expect_error(file);
     expect_error(reason);
-    assert_null(d.x);
+    assert_null(d.col);
 }
 
 static void test_idx_errors(void **st) {
@@ -160,24 +177,24 @@ static void test_csv(void **st) {
     spit_str(tpath("a.csv"), "x1,x2,label\r\n1,2,0\r\n\r\n 3.5 , -4e1 ,2\r\n5,6,1");
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("a.csv"), CDL_CSV_LAST, -1), 0);
     assert_int_equal(d.n, 3);
-    assert_int_equal(d.feat, 2);
-    assert_int_equal(d.rank, 1);
-    assert_int_equal(d.nclasses, 3);
-    assert_true(d.x[2] == 3.5f && d.x[3] == -40.0f && d.x[5] == 6.0f);
-    assert_int_equal(d.y[1], 2);
+    assert_int_equal(d.col[0].feat, 2);
+    assert_int_equal(d.col[0].rank, 1);
+    assert_int_equal(NCLS(&d), 3);
+    assert_true(DX(&d)[2] == 3.5f && DX(&d)[3] == -40.0f && DX(&d)[5] == 6.0f);
+    assert_int_equal(DY(&d)[1], 2);
     cdl_dataset_free(&d);
     /* Label first, no header (auto), no trailing newline issues; gzip works too. */
     spit_gz(tpath("b.csv.gz"), "1,0.5,0.25\n0,1,2\n", 17);
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("b.csv.gz"), 0, -1), 0);
     assert_int_equal(d.n, 2);
-    assert_int_equal(d.y[0], 1);
-    assert_true(d.x[0] == 0.5f && d.x[3] == 2.0f);
+    assert_int_equal(DY(&d)[0], 1);
+    assert_true(DX(&d)[0] == 0.5f && DX(&d)[3] == 2.0f);
     cdl_dataset_free(&d);
     /* No label column; header forced off. */
     spit_str(tpath("c.csv"), "1,2\n3,4\n");
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("c.csv"), CDL_CSV_NO_LABEL, 0), 0);
-    assert_int_equal(d.feat, 2);
-    assert_null(d.y);
+    assert_int_equal(d.col[0].feat, 2);
+    assert_int_equal(cdl_dataset_find(&d, "y"), -1);
     cdl_dataset_free(&d);
     /* "csv:" names through cdl_dataset_open. */
     assert_int_equal(cdl_dataset_open(&d, "csv:/nonexistent.csv", 1), -1);
@@ -194,7 +211,7 @@ static void csv_bad(const char *text, int label_col, int header, const char *nee
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("bad.csv"), label_col, header), -1);
     expect_error(needle);
-    assert_null(d.x);
+    assert_null(d.col);
 }
 
 static void test_csv_errors(void **st) {
@@ -208,8 +225,6 @@ static void test_csv_errors(void **st) {
     csv_bad("", CDL_CSV_LAST, -1, "bad.csv: empty file");
     csv_bad("\n  \n", CDL_CSV_LAST, -1, "bad.csv: empty file");
     csv_bad("a,b\n", CDL_CSV_LAST, -1, "bad.csv: no data rows");
-    csv_bad("1,2,2.5\n", CDL_CSV_LAST, -1, "bad.csv:1: label 2.5 is not an integer");
-    csv_bad("1,2,-1\n", CDL_CSV_LAST, -1, "bad.csv:1: label -1 is not an integer");
     csv_bad("1,2\n", 5, -1, "bad.csv:1: label column 5, but the file has 2 columns");
     csv_bad("7\n", CDL_CSV_LAST, -1, "no feature columns");
     csv_bad("a,b,c\n1,2,3\n", CDL_CSV_LAST, 0, "bad.csv:1: column 1: 'a' is not a number");
@@ -217,6 +232,126 @@ static void test_csv_errors(void **st) {
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("nul.csv"), CDL_CSV_LAST, -1), -1);
     expect_error("nul.csv:2: binary data");
+}
+
+/* The target column is typed by its values: class labels (every value an integer in
+ * [0, 2^20)) become i32, anything else is a real-valued regression target; a header
+ * names every column; CDL_CSV_AUTO finds a column called label/target/y. */
+static void test_csv_targets(void **st) {
+    (void)st;
+    cdl_dataset d;
+    const char *t = "1,2,2.5\n3,4,-0.82\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "reg", CDL_CSV_LAST, -1), 0);
+    int y = cdl_dataset_find(&d, "y");
+    assert_true(y == 1 && d.col[y].dtype == CDL_F32 && (d.col[y].flags & CDL_COL_TARGET));
+    assert_true(((const float *)d.col[y].data)[1] == -0.82f);
+    assert_int_equal(d.col[y].rank, 0);
+    cdl_dataset_free(&d);
+    t = "1,2,-1\n3,4,2\n";                                        /* negative: not a label */
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "neg", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.col[1].dtype, CDL_F32);
+    cdl_dataset_free(&d);
+    t = "1,2,3.0000001\n3,4,2\n";                                 /* judged before rounding */
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "near", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.col[1].dtype, CDL_F32);
+    cdl_dataset_free(&d);
+    /* header names: scalar views of x and y; x, y, repeated and non-names left out */
+    t = "a, b ,x,2c,a2,a2,price\n1,2,3,4,5,6,7.5\n8,9,10,11,12,13,14\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "hdr", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(d.ncols, 5);                                 /* x, y, a, b, price */
+    int a = cdl_dataset_find(&d, "a"), b = cdl_dataset_find(&d, "b"), pr = cdl_dataset_find(&d, "price");
+    assert_true(a >= 0 && b >= 0 && pr >= 0);
+    assert_int_equal(cdl_dataset_find(&d, "a2"), -1);
+    assert_int_equal(cdl_dataset_find(&d, "2c"), -1);
+    assert_int_equal(d.col[0].feat, 6);
+    assert_true(((const float *)d.col[b].data)[d.col[b].stride] == 9.0f);   /* example 1 */
+    assert_true(d.col[pr].dtype == CDL_F32 && ((const float *)d.col[pr].data)[0] == 7.5f);
+    assert_true(d.col[pr].flags & CDL_COL_TARGET);
+    cdl_dataset_free(&d);
+    /* Kaggle's MNIST layout: the label first, found by its name */
+    spit_str(tpath("k.csv"), "label,p0,p1\n3,0.5,0.25\n1,0,1\n");
+    char nm[400];
+    snprintf(nm, sizeof nm, "csv:%s", tpath("k.csv"));
+    assert_int_equal(cdl_dataset_open(&d, nm, 1), 0);
+    assert_int_equal(DY(&d)[0], 3);
+    assert_int_equal(NCLS(&d), 4);
+    assert_true(DX(&d)[0] == 0.5f && DX(&d)[3] == 1.0f);
+    cdl_dataset_free(&d);
+}
+
+/* cdl_dataset_feeds: by name, through a map, with every mismatch named. */
+static const cdl_tensor fd_in[] = {{"x", CDL_F32, 0, 3, {8, 2, 3}, CDL_T_BATCHED, "m:1:1"},
+                                   {"t", CDL_F32, 0, 1, {8}, CDL_T_BATCHED, "m:2:1"},
+                                   {"k", CDL_I32, 0, 1, {8}, CDL_T_BATCHED, "m:3:1"}};
+static const cdl_tensor fd_out[] = {{"logits", CDL_F32, 0, 2, {8, 4}, CDL_T_BATCHED, "m:4:1"}};
+static const cdl_model fd_model = {.name = "fm", .real_size = 4, .batch = 8, .n_inputs = 3, .inputs = fd_in,
+                                   .n_outputs = 1, .outputs = fd_out};
+
+static void test_feeds(void **st) {
+    (void)st;
+    cdl_dataset d;
+    cdl_feed f[CDL_DATA_MAXFEED];
+    const char *t = "f1,f2,f3,f4,f5,f6,t,k\n1,2,3,4,5,6,0.5,3\n1,2,3,4,5,6,-0.5,1\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", CDL_CSV_NO_LABEL, -1), 0);
+    /* x is all 8 columns: one too many for x [B, 2, 3] */
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, NULL, f), -1);
+    expect_error("column x is f32[8] (8 values per example) but model fm's input x is f32[B, 2, 3]");
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", 6, -1), 0);   /* target t */
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, NULL, f), -1);              /* x has t's neighbour k */
+    expect_error("(7 values per example)");
+    cdl_dataset_free(&d);
+    /* features f1..f6 as x, with t and k by name */
+    t = "f1,f2,f3,f4,f5,f6,t\n1,2,3,4,5,6,0.5\n1,2,3,4,5,6,-0.5\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, NULL, f), -1);
+    expect_error("model fm's input k i32[B] has no column of that name in dataset m.csv (its columns: x f32[6], "
+                 "y f32[], f1 f32[]");
+    expect_error("--feed k=COLUMN");
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "k=t", f), -1);             /* reals cannot feed i32 */
+    expect_error("column t holds real values (0.5 at example 0) but model fm's input k is i32[B]");
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "k=nope", f), -1);
+    expect_error("dataset m.csv has no column 'nope'");
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "q=x", f), -1);
+    expect_error("model fm has no input 'q'");
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "k", f), -1);
+    expect_error("'k' is not input=column");
+    cdl_dataset_free(&d);
+    t = "f1,f2,f3,f4,f5,f6,t,lab\n1,2,3,4,5,6,0.5,3\n1,2,3,4,5,6,-0.5,1\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", 6, -1), 0);   /* x = f1..f6, lab */
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "k=lab", f), -1);           /* x is 7 wide */
+    cdl_dataset_free(&d);
+    t = "f1,f2,f3,f4,f5,f6,lab\n1,2,3,4,5,6,3\n1,2,3,4,5,6,1\n";
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", CDL_CSV_LAST, -1), 0);
+    /* an i32 column (labels) may feed the real input t: converted */
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "t=lab,k=y", f), 0);
+    assert_int_equal(f[0].col, cdl_dataset_find(&d, "x"));
+    assert_int_equal(f[1].col, cdl_dataset_find(&d, "lab"));
+    assert_true(f[1].dtype == CDL_F32 && f[2].dtype == CDL_I32);
+    cdl_loader_cfg lc = {.batch = 2, .nfeed = 3};
+    memcpy(lc.feed, f, sizeof lc.feed);
+    cdl_loader *l = cdl_loader_new(&d, &lc);
+    assert_non_null(l);
+    float x[12], tv[2];
+    int32_t k[2];
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, tv, k}), 2);
+    assert_true(x[6] == 1.0f && tv[0] == 3.0f && tv[1] == 1.0f && k[0] == 3 && k[1] == 1);
+    cdl_loader_free(l);
+    /* labels beyond the model's classes */
+    t = "f1,f2,f3,f4,f5,f6,lab\n1,2,3,4,5,6,7\n";
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "m.csv", CDL_CSV_LAST, -1), 0);
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, "t=lab,k=y", f), -1);
+    expect_error("dataset m.csv has 8 classes (column y) but model fm's output logits has 4");
+    cdl_dataset_free(&d);
+    /* random data shaped like the inputs always fits */
+    assert_int_equal(cdl_dataset_random(&d, &fd_model, 50, 0, 9), 0);
+    assert_int_equal(cdl_dataset_feeds(&d, &fd_model, NULL, f), 0);
+    int kc = cdl_dataset_find(&d, "k");
+    assert_true(d.col[kc].nclasses <= 4 && d.col[kc].nclasses >= 1);
+    assert_int_equal(d.col[0].rank, 2);
+    cdl_dataset_free(&d);
 }
 
 /* ---------------------------------------------------------------- file edges */
@@ -262,7 +397,7 @@ static void test_gzip_members_and_garbage(void **st) {
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("two.csv.gz"), CDL_CSV_LAST, -1), 0);
     assert_int_equal(d.n, 2);
-    assert_int_equal(d.y[1], 1);
+    assert_int_equal(DY(&d)[1], 1);
     cdl_dataset_free(&d);
     memcpy(both + na, "garbage!", 8);
     spit(tpath("junk.csv.gz"), both, na + 8);
@@ -294,7 +429,7 @@ static void test_csv_bom(void **st) {
     spit_str(tpath("bom.csv"), "\xEF\xBB\xBF" "1,2,0\n3,4,1\n");
     assert_int_equal(cdl_dataset_load_csv(&d, tpath("bom.csv"), CDL_CSV_LAST, -1), 0);
     assert_int_equal(d.n, 2);
-    assert_true(d.x[0] == 1.0f);
+    assert_true(DX(&d)[0] == 1.0f);
     cdl_dataset_free(&d);
     const char *t = "\xEF\xBB\xBF" "a,b,label\n1,2,0\n";
     assert_int_equal(cdl_dataset_parse_csv(&d, t, strlen(t), "bom2", CDL_CSV_LAST, -1), 0);
@@ -367,7 +502,7 @@ static void test_named_synthetic(void **st) {
     cdl_dataset d;
     assert_int_equal(cdl_dataset_open(&d, "mnist", 0), 0);
     assert_int_equal(d.n, 5);
-    assert_int_equal(d.nclasses, 10);
+    assert_int_equal(NCLS(&d), 10);
     assert_string_equal(d.name, "mnist/test");
     cdl_dataset_free(&d);
     assert_int_equal(cdl_dataset_open(&d, "mnist", 1), -1);      /* no train split there */
@@ -405,16 +540,16 @@ static void test_fashion_mnist(void **st) {
     double t1 = now();
     print_message("fashion-mnist train loaded in %.3f s\n", t1 - t0);
     assert_int_equal(d.n, 60000);
-    assert_int_equal(d.feat, 784);
-    assert_int_equal(d.rank, 2);
-    assert_int_equal(d.dims[0], 28);
-    assert_int_equal(d.nclasses, 10);
+    assert_int_equal(d.col[0].feat, 784);
+    assert_int_equal(d.col[0].rank, 2);
+    assert_int_equal(d.col[0].dims[0], 28);
+    assert_int_equal(NCLS(&d), 10);
     int count[10] = {0};
-    for (int64_t i = 0; i < d.n; i++) count[d.y[i]]++;
+    for (int64_t i = 0; i < d.n; i++) count[DY(&d)[i]]++;
     for (int c = 0; c < 10; c++) assert_int_equal(count[c], 6000);
     double s = 0;
-    for (int64_t i = 0; i < d.n * d.feat; i++) s += d.x[i];
-    double mean = s / (double)(d.n * d.feat);
+    for (int64_t i = 0; i < d.n * d.col[0].feat; i++) s += DX(&d)[i];
+    double mean = s / (double)(d.n * d.col[0].feat);
     assert_true(mean > 0.27 && mean < 0.30);      /* Fashion-MNIST's pixel mean is 0.286 */
     cdl_dataset_free(&d);
     assert_int_equal(cdl_dataset_open(&d, "fashion-mnist", 0), 0);
@@ -448,24 +583,24 @@ static void test_loader_sequential(void **st) {
     assert_int_equal(cdl_loader_batches(l), 3);
     float x[16];
     int32_t y[4];
-    assert_int_equal(cdl_loader_next(l, x, y), -1);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), -1);
     expect_error("cdl_loader_start first");
     assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-    assert_int_equal(cdl_loader_next(l, x, y), 4);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 4);
     assert_true(x[0] == 0.0f && x[4] == 1.0f && x[15] == 3.003f && y[3] == 3);
-    assert_int_equal(cdl_loader_next(l, x, y), 4);
-    assert_int_equal(cdl_loader_next(l, x, y), 2);             /* partial */
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 4);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 2);             /* partial */
     assert_true(x[0] == 8.0f && y[1] == 2);
-    assert_int_equal(cdl_loader_next(l, x, y), 0);
-    assert_int_equal(cdl_loader_next(l, x, NULL), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), 0);
     cdl_loader_free(l);
     cfg.drop_last = 1;
     l = cdl_loader_new(&d, &cfg);
     assert_int_equal(cdl_loader_batches(l), 2);
     assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-    assert_int_equal(cdl_loader_next(l, x, y), 4);
-    assert_int_equal(cdl_loader_next(l, x, y), 4);
-    assert_int_equal(cdl_loader_next(l, x, y), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 4);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 4);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 0);
     assert_int_equal(cdl_loader_start(l, 0, 3), -1);           /* past the end */
     cdl_loader_free(l);
     /* f64 output. */
@@ -473,7 +608,7 @@ static void test_loader_sequential(void **st) {
     l = cdl_loader_new(&d, &cfg);
     double xd[12];
     assert_int_equal(cdl_loader_start(l, 0, 1), 0);
-    assert_int_equal(cdl_loader_next(l, xd, NULL), 3);
+    assert_int_equal(cdl_loader_next(l, (void *[]){xd, NULL}), 3);
     assert_true(xd[0] == 3.0 && xd[5] == (double)(4.0f + 0.001f));
     cdl_loader_free(l);
     cdl_dataset_free(&d);
@@ -487,7 +622,7 @@ static int64_t run_epoch(cdl_loader *l, uint64_t epoch, int64_t skip, size_t row
     int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
     int64_t rows = 0;
     int r;
-    while ((r = cdl_loader_next(l, x, y)) > 0) {
+    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
         memcpy(xs + (size_t)rows * row_bytes, x, (size_t)r * row_bytes);
         memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
         rows += r;
@@ -543,7 +678,7 @@ static void test_loader_workers_deterministic(void **st) {
     cdl_dataset d;
     mk_ds(&d, 203, 6, 5);
     for (int rs = 4; rs <= 8; rs += 4) {
-        size_t row = (size_t)d.feat * (size_t)rs;
+        size_t row = (size_t)d.col[0].feat * (size_t)rs;
         unsigned char *ref = malloc(row * 203), *got = malloc(row * 203);
         int32_t yref[203], ygot[203];
         cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 3, .real_size = rs,
@@ -566,7 +701,7 @@ static void test_loader_workers_deterministic(void **st) {
             }
             /* Restart mid-epoch, then resume from batch 5. */
             assert_int_equal(cdl_loader_start(l, 4, 0), 0);
-            assert_true(cdl_loader_next(l, got, ygot) == 16);
+            assert_true(cdl_loader_next(l, (void *[]){got, ygot}) == 16);
             assert_int_equal(run_epoch(l, 4, 5, row, 16, got, ygot), 203 - 80);
             assert_memory_equal(ref + 80 * row, got, row * (203 - 80));
             cdl_loader_free(l);
@@ -574,6 +709,53 @@ static void test_loader_workers_deterministic(void **st) {
         free(ref);
         free(got);
     }
+    cdl_dataset_free(&d);
+}
+
+/* Shards of a global batch (data-parallel training): every shard shuffles alike and
+ * transforms are keyed by the example, so the shards' rows put together are exactly
+ * the unsharded batches, transforms included; a final batch with fewer rows than
+ * shards is dropped. */
+static void test_loader_shards(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 203, 6, 5);
+    size_t row = (size_t)d.col[0].feat * sizeof(float);
+    unsigned char *ref = malloc(row * 203), *got = malloc(row * 16);
+    int32_t yref[203], ygot[16];
+    cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 5, .workers = 1,
+                          .tf = {.crop_pad = 1, .hflip = 1, .noise_std = 0.1}};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(run_epoch(l, 2, 0, row, 16, ref, yref), 203);
+    cdl_loader_free(l);
+    int shards[] = {2, 3, 12};
+    for (size_t k = 0; k < sizeof shards / sizeof shards[0]; k++) {
+        int ns = shards[k];
+        int64_t nb = ns > 11 ? 12 : 13;                 /* 203 = 12 * 16 + 11 */
+        for (int s = 0; s < ns; s++) {
+            cfg.shard = s;
+            cfg.nshards = ns;
+            cfg.workers = s % 2;
+            l = cdl_loader_new(&d, &cfg);
+            assert_non_null(l);
+            assert_int_equal(cdl_loader_batches(l), nb);
+            assert_int_equal(cdl_loader_start(l, 2, 0), 0);
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t g = b < 12 ? 16 : 11, lo = g * s / ns, hi = g * (s + 1) / ns;
+                assert_int_equal(cdl_loader_next(l, (void *[]){got, ygot}), (int)(hi - lo));
+                assert_memory_equal(got, ref + (size_t)(b * 16 + lo) * row, (size_t)(hi - lo) * row);
+                assert_memory_equal(ygot, yref + b * 16 + lo, (size_t)(hi - lo) * sizeof(int32_t));
+            }
+            assert_int_equal(cdl_loader_next(l, (void *[]){got, ygot}), 0);
+            cdl_loader_free(l);
+        }
+    }
+    cfg.shard = 2;
+    cfg.nshards = 2;
+    assert_null(cdl_loader_new(&d, &cfg));
+    expect_error("shard 2 of 2");
+    free(ref);
+    free(got);
     cdl_dataset_free(&d);
 }
 
@@ -591,7 +773,7 @@ static void test_transforms(void **st) {
     cdl_loader *l = cdl_loader_new(&d, &cfg);
     float out[64 * 30];
     assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    assert_int_equal(cdl_loader_next(l, (void *[]){out, NULL}), N);
     int flips = 0, shifts = 0;
     for (int64_t i = 0; i < N; i++) {
         const float *o = out + i * H * W;
@@ -622,13 +804,13 @@ static void test_transforms(void **st) {
     cfg = (cdl_loader_cfg){.batch = (int)N, .seed = 1, .tf = {.normalize = 1, .mean = 1.0, .std = 4.0}};
     l = cdl_loader_new(&d, &cfg);
     assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    assert_int_equal(cdl_loader_next(l, (void *[]){out, NULL}), N);
     assert_true(out[7] == (float)((8.0 - 1.0) / 4.0));
     cdl_loader_free(l);
     cfg = (cdl_loader_cfg){.batch = (int)N, .seed = 1, .tf = {.noise_std = 0.5}};
     l = cdl_loader_new(&d, &cfg);
     assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-    assert_int_equal(cdl_loader_next(l, out, NULL), N);
+    assert_int_equal(cdl_loader_next(l, (void *[]){out, NULL}), N);
     double s = 0, s2 = 0;
     for (int64_t i = 0; i < N * H * W; i++) {
         double e = out[i] - (1.0 + (double)(i % (H * W)));
@@ -651,13 +833,13 @@ static void test_loader_failure(void **st) {
         cdl_loader *l = cdl_loader_new(&d, &cfg);
         float x[16];
         assert_int_equal(cdl_loader_start(l, 0, 0), 0);
-        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
-        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
-        assert_int_equal(cdl_loader_next(l, x, NULL), -1);
+        assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), 4);
+        assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), 4);
+        assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), -1);
         expect_error("batch 2 of epoch 0 failed");
-        assert_int_equal(cdl_loader_next(l, x, NULL), -1);      /* sticky */
+        assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), -1);      /* sticky */
         assert_int_equal(cdl_loader_start(l, 1, 3), 0);          /* past it: fine */
-        assert_int_equal(cdl_loader_next(l, x, NULL), 4);
+        assert_int_equal(cdl_loader_next(l, (void *[]){x, NULL}), 4);
         cdl_loader_free(l);
     }
     cdl_dataset_free(&d);
@@ -677,7 +859,7 @@ static void test_loader_shutdown_and_no_alloc(void **st) {
         cdl_loader *l = cdl_loader_new(&d, &cfg);
         assert_non_null(l);
         assert_int_equal(cdl_loader_start(l, (uint64_t)k, 0), 0);
-        for (int i = 0; i < k % 3; i++) assert_int_equal(cdl_loader_next(l, x, y), 10);
+        for (int i = 0; i < k % 3; i++) assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 10);
         if (k % 5 == 1) assert_int_equal(cdl_loader_start(l, 99, 2), 0);   /* restart while busy */
         cdl_loader_free(l);
     }
@@ -688,7 +870,7 @@ static void test_loader_shutdown_and_no_alloc(void **st) {
         l = cdl_loader_new(&d, &cfg);
         assert_int_equal(cdl_loader_start(l, 0, 0), 0);
         uint64_t a0 = cdl_alloc_count();
-        for (int i = 0; i < 20; i++) assert_int_equal(cdl_loader_next(l, x, y), 10);
+        for (int i = 0; i < 20; i++) assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 10);
         assert_int_equal(cdl_alloc_count(), a0);
         cdl_loader_free(l);
     }
@@ -733,6 +915,8 @@ int main(void) {
         cmocka_unit_test(test_idx_parse_every_truncation),
         cmocka_unit_test(test_csv),
         cmocka_unit_test(test_csv_errors),
+        cmocka_unit_test(test_csv_targets),
+        cmocka_unit_test(test_feeds),
         cmocka_unit_test(test_fifo_refused),
         cmocka_unit_test(test_gzip_members_and_garbage),
         cmocka_unit_test(test_csv_bom),
@@ -742,6 +926,7 @@ int main(void) {
         cmocka_unit_test(test_loader_sequential),
         cmocka_unit_test(test_loader_shuffle),
         cmocka_unit_test(test_loader_workers_deterministic),
+        cmocka_unit_test(test_loader_shards),
         cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_loader_failure),
         cmocka_unit_test(test_loader_shutdown_and_no_alloc),

@@ -155,6 +155,39 @@ static const cdl_model fm = {"softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 785
                              0, NULL, "dataset=fashion-mnist\nlr=0.05\noptimizer=sgd",
                              fm_init, fm_fwd, fm_grad, NULL};
 
+/* Linear regression with three inputs fed by name, PyTorch style: pred = w0 a + w1 b +
+ * c, loss = mean((pred - t)^2), a, b, t: f32[B] (as a CSV's header columns). */
+static const cdl_tensor reg_params[] = {{"w", CDL_F32, 0, 1, {2}, 0, "t:1:1"},
+                                        {"c", CDL_F32, 2, 1, {1}, 0, "t:1:1"}};
+static const cdl_tensor reg_inputs[] = {{"a", CDL_F32, 0, 1, {16}, CDL_T_BATCHED, "t:2:1"},
+                                        {"b", CDL_F32, 0, 1, {16}, CDL_T_BATCHED, "t:3:1"},
+                                        {"t", CDL_F32, 0, 1, {16}, CDL_T_BATCHED, "t:4:1"}};
+static const cdl_tensor reg_outputs[] = {{"pred", CDL_F32, 0, 1, {16}, CDL_T_BATCHED, "t:5:1"}};
+static double reg_run(cdl_net *net, int nb, int train) {
+    const float *a = net->in[0], *b = net->in[1], *t = net->in[2], *w = net->param;
+    float *g = net->grad, *pred = net->act;
+    double loss = 0, g0 = 0, g1 = 0, gc = 0;
+    for (int r = 0; r < nb; r++) {
+        pred[r] = w[0] * a[r] + w[1] * b[r] + w[2];
+        double e = (double)pred[r] - t[r];
+        loss += e * e;
+        g0 += 2 * e * a[r] / nb;
+        g1 += 2 * e * b[r] / nb;
+        gc += 2 * e / nb;
+    }
+    if (train) g[0] = (float)g0, g[1] = (float)g1, g[2] = (float)gc;
+    net->out[0] = pred;
+    return net->loss = loss / nb;
+}
+static void reg_init(cdl_net *n, uint64_t s) { (void)s, memset(n->param, 0, 3 * sizeof(float)); }
+static void reg_fwd(cdl_net *n, int nb) { reg_run(n, nb, 0); }
+static double reg_grad(cdl_net *n, int nb) { return reg_run(n, nb, 1); }
+static const cdl_model reg = {"reg", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
+                              sizeof(float) * 16, 0, NULL, "", reg_init, reg_fwd, reg_grad, NULL};
+static const cdl_model regdef = {"regdef", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
+                                 sizeof(float) * 16, 0, NULL, "feed = t=target\noptimizer=sgd:lr=0.1\nquiet=1",
+                                 reg_init, reg_fwd, reg_grad, NULL};
+
 /* ---------------------------------------------------------------- helpers */
 
 static char g_csv[320];
@@ -490,6 +523,60 @@ static void test_file_edges(void **st) {
     assert_int_equal(WEXITSTATUS(status), 1);
 }
 
+/* Inputs are fed by name from the dataset's columns: a regression with a real target
+ * and three inputs trains from a CSV's header columns; an input the dataset does not
+ * provide is an error naming it (never zeros), and --feed (or the model's train {}
+ * section) maps it. */
+static void test_feed_by_name(void **st) {
+    (void)st;
+    const char *csv = tpath("reg.csv");
+    FILE *f = fopen(csv, "w");
+    assert_non_null(f);
+    fprintf(f, "a,b,target\n");
+    cdl_rng_key k = {5, 0, 0};
+    for (int i = 0; i < 320; i++) {
+        double n[3];
+        cdl_randn_f64(k, (uint64_t)i * 3, 3, n);
+        fprintf(f, "%.6f,%.6f,%.6f\n", n[0], n[1], 2 * n[0] - n[1] + 0.5 + 0.01 * n[2]);
+    }
+    fclose(f);
+    assert_int_equal(run(&reg, "train", "--data", csv, "--epochs", "1", "--quiet", NULL), 1);
+    assert_non_null(strstr(g_err, "input t f32[B] has no column of that name in dataset reg.csv"));
+    assert_non_null(strstr(g_err, "--feed t=COLUMN"));
+    const char *ck = tpath("reg.ckpt");
+    int rc = run(&reg, "train", "--data", csv, "--feed", "t=target", "--epochs", "8", "--optimizer", "sgd:lr=0.1",
+                 "--save", ck, "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_non_null(strstr(g_err, "inputs fed: t <- column target"));
+    assert_true(json_num(g_out, "test_loss") < 1e-3);            /* the target is learnt, not zeros */
+    assert_true(isnan(json_num(g_out, "test_accuracy")));        /* no labels: no accuracy */
+    cdl_net *net = load_net(&reg, ck, NULL);
+    const float *w = net->param;
+    assert_true(fabs(w[0] - 2) < 0.02 && fabs(w[1] + 1) < 0.02 && fabs(w[2] - 0.5) < 0.02);
+    cdl_net_free(net);
+    /* the same map from the model's train {} section, for train and eval */
+    const char *ck2 = tpath("regdef.ckpt");
+    assert_int_equal(run(&regdef, "train", "--data", csv, "--epochs", "8", "--save", ck2, "--json", NULL), 0);
+    assert_true(json_num(g_out, "test_loss") < 1e-3);
+    assert_int_equal(run(&regdef, "eval", "--data", csv, "--load", ck2, "--json", NULL), 0);
+    assert_true(json_num(g_out, "test_loss") < 1e-3);
+    /* y is the target under its generic name too */
+    rc = run(&reg, "eval", "--data", csv, "--load", ck, "--feed", "t=y", "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "test_loss") < 1e-3);
+    assert_int_equal(run(&reg, "eval", "--data", csv, "--load", ck, "--feed", "t=a,t=y", NULL), 0);   /* last wins */
+    assert_int_equal(run(&reg, "eval", "--data", csv, "--load", ck, "--feed", "z=y", NULL), 1);
+    assert_non_null(strstr(g_err, "model reg has no input 'z'"));
+    assert_int_equal(run(&reg, "eval", "--data", csv, "--load", ck, "--feed", "t", NULL), 1);
+    /* random data shaped like the inputs */
+    rc = run(&syn, "train", "--data", "random", "--epochs", "1", "--json", "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "steps") == 1024 / 16);
+    assert_int_equal(run(&reg, "train", "--data", "random:40", "--epochs", "1", "--json", "--quiet", NULL), 0);
+    assert_true(json_num(g_out, "steps") == 3);
+    assert_int_equal(run(&reg, "train", "--data", "random:0", "--quiet", NULL), 1);
+}
+
 static void test_gradcheck(void **st) {
     (void)st;
     int rc = run(&gc, "gradcheck", "--json", NULL);
@@ -640,6 +727,7 @@ int main(void) {
         cmocka_unit_test(test_eval_and_defaults),
         cmocka_unit_test(test_data_mismatch),
         cmocka_unit_test(test_file_edges),
+        cmocka_unit_test(test_feed_by_name),
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_sample_png),
         cmocka_unit_test(test_grad_dump),

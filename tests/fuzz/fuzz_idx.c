@@ -45,11 +45,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     }
     cdl_dataset d;
     if (cdl_dataset_parse_idx(&d, img, ni, lab, nl, "fuzz") == 0) {
-        if (d.n < 1 || d.feat < 1 || !d.x) abort();
-        for (int64_t i = 0; i < d.n * d.feat; i++)
-            if (!(d.x[i] >= 0.0f && d.x[i] <= 1.0f)) abort();
-        for (int64_t i = 0; d.y && i < d.n; i++)
-            if (d.y[i] < 0 || d.y[i] >= d.nclasses) abort();
+        const cdl_column *x = &d.col[0], *y = d.ncols > 1 ? &d.col[1] : NULL;
+        if (d.n < 1 || x->feat < 1 || !x->data || x->stride != x->feat || (lab != NULL) != (y != NULL)) abort();
+        const float *px = x->data;
+        for (int64_t i = 0; i < d.n * x->feat; i++)
+            if (!(px[i] >= 0.0f && px[i] <= 1.0f)) abort();
+        for (int64_t i = 0; y && i < d.n; i++)
+            if (((const int32_t *)y->data)[i] < 0 || ((const int32_t *)y->data)[i] >= y->nclasses) abort();
         cdl_dataset_free(&d);
     }
     return 0;
