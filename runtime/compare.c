@@ -234,9 +234,169 @@ static void print_json(const cdl_model *m, const cmp_opts *o, int nb, const char
            (unsigned long long)r->tape_allocs);
 }
 
-int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv) {
+/* Everything one comparison holds. */
+typedef struct cmp_run {
+    const cdl_model *sm, *tm;    /* static and tape build */
     cmp_opts o;
-    int rc = cmp_parse(&o, argc, argv);
+    int nb;
+    cdl_optim_cfg cfg;
+    cdl_net *ns, *nt;
+    cdl_optim os, ot;
+    cmp_data cd;
+    cmp_res r;
+    cdl_tape *tp;
+    char what[300];              /* where the batches come from */
+    int timed;                   /* steps whose time counts */
+} cmp_run;
+
+/* Nets, optimizers, data and identical initial parameters; -1 and a message. */
+static int cmp_setup(cmp_run *c) {
+    const cdl_model *sm = c->sm;
+    int np = sm->n_params > 0 ? sm->n_params : 1;
+    c->ns = cdl_net_new(sm);
+    c->nt = cdl_net_new(c->tm);
+    c->r.ls = cdl_alloc((size_t)c->o.steps * sizeof(double));
+    c->r.lt = cdl_alloc((size_t)c->o.steps * sizeof(double));
+    c->r.gdiff = cdl_alloc((size_t)np * sizeof(double));
+    c->r.worst_param = -1;
+    if (!c->ns || !c->nt || !c->r.ls || !c->r.lt || !c->r.gdiff) return -1;
+    if (cdl_optim_init(&c->os, sm, &c->cfg) < 0 || cdl_optim_init(&c->ot, c->tm, &c->cfg) < 0 ||
+        cmp_data_open(&c->cd, sm, &c->o, c->nb, c->what, sizeof c->what) < 0)
+        return -1;
+    sm->init(c->ns, c->o.seed);
+    c->tm->init(c->nt, c->o.seed);
+    if (memcmp(c->ns->param, c->nt->param, sm->param_count * (size_t)sm->real_size) != 0)
+        return cdl_fail("the two builds initialise their parameters differently");
+    return (c->tp = cdl_tape_attach(c->nt)) ? 0 : -1;
+}
+
+/* Step s's gradients of both builds (in alternating order, so that neither always
+ * runs on a cold cache), timed, with their heap allocations counted.  A loss that is
+ * not finite ends the comparison: -1 and a message naming the build(s) and the cause
+ * each recorded (a kernel's or the tape's cdl_fail). */
+static int cmp_grads(cmp_run *c, int s) {
+    cmp_res *r = &c->r;
+    double dt[2] = {0, 0};
+    char cause[2][300] = {"", ""};
+    for (int k = 0; k < 2; k++) {
+        int tape = (k + s) % 2;
+        uint64_t a0 = cdl_alloc_count();
+        cdl_clear_error();
+        double t0 = now_s(), loss = tape ? c->tm->grad(c->nt, c->nb) : c->sm->grad(c->ns, c->nb);
+        dt[tape] = now_s() - t0;
+        *(tape ? &r->lt[s] : &r->ls[s]) = loss;
+        *(tape ? &r->heap_t : &r->heap_s) += cdl_alloc_count() - a0;
+        if (!isfinite(loss)) snprintf(cause[tape], sizeof cause[tape], " (%s)", cdl_last_error()[0] ? cdl_last_error() : "no cause recorded");
+    }
+    if (!isfinite(r->ls[s]) || !isfinite(r->lt[s]))
+        return cdl_fail("%s: step %d: the static build's loss is %g%s, the tape build's %g%s", c->sm->name, s + 1,
+                        r->ls[s], cause[0], r->lt[s], cause[1]);
+    if (s > 0 || c->o.steps == 1) {
+        r->ts += dt[0];
+        r->tt += dt[1];
+        c->timed++;
+    }
+    return 0;
+}
+
+/* Fold step s's differences of losses, gradients and outputs into the results. */
+static void cmp_diffs(cmp_run *c, int s) {
+    const cdl_model *sm = c->sm;
+    cmp_res *r = &c->r;
+    size_t rs = (size_t)sm->real_size;
+    double ld = rel1(r->ls[s], r->lt[s]);
+    if (!(ld <= r->loss_diff)) r->loss_diff = ld;
+    for (int p = 0; p < sm->n_params; p++) {
+        const cdl_tensor *d = &sm->params[p];
+        if (d->flags & CDL_T_STATE) continue;
+        size_t off = d->offset * rs;
+        double g = rel_diff((char *)c->ns->grad + off, (char *)c->nt->grad + off, sm->real_size, cdl_tensor_numel(d, 0));
+        if (!(g <= r->gdiff[p])) r->gdiff[p] = g;
+        if (!(g <= r->grad_diff)) {
+            r->grad_diff = g;
+            r->worst_param = p;
+        }
+    }
+    for (int k = 0; k < sm->n_outputs; k++) {
+        if (sm->outputs[k].dtype == CDL_I32 || !c->ns->out[k] || !c->nt->out[k]) continue;
+        double d = rel_diff(c->ns->out[k], c->nt->out[k], sm->real_size, cdl_tensor_numel(&sm->outputs[k], c->nb));
+        if (!(d <= r->out_diff)) r->out_diff = d;
+    }
+}
+
+/* The training steps: same batch, same step counter, both builds, then the same
+ * optimizer step on each build's own parameters.  -1 and a message. */
+static int cmp_steps(cmp_run *c) {
+    for (int s = 0; s < c->o.steps; s++) {
+        c->ns->seed = c->nt->seed = c->o.seed;
+        c->ns->step = c->nt->step = (uint64_t)s;
+        if (cmp_fill(&c->cd, c->ns, c->nb, s) < 0) return -1;
+        for (int i = 0; i < c->sm->n_inputs; i++) memcpy(c->nt->in[i], c->ns->in[i], input_bytes(c->sm, i, c->nb));
+        if (cmp_grads(c, s) < 0) return -1;
+        cdl_tape_stats(c->tp, &c->r.tape_ops, &c->r.tape_peak, &c->r.tape_allocs);
+        cmp_diffs(c, s);
+        cdl_optim_step(&c->os, c->ns, c->cfg.lr);
+        cdl_optim_step(&c->ot, c->nt, c->cfg.lr);
+    }
+    return 0;
+}
+
+/* Timing phase: the per-step times above are one sample each and a shared machine's
+ * noise swamps them.  Time both modes in alternating rounds of several steps on the
+ * last batch and keep each mode's best round (CPU time at one thread: clock_s). */
+static void cmp_time(cmp_run *c) {
+    cmp_res *r = &c->r;
+    if (!c->timed) return;
+    double per = (r->ts + r->tt) / (2.0 * c->timed);
+    int reps = per > 0 ? (int)(0.02 / per) : 10;
+    reps = reps < 1 ? 1 : reps > 50 ? 50 : reps;
+    for (int round = 0; round < 11; round++)
+        for (int k = 0; k < 2; k++) {
+            int tape = (k + round) % 2;
+            double t0 = clock_s(c->o.threads);
+            for (int i = 0; i < reps; i++) tape ? c->tm->grad(c->nt, c->nb) : c->sm->grad(c->ns, c->nb);
+            double dt = (clock_s(c->o.threads) - t0) / reps;
+            double *best = tape ? &r->best_t : &r->best_s;
+            if (*best == 0 || dt < *best) *best = dt;
+        }
+}
+
+static void cmp_free(cmp_run *c) {
+    cmp_data_close(&c->cd);
+    cdl_optim_free(&c->os);
+    cdl_optim_free(&c->ot);
+    cdl_net_free(c->ns);
+    cdl_net_free(c->nt);
+    cdl_free(c->r.ls);
+    cdl_free(c->r.lt);
+    cdl_free(c->r.gdiff);
+}
+
+/* The verdict after the steps: NaN anywhere is an error, never "differs by nan" nor
+ * a success; then --tol.  0 or 1, with the message on stderr. */
+static int cmp_verdict(const cmp_run *c) {
+    const cmp_res *r = &c->r;
+    const char *nm = c->sm->name;
+    if (isnan(r->grad_diff) || isnan(r->out_diff)) {
+        fprintf(stderr, "cdl_compare: %s: NaN in the %s%s%s of the static or the tape build\n", nm,
+                isnan(r->grad_diff) ? "gradients (worst " : "outputs", isnan(r->grad_diff) && r->worst_param >= 0 ?
+                c->sm->params[r->worst_param].name : "", isnan(r->grad_diff) ? ")" : "");
+        return 1;
+    }
+    if (c->o.tol >= 0 && !(r->loss_diff <= c->o.tol && r->grad_diff <= c->o.tol)) {
+        fprintf(stderr, "cdl_compare: %s: static and tape differ by more than %g (loss %.3g, gradients %.3g)\n", nm,
+                c->o.tol, r->loss_diff, r->grad_diff);
+        return 1;
+    }
+    return 0;
+}
+
+int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv) {
+    cmp_run c;
+    memset(&c, 0, sizeof c);
+    c.sm = sm;
+    c.tm = tm;
+    int rc = cmp_parse(&c.o, argc, argv);
     if (rc == 1) {
         fputs(cmp_usage, stdout);
         return 0;
@@ -249,130 +409,27 @@ int cdl_compare(const cdl_model *sm, const cdl_model *tm, int argc, char **argv)
         fprintf(stderr, "%s\n", cdl_last_error());
         return 1;
     }
-    int nb = o.batch > 0 ? o.batch : sm->batch;
-    if (nb > sm->batch) {
-        fprintf(stderr, "cdl_compare: --batch %d is more than the compiled %d\n", nb, sm->batch);
+    c.nb = c.o.batch > 0 ? c.o.batch : sm->batch;
+    if (c.nb > sm->batch) {
+        fprintf(stderr, "cdl_compare: --batch %d is more than the compiled %d\n", c.nb, sm->batch);
         return 2;
     }
-    cdl_blas_set_threads(o.threads);
-    cdl_optim_cfg cfg;
-    if (cdl_optim_parse(&cfg, o.optimizer) < 0) {
+    cdl_blas_set_threads(c.o.threads);
+    if (cdl_optim_parse(&c.cfg, c.o.optimizer) < 0) {
         fprintf(stderr, "%s\n", cdl_last_error());
         return 2;
     }
-    if (o.lr >= 0) cfg.lr = o.lr;
-    snprintf(o.optimizer, sizeof o.optimizer, "%s:lr=%g", cdl_optim_kind_name(cfg.kind), cfg.lr);
-
-    int status = 1, np = sm->n_params > 0 ? sm->n_params : 1;
-    cdl_net *ns = cdl_net_new(sm), *nt = cdl_net_new(tm);
-    cdl_optim os = {0}, ot = {0};
-    cmp_data cd = {0};
-    cmp_res r = {0};
-    r.ls = cdl_alloc((size_t)o.steps * sizeof(double));
-    r.lt = cdl_alloc((size_t)o.steps * sizeof(double));
-    r.gdiff = cdl_alloc((size_t)np * sizeof(double));
-    r.worst_param = -1;
-    char what[300] = "";
-    size_t rs = (size_t)sm->real_size;
-    cdl_tape *tp = NULL;
-    if (!ns || !nt || !r.ls || !r.lt || !r.gdiff) {
-        fprintf(stderr, "cdl_compare: %s\n", ns && nt ? "out of memory" : cdl_last_error());
-        goto done;
-    }
-    if (cdl_optim_init(&os, sm, &cfg) < 0 || cdl_optim_init(&ot, tm, &cfg) < 0 || cmp_data_open(&cd, sm, &o, nb, what, sizeof what) < 0) {
+    if (c.o.lr >= 0) c.cfg.lr = c.o.lr;
+    snprintf(c.o.optimizer, sizeof c.o.optimizer, "%s:lr=%g", cdl_optim_kind_name(c.cfg.kind), c.cfg.lr);
+    int status = 1;
+    if (cmp_setup(&c) < 0 || cmp_steps(&c) < 0) {
         fprintf(stderr, "cdl_compare: %s\n", cdl_last_error());
-        goto done;
+    } else {
+        cmp_time(&c);
+        if (c.o.json) print_json(sm, &c.o, c.nb, c.what, &c.r, c.timed);
+        else print_text(sm, &c.o, c.nb, c.what, &c.r, c.timed);
+        status = cmp_verdict(&c);
     }
-    sm->init(ns, o.seed);
-    tm->init(nt, o.seed);
-    if (memcmp(ns->param, nt->param, sm->param_count * rs) != 0) {
-        fprintf(stderr, "cdl_compare: the two builds initialise their parameters differently\n");
-        goto done;
-    }
-    if (!(tp = cdl_tape_attach(nt))) {
-        fprintf(stderr, "cdl_compare: %s\n", cdl_last_error());
-        goto done;
-    }
-    int timed = 0;
-    for (int s = 0; s < o.steps; s++) {
-        ns->seed = nt->seed = o.seed;
-        ns->step = nt->step = (uint64_t)s;
-        if (cmp_fill(&cd, ns, nb, s) < 0) {
-            fprintf(stderr, "cdl_compare: step %d: %s\n", s + 1, cdl_last_error());
-            goto done;
-        }
-        for (int i = 0; i < sm->n_inputs; i++) memcpy(nt->in[i], ns->in[i], input_bytes(sm, i, nb));
-        /* the two in alternating order, so that neither always runs on a cold cache */
-        double dt[2] = {0, 0};
-        for (int k = 0; k < 2; k++) {
-            int tape = (k + s) % 2;
-            uint64_t a0 = cdl_alloc_count();
-            double t0 = now_s();
-            if (tape) r.lt[s] = tm->grad(nt, nb);
-            else r.ls[s] = sm->grad(ns, nb);
-            dt[tape] = now_s() - t0;
-            *(tape ? &r.heap_t : &r.heap_s) += cdl_alloc_count() - a0;
-        }
-        if (s > 0 || o.steps == 1) {
-            r.ts += dt[0];
-            r.tt += dt[1];
-            timed++;
-        }
-        cdl_tape_stats(tp, &r.tape_ops, &r.tape_peak, &r.tape_allocs);
-        double ld = rel1(r.ls[s], r.lt[s]);
-        if (!(ld <= r.loss_diff)) r.loss_diff = ld;
-        for (int p = 0; p < sm->n_params; p++) {
-            const cdl_tensor *d = &sm->params[p];
-            if (d->flags & CDL_T_STATE) continue;
-            size_t off = d->offset * rs;
-            double g = rel_diff((char *)ns->grad + off, (char *)nt->grad + off, sm->real_size, cdl_tensor_numel(d, 0));
-            if (!(g <= r.gdiff[p])) r.gdiff[p] = g;
-            if (!(g <= r.grad_diff)) {
-                r.grad_diff = g;
-                r.worst_param = p;
-            }
-        }
-        for (int k = 0; k < sm->n_outputs; k++) {
-            if (sm->outputs[k].dtype == CDL_I32 || !ns->out[k] || !nt->out[k]) continue;
-            double d = rel_diff(ns->out[k], nt->out[k], sm->real_size, cdl_tensor_numel(&sm->outputs[k], nb));
-            if (!(d <= r.out_diff)) r.out_diff = d;
-        }
-        cdl_optim_step(&os, ns, cfg.lr);
-        cdl_optim_step(&ot, nt, cfg.lr);
-    }
-    /* Timing phase: the per-step times above are one sample each and a shared machine's
-     * noise swamps them.  Time both modes in alternating rounds of several steps on the
-     * last batch and keep each mode's best round (CPU time at one thread: clock_s). */
-    if (timed) {
-        double per = (r.ts + r.tt) / (2.0 * timed);
-        int reps = per > 0 ? (int)(0.02 / per) : 10;
-        reps = reps < 1 ? 1 : reps > 50 ? 50 : reps;
-        for (int round = 0; round < 11; round++)
-            for (int k = 0; k < 2; k++) {
-                int tape = (k + round) % 2;
-                double t0 = clock_s(o.threads);
-                for (int i = 0; i < reps; i++) tape ? tm->grad(nt, nb) : sm->grad(ns, nb);
-                double dt = (clock_s(o.threads) - t0) / reps;
-                double *best = tape ? &r.best_t : &r.best_s;
-                if (*best == 0 || dt < *best) *best = dt;
-            }
-    }
-    if (o.json) print_json(sm, &o, nb, what, &r, timed);
-    else print_text(sm, &o, nb, what, &r, timed);
-    status = 0;
-    if (o.tol >= 0 && !(r.loss_diff <= o.tol && r.grad_diff <= o.tol)) {
-        fprintf(stderr, "cdl_compare: %s: static and tape differ by more than %g (loss %.3g, gradients %.3g)\n", sm->name, o.tol,
-                r.loss_diff, r.grad_diff);
-        status = 1;
-    }
-done:
-    cmp_data_close(&cd);
-    cdl_optim_free(&os);
-    cdl_optim_free(&ot);
-    cdl_net_free(ns);
-    cdl_net_free(nt);
-    cdl_free(r.ls);
-    cdl_free(r.lt);
-    cdl_free(r.gdiff);
+    cmp_free(&c);
     return status;
 }

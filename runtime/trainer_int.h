@@ -71,6 +71,12 @@ int tr_check_batch(const cdl_model *m, const tr_opts *o);  /* o->batch <= compil
 /* An unshuffled loader of map's feeds over d with o's batch, workers, seed and
  * normalisation (no augmentation): evaluation and grad. */
 cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d, const tr_map *map);
+/* ": <the recorded cause>" into buf when a kernel or the tape recorded one (cdl_fail)
+ * since the last cdl_clear_error, else "".  Returns buf. */
+const char *tr_cause(char *buf, size_t n);
+/* -1 and the message "the loss is nan <what>: <cause>" (the cause when one was
+ * recorded): a step whose loss is not finite is an error with its reason. */
+int tr_loss_failed(double loss, const char *what);
 /* "key":v, for a JSON object: finite values as %.17g, others as null. */
 void tr_json_num(FILE *f, const char *key, double v, int comma);
 

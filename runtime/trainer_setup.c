@@ -105,6 +105,18 @@ cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_data
     return cdl_loader_new(d, &lc);
 }
 
+const char *tr_cause(char *buf, size_t n) {
+    const char *e = cdl_last_error();
+    if (e[0]) snprintf(buf, n, ": %s", e);
+    else buf[0] = 0;
+    return buf;
+}
+
+int tr_loss_failed(double loss, const char *what) {
+    char cause[400];
+    return cdl_fail("the loss is %g %s%s", loss, what, tr_cause(cause, sizeof cause));
+}
+
 void tr_json_num(FILE *f, const char *key, double v, int comma) {
     if (isfinite(v)) fprintf(f, "\"%s\":%.17g%s", key, v, comma ? "," : "");
     else fprintf(f, "\"%s\":null%s", key, comma ? "," : "");

@@ -125,10 +125,11 @@ int tr_gradcheck(const cdl_model *m, const tr_opts *o) {
         }
     }
 
+    cdl_clear_error();
     double loss0 = gc_loss(&c);
     memcpy(G, net->grad, tc * sizeof(double));
     if (!isfinite(loss0)) {
-        fprintf(stderr, "gradcheck: the loss is %g on the random batch\n", loss0);
+        tr_loss_failed(loss0, "on the random batch");
         goto fail;
     }
     if (!o->quiet)
@@ -282,7 +283,14 @@ int tr_sample(const cdl_model *m, const tr_opts *o) {
     }
     for (int i = 0; i < e->n_out; i++)
         if (!(out[i] = cdl_alloc((size_t)cdl_tensor_numel(&e->out[i], n) * tt_elem(m, &e->out[i])))) goto fail;
+    cdl_clear_error();
     e->run(net, n, (const void *const *)in, (void *const *)out);
+    if (cdl_last_error()[0]) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "entry %s failed: %s", e->name, cdl_last_error());
+        cdl_fail("%s", msg);
+        goto fail;
+    }
     const cdl_tensor *t0 = &e->out[0];
     if (t0->dtype == CDL_I32) {
         cdl_fail("entry %s: output %s is not real-valued", e->name, t0->name);
@@ -358,7 +366,14 @@ int tr_grad(const cdl_model *m, const tr_opts *o) {
         if (rows < 0) goto fail;
         if (rows == 0) break;
         net->step = step0 + (uint64_t)b;
+        cdl_clear_error();
         losses[b] = m->grad(net, rows);
+        if (!isfinite(losses[b])) {
+            char what[64];
+            snprintf(what, sizeof what, "on batch %lld", (long long)b);
+            tr_loss_failed(losses[b], what);          /* no file: NaN and stale gradients help no one */
+            goto fail;
+        }
         char *g = grads + (size_t)b * m->train_count * rs;
         memcpy(g, net->grad, m->train_count * rs);
         snprintf(names + k * 160, 160, "loss.%lld", (long long)b);

@@ -76,7 +76,13 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
     int rows;
     if (cdl_loader_start(l, 0, 0) < 0) return -1;
     while ((rows = cdl_loader_next(l, net->in)) > 0) {
+        cdl_clear_error();
         m->forward(net, rows);
+        if (m->has_loss && !isfinite(net->loss)) {
+            char what[96];
+            snprintf(what, sizeof what, "on test batch %lld (eval mode)", (long long)b);
+            return tr_loss_failed(net->loss, what);
+        }
         lsum += net->loss * rows;
         seen += rows;
         const int32_t *y = map->yi >= 0 ? net->in[map->yi] : NULL;
@@ -413,14 +419,17 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
     int rows;
     while ((rows = cdl_loader_next(s->ltr, net->in)) > 0) {
         net->step = s->step;
+        cdl_clear_error();
         if (tr_perturb_batch(s->adv, net, rows, s->seed, s->step) < 0) break;
         double loss = m->grad(net, rows);
         double norm = cdl_clip_grad_norm(net, o->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
+            char cause[400];
             tr_progress_end(&pr);
-            return cdl_fail("stopped: %s is %g at epoch %llu, step %llu (batch %lld); %s%s%s",
+            return cdl_fail("stopped: %s is %g at epoch %llu, step %llu (batch %lld)%s; %s%s%s",
                             isfinite(loss) ? "the gradient norm" : "the loss", isfinite(loss) ? norm : loss,
                             (unsigned long long)epoch + 1, (unsigned long long)s->step, (long long)b,
+                            tr_cause(cause, sizeof cause),
                             s->saved_at[0] ? "the last good checkpoint is " : "no checkpoint was written",
                             s->saved_at[0] ? o->save : "", s->saved_at);
         }

@@ -6,7 +6,9 @@
  * apply inverted dropout to x keyed by (net->seed, net->step), and can add the state
  * s to logit 0 and then bump it (a stand-in for batch-norm running statistics that a
  * gradient check must save and restore).  A "broken" variant scales db[0] so the
- * gradient check has something to catch; g_nan_step injects a NaN loss. */
+ * gradient check has something to catch; g_nan_step injects a NaN loss in train mode,
+ * g_nan_eval in eval mode, each with the cause g_cause (when set) recorded as a kernel
+ * would (cdl_fail). */
 #include "test_rt_util.h"
 
 #include <fcntl.h>
@@ -18,6 +20,8 @@
 
 typedef struct smcfg { int F, C; double drop; int state_in_loss, broken; } smcfg;
 static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX;
+static int g_nan_eval;
+static const char *g_cause;
 
 /* mode 0: eval forward; 1: train forward + backward; 2: eval input gradient. */
 #define SM_DEFINE(T, S)                                                                    \
@@ -73,7 +77,10 @@ static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX;
                     dx[r * F + f] = a / nb;                                                \
                 }                                                                          \
         }                                                                                  \
-        if (mode == 1 && net->step == g_nan_step) loss = NAN;                              \
+        if ((mode == 1 && net->step == g_nan_step) || (mode == 0 && g_nan_eval)) {         \
+            loss = NAN;                                                                    \
+            if (g_cause) cdl_fail("%s", g_cause);                                          \
+        }                                                                                  \
         if (mode == 1 && net->step == g_int_step) raise(SIGINT);                           \
         net->out[0] = logit;                                                               \
         net->loss = loss;                                                                  \
@@ -448,6 +455,34 @@ static void test_nan_stop(void **st) {
     assert_non_null(strstr(g_err, "no checkpoint"));
 }
 
+/* A step whose kernel recorded a cause (cdl_fail) and made the loss NaN: every command
+ * prints the cause and exits 1; grad writes no file of NaN and stale gradients. */
+static void test_nan_cause(void **st) {
+    (void)st;
+    const char *c = tpath("cause.ckpt"), *g = tpath("cause.st");
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
+    g_cause = "cross_entropy: label 7 at row 3 is outside [0, 3)";
+    g_nan_step = 13 + 2;
+    int rc = run(&syn, "train", "--data", g_csv, "--epochs", "2", "--resume", c, "--quiet", NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "the loss is nan at epoch 2, step 15 (batch 2): cross_entropy: label 7 at row 3"));
+    g_nan_step = 13;                                          /* grad runs at the checkpoint's step */
+    rc = run(&syn, "grad", "--data", g_csv, "--load", c, "-o", g, NULL);
+    g_nan_step = UINT64_MAX;
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "the loss is nan on batch 0: cross_entropy: label 7"));
+    assert_false(file_exists(g));
+    g_nan_eval = 1;
+    rc = run(&syn, "eval", "--data", g_csv, "--load", c, NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "the loss is nan on test batch 0 (eval mode): cross_entropy: label 7"));
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "1", "--quiet", NULL);   /* the epoch's evaluation */
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(g_err, "on test batch 0 (eval mode): cross_entropy"));
+    g_nan_eval = 0;
+    g_cause = NULL;
+}
+
 static void test_eval_and_defaults(void **st) {
     (void)st;
     const char *c = tpath("def.ckpt");
@@ -724,6 +759,7 @@ int main(void) {
         cmocka_unit_test(test_train_synthetic),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_nan_stop),
+        cmocka_unit_test(test_nan_cause),
         cmocka_unit_test(test_eval_and_defaults),
         cmocka_unit_test(test_data_mismatch),
         cmocka_unit_test(test_file_edges),
