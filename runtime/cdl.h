@@ -920,7 +920,8 @@ int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *
 /* n examples of random values shaped like model m's batched inputs: one column per
  * input, of its name, type and per-example shape; reals uniform in [0, 1), integers
  * uniform in [0, classes) (classes <= 0: the last dimension of output 0, else 10).
- * A pure function of (seed, input index, element). */
+ * A pure function of (seed, input index, element).  A model without batched inputs
+ * gets n examples of no columns (its batches feed nothing). */
 int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t classes, uint64_t seed);
 /* Keep the first n examples (n < d->n); the columns' nclasses stay as they were. */
 void cdl_dataset_head(cdl_dataset *d, int64_t n);

@@ -400,9 +400,9 @@ int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t cl
     int64_t total = 0;
     for (int i = 0; i < m->n_inputs; i++)
         if (m->inputs[i].flags & CDL_T_BATCHED) total += cdl_tensor_numel(&m->inputs[i], 1);
-    if (total < 1 || (uint64_t)total > (((uint64_t)1 << 40) / (uint64_t)n))
-        return cdl_fail("model %s: no batched inputs to make random data for, or too many values",
-                        m->name ? m->name : "?");
+    if ((uint64_t)total > (((uint64_t)1 << 40) / (uint64_t)n))       /* none: n examples of no columns */
+        return cdl_fail("model %s: too many random values (%lld per example)", m->name ? m->name : "?",
+                        (long long)total);
     char *blk = cdl_alloc((size_t)(total * n) * 4);     /* floats and int32s: 4 bytes each */
     if (!blk || data_cols(d, m->n_inputs) < 0) {
         cdl_free(blk);

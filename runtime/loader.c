@@ -220,7 +220,7 @@ static int loader_check_feeds(const cdl_dataset *d, const cdl_loader_cfg *c) {
 /* The loader's configuration checks; -1 and a message. */
 static int loader_check(const cdl_dataset *d, const cdl_loader_cfg *c) {
     if (!d || !c) return cdl_fail("cdl_loader_new: NULL dataset or config");
-    if (d->n < 1 || d->ncols < 1 || !d->col) return cdl_fail("cdl_loader_new: dataset '%s' is empty or not loaded", d->name);
+    if (d->n < 1 || !d->col) return cdl_fail("cdl_loader_new: dataset '%s' is empty or not loaded", d->name);
     if (c->batch < 1) return cdl_fail("cdl_loader_new: batch %d < 1", c->batch);
     if (c->workers < 0 || c->workers > 64) return cdl_fail("cdl_loader_new: workers %d not in 0..64", c->workers);
     if (c->prefetch < 0 || c->prefetch > 1024)

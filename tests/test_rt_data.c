@@ -352,6 +352,20 @@ static void test_feeds(void **st) {
     assert_true(d.col[kc].nclasses <= 4 && d.col[kc].nclasses >= 1);
     assert_int_equal(d.col[0].rank, 2);
     cdl_dataset_free(&d);
+    /* a model of parameters only (tests/opcases.txt): n examples of no columns, and a
+     * loader that gives batches of rows feeding nothing */
+    static const cdl_model no_inputs = {.name = "p", .real_size = 4, .batch = 3};
+    assert_int_equal(cdl_dataset_random(&d, &no_inputs, 7, 0, 9), 0);
+    assert_true(d.n == 7 && d.ncols == 0);
+    assert_int_equal(cdl_dataset_feeds(&d, &no_inputs, NULL, f), 0);
+    cdl_loader_cfg nc = {.batch = 3, .drop_last = 1};
+    l = cdl_loader_new(&d, &nc);
+    assert_non_null(l);
+    assert_int_equal(cdl_loader_batches(l), 2);
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[1]){NULL}), 3);
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
 }
 
 /* ---------------------------------------------------------------- file edges */
