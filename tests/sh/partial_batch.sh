@@ -148,5 +148,29 @@ out bsq 64
 out mx 8
 W
 
+# Collections of loops that do not start at 0 (docs/language.md section 8): hs has
+# hi - lo positions, position k holds step lo + k, also in a reversed loop.
+cat > "$t/collect.cdl" <<'CDL'
+model pb(B = 4) {
+    input x: f32[B, 1]
+    h = x * 0
+    g = x * 0
+    for t in 1..4 {
+        h = h + 1
+        hs[t] = h
+    }
+    for t in reversed(1..4) {
+        g = g + 1
+        gs[t] = g
+    }
+    output reshape(hs, [B, 3]) as up
+    output reshape(gs, [B, 3]) as down
+}
+CDL
+check collect 2 <<'W'
+out up 1 2 3 1 2 3
+out down 3 2 1 3 2 1
+W
+
 echo "$n runs, $fail failed"
 [ $fail -eq 0 ]
