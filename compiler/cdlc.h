@@ -558,6 +558,8 @@ typedef struct Formals {
 } Formals;
 
 /* elab_core.c: arena arrays, locations, scopes, values of the current graph. */
+/* Count n new nodes against the budget; false (after one error) once it is exceeded. */
+bool el_count_nodes(Elab *e, int n, Loc loc);
 /* Grow an arena array p of *cap elements of size sz to hold at least need. */
 void *el_grow(void *p, int *cap, int need, size_t sz);
 /* "line:col" of at (with its file when it differs from from's), for "first at ...". */
@@ -582,8 +584,7 @@ const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL *
 /* Refuse (false, after an error) a model whose block inlining would clearly exceed
  * e->max_nodes: a static count of the operations it would make. */
 bool el_check_size(Elab *e, const Ast *model);
-/* Count n new nodes against the budget; false (after one error) once it is exceeded. */
-bool el_count_nodes(Elab *e, int n, Loc loc);
+
 /* " (did you mean 'linear'?)" among built-ins, blocks and (vars) names in scope; or "". */
 const char *el_did_you_mean(Elab *e, const char *word, bool vars);
 /* A built-in signature ("x out bias=true * name?") as formals: `=` gives a default, `?`

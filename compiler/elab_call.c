@@ -124,19 +124,6 @@ bool el_check_size(Elab *e, const Ast *model) {
     return false;
 }
 
-bool el_count_nodes(Elab *e, int n, Loc loc) {
-    if (e->over) return false;
-    e->nodes += n;
-    if (e->nodes <= e->max_nodes) return true;
-    e->over = true;
-    const char *chain = "";
-    for (int k = 0; k < e->bdepth; k++) chain = cc_str("%s%s%s", chain, k ? " -> " : "", e->bstack[k]->name);
-    diag_set_trail(NULL, NULL);                 /* the chain is in the message */
-    error_at(loc, "the model passes %lld nodes%s%s; that is the limit (cdlc --max-nodes=N raises it)",
-             (long long)e->max_nodes, *chain ? " while inlining " : "", chain);
-    return false;
-}
-
 const char *el_did_you_mean(Elab *e, const char *word, bool vars) {
     int n = builtin_count + e->nblocks, k = 0;
     for (Scope *sc = vars ? e->scope : NULL; sc; sc = sc->parent) n += sc->n;

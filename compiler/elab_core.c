@@ -203,6 +203,20 @@ Sym *el_define(Scope *s, const char *name, SymKind kind, Value v, Loc loc) {
 
 /* ------------------------------------------------------------------ graph helpers */
 
+/* el_count_nodes: see cdlc.h.  The error names the block calls being inlined. */
+bool el_count_nodes(Elab *e, int n, Loc loc) {
+    if (e->over) return false;
+    e->nodes += n;
+    if (e->nodes <= e->max_nodes) return true;
+    e->over = true;
+    const char *chain = "";
+    for (int k = 0; k < e->bdepth; k++) chain = cc_str("%s%s%s", chain, k ? " -> " : "", e->bstack[k]->name);
+    diag_set_trail(NULL, NULL);                 /* the chain is in the message */
+    error_at(loc, "the model passes %lld nodes%s%s; that is the limit (cdlc --max-nodes=N raises it)",
+             (long long)e->max_nodes, *chain ? " while inlining " : "", chain);
+    return false;
+}
+
 int el_add(Elab *e, Op op, Loc loc, int nin, const int *in, const Attrs *at, const Shape *hint, DType dt) {
     for (int i = 0; i < nin; i++)
         if (in[i] < 0) return -1;
