@@ -584,7 +584,6 @@ const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL *
 /* Refuse (false, after an error) a model whose block inlining would clearly exceed
  * e->max_nodes: a static count of the operations it would make. */
 bool el_check_size(Elab *e, const Ast *model);
-
 /* " (did you mean 'linear'?)" among built-ins, blocks and (vars) names in scope; or "". */
 const char *el_did_you_mean(Elab *e, const char *word, bool vars);
 /* A built-in signature ("x out bias=true * name?") as formals: `=` gives a default, `?`

@@ -552,6 +552,8 @@ static const char *const train_keys[] = {
     "data", "dataset", "epochs", "batch", "optimizer", "lr", "schedule", "warmup", "clip", "seed", "threads",
     "workers", "save", "resume", "log", "plot", "json", "quiet", "normalize", "augment", "limit", "adversarial",
     NULL};
+/* The runtime's optimizers (cdl_optim_parse in runtime/optim.c). */
+static const char *const optimizers[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
 
 static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
     if (!require_ctx(s, ctx, true, false, false, "train") || !no_loop(e, s, "train")) return;
@@ -582,8 +584,11 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
         }
         if (strcmp(kv->name, "optimizer") == 0) {
             const char *on = kv->a->kind == A_CALL || kv->a->kind == A_NAME ? kv->a->name : "";
-            if (strcmp(on, "sgd") != 0 && strcmp(on, "adam") != 0 && strcmp(on, "adamw") != 0) {
-                error_at(kv->a->loc, "train: optimizer must be sgd(...), adam(...) or adamw(...)");
+            int k = 0, nopt = (int)(sizeof optimizers / sizeof *optimizers);
+            while (k < nopt && strcmp(on, optimizers[k]) != 0) k++;
+            if (k == nopt) {
+                error_at(kv->a->loc, "train: optimizer must be sgd(...), adam(...), adamw(...), rmsprop(...) or "
+                                     "adagrad(...)%s", *on ? diag_did_you_mean(on, optimizers, nopt) : "");
                 continue;
             }
         }

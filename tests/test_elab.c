@@ -446,6 +446,13 @@ static void test_train_section(void **state) {
     assert_string_equal(m->train[2].value, "5");
     assert_string_equal(m->train[3].value, "fashion-mnist");
     assert_string_equal(m->train[4].value, "cosine");
+    /* every optimizer of the runtime is accepted (rmsprop and adagrad were refused) */
+    m = elab_ok("model m(B = 4) {\n    input x: f32[B, 3]\n    output x * 2 as y\n"
+                "    train { optimizer = rmsprop(lr=0.01, alpha=0.9, centered=true) }\n}\n");
+    assert_string_equal(m->train[0].value, "rmsprop:lr=0.01,alpha=0.9,centered=1");
+    m = elab_ok("model m(B = 4) {\n    input x: f32[B, 3]\n    output x * 2 as y\n"
+                "    train { optimizer = adagrad(lr=0.1) }\n}\n");
+    assert_string_equal(m->train[0].value, "adagrad:lr=0.1");
 }
 
 static void test_several_errors(void **state) {
