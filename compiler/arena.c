@@ -3,7 +3,9 @@
  * One arena per compilation (cc_arena), freed whole.  Memory comes from big chunks
  * (64 KiB, or bigger for one large request); every block is zeroed and 16-byte
  * aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
- * model is too big for the machine), never as an internal error.
+ * model is too big for the machine), never as an internal error.  A NameMap (names to
+ * indices, open addressing in the arena) gives the elaborator's scopes and tables
+ * constant-time lookups, so compile time stays linear in the number of names.
  */
 #include "cdlc.h"
 
@@ -114,4 +116,49 @@ char *arena_printf(Arena *a, const char *fmt, ...) {
     vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);
     return p;
+}
+
+/* ------------------------------------------------------------------ name maps */
+
+static unsigned name_hash(const char *s) {
+    unsigned h = 2166136261u;                  /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* The slot of name in m: where it is, or the empty slot where it would go (m->cap > 0). */
+static int map_slot(const NameMap *m, const char *name) {
+    unsigned mask = (unsigned)m->cap - 1, h = name_hash(name) & mask;
+    while (m->key[h] && m->key[h] != name && strcmp(m->key[h], name) != 0) h = (h + 1) & mask;
+    return (int)h;
+}
+
+int arena_map_get(const NameMap *m, const char *name) {
+    if (m->cap == 0) return -1;
+    int h = map_slot(m, name);
+    return m->key[h] ? m->val[h] : -1;
+}
+
+/* arena_map_put: see cdlc.h.  The table doubles (rehashing into fresh arena memory)
+ * before it is half full, so probes stay short. */
+void arena_map_put(NameMap *m, const char *name, int val) {
+    if (2 * (m->n + 1) > m->cap) {
+        NameMap big = {.cap = m->cap ? 2 * m->cap : 16};
+        big.key = NEWN(const char *, big.cap);
+        big.val = NEWN(int, big.cap);
+        for (int i = 0; i < m->cap; i++)
+            if (m->key[i]) {
+                int h = map_slot(&big, m->key[i]);
+                big.key[h] = m->key[i];
+                big.val[h] = m->val[i];
+            }
+        big.n = m->n;
+        *m = big;
+    }
+    int h = map_slot(m, name);
+    if (!m->key[h]) {
+        m->key[h] = name;
+        m->n++;
+    }
+    m->val[h] = val;
 }

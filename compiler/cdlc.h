@@ -30,6 +30,11 @@ extern Arena *cc_arena;
 #define NEWN(T, n) ((T *)arena_alloc(cc_arena, sizeof(T) * (size_t)(n)))
 /* A formatted string in the compiler's arena (any length). */
 #define cc_str(...) arena_printf(cc_arena, __VA_ARGS__)
+/* Names to non-negative ints (open addressing in cc_arena; the names are not copied and
+ * must outlive the map).  A zeroed NameMap is empty. */
+typedef struct NameMap { const char **key; int *val; int n, cap; } NameMap;
+int arena_map_get(const NameMap *m, const char *name);          /* the value, or -1 */
+void arena_map_put(NameMap *m, const char *name, int val);      /* add or replace */
 
 /* ======================================================================== diag.c */
 typedef struct Loc { const char *file; int line, col; } Loc;
@@ -497,7 +502,7 @@ int el_param(Elab *e, const char *inst, const char *leaf, Shape s, int init, dou
 
 typedef enum SymKind { SYM_CONST, SYM_VAR, SYM_INPUT, SYM_PARAM, SYM_INDEX, SYM_COLLECT } SymKind;
 typedef struct Sym { const char *name; SymKind kind; Value v; Loc loc; } Sym;
-typedef struct Scope { Sym *s; int n, cap; struct Scope *parent; } Scope;
+typedef struct Scope { Sym *s; int n, cap; NameMap ix; struct Scope *parent; } Scope;  /* ix: name -> s[] */
 
 /* Instance naming scope: a prefix and a counter per base name. */
 typedef struct Inst { const char *prefix; const char **key; int *count; int n, cap; } Inst;
@@ -537,7 +542,8 @@ struct Elab {
     Loc bcall[BLOCK_MAX_DEPTH];         /* ... where each was called */
     const char *binst[BLOCK_MAX_DEPTH]; /* ... and its instance name */
     int bdepth;
-    int *bhash, bhcap;                  /* block name -> index in blocks (open addressing, -1 empty) */
+    NameMap bmap;                       /* block name -> index in blocks (the first of a name) */
+    NameMap pmap;                       /* parameter name -> index in m->params */
     int64_t max_nodes, nodes;           /* the graph-size budget; nodes made so far */
     bool over;                          /* the budget was exceeded: stop elaborating */
     int64_t batch;
@@ -579,7 +585,7 @@ Value el_eval(Elab *e, const Ast *a);                /* an expression's value (V
 /* A statement list in context ctx; a block's `return` sets *ret and *has_ret. */
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
 /* elab_call.c */
-void el_index_blocks(Elab *e);                        /* e->blocks into e->bhash */
+void el_index_blocks(Elab *e);                        /* e->blocks into e->bmap */
 const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL */
 /* Refuse (false, after an error) a model whose block inlining would clearly exceed
  * e->max_nodes: a static count of the operations it would make. */

@@ -7,35 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned name_hash(const char *s) {
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 void el_index_blocks(Elab *e) {
-    e->bhcap = 16;
-    while (e->bhcap < 2 * e->nblocks) e->bhcap *= 2;
-    e->bhash = NEWN(int, e->bhcap);
-    for (int i = 0; i < e->bhcap; i++) e->bhash[i] = -1;
-    for (int i = 0; i < e->nblocks; i++) {
-        unsigned h = name_hash(e->blocks[i]->name) & (unsigned)(e->bhcap - 1);
-        while (e->bhash[h] >= 0) h = (h + 1) & (unsigned)(e->bhcap - 1);
-        e->bhash[h] = i;
-    }
-}
-
-/* The index of block name, or -1. */
-static int block_index(const Elab *e, const char *name) {
-    if (!e->bhash) return -1;
-    unsigned h = name_hash(name) & (unsigned)(e->bhcap - 1);
-    for (; e->bhash[h] >= 0; h = (h + 1) & (unsigned)(e->bhcap - 1))
-        if (strcmp(e->blocks[e->bhash[h]]->name, name) == 0) return e->bhash[h];
-    return -1;
+    for (int i = 0; i < e->nblocks; i++)
+        if (arena_map_get(&e->bmap, e->blocks[i]->name) < 0) arena_map_put(&e->bmap, e->blocks[i]->name, i);
 }
 
 const Ast *el_find_block(Elab *e, const char *name) {
-    int i = block_index(e, name);
+    int i = arena_map_get(&e->bmap, name);
     return i < 0 ? NULL : e->blocks[i];
 }
 
@@ -65,7 +43,7 @@ static double est_ast(Est *es, const Ast *a, double *contrib) {
     case A_BIN: case A_NEG: case A_INDEX: case A_ATTR: n = 1; break;
     default: break;
     }
-    int b = callee ? block_index(es->e, callee) : -1;
+    int b = callee ? arena_map_get(&es->e->bmap, callee) : -1;
     if (b >= 0) {
         double sz = est_block(es, b);
         n += sz;

@@ -174,9 +174,8 @@ Scope *el_scope_new(Scope *parent) {
 }
 
 Sym *el_scope_here(Scope *s, const char *name) {
-    for (int i = s->n - 1; i >= 0; i--)
-        if (strcmp(s->s[i].name, name) == 0) return &s->s[i];
-    return NULL;
+    int i = arena_map_get(&s->ix, name);
+    return i < 0 ? NULL : &s->s[i];
 }
 
 Sym *el_lookup(Scope *s, const char *name, Scope **home) {
@@ -195,6 +194,7 @@ Sym *el_define(Scope *s, const char *name, SymKind kind, Value v, Loc loc) {
     Sym *y = el_scope_here(s, name);
     if (!y) {
         s->s = el_grow(s->s, &s->cap, s->n + 1, sizeof(Sym));
+        arena_map_put(&s->ix, name, s->n);
         y = &s->s[s->n++];
     }
     *y = (Sym){.name = name, .kind = kind, .v = v, .loc = loc};
@@ -492,11 +492,6 @@ const char *el_instance(Elab *e, const char *base, Value name, Loc loc) {
     return cc_str("%s%s%d", I->prefix, base, ++I->count[k]);
 }
 
-static int find_param(Elab *e, const char *name) {
-    for (int i = 0; i < e->m->nparams; i++)
-        if (strcmp(e->m->params[i].name, name) == 0) return i;
-    return -1;
-}
 
 /* " (in the call at 14:5)" for level k of a parameter's block-call path, or "". */
 static const char *call_at(const Loc *calls, int n, int k, Loc from) {
@@ -511,7 +506,7 @@ static bool same_loc(Loc a, Loc b) {
  * inside blocks, the block calls where the two paths part. */
 int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, double b, int64_t fan_in,
                      int64_t fan_out, bool state, Loc loc) {
-    int p = find_param(e, name);
+    int p = arena_map_get(&e->pmap, name);
     if (p >= 0) {
         Param *P = &e->m->params[p];
         if (!shape_eq(&P->shape, &s) || P->state != state) {
@@ -534,6 +529,7 @@ int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, dou
     m->params[m->nparams] = (Param){.name = name, .shape = s, .init = init, .a = a, .b = b, .fan_in = fan_in,
                                     .fan_out = fan_out, .state = state, .loc = loc, .calls = calls,
                                     .ncalls = e->bdepth};
+    arena_map_put(&e->pmap, name, m->nparams);
     return m->nparams++;
 }
 
