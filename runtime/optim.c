@@ -372,17 +372,29 @@ double cdl_sched_lr(const cdl_sched *s, double base_lr, uint64_t step) {
     }
 }
 
+/* Sum of squares of g[0..n) in double, in GN_LANES running sums added at the end.  One
+ * running sum is a chain of dependent adds (about 4 cycles an element: 0.25 ms a step
+ * for the Fashion-MNIST MLP's 235k parameters, a third of its training step, since the
+ * trainer takes the norm every step to catch non-finite gradients); independent sums
+ * vectorise.  NaN and Inf propagate to the result. */
+#define GN_LANES 16
+#define GN_SUMSQ(T)                                                                     \
+    static double sumsq_##T(const T *g, size_t n) {                                     \
+        double acc[GN_LANES] = {0};                                                     \
+        size_t i = 0;                                                                   \
+        for (; i + GN_LANES <= n; i += GN_LANES)                                        \
+            for (int k = 0; k < GN_LANES; k++) acc[k] += (double)g[i + k] * (double)g[i + k]; \
+        for (; i < n; i++) acc[i % GN_LANES] += (double)g[i] * (double)g[i];            \
+        double s = 0;                                                                   \
+        for (int k = 0; k < GN_LANES; k++) s += acc[k];                                 \
+        return s;                                                                       \
+    }
+GN_SUMSQ(float)
+GN_SUMSQ(double)
+
 double cdl_grad_norm(const cdl_net *net) {
     size_t n = net->model->train_count;
-    double s = 0;
-    if (net->model->real_size == 8) {
-        const double *g = net->grad;
-        for (size_t i = 0; i < n; i++) s += g[i] * g[i];
-    } else {
-        const float *g = net->grad;
-        for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    }
-    return sqrt(s);
+    return sqrt(net->model->real_size == 8 ? sumsq_double(net->grad, n) : sumsq_float(net->grad, n));
 }
 
 double cdl_clip_grad_norm(cdl_net *net, double max_norm) {

@@ -651,6 +651,40 @@ static void test_clip(void **st) {
     }
 }
 
+/* The norm over a slab that is not a whole number of the summing lanes: every element
+ * counts once (the tail too), and a NaN or Inf anywhere, the last element included,
+ * makes the norm non-finite. */
+static void test_grad_norm_lanes(void **st) {
+    (void)st;
+    for (int rs = 4; rs <= 8; rs += 4) {
+        cdl_model m = tiny_model(rs);
+        m.param_count = 1000;
+        for (size_t n = 1; n <= 1000; n += n < 40 ? 1 : 241) {
+            m.train_count = n;
+            cdl_net *net = cdl_net_new(&m);
+            assert_non_null(net);
+            double want = 0;
+            for (size_t i = 0; i < n; i++) {
+                double v = (double)(i % 7) - 3;   /* small integers: exact sums */
+                want += v * v;
+                if (rs == 4) ((float *)net->grad)[i] = (float)v;
+                else ((double *)net->grad)[i] = v;
+            }
+            assert_true(cdl_grad_norm(net) == sqrt(want));
+            size_t at[3] = {0, n / 2, n - 1};
+            for (int k = 0; k < 3; k++) {
+                double bad = k == 1 ? INFINITY : NAN;
+                if (rs == 4) ((float *)net->grad)[at[k]] = (float)bad;
+                else ((double *)net->grad)[at[k]] = bad;
+                assert_false(isfinite(cdl_grad_norm(net)));
+                if (rs == 4) ((float *)net->grad)[at[k]] = 0;
+                else ((double *)net->grad)[at[k]] = 0;
+            }
+            cdl_net_free(net);
+        }
+    }
+}
+
 /* Every test leaves the default allocator installed, even when it fails midway. */
 static int reset_alloc(void **st) {
     (void)st;
@@ -678,6 +712,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_optim_slots, reset_alloc),
         cmocka_unit_test_teardown(test_sched, reset_alloc),
         cmocka_unit_test_teardown(test_clip, reset_alloc),
+        cmocka_unit_test_teardown(test_grad_norm_lanes, reset_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
