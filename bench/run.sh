@@ -32,6 +32,9 @@
 #   BENCH_FRAMEWORKS   subset of "static static_onednn tape torch_eager torchscript"
 #   BENCH_LATENCY      1 (default): also time batch-1 inference (eval forward) once per
 #                      model, cdl (each backend, tape) against PyTorch eager; 0: skip
+#   BENCH_EPOCH        1 (default): also time one whole Fashion-MNIST epoch of `make run`'s
+#                      model, loading and evaluation included (bench/epoch.py), each
+#                      backend against PyTorch with its DataLoader, at 1 thread; 0: skip
 #   BENCH_RT_openblas, BENCH_RT_onednn  the two runtimes (defaults $B/libcdlrt.a and
 #                      $B/onednn/libcdlrt.a, what make bench builds); each links with the
 #                      libraries listed next to it (libcdlrt.libs)
@@ -140,7 +143,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //') (family $(grep -m1 
 # The command that reproduces this run: make bench plus whatever was overridden.
 command="make bench"
 [ "$B" != build ] && command="make B=$B bench"
-for v in BENCH_THREADS BENCH_SCALE BENCH_ROUNDS BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE BENCH_LATENCY; do
+for v in BENCH_THREADS BENCH_SCALE BENCH_ROUNDS BENCH_ONLY BENCH_FRAMEWORKS BENCH_PYTHON BENCH_CFLAGS BENCH_BLAS_CORETYPE BENCH_LATENCY BENCH_EPOCH; do
     [ -n "${!v:-}" ] && command="$v='${!v}' $command"
 done
 {
@@ -303,3 +306,11 @@ printf '{"framework": "meta", "loadavg_end": "%s", "seconds": %s}\n' \
 
 # ------------------------------------------------------------------------ report
 python3 bench/report.py "$RAW" --rows bench/rows.txt --json "$RESULTS" --md "$OUT/results.md"
+
+# ------------------------------------------------------------------------ end to end
+# one whole epoch as `make run` trains it (its own table, appended to the report)
+if [ "${BENCH_EPOCH:-1}" = 1 ]; then
+    { python3 bench/epoch.py --cdlc "$CDLC" --rt "$RT_OPENBLAS" --rt-onednn "$RT_ONEDNN" --python "$PY" \
+        --rounds "$ROUNDS" --work "$OUT/epoch" --json "$OUT/epoch.json" ||
+        echo "bench: the end-to-end epoch row failed"; } | tee -a "$OUT/results.md"
+fi
