@@ -315,13 +315,30 @@ static Value b_dim(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_dim_value(e, &s, (int)(ax < 0 ? ax + s.rank : ax));
 }
 
+/* transpose(x) swaps a 2-D tensor; transpose(x, [perm]) permutes (numpy's
+ * transpose); transpose(x, d0, d1) swaps two axes (torch.transpose).  Negative axes
+ * count from the end. */
 static Value b_transpose(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int x = el_node(e, a[0], b->name, "x", loc);
     if (x < 0) return el_err();
     const Node *n = el_n(e, x);
     int r = n->shape.rank;
     int64_t perm[MAXDIM] = {0};
-    if (a[1].k == V_NONE) {
+    for (int i = 0; i < r; i++) perm[i] = i;
+    if (a[2].k != V_NONE) {
+        int64_t d[2];
+        if (!el_int(e, a[1], b->name, "dim0", loc, &d[0]) || !el_int(e, a[2], b->name, "dim1", loc, &d[1]))
+            return el_err();
+        for (int k = 0; k < 2; k++) {
+            if (d[k] < -r || d[k] >= r) {
+                error_at(loc, "transpose: axis %lld is out of range for %s", (long long)d[k], shape_str(&n->shape));
+                return el_err();
+            }
+            if (d[k] < 0) d[k] += r;
+        }
+        perm[d[0]] = d[1];
+        perm[d[1]] = d[0];
+    } else if (a[1].k == V_NONE) {
         if (r != 2) {
             error_at(loc, "transpose: give the permutation for a tensor of rank %d", r);
             return el_err();
@@ -331,7 +348,7 @@ static Value b_transpose(Elab *e, const Builtin *b, Loc loc, Value *a) {
     } else {
         Value l = a[1];
         if ((l.k != V_LIST && l.k != V_TUPLE) || l.n != r) {
-            error_at(loc, "transpose: the permutation must list all %d axes", r);
+            error_at(loc, "transpose: the permutation must list all %d axes (or give two axes to swap)", r);
             return el_err();
         }
         bool seen[MAXDIM] = {false};
@@ -635,10 +652,11 @@ const Builtin builtins[] = {
     {"reshape", "x shape", b_reshape, OP_RESHAPE, NULL},
     {"broadcast_to", "x shape", b_broadcast_to, OP_BROADCAST, NULL},
     {"dim", "x axis", b_dim, OP_COUNT, NULL},
-    {"transpose", "x perm?", b_transpose, OP_TRANSPOSE, NULL},
+    {"transpose", "x perm? dim1?", b_transpose, OP_TRANSPOSE, NULL},
     {"concat", "tensors axis=-1", b_concat, OP_CONCAT, NULL},
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
     {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
+    {"attention", "q k v causal=false scale=0", bn_attention, OP_ATTENTION, NULL},
     /* activations and elementwise */
     /* relu, sigmoid, exp, ... (ops.def rows marked OPF_FN): builtin_find makes them */
     {"leaky_relu", "x slope=0.01", b_unary_f, OP_LEAKY_RELU, NULL},

@@ -685,7 +685,8 @@ Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
             return el_err();
         }
         int in[2] = {el_node(e, a, sp, "a", loc), el_node(e, b, sp, "b", loc)};
-        return el_tensor(e, el_add(e, OP_MATMUL, loc, 2, in, NULL, NULL, DT_REAL));
+        bool batched = el_n(e, in[0])->shape.rank > 2 || el_n(e, in[1])->shape.rank > 2;   /* torch.matmul */
+        return el_tensor(e, el_add(e, batched ? OP_BMM : OP_MATMUL, loc, 2, in, NULL, NULL, DT_REAL));
     }
     Op o = op == '+' ? OP_ADD : op == '-' ? OP_SUB : op == '*' ? OP_MUL : OP_DIV;
     int in[2] = {el_operand(e, a, sp, "a", loc), el_operand(e, b, sp, "b", loc)};

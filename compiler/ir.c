@@ -34,6 +34,7 @@ void ops_init(void) {
     register_rules(ops_conv_rules, ops_conv_count);
     register_rules(ops_rnn_rules, ops_rnn_count);
     register_rules(ops_ctrl_rules, ops_ctrl_count);
+    register_rules(ops_attn_rules, ops_attn_count);
 }
 
 /* ------------------------------------------------------------------ shapes */

@@ -1211,6 +1211,12 @@ cdl_t *cdl_t_stop_gradient(cdl_tape *tp, cdl_t *x);
 
 /* ---- dense, reductions, shapes ---- */
 cdl_t *cdl_t_matmul(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
+/* a @ b on rank >= 2 operands with torch.matmul's broadcasting of the leading axes;
+ * trans_a / trans_b transpose the last two axes (tape_attn.c). */
+cdl_t *cdl_t_bmm(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
+/* softmax(scale q k^T + causal mask) v over [..., T, d] (scale <= 0: 1/sqrt(d)); keeps
+ * only each row's log-sum-exp for its backward (tape_attn.c). */
+cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, int causal, double scale);
 cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b);    /* b may be NULL */
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);  /* axes: bitmask, 0 = all */
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
