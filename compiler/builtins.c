@@ -657,6 +657,10 @@ const Builtin builtins[] = {
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
     {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
     {"attention", "q k v causal=false scale=0", bn_attention, OP_ATTENTION, NULL},
+    {"layer_norm", "x eps=1e-5 affine=true bias=true * name?", bn_norm, OP_LAYER_NORM, "ln"},
+    {"rms_norm", "x eps? affine=true * name?", bn_norm, OP_RMS_NORM, "rms"},
+    {"group_norm", "x groups eps=1e-5 affine=true * name?", bn_norm, OP_GROUP_NORM, "gn"},
+    {"instance_norm", "x eps=1e-5 affine=false * name?", bn_norm, OP_GROUP_NORM, "inorm"},
     /* activations and elementwise */
     /* relu, sigmoid, exp, ... (ops.def rows marked OPF_FN): builtin_find makes them */
     {"leaky_relu", "x slope=0.01", b_unary_f, OP_LEAKY_RELU, NULL},

@@ -339,6 +339,7 @@ extern const OpRule ops_conv_rules[];  extern const int ops_conv_count;
 extern const OpRule ops_rnn_rules[];   extern const int ops_rnn_count;
 extern const OpRule ops_ctrl_rules[];  extern const int ops_ctrl_count;
 extern const OpRule ops_attn_rules[];  extern const int ops_attn_count;
+extern const OpRule ops_norm_rules[];  extern const int ops_norm_count;
 
 /* ======================================================================== shape.c */
 /* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc. */
@@ -457,6 +458,7 @@ extern const int builtin_count;
 const Builtin *builtin_find(const char *name);
 /* builtins_nn.c: constructors of the issue-13 built-ins (rows in builtins.c's table). */
 Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bn_norm(Elab *e, const Builtin *b, Loc loc, Value *a);
 
 /* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR
@@ -743,6 +745,8 @@ const char *e_outer(Emit *e, int node);    /* a top-level node's variable, also 
 const char *e_numel(Emit *e, int node);    /* runtime element count, e.g. "nb*256" or "2560" */
 const char *e_rows(Emit *e, int node);     /* runtime size of dim 0 */
 const char *e_dim(Emit *e, int node, int axis); /* runtime size of one dim */
+/* Runtime product of node's dims [from, to) as a C expression: "1", "784", "nb", "nb*28". */
+const char *e_prod(Emit *e, int node, int from, int to);
 const char *e_dims_arg(Emit *e, int node); /* "rank, (const int64_t[]){nb, 128}" or "0, NULL" */
 const char *e_fn(Emit *e, const char *kernel);  /* "cdl_<kernel>_f32" or "_f64" */
 const char *e_real(Emit *e);               /* "float" or "double" */

@@ -70,6 +70,28 @@ const char *e_dim(Emit *e, int node, int axis) {
     return cc_str("%lld", (long long)n->shape.d[axis]);
 }
 
+/* True when s is a plain identifier or number (needs no parentheses in a product). */
+static bool is_atom(const char *s) {
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z')))
+            return false;
+    return true;
+}
+
+/* Only a batched dim 0 is a runtime size; the rest fold to one number. */
+const char *e_prod(Emit *e, int node, int from, int to) {
+    const Shape *s = &e_graph(e)->n[node].shape;
+    int64_t p = 1;
+    bool dyn = s->batched && from == 0 && to > 0;
+    for (int i = from; i < to; i++)
+        if (!(dyn && i == 0)) p *= s->d[i];
+    if (!dyn) return cc_str("%lld", (long long)p);
+    const char *d0 = e_dim(e, node, 0);
+    if (p == 1) return d0;
+    return cc_str(is_atom(d0) ? "%s*%lld" : "(%s)*%lld", d0, (long long)p);
+}
+
 const char *e_numel(Emit *e, int node) {
     const Node *n = &e_graph(e)->n[node];
     int64_t total = shape_numel(&n->shape);

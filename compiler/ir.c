@@ -35,6 +35,7 @@ void ops_init(void) {
     register_rules(ops_rnn_rules, ops_rnn_count);
     register_rules(ops_ctrl_rules, ops_ctrl_count);
     register_rules(ops_attn_rules, ops_attn_count);
+    register_rules(ops_norm_rules, ops_norm_count);
 }
 
 /* ------------------------------------------------------------------ shapes */

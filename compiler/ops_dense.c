@@ -25,29 +25,6 @@ static const char *elem_type(Emit *e, const Graph *g, int n) {
     return g->n[n].dtype == DT_I32 ? "int32_t" : e_real(e);
 }
 
-/* True when s is a plain identifier or number (needs no parentheses in a product). */
-static bool is_atom(const char *s) {
-    for (; *s; s++)
-        if (!(*s == '_' || (*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
-              (*s >= 'A' && *s <= 'Z')))
-            return false;
-    return true;
-}
-
-/* Runtime product of node's dims [from, to) as a C expression: "1", "784", "nb",
- * "nb*28".  Only a batched dim 0 is a runtime size; the rest fold to one number. */
-static const char *dims_prod(Emit *e, const Graph *g, int node, int from, int to) {
-    const Shape *s = &g->n[node].shape;
-    int64_t p = 1;
-    bool dyn = s->batched && from == 0 && to > 0;
-    for (int i = from; i < to; i++)
-        if (!(dyn && i == 0)) p *= s->d[i];
-    if (!dyn) return cc_str("%lld", (long long)p);
-    const char *d0 = e_dim(e, node, 0);
-    if (p == 1) return d0;
-    return cc_str(is_atom(d0) ? "%s*%lld" : "(%s)*%lld", d0, (long long)p);
-}
-
 /* "(const int64_t[]){nb, 256}": node's runtime dims, padded on the left with 1s to
  * rank `rank` (broadcast); "{1}" for a scalar so the array is never empty. */
 static const char *dims_list(Emit *e, const Graph *g, int node, int rank) {
@@ -241,7 +218,7 @@ static void emit_linear(Emit *e, const Graph *g, int n) {
     int x = y->in[0], r = g->n[x].shape.rank;
     const Shape *w = &g->n[y->in[1]].shape;
     const char *note, *k = e_inner(e, n, 1, cc_str("%lld", (long long)w->d[1]), &note);
-    e_line(e, "%s(%s, %s, %lld, %s, %s, %s, %s);%s", e_fn(e, "linear"), dims_prod(e, g, x, 0, r - 1), k, (long long)w->d[0],
+    e_line(e, "%s(%s, %s, %lld, %s, %s, %s, %s);%s", e_fn(e, "linear"), e_prod(e, x, 0, r - 1), k, (long long)w->d[0],
            e_ptr(e, x), e_ptr(e, y->in[1]), y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n), note);
 }
 
@@ -563,11 +540,11 @@ static void emit_concat(Emit *e, const Graph *g, int n) {
     int axis = (int)c->ia[0], r = c->shape.rank;
     const char **inner = NEWN(const char *, c->nin), **ptrs = NEWN(const char *, c->nin);
     for (int k = 0; k < c->nin; k++) {
-        inner[k] = dims_prod(e, g, c->in[k], axis, r);
+        inner[k] = e_prod(e, c->in[k], axis, r);
         ptrs[k] = e_ptr(e, c->in[k]);
     }
     e_line(e, "%s(%d, %s, (const int64_t[]){%s}, (const %s *const[]){%s}, %s);", kfn(e, g, n, "concat"), c->nin,
-           dims_prod(e, g, n, 0, axis), e_join(c->nin, inner, ", "), elem_type(e, g, n), e_join(c->nin, ptrs, ", "), e_ptr(e, n));
+           e_prod(e, n, 0, axis), e_join(c->nin, inner, ", "), elem_type(e, g, n), e_join(c->nin, ptrs, ", "), e_ptr(e, n));
 }
 
 /* ======================================================================== slice */
@@ -685,8 +662,8 @@ static const char *slice_args(Emit *e, const Graph *g, const Node *s, int full, 
                         : (axis == 0 && g->n[part].shape.batched)
                             ? e_dim(e, part, 0)
                             : cc_str("%lld", (long long)g->n[part].shape.d[axis]);
-    return cc_str("%s, %s, %s, %s, %lld, %s", dims_prod(e, g, full, 0, axis),
-                        e_dim(e, full, axis), dims_prod(e, g, full, axis + 1, r), slice_start(e, s),
+    return cc_str("%s, %s, %s, %s, %lld, %s", e_prod(e, full, 0, axis),
+                        e_dim(e, full, axis), e_prod(e, full, axis + 1, r), slice_start(e, s),
                         (long long)s->ia[3], count);
 }
 
@@ -739,7 +716,7 @@ static void emit_softmax(Emit *e, const Graph *g, int n) {
     const Node *s = &g->n[n];
     int r = s->shape.rank;
     e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, s->op == OP_SOFTMAX ? "softmax" : "log_softmax"),
-           dims_prod(e, g, n, 0, r - 1), e_dim(e, n, r - 1), e_ptr(e, s->in[0]), e_ptr(e, n));
+           e_prod(e, n, 0, r - 1), e_dim(e, n, r - 1), e_ptr(e, s->in[0]), e_ptr(e, n));
 }
 
 static void emit_softmax_bwd(Emit *e, const Graph *g, int n) {
@@ -747,7 +724,7 @@ static void emit_softmax_bwd(Emit *e, const Graph *g, int n) {
     int r = s->shape.rank;
     e_line(e, "%s(%s, %s, %s, %s, %s);",
            e_fn(e, s->op == OP_SOFTMAX_BWD ? "softmax_bwd" : "log_softmax_bwd"),
-           dims_prod(e, g, n, 0, r - 1), e_dim(e, n, r - 1), e_ptr(e, s->in[0]), e_ptr(e, s->in[1]),
+           e_prod(e, n, 0, r - 1), e_dim(e, n, r - 1), e_ptr(e, s->in[0]), e_ptr(e, s->in[1]),
            e_ptr(e, n));
 }
 

@@ -1217,6 +1217,12 @@ cdl_t *cdl_t_bmm(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
 /* softmax(scale q k^T + causal mask) v over [..., T, d] (scale <= 0: 1/sqrt(d)); keeps
  * only each row's log-sum-exp for its backward (tape_attn.c). */
 cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, int causal, double scale);
+/* torch.nn.functional.layer_norm over the last axis, rms_norm (torch.nn.RMSNorm), group_norm
+ * over [N, C, ...] (instance norm: groups = C); w, b may be NULL (no affine part); eps > 0
+ * (tape_norm.c). */
+cdl_t *cdl_t_layer_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, double eps);
+cdl_t *cdl_t_rms_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, double eps);
+cdl_t *cdl_t_group_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, int64_t groups, double eps);
 cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b);    /* b may be NULL */
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);  /* axes: bitmask, 0 = all */
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
