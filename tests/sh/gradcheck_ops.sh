@@ -5,6 +5,7 @@
 # f64, |num - ana| <= 1e-5 + 1e-3 |num|).  An OPF_DIFF op of runtime/ops.def without a
 # case fails the test.  Every case also runs static and tape side by side (cdl-compare,
 # 3 steps, f32) and must agree bit for bit: both call the same kernels in the same order.
+# The model's batch is B = 3: a case's inputs are [B, ...], as the datasets feed them.
 # Environment: B, CDLC, COMPARE.
 set -u
 B=${B:-build}
@@ -21,7 +22,7 @@ one() {
     op=$(echo "${line%%|*}" | tr -d ' ')
     body=${line#*|}
     m="$t/case$n.cdl"
-    { echo "model op_${op}() {"; echo "$body" | sed 's/ ; /\n/g; s/^ *//' | sed 's/^/    /'; echo "}"; } >"$m"
+    { echo "model op_${op}(B = 3) {"; echo "$body" | sed 's/ ; /\n/g; s/^ *//' | sed 's/^/    /'; echo "}"; } >"$m"
     if ! "$CDLC" --precision=f64 --exe "$m" -o "$t/case$n" >"$t/log$n" 2>&1; then
         echo "FAIL $op: does not compile: $(head -3 $t/log$n)"; cat "$m"; return
     fi
