@@ -713,6 +713,36 @@ Pipeline *pipeline_build(const Model *m, int real_size, bool tape);   /* all of 
 void pipeline_dump(FILE *f, const Pipeline *p, const char *pass);
 const char *pipeline_kind_name(FnKind k);
 
+/* ======================================================================== weights.c */
+/* A checkpoint's parameters for the inference export (--weights), read by the compiler
+ * itself: a safetensors file (cdl's checkpoint, or a plain one with the same tensor
+ * names) validated strictly, every parameter of m present with its shape, F32 or F64,
+ * finite.  The table then grows by the tensors the export derives (infer.c: a
+ * convolution's weights with the batch norm after it folded in). */
+typedef struct WTensor {
+    const char *name;      /* dotted: the parameter's, or the derived tensor's */
+    Shape shape;
+    float *data;
+    const char *note;      /* how a derived tensor was made; NULL for a parameter */
+} WTensor;
+typedef struct Weights {
+    const char *path;
+    bool f64;              /* the file held F64 tensors (rounded to float here) */
+    WTensor *t; int n, cap;/* t[p] for p < m->nparams: parameter p (m->params order) */
+} Weights;
+/* NULL after an error naming the file (diag.c). */
+Weights *weights_load(const char *path, const Model *m);
+/* Add a derived tensor (or find the one of that name, which must have that shape);
+ * returns its index. */
+int weights_add(Weights *w, const char *name, Shape shape, float *data, const char *note);
+
+/* ======================================================================== infer.c */
+/* Make function graph g (a clone of the eval forward or of an entry) ready for the
+ * inference export, before opt_run: dropout becomes a view, and each batch norm after
+ * a convolution or linear layer is folded into that layer's weights and bias (new
+ * tensors in w).  The graph keeps its ids and topological order. */
+void infer_prepare(Graph *g, Weights *w);
+
 /* ======================================================================== emit_common.c */
 /* The emitters' toolkit: one function being written (either target), the helpers op
  * emitters call (strings live in the compilation arena), and what both emitters
