@@ -58,6 +58,14 @@ $(B)/gen/lex.yy.c: grammar/cdl.l $(B)/gen/cdl.tab.h
 	@mkdir -p $(B)/gen
 	flex --header-file=$(B)/gen/lex.yy.h -o $@ $<
 
+# The inference export's portable kernels (compiler/infer_kernels.inc) as one C string
+# literal, which compiler/emit_infer.c includes: each line quoted, backslashes and quotes
+# escaped.
+$(B)/gen/infer_kernels.h: compiler/infer_kernels.inc
+	@mkdir -p $(B)/gen
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+$(B)/obj/compiler/emit_infer.o: $(B)/gen/infer_kernels.h
+
 # Generated scanner/parser: same warnings, minus the ones their skeletons trip.
 $(B)/obj/gen/%.o: $(B)/gen/%.c
 	@mkdir -p $(dir $@)

@@ -187,6 +187,7 @@ enum {
     NF_INPUT_GRAD = 1 << 8,/* final gradient of input (slot): lives in net->in_grad[slot] */
     NF_DEAD = 1 << 9,      /* opt: nothing this function returns depends on it */
     NF_INPLACE = 1 << 10,  /* opt_inplace: computed over input in[inplace]'s storage */
+    NF_NO_AUX = 1 << 11,   /* infer_prepare: the inference kernels need no aux scratch */
 };
 
 enum { RED_MEAN = 0, RED_SUM = 1 };
@@ -388,6 +389,7 @@ typedef struct Model {
     EntryFn *entries; int nentries;
     TrainKV *train; int ntrain;     /* the train {} section */
     int64_t batch;
+    const char *batch_name;         /* the batch constant ("B"), NULL without one */
     const char *consts_str;         /* "B=64 H=256" after -D overrides, for the header comment */
 } Model;
 
@@ -737,11 +739,19 @@ Weights *weights_load(const char *path, const Model *m);
 int weights_add(Weights *w, const char *name, Shape shape, float *data, const char *note);
 
 /* ======================================================================== infer.c */
+/* The pipeline of the inference export: the functions named in sel[0..n) ("forward":
+ * the model's outputs without its loss; or an entry's name), the forward alone when n
+ * is 0.  NULL after an error (an unknown entry, a forward with no outputs). */
+Pipeline *infer_clone(const Model *m, int n, const char *const *sel);
 /* Make function graph g (a clone of the eval forward or of an entry) ready for the
  * inference export, before opt_run: dropout becomes a view, and each batch norm after
  * a convolution or linear layer is folded into that layer's weights and bias (new
  * tensors in w).  The graph keeps its ids and topological order. */
 void infer_prepare(Graph *g, Weights *w);
+
+/* emit_infer.c: write the inference export of pipeline p (from infer_clone, prepared,
+ * optimised and planned) to cf (named c_name) and its header (header_name) to hf. */
+void emit_infer(const Pipeline *p, const Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name);
 
 /* ======================================================================== emit_common.c */
 /* The emitters' toolkit: one function being written (either target), the helpers op
@@ -755,6 +765,9 @@ struct Emit {
     bool tape;              /* the tape emitter (its C variables are cdl_t pointers) */
     bool train;             /* static: the train-mode function */
     bool entry;             /* an extra entry: inputs come from in[], not net->in */
+    bool infer;             /* static: the inference export (emit_c_infer_body): leaves are
+                             * named by the caller, values without storage of their own
+                             * are read-only, kernels get no scratch */
     const Graph *top;       /* the function's graph */
     const char **name;      /* top-level node -> C variable */
     const Plan *plan;       /* static: the function's buffers */
@@ -828,6 +841,13 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
  * a planned pipeline: tables, init, one C function per Fn, the cdl_model descriptor and
  * the public wrappers; with_main adds main() -> cdl_main. */
 void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
+/* The inference export (emit_infer.c): the statements of function fn's body, written
+ * to f at indent 1 as the static target writes them (a pointer per node, the op
+ * emitters' kernel calls under their runtime names, C loops), reading the arena
+ * `char *A` and the batch `nb`; leaf[i] names top-level INPUT and PARAM node i (the
+ * caller's input, a weight array), values without storage of their own are const, and
+ * kernels get NULL for scratch.  Returns every top-level node's C expression. */
+const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char *const *leaf);
 /* For op emitters (static target): */
 const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
 /* The inner (contraction) size k of a GEMM-like node as a C expression: "k", or

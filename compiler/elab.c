@@ -925,6 +925,7 @@ static Model *elab_model(Elab *e, const Ast *md, int ndefs, const char *const *d
     e->bname = batch_const(md);
     m->consts_str = model_consts(e, md, ndefs, defs);
     m->batch = e->batch;
+    m->batch_name = e->batch > 0 ? e->bname : NULL;
     m->g = ir_graph_new(e->batch);
     e->root = e->g = m->g;
     e->inst = NEW(Inst);

@@ -65,11 +65,20 @@ static const char *step_aux(Emit *e, int L, int j, const char *tex) {
 }
 
 const char *e_aux(Emit *e, int node) {
+    if (e->infer) return "NULL";
     if (e->body) return step_aux(e, e->loop, node, "t");
     const Node *n = &e->top->n[node];
     if (e->plan->aux_off[node] < 0) die("node %d (%s) has no aux", node, op_info[n->op].name);
     e->used_A = true;
     return cc_str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
+}
+
+/* The pointee type of node n's pointer variable: in the inference export a value with
+ * no storage of its own (a view, a loop's carried or captured value, a carried result)
+ * may be the caller's input or a const weight array, and is never written through
+ * (in-place nodes get their own pointer into the arena), so it is declared const. */
+static const char *ptype(const Emit *e, const Node *n, bool owns) {
+    return e->infer && !owns ? cc_str("const %s", e_ctype(e, n)) : e_ctype(e, n);
 }
 
 /* ------------------------------------------------------------------ uses */
@@ -187,7 +196,8 @@ static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool
         const Node *n = &b->n[j];
         if (!u[j] || (n->flags & NF_DEAD)) continue;
         if (n->op == OP_LOOP_SAVED && ref && !ref[j]) continue;
-        e_line(e, "%s *%s = %s;  /* %s %s%s */", e_ctype(e, n), e->bname[j], step_ptr(e, L, j, "t", 0),
+        bool owns = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL));
+        e_line(e, "%s *%s = %s;  /* %s %s%s */", ptype(e, n, owns), e->bname[j], step_ptr(e, L, j, "t", 0),
                e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
         emit_body_node(e, L, j, uses);
@@ -239,6 +249,7 @@ static void emit_node(Emit *e, int i) {
     const char *shared = n->flags & NF_INPLACE ? cc_str("; in place of %s", e->name[n->in[n->inplace]]) : "";
     const char *what = cc_str("/* %s %s%s%s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name,
                               n->name ? cc_str(" \"%s\"", n->name) : "", e_loc(n), shared);
+    if (e->infer && (n->op == OP_INPUT || n->op == OP_PARAM)) return;  /* named by the caller */
     switch (n->op) {
     case OP_INPUT:
         if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what);
@@ -254,9 +265,9 @@ static void emit_node(Emit *e, int i) {
         int k = loop_out_result(n);
         const Node *r = &b->n[b->res[k]];
         if (k < b->ncarry) {
-            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_last(ln)), 0), what);
+            e_line(e, "%s *%s = %s;  %s", ptype(e, n, false), nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_last(ln)), 0), what);
         } else if (!r->shape.batched) {
-            e_line(e, "%s *%s = %s;  %s", t, nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0), what);
+            e_line(e, "%s *%s = %s;  %s", ptype(e, n, false), nm, step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0), what);
         } else {
             const char *first = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln)), 0);
             const char *second = step_ptr(e, n->in[0], b->res[k], cc_str("%lld", (long long)loop_first_t(ln) + 1), 0);
@@ -272,8 +283,9 @@ static void emit_node(Emit *e, int i) {
         break;
     }
     if (op_info[n->op].flags & OPF_VIEW) {
-        if (n->op == OP_VIEW) e_line(e, "%s *%s = %s + %lld;  %s", t, nm, e->name[n->in[0]], (long long)n->ia[0], what);
-        else e_line(e, "%s *%s = %s;  %s", t, nm, e->name[n->in[0]], what);
+        const char *vt = ptype(e, n, false);
+        if (n->op == OP_VIEW) e_line(e, "%s *%s = %s + %lld;  %s", vt, nm, e->name[n->in[0]], (long long)n->ia[0], what);
+        else e_line(e, "%s *%s = %s;  %s", vt, nm, e->name[n->in[0]], what);
         return;
     }
     if (e->plan->external[i]) {
@@ -293,6 +305,19 @@ static void emit_node(Emit *e, int i) {
         e_line(e, "%s *%s = (%s *)(A + %lld);  %s", t, nm, t, (long long)e->plan->off[i], what);
     }
     op_info[n->op].rule.emit(e, g, i);
+}
+
+/* The inference export's function bodies (emit_infer.c). */
+const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char *const *leaf) {
+    Emit E = {.f = f, .m = m, .real_size = 4, .infer = true, .top = fn->g, .plan = fn->plan, .loop = -1, .indent = 1};
+    Emit *e = &E;
+    const Graph *g = fn->g;
+    e->name = NEWN(const char *, g->len + 1);
+    for (int i = 0; i < g->len; i++) e->name[i] = leaf[i] ? leaf[i] : e_var_name(&g->n[i], i, "");
+    bool *u = used_vars(g, true);
+    for (int i = 0; i < g->len; i++)
+        if (!(g->n[i].flags & NF_DEAD) && (u[i] || g->n[i].op == OP_LOOP)) emit_node(e, i);
+    return e->name;
 }
 
 /* ------------------------------------------------------------------ functions */

@@ -2,8 +2,8 @@
  *
  * Runs on a function's own copy of a graph after cloning and before optimisation, so
  * that dead-code elimination and the planner see the smaller graph:
- *   - dropout is the identity in eval mode: it becomes a view of its input (no copy,
- *     no buffer);
+ *   - dropout is the identity in eval mode: its readers read its input (no code, no
+ *     buffer; a dropout that is itself an output becomes a view);
  *   - a batch norm right after a convolution or linear layer whose output nothing else
  *     reads is folded into that layer: per output channel k, with
  *         scale_k = gamma_k / sqrt(running_var_k + eps)
@@ -14,6 +14,8 @@
  *     new tensors (weights_add); the old layer is then unread and DCE drops it, with
  *     the four batch norm tensors.  Batch norms that cannot be folded stay (the
  *     inference kernel applies the running statistics).
+ * Every node is marked NF_NO_AUX: the portable kernels keep nothing for a backward
+ * pass and need no scratch, so the plan reserves none.
  * The derived tensors take the place of the running-statistics nodes, which are read
  * by this batch norm only and come before it in the graph, so the graph stays in
  * topological order and ids stay stable.
@@ -85,12 +87,65 @@ static void fold_bn(Graph *g, const int *uses, Weights *w, int b) {
     memcpy(bn->fa, L->fa, sizeof bn->fa);
 }
 
+/* Node id i of g with dropout (the identity in eval mode) looked through. */
+static int skip_dropout(const Graph *g, int i) {
+    while (g->n[i].op == OP_DROPOUT) i = g->n[i].in[0];
+    return i;
+}
+
+/* Readers of a dropout read its input instead: in g, in g's loop bodies' captures and
+ * in g's own results; a dropout that is still a result (an output, a loop's carried
+ * value) becomes a view. */
+static void drop_dropout(Graph *g) {
+    for (int i = 0; i < g->len; i++) {
+        Node *n = &g->n[i];
+        for (int k = 0; k < n->nin; k++) n->in[k] = skip_dropout(g, n->in[k]);
+        for (int j = 0; n->sub && j < n->sub->len; j++)
+            if (n->sub->n[j].op == OP_LOOP_CAPTURE) n->sub->n[j].ia[0] = skip_dropout(g, (int)n->sub->n[j].ia[0]);
+    }
+    for (int i = 0; i < g->len; i++)
+        if (g->n[i].op == OP_DROPOUT) g->n[i].op = OP_STOP_GRAD;
+}
+
 void infer_prepare(Graph *g, Weights *w) {
     int *uses = ir_uses(g);
     for (int i = 0; i < g->len; i++) {
         Node *n = &g->n[i];
+        n->flags |= NF_NO_AUX;
         if (n->sub) infer_prepare(n->sub, w);
-        if (n->op == OP_DROPOUT) n->op = OP_STOP_GRAD;
-        else if (n->op == OP_BATCHNORM && !g->parent) fold_bn(g, uses, w, i);
+        if (n->op == OP_BATCHNORM && !g->parent) fold_bn(g, uses, w, i);
     }
+    drop_dropout(g);
+}
+
+/* The functions of the export: the forward ("forward": the model's outputs, without
+ * its loss) and the entries named in sel (all n of them; none: the forward alone). */
+Pipeline *infer_clone(const Model *m, int n, const char *const *sel) {
+    Pipeline *p = NEW(Pipeline);
+    *p = (Pipeline){.m = m, .real_size = 4, .fn = NEWN(Fn, n + 2)};
+    for (int k = 0; k < (n ? n : 1); k++) {
+        const char *want = n ? sel[k] : "forward";
+        const EntryFn *en = NULL;
+        for (int q = 0; q < m->nentries; q++)
+            if (!strcmp(m->entries[q].name, want)) en = &m->entries[q];
+        for (int q = 0; q < p->nfn; q++)
+            if (!strcmp(want, p->fn[q].entry ? p->fn[q].entry->name : "forward")) en = NULL, want = NULL;
+        if (!want) continue;   /* named twice */
+        if (!en && strcmp(want, "forward")) {
+            char *all = arena_strdup(cc_arena, "forward");
+            for (int q = 0; q < m->nentries; q++) all = cc_str("%s, %s", all, m->entries[q].name);
+            error_at(m->loc, "--entry %s: model %s has no entry '%s' (it has: %s)", want, m->name, want, all);
+            continue;
+        }
+        if (!en && m->noutputs == 0) {
+            error_at(m->loc, "model %s has no outputs: its forward computes nothing to export (choose an entry with --entry)",
+                     m->name);
+            continue;
+        }
+        Fn *fn = &p->fn[p->nfn++];
+        *fn = (Fn){.kind = en ? FN_ENTRY : FN_EVAL, .entry = en, .g = ir_clone(en ? en->g : m->g)};
+        for (int q = 0; en && q < en->nouts; q++) fn->g->n[en->outs[q]].flags |= NF_OUTPUT;
+        for (int i = 0; i < fn->g->len; i++) fn->g->n[i].flags &= ~(unsigned)NF_LOSS;   /* outputs only */
+    }
+    return diag_error_count() ? NULL : p;
 }

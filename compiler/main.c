@@ -11,6 +11,10 @@
  *   pipeline_plan      buffers in the activation arena (tape: the arena's bound)
  *   emit_c / emit_tape write the C (--exe: and compile it)
  *
+ * --inference --weights CKPT (the inference export) reads the checkpoint first
+ * (weights_load), clones the chosen functions (infer_clone), folds batch norms and
+ * drops dropout (infer_prepare), then runs the same passes and emit_infer.
+ *
  * --dump-after=PASS prints the graphs between two of these calls and stops.
  */
 #include "cdlc.h"
@@ -37,14 +41,20 @@ static const char usage[] =
     "  --exe                emit, compile and link a trainer program (-o names it) with\n"
     "                       $CC and $CDL_CFLAGS, split at blanks (no shell runs)\n"
     "  --max-nodes=N        graph-size budget after inlining blocks (default 1000000)\n"
+    "  --inference          write a self-contained C99 file of the eval-mode forward with the\n"
+    "                       weights inside (no runtime, no BLAS); batch 1 unless -D B=N\n"
+    "  --weights FILE       the checkpoint (safetensors) --inference takes the weights from\n"
+    "  --entry=NAME[,NAME]  --inference: the functions to write: forward (the default) and\n"
+    "                       entries of the model\n"
     "  --help, --version\n";
 
 typedef struct Opts {
     const char *path, *out, *emit, *dump_after, *target;
     int real_size;
-    bool check, with_main, exe;
-    int ndefs;
-    const char **defs;
+    bool check, with_main, exe, infer;
+    const char *weights;
+    int ndefs, nentries;
+    const char **defs, **entries;
 } Opts;
 
 static int usage_error(const char *msg, const char *arg) {
@@ -54,7 +64,11 @@ static int usage_error(const char *msg, const char *arg) {
 
 static int parse_args(int argc, char **argv, Opts *o) {
     *o = (Opts){.emit = "c", .target = "c", .real_size = 4};
-    o->defs = NEWN(const char *, argc + 1);
+    o->defs = NEWN(const char *, argc + 2);
+    size_t names = 1;  /* --entry=A,B,...: at most one name per comma, plus one */
+    for (int i = 1; i < argc; i++)
+        for (const char *c = argv[i]; *c; c++) names += *c == ',';
+    o->entries = NEWN(const char *, names + argc);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -76,6 +90,14 @@ static int parse_args(int argc, char **argv, Opts *o) {
             long long n = strtoll(a + 12, &end, 10);
             if (end == a + 12 || *end || n <= 0) return usage_error("--max-nodes needs a positive number", a + 12);
             elab_set_max_nodes(n);
+        } else if (!strcmp(a, "--inference")) o->infer = true;
+        else if (!strcmp(a, "--weights") || !strncmp(a, "--weights=", 10)) {
+            if (!a[9] && ++i >= argc) return usage_error("--weights needs a file name", NULL);
+            o->weights = a[9] ? a + 10 : argv[i];
+        } else if (!strncmp(a, "--entry=", 8)) {
+            for (char *s = arena_strdup(cc_arena, a + 8), *save = NULL, *w; (w = strtok_r(s, ",", &save)); s = NULL)
+                o->entries[o->nentries++] = w;
+            if (!a[8]) return usage_error("--entry needs a name", NULL);
         }
         else if (!strcmp(a, "-o")) {
             if (++i >= argc) return usage_error("-o needs a file name", NULL);
@@ -91,6 +113,10 @@ static int parse_args(int argc, char **argv, Opts *o) {
     if (!o->path) return usage_error("no input file", NULL);
     if (strcmp(o->emit, "c") && strcmp(o->emit, "ir") && strcmp(o->emit, "dot")) return usage_error("unknown --emit", o->emit);
     if (strcmp(o->target, "c") && strcmp(o->target, "tape")) return usage_error("unknown --target", o->target);
+    if (o->infer && !o->weights) return usage_error("--inference needs --weights CHECKPOINT", NULL);
+    if (!o->infer && (o->weights || o->nentries)) return usage_error("--weights and --entry go with --inference", NULL);
+    if (o->infer && (o->exe || o->with_main || o->real_size != 4 || strcmp(o->target, "c") || strcmp(o->emit, "c")))
+        return usage_error("--inference writes f32 C only (no --exe, --main, --precision=f64, --target=tape, --emit)", NULL);
     if (o->dump_after && strcmp(o->dump_after, "elab") && strcmp(o->dump_after, "autodiff") && strcmp(o->dump_after, "opt"))
         return usage_error("unknown pass for --dump-after (elab, autodiff, opt)", o->dump_after);
     return 0;
@@ -270,6 +296,30 @@ static int emit_ir(const Model *m, const Opts *o) {
     return 0;
 }
 
+/* --inference: the export to -o FILE (and its header beside it), else to stdout. */
+static int write_infer(const Pipeline *p, const Weights *w, const Opts *o) {
+    const char *c = o->out ? o->out : cc_str("%s_infer.c", p->m->name), *h = header_path(c);
+    const char *cb = strrchr(c, '/'), *hb = strrchr(h, '/');
+    FILE *cf = o->out ? open_out(c) : stdout, *hf = o->out ? open_out(h) : fopen("/dev/null", "w");
+    if (!hf) die("cannot open /dev/null");
+    emit_infer(p, w, cf, hf, cb ? cb + 1 : c, hb ? hb + 1 : h);
+    if (o->out) close_out(cf, c);
+    if (o->out) close_out(hf, h);
+    else fclose(hf);
+    return diag_error_count() ? 1 : 0;
+}
+
+/* --inference compiles for batch 1 unless -D sets the batch constant: a model elaborated
+ * with the user's constants is elaborated again with B=1 added. */
+static Model *infer_batch_one(Model *m, Opts *o) {
+    if (!m->batch_name || m->batch == 1) return m;
+    size_t n = strlen(m->batch_name);
+    for (int k = 0; k < o->ndefs; k++)
+        if (!strncmp(o->defs[k], m->batch_name, n) && o->defs[k][n] == '=') return m;
+    o->defs[o->ndefs++] = cc_str("%s=1", m->batch_name);
+    return elab_file(o->path, o->ndefs, o->defs);
+}
+
 /* Write the generated C: to -o FILE (and its header beside it), else to stdout. */
 static int write_c(const Pipeline *p, const Opts *o) {
     if (!o->out) {
@@ -296,6 +346,7 @@ int main(int argc, char **argv) {
     ops_init();
 
     Model *m = elab_file(o.path, o.ndefs, o.defs);
+    if (m && !diag_error_count() && o.infer) m = infer_batch_one(m, &o);
     if (!m || diag_error_count()) return 1;
     ir_verify(m->g);
     for (int k = 0; k < m->nentries; k++) ir_verify(m->entries[k].g);
@@ -303,7 +354,11 @@ int main(int argc, char **argv) {
     if (dump_after(&o, "elab", m, NULL)) return 0;
     if (strcmp(o.emit, "c")) return emit_ir(m, &o);
 
-    Pipeline *p = pipeline_clone(m, o.real_size, !strcmp(o.target, "tape"));
+    Weights *w = NULL;
+    if (o.infer && !(w = weights_load(o.weights, m))) return 1;
+    Pipeline *p = o.infer ? infer_clone(m, o.nentries, o.entries) : pipeline_clone(m, o.real_size, !strcmp(o.target, "tape"));
+    if (!p) return 1;
+    for (int k = 0; o.infer && k < p->nfn; k++) infer_prepare(p->fn[k].g, w);
     pipeline_autodiff(p);
     if (dump_after(&o, "autodiff", m, p)) return 0;
     pipeline_verify(p);
@@ -311,7 +366,7 @@ int main(int argc, char **argv) {
     if (dump_after(&o, "opt", m, p)) return 0;
     pipeline_plan(p);
 
-    rc = o.exe ? build_exe(p, &o) : write_c(p, &o);
+    rc = o.exe ? build_exe(p, &o) : o.infer ? write_infer(p, w, &o) : write_c(p, &o);
     arena_free(cc_arena);
     return rc;
 }

@@ -16,7 +16,7 @@ int64_t plan_value_bytes(const Node *n, int real_size) {
 
 int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size) {
     const OpRule *r = &op_info[n->op].rule;
-    return r->aux ? r->aux(g, n) * real_size : 0;
+    return r->aux && !(n->flags & NF_NO_AUX) ? r->aux(g, n) * real_size : 0;
 }
 
 /* Does node i of g own storage of its own? */

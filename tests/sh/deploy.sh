@@ -1,0 +1,126 @@
+#!/bin/bash
+# The inference export (cdlc --inference --weights CKPT, docs/deploy.md) against the
+# runtime's eval on the same checkpoint, for every zoo model:
+#  1. a checkpoint: MLP, LeNet, the ResNet and the LSTM trained briefly (512 images, so
+#     the batch norms' running statistics are real ones); the others at their
+#     initialisation;
+#  2. the export (the forward, and every entry of models that have them) compiles alone
+#     (cc -c in an empty directory: no include path into the project) with
+#     -std=c99 -Wall -Wextra -Werror -pedantic, with gcc at -O2 and clang at -Os;
+#  3. tests/drivers/infer_check runs it and the runtime's eval on the first N test images
+#     (1,000 for the four models above, 100 for the others; noise for inputs that are
+#     not images) and requires every output within 1e-5 relative to eval's (per example:
+#     max |export - eval| / max |eval|) and the same predictions; it prints the largest
+#     difference and the share of bitwise-equal values;
+#  4. once at batch 4 (-D B=4), to check a batch other than the default 1.
+# Environment: B (build directory), CDLC.
+set -u
+B=${B:-build}
+CDLC=${CDLC:-$B/cdlc}
+LIB=$B/libcdlrt.a
+CHECK_CC=${CC:-cc}
+if nm "$LIB" 2>/dev/null | grep -q __asan_init; then
+    CHECK_CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+fi
+here=$(pwd)
+t=$(mktemp -d); trap 'rm -rf $t' EXIT
+STRICT="-std=c99 -Wall -Wextra -Werror -pedantic"
+fail=0; n=0
+export t CDLC LIB CHECK_CC STRICT
+
+# shim FN HEADER: a shared object's uniform face (infer_call, infer_in, ...) for the
+# exported function FN, written from its prototype in HEADER.
+shim() {
+    local fn=$1 hdr=$2 proto args a ins="" outs="" call="" ni=0 no=0
+    proto=$(grep -E "^void $fn\(" "$hdr") || return 1
+    args=${proto#*(}; args=${args%)*}
+    IFS=',' read -ra parts <<< "$args"
+    for a in "${parts[@]}"; do
+        read -ra w <<< "${a//\*/ }"
+        local nm=${w[${#w[@]} - 1]}
+        case "${w[0]}" in
+        const) ins="$ins\"$nm\", "; call="${call}in[$ni], "; ni=$((ni + 1)) ;;
+        void) call="${call}arena" ;;
+        *) outs="$outs\"$nm\", "; call="${call}out[$no], "; no=$((no + 1)) ;;
+        esac
+    done
+    local up; up=$(basename "$hdr" .h | tr a-z A-Z)
+    cat <<EOF
+#include "$(basename "$hdr")"
+const char *infer_entry = "$ENTRY";
+const char *infer_in[] = {$ins 0};
+const char *infer_out[] = {$outs 0};
+const int infer_batch = ${up}_BATCH;
+void infer_call(const void *const *in, void *const *out, void *arena) { $fn($call); }
+EOF
+}
+
+# run MODEL CKPT N TOL CLANG [DEFS...]: export, strict compiles (clang -Os too when
+# CLANG is 1), compare every function within TOL.
+run() {
+    local m=$1 ck=$2 N=$3 tol=$4 clang=$5 b; b=$(basename "$1" .cdl); shift 5
+    local defs="$*" d=$t/$b.$(echo "$*" | tr -dc '0-9'); mkdir -p "$d"
+    local ents; ents=$(grep -oE '^\s*entry [a-z_0-9]+' "$m" | awk '{print $2}' | paste -sd, -)
+    local sel="forward${ents:+,$ents}"
+    if ! "$CDLC" "$m" --inference --weights "$ck" --entry="$sel" $defs -o "$d/${b}_infer.c" >"$d/log" 2>&1; then
+        echo "FAIL $b: cdlc --inference: $(head -5 $d/log)"; return 1
+    fi
+    # the acceptance compiles: alone, strict, gcc and clang, -Os
+    if ! (cd "$d" && gcc $STRICT -O2 -fPIC -c ${b}_infer.c -o ${b}_infer.o &&
+          if [ $clang = 1 ]; then clang $STRICT -Os -c ${b}_infer.c -o ${b}_os.o; fi) >"$d/log" 2>&1; then
+        echo "FAIL $b: the export does not compile cleanly: $(head -5 $d/log)"; return 1
+    fi
+    local f fn
+    for f in ${sel//,/ }; do
+        if [ $f = forward ]; then fn=${b}_infer; ENTRY=""; else fn=${b}_${f}_infer; ENTRY=$f; fi
+        shim "$fn" "$d/${b}_infer.h" >"$d/shim_$f.c" || { echo "FAIL $b: no prototype for $fn"; return 1; }
+        if ! gcc -std=c99 -O2 -fPIC -shared -I"$d" "$d/shim_$f.c" "$d/${b}_infer.o" -o "$d/$f.so" -lm >"$d/log" 2>&1; then
+            echo "FAIL $b: shim for $fn: $(head -5 $d/log)"; return 1
+        fi
+        if ! "$t/check_$b" run "$ck" "$d/$f.so" "$N" "$tol" >"$d/out" 2>&1; then
+            echo "FAIL $b $f (tolerance $tol): $(cat $d/out | head -5)"; return 1
+        fi
+        sed "s/^/ok   /" "$d/out"
+    done
+}
+
+export -f shim run
+
+# One model, start to end; its lines go to $t/report.$b, and $t/fail.$b on failure.
+job() {
+    local m=$1 b N T defs="" clang=0; b=$(basename "$1" .cdl)
+    case $b in
+    mlp|lenet|resnet|lstm) N=1000; T=1e-5; clang=1 ;;
+    # the others at smaller widths (the same ops, loops and entries; faster to compile)
+    adversarial) N=100; T=1e-4; defs="-D H=64" ;;
+    bilstm|birnn|gru|lstm2|rnn) N=100; T=1e-4; defs="-D H=32" ;;
+    convlstm) N=100; T=1e-4; defs="-D C1=4 -D C2=8 -D H=32" ;;
+    charlm) N=100; T=1e-4; defs="-D H=32 -D E=16"; clang=1 ;;
+    *) N=100; T=1e-4; clang=1 ;;
+    esac
+    if ! "$CDLC" "$m" $defs -o "$t/$b.c" >"$t/log.$b" 2>&1 ||
+       ! $CHECK_CC -std=c11 -O0 -Iruntime -DMODEL_DESC=${b}_model tests/drivers/infer_check.c "$t/$b.c" "$LIB" \
+            -o "$t/check_$b" -lopenblas -lz -lpthread -lm -ldl >>"$t/log.$b" 2>&1; then
+        echo "FAIL $b: the check program does not build: $(head -5 $t/log.$b)"; return 1
+    fi
+    if [ $T = 1e-5 ]; then
+        "$t/check_$b" train --epochs 1 --limit 512 --test-limit 64 --threads 1 --quiet --save "$t/$b.ckpt" >"$t/log.$b" 2>&1
+    else
+        "$t/check_$b" init "$t/$b.ckpt" >"$t/log.$b" 2>&1
+    fi || { echo "FAIL $b: no checkpoint: $(tail -3 $t/log.$b)"; return 1; }
+    run "$m" "$t/$b.ckpt" $N $T $clang $defs || return 1
+    # a batch other than 1
+    if [ $b = lenet ]; then run "$m" "$t/$b.ckpt" 200 $T 0 -D B=4 || return 1; fi
+}
+
+export -f job
+
+# Two models at a time (the machine's two cores); reports in model order.
+ls models/*.cdl | xargs -P 2 -I{} bash -c 'job {} >"$0/report.$(basename {} .cdl)" 2>&1 || touch "$0/fail.$(basename {} .cdl)"' "$t"
+for m in models/*.cdl; do
+    b=$(basename "$m" .cdl); n=$((n + 1))
+    cat "$t/report.$b"
+    [ -e "$t/fail.$b" ] && fail=$((fail + 1))
+done
+echo "$n models, $fail failures"
+[ $fail -eq 0 ] && [ $n -ge 13 ]
