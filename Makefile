@@ -199,3 +199,20 @@ $(B)/gen-models/charlm.h: $(B)/gen-models/charlm.c
 $(B)/examples/charlm: examples/charlm.c $(B)/gen-models/charlm.c $(B)/libcdlrt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -I$(B)/gen-models $< $(B)/gen-models/charlm.c -o $@ $(B)/libcdlrt.a $(LDLIBS)
+
+# ---- classify: a Fashion-MNIST classifier built from nothing but the inference export
+# of a trained LeNet (cdlc --inference) and examples/classify/main.c: `cc ... -lm`, no
+# runtime, no BLAS.  `make classify` trains the LeNet for one epoch first (the weights
+# are compiled into the program); see examples/README.md and docs/deploy.md.
+CLASSIFY := $(B)/classify
+$(CLASSIFY)/lenet.ckpt: models/lenet.cdl $(B)/cdlc $(B)/libcdlrt.a
+	@mkdir -p $(CLASSIFY)
+	$(B)/cdlc $< --exe -o $(CLASSIFY)/lenet
+	$(CLASSIFY)/lenet train --epochs 1 --quiet --save $@
+$(CLASSIFY)/lenet_infer.c: $(CLASSIFY)/lenet.ckpt $(B)/cdlc
+	$(B)/cdlc models/lenet.cdl --inference --weights $< -o $@
+$(B)/examples/classify: examples/classify/main.c $(CLASSIFY)/lenet_infer.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -I$(CLASSIFY) examples/classify/main.c $(CLASSIFY)/lenet_infer.c -o $@ -lm
+classify: $(B)/examples/classify
+.PHONY: classify

@@ -134,7 +134,7 @@ Pipeline *infer_clone(const Model *m, int n, const char *const *sel) {
         if (!en && strcmp(want, "forward")) {
             char *all = arena_strdup(cc_arena, "forward");
             for (int q = 0; q < m->nentries; q++) all = cc_str("%s, %s", all, m->entries[q].name);
-            error_at(m->loc, "--entry %s: model %s has no entry '%s' (it has: %s)", want, m->name, want, all);
+            error_at(no_loc, "--entry %s: model %s (%s) has no entry '%s' (it has: %s)", want, m->name, m->file, want, all);
             continue;
         }
         if (!en && m->noutputs == 0) {

@@ -306,7 +306,9 @@ static int write_infer(const Pipeline *p, const Weights *w, const Opts *o) {
     if (o->out) close_out(cf, c);
     if (o->out) close_out(hf, h);
     else fclose(hf);
-    return diag_error_count() ? 1 : 0;
+    if (!diag_error_count()) return 0;
+    if (o->out) remove(c), remove(h);   /* nothing half-written is left behind */
+    return 1;
 }
 
 /* --inference compiles for batch 1 unless -D sets the batch constant: a model elaborated

@@ -27,7 +27,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define WT_MAX_HEADER ((uint64_t)100 << 20)   /* as the runtime: 100 MB of JSON */
 #define WT_MAX_DEPTH 64
 
 /* ------------------------------------------------------------------ JSON */
@@ -320,6 +319,7 @@ typedef struct WtFile {
     WtEnt *ent;
     int nent;
     int64_t max_vals;      /* JSON values a header of this model can need */
+    uint64_t max_header;   /* and bytes */
 } WtFile;
 
 /* "FILE: error: msg" (diag.c); returns false. */
@@ -425,7 +425,7 @@ static bool st_parse(WtFile *f) {
     if (f->len < 8) return WT_FAIL(f, "file too short (%zu bytes) for a safetensors header", f->len);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | f->buf[i];
-    if (n > WT_MAX_HEADER) return WT_FAIL(f, "header length %" PRIu64 " exceeds the limit of %" PRIu64 " bytes", n, WT_MAX_HEADER);
+    if (n > f->max_header) return WT_FAIL(f, "header length %" PRIu64 " exceeds the limit of %" PRIu64 " bytes for this model", n, f->max_header);
     if (n > f->len - 8) return WT_FAIL(f, "header length %" PRIu64 " exceeds the file size %zu (truncated?)", n, f->len);
     f->data = f->buf + 8 + n;
     f->data_len = f->len - 8 - n;
@@ -551,9 +551,11 @@ Weights *weights_load(const char *path, const Model *m) {
     /* per tensor: its entry (dtype, shape dims, offsets: about 12 values) and two
      * metadata strings (checksum); three tensors per parameter (two optimizer slots) */
     WtFile F = {.path = path, .max_vals = 256 + 48 * (int64_t)m->nparams}, *f = &F;
-    /* the biggest cdl checkpoint of m: f64, two optimizer slots, the header at its limit */
-    uint64_t limit = 8 + WT_MAX_HEADER;
+    /* the biggest checkpoint of m: f64, two optimizer slots, a header of 1 MB plus 4 KB
+     * (names, checksums) per parameter */
+    uint64_t hmax = ((uint64_t)1 << 20) + 4096 * (uint64_t)m->nparams, limit = 8 + hmax;
     for (int p = 0; p < m->nparams; p++) limit += 3 * 8 * (uint64_t)shape_numel(&m->params[p].shape);
+    f->max_header = hmax;
     if (!st_read(f, limit) || !st_parse(f)) return NULL;
     Weights *w = NEW(Weights);
     w->path = path;

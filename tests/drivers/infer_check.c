@@ -6,6 +6,7 @@
  *   check train ARGS...          the generic trainer (cdl_main): makes a checkpoint
  *   check init CKPT               a checkpoint of the initial parameters (seed 1)
  *   check run CKPT LIB N [TOL]    compare on N examples (see below)
+ *   check predict CKPT N          the eval's class for each of the first N test images
  *
  * LIB is a shared object built from the exported file and a shim the test script
  * writes from the exported header's prototype; it exports
@@ -100,6 +101,30 @@ static Data make_inputs(const cdl_model *m, int nin, const cdl_tensor *in, const
 
 static size_t esize(const cdl_tensor *t) { (void)t; return 4; } /* f32 and i32 alike */
 
+/* predict CKPT N: the runtime eval's class (argmax of output 0) for each of the first N
+ * test images, one a line. */
+static int predict(const cdl_model *m, cdl_net *net, const char *ckpt, int64_t N) {
+    cdl_dataset d = {0};
+    if (cdl_ckpt_load(ckpt, net, NULL, NULL)) die("%s: cannot load", ckpt);
+    if (cdl_dataset_open(&d, "fashion-mnist", 0) || N < 1 || N > d.n) die("%s", "fashion-mnist");
+    Data in = make_inputs(m, m->n_inputs, m->inputs, &d, N, 1);
+    int64_t C = row_numel(&m->outputs[0]);
+    for (int64_t r0 = 0; r0 < N; r0 += m->batch) {
+        int nb = (int)(N - r0 < m->batch ? N - r0 : m->batch);
+        for (int k = 0; k < m->n_inputs; k++)
+            memcpy(net->in[k], (char *)in.fed[k] + (size_t)(r0 * row_numel(&m->inputs[k])) * 4,
+                   (size_t)(nb * row_numel(&m->inputs[k])) * 4);
+        m->forward(net, nb);
+        for (int r = 0; r < nb; r++) {
+            const float *o = (const float *)net->out[0] + r * C;
+            int best = 0;
+            for (int j = 1; j < C; j++) best = o[j] > o[best] ? j : best;
+            printf("%d\n", best);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const cdl_model *m = &MODEL_DESC;
     if (argc >= 2 && !strcmp(argv[1], "train")) return cdl_main(m, argc, argv);
@@ -110,8 +135,9 @@ int main(int argc, char **argv) {
         if (cdl_ckpt_save(argv[2], net, NULL, NULL)) die("%s: cannot save", argv[2]);
         return 0;
     }
+    if (argc == 4 && !strcmp(argv[1], "predict")) return predict(m, net, argv[2], atoll(argv[3]));
     if (argc < 5 || strcmp(argv[1], "run")) {
-        fprintf(stderr, "usage: %s train ... | init CKPT | run CKPT LIB N [TOL]\n", argv[0]);
+        fprintf(stderr, "usage: %s train ... | init CKPT | predict CKPT N | run CKPT LIB N [TOL]\n", argv[0]);
         return 2;
     }
     if (cdl_ckpt_load(argv[2], net, NULL, NULL)) die("%s: cannot load", argv[2]);
@@ -205,7 +231,9 @@ int main(int argc, char **argv) {
             worst = fmax(worst, e);
             pred += ia == ib;
         }
-        int classify = !en && k == 0 && R > 1;
+        int labels = 0;   /* a classifier: the model takes one label per example */
+        for (int i = 0; i < m->n_inputs; i++) labels |= m->inputs[i].dtype == CDL_I32 && row_numel(&m->inputs[i]) == 1;
+        int classify = !en && k == 0 && R > 1 && labels;
         printf("%s %s%s, output %s: %lld examples at batch %d, max rel diff %.3g, bitwise %.1f%%", m->name,
                en ? "entry " : "forward", en ? en->name : "", tout[k].name, (long long)N, B, worst,
                100.0 * (double)same / (double)(N * R));

@@ -12,7 +12,8 @@
 #     not images) and requires every output within 1e-5 relative to eval's (per example:
 #     max |export - eval| / max |eval|) and the same predictions; it prints the largest
 #     difference and the share of bitwise-equal values;
-#  4. once at batch 4 (-D B=4), to check a batch other than the default 1.
+#  4. once at batch 4 (-D B=4), to check a batch other than the default 1;
+#  5. the example classifier (examples/classify/main.c + LeNet's export, -lm only).
 # Environment: B (build directory), CDLC.
 set -u
 B=${B:-build}
@@ -84,7 +85,50 @@ run() {
     done
 }
 
-export -f shim run
+# The example (examples/classify/main.c) built from lenet's export alone: only libc and
+# libm linked; on the first 20 test images (P5; one also as P2, one with 16-bit pixels)
+# it names the class the runtime's eval predicts; bad images are refused.
+classify_test() {
+    local ck=$1 d=$t/classify names
+    mkdir -p "$d"
+    if ! gcc $STRICT -O2 -I"$t/lenet." examples/classify/main.c "$t/lenet./lenet_infer.c" -o "$d/classify" -lm >"$d/log" 2>&1; then
+        echo "FAIL classify: does not build: $(head -5 $d/log)"; return 1
+    fi
+    local libs; libs=$(readelf -d "$d/classify" | grep NEEDED | grep -oE '\[[^]]*\]' | tr -d '[]' | sort | paste -sd' ' -)
+    [ "$libs" = "libc.so.6 libm.so.6" ] || { echo "FAIL classify: links $libs"; return 1; }
+    python3 - "$d" <<'PY' || { echo "FAIL classify: cannot write the test images"; return 1; }
+import gzip, sys
+d = sys.argv[1]
+x = gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").read()[16:]
+for i in range(20):
+    open("%s/%d.pgm" % (d, i), "wb").write(b"P5\n# test image %d\n28 28\n255\n" % i + x[784 * i:784 * (i + 1)])
+img = x[:784]
+open(d + "/p2.pgm", "w").write("P2 28 28 255\n" + " ".join(str(v) for v in img) + "\n")
+open(d + "/wide.pgm", "wb").write(b"P5 28 28 65535\n" + b"".join(bytes([v, v]) for v in x[784:1568]))
+open(d + "/small.pgm", "wb").write(b"P5 27 28 255\n" + img[:27 * 28])
+open(d + "/short.pgm", "wb").write(b"P5 28 28 255\n" + img[:700])
+open(d + "/not.pgm", "wb").write(b"P6 28 28 255\n" + img)
+PY
+    names=("T-shirt/top" "Trouser" "Pullover" "Dress" "Coat" "Sandal" "Shirt" "Sneaker" "Bag" "Ankle boot")
+    local i=0 p got want
+    "$t/check_lenet" predict "$ck" 20 >"$d/want" || { echo "FAIL classify: no eval predictions"; return 1; }
+    while read -r p; do
+        got=$("$d/classify" "$d/$i.pgm" | sed 's/  (.*//'); want=${names[$p]}
+        [ "$got" = "$want" ] || { echo "FAIL classify: image $i: '$got', eval says '$want'"; return 1; }
+        i=$((i + 1))
+    done <"$d/want"
+    [ "$("$d/classify" "$d/p2.pgm")" = "$("$d/classify" "$d/0.pgm")" ] || { echo "FAIL classify: P2 differs from P5"; return 1; }
+    [ "$("$d/classify" "$d/wide.pgm")" = "$("$d/classify" "$d/1.pgm")" ] || { echo "FAIL classify: 16-bit differs"; return 1; }
+    local f
+    for f in small:"must be 28x28" short:"truncated" not:"not a PGM" none:"cannot open"; do
+        if "$d/classify" "$d/${f%%:*}.pgm" >"$d/out" 2>&1 || ! grep -q "${f#*:}" "$d/out"; then
+            echo "FAIL classify: ${f%%:*}.pgm: $(cat $d/out)"; return 1
+        fi
+    done
+    echo "ok   examples/classify: 20 test images classified as eval does, P2 and 16-bit PGM read, bad images refused, links only: $libs"
+}
+
+export -f shim run classify_test
 
 # One model, start to end; its lines go to $t/report.$b, and $t/fail.$b on failure.
 job() {
@@ -110,7 +154,10 @@ job() {
     fi || { echo "FAIL $b: no checkpoint: $(tail -3 $t/log.$b)"; return 1; }
     run "$m" "$t/$b.ckpt" $N $T $clang $defs || return 1
     # a batch other than 1
-    if [ $b = lenet ]; then run "$m" "$t/$b.ckpt" 200 $T 0 -D B=4 || return 1; fi
+    if [ $b = lenet ]; then
+        classify_test "$t/$b.ckpt" || return 1
+        run "$m" "$t/$b.ckpt" 200 $T 0 -D B=4 || return 1
+    fi
 }
 
 export -f job
