@@ -726,6 +726,7 @@ typedef struct WTensor {
     Shape shape;
     float *data;
     const char *note;      /* how a derived tensor was made; NULL for a parameter */
+    bool channel_last;     /* a convolution's weights [K, C, R, S], written [C, R, S, K] */
 } WTensor;
 typedef struct Weights {
     const char *path;
@@ -751,7 +752,7 @@ void infer_prepare(Graph *g, Weights *w);
 
 /* emit_infer.c: write the inference export of pipeline p (from infer_clone, prepared,
  * optimised and planned) to cf (named c_name) and its header (header_name) to hf. */
-void emit_infer(const Pipeline *p, const Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name);
+void emit_infer(const Pipeline *p, Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name);
 
 /* ======================================================================== emit_common.c */
 /* The emitters' toolkit: one function being written (either target), the helpers op

@@ -169,7 +169,7 @@ typedef struct XFn {          /* one exported function */
 typedef struct X {
     const Pipeline *p;
     const Model *m;
-    const Weights *w;
+    Weights *w;
     Kernels K;
     const char *up, *low;     /* MLP_INFER, mlp_infer */
     XFn *f; int nf;
@@ -298,6 +298,48 @@ static void name_weights(X *x, const Graph *g) {
     }
 }
 
+/* Tensor slot of the PARAM that node id of g is (a loop body's capture looked
+ * through), or -1. */
+static int param_slot(const Graph *g, int id) {
+    while (g->n[id].op == OP_LOOP_CAPTURE && g->parent) {
+        id = (int)g->n[id].ia[0];
+        g = g->parent;
+    }
+    return g->n[id].op == OP_PARAM ? g->n[id].slot : -1;
+}
+
+/* Mark the weights of convolutions channel-last (nn_conv2d reads them so); a tensor
+ * that is a convolution's weights and also read by another op (through *other[slot],
+ * the reader) cannot be, and is reported there. */
+static void mark_conv_weights(X *x, const Graph *g, const Node **other, bool *conv) {
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->flags & NF_DEAD) continue;
+        if (n->sub) mark_conv_weights(x, n->sub, other, conv);
+        for (int k = 0; k < n->nin && n->op != OP_LOOP; k++) {
+            int s = param_slot(g, n->in[k]);
+            if (s < 0) continue;
+            if (n->op == OP_CONV2D && k == 1) conv[s] = true;
+            else if (!other[s]) other[s] = n;
+        }
+    }
+}
+
+static bool conv_weights(X *x) {
+    const Node **other = NEWN(const Node *, x->w->n + 1);
+    bool *conv = NEWN(bool, x->w->n + 1), ok = true;
+    for (int k = 0; k < x->p->nfn; k++) mark_conv_weights(x, x->p->fn[k].g, other, conv);
+    for (int s = 0; s < x->w->n; s++) {
+        if (conv[s] && other[s]) {
+            error_at(other[s]->loc, "%s: reads '%s', a convolution's weights, which the inference export stores "
+                     "channel-last for its convolution kernel", op_info[other[s]->op].name, x->w->t[s].name);
+            ok = false;
+        }
+        x->w->t[s].channel_last = conv[s];
+    }
+    return ok;
+}
+
 /* A float as the shortest C literal that reads back as the same float. */
 static const char *float_lit(float v) {
     char buf[40];
@@ -320,12 +362,12 @@ static void emit_weights(X *x, FILE *f) {
     for (int k = 0; k < x->w->n; k++) {
         const WTensor *t = &x->w->t[k];
         if (!x->wname[k]) continue;
-        int64_t n = shape_numel(&t->shape);
-        fprintf(f, "\n/* %s %s%s%s */\nstatic const float %s[%lld] = {", t->name, shape_str(&t->shape), t->note ? ": " : "",
-                t->note ? t->note : "", x->wname[k], (long long)n);
-        int col = 80;
+        int64_t n = shape_numel(&t->shape), K = t->shape.d[0], crs = n / (K ? K : 1);
+        fprintf(f, "\n/* %s %s%s%s%s */\nstatic const float %s[%lld] = {", t->name, shape_str(&t->shape), t->note ? ": " : "",
+                t->note ? t->note : "", t->channel_last ? ", stored channel-last [C, R, S, K]" : "", x->wname[k], (long long)n);
+        int col = 100;
         for (int64_t i = 0; i < n; i++) {
-            const char *v = float_lit(t->data[i]);
+            const char *v = float_lit(t->channel_last ? t->data[(i % K) * crs + i / K] : t->data[i]);
             if (col + strlen(v) + 2 > 100) {
                 fputs("\n   ", f);
                 col = 3;
@@ -420,7 +462,7 @@ static void emit_header_infer(X *x, FILE *hf, const char *header_name) {
     fprintf(hf, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
 }
 
-void emit_infer(const Pipeline *p, const Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name) {
+void emit_infer(const Pipeline *p, Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name) {
     const Model *m = p->m;
     X X0 = {.p = p, .m = m, .w = w, .K = kernels_load()}, *x = &X0;
     x->low = cc_str("%s_infer", m->name);
@@ -434,7 +476,7 @@ void emit_infer(const Pipeline *p, const Weights *w, FILE *cf, FILE *hf, const c
     bool ok = true;
     for (int k = 0; k < p->nfn; k++)
         ok &= check_ops(p->fn[k].g, p->fn[k].kind == FN_ENTRY ? cc_str("entry %s", p->fn[k].entry->name) : "forward");
-    if (!ok || diag_error_count()) return;
+    if (!ok || !conv_weights(x) || diag_error_count()) return;
     x->f = NEWN(XFn, p->nfn + 1);
     x->taken[x->ntaken++] = cc_str("%s_arena", x->low);
     for (int k = 0; k < p->nfn; k++) x->taken[x->ntaken++] = fn_cname(m, &p->fn[k]);

@@ -297,7 +297,7 @@ static int emit_ir(const Model *m, const Opts *o) {
 }
 
 /* --inference: the export to -o FILE (and its header beside it), else to stdout. */
-static int write_infer(const Pipeline *p, const Weights *w, const Opts *o) {
+static int write_infer(const Pipeline *p, Weights *w, const Opts *o) {
     const char *c = o->out ? o->out : cc_str("%s_infer.c", p->m->name), *h = header_path(c);
     const char *cb = strrchr(c, '/'), *hb = strrchr(h, '/');
     FILE *cf = o->out ? open_out(c) : stdout, *hf = o->out ? open_out(h) : fopen("/dev/null", "w");

@@ -251,7 +251,7 @@ static void batchnorm_folds(void **state) {
     w.t = calloc((size_t)w.cap, sizeof *w.t);
     static float cw[2] = {2, -3}, gamma[2] = {1, 0.5f}, beta[2] = {0.25f, -1}, mean[2] = {1, 2}, var[2] = {3, 0};
     const float *vals[5] = {cw, gamma, beta, mean, var};
-    for (int p = 0; p < m->nparams; p++) w.t[p] = (WTensor){m->params[p].name, m->params[p].shape, (float *)vals[p], NULL};
+    for (int p = 0; p < m->nparams; p++) w.t[p] = (WTensor){.name = m->params[p].name, .shape = m->params[p].shape, .data = (float *)vals[p]};
     Pipeline *p = infer_clone(m, 0, NULL);
     assert_non_null(p);
     Graph *gr = p->fn[0].g;
