@@ -38,7 +38,7 @@ for m in models/*.cdl; do
         "$B/cdlc" "$m" --exe -o "$d/$b" || continue
         if [ $b = charlm ]; then
             "$B/cdlc" "$m" -o "$d/full.c" && cc -O1 -Iruntime -DMODEL_DESC=${b}_model tests/drivers/infer_check.c "$d/full.c" \
-                "$B/libcdlrt.a" -o "$d/init" -lopenblas -lz -lpthread -lm -ldl && "$d/init" init "$d/$b.ckpt" || continue
+                "$B/libcdlrt.a" -o "$d/init" $(cat "$B/libcdlrt.libs") -ldl && "$d/init" init "$d/$b.ckpt" || continue
         else
             "$d/$b" train --epochs 1 --limit 10000 --test-limit 1000 --quiet --save "$d/$b.ckpt" || continue
         fi
@@ -59,7 +59,7 @@ for m in models/*.cdl; do
     gcc -std=c99 $CF -fPIC -shared -I"$d" "$d/shim.c" "$d/${b}_infer.c" -o "$d/export.so" -lm || continue
     "$B/cdlc" "$m" -D B=1 -o "$d/b1.c" &&
         cc -std=c11 -D_POSIX_C_SOURCE=200809L $CF -Iruntime -DMODEL_DESC=${b}_model bench/deploy_bench.c "$d/b1.c" "$B/libcdlrt.a" -o "$d/bench" \
-            -lopenblas -lz -lpthread -lm -ldl || continue
+            $(cat "$B/libcdlrt.libs") -ldl || continue
     c=$("$d/bench" "$d/export.so" 2000) || continue
     t=$("$PY" bench/deploy_torch.py "$b" "$d/$b.ckpt" --export "$d/export.so" 2>"$d/torch.log") || t='{}'
     echo "{\"model\": \"$b\", \"params\": $params, \"c_bytes\": $(wc -c <"$d/${b}_infer.c"), \"os_text\": $text, \"os_data\": $data, \"os_bss\": $bss, \"arena\": $arena, \"c\": $c, \"torch\": $t}" >>"$OUT/raw.jsonl"

@@ -199,7 +199,8 @@ static bool supported(Op op) {
     case OP_INPUT: case OP_PARAM: case OP_CONST: case OP_BATCHSIZE: case OP_RANDN: case OP_RAND:
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM: case OP_NEG: case OP_EXP:
     case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE: case OP_POWS: case OP_CLAMP: case OP_RELU:
-    case OP_LEAKY_RELU: case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SOFTPLUS: case OP_ELU: case OP_STOP_GRAD:
+    case OP_LEAKY_RELU: case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SILU: case OP_MISH: case OP_SOFTPLUS:
+    case OP_ELU: case OP_STOP_GRAD:
     case OP_MATMUL: case OP_LINEAR: case OP_SUM: case OP_MEAN: case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
     case OP_CONCAT: case OP_SLICE: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_EMBEDDING: case OP_CONV2D:
     case OP_MAXPOOL2D: case OP_AVGPOOL2D: case OP_BATCHNORM: case OP_LSTM_ACT: case OP_GRU_ACT: case OP_VIEW:

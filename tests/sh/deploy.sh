@@ -20,6 +20,7 @@ set -u
 B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
 LIB=$B/libcdlrt.a
+RT_LIBS=$(cat "$B/libcdlrt.libs")
 CHECK_CC=${CC:-cc}
 if nm "$LIB" 2>/dev/null | grep -q __asan_init; then
     CHECK_CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
@@ -28,7 +29,7 @@ here=$(pwd)
 t=$(mktemp -d); trap 'rm -rf $t' EXIT
 STRICT="-std=c99 -Wall -Wextra -Werror -pedantic"
 fail=0; n=0
-export t CDLC LIB CHECK_CC STRICT
+export t CDLC LIB RT_LIBS CHECK_CC STRICT
 
 # shim FN HEADER: a shared object's uniform face (infer_call, infer_in, ...) for the
 # exported function FN, written from its prototype in HEADER.
@@ -146,7 +147,7 @@ job() {
     esac
     if ! "$CDLC" "$m" $defs -o "$t/$b.c" >"$t/log.$b" 2>&1 ||
        ! $CHECK_CC -std=c11 -O0 -Iruntime -DMODEL_DESC=${b}_model tests/drivers/infer_check.c "$t/$b.c" "$LIB" \
-            -o "$t/check_$b" -lopenblas -lz -lpthread -lm -ldl >>"$t/log.$b" 2>&1; then
+            -o "$t/check_$b" $RT_LIBS -ldl >>"$t/log.$b" 2>&1; then
         echo "FAIL $b: the check program does not build: $(head -5 $t/log.$b)"; return 1
     fi
     if [ $T = 1e-5 ]; then   # the four acceptance models and ops: briefly trained
@@ -176,7 +177,7 @@ model ops(B = 8) {
     a = img |> conv2d(4, 3, stride=2, pad=1) |> leaky_relu(0.1) |> batchnorm |> avgpool2d(2, stride=2, pad=1)
     h = flatten(a) |> linear(32, bias=false) |> batchnorm |> elu(0.5)
     t = mean(transpose(reshape(h, [B, 4, 8]), [0, 2, 1]), axis=2)
-    u = maximum(h, clamp(h, -0.5, 0.5)) - minimum(-h, 0.25)
+    u = maximum(h, clamp(h, -0.5, 0.5)) - minimum(-h, 0.25) + 0.1 * silu(h) - 0.1 * mish(h)
     v = sqrt(abs(u) + 1) * log(square(u) + 1) - pow(u, 3) / (2 + exp(-abs(u)))
     p = (v @ w1) @ transpose(w2)
     s = concat([t, v[:, 0:32:4]], axis=1)
