@@ -727,6 +727,7 @@ typedef struct WTensor {
     float *data;
     const char *note;      /* how a derived tensor was made; NULL for a parameter */
     bool channel_last;     /* a convolution's weights [K, C, R, S], written [C, R, S, K] */
+    bool q8;               /* --quantize=int8: written as int8, one float scale per output */
 } WTensor;
 typedef struct Weights {
     const char *path;
@@ -751,8 +752,9 @@ Pipeline *infer_clone(const Model *m, int n, const char *const *sel);
 void infer_prepare(Graph *g, Weights *w);
 
 /* emit_infer.c: write the inference export of pipeline p (from infer_clone, prepared,
- * optimised and planned) to cf (named c_name) and its header (header_name) to hf. */
-void emit_infer(const Pipeline *p, Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name);
+ * optimised and planned) to cf (named c_name) and its header (header_name) to hf; q8:
+ * the weights of linear and convolution layers in int8 (--quantize=int8). */
+void emit_infer(const Pipeline *p, Weights *w, bool q8, FILE *cf, FILE *hf, const char *c_name, const char *header_name);
 
 /* ======================================================================== emit_common.c */
 /* The emitters' toolkit: one function being written (either target), the helpers op

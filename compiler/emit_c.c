@@ -187,6 +187,12 @@ static void emit_body_node(Emit *e, int L, int j, const int *uses) {
     }
 }
 
+/* Is body node n, in the inference export, a loop's capture of a weight array?  The
+ * body then reads the array by its name (a static const array, no pointer needed). */
+static bool infer_weight_capture(const Emit *e, const Node *n) {
+    return e->infer && n->op == OP_LOOP_CAPTURE && e->top->n[capture_of(n)].op == OP_PARAM;
+}
+
 /* The statements of loop L's body.  A saved forward value (LOOP_SAVED) gets a pointer
  * only when some statement reads it by value (ref[j]; ref NULL: every one), not when
  * its readers use only its scratch (a dropout mask, softmax probabilities). */
@@ -196,6 +202,7 @@ static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool
         const Node *n = &b->n[j];
         if (!u[j] || (n->flags & NF_DEAD)) continue;
         if (n->op == OP_LOOP_SAVED && ref && !ref[j]) continue;
+        if (infer_weight_capture(e, n)) continue;
         bool owns = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL));
         e_line(e, "%s *%s = %s;  /* %s %s%s */", ptype(e, n, owns), e->bname[j], step_ptr(e, L, j, "t", 0),
                e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
@@ -213,7 +220,11 @@ static void emit_loop(Emit *e, int L) {
     e->body = b;
     e->loop = L;
     e->bname = NEWN(const char *, b->len + 1);
-    for (int j = 0; j < b->len; j++) e->bname[j] = e_var_name(&b->n[j], j, "s_");
+    for (int j = 0; j < b->len; j++) {
+        const Node *n = &b->n[j];
+        e->bname[j] = e_var_name(n, j, "s_");
+        if (infer_weight_capture(e, n)) e->bname[j] = e->name[capture_of(n)];  /* read by its name */
+    }
     bool *u = used_vars(b, false);
     int *uses = ir_uses(b);
     FILE *out = e->f;

@@ -177,6 +177,7 @@ typedef struct X {
     int nf0;                  /* taken[0..nf0): the functions' names */
     const char **wname;       /* per weight tensor: its C array, or NULL when unused */
     double mean, inv_std;     /* train { normalize } */
+    bool q8;                  /* --quantize=int8 */
     bool norm;
     int64_t arena;            /* bytes */
 } X;
@@ -312,31 +313,40 @@ static int param_slot(const Graph *g, int id) {
 /* Mark the weights of convolutions channel-last (nn_conv2d reads them so); a tensor
  * that is a convolution's weights and also read by another op (through *other[slot],
  * the reader) cannot be, and is reported there. */
-static void mark_conv_weights(X *x, const Graph *g, const Node **other, bool *conv) {
+/* Who reads each weight tensor: conv[s] a convolution as its weights, lin[s] a linear
+ * layer as its weights, other[s] (the first) any other reader. */
+static void mark_readers(const Graph *g, const Node **other, bool *conv, bool *lin) {
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
-        if (n->sub) mark_conv_weights(x, n->sub, other, conv);
+        if (n->sub) mark_readers(n->sub, other, conv, lin);
         for (int k = 0; k < n->nin && n->op != OP_LOOP; k++) {
             int s = param_slot(g, n->in[k]);
             if (s < 0) continue;
             if (n->op == OP_CONV2D && k == 1) conv[s] = true;
+            else if (n->op == OP_LINEAR && k == 1) lin[s] = true;
             else if (!other[s]) other[s] = n;
         }
     }
 }
 
-static bool conv_weights(X *x) {
+/* Mark the weights of convolutions channel-last (nn_conv2d reads them so); a tensor
+ * that is a convolution's weights and also read otherwise cannot be, and is reported
+ * at that reader.  With --quantize=int8, mark the weights that only convolutions or
+ * only linear layers read (q8). */
+static bool layout_weights(X *x) {
     const Node **other = NEWN(const Node *, x->w->n + 1);
-    bool *conv = NEWN(bool, x->w->n + 1), ok = true;
-    for (int k = 0; k < x->p->nfn; k++) mark_conv_weights(x, x->p->fn[k].g, other, conv);
+    bool *conv = NEWN(bool, x->w->n + 1), *lin = NEWN(bool, x->w->n + 1), ok = true;
+    for (int k = 0; k < x->p->nfn; k++) mark_readers(x->p->fn[k].g, other, conv, lin);
     for (int s = 0; s < x->w->n; s++) {
-        if (conv[s] && other[s]) {
-            error_at(other[s]->loc, "%s: reads '%s', a convolution's weights, which the inference export stores "
-                     "channel-last for its convolution kernel", op_info[other[s]->op].name, x->w->t[s].name);
+        if (conv[s] && (other[s] || lin[s])) {
+            const Node *o = other[s];
+            error_at(o ? o->loc : no_loc, "%s: reads '%s', a convolution's weights, which the inference export stores "
+                     "channel-last for its convolution kernel", o ? op_info[o->op].name : "linear", x->w->t[s].name);
             ok = false;
         }
         x->w->t[s].channel_last = conv[s];
+        x->w->t[s].q8 = x->q8 && (conv[s] || lin[s]) && !other[s];
     }
     return ok;
 }
@@ -353,29 +363,79 @@ static const char *float_lit(float v) {
     return cc_str("%sf", buf);
 }
 
+/* Values v[0..n) as the body of a C array initialiser, ten-odd to a line. */
+static void emit_values(FILE *f, int64_t n, const char *(*lit)(const void *, int64_t), const void *v) {
+    int col = 100;
+    for (int64_t i = 0; i < n; i++) {
+        const char *s = lit(v, i);
+        if (col + strlen(s) + 2 > 100) {
+            fputs("\n   ", f);
+            col = 3;
+        }
+        col += fprintf(f, " %s%s", s, i + 1 < n ? "," : "");
+    }
+    fputs("\n};\n", f);
+}
+
+static const char *lit_float(const void *v, int64_t i) { return float_lit(((const float *)v)[i]); }
+static const char *lit_int8(const void *v, int64_t i) { return cc_str("%d", ((const signed char *)v)[i]); }
+
+/* Tensor t's values in the order the kernels read them: channel-last [C, R, S, K] for
+ * convolutions, else as they are. */
+static float *kernel_order(const WTensor *t) {
+    int64_t n = shape_numel(&t->shape), K = t->shape.d[0], crs = n / (K ? K : 1);
+    float *v = NEWN(float, n + 1);
+    for (int64_t i = 0; i < n; i++) v[i] = t->channel_last ? t->data[(i % K) * crs + i / K] : t->data[i];
+    return v;
+}
+
+/* Quantise t per output channel k: scale[k] = max |w| / 127, q = w / scale rounded
+ * (in double, then to int8: w ~ q * scale); v is t in kernel order. */
+static void quantize(const WTensor *t, const float *v, signed char *q, float *scale) {
+    int64_t n = shape_numel(&t->shape), K = t->shape.d[0], per = n / (K ? K : 1);
+    for (int64_t k = 0; k < K; k++) {
+        double m = 0;
+        for (int64_t j = 0; j < per; j++) m = fmax(m, fabs((double)t->data[k * per + j]));
+        scale[k] = m > 0 ? (float)(m / 127) : 1.0f;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = t->channel_last ? i % K : i / per;
+        q[i] = (signed char)lrint(fmax(-127.0, fmin(127.0, (double)v[i] / (double)scale[k])));
+    }
+}
+
 static void emit_weights(X *x, FILE *f) {
-    int64_t total = 0;
+    int64_t total = 0, bytes = 0;
     for (int k = 0; k < x->w->n; k++)
-        if (x->wname[k]) total += shape_numel(&x->w->t[k].shape);
+        if (x->wname[k]) {
+            int64_t n = shape_numel(&x->w->t[k].shape);
+            total += n;
+            bytes += x->w->t[k].q8 ? n + 4 * x->w->t[k].shape.d[0] : 4 * n;
+        }
     fprintf(f, "\n/* ------------------------------------------------------------------ weights\n"
-               " * From %s: %lld floats (%lld bytes)%s. */\n",
-            x->w->path, (long long)total, (long long)total * 4, x->w->f64 ? ", rounded from the file's f64 values" : "");
+               " * From %s: %lld values (%lld bytes)%s%s. */\n",
+            x->w->path, (long long)total, (long long)bytes, x->w->f64 ? ", rounded from the file's f64 values" : "",
+            x->q8 ? "; the weights of linear and convolution layers in int8, one float scale per output" : "");
     for (int k = 0; k < x->w->n; k++) {
         const WTensor *t = &x->w->t[k];
         if (!x->wname[k]) continue;
-        int64_t n = shape_numel(&t->shape), K = t->shape.d[0], crs = n / (K ? K : 1);
-        fprintf(f, "\n/* %s %s%s%s%s */\nstatic const float %s[%lld] = {", t->name, shape_str(&t->shape), t->note ? ": " : "",
-                t->note ? t->note : "", t->channel_last ? ", stored channel-last [C, R, S, K]" : "", x->wname[k], (long long)n);
-        int col = 100;
-        for (int64_t i = 0; i < n; i++) {
-            const char *v = float_lit(t->channel_last ? t->data[(i % K) * crs + i / K] : t->data[i]);
-            if (col + strlen(v) + 2 > 100) {
-                fputs("\n   ", f);
-                col = 3;
-            }
-            col += fprintf(f, " %s%s", v, i + 1 < n ? "," : "");
+        int64_t n = shape_numel(&t->shape), K = t->shape.d[0];
+        const float *v = kernel_order(t);
+        fprintf(f, "\n/* %s %s%s%s%s%s */\n", t->name, shape_str(&t->shape), t->note ? ": " : "", t->note ? t->note : "",
+                t->channel_last ? ", stored channel-last [C, R, S, K]" : "",
+                t->q8 ? cc_str(";\n * int8: w = %s[i] * %s_scale[output channel]", x->wname[k], x->wname[k]) : "");
+        if (!t->q8) {
+            fprintf(f, "static const float %s[%lld] = {", x->wname[k], (long long)n);
+            emit_values(f, n, lit_float, v);
+            continue;
         }
-        fputs("\n};\n", f);
+        signed char *q = NEWN(signed char, n + 1);
+        float *scale = NEWN(float, K + 1);
+        quantize(t, v, q, scale);
+        fprintf(f, "static const int8_t %s[%lld] = {", x->wname[k], (long long)n);
+        emit_values(f, n, lit_int8, q);
+        fprintf(f, "static const float %s_scale[%lld] = {", x->wname[k], (long long)K);
+        emit_values(f, K, lit_float, scale);
     }
 }
 
@@ -385,6 +445,62 @@ static const char *prototype(const XFn *f) {
     for (int k = 0; k < f->nin; k++) s = cc_str("%sconst %s *%s, ", s, f->in[k].i32 ? "int32_t" : "float", f->in[k].c);
     for (int k = 0; k < f->nout; k++) s = cc_str("%s%s *%s, ", s, f->out[k].i32 ? "int32_t" : "float", f->out[k].c);
     return cc_str("%svoid *arena)", s);
+}
+
+/* The arguments of the call whose "(" is at p: their [begin, end) spans, commas inside
+ * parentheses, brackets and braces skipped; returns the count (at most max). */
+static int call_args(const char *p, const char **b, const char **e, int max) {
+    int n = 0, depth = 0;
+    b[0] = ++p;
+    for (; *p && n < max; p++) {
+        if (strchr("([{", *p)) depth++;
+        else if (strchr("}]", *p)) depth--;
+        else if (*p == ')' && depth-- == 0) {
+            e[n++] = p;
+            return n;
+        } else if (*p == ',' && depth == 0) {
+            e[n++] = p;
+            b[n] = p + 1;
+        }
+    }
+    return -1;
+}
+
+/* With --quantize=int8: the linear and convolution calls whose weights are int8 arrays
+ * call the int8 kernels with the weights and their scales: cdl_linear_f32(rows, in,
+ * out, x, W, b, y) -> cdl_linear_q8_f32(rows, in, out, x, W, W_scale, b, y), likewise
+ * cdl_conv2d_f32 (weights: argument 2).  In the body's text, before the renaming. */
+static char *quantized_calls(X *x, const char *body) {
+    static const struct { const char *fn, *q8; int warg; } calls[] = {
+        {"cdl_linear_f32(", "cdl_linear_q8_f32(", 4}, {"cdl_conv2d_f32(", "cdl_conv2d_q8_f32(", 2}};
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (!f) die("open_memstream");
+    for (const char *p = body; *p;) {
+        int c = -1;
+        for (int k = 0; k < 2; k++)
+            if (!strncmp(p, calls[k].fn, strlen(calls[k].fn)) && (p == body || !(isalnum((unsigned char)p[-1]) || p[-1] == '_'))) c = k;
+        const char *b[16], *e[16];
+        int n = c < 0 ? -1 : call_args(p + strlen(calls[c].fn) - 1, b, e, 16);
+        int slot = -1;
+        if (n > 0 && n > calls[c].warg) {
+            const char *a = b[calls[c].warg], *z = e[calls[c].warg];
+            while (a < z && *a == ' ') a++;
+            for (int k = 0; k < x->w->n; k++)
+                if (x->wname[k] && x->w->t[k].q8 && (size_t)(z - a) == strlen(x->wname[k]) && !strncmp(a, x->wname[k], (size_t)(z - a)))
+                    slot = k;
+        }
+        if (slot < 0) {
+            fputc(*p++, f);
+            continue;
+        }
+        const char *args = p + strlen(calls[c].fn), *wend = e[calls[c].warg];   /* the weights' argument ends there */
+        fprintf(f, "%s%.*s, %s_scale%.*s", calls[c].q8, (int)(wend - args), args, x->wname[slot], (int)(e[n - 1] + 1 - wend), wend);
+        p = e[n - 1] + 1;
+    }
+    fclose(f);
+    return out;
 }
 
 /* Write exported function f: arena and batch, the standardisation of its input, the
@@ -421,6 +537,11 @@ static void emit_function_infer(X *x, const XFn *f, FILE *cf) {
     if (!mf) die("open_memstream");
     const char **name = emit_c_infer_body(mf, x->m, f->fn, leaf);
     fclose(mf);
+    if (x->q8) {
+        char *q = quantized_calls(x, body);
+        free(body);
+        body = q;
+    }
     rename_kernels(cf, body, &x->K);
     free(body);
     for (int k = 0; k < f->nout; k++)
@@ -463,9 +584,9 @@ static void emit_header_infer(X *x, FILE *hf, const char *header_name) {
     fprintf(hf, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
 }
 
-void emit_infer(const Pipeline *p, Weights *w, FILE *cf, FILE *hf, const char *c_name, const char *header_name) {
+void emit_infer(const Pipeline *p, Weights *w, bool q8, FILE *cf, FILE *hf, const char *c_name, const char *header_name) {
     const Model *m = p->m;
-    X X0 = {.p = p, .m = m, .w = w, .K = kernels_load()}, *x = &X0;
+    X X0 = {.p = p, .m = m, .w = w, .K = kernels_load(), .q8 = q8}, *x = &X0;
     x->low = cc_str("%s_infer", m->name);
     x->up = cc_str("%s_INFER", m->name);
     for (char *c = (char *)x->up; *c; c++) *c = (char)toupper((unsigned char)*c);
@@ -477,7 +598,7 @@ void emit_infer(const Pipeline *p, Weights *w, FILE *cf, FILE *hf, const char *c
     bool ok = true;
     for (int k = 0; k < p->nfn; k++)
         ok &= check_ops(p->fn[k].g, p->fn[k].kind == FN_ENTRY ? cc_str("entry %s", p->fn[k].entry->name) : "forward");
-    if (!ok || !conv_weights(x) || diag_error_count()) return;
+    if (!ok || !layout_weights(x) || diag_error_count()) return;
     x->f = NEWN(XFn, p->nfn + 1);
     x->taken[x->ntaken++] = cc_str("%s_arena", x->low);
     for (int k = 0; k < p->nfn; k++) x->taken[x->ntaken++] = fn_cname(m, &p->fn[k]);

@@ -46,12 +46,14 @@ static const char usage[] =
     "  --weights FILE       the checkpoint (safetensors) --inference takes the weights from\n"
     "  --entry=NAME[,NAME]  --inference: the functions to write: forward (the default) and\n"
     "                       entries of the model\n"
+    "  --quantize=int8      --inference: linear and convolution weights as int8, one scale\n"
+    "                       per output channel\n"
     "  --help, --version\n";
 
 typedef struct Opts {
     const char *path, *out, *emit, *dump_after, *target;
     int real_size;
-    bool check, with_main, exe, infer;
+    bool check, with_main, exe, infer, q8;
     const char *weights;
     int ndefs, nentries;
     const char **defs, **entries;
@@ -91,6 +93,7 @@ static int parse_args(int argc, char **argv, Opts *o) {
             if (end == a + 12 || *end || n <= 0) return usage_error("--max-nodes needs a positive number", a + 12);
             elab_set_max_nodes(n);
         } else if (!strcmp(a, "--inference")) o->infer = true;
+        else if (!strcmp(a, "--quantize=int8")) o->q8 = true;
         else if (!strcmp(a, "--weights") || !strncmp(a, "--weights=", 10)) {
             if (!a[9] && ++i >= argc) return usage_error("--weights needs a file name", NULL);
             o->weights = a[9] ? a + 10 : argv[i];
@@ -114,7 +117,8 @@ static int parse_args(int argc, char **argv, Opts *o) {
     if (strcmp(o->emit, "c") && strcmp(o->emit, "ir") && strcmp(o->emit, "dot")) return usage_error("unknown --emit", o->emit);
     if (strcmp(o->target, "c") && strcmp(o->target, "tape")) return usage_error("unknown --target", o->target);
     if (o->infer && !o->weights) return usage_error("--inference needs --weights CHECKPOINT", NULL);
-    if (!o->infer && (o->weights || o->nentries)) return usage_error("--weights and --entry go with --inference", NULL);
+    if (!o->infer && (o->weights || o->nentries || o->q8))
+        return usage_error("--weights, --entry and --quantize go with --inference", NULL);
     if (o->infer && (o->exe || o->with_main || o->real_size != 4 || strcmp(o->target, "c") || strcmp(o->emit, "c")))
         return usage_error("--inference writes f32 C only (no --exe, --main, --precision=f64, --target=tape, --emit)", NULL);
     if (o->dump_after && strcmp(o->dump_after, "elab") && strcmp(o->dump_after, "autodiff") && strcmp(o->dump_after, "opt"))
@@ -302,7 +306,7 @@ static int write_infer(const Pipeline *p, Weights *w, const Opts *o) {
     const char *cb = strrchr(c, '/'), *hb = strrchr(h, '/');
     FILE *cf = o->out ? open_out(c) : stdout, *hf = o->out ? open_out(h) : fopen("/dev/null", "w");
     if (!hf) die("cannot open /dev/null");
-    emit_infer(p, w, cf, hf, cb ? cb + 1 : c, hb ? hb + 1 : h);
+    emit_infer(p, w, o->q8, cf, hf, cb ? cb + 1 : c, hb ? hb + 1 : h);
     if (o->out) close_out(cf, c);
     if (o->out) close_out(hf, h);
     else fclose(hf);

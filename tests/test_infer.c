@@ -322,7 +322,7 @@ static void unsupported_op_refused(void **state) {
     pipeline_opt(p);
     pipeline_plan(p);
     FILE *c = tmpfile(), *h = tmpfile();
-    emit_infer(p, &w, c, h, "t_infer.c", "t_infer.h");
+    emit_infer(p, &w, false, c, h, "t_infer.c", "t_infer.h");
     assert_diag("t.cdl:3:10: error: mse: the inference export (forward) has no kernel for this op");
     assert_int_equal(ftell(c), 0);
     fclose(c);
