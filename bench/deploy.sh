@@ -47,7 +47,7 @@ for m in models/*.cdl; do
     (cd "$d" && gcc -std=c99 -Os -c ${b}_infer.c -o os.o) || continue
     read -r text data bss _ < <(size "$d/os.o" | tail -1)
     arena=$(grep -oE "_ARENA_BYTES [0-9]+" "$d/${b}_infer.h" | awk '{print $2}')
-    params=$(grep -oE "^ \* From .*: [0-9]+ floats" "$d/${b}_infer.c" | grep -oE "[0-9]+ floats" | awk '{print $1}')
+    params=$(grep -m1 -oE "^ \* From .*: [0-9]+ values" "$d/${b}_infer.c" | grep -oE "[0-9]+ values" | awk '{print $1}')
     up=${b^^}_INFER
     nout=$(grep -cE "^#define ${up}_[A-Z0-9_]+_SIZE .*/\* out" "$d/${b}_infer.h")
     nin=$(grep -m1 -E "^void ${b}_infer\(" "$d/${b}_infer.h" | grep -o "const" | wc -l)
