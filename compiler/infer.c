@@ -104,7 +104,7 @@ static void drop_dropout(Graph *g) {
             if (n->sub->n[j].op == OP_LOOP_CAPTURE) n->sub->n[j].ia[0] = skip_dropout(g, (int)n->sub->n[j].ia[0]);
     }
     for (int i = 0; i < g->len; i++)
-        if (g->n[i].op == OP_DROPOUT) g->n[i].op = OP_STOP_GRAD;
+        if (g->n[i].op == OP_DROPOUT) g->n[i].op = OP_IDENTITY;
 }
 
 void infer_prepare(Graph *g, Weights *w) {

@@ -15,7 +15,9 @@
  * checked by names, shapes and dtypes alone.  Every parameter of the model must be
  * there with its shape, as F32 or F64 (an f64 checkpoint is rounded to float), with
  * finite values; the only other tensors allowed are the optimizer slots the metadata
- * names ("m.<param>").  Every error names the file and stops the compilation.
+ * names ("m.<param>") and, per batch norm, its counter "<layer>.num_batches_tracked"
+ * (an I64 or I32 scalar, as cdl and PyTorch write it; inference does not read it).
+ * Every error names the file and stops the compilation.
  */
 #include "cdlc.h"
 
@@ -303,7 +305,8 @@ static uint32_t wt_crc(uint32_t crc, const unsigned char *p, size_t n) {
 /* One tensor entry of the header, validated against the data section. */
 typedef struct WtEnt {
     const char *name;
-    bool f64;
+    bool f64, integer;     /* F64 (else F32); I64 or I32 */
+    int size;              /* bytes per element */
     Shape shape;
     uint64_t begin, end;
     bool used;
@@ -355,10 +358,13 @@ static bool st_entry(WtFile *f, const JVal *o, WtEnt *e) {
     JVal *dt = jget(o, "dtype"), *sh = jget(o, "shape"), *of = jget(o, "data_offsets");
     if (!dt || !sh || !of || o->count != 3)
         return WT_FAIL(f, "tensor '%.80s': the entry must have exactly dtype, shape and data_offsets", nm);
-    if (dt->t != J_STR || (strcmp(dt->s, "F32") && strcmp(dt->s, "F64")))
-        return WT_FAIL(f, "tensor '%.80s': dtype %s%.20s%s: the compiler reads F32 and F64 tensors", nm,
+    if (dt->t != J_STR || (strcmp(dt->s, "F32") && strcmp(dt->s, "F64") && strcmp(dt->s, "I64") && strcmp(dt->s, "I32")))
+        return WT_FAIL(f, "tensor '%.80s': dtype %s%.20s%s: the compiler reads F32 and F64 tensors (and I64 or I32 "
+                       "batch-norm counters)", nm,
                        dt->t == J_STR ? "'" : "", dt->t == J_STR ? dt->s : "(not a string)", dt->t == J_STR ? "'" : "");
     e->f64 = !strcmp(dt->s, "F64");
+    e->integer = dt->s[0] == 'I';
+    e->size = strcmp(dt->s + 1, "64") ? 4 : 8;
     if (sh->t != J_ARR || sh->count > MAXDIM)
         return WT_FAIL(f, "tensor '%.80s': shape must be an array of at most %d dims", nm, MAXDIM);
     e->shape.rank = sh->count;
@@ -379,7 +385,7 @@ static bool st_entry(WtFile *f, const JVal *o, WtEnt *e) {
     if (e->begin > e->end || e->end > f->data_len)
         return WT_FAIL(f, "tensor '%.80s': data_offsets [%" PRIu64 ", %" PRIu64 "] outside the %" PRIu64 " data bytes", nm,
                        e->begin, e->end, f->data_len);
-    uint64_t want = numel * (e->f64 ? 8 : 4);
+    uint64_t want = numel * (uint64_t)e->size;
     if (e->end - e->begin != want)
         return WT_FAIL(f, "tensor '%.80s': data_offsets span %" PRIu64 " bytes, but shape %s of %s needs %" PRIu64, nm,
                        e->end - e->begin, shape_str(&e->shape), dt->s, want);
@@ -502,6 +508,22 @@ static bool slot_tensor(const WtFile *f, const Model *m, const char *name) {
     return false;
 }
 
+/* Is name "<L>.num_batches_tracked" for a batch norm L of m (state buffers
+ * "<L>.running_mean" and "<L>.running_var"): the counter cdl and PyTorch store beside
+ * the running statistics? */
+static bool bn_counter(const Model *m, const char *name) {
+    static const char tail[] = ".num_batches_tracked";
+    size_t n = strlen(name), k = sizeof tail - 1;
+    if (n <= k || strcmp(name + n - k, tail)) return false;
+    const char *mean = cc_str("%.*s.running_mean", (int)(n - k), name), *var = cc_str("%.*s.running_var", (int)(n - k), name);
+    bool has_mean = false, has_var = false;
+    for (int p = 0; p < m->nparams; p++) {
+        has_mean |= m->params[p].state && !strcmp(m->params[p].name, mean);
+        has_var |= m->params[p].state && !strcmp(m->params[p].name, var);
+    }
+    return has_mean && has_var;
+}
+
 /* Copy entry e into float values, refusing non-finite ones. */
 static float *st_values(const WtFile *f, const WtEnt *e) {
     int64_t n = shape_numel(&e->shape);
@@ -573,6 +595,11 @@ Weights *weights_load(const char *path, const Model *m) {
                     shape_str(&pa->shape), pa->loc.file ? pa->loc.file : m->file, pa->loc.line);
             return NULL;
         }
+        if (e->integer) {
+            WT_FAIL(f, "tensor '%s': an integer tensor, the model's %s is real (F32 or F64)", pa->name,
+                    pa->state ? "state buffer" : "parameter");
+            return NULL;
+        }
         if (!shape_eq(&e->shape, &pa->shape)) {
             WT_FAIL(f, "tensor '%s': shape %s in the file, the model has %s", pa->name, shape_str(&e->shape),
                     shape_str(&pa->shape));
@@ -584,12 +611,21 @@ Weights *weights_load(const char *path, const Model *m) {
         w->t[p] = (WTensor){.name = pa->name, .shape = pa->shape, .data = st_values(f, e)};
         if (!w->t[p].data) return NULL;
     }
-    for (int k = 0; k < f->nent; k++)
-        if (!f->ent[k].used && !slot_tensor(f, m, f->ent[k].name)) {
-            WT_FAIL(f, "unexpected tensor '%.80s': not a parameter of model %s%s", f->ent[k].name, m->name,
-                    st_meta(f, "optimizer_slots") ? " nor an optimizer slot" : "");
-            return NULL;
+    for (int k = 0; k < f->nent; k++) {
+        const WtEnt *e = &f->ent[k];
+        if (e->used || slot_tensor(f, m, e->name)) continue;
+        if (bn_counter(m, e->name)) {
+            if (!e->integer || e->shape.rank != 0) {
+                WT_FAIL(f, "tensor '%.80s': must be an integer scalar (I64 [] as PyTorch writes it), not %s %s", e->name,
+                        e->integer ? "an integer" : e->f64 ? "F64" : "F32", shape_str(&e->shape));
+                return NULL;
+            }
+            continue;
         }
+        WT_FAIL(f, "unexpected tensor '%.80s': not a parameter of model %s%s", e->name, m->name,
+                st_meta(f, "optimizer_slots") ? " nor an optimizer slot" : "");
+        return NULL;
+    }
     if (!st_model_meta(f, m, f64 && !f32)) return NULL;
     w->f64 = f64 && !f32;
     return w;

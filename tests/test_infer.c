@@ -240,6 +240,52 @@ static void bad_files_refused(void **state) {
     assert_diag("/tmp: error: not a regular file");
 }
 
+/* A batch norm's counter <L>.num_batches_tracked (an I64 scalar in cdl's and PyTorch's
+ * checkpoints) is allowed beside its layer's tensors and not read; as a float, with a
+ * shape, or under a name that is no batch norm's it is refused, as is an integer
+ * tensor where the model has a real one. */
+static void batchnorm_counter_accepted(void **state) {
+    (void)state;
+    static const char *bn = "model t(B = 2) {\n  input x: f32[B, 3]\n  output x |> linear(2) |> batchnorm as y\n}\n";
+#define BN_HDR(counter) \
+    "{\"linear1.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}," \
+    "\"linear1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]}," \
+    "\"bn1.weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[32,40]}," \
+    "\"bn1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[40,48]}," \
+    "\"bn1.running_mean\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[48,56]}," \
+    "\"bn1.running_var\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[56,64]}," counter "}"
+    static const struct { const char *hdr; const char *why; } cases[] = {
+        {BN_HDR("\"bn1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[64,72]}"), NULL},
+        {BN_HDR("\"bn1.num_batches_tracked\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[64,72]}"),
+         "tensor 'bn1.num_batches_tracked': must be an integer scalar"},
+        {BN_HDR("\"bn1.num_batches_tracked\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[64,72]}"),
+         "tensor 'bn1.num_batches_tracked': must be an integer scalar (I64 [] as PyTorch writes it), not F64 []"},
+        {BN_HDR("\"linear1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[64,72]}"),
+         "unexpected tensor 'linear1.num_batches_tracked'"},
+        {"{\"linear1.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+         "\"linear1.bias\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[24,40]}}",
+         "tensor 'linear1.bias': an integer tensor, the model's parameter is real"},
+    };
+#undef BN_HDR
+    float data[18] = {1, 2, 3, 4, 5, 6, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1};
+    int64_t steps = 7;
+    memcpy(data + 16, &steps, 8);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        diag_reset();
+        write_st(cases[k].hdr, data, k == 4 ? 40 : sizeof data);
+        Model *m = elab_ok(k == 4 ? MODEL : bn);
+        Weights *w = weights_load(path, m);
+        if (!cases[k].why) {
+            if (!w) fail_msg("case %zu: %s", k, diags());
+            assert_int_equal(w->n, 6);   /* the parameters and state buffers, not the counter */
+            continue;
+        }
+        if (w) fail_msg("case %zu loaded", k);
+        if (!said(cases[k].why)) fail_msg("case %zu: expected '%s', got: %s", k, cases[k].why, diags());
+        assert_true(said(path));
+    }
+}
+
 /* conv (no bias) + batch norm, folded: the folded conv's weights and bias are those of
  * the layer scaled per channel; the batch norm node is now the conv, the old conv is
  * unread, and the running statistics' nodes hold the new tensors. */
@@ -343,6 +389,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(bad_headers_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_files_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(batchnorm_counter_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(batchnorm_folds, setup, teardown),
         cmocka_unit_test_setup_teardown(dropout_goes, setup, teardown),
         cmocka_unit_test_setup_teardown(functions_chosen, setup, teardown),

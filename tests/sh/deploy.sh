@@ -166,6 +166,15 @@ job() {
         classify_test "$t/$b.ckpt" || return 1
         run "$m" "$t/$b.ckpt" 200 $T 0 -D B=4 || return 1
     fi
+    # --entry with many names (one unknown): each name kept, the unknown one named
+    if [ $b = vae ]; then
+        local many; many=$(printf 'generate,%.0s' $(seq 40))nope
+        if "$CDLC" "$m" --inference --weights "$t/$b.ckpt" --entry="$many" -o "$t/many.c" >"$t/many.log" 2>&1 ||
+           ! grep -q "has no entry 'nope' (it has: forward, generate" "$t/many.log"; then
+            echo "FAIL $b: --entry with 41 names: $(head -3 $t/many.log)"; return 1
+        fi
+        echo "ok   --entry with 41 names: the unknown one refused by name"
+    fi
     # int8 weights: convolutions and linear layers (LeNet), linear layers in a loop (LSTM)
     if [ $b = lenet ] || [ $b = lstm ]; then run "$m" "$t/$b.ckpt" 1000 0.1 1 --quantize=int8 || return 1; fi
 }
