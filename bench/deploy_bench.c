@@ -54,13 +54,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "deploy_bench: %s\n", cdl_last_error());
         return 1;
     }
+    int cx = cdl_dataset_find(&d, "x");
+    const float *image = cx >= 0 ? d.col[cx].data : NULL;   /* the first test image */
+    int64_t feat = cx >= 0 ? d.col[cx].feat : 0;
     m->init(net, 1);
     /* one example in every input: the first image where it fits, else a fixed pattern */
     for (int k = 0; k < m->n_inputs; k++) {
         int64_t n = cdl_tensor_numel(&m->inputs[k], 1);
         for (int64_t i = 0; i < n; i++) {
             if (m->inputs[k].dtype == CDL_I32) ((int32_t *)net->in[k])[i] = (int32_t)(i % 10);
-            else ((float *)net->in[k])[i] = n == d.feat ? d.x[i] : (float)((i * 37) % 101) / 101.0f;
+            else ((float *)net->in[k])[i] = n == feat ? image[i] : (float)((i * 37) % 101) / 101.0f;
         }
     }
     const void *in[8] = {net->in[0]};

@@ -68,11 +68,26 @@ static int normalize_of(const cdl_model *m, double *mean, double *std) {
     return p && sscanf(p + 10, "%lf,%lf", mean, std) == 2;
 }
 
+/* The Fashion-MNIST test set: its image column x (feat floats per example) and labels y. */
+typedef struct Images { cdl_dataset d; int64_t n, feat; const float *x; const int32_t *y; } Images;
+
+static void images_open(Images *im) {
+    if (cdl_dataset_open(&im->d, "fashion-mnist", 0)) die("%s", cdl_last_error());
+    int cx = cdl_dataset_find(&im->d, "x"), cy = cdl_dataset_find(&im->d, "y");
+    if (cx < 0 || cy < 0 || im->d.col[cx].dtype != CDL_F32 || im->d.col[cy].dtype != CDL_I32 ||
+        im->d.col[cx].stride != im->d.col[cx].feat || im->d.col[cy].stride != 1)
+        die("%s: no contiguous columns x (f32) and y (i32)", im->d.name);
+    im->n = im->d.n;
+    im->feat = im->d.col[cx].feat;
+    im->x = im->d.col[cx].data;
+    im->y = im->d.col[cy].data;
+}
+
 /* The inputs, N rows each: raw values (what the export gets) and, for the runtime,
  * the values the trainer would feed (normalised). */
 typedef struct Data { void **raw, **fed; } Data;
 
-static Data make_inputs(const cdl_model *m, int nin, const cdl_tensor *in, const cdl_dataset *d, int64_t N, int fwd) {
+static Data make_inputs(const cdl_model *m, int nin, const cdl_tensor *in, const Images *d, int64_t N, int fwd) {
     Data D = {calloc((size_t)nin, sizeof(void *)), calloc((size_t)nin, sizeof(void *))};
     double mean = 0, std = 1;
     int norm = fwd && normalize_of(m, &mean, &std), first_real = 1;
@@ -105,9 +120,10 @@ static size_t esize(const cdl_tensor *t) { (void)t; return 4; } /* f32 and i32 a
 /* predict CKPT N: the runtime eval's class (argmax of output 0) for each of the first N
  * test images, one a line. */
 static int predict(const cdl_model *m, cdl_net *net, const char *ckpt, int64_t N) {
-    cdl_dataset d = {0};
+    Images d = {0};
     if (cdl_ckpt_load(ckpt, net, NULL, NULL)) die("%s: cannot load", ckpt);
-    if (cdl_dataset_open(&d, "fashion-mnist", 0) || N < 1 || N > d.n) die("%s", "fashion-mnist");
+    images_open(&d);
+    if (N < 1 || N > d.n) die("%s", "N is out of the test set's range");
     Data in = make_inputs(m, m->n_inputs, m->inputs, &d, N, 1);
     int64_t C = row_numel(&m->outputs[0]);
     for (int64_t r0 = 0; r0 < N; r0 += m->batch) {
@@ -160,8 +176,8 @@ int main(int argc, char **argv) {
     if (*entry && !en) die("no entry %s", entry);
     int nin = en ? en->n_in : m->n_inputs, nout = en ? en->n_out : m->n_outputs;
     const cdl_tensor *tin = en ? en->in : m->inputs, *tout = en ? en->out : m->outputs;
-    cdl_dataset d = {0};
-    if (cdl_dataset_open(&d, "fashion-mnist", 0)) die("%s", "fashion-mnist");
+    Images d = {0};
+    images_open(&d);
     if (d.n < N) die("the test set has fewer examples than %s", argv[4]);
     Data in = make_inputs(m, nin, tin, &d, N, !en);
     float **ref = calloc((size_t)nout, sizeof(float *)), **got = calloc((size_t)nout, sizeof(float *));
