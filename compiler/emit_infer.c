@@ -204,7 +204,8 @@ static bool supported(Op op) {
     case OP_ELU: case OP_STOP_GRAD:
     case OP_MATMUL: case OP_LINEAR: case OP_SUM: case OP_MEAN: case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
     case OP_CONCAT: case OP_SLICE: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_EMBEDDING: case OP_CONV2D:
-    case OP_MAXPOOL2D: case OP_AVGPOOL2D: case OP_BATCHNORM: case OP_LSTM_ACT: case OP_GRU_ACT: case OP_VIEW:
+    case OP_MAXPOOL2D: case OP_AVGPOOL2D: case OP_BATCHNORM: case OP_LAYER_NORM: case OP_RMS_NORM:
+    case OP_GROUP_NORM: case OP_LSTM_ACT: case OP_GRU_ACT: case OP_VIEW:
     case OP_LOOP: case OP_LOOP_OUT: case OP_LOOP_CARRY: case OP_LOOP_CAPTURE:
         return true;
     default:

@@ -182,7 +182,8 @@ job() {
 export -f job
 
 # The eval-mode ops no zoo model uses (and a batch norm after a linear layer, folded,
-# and one after an activation, not folded), trained briefly like the four above.
+# and one after an activation, not folded; layer, RMS, group and instance norm, with
+# and without their affine parameters), trained briefly like the four above.
 cat >"$t/ops.cdl" <<'EOF'
 model ops(B = 8) {
     input x: f32[B, 784]
@@ -191,8 +192,10 @@ model ops(B = 8) {
     param w2: f32[10, 16] = xavier_uniform()
     img = reshape(x, [B, 1, 28, 28])
     a = img |> conv2d(4, 3, stride=2, pad=1) |> leaky_relu(0.1) |> batchnorm |> avgpool2d(2, stride=2, pad=1)
+        |> group_norm(2) |> instance_norm(affine=true)
     h = flatten(a) |> linear(32, bias=false) |> batchnorm |> elu(0.5)
-    t = mean(transpose(reshape(h, [B, 4, 8]), [0, 2, 1]), axis=2)
+    n = layer_norm(h) + rms_norm(h) + rms_norm(h, 0.1, affine=false) + layer_norm(h, affine=false)
+    t = mean(transpose(reshape(n, [B, 4, 8]), [0, 2, 1]), axis=2)
     u = maximum(h, clamp(h, -0.5, 0.5)) - minimum(-h, 0.25) + 0.1 * silu(h) - 0.1 * mish(h)
     v = sqrt(abs(u) + 1) * log(square(u) + 1) - pow(u, 3) / (2 + exp(-abs(u)))
     p = (v @ w1) @ transpose(w2)
