@@ -189,7 +189,23 @@ static void test_reduce_every_mask(void **state) {
             assert_close_d(y, r, ny, 1e-13);
             assert_close_f(yf, r, ny, 1e-5);
         }
-    /* rank 0 (a scalar) and a long row (the 4-chain loop plus its tail) */
+    /* rows of every length around the summing lanes' width (16): each element counted
+     * once, the tail too (small integers: the sums are exact) */
+    for (int64_t n = 1; n <= 40; n++) {
+        double xd[40], sd = 0, want = 0;
+        float xs[40], ss = 0;
+        for (int64_t i = 0; i < n; i++) {
+            xd[i] = (double)(i % 5) - 2 + (double)i;
+            xs[i] = (float)xd[i];
+            want += xd[i];
+        }
+        int64_t d2[2] = {1, n};
+        cdl_reduce_f64(2, d2, 0x2u, 0, xd, &sd);
+        cdl_reduce_f32(2, d2, 0x2u, 0, xs, &ss);
+        assert_true(sd == want);
+        assert_true((double)ss == want);
+    }
+    /* rank 0 (a scalar) and a long row (the lane loop plus its tail) */
     double s = 2.5, t = 0;
     cdl_reduce_f64(0, dims, 0, 1, &s, &t);
     assert_true(t == 2.5);
