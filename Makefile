@@ -22,6 +22,15 @@ RT_DEFS := -DCDL_BACKEND_ONEDNN
 else
 $(error BACKEND must be openblas or onednn, not '$(BACKEND)')
 endif
+# MPI (issue 16; docs/trainer.md, "Many processes, many machines"): where mpicc is
+# found, runtime/dist.c is compiled with its include flags and -DCDL_MPI and RT_LIBS
+# gains its link flags, so every program linked with libcdlrt can run under mpirun
+# (started otherwise it never touches MPI).  MPI=0 builds without it.
+MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DCDL_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile))
+RT_LIBS += $(shell mpicc --showme:link)
+endif
 OPT     ?= -O2
 SAN     ?=
 CFLAGS  ?= $(OPT) -g
@@ -77,6 +86,12 @@ $(B)/obj/compiler/%.o: compiler/%.c | $(B)/gen/cdl.tab.c $(B)/gen/lex.yy.c
 $(B)/obj/runtime/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(RT_OPT) $(RT_DEFS) -c $< -o $@
+$(B)/obj/runtime/dist.o: RT_DEFS += $(MPI_CFLAGS)
+# dist.o is rebuilt when MPI is switched on or off (the flags are kept in a stamp).
+$(B)/obj/runtime/dist.o: $(B)/dist.flags
+$(B)/dist.flags: FORCE
+	@mkdir -p $(B); echo '$(MPI_CFLAGS)' | cmp -s - $@ || echo '$(MPI_CFLAGS)' >$@
+FORCE:
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -c $< -o $@
@@ -132,7 +147,7 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all deps test tests asan run install clean
+.PHONY: all deps test tests asan run install clean FORCE
 .SECONDARY:
 # The test programs' .d files too: they depend on tests/test_util.h, tests/test_rt_util.h
 # and the public headers, and must rebuild when those change.

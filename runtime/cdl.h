@@ -3,7 +3,7 @@
  * Generated models and user programs include only this file.  Sections, one per
  * runtime source file:  basics & allocation (alloc.c) . RNG (rng.c) . kernels
  * (kernels_*.c, blas.c) . models and nets (net.c) . optimizers (optim.c) . data (data.c)
- * . checkpoints (ckpt.c) . trainer (trainer.c) . tape (tape.c).
+ * . checkpoints (ckpt.c) . many processes (dist.c) . trainer (trainer.c) . tape (tape.c).
  *
  * Kernels exist in two precisions with the same body: name_f32 over float and
  * name_f64 over double (the f64 build is used by gradient checks).  Element counts and
@@ -1058,6 +1058,54 @@ int cdl_safetensors_write(const char *path, int n, const cdl_st_tensor *t, int n
  * far), after the fsync before the rename (stage 1) and after the rename (stage 2). */
 extern void (*cdl_ckpt_test_hook)(int stage, uint64_t bytes);
 /* END CKPT */
+
+/* ======================================================================== many processes (dist.c) */
+/* BEGIN DIST */
+/* Data-parallel training over MPI (docs/trainer.md, "Many processes, many machines").
+ * A program started by mpirun is one rank of a job of cdl_dist_size() processes;
+ * started otherwise it is a job of one, rank 0, and MPI is never touched.  The runtime
+ * has MPI when it was built where mpicc is installed (cdl_dist_mpi() == 1); without
+ * it, cdl_dist_init refuses to run as one of several processes.
+ * Every rank must call the collective functions (agree, sum, bcast, same, sync_net,
+ * mean_state) at the same points in the same order, from one thread. */
+int cdl_dist_mpi(void);                /* 1: built with MPI */
+/* Join the job (MPI_Init_thread when started by an MPI launcher).  0, or -1 and a
+ * message (a runtime without MPI under mpirun -np N > 1). */
+int cdl_dist_init(void);
+int cdl_dist_rank(void);               /* 0 .. size - 1 */
+int cdl_dist_size(void);
+/* The step's agreement: every rank passes whether it failed (with cdl_last_error set),
+ * whether a signal arrived (*sig != 0; NULL: none) and n <= CDL_DIST_AGREE_MAX doubles
+ * to sum over the ranks (in place).  Returns -1 on every rank when any rank failed,
+ * with the message of the lowest failing rank R ("rank R: ..." when R != 0); *sig
+ * becomes the highest signal number any rank caught (0: none). */
+#define CDL_DIST_AGREE_MAX 14
+int cdl_dist_agree(int failed, int *sig, double *sum, int n);
+/* Sum n reals (real_size 4 or 8) over the ranks, in place (MPI_Allreduce). */
+int cdl_dist_sum(void *buf, int64_t n, int real_size);
+/* Rank 0's bytes to every rank. */
+int cdl_dist_bcast(void *buf, size_t bytes);
+/* -1 on every rank (message naming what) when the bytes differ between ranks. */
+int cdl_dist_same(const void *buf, size_t bytes, const char *what);
+/* Rank 0's parameters and state, step, seed and optimizer state (opt NULL: none) to
+ * every rank. */
+int cdl_dist_sync_net(cdl_net *net, cdl_optim *opt);
+/* The state part of the parameter slab (batch-norm running statistics): the mean
+ * over the ranks. */
+int cdl_dist_mean_state(cdl_net *net);
+/* Time and traffic of the collectives so far (this rank). */
+typedef struct cdl_dist_stats {
+    double sum_seconds;                /* in cdl_dist_sum (gradients, state) */
+    uint64_t sum_bytes, sum_calls;
+    double agree_seconds;              /* in cdl_dist_agree: includes waiting for slower ranks */
+    uint64_t agree_calls;
+} cdl_dist_stats;
+void cdl_dist_get_stats(cdl_dist_stats *s);
+/* Leave the job and return status: MPI_Finalize when status is 0 or every rank knows
+ * of the failure (cdl_dist_agree or cdl_dist_same failed last), else MPI_Abort, which
+ * ends every rank (a rank never waits for one that has left). */
+int cdl_dist_finish(int status);
+/* END DIST */
 
 /* ======================================================================== trainer (trainer.c) */
 /* BEGIN TRAINER */
