@@ -14,10 +14,20 @@
 
 /* ------------------------------------------------------------------ shared helpers */
 
-/* The counter base of a RAND op's numbers: element i of loop step t uses
- * t * numel + i (numel at the runtime batch), "0" outside loops. */
+/* The counter base of a RAND op's numbers.  Unbatched: element i of loop step t uses
+ * t * numel + i ("0" outside loops).  Batched, the numbers are keyed by the example's
+ * row in the step's global batch, so that shards of it (ranks of a data-parallel job,
+ * micro-batches) draw what one process drawing the whole batch would: element i of
+ * loop step t uses (t * rows + row0) * per + i, per the values per example, row0 and
+ * rows from cdl_net_row_base (0 and nb in one process: t * numel + i as before). */
 static const char *ew_rng_base(Emit *e, int n) {
+    const Node *x = &e_graph(e)->n[n];
     const char *t = e_t(e);
+    if (x->shape.batched) {
+        int64_t per = shape_numel(&x->shape) / e_batch(e);
+        const char *rows = cc_str("cdl_net_row_base(net, %s, %s)", e_nb(e), t);
+        return per == 1 ? rows : cc_str("%s * %lld", rows, (long long)per);
+    }
     if (strcmp(t, "0") == 0) return "0";
     return cc_str("(uint64_t)(%s) * (uint64_t)(%s)", t, e_numel(e, n));
 }

@@ -196,9 +196,10 @@ static inline double adv_project(double v, double c, double eps, double lo, doub
 /* The three loops of an attack over real type T (suffix S): the random start, one
  * signed-gradient step, and the copy of the clean rows. */
 #define ADV_DEFINE(T, S)                                                                       \
-    static void adv_start_##S(const cdl_attack *a, int64_t n, const T *x0, T *x, cdl_rng_key k) { \
+    static void adv_start_##S(const cdl_attack *a, int64_t n, const T *x0, T *x, cdl_rng_key k,  \
+                              uint64_t base) {                                                 \
         if (a->rand_start) {                                                                   \
-            cdl_rand_##S(k, 0, n, x);                  /* U[0, 1) into x, then the ball */     \
+            cdl_rand_##S(k, base, n, x);               /* U[0, 1) into x, then the ball */     \
             for (int64_t i = 0; i < n; i++)                                                    \
                 x[i] = (T)adv_project((double)x0[i] + a->eps * (2 * (double)x[i] - 1),         \
                                       (double)x0[i], a->eps, a->lo, a->hi);                    \
@@ -230,8 +231,9 @@ int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key) {
     void *x = net->in[s->xi];
     const void *g = net->in_grad[s->xi];
     memcpy(s->x0, x, (size_t)n * (size_t)m->real_size);
-    if (m->real_size == 8) adv_start_f64(a, n, s->x0, x, key);
-    else adv_start_f32(a, n, s->x0, x, key);
+    uint64_t base = (uint64_t)net->batch_row0 * (uint64_t)s->feat;   /* keyed by the global row */
+    if (m->real_size == 8) adv_start_f64(a, n, s->x0, x, key, base);
+    else adv_start_f32(a, n, s->x0, x, key, base);
     for (int it = 0; it < a->steps; it++) {
         m->input_grad(net, rows);
         if (m->real_size == 8) adv_step_f64(a, n, s->x0, g, x);

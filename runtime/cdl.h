@@ -754,6 +754,11 @@ struct cdl_net {
     double loss;
     uint64_t seed;               /* RNG key for dropout and noise: (seed, step, stream) */
     uint64_t step;               /* training steps taken; the trainer advances it */
+    /* Shards of a global batch (data parallelism, micro-batches): the nb rows of this
+     * call are rows batch_row0 .. batch_row0 + nb - 1 of a global batch of batch_rows
+     * rows (0: nb).  Random streams (dropout, noise) are keyed by that global row, so
+     * the shards draw what one process running the whole batch would. */
+    int64_t batch_row0, batch_rows;
 };
 
 cdl_net *cdl_net_new(const cdl_model *m);    /* NULL (and cdl_last_error) on failure */
@@ -763,6 +768,10 @@ int cdl_model_find_param(const cdl_model *m, const char *name);
 int cdl_model_find_input(const cdl_model *m, const char *name);
 /* Elements of row-scaled tensor t at runtime batch nb. */
 int64_t cdl_tensor_numel(const cdl_tensor *t, int nb);
+/* The counter base, in rows, of loop step t of a batched random op: t * rows + row0
+ * (rows = net->batch_rows, or nb when 0; row0 = net->batch_row0).  The generated code
+ * multiplies it by the values per example. */
+uint64_t cdl_net_row_base(const cdl_net *net, int nb, uint64_t t);
 
 /* ======================================================================== optimizers (optim.c) */
 /* BEGIN OPTIM */
@@ -1156,7 +1165,8 @@ const cdl_attack *cdl_adv_attack(const cdl_adv *s);
 /* Replace rows 0..rows-1 of net->in[xi] by adversarial examples against the labels
  * etc. in the other inputs (rows <= 0: nothing).  Calls m->input_grad(net, rows)
  * `steps` times, so net->act, net->out and net->in_grad are overwritten; parameters and
- * net->grad are untouched.  The random start uses key with counters 0..rows*feat-1.
+ * net->grad are untouched.  The random start uses key with counters from
+ * net->batch_row0 * feat on (the rows' place in a sharded global batch; 0 otherwise).
  * No allocation.  0, or -1 and a message (rows > the compiled batch, a foreign net). */
 int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key);
 /* END TRAINER */

@@ -131,6 +131,11 @@ void cdl_net_free(cdl_net *net) {
     cdl_free(box);
 }
 
+uint64_t cdl_net_row_base(const cdl_net *net, int nb, uint64_t t) {
+    uint64_t rows = net->batch_rows > 0 ? (uint64_t)net->batch_rows : (uint64_t)nb;
+    return t * rows + (uint64_t)net->batch_row0;
+}
+
 int cdl_model_find_param(const cdl_model *m, const char *name) {
     if (!m || !name) return -1;
     for (int i = 0; i < m->n_params; i++)
