@@ -986,6 +986,9 @@ typedef struct cdl_loader cdl_loader;
  * buffers and threads are made here: cdl_loader_next does not allocate. */
 cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg);
 int64_t cdl_loader_batches(const cdl_loader *l);          /* per epoch */
+/* Batch b's shard: its rows (returned) start at row *row0 of the global batch, which
+ * has *global rows (without shards: 0 and the batch's rows). */
+int64_t cdl_loader_shard_rows(const cdl_loader *l, int64_t b, int64_t *row0, int64_t *global);
 /* Begin epoch `epoch` at batch skip_batches (resume).  Stops the work of any
  * unfinished previous epoch.  Batches and transforms are a function of (seed, epoch,
  * batch index) only: the same seed gives the same batches whatever the worker count.
@@ -1102,6 +1105,9 @@ int cdl_dist_sync_net(cdl_net *net, cdl_optim *opt);
 /* The state part of the parameter slab (batch-norm running statistics): the mean
  * over the ranks. */
 int cdl_dist_mean_state(cdl_net *net);
+/* 1 when every rank knows of the last failure (cdl_dist_agree failed or agreed on a
+ * signal, or cdl_dist_same failed, at the last such call); always 1 in a job of one. */
+int cdl_dist_agreed(void);
 /* Time and traffic of the collectives so far (this rank). */
 typedef struct cdl_dist_stats {
     double sum_seconds;                /* in cdl_dist_sum (gradients, state) */

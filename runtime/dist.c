@@ -124,6 +124,7 @@ int cdl_dist_agree(int failed, int *sig, double *sum, int n) {
         int s = *sig;
         MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         *sig = s;
+        D.agreed = 1;                   /* every rank stops */
     }
     int rc = 0;
     if (buf[0] > 0) {                   /* rare: the lowest failing rank tells why */
@@ -241,6 +242,8 @@ int cdl_dist_mean_state(cdl_net *net) {
 }
 
 void cdl_dist_get_stats(cdl_dist_stats *s) { *s = D.st; }
+
+int cdl_dist_agreed(void) { return D.size == 1 || D.agreed; }
 
 int cdl_dist_finish(int status) {
 #ifdef CDL_MPI

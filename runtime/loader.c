@@ -308,6 +308,13 @@ cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg) {
 
 int64_t cdl_loader_batches(const cdl_loader *l) { return l ? l->nbatches : 0; }
 
+int64_t cdl_loader_shard_rows(const cdl_loader *l, int64_t b, int64_t *row0, int64_t *global) {
+    int64_t lo, rows = batch_rows(l, b, &lo), start = b * l->cfg.batch;
+    *row0 = lo - start;
+    *global = l->d->n - start < l->cfg.batch ? l->d->n - start : l->cfg.batch;
+    return rows;
+}
+
 /* This epoch's order: identity, or a Fisher-Yates shuffle keyed by (seed, epoch).  The
  * 64-bit draw modulo (i + 1) has a bias below 2^-30 for any realistic n. */
 static void loader_shuffle(cdl_loader *l) {

@@ -65,6 +65,7 @@ static const tr_optdef tr_optdefs[] = {
     {"batches", "N", C_GRAD, "number of batches (default 1)"},
     {"adversarial", "SPEC", C_TRAIN, "adversarial training: fgsm[:eps=,rand=,ratio=,min=,max=,clip=] | "
                                        "pgd[:eps=,alpha=,steps=,rand=,ratio=,...] | none"},
+    {"accum", "K", C_TRAIN, "micro-batches per process: each shard of a batch runs as K pieces whose gradients are summed"},
     {"attack", "SPEC", C_EVAL, "also report robust accuracy under fgsm[:eps=...] or pgd[:eps=,alpha=,steps=,...]"},
 };
 enum { TR_NOPT = (int)(sizeof tr_optdefs / sizeof tr_optdefs[0]) };
@@ -224,6 +225,11 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
         o->nclasses = (int)i;
         return 0;
     }
+    if (strcmp(name, "accum") == 0) {
+        if (tr_int(where, name, v, 1, TR_MAX_ACCUM, &i) < 0) return -1;
+        o->accum = (int)i;
+        return 0;
+    }
     if (strcmp(name, "batches") == 0) return tr_int(where, name, v, 1, 1 << 20, &o->batches);
     if (strcmp(name, "adversarial") == 0 || strcmp(name, "attack") == 0) {
         int adv = name[1] == 'd';
@@ -306,7 +312,30 @@ static void tr_cmd_help(FILE *f, const char *prog, int c, const cdl_model *m) {
 
 /* ---------------------------------------------------------------- main */
 
-int cdl_main(const cdl_model *m, int argc, char **argv) {
+/* Many processes (dist.c, trainer_dp.c): train and eval run data-parallel, the other
+ * commands in one process only.  Ranks other than 0 keep quiet: progress, --json,
+ * --log, --plot and --save are rank 0's. */
+static int tr_ranks(tr_opts *o, unsigned bit) {
+    int n = cdl_dist_size();
+    if (n == 1) return 0;
+    if (!(bit & (C_TRAIN | C_EVAL)))
+        return cdl_fail("%s runs in one process: start it without mpirun (this job has %d ranks)", o->cmd, n);
+    if (cdl_dist_rank() > 0) {
+        o->quiet = 1;
+        o->json = 0;
+        o->log[0] = o->plot[0] = o->save[0] = 0;
+    }
+    return 0;
+}
+
+/* Whether this rank reports a failure: rank 0 always; another rank only when the
+ * others do not know of it (then it is the only one who can tell). */
+static void tr_report(const char *prog, const char *cmd) {
+    if (cdl_dist_rank() == 0) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
+    else if (!cdl_dist_agreed()) fprintf(stderr, "%s %s: rank %d: %s\n", prog, cmd, cdl_dist_rank(), cdl_last_error());
+}
+
+static int tr_main(const cdl_model *m, int argc, char **argv) {
     const char *prog = argc > 0 && argv[0] ? argv[0] : "model";
     const char *slash = strrchr(prog, '/');
     if (slash) prog = slash + 1;
@@ -378,17 +407,21 @@ int cdl_main(const cdl_model *m, int argc, char **argv) {
             return 2;
         }
     }
+    if (tr_ranks(&o, bit) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, cdl_last_error());
+        return 2;
+    }
     if (o.threads > 0) cdl_blas_set_threads(o.threads);
     int rc;
     switch (bit) {
     case C_TRAIN:
         rc = tr_train(m, &o);
         rc = rc == -2 ? 128 + tr_signal_caught() : rc < 0 ? 1 : 0;
-        if (rc) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
+        if (rc) tr_report(prog, cmd);
         break;
     case C_EVAL:
         rc = tr_eval(m, &o) < 0 ? 1 : 0;
-        if (rc) fprintf(stderr, "%s %s: %s\n", prog, cmd, cdl_last_error());
+        if (rc) tr_report(prog, cmd);
         break;
     case C_GRADCHECK: rc = tr_gradcheck(m, &o); break;
     case C_SAMPLE: rc = tr_sample(m, &o); break;
@@ -401,4 +434,21 @@ int cdl_main(const cdl_model *m, int argc, char **argv) {
         if (rc == 0) rc = 1;
     }
     return rc;
+}
+
+/* The program's main: joins the MPI job when mpirun started it (dist.c), runs the
+ * command, leaves the job.  A usage error (status 2) comes before any collective, so
+ * the ranks agree on it like on any failure; they all see the same command line. */
+int cdl_main(const cdl_model *m, int argc, char **argv) {
+    if (cdl_dist_init() < 0) {
+        fprintf(stderr, "%s: %s\n", argc > 0 && argv[0] ? argv[0] : "model", cdl_last_error());
+        return 2;
+    }
+    if (cdl_dist_rank() > 0 && !freopen("/dev/null", "w", stdout)) {  /* results are rank 0's */
+        fprintf(stderr, "rank %d: cannot silence standard output: %s\n", cdl_dist_rank(), strerror(errno));
+        return cdl_dist_finish(1);
+    }
+    int rc = tr_main(m, argc, argv);
+    if (rc == 2 && cdl_dist_size() > 1) cdl_dist_agree(1, NULL, NULL, 0);
+    return cdl_dist_finish(rc);
 }

@@ -6,6 +6,7 @@
  *   trainer.c        cdl_main: the option table, parsing, usage, dispatch
  *   trainer_train.c  train (set-up, one epoch, finish) and eval
  *   trainer_tools.c  gradcheck, sample, grad
+ *   trainer_dp.c     a training step over shards: ranks (dist.c) and micro-batches
  *   trainer_setup.c  what the commands share: datasets, input mapping, nets, loaders
  *   progress.c       the clock and the progress bar
  */
@@ -40,6 +41,7 @@ typedef struct tr_opts {
     int64_t batches;              /* grad */
     int nclasses;                 /* gradcheck: range of random i32 inputs (0: from output 0) */
     char adversarial[128], attack[128];   /* used by --adversarial and eval --attack: adversarial training / attacks */
+    int accum;                    /* micro-batches per rank (0: 1) */
 } tr_opts;
 
 /* ---- trainer_train.c */
@@ -51,6 +53,32 @@ int tr_signal_caught(void);                                /* the signal that st
 int tr_gradcheck(const cdl_model *m, const tr_opts *o);
 int tr_sample(const cdl_model *m, const tr_opts *o);
 int tr_grad(const cdl_model *m, const tr_opts *o);
+
+/* ---- trainer_dp.c: a step over the shards of a global batch (ranks x micro-batches) */
+#define TR_MAX_ACCUM 64
+typedef struct tr_dp {
+    const cdl_model *m;
+    int rank, size, k;            /* this rank, the ranks, micro-batches per rank (--accum) */
+    cdl_loader *l[TR_MAX_ACCUM];  /* micro-batch j: loader shard rank * k + j of size * k */
+    void *acc;                    /* k > 1: the sum of the shards' gradients */
+    void *state0, *state_sum;     /* k > 1 with state: the state the step started from; the sum */
+    double loss;                  /* the last shard's loss */
+} tr_dp;
+typedef struct tr_dp_step {
+    cdl_adv *adv;                 /* --adversarial, or NULL */
+    uint64_t seed;                /* keys the attacks' random starts, with net->step */
+} tr_dp_step;
+/* Loaders over d with lc (batch = the global batch) for this rank's shards; buffers.
+ * -1 and a message. */
+int tr_dp_new(tr_dp *dp, const cdl_model *m, const cdl_dataset *d, const cdl_loader_cfg *lc, int accum);
+void tr_dp_free(tr_dp *dp);
+int64_t tr_dp_batches(const tr_dp *dp);                    /* global batches per epoch */
+int tr_dp_start(tr_dp *dp, uint64_t epoch, int64_t skip);  /* cdl_loader_start of each */
+/* Global batch b (the next one): net->grad receives the gradient of the mean loss over
+ * its examples (summed over every rank), the state the mean over its shards, *loss
+ * that mean loss and *rows its rows.  *sig: this rank's caught signal in, the highest
+ * any rank caught out.  1, 0 at the epoch's end, -1 on every rank when one failed. */
+int tr_dp_grad(tr_dp *dp, cdl_net *net, int64_t b, const tr_dp_step *st, int *sig, double *loss, int64_t *rows);
 
 /* ---- trainer_setup.c */
 /* Where the dataset goes: feed[i] is model input i's column; xi the first real input

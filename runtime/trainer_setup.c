@@ -13,10 +13,20 @@ int tr_batch(const cdl_model *m, const tr_opts *o) {
     return o->batch > 0 ? (int)o->batch : m->batch;
 }
 
+/* --batch is the global batch: it is cut into ranks x --accum shards, and each shard
+ * must fit the compiled batch. */
 int tr_check_batch(const cdl_model *m, const tr_opts *o) {
-    if (o->batch > m->batch)
-        return cdl_fail("--batch %lld is larger than model %s's compiled batch %d (recompile with a "
-                        "larger B)", (long long)o->batch, m->name, m->batch);
+    int ranks = cdl_dist_size(), k = o->accum > 0 ? o->accum : 1;
+    int64_t shards = (int64_t)ranks * k;
+    if (o->batch > shards * m->batch) {
+        if (shards == 1)
+            return cdl_fail("--batch %lld is larger than model %s's compiled batch %d (recompile with a "
+                            "larger B)", (long long)o->batch, m->name, m->batch);
+        return cdl_fail("--batch %lld is larger than %d rank%s x %d micro-batch%s of model %s's compiled batch %d "
+                        "(at most %lld; use more micro-batches (--accum) or recompile with a larger B)",
+                        (long long)o->batch, ranks, ranks > 1 ? "s" : "", k, k > 1 ? "es" : "", m->name, m->batch,
+                        (long long)(shards * m->batch));
+    }
     return 0;
 }
 
@@ -83,7 +93,9 @@ cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o) {
     if (!net) return NULL;
     net->seed = o->seed;
     if (m->init) m->init(net, o->seed);
-    if (o->load[0] && cdl_ckpt_load(o->load, net, NULL, NULL) < 0) {
+    /* Many ranks: rank 0 reads the file, the others get its parameters */
+    int failed = o->load[0] && cdl_dist_rank() == 0 && cdl_ckpt_load(o->load, net, NULL, NULL) < 0;
+    if (cdl_dist_agree(failed, NULL, NULL, 0) < 0 || cdl_dist_sync_net(net, NULL) < 0) {
         cdl_net_free(net);
         return NULL;
     }
@@ -93,7 +105,11 @@ cdl_net *tr_make_net(const cdl_model *m, const tr_opts *o) {
 cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_dataset *d, const tr_map *map) {
     cdl_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
-    lc.batch = tr_batch(m, o);
+    /* Many ranks: rank r evaluates shard r of every batch, at most the compiled batch */
+    int ranks = cdl_dist_size();
+    lc.batch = tr_batch(m, o) > ranks * m->batch ? ranks * m->batch : tr_batch(m, o);
+    lc.shard = ranks > 1 ? cdl_dist_rank() : 0;
+    lc.nshards = ranks > 1 ? ranks : 0;
     lc.workers = o->workers;
     lc.seed = o->seed;
     lc.tf.normalize = o->tf.normalize;           /* no augmentation */

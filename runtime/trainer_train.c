@@ -73,15 +73,15 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
     int64_t c = with_acc ? o0->dims[1] : 0;
     double lsum = 0, rsum = 0;
     int64_t seen = 0, hits = 0, rhits = 0, b = 0;
-    int rows;
-    if (cdl_loader_start(l, 0, 0) < 0) return -1;
-    while ((rows = cdl_loader_next(l, net->in)) > 0) {
+    int rows = 0, rc = cdl_loader_start(l, 0, 0);
+    while (rc == 0 && (rows = cdl_loader_next(l, net->in)) > 0) {
         cdl_clear_error();
         m->forward(net, rows);
         if (m->has_loss && !isfinite(net->loss)) {
             char what[96];
             snprintf(what, sizeof what, "on test batch %lld (eval mode)", (long long)b);
-            return tr_loss_failed(net->loss, what);
+            rc = tr_loss_failed(net->loss, what);
+            break;
         }
         lsum += net->loss * rows;
         seen += rows;
@@ -89,14 +89,18 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
         if (with_acc) hits += tr_hits(net->out[0], m->real_size, rows, c, y, NULL, rb ? rb->ok : NULL);
         if (rb) {
             cdl_rng_key key = {rb->seed, (uint64_t)b, TR_ADV_STREAM};
-            if (cdl_adv_perturb(rb->adv, net, rows, key) < 0) return -1;
+            if ((rc = cdl_adv_perturb(rb->adv, net, rows, key)) < 0) break;
             m->forward(net, rows);
             rsum += net->loss * rows;
             if (with_acc) rhits += tr_hits(net->out[0], m->real_size, rows, c, y, rb->ok, NULL);
         }
         b++;
     }
-    if (rows < 0) return -1;
+    /* Many ranks: each evaluated its shard of every test batch; the sums are summed
+     * (and a failure on any rank is every rank's). */
+    double sum[5] = {lsum, (double)seen, (double)hits, rsum, (double)rhits};
+    if (cdl_dist_agree(rc < 0 || rows < 0, NULL, sum, 5) < 0) return -1;
+    lsum = sum[0], seen = (int64_t)sum[1], hits = (int64_t)sum[2], rsum = sum[3], rhits = (int64_t)sum[4];
     *loss = m->has_loss && seen ? lsum / (double)seen : NAN;
     *acc = with_acc && seen ? (double)hits / (double)seen : NAN;
     if (rb) {
@@ -247,7 +251,8 @@ typedef struct tr_run {
     const cdl_model *m;
     const tr_opts *o;
     cdl_dataset dtr, dte;
-    cdl_loader *ltr, *lte;
+    tr_dp dp;                     /* the training batches: this rank's shards (trainer_dp.c) */
+    cdl_loader *lte;
     cdl_net *net;
     cdl_optim opt;
     cdl_optim_cfg ocfg;
@@ -269,7 +274,7 @@ typedef struct tr_run {
 static void tr_run_free(tr_run *s) {
     if (s->log) fclose(s->log);                   /* written and checked at every row */
     cdl_adv_free(s->adv);
-    cdl_loader_free(s->ltr);
+    tr_dp_free(&s->dp);
     cdl_loader_free(s->lte);
     cdl_optim_free(&s->opt);
     cdl_net_free(s->net);
@@ -283,18 +288,6 @@ static void tr_run_free(tr_run *s) {
 static volatile sig_atomic_t tr_signal;
 static void tr_on_signal(int sig) { tr_signal = sig; }
 int tr_signal_caught(void) { return (int)tr_signal; }
-
-/* Adversarial training (--adversarial SPEC): before the training step, replace the
- * first round(ratio * rows) rows of the batch in net->in by adversarial examples made
- * with m->input_grad (eval mode, no parameter gradients).  The loader shuffles, so
- * those rows are a random subset of the epoch's examples.  The random start is keyed
- * by (seed, global step), so resume stays exact.  adv NULL: nothing. */
-static int tr_perturb_batch(cdl_adv *adv, cdl_net *net, int rows, uint64_t seed, uint64_t step) {
-    if (!adv) return 0;
-    int k = (int)floor(cdl_adv_attack(adv)->ratio * rows + 0.5);
-    cdl_rng_key key = {seed, step, TR_ADV_STREAM};
-    return cdl_adv_perturb(adv, net, k, key);
-}
 
 /* The plot's series: epochs 1..upto (gaps from a resume without a log are NaN). */
 static int tr_plot(const tr_run *s, int upto) {
@@ -322,9 +315,10 @@ static int tr_history(tr_run *s) {
     return 0;
 }
 
-/* Set-up: options, datasets and their fit, net, optimizer, attack, initial or resumed
- * state, loaders, schedule, history and log; then the banner.  -1 and a message. */
-static int tr_train_setup(tr_run *s) {
+/* Set-up, first part: options, datasets and their fit, net, optimizer, attack,
+ * initial state, and the checkpoint to resume (read by rank 0 alone: tr_train then
+ * sends it to the others).  -1 and a message. */
+static int tr_train_prepare(tr_run *s) {
     const cdl_model *m = s->m;
     const tr_opts *o = s->o;
     if (!m->grad || !m->has_loss) return cdl_fail("model %s has no loss: nothing to train", m->name);
@@ -347,14 +341,21 @@ static int tr_train_setup(tr_run *s) {
     net->seed = o->seed;
     if (m->init) m->init(net, o->seed);
     s->meta.seed = o->seed;
-    if (o->resume[0]) {
+    if (o->resume[0] && cdl_dist_rank() == 0) {
         if (cdl_ckpt_load(o->resume, net, &s->opt, &s->meta) < 0) return -1;
         net->seed = s->meta.seed;                     /* the run's seed, whatever --seed says */
         net->step = s->meta.step;
     }
+    return 0;
+}
+
+/* Set-up, second part (every rank holds rank 0's state now): loaders, schedule,
+ * history and log; then the banner.  -1 and a message. */
+static int tr_train_setup(tr_run *s) {
+    const cdl_model *m = s->m;
+    const tr_opts *o = s->o;
     s->seed = s->meta.seed;
     s->step = s->meta.step;
-
     s->B = tr_batch(m, o);
     cdl_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
@@ -368,18 +369,23 @@ static int tr_train_setup(tr_run *s) {
     memcpy(lc.feed, s->map.feed, sizeof lc.feed);
     tr_opts to = *o;
     to.seed = s->seed;
-    if (!(s->ltr = cdl_loader_new(&s->dtr, &lc)) || !(s->lte = tr_plain_loader(m, &to, &s->dte, &s->tmap))) return -1;
-    int64_t spe = cdl_loader_batches(s->ltr);
+    if (tr_dp_new(&s->dp, m, &s->dtr, &lc, o->accum) < 0 || !(s->lte = tr_plain_loader(m, &to, &s->dte, &s->tmap)))
+        return -1;
+    int64_t spe = tr_dp_batches(&s->dp);
     s->sched.steps_per_epoch = spe;
     s->sched.total_steps = spe * (s->sched.span_epochs > 0 ? s->sched.span_epochs : o->epochs);
     s->E = (int)o->epochs;
     if (tr_history(s) < 0) return -1;
 
     s->out = o->json ? stderr : stdout;
+    char shards[80] = "";
+    if (s->dp.size * s->dp.k > 1)
+        snprintf(shards, sizeof shards, " (%d rank%s x %d micro-batch%s of <= %d)", s->dp.size, s->dp.size > 1 ? "s" : "",
+                 s->dp.k, s->dp.k > 1 ? "es" : "", (s->B + s->dp.size * s->dp.k - 1) / (s->dp.size * s->dp.k));
     if (!o->quiet)
-        fprintf(s->out, "model %s: %zu parameters; %s: %lld train, %lld test examples; batch %d; "
+        fprintf(s->out, "model %s: %zu parameters; %s: %lld train, %lld test examples; batch %d%s; "
                         "%s lr %g; epochs %llu..%d\n", m->name, m->train_count, s->dtr.name,
-                (long long)s->dtr.n, (long long)s->dte.n, s->B, o->optimizer, s->ocfg.lr,
+                (long long)s->dtr.n, (long long)s->dte.n, s->B, shards, o->optimizer, s->ocfg.lr,
                 (unsigned long long)s->meta.epoch + 1, s->E);
     if (!o->quiet) tr_print_feeds(s->out, m, &s->dtr, &s->map);
     if (!o->quiet && s->adv) fprintf(s->out, "adversarial training: %s\n", s->adv_spec);
@@ -391,10 +397,10 @@ static int tr_train_setup(tr_run *s) {
  * (with --save) and set the message.  -2, or -1 when the save fails. */
 static int tr_interrupted(tr_run *s, uint64_t epoch, int64_t b) {
     const tr_opts *o = s->o;
-    if (o->save[0]) {
-        cdl_ckpt_meta sm = {s->step, epoch, s->seed, b, "", 0};
-        if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
-    }
+    int failed = o->save[0] && cdl_ckpt_save(o->save, s->net, &s->opt,
+                                             &(cdl_ckpt_meta){s->step, epoch, s->seed, b, "", 0}) < 0;
+    int sig = (int)tr_signal;                                     /* every rank has it (the step agreed) */
+    if (cdl_dist_agree(failed, &sig, NULL, 0) < 0) return -1;     /* rank 0 saves; every rank learns */
     cdl_fail("interrupted (signal %d) at epoch %llu, batch %lld, step %llu%s%s%s", (int)tr_signal,
              (unsigned long long)epoch + 1, (long long)b, (unsigned long long)s->step,
              o->save[0] ? "; saved " : "; nothing saved", o->save[0] ? o->save : "",
@@ -405,23 +411,24 @@ static int tr_interrupted(tr_run *s, uint64_t epoch, int64_t b) {
 /* The training steps of epoch `epoch` (from its resume point): the mean loss into
  * s->train_loss.  0, -1 (an error, a NaN/Inf stop) or -2 (interrupted). */
 static int tr_train_steps(tr_run *s, uint64_t epoch) {
-    const cdl_model *m = s->m;
     const tr_opts *o = s->o;
     cdl_net *net = s->net;
     int64_t skip = epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0, b = skip;
-    if (cdl_loader_start(s->ltr, epoch, skip) < 0) return -1;
+    if (tr_dp_start(&s->dp, epoch, skip) < 0) return -1;
     tr_progress pr;
     int64_t todo = s->dtr.n - skip * s->B;
     tr_progress_begin(&pr, o->quiet, (int)epoch + 1, s->E, todo < 0 ? 0 : todo,
                       (int64_t)(s->E - 1 - (int64_t)epoch) * s->dtr.n);
-    double lsum = 0;
-    int64_t seen = 0;
-    int rows;
-    while ((rows = cdl_loader_next(s->ltr, net->in)) > 0) {
+    double lsum = 0, loss;
+    int64_t seen = 0, rows;
+    tr_dp_step st = {s->adv, s->seed};
+    int got;
+    for (;;) {
         net->step = s->step;
         cdl_clear_error();
-        if (tr_perturb_batch(s->adv, net, rows, s->seed, s->step) < 0) break;
-        double loss = m->grad(net, rows);
+        int sig = (int)tr_signal;
+        if ((got = tr_dp_grad(&s->dp, net, b, &st, &sig, &loss, &rows)) <= 0) break;
+        tr_signal = sig;                              /* any rank's signal stops every rank here */
         double norm = cdl_clip_grad_norm(net, o->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
             char cause[400];
@@ -446,7 +453,7 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
         }
     }
     tr_progress_end(&pr);
-    if (rows != 0) return -1;                         /* the loader or the attack failed */
+    if (got < 0) return -1;                           /* the loader or the attack failed, on some rank */
     s->train_loss = seen ? lsum / (double)seen : NAN;
     return 0;
 }
@@ -485,6 +492,17 @@ static int tr_train_epoch(tr_run *s, uint64_t epoch) {
     return 0;
 }
 
+/* One epoch, and on many ranks the agreement after it: whatever failed on rank 0
+ * alone (the log, the checkpoint, the plot) ends every rank, and every rank must hold
+ * the same parameters (a check that the reductions agree). */
+static int tr_train_epoch_all(tr_run *s, uint64_t epoch) {
+    int rc = tr_train_epoch(s, epoch);
+    if (rc == -2 || cdl_dist_size() == 1) return rc;
+    if (cdl_dist_agree(rc < 0, NULL, NULL, 0) < 0) return -1;
+    const cdl_model *m = s->m;
+    return cdl_dist_same(s->net->param, m->param_count * (size_t)m->real_size, "the parameters");
+}
+
 /* After the last epoch (`epoch` is where the run stopped): when no step was taken
  * (--epochs 0, or resuming a finished run) still evaluate, save and plot; then the
  * --json summary. */
@@ -512,6 +530,13 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
         tr_json_num(stdout, "test_loss", s->test_loss, 1);
         tr_json_num(stdout, "test_accuracy", s->acc, 1);
         if (s->adv) printf("\"adversarial\":\"%s\",", s->adv_spec);
+        if (s->dp.size * s->dp.k > 1) {
+            cdl_dist_stats ds;
+            cdl_dist_get_stats(&ds);
+            printf("\"ranks\":%d,\"accum\":%d,\"allreduce_seconds\":%.6f,\"allreduce_bytes\":%llu,"
+                   "\"agree_seconds\":%.6f,", s->dp.size, s->dp.k, ds.sum_seconds,
+                   (unsigned long long)ds.sum_bytes, ds.agree_seconds);
+        }
         printf("\"epochs\":%llu,\"steps\":%llu,\"seconds\":%.3f}\n", (unsigned long long)epoch,
                (unsigned long long)s->step, tr_now() - s->t_run);
         fflush(stdout);
@@ -533,9 +558,16 @@ int tr_train(const cdl_model *m, const tr_opts *o) {
     tr_signal = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int rc = tr_train_setup(&s);
+    /* Each part ends with an agreement, so a failure on any rank ends every rank; in
+     * between, rank 0's parameters, state and resume point go to every rank. */
+    int rc = cdl_dist_agree(tr_train_prepare(&s) < 0, NULL, NULL, 0);
+    if (rc == 0 && cdl_dist_size() > 1) {
+        rc = cdl_dist_sync_net(s.net, &s.opt);
+        cdl_dist_bcast(&s.meta, sizeof s.meta);
+    }
+    if (rc == 0) rc = cdl_dist_agree(tr_train_setup(&s) < 0, NULL, NULL, 0);
     uint64_t epoch = s.meta.epoch;
-    for (; rc == 0 && epoch < (uint64_t)s.E; epoch++) rc = tr_train_epoch(&s, epoch);
+    for (; rc == 0 && epoch < (uint64_t)s.E; epoch++) rc = tr_train_epoch_all(&s, epoch);
     if (rc == 0) rc = tr_train_finish(&s, epoch);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
