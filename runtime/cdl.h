@@ -420,6 +420,20 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
     void cdl_avgpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, T *dx); \
     void cdl_batchnorm_##S(int train, int64_t n, int64_t c, int64_t hw, double eps, double momentum, const T *x, const T *gamma, const T *beta, T *running_mean, T *running_var, T *y, T *save, int save_xhat); \
     void cdl_batchnorm_bwd_##S(int train, int64_t n, int64_t c, int64_t hw, const T *g, const T *save, T *out);
+/* Batch statistics over a sharded batch (data parallelism, trainer_dp.c): while
+ * cdl_bn_sharded is set, batchnorm and batchnorm_bwd with train != 0 treat their rows
+ * as this process's shard (rows of global_rows) of a global batch and sum their
+ * per-channel sums over every shard with sum() (in place; every shard calls it the
+ * same number of times, CDL_BN_BLOCK channels at a time), so the statistics are the
+ * global batch's (SyncBatchNorm).  The backward weights its sums by rows / global_rows:
+ * g is the gradient of the shard's mean loss.  NULL (the default): the rows are the
+ * batch. */
+typedef struct cdl_bn_shards {
+    void (*sum)(double *v, int64_t n);
+    int64_t rows, global_rows;
+} cdl_bn_shards;
+extern const cdl_bn_shards *cdl_bn_sharded;
+#define CDL_BN_BLOCK 64
 /* ---- END CONV */
 
 /* ---- recurrent cells (kernels_rnn.c) ---- BEGIN RNN */

@@ -38,6 +38,9 @@ static inline int conv_direct(const cdl_conv2d_geom *g) {
 
 /* PL_SWAP swaps the lanes of each pair of a 32-byte vector, PL_DUP doubles each lane of
  * a 16-byte one (max-pool backward); their index lists depend on the lane count. */
+/* Set by the trainer around a data-parallel step (trainer_dp.c), NULL otherwise. */
+const cdl_bn_shards *cdl_bn_sharded;
+
 #define T float
 #define S(name) cdl_##name##_f32
 #define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)

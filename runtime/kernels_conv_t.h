@@ -909,66 +909,111 @@ static inline double S(bn_dot)(const T *restrict g, const T *restrict h, int64_t
     return s;
 }
 
+/* Channels [c0, c1)'s batch statistics into mean[], var[] (indexed from c0): over the
+ * n rows, or with cdl_bn_sharded set over every shard of the global batch (each sum
+ * summed over the shards).  *count: the elements per channel they are over. */
+static void S(bn_stats)(int64_t n, int64_t c, int64_t hw, const T *x, int64_t c0, int64_t c1, double *mean,
+                        double *var, double *count) {
+    const cdl_bn_shards *sh = cdl_bn_sharded;
+    const double M = sh ? (double)(n * hw) * (double)sh->global_rows / (double)sh->rows : (double)(n * hw);
+    for (int64_t ch = c0; ch < c1; ch++) {
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) s += S(bn_sum)(x + (i * c + ch) * hw, hw);
+        mean[ch - c0] = s;
+    }
+    if (sh) sh->sum(mean, c1 - c0);
+    for (int64_t ch = c0; ch < c1; ch++) {
+        mean[ch - c0] /= M;
+        double q = 0;
+        for (int64_t i = 0; i < n; i++) q += S(bn_sqdev)(x + (i * c + ch) * hw, hw, (T)mean[ch - c0]);
+        var[ch - c0] = q;
+    }
+    if (sh) sh->sum(var, c1 - c0);
+    for (int64_t ch = c0; ch < c1; ch++) var[ch - c0] /= M;
+    *count = M;
+}
+
 void S(batchnorm)(int train, int64_t n, int64_t c, int64_t hw, double eps, double momentum, const T *x,
                   const T *gamma, const T *beta, T *running_mean, T *running_var, T *y, T *save, int save_xhat) {
-    const int64_t M = n * hw;
     T *smean = save, *sinv = save + c, *sscale = save + 2 * c, *xhat = save + 3 * c;
-    for (int64_t ch = 0; ch < c; ch++) {
-        double mean, var;
-        if (train && M > 0) {
-            double s = 0;
-            for (int64_t i = 0; i < n; i++) s += S(bn_sum)(x + (i * c + ch) * hw, hw);
-            mean = s / (double)M;
-            double q = 0;
-            for (int64_t i = 0; i < n; i++) q += S(bn_sqdev)(x + (i * c + ch) * hw, hw, (T)mean);
-            var = q / (double)M;
-            double unbiased = M > 1 ? var * (double)M / (double)(M - 1) : var;
-            running_mean[ch] = (T)((1 - momentum) * (double)running_mean[ch] + momentum * mean);
-            running_var[ch] = (T)((1 - momentum) * (double)running_var[ch] + momentum * unbiased);
-        } else {
-            mean = (double)running_mean[ch];
-            var = (double)running_var[ch];
-        }
-        const double inv = 1.0 / sqrt(var + eps);
-        const T scale = (T)((double)gamma[ch] * inv), shift = (T)((double)beta[ch] - mean * (double)gamma[ch] * inv);
-        const T m = (T)mean, is = (T)inv;
-        smean[ch] = m;
-        sinv[ch] = is;
-        sscale[ch] = scale;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t o = (i * c + ch) * hw;
-            const T *restrict xr = x + o;
-            T *restrict yr = y + o;
-            for (int64_t j = 0; j < hw; j++) yr[j] = xr[j] * scale + shift;
-            if (save_xhat) {
-                T *restrict hr = xhat + o;
-                for (int64_t j = 0; j < hw; j++) hr[j] = (xr[j] - m) * is;
+    double bmean[CDL_BN_BLOCK], bvar[CDL_BN_BLOCK], M = 0;
+    const int batch = train && n * hw > 0;
+    for (int64_t c0 = 0; c0 < c; c0 += CDL_BN_BLOCK) {
+        const int64_t c1 = c - c0 < CDL_BN_BLOCK ? c : c0 + CDL_BN_BLOCK;
+        if (batch) S(bn_stats)(n, c, hw, x, c0, c1, bmean, bvar, &M);
+        for (int64_t ch = c0; ch < c1; ch++) {
+            double mean, var;
+            if (batch) {
+                mean = bmean[ch - c0];
+                var = bvar[ch - c0];
+                double unbiased = M > 1 ? var * M / (M - 1) : var;
+                running_mean[ch] = (T)((1 - momentum) * (double)running_mean[ch] + momentum * mean);
+                running_var[ch] = (T)((1 - momentum) * (double)running_var[ch] + momentum * unbiased);
+            } else {
+                mean = (double)running_mean[ch];
+                var = (double)running_var[ch];
+            }
+            const double inv = 1.0 / sqrt(var + eps);
+            const T scale = (T)((double)gamma[ch] * inv), shift = (T)((double)beta[ch] - mean * (double)gamma[ch] * inv);
+            const T m = (T)mean, is = (T)inv;
+            smean[ch] = m;
+            sinv[ch] = is;
+            sscale[ch] = scale;
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t o = (i * c + ch) * hw;
+                const T *restrict xr = x + o;
+                T *restrict yr = y + o;
+                for (int64_t j = 0; j < hw; j++) yr[j] = xr[j] * scale + shift;
+                if (save_xhat) {
+                    T *restrict hr = xhat + o;
+                    for (int64_t j = 0; j < hw; j++) hr[j] = (xr[j] - m) * is;
+                }
             }
         }
     }
 }
 
+/* With cdl_bn_sharded set, g is the gradient of this shard's mean loss, which is
+ * global_rows / rows times that of the global batch's mean loss: the shards' sums are
+ * weighted by rows / global_rows before they are summed, and dx is again in this
+ * shard's units (dgamma and dbeta stay this shard's own sums: the trainer weights and
+ * sums them with the other gradients). */
 void S(batchnorm_bwd)(int train, int64_t n, int64_t c, int64_t hw, const T *g, const T *save, T *out) {
     const int64_t M = n * hw;
+    const cdl_bn_shards *sh = train && M > 0 ? cdl_bn_sharded : NULL;
     const T *sscale = save + 2 * c, *xhat = save + 3 * c;
     T *dgamma = out, *dbeta = out + c, *dx = out + 2 * c;
-    for (int64_t ch = 0; ch < c; ch++) {
-        double sg = 0, sgh = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t o = (i * c + ch) * hw;
-            sg += S(bn_sum)(g + o, hw);
-            sgh += S(bn_dot)(g + o, xhat + o, hw);
+    double sums[2 * CDL_BN_BLOCK];
+    for (int64_t c0 = 0; c0 < c; c0 += CDL_BN_BLOCK) {
+        const int64_t c1 = c - c0 < CDL_BN_BLOCK ? c : c0 + CDL_BN_BLOCK, nb = c1 - c0;
+        for (int64_t ch = c0; ch < c1; ch++) {
+            double sg = 0, sgh = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t o = (i * c + ch) * hw;
+                sg += S(bn_sum)(g + o, hw);
+                sgh += S(bn_dot)(g + o, xhat + o, hw);
+            }
+            dgamma[ch] = (T)sgh;
+            dbeta[ch] = (T)sg;
+            sums[ch - c0] = sg;
+            sums[nb + ch - c0] = sgh;
         }
-        dgamma[ch] = (T)sgh;
-        dbeta[ch] = (T)sg;
-        const T scale = sscale[ch];
-        /* train: dx = scale * (g - mean(g) - xhat * mean(g * xhat)); eval: scale * g */
-        const T a = train && M > 0 ? (T)(sg / (double)M) : 0, bq = train && M > 0 ? (T)(sgh / (double)M) : 0;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t o = (i * c + ch) * hw;
-            const T *restrict gr = g + o, *restrict hr = xhat + o;
-            T *restrict dr = dx + o;
-            for (int64_t j = 0; j < hw; j++) dr[j] = scale * (gr[j] - a - hr[j] * bq);
+        if (sh) {
+            const double w = (double)sh->rows / (double)sh->global_rows;
+            for (int64_t k = 0; k < 2 * nb; k++) sums[k] *= w;
+            sh->sum(sums, 2 * nb);
+        }
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const T scale = sscale[ch];
+            /* train: dx = scale * (g - mean(g) - xhat * mean(g * xhat)); eval: scale * g */
+            const double sg = sums[ch - c0], sgh = sums[nb + ch - c0];
+            const T a = train && M > 0 ? (T)(sg / (double)M) : 0, bq = train && M > 0 ? (T)(sgh / (double)M) : 0;
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t o = (i * c + ch) * hw;
+                const T *restrict gr = g + o, *restrict hr = xhat + o;
+                T *restrict dr = dx + o;
+                for (int64_t j = 0; j < hw; j++) dr[j] = scale * (gr[j] - a - hr[j] * bq);
+            }
         }
     }
 }

@@ -39,6 +39,9 @@
 /* RNG stream of the attacks' random starts (as trainer_train.c's). */
 #define TR_ADV_STREAM 0xAD7E5A11u
 
+/* cdl_bn_shards.sum: batch norm's per-channel sums over the ranks. */
+static void dp_bn_sum(double *v, int64_t n) { cdl_dist_sum(v, n, 8); }
+
 int tr_dp_new(tr_dp *dp, const cdl_model *m, const cdl_dataset *d, const cdl_loader_cfg *lc, int accum) {
     memset(dp, 0, sizeof *dp);
     dp->m = m;
@@ -47,8 +50,14 @@ int tr_dp_new(tr_dp *dp, const cdl_model *m, const cdl_dataset *d, const cdl_loa
     dp->k = accum > 0 ? accum : 1;
     if (dp->k > TR_MAX_ACCUM) return cdl_fail("--accum %d: at most %d micro-batches", dp->k, TR_MAX_ACCUM);
     int shards = dp->size * dp->k;
+    /* batch statistics over every rank's shard (one micro-batch per rank) */
+    dp->sync = dp->size > 1 && dp->k == 1 && m->param_count > m->train_count;
+    dp->bn.sum = dp_bn_sum;
     for (int j = 0; j < dp->k; j++) {
         cdl_loader_cfg c = *lc;
+        /* a last batch with fewer examples than shards would leave some shard empty */
+        int64_t last = lc->batch > 0 ? d->n % lc->batch : 0;
+        if (shards > 1 && last > 0 && last < shards) c.drop_last = 1;
         c.shard = shards > 1 ? dp->rank * dp->k + j : 0;
         c.nshards = shards > 1 ? shards : 0;
         if (!(dp->l[j] = cdl_loader_new(d, &c))) return -1;
@@ -117,15 +126,24 @@ static int dp_local(tr_dp *dp, cdl_net *net, int64_t b, const tr_dp_step *st, do
     *rows = 0;
     if (dp->k > 1 && nstate) memcpy(dp->state0, state, nstate * rs);
     for (int j = 0; j < dp->k; j++) {
-        int r = cdl_loader_next(dp->l[j], net->in);
-        if (r <= 0) return r;                             /* the end: every shard at once */
-        int64_t row0, g;
-        cdl_loader_shard_rows(dp->l[j], b, &row0, &g);
-        net->batch_row0 = shards > 1 ? row0 : 0;
-        net->batch_rows = shards > 1 ? g : 0;
-        if (j > 0 && nstate) memcpy(state, dp->state0, nstate * rs);
-        if (dp_perturb(st->adv, net, r, st->seed, net->step) < 0) return -1;
+        int r = cdl_loader_next(dp->l[j], net->in), bad = r < 0;
+        int64_t row0 = 0, g = 0;
+        if (r > 0) {
+            cdl_loader_shard_rows(dp->l[j], b, &row0, &g);
+            net->batch_row0 = shards > 1 ? row0 : 0;
+            net->batch_rows = shards > 1 ? g : 0;
+            if (j > 0 && nstate) memcpy(state, dp->state0, nstate * rs);
+            bad = dp_perturb(st->adv, net, r, st->seed, net->step) < 0;
+        }
+        /* batch norm's sums are collectives: no rank may skip the step alone */
+        if (dp->sync && cdl_dist_agree(bad, NULL, NULL, 0) < 0) return -1;
+        if (bad) return -1;
+        if (r == 0) return 0;                             /* the end: every shard at once */
+        dp->bn.rows = r;
+        dp->bn.global_rows = g;
+        cdl_bn_sharded = dp->sync ? &dp->bn : NULL;
         double loss = m->grad(net, r);
+        cdl_bn_sharded = NULL;
         if (dp->size > 1 && !isfinite(loss)) {           /* this rank's rows: say which, and why */
             char what[128];
             snprintf(what, sizeof what, "on rows %lld..%lld of batch %lld (rank %d's shard)", (long long)row0,
@@ -158,6 +176,7 @@ int tr_dp_grad(tr_dp *dp, cdl_net *net, int64_t b, const tr_dp_step *st, int *si
     int got = dp_local(dp, net, b, st, &lsum, &r);
     /* sums: rows * loss, rows, ranks at the epoch's end */
     double sum[3] = {got > 0 ? lsum : 0, (double)r, got == 0 ? 1 : 0};
+    *sig = tr_signal_caught();                  /* read after the step: a signal during it counts */
     if (cdl_dist_agree(got < 0, sig, sum, 3) < 0) return -1;
     if (sum[2] > 0 && sum[2] < dp->size)
         return cdl_fail("internal error: %g of %d ranks reached the end of the epoch at batch %lld", sum[2], dp->size,

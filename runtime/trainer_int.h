@@ -63,6 +63,8 @@ typedef struct tr_dp {
     void *acc;                    /* k > 1: the sum of the shards' gradients */
     void *state0, *state_sum;     /* k > 1 with state: the state the step started from; the sum */
     double loss;                  /* the last shard's loss */
+    int sync;                     /* batch norm over every rank's shard (cdl_bn_sharded) */
+    cdl_bn_shards bn;
 } tr_dp;
 typedef struct tr_dp_step {
     cdl_adv *adv;                 /* --adversarial, or NULL */
@@ -76,8 +78,8 @@ int64_t tr_dp_batches(const tr_dp *dp);                    /* global batches per
 int tr_dp_start(tr_dp *dp, uint64_t epoch, int64_t skip);  /* cdl_loader_start of each */
 /* Global batch b (the next one): net->grad receives the gradient of the mean loss over
  * its examples (summed over every rank), the state the mean over its shards, *loss
- * that mean loss and *rows its rows.  *sig: this rank's caught signal in, the highest
- * any rank caught out.  1, 0 at the epoch's end, -1 on every rank when one failed. */
+ * that mean loss and *rows its rows.  *sig: the highest signal any rank caught up to
+ * the step's agreement (tr_signal_caught on each) or 0.  1, 0 at the epoch's end, -1 on every rank when one failed. */
 int tr_dp_grad(tr_dp *dp, cdl_net *net, int64_t b, const tr_dp_step *st, int *sig, double *loss, int64_t *rows);
 
 /* ---- trainer_setup.c */

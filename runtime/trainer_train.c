@@ -426,9 +426,9 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
     for (;;) {
         net->step = s->step;
         cdl_clear_error();
-        int sig = (int)tr_signal;
+        int sig = 0;
         if ((got = tr_dp_grad(&s->dp, net, b, &st, &sig, &loss, &rows)) <= 0) break;
-        tr_signal = sig;                              /* any rank's signal stops every rank here */
+        if (sig) tr_signal = sig;                     /* any rank's signal stops every rank here */
         double norm = cdl_clip_grad_norm(net, o->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
             char cause[400];

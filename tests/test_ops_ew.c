@@ -353,7 +353,8 @@ static void test_emit_forms(void **state) {
     /* dropout: sampled in train mode with its stream, keeping its mask for the
      * backward (no second draw); in eval mode a view of its input: no code at all */
     assert_emits(c, "cdl_dropout_keep_f32((cdl_rng_key){net->seed, net->step, ");
-    assert_emits(c, ", 0, nb*12, 0.25, ");
+    /* keyed by the example's row in the global batch (shards of it draw the same) */
+    assert_emits(c, ", cdl_net_row_base(net, nb, 0) * 12, nb*12, 0.25, ");
     assert_emits(c, "cdl_dropout_keep_bwd_f32(nb*12, 0.25, (const uint8_t *)");
     if (strstr(c, "cdl_copy_f32")) fail_msg("eval-mode dropout still copies");
     assert_emits(c, "identity @ t.cdl:7:9 */");
