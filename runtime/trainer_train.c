@@ -534,8 +534,8 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
             cdl_dist_stats ds;
             cdl_dist_get_stats(&ds);
             printf("\"ranks\":%d,\"accum\":%d,\"allreduce_seconds\":%.6f,\"allreduce_bytes\":%llu,"
-                   "\"agree_seconds\":%.6f,", s->dp.size, s->dp.k, ds.sum_seconds,
-                   (unsigned long long)ds.sum_bytes, ds.agree_seconds);
+                   "\"allreduce_calls\":%llu,\"agree_seconds\":%.6f,", s->dp.size, s->dp.k, ds.sum_seconds,
+                   (unsigned long long)ds.sum_bytes, (unsigned long long)ds.sum_calls, ds.agree_seconds);
         }
         printf("\"epochs\":%llu,\"steps\":%llu,\"seconds\":%.3f}\n", (unsigned long long)epoch,
                (unsigned long long)s->step, tr_now() - s->t_run);
