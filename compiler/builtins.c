@@ -435,30 +435,6 @@ static Value b_linear(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, linear_op(e, x, inst, "", out, bias, 0, loc));
 }
 
-static Value b_conv2d(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    int64_t out, k, stride, pad;
-    bool bias;
-    int x = el_real_node(e, a[0], b->name, "x", loc);
-    if (x < 0 || !pos_int(e, a[1], b->name, "out", loc, &out) || !pos_int(e, a[2], b->name, "k", loc, &k) ||
-        !pos_int(e, a[3], b->name, "stride", loc, &stride) || !nonneg_int(e, a[4], b->name, "pad", loc, &pad) ||
-        !el_bool(e, a[5], b->name, "bias", loc, &bias))
-        return el_err();
-    if (!need_rank(e, x, b->name, 4, 4, "a 4-D input [N, C, H, W]", loc)) return el_err();
-    const char *inst = el_instance(e, b->base, a[6], loc);
-    if (!inst) return el_err();
-    int64_t c = shape_of(e, x)->d[1];
-    int64_t fan_in = c * k * k, fan_out = out * k * k;
-    int ins[3] = {x, el_param(e, inst, "weight", shp(4, out, c, k, k), INIT_DEFAULT, 0, 0, fan_in, fan_out, false, loc),
-                  -1};
-    if (ins[1] < 0) return el_err();
-    if (bias) {
-        ins[2] = el_param(e, inst, "bias", shp(1, out, 0, 0, 0), INIT_DEFAULT, 0, 0, fan_in, fan_out, false, loc);
-        if (ins[2] < 0) return el_err();
-    }
-    Attrs at = {.i = {stride, pad}};
-    return el_tensor(e, el_add(e, OP_CONV2D, loc, bias ? 3 : 2, ins, &at, NULL, DT_REAL));
-}
-
 static Value b_pool(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int64_t k, stride, pad;
     int x = el_real_node(e, a[0], b->name, "x", loc);
@@ -635,10 +611,18 @@ static Value b_loss2(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 #define LOSS2 "input target reduce=\"mean\""
 
+/* The convolution layers' signatures (builtins_nn.c): PyTorch's positional order stops
+ * after the kernel size, the rest is keyword-only. */
+#define CONV_SIG "x out k * stride=1 pad=0 dilation=1 groups=1 bias=true name?"
+#define CONVT_SIG "x out k * stride=1 pad=0 dilation=1 output_padding=0 groups=1 bias=true name?"
+
 const Builtin builtins[] = {
     /* layers (make parameters) */
     {"linear", "x out bias=true * name?", b_linear, OP_LINEAR, "linear"},
-    {"conv2d", "x out k * stride=1 pad=0 bias=true name?", b_conv2d, OP_CONV2D, "conv"},
+    {"conv1d", CONV_SIG, bn_conv, OP_CONV, "conv"},
+    {"conv2d", CONV_SIG, bn_conv, OP_CONV2D, "conv"},
+    {"conv_transpose1d", CONVT_SIG, bn_conv_t, OP_CONV_T, "convt"},
+    {"conv_transpose2d", CONVT_SIG, bn_conv_t, OP_CONV_T, "convt"},
     {"batchnorm", "x eps=1e-5 momentum=0.1 * name?", b_batchnorm, OP_BATCHNORM, "bn"},
     {"embedding", "ids vocab dim * name?", b_embedding, OP_EMBEDDING, "embedding"},
     {"rnn_cell", "x h hidden? * name?", b_rnn, OP_TANH, "rnn"},
@@ -647,6 +631,10 @@ const Builtin builtins[] = {
     /* pooling, shapes */
     {"maxpool2d", "x k stride? pad=0", b_pool, OP_MAXPOOL2D, NULL},
     {"avgpool2d", "x k stride? pad=0", b_pool, OP_AVGPOOL2D, NULL},
+    {"maxpool1d", "x k stride? pad=0", bn_pool, OP_POOL, NULL},
+    {"avgpool1d", "x k stride? pad=0", bn_pool, OP_POOL, NULL},
+    {"adaptive_avgpool2d", "x size", bn_pool, OP_POOL, NULL},
+    {"upsample", "x scale? mode=\"nearest\" size?", bn_upsample, OP_UPSAMPLE, NULL},
     {"global_avgpool", "x", b_gap, OP_MEAN, NULL},
     {"flatten", "x", b_flatten, OP_RESHAPE, NULL},
     {"reshape", "x shape", b_reshape, OP_RESHAPE, NULL},

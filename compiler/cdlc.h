@@ -341,6 +341,7 @@ extern const OpRule ops_rnn_rules[];   extern const int ops_rnn_count;
 extern const OpRule ops_ctrl_rules[];  extern const int ops_ctrl_count;
 extern const OpRule ops_attn_rules[];  extern const int ops_attn_count;
 extern const OpRule ops_norm_rules[];  extern const int ops_norm_count;
+extern const OpRule ops_conv2_rules[]; extern const int ops_conv2_count;
 
 /* ======================================================================== shape.c */
 /* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc. */
@@ -461,6 +462,10 @@ const Builtin *builtin_find(const char *name);
 /* builtins_nn.c: constructors of the issue-13 built-ins (rows in builtins.c's table). */
 Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a);
 Value bn_norm(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bn_conv(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bn_conv_t(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bn_pool(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bn_upsample(Elab *e, const Builtin *b, Loc loc, Value *a);
 
 /* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR

@@ -36,6 +36,7 @@ void ops_init(void) {
     register_rules(ops_ctrl_rules, ops_ctrl_count);
     register_rules(ops_attn_rules, ops_attn_count);
     register_rules(ops_norm_rules, ops_norm_count);
+    register_rules(ops_conv2_rules, ops_conv2_count);
 }
 
 /* ------------------------------------------------------------------ shapes */

@@ -598,6 +598,7 @@ static inline int64_t cdl_convg_scratch(const cdl_convg_geom *g) {
     if (g->c == g->groups) return 0;
     return g->c / g->groups * g->r * g->s * g->oh * g->ow;
 }
+enum { CDL_POOL_MAX, CDL_POOL_AVG, CDL_POOL_ADAPTIVE };   /* pooling kinds (the tape's cdl_t_pool) */
 typedef struct cdl_pool_geom {
     int64_t nc, h, w;            /* planes (runtime batch x channels), plane size */
     int64_t kh, kw, sh, sw, ph, pw;
@@ -1301,6 +1302,19 @@ cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, int causal, d
 cdl_t *cdl_t_layer_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, double eps);
 cdl_t *cdl_t_rms_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, double eps);
 cdl_t *cdl_t_group_norm(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, int64_t groups, double eps);
+/* The general convolution over [N, C, L] (weight [K, C/groups, S]) or [N, C, H, W]
+ * (weight [K, C/groups, R, S]) with options o (a 1-D one has sh = dh = 1, ph = 0),
+ * torch's Conv1d/Conv2d; the transposed convolution (ConvTranspose1d/2d, weight
+ * [Ci, Co/groups, (R,) S]) to the output size oh x ow (oh = 1 for 1-D), which must
+ * convolve back to x's size; pooling of kind CDL_POOL_* with the window, stride and
+ * padding of win (adaptive: its output size oh x ow; 1-D: kh = 1, oh = 1);
+ * nearest (bilinear = 0) or bilinear upsampling of [N, C, H, W] to oh x ow with the
+ * scale factors the user gave (0: none) (tape_conv2.c).  b may be NULL. */
+typedef struct cdl_conv_opts { int64_t sh, sw, ph, pw, dh, dw, groups; } cdl_conv_opts;
+cdl_t *cdl_t_conv(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opts *o);
+cdl_t *cdl_t_conv_transpose(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opts *o, int64_t oh, int64_t ow);
+cdl_t *cdl_t_pool(cdl_tape *tp, cdl_t *x, int kind, const cdl_pool_geom *win);
+cdl_t *cdl_t_upsample(cdl_tape *tp, cdl_t *x, int bilinear, int64_t oh, int64_t ow, double scale_h, double scale_w);
 cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b);    /* b may be NULL */
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);  /* axes: bitmask, 0 = all */
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
