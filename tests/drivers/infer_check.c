@@ -115,6 +115,15 @@ static Data make_inputs(const cdl_model *m, int nin, const cdl_tensor *in, const
     return D;
 }
 
+static void data_free(Data *D, int nin) {
+    for (int k = 0; k < nin; k++) {
+        if (D->fed[k] != D->raw[k]) free(D->fed[k]);
+        free(D->raw[k]);
+    }
+    free(D->raw);
+    free(D->fed);
+}
+
 static size_t esize(const cdl_tensor *t) { (void)t; return 4; } /* f32 and i32 alike */
 
 /* predict CKPT N: the runtime eval's class (argmax of output 0) for each of the first N
@@ -139,6 +148,9 @@ static int predict(const cdl_model *m, cdl_net *net, const char *ckpt, int64_t N
             printf("%d\n", best);
         }
     }
+    data_free(&in, m->n_inputs);
+    cdl_dataset_free(&d.d);
+    cdl_net_free(net);
     return 0;
 }
 
@@ -150,6 +162,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "init")) {
         m->init(net, 1);
         if (cdl_ckpt_save(argv[2], net, NULL, NULL)) die("%s: cannot save", argv[2]);
+        cdl_net_free(net);
         return 0;
     }
     if (argc == 4 && !strcmp(argv[1], "predict")) return predict(m, net, argv[2], atoll(argv[3]));
@@ -263,5 +276,15 @@ int main(int argc, char **argv) {
         if (!(worst <= tol) || (classify && (double)pred < share * (double)N)) bad = 1;
     }
     if (no == 0) die("%s", "the export writes no output");
+    for (int k = 0; k < nout; k++) {
+        free(ref[k]);
+        free(got[k]);
+        if (en) free(bout[k]);
+    }
+    free(ref), free(got), free(bin), free(bout), free(ti), free(to), free(si), free(so), free(ci), free(co);
+    data_free(&in, nin);
+    cdl_dataset_free(&d.d);
+    cdl_net_free(net);
+    dlclose(lib);
     return bad;
 }
