@@ -154,6 +154,23 @@ static Value b_reduce(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, el_add(e, b->op, loc, 1, &x, &at, NULL, DT_REAL));
 }
 
+/* max / min(x, axis?, keepdim=false): torch.amax / amin over the axes (all when none
+ * given); the gradient goes to the first winner (torch.max(x, dim)'s rule). */
+static Value b_reduce_max(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    if (shape_of(e, x)->rank == 0) {
+        error_at(loc, "%s: x is a scalar: there is no axis to reduce", b->name);
+        return el_err();
+    }
+    int64_t mask;
+    bool keep;
+    if (!axes_mask(e, a[1], shape_of(e, x)->rank, b->name, loc, &mask) || !el_bool(e, a[2], b->name, "keepdim", loc, &keep))
+        return el_err();
+    Attrs at = {.i = {mask, keep, b->name[1] == 'i'}};
+    return el_tensor(e, el_add(e, OP_REDUCE_MAX, loc, 1, &x, &at, NULL, DT_REAL));
+}
+
 static Value b_gap(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int x = el_real_node(e, a[0], b->name, "x", loc);
     if (x < 0 || !need_rank(e, x, b->name, 4, 4, "a 4-D input [N, C, H, W]", loc)) return el_err();
@@ -661,6 +678,8 @@ const Builtin builtins[] = {
     /* reductions */
     {"sum", "x axis? keepdim=false", b_reduce, OP_SUM, NULL},
     {"mean", "x axis? keepdim=false", b_reduce, OP_MEAN, NULL},
+    {"max", "x axis? keepdim=false", b_reduce_max, OP_REDUCE_MAX, NULL},
+    {"min", "x axis? keepdim=false", b_reduce_max, OP_REDUCE_MAX, NULL},
     /* constants and random tensors */
     {"zeros", "shape", b_fill, OP_CONST, NULL},
     {"ones", "shape", b_fill, OP_CONST, NULL},

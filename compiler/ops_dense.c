@@ -308,6 +308,56 @@ static void emit_reduce(Emit *e, const Graph *g, int n) {
            (unsigned long long)s->ia[0], s->op == OP_MEAN, e_ptr(e, x), e_ptr(e, n));
 }
 
+/* ======================================================================== max, min over axes */
+
+/* REDUCE_MAX: shape as sum's (ia0 axis mask, ia1 keepdim), ia2 = 1 for the minimum.
+ * aux: each output's winner, its flat index in x (int64_t: two reals each, room in f32). */
+static int64_t aux_reduce_max(const Graph *g, const Node *n) {
+    (void)g;
+    return 2 * shape_numel(&n->shape);
+}
+
+/* The winner takes the gradient (torch.max(x, dim)'s rule): REDUCE_MAX_BWD(g, fwd). */
+static void grad_reduce_max(AD *ad, int n, int gy) {
+    const Node *s = &ad_src(ad)->n[n];
+    const Shape xs = ad_src(ad)->n[s->in[0]].shape;
+    int in[2] = {gy, ad_x(ad, n)};
+    ad_acc(ad, s->in[0], ad_add(ad, n, OP_REDUCE_MAX_BWD, 2, in, NULL, &xs));
+}
+
+static void emit_reduce_max(Emit *e, const Graph *g, int n) {
+    const Node *s = &g->n[n];
+    int x = s->in[0], r = g->n[x].shape.rank;
+    e_line(e, "%s(%d, %s, 0x%llxu, %d, %s, %s, (int64_t *)%s);", e_fn(e, "reduce_max"), r, dims_list(e, g, x, r),
+           (unsigned long long)s->ia[0], s->ia[2] != 0, e_ptr(e, x), e_ptr(e, n), e_aux(e, n));
+}
+
+static const char *tape_reduce_max(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_reduce_max(tp, %s, 0x%llxu, %d, %d)", e_ptr(e, x->in[0]), (unsigned long long)x->ia[0],
+                  x->ia[1] != 0, x->ia[2] != 0);
+}
+
+static void tape_scratch_reduce_max(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)g, (void)real_size, (void)tmp;
+    *keep = shape_numel(&n->shape) * (int64_t)sizeof(int64_t);
+}
+
+/* (g, fwd) -> the hint shape (the reduced tensor's); g has the forward's shape. */
+static bool shape_reduce_max_bwd(Graph *g, Node *n) {
+    const Shape *gs = &in_node(g, n, 0)->shape, *ys = &in_node(g, n, 1)->shape;
+    if (shape_numel(gs) != shape_numel(ys)) die("reduce_max_bwd: gradient %s for %s", shape_str(gs), shape_str(ys));
+    n->shape.batched = in_node(g, in_node(g, n, 1), 0)->shape.batched;
+    n->dtype = DT_REAL;
+    return true;
+}
+
+static void emit_reduce_max_bwd(Emit *e, const Graph *g, int n) {
+    const Node *d = &g->n[n];
+    e_line(e, "%s(%s, %s, %s, (const int64_t *)%s, %s);", e_fn(e, "reduce_max_bwd"), e_numel(e, d->in[0]), e_numel(e, n),
+           e_ptr(e, d->in[0]), e_aux(e, d->in[1]), e_ptr(e, n));
+}
+
 /* ======================================================================== broadcast_to */
 
 /* To the hint shape (numpy rules).  The result is batched when the hint says so or when
@@ -853,6 +903,9 @@ const OpRule ops_dense_rules[] = {
     {OP_LINEAR, shape_linear, grad_linear, emit_linear, NULL, .tape = tape_linear},
     {OP_SUM, shape_reduce, grad_sum, emit_reduce, NULL, .tape = tape_reduce},
     {OP_MEAN, shape_reduce, grad_mean, emit_reduce, NULL, .tape = tape_reduce},
+    {OP_REDUCE_MAX, shape_reduce, grad_reduce_max, emit_reduce_max, aux_reduce_max, .tape = tape_reduce_max,
+     .tape_scratch = tape_scratch_reduce_max},
+    {OP_REDUCE_MAX_BWD, shape_reduce_max_bwd, NULL, emit_reduce_max_bwd, NULL, .tape = NULL},
     {OP_BROADCAST, shape_broadcast_to, grad_broadcast_to, emit_broadcast_to, NULL, .tape = tape_to_shape},
     {OP_RESHAPE, shape_reshape, grad_reshape, emit_view, NULL, .tape = tape_to_shape},
     {OP_TRANSPOSE, shape_transpose, grad_transpose, emit_transpose, NULL, .tape = tape_transpose},

@@ -606,5 +606,10 @@ const OpRule ops_ew_rules[] = {
     ACTIVATION(OP_GELU),
     ACTIVATION(OP_SILU),
     ACTIVATION(OP_MISH),
+    ACTIVATION(OP_SIN),
+    ACTIVATION(OP_COS),
+    ACTIVATION(OP_ERF),
+    ACTIVATION(OP_LOG1P),
+    ACTIVATION(OP_GELU_TANH),
 };
 const int ops_ew_count = sizeof ops_ew_rules / sizeof ops_ew_rules[0];

@@ -1318,6 +1318,8 @@ cdl_t *cdl_t_upsample(cdl_tape *tp, cdl_t *x, int bilinear, int64_t oh, int64_t 
 cdl_t *cdl_t_linear(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b);    /* b may be NULL */
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);  /* axes: bitmask, 0 = all */
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
+/* amax / amin over the axes (0 = all; x of rank >= 1); the first winner (NaN wins) takes the gradient. */
+cdl_t *cdl_t_reduce_max(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, int is_min);
 cdl_t *cdl_t_broadcast_to(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims);
 cdl_t *cdl_t_reshape(cdl_tape *tp, cdl_t *x, int rank, const int64_t *dims);  /* a view */
 cdl_t *cdl_t_transpose(cdl_tape *tp, cdl_t *x, const int *perm);
@@ -1407,6 +1409,11 @@ CDL_ACTIVATION(tanh, CDL_ACT_Y)
 CDL_ACTIVATION(gelu, CDL_ACT_X)          /* exact, erf */
 CDL_ACTIVATION(silu, CDL_ACT_X)          /* x sigmoid(x) */
 CDL_ACTIVATION(mish, CDL_ACT_X)          /* x tanh(softplus(x)) */
+CDL_ACTIVATION(sin, CDL_ACT_X)
+CDL_ACTIVATION(cos, CDL_ACT_X)
+CDL_ACTIVATION(erf, CDL_ACT_X)
+CDL_ACTIVATION(log1p, CDL_ACT_X)
+CDL_ACTIVATION(gelu_tanh, CDL_ACT_X)     /* gelu(approximate="tanh") */
 /* ---- END ACT */
 
 

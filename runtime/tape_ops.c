@@ -481,6 +481,37 @@ static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned 
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "sum", 0, x, axes, keepdim); }
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "mean", 1, x, axes, keepdim); }
 
+/* The winner of each output (y->aux, int64) takes its gradient. */
+static void bwd_reduce_max(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    int acc;
+    void *d;
+    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
+    TK(tp, reduce_max_bwd, y->numel, x->numel, y->grad, (const int64_t *)y->aux, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_reduce_max(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, int is_min) {
+    const char *op = is_min ? "min" : "max";
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    unsigned all = (1u << x->rank) - 1;
+    if (x->rank == 0 || (axes & ~all)) return tape_err(tp, op, "axis set 0x%x does not fit %s", axes, DSTR(x));
+    unsigned mask = axes ? axes : all;
+    int64_t dims[CDL_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!(mask >> i & 1u)) dims[r++] = x->dims[i];
+        else if (keepdim) dims[r++] = 1;
+    }
+    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+    if (!y) return NULL;
+    y->aux = tape_alloc(tp, (size_t)y->numel * sizeof(int64_t));
+    if (!y->aux) return NULL;
+    TK(tp, reduce_max, x->rank, x->dims, mask, is_min != 0, x->data, y->data, (int64_t *)y->aux);
+    y->bwd = bwd_reduce_max;
+    return y;
+}
+
 /* ======================================================================== shapes */
 
 static void bwd_broadcast(cdl_tape *tp, cdl_t *y) { tape_acc_bcast(tp, y->in[0], y, y->grad); }
