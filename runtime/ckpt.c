@@ -36,6 +36,7 @@
  * the net and optimizer; a refused file leaves them untouched.
  */
 #include "cdl.h"
+#include "data_int.h"
 #include "json.h"
 
 #include <dirent.h>
@@ -361,13 +362,7 @@ static int fsync_dir(const char *path) {
     return 0;
 }
 
-/* What a non-regular file is, for messages. */
-static const char *file_kind(mode_t m) {
-    return S_ISLNK(m) ? "a symbolic link" : S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO"
-         : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
-         : S_ISSOCK(m) ? "a socket" : "not a regular file";
-}
-
+/* A save may replace only a regular file (or create a new one): cdl.h. */
 int cdl_ckpt_check_target(const char *path) {
     if (!path || !*path) return cdl_fail("checkpoint: no path");
     struct stat st;
@@ -377,7 +372,7 @@ int cdl_ckpt_check_target(const char *path) {
     }
     if (!S_ISREG(st.st_mode))
         return cdl_fail("%s: is %s; a save replaces only regular files (remove it or save elsewhere)", path,
-                        file_kind(st.st_mode));
+                        data_path_kind(st.st_mode));
     return 0;
 }
 
@@ -1254,27 +1249,19 @@ out:
     return rc;
 }
 
-/* Read the whole file, then validate and load it from memory.  The file is opened
- * non-blocking and must be a regular file: a FIFO would block the open or the read. */
+/* Read the whole file, then validate and load it from memory.  The file is opened by
+ * data_open_regular (data_file.c), as datasets are: a FIFO would block the open or the
+ * read. */
 int cdl_ckpt_load(const char *path, cdl_net *net, cdl_optim *opt, cdl_ckpt_meta *meta) {
     if (!path) return cdl_fail("cdl_ckpt_load: no path");
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return cdl_fail("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        return cdl_fail("%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cdl_fail("%s: is %s, not a regular file", path, file_kind(st.st_mode));
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX - 1) {
+    uint64_t fsize;
+    int fd = data_open_regular(path, NULL, &fsize);
+    if (fd < 0) return -1;
+    if (fsize > SIZE_MAX - 1) {
         close(fd);
         return cdl_fail("%s: file too large", path);
     }
-    size_t size = (size_t)st.st_size;
+    size_t size = (size_t)fsize;
     unsigned char *buf = cdl_alloc(size + 1);
     if (!buf) {
         close(fd);

@@ -1,9 +1,9 @@
 /* data_file.c -- reading data files: the open checks, gzip, and bounded lines.
  *
- * Every dataset file goes through data_file_open: opened with O_NONBLOCK (opening a
- * FIFO for reading would otherwise wait for a writer forever), then refused unless
- * fstat calls it a regular file.  gzip files are inflated here with zlib's inflate
- * rather than gzread, because gzread silently ignores whatever follows the last gzip
+ * Every dataset file (and every checkpoint, ckpt.c) is opened by data_open_regular:
+ * with O_NONBLOCK (opening a FIFO for reading would otherwise wait for a writer
+ * forever), then refused unless fstat calls it a regular file.  gzip files are
+ * inflated here with zlib's inflate rather than gzread, because gzread silently ignores whatever follows the last gzip
  * member: here the bytes after a member must be another member (gzip -d accepts
  * concatenated members) or nothing.
  *
@@ -22,16 +22,16 @@
 #define DF_CHUNK ((size_t)1 << 17)        /* compressed bytes read at a time */
 #define DF_GZ_MAX_RATIO 1040              /* deflate expands at most ~1032:1 */
 
-/* What a non-regular file is, for the message. */
-static const char *df_kind(mode_t m) {
-    return S_ISFIFO(m) ? "a FIFO" : S_ISDIR(m) ? "a directory" : S_ISCHR(m) || S_ISBLK(m) ? "a device"
-           : S_ISSOCK(m) ? "a socket" : "not a regular file";
+/* data_int.h */
+const char *data_path_kind(unsigned mode) {
+    mode_t m = (mode_t)mode;
+    return S_ISLNK(m) ? "a symbolic link" : S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO"
+         : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+         : S_ISSOCK(m) ? "a socket" : "not a regular file";
 }
 
-int data_file_open(data_file *f, const char *path) {
-    memset(f, 0, sizeof *f);
-    f->fd = -1;
-    f->path = path;
+/* data_int.h: the one open check for every file the runtime reads. */
+int data_open_regular(const char *path, const char *why, uint64_t *size) {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return cdl_fail("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -42,13 +42,22 @@ int data_file_open(data_file *f, const char *path) {
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return cdl_fail("%s: not a regular file (%s): datasets are read from regular files", path,
-                        df_kind(st.st_mode));
+        return cdl_fail("%s: is %s, not a regular file%s%s", path, data_path_kind(st.st_mode), why ? ": " : "",
+                        why ? why : "");
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+    return fd;
+}
+
+int data_file_open(data_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    f->path = path;
+    int fd = data_open_regular(path, "datasets are read from regular files", &f->size);
+    if (fd < 0) return -1;
     f->fd = fd;
-    f->size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
     unsigned char m[2];
     if (pread(fd, m, 2, 0) == 2 && m[0] == 0x1f && m[1] == 0x8b) {
         f->gz = 1;

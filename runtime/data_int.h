@@ -19,6 +19,15 @@ cdl_column *data_add_col(cdl_dataset *d, const char *name, cdl_dtype dt, int ran
 
 /* ---- data_file.c: a data file being read, raw or gzip */
 
+/* Every file the runtime reads (datasets, and checkpoints in ckpt.c) is opened by
+ * data_open_regular: non-blocking (a FIFO would otherwise wait for a writer forever),
+ * then refused unless fstat calls it a regular file ("PATH: is a FIFO, not a regular
+ * file: WHY"; why may be NULL).  Returns the descriptor, blocking again, with the
+ * file's size in *size; -1 and a message.  data_path_kind names a non-regular file's
+ * kind from its st_mode ("a FIFO", "a directory", "a symbolic link", ...). */
+int data_open_regular(const char *path, const char *why, uint64_t *size);
+const char *data_path_kind(unsigned mode);
+
 /* Opened without blocking and refused unless it is a regular file (a FIFO, a device or
  * a directory would hang or mislead); a file starting with the gzip magic 1f 8b is
  * inflated, member after member (as gzip -d does), and anything after the last

@@ -37,7 +37,8 @@ static const tr_optdef tr_optdefs[] = {
     {"feed", "INPUT=COLUMN,...", C_TRAIN | C_EVAL | C_GRAD,
      "feed model inputs from dataset columns of other names (default: the column of the input's name)"},
     {"epochs", "N", C_TRAIN, "total epochs (a resumed run continues up to N)"},
-    {"batch", "N", C_TRAIN | C_EVAL | C_GRADCHECK | C_GRAD, "batch size, at most the compiled one"},
+    {"batch", "N", C_TRAIN | C_EVAL | C_GRADCHECK | C_GRAD,
+     "batch size, at most the compiled one (gradcheck: default 8 or the compiled one if smaller)"},
     {"optimizer", "SPEC", C_TRAIN, "sgd[:lr=,momentum=,nesterov=,weight_decay=], adam[:lr=,beta1=,beta2=,eps=,weight_decay=], adamw[...]"},
     {"lr", "X", C_TRAIN, "learning rate (overrides the optimizer spec's)"},
     {"schedule", "SPEC", C_TRAIN, "const | step:every=EPOCHS,gamma=G | cosine[:min=X] | warmup:steps=N"},
@@ -53,11 +54,13 @@ static const tr_optdef tr_optdefs[] = {
     {"plot", "FILE.svg", C_TRAIN, "loss and accuracy curves"},
     {"json", NULL, C_TRAIN | C_EVAL | C_GRADCHECK, "print a one-line JSON summary on stdout"},
     {"quiet", NULL, C_ALL, "no progress bar or per-epoch lines"},
-    {"normalize", "MEAN,STD", C_TRAIN | C_EVAL | C_GRAD, "feed (x - MEAN) / STD"},
-    {"augment", "crop=P,flip,noise=S", C_TRAIN, "random crop with padding P, horizontal flips, gaussian noise"},
+    {"normalize", "MEAN,STD|none", C_TRAIN | C_EVAL | C_GRAD, "feed (x - MEAN) / STD (none: unnormalised, whatever the model says)"},
+    {"augment", "crop=P,flip,noise=S|none", C_TRAIN,
+     "random crop with padding P, horizontal flips, gaussian noise (replaces the model's; none: off)"},
     {"limit", "N", C_TRAIN | C_GRAD, "use the first N training examples"},
     {"test-limit", "N", C_TRAIN | C_EVAL, "use the first N test examples"},
     {"eps", "X", C_GRADCHECK, "finite-difference step (default 1e-6)"},
+    {"no-input-check", NULL, C_GRADCHECK, "do not check the gradients with respect to the inputs"},
     {"n", "N", C_GRADCHECK | C_SAMPLE, "gradcheck: parameter elements to check; sample: images"},
     {"classes", "N", C_GRADCHECK, "random i32 inputs in [0, N) (default: output 0's width)"},
     {"entry", "NAME", C_SAMPLE, "entry point to run (default: the first)"},
@@ -75,7 +78,7 @@ static const struct { const char *name; unsigned bit; const char *what; } tr_cmd
     {"eval", C_EVAL, "test loss and accuracy of a checkpoint"},
     {"gradcheck", C_GRADCHECK, "check the model's gradients by central differences (f64 builds)"},
     {"sample", C_SAMPLE, "run an entry point on N(0,1) noise and write a PNG grid"},
-    {"grad", C_GRAD, "write the loss and parameter gradients of the first batches (safetensors)"},
+    {"grad", C_GRAD, "write the loss, inputs and parameter gradients of the first batches (safetensors)"},
 };
 enum { TR_NCMD = (int)(sizeof tr_cmds / sizeof tr_cmds[0]) };
 
@@ -126,10 +129,16 @@ static int tr_str(const char *where, const char *name, const char *v, char *dst,
     return 0;
 }
 
-/* --augment crop=P,flip,noise=S into o->tf. */
+/* --augment crop=P,flip,noise=S into o->tf.  The value replaces an earlier one (the
+ * command line's the model's train {} section's) instead of adding to it, and `none`
+ * switches augmentation off. */
 static int tr_augment(const char *where, const char *v, cdl_transform *tf) {
     char buf[128];
     if (tr_str(where, "augment", v, buf, sizeof buf) < 0) return -1;
+    tf->crop_pad = 0;
+    tf->hflip = 0;
+    tf->noise_std = 0;
+    if (strcmp(buf, "none") == 0) return 0;
     char *save = NULL;
     for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *val = strchr(kv, '=');
@@ -142,7 +151,7 @@ static int tr_augment(const char *where, const char *v, cdl_transform *tf) {
         } else if (strcmp(kv, "noise") == 0 && val) {
             if (tr_num(where, "augment noise", val, 0, &tf->noise_std) < 0) return -1;
         } else {
-            return cdl_fail("%s: --augment: unknown item '%s' (crop=P, flip, noise=S)", where, kv);
+            return cdl_fail("%s: --augment: unknown item '%s' (crop=P, flip, noise=S, or none)", where, kv);
         }
     }
     return 0;
@@ -197,11 +206,13 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
     if (strcmp(name, "entry") == 0) return tr_str(where, name, v, o->entry, sizeof o->entry);
     if (strcmp(name, "json") == 0) return o->json = 1, 0;
     if (strcmp(name, "quiet") == 0) return o->quiet = 1, 0;
+    if (strcmp(name, "no-input-check") == 0) return o->no_input_check = 1, 0;
     if (strcmp(name, "normalize") == 0) {
         char buf[128], *comma;
         if (tr_str(where, name, v, buf, sizeof buf) < 0) return -1;
+        if (strcmp(buf, "none") == 0) return o->tf.normalize = 0, 0;        /* off, whatever train {} says */
         if (!(comma = strchr(buf, ',')))
-            return cdl_fail("%s: --normalize: expected MEAN,STD, got '%s'", where, v);
+            return cdl_fail("%s: --normalize: expected MEAN,STD or none, got '%s'", where, v);
         *comma = 0;
         if (tr_num(where, name, buf, -1e30, &o->tf.mean) < 0 ||
             tr_num(where, name, comma + 1, 0, &o->tf.std) < 0)

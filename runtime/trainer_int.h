@@ -5,7 +5,7 @@
  *
  *   trainer.c        cdl_main: the option table, parsing, usage, dispatch
  *   trainer_train.c  train (set-up, one epoch, finish) and eval
- *   trainer_tools.c  gradcheck, sample, grad
+ *   trainer_tools.c  sample, grad;  trainer_gradcheck.c  gradcheck
  *   trainer_dp.c     a training step over shards: ranks (dist.c) and micro-batches
  *   trainer_setup.c  what the commands share: datasets, input mapping, nets, loaders
  *   progress.c       the clock and the progress bar
@@ -34,6 +34,7 @@ typedef struct tr_opts {
     char save[TR_STR], resume[TR_STR], load[TR_STR], log[TR_STR], plot[TR_STR], out[TR_STR];
     char entry[128];
     int json, quiet;
+    int no_input_check;           /* gradcheck --no-input-check */
     cdl_transform tf;
     int64_t limit, test_limit;    /* 0: the whole split */
     double eps;                   /* gradcheck */
@@ -49,7 +50,7 @@ int tr_train(const cdl_model *m, const tr_opts *o);        /* 0, -1 error, -2 in
 int tr_eval(const cdl_model *m, const tr_opts *o);         /* 0, -1 error */
 int tr_signal_caught(void);                                /* the signal that stopped train */
 
-/* ---- trainer_tools.c: each returns the exit status */
+/* ---- trainer_tools.c, trainer_gradcheck.c: each returns the exit status */
 int tr_gradcheck(const cdl_model *m, const tr_opts *o);
 int tr_sample(const cdl_model *m, const tr_opts *o);
 int tr_grad(const cdl_model *m, const tr_opts *o);

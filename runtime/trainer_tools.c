@@ -1,215 +1,20 @@
-/* trainer_tools.c -- the trainer's non-training commands: gradcheck, sample, grad.
+/* trainer_tools.c -- the trainer's sample and grad commands (gradcheck is in
+ * trainer_gradcheck.c).
  *
- * gradcheck  central differences on (a sample of) the trainable parameters, and of the
- *            real inputs when the model has input_grad, against the model's own
- *            gradient, on one fixed random batch, in f64 builds only.
  * sample     runs an entry point (e.g. a VAE's `generate`) on N(0, 1) noise and writes
  *            its first output as a grid of grayscale tiles (PNG).
- * grad       the loss and every parameter gradient of the first N training batches in
- *            order, as a safetensors file, for comparisons with PyTorch.
+ * grad       the loss, the inputs and every parameter gradient of the first N training
+ *            batches in order, with the parameters and the metadata that reproduce the
+ *            computation, as one safetensors file (for checks against PyTorch).
  */
 #include "trainer_int.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 static size_t tt_elem(const cdl_model *m, const cdl_tensor *t) {
     return t->dtype == CDL_I32 ? 4 : t->dtype == CDL_F64 ? 8 : (size_t)m->real_size;
-}
-
-/* ---------------------------------------------------------------- gradcheck */
-
-/* What gradcheck needs between evaluations: the saved state part of the slab. */
-typedef struct gc_ctx {
-    const cdl_model *m;
-    cdl_net *net;
-    int nb;
-    double *state0;               /* param_count - train_count saved state values */
-} gc_ctx;
-
-static void gc_restore(gc_ctx *c) {
-    size_t ns = c->m->param_count - c->m->train_count;
-    if (ns) memcpy((double *)c->net->param + c->m->train_count, c->state0, ns * sizeof(double));
-}
-
-/* The train-mode loss with the state restored first (same step, so same dropout). */
-static double gc_loss(gc_ctx *c) {
-    gc_restore(c);
-    return c->m->grad(c->net, c->nb);
-}
-
-/* The eval-mode loss (what input_grad differentiates). */
-static double gc_loss_eval(gc_ctx *c) {
-    gc_restore(c);
-    c->m->forward(c->net, c->nb);
-    return c->net->loss;
-}
-
-typedef struct gc_worst { double ratio, num, ana; char what[160]; int64_t checked, failed; } gc_worst;
-
-/* Compare one element: numeric from losses at +eps and -eps against analytic. */
-static void gc_compare(gc_worst *w, double lp, double lm, double eps, double ana, const char *name,
-                       int64_t idx, double *tmax) {
-    double num = (lp - lm) / (2 * eps), err = fabs(num - ana), tol = 1e-5 + 1e-3 * fabs(num);
-    double ratio = isfinite(err) ? err / tol : INFINITY;
-    w->checked++;
-    if (!(err <= tol)) w->failed++;
-    if (*tmax < err || !isfinite(err)) *tmax = isfinite(err) ? err : INFINITY;
-    if (ratio > w->ratio || w->checked == 1) {
-        w->ratio = ratio;
-        w->num = num;
-        w->ana = ana;
-        snprintf(w->what, sizeof w->what, "%s[%lld]", name, (long long)idx);
-    }
-}
-
-/* The k-th sampled element of a tensor of n elements: all when n <= k_total. */
-static int64_t gc_pick(uint64_t seed, uint64_t stream, int64_t k, int64_t count, int64_t n) {
-    if (count >= n) return k;
-    uint32_t w[4];
-    cdl_rng_key key = {seed, 0, stream};
-    cdl_philox(key, (uint64_t)k, w);
-    return (int64_t)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)n);
-}
-
-int tr_gradcheck(const cdl_model *m, const tr_opts *o) {
-    if (m->real_size != 8) {
-        fprintf(stderr, "gradcheck: model %s is an f32 build; gradcheck needs the f64 build "
-                        "(cdlc --precision=f64)\n", m->name);
-        return 1;
-    }
-    if (!m->grad || !m->has_loss) {
-        fprintf(stderr, "gradcheck: model %s has no loss\n", m->name);
-        return 1;
-    }
-    int nb = tr_batch(m, o);
-    if (nb > m->batch) {
-        fprintf(stderr, "gradcheck: --batch %d is larger than the compiled batch %d\n", nb, m->batch);
-        return 1;
-    }
-    int64_t want = o->n > 0 ? o->n : 200;
-    double eps = o->eps;
-    size_t tc = m->train_count, ns = m->param_count - tc;
-    gc_ctx c = {m, NULL, nb, NULL};
-    double *G = NULL, *IG = NULL;
-    int rc = 1;
-    gc_worst w;
-    memset(&w, 0, sizeof w);
-    if (!(c.net = tr_make_net(m, o))) goto fail;
-    cdl_net *net = c.net;
-    G = cdl_alloc(tc * sizeof(double));
-    c.state0 = cdl_alloc(ns * sizeof(double));
-    if (!G || !c.state0) goto fail;
-    memcpy(c.state0, (double *)net->param + tc, ns * sizeof(double));
-
-    /* The fixed random batch: reals U[0, 1), i32 uniform in [0, classes). */
-    int classes = o->nclasses;
-    if (!classes && m->n_outputs > 0 && m->outputs[0].rank >= 1)
-        classes = (int)m->outputs[0].dims[m->outputs[0].rank - 1];
-    if (classes < 1) classes = 10;
-    int64_t max_in = 0;
-    for (int i = 0; i < m->n_inputs; i++) {
-        const cdl_tensor *t = &m->inputs[i];
-        int64_t n = cdl_tensor_numel(t, nb);
-        cdl_rng_key key = {o->seed, 0, 0xC0DE00u + (uint64_t)i};
-        if (t->dtype == CDL_I32) {
-            int32_t *y = net->in[i];
-            for (int64_t k = 0; k < n; k++) {
-                uint32_t r[4];
-                cdl_philox(key, (uint64_t)k, r);
-                y[k] = (int32_t)(r[0] % (uint32_t)classes);
-            }
-        } else {
-            cdl_rand_f64(key, 0, n, net->in[i]);
-            if (n > max_in) max_in = n;
-        }
-    }
-
-    cdl_clear_error();
-    double loss0 = gc_loss(&c);
-    memcpy(G, net->grad, tc * sizeof(double));
-    if (!isfinite(loss0)) {
-        tr_loss_failed(loss0, "on the random batch");
-        goto fail;
-    }
-    if (!o->quiet)
-        printf("gradcheck %s: batch %d, eps %g, loss %.10g, %zu trainable values\n", m->name, nb, eps,
-               loss0, tc);
-    double *p = net->param;
-    for (int t = 0; t < m->n_params; t++) {
-        const cdl_tensor *pt = &m->params[t];
-        if (pt->flags & CDL_T_STATE) continue;
-        int64_t n = cdl_tensor_numel(pt, m->batch);
-        if (n < 1) continue;
-        /* proportional share of --n, but at least 10 (or all) of every tensor */
-        int64_t k = tc <= (size_t)want ? n : (int64_t)ceil((double)want * (double)n / (double)tc);
-        if (k < 10) k = 10;
-        if (k > n) k = n;
-        double tmax = 0;
-        int64_t before = w.failed;
-        for (int64_t s = 0; s < k; s++) {
-            int64_t idx = gc_pick(o->seed, 0xC1EC00u + (uint64_t)t, s, k, n);
-            size_t j = pt->offset + (size_t)idx;
-            double orig = p[j];
-            p[j] = orig + eps;
-            double lp = gc_loss(&c);
-            p[j] = orig - eps;
-            double lm = gc_loss(&c);
-            p[j] = orig;
-            gc_compare(&w, lp, lm, eps, G[j], pt->name, idx, &tmax);
-        }
-        if (!o->quiet)
-            printf("  %-32s %6lld checked  max |num - ana| %.3g  %s\n", pt->name, (long long)k, tmax,
-                   w.failed > before ? "FAIL" : "ok");
-    }
-
-    /* Input gradients (adversarial training uses them), eval mode. */
-    if (m->input_grad && max_in > 0 && (IG = cdl_alloc((size_t)max_in * sizeof(double)))) {
-        for (int i = 0; i < m->n_inputs; i++) {
-            const cdl_tensor *t = &m->inputs[i];
-            if (t->dtype == CDL_I32 || !net->in_grad[i]) continue;
-            int64_t n = cdl_tensor_numel(t, nb);
-            gc_restore(&c);
-            m->input_grad(net, nb);
-            memcpy(IG, net->in_grad[i], (size_t)n * sizeof(double));
-            int64_t k = n <= want ? n : want;
-            double tmax = 0, *x = net->in[i];
-            int64_t before = w.failed;
-            for (int64_t s = 0; s < k; s++) {
-                int64_t idx = gc_pick(o->seed, 0x1A9D00u + (uint64_t)i, s, k, n);
-                double orig = x[idx];
-                x[idx] = orig + eps;
-                double lp = gc_loss_eval(&c);
-                x[idx] = orig - eps;
-                double lm = gc_loss_eval(&c);
-                x[idx] = orig;
-                gc_compare(&w, lp, lm, eps, IG[idx], t->name, idx, &tmax);
-            }
-            if (!o->quiet)
-                printf("  input %-26s %6lld checked  max |num - ana| %.3g  %s\n", t->name, (long long)k,
-                       tmax, w.failed > before ? "FAIL" : "ok");
-        }
-    }
-    gc_restore(&c);
-    rc = w.failed ? 1 : 0;
-    if (o->json) {
-        printf("{\"model\":\"%s\",\"ok\":%s,\"checked\":%lld,\"failed\":%lld,\"worst\":\"%s\","
-               "\"numeric\":%.17g,\"analytic\":%.17g}\n", m->name, rc ? "false" : "true",
-               (long long)w.checked, (long long)w.failed, w.what, w.num, w.ana);
-    } else {
-        printf("%s: %lld of %lld values off; worst %s: numeric %.10g analytic %.10g (|diff| %.3g, "
-               "tolerance 1e-5 + 1e-3 |numeric|)\n", rc ? "FAILED" : "ok", (long long)w.failed,
-               (long long)w.checked, w.what, w.num, w.ana, fabs(w.num - w.ana));
-    }
-    goto done;
-fail:
-    fprintf(stderr, "gradcheck: %s\n", cdl_last_error());
-done:
-    cdl_free(IG);
-    cdl_free(G);
-    cdl_free(c.state0);
-    cdl_net_free(c.net);
-    return rc;
 }
 
 /* ---------------------------------------------------------------- sample */
@@ -318,8 +123,195 @@ done:
 
 /* ---------------------------------------------------------------- grad */
 
-/* Tensors written: "loss.<b>" (f64 [1]) and "grad.<b>.<param>" (the model's real type,
- * the parameter's shape) for batches b = 0..N-1 of the training split in order. */
+/* What grad collects: per batch its rows, loss, inputs and gradients; then the tensor
+ * table for the file. */
+typedef struct gd_run {
+    const cdl_model *m;
+    const tr_opts *o;
+    cdl_dataset d;
+    tr_map map;
+    cdl_loader *l;
+    cdl_net *net;
+    int64_t nbat, done;           /* batches asked for, taken */
+    size_t in_bytes;              /* all inputs of one batch at the compiled batch */
+    double *losses;
+    int32_t *rows;
+    char *inputs, *grads, *params;
+    cdl_st_tensor *st;
+    char (*names)[192];
+    int nt;                       /* tensors in st */
+    uint64_t step0;
+} gd_run;
+
+static void gd_free(gd_run *g) {
+    cdl_free(g->losses);
+    cdl_free(g->rows);
+    cdl_free(g->inputs);
+    cdl_free(g->grads);
+    cdl_free(g->params);
+    cdl_free(g->st);
+    cdl_free(g->names);
+    cdl_loader_free(g->l);
+    cdl_net_free(g->net);
+    cdl_dataset_free(&g->d);
+}
+
+/* Bytes of input i's rows rows. */
+static size_t gd_input_bytes(const cdl_model *m, int i, int rows) {
+    return (size_t)cdl_tensor_numel(&m->inputs[i], rows) * tt_elem(m, &m->inputs[i]);
+}
+
+/* The data, the net and the buffers of every batch; -1 and a message. */
+static int gd_setup(gd_run *g) {
+    const cdl_model *m = g->m;
+    const tr_opts *o = g->o;
+    if (tr_open_dataset(m, o, 1, o->limit, &g->d) < 0 || tr_map_inputs(m, &g->d, o, &g->map) < 0 ||
+        !(g->net = tr_make_net(m, o)) || !(g->l = tr_plain_loader(m, o, &g->d, &g->map)) ||
+        cdl_loader_start(g->l, 0, 0) < 0)
+        return -1;
+    for (int i = 0; i < m->n_inputs; i++) g->in_bytes += gd_input_bytes(m, i, m->batch);
+    size_t rs = (size_t)m->real_size, nb = (size_t)g->nbat;
+    int nt = m->n_params + (int)nb * (2 + m->n_inputs + m->n_params);
+    g->losses = cdl_alloc(nb * sizeof(double));
+    g->rows = cdl_alloc(nb * sizeof(int32_t));
+    g->inputs = cdl_alloc(nb * g->in_bytes);
+    g->grads = cdl_alloc(nb * m->train_count * rs);
+    g->params = cdl_alloc(m->param_count * rs);
+    g->st = cdl_alloc((size_t)nt * sizeof *g->st);
+    g->names = cdl_alloc((size_t)nt * sizeof *g->names);
+    if (!g->losses || !g->rows || !g->inputs || !g->grads || !g->params || !g->st || !g->names) return -1;
+    memcpy(g->params, g->net->param, m->param_count * rs);   /* the point the gradients are taken at */
+    g->step0 = g->net->step;
+    return 0;
+}
+
+/* Batches 0..nbat-1 in order (fewer when the data ends): loss, inputs, gradients.  A
+ * loss that is not finite is an error with its recorded cause.  -1 and a message. */
+static int gd_batches(gd_run *g) {
+    const cdl_model *m = g->m;
+    cdl_net *net = g->net;
+    size_t rs = (size_t)m->real_size;
+    for (int64_t b = 0; b < g->nbat; b++) {
+        int rows = cdl_loader_next(g->l, net->in);
+        if (rows < 0) return -1;
+        if (rows == 0) break;
+        net->step = g->step0 + (uint64_t)b;
+        cdl_clear_error();
+        double loss = m->grad(net, rows);
+        if (!isfinite(loss)) {
+            char what[64];
+            snprintf(what, sizeof what, "on batch %lld", (long long)b);
+            return tr_loss_failed(loss, what);             /* no file: NaN and stale gradients help no one */
+        }
+        g->losses[b] = loss;
+        g->rows[b] = rows;
+        char *in = g->inputs + (size_t)b * g->in_bytes;
+        for (int i = 0; i < m->n_inputs; i++) {
+            memcpy(in, net->in[i], gd_input_bytes(m, i, rows));
+            in += gd_input_bytes(m, i, m->batch);
+        }
+        memcpy(g->grads + (size_t)b * m->train_count * rs, net->grad, m->train_count * rs);
+        g->done = b + 1;
+        if (!g->o->quiet) printf("batch %lld: %d rows, loss %.9g\n", (long long)b, rows, loss);
+    }
+    return 0;
+}
+
+/* Append a tensor to the table, its name printed from fmt. */
+static void gd_add(gd_run *g, cdl_dtype dt, int rank, const int64_t *dims, const void *data, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 6, 7)))
+#endif
+    ;
+static void gd_add(gd_run *g, cdl_dtype dt, int rank, const int64_t *dims, const void *data, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->names[g->nt], sizeof g->names[0], fmt, ap);
+    va_end(ap);
+    cdl_st_tensor *t = &g->st[g->nt++];
+    t->name = g->names[g->nt - 1];
+    t->dtype = dt;
+    t->rank = rank;
+    memset(t->dims, 0, sizeof t->dims);
+    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
+    t->data = data;
+}
+
+/* An input's tensor name: its own name, or "input.NAME" for the names the file uses
+ * for other things (loss, rows, grad, param). */
+static const char *gd_input_prefix(const char *name) {
+    static const char *const used[] = {"loss", "rows", "grad", "param"};
+    for (size_t k = 0; k < sizeof used / sizeof used[0]; k++)
+        if (!strcmp(name, used[k])) return "input.";
+    return "";
+}
+
+/* The tensor table: param.<name> for every parameter and state buffer, then per batch
+ * loss.<b>, rows.<b>, <input>.<b> and grad.<b>.<param>. */
+static void gd_tensors(gd_run *g) {
+    const cdl_model *m = g->m;
+    size_t rs = (size_t)m->real_size;
+    cdl_dtype real = m->real_size == 8 ? CDL_F64 : CDL_F32;
+    for (int t = 0; t < m->n_params; t++) {
+        const cdl_tensor *p = &m->params[t];
+        gd_add(g, real, p->rank, p->dims, g->params + p->offset * rs, "param.%s", p->name);
+    }
+    static const int64_t one[1] = {1};
+    for (int64_t b = 0; b < g->done; b++) {
+        gd_add(g, CDL_F64, 1, one, &g->losses[b], "loss.%lld", (long long)b);
+        gd_add(g, CDL_I32, 1, one, &g->rows[b], "rows.%lld", (long long)b);
+        const char *in = g->inputs + (size_t)b * g->in_bytes;
+        for (int i = 0; i < m->n_inputs; i++) {
+            const cdl_tensor *t = &m->inputs[i];
+            int64_t dims[CDL_MAXDIM];
+            memcpy(dims, t->dims, sizeof dims);
+            if (t->flags & CDL_T_BATCHED) dims[0] = g->rows[b];
+            gd_add(g, t->dtype == CDL_I32 ? CDL_I32 : real, t->rank, dims, in, "%s%s.%lld", gd_input_prefix(t->name),
+                   t->name, (long long)b);
+            in += gd_input_bytes(m, i, m->batch);
+        }
+        const char *gr = g->grads + (size_t)b * m->train_count * rs;
+        for (int t = 0; t < m->n_params; t++) {
+            const cdl_tensor *p = &m->params[t];
+            if (!(p->flags & CDL_T_STATE))
+                gd_add(g, real, p->rank, p->dims, gr + p->offset * rs, "grad.%lld.%s", (long long)b, p->name);
+        }
+    }
+}
+
+/* The metadata that, with the tensors, reproduces the computation; then the file. */
+static int gd_write(gd_run *g) {
+    const cdl_model *m = g->m;
+    const tr_opts *o = g->o;
+    char batch[32], batches[32], step[32], seed[32], fp[32], norm[80], feeds[TR_STR + 64] = "";
+    snprintf(batch, sizeof batch, "%d", tr_batch(m, o));
+    snprintf(batches, sizeof batches, "%lld", (long long)g->done);
+    snprintf(step, sizeof step, "%llu", (unsigned long long)g->step0);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->net->seed);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m->fingerprint);
+    if (o->tf.normalize) snprintf(norm, sizeof norm, "(x - %.17g) / %.17g", o->tf.mean, o->tf.std);
+    else snprintf(norm, sizeof norm, "none");
+    for (int i = 0; i < m->n_inputs; i++) {
+        size_t k = strlen(feeds);
+        snprintf(feeds + k, sizeof feeds - k, "%s%s=%s", i ? "," : "", m->inputs[i].name,
+                 g->d.col[g->map.feed[i].col].name);
+    }
+    const char *meta[] = {"format", "cdl-grad 1", "model", m->name, "source", m->source ? m->source : "",
+                          "fingerprint", fp, "precision", m->real_size == 8 ? "f64" : "f32",
+                          "mode", "train", "data", o->data, "feeds", feeds, "normalize", norm,
+                          "batch", batch, "batches", batches, "step", step, "seed", seed,
+                          "rng", "batch b runs at step + b; dropout and noise keyed by (seed, step, stream): docs/trainer.md"};
+    gd_tensors(g);
+    if (cdl_safetensors_write(o->out, g->nt, g->st, (int)(sizeof meta / sizeof meta[0] / 2), meta) < 0) return -1;
+    if (!o->quiet)
+        printf("wrote %s: %lld batches (train mode): parameters, inputs, losses, gradients\n", o->out,
+               (long long)g->done);
+    return 0;
+}
+
+/* grad: the loss and gradients of the first --batches training batches, in order (no
+ * shuffle, no augmentation; --normalize applied), without any update, in one
+ * safetensors file that holds everything needed to redo the computation elsewhere. */
 int tr_grad(const cdl_model *m, const tr_opts *o) {
     if (!o->out[0]) {
         fprintf(stderr, "grad: -o FILE.safetensors is required\n");
@@ -329,87 +321,20 @@ int tr_grad(const cdl_model *m, const tr_opts *o) {
         fprintf(stderr, "grad: model %s has no loss\n", m->name);
         return 1;
     }
-    int B = tr_batch(m, o);
-    if (B > m->batch) {
-        fprintf(stderr, "grad: --batch %d is larger than the compiled batch %d\n", B, m->batch);
-        return 1;
-    }
-    int ntrain = 0;
-    for (int t = 0; t < m->n_params; t++) ntrain += !(m->params[t].flags & CDL_T_STATE);
-    int64_t nbat = o->batches;
-    size_t nt = (size_t)nbat * (size_t)(ntrain + 1), rs = (size_t)m->real_size;
-    cdl_dataset d;
-    tr_map map;
-    cdl_loader *l = NULL;
-    cdl_net *net = NULL;
-    cdl_st_tensor *st = NULL;
-    char *names = NULL;
-    double *losses = NULL;
-    char *grads = NULL;
-    int rc = 1;
-    if (tr_open_dataset(m, o, 1, o->limit, &d) < 0) {
+    if (tr_check_batch(m, o) < 0) {
         fprintf(stderr, "grad: %s\n", cdl_last_error());
         return 1;
     }
-    if (tr_map_inputs(m, &d, o, &map) < 0 || !(net = tr_make_net(m, o))) goto fail;
-    if (!(l = tr_plain_loader(m, o, &d, &map)) || cdl_loader_start(l, 0, 0) < 0) goto fail;
-    st = cdl_alloc(nt * sizeof *st);
-    names = cdl_alloc(nt * 160);
-    losses = cdl_alloc((size_t)nbat * sizeof(double));
-    grads = cdl_alloc((size_t)nbat * m->train_count * rs);
-    if (!st || !names || !losses || !grads) goto fail;
-    size_t k = 0;
-    uint64_t step0 = net->step;
-    int64_t b;
-    for (b = 0; b < nbat; b++) {
-        int rows = cdl_loader_next(l, net->in);
-        if (rows < 0) goto fail;
-        if (rows == 0) break;
-        net->step = step0 + (uint64_t)b;
-        cdl_clear_error();
-        losses[b] = m->grad(net, rows);
-        if (!isfinite(losses[b])) {
-            char what[64];
-            snprintf(what, sizeof what, "on batch %lld", (long long)b);
-            tr_loss_failed(losses[b], what);          /* no file: NaN and stale gradients help no one */
-            goto fail;
-        }
-        char *g = grads + (size_t)b * m->train_count * rs;
-        memcpy(g, net->grad, m->train_count * rs);
-        snprintf(names + k * 160, 160, "loss.%lld", (long long)b);
-        st[k] = (cdl_st_tensor){names + k * 160, CDL_F64, 1, {1}, &losses[b]};
-        k++;
-        for (int t = 0; t < m->n_params; t++) {
-            const cdl_tensor *pt = &m->params[t];
-            if (pt->flags & CDL_T_STATE) continue;
-            cdl_st_tensor *s = &st[k];
-            snprintf(names + k * 160, 160, "grad.%lld.%s", (long long)b, pt->name);
-            s->name = names + k * 160;
-            s->dtype = m->real_size == 8 ? CDL_F64 : CDL_F32;
-            s->rank = pt->rank;
-            memcpy(s->dims, pt->dims, sizeof s->dims);
-            s->data = g + pt->offset * rs;
-            k++;
-        }
-        if (!o->quiet) printf("batch %lld: %d rows, loss %.9g\n", (long long)b, rows, losses[b]);
+    gd_run g;
+    memset(&g, 0, sizeof g);
+    g.m = m;
+    g.o = o;
+    g.nbat = o->batches;
+    int rc = 0;
+    if (gd_setup(&g) < 0 || gd_batches(&g) < 0 || gd_write(&g) < 0) {
+        fprintf(stderr, "grad: %s\n", cdl_last_error());
+        rc = 1;
     }
-    char sb[32], sn[32];
-    snprintf(sb, sizeof sb, "%d", B);
-    snprintf(sn, sizeof sn, "%lld", (long long)b);
-    const char *meta[] = {"model", m->name, "data", o->data, "batch", sb, "batches", sn};
-    if (cdl_safetensors_write(o->out, (int)k, st, 4, meta) < 0) goto fail;
-    if (!o->quiet) printf("wrote %s: %lld batches, %d gradients each\n", o->out, (long long)b, ntrain);
-    rc = 0;
-    goto done;
-fail:
-    fprintf(stderr, "grad: %s\n", cdl_last_error());
-done:
-    cdl_free(st);
-    cdl_free(names);
-    cdl_free(losses);
-    cdl_free(grads);
-    cdl_loader_free(l);
-    cdl_net_free(net);
-    cdl_dataset_free(&d);
+    gd_free(&g);
     return rc;
 }

@@ -390,7 +390,7 @@ static void test_fifo_refused(void **st) {
     alarm(20);
     cdl_dataset d;
     assert_int_equal(cdl_dataset_load_csv(&d, fifo, CDL_CSV_LAST, -1), -1);
-    expect_error("fifo.csv: not a regular file (a FIFO)");
+    expect_error("fifo.csv: is a FIFO, not a regular file: datasets are read from regular files");
     assert_int_equal(cdl_dataset_load_idx(&d, fifo, NULL), -1);
     expect_error("not a regular file");
     assert_int_equal(cdl_dataset_load_csv(&d, tmp_dir, CDL_CSV_LAST, -1), -1);

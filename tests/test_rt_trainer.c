@@ -5,11 +5,12 @@
  * The test models: W[C,F], b[C] (trainable) and one state value s.  Train mode can
  * apply inverted dropout to x keyed by (net->seed, net->step), and can add the state
  * s to logit 0 and then bump it (a stand-in for batch-norm running statistics that a
- * gradient check must save and restore).  A "broken" variant scales db[0] so the
- * gradient check has something to catch; g_nan_step injects a NaN loss in train mode,
+ * gradient check must save and restore).  A "broken" variant (1) scales db[0], another
+ * (2) dx[0] of the input gradient, so the gradient check has something to catch; g_nan_step injects a NaN loss in train mode,
  * g_nan_eval in eval mode, each with the cause g_cause (when set) recorded as a kernel
  * would (cdl_fail). */
 #include "test_rt_util.h"
+#include "json.h"
 
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -64,7 +65,7 @@ static const char *g_cause;
                     db[k] += d;                                                            \
                     for (int f = 0; f < F; f++) dW[k * F + f] += d * xd[r * F + f];        \
                 }                                                                          \
-            if (c->broken) db[0] *= (T)1.5;                                                \
+            if (c->broken == 1) db[0] *= (T)1.5;                                           \
             if (c->state_in_loss) st[0] += (T)0.1;                                         \
         }                                                                                  \
         if (mode == 2) {                                                                   \
@@ -76,6 +77,7 @@ static const char *g_cause;
                         a += (prob[r * C + k] - (k == y[r])) * W[k * F + f];               \
                     dx[r * F + f] = a / nb;                                                \
                 }                                                                          \
+            if (c->broken == 2) dx[0] *= (T)1.5;                                           \
         }                                                                                  \
         if ((mode == 1 && net->step == g_nan_step) || (mode == 0 && g_nan_eval)) {         \
             loss = NAN;                                                                    \
@@ -141,9 +143,37 @@ SM_MODEL(syn, f32, 16, 4, 3, 3, 2, 2, 0.1, 0, 0, gen_entries, 1, "")
 SM_MODEL(syndef, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0,
          "# defaults\n  optimizer = sgd:lr=0.3,momentum=0.9\nepochs=2\n\nbatch=8\nquiet=1\n")
 SM_MODEL(synbad, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0, "epochs=2\nepoch=3\n")
+/* syn without dropout, and the same with augmentation and normalisation from the model */
+SM_MODEL(synplain, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0, "epochs=1\nquiet=1\n")
+SM_MODEL(synaug, f32, 16, 4, 3, 3, 2, 2, 0.0, 0, 0, NULL, 0,
+         "epochs=1\nquiet=1\naugment = crop=1,flip,noise=0.5\nnormalize = 0.5,2\n")
 /* f64 builds for gradcheck: dropout + state in the loss; and a wrong gradient. */
 SM_MODEL(gc, f64, 8, 4, 3, 2, 4, 0, 0.25, 1, 0, NULL, 0, "")
 SM_MODEL(gcbad, f64, 8, 4, 3, 2, 4, 0, 0.0, 0, 1, NULL, 0, "")
+SM_MODEL(gcbadin, f64, 8, 4, 3, 2, 4, 0, 0.0, 0, 2, NULL, 0, "")      /* a wrong input gradient */
+SM_MODEL(gc16, f64, 16, 4, 3, 2, 4, 0, 0.25, 1, 0, NULL, 0, "")        /* gradcheck's default batch: 8 */
+
+/* A loss with kinks next to its parameters: L = |w0| + |w1| at w = (1e-7, 1e-9).  At
+ * eps 1e-6 both lie within eps of the kink at 0; w0 passes when measured again at
+ * eps / 100, w1 (within eps / 100 too) does not. */
+static const cdl_tensor kink_params[] = {{"w", CDL_F32, 0, 1, {2}, 0, "t:1:1"}};
+static const cdl_tensor kink_inputs[] = {{"x", CDL_F32, 0, 2, {4, 1}, CDL_T_BATCHED, "t:2:1"}};
+static double kink_run(cdl_net *net, int nb, int train) {
+    (void)nb;
+    const double *w = net->param;
+    double *g = net->grad;
+    if (train) g[0] = w[0] > 0 ? 1 : -1, g[1] = w[1] > 0 ? 1 : -1;
+    return net->loss = fabs(w[0]) + fabs(w[1]);
+}
+static void kink_init(cdl_net *n, uint64_t s) {
+    (void)s;
+    ((double *)n->param)[0] = 1e-7;
+    ((double *)n->param)[1] = 1e-9;
+}
+static void kink_fwd(cdl_net *n, int nb) { kink_run(n, nb, 0); }
+static double kink_grad(cdl_net *n, int nb) { return kink_run(n, nb, 1); }
+static const cdl_model kink = {"kink", "t", 0x6B, 8, 4, 1, kink_params, 2, 2, 1, kink_inputs, 0, NULL, 1, 64, 0,
+                               NULL, "", kink_init, kink_fwd, kink_grad, NULL};
 /* Fashion-MNIST: x[B, 1, 28, 28] is 784 values per example. */
 static const cdl_tensor fm_params[] = {
     {"fc.weight", CDL_F32, 0, 2, {10, 784}, 0, "t:1:1"},
@@ -507,6 +537,29 @@ static void test_eval_and_defaults(void **st) {
     assert_int_equal(run(&syndef, "eval", "--data", g_csv, "--load", tpath("missing"), NULL), 1);
 }
 
+/* The model's augmentation and normalisation can be switched off from the command
+ * line (`none`), and an --augment replaces the model's rather than adding to it (on
+ * random data: its x has the model's [2, 2] per example, which crops and flips need). */
+static void test_augment_off(void **st) {
+    (void)st;
+    assert_int_equal(run(&synplain, "train", "--data", "random:64", "--json", NULL), 0);
+    double plain = json_num(g_out, "train_loss");
+    int rc = run(&synaug, "train", "--data", "random:64", "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "train_loss") != plain);       /* the model's settings act */
+    rc = run(&synaug, "train", "--data", "random:64", "--augment", "none", "--normalize", "none", "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_true(json_num(g_out, "train_loss") == plain);
+    assert_int_equal(run(&synplain, "train", "--data", "random:64", "--augment", "flip", "--json", NULL), 0);
+    double flip = json_num(g_out, "train_loss");
+    assert_true(flip != plain);
+    assert_int_equal(run(&synaug, "train", "--data", "random:64", "--augment", "flip", "--normalize", "none", "--json",
+                         NULL), 0);
+    assert_true(json_num(g_out, "train_loss") == flip);        /* flip alone: no crop, no noise */
+    assert_int_equal(run(&synaug, "train", "--data", "random:64", "--augment", "none,flip", NULL), 2);
+    assert_non_null(strstr(g_err, "unknown item 'none'"));
+}
+
 static void test_data_mismatch(void **st) {
     (void)st;
     char bad[160];
@@ -529,7 +582,7 @@ static void test_file_edges(void **st) {
     assert_int_equal(mkfifo(fifo, 0600), 0);
     alarm(20);                                                /* a hang ends the program */
     assert_int_equal(run(&syn, "train", "--data", fifo, "--quiet", NULL), 1);
-    assert_non_null(strstr(g_err, "not a regular file (a FIFO)"));
+    assert_non_null(strstr(g_err, "is a FIFO, not a regular file"));
     alarm(0);
     assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--log", "/dev/full", "--quiet", NULL), 1);
     assert_non_null(strstr(g_err, "/dev/full: cannot write the log"));
@@ -629,6 +682,55 @@ static void test_gradcheck(void **st) {
     assert_non_null(strstr(g_err, "f64"));
 }
 
+/* gradcheck's batch defaults to 8 rows (or the compiled batch when smaller): a small
+ * batch keeps relu-like kinks away from the step; --batch still chooses. */
+static void test_gradcheck_batch(void **st) {
+    (void)st;
+    int rc = run(&gc16, "gradcheck", "--json", NULL);
+    if (rc) fail_msg("%s%s", g_out, g_err);
+    assert_true(json_num(g_out, "checked") == 15 + 8 * 4);  /* all params + the 8 rows of x */
+    assert_int_equal(run(&gc16, "gradcheck", NULL), 0);
+    assert_non_null(strstr(g_out, "gradcheck gc16: batch 8,"));
+    assert_int_equal(run(&gc16, "gradcheck", "--batch", "16", NULL), 0);
+    assert_non_null(strstr(g_out, "batch 16,"));
+    assert_int_equal(run(&gc, "gradcheck", "--batch", "16", NULL), 1);  /* above the compiled 8 */
+    assert_non_null(strstr(g_err, "larger than the compiled batch 8"));
+}
+
+/* A failure next to a kink says so.  L = |w0| + |w1| at (1e-7, 1e-9), eps 1e-6: both
+ * central differences are wrong (the kink at 0 is within eps); w0 passes when looked at
+ * again at eps / 100, w1 (within eps / 100 too) fails, reported as next to a kink. */
+static void test_gradcheck_kink(void **st) {
+    (void)st;
+    assert_int_equal(run(&kink, "gradcheck", "--json", NULL), 1);
+    assert_true(json_num(g_out, "checked") == 2);
+    assert_true(json_num(g_out, "failed") == 1);
+    assert_true(json_num(g_out, "kinks") == 2);
+    assert_true(json_num(g_out, "kink_failed") == 1);
+    assert_non_null(strstr(g_out, "\"worst\":\"w[1]\""));
+    assert_int_equal(run(&kink, "gradcheck", NULL), 1);
+    assert_non_null(strstr(g_out, "(2 near a kink)"));
+    assert_non_null(strstr(g_out, "1 values sat next to a kink"));
+    assert_non_null(strstr(g_out, "1 of the values off sit next to a kink"));
+    /* a plain wrong gradient is not blamed on a kink */
+    assert_int_equal(run(&gcbad, "gradcheck", "--json", NULL), 1);
+    assert_true(json_num(g_out, "kinks") == 0);
+    assert_true(json_num(g_out, "kink_failed") == 0);
+}
+
+/* --no-input-check: the input gradient (wrong here, as a stop_gradient on a path from
+ * the input makes it by design) is not checked; the parameters still are. */
+static void test_gradcheck_no_input_check(void **st) {
+    (void)st;
+    assert_int_equal(run(&gcbadin, "gradcheck", NULL), 1);
+    assert_non_null(strstr(g_out, "input x"));
+    assert_non_null(strstr(g_out, "worst x[0]"));
+    int rc = run(&gcbadin, "gradcheck", "--no-input-check", "--json", NULL);
+    if (rc) fail_msg("%s%s", g_out, g_err);
+    assert_true(json_num(g_out, "checked") == 15);
+    assert_int_equal(run(&gcbad, "gradcheck", "--no-input-check", NULL), 1);
+}
+
 static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
@@ -662,25 +764,53 @@ static void test_sample_png(void **st) {
     assert_int_equal(run(&syn, "sample", "--entry", "nope", NULL), 1);
 }
 
+/* A safetensors file read whole, its header parsed (json.h). */
+typedef struct stfile { char *buf; size_t n, hlen; json_doc doc; } stfile;
+
+static void st_open(stfile *f, const char *path) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    static char buf[1 << 16];
+    f->buf = buf;
+    f->n = fread(buf, 1, sizeof buf, fp);
+    assert_true(feof(fp) && f->n > 8);
+    fclose(fp);
+    f->hlen = 0;
+    for (int k = 7; k >= 0; k--) f->hlen = f->hlen << 8 | (unsigned char)buf[k];
+    char err[128];
+    assert_int_equal(json_parse(&f->doc, buf + 8, f->hlen, 1 << 14, err, sizeof err), 0);
+}
+
+/* Tensor `name`: checks its dtype and shape (rank values, -1 ends), returns its data. */
+static const void *st_get(const stfile *f, const char *name, const char *dtype, const int64_t *shape) {
+    int32_t t = json_get(&f->doc, 0, name);
+    if (t < 0) fail_msg("no tensor %s", name);
+    assert_string_equal(json_str(&f->doc, json_get(&f->doc, t, "dtype")), dtype);
+    int32_t sh = json_get(&f->doc, t, "shape"), k = f->doc.node[sh].first;
+    for (; shape[0] >= 0; shape++, k = f->doc.node[k].next) {
+        assert_true(k >= 0);
+        assert_int_equal(f->doc.node[k].u, shape[0]);
+    }
+    assert_int_equal(k, -1);
+    int32_t off = f->doc.node[json_get(&f->doc, t, "data_offsets")].first;
+    return f->buf + 8 + f->hlen + f->doc.node[off].u;
+}
+
+static const char *st_meta(const stfile *f, const char *key) {
+    int32_t m = json_get(&f->doc, 0, "__metadata__"), v = m < 0 ? -1 : json_get(&f->doc, m, key);
+    return v < 0 ? "" : json_str(&f->doc, v);
+}
+
+/* grad writes what reproduces its computation: the parameters, every input as fed,
+ * the rows and loss of each batch, the gradients, and the metadata (step, seed,
+ * precision, feeds, normalisation). */
 static void test_grad_dump(void **st) {
     (void)st;
     const char *c = tpath("g.ckpt"), *out = tpath("g.safetensors");
     assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
     int rc = run(&syn, "grad", "--data", g_csv, "--load", c, "--batches", "2", "-o", out, NULL);
     if (rc) fail_msg("%s", g_err);
-    FILE *f = fopen(out, "rb");
-    assert_non_null(f);
-    static char buf[1 << 14];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    assert_true(n > 8);
-    const char *hdr = buf + 8;
-    assert_non_null(strstr(hdr, "\"loss.1\""));
-    assert_non_null(strstr(hdr, "\"grad.0.fc.weight\""));
-    assert_non_null(strstr(hdr, "\"grad.1.fc.bias\""));
-    assert_null(strstr(hdr, "fc.state"));
-    /* the loss of batch 0 equals the model's own loss on the first 16 rows in order */
+    /* the first 16 rows of the CSV, in order */
     cdl_net *net = load_net(&syn, c, NULL);
     FILE *csv = fopen(g_csv, "r");
     char line[256];
@@ -693,12 +823,63 @@ static void test_grad_dump(void **st) {
                                 x + 4 * r + 3, y + r), 5);
     }
     fclose(csv);
+    uint64_t step = net->step, seed = net->seed;
+    assert_true(step > 0);
     double loss0 = syn.grad(net, 16);                         /* same step as the dump: dropout alike */
+    stfile f;
+    st_open(&f, out);
+    static const int64_t s_x[] = {16, 2, 2, -1}, s_y[] = {16, -1}, s_1[] = {1, -1}, s_w[] = {3, 4, -1},
+                         s_b[] = {3, -1};
+    assert_memory_equal(st_get(&f, "x.0", "F32", s_x), x, 64 * sizeof(float));
+    assert_memory_equal(st_get(&f, "y.0", "I32", s_y), y, 16 * sizeof(int32_t));
+    st_get(&f, "x.1", "F32", s_x);
+    int32_t rows;
+    memcpy(&rows, st_get(&f, "rows.0", "I32", s_1), 4);
+    assert_int_equal(rows, 16);
+    double l;
+    memcpy(&l, st_get(&f, "loss.0", "F64", s_1), 8);
+    assert_true(l == loss0);
+    assert_memory_equal(st_get(&f, "grad.0.fc.weight", "F32", s_w), net->grad, 12 * sizeof(float));
+    st_get(&f, "grad.1.fc.bias", "F32", s_b);
+    assert_memory_equal(st_get(&f, "param.fc.weight", "F32", s_w), net->param, 12 * sizeof(float));
+    st_get(&f, "param.fc.state", "F32", s_1);                 /* state buffers too, but no gradient */
+    assert_int_equal(json_get(&f.doc, 0, "grad.0.fc.state"), -1);
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)step);
+    assert_string_equal(st_meta(&f, "step"), num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)seed);
+    assert_string_equal(st_meta(&f, "seed"), num);
+    assert_string_equal(st_meta(&f, "format"), "cdl-grad 1");
+    assert_string_equal(st_meta(&f, "precision"), "f32");
+    assert_string_equal(st_meta(&f, "mode"), "train");
+    assert_string_equal(st_meta(&f, "feeds"), "x=x,y=y");
+    assert_string_equal(st_meta(&f, "normalize"), "none");
+    assert_string_equal(st_meta(&f, "batches"), "2");
+    json_free(&f.doc);
+    float x0[64];
+    memcpy(x0, x, sizeof x0);
     cdl_net_free(net);
     assert_non_null(strstr(g_out, "batch 0: 16 rows"));
-    const char *p = strstr(g_out, "loss ");
-    assert_non_null(p);
-    assert_true(fabs(strtod(p + 5, NULL) - loss0) < 1e-6);
+    /* normalised inputs are written as fed, and the metadata says how */
+    rc = run(&syn, "grad", "--data", g_csv, "--batches", "1", "--normalize", "0.5,2", "-o", out, "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    st_open(&f, out);
+    const float *xn = st_get(&f, "x.0", "F32", s_x);
+    for (int k = 0; k < 64; k++) assert_true(fabsf(xn[k] - (x0[k] - 0.5f) / 2) < 1e-6f);
+    assert_string_equal(st_meta(&f, "normalize"), "(x - 0.5) / 2");
+    assert_string_equal(st_meta(&f, "step"), "0");
+    json_free(&f.doc);
+    /* the last batch is partial: its rows say so, and its inputs have that many rows */
+    rc = run(&syn, "grad", "--data", g_csv, "--limit", "20", "--batches", "5", "-o", out, "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    st_open(&f, out);
+    static const int64_t s_x4[] = {4, 2, 2, -1};
+    memcpy(&rows, st_get(&f, "rows.1", "I32", s_1), 4);
+    assert_int_equal(rows, 4);
+    st_get(&f, "x.1", "F32", s_x4);
+    assert_int_equal(json_get(&f.doc, 0, "loss.2"), -1);
+    assert_string_equal(st_meta(&f, "batches"), "2");
+    json_free(&f.doc);
     assert_int_equal(run(&syn, "grad", "--data", g_csv, NULL), 2);     /* -o missing */
 }
 
@@ -764,7 +945,11 @@ int main(void) {
         cmocka_unit_test(test_data_mismatch),
         cmocka_unit_test(test_file_edges),
         cmocka_unit_test(test_feed_by_name),
+        cmocka_unit_test(test_augment_off),
         cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_gradcheck_batch),
+        cmocka_unit_test(test_gradcheck_kink),
+        cmocka_unit_test(test_gradcheck_no_input_check),
         cmocka_unit_test(test_sample_png),
         cmocka_unit_test(test_grad_dump),
         cmocka_unit_test(test_schedules_plot),

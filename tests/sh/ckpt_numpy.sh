@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 C
-${CC:-cc} -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime "$tmp/w.c" runtime/ckpt.c \
+${CC:-cc} -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime "$tmp/w.c" runtime/ckpt.c runtime/data_file.c \
     runtime/json.c runtime/alloc.c -o "$tmp/w" -lz
 "$tmp/w" "$tmp/m.ckpt"
 "$PY" - "$tmp/m.ckpt" <<'PY'
