@@ -688,6 +688,7 @@ typedef enum FnKind {
     FN_EVAL,        /* eval-mode forward: outputs and loss */
     FN_TRAIN,       /* train mode: forward, backward, every parameter gradient */
     FN_INPUT_GRAD,  /* eval mode: the loss's gradient with respect to the inputs */
+    FN_EVAL_GRAD,   /* eval mode: every parameter gradient (models whose modes differ) */
     FN_ENTRY,       /* an extra `entry` */
     FN_RECORD,      /* --target=tape: the model's graph as recorded on the tape */
 } FnKind;
@@ -719,6 +720,9 @@ Pipeline *pipeline_build(const Model *m, int real_size, bool tape);   /* all of 
 /* Print every function's graph, titled "<kind> graph after <pass>". */
 void pipeline_dump(FILE *f, const Pipeline *p, const char *pass);
 const char *pipeline_kind_name(FnKind k);
+/* Does graph g (or a loop body in it) compute differently in train and eval mode
+ * (dropout, batch norm, rand, randn)?  Only then is FN_EVAL_GRAD a function of its own. */
+bool pipeline_modes_differ(const Graph *g);
 
 /* ======================================================================== weights.c */
 /* A checkpoint's parameters for the inference export (--weights), read by the compiler

@@ -675,7 +675,8 @@ void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret) 
  * m_<e>_out.  An entry whose derived names meet one of these would not compile. */
 static const char *const generated_names[] = {
     "model", "params", "inputs", "outputs", "entries", "init_params", "new", "free", "init", "load", "save",
-    "forward", "grad", "input_grad", "train_step", "fwd_eval", "fwd_bwd", "fwd_bwd_input", "record", "run",
+    "forward", "grad", "input_grad", "train_step", "fwd_eval", "fwd_bwd", "fwd_bwd_input", "fwd_bwd_eval", "record",
+    "run",
 };
 
 /* Does name x, with the prefix/suffix of a derived name, equal y? */

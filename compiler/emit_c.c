@@ -334,12 +334,13 @@ const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char
 /* ------------------------------------------------------------------ functions */
 
 /* The C name of function fn: NAME_fwd_eval, NAME_fwd_bwd, NAME_fwd_bwd_input,
- * NAME_entry_E (the descriptor, emit_common.c, refers to them by these names). */
+ * NAME_fwd_bwd_eval, NAME_entry_E (the descriptor, emit_common.c, refers to them by these names). */
 static const char *fn_cname(const Model *m, const Fn *fn) {
     switch (fn->kind) {
     case FN_EVAL: return cc_str("%s_fwd_eval", m->name);
     case FN_TRAIN: return cc_str("%s_fwd_bwd", m->name);
     case FN_INPUT_GRAD: return cc_str("%s_fwd_bwd_input", m->name);
+    case FN_EVAL_GRAD: return cc_str("%s_fwd_bwd_eval", m->name);
     case FN_ENTRY: return cc_str("%s_entry_%s", m->name, fn->entry->name);
     default: unreachable();
     }
@@ -362,6 +363,7 @@ static void emit_function(Emit *e, const Fn *fn) {
         [FN_EVAL] = "Eval mode (no dropout, no sampling, batch norm on running statistics): outputs and loss.",
         [FN_TRAIN] = "Train mode: forward, then backward; every parameter gradient into net->grad.",
         [FN_INPUT_GRAD] = "Eval mode: the loss and its gradient with respect to the inputs (no parameter gradients).",
+        [FN_EVAL_GRAD] = "Eval mode: forward, then backward; every parameter gradient into net->grad.",
         [FN_ENTRY] = "Extra entry point: reads in[], writes out[] (nb rows each).",
     };
     /* the body first (into memory), so the prologue declares only what it uses */
@@ -379,7 +381,7 @@ static void emit_function(Emit *e, const Fn *fn) {
         emit_node(e, i);
     }
     /* results */
-    if (fn->kind == FN_TRAIN) {
+    if (fn->kind == FN_TRAIN || fn->kind == FN_EVAL_GRAD) {
         for (int p = 0; p < m->nparams; p++) {
             if (m->params[p].state) continue;
             int q = g->pgrad[p];
@@ -447,5 +449,9 @@ void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *h
                          (long long)m->batch));
     emit_tables(cf, m, p->real_size, &L);
     for (int k = 0; k < p->nfn; k++) emit_function(e, &p->fn[k]);
+    if (m->loss >= 0 && !pipeline_modes_differ(m->g))
+        fprintf(cf, "\n/* Eval mode: no dropout, sampling or batch norm here, so train mode's gradient. */\n"
+                    "static double %s_fwd_bwd_eval(cdl_net *net, int nb) { return %s_fwd_bwd(net, nb); }\n",
+                m->name, m->name);
     emit_descriptor(cf, m, p->real_size, &L, p->act_bytes, "", with_main);
 }

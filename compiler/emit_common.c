@@ -371,7 +371,9 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
     if (m->nentries) fprintf(cf, "    .n_entries = %d, .entries = %s_entries,\n", m->nentries, mn);
     fprintf(cf, "    .train_defaults = %s,\n", e_cstr(defaults));
     fprintf(cf, "    .init = %s_init_params,\n    .forward = %s_fwd_eval,\n", mn, mn);
-    if (m->loss >= 0) fprintf(cf, "    .grad = %s_fwd_bwd,\n    .input_grad = %s_fwd_bwd_input,\n", mn, mn);
+    if (m->loss >= 0)
+        fprintf(cf, "    .grad = %s_fwd_bwd,\n    .input_grad = %s_fwd_bwd_input,\n    .eval_grad = %s_fwd_bwd_eval,\n", mn,
+                mn, mn);
     fprintf(cf, "};\n");
 
     fprintf(cf, "\ncdl_net *%s_new(void) { return cdl_net_new(&%s_model); }\n", mn, mn);

@@ -204,6 +204,10 @@ void emit_tape(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char
         fprintf(cf, "static double %s_fwd_bwd_input(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_run(net, nb, 0);\n", mn, mn);
         fprintf(cf, "    if (cdl_backward(cdl_tape_attach(net), loss, 0, 1) != 0) net->loss = cdl_t_item(NULL);\n");
         fprintf(cf, "    return net->loss;\n}\n");
+        fprintf(cf, "\n/* Eval mode: forward, then the tape's backward; every parameter gradient into net->grad. */\n");
+        fprintf(cf, "static double %s_fwd_bwd_eval(cdl_net *net, int nb)\n{\n    cdl_t *loss = %s_run(net, nb, 0);\n", mn, mn);
+        fprintf(cf, "    if (cdl_backward(cdl_tape_attach(net), loss, 1, 0) != 0) net->loss = cdl_t_item(NULL);\n");
+        fprintf(cf, "    return net->loss;\n}\n");
     }
     for (int k = 0; k < m->nentries; k++) {
         const EntryFn *en = &m->entries[k];

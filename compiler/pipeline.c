@@ -26,17 +26,27 @@ static void eval_mode(Graph *g) {
     }
 }
 
+/* cdlc.h */
+bool pipeline_modes_differ(const Graph *g) {
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->sub && pipeline_modes_differ(n->sub)) return true;
+        if (n->op == OP_DROPOUT || n->op == OP_BATCHNORM || n->op == OP_RAND || n->op == OP_RANDN) return true;
+    }
+    return false;
+}
+
 static void add_fn(Pipeline *p, FnKind kind, const Graph *src, const EntryFn *entry) {
     Fn *fn = &p->fn[p->nfn++];
     *fn = (Fn){.kind = kind, .entry = entry, .g = ir_clone(src)};
     if (kind == FN_ENTRY)
         for (int k = 0; k < entry->nouts; k++) fn->g->n[entry->outs[k]].flags |= NF_OUTPUT;
-    if (kind == FN_EVAL || kind == FN_INPUT_GRAD || kind == FN_ENTRY) eval_mode(fn->g);
+    if (kind == FN_EVAL || kind == FN_INPUT_GRAD || kind == FN_EVAL_GRAD || kind == FN_ENTRY) eval_mode(fn->g);
 }
 
 Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
     Pipeline *p = NEW(Pipeline);
-    *p = (Pipeline){.m = m, .real_size = real_size, .tape = tape, .fn = NEWN(Fn, 3 + m->nentries)};
+    *p = (Pipeline){.m = m, .real_size = real_size, .tape = tape, .fn = NEWN(Fn, 4 + m->nentries)};
     if (tape) {
         add_fn(p, FN_RECORD, m->g, NULL);
     } else {
@@ -44,6 +54,7 @@ Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
         if (m->loss >= 0) {
             add_fn(p, FN_TRAIN, m->g, NULL);
             add_fn(p, FN_INPUT_GRAD, m->g, NULL);
+            if (pipeline_modes_differ(m->g)) add_fn(p, FN_EVAL_GRAD, m->g, NULL);
         }
     }
     for (int k = 0; k < m->nentries; k++) add_fn(p, FN_ENTRY, m->entries[k].g, &m->entries[k]);
@@ -54,7 +65,7 @@ Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
 void pipeline_autodiff(Pipeline *p) {
     for (int k = 0; k < p->nfn; k++) {
         Fn *fn = &p->fn[k];
-        if (fn->kind == FN_TRAIN) ad_run(p->m, fn->g, true, false);
+        if (fn->kind == FN_TRAIN || fn->kind == FN_EVAL_GRAD) ad_run(p->m, fn->g, true, false);
         if (fn->kind == FN_INPUT_GRAD) ad_run(p->m, fn->g, false, true);
     }
 }
@@ -97,6 +108,7 @@ Pipeline *pipeline_build(const Model *m, int real_size, bool tape) {
 
 const char *pipeline_kind_name(FnKind k) {
     static const char *names[] = {[FN_EVAL] = "eval", [FN_TRAIN] = "train", [FN_INPUT_GRAD] = "input gradient",
+                                  [FN_EVAL_GRAD] = "eval-mode gradient",
                                   [FN_ENTRY] = "entry", [FN_RECORD] = "tape record"};
     return names[k];
 }

@@ -755,6 +755,10 @@ typedef struct cdl_model {
      * net->in_grad[i]; no parameter gradients are computed.  NULL when the model has
      * no loss. */
     double (*input_grad)(cdl_net *net, int nb);
+    /* Eval mode, every parameter gradient into net->grad (overwriting): no dropout,
+     * rand/randn at their means, batch norm on running statistics (left unchanged);
+     * sets net->loss and returns it (`grad --eval`).  NULL when the model has no loss. */
+    double (*eval_grad)(cdl_net *net, int nb);
 } cdl_model;
 
 /* A model instance.  Everything is allocated once by cdl_net_new. */

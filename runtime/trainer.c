@@ -61,6 +61,7 @@ static const tr_optdef tr_optdefs[] = {
     {"test-limit", "N", C_TRAIN | C_EVAL, "use the first N test examples"},
     {"eps", "X", C_GRADCHECK, "finite-difference step (default 1e-6)"},
     {"no-input-check", NULL, C_GRADCHECK, "do not check the gradients with respect to the inputs"},
+    {"eval", NULL, C_GRAD, "eval mode: no dropout, noise at its mean, batch norm on running statistics"},
     {"n", "N", C_GRADCHECK | C_SAMPLE, "gradcheck: parameter elements to check; sample: images"},
     {"classes", "N", C_GRADCHECK, "random i32 inputs in [0, N) (default: output 0's width)"},
     {"entry", "NAME", C_SAMPLE, "entry point to run (default: the first)"},
@@ -207,6 +208,7 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
     if (strcmp(name, "json") == 0) return o->json = 1, 0;
     if (strcmp(name, "quiet") == 0) return o->quiet = 1, 0;
     if (strcmp(name, "no-input-check") == 0) return o->no_input_check = 1, 0;
+    if (strcmp(name, "eval") == 0) return o->eval_mode = 1, 0;
     if (strcmp(name, "normalize") == 0) {
         char buf[128], *comma;
         if (tr_str(where, name, v, buf, sizeof buf) < 0) return -1;

@@ -35,6 +35,7 @@ typedef struct tr_opts {
     char entry[128];
     int json, quiet;
     int no_input_check;           /* gradcheck --no-input-check */
+    int eval_mode;                /* grad --eval */
     cdl_transform tf;
     int64_t limit, test_limit;    /* 0: the whole split */
     double eps;                   /* gradcheck */

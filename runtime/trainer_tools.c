@@ -197,7 +197,7 @@ static int gd_batches(gd_run *g) {
         if (rows == 0) break;
         net->step = g->step0 + (uint64_t)b;
         cdl_clear_error();
-        double loss = m->grad(net, rows);
+        double loss = g->o->eval_mode ? m->eval_grad(net, rows) : m->grad(net, rows);
         if (!isfinite(loss)) {
             char what[64];
             snprintf(what, sizeof what, "on batch %lld", (long long)b);
@@ -298,27 +298,28 @@ static int gd_write(gd_run *g) {
     }
     const char *meta[] = {"format", "cdl-grad 1", "model", m->name, "source", m->source ? m->source : "",
                           "fingerprint", fp, "precision", m->real_size == 8 ? "f64" : "f32",
-                          "mode", "train", "data", o->data, "feeds", feeds, "normalize", norm,
+                          "mode", o->eval_mode ? "eval" : "train", "data", o->data, "feeds", feeds, "normalize", norm,
                           "batch", batch, "batches", batches, "step", step, "seed", seed,
                           "rng", "batch b runs at step + b; dropout and noise keyed by (seed, step, stream): docs/trainer.md"};
     gd_tensors(g);
     if (cdl_safetensors_write(o->out, g->nt, g->st, (int)(sizeof meta / sizeof meta[0] / 2), meta) < 0) return -1;
     if (!o->quiet)
-        printf("wrote %s: %lld batches (train mode): parameters, inputs, losses, gradients\n", o->out,
-               (long long)g->done);
+        printf("wrote %s: %lld batches (%s mode): parameters, inputs, losses, gradients\n", o->out,
+               (long long)g->done, o->eval_mode ? "eval" : "train");
     return 0;
 }
 
 /* grad: the loss and gradients of the first --batches training batches, in order (no
- * shuffle, no augmentation; --normalize applied), without any update, in one
- * safetensors file that holds everything needed to redo the computation elsewhere. */
+ * shuffle, no augmentation; --normalize applied), without any update, in train mode
+ * or (--eval) eval mode, in one safetensors file that holds everything needed to redo
+ * the computation elsewhere. */
 int tr_grad(const cdl_model *m, const tr_opts *o) {
     if (!o->out[0]) {
         fprintf(stderr, "grad: -o FILE.safetensors is required\n");
         return 2;
     }
-    if (!m->grad || !m->has_loss) {
-        fprintf(stderr, "grad: model %s has no loss\n", m->name);
+    if (!m->grad || !m->has_loss || (o->eval_mode && !m->eval_grad)) {
+        fprintf(stderr, "grad: model %s has no loss%s\n", m->name, m->has_loss ? " gradient in eval mode" : "");
         return 1;
     }
     if (tr_check_batch(m, o) < 0) {

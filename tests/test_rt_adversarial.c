@@ -48,14 +48,14 @@ static const cdl_tensor lin_outputs[] = {{"logits", CDL_F32, 0, 2, {LB, 2}, CDL_
 static void lin_init(cdl_net *n, uint64_t s) { (void)n, (void)s; }
 static const cdl_model lin32 = {"lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                 sizeof(float) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f32, lin_grad_f32,
-                                lin_igrad_f32};
+                                lin_igrad_f32, NULL};
 static const cdl_model lin64 = {"lin", "t", 0x11, 8, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                 sizeof(double) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f64, lin_grad_f64,
-                                lin_igrad_f64};
+                                lin_igrad_f64, NULL};
 /* The same without an input gradient (a model with no loss has none). */
 static const cdl_model lin_nog = {"lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                   sizeof(float) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f32, lin_grad_f32,
-                                  NULL};
+                                  NULL, NULL};
 
 /* ---------------------------------------------------------------- sm */
 
@@ -108,7 +108,7 @@ static const cdl_tensor sm_outputs[] = {{"logits", CDL_F32, 0, 2, {SB, 2}, CDL_T
 static const cdl_model sm = {"sm", "t", 0x5A, 4, SB, 2, sm_params, 2 * SF + 2, 2 * SF + 2, 2, sm_inputs,
                              1, sm_outputs, 1, sizeof(float) * SB * 2, 0, NULL,
                              "optimizer=sgd:lr=0.5,momentum=0.9\nepochs=8\nworkers=0",
-                             sm_init, sm_fwd, sm_grad, sm_igrad};
+                             sm_init, sm_fwd, sm_grad, sm_igrad, NULL};
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -24,7 +24,8 @@ static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX;
 static int g_nan_eval;
 static const char *g_cause;
 
-/* mode 0: eval forward; 1: train forward + backward; 2: eval input gradient. */
+/* mode 0: eval forward; 1: train forward + backward; 2: eval input gradient; 3: eval
+ * forward + backward (no dropout, no state). */
 #define SM_DEFINE(T, S)                                                                    \
     static double sm_run_##S(const smcfg *c, cdl_net *net, int nb, int mode) {            \
         const int F = c->F, C = c->C, B = net->model->batch;                              \
@@ -57,7 +58,7 @@ static const char *g_cause;
             loss += log(z) + mx - l[y[r]];                                                 \
         }                                                                                  \
         loss /= nb;                                                                        \
-        if (mode == 1) {                                                                   \
+        if (mode == 1 || mode == 3) {                                                      \
             memset(dW, 0, sizeof(T) * (size_t)(C * F + C));                                \
             for (int r = 0; r < nb; r++)                                                   \
                 for (int k = 0; k < C; k++) {                                              \
@@ -66,7 +67,7 @@ static const char *g_cause;
                     for (int f = 0; f < F; f++) dW[k * F + f] += d * xd[r * F + f];        \
                 }                                                                          \
             if (c->broken == 1) db[0] *= (T)1.5;                                           \
-            if (c->state_in_loss) st[0] += (T)0.1;                                         \
+            if (c->state_in_loss && mode == 1) st[0] += (T)0.1;                            \
         }                                                                                  \
         if (mode == 2) {                                                                   \
             T *dx = net->in_grad[0];                                                       \
@@ -98,7 +99,7 @@ static const char *g_cause;
 SM_DEFINE(float, f32)
 SM_DEFINE(double, f64)
 
-/* One descriptor: tables, config and the four function pointers. */
+/* One descriptor: tables, config and the five function pointers. */
 #define SM_MODEL(NAME, S, B, F, C, XRANK, XD1, XD2, DROP, STATE, BROKEN, ENTRIES, NENT, DEFAULTS) \
     static const smcfg NAME##_cfg = {F, C, DROP, STATE, BROKEN};                                 \
     static const cdl_tensor NAME##_params[] = {                                                  \
@@ -114,12 +115,13 @@ SM_DEFINE(double, f64)
     static void NAME##_fwd(cdl_net *n, int nb) { sm_run_##S(&NAME##_cfg, n, nb, 0); }            \
     static double NAME##_grad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 1); }  \
     static double NAME##_igrad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 2); } \
+    static double NAME##_egrad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 3); } \
     static const cdl_model NAME = {                                                              \
         #NAME, "tests/test_rt_trainer.c", 0x5EED0000u + (F) * 100 + (C), sizeof(S##_t), B,       \
         3, NAME##_params, (size_t)(C) * (F) + (C) + 1, (size_t)(C) * (F) + (C),                  \
         2, NAME##_inputs, 1, NAME##_outputs, 1,                                                  \
         sizeof(S##_t) * (size_t)(B) * (2 * (C) + (F)), NENT, ENTRIES, DEFAULTS,                  \
-        NAME##_init, NAME##_fwd, NAME##_grad, NAME##_igrad};
+        NAME##_init, NAME##_fwd, NAME##_grad, NAME##_igrad, NAME##_egrad};
 
 typedef float f32_t;
 typedef double f64_t;
@@ -173,7 +175,7 @@ static void kink_init(cdl_net *n, uint64_t s) {
 static void kink_fwd(cdl_net *n, int nb) { kink_run(n, nb, 0); }
 static double kink_grad(cdl_net *n, int nb) { return kink_run(n, nb, 1); }
 static const cdl_model kink = {"kink", "t", 0x6B, 8, 4, 1, kink_params, 2, 2, 1, kink_inputs, 0, NULL, 1, 64, 0,
-                               NULL, "", kink_init, kink_fwd, kink_grad, NULL};
+                               NULL, "", kink_init, kink_fwd, kink_grad, NULL, kink_grad};
 /* Fashion-MNIST: x[B, 1, 28, 28] is 784 values per example. */
 static const cdl_tensor fm_params[] = {
     {"fc.weight", CDL_F32, 0, 2, {10, 784}, 0, "t:1:1"},
@@ -190,7 +192,7 @@ static double fm_grad(cdl_net *n, int nb) { return sm_run_f32(&fm_cfg, n, nb, 1)
 static const cdl_model fm = {"softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 7851, 7850,
                              2, fm_inputs, 1, fm_outputs, 1, sizeof(float) * 50 * (20 + 784),
                              0, NULL, "dataset=fashion-mnist\nlr=0.05\noptimizer=sgd",
-                             fm_init, fm_fwd, fm_grad, NULL};
+                             fm_init, fm_fwd, fm_grad, NULL, NULL};
 
 /* Linear regression with three inputs fed by name, PyTorch style: pred = w0 a + w1 b +
  * c, loss = mean((pred - t)^2), a, b, t: f32[B] (as a CSV's header columns). */
@@ -220,10 +222,10 @@ static void reg_init(cdl_net *n, uint64_t s) { (void)s, memset(n->param, 0, 3 * 
 static void reg_fwd(cdl_net *n, int nb) { reg_run(n, nb, 0); }
 static double reg_grad(cdl_net *n, int nb) { return reg_run(n, nb, 1); }
 static const cdl_model reg = {"reg", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
-                              sizeof(float) * 16, 0, NULL, "", reg_init, reg_fwd, reg_grad, NULL};
+                              sizeof(float) * 16, 0, NULL, "", reg_init, reg_fwd, reg_grad, NULL, NULL};
 static const cdl_model regdef = {"regdef", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
                                  sizeof(float) * 16, 0, NULL, "feed = t=target\noptimizer=sgd:lr=0.1\nquiet=1",
-                                 reg_init, reg_fwd, reg_grad, NULL};
+                                 reg_init, reg_fwd, reg_grad, NULL, NULL};
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -883,6 +885,33 @@ static void test_grad_dump(void **st) {
     assert_int_equal(run(&syn, "grad", "--data", g_csv, NULL), 2);     /* -o missing */
 }
 
+/* grad --eval: the model's eval-mode gradient (no dropout), said in the metadata; the
+ * file's loss and gradients are eval_grad's on the file's own inputs. */
+static void test_grad_eval(void **st) {
+    (void)st;
+    const char *c = tpath("ge.ckpt"), *out = tpath("ge.safetensors");
+    assert_int_equal(run(&syn, "train", "--data", g_csv, "--epochs", "1", "--save", c, "--quiet", NULL), 0);
+    int rc = run(&syn, "grad", "--eval", "--data", g_csv, "--load", c, "--batches", "1", "-o", out, NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_non_null(strstr(g_out, "(eval mode)"));
+    stfile f;
+    st_open(&f, out);
+    assert_string_equal(st_meta(&f, "mode"), "eval");
+    static const int64_t s_x[] = {16, 2, 2, -1}, s_y[] = {16, -1}, s_1[] = {1, -1}, s_w[] = {3, 4, -1};
+    cdl_net *net = load_net(&syn, c, NULL);
+    memcpy(net->in[0], st_get(&f, "x.0", "F32", s_x), 64 * sizeof(float));
+    memcpy(net->in[1], st_get(&f, "y.0", "I32", s_y), 16 * sizeof(int32_t));
+    double le = syn.eval_grad(net, 16), l;
+    memcpy(&l, st_get(&f, "loss.0", "F64", s_1), 8);
+    assert_true(l == le);
+    assert_memory_equal(st_get(&f, "grad.0.fc.weight", "F32", s_w), net->grad, 12 * sizeof(float));
+    json_free(&f.doc);
+    double ltrain = syn.grad(net, 16);                        /* syn's dropout makes train mode differ */
+    assert_true(ltrain != le);
+    cdl_net_free(net);
+    assert_int_equal(run(&syn, "eval", "--eval", "--data", g_csv, NULL), 2);   /* grad's option only */
+}
+
 static void test_schedules_plot(void **st) {
     (void)st;
     /* the plot writer alone, with missing values */
@@ -952,6 +981,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_no_input_check),
         cmocka_unit_test(test_sample_png),
         cmocka_unit_test(test_grad_dump),
+        cmocka_unit_test(test_grad_eval),
         cmocka_unit_test(test_schedules_plot),
         cmocka_unit_test(test_fashion_subset),
     };
