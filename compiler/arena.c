@@ -1,8 +1,8 @@
 /* arena.c -- bump allocation for the compiler.
  *
- * One arena per compilation (cc_arena), freed whole.  Memory comes from big chunks
- * (64 KiB, or bigger for one large request); every block is zeroed and 16-byte
- * aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
+ * One arena per compilation (cc_arena), freed whole.  Small blocks come from 64 KiB
+ * chunks, blocks over 16 KiB are malloc blocks of their own (growing by realloc);
+ * every block is zeroed and 16-byte aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
  * model is too big for the machine), never as an internal error.  A NameMap (names to
  * indices, open addressing in the arena) gives the elaborator's scopes and tables
  * constant-time lookups, so compile time stays linear in the number of names.
@@ -14,6 +14,7 @@
 
 #define ARENA_CHUNK ((size_t)64 * 1024)
 #define ARENA_ALIGN ((size_t)16)
+#define ARENA_BIG (ARENA_CHUNK / 4)   /* a block of more bytes than this is a Big one */
 
 typedef struct Chunk {
     struct Chunk *next;
@@ -21,12 +22,24 @@ typedef struct Chunk {
     _Alignas(16) unsigned char data[];
 } Chunk;
 
+/* A block of more than ARENA_BIG bytes is a malloc block of its own, in a doubly linked
+ * list, so that growing it is a realloc (pages moved, not copied, and the old block not
+ * left behind: a doubling array costs its final size, not twice that). */
+typedef struct Big {
+    struct Big *prev, *next;
+    size_t size;              /* bytes of data[], a multiple of ARENA_ALIGN */
+    size_t seq;               /* its number in the arena: the list is by decreasing seq */
+    _Alignas(16) unsigned char data[];
+} Big;
+
 struct Arena {
     Chunk *head;              /* the chunk being filled; older chunks behind it */
+    Big *big;                 /* the Big blocks, newest first */
+    size_t nbig;              /* Big blocks made so far (the next one's seq) */
 };
 
 Arena *cc_arena;
-static size_t in_use;         /* bytes of all chunks of all arenas */
+static size_t in_use;         /* bytes of all chunks and Big blocks of all arenas */
 
 Arena *arena_new(void) {
     Arena *a = calloc(1, sizeof *a);
@@ -34,40 +47,56 @@ Arena *arena_new(void) {
     return a;
 }
 
+static void unuse(size_t n) { in_use -= n < in_use ? n : in_use; }
+
 void arena_free(Arena *a) {
     if (!a) return;
     for (Chunk *c = a->head, *next; c; c = next) {
         next = c->next;
-        in_use -= c->size < in_use ? c->size : in_use;
+        unuse(c->size);
         free(c);
+    }
+    for (Big *g = a->big, *next; g; g = next) {
+        next = g->next;
+        unuse(g->size);
+        free(g);
     }
     free(a);
 }
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1); }
 
+/* A new zeroed Big block of need bytes (aligned), linked first. */
+static void *big_alloc(Arena *a, size_t need) {
+    Big *g = malloc(sizeof(Big) + need);
+    if (!g) diag_out_of_memory(need, in_use);
+    in_use += need;
+    g->size = need;
+    g->seq = a->nbig++;
+    g->prev = NULL;
+    g->next = a->big;
+    if (a->big) a->big->prev = g;
+    a->big = g;
+    memset(g->data, 0, need);
+    return g->data;
+}
+
 /* arena_alloc: n zeroed bytes, 16-byte aligned, valid until arena_free.  n == 0 gives
- * a valid unique pointer.  A request bigger than a chunk gets a chunk of its own that
- * is linked behind the current one, so the current chunk keeps filling. */
+ * a valid unique pointer.  More than ARENA_BIG bytes make a Big block. */
 void *arena_alloc(Arena *a, size_t n) {
     if (!a) die("arena_alloc: no arena");
     if (n > ((size_t)1 << 40)) die("arena_alloc: absurd request of %zu bytes", n);
     size_t need = align_up(n ? n : 1);
+    if (need > ARENA_BIG) return big_alloc(a, need);
     Chunk *c = a->head;
     if (!c || c->size - c->used < need) {
-        size_t size = need > ARENA_CHUNK / 4 ? need : ARENA_CHUNK;
-        Chunk *nc = malloc(sizeof(Chunk) + size);
-        if (!nc) diag_out_of_memory(size, in_use);
-        in_use += size;
-        nc->size = size;
+        Chunk *nc = malloc(sizeof(Chunk) + ARENA_CHUNK);
+        if (!nc) diag_out_of_memory(ARENA_CHUNK, in_use);
+        in_use += ARENA_CHUNK;
+        nc->size = ARENA_CHUNK;
         nc->used = 0;
-        if (c && size != ARENA_CHUNK) {       /* big block: keep filling the current chunk */
-            nc->next = c->next;
-            c->next = nc;
-        } else {
-            nc->next = c;
-            a->head = nc;
-        }
+        nc->next = c;
+        a->head = nc;
         c = nc;
     }
     void *p = c->data + c->used;
@@ -77,14 +106,33 @@ void *arena_alloc(Arena *a, size_t n) {
 }
 
 /* arena_grow: a block of n bytes holding the first old bytes of p (p may be NULL when
- * old is 0).  Extends in place when p is the last block of the current chunk. */
+ * old is 0); the new bytes are zero.  old must be the size p was allocated (or last
+ * grown) with, or less (then a Big block may be taken for a small one and copied): a
+ * Big block is grown by realloc; a small one extends in place when it is the last block
+ * of the current chunk, else it is copied. */
 void *arena_grow(Arena *a, void *p, size_t old, size_t n) {
     if (n <= old) return p;
+    size_t had = align_up(old ? old : 1), need = align_up(n);
+    if (p && had > ARENA_BIG) {
+        Big *g = (Big *)((unsigned char *)p - offsetof(Big, data));
+        if (need <= g->size) {          /* old was short of the block's size: no move */
+            memset((unsigned char *)p + old, 0, n - old);
+            return p;
+        }
+        Big *q = realloc(g, sizeof(Big) + need);
+        if (!q) diag_out_of_memory(need, in_use);
+        in_use += need - q->size;
+        memset(q->data + q->size, 0, need - q->size);
+        q->size = need;
+        if (q->prev) q->prev->next = q;
+        else a->big = q;
+        if (q->next) q->next->prev = q;
+        return q->data;
+    }
     Chunk *c = a ? a->head : NULL;
-    if (p && c && (unsigned char *)p + align_up(old ? old : 1) == c->data + c->used &&
+    if (p && c && need <= ARENA_BIG && (unsigned char *)p + had == c->data + c->used &&
         (unsigned char *)p >= c->data) {
         size_t off = (size_t)((unsigned char *)p - c->data);
-        size_t need = align_up(n);
         if (off + need <= c->size) {
             memset(c->data + c->used, 0, off + need - c->used);
             c->used = off + need;
@@ -94,6 +142,35 @@ void *arena_grow(Arena *a, void *p, size_t old, size_t n) {
     void *q = arena_alloc(a, n);
     if (p && old) memcpy(q, p, old);
     return q;
+}
+
+ArenaMark arena_mark(Arena *a) {
+    return (ArenaMark){.chunk = a->head, .used = a->head ? a->head->used : 0, .nbig = a->nbig};
+}
+
+/* arena_release: see cdlc.h.  Released bytes that stay in the chunk are filled with
+ * 0xA5 (allocation zeroes them again), so a pointer kept past its release reads
+ * garbage at once instead of working by chance; released chunks and Big blocks go back
+ * to malloc (where ASan catches a late use). */
+void arena_release(Arena *a, ArenaMark m) {
+    while (a->head && a->head != m.chunk) {
+        Chunk *c = a->head;
+        a->head = c->next;
+        unuse(c->size);
+        free(c);
+    }
+    if (a->head) {
+        if (a->head->used < m.used) die("arena_release: the arena shrank below its mark");
+        memset(a->head->data + m.used, 0xA5, a->head->used - m.used);
+        a->head->used = m.used;
+    }
+    while (a->big && a->big->seq >= m.nbig) {   /* a Big block may have moved (realloc): by seq */
+        Big *g = a->big;
+        a->big = g->next;
+        if (a->big) a->big->prev = NULL;
+        unuse(g->size);
+        free(g);
+    }
 }
 
 char *arena_strndup(Arena *a, const char *s, size_t n) {

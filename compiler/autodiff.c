@@ -462,7 +462,7 @@ static void sweep(AD *ad) {
 
 void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs) {
     if (m->loss < 0) return;
-    const Graph *src = ir_clone(g);
+    const Graph *src = ir_snapshot(g);     /* g grows (and moves) as gradients are added */
     AD ad = {.src = src, .dst = g};
     int n = src->len;
     bool *wrt = NEWN(bool, n), *fw = NEWN(bool, n), *rb = NEWN(bool, n);

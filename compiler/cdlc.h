@@ -24,6 +24,12 @@ void *arena_grow(Arena *a, void *p, size_t old, size_t n);  /* copy into a bigge
 char *arena_strdup(Arena *a, const char *s);
 char *arena_strndup(Arena *a, const char *s, size_t n);
 char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A point in the arena's history: arena_release(a, m) frees every block allocated
+ * since arena_mark(a) gave m (for a phase whose allocations are all temporary, e.g.
+ * writing one node's C).  Blocks from before the mark must not be grown in between. */
+typedef struct ArenaMark { void *chunk; size_t used, nbig; } ArenaMark;
+ArenaMark arena_mark(Arena *a);
+void arena_release(Arena *a, ArenaMark m);
 /* The compilation's arena (set by main / tests). */
 extern Arena *cc_arena;
 #define NEW(T) ((T *)arena_alloc(cc_arena, sizeof(T)))
@@ -250,6 +256,10 @@ int ir_op2(Graph *g, Op op, Loc loc, int a, int b);
 /* A scalar real constant. */
 int ir_scalar(Graph *g, double v, Loc loc);
 Graph *ir_clone(const Graph *g);               /* deep copy (bodies too) */
+/* The nodes of g as they are now, sharing their input lists and bodies with g: a
+ * read-only view that stays valid while g grows (autodiff reads the forward graph from
+ * it while it appends to g; nothing may change a node's in[] or body meanwhile). */
+Graph *ir_snapshot(const Graph *g);
 int64_t shape_numel(const Shape *s);
 bool shape_eq(const Shape *a, const Shape *b);
 /* "[64, 784]" into an arena string. */
@@ -657,7 +667,7 @@ int opt_grad_chain(const Graph *g, const int *uses, int q);
 typedef struct Plan {
     int64_t *off;          /* per node: byte offset in act, or -1 (view, leaf, external, dead) */
     int64_t *aux_off;      /* per node: aux scratch offset, or -1 */
-    int64_t *stride;       /* loop bodies: bytes between a node's slots */
+    int64_t *stride;       /* loop bodies (NULL at the top level): bytes between a node's slots */
     int64_t *aux_stride;
     int64_t *slots;        /* loop bodies: 1 (one slot reused every step), 2 (alternating:
                             * a carried value), or the step count (kept per step) */
@@ -666,14 +676,14 @@ typedef struct Plan {
     bool *external;        /* top level: computed straight into the gradient slab (a
                             * parameter's gradient) or net->in_grad (an input's, or a
                             * part of its accumulation chain) */
+    int *ext_param;        /* per external node: the parameter whose gradient it is, or -1 */
+    int *ext_input;        /* ... the input whose net->in_grad it is written to, or -1 */
     int64_t bytes;         /* arena size needed */
 } Plan;
 Plan *plan_run(const Graph *g, int real_size);
 /* Bytes of a node's value / aux at the compiled batch. */
 int64_t plan_value_bytes(const Node *n, int real_size);
 int64_t plan_aux_bytes(const Graph *g, const Node *n, int real_size);
-/* The input whose net->in_grad external node i is written to. */
-int plan_in_grad_slot(const Graph *g, int i);
 /* Bytes of the tape's arena (--target=tape) for one step of the largest of the ng
  * record graphs g: an upper bound of what the runtime's tape allocates recording and
  * differentiating it; nleaves = parameters + inputs (the tape's leaf caches). */
@@ -794,6 +804,12 @@ struct Emit {
 };
 
 void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Text written before what must precede it (a function's body before its prologue):
+ * an unlinked temporary file, so that a big body costs no memory (in memory when no
+ * temporary file can be made).  e_spool_copy appends it to `to` and closes it. */
+typedef struct Spool { FILE *f; bool in_memory; char *mem; size_t len; } Spool;
+FILE *e_spool_open(Spool *s);
+void e_spool_copy(Spool *s, FILE *to);
 const Graph *e_graph(const Emit *e);       /* the graph being written: the body inside a loop */
 const char *e_ptr(Emit *e, int node);      /* its C variable: pointer to the first element (tape: cdl_t *) */
 const char *e_outer(Emit *e, int node);    /* a top-level node's variable, also from inside a body */

@@ -300,10 +300,7 @@ static void emit_node(Emit *e, int i) {
         return;
     }
     if (e->plan->external[i]) {
-        int p = -1;
-        for (int k = 0; k < g->npgrad; k++)
-            if (g->pgrad[k] == i) p = k;
-        int q = p < 0 ? plan_in_grad_slot(g, i) : -1;
+        int p = e->plan->ext_param[i], q = e->plan->ext_input[i];
         e->used_G = e->used_G || p >= 0;
         if (p >= 0)
             e_line(e, "%s *%s = G + %lld;  /* %s %s%s: gradient of %s, in the slab */", t, nm, (long long)e->slab_off[p],
@@ -366,19 +363,19 @@ static void emit_function(Emit *e, const Fn *fn) {
         [FN_EVAL_GRAD] = "Eval mode: forward, then backward; every parameter gradient into net->grad.",
         [FN_ENTRY] = "Extra entry point: reads in[], writes out[] (nb rows each).",
     };
-    /* the body first (into memory), so the prologue declares only what it uses */
+    /* the body first (aside), so the prologue declares only what it uses */
     FILE *out = e->f;
-    char *body = NULL;
-    size_t body_len = 0;
-    e->f = open_memstream(&body, &body_len);
-    if (!e->f) die("open_memstream failed");
+    Spool body;
+    e->f = e_spool_open(&body);
     e->used_A = e->used_P = e->used_G = e->used_nb = false;
     e->indent = 1;
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
         if (!u[i] && n->op != OP_LOOP) continue;
+        ArenaMark mark = arena_mark(cc_arena);  /* a node's strings die with its lines */
         emit_node(e, i);
+        arena_release(cc_arena, mark);
     }
     /* results */
     if (fn->kind == FN_TRAIN || fn->kind == FN_EVAL_GRAD) {
@@ -414,7 +411,6 @@ static void emit_function(Emit *e, const Fn *fn) {
         if (m->loss >= 0) e_line(e, "net->loss = %s[0];", e->name[m->loss]);
         if (fn->kind != FN_EVAL) e_line(e, "return net->loss;");
     }
-    if (fclose(e->f)) die("writing a function into memory failed");
     e->f = out;
     fprintf(e->f, "\n/* %s\n * Activation arena: %lld bytes. */\n", doc[fn->kind], (long long)fn->plan->bytes);
     if (fn->kind == FN_ENTRY)
@@ -426,8 +422,7 @@ static void emit_function(Emit *e, const Fn *fn) {
     if (e->used_G) e_line(e, "%s *G = net->grad;", e_real(e));
     if (fn->kind == FN_ENTRY && !(e->used_A || e->used_P)) e_line(e, "(void)net;");
     if (!e->used_nb) e_line(e, "(void)nb;  /* every size here is a constant */");
-    fwrite(body, 1, body_len, e->f);
-    free(body);
+    e_spool_copy(&body, e->f);
     fprintf(e->f, "}\n");
 }
 

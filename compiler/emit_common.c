@@ -11,6 +11,7 @@
 #include "cdl.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,39 @@ void e_line(Emit *e, const char *fmt, ...) {
     vfprintf(e->f, fmt, ap);
     va_end(ap);
     fputc('\n', e->f);
+}
+
+FILE *e_spool_open(Spool *s) {
+    *s = (Spool){.f = tmpfile()};
+    if (!s->f) {
+        s->in_memory = true;
+        s->f = open_memstream(&s->mem, &s->len);
+        if (!s->f) diag_out_of_memory(0, 0);
+    }
+    return s->f;
+}
+
+/* e_spool_copy: see cdlc.h.  A temporary file that cannot be written (a full disk) is
+ * the machine's problem, reported like an output file that cannot be written. */
+void e_spool_copy(Spool *s, FILE *to) {
+    if (s->in_memory) {
+        if (fclose(s->f)) diag_out_of_memory(s->len, 0);
+        fwrite(s->mem, 1, s->len, to);
+        free(s->mem);
+        return;
+    }
+    char buf[1 << 16];
+    size_t n;
+    if (fflush(s->f) || ferror(s->f) || fseek(s->f, 0, SEEK_SET)) {
+        fprintf(stderr, "cdlc: error writing a temporary file: %s\n", strerror(errno));
+        exit(1);
+    }
+    while ((n = fread(buf, 1, sizeof buf, s->f)) > 0) fwrite(buf, 1, n, to);
+    if (ferror(s->f)) {
+        fprintf(stderr, "cdlc: error reading a temporary file back: %s\n", strerror(errno));
+        exit(1);
+    }
+    fclose(s->f);
 }
 
 const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }

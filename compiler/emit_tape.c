@@ -139,8 +139,10 @@ static void emit_record(Emit *e, const char *cname, const Graph *g, const int *o
     e_line(e, "(void)net; (void)nb; (void)out;%s", e->entry ? " (void)in;" : "");
     for (int i = 0; i < g->len; i++) {
         if (!live[i]) continue;
+        ArenaMark mark = arena_mark(cc_arena);  /* a node's strings die with its line */
         if (g->n[i].op == OP_LOOP) emit_loop(e, i);
         else emit_node(e, i, rd[i]);
+        arena_release(cc_arena, mark);
     }
     for (int k = 0; k < nouts; k++) e_line(e, "out[%d] = %s;", k, e->name[outs[k]]);
     if (!e->entry) e_line(e, "return %s;", loss >= 0 ? e->name[loss] : "NULL");

@@ -168,6 +168,15 @@ static Graph *clone_into(const Graph *g, Graph *parent) {
 
 Graph *ir_clone(const Graph *g) { return clone_into(g, g->parent); }
 
+Graph *ir_snapshot(const Graph *g) {
+    Graph *c = NEW(Graph);
+    *c = *g;
+    c->cap = g->len > 0 ? g->len : 1;
+    c->n = NEWN(Node, c->cap);
+    memcpy(c->n, g->n, sizeof(Node) * (size_t)g->len);
+    return c;
+}
+
 int *ir_uses(const Graph *g) {
     int *u = NEWN(int, g->len + 1);
     for (int i = 0; i < g->len; i++)

@@ -277,6 +277,17 @@ int opt_grad_chain(const Graph *g, const int *uses, int q) {
     return a;
 }
 
+/* The storage b ends in after in-place merges (moved[], see opt_inplace); halves the
+ * paths it follows.  -1 stays -1. */
+static int storage_of(int *moved, int b) {
+    if (b < 0) return b;
+    while (moved[b] >= 0) {
+        if (moved[moved[b]] >= 0) moved[b] = moved[moved[b]];
+        b = moved[b];
+    }
+    return b;
+}
+
 void opt_inplace(Graph *g) {
     int n = g->len;
     if (g->parent) return;
@@ -313,24 +324,26 @@ void opt_inplace(Graph *g) {
             for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q)) result_grad[q] = true;
         }
 
+    /* moved[b]: the storage b was merged into when node b went in place (-1: none), so
+     * a node's current storage is storage_of(base[...]), near-constant time. */
+    int *moved = NEWN(int, n + 1);
+    for (int i = 0; i < n; i++) moved[i] = -1;
     for (int i = 0; i < n; i++) {
         Node *x = &g->n[i];
         if ((x->flags & NF_DEAD) || result_grad[i] || base[i] != i) continue;
         for (int k = 0; k < x->nin; k++) {
             const Node *in = &g->n[x->in[k]];
-            int b = base[x->in[k]];
+            int b = storage_of(moved, base[x->in[k]]);
             if (b < 0 || last[b] != i || !inplace_allowed(g, x, k)) continue;
             if (in->dtype != x->dtype || in->shape.batched != x->shape.batched || !shape_eq(&in->shape, &x->shape))
                 continue;
             bool shared = false;
             for (int q = 0; q < x->nin; q++)
-                if (q != k && base[x->in[q]] == b) shared = true;
+                if (q != k && storage_of(moved, base[x->in[q]]) == b) shared = true;
             if (shared) continue;
             x->flags |= NF_INPLACE;
             x->inplace = k;
-            /* i's readers (and views of i) now read b */
-            for (int j = i; j < n; j++)
-                if (base[j] == i) base[j] = b;
+            moved[i] = b;   /* i's readers (and views of i) now read b */
             last[b] = last[i];
             break;
         }

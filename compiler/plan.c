@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #define ALIGN 64
+/* The largest function (in buffers) whose plan also tries the by-size first fit. */
+#define PLAN_BY_SIZE_MAX 4096
 
 static int64_t align_up(int64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
@@ -54,14 +56,33 @@ static int storage_base(const Graph *g, int i) {
     }
 }
 
-static Plan *plan_new(int len) {
+/* storage_base of every node of g, each found from its predecessor's in O(1) (a node's
+ * view or in-place input comes before it), so long in-place chains cost linear time. */
+static int *storage_bases(const Graph *g) {
+    int *base = NEWN(int, g->len + 1);
+    for (int i = 0; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        int j = i;
+        if (op_info[n->op].flags & OPF_VIEW) j = n->in[0];
+        else if (n->flags & NF_INPLACE) j = n->in[n->inplace];
+        else if (n->op == OP_LOOP_OUT) j = storage_base(g, i);
+        base[i] = j == i ? i : j < i ? base[j] : storage_base(g, j);
+    }
+    return base;
+}
+
+/* A plan for a graph of len nodes; the slot layout (stride, slots) only for a loop body
+ * (NULL at the top level, where every value has one slot). */
+static Plan *plan_new(int len, bool body) {
     Plan *p = NEW(Plan);
     p->off = NEWN(int64_t, len + 1);
     p->aux_off = NEWN(int64_t, len + 1);
-    p->stride = NEWN(int64_t, len + 1);
-    p->aux_stride = NEWN(int64_t, len + 1);
-    p->slots = NEWN(int64_t, len + 1);
-    p->aux_slots = NEWN(int64_t, len + 1);
+    if (body) {
+        p->stride = NEWN(int64_t, len + 1);
+        p->aux_stride = NEWN(int64_t, len + 1);
+        p->slots = NEWN(int64_t, len + 1);
+        p->aux_slots = NEWN(int64_t, len + 1);
+    }
     p->sub = NEWN(Plan *, len + 1);
     for (int i = 0; i < len; i++) p->off[i] = p->aux_off[i] = -1;
     return p;
@@ -223,7 +244,8 @@ static int cmp_block_off(const void *a, const void *b) {
 
 /* Offsets for blocks b[order[0]], b[order[1]], ...: each goes at the lowest offset
  * where it fits beside the blocks already placed that are live at the same time.
- * Returns the arena size.  `near` is scratch of nb pointers. */
+ * Returns the arena size.  `near` is scratch of nb pointers.  O(nb * live) time: used
+ * for the by-size order, and only up to PLAN_BY_SIZE_MAX blocks. */
 static int64_t place_blocks(Block *b, int nb, const int *order, Block **near) {
     int64_t top = 0;
     for (int k = 0; k < nb; k++) b[k].off = -1;
@@ -244,6 +266,130 @@ static int64_t place_blocks(Block *b, int nb, const int *order, Block **near) {
     return top;
 }
 
+/* The live blocks of the node-order sweep, by offset: a treap (random priorities, a
+ * fixed seed) whose nodes are block indices, each subtree knowing its lowest offset
+ * (lo), the highest end of its blocks (hi) and the largest gap between one of its
+ * blocks and those before it in the subtree (gap), so the lowest hole of a size is
+ * found in O(log n). */
+typedef struct Live {
+    const Block *b;
+    int *l, *r, root;
+    uint32_t *pri;
+    int64_t *lo, *hi, *gap;
+} Live;
+
+#define NO_GAP INT64_MIN
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Recompute t's summary from its children's. */
+static void live_pull(Live *L, int t) {
+    int a = L->l[t], c = L->r[t];
+    int64_t run = a >= 0 ? L->hi[a] : NO_GAP, g = a >= 0 ? L->gap[a] : NO_GAP;
+    if (a >= 0) g = max64(g, L->b[t].off - run);
+    run = max64(run, L->b[t].off + L->b[t].size);
+    if (c >= 0) {
+        g = max64(max64(g, L->gap[c]), L->lo[c] - run);
+        run = max64(run, L->hi[c]);
+    }
+    L->lo[t] = a >= 0 ? L->lo[a] : L->b[t].off;
+    L->hi[t] = run;
+    L->gap[t] = g;
+}
+
+static bool live_before(const Live *L, int x, int y) {
+    return L->b[x].off < L->b[y].off || (L->b[x].off == L->b[y].off && x < y);
+}
+
+/* Split t into the blocks before x (*a) and the others (*c). */
+static void live_split(Live *L, int t, int x, int *a, int *c) {
+    if (t < 0) {
+        *a = *c = -1;
+    } else if (live_before(L, t, x)) {
+        live_split(L, L->r[t], x, &L->r[t], c);
+        *a = t;
+        live_pull(L, t);
+    } else {
+        live_split(L, L->l[t], x, a, &L->l[t]);
+        *c = t;
+        live_pull(L, t);
+    }
+}
+
+static int live_merge(Live *L, int a, int c) {
+    if (a < 0) return c;
+    if (c < 0) return a;
+    if (L->pri[a] > L->pri[c]) {
+        L->r[a] = live_merge(L, L->r[a], c);
+        live_pull(L, a);
+        return a;
+    }
+    L->l[c] = live_merge(L, a, L->l[c]);
+    live_pull(L, c);
+    return c;
+}
+
+static void live_insert(Live *L, int x) {
+    int a, c;
+    L->l[x] = L->r[x] = -1;
+    live_pull(L, x);
+    live_split(L, L->root, x, &a, &c);
+    L->root = live_merge(L, live_merge(L, a, x), c);
+}
+
+static int live_remove(Live *L, int t, int x) {
+    if (t == x) return live_merge(L, L->l[t], L->r[t]);
+    if (live_before(L, x, t)) L->l[t] = live_remove(L, L->l[t], x);
+    else L->r[t] = live_remove(L, L->r[t], x);
+    live_pull(L, t);
+    return t;
+}
+
+/* The lowest offset at or after `prev` (the end of everything before subtree t) where
+ * size bytes fit before one of t's blocks, or -1. */
+static int64_t live_fit(const Live *L, int t, int64_t prev, int64_t size) {
+    if (t < 0) return -1;
+    int a = L->l[t], c = L->r[t];
+    if (a >= 0) {
+        if (L->lo[a] - prev >= size) return prev;
+        int64_t at = L->gap[a] >= size ? live_fit(L, a, prev, size) : -1;
+        if (at >= 0) return at;
+        prev = max64(prev, L->hi[a]);
+    }
+    if (L->b[t].off - prev >= size) return prev;
+    prev = max64(prev, L->b[t].off + L->b[t].size);
+    if (c >= 0 && L->lo[c] - prev >= size) return prev;
+    return c >= 0 && L->gap[c] >= size ? live_fit(L, c, prev, size) : -1;
+}
+
+/* The same first fit as place_blocks for blocks in node order (b[k].start increasing),
+ * as a sweep: the blocks already placed that are live with b[k] are those still live at
+ * its start, kept by offset in a Live treap.  O(nb log nb). */
+static int64_t place_in_order(Block *b, int nb, int nnodes) {
+    Live L = {.b = b, .l = NEWN(int, nb + 1), .r = NEWN(int, nb + 1), .root = -1, .pri = NEWN(uint32_t, nb + 1),
+              .lo = NEWN(int64_t, nb + 1), .hi = NEWN(int64_t, nb + 1), .gap = NEWN(int64_t, nb + 1)};
+    int *head = NEWN(int, nnodes + 2), *next = NEWN(int, nb + 1); /* blocks by their end */
+    for (int t = 0; t <= nnodes + 1; t++) head[t] = -1;
+    uint32_t seed = 2463534242u;
+    for (int k = 0; k < nb; k++) {
+        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;   /* xorshift32 */
+        L.pri[k] = seed;
+    }
+    int64_t top = 0;
+    int t = 0;
+    for (int k = 0; k < nb; k++) {
+        for (; t < b[k].start; t++)          /* blocks whose last read was before this start */
+            for (int q = head[t]; q >= 0; q = next[q]) L.root = live_remove(&L, L.root, q);
+        int64_t off = live_fit(&L, L.root, 0, b[k].size);
+        b[k].off = off >= 0 ? off : L.root >= 0 ? max64(0, L.hi[L.root]) : 0;
+        live_insert(&L, k);
+        next[k] = head[b[k].end];
+        head[b[k].end] = k;
+        top = max64(top, b[k].off + b[k].size);
+    }
+    return top;
+}
+
 static const Block *sort_blocks;
 static int cmp_size_desc(const void *a, const void *b) {
     const Block *x = &sort_blocks[*(const int *)a], *y = &sort_blocks[*(const int *)b];
@@ -255,10 +401,14 @@ static int cmp_size_desc(const void *a, const void *b) {
  * into net->in_grad: no arena buffer and no copy.  A parameter's gradient qualifies
  * when it is an ordinary computed node that is no other result; an input's, with the
  * accumulation chain opt_grad_chain finds under it (a sum of contributions accumulates
- * in net->in_grad), when it is not also computed in place. */
-static bool *plan_external(const Graph *g) {
-    bool *ext = NEWN(bool, g->len + 1);
+ * in net->in_grad), when it is not also computed in place.  Fills p->external and, per
+ * such node, p->ext_param or p->ext_input (which slab slot or net->in_grad). */
+static void plan_external(const Graph *g, Plan *p) {
+    bool *ext = p->external = NEWN(bool, g->len + 1);
+    p->ext_param = NEWN(int, g->len + 1);
+    p->ext_input = NEWN(int, g->len + 1);
     int *cnt = NEWN(int, g->len + 1);
+    for (int i = 0; i < g->len; i++) p->ext_param[i] = p->ext_input[i] = -1;
     for (int k = 0; k < g->npgrad; k++)
         if (g->pgrad[k] >= 0) cnt[g->pgrad[k]]++;
     for (int k = 0; k < g->nigrad; k++)
@@ -270,6 +420,7 @@ static bool *plan_external(const Graph *g) {
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
         if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD)) continue;
         ext[q] = true;
+        p->ext_param[q] = k;
     }
     int *uses = ir_uses(g);
     for (int k = 0; k < g->nigrad; k++) {
@@ -278,48 +429,44 @@ static bool *plan_external(const Graph *g) {
         const Node *n = &g->n[q];
         if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) continue;
         if (n->flags & (NF_OUTPUT | NF_LOSS | NF_DEAD | NF_INPLACE)) continue;
-        for (; q >= 0; q = opt_grad_chain(g, uses, q)) ext[q] = true;
+        for (; q >= 0; q = opt_grad_chain(g, uses, q)) {
+            ext[q] = true;
+            p->ext_input[q] = k;
+        }
     }
-    return ext;
-}
-
-int plan_in_grad_slot(const Graph *g, int i) {
-    int *uses = ir_uses(g);
-    for (int k = 0; k < g->nigrad; k++)
-        for (int q = g->igrad[k]; q >= 0; q = opt_grad_chain(g, uses, q))
-            if (q == i) return k;
-    die("node %d is in no input gradient's chain", i);
 }
 
 Plan *plan_run(const Graph *g, int real_size) {
     int n = g->len;
-    Plan *p = plan_new(n);
-    const bool *external = p->external = plan_external(g);
+    Plan *p = plan_new(n, false);
+    plan_external(g, p);
+    const bool *external = p->external;
+    const int *base = storage_bases(g);
     int *last = NEWN(int, n + 1);
     for (int i = 0; i < n; i++) last[i] = i;
     for (int i = 0; i < n; i++) {
         const Node *x = &g->n[i];
         if (x->flags & NF_DEAD) continue;
         for (int k = 0; k < x->nin; k++) {
-            int b = storage_base(g, x->in[k]);
+            int b = base[x->in[k]];
             if (last[b] < i) last[b] = i;
             /* a backward loop reads its forward loop's first carried values too */
             const Node *in = &g->n[x->in[k]];
             if (in->op == OP_LOOP && x->op == OP_LOOP)
                 for (int c = 0; c < in->sub->ncarry; c++) {
-                    int cb = storage_base(g, in->in[c]);
+                    int cb = base[in->in[c]];
                     if (last[cb] < i) last[cb] = i;
                 }
         }
-        if (x->flags & (NF_OUTPUT | NF_LOSS)) last[storage_base(g, i)] = n;
+        if (x->flags & (NF_OUTPUT | NF_LOSS)) last[base[i]] = n;
     }
     for (int k = 0; k < g->npgrad; k++)
-        if (g->pgrad[k] >= 0) last[storage_base(g, g->pgrad[k])] = n;
+        if (g->pgrad[k] >= 0) last[base[g->pgrad[k]]] = n;
     for (int k = 0; k < g->nigrad; k++)
-        if (g->igrad[k] >= 0) last[storage_base(g, g->igrad[k])] = n;
+        if (g->igrad[k] >= 0) last[base[g->igrad[k]]] = n;
     /* a view's uses keep its base alive */
     for (int i = n - 1; i >= 0; i--) {
-        int b = storage_base(g, i);
+        int b = base[i];
         if (b != i && last[b] < last[i]) last[b] = last[i];
     }
 
@@ -335,7 +482,7 @@ Plan *plan_run(const Graph *g, int real_size) {
         int64_t size = 0;
         blk_of[i] = -1;
         if (x->op == OP_LOOP && !(x->flags & NF_DEAD)) {
-            p->sub[i] = plan_new(x->sub->len);
+            p->sub[i] = plan_new(x->sub->len, true);
             size = plan_body(x->sub, loop_count(x), real_size, 0, &keep[i], p->sub[i]);
         } else if (!(x->flags & NF_DEAD)) {
             /* a node computed straight into a slab may still need its scratch */
@@ -346,26 +493,30 @@ Plan *plan_run(const Graph *g, int real_size) {
         }
         if (size == 0) continue;
         blk_of[i] = nblk;
-        blk[nblk++] = (Block){-1, size, i, last[storage_base(g, i)]};
+        blk[nblk++] = (Block){-1, size, i, last[base[i]]};
     }
     /* Two placements, the smaller kept: first fit in node order, and first fit by
-     * decreasing size (big buffers first leave fewer holes too small for them). */
-    int *order = NEWN(int, nblk + 1);
-    Block **near = NEWN(Block *, nblk + 1);
-    for (int k = 0; k < nblk; k++) order[k] = k;
-    int64_t top = place_blocks(blk, nblk, order, near);
-    Block *by_size = NEWN(Block, nblk + 1);
-    for (int k = 0; k < nblk; k++) by_size[k] = blk[k];
-    sort_blocks = by_size;
-    qsort(order, (size_t)nblk, sizeof *order, cmp_size_desc);
-    int64_t top2 = place_blocks(by_size, nblk, order, near);
-    if (top2 < top) {
-        blk = by_size;
-        top = top2;
+     * decreasing size (big buffers first leave fewer holes too small for them).  The
+     * second costs time in the number of buffers times those live at once, quadratic
+     * for a long training step (forward values live until their backward use), so a
+     * function of more than PLAN_BY_SIZE_MAX buffers gets the first alone. */
+    int64_t top = place_in_order(blk, nblk, n);
+    if (nblk <= PLAN_BY_SIZE_MAX) {
+        int *order = NEWN(int, nblk + 1);
+        Block **near = NEWN(Block *, nblk + 1);
+        Block *by_size = NEWN(Block, nblk + 1);
+        for (int k = 0; k < nblk; k++) order[k] = k, by_size[k] = blk[k];
+        sort_blocks = by_size;
+        qsort(order, (size_t)nblk, sizeof *order, cmp_size_desc);
+        int64_t top2 = place_blocks(by_size, nblk, order, near);
+        if (top2 < top) {
+            blk = by_size;
+            top = top2;
+        }
     }
     for (int i = 0; i < n; i++) {
         const Node *x = &g->n[i];
-        if (x->flags & NF_INPLACE && !(x->flags & NF_DEAD)) p->off[i] = p->off[storage_base(g, i)];
+        if (x->flags & NF_INPLACE && !(x->flags & NF_DEAD)) p->off[i] = p->off[base[i]];
         if (blk_of[i] < 0) continue;
         int64_t off = blk[blk_of[i]].off;
         if (p->sub[i]) {

@@ -1,0 +1,36 @@
+#!/bin/bash
+# compile_scaling.sh -- compile time grows about linearly with the model (issue 11 item 3):
+# for each kind of model of bench/compile_scaling.sh, doubling its size must not triple
+# cdlc's CPU time (quadratic passes quadruple it: the plan's first fit scanned every
+# buffer for every buffer, in-place chains re-walked, each input-gradient node rescanned
+# the graph).  CPU time (user + system, the best of two runs), not wall time, and a
+# ratio, not an absolute time, so a loaded machine does not make it fail.
+set -u
+B=${B:-build}
+CDLC=${CDLC:-$B/cdlc}
+t=$(mktemp -d); trap 'rm -rf $t' EXIT
+fail=0
+TIMEFORMAT='%3U %3S'
+
+# cpu FILE: the best CPU seconds of two compilations of FILE to C.
+cpu() {
+    local best=
+    for r in 1 2; do
+        { time "$CDLC" "$1" -o "$t/out.c" >/dev/null 2>"$t/err"; } 2>"$t/time" || { echo "cdlc failed on $1: $(head -2 "$t/err")" >&2; echo 999; return; }
+        best=$(awk -v b="$best" '{ s = $1 + $2; if (b == "" || s < b) b = s } END { print b }' "$t/time")
+    done
+    echo "$best"
+}
+
+for spec in "layers 4000" "ew 6000" "params 6000" "concat 3000"; do
+    set -- $spec
+    kind=$1 n=$2
+    bash bench/compile_scaling.sh --gen "$kind" "$n" > "$t/a.cdl"
+    bash bench/compile_scaling.sh --gen "$kind" $((2 * n)) > "$t/b.cdl"
+    a=$(cpu "$t/a.cdl") b=$(cpu "$t/b.cdl")
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / (a > 0.01 ? a : 0.01) }')
+    echo "$kind: $n statements ${a} s, $((2 * n)) statements ${b} s: x$ratio"
+    awk -v r="$ratio" 'BEGIN { exit !(r < 3.0) }' || { echo "FAIL $kind: doubling the size multiplied the CPU time by $ratio (>= 3)"; fail=$((fail + 1)); }
+done
+echo "compile_scaling: 4 kinds doubled, $fail grow faster than x3"
+[ $fail = 0 ]
