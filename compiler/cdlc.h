@@ -328,7 +328,7 @@ typedef struct OpRule {
      * before it has read every input in some configuration); NULL: no veto. */
     bool (*inplace_if)(const Graph *g, const Node *n);
 } OpRule;
-#define INPLACE_IN(k) (1u << (k))
+#define INPLACE_IN(k) ((k) < 32 ? 1u << (k) : 0u)   /* inputs past 31 (a long concat) never */
 
 typedef struct OpInfo {
     const char *name;

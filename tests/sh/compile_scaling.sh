@@ -22,7 +22,7 @@ cpu() {
     echo "$best"
 }
 
-for spec in "layers 4000" "ew 6000" "params 6000" "concat 3000"; do
+for spec in "layers 4000" "ew 6000" "params 10000" "concat 3000"; do
     set -- $spec
     kind=$1 n=$2
     bash bench/compile_scaling.sh --gen "$kind" "$n" > "$t/a.cdl"
