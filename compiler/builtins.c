@@ -215,26 +215,34 @@ static Value b_flatten(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, el_add(e, OP_RESHAPE, loc, 1, &x, NULL, &s, n->dtype));
 }
 
+/* The 'shape' argument of reshape and broadcast_to: a list of at most MAXDIM integers,
+ * copied into s as they are (-1 and other sizes are the caller's to check). */
+static bool shape_arg(Elab *e, const Builtin *b, Value l, Loc loc, Shape *s) {
+    if (l.k != V_LIST && l.k != V_TUPLE) {
+        error_at(loc, "%s: argument 'shape' must be a list like [B, 28, 28], got %s", b->name, el_describe(e, l));
+        return false;
+    }
+    if (l.n > MAXDIM) {
+        error_at(loc, "%s: %d dimensions; at most %d are supported", b->name, l.n, MAXDIM);
+        return false;
+    }
+    *s = (Shape){.rank = l.n};
+    for (int i = 0; i < l.n; i++)
+        if (!el_int(e, l.v[i], b->name, "shape", loc, &s->d[i])) return false;
+    return true;
+}
+
 /* reshape(x, [d...]): one -1 is inferred.  A batched x keeps its batch in dim 0. */
 static Value b_reshape(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int x = el_node(e, a[0], b->name, "x", loc);
     if (x < 0) return el_err();
-    Value l = a[1];
-    if (l.k != V_LIST && l.k != V_TUPLE) {
-        error_at(loc, "reshape: argument 'shape' must be a list like [B, 28, 28], got another value");
-        return el_err();
-    }
-    if (l.n > MAXDIM) {
-        error_at(loc, "reshape: %d dimensions; at most %d are supported", l.n, MAXDIM);
-        return el_err();
-    }
+    Shape s;
+    if (!shape_arg(e, b, a[1], loc, &s)) return el_err();
     const Node *n = el_n(e, x);
     int64_t total = shape_numel(&n->shape), known = 1;
     int infer = -1;
-    Shape s = {.rank = l.n};
-    for (int i = 0; i < l.n; i++) {
-        int64_t d;
-        if (!el_int(e, l.v[i], b->name, "shape", loc, &d)) return el_err();
+    for (int i = 0; i < s.rank; i++) {
+        int64_t d = s.d[i];
         if (d == -1 && infer < 0) {
             infer = i;
             continue;
@@ -283,19 +291,11 @@ static Value b_broadcast_to(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int x = el_node(e, a[0], b->name, "x", loc);
     if (x < 0) return el_err();
     Value l = a[1];
-    if (l.k != V_LIST && l.k != V_TUPLE) {
-        error_at(loc, "broadcast_to: argument 'shape' must be a list like [B, 28, 28], got %s", el_describe(e, l));
-        return el_err();
-    }
-    if (l.n > MAXDIM) {
-        error_at(loc, "broadcast_to: %d dimensions; at most %d are supported", l.n, MAXDIM);
-        return el_err();
-    }
+    Shape s;
+    if (!shape_arg(e, b, l, loc, &s)) return el_err();
     const Shape *xs = shape_of(e, x);
     int lead = l.n - xs->rank;
-    Shape s = {.rank = l.n};
     for (int i = 0; i < l.n; i++) {
-        if (!el_int(e, l.v[i], b->name, "shape", loc, &s.d[i])) return el_err();
         if (s.d[i] == -1 && i >= lead) s.d[i] = xs->d[i - lead];
         if (s.d[i] == -1) {
             error_at(loc, "broadcast_to: -1 keeps an axis of x, but dimension %d of the new shape is a new axis (x is %s)",
