@@ -45,7 +45,9 @@ static void mark_dead(Graph *g, const bool *saved) {
  * batching and dtype) is replaced by that node in every reader; it is then unread and
  * dead-code elimination drops it.  Typical: the LSTM/GRU backward step reduces d_gates
  * over the batch twice, once for the input-side bias and once for the hidden-side bias
- * (both linears' gradient rules emit the same sum).
+ * (both linears' gradient rules emit the same sum).  An IDENTITY node (dropout in an
+ * eval-mode function, pipeline.c) is replaced by its input the same way, so the C
+ * spends not even a pointer on it.
  *
  * Only pure nodes take part: not leaves (each constant is a buffer of its own; loop
  * carries), not loop machinery, not random ops (two dropouts draw different masks),
@@ -109,6 +111,11 @@ static void opt_cse(Graph *g) {
         Node *x = &g->n[i];
         rep[i] = i;
         for (int k = 0; k < x->nin; k++) x->in[k] = rep[x->in[k]];
+        if (x->op == OP_IDENTITY && !fixed[i]) {   /* eval-mode dropout: read its input */
+            rep[i] = x->in[0];
+            changed = true;
+            continue;
+        }
         if (!cse_candidate(x)) continue;
         uint64_t h = cse_hash(x);
         for (int p = (int)(h & (uint64_t)(cap - 1));; p = (p + 1) & (cap - 1)) {
