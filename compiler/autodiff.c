@@ -77,8 +77,16 @@ int ad_add(AD *ad, int s, Op op, int nin, const int *in, const Attrs *at, const 
     Loc loc = ad->src->n[s].loc;
     int id = ir_add(ad->dst, op, loc, nin, in, at, hint, DT_REAL);
     if (id < 0) die("gradient of %s (node %d) made an ill-shaped %s", op_info[ad->src->n[s].op].name, s, op_info[op].name);
-    ad->dst->n[id].flags |= NF_GRAD;
+    bool grad = false;   /* a gradient when made from one; a leaf is a forward constant */
+    for (int k = 0; k < nin && !grad; k++) grad = ad->dst->n[in[k]].flags & NF_GRAD;
+    if (grad) ad->dst->n[id].flags |= NF_GRAD;
     return id;
+}
+
+int ad_zero_grad(AD *ad, int s, const Shape *shape) {
+    int z = ad_add(ad, s, OP_CONST, 0, NULL, &(Attrs){0}, shape);
+    ad->dst->n[z].flags |= NF_GRAD;
+    return z;
 }
 
 static void name_grad(Graph *dst, int g, const Node *n);
@@ -87,8 +95,7 @@ static void name_grad(Graph *dst, int g, const Node *n);
  * gradient or accumulator), named after it. */
 static int zeros_like(AD *ad, int s) {
     const Node *n = &ad->src->n[s];
-    Attrs at = {0};
-    int z = ad_add(ad, s, OP_CONST, 0, NULL, &at, &n->shape);
+    int z = ad_zero_grad(ad, s, &n->shape);
     name_grad(ad->dst, z, n);
     return z;
 }
@@ -120,7 +127,9 @@ void ad_acc(AD *ad, int s, int grad) {
     grad = unbroadcast(ad, s, grad);
     if (ad->gsum[s] < 0) {
         ad->gsum[s] = grad;
-    } else {
+    } else {   /* the parts of a fan-out's gradient are named after the value too */
+        name_grad(ad->dst, ad->gsum[s], &ad->src->n[s]);
+        name_grad(ad->dst, grad, &ad->src->n[s]);
         int in[2] = {ad->gsum[s], grad};
         ad->gsum[s] = ad_add(ad, s, OP_ADD, 2, in, NULL, NULL);
     }
@@ -378,7 +387,7 @@ static void grad_loop(AD *ad, int L) {
     for (int j = 0; j < nbc; j++) {
         int s = bc_src[j], g = sub.gsum[s];
         if (j < first_acc) {
-            bb->res[j] = g >= 0 ? g : ad_add(&sub, s, OP_CONST, 0, NULL, &(Attrs){0}, &fb->n[s].shape);
+            bb->res[j] = g >= 0 ? g : ad_zero_grad(&sub, s, &fb->n[s].shape);
         } else if (g >= 0) {
             bb->res[j] = acc_step(&sub, s, bc_node[j], g);
             name_grad(bb, bb->res[j], &fb->n[s]);   /* the running sum */
@@ -485,6 +494,7 @@ void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs) {
         Attrs one = {.f = {1.0}};
         Shape s = {0};
         ad.gsum[m->loss] = ad_add(&ad, m->loss, OP_CONST, 0, NULL, &one, &s);
+        ad.dst->n[ad.gsum[m->loss]].flags |= NF_GRAD;   /* d loss / d loss = 1 */
         sweep(&ad);
     }
     g->npgrad = m->nparams;

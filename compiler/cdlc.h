@@ -187,7 +187,7 @@ enum {
     NF_STATE = 1 << 2,     /* a non-trainable persistent buffer (running stats) */
     NF_OUTPUT = 1 << 3,    /* a declared output: its buffer outlives the function */
     NF_LOSS = 1 << 4,      /* the declared loss */
-    NF_GRAD = 1 << 5,      /* made by autodiff */
+    NF_GRAD = 1 << 5,      /* a gradient (made by autodiff from the loss's) */
     NF_WANT_GRAD = 1 << 6, /* an input whose gradient is requested */
     NF_PARAM_GRAD = 1 << 7,/* final gradient of param ia? (slot): lives in the grad slab */
     NF_INPUT_GRAD = 1 << 8,/* final gradient of input (slot): lives in net->in_grad[slot] */
@@ -215,8 +215,9 @@ typedef struct Node {
                               NF_PARAM_GRAD / NF_INPUT_GRAD: which; -1 otherwise */
     const char *name;      /* params, inputs, outputs: the public name */
     const char *var;       /* the source variable it was assigned to, for readable C */
-    const char *grad_of;   /* NF_GRAD: the forward value this node is the whole gradient of
-                            * (its variable, parameter or op name), NULL for a partial term */
+    const char *grad_of;   /* NF_GRAD: the forward value this node is the gradient of, whole
+                            * or one fan-out part of it (its variable, parameter or op name);
+                            * NULL for an intermediate term of a gradient rule */
     Loc loc;               /* where in the source it came from (backward nodes: the forward op's) */
     Graph *sub;            /* LOOP: the body */
     int inplace;           /* NF_INPLACE: which input (index into in[]) it overwrites */
@@ -637,9 +638,12 @@ void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs);
 Graph *ad_dst(AD *ad);
 const Graph *ad_src(AD *ad);
 int ad_x(AD *ad, int src_node);            /* the forward value of src_node, usable in dst */
-/* Make a node in the destination graph, located at src_node's location.  */
+/* Make a node in the destination graph, located at src_node's location.  It counts as
+ * a gradient (NF_GRAD: named d_<value> in the C) when an input is one; a forward value
+ * a rule recomputes (reshape(x), b * b) or a constant it uses keeps its op's name. */
 int ad_add(AD *ad, int src_node, Op op, int nin, const int *in, const Attrs *at,
            const Shape *hint);
+int ad_zero_grad(AD *ad, int src_node, const Shape *s);   /* zeros that stand for a gradient */
 /* Add dst node `grad` into the gradient of src input node `src_in`.  Sums over
  * broadcast axes to src_in's shape; accumulates fan-out.  Ignored for nodes that
  * need no gradient (integer, stop_gradient, constant). */
@@ -839,6 +843,8 @@ int64_t e_batch(const Emit *e);            /* the compiled batch B (1 without on
  * or the op) and the id: "logits_12", "s_h_0"; a gradient is "d_" and the value it is
  * the gradient of ("d_logits_40", "s_d_h_3"), or its op for a partial term. */
 const char *e_var_name(const Node *n, int i, const char *prefix);
+/* Does C text use identifier word outside comments and string literals? */
+bool e_mentions(const char *text, const char *word);
 const char *e_shape_comment(const Emit *e, const Shape *s);  /* "(B, 256)" */
 const char *e_loc(const Node *n);          /* " @ file.cdl:3:7" or "" */
 /* OpRule.tape of the ops whose tape call is cdl_t_<op name>(tp, inputs...). */
@@ -878,6 +884,7 @@ void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *h
 const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char *const *leaf);
 /* For op emitters (static target): */
 const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
+const char *e_aux_as(Emit *e, int node, const char *type);   /* the same as a type * ("uint8_t") */
 /* The inner (contraction) size k of a GEMM-like node as a C expression: "k", or
  * "t != t0 ? k : 0" inside a loop body when one of its first nops inputs is all zeros
  * at step t0 (a zero initial state: the product is skipped, not branched around).

@@ -54,24 +54,26 @@ static const char *step_ptr(Emit *e, int L, int j, const char *tex, int depth) {
     }
 }
 
-static const char *step_aux(Emit *e, int L, int j, const char *tex) {
+static const char *step_aux(Emit *e, int L, int j, const char *tex, const char *type) {
     const Node *ln = &e->top->n[L];
     const Plan *bp = e->plan->sub[L];
     const Node *n = &ln->sub->n[j];
-    if (n->op == OP_LOOP_SAVED) return step_aux(e, saved_loop(n), saved_node(n), tex);
+    if (n->op == OP_LOOP_SAVED) return step_aux(e, saved_loop(n), saved_node(n), tex, type);
     if (bp->aux_off[j] < 0) die("body node %d has no aux", j);
     e->used_A = true;
-    return cc_str("(%s *)(A + %s)", e_real(e), slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
+    return cc_str("(%s *)(A + %s)", type, slot_off(ln, bp->aux_off[j], bp->aux_slots[j], bp->aux_stride[j], tex));
 }
 
-const char *e_aux(Emit *e, int node) {
+const char *e_aux_as(Emit *e, int node, const char *type) {
     if (e->infer) return "NULL";
-    if (e->body) return step_aux(e, e->loop, node, "t");
+    if (e->body) return step_aux(e, e->loop, node, "t", type);
     const Node *n = &e->top->n[node];
     if (e->plan->aux_off[node] < 0) die("node %d (%s) has no aux", node, op_info[n->op].name);
     e->used_A = true;
-    return cc_str("(%s *)(A + %lld)", e_real(e), (long long)e->plan->aux_off[node]);
+    return cc_str("(%s *)(A + %lld)", type, (long long)e->plan->aux_off[node]);
 }
+
+const char *e_aux(Emit *e, int node) { return e_aux_as(e, node, e_real(e)); }
 
 /* The pointee type of node n's pointer variable: in the inference export a value with
  * no storage of its own (a view, a loop's carried or captured value, a carried result)
@@ -187,22 +189,25 @@ static void emit_body_node(Emit *e, int L, int j, const int *uses) {
     }
 }
 
-/* Is body node n, in the inference export, a loop's capture of a weight array?  The
- * body then reads the array by its name (a static const array, no pointer needed). */
-static bool infer_weight_capture(const Emit *e, const Node *n) {
-    return e->infer && n->op == OP_LOOP_CAPTURE && e->top->n[capture_of(n)].op == OP_PARAM;
+/* Does loop body node n, a captured value, go by the enclosing function's variable (no
+ * pointer of its own)?  Always in the training and evaluation C; in the inference
+ * export only a weight array (a static const array read by its name). */
+static bool reads_outer(const Emit *e, const Node *n) {
+    if (n->op != OP_LOOP_CAPTURE) return false;
+    return !e->infer || e->top->n[capture_of(n)].op == OP_PARAM;
 }
 
 /* The statements of loop L's body.  A saved forward value (LOOP_SAVED) gets a pointer
  * only when some statement reads it by value (ref[j]; ref NULL: every one), not when
- * its readers use only its scratch (a dropout mask, softmax probabilities). */
+ * its readers use only its scratch (a dropout mask, softmax probabilities).  A captured
+ * value gets none: the body reads the enclosing function's variable. */
 static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool *ref) {
     const Graph *b = e->body;
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         if (!u[j] || (n->flags & NF_DEAD)) continue;
         if (n->op == OP_LOOP_SAVED && ref && !ref[j]) continue;
-        if (infer_weight_capture(e, n)) continue;
+        if (reads_outer(e, n)) continue;   /* the body reads the outer variable */
         bool owns = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL));
         e_line(e, "%s *%s = %s;  /* %s %s%s */", ptype(e, n, owns), e->bname[j], step_ptr(e, L, j, "t", 0),
                e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
@@ -222,8 +227,7 @@ static void emit_loop(Emit *e, int L) {
     e->bname = NEWN(const char *, b->len + 1);
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
-        e->bname[j] = e_var_name(n, j, "s_");
-        if (infer_weight_capture(e, n)) e->bname[j] = e->name[capture_of(n)];  /* read by its name */
+        e->bname[j] = reads_outer(e, n) ? e->name[capture_of(n)] : e_var_name(n, j, "s_");
     }
     bool *u = used_vars(b, false);
     int *uses = ir_uses(b);

@@ -437,3 +437,23 @@ const char *e_lit(double v) {
     if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
     return arena_strdup(cc_arena, buf);
 }
+
+bool e_mentions(const char *text, const char *word) {
+    size_t n = strlen(word);
+    for (const char *p = text; *p; p++) {
+        if (p[0] == '/' && p[1] == '*') {   /* comments and strings do not count */
+            const char *q = strstr(p + 2, "*/");
+            if (!q) return false;
+            p = q + 1;
+        } else if (*p == '"') {
+            while (p[1] && p[1] != '"') p += p[1] == '\\' && p[2] ? 2 : 1;
+            if (!*++p) return false;
+        } else if (isalpha((unsigned char)*p) || *p == '_') {
+            const char *q = p;
+            while (isalnum((unsigned char)q[1]) || q[1] == '_') q++;
+            if ((size_t)(q - p + 1) == n && !strncmp(p, word, n)) return true;
+            p = q;
+        }
+    }
+    return false;
+}

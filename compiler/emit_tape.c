@@ -21,6 +21,7 @@
 #include "cdlc.h"
 #include "cdl.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ liveness */
@@ -81,6 +82,10 @@ static void emit_loop(Emit *e, int L) {
     bool *live = live_nodes(b, b->res, b->nres), *rd = read_nodes(b, live, b->res, b->nres);
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
+        if (n->op == OP_LOOP_CAPTURE) {   /* the body reads the outer variable */
+            e->bname[j] = e->name[capture_of(n)];
+            continue;
+        }
         e->bname[j] = e_var_name(n, j, "s_");
         if (!live[j]) continue;
         const char *c = tape_call(e, j), *what = cc_str("/* %s %s%s */", e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
@@ -135,8 +140,13 @@ static void emit_record(Emit *e, const char *cname, const Graph *g, const int *o
                       " * cdl_backward can differentiate.  Outputs into out[]; returns the loss (NULL: none). */\n");
         fprintf(e->f, "static cdl_t *%s(cdl_tape *tp, cdl_net *net, int nb, cdl_t **out)\n{\n", cname);
     }
+    /* the body first (into memory), so that only the parameters it leaves unread get a (void) */
+    FILE *f = e->f;
+    char *body = NULL;
+    size_t len = 0;
+    e->f = open_memstream(&body, &len);
+    if (!e->f) die("open_memstream failed");
     e->indent = 1;
-    e_line(e, "(void)net; (void)nb; (void)out;%s", e->entry ? " (void)in;" : "");
     for (int i = 0; i < g->len; i++) {
         if (!live[i]) continue;
         ArenaMark mark = arena_mark(cc_arena);  /* a node's strings die with its line */
@@ -146,6 +156,15 @@ static void emit_record(Emit *e, const char *cname, const Graph *g, const int *o
     }
     for (int k = 0; k < nouts; k++) e_line(e, "out[%d] = %s;", k, e->name[outs[k]]);
     if (!e->entry) e_line(e, "return %s;", loss >= 0 ? e->name[loss] : "NULL");
+    fclose(e->f);
+    e->f = f;
+    const char *unread = "";
+    static const char *const params[] = {"net", "nb", "in", "out"};
+    for (int k = 0; k < 4; k++)
+        if ((k != 2 || e->entry) && !e_mentions(body, params[k])) unread = cc_str("%s%s(void)%s;", unread, *unread ? " " : "", params[k]);
+    if (*unread) fprintf(e->f, "    %s\n", unread);
+    fputs(body, e->f);
+    free(body);
     fprintf(e->f, "}\n");
 }
 

@@ -481,19 +481,19 @@ static void grad_softplus(AD *ad, int n, int gy) {
 
 /* ------------------------------------------------------------------ dropout */
 
-/* Train mode: inverted dropout with the node's stream (ia7), keeping the mask (one byte
- * an element) in the node's aux; DROPOUT_BWD (g, forward node) applies that mask, so the
- * random words are drawn once a step.  Eval mode: a copy (and the backward a copy). */
+/* Inverted dropout with the node's stream (ia7), keeping the mask (one byte an
+ * element) in the node's aux; DROPOUT_BWD (g, forward node) applies that mask, so the
+ * random words are drawn once a step.  Only train-mode functions have dropout: the
+ * eval-mode ones replace it by its input before autodiff (pipeline.c, opt.c). */
 static void emit_dropout(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
-    if (e_train(e) && x->op == OP_DROPOUT)
-        e_line(e, "%s(%s, %s, %s, %s, %s, %s, (uint8_t *)%s);", e_fn(e, "dropout_keep"), e_rng(e, n),
-               ew_rng_base(e, n), e_numel(e, n), e_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n), e_aux(e, n));
-    else if (e_train(e))
-        e_line(e, "%s(%s, %s, (const uint8_t *)%s, %s, %s);", e_fn(e, "dropout_keep_bwd"), e_numel(e, n),
-               e_lit(x->fa[0]), e_aux(e, x->in[1]), e_ptr(e, x->in[0]), e_ptr(e, n));
+    if (!e_train(e)) unreachable();
+    if (x->op == OP_DROPOUT)
+        e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "dropout_keep"), e_rng(e, n), ew_rng_base(e, n),
+               e_numel(e, n), e_lit(x->fa[0]), e_ptr(e, x->in[0]), e_ptr(e, n), e_aux_as(e, n, "uint8_t"));
     else
-        e_line(e, "%s(%s, %s, %s);", e_fn(e, "copy"), e_numel(e, n), e_ptr(e, x->in[0]), e_ptr(e, n));
+        e_line(e, "%s(%s, %s, %s, %s, %s);", e_fn(e, "dropout_keep_bwd"), e_numel(e, n), e_lit(x->fa[0]),
+               e_aux_as(e, x->in[1], "const uint8_t"), e_ptr(e, x->in[0]), e_ptr(e, n));
 }
 
 /* Bytes of mask, in reals (4 bytes at least). */

@@ -92,7 +92,7 @@ static void rn_parts(AD *ad, int n, int gy, int nparts, const Shape *ps, int *pa
             int in[2] = {part[k], leaf[q]};
             part[k] = part[k] < 0 ? leaf[q] : ad_add(ad, n, OP_ADD, 2, in, NULL, NULL);
         }
-        if (part[k] < 0) part[k] = ad_add(ad, n, OP_CONST, 0, NULL, &(Attrs){0}, &h);
+        if (part[k] < 0) part[k] = ad_zero_grad(ad, n, &h);
     }
 }
 
