@@ -51,18 +51,5 @@ static int attn_threads(int64_t nwork, double cost) {
     return nt < 1 ? 1 : nt;
 }
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define M(fn) fn##f
-#include "kernels_attn_t.h"
-#undef T
-#undef S
-#undef M
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define M(fn) fn
-#include "kernels_attn_t.h"
-#undef T
-#undef S
-#undef M
+#define KERNELS_T "kernels_attn_t.h"
+#include "kernels_inst.h"

@@ -36,27 +36,8 @@ static inline int conv_direct(const cdl_conv2d_geom *g) {
     return g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0;
 }
 
-/* PL_SWAP swaps the lanes of each pair of a 32-byte vector, PL_DUP doubles each lane of
- * a 16-byte one (max-pool backward); their index lists depend on the lane count. */
 /* Set by the trainer around a data-parallel step (trainer_dp.c), NULL otherwise. */
 const cdl_bn_shards *cdl_bn_sharded;
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
-#include "kernels_conv_t.h"
-#undef T
-#undef S
-#undef PL_SWAP
-#undef PL_DUP
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
-#include "kernels_conv_t.h"
-#undef T
-#undef S
-#undef PL_SWAP
-#undef PL_DUP
+#define KERNELS_T "kernels_conv_t.h"
+#include "kernels_inst.h"

@@ -57,14 +57,5 @@ static inline void up_linear(int64_t dst, int64_t in, double scale, int64_t *i0,
     *l1 = src - (double)i;
 }
 
-#define T float
-#define S(name) cdl_##name##_f32
-#include "kernels_conv2_t.h"
-#undef T
-#undef S
-
-#define T double
-#define S(name) cdl_##name##_f64
-#include "kernels_conv2_t.h"
-#undef T
-#undef S
+#define KERNELS_T "kernels_conv2_t.h"
+#include "kernels_inst.h"

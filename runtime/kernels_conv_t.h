@@ -746,7 +746,16 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
  * recomputed to the same values).  Vector selects are bit masks: C has no vector ?:. */
 typedef T S(pl_vec) __attribute__((vector_size(32)));
 typedef T S(pl_half) __attribute__((vector_size(16)));
-#define PL_L ((int64_t)(32 / sizeof(T)))
+#define PL_L ((int64_t)TLANES)
+/* PL_SWAP swaps the lanes of each pair of a vector, PL_DUP doubles each lane of a
+ * half vector; their index lists depend on the lane count. */
+#if TLANES == 8
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
+#else
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
+#endif
 static void S(pool2_bwd_row)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t W) {
     typedef __typeof__((S(pl_vec)){0} == (S(pl_vec)){0}) mask;
     mask odd;
@@ -1019,3 +1028,5 @@ void S(batchnorm_bwd)(int train, int64_t n, int64_t c, int64_t hw, const T *g, c
 }
 
 #undef PL_L
+#undef PL_SWAP
+#undef PL_DUP

@@ -8,26 +8,8 @@
 #include "cdl.h"
 
 #define DENSE_MOVE_ONLY 0
-
-#define T float
-#define S(name) cdl_##name##_f32
-#define EXP_T expf
-#define LOG_T logf
-#include "kernels_dense_t.h"
-#undef T
-#undef S
-#undef EXP_T
-#undef LOG_T
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define EXP_T exp
-#define LOG_T log
-#include "kernels_dense_t.h"
-#undef T
-#undef S
-#undef EXP_T
-#undef LOG_T
+#define KERNELS_T "kernels_dense_t.h"
+#include "kernels_inst.h"
 #undef DENSE_MOVE_ONLY
 
 #define DENSE_MOVE_ONLY 1

@@ -1,6 +1,7 @@
 /* kernels_dense_t.h -- dense, reduction, shape, softmax and embedding kernels, written
  * once over T (element type) with S(name) the suffixing macro (S(relu) -> cdl_relu_f32).
- * Included by kernels_dense.c for float and double (EXP_T / LOG_T defined for T), and
+ * Included by kernels_dense.c for float and double (through kernels_inst.h: M(exp)
+ * is expf / exp), and
  * once more for int32_t with DENSE_MOVE_ONLY = 1: only the kernels that move elements
  * without arithmetic (broadcast, transpose, concat, slice), so i32 tensors such as
  * labels can be sliced and rearranged too.
@@ -349,7 +350,7 @@ void S(softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y) {
             m = xr[j] > m ? xr[j] : m;
         T sum = 0;
         for (int64_t j = 0; j < n; j++) {
-            yr[j] = EXP_T(xr[j] - m);
+            yr[j] = M(exp)(xr[j] - m);
             sum += yr[j];
         }
         T inv = (T)1 / sum;
@@ -370,8 +371,8 @@ void S(log_softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y)
             m = xr[j] > m ? xr[j] : m;
         T sum = 0;
         for (int64_t j = 0; j < n; j++)
-            sum += EXP_T(xr[j] - m);
-        T lse = m + LOG_T(sum);
+            sum += M(exp)(xr[j] - m);
+        T lse = m + M(log)(sum);
         for (int64_t j = 0; j < n; j++)
             yr[j] = xr[j] - lse;
     }
@@ -401,7 +402,7 @@ void S(log_softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *r
         for (int64_t j = 0; j < n; j++)
             sum += gr[j];
         for (int64_t j = 0; j < n; j++)
-            dr[j] = gr[j] - EXP_T(yr[j]) * sum;
+            dr[j] = gr[j] - M(exp)(yr[j]) * sum;
     }
 }
 

@@ -72,22 +72,5 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y) {
     for (int64_t i = 0; i < n; i++) y[i] = v;
 }
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define M(fn) fn##f
-#define TMAX FLT_MAX
-#include "kernels_ew_t.h"
-#undef T
-#undef S
-#undef M
-#undef TMAX
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define M(fn) fn
-#define TMAX DBL_MAX
-#include "kernels_ew_t.h"
-#undef T
-#undef S
-#undef M
-#undef TMAX
+#define KERNELS_T "kernels_ew_t.h"
+#include "kernels_inst.h"

@@ -14,18 +14,5 @@
 #include "cdl.h"
 #include "vmath.h"      /* expf, log1pf, logf loops vectorise through libmvec */
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define M(fn) fn##f
-#include "kernels_loss_t.h"
-#undef T
-#undef S
-#undef M
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define M(fn) fn
-#include "kernels_loss_t.h"
-#undef T
-#undef S
-#undef M
+#define KERNELS_T "kernels_loss_t.h"
+#include "kernels_inst.h"

@@ -10,14 +10,5 @@
 
 #include "cdl.h"
 
-#define T float
-#define S(name) cdl_##name##_f32
-#include "kernels_norm_t.h"
-#undef T
-#undef S
-
-#define T double
-#define S(name) cdl_##name##_f64
-#include "kernels_norm_t.h"
-#undef T
-#undef S
+#define KERNELS_T "kernels_norm_t.h"
+#include "kernels_inst.h"

@@ -14,22 +14,5 @@
  * vectorise those without -fno-trapping-math), so the file builds at the runtime's
  * ordinary -O3.  Clang calls the scalar functions: slower, same results to a few ulp. */
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define EXP expf
-#define TANH tanhf
-#include "kernels_rnn_t.h"
-#undef T
-#undef S
-#undef EXP
-#undef TANH
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define EXP exp
-#define TANH tanh
-#include "kernels_rnn_t.h"
-#undef T
-#undef S
-#undef EXP
-#undef TANH
+#define KERNELS_T "kernels_rnn_t.h"
+#include "kernels_inst.h"

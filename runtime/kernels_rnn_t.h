@@ -1,10 +1,10 @@
 /* kernels_rnn_t.h -- bodies of the recurrent-cell kernels for one element type.
- * Included twice by kernels_rnn.c with T = float / double, S(name) = cdl_name_f32 /
- * cdl_name_f64 and EXP / TANH the matching libm functions.  Contracts: cdl.h, BEGIN RNN.
+ * Included twice by kernels_rnn.c through kernels_inst.h (T = float / double, S(name)
+ * = cdl_name_f32 / cdl_name_f64, M(exp) = expf / exp).  Contracts: cdl.h, BEGIN RNN.
  * Packed buffers: a part starts at an offset counted with the compiled batch bmax;
  * within a part, rows are runtime rows. */
 
-static inline T S(sigm)(T x) { return (T)1 / ((T)1 + EXP(-x)); }
+static inline T S(sigm)(T x) { return (T)1 / ((T)1 + M(exp)(-x)); }
 
 /* One row of each cell kernel is a function whose parts arrive as separate restrict
  * parameters: compilers vectorize that, and neither the p[H + j] form nor restrict
@@ -13,8 +13,8 @@ static inline void S(lstm_row)(int64_t H, const T *restrict gi, const T *restric
                                const T *restrict go, const T *restrict c, T *restrict ai, T *restrict af,
                                T *restrict ag, T *restrict ao, T *restrict tcs, T *restrict cn, T *restrict h) {
     for (int64_t j = 0; j < H; j++) {
-        T i = S(sigm)(gi[j]), f = S(sigm)(gf[j]), g = TANH(gg[j]), o = S(sigm)(go[j]);
-        T cj = f * c[j] + i * g, tc = TANH(cj);
+        T i = S(sigm)(gi[j]), f = S(sigm)(gf[j]), g = M(tanh)(gg[j]), o = S(sigm)(go[j]);
+        T cj = f * c[j] + i * g, tc = M(tanh)(cj);
         ai[j] = i;
         af[j] = f;
         ag[j] = g;
@@ -66,7 +66,7 @@ static inline void S(gru_row)(int64_t H, const T *restrict ir, const T *restrict
                               T *restrict ar, T *restrict az, T *restrict an, T *restrict out) {
     for (int64_t j = 0; j < H; j++) {
         T r = S(sigm)(ir[j] + hr[j]), z = S(sigm)(iz[j] + hz[j]);
-        T n = TANH(in[j] + r * hn[j]);
+        T n = M(tanh)(in[j] + r * hn[j]);
         ar[j] = r;
         az[j] = z;
         an[j] = n;

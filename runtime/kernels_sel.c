@@ -70,18 +70,5 @@ static inline void sel_walk_next(SelWalk *w) {
     }
 }
 
-#define T float
-#define S(name) cdl_##name##_f32
-#define M(fn) fn##f
-#include "kernels_sel_t.h"
-#undef T
-#undef S
-#undef M
-
-#define T double
-#define S(name) cdl_##name##_f64
-#define M(fn) fn
-#include "kernels_sel_t.h"
-#undef T
-#undef S
-#undef M
+#define KERNELS_T "kernels_sel_t.h"
+#include "kernels_inst.h"
