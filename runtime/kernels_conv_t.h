@@ -833,46 +833,45 @@ void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, i
 }
 #undef PL_PAR
 
-void S(avgpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *x, T *y) {
+/* Average pooling over k x k windows (stride st, padding pad counted in the divisor, as
+ * count_include_pad): forward (bwd 0) b = the window means of a (x, y); backward (bwd 1)
+ * b += a / (k * k) over each window (g, dx).  Called with a constant bwd, so each
+ * caller's loop keeps only its own body. */
+static inline void S(avgpool_walk)(int bwd, int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st,
+                                   int64_t pad, const T *a, T *b) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
     const T inv = (T)1 / (T)(k * k);
     for (int64_t q = 0; q < nc; q++) {
-        const T *xp = x + q * H * W;
-        T *yp = y + q * OH * OW;
+        const T *ap = a + q * (bwd ? OH * OW : H * W);
+        T *bp = b + q * (bwd ? H * W : OH * OW);
         for (int64_t oh = 0; oh < OH; oh++) {
             int64_t h0 = oh * st - pad, h1 = h0 + k < H ? h0 + k : H;
             if (h0 < 0) h0 = 0;
             for (int64_t ow = 0; ow < OW; ow++) {
                 int64_t w0 = ow * st - pad, w1 = w0 + k < W ? w0 + k : W;
                 if (w0 < 0) w0 = 0;
-                T s = 0;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) s += xp[ih * W + iw];
-                yp[oh * OW + ow] = s * inv;
+                if (bwd) {
+                    const T v = ap[oh * OW + ow] * inv;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++) bp[ih * W + iw] += v;
+                } else {
+                    T s = 0;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++) s += ap[ih * W + iw];
+                    bp[oh * OW + ow] = s * inv;
+                }
             }
         }
     }
 }
 
+void S(avgpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *x, T *y) {
+    S(avgpool_walk)(0, nc, H, W, k, st, pad, x, y);
+}
+
 void S(avgpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g, T *dx) {
-    const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
-    const T inv = (T)1 / (T)(k * k);
     memset(dx, 0, sizeof(T) * (size_t)(nc * H * W));
-    for (int64_t q = 0; q < nc; q++) {
-        const T *gp = g + q * OH * OW;
-        T *dp = dx + q * H * W;
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = oh * st - pad, h1 = h0 + k < H ? h0 + k : H;
-            if (h0 < 0) h0 = 0;
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = ow * st - pad, w1 = w0 + k < W ? w0 + k : W;
-                if (w0 < 0) w0 = 0;
-                const T v = gp[oh * OW + ow] * inv;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) dp[ih * W + iw] += v;
-            }
-        }
-    }
+    S(avgpool_walk)(1, nc, H, W, k, st, pad, g, dx);
 }
 
 /* ------------------------------------------------------------------ batch norm */

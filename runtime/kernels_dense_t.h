@@ -9,6 +9,51 @@
  * No allocation: every kernel works in the buffers it is given.
  */
 
+/* ---- axis groups (reduce, broadcast) ------------------------------------------- */
+
+/* Merges the axes of dims into groups of one kind (kind[i] 1: reduced, or repeated by
+ * a broadcast; 0: kept): size-1 axes are dropped and neighbours of the same kind fused,
+ * so the loop nest has at most rank alternating groups.  Fills gd[] (sizes), gk[]
+ * (kinds) and the odometer over them: stride[g], the step in the tensor that lacks the
+ * kind-1 axes (0 along those), and idx[] zeroed.  Returns the group count. */
+static int S(axis_groups)(int rank, const int64_t *dims, const int *kind, int64_t *gd, int *gk,
+                          int64_t *stride, int64_t *idx) {
+    int ng = 0;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] == 1)
+            continue;
+        if (ng > 0 && gk[ng - 1] == kind[i]) {
+            gd[ng - 1] *= dims[i];
+        } else {
+            gd[ng] = dims[i];
+            gk[ng] = kind[i];
+            ng++;
+        }
+    }
+    int64_t s = 1;
+    for (int g = ng - 1; g >= 0; g--) {
+        stride[g] = gk[g] ? 0 : s;
+        if (!gk[g])
+            s *= gd[g];
+        idx[g] = 0;
+    }
+    return ng;
+}
+
+/* One step of the odometer over the outer groups (all but the innermost, which the
+ * caller runs through): the offset off in the other tensor, moved to the next run. */
+static inline int64_t S(axis_next)(int ng, const int64_t *gd, const int64_t *stride, int64_t *idx,
+                                   int64_t off) {
+    for (int g = ng - 2; g >= 0; g--) {
+        off += stride[g];
+        if (++idx[g] < gd[g])
+            break;
+        off -= stride[g] * gd[g];
+        idx[g] = 0;
+    }
+    return off;
+}
+
 #if !DENSE_MOVE_ONLY
 /* ---- linear ------------------------------------------------------------------ */
 
@@ -47,27 +92,6 @@ static double S(run_sum)(const T *restrict x, int64_t n) {
     return s;
 }
 
-/* Merging for reduce: drops size-1 axes and fuses neighbours of the same kind
- * (reduced or kept), so the loop nest below has at most rank alternating groups.
- * Returns the group count; gd[] sizes, gr[] 1 for reduced groups. */
-static int S(reduce_groups)(int rank, const int64_t *dims, unsigned mask, int64_t *gd,
-                            int *gr) {
-    int ng = 0;
-    for (int i = 0; i < rank; i++) {
-        int r = mask == 0 || (mask >> i & 1u);
-        if (dims[i] == 1)
-            continue;
-        if (ng > 0 && gr[ng - 1] == r) {
-            gd[ng - 1] *= dims[i];
-        } else {
-            gd[ng] = dims[i];
-            gr[ng] = r;
-            ng++;
-        }
-    }
-    return ng;
-}
-
 /* y = sum over the masked axes of x (mean: divided by the runtime count of summed
  * elements).  Walks x once in memory order: an odometer over the outer groups and a
  * contiguous inner run, which is either summed (innermost axes reduced: row sums) or
@@ -75,13 +99,14 @@ static int S(reduce_groups)(int rank, const int64_t *dims, unsigned mask, int64_
 void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *restrict x,
                T *restrict y) {
     int64_t gd[CDL_MAXDIM], ystride[CDL_MAXDIM], idx[CDL_MAXDIM];
-    int gr[CDL_MAXDIM];
+    int kind[CDL_MAXDIM], gr[CDL_MAXDIM];
     int64_t ny = 1, count = 1, numel = 1;
     if (rank < 0 || rank > CDL_MAXDIM)
         return;
     for (int i = 0; i < rank; i++) {
         numel *= dims[i];
-        if (mask == 0 || (mask >> i & 1u))
+        kind[i] = mask == 0 || (mask >> i & 1u);
+        if (kind[i])
             count *= dims[i];
         else
             ny *= dims[i];
@@ -92,17 +117,10 @@ void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *
         y[j] = 0;
     if (numel <= 0)
         return;
-    int ng = S(reduce_groups)(rank, dims, mask, gd, gr);
+    int ng = S(axis_groups)(rank, dims, kind, gd, gr, ystride, idx);
     if (ng == 0) {                      /* a single element */
         y[0] = x[0];
         return;
-    }
-    int64_t s = 1;
-    for (int g = ng - 1; g >= 0; g--) {
-        ystride[g] = gr[g] ? 0 : s;
-        if (!gr[g])
-            s *= gd[g];
-        idx[g] = 0;
     }
     int64_t inner = gd[ng - 1], nouter = numel / inner, yoff = 0;
     int inner_kept = !gr[ng - 1];
@@ -115,13 +133,7 @@ void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *
         } else {
             y[yoff] += (T)S(run_sum)(xp, inner);
         }
-        for (int g = ng - 2; g >= 0; g--) {
-            yoff += ystride[g];
-            if (++idx[g] < gd[g])
-                break;
-            yoff -= ystride[g] * gd[g];
-            idx[g] = 0;
-        }
+        yoff = S(axis_next)(ng, gd, ystride, idx, yoff);
     }
     if (mean && count > 0) {
         T inv = (T)(1.0 / (double)count);
@@ -139,36 +151,20 @@ void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *
 void S(broadcast)(int rank, const int64_t *xdims, const int64_t *ydims,
                   const T *restrict x, T *restrict y) {
     int64_t gd[CDL_MAXDIM], xs[CDL_MAXDIM], idx[CDL_MAXDIM];
-    int gb[CDL_MAXDIM], ng = 0;
+    int kind[CDL_MAXDIM], gb[CDL_MAXDIM];
     int64_t ny = 1;
     if (rank < 0 || rank > CDL_MAXDIM)
         return;
-    for (int i = 0; i < rank; i++)
+    for (int i = 0; i < rank; i++) {
         ny *= ydims[i];
+        kind[i] = xdims[i] == 1;        /* x repeats along this axis */
+    }
     if (ny <= 0)
         return;
-    for (int i = 0; i < rank; i++) {
-        if (ydims[i] == 1)
-            continue;
-        int b = xdims[i] == 1;          /* x repeats along this axis */
-        if (ng > 0 && gb[ng - 1] == b) {
-            gd[ng - 1] *= ydims[i];
-        } else {
-            gd[ng] = ydims[i];
-            gb[ng] = b;
-            ng++;
-        }
-    }
+    int ng = S(axis_groups)(rank, ydims, kind, gd, gb, xs, idx);
     if (ng == 0) {
         y[0] = x[0];
         return;
-    }
-    int64_t s = 1;
-    for (int g = ng - 1; g >= 0; g--) {
-        xs[g] = gb[g] ? 0 : s;
-        if (!gb[g])
-            s *= gd[g];
-        idx[g] = 0;
     }
     int64_t inner = gd[ng - 1], nouter = ny / inner, xoff = 0;
     int inner_bcast = gb[ng - 1];
@@ -181,13 +177,7 @@ void S(broadcast)(int rank, const int64_t *xdims, const int64_t *ydims,
         } else {
             memcpy(yp, x + xoff, (size_t)inner * sizeof(T));
         }
-        for (int g = ng - 2; g >= 0; g--) {
-            xoff += xs[g];
-            if (++idx[g] < gd[g])
-                break;
-            xoff -= xs[g] * gd[g];
-            idx[g] = 0;
-        }
+        xoff = S(axis_next)(ng, gd, xs, idx, xoff);
     }
 }
 
