@@ -7,8 +7,11 @@
 #include "cdlc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define FILE_MAX_BYTES ((size_t)64 << 20)
 
@@ -43,6 +46,38 @@ static char *read_stream(FILE *f, size_t *len, bool *too_big) {
     }
     *len = n;
     return buf;
+}
+
+/* The file path for reading: the main file as given (standard input for "-"); an
+ * imported one only when it is a regular file, opened without blocking (a FIFO would
+ * wait for a writer, a device never end, and "-" is a file name there).  NULL after
+ * an error at `at` naming the file as written. */
+static FILE *open_source(const char *path, const char *as_written, Loc at, bool main) {
+    if (main) {
+        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+        if (!f) error_at(at, "cannot open '%s': %s", as_written, strerror(errno));
+        return f;
+    }
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int err = errno;
+        if (fd >= 0) close(fd);
+        error_at(at, "cannot open '%s': %s", as_written, strerror(err));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        error_at(at, "cannot import '%s': not a regular file", as_written);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        error_at(at, "cannot open '%s': %s", as_written, strerror(err));
+    }
+    return f;
 }
 
 static bool in_list(const char **l, int n, const char *s) {
@@ -90,7 +125,8 @@ static void register_block(Loader *L, const Ast *b) {
 static void load(Loader *L, const char *path, const char *as_written, const char *text, size_t len, Loc at,
                  bool main) {
     char *rp = NULL;
-    if (!text && strcmp(path, "-") != 0) rp = realpath(path, NULL);
+    bool std = main && strcmp(path, "-") == 0;   /* the main file from standard input */
+    if (!text && !std) rp = realpath(path, NULL);
     const char *key = arena_strdup(cc_arena, rp ? rp : path);
     free(rp);
     if (in_list(L->stack, L->nstack, key)) {
@@ -103,27 +139,24 @@ static void load(Loader *L, const char *path, const char *as_written, const char
         return;
     }
     if (in_list(L->done, L->ndone, key)) return;
-    char *buf = NULL;
     if (!text) {
         bool big = false;
-        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-        if (!f) {
-            error_at(at, "cannot open '%s': %s", as_written, strerror(errno));
-            return;
-        }
-        buf = read_stream(f, &len, &big);
+        FILE *f = open_source(path, as_written, at, main);
+        if (!f) return;
+        char *buf = read_stream(f, &len, &big);
         if (f != stdin) fclose(f);
+        /* into the arena: nothing is left to free when the errors below stop the
+         * compilation (diag_set_recovery) */
+        text = big ? NULL : arena_strndup(cc_arena, buf, len);
+        free(buf);
         if (big) {
-            free(buf);
             error_at(at, "'%s' is too large (more than %zu bytes)", as_written, FILE_MAX_BYTES);
             return;
         }
-        text = buf;
     }
-    const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    const char *shown = std ? "<stdin>" : path;
     int errs = diag_error_count();
     Ast *file = parse_text(shown, text, len);
-    free(buf);
     int c = L->scap;
     L->stack = el_grow(L->stack, &c, L->nstack + 1, sizeof(char *));
     L->shown = el_grow(L->shown, &L->scap, L->nstack + 1, sizeof(char *));
@@ -134,7 +167,7 @@ static void load(Loader *L, const char *path, const char *as_written, const char
         if (it->kind == D_IMPORT) {
             const char *p = it->text;
             const char *slash = strrchr(shown, '/');
-            if (p[0] != '/' && slash && strcmp(path, "-") != 0)
+            if (p[0] != '/' && slash && !std)
                 p = cc_str("%.*s/%s", (int)(slash - shown), shown, p);
             load(L, p, it->text, NULL, 0, it->loc, false);
         } else if (it->kind == D_BLOCK) {

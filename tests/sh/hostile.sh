@@ -1,7 +1,7 @@
 #!/bin/bash
 # hostile.sh -- the front end against hostile input: random bytes, truncated models,
 # 10,000 nested parentheses, a 1 MB identifier, an empty file, NUL bytes, huge
-# expressions.  cdlc --check must end with status 1 and a "file:line:col: error:" line
+# expressions, imports of a FIFO and of "-".  cdlc --check must end with status 1 and a "file:line:col: error:" line
 # (truncations may also be valid programs: status 0), never with a signal or an
 # internal error.
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -69,5 +69,13 @@ for m in models/*.cdl; do
         check "$tmp/trunc.cdl" ok0
     done
 done
+# an import of a FIFO (nobody writes it: reading would wait forever) or of standard input
+mkdir -p "$tmp/imp" && mkfifo "$tmp/imp/pipe.cdl"
+printf 'import "pipe.cdl"\nmodel m(B = 2) {\n    input x: f32[B, 3]\n    y = relu(x)\n    output y\n}\n' > "$tmp/imp/fifo.cdl"
+check "$tmp/imp/fifo.cdl"
+(cd "$tmp/imp" && printf 'import "-"\nmodel m(B = 2) {\n    input x: f32[B, 3]\n    y = relu(x)\n    output y\n}\n' > stdin.cdl &&
+    out=$(timeout 20 "$CDLC" --check stdin.cdl 2>&1 </dev/zero); rc=$?
+    [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q "^stdin.cdl:1:1: error: cannot open '-'") \
+    && pass=$((pass + 1)) || { echo "FAIL: import \"-\" from a file in the current directory"; fail=$((fail + 1)); }
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
