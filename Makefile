@@ -165,10 +165,31 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) runtime/cdl.h runtime/json.h runtime/d
 	@mkdir -p $(dir $@)
 	clang $(WFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DCDL_FUZZING \
 	    -Iruntime $< $(FUZZ_DEPS) -o $@ -lz -lpthread -lm
-fuzz: deps $(FUZZ_BIN)
+# build/fuzz/fuzz_cdlc: the compiler's passes on CDL source (tests/fuzz/fuzz_cdlc.c), from
+# objects of its own (instrumented for coverage); seeded with every model, example and
+# error-corpus file, with the CDL dictionary tests/fuzz/cdl.dict.  make test runs it
+# briefly (tests/sh/fuzz_cdlc.sh, 20 s); make fuzz for FUZZ_TIME seconds.
+FUZZ_CDLC  := $(B)/fuzz/fuzz_cdlc
+FUZZ_CFLAGS := $(WFLAGS) -Wno-unused-function -Wno-sign-compare -g -O1 -fno-sanitize-recover=all \
+	-fsanitize=fuzzer-no-link,address,undefined -Iruntime -Icompiler -I$(B)/gen -MMD -MP
+FUZZ_CC_OBJ := $(patsubst %.c,$(B)/fuzz/obj/%.o,$(CC_LIB) tests/fuzz/fuzz_cdlc.c) \
+	$(B)/fuzz/obj/gen/cdl.tab.o $(B)/fuzz/obj/gen/lex.yy.o
+$(B)/fuzz/obj/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(B)/fuzz/obj/%.o: %.c | $(GEN)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_CDLC): $(FUZZ_CC_OBJ)
+	clang -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
+-include $(shell find $(B)/fuzz/obj -name '*.d' 2>/dev/null)
+tests: $(FUZZ_CDLC)
+
+fuzz: deps $(FUZZ_BIN) $(FUZZ_CDLC)
 	@for f in $(FUZZ_BIN); do mkdir -p $$f.corpus; \
 	    CDL_FUZZ_CORPUS=$$f.corpus $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 	        -artifact_prefix=build/fuzz/ $$f.corpus || exit 1; done
+	@B=$(B) FUZZ_TIME=$(FUZZ_TIME) FUZZ_CORPUS=$(FUZZ_CDLC).corpus bash tests/sh/fuzz_cdlc.sh
 .PHONY: fuzz
 
 # make bench: the machine's measured peak, then cdl static (with each backend) and tape

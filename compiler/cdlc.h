@@ -7,6 +7,7 @@
 #ifndef CDLC_H
 #define CDLC_H
 
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,7 +56,7 @@ void error_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 void warning_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void note_at(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int diag_error_count(void);
-void diag_reset(void);
+void diag_reset(void);   /* before a compilation: no errors, not muted, no trail */
 /* While muted (calls nest), diagnostics are neither printed nor counted; an error seen
  * meanwhile sets diag_muted_error() (reset when muting starts). */
 void diag_mute(bool on);
@@ -71,6 +72,10 @@ void diag_set_stream(FILE *f);                         /* default stderr */
 /* Running out of memory is the user's problem, not a compiler bug: say so (how much was
  * wanted, how much is in use) and exit with status 1. */
 _Noreturn void diag_out_of_memory(size_t bytes, size_t in_use);
+/* For a caller that compiles in its own process (tests/fuzz/fuzz_cdlc.c): the two exits
+ * on user errors above (too many errors, out of memory) longjmp to *j with 1 after
+ * their message instead; NULL, the default: exit.  Internal errors (die) still exit. */
+void diag_set_recovery(jmp_buf *j);
 /* Internal compiler bugs: distinct from user errors. */
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

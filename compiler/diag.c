@@ -7,7 +7,7 @@
  * Lines and columns are 1-based; a column counts bytes.  Source buffers are
  * registered with diag_source (copied, so the caller may free its buffer).  Errors are
  * counted; the (DIAG_MAX_ERRORS + 1)-th error prints "error: too many errors,
- * stopping" and exits with status 1.  Internal compiler bugs go through die_at, which
+ * stopping" and exits with status 1 (or returns to diag_set_recovery's point).  Internal compiler bugs go through die_at, which
  * prints "cdlc: internal error at FILE:LINE: msg" and exits with status 3.
  */
 #include "cdlc.h"
@@ -32,17 +32,33 @@ static int muted;                  /* diag_mute depth: nothing printed or counte
 static bool muted_error;           /* an error was reported while muted */
 static void (*trail_fn)(void *);   /* notes after each error and warning (diag_set_trail) */
 static void *trail_ctx;
+static jmp_buf *recovery;          /* diag_set_recovery: where user-error exits go */
 
 #define QUOTE_MAX 160      /* longest quoted source line; longer ones are windowed */
 
 void diag_set_stream(FILE *f) { diag_out = f; }
+void diag_set_recovery(jmp_buf *j) { recovery = j; }
+
+/* The end of a compilation that cannot go on (the message is out): exit with status 1,
+ * or return to the in-process caller's recovery point. */
+static _Noreturn void stop(void) {
+    if (recovery) longjmp(*recovery, 1);
+    exit(1);
+}
 static FILE *out(void) { return diag_out ? diag_out : stderr; }
 
 int diag_error_count(void) { return n_errors; }
 
-/* diag_reset: error count back to 0.  Registered sources stay (they are replaced when
- * the same file name is registered again). */
-void diag_reset(void) { n_errors = 0; }
+/* diag_reset: error count back to 0, not muted, no trail (a compilation stopped by
+ * diag_set_recovery's longjmp left them set).  Registered sources stay (they are
+ * replaced when the same file name is registered again). */
+void diag_reset(void) {
+    n_errors = 0;
+    muted = 0;
+    muted_error = false;
+    trail_fn = NULL;
+    trail_ctx = NULL;
+}
 
 void diag_source(const char *file, const char *text, size_t len) {
     if (!file) return;
@@ -143,7 +159,7 @@ void error_at(Loc loc, const char *fmt, ...) {
     if (n_errors >= DIAG_MAX_ERRORS) {
         fprintf(out(), "error: too many errors, stopping\n");
         fflush(out());
-        exit(1);
+        stop();
     }
     n_errors++;
     va_list ap;
@@ -176,7 +192,7 @@ _Noreturn void diag_out_of_memory(size_t bytes, size_t in_use) {
                    "to compile on this machine (a model that grows by inlining blocks: lower --max-nodes)\n",
             bytes, in_use >> 20);
     fflush(out());
-    exit(1);
+    stop();
 }
 
 /* Optimal string alignment distance between a and b (case-insensitive; 99 past 64

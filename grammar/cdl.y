@@ -39,6 +39,11 @@ ParseCtx *yyget_extra(yyscan_t scanner);
 static void yyerror(Loc *loc, yyscan_t scanner, const char *msg);
 
 #define YYMAXDEPTH 4000
+/* The parser's stacks, past their first 200 entries, grow in the compilation's arena
+ * (as the scanner's buffers do, cdl.l), so a compilation that errors stop midway
+ * (diag_set_recovery) leaves nothing to free. */
+#define YYMALLOC(n) arena_alloc(cc_arena, (n))
+#define YYFREE(p) ((void)(p))
 #define YYLLOC_DEFAULT(Cur, Rhs, N) \
     do { (Cur) = (N) ? YYRHSLOC(Rhs, 1) : YYRHSLOC(Rhs, 0); } while (0)
 #define CTX ((ParseCtx *)yyget_extra(scanner))

@@ -197,6 +197,38 @@ static void test_deep_unary_and_long_chains(void **state) {
     free(src);
 }
 
+/* The 21st error stops a compilation: in-process callers (the fuzz target) get control
+ * back through diag_set_recovery instead of an exit, here deep inside a parse (the
+ * parser's stacks grown past their first 200 entries, the scanner's buffer live: under
+ * make asan, LeakSanitizer checks that nothing of them is left behind), and the next
+ * compilation starts clean. */
+static void test_too_many_errors_return_to_recovery(void **state) {
+    (void)state;
+    char src[1024];
+    char *p = src + sprintf(src, "model m { y = ");
+    memset(p, '(', 200);   /* under PARSE_MAX_NEST, past the stacks' first 200 */
+    p += 200;
+    memset(p, 0x80, 30);   /* 30 lexical errors */
+    strcpy(p + 30, "x }");
+    jmp_buf stop;
+    volatile int stopped = 0;
+    if (setjmp(stop) == 0) {
+        diag_set_recovery(&stop);
+        parse(src);
+    } else {
+        stopped = 1;
+    }
+    diag_set_recovery(NULL);
+    assert_true(stopped);
+    assert_int_equal(diag_error_count(), DIAG_MAX_ERRORS);
+    assert_diag("error: too many errors, stopping");
+    diag_reset();
+    assert_int_equal(diag_error_count(), 0);
+    const Ast *f = parse("model m { y = x }");
+    assert_int_equal(diag_error_count(), 0);
+    assert_int_equal(f->list.n, 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_precedence, tu_setup, tu_teardown),
@@ -211,6 +243,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unexpected_end, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_deep_nesting, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_deep_unary_and_long_chains, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_errors_return_to_recovery, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
