@@ -252,3 +252,23 @@ $(B)/examples/classify: examples/classify/main.c $(CLASSIFY)/lenet_infer.c
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -I$(CLASSIFY) examples/classify/main.c $(CLASSIFY)/lenet_infer.c -o $@ -lm
 classify: $(B)/examples/classify
 .PHONY: classify
+
+# ---- difftest: random CDL programs (tests/difftest/gen.py), each compiled static and
+# --target=tape and run side by side (tests/difftest/driver.c): losses, gradients,
+# outputs, input gradients and entries must agree, the f64 builds pass gradcheck, and a
+# tenth of them run under ASan + UBSan ($(B)/dtsan: cdlc, the runtime and the generated
+# code).  tests/sh/difftest.sh runs a few hundred in make test;
+# `make difftest N=10000 [START=1] [JOBS=2]` runs more.  See docs/design.md.
+DT_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+difftest-san:
+	@$(MAKE) -s B=$(B)/dtsan OPT=-O0 RT_OPT=-O1 SAN="$(DT_SAN)" $(B)/dtsan/cdlc $(B)/dtsan/libcdlrt.a
+ifeq ($(SAN),)
+tests: difftest-san
+endif
+N     ?= 1000
+START ?= 1
+JOBS  ?= 2
+difftest: deps all difftest-san
+	@B=$(B) python3 tests/difftest/run.py --n $(N) --start $(START) --jobs $(JOBS) \
+	    --seed-file tests/difftest/seeds.txt tests/difftest/cases/*.cdl
+.PHONY: difftest difftest-san
