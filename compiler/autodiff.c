@@ -356,7 +356,9 @@ static void grad_loop(AD *ad, int L) {
         if (!cot || cot[k] < 0) continue;
         const Node *r = &fb->n[fb->res[k]];
         int c = body_capture(&sub, cot[k]);
-        Attrs at = {.i = {r->shape.batched ? 1 : 0, 0, 1, 1, 1, 1}};
+        /* position t - first t of the stack holds step t (cdl_steps_to_batch) */
+        int64_t p0 = -loop_first_t(ln);
+        Attrs at = {.i = {r->shape.batched ? 1 : 0, p0, p0 + 1, 1, 1, 1}};
         int sl = ad_add(&sub, fb->res[k], OP_SLICE, 1, &c, &at, NULL);
         ad_acc(&sub, fb->res[k], sl);
     }
