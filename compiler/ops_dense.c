@@ -266,7 +266,8 @@ static int spread(AD *ad, int n, int g, const Node *red, const Shape *xs) {
         if (mask >> i & 1) kd.d[i] = 1;
     kd.batched = xs->batched && !(mask & 1);
     if (ad_dst(ad)->n[g].shape.rank != kd.rank) g = ad_add(ad, n, OP_RESHAPE, 1, &g, NULL, &kd);
-    if (!shape_eq(&kd, xs)) g = ad_add(ad, n, OP_BROADCAST, 1, &g, NULL, xs);
+    /* at B = 1 a reduced batch axis has x's size: the broadcast still makes it batched */
+    if (!shape_eq(&kd, xs) || kd.batched != xs->batched) g = ad_add(ad, n, OP_BROADCAST, 1, &g, NULL, xs);
     return g;
 }
 
