@@ -56,6 +56,12 @@ static int body_capture(AD *ad, int outer) {
     return c;
 }
 
+/* Is body node s a chain of views over a LOOP_CAPTURE? */
+static bool invariant_view(const Graph *b, int s) {
+    while (op_info[b->n[s].op].flags & OPF_VIEW) s = b->n[s].in[0];
+    return b->n[s].op == OP_LOOP_CAPTURE;
+}
+
 int ad_x(AD *ad, int s) {
     if (!ad->caps) return s; /* top level: the gradient graph extends the forward one */
     if (ad->xmap[s] >= 0) return ad->xmap[s];
@@ -63,6 +69,17 @@ int ad_x(AD *ad, int s) {
     int x;
     if (n->op == OP_LOOP_CAPTURE) {
         x = body_capture(ad, capture_of(n));
+    } else if ((op_info[n->op].flags & OPF_VIEW) && n->nin == 1 && invariant_view(ad->src, s)) {
+        /* A view of a captured outer value is the same at every step and has no per-step
+         * storage to save: rebuild it over the capture, which makes the outer value an
+         * input of the backward loop, alive until that loop has run. */
+        int in = ad_x(ad, n->in[0]);
+        Attrs at;
+        memcpy(at.i, n->ia, sizeof at.i);
+        memcpy(at.f, n->fa, sizeof at.f);
+        x = ir_add(ad->dst, n->op, n->loc, 1, &in, &at, &n->shape, n->dtype);
+        if (x < 0) die("view of a capture failed");
+        ad->dst->n[x].var = n->var;
     } else {
         Attrs at = {.i = {ad->fwd_loop, s}};
         x = ir_add(ad->dst, OP_LOOP_SAVED, n->loc, 0, NULL, &at, &n->shape, n->dtype);
