@@ -808,7 +808,7 @@ struct Emit {
     const char **bname;
     int loop;               /* top-level id of the LOOP being written, -1 outside */
     /* what the function's code refers to, so its prologue declares only that */
-    bool used_A, used_P, used_G, used_nb;
+    bool used_A, used_P, used_G, used_nb, used_in;
     bool *bref;             /* in a body: nodes whose variable some statement reads */
 };
 

@@ -85,25 +85,63 @@ static const char *ptype(const Emit *e, const Node *n, bool owns) {
 
 /* ------------------------------------------------------------------ uses */
 
-/* Which nodes' C variables are read by someone (so they are declared, and only then). */
+/* The top-level values whose C variables body node j of loop L names through its
+ * pointer expression (step_ptr, which it mirrors): a body node's pointer names no body
+ * node, only the outer values its storage resolves to (a capture's value, a carry's
+ * initial value, through another loop's saved values). */
+static void ptr_refs(const Graph *top, int L, int j, bool *u, int depth) {
+    const Node *ln = &top->n[L];
+    const Graph *b = ln->sub;
+    const Node *n = &b->n[j];
+    if (depth > 64) return;
+    if (op_info[n->op].flags & OPF_VIEW) ptr_refs(top, L, n->in[0], u, depth + 1);
+    else if (n->flags & NF_INPLACE) ptr_refs(top, L, n->in[n->inplace], u, depth + 1);
+    else if (n->op == OP_LOOP_CAPTURE) u[capture_of(n)] = true;
+    else if (n->op == OP_LOOP_SAVED) ptr_refs(top, saved_loop(n), saved_node(n), u, depth + 1);
+    else if (n->op == OP_LOOP_CARRY) {
+        int k = carry_index(n);
+        u[ln->in[k]] = true;
+        if (b->res[k] != j) ptr_refs(top, L, b->res[k], u, depth + 1);
+    }
+}
+
+static bool computes(const Node *n) {
+    return !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) && n->op != OP_INPUT && n->op != OP_PARAM;
+}
+
+/* Which nodes' C variables are read by someone (so they are declared, and only then).
+ * Every computing node is (its kernel call writes it by name), and so is what a used
+ * node reads: a kernel call names its inputs, a top-level view its input, a loop what
+ * its used body nodes' pointers resolve to (ptr_refs), a loop result read after the
+ * loop the same.  In a body only computing nodes name their inputs (a view's pointer is
+ * a storage expression).  So a layer left dead in a loop body declares no pointers to
+ * its parameters, and a collected view of a captured value names the captured value. */
 static bool *used_vars(const Graph *g, bool top) {
     bool *u = NEWN(bool, g->len + 1);
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
-        if (top && (n->flags & (NF_OUTPUT | NF_LOSS))) u[i] = true;  /* read by the caller */
-        if (n->op == OP_LOOP) {
-            for (int k = 0; k < n->nin; k++) u[n->in[k]] = true; /* captured / carried in */
-            continue;
-        }
-        if (n->op == OP_LOOP_OUT) { u[n->in[0]] = true; continue; }
-        for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
-        bool computes = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) && n->op != OP_INPUT && n->op != OP_PARAM;
-        if (computes) u[i] = true;
+        if (computes(n) || (top && (n->flags & (NF_OUTPUT | NF_LOSS)))) u[i] = true;
     }
     if (top) {
         for (int k = 0; k < g->npgrad; k++) if (g->pgrad[k] >= 0) u[g->pgrad[k]] = true;
         for (int k = 0; k < g->nigrad; k++) if (g->igrad[k] >= 0) u[g->igrad[k]] = true;
+    }
+    for (int i = g->len - 1; i >= 0; i--) {
+        const Node *n = &g->n[i];
+        if (n->flags & NF_DEAD) continue;
+        if (!top) {
+            if (u[i] && computes(n))
+                for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
+        } else if (n->op == OP_LOOP) {
+            bool *bu = used_vars(n->sub, false);
+            for (int j = 0; j < n->sub->len; j++)
+                if (bu[j] && !(n->sub->n[j].flags & NF_DEAD)) ptr_refs(g, i, j, u, 0);
+        } else if (n->op == OP_LOOP_OUT) {
+            if (u[i]) ptr_refs(g, n->in[0], g->n[n->in[0]].sub->res[loop_out_result(n)], u, 0);
+        } else if (u[i]) {
+            for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
+        }
     }
     return u;
 }
@@ -197,22 +235,23 @@ static bool reads_outer(const Emit *e, const Node *n) {
     return !e->infer || e->top->n[capture_of(n)].op == OP_PARAM;
 }
 
-/* The statements of loop L's body.  A saved forward value (LOOP_SAVED) gets a pointer
- * only when some statement reads it by value (ref[j]; ref NULL: every one), not when
- * its readers use only its scratch (a dropout mask, softmax probabilities).  A captured
- * value gets none: the body reads the enclosing function's variable. */
+/* The statements of loop L's body.  A node that computes nothing (a saved forward
+ * value, a capture, a carry, a view) gets a pointer only when some statement reads it
+ * by name (ref[j]; ref NULL: every one): not when its readers use only its scratch (a
+ * dropout mask, softmax probabilities), nor when it is read only through the storage
+ * of a later view (a collected flatten(c) of a captured c names c's outer pointer).
+ * A captured value gets none: the body reads the enclosing function's variable. */
 static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool *ref) {
     const Graph *b = e->body;
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         if (!u[j] || (n->flags & NF_DEAD)) continue;
-        if (n->op == OP_LOOP_SAVED && ref && !ref[j]) continue;
         if (reads_outer(e, n)) continue;   /* the body reads the outer variable */
         bool owns = !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL));
+        if (!owns && ref && !ref[j]) continue;
         e_line(e, "%s *%s = %s;  /* %s %s%s */", ptype(e, n, owns), e->bname[j], step_ptr(e, L, j, "t", 0),
                e_shape_comment(e, &n->shape), op_info[n->op].name, e_loc(n));
-        if (op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) continue;
-        emit_body_node(e, L, j, uses);
+        if (owns) emit_body_node(e, L, j, uses);
     }
 }
 
@@ -267,7 +306,7 @@ static void emit_node(Emit *e, int i) {
     if (e->infer && (n->op == OP_INPUT || n->op == OP_PARAM)) return;  /* named by the caller */
     switch (n->op) {
     case OP_INPUT:
-        if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what);
+        if (e->entry) e_line(e, "%s *%s = (%s *)in[%d];  %s", t, nm, t, n->slot, what), e->used_in = true;
         else e_line(e, "%s *%s = net->in[%d];  %s", t, nm, n->slot, what);
         return;
     case OP_PARAM:
@@ -371,7 +410,7 @@ static void emit_function(Emit *e, const Fn *fn) {
     FILE *out = e->f;
     Spool body;
     e->f = e_spool_open(&body);
-    e->used_A = e->used_P = e->used_G = e->used_nb = false;
+    e->used_A = e->used_P = e->used_G = e->used_nb = e->used_in = false;
     e->indent = 1;
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
@@ -425,6 +464,7 @@ static void emit_function(Emit *e, const Fn *fn) {
     if (e->used_P) e_line(e, "%s *P = net->param;", e_real(e));
     if (e->used_G) e_line(e, "%s *G = net->grad;", e_real(e));
     if (fn->kind == FN_ENTRY && !(e->used_A || e->used_P)) e_line(e, "(void)net;");
+    if (fn->kind == FN_ENTRY && !e->used_in) e_line(e, "(void)in;  /* the entry reads none of its arguments */");
     if (!e->used_nb) e_line(e, "(void)nb;  /* every size here is a constant */");
     e_spool_copy(&body, e->f);
     fprintf(e->f, "}\n");

@@ -28,8 +28,40 @@
 
 /* Nodes whose values something needs: the roots (outputs, the loss, an entry's
  * outputs, a body's results) and batch norms (they update running statistics), then
- * everything those read.  A live LOOP keeps all its inputs; in a body, every capture
- * of a live outer value may be read. */
+ * everything those read.  A live LOOP reads its carried initial values and the outer
+ * values its live body nodes capture (loop_body_live): a layer left dead in a loop body
+ * keeps no pointer to its parameters. */
+static bool *live_nodes(const Graph *g, const int *roots, int nroots);
+
+/* Is result k of top-level loop L read after the loop (a live LOOP_OUT of it)?  Carried
+ * results always are: the next step reads them. */
+static bool loop_result_read(const Graph *g, const bool *live, int L, int k) {
+    if (k < g->n[L].sub->ncarry) return true;
+    for (int i = L + 1; i < g->len; i++)
+        if (live[i] && g->n[i].op == OP_LOOP_OUT && g->n[i].in[0] == L && loop_out_result(&g->n[i]) == k) return true;
+    return false;
+}
+
+/* The live nodes of loop L's body: those its read results need.  *roots (when not NULL)
+ * receives those results' body ids (-1 for a result nobody reads after the loop). */
+static bool *loop_body_live(const Graph *g, const bool *live, int L, int **roots) {
+    const Graph *b = g->n[L].sub;
+    int *r = NEWN(int, b->nres + 1);
+    for (int k = 0; k < b->nres; k++) r[k] = loop_result_read(g, live, L, k) ? b->res[k] : -1;
+    if (roots) *roots = r;
+    return live_nodes(b, r, b->nres);
+}
+
+/* Mark what live LOOP node L reads of its graph: carried initial values and captures. */
+static void loop_reads(const Graph *g, const bool *live, int L, bool *mark) {
+    const Node *n = &g->n[L];
+    const Graph *b = n->sub;
+    bool *bl = loop_body_live(g, live, L, NULL);
+    for (int k = 0; k < b->ncarry && k < n->nin; k++) mark[n->in[k]] = true;
+    for (int j = 0; j < b->len; j++)
+        if (b->n[j].op == OP_LOOP_CAPTURE && bl[j]) mark[capture_of(&b->n[j])] = true;
+}
+
 static bool *live_nodes(const Graph *g, const int *roots, int nroots) {
     bool *live = NEWN(bool, g->len + 1);
     for (int k = 0; k < nroots; k++)
@@ -39,7 +71,9 @@ static bool *live_nodes(const Graph *g, const int *roots, int nroots) {
     for (int i = g->len - 1; i >= 0; i--) {
         if (!live[i]) continue;
         const Node *n = &g->n[i];
-        for (int k = 0; k < n->nin; k++) live[n->in[k]] = true;
+        if (n->op == OP_LOOP) loop_reads(g, live, i, live);
+        else
+            for (int k = 0; k < n->nin; k++) live[n->in[k]] = true;
     }
     return live;
 }
@@ -50,9 +84,12 @@ static bool *read_nodes(const Graph *g, const bool *live, const int *roots, int 
     bool *rd = NEWN(bool, g->len + 1);
     for (int k = 0; k < nroots; k++)
         if (roots[k] >= 0) rd[roots[k]] = true;
-    for (int i = 0; i < g->len; i++)
-        if (live[i])
+    for (int i = 0; i < g->len; i++) {
+        if (!live[i]) continue;
+        if (g->n[i].op == OP_LOOP) loop_reads(g, live, i, rd);
+        else
             for (int k = 0; k < g->n[i].nin; k++) rd[g->n[i].in[k]] = true;
+    }
     return rd;
 }
 
@@ -70,16 +107,18 @@ const char *e_tape_carry(Emit *e, int k) { return cc_str("L%d_carry%d", e->loop,
 
 /* A loop: carried values as cdl_t pointers, collected ones in per-step arrays, a C loop
  * recording one step of the body per trip. */
-static void emit_loop(Emit *e, int L) {
+static void emit_loop(Emit *e, int L, const bool *top_live) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
+    int *roots;
+    bool *live = loop_body_live(e->top, top_live, L, &roots), *rd = read_nodes(b, live, roots, b->nres);
     for (int k = 0; k < b->ncarry; k++) e_line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
-    for (int k = b->ncarry; k < b->nres; k++) e_line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)loop_count(ln));
+    for (int k = b->ncarry; k < b->nres; k++)
+        if (roots[k] >= 0) e_line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)loop_count(ln));
     e_loop_open(e, ln, "each trip records one more step on the tape");
     e->body = b;
     e->loop = L;
     e->bname = NEWN(const char *, b->len + 1);
-    bool *live = live_nodes(b, b->res, b->nres), *rd = read_nodes(b, live, b->res, b->nres);
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         if (n->op == OP_LOOP_CAPTURE) {   /* the body reads the outer variable */
@@ -94,7 +133,7 @@ static void emit_loop(Emit *e, int L) {
     }
     for (int k = 0; k < b->ncarry; k++) e_line(e, "L%d_carry%d = %s;", L, k, e->bname[b->res[k]]);
     for (int k = b->ncarry; k < b->nres; k++)
-        e_line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_first_t(ln), e->bname[b->res[k]]);
+        if (roots[k] >= 0) e_line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_first_t(ln), e->bname[b->res[k]]);
     e_loop_close(e);
     e->body = NULL;
     e->bname = NULL;
@@ -150,7 +189,7 @@ static void emit_record(Emit *e, const char *cname, const Graph *g, const int *o
     for (int i = 0; i < g->len; i++) {
         if (!live[i]) continue;
         ArenaMark mark = arena_mark(cc_arena);  /* a node's strings die with its line */
-        if (g->n[i].op == OP_LOOP) emit_loop(e, i);
+        if (g->n[i].op == OP_LOOP) emit_loop(e, i, live);
         else emit_node(e, i, rd[i]);
         arena_release(cc_arena, mark);
     }
