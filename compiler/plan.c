@@ -436,6 +436,25 @@ static void plan_external(const Graph *g, Plan *p) {
     }
 }
 
+/* The top-level value that body node j of loop L resolves to when it has no storage of
+ * its own: a (view of a) captured value, or a carried value passed through from its
+ * initial value; -1 when the body owns it.  A loop result read after the loop that
+ * resolves so (ws[t] = reshape(v, ...)) keeps that outer value alive until it is read. */
+static int outer_storage(const Graph *g, int L, int j, int depth) {
+    const Node *ln = &g->n[L];
+    const Graph *b = ln->sub;
+    const Node *n = &b->n[j];
+    if (depth > b->len + 8) return -1;
+    if (op_info[n->op].flags & OPF_VIEW) return outer_storage(g, L, n->in[0], depth + 1);
+    if (n->flags & NF_INPLACE) return outer_storage(g, L, n->in[n->inplace], depth + 1);
+    if (n->op == OP_LOOP_CAPTURE) return capture_of(n);
+    if (n->op == OP_LOOP_CARRY) {
+        int k = carry_index(n);
+        return b->res[k] == j ? ln->in[k] : outer_storage(g, L, b->res[k], depth + 1);
+    }
+    return -1;
+}
+
 Plan *plan_run(const Graph *g, int real_size) {
     int n = g->len;
     Plan *p = plan_new(n, false);
@@ -457,6 +476,10 @@ Plan *plan_run(const Graph *g, int real_size) {
                     int cb = base[in->in[c]];
                     if (last[cb] < i) last[cb] = i;
                 }
+        }
+        if (x->op == OP_LOOP_OUT) {
+            int o = outer_storage(g, x->in[0], g->n[x->in[0]].sub->res[loop_out_result(x)], 0);
+            if (o >= 0 && last[base[o]] < i) last[base[o]] = i;
         }
         if (x->flags & (NF_OUTPUT | NF_LOSS)) last[base[i]] = n;
     }
