@@ -41,6 +41,20 @@ static void collect_carried(Elab *e, Loop *L, const AstList *body) {
     }
 }
 
+/* What the loop stacks for collected body value id.  A carried value (or a view of one)
+ * has no storage of its own: it is the previous step's slot, or at the first step the
+ * initial value outside the loop, so no single stride reads the steps back after the
+ * loop (hs[t] = h before h changes stacked garbage).  It is collected through a copy, a
+ * broadcast to its own shape. */
+static int collect_source(Graph *body, int id) {
+    int j = id;
+    while (op_info[body->n[j].op].flags & OPF_VIEW) j = body->n[j].in[0];
+    if (body->n[j].op != OP_LOOP_CARRY) return id;
+    Shape sh = body->n[id].shape;
+    int c = ir_add(body, OP_BROADCAST, body->n[id].loc, 1, &id, NULL, &sh, body->n[id].dtype);
+    return c >= 0 ? c : id;
+}
+
 void el_stmt_collect(Elab *e, const Ast *s) {
     Loop *L = e->loop;
     if (!L) {
@@ -171,7 +185,7 @@ void el_stmt_for(Elab *e, const Ast *s, Ctx ctx) {
         }
         res[k] = v.id;
     }
-    for (int j = 0; ok && j < L->ncollect; j++) res[L->ncarry + j] = L->kval[j].id;
+    for (int j = 0; ok && j < L->ncollect; j++) res[L->ncarry + j] = collect_source(L->body, L->kval[j].id);
     int loop = -1;
     if (ok && nres == 0) {
         warning_at(s->loc, "this loop has no effect: it changes no variable defined before it and collects nothing");
