@@ -367,6 +367,9 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
 /* Elementwise rule helpers used by many ops. */
 bool shape_same_as_input(Graph *g, Node *n);          /* out = in[0] */
 bool shape_require_real(const Graph *g, const Node *n, int input);
+/* Do inputs ka and kb of n agree on the batch: both batched, or neither, or the
+ * unbatched one broadcasts along axis 0?  Else a diagnostic at n naming `what`. */
+bool shape_same_batch(const Graph *g, const Node *n, const char *what, int ka, int kb);
 /* Product of dims with overflow / absurd size check (diagnostic at n). */
 bool shape_checked_numel(const Node *n, const Shape *s);
 

@@ -228,6 +228,7 @@ static bool shape_binary(Graph *g, Node *n) {
                         ew_name(n), shape_str(ops[k]), shape_str(&out));
             return false;
         }
+    if (!shape_same_batch(g, n, ew_name(n), 0, 1)) return false;
     n->shape = out;
     n->dtype = DT_REAL;
     return true;

@@ -59,6 +59,7 @@ static bool loss_check_class(Graph *g, Node *n) {
                     loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
         return false;
     }
+    if (y->shape.rank > 0 && !shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
     return true;
 }
 
@@ -178,6 +179,7 @@ static bool shape_pair(Graph *g, Node *n) {
         shape_error(n, "%s: shapes differ: %s and %s", loss_name(n), shape_str(a), shape_str(b));
         return false;
     }
+    if (!shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
     if (n->op == OP_HUBER && !(n->fa[0] > 0)) {
         shape_error(n, "huber: delta must be positive, got %g", n->fa[0]);
         return false;
@@ -265,6 +267,7 @@ static bool shape_kl_normal(Graph *g, Node *n) {
         shape_error(n, "kl_normal: mu %s and logvar %s differ", shape_str(a), shape_str(b));
         return false;
     }
+    if (!shape_same_batch(g, n, "kl_normal", 0, 1)) return false;
     loss_scalar(n);
     return true;
 }

@@ -44,6 +44,21 @@ bool shape_require_real(const Graph *g, const Node *n, int input) {
     return false;
 }
 
+/* A batched tensor has nb rows at run time, an unbatched one all of its dim 0: the two
+ * cannot meet along axis 0 (an unbatched dim 0 of 1 broadcasts, and is fine; so does an
+ * unbatched operand of lower rank, whose dims align with the trailing ones). */
+bool shape_same_batch(const Graph *g, const Node *n, const char *what, int ka, int kb) {
+    const Shape *a = &g->n[n->in[ka]].shape, *b = &g->n[n->in[kb]].shape;
+    if (a->batched == b->batched) return true;
+    const Shape *bat = a->batched ? a : b, *fixed = a->batched ? b : a;
+    if (fixed->rank < bat->rank || fixed->rank == 0 || fixed->d[0] == 1) return true;
+    int kbat = a->batched ? ka : kb, kfix = a->batched ? kb : ka;
+    shape_error(n, "%s: argument %d %s is batched and argument %d %s is not: its dim 0 of %lld cannot follow the "
+                "runtime batch (make it 1, or batched)", what, kbat + 1, shape_str(bat), kfix + 1,
+                shape_str(fixed), (long long)fixed->d[0]);
+    return false;
+}
+
 bool shape_checked_numel(const Node *n, const Shape *s) {
     int64_t total = 1;
     for (int i = 0; i < s->rank; i++) {
