@@ -109,6 +109,13 @@ static bool computes(const Node *n) {
     return !(op_info[n->op].flags & (OPF_VIEW | OPF_CTRL)) && n->op != OP_INPUT && n->op != OP_PARAM;
 }
 
+/* Does top-level node n's C name its input k?  All do but an accumulating matmul over
+ * its accumulator in place (opt_fuse, opt_inplace): it adds onto that buffer under its
+ * own name (emit_matmul). */
+static bool names_input(const Node *n, int k) {
+    return !(n->op == OP_MATMUL && k == 2 && (n->flags & NF_INPLACE) && n->inplace == 2);
+}
+
 /* Which nodes' C variables are read by someone (so they are declared, and only then).
  * Every computing node is (its kernel call writes it by name), and so is what a used
  * node reads: a kernel call names its inputs, a top-level view its input, a loop what
@@ -140,7 +147,8 @@ static bool *used_vars(const Graph *g, bool top) {
         } else if (n->op == OP_LOOP_OUT) {
             if (u[i]) ptr_refs(g, n->in[0], g->n[n->in[0]].sub->res[loop_out_result(n)], u, 0);
         } else if (u[i]) {
-            for (int k = 0; k < n->nin; k++) u[n->in[k]] = true;
+            for (int k = 0; k < n->nin; k++)
+                if (names_input(n, k)) u[n->in[k]] = true;
         }
     }
     return u;
