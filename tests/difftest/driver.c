@@ -84,7 +84,7 @@ static void dt_cmp(dt_state *st, const char *phase, const char *name, const void
     }
     if (at < 0) return;
     double rel = isinf(dmax) ? INFINITY : dmax / (vmax > 0 ? vmax : 1e-300);
-    if (rel > st->worst && !(dmax <= st->tol * 1e-3)) st->worst = rel;
+    if (rel > st->worst) st->worst = rel;
     /* a tensor that is zero but for rounding (a batch-norm weight's gradient at batch 1)
      * is judged on an absolute scale: tol * 1e-3 */
     if (!(rel <= st->tol) && !(dmax <= st->tol * 1e-3)) {
@@ -306,7 +306,11 @@ static int dt_batch(const cdl_model *m, int s) {
 }
 
 static int dt_run(const dt_case *c, int gradcheck) {
-    dt_state st = {.c = c, .tol = c->s->real_size == 8 ? 1e-10 : 1e-5};
+    /* f32: the builds may sum in other orders (the static code fuses and skips GEMM work,
+     * accumulates loop gradients in place) and each SGD step moves the two builds' weights
+     * by their own rounded gradients: a recurrent gradient with cancellation came out
+     * 2.5e-5 apart at step 1 (seed 47) while the f64 builds agreed bitwise */
+    dt_state st = {.c = c, .tol = c->s->real_size == 8 ? 1e-10 : 1e-4};
     const cdl_model *m = c->s;
     cdl_net *ns = NULL, *nt = NULL;
     if (dt_same_model(&st, c->s, c->t) == 0) {

@@ -21,8 +21,9 @@ feeds U[-1, 1), the trainer's gradcheck U[0, 1)), so exp never overflows, log an
 see only values >= 0.05, divisors stay away from zero, bce sees probabilities in
 [0.01, 0.99]: a generated program computes finite losses and gradients.
 
-Features (--features or DIFFTEST_FEATURES, comma-separated) turn on constructs that are
-known to be broken on main and being fixed by others; off by default:
+Features (--features or DIFFTEST_FEATURES, comma-separated; "-name" turns one off)
+switch constructs that were broken on main while others fixed them.  On by default
+(fixed): broadcast_b, b_frac, collect_out.  Off: bmul_io (refused by cdlc since a087c44).
     bmul_io        batch multiples f32[B * 2, ...] on inputs and outputs
     broadcast_b    broadcast_to(s, [B, ...])
     b_frac         non-integer arithmetic with B (0.5 * B, B / 2) in shapes
@@ -34,7 +35,7 @@ import random
 import sys
 
 FEATURES = ("bmul_io", "broadcast_b", "b_frac", "collect_out")
-DEFAULT_FEATURES = ("broadcast_b", "b_frac")     # fixed on main: on unless "-name"
+DEFAULT_FEATURES = ("broadcast_b", "b_frac", "collect_out")   # fixed on main: on unless "-name"
 BIG = 1e4          # no value may exceed this bound (then the op is not chosen)
 SQUASH = 8.0       # values beyond this get squashed before range-sensitive ops
 
@@ -1410,7 +1411,9 @@ class Gen:
             sc.emit("entry %s(%s) {" % (name, ", ".join(args)))
             sc.lines.extend(esc.lines)
             for j, v in enumerate(sel):
-                sc.emit("    output %s%s" % (v.ex, " as %s_o%d" % (name, j) if self.chance(0.5) else ""))
+                # an output that is not a plain name needs one (output <expression> as <name>)
+                named = self.chance(0.5) or not v.ex.isidentifier()
+                sc.emit("    output %s%s" % (v.ex, " as %s_o%d" % (name, j) if named else ""))
             sc.emit("}")
 
     def model(self):

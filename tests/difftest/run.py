@@ -260,7 +260,7 @@ def main(argv):
     a = ap.parse_args(argv)
     ctx = Ctx(a)
     for f in ctx.features:
-        if f not in gen.FEATURES:
+        if f.lstrip("-") not in gen.FEATURES:
             ap.error("unknown feature %s" % f)
     seeds = list(range(a.start, a.start + a.n)) + parse_seeds(a.seeds)
     for f in a.seed_file:
