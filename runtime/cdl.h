@@ -941,6 +941,16 @@ int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const ch
  * (CDL_CSV_AUTO target, header auto-detected; train is ignored).
  * train = 1: training split, 0: test split. */
 int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
+/* Text for language models (data_text.c): the file (raw or gzip) is one token array of
+ * its bytes; example i is the window of T + 1 tokens at offset i, column x its first T
+ * and column y (the target) its last T, both i32 [T] views into that array (N tokens
+ * cost N ints, not N * T).  bytes = 0: ids 0..K-1 number the file's K distinct bytes
+ * in byte order (--data text:FILE); 1: the ids are the byte values (bytes:FILE).  A
+ * character is a byte (a UTF-8 character outside ASCII is several tokens; invalid
+ * UTF-8 is not an error).  The last tenth (at least T + 1 tokens) is the test split
+ * (train = 0), the rest the training split; the columns' classes are the largest id
+ * in the file plus one.  Files of fewer than 2 (T + 1) bytes are refused. */
+int cdl_dataset_load_text(cdl_dataset *d, const char *path, int64_t T, int bytes, int train);
 /* A dataset holding copies of x (n * prod(dims) floats: column x) and y (n labels
  * >= 0: column y; or NULL). */
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims,

@@ -294,6 +294,9 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
     memset(d, 0, sizeof *d);
     if (!name) return cdl_fail("cdl_dataset_open: no dataset name");
     if (strncmp(name, "csv:", 4) == 0) return cdl_dataset_load_csv(d, name + 4, CDL_CSV_AUTO, -1);
+    if (strncmp(name, "text:", 5) == 0 || strncmp(name, "bytes:", 6) == 0)
+        return cdl_fail("%s: text needs the model's window length T: the trainer gives it (--data), C callers "
+                        "use cdl_dataset_load_text", name);
     const char *colon = strchr(name, ':');
     size_t bl = colon ? (size_t)(colon - name) : strlen(name);
     char base[32];

@@ -205,7 +205,7 @@ static int loader_check_feeds(const cdl_dataset *d, const cdl_loader_cfg *c) {
         int col = c->nfeed ? c->feed[k].col : k;
         if (col < 0 || col >= d->ncols) return cdl_fail("cdl_loader_new: feed %d: no column %d", k, col);
         const cdl_column *cc = &d->col[col];
-        if (!cc->data || cc->feat < 1 || cc->stride < cc->feat || cc->rank < 0 || cc->rank > CDL_MAXDIM)
+        if (!cc->data || cc->feat < 1 || cc->stride < 1 || cc->rank < 0 || cc->rank > CDL_MAXDIM)
             return cdl_fail("cdl_loader_new: dataset '%s': column %s is empty or malformed", d->name, cc->name);
         if (c->nfeed && c->feed[k].dtype == CDL_I32 && cc->dtype != CDL_I32)
             return cdl_fail("cdl_loader_new: column %s holds reals; it cannot feed integers", cc->name);

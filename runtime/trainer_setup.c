@@ -41,6 +41,31 @@ static int tr_random_dataset(const cdl_model *m, const tr_opts *o, int train, cd
     return cdl_dataset_random(d, m, n, o->nclasses, train ? 0xDA7A5EEDull : 0x7E575EEDull);
 }
 
+/* The window length T of text:FILE / bytes:FILE: the per-example length of the model
+ * input the column x feeds (the input named x, or the one --feed maps to x), which
+ * must be i32 [B, T].  -1 and a message. */
+static int64_t tr_text_window(const cdl_model *m, const tr_opts *o) {
+    char buf[TR_STR], in[CDL_DATA_NAME] = "x", *save = NULL;
+    snprintf(buf, sizeof buf, "%s", o->feed);
+    for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {   /* INPUT=x */
+        char *eq = strchr(kv, '=');
+        if (eq && !strcmp(eq + 1, "x")) snprintf(in, sizeof in, "%.*s", (int)(eq - kv), kv);
+    }
+    int i = cdl_model_find_input(m, in);
+    if (i < 0 || m->inputs[i].dtype != CDL_I32 || !(m->inputs[i].flags & CDL_T_BATCHED))
+        return cdl_fail("--data %s: model %s needs an input %s: i32[B, T] to take the windows of T tokens "
+                        "(and y: i32[B, T], the next tokens)", o->data, m->name, in);
+    return cdl_tensor_numel(&m->inputs[i], 1);
+}
+
+/* text:FILE or bytes:FILE (data_text.c), windows of the model's T. */
+static int tr_text_dataset(const cdl_model *m, const tr_opts *o, int train, cdl_dataset *d) {
+    int bytes = !strncmp(o->data, "bytes:", 6);
+    int64_t T = tr_text_window(m, o);
+    if (T < 0) return -1;
+    return cdl_dataset_load_text(d, o->data + (bytes ? 6 : 5), T, bytes, train);
+}
+
 /* The dataset name for cdl_dataset_open: NAME and NAME:DIR pass through; an existing
  * directory becomes "fashion-mnist:DIR" (IDX files), an existing file "csv:FILE";
  * "random[:N]" is made here. */
@@ -50,6 +75,8 @@ int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t lim
     memset(d, 0, sizeof *d);
     if (!strcmp(o->data, "random") || !strncmp(o->data, "random:", 7)) {
         if (tr_random_dataset(m, o, train, d) < 0) return -1;
+    } else if (!strncmp(o->data, "text:", 5) || !strncmp(o->data, "bytes:", 6)) {
+        if (tr_text_dataset(m, o, train, d) < 0) return -1;
     } else {
         if (!strchr(o->data, ':') && stat(o->data, &st) == 0)
             snprintf(name, sizeof name, "%s%s", S_ISDIR(st.st_mode) ? "fashion-mnist:" : "csv:", o->data);

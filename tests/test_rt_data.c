@@ -368,6 +368,59 @@ static void test_feeds(void **st) {
     cdl_dataset_free(&d);
 }
 
+/* ---------------------------------------------------------------- text */
+
+/* text:FILE: example i is the window of T + 1 tokens at offset i (x its first T, y its
+ * last T), numbered by the file's distinct bytes in byte order; the last tenth is the
+ * test split; bytes:FILE numbers tokens by their byte values. */
+static void test_text(void **st) {
+    (void)st;
+    char txt[100];
+    for (int i = 0; i < 100; i++) txt[i] = "abcab\n"[i % 6];
+    const char *p = tpath("t.txt"), *pz = tpath("t.txt.gz");
+    spit(p, txt, sizeof txt);
+    spit_gz(pz, txt, sizeof txt);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_text(&d, p, 4, 0, 1), 0);
+    assert_int_equal(d.n, 90 - 4);                            /* 90 training tokens */
+    int xc = cdl_dataset_find(&d, "x"), yc = cdl_dataset_find(&d, "y");
+    assert_true(xc >= 0 && yc >= 0 && (d.col[yc].flags & CDL_COL_TARGET) && !(d.col[xc].flags & CDL_COL_TARGET));
+    assert_int_equal(d.col[xc].nclasses, 4);                  /* '\n' a b c: ids 0 1 2 3 */
+    assert_int_equal(d.col[xc].feat, 4);
+    cdl_loader_cfg lc = {.batch = 2};
+    cdl_loader *l = cdl_loader_new(&d, &lc);
+    assert_non_null(l);
+    int32_t x[8], y[8];
+    assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+    assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 2);
+    static const int32_t x0[8] = {1, 2, 3, 1, 2, 3, 1, 2}, y0[8] = {2, 3, 1, 2, 3, 1, 2, 0};
+    assert_memory_equal(x, x0, sizeof x0);                    /* "abca", "bcab" */
+    assert_memory_equal(y, y0, sizeof y0);                    /* "bcab", "cab\n" */
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+    /* the held-out tail, from a gzip file: tokens 90..99 */
+    assert_int_equal(cdl_dataset_load_text(&d, pz, 4, 0, 0), 0);
+    assert_int_equal(d.n, 10 - 4);
+    const int32_t *tx = d.col[0].data;
+    assert_true(tx[0] == 1 && tx[2] == 3 && tx[5] == 0);       /* txt[90] = a (90 % 6 = 0), txt[95] = newline */
+    cdl_dataset_free(&d);
+    /* bytes: the ids are the byte values; the classes reach the largest byte used */
+    assert_int_equal(cdl_dataset_load_text(&d, p, 4, 1, 1), 0);
+    assert_true(((const int32_t *)d.col[0].data)[0] == 'a' && d.col[1].nclasses == 'c' + 1);
+    cdl_dataset_free(&d);
+    /* too short for a window in both splits; empty; not a regular file */
+    spit(p, txt, 9);
+    assert_int_equal(cdl_dataset_load_text(&d, p, 4, 0, 1), -1);
+    expect_error("9 bytes of text are too few for windows of T + 1 = 5 tokens");
+    spit(p, txt, 0);
+    assert_int_equal(cdl_dataset_load_text(&d, p, 4, 0, 1), -1);
+    expect_error("0 bytes of text");
+    assert_int_equal(cdl_dataset_load_text(&d, tmp_dir, 4, 0, 1), -1);
+    expect_error("is a directory, not a regular file");
+    assert_int_equal(cdl_dataset_open(&d, "text:x.txt", 1), -1);
+    expect_error("cdl_dataset_load_text");
+}
+
 /* ---------------------------------------------------------------- file edges */
 
 /* The bytes of a gzip file of b[0..n) (one member), into out; its length. */
@@ -931,6 +984,7 @@ int main(void) {
         cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_csv_targets),
         cmocka_unit_test(test_feeds),
+        cmocka_unit_test(test_text),
         cmocka_unit_test(test_fifo_refused),
         cmocka_unit_test(test_gzip_members_and_garbage),
         cmocka_unit_test(test_csv_bom),
