@@ -194,13 +194,15 @@ static const char *shape_text(const X *x, const Node *n) {
     return cc_str("%s]", s);
 }
 
-/* Is op supported by the portable kernels (or needs none)? */
-static bool supported(Op op) {
+/* Is op supported by the portable kernels (or needs none)?  A table activation (an
+ * OPF_FN op of one input, such as gelu) is, exactly when infer_kernels.inc has its
+ * section nn_<name>: adding an activation there needs no line here. */
+static bool supported(Op op, Kernels *K) {
     switch (op) {
     case OP_INPUT: case OP_PARAM: case OP_CONST: case OP_BATCHSIZE: case OP_RANDN: case OP_RAND:
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM: case OP_NEG: case OP_EXP:
     case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE: case OP_POWS: case OP_CLAMP: case OP_RELU:
-    case OP_LEAKY_RELU: case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SILU: case OP_MISH: case OP_SOFTPLUS:
+    case OP_LEAKY_RELU: case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SOFTPLUS:
     case OP_ELU: case OP_STOP_GRAD:
     case OP_MATMUL: case OP_LINEAR: case OP_SUM: case OP_MEAN: case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
     case OP_CONCAT: case OP_SLICE: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_EMBEDDING: case OP_CONV2D:
@@ -209,22 +211,22 @@ static bool supported(Op op) {
     case OP_LOOP: case OP_LOOP_OUT: case OP_LOOP_CARRY: case OP_LOOP_CAPTURE:
         return true;
     default:
-        return false;
+        return (op_info[op].flags & OPF_FN) && op_info[op].nin == 1 && section(K, cc_str("nn_%s", op_info[op].name));
     }
 }
 
 /* Every live op of g (and its loop bodies) has a portable kernel; else an error at
  * the op's source location. */
-static bool check_ops(const Graph *g, const char *title) {
+static bool check_ops(const Graph *g, const char *title, Kernels *K) {
     bool ok = true;
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->flags & NF_DEAD) continue;
-        if (!supported(n->op)) {
+        if (!supported(n->op, K)) {
             error_at(n->loc, "%s: the inference export (%s) has no kernel for this op", op_info[n->op].name, title);
             ok = false;
         }
-        if (n->sub) ok &= check_ops(n->sub, title);
+        if (n->sub) ok &= check_ops(n->sub, title, K);
     }
     return ok;
 }
@@ -598,7 +600,7 @@ void emit_infer(const Pipeline *p, Weights *w, bool q8, FILE *cf, FILE *hf, cons
     find_normalize(x);
     bool ok = true;
     for (int k = 0; k < p->nfn; k++)
-        ok &= check_ops(p->fn[k].g, p->fn[k].kind == FN_ENTRY ? cc_str("entry %s", p->fn[k].entry->name) : "forward");
+        ok &= check_ops(p->fn[k].g, p->fn[k].kind == FN_ENTRY ? cc_str("entry %s", p->fn[k].entry->name) : "forward", &x->K);
     if (!ok || !layout_weights(x) || diag_error_count()) return;
     x->f = NEWN(XFn, p->nfn + 1);
     x->taken[x->ntaken++] = cc_str("%s_arena", x->low);
