@@ -257,13 +257,7 @@ void S(transpose)(int rank, const int64_t *dims, const int *perm, const T *restr
             for (int64_t j = 0; j < inner; j++)
                 yp[j] = xp[j * istr];
         }
-        for (int g = nm - 2; g >= 0; g--) {
-            xoff += ms[g];
-            if (++idx[g] < md[g])
-                break;
-            xoff -= ms[g] * md[g];
-            idx[g] = 0;
-        }
+        xoff = S(axis_next)(nm, md, ms, idx, xoff);
     }
 }
 
@@ -328,72 +322,69 @@ void S(slice_bwd)(int64_t outer, int64_t len, int64_t inner, int64_t start, int6
 
 /* ---- softmax ------------------------------------------------------------------- */
 
+/* One row of n > 0: e[j] = exp(x[j] - max x), returns sum_j e[j] and the max in *m. */
+static inline T S(exp_shifted_row)(int64_t n, const T *restrict x, T *restrict e, T *m) {
+    T mx = x[0];
+    for (int64_t j = 1; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    T sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+        e[j] = M(exp)(x[j] - mx);
+        sum += e[j];
+    }
+    *m = mx;
+    return sum;
+}
+
 /* y = softmax(x) over rows of n: max-shifted for stability. */
 void S(softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y) {
     if (n <= 0)
         return;
     for (int64_t r = 0; r < rows; r++) {
-        const T *xr = x + r * n;
-        T *yr = y + r * n;
-        T m = xr[0];
-        for (int64_t j = 1; j < n; j++)
-            m = xr[j] > m ? xr[j] : m;
-        T sum = 0;
-        for (int64_t j = 0; j < n; j++) {
-            yr[j] = M(exp)(xr[j] - m);
-            sum += yr[j];
-        }
-        T inv = (T)1 / sum;
+        T m, *yr = y + r * n;
+        T inv = (T)1 / S(exp_shifted_row)(n, x + r * n, yr, &m);
         for (int64_t j = 0; j < n; j++)
             yr[j] *= inv;
     }
 }
 
-/* y = x - max - log(sum exp(x - max)) over rows of n. */
+/* y = x - max - log(sum exp(x - max)) over rows of n (y holds the exponentials first). */
 void S(log_softmax)(int64_t rows, int64_t n, const T *restrict x, T *restrict y) {
     if (n <= 0)
         return;
     for (int64_t r = 0; r < rows; r++) {
         const T *xr = x + r * n;
-        T *yr = y + r * n;
-        T m = xr[0];
-        for (int64_t j = 1; j < n; j++)
-            m = xr[j] > m ? xr[j] : m;
-        T sum = 0;
-        for (int64_t j = 0; j < n; j++)
-            sum += M(exp)(xr[j] - m);
+        T m, *yr = y + r * n;
+        T sum = S(exp_shifted_row)(n, xr, yr, &m);
         T lse = m + M(log)(sum);
         for (int64_t j = 0; j < n; j++)
             yr[j] = xr[j] - lse;
     }
 }
 
-/* dx = y * (g - sum_j g_j y_j) per row (y = softmax output). */
-void S(softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *restrict y,
-                    T *restrict dx) {
+/* The two backwards per row, lg a constant at each call: softmax (y its output)
+ * dx = y * (g - sum_j g_j y_j); log_softmax (y its output) dx = g - exp(y) * sum_j g_j. */
+static inline void S(softmax_bwd_rows)(int lg, int64_t rows, int64_t n, const T *restrict g,
+                                       const T *restrict y, T *restrict dx) {
     for (int64_t r = 0; r < rows; r++) {
         const T *gr = g + r * n, *yr = y + r * n;
         T *dr = dx + r * n;
-        T dot = 0;
+        T acc = 0;
         for (int64_t j = 0; j < n; j++)
-            dot += gr[j] * yr[j];
+            acc += lg ? gr[j] : gr[j] * yr[j];
         for (int64_t j = 0; j < n; j++)
-            dr[j] = yr[j] * (gr[j] - dot);
+            dr[j] = lg ? gr[j] - M(exp)(yr[j]) * acc : yr[j] * (gr[j] - acc);
     }
 }
 
-/* dx = g - exp(y) * sum_j g_j per row (y = log_softmax output). */
+void S(softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *restrict y,
+                    T *restrict dx) {
+    S(softmax_bwd_rows)(0, rows, n, g, y, dx);
+}
+
 void S(log_softmax_bwd)(int64_t rows, int64_t n, const T *restrict g, const T *restrict y,
                         T *restrict dx) {
-    for (int64_t r = 0; r < rows; r++) {
-        const T *gr = g + r * n, *yr = y + r * n;
-        T *dr = dx + r * n;
-        T sum = 0;
-        for (int64_t j = 0; j < n; j++)
-            sum += gr[j];
-        for (int64_t j = 0; j < n; j++)
-            dr[j] = gr[j] - M(exp)(yr[j]) * sum;
-    }
+    S(softmax_bwd_rows)(1, rows, n, g, y, dx);
 }
 
 /* ---- embedding ----------------------------------------------------------------- */

@@ -457,18 +457,23 @@ static void bwd_reduce(cdl_tape *tp, cdl_t *y) {
     tape_gfin(tp, x, d, acc);
 }
 
-static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned axes, int keepdim) {
-    if (!tape_need_real(tp, op, &x, 1)) return NULL;
-    unsigned all = x->rank ? (1u << x->rank) - 1 : 0;
-    if (axes & ~all) return tape_err(tp, op, "axis set 0x%x is out of range for %s", axes, DSTR(x));
-    unsigned mask = axes ? axes : all;
+/* Records y = x reduced over the axes of mask (each kept as size 1 under keepdim). */
+static cdl_t *rec_reduced(cdl_tape *tp, const char *op, cdl_t *x, unsigned mask, int keepdim) {
     int64_t dims[CDL_MAXDIM];
     int r = 0;
     for (int i = 0; i < x->rank; i++) {
         if (!(mask >> i & 1u)) dims[r++] = x->dims[i];
         else if (keepdim) dims[r++] = 1;
     }
-    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+    return tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+}
+
+static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned axes, int keepdim) {
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    unsigned all = x->rank ? (1u << x->rank) - 1 : 0;
+    if (axes & ~all) return tape_err(tp, op, "axis set 0x%x is out of range for %s", axes, DSTR(x));
+    unsigned mask = axes ? axes : all;
+    cdl_t *y = rec_reduced(tp, op, x, mask, keepdim);
     if (!y) return NULL;
     if (x->rank == 0) TK(tp, copy, 1, x->data, y->data);
     else TK(tp, reduce, x->rank, x->dims, mask, mean, x->data, y->data);
@@ -497,13 +502,7 @@ cdl_t *cdl_t_reduce_max(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, int 
     unsigned all = (1u << x->rank) - 1;
     if (x->rank == 0 || (axes & ~all)) return tape_err(tp, op, "axis set 0x%x does not fit %s", axes, DSTR(x));
     unsigned mask = axes ? axes : all;
-    int64_t dims[CDL_MAXDIM];
-    int r = 0;
-    for (int i = 0; i < x->rank; i++) {
-        if (!(mask >> i & 1u)) dims[r++] = x->dims[i];
-        else if (keepdim) dims[r++] = 1;
-    }
-    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+    cdl_t *y = rec_reduced(tp, op, x, mask, keepdim);
     if (!y) return NULL;
     y->aux = tape_alloc(tp, (size_t)y->numel * sizeof(int64_t));
     if (!y->aux) return NULL;
