@@ -905,6 +905,8 @@ typedef struct cdl_dataset {
     cdl_column *col;               /* ncols columns (owned) */
     char name[64];                 /* "fashion-mnist/train", "a.csv" */
     void *block[4];                /* the storage the columns view (owned) */
+    char *vocab;                   /* text, tsv: the vocabulary (cdl_vocab_format; owned), else NULL */
+    char *labels;                  /* tsv: the class names, one a line (owned), else NULL */
 } cdl_dataset;
 /* Index of the column called name, or -1. */
 int cdl_dataset_find(const cdl_dataset *d, const char *name);
@@ -951,6 +953,34 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
  * (train = 0), the rest the training split; the columns' classes are the largest id
  * in the file plus one.  Files of fewer than 2 (T + 1) bytes are refused. */
 int cdl_dataset_load_text(cdl_dataset *d, const char *path, int64_t T, int bytes, int train);
+/* The same numbered with a given vocabulary (a checkpoint's "vocab", cdl_vocab_format):
+ * vocab NULL builds it from the file as above; otherwise its kind must be bytes: for
+ * bytes = 1 and text: for 0, and a byte of the file it lacks is an error
+ * "path:line: character ... is not in the vocabulary".  d->vocab holds the one used. */
+int cdl_dataset_load_text_vocab(cdl_dataset *d, const char *path, int64_t T, int bytes, int train,
+                                const char *vocab);
+/* Vocabularies (data_text.c): how token ids map to characters, and their text form,
+ * stored in checkpoints as the metadata "vocab":
+ *   "bytes"              ids 0..255 are the byte values;
+ *   "text:HH,HH,..."     id i is the byte of the i-th hex value (increasing);
+ *   "chars:H,H,..."      ids 0 and 1 are padding and "unknown", id i + 2 the Unicode
+ *                        code point of the i-th hex value (increasing). */
+enum { CDL_VOCAB_BYTES = 1, CDL_VOCAB_TEXT = 2, CDL_VOCAB_CHARS = 3 };
+typedef struct cdl_vocab {
+    int kind;                      /* CDL_VOCAB_* */
+    int32_t n;                     /* ids 0..n-1 */
+    uint32_t *tok;                 /* tok[id]: its byte or code point (CHARS: tok[0] = tok[1] = 0) */
+} cdl_vocab;
+/* Parse the text form s; what names it in messages.  -1 and a message. */
+int cdl_vocab_parse(cdl_vocab *v, const char *s, const char *what);
+/* The text form of v (cdl_alloc'd: cdl_free it); NULL on failure. */
+char *cdl_vocab_format(const cdl_vocab *v);
+/* The id of byte / code point c, or -1 when v lacks it (CHARS: never 0 or 1). */
+int32_t cdl_vocab_id(const cdl_vocab *v, uint32_t c);
+/* Token id as UTF-8 (BYTES, TEXT: the byte itself) into buf (at least 5 bytes):
+ * its length; CHARS padding and unknown give 0 bytes. */
+int cdl_vocab_put(const cdl_vocab *v, int32_t id, char *buf);
+void cdl_vocab_free(cdl_vocab *v);
 /* A dataset holding copies of x (n * prod(dims) floats: column x) and y (n labels
  * >= 0: column y; or NULL). */
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims,
@@ -1046,6 +1076,9 @@ typedef struct cdl_ckpt_meta {
     int64_t batch_in_epoch;        /* batches of `epoch` already done (resume point) */
     char model[64];                /* load: the file's model name; save: ignored */
     uint64_t fingerprint;          /* load: the file's fingerprint; save: ignored */
+    /* save: the metadata "vocab" and "labels" when not NULL (the dataset's vocabulary
+     * and class names, see cdl_dataset); load: NULL (cdl_ckpt_read_meta reads them) */
+    const char *vocab, *labels;
 } cdl_ckpt_meta;
 /* Atomic save: writes path.tmp.<pid> (holding an flock on it), fsyncs, renames over
  * path, fsyncs the directory; first removes path.tmp.<pid> files of dead processes
@@ -1076,6 +1109,10 @@ int cdl_ckpt_check_target(const char *path);
  * meta (NULL ok) receives the file's metadata (a parameter file's: all zero, model
  * "").  -1 and a message naming the file and the problem otherwise. */
 int cdl_ckpt_load(const char *path, cdl_net *net, cdl_optim *opt, cdl_ckpt_meta *meta);
+/* Metadata entry key of the safetensors file path (its header alone is read and, when
+ * it carries header_crc32, checked): 1 and a copy in *value (cdl_free it), 0 when the
+ * file has no such entry (*value NULL), -1 and a message. */
+int cdl_ckpt_read_meta(const char *path, const char *key, char **value);
 /* The same over a checkpoint in memory; what names it in messages. */
 int cdl_ckpt_load_mem(const void *buf, size_t len, const char *what, cdl_net *net,
                       cdl_optim *opt, cdl_ckpt_meta *meta);

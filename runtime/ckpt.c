@@ -736,7 +736,7 @@ int cdl_ckpt_save(const char *path, const cdl_net *net, const cdl_optim *opt,
     for (int s = 0; s < nslots; s++)
         snprintf(slots + strlen(slots), sizeof slots - strlen(slots), "%s%s", s ? "," : "",
                  opt->slot_name[s]);
-    const char *kv[] = {
+    const char *kv[] = {         /* vocab and labels, when given, move down over absent ones */
         "format", CKPT_FORMAT,
         "model", m->name ? m->name : "",
         "fingerprint", fp,
@@ -747,8 +747,16 @@ int cdl_ckpt_save(const char *path, const cdl_net *net, const cdl_optim *opt,
         "optimizer", opt ? optim_kind_name(opt->cfg.kind) : "none",
         "optimizer_t", ot,
         "optimizer_slots", slots,
+        "vocab", meta->vocab,
+        "labels", meta->labels,
     };
-    int rc = st_write(path, n, t, (int)(sizeof kv / sizeof kv[0] / 2), kv);
+    int nkv = (int)(sizeof kv / sizeof kv[0] / 2) - 2;
+    for (int i = nkv; i < nkv + 2; i++)       /* vocab and labels when given */
+        if (kv[2 * i + 1]) {
+            kv[2 * nkv] = kv[2 * i];
+            kv[2 * nkv++ + 1] = kv[2 * i + 1];
+        }
+    int rc = st_write(path, n, t, nkv, kv);
     cdl_free(t);
     cdl_free(names);
     return rc;
@@ -1246,6 +1254,54 @@ int cdl_ckpt_load_mem(const void *buf, size_t len, const char *what, cdl_net *ne
     rc = 0;
 out:
     ck_done(&c);
+    return rc;
+}
+
+int cdl_ckpt_read_meta(const char *path, const char *key, char **value) {
+    if (!path || !key || !value) return cdl_fail("cdl_ckpt_read_meta: NULL argument");
+    *value = NULL;
+    uint64_t fsize;
+    int fd = data_open_regular(path, NULL, &fsize);
+    if (fd < 0) return -1;
+    unsigned char len8[8];
+    uint64_t n = 0;
+    unsigned char *buf = NULL;
+    int rc = -1;
+    ssize_t r = read(fd, len8, 8);
+    if (r == 8) {
+        for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
+        if (n > CKPT_MAX_HEADER || n > fsize - 8) r = -2;
+    }
+    if (r != 8) {
+        close(fd);
+        return cdl_fail("%s: not a safetensors file (no valid header length)", path);
+    }
+    if (!(buf = cdl_alloc((size_t)n + 8))) {
+        close(fd);
+        return -1;
+    }
+    memcpy(buf, len8, 8);
+    size_t got = 0;
+    while (got < n && (r = read(fd, buf + 8 + got, (size_t)n - got)) != 0) {
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    ck c = {.what = path, .buf = buf, .len = 8 + got, .meta = -1};
+    if (got != n) cdl_fail("%s: read error or truncated header", path);
+    else if (ck_header(&c, 1 << 24) == 0) {
+        const char *v = c.meta >= 0 ? ck_meta(&c, key) : NULL;
+        rc = 0;
+        if (v && (*value = cdl_alloc(strlen(v) + 1))) {
+            memcpy(*value, v, strlen(v) + 1);
+            rc = 1;
+        } else if (v) {
+            rc = -1;
+        }
+    }
+    ck_done(&c);
+    cdl_free(buf);
     return rc;
 }
 

@@ -67,6 +67,8 @@ void cdl_dataset_free(cdl_dataset *d) {
     if (!d) return;
     cdl_free(d->col);
     for (size_t i = 0; i < sizeof d->block / sizeof d->block[0]; i++) cdl_free(d->block[i]);
+    cdl_free(d->vocab);
+    cdl_free(d->labels);
     memset(d, 0, sizeof *d);
 }
 

@@ -92,6 +92,9 @@ typedef struct tr_map { cdl_feed feed[CDL_DATA_MAXFEED]; int xi, yi; } tr_map;
 /* Open split `train` of o->data ("random[:N]" makes data shaped like m's inputs), cut
  * to `limit` examples (0: all); -1 and a message. */
 int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t limit, cdl_dataset *d);
+/* Metadata key ("vocab", "labels") of the checkpoint --resume or --load names: 1 and
+ * *value (cdl_free it), 0 when there is none or no checkpoint (*value NULL), -1. */
+int tr_ckpt_text(const tr_opts *o, const char *key, char **value);
 /* Feed m's inputs from d's columns by name, o->feed mapping others; -1 and a message. */
 int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, const tr_opts *o, tr_map *map);
 /* "inputs fed: t <- column price" for the inputs fed from a column of another name. */

@@ -58,12 +58,36 @@ static int64_t tr_text_window(const cdl_model *m, const tr_opts *o) {
     return cdl_tensor_numel(&m->inputs[i], 1);
 }
 
-/* text:FILE or bytes:FILE (data_text.c), windows of the model's T. */
+/* The checkpoint the run continues or evaluates (--resume, --load), or NULL. */
+static const char *tr_ckpt_path(const tr_opts *o) {
+    return o->resume[0] ? o->resume : o->load[0] ? o->load : NULL;
+}
+
+int tr_ckpt_text(const tr_opts *o, const char *key, char **value) {
+    *value = NULL;
+    const char *ck = tr_ckpt_path(o);
+    return ck ? cdl_ckpt_read_meta(ck, key, value) : 0;
+}
+
+/* A loader's failure under a checkpoint's vocabulary says whose it is. */
+static int tr_vocab_failed(const tr_opts *o, const char *vocab) {
+    if (!vocab) return -1;
+    char msg[700];
+    snprintf(msg, sizeof msg, "%s", cdl_last_error());
+    return cdl_fail("%s (the vocabulary of %s)", msg, tr_ckpt_path(o));
+}
+
+/* text:FILE or bytes:FILE (data_text.c), windows of the model's T, numbered with the
+ * checkpoint's vocabulary when it has one. */
 static int tr_text_dataset(const cdl_model *m, const tr_opts *o, int train, cdl_dataset *d) {
     int bytes = !strncmp(o->data, "bytes:", 6);
     int64_t T = tr_text_window(m, o);
-    if (T < 0) return -1;
-    return cdl_dataset_load_text(d, o->data + (bytes ? 6 : 5), T, bytes, train);
+    char *vocab;
+    if (T < 0 || tr_ckpt_text(o, "vocab", &vocab) < 0) return -1;
+    int rc = cdl_dataset_load_text_vocab(d, o->data + (bytes ? 6 : 5), T, bytes, train, vocab);
+    if (rc < 0) tr_vocab_failed(o, vocab);
+    cdl_free(vocab);
+    return rc;
 }
 
 /* The dataset name for cdl_dataset_open: NAME and NAME:DIR pass through; an existing

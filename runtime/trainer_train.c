@@ -393,12 +393,17 @@ static int tr_train_setup(tr_run *s) {
     return 0;
 }
 
+/* A checkpoint at batch b of epoch `epoch`, with the training data's vocabulary. */
+static int tr_save(const tr_run *s, uint64_t epoch, int64_t b) {
+    cdl_ckpt_meta sm = {s->step, epoch, s->seed, b, "", 0, s->dtr.vocab, s->dtr.labels};
+    return cdl_ckpt_save(s->o->save, s->net, &s->opt, &sm);
+}
+
 /* A signal arrived during epoch `epoch` after batch b: save a mid-epoch checkpoint
  * (with --save) and set the message.  -2, or -1 when the save fails. */
 static int tr_interrupted(tr_run *s, uint64_t epoch, int64_t b) {
     const tr_opts *o = s->o;
-    int failed = o->save[0] && cdl_ckpt_save(o->save, s->net, &s->opt,
-                                             &(cdl_ckpt_meta){s->step, epoch, s->seed, b, "", 0}) < 0;
+    int failed = o->save[0] && tr_save(s, epoch, b) < 0;
     int sig = (int)tr_signal;                                     /* every rank has it (the step agreed) */
     if (cdl_dist_agree(failed, &sig, NULL, 0) < 0) return -1;     /* rank 0 saves; every rank learns */
     cdl_fail("interrupted (signal %d) at epoch %llu, batch %lld, step %llu%s%s%s", (int)tr_signal,
@@ -484,8 +489,7 @@ static int tr_train_epoch(tr_run *s, uint64_t epoch) {
         if (tr_log_flush(s->log, s->o->log) < 0) return -1;
     }
     if (o->save[0]) {
-        cdl_ckpt_meta sm = {s->step, epoch + 1, s->seed, 0, "", 0};
-        if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
+        if (tr_save(s, epoch + 1, 0) < 0) return -1;
         snprintf(s->saved_at, sizeof s->saved_at, " (epoch %llu)", (unsigned long long)epoch + 1);
     }
     if (o->plot[0] && tr_plot(s, (int)epoch + 1) < 0) return -1;
@@ -518,9 +522,9 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
             fprintf(s->out, "\n");
         }
         if (o->save[0]) {
-            cdl_ckpt_meta sm = {s->step, epoch < s->meta.epoch ? s->meta.epoch : epoch, s->seed,
-                                epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0, "", 0};
-            if (cdl_ckpt_save(o->save, s->net, &s->opt, &sm) < 0) return -1;
+            if (tr_save(s, epoch < s->meta.epoch ? s->meta.epoch : epoch,
+                        epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0) < 0)
+                return -1;
         }
         if (o->plot[0] && tr_plot(s, s->E) < 0) return -1;
     }

@@ -129,6 +129,45 @@ static void test_roundtrip_rmsprop_three_slots(void **st) {
     cdl_net_free(b);
 }
 
+/* A text model's vocabulary and class names go into the metadata and come back from
+ * the header alone (cdl_ckpt_read_meta); a checkpoint without them has none; the file
+ * still loads; a corrupt header is refused. */
+static void test_vocab_metadata(void **st) {
+    (void)st;
+    cdl_net *a = mknet(&tiny, 1.0);
+    const char *p = tpath("vocab.ckpt"), *q = tpath("novocab.ckpt");
+    cdl_ckpt_meta m = {.step = 5, .vocab = "chars:41,e9", .labels = "en\nfr \"x\""};
+    assert_int_equal(cdl_ckpt_save(p, a, NULL, &m), 0);
+    assert_int_equal(cdl_ckpt_save(q, a, NULL, NULL), 0);
+    char *v = NULL;
+    assert_int_equal(cdl_ckpt_read_meta(p, "vocab", &v), 1);
+    assert_string_equal(v, "chars:41,e9");
+    cdl_free(v);
+    assert_int_equal(cdl_ckpt_read_meta(p, "labels", &v), 1);
+    assert_string_equal(v, "en\nfr \"x\"");
+    cdl_free(v);
+    assert_int_equal(cdl_ckpt_read_meta(q, "vocab", &v), 0);
+    assert_null(v);
+    cdl_net *b = mknet(&tiny, 3.0);
+    assert_int_equal(cdl_ckpt_load(p, b, NULL, NULL), 0);
+    assert_memory_equal(a->param, b->param, tiny.param_count * 4);
+    /* one flipped byte in the header: its checksum refuses it */
+    FILE *f = fopen(p, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 30, SEEK_SET), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, 30, SEEK_SET), 0);
+    fputc(c == 'a' ? 'b' : 'a', f);
+    fclose(f);
+    assert_int_equal(cdl_ckpt_read_meta(p, "vocab", &v), -1);
+    assert_null(v);
+    spit(q, "abc", 3);
+    assert_int_equal(cdl_ckpt_read_meta(q, "vocab", &v), -1);
+    expect_error("not a safetensors file");
+    cdl_net_free(a);
+    cdl_net_free(b);
+}
+
 static void test_roundtrip_f32_adam(void **st) {
     (void)st;
     cdl_net *a = mknet(&tiny, 1.0);
@@ -1032,6 +1071,7 @@ static void test_param_files(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_f32_adam),
+        cmocka_unit_test(test_vocab_metadata),
         cmocka_unit_test(test_roundtrip_rmsprop_three_slots),
         cmocka_unit_test(test_roundtrip_f64_noopt),
         cmocka_unit_test(test_plain_reader_layout),

@@ -421,6 +421,79 @@ static void test_text(void **st) {
     expect_error("cdl_dataset_load_text");
 }
 
+/* Vocabularies: the text form round-trips; a text file numbered with another file's
+ * vocabulary keeps its ids (a byte it lacks is an error naming the line and the
+ * character, never a remapping); the kinds must agree. */
+static void test_text_vocab(void **st) {
+    (void)st;
+    cdl_vocab v;
+    assert_int_equal(cdl_vocab_parse(&v, "text:0a,61,62,63", "t"), 0);
+    assert_int_equal(v.kind, CDL_VOCAB_TEXT);
+    assert_int_equal(v.n, 4);
+    assert_int_equal(cdl_vocab_id(&v, 'b'), 2);
+    assert_int_equal(cdl_vocab_id(&v, 'd'), -1);
+    char *f = cdl_vocab_format(&v);
+    assert_string_equal(f, "text:0a,61,62,63");
+    cdl_free(f);
+    cdl_vocab_free(&v);
+    assert_int_equal(cdl_vocab_parse(&v, "chars:41,e9,20ac", "t"), 0);   /* A, e-acute, euro */
+    assert_int_equal(v.kind, CDL_VOCAB_CHARS);
+    assert_int_equal(v.n, 5);                                           /* padding, unknown, 3 */
+    assert_int_equal(cdl_vocab_id(&v, 0x20ac), 4);
+    assert_int_equal(cdl_vocab_id(&v, 0), -1);
+    char u[5];
+    assert_int_equal(cdl_vocab_put(&v, 4, u), 3);
+    assert_memory_equal(u, "\xe2\x82\xac", 3);
+    assert_int_equal(cdl_vocab_put(&v, 1, u), 0);
+    f = cdl_vocab_format(&v);
+    assert_string_equal(f, "chars:41,e9,20ac");
+    cdl_free(f);
+    cdl_vocab_free(&v);
+    assert_int_equal(cdl_vocab_parse(&v, "bytes", "t"), 0);
+    assert_true(v.n == 256 && cdl_vocab_id(&v, 200) == 200);
+    cdl_vocab_free(&v);
+    static const char *const bad[] = {"text:61,61", "text:62,61", "text:", "text:1ff", "text:61,", "words:61",
+                                      "chars:110000", "text:6g"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cdl_vocab_parse(&v, bad[i], "t"), -1);
+        assert_null(v.tok);
+    }
+
+    /* "ab\n" training text: ids \n=0 a=1 b=2, stored in d.vocab */
+    char txt[60];
+    for (int i = 0; i < 60; i++) txt[i] = "ab\n"[i % 3];
+    const char *p = tpath("v.txt"), *q = tpath("w.txt");
+    spit(p, txt, sizeof txt);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_text(&d, p, 4, 0, 1), 0);
+    assert_string_equal(d.vocab, "text:0a,61,62");
+    cdl_dataset_free(&d);
+    /* a file of b's only: alone it would be id 0; under the vocabulary it stays 2 */
+    memset(txt, 'b', sizeof txt);
+    spit(q, txt, sizeof txt);
+    assert_int_equal(cdl_dataset_load_text_vocab(&d, q, 4, 0, 1, "text:0a,61,62"), 0);
+    assert_int_equal(((const int32_t *)d.col[0].data)[0], 2);
+    assert_int_equal(d.col[0].nclasses, 3);
+    assert_string_equal(d.vocab, "text:0a,61,62");
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_load_text(&d, q, 4, 0, 1), 0);
+    assert_int_equal(((const int32_t *)d.col[0].data)[0], 0);
+    cdl_dataset_free(&d);
+    /* a character the vocabulary lacks, on line 3 */
+    memcpy(txt, "ab\nb\nbbcb", 10);
+    spit(q, txt, sizeof txt);
+    assert_int_equal(cdl_dataset_load_text_vocab(&d, q, 4, 0, 1, "text:0a,61,62"), -1);
+    expect_error("w.txt:3: character 'c' (byte 0x63) is not in the vocabulary");
+    assert_null(d.vocab);
+    /* the kinds must agree */
+    assert_int_equal(cdl_dataset_load_text_vocab(&d, q, 4, 1, 1, "text:0a,61,62"), -1);
+    expect_error("bytes: numbers tokens by byte value, but the vocabulary given is text:");
+    assert_int_equal(cdl_dataset_load_text_vocab(&d, q, 4, 0, 1, "bytes"), -1);
+    expect_error("text: numbers the bytes of a text, but the vocabulary given is bytes");
+    assert_int_equal(cdl_dataset_load_text_vocab(&d, q, 4, 0, 1, "text:zz"), -1);
+    expect_error("vocabulary: entry 0 is not a hex byte");
+}
+
 /* ---------------------------------------------------------------- file edges */
 
 /* The bytes of a gzip file of b[0..n) (one member), into out; its length. */
@@ -999,6 +1072,7 @@ int main(void) {
         cmocka_unit_test(test_loader_failure),
         cmocka_unit_test(test_loader_shutdown_and_no_alloc),
         cmocka_unit_test(test_loader_bad_config),
+        cmocka_unit_test(test_text_vocab),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

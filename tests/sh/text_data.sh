@@ -47,5 +47,37 @@ grep -q "is outside \[0, 96)" "$t/out" || bad "bytes: no message naming the id o
 "$CDLC" --exe models/mlp.cdl -o "$t/mlp" >"$t/log" 2>&1 || bad "cdlc mlp: $(tail -3 $t/log)"
 "$t/mlp" train --data "text:$t/corpus.txt" --epochs 1 --quiet >"$t/out" 2>&1 && bad "mlp (f32 x) trained on text"
 grep -q "input x: i32" "$t/out" || bad "mlp on text: $(tail -1 $t/out)"
-[ $fail -eq 0 ] && echo "charlm trains on text:FILE (train and held-out loss), grad's y is x shifted, bytes: and non-token models refused by name"
+# The vocabulary goes into the checkpoint and numbers every file the checkpoint meets:
+# a file of fewer characters keeps the training ids (t stays 14, not the 1 of its own
+# vocabulary), one with a character the vocabulary lacks is an error naming its line.
+"$t/charlm" train --data "text:$t/corpus.txt" --epochs 1 --limit 320 --save "$t/a.ckpt" --quiet >"$t/out" 2>&1 ||
+    bad "train --save: $(tail -1 $t/out)"
+python3 - "$t" <<'EOF' || bad "vocabulary in the checkpoint"
+import json, struct, sys
+b = open(sys.argv[1] + "/a.ckpt", "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+assert json.loads(b[8:8 + n])["__metadata__"]["vocab"] == "text:0a,20,61,63,64,65,66,67,68,6d,6e,6f,72,73,74"
+open(sys.argv[1] + "/tt.txt", "w").write("tt\n" * 100)
+open(sys.argv[1] + "/zz.txt", "w").write("tt\n" * 10 + "zebra\n" + "tt\n" * 100)
+EOF
+"$t/charlm" grad --load "$t/a.ckpt" --data "text:$t/tt.txt" --batches 1 --batch 2 -o "$t/g2.st" --quiet >"$t/out" 2>&1 ||
+    bad "grad --load on a file of fewer characters: $(tail -1 $t/out)"
+python3 - "$t/g2.st" <<'EOF' || bad "a file of fewer characters renumbered"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+s, e = h["x.0"]["data_offsets"]
+x = struct.unpack("<%di" % ((e - s) // 4), b[8 + n + s:8 + n + e])
+assert sorted(set(x)) == [0, 14], sorted(set(x))    # newline and t under the corpus's vocabulary
+EOF
+"$t/charlm" eval --load "$t/a.ckpt" --data "text:$t/zz.txt" --quiet >"$t/out" 2>&1 && bad "eval: a character the vocabulary lacks"
+grep -q "zz.txt:11: character 'z' (byte 0x7a) is not in the vocabulary (the vocabulary of .*a.ckpt)" "$t/out" ||
+    bad "eval: unknown character message: $(tail -1 $t/out)"
+"$t/charlm" train --resume "$t/a.ckpt" --data "text:$t/zz.txt" --epochs 2 --quiet >"$t/out" 2>&1 &&
+    bad "train --resume: a character the vocabulary lacks"
+grep -q "zz.txt:11: character 'z'" "$t/out" || bad "resume: unknown character message: $(tail -1 $t/out)"
+"$t/charlm" train --resume "$t/a.ckpt" --data "text:$t/corpus.txt" --epochs 2 --limit 320 --save "$t/b.ckpt" --quiet \
+    >"$t/out" 2>&1 || bad "train --resume: $(tail -1 $t/out)"
+"$t/charlm" eval --load "$t/a.ckpt" --data "bytes:$t/corpus.txt" --quiet >"$t/out" 2>&1 && bad "eval: bytes: under a text: vocabulary"
+grep -q "bytes: numbers tokens by byte value, but the vocabulary given is text:" "$t/out" ||
+    bad "bytes: under text: vocabulary message: $(tail -1 $t/out)"
+[ $fail -eq 0 ] && echo "charlm trains on text:FILE (train and held-out loss), grad's y is x shifted, bytes: and non-token models refused by name; the checkpoint's vocabulary numbers other files (unknown characters named by line)"
 [ $fail -eq 0 ]
