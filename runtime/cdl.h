@@ -981,6 +981,10 @@ int32_t cdl_vocab_id(const cdl_vocab *v, uint32_t c);
  * its length; CHARS padding and unknown give 0 bytes. */
 int cdl_vocab_put(const cdl_vocab *v, int32_t id, char *buf);
 void cdl_vocab_free(cdl_vocab *v);
+/* The code point of the UTF-8 character at s (n >= 1 bytes available), its length in
+ * *len; -1 (and *len 1) when s does not start with a valid one: a stray continuation
+ * byte, an overlong form, a surrogate, a value past U+10FFFF or a truncated one. */
+int32_t cdl_utf8_next(const unsigned char *s, size_t n, size_t *len);
 /* A dataset holding copies of x (n * prod(dims) floats: column x) and y (n labels
  * >= 0: column y; or NULL). */
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims,

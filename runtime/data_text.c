@@ -157,6 +157,23 @@ int cdl_vocab_put(const cdl_vocab *v, int32_t id, char *b) {
     return 4;
 }
 
+int32_t cdl_utf8_next(const unsigned char *s, size_t n, size_t *len) {
+    *len = 1;
+    unsigned c = s[0];
+    if (c < 0x80) return (int32_t)c;
+    size_t k = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    if (!k || n < k) return -1;
+    uint32_t u = c & (0x7F >> k);
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xC0) != 0x80) return -1;
+        u = u << 6 | (s[i] & 0x3F);
+    }
+    if ((k == 3 && (u < 0x800 || (u >= 0xD800 && u < 0xE000))) || (k == 4 && (u < 0x10000 || u > 0x10FFFF)))
+        return -1;
+    *len = k;
+    return (int32_t)u;
+}
+
 /* ---------------------------------------------------------------- text:FILE */
 
 /* The byte -> id table of the file's bytes b[0..n): from vocab (its text form) when

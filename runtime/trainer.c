@@ -6,6 +6,7 @@
  *   PROG gradcheck  [--load F]  central differences vs the model's gradient (f64 builds)
  *   PROG sample     [--load F]  run an entry point on N(0,1) noise, write a PNG grid
  *   PROG grad       [--load F]  loss and parameter gradients of the first batches
+ *   PROG generate   --load F    text from a next-token entry (trainer_generate.c)
  *
  * This file holds the option table, parsing, usage and the dispatch to the commands:
  * trainer_train.c (train, eval), trainer_tools.c (gradcheck, sample, grad), over
@@ -22,7 +23,7 @@
 
 /* ---------------------------------------------------------------- options */
 
-enum { C_TRAIN = 1, C_EVAL = 2, C_GRADCHECK = 4, C_SAMPLE = 8, C_GRAD = 16, C_ALL = 31 };
+enum { C_TRAIN = 1, C_EVAL = 2, C_GRADCHECK = 4, C_SAMPLE = 8, C_GRAD = 16, C_GENERATE = 32, C_ALL = 63 };
 
 typedef struct tr_optdef {
     const char *name;
@@ -49,7 +50,7 @@ static const tr_optdef tr_optdefs[] = {
     {"workers", "N", C_TRAIN | C_EVAL | C_GRAD, "data loader worker threads (0: load in the training thread)"},
     {"save", "FILE", C_TRAIN, "checkpoint at every epoch end"},
     {"resume", "FILE", C_TRAIN, "continue exactly from a checkpoint of the same run"},
-    {"load", "FILE", C_EVAL | C_GRADCHECK | C_SAMPLE | C_GRAD, "parameters from a checkpoint"},
+    {"load", "FILE", C_EVAL | C_GRADCHECK | C_SAMPLE | C_GRAD | C_GENERATE, "parameters from a checkpoint"},
     {"log", "FILE.csv", C_TRAIN, "one row per epoch: epoch,step,train_loss,test_loss,test_accuracy,seconds"},
     {"plot", "FILE.svg", C_TRAIN, "loss and accuracy curves"},
     {"json", NULL, C_TRAIN | C_EVAL | C_GRADCHECK, "print a one-line JSON summary on stdout"},
@@ -64,7 +65,12 @@ static const tr_optdef tr_optdefs[] = {
     {"eval", NULL, C_GRAD, "eval mode: no dropout, noise at its mean, batch norm on running statistics"},
     {"n", "N", C_GRADCHECK | C_SAMPLE, "gradcheck: parameter elements to check; sample: images"},
     {"classes", "N", C_GRADCHECK, "random i32 inputs in [0, N) (default: output 0's width)"},
-    {"entry", "NAME", C_SAMPLE, "entry point to run (default: the first)"},
+    {"entry", "NAME", C_SAMPLE | C_GENERATE, "entry point to run (sample: default the first; generate: next)"},
+    {"prompt", "TEXT", C_GENERATE, "text to continue (default: none, start after a newline)"},
+    {"tokens", "N", C_GENERATE, "tokens to generate (default 200)"},
+    {"temperature", "T", C_GENERATE, "softmax temperature (default 1; 0: greedy)"},
+    {"top-k", "K", C_GENERATE, "draw among the K most likely tokens (default 0: all; 1: greedy)"},
+    {"top-p", "P", C_GENERATE, "draw among the most likely tokens holding probability P (default 1: all)"},
     {"out", "FILE", C_SAMPLE | C_GRAD, "output file (also -o)"},
     {"batches", "N", C_GRAD, "number of batches (default 1)"},
     {"adversarial", "SPEC", C_TRAIN, "adversarial training: fgsm[:eps=,rand=,ratio=,min=,max=,clip=] | "
@@ -80,6 +86,7 @@ static const struct { const char *name; unsigned bit; const char *what; } tr_cmd
     {"gradcheck", C_GRADCHECK, "check the model's gradients by central differences (f64 builds)"},
     {"sample", C_SAMPLE, "run an entry point on N(0,1) noise and write a PNG grid"},
     {"grad", C_GRAD, "write the loss, inputs and parameter gradients of the first batches (safetensors)"},
+    {"generate", C_GENERATE, "write text with a next-token entry (a language model trained on text)"},
 };
 enum { TR_NCMD = (int)(sizeof tr_cmds / sizeof tr_cmds[0]) };
 
@@ -104,6 +111,9 @@ static void tr_opts_default(tr_opts *o, const char *cmd) {
     o->eps = 1e-6;
     o->n = -1;
     o->batches = 1;
+    o->tokens = 200;
+    o->temperature = 1;
+    o->top_p = 1;
 }
 
 /* Integer value in [lo, hi]; -1 and a message naming `where` otherwise. */
@@ -244,6 +254,15 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
         return 0;
     }
     if (strcmp(name, "batches") == 0) return tr_int(where, name, v, 1, 1 << 20, &o->batches);
+    if (strcmp(name, "prompt") == 0) return tr_str(where, name, v, o->prompt, sizeof o->prompt);
+    if (strcmp(name, "tokens") == 0) return tr_int(where, name, v, 0, 1 << 30, &o->tokens);
+    if (strcmp(name, "top-k") == 0) return tr_int(where, name, v, 0, 1 << 30, &o->top_k);
+    if (strcmp(name, "temperature") == 0) return tr_num(where, name, v, 0, &o->temperature);
+    if (strcmp(name, "top-p") == 0) {
+        if (tr_num(where, name, v, 0, &o->top_p) < 0) return -1;
+        if (o->top_p <= 0 || o->top_p > 1) return cdl_fail("%s: --top-p: %s is not in (0, 1]", where, v);
+        return 0;
+    }
     if (strcmp(name, "adversarial") == 0 || strcmp(name, "attack") == 0) {
         int adv = name[1] == 'd';
         char *dst = adv ? o->adversarial : o->attack;
@@ -438,6 +457,7 @@ static int tr_main(const cdl_model *m, int argc, char **argv) {
         break;
     case C_GRADCHECK: rc = tr_gradcheck(m, &o); break;
     case C_SAMPLE: rc = tr_sample(m, &o); break;
+    case C_GENERATE: rc = tr_generate(m, &o); break;
     default: rc = tr_grad(m, &o); break;
     }
     /* What went to stdout (results, --json) must have arrived: a full disk or a closed

@@ -5,7 +5,7 @@
  *
  *   trainer.c        cdl_main: the option table, parsing, usage, dispatch
  *   trainer_train.c  train (set-up, one epoch, finish) and eval
- *   trainer_tools.c  sample, grad;  trainer_gradcheck.c  gradcheck
+ *   trainer_tools.c  sample, grad;  trainer_gradcheck.c  gradcheck;  trainer_generate.c  generate
  *   trainer_dp.c     a training step over shards: ranks (dist.c) and micro-batches
  *   trainer_setup.c  what the commands share: datasets, input mapping, nets, loaders
  *   progress.c       the clock and the progress bar
@@ -44,6 +44,9 @@ typedef struct tr_opts {
     int nclasses;                 /* gradcheck: range of random i32 inputs (0: from output 0) */
     char adversarial[128], attack[128];   /* used by --adversarial and eval --attack: adversarial training / attacks */
     int accum;                    /* micro-batches per rank (0: 1) */
+    char prompt[4096];            /* generate: the text to continue */
+    int64_t tokens, top_k;        /* generate: tokens to draw; the K most likely (0: all) */
+    double temperature, top_p;    /* generate: softmax temperature (0: greedy); nucleus mass */
 } tr_opts;
 
 /* ---- trainer_train.c */
@@ -55,6 +58,7 @@ int tr_signal_caught(void);                                /* the signal that st
 int tr_gradcheck(const cdl_model *m, const tr_opts *o);
 int tr_sample(const cdl_model *m, const tr_opts *o);
 int tr_grad(const cdl_model *m, const tr_opts *o);
+int tr_generate(const cdl_model *m, const tr_opts *o);     /* trainer_generate.c */
 
 /* ---- trainer_dp.c: a step over the shards of a global batch (ranks x micro-batches) */
 #define TR_MAX_ACCUM 64
