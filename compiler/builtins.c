@@ -487,18 +487,46 @@ static Value b_batchnorm(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, el_add(e, OP_BATCHNORM, loc, 5, ins, &at, NULL, DT_REAL));
 }
 
+/* embedding(ids, vocab, dim): a table of its own (embeddingN.weight); embedding(ids,
+ * weight=w): a lookup into a given real [V, D] tensor (F.embedding(ids, w)), so the
+ * table can be a `param` that other ops use too (a tied output projection); its
+ * gradient adds to the other uses' (autodiff accumulates).  vocab and dim, if given
+ * with weight=, must match it. */
 static Value b_embedding(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    int64_t vocab, dim;
+    int64_t vd[2] = {0, 0};
+    const char *vdn[2] = {"vocab", "dim"};
     int ids = el_node(e, a[0], b->name, "ids", loc);
-    if (ids < 0 || !pos_int(e, a[1], b->name, "vocab", loc, &vocab) || !pos_int(e, a[2], b->name, "dim", loc, &dim))
-        return el_err();
+    if (ids < 0) return el_err();
+    for (int i = 0; i < 2; i++)
+        if (a[1 + i].k != V_NONE && !pos_int(e, a[1 + i], b->name, vdn[i], loc, &vd[i])) return el_err();
     if (el_n(e, ids)->dtype != DT_I32) {
         error_at(loc, "embedding: argument 'ids' must be i32 indices, got f32%s", shape_str(shape_of(e, ids)));
         return el_err();
     }
-    const char *inst = el_instance(e, b->base, a[3], loc);
-    if (!inst) return el_err();
-    int ins[2] = {ids, el_param(e, inst, "weight", shp(2, vocab, dim, 0, 0), INIT_NORMAL, 0, 1, dim, vocab, false, loc)};
+    int w;
+    if (a[3].k != V_NONE) {
+        if (a[4].k != V_NONE) {
+            error_at(loc, "embedding: name= makes a table of its own; with weight= there is none to name");
+            return el_err();
+        }
+        w = el_real_node(e, a[3], b->name, "weight", loc);
+        if (w < 0 || !need_rank(e, w, b->name, 2, 2, "a 2-D weight [vocab, dim]", loc)) return el_err();
+        for (int i = 0; i < 2; i++)
+            if (vd[i] && vd[i] != shape_of(e, w)->d[i]) {
+                error_at(loc, "embedding: %s is %lld but the weight is %s", vdn[i], (long long)vd[i],
+                         shape_str(shape_of(e, w)));
+                return el_err();
+            }
+    } else {
+        if (!vd[0] || !vd[1]) {
+            error_at(loc, "embedding: give vocab and dim (a table of its own) or weight= (a given [vocab, dim] table)");
+            return el_err();
+        }
+        const char *inst = el_instance(e, b->base, a[4], loc);
+        if (!inst) return el_err();
+        w = el_param(e, inst, "weight", shp(2, vd[0], vd[1], 0, 0), INIT_NORMAL, 0, 1, vd[1], vd[0], false, loc);
+    }
+    int ins[2] = {ids, w};
     return el_tensor(e, el_add(e, OP_EMBEDDING, loc, 2, ins, NULL, NULL, DT_REAL));
 }
 
@@ -641,7 +669,7 @@ const Builtin builtins[] = {
     {"conv_transpose1d", CONVT_SIG, bn_conv_t, OP_CONV_T, "convt"},
     {"conv_transpose2d", CONVT_SIG, bn_conv_t, OP_CONV_T, "convt"},
     {"batchnorm", "x eps=1e-5 momentum=0.1 * name?", b_batchnorm, OP_BATCHNORM, "bn"},
-    {"embedding", "ids vocab dim * name?", b_embedding, OP_EMBEDDING, "embedding"},
+    {"embedding", "ids vocab? dim? * weight? name?", b_embedding, OP_EMBEDDING, "embedding"},
     {"rnn_cell", "x h hidden? * name?", b_rnn, OP_TANH, "rnn"},
     {"lstm_cell", "x h c hidden? * name?", b_lstm, OP_LSTM_ACT, "lstm"},
     {"gru_cell", "x h hidden? * name?", b_gru, OP_GRU_ACT, "gru"},
