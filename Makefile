@@ -142,6 +142,8 @@ install: all
 	install -m 755 $(B)/cdlc $(DESTDIR)$(PREFIX)/bin/cdlc
 	install -m 644 $(B)/libcdlrt.a $(DESTDIR)$(PREFIX)/lib/libcdlrt.a
 	install -m 644 runtime/cdl.h $(DESTDIR)$(PREFIX)/include/cdl.h
+	install -d $(DESTDIR)$(PREFIX)/share/cdl
+	install -m 644 lib/*.cdl $(DESTDIR)$(PREFIX)/share/cdl/
 	sed 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|0.1.0|; s|@RT_LIBS@|$(RT_LIBS)|' scripts/cdl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cdl.pc
 
 clean:

@@ -114,6 +114,16 @@ static Value b_dropout(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, el_add(e, OP_DROPOUT, loc, 1, &x, &at, NULL, DT_REAL));
 }
 
+/* choose(flag, a, b): a when the constant flag is true, else b (Python's `a if flag
+ * else b`, decided at compile time).  Both are elaborated (their parameters are made,
+ * shared by name); the one not chosen is dead code and never computed.  For options
+ * such as norm_first= of the nn library's blocks. */
+static Value b_choose(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    bool flag;
+    if (!el_bool(e, a[0], b->name, "flag", loc, &flag)) return el_err();
+    return flag ? a[1] : a[2];
+}
+
 /* ------------------------------------------------------------------ reductions */
 
 /* axis: none (all), an integer or a list of integers; negative counts from the end. */
@@ -689,6 +699,7 @@ const Builtin builtins[] = {
     {"concat", "tensors axis=-1", b_concat, OP_CONCAT, NULL},
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
     {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
+    {"choose", "flag a b", b_choose, OP_COUNT, NULL},
     {"attention", "q k v causal=false scale=0", bn_attention, OP_ATTENTION, NULL},
     {"layer_norm", "x eps=1e-5 affine=true bias=true * name?", bn_norm, OP_LAYER_NORM, "ln"},
     {"rms_norm", "x eps? affine=true * name?", bn_norm, OP_RMS_NORM, "rms"},

@@ -302,7 +302,8 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     return ret;
 }
 
-/* Evaluate a call: name(args) with an optional piped first argument. */
+/* Evaluate a call: name(args) with an optional piped first argument; name may be a
+ * variable whose value is a function. */
 Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, Loc loc) {
     if (e->over) return el_err();
     const Ast *b = el_find_block(e, name);
@@ -310,6 +311,9 @@ Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, L
     const Builtin *bi = builtin_find(name);
     if (!bi) {
         Sym *y = el_lookup(e->scope, name, NULL);
+        /* a variable holding a function (a block parameter given `activation=gelu`):
+         * call what it names (always a block or a built-in, so this ends) */
+        if (y && y->v.k == V_FUNC) return el_call(e, y->v.s, callast, pre, loc);
         if (y) error_at(loc, "'%s' is a variable, not a function", name);
         else error_at(loc, "unknown function '%s'%s", name, el_did_you_mean(e, name, false));
         return el_err();

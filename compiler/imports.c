@@ -1,7 +1,9 @@
 /* imports.c -- reading a program: the main file and, recursively, the files it imports
- * (paths relative to the importing file), parsed once each.  Collects the blocks of
- * every file (one namespace: a second definition, or a block with a built-in's name, is
- * an error) and the last model of the main file; models of imported files are ignored.
+ * (paths relative to the importing file; a bare name such as "nn" is a module of the
+ * standard library: lib/ in the source tree, share/cdl when installed), parsed once
+ * each.  Collects the blocks of every file (one namespace: a second definition, or a
+ * block with a built-in's name, is an error) and the last model of the main file;
+ * models of imported files are ignored.
  * Import cycles and unreadable files are errors at the import statement.
  */
 #include "cdlc.h"
@@ -121,6 +123,47 @@ static void register_block(Loader *L, const Ast *b) {
     p->blocks[p->nblocks++] = b;
 }
 
+/* A library module: an import without '/' or '.' ("nn") names NAME.cdl of the
+ * standard library, looked up in the directories of $CDL_PATH (':'-separated), then
+ * beside the compiler: <bin>/../share/cdl (make install), <bin>/../lib and
+ * <bin>/../../lib (build/cdlc, build/onednn/cdlc in the source tree: lib/nn.cdl).
+ * The path of the first that exists; NULL after an error at `at`. */
+static bool is_module_name(const char *s) {
+    return *s && !strchr(s, '/') && !strchr(s, '.');
+}
+
+static bool regular_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static const char *find_module(const char *name, Loc at) {
+    const char *env = getenv("CDL_PATH");
+    while (env && *env) {
+        size_t n = strcspn(env, ":");
+        if (n) {
+            const char *p = cc_str("%.*s/%s.cdl", (int)n, env, name);
+            if (regular_file(p)) return p;
+        }
+        env += n + (env[n] == ':');
+    }
+    char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        const char *rel[] = {"../share/cdl", "../lib", "../../lib"};
+        for (int i = 0; i < 3; i++) {
+            const char *p = cc_str("%s/%s/%s.cdl", exe, rel[i], name);
+            if (regular_file(p)) return p;
+        }
+    }
+    error_at(at, "cannot find the library module '%s' (no %s.cdl in $CDL_PATH, nor in share/cdl or lib/ beside "
+             "the compiler)", name, name);
+    return NULL;
+}
+
 /* Load path (or the given text), then its imports.  main: take its last model. */
 static void load(Loader *L, const char *path, const char *as_written, const char *text, size_t len, Loc at,
                  bool main) {
@@ -167,9 +210,11 @@ static void load(Loader *L, const char *path, const char *as_written, const char
         if (it->kind == D_IMPORT) {
             const char *p = it->text;
             const char *slash = strrchr(shown, '/');
-            if (p[0] != '/' && slash && !std)
+            if (is_module_name(p))
+                p = find_module(p, it->loc);
+            else if (p[0] != '/' && slash && !std)
                 p = cc_str("%.*s/%s", (int)(slash - shown), shown, p);
-            load(L, p, it->text, NULL, 0, it->loc, false);
+            if (p) load(L, p, it->text, NULL, 0, it->loc, false);
         } else if (it->kind == D_BLOCK) {
             register_block(L, it);
         } else if (it->kind == D_MODEL && main) {
