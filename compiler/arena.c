@@ -1,8 +1,8 @@
 /* arena.c -- bump allocation for the compiler.
  *
  * One arena per compilation (cc_arena), freed whole.  Small blocks come from 64 KiB
- * chunks, blocks over 16 KiB are malloc blocks of their own (growing by realloc);
- * every block is zeroed and 16-byte aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
+ * chunks, blocks over 16 KiB are malloc blocks of their own (growing by realloc, and
+ * given back early by arena_drop); every block is zeroed and 16-byte aligned.  Running out of memory is reported as a user error (diag_out_of_memory: the
  * model is too big for the machine), never as an internal error.  A NameMap (names to
  * indices, open addressing in the arena) gives the elaborator's scopes and tables
  * constant-time lookups, so compile time stays linear in the number of names.
@@ -66,9 +66,11 @@ void arena_free(Arena *a) {
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1); }
 
-/* A new zeroed Big block of need bytes (aligned), linked first. */
+/* A new zeroed Big block of need bytes (aligned), linked first.  calloc, not malloc and
+ * memset: fresh pages from the kernel are zero already, so a large block is not written
+ * (and made resident) before it is used. */
 static void *big_alloc(Arena *a, size_t need) {
-    Big *g = malloc(sizeof(Big) + need);
+    Big *g = calloc(1, sizeof(Big) + need);
     if (!g) diag_out_of_memory(need, in_use);
     in_use += need;
     g->size = need;
@@ -77,7 +79,6 @@ static void *big_alloc(Arena *a, size_t need) {
     g->next = a->big;
     if (a->big) a->big->prev = g;
     a->big = g;
-    memset(g->data, 0, need);
     return g->data;
 }
 
@@ -110,19 +111,19 @@ void *arena_alloc(Arena *a, size_t n) {
  * grown) with, or less (then a Big block may be taken for a small one and copied): a
  * Big block is grown by realloc; a small one extends in place when it is the last block
  * of the current chunk, else it is copied. */
-void *arena_grow(Arena *a, void *p, size_t old, size_t n) {
+static void *grow(Arena *a, void *p, size_t old, size_t n, bool zero) {
     if (n <= old) return p;
     size_t had = align_up(old ? old : 1), need = align_up(n);
     if (p && had > ARENA_BIG) {
         Big *g = (Big *)((unsigned char *)p - offsetof(Big, data));
         if (need <= g->size) {          /* old was short of the block's size: no move */
-            memset((unsigned char *)p + old, 0, n - old);
+            if (zero) memset((unsigned char *)p + old, 0, n - old);
             return p;
         }
         Big *q = realloc(g, sizeof(Big) + need);
         if (!q) diag_out_of_memory(need, in_use);
         in_use += need - q->size;
-        memset(q->data + q->size, 0, need - q->size);
+        if (zero) memset(q->data + q->size, 0, need - q->size);
         q->size = need;
         if (q->prev) q->prev->next = q;
         else a->big = q;
@@ -134,7 +135,7 @@ void *arena_grow(Arena *a, void *p, size_t old, size_t n) {
         (unsigned char *)p >= c->data) {
         size_t off = (size_t)((unsigned char *)p - c->data);
         if (off + need <= c->size) {
-            memset(c->data + c->used, 0, off + need - c->used);
+            if (zero) memset(c->data + c->used, 0, off + need - c->used);
             c->used = off + need;
             return p;
         }
@@ -142,6 +143,25 @@ void *arena_grow(Arena *a, void *p, size_t old, size_t n) {
     void *q = arena_alloc(a, n);
     if (p && old) memcpy(q, p, old);
     return q;
+}
+
+void *arena_grow(Arena *a, void *p, size_t old, size_t n) { return grow(a, p, old, n, true); }
+
+/* arena_reserve: arena_grow without zeroing the new bytes when the block stays or is
+ * moved by realloc (a doubling array whose elements are set as they are taken: the
+ * spare capacity of a large one is then never touched, so it costs no resident memory). */
+void *arena_reserve(Arena *a, void *p, size_t old, size_t n) { return grow(a, p, old, n, false); }
+
+/* arena_drop: see cdlc.h.  Only a Big block goes back to malloc; a small block stays
+ * in its chunk until the arena is freed or released. */
+void arena_drop(Arena *a, void *p, size_t n) {
+    if (!p || align_up(n ? n : 1) <= ARENA_BIG) return;
+    Big *g = (Big *)((unsigned char *)p - offsetof(Big, data));
+    if (g->prev) g->prev->next = g->next;
+    else a->big = g->next;
+    if (g->next) g->next->prev = g->prev;
+    unuse(g->size);
+    free(g);
 }
 
 ArenaMark arena_mark(Arena *a) {

@@ -490,7 +490,7 @@ static void sweep(AD *ad) {
 
 void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs) {
     if (m->loss < 0) return;
-    const Graph *src = ir_snapshot(g);     /* g grows (and moves) as gradients are added */
+    Graph *src = ir_snapshot(g);           /* g grows (and moves) as gradients are added */
     AD ad = {.src = src, .dst = g};
     int n = src->len;
     bool *wrt = NEWN(bool, n), *fw = NEWN(bool, n), *rb = NEWN(bool, n);
@@ -528,4 +528,5 @@ void ad_run(const Model *m, Graph *g, bool want_params, bool want_inputs) {
         if (x->op == OP_PARAM) g->pgrad[x->slot] = ad.gsum[i];
         else if (x->op == OP_INPUT) g->igrad[x->slot] = ad.gsum[i];
     }
+    ir_snapshot_drop(src);                 /* a copy of every forward node: large, done with */
 }

@@ -22,6 +22,13 @@ Arena *arena_new(void);
 void arena_free(Arena *a);
 void *arena_alloc(Arena *a, size_t n);                 /* zeroed, 16-byte aligned */
 void *arena_grow(Arena *a, void *p, size_t old, size_t n);  /* copy into a bigger block */
+/* arena_grow, but the bytes past old are unspecified (the caller sets each element as
+ * it takes it): a large array's spare capacity then stays untouched, not resident. */
+void *arena_reserve(Arena *a, void *p, size_t old, size_t n);
+/* Give back a block of n bytes no longer used by anyone (a large temporary, e.g. a
+ * snapshot of a graph): a block over 16 KiB returns to malloc at once, a smaller one
+ * stays until the arena is freed. */
+void arena_drop(Arena *a, void *p, size_t n);
 char *arena_strdup(Arena *a, const char *s);
 char *arena_strndup(Arena *a, const char *s, size_t n);
 char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -266,6 +273,7 @@ Graph *ir_clone(const Graph *g);               /* deep copy (bodies too) */
  * read-only view that stays valid while g grows (autodiff reads the forward graph from
  * it while it appends to g; nothing may change a node's in[] or body meanwhile). */
 Graph *ir_snapshot(const Graph *g);
+void ir_snapshot_drop(Graph *snapshot);        /* its node array is given back (arena_drop) */
 int64_t shape_numel(const Shape *s);
 bool shape_eq(const Shape *a, const Shape *b);
 /* "[64, 784]" into an arena string. */
@@ -718,7 +726,8 @@ typedef enum FnKind {
 typedef struct Fn {
     FnKind kind;
     const EntryFn *entry;   /* FN_ENTRY */
-    Graph *g;               /* its own copy, changed by the passes */
+    const Graph *src;       /* the model's graph it is cloned from */
+    Graph *g;               /* its own copy, changed by the passes (NULL before the clone) */
     Plan *plan;             /* after pipeline_plan (static target) */
 } Fn;
 
@@ -734,11 +743,21 @@ typedef struct Pipeline {
  * train and input gradient (when the model has a loss), then each entry; tape: the
  * record graph, then each entry. */
 Pipeline *pipeline_clone(const Model *m, int real_size, bool tape);
+/* The same functions without their graphs yet (pipeline_emit_c clones and plans each
+ * in turn). */
+Pipeline *pipeline_new(const Model *m, int real_size, bool tape);
 void pipeline_autodiff(Pipeline *p);   /* ad_run on train / input-gradient functions */
 void pipeline_verify(Pipeline *p);     /* ir_verify on every function */
 void pipeline_opt(Pipeline *p);        /* opt_run (static target) */
 void pipeline_plan(Pipeline *p);       /* plan_run, act_bytes */
 Pipeline *pipeline_build(const Model *m, int real_size, bool tape);   /* all of the above */
+/* emit_c for the static target, one function at a time: a function without a graph
+ * (pipeline_new) is cloned, differentiated, verified, optimised and planned just
+ * before its C, and all the memory that took is given back after it, so the compiler
+ * holds the model and one function, not every function at once.  Functions that have
+ * their graphs already are written as they are.  The same C as emit_c after
+ * pipeline_build. */
+void pipeline_emit_c(Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
 /* Print every function's graph, titled "<kind> graph after <pass>". */
 void pipeline_dump(FILE *f, const Pipeline *p, const char *pass);
 const char *pipeline_kind_name(FnKind k);
@@ -883,6 +902,13 @@ void emit_descriptor(FILE *cf, const Model *m, int real_size, const EmitLayout *
  * a planned pipeline: tables, init, one C function per Fn, the cdl_model descriptor and
  * the public wrappers; with_main adds main() -> cdl_main. */
 void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
+/* emit_c in three steps, for a caller that plans each function just before its C
+ * (pipeline_emit_c): the header, prologue and tables; one function (planned); the
+ * descriptor, which reads p->act_bytes, so after the last function's plan. */
+typedef struct EmitC EmitC;
+EmitC *emit_c_begin(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name);
+void emit_c_function(EmitC *c, const Fn *fn);
+void emit_c_end(EmitC *c);
 /* The inference export (emit_infer.c): the statements of function fn's body, written
  * to f at indent 1 as the static target writes them (a pointer per node, the op
  * emitters' kernel calls under their runtime names, C loops), reading the arena

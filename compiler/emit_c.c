@@ -480,25 +480,48 @@ static void emit_function(Emit *e, const Fn *fn) {
 
 /* ------------------------------------------------------------------ driver */
 
-/* Write MODEL.c to cf and MODEL.h to hf. */
-void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
-    const Model *m = p->m;
-    Emit E = {.f = cf, .m = m, .real_size = p->real_size, .loop = -1};
-    Emit *e = &E;
-    EmitLayout L = emit_layout(m);
-    e->slab_off = L.slab;
+/* The C of a pipeline being written: emit_c_begin writes the header, the prologue and
+ * the tables, emit_c_function one function, emit_c_end the descriptor. */
+struct EmitC {
+    Emit e;
+    EmitLayout L;
+    const Pipeline *p;
+    bool with_main;
+};
 
+EmitC *emit_c_begin(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    const Model *m = p->m;
+    EmitC *c = NEW(EmitC);
+    c->p = p;
+    c->with_main = with_main;
+    c->e = (Emit){.f = cf, .m = m, .real_size = p->real_size, .loop = -1};
+    c->L = emit_layout(m);
+    c->e.slab_off = c->L.slab;
     emit_header(hf, m, header_name, false);
     emit_prologue(cf, m, header_name,
                   cc_str(" * Forward and backward passes for this exact model: every shape is a constant but the\n"
                          " * batch nb (at most %lld); parameters, gradients and activations live in flat slabs\n"
                          " * carved once by cdl_net_new, so a training step allocates nothing.",
                          (long long)m->batch));
-    emit_tables(cf, m, p->real_size, &L);
-    for (int k = 0; k < p->nfn; k++) emit_function(e, &p->fn[k]);
+    emit_tables(cf, m, p->real_size, &c->L);
+    return c;
+}
+
+void emit_c_function(EmitC *c, const Fn *fn) { emit_function(&c->e, fn); }
+
+void emit_c_end(EmitC *c) {
+    const Model *m = c->p->m;
+    FILE *cf = c->e.f;
     if (m->loss >= 0 && !pipeline_modes_differ(m->g))
         fprintf(cf, "\n/* Eval mode: no dropout, sampling or batch norm here, so train mode's gradient. */\n"
                     "static double %s_fwd_bwd_eval(cdl_net *net, int nb) { return %s_fwd_bwd(net, nb); }\n",
                 m->name, m->name);
-    emit_descriptor(cf, m, p->real_size, &L, p->act_bytes, "", with_main);
+    emit_descriptor(cf, m, c->p->real_size, &c->L, c->p->act_bytes, "", c->with_main);
+}
+
+/* Write MODEL.c to cf and MODEL.h to hf. */
+void emit_c(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    EmitC *c = emit_c_begin(p, cf, hf, with_main, header_name);
+    for (int k = 0; k < p->nfn; k++) emit_c_function(c, &p->fn[k]);
+    emit_c_end(c);
 }

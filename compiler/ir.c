@@ -89,7 +89,7 @@ Graph *ir_body_new(Graph *parent) {
 static Node *push(Graph *g) {
     if (g->len == g->cap) {
         int cap = g->cap ? g->cap * 2 : 64;
-        g->n = arena_grow(cc_arena, g->n, sizeof(Node) * (size_t)g->cap, sizeof(Node) * (size_t)cap);
+        g->n = arena_reserve(cc_arena, g->n, sizeof(Node) * (size_t)g->cap, sizeof(Node) * (size_t)cap);
         g->cap = cap;
     }
     Node *n = &g->n[g->len++];
@@ -175,6 +175,12 @@ Graph *ir_snapshot(const Graph *g) {
     c->n = NEWN(Node, c->cap);
     memcpy(c->n, g->n, sizeof(Node) * (size_t)g->len);
     return c;
+}
+
+void ir_snapshot_drop(Graph *s) {
+    arena_drop(cc_arena, s->n, sizeof(Node) * (size_t)s->cap);
+    s->n = NULL;
+    s->len = s->cap = 0;
 }
 
 int *ir_uses(const Graph *g) {

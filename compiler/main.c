@@ -11,6 +11,10 @@
  *   pipeline_plan      buffers in the activation arena (tape: the arena's bound)
  *   emit_c / emit_tape write the C (--exe: and compile it)
  *
+ * The static target's C without --dump-after runs the passes from pipeline_clone to
+ * pipeline_plan one function at a time, each just before its C (pipeline_emit_c), and
+ * gives each function's memory back after it: the same C, a third of the memory.
+ *
  * --inference --weights CKPT (the inference export) reads the checkpoint first
  * (weights_load), clones the chosen functions (infer_clone), folds batch norms and
  * drops dropout (infer_prepare), then runs the same passes and emit_infer.
@@ -181,8 +185,9 @@ static void runtime_paths(const char **inc, const char **lib) {
     *lib = "/usr/local/lib/libcdlrt.a";
 }
 
-static void emit(const Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
-    (p->tape ? emit_tape : emit_c)(p, cf, hf, with_main, header_name);
+static void emit(Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    if (p->tape) emit_tape(p, cf, hf, with_main, header_name);
+    else pipeline_emit_c(p, cf, hf, with_main, header_name);
 }
 
 /* The libraries a trainer program links besides libcdlrt.a: the Makefile passes its
@@ -255,7 +260,7 @@ static int run_argv(const Argv *a) {
  * $CC (default cc) and $CDL_CFLAGS (the ASan suite links the programs it builds
  * against a sanitized runtime this way), both split at blanks.  No shell runs, so
  * any output name is taken literally. */
-static int build_exe(const Pipeline *p, const Opts *o) {
+static int build_exe(Pipeline *p, const Opts *o) {
     const Model *m = p->m;
     const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
     const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
@@ -327,7 +332,7 @@ static Model *infer_batch_one(Model *m, Opts *o) {
 }
 
 /* Write the generated C: to -o FILE (and its header beside it), else to stdout. */
-static int write_c(const Pipeline *p, const Opts *o) {
+static int write_c(Pipeline *p, const Opts *o) {
     if (!o->out) {
         FILE *null = fopen("/dev/null", "w");
         if (!null) die("cannot open /dev/null");
@@ -362,6 +367,13 @@ int main(int argc, char **argv) {
 
     Weights *w = NULL;
     if (o.infer && !(w = weights_load(o.weights, m))) return 1;
+    /* The static target's C without --dump-after: each function is cloned, planned and
+     * written in turn (pipeline_emit_c), so only one function's graphs are in memory. */
+    if (!o.infer && !o.dump_after && !strcmp(o.target, "c")) {
+        rc = o.exe ? build_exe(pipeline_new(m, o.real_size, false), &o) : write_c(pipeline_new(m, o.real_size, false), &o);
+        arena_free(cc_arena);
+        return rc;
+    }
     Pipeline *p = o.infer ? infer_clone(m, o.nentries, o.entries) : pipeline_clone(m, o.real_size, !strcmp(o.target, "tape"));
     if (!p) return 1;
     for (int k = 0; o.infer && k < p->nfn; k++) infer_prepare(p->fn[k].g, w);

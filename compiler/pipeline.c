@@ -37,14 +37,18 @@ bool pipeline_modes_differ(const Graph *g) {
 }
 
 static void add_fn(Pipeline *p, FnKind kind, const Graph *src, const EntryFn *entry) {
-    Fn *fn = &p->fn[p->nfn++];
-    *fn = (Fn){.kind = kind, .entry = entry, .g = ir_clone(src)};
-    if (kind == FN_ENTRY)
-        for (int k = 0; k < entry->nouts; k++) fn->g->n[entry->outs[k]].flags |= NF_OUTPUT;
-    if (kind == FN_EVAL || kind == FN_INPUT_GRAD || kind == FN_EVAL_GRAD || kind == FN_ENTRY) eval_mode(fn->g);
+    p->fn[p->nfn++] = (Fn){.kind = kind, .entry = entry, .src = src};
 }
 
-Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
+/* Function fn's own copy of its graph, in the mode it runs in. */
+static void clone_fn(Fn *fn) {
+    fn->g = ir_clone(fn->src);
+    if (fn->kind == FN_ENTRY)
+        for (int k = 0; k < fn->entry->nouts; k++) fn->g->n[fn->entry->outs[k]].flags |= NF_OUTPUT;
+    if (fn->kind == FN_EVAL || fn->kind == FN_INPUT_GRAD || fn->kind == FN_EVAL_GRAD || fn->kind == FN_ENTRY) eval_mode(fn->g);
+}
+
+Pipeline *pipeline_new(const Model *m, int real_size, bool tape) {
     Pipeline *p = NEW(Pipeline);
     *p = (Pipeline){.m = m, .real_size = real_size, .tape = tape, .fn = NEWN(Fn, 4 + m->nentries)};
     if (tape) {
@@ -61,13 +65,20 @@ Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
     return p;
 }
 
+Pipeline *pipeline_clone(const Model *m, int real_size, bool tape) {
+    Pipeline *p = pipeline_new(m, real_size, tape);
+    for (int k = 0; k < p->nfn; k++) clone_fn(&p->fn[k]);
+    return p;
+}
+
 /* The tape differentiates at run time: its record graphs get no gradient nodes. */
+static void autodiff_fn(const Pipeline *p, Fn *fn) {
+    if (fn->kind == FN_TRAIN || fn->kind == FN_EVAL_GRAD) ad_run(p->m, fn->g, true, false);
+    if (fn->kind == FN_INPUT_GRAD) ad_run(p->m, fn->g, false, true);
+}
+
 void pipeline_autodiff(Pipeline *p) {
-    for (int k = 0; k < p->nfn; k++) {
-        Fn *fn = &p->fn[k];
-        if (fn->kind == FN_TRAIN || fn->kind == FN_EVAL_GRAD) ad_run(p->m, fn->g, true, false);
-        if (fn->kind == FN_INPUT_GRAD) ad_run(p->m, fn->g, false, true);
-    }
+    for (int k = 0; k < p->nfn; k++) autodiff_fn(p, &p->fn[k]);
 }
 
 void pipeline_verify(Pipeline *p) {
@@ -80,6 +91,11 @@ void pipeline_opt(Pipeline *p) {
     for (int k = 0; k < p->nfn; k++) opt_run(p->fn[k].g);
 }
 
+static void plan_fn(Pipeline *p, Fn *fn) {
+    fn->plan = plan_run(fn->g, p->real_size);
+    if (fn->plan->bytes > p->act_bytes) p->act_bytes = fn->plan->bytes;
+}
+
 /* Static: every function's buffers; the arena is the largest function's (they never
  * run at once).  Tape: the arena bound of the largest record graph. */
 void pipeline_plan(Pipeline *p) {
@@ -90,11 +106,7 @@ void pipeline_plan(Pipeline *p) {
         return;
     }
     p->act_bytes = 64;
-    for (int k = 0; k < p->nfn; k++) {
-        Fn *fn = &p->fn[k];
-        fn->plan = plan_run(fn->g, p->real_size);
-        if (fn->plan->bytes > p->act_bytes) p->act_bytes = fn->plan->bytes;
-    }
+    for (int k = 0; k < p->nfn; k++) plan_fn(p, &p->fn[k]);
 }
 
 Pipeline *pipeline_build(const Model *m, int real_size, bool tape) {
@@ -104,6 +116,34 @@ Pipeline *pipeline_build(const Model *m, int real_size, bool tape) {
     pipeline_opt(p);
     pipeline_plan(p);
     return p;
+}
+
+/* cdlc.h.  The functions' passes in pipeline_build's order, one function at a time
+ * (functions do not depend on each other: the same graphs and plans). */
+void pipeline_emit_c(Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *header_name) {
+    if (p->tape) die("pipeline_emit_c: the tape target has no per-function passes");
+    p->act_bytes = 64;
+    for (int k = 0; k < p->nfn; k++)
+        if (p->fn[k].plan && p->fn[k].plan->bytes > p->act_bytes) p->act_bytes = p->fn[k].plan->bytes;
+    EmitC *c = emit_c_begin(p, cf, hf, with_main, header_name);
+    for (int k = 0; k < p->nfn; k++) {
+        Fn *fn = &p->fn[k];
+        if (fn->plan) {
+            emit_c_function(c, fn);
+            continue;
+        }
+        ArenaMark mark = arena_mark(cc_arena);
+        clone_fn(fn);
+        autodiff_fn(p, fn);
+        ir_verify(fn->g);
+        opt_run(fn->g);
+        plan_fn(p, fn);
+        emit_c_function(c, fn);
+        arena_release(cc_arena, mark);   /* the graph, its plan and everything between */
+        fn->g = NULL;
+        fn->plan = NULL;
+    }
+    emit_c_end(c);
 }
 
 const char *pipeline_kind_name(FnKind k) {

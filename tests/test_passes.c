@@ -5,7 +5,9 @@
  *     it, and not when the input is read later, is a result or is a leaf;
  *   - the plan of every function of every zoo model puts no two buffers that are live
  *     at the same time on overlapping bytes (liveness re-derived here from the graph),
- *     keeps every buffer inside the arena, and lays loop-body slots side by side. */
+ *     keeps every buffer inside the arena, and lays loop-body slots side by side;
+ *   - pipeline_emit_c (one function at a time) writes emit_c's C byte for byte;
+ *   - arena_reserve keeps what a growing array holds, arena_drop gives a block back. */
 #include "test_util.h"
 
 #include <dirent.h>
@@ -260,6 +262,80 @@ static void test_plans_of_every_zoo_model(void **state) {
     assert_true(pairs > 1000);      /* the check saw buffers alive together, not an empty plan */
 }
 
+/* The C of every zoo model, f32 and f64, from pipeline_emit_c one function at a time
+ * (pipeline_new: each function cloned, planned, written and given back in turn) equals
+ * emit_c's after pipeline_build, byte for byte, and so does a pipeline whose functions
+ * are planned already. */
+static char *c_text(Pipeline *p, bool streamed) {
+    char *cbuf = NULL, *hbuf = NULL;
+    size_t clen = 0, hlen = 0;
+    FILE *cf = open_memstream(&cbuf, &clen), *hf = open_memstream(&hbuf, &hlen);
+    assert_non_null(cf);
+    assert_non_null(hf);
+    if (streamed) pipeline_emit_c(p, cf, hf, true, "m.h");
+    else emit_c(p, cf, hf, true, "m.h");
+    fclose(cf);
+    fclose(hf);
+    char *both = arena_printf(cc_arena, "%s\n/* header */\n%s", cbuf, hbuf);
+    free(cbuf);
+    free(hbuf);
+    return both;
+}
+
+static void test_streamed_c_equals_emit_c(void **state) {
+    (void)state;
+    DIR *d = opendir("models");
+    assert_non_null(d);
+    int models = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".cdl")) continue;
+        Model *m = elab_file(cc_str("models/%s", de->d_name), 0, NULL);
+        if (!m) fail_msg("models/%s: %s", de->d_name, diags());
+        for (int real_size = 4; real_size <= 8; real_size += 4) {
+            const char *whole = c_text(pipeline_build(m, real_size, false), false);
+            Pipeline *p = pipeline_new(m, real_size, false);
+            const char *streamed = c_text(p, true);
+            if (strcmp(whole, streamed)) fail_msg("models/%s (%d-byte reals): streamed C differs", de->d_name, real_size);
+            for (int k = 0; k < p->nfn; k++) assert_null(p->fn[k].g);   /* given back after its C */
+            assert_string_equal(c_text(pipeline_build(m, real_size, false), true), whole);
+        }
+        models++;
+    }
+    closedir(d);
+    assert_true(models >= 13);
+}
+
+/* arena_reserve keeps the old bytes wherever the block goes (in its chunk, copied, or a
+ * large block moved by realloc); arena_drop gives a large block back at once, and the
+ * arena's release and free then skip it (ASan: no double free). */
+static void test_arena_reserve_and_drop(void **state) {
+    (void)state;
+    Arena *a = arena_new();
+    int *v = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < 100000; i++) {
+        if ((size_t)i == cap) {
+            size_t nc = cap ? 2 * cap : 4;
+            v = arena_reserve(a, v, cap * sizeof *v, nc * sizeof *v);
+            cap = nc;
+        }
+        v[i] = i * 7;
+    }
+    for (int i = 0; i < 100000; i++) assert_int_equal(v[i], i * 7);
+    ArenaMark mark = arena_mark(a);
+    char *big = arena_alloc(a, 1 << 20), *small = arena_alloc(a, 64);
+    assert_int_equal(big[12345], 0);                /* a new large block is still zeroed */
+    arena_drop(a, big, 1 << 20);
+    arena_drop(a, small, 64);                        /* a small one stays until released */
+    small[63] = 1;
+    char *big2 = arena_alloc(a, 1 << 20);
+    arena_release(a, mark);                          /* frees big2, not big again */
+    (void)big2;
+    arena_drop(a, v, cap * sizeof *v);
+    arena_free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cse_merges_identical_nodes, setup, tu_teardown),
@@ -269,6 +345,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_inplace_when_the_input_dies, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_no_inplace_over_live_or_leaf_or_result, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_plans_of_every_zoo_model, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_c_equals_emit_c, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_arena_reserve_and_drop, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

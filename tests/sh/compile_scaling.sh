@@ -5,6 +5,9 @@
 # buffer for every buffer, in-place chains re-walked, each input-gradient node rescanned
 # the graph).  CPU time (user + system, the best of two runs), not wall time, and a
 # ratio, not an absolute time, so a loaded machine does not make it fail.
+# Memory: the larger model's peak resident memory (GNU time) must stay under 10 KB per
+# statement, the 100,000 statements in under 1 GB (the layer pipeline took
+# 14.7 KB a statement while every function's graphs were kept until the C was written).
 set -u
 B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
@@ -22,6 +25,12 @@ cpu() {
     echo "$best"
 }
 
+# rss FILE: peak resident KB of one compilation of FILE to C (empty without GNU time).
+rss() {
+    [ -x /usr/bin/time ] || return
+    /usr/bin/time -f %M -o "$t/rss" "$CDLC" "$1" -o "$t/out.c" >/dev/null 2>&1 && tail -1 "$t/rss"
+}
+
 for spec in "layers 4000" "ew 6000" "params 10000" "concat 3000"; do
     set -- $spec
     kind=$1 n=$2
@@ -31,6 +40,11 @@ for spec in "layers 4000" "ew 6000" "params 10000" "concat 3000"; do
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / (a > 0.01 ? a : 0.01) }')
     echo "$kind: $n statements ${a} s, $((2 * n)) statements ${b} s: x$ratio"
     awk -v r="$ratio" 'BEGIN { exit !(r < 3.0) }' || { echo "FAIL $kind: doubling the size multiplied the CPU time by $ratio (>= 3)"; fail=$((fail + 1)); }
+    kb=$(rss "$t/b.cdl")
+    if [ -z "$kb" ]; then echo "$kind: peak memory not measured (no GNU time)"; continue; fi
+    per=$(awk -v k="$kb" -v n=$((2 * n)) 'BEGIN { printf "%.1f", k / n }')
+    echo "$kind: $((2 * n)) statements, peak $((kb / 1024)) MB, $per KB a statement"
+    awk -v p="$per" 'BEGIN { exit !(p < 10) }' || { echo "FAIL $kind: $per KB of memory a statement (>= 10: 100,000 would take over 1 GB)"; fail=$((fail + 1)); }
 done
-echo "compile_scaling: 4 kinds doubled, $fail grow faster than x3"
+echo "compile_scaling: 4 kinds doubled, $fail grow faster than x3 or take 10 KB a statement"
 [ $fail = 0 ]
