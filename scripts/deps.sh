@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages cdl needs, if any are missing.  Quiet and fast when all
 # are present.  Runs as root (CI, fresh machines); otherwise says what to install.
-PKGS="flex bison libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev openmpi-bin libopenmpi-dev"
+# fortunes: the text corpus of models/gpt.cdl (examples/gpt_fortunes.sh, /usr/share/games/fortunes)
+PKGS="flex bison libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev openmpi-bin libopenmpi-dev fortunes"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
