@@ -123,13 +123,17 @@ static void register_block(Loader *L, const Ast *b) {
     p->blocks[p->nblocks++] = b;
 }
 
-/* A library module: an import without '/' or '.' ("nn") names NAME.cdl of the
+/* A library module: an import that is a name ("nn": letters, digits, '_') is NAME.cdl of the
  * standard library, looked up in the directories of $CDL_PATH (':'-separated), then
  * beside the compiler: <bin>/../share/cdl (make install), <bin>/../lib and
  * <bin>/../../lib (build/cdlc, build/onednn/cdlc in the source tree: lib/nn.cdl).
  * The path of the first that exists; NULL after an error at `at`. */
 static bool is_module_name(const char *s) {
-    return *s && !strchr(s, '/') && !strchr(s, '.');
+    if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z'))) return false;
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
 }
 
 static bool regular_file(const char *p) {
