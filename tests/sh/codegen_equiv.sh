@@ -44,7 +44,12 @@ one() {
     b=$(basename "$m" .cdl); dir="$t/$b.$tgt"; mkdir -p "$dir/ref" "$dir/new"
     for w in ref new; do
         local c=$CDLC; [ $w = ref ] && c=$ref
-        "$c" --target=$tgt "$m" -o "$dir/$w/$b.c" >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w cdlc: $(head -2 $dir/log)"; return 1; }
+        if ! "$c" --target=$tgt "$m" -o "$dir/$w/$b.c" >"$dir/log" 2>&1; then
+            # a model newer than REF (ops, library modules the reference lacks): nothing to compare
+            [ $w = ref ] && "$CDLC" --target=$tgt "$m" -o "$dir/new/$b.c" >/dev/null 2>&1 &&
+                { echo "new  $b $tgt: the reference cdlc does not compile it ($(head -1 $dir/log | cut -c1-100))"; return 0; }
+            echo "FAIL $b $tgt: $w cdlc: $(head -2 $dir/log)"; return 1
+        fi
     done
     if cmp -s "$dir/ref/$b.c" "$dir/new/$b.c"; then echo "same $b $tgt: identical C"; return 0; fi
     for w in ref new; do
