@@ -66,6 +66,7 @@ void ast_dump(FILE *f, const Ast *a) {
     case A_NAME: fprintf(f, " %s", a->name); break;
     case A_BIN:
         if (a->op == 'P') fputs(" **", f);
+        else if (strchr("lgen", a->op)) fprintf(f, " %s", a->op == 'l' ? "<=" : a->op == 'g' ? ">=" : a->op == 'e' ? "==" : "!=");
         else fprintf(f, " %c", a->op);
         dump_opt(f, a->a);
         dump_opt(f, a->b);

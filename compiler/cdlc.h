@@ -344,6 +344,13 @@ typedef struct OpRule {
 } OpRule;
 #define INPLACE_IN(k) ((k) < 32 ? 1u << (k) : 0u)   /* inputs past 31 (a long concat) never */
 
+/* COMPARE's ia0: which comparison, in the order of runtime/cdl.h's CDL_BIN_LT ... CDL_BIN_NE. */
+enum { CMP_LT, CMP_LE, CMP_GT, CMP_GE, CMP_EQ, CMP_NE, CMP_COUNT };
+static inline const char *cmp_symbol(int64_t k) {
+    static const char *const s[CMP_COUNT] = {"<", "<=", ">", ">=", "==", "!="};
+    return k >= 0 && k < CMP_COUNT ? s[k] : "?";
+}
+
 typedef struct OpInfo {
     const char *name;
     int nin;
@@ -493,6 +500,9 @@ Value bn_conv(Elab *e, const Builtin *b, Loc loc, Value *a);
 Value bn_conv_t(Elab *e, const Builtin *b, Loc loc, Value *a);
 Value bn_pool(Elab *e, const Builtin *b, Loc loc, Value *a);
 Value bn_upsample(Elab *e, const Builtin *b, Loc loc, Value *a);
+/* builtins_sel.c: masks and selection (rows in builtins.c's table). */
+Value bs_where(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_masked_fill(Elab *e, const Builtin *b, Loc loc, Value *a);
 
 /* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR

@@ -552,6 +552,12 @@ static const char *op_spelling(int op) {
     case '*': return "*";
     case '/': return "/";
     case '@': return "@";
+    case '<': return "<";
+    case '>': return ">";
+    case 'l': return "<=";
+    case 'g': return ">=";
+    case 'e': return "==";
+    case 'n': return "!=";
     }
     return "?";
 }
@@ -628,7 +634,7 @@ static Value index_arith(int op, Value a, Value b, Loc loc) {
     Value r = {.k = V_INDEX};
     bool ai = a.k == V_INDEX, bi = b.k == V_INDEX;
     Value n = ai ? b : a;
-    if ((ai && bi) || n.k != V_NUM || !n.isint || op == '/' || op == '@' || op == 'P') {
+    if ((ai && bi) || n.k != V_NUM || !n.isint || (op != '+' && op != '-' && op != '*')) {
         error_at(loc, "the loop index can only be used in indexing, as in x[:, t] or x[:, T - 1 - t]");
         return el_err();
     }
@@ -640,11 +646,42 @@ static Value index_arith(int op, Value a, Value b, Loc loc) {
     return r;
 }
 
+/* The comparison of an operator character ('<', 'l' for <=, ...): CMP_*, or -1. */
+static int cmp_kind(int op) {
+    switch (op) {
+    case '<': return CMP_LT;
+    case 'l': return CMP_LE;
+    case '>': return CMP_GT;
+    case 'g': return CMP_GE;
+    case 'e': return CMP_EQ;
+    case 'n': return CMP_NE;
+    }
+    return -1;
+}
+
+/* a < b, ... on numbers: 1 or 0 at compile time (not on the batch size, which a
+ * smaller last batch changes). */
+static Value num_compare(int k, Value a, Value b, Loc loc) {
+    if (a.bx || b.bx) {
+        error_at(loc, "'%s' of numbers cannot depend on the batch size", cmp_symbol(k));
+        return el_err();
+    }
+    double x = a.isint ? (double)a.i : a.r, y = b.isint ? (double)b.i : b.r;
+    bool r = k == CMP_LT ? x < y : k == CMP_LE ? x <= y : k == CMP_GT ? x > y : k == CMP_GE ? x >= y
+                                                                              : k == CMP_EQ ? x == y : x != y;
+    if (a.isint && b.isint)
+        r = k == CMP_LT ? a.i < b.i : k == CMP_LE ? a.i <= b.i : k == CMP_GT ? a.i > b.i : k == CMP_GE ? a.i >= b.i
+                                                                              : k == CMP_EQ ? a.i == b.i : a.i != b.i;
+    return el_int_value(r, 0);
+}
+
 /* el_arith: see cdlc.h.  Numbers fold at compile time; the loop index takes affine
  * offsets; tensors get ADD/SUB/MUL/DIV (numbers become scalar constants, the batch
  * constant the runtime batch size), MATMUL, and SQUARE/POWS for a constant exponent. */
 Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
     if (a.k == V_ERR || b.k == V_ERR) return el_err();
+    int cmp = cmp_kind(op);
+    if (cmp >= 0 && a.k == V_NUM && b.k == V_NUM) return num_compare(cmp, a, b, loc);
     if (a.k == V_NUM && b.k == V_NUM) return const_arith(op, a, b, loc);
     if (a.k == V_INDEX || b.k == V_INDEX) return index_arith(op, a, b, loc);
     const char *sp = op_spelling(op);
@@ -688,7 +725,8 @@ Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
         bool batched = el_n(e, in[0])->shape.rank > 2 || el_n(e, in[1])->shape.rank > 2;   /* torch.matmul */
         return el_tensor(e, el_add(e, batched ? OP_BMM : OP_MATMUL, loc, 2, in, NULL, NULL, DT_REAL));
     }
-    Op o = op == '+' ? OP_ADD : op == '-' ? OP_SUB : op == '*' ? OP_MUL : OP_DIV;
+    Op o = cmp >= 0 ? OP_COMPARE : op == '+' ? OP_ADD : op == '-' ? OP_SUB : op == '*' ? OP_MUL : OP_DIV;
     int in[2] = {el_operand(e, a, sp, "a", loc), el_operand(e, b, sp, "b", loc)};
-    return el_tensor(e, el_add(e, o, loc, 2, in, NULL, NULL, DT_REAL));
+    Attrs at = {.i = {cmp}};
+    return el_tensor(e, el_add(e, o, loc, 2, in, cmp >= 0 ? &at : NULL, NULL, DT_REAL));
 }

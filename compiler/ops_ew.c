@@ -32,7 +32,10 @@ static const char *ew_rng_base(Emit *e, int n) {
     return cc_str("(uint64_t)(%s) * (uint64_t)(%s)", t, e_numel(e, n));
 }
 
-static const char *ew_name(const Node *n) { return op_info[n->op].name; }
+/* The op's name in diagnostics: a comparison by its operator ('<'). */
+static const char *ew_name(const Node *n) {
+    return n->op == OP_COMPARE ? cc_str("'%s'", cmp_symbol(n->ia[0])) : op_info[n->op].name;
+}
 
 /* Output = input `i`'s shape, real; the input must be real. */
 static bool ew_real_like(Graph *g, Node *n, int i) {
@@ -200,16 +203,21 @@ static void emit_random(Emit *e, const Graph *g, int n) {
 
 /* ------------------------------------------------------------------ binary ops */
 
-static const char *ew_bin_code(Op op) {
-    switch (op) {
+static const char *ew_bin_code(const Node *x) {
+    static const char *const cmp[CMP_COUNT] = {"CDL_BIN_LT", "CDL_BIN_LE", "CDL_BIN_GT", "CDL_BIN_GE", "CDL_BIN_EQ",
+                                               "CDL_BIN_NE"};
+    switch (x->op) {
     case OP_ADD: return "CDL_BIN_ADD";
     case OP_SUB: return "CDL_BIN_SUB";
     case OP_MUL: return "CDL_BIN_MUL";
     case OP_DIV: return "CDL_BIN_DIV";
     case OP_MAXIMUM: return "CDL_BIN_MAX";
     case OP_MINIMUM: return "CDL_BIN_MIN";
+    case OP_COMPARE: break;
     default: unreachable();
     }
+    if (x->ia[0] < 0 || x->ia[0] >= CMP_COUNT) die("compare: kind %lld", (long long)x->ia[0]);
+    return cmp[x->ia[0]];
 }
 
 /* numpy broadcasting; the batch axis must stay axis 0 of the result. */
@@ -234,13 +242,13 @@ static bool shape_binary(Graph *g, Node *n) {
     return true;
 }
 
-/* Same shape: cdl_<op>(n, a, b, y).  One dim after merging (a scalar operand, or
+/* Same shape: cdl_<op>(n, a, b, y) (not comparisons: they have no such kernel).  One dim after merging (a scalar operand, or
  * operands broadcast the same way throughout): cdl_binary with element strides.
  * Otherwise cdl_binary_bc over the merged dims. */
 static void emit_binary(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     int a = x->in[0], b = x->in[1];
-    if (shape_eq(&g->n[a].shape, &x->shape) && shape_eq(&g->n[b].shape, &x->shape)) {
+    if (x->op != OP_COMPARE && shape_eq(&g->n[a].shape, &x->shape) && shape_eq(&g->n[b].shape, &x->shape)) {
         e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, ew_name(x)), e_numel(e, n), e_ptr(e, a), e_ptr(e, b),
                e_ptr(e, n));
         return;
@@ -252,14 +260,14 @@ static void emit_binary(Emit *e, const Graph *g, int n) {
         const char *len = p.rank ? ew_bcast_dim(e, n, &p, 0) : "1";
         long long sa = p.rank ? p.st[0][0] : 0, sb = p.rank ? p.st[1][0] : 0;
         if (sa <= 1 && sb <= 1) {
-            e_line(e, "%s(%s, %s, %s, %lld, %s, %lld, %s);", e_fn(e, "binary"), ew_bin_code(x->op), len,
+            e_line(e, "%s(%s, %s, %s, %lld, %s, %lld, %s);", e_fn(e, "binary"), ew_bin_code(x), len,
                    e_ptr(e, a), sa, e_ptr(e, b), sb, e_ptr(e, n));
             return;
         }
     }
     const char *arr[3];
     ew_bcast_arrays(e, n, &p, arr);
-    e_line(e, "%s(%s, %d, %s, %s, %s, %s, %s, %s);", e_fn(e, "binary_bc"), ew_bin_code(x->op), p.rank,
+    e_line(e, "%s(%s, %d, %s, %s, %s, %s, %s, %s);", e_fn(e, "binary_bc"), ew_bin_code(x), p.rank,
            arr[0], arr[1], arr[2], e_ptr(e, a), e_ptr(e, b), e_ptr(e, n));
 }
 
@@ -326,6 +334,72 @@ static void emit_maxmin_bwd(Emit *e, const Graph *g, int n) {
     ew_bcast_arrays(e, n, &p, arr);
     e_line(e, "%s(%d, %d, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "maxmin_bwd"), (int)(x->ia[0] != 0), p.rank,
            arr[0], arr[1], arr[2], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n));
+}
+
+/* ------------------------------------------------------------------ comparisons, where */
+
+/* COMPARE: a mask, 1 where a op b holds, else 0 (numpy broadcasting, shape_binary's
+ * rule); no gradient flows through it (not OPF_DIFF).  Emitted by emit_binary. */
+static const char *tape_compare(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    return cc_str("cdl_t_compare(tp, %s, %s, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), ew_bin_code(x));
+}
+
+/* WHERE (cond, a, b): the broadcast of the three shapes (numpy rules), every batched
+ * operand keeping its batch axis at axis 0; cond is a real mask (nonzero: take a). */
+static bool shape_where(Graph *g, Node *n) {
+    static const char *const what[3] = {"cond", "a", "b"};
+    Shape out = {0};
+    for (int k = 0; k < 3; k++) {
+        if (!shape_require_real(g, n, k)) return false;
+        const Shape *s = &g->n[n->in[k]].shape;
+        Shape t;
+        if (!shape_broadcast(&out, s, &t)) {
+            shape_error(n, "where: %s %s does not broadcast with %s", what[k], shape_str(s),
+                        k == 1 ? cc_str("cond %s", shape_str(&out)) : cc_str("the shape %s of cond and a", shape_str(&out)));
+            return false;
+        }
+        out = t;
+    }
+    for (int k = 0; k < 3; k++) {
+        const Shape *s = &g->n[n->in[k]].shape;
+        if (s->batched && s->rank < out.rank) {
+            shape_error(n, "where: broadcasting %s %s to %s would move its batch axis away from axis 0", what[k],
+                        shape_str(s), shape_str(&out));
+            return false;
+        }
+    }
+    if (!shape_same_batch(g, n, "where", 0, 1) || !shape_same_batch(g, n, "where", 0, 2) ||
+        !shape_same_batch(g, n, "where", 1, 2))
+        return false;
+    n->shape = out;
+    n->dtype = DT_REAL;
+    return true;
+}
+
+/* cdl_where over the merged broadcast (at least one dim: a scalar result is [1]). */
+static void emit_where(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    EwBcast p;
+    ew_bcast_plan(g, n, x->in, 3, &p);
+    const char *arr[4];
+    if (p.rank == 0) {
+        p.rank = 1;
+        p.d[0] = 1;
+    }
+    ew_bcast_arrays(e, n, &p, arr);
+    e_line(e, "%s(%d, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "where"), p.rank, arr[0], arr[1], arr[2], arr[3],
+           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n));
+}
+
+/* da = where(cond, g, 0), db = where(cond, 0, g), each summed over its operand's
+ * broadcast axes by ad_acc; cond gets none (a mask). */
+static void grad_where(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    int c = ad_x(ad, x.in[0]), z = ew_scalar(ad, n, 0);
+    int ina[3] = {c, gy, z}, inb[3] = {c, z, gy};
+    ad_acc(ad, x.in[1], ad_add(ad, n, OP_WHERE, 3, ina, NULL, NULL));
+    ad_acc(ad, x.in[2], ad_add(ad, n, OP_WHERE, 3, inb, NULL, NULL));
 }
 
 /* ------------------------------------------------------------------ unary ops */
@@ -577,6 +651,8 @@ const OpRule ops_ew_rules[] = {
     {OP_DIV, shape_binary, grad_div, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
     {OP_MAXIMUM, shape_binary, grad_maxmin, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
     {OP_MINIMUM, shape_binary, grad_maxmin, emit_binary, NULL, .tape = e_tape_plain, .inplace = BOTH},
+    {OP_COMPARE, shape_binary, NULL, emit_binary, NULL, .tape = tape_compare, .inplace = BOTH},
+    {OP_WHERE, shape_where, grad_where, emit_where, NULL, .tape = e_tape_plain},
     {OP_NEG, shape_unary, grad_neg, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
     {OP_EXP, shape_unary, grad_exp, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},
     {OP_LOG, shape_unary, grad_log, emit_unary, NULL, .tape = e_tape_plain, .inplace = UNARY},

@@ -6,7 +6,8 @@
  * reports several.  The tree is built in the compilation arena (ast.c); the driver
  * (parse_text) lives with the scanner in cdl.l.
  *
- * Precedence, loosest first:  |>   + -   * / @   unary -   ** (right)   postfix [] () .name
+ * Precedence, loosest first:  |>   < <= > >= == != (not chained)   + -   * / @   unary -
+ * ** (right)   postfix [] () .name
  */
 
 %code requires {
@@ -105,8 +106,10 @@ static Ast *kw(const char *name, Ast *v, Loc loc) {
        LOSS "'loss'" ENTRY "'entry'" FOR "'for'" IN "'in'" REVERSED "'reversed'"
        RETURN "'return'" IMPORT "'import'" TRAIN "'train'" AS "'as'" TRUE "'true'"
        FALSE "'false'" PIPE "'|>'" POW "'**'" DOTDOT "'..'"
+       LE "'<='" GE "'>='" EQ "'=='" NE "'!='"
 
 %left PIPE
+%nonassoc '<' '>' LE GE EQ NE
 %left '+' '-'
 %left '*' '/' '@'
 %precedence NEG
@@ -224,6 +227,12 @@ kv: IDENT '=' expr                  { $$ = kw($1, $3, @1); }
   ;
 
 expr: expr PIPE expr                { $$ = bin(CTX, '|', $1, $3, @2); }
+    | expr '<' expr                 { $$ = bin(CTX, '<', $1, $3, @2); }
+    | expr '>' expr                 { $$ = bin(CTX, '>', $1, $3, @2); }
+    | expr LE expr                  { $$ = bin(CTX, 'l', $1, $3, @2); }
+    | expr GE expr                  { $$ = bin(CTX, 'g', $1, $3, @2); }
+    | expr EQ expr                  { $$ = bin(CTX, 'e', $1, $3, @2); }
+    | expr NE expr                  { $$ = bin(CTX, 'n', $1, $3, @2); }
     | expr '+' expr                 { $$ = bin(CTX, '+', $1, $3, @2); }
     | expr '-' expr                 { $$ = bin(CTX, '-', $1, $3, @2); }
     | expr '*' expr                 { $$ = bin(CTX, '*', $1, $3, @2); }

@@ -1329,6 +1329,10 @@ cdl_t *cdl_t_mul(cdl_tape *tp, cdl_t *a, cdl_t *b);
 cdl_t *cdl_t_div(cdl_tape *tp, cdl_t *a, cdl_t *b);
 cdl_t *cdl_t_maximum(cdl_tape *tp, cdl_t *a, cdl_t *b);
 cdl_t *cdl_t_minimum(cdl_tape *tp, cdl_t *a, cdl_t *b);
+/* Masks and selection (tape_sel.c): a op b for op = CDL_BIN_LT ... CDL_BIN_NE (a 1/0
+ * mask, no gradient); torch.where(c != 0, a, b) over the broadcast of the three. */
+cdl_t *cdl_t_compare(cdl_tape *tp, cdl_t *a, cdl_t *b, int op);
+cdl_t *cdl_t_where(cdl_tape *tp, cdl_t *c, cdl_t *a, cdl_t *b);
 cdl_t *cdl_t_neg(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_exp(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_log(cdl_tape *tp, cdl_t *x);

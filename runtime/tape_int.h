@@ -105,6 +105,11 @@ void *tape_gemm_dst(cdl_tape *tp, cdl_t *x, double *beta);
 /* Add src, shaped like y (the op's result), into x's gradient, summing over the axes
  * where x was broadcast to y's shape (numpy rules). */
 void tape_acc_bcast(cdl_tape *tp, cdl_t *x, const cdl_t *y, const void *src);
+/* ---- broadcasting (tape_ops.c) ---- */
+/* numpy broadcasting of a and b into rank/dims; 0 if they do not broadcast. */
+int tape_bcast_dims(const cdl_t *a, const cdl_t *b, int *rank, int64_t *dims);
+/* Element strides of x (dims xr/xd) per dim of an output of rank r (0 where broadcast). */
+void tape_bcast_strides(int r, const int64_t *ydims, int xr, const int64_t *xd, int64_t *st);
 /* A temporary of n reals. */
 static inline void *tape_rtemp(cdl_tape *tp, int64_t n) {
     return tape_temp(tp, (size_t)(n > 0 ? n : 1) * (size_t)tp->rs);

@@ -14,8 +14,8 @@
 
 static const char *const bin_name[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
 
-/* numpy broadcasting of a and b into rank/dims; 0 if they do not broadcast. */
-static int bcast_dims(const cdl_t *a, const cdl_t *b, int *rank, int64_t *dims) {
+/* tape_bcast_dims, tape_bcast_strides: see tape_int.h (tape_sel.c uses them too). */
+int tape_bcast_dims(const cdl_t *a, const cdl_t *b, int *rank, int64_t *dims) {
     int r = a->rank > b->rank ? a->rank : b->rank;
     for (int i = 0; i < r; i++) {
         int ia = i - (r - a->rank), ib = i - (r - b->rank);
@@ -27,8 +27,7 @@ static int bcast_dims(const cdl_t *a, const cdl_t *b, int *rank, int64_t *dims) 
     return 1;
 }
 
-/* Element strides of x (dims xr/xd) per dim of an output of rank r (0 where broadcast). */
-static void bcast_strides(int r, const int64_t *ydims, int xr, const int64_t *xd, int64_t *st) {
+void tape_bcast_strides(int r, const int64_t *ydims, int xr, const int64_t *xd, int64_t *st) {
     int64_t s = 1;
     for (int i = r - 1; i >= 0; i--) {
         int j = i - (r - xr);
@@ -57,8 +56,8 @@ static void bin_apply(cdl_tape *tp, int code, const cdl_t *y, const void *a, con
         return;
     }
     int64_t sa[CDL_MAXDIM], sb[CDL_MAXDIM];
-    bcast_strides(y->rank, y->dims, as->rank, as->dims, sa);
-    bcast_strides(y->rank, y->dims, bs->rank, bs->dims, sb);
+    tape_bcast_strides(y->rank, y->dims, as->rank, as->dims, sa);
+    tape_bcast_strides(y->rank, y->dims, bs->rank, bs->dims, sb);
     TK(tp, binary_bc, code, y->rank, y->dims, sa, sb, a, b, out);
 }
 
@@ -123,8 +122,8 @@ static void bwd_binary(cdl_tape *tp, cdl_t *y) {
     default: {
         /* da = g where a wins (ties: a), db = g - da */
         int64_t sa[CDL_MAXDIM], sb[CDL_MAXDIM];
-        bcast_strides(y->rank, y->dims, a->rank, a->dims, sa);
-        bcast_strides(y->rank, y->dims, b->rank, b->dims, sb);
+        tape_bcast_strides(y->rank, y->dims, a->rank, a->dims, sa);
+        tape_bcast_strides(y->rank, y->dims, b->rank, b->dims, sb);
         void *da = tape_rtemp(tp, y->numel);
         if (!da) return;
         if (y->rank == 0) TK(tp, maxmin_bwd, code == CDL_BIN_MAX, 1, (int64_t[]){1}, (int64_t[]){0}, (int64_t[]){0}, g, a->data, b->data, da);
@@ -145,7 +144,7 @@ static cdl_t *binary(cdl_tape *tp, int code, cdl_t *a, cdl_t *b) {
     if (!tape_need_real(tp, op, ab, 2)) return NULL;
     int r;
     int64_t dims[CDL_MAXDIM];
-    if (!bcast_dims(a, b, &r, dims)) return tape_err(tp, op, "shapes do not broadcast: %s and %s", DSTR(a), DSTR(b));
+    if (!tape_bcast_dims(a, b, &r, dims)) return tape_err(tp, op, "shapes do not broadcast: %s and %s", DSTR(a), DSTR(b));
     cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 2, ab);
     if (!y) return NULL;
     bin_apply(tp, code, y, a->data, a, b->data, b, y->data);

@@ -24,6 +24,9 @@ static void test_operators_and_comments(void **state) {
     assert_string_equal(lex("a |> b ** 2 @ c # comment ** |>\n- d / e * f"),
                         "ident:a |> ident:b ** int:2 @ ident:c - ident:d / ident:e * ident:f");
     assert_string_equal(lex("( ) [ ] { } , : = ; ."), "( ) [ ] { } , : = ; .");
+    /* comparisons: the two-character ones are one token, "==" is not two "=" */
+    assert_string_equal(lex("a<b<=c>d>=e==f!=g=h"),
+                        "ident:a < ident:b <= ident:c > ident:d >= ident:e == ident:f != ident:g = ident:h");
     assert_string_equal(lex("# only a comment"), "");
     assert_string_equal(lex(""), "");
 }

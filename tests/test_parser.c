@@ -28,6 +28,18 @@ static void test_precedence(void **state) {
     assert_string_equal(expr("x @ w + b"), "(bin + (bin @ (name x) (name w)) (name b))");
     assert_string_equal(expr("(a + b) / 2.0"), "(bin / (bin + (name a) (name b)) (real 2.0))");
     assert_string_equal(expr("h + x |> relu"), "(pipe (bin + (name h) (name x)) (name relu))");
+    /* comparisons bind looser than arithmetic, tighter than |> (as in Python) */
+    assert_string_equal(expr("a + 1 < b * 2"), "(bin < (bin + (name a) (int 1)) (bin * (name b) (int 2)))");
+    assert_string_equal(expr("x - m >= 0 |> f"), "(pipe (bin >= (bin - (name x) (name m)) (int 0)) (name f))");
+    assert_string_equal(expr("(a == b) * (c != d)"), "(bin * (bin == (name a) (name b)) (bin != (name c) (name d)))");
+    assert_string_equal(expr("a <= -b"), "(bin <= (name a) (neg (name b)))");
+}
+
+/* a < b < c is not a chain (Python) nor (a < b) < c: an error at the second '<'. */
+static void test_comparisons_do_not_chain(void **state) {
+    (void)state;
+    assert_string_equal(expr("a < b < c"), "<parse failed>");
+    assert_non_null(strstr(diags(), "error: syntax error, unexpected '<'"));
 }
 
 static void test_pipes_and_calls(void **state) {
@@ -232,6 +244,7 @@ static void test_too_many_errors_return_to_recovery(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_precedence, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_comparisons_do_not_chain, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_pipes_and_calls, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_indexing, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_statements, tu_setup, tu_teardown),
