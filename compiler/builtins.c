@@ -127,7 +127,7 @@ static Value b_choose(Elab *e, const Builtin *b, Loc loc, Value *a) {
 /* ------------------------------------------------------------------ reductions */
 
 /* axis: none (all), an integer or a list of integers; negative counts from the end. */
-static bool axes_mask(Elab *e, Value v, int rank, const char *fn, Loc loc, int64_t *mask) {
+bool axes_mask(Elab *e, Value v, int rank, const char *fn, Loc loc, int64_t *mask) {
     *mask = 0;
     if (v.k == V_NONE) return true;
     int n = v.k == V_LIST || v.k == V_TUPLE ? v.n : 1;
@@ -717,6 +717,17 @@ const Builtin builtins[] = {
     /* masks and selection (builtins_sel.c) */
     {"where", "cond a b", bs_where, OP_WHERE, NULL},
     {"masked_fill", "x mask value", bs_masked_fill, OP_WHERE, NULL},
+    {"tril", "x k=0", bs_tril, OP_TRIL, NULL},
+    {"triu", "x k=0", bs_tril, OP_TRIL, NULL},
+    {"one_hot", "ids n", bs_one_hot, OP_ONE_HOT, NULL},
+    {"argmax", "x axis? keepdim=false", bs_argmax, OP_ARGMAX, NULL},
+    {"argmin", "x axis? keepdim=false", bs_argmax, OP_ARGMAX, NULL},
+    {"var", "x axis? keepdim=false * unbiased=true correction?", bs_moments, OP_MOMENTS, NULL},
+    {"std", "x axis? keepdim=false * unbiased=true correction?", bs_moments, OP_MOMENTS, NULL},
+    {"logsumexp", "x axis? keepdim=false", bs_logsumexp, OP_LOGSUMEXP, NULL},
+    {"float", "x", bs_cast, OP_CAST, NULL},
+    {"int", "x", bs_cast, OP_CAST, NULL},
+    {"stack", "tensors axis=0", bs_stack, OP_CONCAT, NULL},
     /* reductions */
     {"sum", "x axis? keepdim=false", b_reduce, OP_SUM, NULL},
     {"mean", "x axis? keepdim=false", b_reduce, OP_MEAN, NULL},

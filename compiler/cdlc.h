@@ -373,6 +373,10 @@ extern const OpRule ops_ctrl_rules[];  extern const int ops_ctrl_count;
 extern const OpRule ops_attn_rules[];  extern const int ops_attn_count;
 extern const OpRule ops_norm_rules[];  extern const int ops_norm_count;
 extern const OpRule ops_conv2_rules[]; extern const int ops_conv2_count;
+extern const OpRule ops_sel_rules[];   extern const int ops_sel_count;
+/* ops_dense.c: the shape rule of axis reductions (ia0 axis mask, ia1 keepdim; a real
+ * result), shared with ops_sel.c. */
+bool shape_reduce(Graph *g, Node *n);
 
 /* ======================================================================== shape.c */
 /* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc. */
@@ -503,6 +507,16 @@ Value bn_upsample(Elab *e, const Builtin *b, Loc loc, Value *a);
 /* builtins_sel.c: masks and selection (rows in builtins.c's table). */
 Value bs_where(Elab *e, const Builtin *b, Loc loc, Value *a);
 Value bs_masked_fill(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_tril(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_one_hot(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_argmax(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_moments(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_logsumexp(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_cast(Elab *e, const Builtin *b, Loc loc, Value *a);
+Value bs_stack(Elab *e, const Builtin *b, Loc loc, Value *a);
+/* builtins.c: the 'axis' argument of reductions (none: 0 = every axis; an integer or a
+ * list, negative counting from the end) as a bit mask; false after an error at loc. */
+bool axes_mask(Elab *e, Value v, int rank, const char *fn, Loc loc, int64_t *mask);
 
 /* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR

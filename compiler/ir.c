@@ -37,6 +37,7 @@ void ops_init(void) {
     register_rules(ops_attn_rules, ops_attn_count);
     register_rules(ops_norm_rules, ops_norm_count);
     register_rules(ops_conv2_rules, ops_conv2_count);
+    register_rules(ops_sel_rules, ops_sel_count);
 }
 
 /* ------------------------------------------------------------------ shapes */

@@ -225,8 +225,9 @@ static void emit_linear(Emit *e, const Graph *g, int n) {
 /* ======================================================================== sum, mean */
 
 /* ia0 = axis bitmask (0 = every axis; normalized here to the explicit mask), ia1 =
- * keepdim.  Reducing the batched axis 0 gives an unbatched result. */
-static bool shape_reduce(Graph *g, Node *n) {
+ * keepdim.  Reducing the batched axis 0 gives an unbatched result.  Also the shape
+ * rule of ops_sel.c's axis statistics (var, std, logsumexp). */
+bool shape_reduce(Graph *g, Node *n) {
     if (!shape_require_real(g, n, 0)) return false;
     const Shape *x = &in_node(g, n, 0)->shape;
     const char *name = op_info[n->op].name;

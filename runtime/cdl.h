@@ -652,7 +652,9 @@ typedef struct cdl_pool_geom {
  *                  when take_sqrt (std).
  *   moments_bwd    dx = 2 g (x - mean) / (N - correction), or g (x - mean) / ((N - c) std).
  *   logsumexp      y = m + log sum exp(x - m), m the group's maximum (0 when infinite);
- *                  work: ny reals of scratch.  logsumexp_bwd: dx = g exp(x - y). */
+ *                  work: ny reals of scratch.  logsumexp_bwd: dx = g exp(x - y).
+ *   from_i32       y = (T)x (float(ids)); to_i32: y = x truncated toward zero (int(x),
+ *                  torch's .int()), NaN to 0, out-of-range values saturated. */
 #define CDL_KERNELS_SEL(T, S) \
     void cdl_where_##S(int rank, const int64_t *dims, const int64_t *sc, const int64_t *sa, const int64_t *sb, \
                        const T *c, const T *a, const T *b, T *y); \
@@ -666,6 +668,8 @@ typedef struct cdl_pool_geom {
                          const T *x, T *y, T *mean); \
     void cdl_moments_bwd_##S(int rank, const int64_t *dims, unsigned mask, double correction, int take_sqrt, \
                              const T *g, const T *x, const T *mean, const T *y, T *dx); \
+    void cdl_from_i32_##S(int64_t n, const int32_t *x, T *y); \
+    void cdl_to_i32_##S(int64_t n, const T *x, int32_t *y); \
     void cdl_logsumexp_##S(int rank, const int64_t *dims, unsigned mask, const T *x, T *y, T *work); \
     void cdl_logsumexp_bwd_##S(int rank, const int64_t *dims, unsigned mask, const T *g, const T *x, const T *y, \
                                T *dx);
@@ -1333,6 +1337,18 @@ cdl_t *cdl_t_minimum(cdl_tape *tp, cdl_t *a, cdl_t *b);
  * mask, no gradient); torch.where(c != 0, a, b) over the broadcast of the three. */
 cdl_t *cdl_t_compare(cdl_tape *tp, cdl_t *a, cdl_t *b, int op);
 cdl_t *cdl_t_where(cdl_tape *tp, cdl_t *c, cdl_t *a, cdl_t *b);
+/* tril / triu (upper) of the last two axes, keeping j - i <= diag (>= diag); one_hot
+ * (i32 ids -> [..., classes], no gradient); sign (no gradient); float(ids) / int(x)
+ * (to_i32: truncation toward zero, no gradient); argmax / argmin (is_min) along axis
+ * (-1: of the flattened x) as i32; var / std (take_sqrt) over the axes (0: all) with
+ * torch's correction (1: unbiased); logsumexp over the axes. */
+cdl_t *cdl_t_tril(cdl_tape *tp, cdl_t *x, int64_t diag, int upper);
+cdl_t *cdl_t_one_hot(cdl_tape *tp, cdl_t *ids, int64_t classes);
+cdl_t *cdl_t_sign(cdl_tape *tp, cdl_t *x);
+cdl_t *cdl_t_cast(cdl_tape *tp, cdl_t *x, int to_i32);
+cdl_t *cdl_t_argmax(cdl_tape *tp, cdl_t *x, int axis, int keepdim, int is_min);
+cdl_t *cdl_t_moments(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, double correction, int take_sqrt);
+cdl_t *cdl_t_logsumexp(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim);
 cdl_t *cdl_t_neg(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_exp(cdl_tape *tp, cdl_t *x);
 cdl_t *cdl_t_log(cdl_tape *tp, cdl_t *x);

@@ -58,6 +58,22 @@ int S(one_hot)(int64_t n, int64_t classes, const int32_t *ids, T *y) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ casts */
+
+/* y = (T)x: exact for |x| <= 2^24 (f32). */
+void S(from_i32)(int64_t n, const int32_t *x, T *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = (T)x[i];
+}
+
+/* y = x truncated toward zero (torch's .int()), NaN to 0, saturated to the i32 range
+ * (a C cast of an out-of-range real is undefined). */
+void S(to_i32)(int64_t n, const T *x, int32_t *y) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        y[i] = v != v ? 0 : v >= (T)2147483647.0 ? INT32_MAX : v <= (T)-2147483648.0 ? INT32_MIN : (int32_t)v;
+    }
+}
+
 /* ------------------------------------------------------------------ max, min, argmax */
 
 /* v takes the place of the best b so far: larger (smaller), or the first NaN. */

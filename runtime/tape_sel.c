@@ -98,3 +98,153 @@ cdl_t *cdl_t_where(cdl_tape *tp, cdl_t *c, cdl_t *a, cdl_t *b) {
     y->bwd = bwd_where;
     return y;
 }
+
+/* ======================================================================== tril, triu */
+
+static void bwd_tril(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    int acc;
+    void *d;
+    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
+    int64_t cols = x->dims[x->rank - 1], rows = x->dims[x->rank - 2];
+    TK(tp, tril, x->numel / (rows * cols > 0 ? rows * cols : 1), rows, cols, y->ia[0], (int)y->ia[1], y->grad, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_tril(cdl_tape *tp, cdl_t *x, int64_t diag, int upper) {
+    const char *op = upper ? "triu" : "tril";
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    if (x->rank < 2) return tape_err(tp, op, "expected at least 2 axes, got %s", DSTR(x));
+    cdl_t *y = tape_rec(tp, op, tp->real, x->rank, x->dims, 1, 1, &x);
+    if (!y) return NULL;
+    int64_t cols = x->dims[x->rank - 1], rows = x->dims[x->rank - 2];
+    TK(tp, tril, x->numel / (rows * cols > 0 ? rows * cols : 1), rows, cols, diag, upper != 0, x->data, y->data);
+    y->ia[0] = diag;
+    y->ia[1] = upper != 0;
+    y->bwd = bwd_tril;
+    return y;
+}
+
+/* ======================================================================== one_hot, sign, casts */
+
+cdl_t *cdl_t_one_hot(cdl_tape *tp, cdl_t *ids, int64_t classes) {
+    if (!ids) return tape_rec(tp, "one_hot", tp->real, 0, NULL, 0, 1, &ids);
+    if (ids->dtype != CDL_I32) return tape_err(tp, "one_hot", "ids must be i32, got reals %s", DSTR(ids));
+    if (classes <= 0 || ids->rank + 1 > CDL_MAXDIM) return tape_err(tp, "one_hot", "%lld classes for ids %s", (long long)classes, DSTR(ids));
+    int64_t dims[CDL_MAXDIM];
+    memcpy(dims, ids->dims, sizeof(int64_t) * (size_t)ids->rank);
+    dims[ids->rank] = classes;
+    cdl_t *y = no_grad(tape_rec(tp, "one_hot", tp->real, ids->rank + 1, dims, 1, 1, &ids));
+    if (!y) return NULL;
+    TK(tp, one_hot, ids->numel, classes, ids->data, y->data);
+    return y;
+}
+
+cdl_t *cdl_t_sign(cdl_tape *tp, cdl_t *x) {
+    if (!tape_need_real(tp, "sign", &x, 1)) return NULL;
+    cdl_t *y = no_grad(tape_rec(tp, "sign", tp->real, x->rank, x->dims, 1, 1, &x));
+    if (!y) return NULL;
+    TK(tp, sign, x->numel, x->data, y->data);
+    return y;
+}
+
+cdl_t *cdl_t_cast(cdl_tape *tp, cdl_t *x, int to_i32) {
+    const char *op = to_i32 ? "int" : "float";
+    if (!x) return tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &x);
+    if ((x->dtype == CDL_I32) == (to_i32 != 0))
+        return tape_err(tp, op, "x %s is already %s", DSTR(x), to_i32 ? "i32" : "real");
+    if (to_i32 && !tape_is_real(tp, x)) return tape_err(tp, op, "x %s is not of the tape's precision", DSTR(x));
+    cdl_t *y = no_grad(tape_rec(tp, op, to_i32 ? CDL_I32 : tp->real, x->rank, x->dims, 1, 1, &x));
+    if (!y) return NULL;
+    if (to_i32) TK(tp, to_i32, x->numel, x->data, y->data);
+    else TK(tp, from_i32, x->numel, x->data, y->data);
+    return y;
+}
+
+/* ======================================================================== argmax */
+
+cdl_t *cdl_t_argmax(cdl_tape *tp, cdl_t *x, int axis, int keepdim, int is_min) {
+    const char *op = is_min ? "argmin" : "argmax";
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    if (x->rank == 0 || axis < -1 || axis >= x->rank) return tape_err(tp, op, "axis %d does not fit %s", axis, DSTR(x));
+    int64_t dims[CDL_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (axis >= 0 && i != axis) dims[r++] = x->dims[i];
+        else if (keepdim) dims[r++] = 1;
+    }
+    cdl_t *y = no_grad(tape_rec(tp, op, CDL_I32, r, dims, 1, 1, &x));
+    if (!y) return NULL;
+    if (axis < 0) TK(tp, argmax, 1, x->numel, 1, is_min != 0, x->data, y->data);
+    else TK(tp, argmax, tape_prod(x->dims, 0, axis), x->dims[axis], tape_prod(x->dims, axis + 1, x->rank), is_min != 0, x->data, y->data);
+    return y;
+}
+
+/* ======================================================================== var, std, logsumexp */
+
+/* The result dims of a reduction of x over mask (0: every axis); 0 when mask does not fit. */
+static int stat_dims(const cdl_t *x, unsigned *mask, int keepdim, int *rank, int64_t *dims) {
+    unsigned all = (1u << x->rank) - 1;
+    if (x->rank == 0 || (*mask & ~all)) return 0;
+    if (*mask == 0) *mask = all;
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!(*mask >> i & 1u)) dims[r++] = x->dims[i];
+        else if (keepdim) dims[r++] = 1;
+    }
+    *rank = r;
+    return 1;
+}
+
+static void bwd_moments(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    int acc;
+    void *d;
+    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
+    TK(tp, moments_bwd, x->rank, x->dims, (unsigned)y->ia[0], y->fa[0], (int)y->ia[1], y->grad, x->data, y->aux, y->data, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_moments(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, double correction, int take_sqrt) {
+    const char *op = take_sqrt ? "std" : "var";
+    if (!tape_need_real(tp, op, &x, 1)) return NULL;
+    int r;
+    int64_t dims[CDL_MAXDIM];
+    if (!stat_dims(x, &axes, keepdim, &r, dims)) return tape_err(tp, op, "axis set 0x%x does not fit %s", axes, DSTR(x));
+    cdl_t *y = tape_rec(tp, op, tp->real, r, dims, 1, 1, &x);
+    if (!y) return NULL;
+    y->aux = tape_alloc(tp, (size_t)y->numel * (size_t)tp->rs);
+    if (!y->aux) return NULL;
+    TK(tp, moments, x->rank, x->dims, axes, correction, take_sqrt != 0, x->data, y->data, y->aux);
+    y->ia[0] = axes;
+    y->ia[1] = take_sqrt != 0;
+    y->fa[0] = correction;
+    y->bwd = bwd_moments;
+    return y;
+}
+
+static void bwd_logsumexp(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0];
+    int acc;
+    void *d;
+    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
+    TK(tp, logsumexp_bwd, x->rank, x->dims, (unsigned)y->ia[0], y->grad, x->data, y->data, d);
+    tape_gfin(tp, x, d, acc);
+}
+
+cdl_t *cdl_t_logsumexp(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) {
+    if (!tape_need_real(tp, "logsumexp", &x, 1)) return NULL;
+    int r;
+    int64_t dims[CDL_MAXDIM];
+    if (!stat_dims(x, &axes, keepdim, &r, dims)) return tape_err(tp, "logsumexp", "axis set 0x%x does not fit %s", axes, DSTR(x));
+    cdl_t *y = tape_rec(tp, "logsumexp", tp->real, r, dims, 1, 1, &x);
+    if (!y) return NULL;
+    char *mark = tp->hi;
+    void *work = tape_rtemp(tp, y->numel);
+    if (!work) return NULL;
+    TK(tp, logsumexp, x->rank, x->dims, axes, x->data, y->data, work);
+    tape_release(tp, mark);
+    y->ia[0] = axes;
+    y->bwd = bwd_logsumexp;
+    return y;
+}
