@@ -7,8 +7,9 @@
  * is compiled with -DCDL_TAPE_RENAME, which renames its public symbols (mlp_model ->
  * mlp_tape_model, ...), so both link into one program whose main() is
  * cdl_compare(&mlp_model, &mlp_tape_model, argc, argv) (runtime/compare.c).  That program
- * is built with cc (or $CC) -O2 -march=native against the runtime and run with the
- * remaining options; its exit status is ours.
+ * is built with cc (or $CC) -O2 -march=native and $CDL_CFLAGS (both split at blanks, as
+ * cdlc --exe splits them) against the runtime and run with the remaining options; its
+ * exit status is ours.
  *
  * Options of this wrapper: -D NAME=VALUE and --precision=f32|f64 go to cdlc; --keep
  * keeps the temporary directory (its path is printed); everything else goes to the
@@ -215,19 +216,27 @@ int main(int argc, char **argv) {
     fprintf(f, "int main(int argc, char **argv) { return cdl_compare(&%s_model, &%s_tape_model, argc, argv); }\n", name, name);
     if (fclose(f) != 0) goto out;
 
-    /* compile and link: $CC may hold flags ("clang -fsanitize=address") */
+    /* compile and link: $CC may hold flags ("clang -fsanitize=address"), $CDL_CFLAGS adds
+     * flags after ours, as for cdlc --exe (the ASan suite links with its sanitizers) */
     {
-        char *av[80], ccbuf[1024], libsbuf[512], incflag[PATH_MAX + 40];
+        char *av[120], ccbuf[1024], flagbuf[1024], libsbuf[512], incflag[PATH_MAX + 40];
         int n = 0;
         const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+        const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
+        if (strlen(cc) >= sizeof ccbuf || strlen(extra) >= sizeof flagbuf) {
+            fprintf(stderr, "cdl-compare: $CC or $CDL_CFLAGS is longer than %zu characters\n", sizeof ccbuf - 1);
+            goto out;
+        }
         snprintf(ccbuf, sizeof ccbuf, "%s", cc);
         for (char *tok = strtok(ccbuf, " \t"); tok && n < 40; tok = strtok(NULL, " \t")) av[n++] = tok;
         snprintf(incflag, sizeof incflag, "-I%s", inc);
         char *rest[] = {"-std=c11", "-O2", "-march=native", "-DCDL_TAPE_RENAME", incflag, s_c, t_c, m_c, lib, "-o", prog};
         for (size_t k = 0; k < sizeof rest / sizeof rest[0]; k++) av[n++] = rest[k];
+        snprintf(flagbuf, sizeof flagbuf, "%s", extra);
+        for (char *tok = strtok(flagbuf, " \t"); tok && n < 90; tok = strtok(NULL, " \t")) av[n++] = tok;
         /* the runtime's libraries, as the Makefile names them for this build's backend */
         snprintf(libsbuf, sizeof libsbuf, "%s", CDL_RT_LIBS);
-        for (char *tok = strtok(libsbuf, " \t"); tok && n < 78; tok = strtok(NULL, " \t")) av[n++] = tok;
+        for (char *tok = strtok(libsbuf, " \t"); tok && n < 118; tok = strtok(NULL, " \t")) av[n++] = tok;
         av[n] = NULL;
         if (run(av, NULL) != 0) {
             fprintf(stderr, "cdl-compare: compiling the comparison program failed (in %s)\n", dir);

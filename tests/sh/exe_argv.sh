@@ -2,10 +2,12 @@
 # cdlc --exe runs the C compiler without a shell (issue 11 item 2): any output name is
 # taken literally (quotes, $(...), ;), $CC and $CDL_CFLAGS are split at blanks, and a
 # quote or backslash in them is refused with a message rather than passed on.
-# Environment: B, CDLC (CC and CDL_CFLAGS as the suite sets them are kept).
+# cdl-compare builds its program with the same $CC and $CDL_CFLAGS.
+# Environment: B, CDLC, COMPARE (CC and CDL_CFLAGS as the suite sets them are kept).
 set -u
 B=${B:-build}
 CDLC=$(realpath "${CDLC:-$B/cdlc}")
+COMPARE=$(realpath "${COMPARE:-$B/cdl-compare}")
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 cd "$t" || exit 1
 cat >m.cdl <<'EOF'
@@ -38,6 +40,11 @@ grep -q "CDL_CFLAGS: quotes and backslashes are not interpreted" log || check "q
 # a compiler that does not exist
 CC=/nonexistent/cc "$CDLC" m.cdl --exe -o none >log 2>&1 && check "a missing compiler was accepted"
 grep -q "cannot run /nonexistent/cc" log || check "missing compiler: $(tail -1 log)"
+
+# cdl-compare: the same CDL_CFLAGS (make asan's sanitizer flags reach its program too)
+CDL_CFLAGS="${CDL_CFLAGS:-} --no-such-flag" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 && check "cdl-compare ignored CDL_CFLAGS"
+grep -q "compiling the comparison program failed" log || check "cdl-compare with a bad CDL_CFLAGS: $(tail -1 log)"
+CDL_CFLAGS="${CDL_CFLAGS:-} -O0 -DALSO=1" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 || check "cdl-compare with CDL_CFLAGS: $(tail -2 log)"
 
 echo "exe_argv: $fail failures"
 [ $fail -eq 0 ]
