@@ -51,6 +51,19 @@ static inline int64_t S(attn_valid)(int causal, int64_t i, int64_t j0, int64_t n
     return v < 0 ? 0 : v > nc ? nc : v;
 }
 
+/* Keys that query rows [i0, i0 + nr) may see end here: all tk, or (causal) the last row's own. */
+static inline int64_t S(attn_kend)(const cdl_attn_geom *g, int64_t i0, int64_t nr) {
+    return g->causal && i0 + nr < g->tk ? i0 + nr : g->tk;
+}
+
+/* s[nr, nc] = scale q[i0 .. i0 + nr) k[j0 .. j0 + nc)^T for one chunk of keys (one GEMM); returns nc. */
+static inline int64_t S(attn_scores)(const cdl_attn_geom *g, T scale, const T *q, const T *k, int64_t i0,
+                                     int64_t nr, int64_t j0, T *s) {
+    const int64_t nc = g->tk - j0 < CDL_ATTN_BC ? g->tk - j0 : CDL_ATTN_BC, D = g->d;
+    S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, s, nc);
+    return nc;
+}
+
 /* One bh slice of the forward.  Per block of CDL_ATTN_BR query rows, the key chunks
  * stream through an online softmax: s = scale q k^T for the chunk (one GEMM), the row
  * maximum so far m and the sum l of exp(s - m) updated, the earlier part of y rescaled
@@ -58,17 +71,15 @@ static inline int64_t S(attn_valid)(int causal, int64_t i, int64_t j0, int64_t n
  * y /= l and lse = m + log l.  sc holds one chunk of scores, m and l one value a row. */
 static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, T *y,
                               T *lse, T *sc, T *m, T *l) {
-    const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
+    const int64_t tq = g->tq, DV = g->dv;
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
         for (int64_t r = 0; r < nr; r++) {
             m[r] = (T)-INFINITY;
             l[r] = 0;
         }
-        for (int64_t j0 = 0; j0 < tk; j0 += CDL_ATTN_BC) {
-            if (g->causal && j0 > i0 + nr - 1) break;
-            const int64_t nc = tk - j0 < CDL_ATTN_BC ? tk - j0 : CDL_ATTN_BC;
-            S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, sc, nc);
+        for (int64_t j0 = 0; j0 < S(attn_kend)(g, i0, nr); j0 += CDL_ATTN_BC) {
+            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, sc);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict s = sc + r * nc;
                 const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
@@ -117,10 +128,8 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
     memset(dv, 0, sizeof(T) * (size_t)(tk * DV));
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
-        for (int64_t j0 = 0; j0 < tk; j0 += CDL_ATTN_BC) {
-            if (g->causal && j0 > i0 + nr - 1) break;
-            const int64_t nc = tk - j0 < CDL_ATTN_BC ? tk - j0 : CDL_ATTN_BC;
-            S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, P, nc);
+        for (int64_t j0 = 0; j0 < S(attn_kend)(g, i0, nr); j0 += CDL_ATTN_BC) {
+            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, P);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict p = P + r * nc;
                 const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);

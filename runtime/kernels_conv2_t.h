@@ -146,18 +146,32 @@ static void S(cg_direct)(const cdl_convg_geom *g, int kind, const T *a, const T 
 
 /* ------------------------------------------------------------------ convolution */
 
+/* The two cases without a GEMM per group, done here (1) or not (0): a plain conv
+ * (cdl_convg_square: one conv2d call) and a depthwise one (cg_direct).  kind and the
+ * operands as for cg_direct: 0 y from (x, w, b), 1 dx from (g, w), 2 dw from (g, x). */
+static int S(cg_special)(const cdl_convg_geom *g, int kind, const T *a, const T *w, const T *b, T *out,
+                         T *scratch) {
+    cdl_conv2d_geom q;
+    if (cdl_convg_square(g, &q)) {
+        if (kind == 0)
+            S(conv2d)(&q, a, w, b, out, scratch);
+        else if (kind == 1)
+            S(conv2d_bwd_x)(&q, a, w, out, scratch);
+        else
+            S(conv2d_bwd_w)(&q, a, b, out, scratch);
+        return 1;
+    }
+    if (g->c != g->groups)
+        return 0;
+    S(cg_direct)(g, kind, a, w, b, out);
+    return 1;
+}
+
 /* Per image and group: y_g[kg, P] = w_g[kg, cg r s] col[cg r s, P] (+ b), one GEMM
  * over the bias rows. */
 void S(convg)(const cdl_convg_geom *g, const T *x, const T *w, const T *b, T *y, T *scratch) {
-    cdl_conv2d_geom q;
-    if (cdl_convg_square(g, &q)) {
-        S(conv2d)(&q, x, w, b, y, scratch);
+    if (S(cg_special)(g, 0, x, w, b, y, scratch))
         return;
-    }
-    if (g->c == g->groups) {
-        S(cg_direct)(g, 0, x, w, b, y);
-        return;
-    }
     const int64_t cg = g->c / g->groups, kg = g->k / g->groups, P = g->oh * g->ow, CRS = cg * g->r * g->s;
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gr = 0; gr < g->groups; gr++) {
@@ -173,15 +187,8 @@ void S(convg)(const cdl_convg_geom *g, const T *x, const T *w, const T *b, T *y,
 
 /* Per image and group: col = w_g^T g_g, then col2im into the group's channels of dx. */
 void S(convg_bwd_x)(const cdl_convg_geom *g, const T *gy, const T *w, T *dx, T *scratch) {
-    cdl_conv2d_geom q;
-    if (cdl_convg_square(g, &q)) {
-        S(conv2d_bwd_x)(&q, gy, w, dx, scratch);
+    if (S(cg_special)(g, 1, gy, w, NULL, dx, scratch))
         return;
-    }
-    if (g->c == g->groups) {
-        S(cg_direct)(g, 1, gy, w, NULL, dx);
-        return;
-    }
     const int64_t cg = g->c / g->groups, kg = g->k / g->groups, P = g->oh * g->ow, CRS = cg * g->r * g->s;
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gr = 0; gr < g->groups; gr++) {
@@ -192,15 +199,8 @@ void S(convg_bwd_x)(const cdl_convg_geom *g, const T *gy, const T *w, T *dx, T *
 
 /* dw_g[kg, cg r s] = sum over images of g_g col^T (GEMM accumulation, images in order). */
 void S(convg_bwd_w)(const cdl_convg_geom *g, const T *gy, const T *x, T *dw, T *scratch) {
-    cdl_conv2d_geom q;
-    if (cdl_convg_square(g, &q)) {
-        S(conv2d_bwd_w)(&q, gy, x, dw, scratch);
+    if (S(cg_special)(g, 2, gy, NULL, x, dw, scratch))
         return;
-    }
-    if (g->c == g->groups) {
-        S(cg_direct)(g, 2, gy, NULL, x, dw);
-        return;
-    }
     const int64_t cg = g->c / g->groups, kg = g->k / g->groups, P = g->oh * g->ow, CRS = cg * g->r * g->s;
     memset(dw, 0, sizeof(T) * (size_t)(g->k * CRS));
     for (int64_t n = 0; n < g->n; n++)

@@ -184,6 +184,15 @@ static void S(conv_lower_image)(const cdl_conv2d_geom *gm, const S(conv_lower) *
     }
 }
 
+/* The GEMM operand of one image x in the narrow mode (G == 1, not wide): x itself when
+ * direct (a 1x1 stride-1 unpadded conv), else its im2col matrix (L->col). */
+static const T *S(conv_lower_one)(const cdl_conv2d_geom *gm, const S(conv_lower) *L, const T *x) {
+    if (L->direct)
+        return x;
+    S(im2col)(gm, x, L->col, L->P);
+    return L->col;
+}
+
 /* ------------------------------------------------------------------ direct stride-1 conv */
 
 /* The vec mode of cdl.h (cdl_conv2d_vec): a stride-1 convolution computed on the
@@ -548,11 +557,7 @@ void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T 
     for (int64_t n0 = 0; n0 < N; n0 += L.G) {
         const int64_t gn = N - n0 < L.G ? N - n0 : L.G;
         if (L.G == 1 && !L.wide) { /* GEMM straight into y: direct, or classic im2col */
-            const T *src = x + n0 * L.xs;
-            if (!L.direct) {
-                S(im2col)(gm, src, L.col, P);
-                src = L.col;
-            }
+            const T *src = S(conv_lower_one)(gm, &L, x + n0 * L.xs);
             T *yn = y + n0 * K * P;
             if (b)
                 for (int64_t k = 0; k < K; k++)
@@ -617,11 +622,7 @@ void S(conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T
         const int64_t gn = N - n0 < L.G ? N - n0 : L.G;
         const T beta = n0 == 0 ? 0 : 1;
         if (L.G == 1 && !L.wide) {
-            const T *src = x + n0 * L.xs;
-            if (!L.direct) {
-                S(im2col)(gm, src, L.col, P);
-                src = L.col;
-            }
+            const T *src = S(conv_lower_one)(gm, &L, x + n0 * L.xs);
             S(gemm)(0, 1, CRS, K, P, 1, src, P, g + n0 * K * P, P, beta, dwt, K);
             continue;
         }

@@ -299,6 +299,12 @@ void S(slice)(int64_t outer, int64_t len, int64_t inner, int64_t start, int64_t 
 }
 
 #if !DENSE_MOVE_ONLY
+/* d[0 .. n) += s[0 .. n): one gathered row's gradient added back (slice_bwd, embedding_bwd). */
+static inline void S(row_add)(int64_t n, T *restrict d, const T *restrict s) {
+    for (int64_t i = 0; i < n; i++)
+        d[i] += s[i];
+}
+
 /* dx[outer, len, inner] = 0; dx[o, start + j*step, :] += g[o, j, :]. */
 void S(slice_bwd)(int64_t outer, int64_t len, int64_t inner, int64_t start, int64_t step,
                   int64_t count, const T *restrict g, T *restrict dx) {
@@ -310,12 +316,8 @@ void S(slice_bwd)(int64_t outer, int64_t len, int64_t inner, int64_t start, int6
         const T *go = g + o * count * inner;
         for (int64_t j = 0; j < count; j++) {
             int64_t dst = start + j * step;
-            if (dst < 0 || dst >= len)
-                continue;
-            T *restrict d = dxo + dst * inner;
-            const T *restrict s = go + j * inner;
-            for (int64_t i = 0; i < inner; i++)
-                d[i] += s[i];
+            if (dst >= 0 && dst < len)
+                S(row_add)(inner, dxo + dst * inner, go + j * inner);
         }
     }
 }
@@ -412,12 +414,8 @@ void S(embedding_bwd)(int64_t n, int64_t V, int64_t D, const T *restrict g,
     memset(dw, 0, (size_t)(V * D) * sizeof(T));
     for (int64_t i = 0; i < n; i++) {
         int64_t id = ids[i];
-        if (id < 0 || id >= V)
-            continue;
-        T *restrict d = dw + id * D;
-        const T *restrict s = g + i * D;
-        for (int64_t j = 0; j < D; j++)
-            d[j] += s[j];
+        if (id >= 0 && id < V)
+            S(row_add)(D, dw + id * D, g + i * D);
     }
 }
 #endif /* !DENSE_MOVE_ONLY */

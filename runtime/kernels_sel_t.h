@@ -129,14 +129,19 @@ void S(argmax)(int64_t outer, int64_t len, int64_t inner, int is_min, const T *x
 
 /* ------------------------------------------------------------------ var, std, logsumexp */
 
+/* Inside do { } while (0), in a kernel with rank, dims and mask: the walk w over the
+ * runs of w.inner elements, o the run (break: nothing to walk). */
+#define SEL_ROWS(w, o)                                                              \
+    SelWalk w;                                                                      \
+    if (!sel_walk_init(&w, rank, dims, mask)) break;                                \
+    for (int64_t o = 0; o < w.nouter; o++, sel_walk_next(&w))
+
 /* acc[yo] += F over the walk, for every element xv of x and yo the index of its
  * output: row sums in double when the inner run is reduced, lane sums in T when it is
  * kept. */
 #define SEL_ACC(acc, F)                                                             \
     do {                                                                            \
-        SelWalk w;                                                                  \
-        if (!sel_walk_init(&w, rank, dims, mask)) break;                            \
-        for (int64_t o = 0; o < w.nouter; o++, sel_walk_next(&w)) {                 \
+        SEL_ROWS(w, o) {                                                            \
             const T *xr = x + o * w.inner;                                          \
             if (w.inner_red) {                                                      \
                 const int64_t yo = w.yoff;                                          \
@@ -156,9 +161,7 @@ void S(argmax)(int64_t outer, int64_t len, int64_t inner, int is_min, const T *x
 /* out[i] = F for every element xv = x[i], yo the index of its output. */
 #define SEL_MAP(out, F)                                                             \
     do {                                                                            \
-        SelWalk w;                                                                  \
-        if (!sel_walk_init(&w, rank, dims, mask)) break;                            \
-        for (int64_t o = 0; o < w.nouter; o++, sel_walk_next(&w)) {                 \
+        SEL_ROWS(w, o) {                                                            \
             const T *xr = x + o * w.inner;                                          \
             T *orow = (out) + o * w.inner;                                          \
             for (int64_t j = 0; j < w.inner; j++) {                                 \
@@ -243,3 +246,4 @@ void S(logsumexp_bwd)(int rank, const int64_t *dims, unsigned mask, const T *g, 
 
 #undef SEL_ACC
 #undef SEL_MAP
+#undef SEL_ROWS

@@ -74,16 +74,23 @@ static const struct optim_key {
     {"initial_accumulator_value", offsetof(cdl_optim_cfg, initial_accumulator_value), O_ADAG, 0},
 };
 
+/* A "name[:args]" spec copied into buf (size n), split at the first ':' (*args: what
+ * follows, or NULL); -1 and a message naming what when it is empty or too long. */
+static int spec_split(const char *what, const char *spec, char *buf, size_t n, char **args) {
+    if (!spec || !*spec) return cdl_fail("%s spec: empty", what);
+    if (strlen(spec) >= n) return cdl_fail("%s spec: too long", what);
+    strcpy(buf, spec);
+    *args = strchr(buf, ':');
+    if (*args) *(*args)++ = 0;
+    return 0;
+}
+
 /* Parse "kind[:key=value,...]" (see cdl.h).  The keys of each kind are optim_keys';
  * unknown keys, keys of another optimizer, bad numbers and out-of-range values are
  * errors.  cfg is written only on success. */
 int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec) {
-    if (!spec || !*spec) return cdl_fail("optimizer spec: empty");
-    char buf[256];
-    if (strlen(spec) >= sizeof buf) return cdl_fail("optimizer spec: too long");
-    strcpy(buf, spec);
-    char *args = strchr(buf, ':');
-    if (args) *args++ = 0;
+    char buf[256], *args = NULL;
+    if (spec_split("optimizer", spec, buf, sizeof buf, &args) < 0) return -1;
     cdl_optim_cfg c;
     int kind = -1;
     for (int k = 0; k < (int)(sizeof optim_names / sizeof optim_names[0]); k++)
@@ -313,12 +320,8 @@ void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
 /* Parse a schedule spec (see cdl.h) into s; warmup, steps_per_epoch and total_steps
  * are left 0 except for "warmup:steps=N".  s is written only on success. */
 int cdl_sched_parse(cdl_sched *s, const char *spec) {
-    if (!spec || !*spec) return cdl_fail("schedule spec: empty");
-    char buf[128];
-    if (strlen(spec) >= sizeof buf) return cdl_fail("schedule spec: too long");
-    strcpy(buf, spec);
-    char *args = strchr(buf, ':');
-    if (args) *args++ = 0;
+    char buf[128], *args = NULL;
+    if (spec_split("schedule", spec, buf, sizeof buf, &args) < 0) return -1;
     cdl_sched c;
     memset(&c, 0, sizeof c);
     c.gamma = 0.1;

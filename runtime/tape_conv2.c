@@ -72,23 +72,43 @@ static void c2_bias_grad(cdl_tape *tp, const cdl_t *y, cdl_t *b) {
     }
 }
 
-/* dx = convg_bwd_x(g, w), dw = convg_bwd_w(g, x), db = sums of g. */
-static void bwd_conv(cdl_tape *tp, cdl_t *y) {
+/* The backward of record y, a convolution G of x (tr 0: dx = convg_bwd_x(g, w),
+ * dw = convg_bwd_w(g, x)) or its adjoint, G from y to x (tr 1: dx = convg(G, g, w),
+ * dw = convg_bwd_w(G, x, g)); db = sums of g. */
+static void c2_bwd(cdl_tape *tp, cdl_t *y, int tr) {
     cdl_t *x = y->in[0], *w = y->in[1], *b = y->nin > 2 ? y->in[2] : NULL;
     cdl_conv_opts o = c2_opts(y);
-    cdl_convg_geom geo = c2_geom(x, w, y, &o);
+    cdl_convg_geom geo = tr ? c2_geom(y, w, x, &o) : c2_geom(x, w, y, &o);
     void *scratch = tape_rtemp(tp, cdl_convg_scratch(&geo)), *d;
     int acc;
     if (!scratch) return;
     if (tape_need(tp, x) && (d = tape_gdst(tp, x, &acc))) {
-        TK(tp, convg_bwd_x, &geo, y->grad, w->data, d, scratch);
+        if (tr) TK(tp, convg, &geo, y->grad, w->data, NULL, d, scratch);
+        else TK(tp, convg_bwd_x, &geo, y->grad, w->data, d, scratch);
         tape_gfin(tp, x, d, acc);
     }
     if (tape_need(tp, w) && (d = tape_gdst(tp, w, &acc))) {
-        TK(tp, convg_bwd_w, &geo, y->grad, x->data, d, scratch);
+        TK(tp, convg_bwd_w, &geo, tr ? x->data : y->grad, tr ? y->grad : x->data, d, scratch);
         tape_gfin(tp, w, d, acc);
     }
     c2_bias_grad(tp, y, b);
+}
+
+static void bwd_conv(cdl_tape *tp, cdl_t *y) { c2_bwd(tp, y, 0); }
+static void bwd_conv_t(cdl_tape *tp, cdl_t *y) { c2_bwd(tp, y, 1); }
+
+/* The forward of record y (tr as in c2_bwd) in scratch; y with its options and backward. */
+static cdl_t *c2_fwd(cdl_tape *tp, cdl_t *y, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opts *o, int tr) {
+    c2_keep(y, o);
+    cdl_convg_geom geo = tr ? c2_geom(y, w, x, o) : c2_geom(x, w, y, o);
+    char *mark = tp->hi;
+    void *scratch = tape_rtemp(tp, cdl_convg_scratch(&geo));
+    if (!scratch) return NULL;
+    if (tr) TK(tp, conv_transpose2d, &geo, x->data, w->data, b ? b->data : NULL, y->data, scratch);
+    else TK(tp, convg, &geo, x->data, w->data, b ? b->data : NULL, y->data, scratch);
+    tape_release(tp, mark);
+    y->bwd = tr ? bwd_conv_t : bwd_conv;
+    return y;
 }
 
 cdl_t *cdl_t_conv(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opts *o) {
@@ -100,35 +120,7 @@ cdl_t *cdl_t_conv(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opt
     int64_t dims[4] = {x->dims[0], w->dims[0], x->rank == 4 ? oh : ow, ow};
     cdl_t *y = tape_rec(tp, "conv", tp->real, x->rank, dims, 1, nin, in);
     if (!y) return NULL;
-    c2_keep(y, o);
-    cdl_convg_geom geo = c2_geom(x, w, y, o);
-    char *mark = tp->hi;
-    void *scratch = tape_rtemp(tp, cdl_convg_scratch(&geo));
-    if (!scratch) return NULL;
-    TK(tp, convg, &geo, x->data, w->data, b ? b->data : NULL, y->data, scratch);
-    tape_release(tp, mark);
-    y->bwd = bwd_conv;
-    return y;
-}
-
-/* y is the adjoint of the convolution G from y to x: dx = convg(G, g, w),
- * dw = convg_bwd_w(G, x, g), db = sums of g. */
-static void bwd_conv_t(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0], *w = y->in[1], *b = y->nin > 2 ? y->in[2] : NULL;
-    cdl_conv_opts o = c2_opts(y);
-    cdl_convg_geom geo = c2_geom(y, w, x, &o);
-    void *scratch = tape_rtemp(tp, cdl_convg_scratch(&geo)), *d;
-    int acc;
-    if (!scratch) return;
-    if (tape_need(tp, x) && (d = tape_gdst(tp, x, &acc))) {
-        TK(tp, convg, &geo, y->grad, w->data, NULL, d, scratch);
-        tape_gfin(tp, x, d, acc);
-    }
-    if (tape_need(tp, w) && (d = tape_gdst(tp, w, &acc))) {
-        TK(tp, convg_bwd_w, &geo, x->data, y->grad, d, scratch);
-        tape_gfin(tp, w, d, acc);
-    }
-    c2_bias_grad(tp, y, b);
+    return c2_fwd(tp, y, x, w, b, o, 0);
 }
 
 cdl_t *cdl_t_conv_transpose(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cdl_conv_opts *o, int64_t oh,
@@ -145,15 +137,7 @@ cdl_t *cdl_t_conv_transpose(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, const cd
     if (c2_check(tp, "conv_transpose", y, w, x->dims[1], o, &ch, &cw) < 0) return NULL;
     if (ch != sp(x, 0) || cw != sp(x, 1) || w->dims[0] != x->dims[1])
         return tape_err(tp, "conv_transpose", "output %s does not convolve back to input %s", DSTR(y), DSTR(x));
-    c2_keep(y, o);
-    cdl_convg_geom geo = c2_geom(y, w, x, o);
-    char *mark = tp->hi;
-    void *scratch = tape_rtemp(tp, cdl_convg_scratch(&geo));
-    if (!scratch) return NULL;
-    TK(tp, conv_transpose2d, &geo, x->data, w->data, b ? b->data : NULL, y->data, scratch);
-    tape_release(tp, mark);
-    y->bwd = bwd_conv_t;
-    return y;
+    return c2_fwd(tp, y, x, w, b, o, 1);
 }
 
 /* ======================================================================== pooling */

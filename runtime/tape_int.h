@@ -65,6 +65,12 @@ cdl_t *tape_err(cdl_tape *tp, const char *op, const char *fmt, ...)
  * an error; also when any input is NULL (an earlier error: the message is kept). */
 cdl_t *tape_rec(cdl_tape *tp, const char *op, cdl_dtype dt, int rank, const int64_t *dims,
                 int alloc_data, int nin, cdl_t *const *in);
+/* Finishes record y: its integer attributes ia[0 .. n) and its backward rule; returns y. */
+static inline cdl_t *tape_done(cdl_t *y, void (*bwd)(cdl_tape *, cdl_t *), int n, const int64_t *ia) {
+    for (int i = 0; i < n; i++) y->ia[i] = ia[i];
+    y->bwd = bwd;
+    return y;
+}
 /* Bytes per element of t. */
 static inline size_t tape_esize(const cdl_tape *tp, const cdl_t *t) {
     return t->dtype == CDL_I32 ? 4 : (size_t)tp->rs;

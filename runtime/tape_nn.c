@@ -100,12 +100,7 @@ static cdl_t *pool(cdl_tape *tp, const char *op, int is_max, cdl_t *x, int k, in
     int64_t nc = x->numel / (H * W > 0 ? H * W : 1);
     if (is_max) TK(tp, maxpool2d, nc, H, W, k, stride, pad, x->data, y->data);
     else TK(tp, avgpool2d, nc, H, W, k, stride, pad, x->data, y->data);
-    y->ia[0] = k;
-    y->ia[1] = stride;
-    y->ia[2] = pad;
-    y->ia[3] = is_max;
-    y->bwd = bwd_pool;
-    return y;
+    return tape_done(y, bwd_pool, 4, (const int64_t[]){k, stride, pad, is_max});
 }
 
 cdl_t *cdl_t_maxpool2d(cdl_tape *tp, cdl_t *x, int k, int stride, int pad) { return pool(tp, "maxpool2d", 1, x, k, stride, pad); }

@@ -476,10 +476,7 @@ static cdl_t *reduce(cdl_tape *tp, const char *op, int mean, cdl_t *x, unsigned 
     if (!y) return NULL;
     if (x->rank == 0) TK(tp, copy, 1, x->data, y->data);
     else TK(tp, reduce, x->rank, x->dims, mask, mean, x->data, y->data);
-    y->ia[0] = mask;
-    y->ia[1] = mean;
-    y->bwd = bwd_reduce;
-    return y;
+    return tape_done(y, bwd_reduce, 2, (const int64_t[]){mask, mean});
 }
 
 cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "sum", 0, x, axes, keepdim); }
@@ -598,11 +595,35 @@ static void bwd_concat(cdl_tape *tp, cdl_t *y) {
     }
 }
 
-cdl_t *cdl_t_concat(cdl_tape *tp, int n, cdl_t *const *xs, int axis) {
-    if (!tp) return NULL;
-    if (n < 1 || !xs) return tape_err(tp, "concat", "needs at least one tensor");
+/* concat and stack: 0 (failed) unless xs holds n >= 1 tensors; a NULL one is an earlier
+ * failure, whose message tape_rec keeps. */
+static int need_list(cdl_tape *tp, const char *op, int n, cdl_t *const *xs) {
+    if (!tp) return 0;
+    if (n < 1 || !xs) return tape_err(tp, op, "needs at least one tensor"), 0;
     for (int k = 0; k < n; k++)
-        if (!xs[k]) return tape_rec(tp, "concat", CDL_F32, 0, NULL, 0, 1, &xs[k]);
+        if (!xs[k]) return tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &xs[k]), 0;
+    return 1;
+}
+
+/* Fills record y with the n tensors xs joined row by row: each of the outer rows of y
+ * is row o of xs[0], then of xs[1], ... (concat, stack); ia[0] = ia0. */
+static cdl_t *join(cdl_tape *tp, cdl_t *y, int n, cdl_t *const *xs, int64_t outer,
+                   void (*bwd)(cdl_tape *, cdl_t *), int64_t ia0) {
+    char *mark = tp->hi;
+    int64_t *inner = tape_temp(tp, sizeof(int64_t) * (size_t)n);
+    const void **ptr = tape_temp(tp, sizeof(void *) * (size_t)n);
+    if (!inner || !ptr) return NULL;
+    for (int k = 0; k < n; k++) {
+        inner[k] = outer ? xs[k]->numel / outer : 0;
+        ptr[k] = xs[k]->data;
+    }
+    TKM(tp, xs[0], concat, n, outer, inner, (void *)ptr, y->data);
+    tape_release(tp, mark);
+    return tape_done(y, bwd, 1, &ia0);
+}
+
+cdl_t *cdl_t_concat(cdl_tape *tp, int n, cdl_t *const *xs, int axis) {
+    if (!need_list(tp, "concat", n, xs)) return NULL;
     const cdl_t *f = xs[0];
     int r = f->rank;
     if (axis < 0) axis += r;
@@ -619,19 +640,7 @@ cdl_t *cdl_t_concat(cdl_tape *tp, int n, cdl_t *const *xs, int axis) {
     }
     cdl_t *y = tape_rec(tp, "concat", f->dtype, r, dims, 1, n, xs);
     if (!y) return NULL;
-    char *mark = tp->hi;
-    int64_t *inner = tape_temp(tp, sizeof(int64_t) * (size_t)n);
-    const void **ptr = tape_temp(tp, sizeof(void *) * (size_t)n);
-    if (!inner || !ptr) return NULL;
-    for (int k = 0; k < n; k++) {
-        inner[k] = tape_prod(xs[k]->dims, axis, r);
-        ptr[k] = xs[k]->data;
-    }
-    TKM(tp, f, concat, n, tape_prod(dims, 0, axis), inner, (void *)ptr, y->data);
-    tape_release(tp, mark);
-    y->ia[0] = axis;
-    y->bwd = bwd_concat;
-    return y;
+    return join(tp, y, n, xs, tape_prod(dims, 0, axis), bwd_concat, axis);
 }
 
 /* Slice geometry of record y over x: outer, len, inner. */
@@ -670,12 +679,7 @@ cdl_t *cdl_t_slice(cdl_tape *tp, cdl_t *x, int axis, int64_t start, int64_t step
     int64_t outer, len, inner;
     slice_geom(x, axis, &outer, &len, &inner);
     TKM(tp, x, slice, outer, len, inner, start, step, count, x->data, y->data);
-    y->ia[0] = axis;
-    y->ia[1] = start;
-    y->ia[2] = step;
-    y->ia[3] = count;
-    y->bwd = bwd_slice;
-    return y;
+    return tape_done(y, bwd_slice, 4, (const int64_t[]){axis, start, step, count});
 }
 
 /* Step k's gradient: position k of the stacked axis of g. */
@@ -694,10 +698,7 @@ static void bwd_stack(cdl_tape *tp, cdl_t *y) {
 }
 
 cdl_t *cdl_t_stack(cdl_tape *tp, int n, cdl_t *const *xs, int batched) {
-    if (!tp) return NULL;
-    if (n < 1 || !xs) return tape_err(tp, "stack", "needs at least one tensor");
-    for (int k = 0; k < n; k++)
-        if (!xs[k]) return tape_rec(tp, "stack", CDL_F32, 0, NULL, 0, 1, &xs[k]);
+    if (!need_list(tp, "stack", n, xs)) return NULL;
     const cdl_t *f = xs[0];
     if (f->rank + 1 > CDL_MAXDIM || (batched && f->rank < 1))
         return tape_err(tp, "stack", "cannot stack %s%s", DSTR(f), batched ? " along axis 1" : "");
@@ -711,20 +712,7 @@ cdl_t *cdl_t_stack(cdl_tape *tp, int n, cdl_t *const *xs, int batched) {
     for (int i = 0, j = 0; i <= f->rank; i++) dims[i] = i == at ? n : f->dims[j++];
     cdl_t *y = tape_rec(tp, "stack", f->dtype, f->rank + 1, dims, 1, n, xs);
     if (!y) return NULL;
-    int64_t outer = batched ? f->dims[0] : 1, row = outer ? f->numel / outer : 0;
-    char *mark = tp->hi;
-    int64_t *inner = tape_temp(tp, sizeof(int64_t) * (size_t)n);
-    const void **ptr = tape_temp(tp, sizeof(void *) * (size_t)n);
-    if (!inner || !ptr) return NULL;
-    for (int k = 0; k < n; k++) {
-        inner[k] = row;
-        ptr[k] = xs[k]->data;
-    }
-    TKM(tp, f, concat, n, outer, inner, (void *)ptr, y->data);
-    tape_release(tp, mark);
-    y->ia[0] = batched != 0;
-    y->bwd = bwd_stack;
-    return y;
+    return join(tp, y, n, xs, batched ? f->dims[0] : 1, bwd_stack, batched != 0);
 }
 
 /* g added into x's gradient at the view's offset (the rest of x's gradient unchanged). */
