@@ -9,6 +9,7 @@
  * interchangeable (checkpoints move between them). */
 #include "cdlc.h"
 #include "cdl.h"
+#include "fingerprint.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -198,18 +199,26 @@ const char *e_tape_plain(Emit *e, const Graph *g, int n) {
     return cc_str("%s)", c);
 }
 
-void e_loop_open(Emit *e, const Node *L, const char *what) {
+const Graph *e_loop_open(Emit *e, int loop, const char *what) {
+    const Node *L = &e->top->n[loop];
     int64_t start = loop_start(L), step = loop_step(L), last = loop_last(L);
     e_line(e, "/* loop%s: t = %lld %s %lld (%lld steps); %s */", e_loc(L), (long long)start, step > 0 ? "up to" : "down to",
            (long long)last, (long long)loop_count(L), what);
     e_line(e, "for (int t = %lld; t %s %lld; t %s %lld) {", (long long)start, step > 0 ? "<=" : ">=", (long long)last,
            step > 0 ? "+=" : "-=", (long long)(step > 0 ? step : -step));
     e->indent++;
+    e->body = L->sub;
+    e->loop = loop;
+    e->bname = NEWN(const char *, L->sub->len + 1);
+    return L->sub;
 }
 
 void e_loop_close(Emit *e) {
     e->indent--;
     e_line(e, "}");
+    e->body = NULL;
+    e->bname = NULL;
+    e->loop = -1;
 }
 
 /* ------------------------------------------------------------------ shared output */
@@ -230,24 +239,11 @@ const char *e_cstr(const char *s) {
     return o;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
-/* FNV-1a over the model name, the real size and the parameter table (names, shapes,
- * state flags): what a checkpoint must agree with. */
+/* What a checkpoint must agree with (fingerprint.h, the runtime's computation too). */
 uint64_t emit_fingerprint(const Model *m, int real_size) {
-    uint64_t h = 14695981039346656037ull;
-    h = fnv(h, m->name, strlen(m->name));
-    h = fnv(h, &real_size, sizeof real_size);
-    for (int p = 0; p < m->nparams; p++) {
-        h = fnv(h, m->params[p].name, strlen(m->params[p].name) + 1);
-        h = fnv(h, &m->params[p].shape.rank, sizeof(int));
-        h = fnv(h, m->params[p].shape.d, sizeof(int64_t) * (size_t)m->params[p].shape.rank);
-        h = fnv(h, &m->params[p].state, sizeof(bool));
-    }
+    uint64_t h = cdl_fp_begin(m->name, real_size);
+    for (int p = 0; p < m->nparams; p++)
+        h = cdl_fp_param(h, m->params[p].name, m->params[p].shape.rank, m->params[p].shape.d, m->params[p].state);
     return h;
 }
 

@@ -37,6 +37,7 @@
  */
 #include "cdl.h"
 #include "data_int.h"
+#include "fingerprint.h"
 #include "json.h"
 
 #include <dirent.h>
@@ -285,30 +286,13 @@ static void sb_i64(sbuf *b, int64_t v) {
 
 /* ---------------------------------------------------------------- the model's fingerprint */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
-/* The same FNV-1a as the compiler's emit_fingerprint (compiler/emit_common.c): model
- * name, real size, then per parameter its name with the NUL, rank (an int), dims
- * (int64 each) and the state flag (a bool).  Change both together: a checkpoint made
- * by one build loads into the other precision's build only when they agree. */
+/* The fingerprint of fingerprint.h, which the compiler writes into the model. */
 uint64_t cdl_model_fingerprint(const cdl_model *m, int real_size) {
-    uint64_t h = 14695981039346656037ull;
-    const char *name = m->name ? m->name : "";
-    h = fnv(h, name, strlen(name));
-    h = fnv(h, &real_size, sizeof real_size);
+    uint64_t h = cdl_fp_begin(m->name ? m->name : "", real_size);
     for (int i = 0; i < m->n_params; i++) {
         const cdl_tensor *p = &m->params[i];
-        const char *pn = p->name ? p->name : "";
         int rank = p->rank < 0 ? 0 : p->rank > CDL_MAXDIM ? CDL_MAXDIM : p->rank;
-        bool state = (p->flags & CDL_T_STATE) != 0;
-        h = fnv(h, pn, strlen(pn) + 1);
-        h = fnv(h, &rank, sizeof rank);
-        h = fnv(h, p->dims, sizeof(int64_t) * (size_t)rank);
-        h = fnv(h, &state, sizeof state);
+        h = cdl_fp_param(h, p->name ? p->name : "", rank, p->dims, (p->flags & CDL_T_STATE) != 0);
     }
     return h;
 }
