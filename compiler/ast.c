@@ -43,6 +43,16 @@ static void dump_list(FILE *f, const AstList *l) {
     }
 }
 
+/* " (a b c)": the items of l in parentheses, separated by spaces. */
+static void dump_group(FILE *f, const AstList *l) {
+    fputs(" (", f);
+    for (int i = 0; i < l->n; i++) {
+        if (i) fputc(' ', f);
+        ast_dump(f, l->v[i]);
+    }
+    fputc(')', f);
+}
+
 static void dump_opt(FILE *f, const Ast *a) {
     fputc(' ', f);
     if (a) ast_dump(f, a);
@@ -93,38 +103,21 @@ void ast_dump(FILE *f, const Ast *a) {
     case S_OUTPUT: dump_opt(f, a->a); if (a->name) fprintf(f, " as %s", a->name); break;
     case S_LOSS: dump_opt(f, a->a); break;
     case S_ENTRY:
-        fprintf(f, " %s (", a->name);
-        for (int i = 0; i < a->list.n; i++) {
-            if (i) fputc(' ', f);
-            ast_dump(f, a->list.v[i]);
-        }
-        fputs(") (", f);
-        for (int i = 0; i < a->list2.n; i++) {
-            if (i) fputc(' ', f);
-            ast_dump(f, a->list2.v[i]);
-        }
-        fputc(')', f);
+        fprintf(f, " %s", a->name);
+        dump_group(f, &a->list);
+        dump_group(f, &a->list2);
         break;
     case S_FOR:
         fprintf(f, " %s", a->name);
         dump_opt(f, a->a);
-        fputs(" (", f);
-        for (int i = 0; i < a->list.n; i++) {
-            if (i) fputc(' ', f);
-            ast_dump(f, a->list.v[i]);
-        }
-        fputc(')', f);
+        dump_group(f, &a->list);
         break;
     case S_RETURN: dump_list(f, &a->list); break;
     case S_TRAIN: dump_list(f, &a->list); break;
     case D_MODEL:
     case D_BLOCK:
-        fprintf(f, " %s (", a->name);
-        for (int i = 0; i < a->list.n; i++) {
-            if (i) fputc(' ', f);
-            ast_dump(f, a->list.v[i]);
-        }
-        fputs(")", f);
+        fprintf(f, " %s", a->name);
+        dump_group(f, &a->list);
         dump_list(f, &a->list2);
         break;
     case D_IMPORT: fprintf(f, " \"%s\"", a->text); break;

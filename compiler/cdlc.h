@@ -379,8 +379,15 @@ extern const OpRule ops_sel_rules[];   extern const int ops_sel_count;
 bool shape_reduce(Graph *g, Node *n);
 
 /* ======================================================================== shape.c */
-/* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc. */
-void shape_error(const Node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Shape diagnostics: "file:line:col: error: <op>: <msg>" at n->loc; returns false (the
+ * rule's answer: `return shape_error(n, ...);`). */
+bool shape_error(const Node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The end of a shape rule that accepts n: its output is a real tensor of shape s. */
+static inline bool shape_real(Node *n, Shape s) {
+    n->shape = s;
+    n->dtype = DT_REAL;
+    return true;
+}
 /* numpy broadcasting of a and b into out; false (no diagnostic) if incompatible. */
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
 /* Elementwise rule helpers used by many ops. */
@@ -900,9 +907,11 @@ const char *e_shape_comment(const Emit *e, const Shape *s);  /* "(B, 256)" */
 const char *e_loc(const Node *n);          /* " @ file.cdl:3:7" or "" */
 /* OpRule.tape of the ops whose tape call is cdl_t_<op name>(tp, inputs...). */
 const char *e_tape_plain(Emit *e, const Graph *g, int n);
-/* A loop's comment line and "for (int t = ...) {" (then indent): `what` ends the
- * comment ("values read after their step are kept per step"). */
-void e_loop_open(Emit *e, const Node *loop, const char *what);
+/* Node `loop` of the top graph: its comment line and "for (int t = ...) {" (then
+ * indent), `what` ending the comment ("values read after their step are kept per
+ * step"); sets e->body (returned), e->loop and e->bname (empty names, the caller's
+ * to fill).  e_loop_close closes the brace and clears them. */
+const Graph *e_loop_open(Emit *e, int loop, const char *what);
 void e_loop_close(Emit *e);
 
 typedef struct EmitLayout {

@@ -116,7 +116,18 @@ static void quote(Loc loc) {
     fputs("^\n", f);
 }
 
+/* The notes of the current context (block calls), without recursing into them. */
+static void trail(void) {
+    void (*fn)(void *) = trail_fn;
+    if (!fn) return;
+    trail_fn = NULL;
+    fn(trail_ctx);
+    trail_fn = fn;
+}
+
+/* One diagnostic (nothing while muted), then the context's notes unless it is a note. */
 static void report(Loc loc, const char *kind, const char *fmt, va_list ap) {
+    if (muted) return;
     FILE *f = out();
     if (loc.file && loc.line > 0)
         fprintf(f, "%s:%d:%d: %s: ", loc.file, loc.line, loc.col, kind);
@@ -128,6 +139,7 @@ static void report(Loc loc, const char *kind, const char *fmt, va_list ap) {
     fputc('\n', f);
     quote(loc);
     fflush(f);
+    if (strcmp(kind, "note") != 0) trail();
 }
 
 void diag_mute(bool on) {
@@ -140,15 +152,6 @@ bool diag_muted_error(void) { return muted_error; }
 void diag_set_trail(void (*fn)(void *ctx), void *ctx) {
     trail_fn = fn;
     trail_ctx = ctx;
-}
-
-/* The notes of the current context (block calls), without recursing into them. */
-static void trail(void) {
-    void (*fn)(void *) = trail_fn;
-    if (!fn) return;
-    trail_fn = NULL;
-    fn(trail_ctx);
-    trail_fn = fn;
 }
 
 void error_at(Loc loc, const char *fmt, ...) {
@@ -166,20 +169,16 @@ void error_at(Loc loc, const char *fmt, ...) {
     va_start(ap, fmt);
     report(loc, "error", fmt, ap);
     va_end(ap);
-    trail();
 }
 
 void warning_at(Loc loc, const char *fmt, ...) {
-    if (muted) return;
     va_list ap;
     va_start(ap, fmt);
     report(loc, "warning", fmt, ap);
     va_end(ap);
-    trail();
 }
 
 void note_at(Loc loc, const char *fmt, ...) {
-    if (muted) return;
     va_list ap;
     va_start(ap, fmt);
     report(loc, "note", fmt, ap);

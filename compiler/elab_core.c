@@ -346,32 +346,28 @@ int el_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
     return el_real_node(e, v, fn, arg, loc);
 }
 
-bool el_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out) {
+/* Argument arg of fn is of the wanted kind (ok), or an error saying it must be `want`;
+ * false too for V_ERR (an error already reported). */
+static bool el_arg_kind(Elab *e, Value v, bool ok, const char *want, const char *fn, const char *arg, Loc loc) {
     if (v.k == V_ERR) return false;
-    if (v.k != V_NUM || !v.isint) {
-        error_at(loc, "%s: argument '%s' must be an integer constant, got %s", fn, arg, el_describe(e, v));
-        return false;
-    }
+    if (!ok) error_at(loc, "%s: argument '%s' must be %s, got %s", fn, arg, want, el_describe(e, v));
+    return ok;
+}
+
+bool el_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out) {
+    if (!el_arg_kind(e, v, v.k == V_NUM && v.isint, "an integer constant", fn, arg, loc)) return false;
     *out = v.i;
     return true;
 }
 
 bool el_num(Elab *e, Value v, const char *fn, const char *arg, Loc loc, double *out) {
-    if (v.k == V_ERR) return false;
-    if (v.k != V_NUM) {
-        error_at(loc, "%s: argument '%s' must be a number, got %s", fn, arg, el_describe(e, v));
-        return false;
-    }
+    if (!el_arg_kind(e, v, v.k == V_NUM, "a number", fn, arg, loc)) return false;
     *out = v.r;
     return true;
 }
 
 bool el_bool(Elab *e, Value v, const char *fn, const char *arg, Loc loc, bool *out) {
-    if (v.k == V_ERR) return false;
-    if (v.k != V_BOOL) {
-        error_at(loc, "%s: argument '%s' must be true or false, got %s", fn, arg, el_describe(e, v));
-        return false;
-    }
+    if (!el_arg_kind(e, v, v.k == V_BOOL, "true or false", fn, arg, loc)) return false;
     *out = v.i != 0;
     return true;
 }

@@ -266,12 +266,7 @@ static void emit_body(Emit *e, int L, const bool *u, const int *uses, const bool
 /* A C loop over loop L's steps.  The body is written twice: once into memory to learn
  * which variables its statements read (e_ptr marks e->bref), then for real. */
 static void emit_loop(Emit *e, int L) {
-    const Node *ln = &e->top->n[L];
-    const Graph *b = ln->sub;
-    e_loop_open(e, ln, "values read after their step are kept per step");
-    e->body = b;
-    e->loop = L;
-    e->bname = NEWN(const char *, b->len + 1);
+    const Graph *b = e_loop_open(e, L, "values read after their step are kept per step");
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         e->bname[j] = reads_outer(e, n) ? e->name[capture_of(n)] : e_var_name(n, j, "s_");
@@ -292,9 +287,6 @@ static void emit_loop(Emit *e, int L) {
     e->bref = NULL;
     emit_body(e, L, u, uses, ref);
     e_loop_close(e);
-    e->body = NULL;
-    e->bname = NULL;
-    e->loop = -1;
 }
 
 /* Declare top-level node i's pointer and emit its computation. */

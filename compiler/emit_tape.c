@@ -115,10 +115,7 @@ static void emit_loop(Emit *e, int L, const bool *top_live) {
     for (int k = 0; k < b->ncarry; k++) e_line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
     for (int k = b->ncarry; k < b->nres; k++)
         if (roots[k] >= 0) e_line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)loop_count(ln));
-    e_loop_open(e, ln, "each trip records one more step on the tape");
-    e->body = b;
-    e->loop = L;
-    e->bname = NEWN(const char *, b->len + 1);
+    e_loop_open(e, L, "each trip records one more step on the tape");
     for (int j = 0; j < b->len; j++) {
         const Node *n = &b->n[j];
         if (n->op == OP_LOOP_CAPTURE) {   /* the body reads the outer variable */
@@ -135,9 +132,6 @@ static void emit_loop(Emit *e, int L, const bool *top_live) {
     for (int k = b->ncarry; k < b->nres; k++)
         if (roots[k] >= 0) e_line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_first_t(ln), e->bname[b->res[k]]);
     e_loop_close(e);
-    e->body = NULL;
-    e->bname = NULL;
-    e->loop = -1;
 }
 
 static void emit_node(Emit *e, int i, bool read) {

@@ -45,14 +45,12 @@ static bool bmm_full(const Graph *g, const Node *n, Shape *full) {
     const Shape *a = &in_node(g, n, 0)->shape, *b = &in_node(g, n, 1)->shape;
     int ta = (int)n->ia[0], tb = (int)n->ia[1], ra = a->rank, rb = b->rank;
     if (ra < 2 || rb < 2) {
-        shape_error(n, "matmul: operands must have at least 2 axes, got %s @ %s", shape_str(a), shape_str(b));
-        return false;
+        return shape_error(n, "matmul: operands must have at least 2 axes, got %s @ %s", shape_str(a), shape_str(b));
     }
     int64_t M = a->d[ra - 2 + ta], K = a->d[ra - 1 - ta], Kb = b->d[rb - 2 + tb], N = b->d[rb - 1 - tb];
     if (K != Kb) {
-        shape_error(n, "matmul: inner dimensions differ: %s%s @ %s%s", shape_str(a), ta ? "^T" : "", shape_str(b),
-                    tb ? "^T" : "");
-        return false;
+        return shape_error(n, "matmul: inner dimensions differ: %s%s @ %s%s", shape_str(a), ta ? "^T" : "", shape_str(b),
+                           tb ? "^T" : "");
     }
     int nb = (ra > rb ? ra : rb) - 2;
     int64_t d[MAXDIM];
@@ -60,9 +58,8 @@ static bool bmm_full(const Graph *g, const Node *n, Shape *full) {
         int ja = i - (nb - (ra - 2)), jb = i - (nb - (rb - 2));
         int64_t da = ja >= 0 ? a->d[ja] : 1, db = jb >= 0 ? b->d[jb] : 1;
         if (da != db && da != 1 && db != 1) {
-            shape_error(n, "matmul: batch dimensions do not broadcast: %s @ %s (axis %d: %lld and %lld)", shape_str(a),
-                        shape_str(b), i, (long long)da, (long long)db);
-            return false;
+            return shape_error(n, "matmul: batch dimensions do not broadcast: %s @ %s (axis %d: %lld and %lld)", shape_str(a),
+                               shape_str(b), i, (long long)da, (long long)db);
         }
         d[i] = da != 1 ? da : db;
     }
@@ -73,9 +70,8 @@ static bool bmm_full(const Graph *g, const Node *n, Shape *full) {
         const Shape *s = k ? b : a;
         int j = -(nb + 2 - s->rank);       /* s's axis under result axis 0 */
         if (s->batched ? s->rank != nb + 2 || s->rank < 3 : j >= 0 && s->d[j] != 1) {
-            shape_error(n, "matmul: the batch axis must stay the first axis of the result: %s @ %s", shape_str(a),
-                        shape_str(b));
-            return false;
+            return shape_error(n, "matmul: the batch axis must stay the first axis of the result: %s @ %s", shape_str(a),
+                               shape_str(b));
         }
     }
     *full = shape_make(nb + 2, d, batched);
@@ -195,28 +191,22 @@ static bool shape_attention(Graph *g, Node *n) {
     bool lead = k->rank == r && v->rank == r && r >= 2 && q->batched == k->batched && q->batched == v->batched;
     for (int i = 0; lead && i < r - 2; i++) lead = k->d[i] == q->d[i] && v->d[i] == q->d[i];
     if (!lead) {
-        shape_error(n, "attention: q %s, k %s and v %s must share their leading axes ([..., T, d])", shape_str(q),
-                    shape_str(k), shape_str(v));
-        return false;
+        return shape_error(n, "attention: q %s, k %s and v %s must share their leading axes ([..., T, d])", shape_str(q),
+                           shape_str(k), shape_str(v));
     }
     if (q->batched && r < 3) {
-        shape_error(n, "attention: the batch axis cannot be the sequence axis: q %s", shape_str(q));
-        return false;
+        return shape_error(n, "attention: the batch axis cannot be the sequence axis: q %s", shape_str(q));
     }
     if (k->d[r - 1] != q->d[r - 1]) {
-        shape_error(n, "attention: q %s and k %s need the same head size (last axis)", shape_str(q), shape_str(k));
-        return false;
+        return shape_error(n, "attention: q %s and k %s need the same head size (last axis)", shape_str(q), shape_str(k));
     }
     if (v->d[r - 2] != k->d[r - 2]) {
-        shape_error(n, "attention: k %s and v %s need the same length (axis -2)", shape_str(k), shape_str(v));
-        return false;
+        return shape_error(n, "attention: k %s and v %s need the same length (axis -2)", shape_str(k), shape_str(v));
     }
     int64_t d[MAXDIM];
     memcpy(d, q->d, sizeof d);
     d[r - 1] = v->d[r - 1];
-    n->shape = shape_make(r, d, q->batched);
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, shape_make(r, d, q->batched));
 }
 
 /* The kernel geometry as a C compound literal, for q node qn, k node kn, output (or
@@ -274,15 +264,12 @@ static bool shape_attention_bwd(Graph *g, Node *n) {
     const Node *f = in_node(g, n, 4);
     if (f->op != OP_ATTENTION && f->op != OP_LOOP_SAVED) die("attention_bwd: input 5 must be the attention node");
     if (!shape_eq(&in_node(g, n, 0)->shape, &f->shape)) {
-        shape_error(n, "attention_bwd: gradient %s, attention output %s", shape_str(&in_node(g, n, 0)->shape),
-                    shape_str(&f->shape));
-        return false;
+        return shape_error(n, "attention_bwd: gradient %s, attention output %s", shape_str(&in_node(g, n, 0)->shape),
+                           shape_str(&f->shape));
     }
     int64_t total = 0;
     for (int k = 1; k < 4; k++) total += shape_numel(&in_node(g, n, k)->shape);
-    n->shape = (Shape){.rank = 1, .d = {total}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 1, .d = {total}});
 }
 
 static int64_t aux_attention_bwd(const Graph *g, const Node *n) { return attn_scratch(&in_node(g, n, 1)->shape); }

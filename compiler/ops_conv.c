@@ -95,47 +95,38 @@ static bool conv_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t
 
 static bool shape_conv2d(Graph *g, Node *n) {
     if (n->nin != 2 && n->nin != 3) {
-        shape_error(n, "conv2d: takes an input, a weight and an optional bias; got %d arguments", n->nin);
-        return false;
+        return shape_error(n, "conv2d: takes an input, a weight and an optional bias; got %d arguments", n->nin);
     }
     if (!cv_real(g, n)) return false;
     const Shape *x = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape;
     if (x->rank != 4) {
-        shape_error(n, "conv2d: input must be 4-D [N, C, H, W], got %s", shape_str(x));
-        return false;
+        return shape_error(n, "conv2d: input must be 4-D [N, C, H, W], got %s", shape_str(x));
     }
     if (w->rank != 4) {
-        shape_error(n, "conv2d: weight must be 4-D [K, C, R, S], got %s", shape_str(w));
-        return false;
+        return shape_error(n, "conv2d: weight must be 4-D [K, C, R, S], got %s", shape_str(w));
     }
     if (x->d[1] != w->d[1]) {
-        shape_error(n, "conv2d: input has %lld channels, the weight expects %lld: %s * %s", (long long)x->d[1],
-                    (long long)w->d[1], shape_str(x), shape_str(w));
-        return false;
+        return shape_error(n, "conv2d: input has %lld channels, the weight expects %lld: %s * %s", (long long)x->d[1],
+                           (long long)w->d[1], shape_str(x), shape_str(w));
     }
     if (n->nin == 3) {
         const Shape *b = &g->n[n->in[2]].shape;
         if (b->rank != 1 || b->d[0] != w->d[0]) {
-            shape_error(n, "conv2d: bias must be [%lld] (one per output channel), got %s", (long long)w->d[0],
-                        shape_str(b));
-            return false;
+            return shape_error(n, "conv2d: bias must be [%lld] (one per output channel), got %s", (long long)w->d[0],
+                               shape_str(b));
         }
     }
     if (n->ia[0] < 0 || n->ia[1] < 0) {
-        shape_error(n, "conv2d: stride must be positive and padding non-negative (stride %lld, padding %lld)",
-                    (long long)n->ia[0], (long long)n->ia[1]);
-        return false;
+        return shape_error(n, "conv2d: stride must be positive and padding non-negative (stride %lld, padding %lld)",
+                           (long long)n->ia[0], (long long)n->ia[1]);
     }
     int64_t st = conv_stride(n), pad = n->ia[1], oh, ow;
     if (!conv_out(x->d[2], w->d[2], st, pad, &oh) || !conv_out(x->d[3], w->d[3], st, pad, &ow)) {
-        shape_error(n, "conv2d: kernel %lldx%lld is larger than the padded input %lldx%lld (input %s, padding %lld)",
-                    (long long)w->d[2], (long long)w->d[3], (long long)(x->d[2] + 2 * pad),
-                    (long long)(x->d[3] + 2 * pad), shape_str(x), (long long)pad);
-        return false;
+        return shape_error(n, "conv2d: kernel %lldx%lld is larger than the padded input %lldx%lld (input %s, padding %lld)",
+                           (long long)w->d[2], (long long)w->d[3], (long long)(x->d[2] + 2 * pad),
+                           (long long)(x->d[3] + 2 * pad), shape_str(x), (long long)pad);
     }
-    n->shape = cv_shape4(x->d[0], w->d[0], oh, ow, x->batched);
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, cv_shape4(x->d[0], w->d[0], oh, ow, x->batched));
 }
 
 /* dx = CONV2D_BWD_X(g, w), dw = CONV2D_BWD_W(g, x), db = sum of g over N, H, W. */
@@ -163,34 +154,34 @@ static void emit_conv2d(Emit *e, const Graph *g, int n) {
 
 /* ------------------------------------------------------------------ CONV2D_BWD_X / _W */
 
+/* Is gradient g[N, K, OH, OW] on the output grid of an h x w input under an r x s
+ * kernel, at n's stride (ia0) and padding (ia1)? */
+static bool conv_grad_grid(const Node *n, const Shape *gs, int64_t h, int64_t w, int64_t r, int64_t s) {
+    int64_t oh, ow, st = conv_stride(n);
+    return conv_out(h, r, st, n->ia[1], &oh) && conv_out(w, s, st, n->ia[1], &ow) && oh == gs->d[2] &&
+           ow == gs->d[3];
+}
+
 /* (g[N, K, OH, OW], w[K, C, R, S]) -> dx[N, C, H, W], H and W from ia2, ia3. */
 static bool shape_conv2d_bwd_x(Graph *g, Node *n) {
     const Shape *gs = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape;
-    int64_t oh, ow, st = conv_stride(n);
-    if (gs->rank != 4 || w->rank != 4 || gs->d[1] != w->d[0] || !conv_out(n->ia[2], w->d[2], st, n->ia[1], &oh) ||
-        !conv_out(n->ia[3], w->d[3], st, n->ia[1], &ow) || oh != gs->d[2] || ow != gs->d[3]) {
-        shape_error(n, "conv2d_bwd_x: gradient %s does not match weight %s for a %lldx%lld input", shape_str(gs),
-                    shape_str(w), (long long)n->ia[2], (long long)n->ia[3]);
-        return false;
+    if (gs->rank != 4 || w->rank != 4 || gs->d[1] != w->d[0] ||
+        !conv_grad_grid(n, gs, n->ia[2], n->ia[3], w->d[2], w->d[3])) {
+        return shape_error(n, "conv2d_bwd_x: gradient %s does not match weight %s for a %lldx%lld input", shape_str(gs),
+                           shape_str(w), (long long)n->ia[2], (long long)n->ia[3]);
     }
-    n->shape = cv_shape4(gs->d[0], w->d[1], n->ia[2], n->ia[3], gs->batched);
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, cv_shape4(gs->d[0], w->d[1], n->ia[2], n->ia[3], gs->batched));
 }
 
 /* (g[N, K, OH, OW], x[N, C, H, W]) -> dw[K, C, R, S], R and S from ia2, ia3. */
 static bool shape_conv2d_bwd_w(Graph *g, Node *n) {
     const Shape *gs = &g->n[n->in[0]].shape, *x = &g->n[n->in[1]].shape;
-    int64_t oh, ow, st = conv_stride(n);
-    if (gs->rank != 4 || x->rank != 4 || gs->d[0] != x->d[0] || !conv_out(x->d[2], n->ia[2], st, n->ia[1], &oh) ||
-        !conv_out(x->d[3], n->ia[3], st, n->ia[1], &ow) || oh != gs->d[2] || ow != gs->d[3]) {
-        shape_error(n, "conv2d_bwd_w: gradient %s does not match input %s for a %lldx%lld kernel", shape_str(gs),
-                    shape_str(x), (long long)n->ia[2], (long long)n->ia[3]);
-        return false;
+    if (gs->rank != 4 || x->rank != 4 || gs->d[0] != x->d[0] ||
+        !conv_grad_grid(n, gs, x->d[2], x->d[3], n->ia[2], n->ia[3])) {
+        return shape_error(n, "conv2d_bwd_w: gradient %s does not match input %s for a %lldx%lld kernel", shape_str(gs),
+                           shape_str(x), (long long)n->ia[2], (long long)n->ia[3]);
     }
-    n->shape = cv_shape4(gs->d[1], x->d[1], n->ia[2], n->ia[3], false);
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, cv_shape4(gs->d[1], x->d[1], n->ia[2], n->ia[3], false));
 }
 
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
@@ -218,20 +209,17 @@ static bool pool_check(const Graph *g, Node *n, const Shape *x, int64_t *oh, int
     const char *nm = cv_name(n);
     if (!shape_require_real(g, n, 0)) return false;
     if (x->rank != 3 && x->rank != 4) {
-        shape_error(n, "%s: input must be [N, C, H, W] or [C, H, W], got %s", nm, shape_str(x));
-        return false;
+        return shape_error(n, "%s: input must be [N, C, H, W] or [C, H, W], got %s", nm, shape_str(x));
     }
     int64_t k = n->ia[0], st = pool_stride(n), pad = n->ia[2];
     if (k < 1 || n->ia[1] < 0 || pad < 0 || 2 * pad > k) {
-        shape_error(n, "%s: kernel %lld, stride %lld, padding %lld: need kernel >= 1, stride >= 1 and padding at "
-                    "most half the kernel", nm, (long long)k, (long long)st, (long long)pad);
-        return false;
+        return shape_error(n, "%s: kernel %lld, stride %lld, padding %lld: need kernel >= 1, stride >= 1 and padding at "
+                           "most half the kernel", nm, (long long)k, (long long)st, (long long)pad);
     }
     int64_t H = x->d[x->rank - 2], W = x->d[x->rank - 1];
     if (!conv_out(H, k, st, pad, oh) || !conv_out(W, k, st, pad, ow)) {
-        shape_error(n, "%s: kernel %lld is larger than the padded input %lldx%lld (input %s)", nm, (long long)k,
-                    (long long)(H + 2 * pad), (long long)(W + 2 * pad), shape_str(x));
-        return false;
+        return shape_error(n, "%s: kernel %lld is larger than the padded input %lldx%lld (input %s)", nm, (long long)k,
+                           (long long)(H + 2 * pad), (long long)(W + 2 * pad), shape_str(x));
     }
     return true;
 }
@@ -256,38 +244,30 @@ static bool shape_maxpool_bwd(Graph *g, Node *n) {
     want.d[x->rank - 2] = oh;
     want.d[x->rank - 1] = ow;
     if (!shape_eq(gs, &want)) {
-        shape_error(n, "maxpool2d_bwd: gradient %s, expected %s", shape_str(gs), shape_str(&want));
-        return false;
+        return shape_error(n, "maxpool2d_bwd: gradient %s, expected %s", shape_str(gs), shape_str(&want));
     }
-    n->shape = *x;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *x);
 }
 
 /* AVGPOOL2D_BWD (g): dx of g's leading dims and the input size ia3 x ia4. */
 static bool shape_avgpool_bwd(Graph *g, Node *n) {
     const Shape *gs = &g->n[n->in[0]].shape;
     if (gs->rank != 3 && gs->rank != 4) {
-        shape_error(n, "avgpool2d_bwd: gradient %s is not 3-D or 4-D", shape_str(gs));
-        return false;
+        return shape_error(n, "avgpool2d_bwd: gradient %s is not 3-D or 4-D", shape_str(gs));
     }
     Shape x = *gs;
     x.d[x.rank - 2] = n->ia[3];
     x.d[x.rank - 1] = n->ia[4];
     int64_t oh, ow;
     if (n->ia[3] < 1 || n->ia[4] < 1) {
-        shape_error(n, "avgpool2d_bwd: input size %lldx%lld", (long long)n->ia[3], (long long)n->ia[4]);
-        return false;
+        return shape_error(n, "avgpool2d_bwd: input size %lldx%lld", (long long)n->ia[3], (long long)n->ia[4]);
     }
     if (!pool_check(g, n, &x, &oh, &ow)) return false;
     if (oh != gs->d[gs->rank - 2] || ow != gs->d[gs->rank - 1]) {
-        shape_error(n, "avgpool2d_bwd: gradient %s does not come from a %lldx%lld input", shape_str(gs),
-                    (long long)n->ia[3], (long long)n->ia[4]);
-        return false;
+        return shape_error(n, "avgpool2d_bwd: gradient %s does not come from a %lldx%lld input", shape_str(gs),
+                           (long long)n->ia[3], (long long)n->ia[4]);
     }
-    n->shape = x;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, x);
 }
 
 static void grad_maxpool(AD *ad, int n, int gy) {
@@ -345,25 +325,20 @@ static bool shape_batchnorm(Graph *g, Node *n) {
     if (!cv_real(g, n)) return false;
     const Shape *x = &g->n[n->in[0]].shape;
     if (x->rank < 2) {
-        shape_error(n, "batchnorm: input must be [N, C] or [N, C, ...], got %s", shape_str(x));
-        return false;
+        return shape_error(n, "batchnorm: input must be [N, C] or [N, C, ...], got %s", shape_str(x));
     }
     static const char *what[] = {"", "weight (gamma)", "bias (beta)", "running_mean", "running_var"};
     for (int k = 1; k < 5; k++) {
         const Shape *s = &g->n[n->in[k]].shape;
         if (s->rank != 1 || s->d[0] != x->d[1]) {
-            shape_error(n, "batchnorm: %s must be [%lld] for input %s, got %s", what[k], (long long)x->d[1],
-                        shape_str(x), shape_str(s));
-            return false;
+            return shape_error(n, "batchnorm: %s must be [%lld] for input %s, got %s", what[k], (long long)x->d[1],
+                               shape_str(x), shape_str(s));
         }
     }
     if (!(n->fa[0] >= 0) || !(n->fa[1] >= 0 && n->fa[1] <= 1)) {
-        shape_error(n, "batchnorm: eps must be >= 0 and momentum in [0, 1] (eps %g, momentum %g)", n->fa[0], n->fa[1]);
-        return false;
+        return shape_error(n, "batchnorm: eps must be >= 0 and momentum in [0, 1] (eps %g, momentum %g)", n->fa[0], n->fa[1]);
     }
-    n->shape = *x;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *x);
 }
 
 /* Does batch-norm node bn save xhat for a backward node?  In a loop body the backward
@@ -416,12 +391,9 @@ static bool shape_batchnorm_bwd(Graph *g, Node *n) {
     if (g->n[n->in[1]].op != OP_BATCHNORM && g->n[n->in[1]].op != OP_LOOP_SAVED)
         die("batchnorm_bwd: input 2 must be the batchnorm node");
     if (!shape_eq(gs, ys) || gs->rank < 2) {
-        shape_error(n, "batchnorm_bwd: gradient %s, batchnorm output %s", shape_str(gs), shape_str(ys));
-        return false;
+        return shape_error(n, "batchnorm_bwd: gradient %s, batchnorm output %s", shape_str(gs), shape_str(ys));
     }
-    n->shape = (Shape){.rank = 1, .d = {2 * ys->d[1] + shape_numel(ys)}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 1, .d = {2 * ys->d[1] + shape_numel(ys)}});
 }
 
 static void emit_batchnorm_bwd(Emit *e, const Graph *g, int n) {

@@ -84,29 +84,25 @@ static bool c2_attrs_ok(const Node *n, int r) {
 static bool c2_check(const Node *n, const char *op, const Shape *in, const Shape *w, const Shape *out) {
     int r = in->rank;
     if ((r != 3 && r != 4) || w->rank != r || out->rank != r) {
-        shape_error(n, "%s: input must be [N, C, L] or [N, C, H, W] with a weight of the same rank, got %s and weight %s",
-                    op, shape_str(in), shape_str(w));
-        return false;
+        return shape_error(n, "%s: input must be [N, C, L] or [N, C, H, W] with a weight of the same rank, got %s and weight %s",
+                           op, shape_str(in), shape_str(w));
     }
     if (!c2_attrs_ok(n, r)) die("%s: bad attributes", op);
     int64_t gr = n->ia[6], c = in->d[1], k = out->d[1];
     if (c % gr || k % gr || w->d[1] * gr != c || w->d[0] != k) {
-        shape_error(n, "%s: %lld groups do not fit %lld input and %lld output channels with weight %s", op,
-                    (long long)gr, (long long)c, (long long)k, shape_str(w));
-        return false;
+        return shape_error(n, "%s: %lld groups do not fit %lld input and %lld output channels with weight %s", op,
+                           (long long)gr, (long long)c, (long long)k, shape_str(w));
     }
     int64_t oh = c2_out(c2_sp(in, 0), c2_sp(w, 0), n->ia[0], n->ia[2], n->ia[4]);
     int64_t ow = c2_out(c2_sp(in, 1), c2_sp(w, 1), n->ia[1], n->ia[3], n->ia[5]);
     if (oh < 1 || ow < 1) {
-        shape_error(n, "%s: the kernel %s (dilation %lld, %lld) is larger than the padded input %s (padding %lld, %lld)",
-                    op, shape_str(w), (long long)n->ia[4], (long long)n->ia[5], shape_str(in), (long long)n->ia[2],
-                    (long long)n->ia[3]);
-        return false;
+        return shape_error(n, "%s: the kernel %s (dilation %lld, %lld) is larger than the padded input %s (padding %lld, %lld)",
+                           op, shape_str(w), (long long)n->ia[4], (long long)n->ia[5], shape_str(in), (long long)n->ia[2],
+                           (long long)n->ia[3]);
     }
     if (oh != c2_sp(out, 0) || ow != c2_sp(out, 1) || out->d[0] != in->d[0]) {
-        shape_error(n, "%s: %s and %s are not the two sides of a convolution with weight %s", op, shape_str(in),
-                    shape_str(out), shape_str(w));
-        return false;
+        return shape_error(n, "%s: %s and %s are not the two sides of a convolution with weight %s", op, shape_str(in),
+                           shape_str(out), shape_str(w));
     }
     return true;
 }
@@ -155,9 +151,8 @@ static bool shape_conv(Graph *g, Node *n) {
     if (!c2_real(g, n)) return false;
     const Shape *x = &in_node(g, n, 0)->shape, *w = &in_node(g, n, 1)->shape;
     if ((x->rank != 3 && x->rank != 4) || w->rank != x->rank) {
-        shape_error(n, "conv: input must be [N, C, L] or [N, C, H, W] with a weight of the same rank, got %s and weight %s",
-                    shape_str(x), shape_str(w));
-        return false;
+        return shape_error(n, "conv: input must be [N, C, L] or [N, C, H, W] with a weight of the same rank, got %s and weight %s",
+                           shape_str(x), shape_str(w));
     }
     if (!c2_attrs_ok(n, x->rank)) die("conv: bad attributes");
     int64_t oh = c2_out(c2_sp(x, 0), c2_sp(w, 0), n->ia[0], n->ia[2], n->ia[4]);
@@ -167,13 +162,10 @@ static bool shape_conv(Graph *g, Node *n) {
     if (n->nin == 3) {
         const Shape *b = &in_node(g, n, 2)->shape;
         if (b->rank != 1 || b->d[0] != w->d[0]) {
-            shape_error(n, "conv: bias must be [%lld], got %s", (long long)w->d[0], shape_str(b));
-            return false;
+            return shape_error(n, "conv: bias must be [%lld], got %s", (long long)w->d[0], shape_str(b));
         }
     }
-    n->shape = y;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, y);
 }
 
 /* dx = CONV_T(g, w) (the adjoint), dw = CONV_BWD_W(g, x), db = sums of g. */
@@ -215,13 +207,10 @@ static bool shape_conv_t(Graph *g, Node *n) {
     if (n->nin == 3) {
         const Shape *b = &in_node(g, n, 2)->shape;
         if (b->rank != 1 || b->d[0] != y.d[1]) {
-            shape_error(n, "conv_transpose: bias must be [%lld], got %s", (long long)y.d[1], shape_str(b));
-            return false;
+            return shape_error(n, "conv_transpose: bias must be [%lld], got %s", (long long)y.d[1], shape_str(b));
         }
     }
-    n->shape = y;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, y);
 }
 
 /* y = adjoint of the convolution G from y to x: dx = CONV(g, w), dw = CONV_BWD_W(x, g)
@@ -258,9 +247,7 @@ static bool shape_conv_bwd_w(Graph *g, Node *n) {
     Shape w = n->shape;
     w.batched = false;
     if (!c2_check(n, "conv_bwd_w", xin, &w, gy)) die("conv_bwd_w: inconsistent shapes");
-    n->shape = w;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, w);
 }
 
 static void emit_conv_bwd_w(Emit *e, const Graph *g, int n) {
@@ -280,16 +267,14 @@ static const char *const pool_names[] = {"max pooling", "average pooling", "adap
 static bool pool_out(const Node *n, const Shape *x, Shape *y) {
     const char *nm = pool_names[n->ia[0]];
     if (x->rank != 3 && x->rank != 4) {
-        shape_error(n, "%s: input must be [N, C, L] or [N, C, H, W], got %s", nm, shape_str(x));
-        return false;
+        return shape_error(n, "%s: input must be [N, C, L] or [N, C, H, W], got %s", nm, shape_str(x));
     }
     *y = *x;
     if (n->ia[0] == CDL_POOL_ADAPTIVE) {
         if (n->shape.rank != x->rank || n->shape.d[0] != x->d[0] || n->shape.d[1] != x->d[1]) die("pool: adaptive output");
         if (c2_sp(&n->shape, 0) < 1 || c2_sp(&n->shape, 1) < 1 || c2_sp(&n->shape, 0) > c2_sp(x, 0) ||
             c2_sp(&n->shape, 1) > c2_sp(x, 1)) {
-            shape_error(n, "%s: output size %s must be between 1 and the input's %s", nm, shape_str(&n->shape), shape_str(x));
-            return false;
+            return shape_error(n, "%s: output size %s must be between 1 and the input's %s", nm, shape_str(&n->shape), shape_str(x));
         }
         *y = n->shape;
         y->batched = x->batched;
@@ -297,15 +282,13 @@ static bool pool_out(const Node *n, const Shape *x, Shape *y) {
     }
     int64_t kh = n->ia[1], kw = n->ia[2], sh = n->ia[3], sw = n->ia[4], ph = n->ia[5], pw = n->ia[6];
     if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw) {
-        shape_error(n, "%s: kernel %lldx%lld, stride %lldx%lld, padding %lldx%lld: padding must be at most half the kernel",
-                    nm, (long long)kh, (long long)kw, (long long)sh, (long long)sw, (long long)ph, (long long)pw);
-        return false;
+        return shape_error(n, "%s: kernel %lldx%lld, stride %lldx%lld, padding %lldx%lld: padding must be at most half the kernel",
+                           nm, (long long)kh, (long long)kw, (long long)sh, (long long)sw, (long long)ph, (long long)pw);
     }
     int64_t oh = c2_out(c2_sp(x, 0), kh, sh, ph, 1), ow = c2_out(c2_sp(x, 1), kw, sw, pw, 1);
     if (oh < 1 || ow < 1) {
-        shape_error(n, "%s: the kernel %lldx%lld is larger than the padded input %s", nm, (long long)kh, (long long)kw,
-                    shape_str(x));
-        return false;
+        return shape_error(n, "%s: the kernel %lldx%lld is larger than the padded input %s", nm, (long long)kh, (long long)kw,
+                           shape_str(x));
     }
     if (x->rank == 4) y->d[2] = oh;
     y->d[x->rank - 1] = ow;
@@ -316,9 +299,7 @@ static bool shape_pool(Graph *g, Node *n) {
     if (!c2_real(g, n)) return false;
     Shape y;
     if (!pool_out(n, &in_node(g, n, 0)->shape, &y)) return false;
-    n->shape = y;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, y);
 }
 
 /* Max: (g, x); average: (g) with x's shape given. */
@@ -338,9 +319,7 @@ static bool shape_pool_bwd(Graph *g, Node *n) {
     Node probe = *n;
     probe.shape = *gs;
     if (!pool_out(&probe, &x, &y) || !shape_eq(&y, gs)) die("pool_bwd: gradient %s for input %s", shape_str(gs), shape_str(&x));
-    n->shape = x;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, x);
 }
 
 /* "&(cdl_pool_geom){...}" for the pooling from x (shape xs, node xn for the runtime
@@ -389,15 +368,12 @@ static bool shape_upsample(Graph *g, Node *n) {
     const Shape *x = &in_node(g, n, 0)->shape;
     Shape y = n->shape;
     if (x->rank != 4) {
-        shape_error(n, "upsample: input must be [N, C, H, W], got %s", shape_str(x));
-        return false;
+        return shape_error(n, "upsample: input must be [N, C, H, W], got %s", shape_str(x));
     }
     if (y.rank != 4 || y.d[0] != x->d[0] || y.d[1] != x->d[1] || y.d[2] < 1 || y.d[3] < 1 || n->ia[0] < 0 || n->ia[0] > 1)
         die("upsample: output %s for input %s", shape_str(&y), shape_str(x));
     y.batched = x->batched;
-    n->shape = y;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, y);
 }
 
 static void grad_upsample(AD *ad, int n, int gy) {

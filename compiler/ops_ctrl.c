@@ -17,16 +17,14 @@ static bool shape_loop(Graph *g, Node *n) {
     if (!b) return true; /* ir_add_loop attaches the body, then runs this again */
     if (b->ncarry > n->nin) die("loop: %d carried values, %d inputs", b->ncarry, n->nin);
     if (loop_count(n) <= 0) {
-        shape_error(n, "for: the range is empty");
-        return false;
+        return shape_error(n, "for: the range is empty");
     }
     for (int k = 0; k < b->ncarry; k++) {
         const Node *init = &g->n[n->in[k]], *next = &b->n[b->res[k]];
         if (!shape_eq(&init->shape, &next->shape) || init->dtype != next->dtype) {
             const char *v = init->var ? init->var : next->var ? next->var : "a carried value";
-            shape_error(n, "for: loop-carried variable '%s' changes shape: %s before the loop, %s after a step", v,
-                        shape_str(&init->shape), shape_str(&next->shape));
-            return false;
+            return shape_error(n, "for: loop-carried variable '%s' changes shape: %s before the loop, %s after a step", v,
+                               shape_str(&init->shape), shape_str(&next->shape));
         }
     }
     return true;
@@ -46,8 +44,7 @@ static bool shape_loop_out(Graph *g, Node *n) {
         return true;
     }
     if (r->shape.rank + 1 > MAXDIM) {
-        shape_error(n, "for: collected value has rank %d; at most %d allowed", r->shape.rank, MAXDIM - 1);
-        return false;
+        return shape_error(n, "for: collected value has rank %d; at most %d allowed", r->shape.rank, MAXDIM - 1);
     }
     Shape s = {.rank = r->shape.rank + 1, .batched = r->shape.batched};
     int at = r->shape.batched ? 1 : 0;

@@ -73,24 +73,20 @@ static bool shape_matmul(Graph *g, Node *n) {
     const Shape *a = &in_node(g, n, 0)->shape, *b = &in_node(g, n, 1)->shape;
     int ta = (int)n->ia[0], tb = (int)n->ia[1];
     if (a->rank != 2 || b->rank != 2) {
-        shape_error(n, "matmul: operands must be 2-D, got %s @ %s", shape_str(a), shape_str(b));
-        return false;
+        return shape_error(n, "matmul: operands must be 2-D, got %s @ %s", shape_str(a), shape_str(b));
     }
     int64_t M = a->d[ta], Ka = a->d[1 - ta], Kb = b->d[tb], N = b->d[1 - tb];
     if (Ka != Kb) {
-        shape_error(n, "matmul: inner dimensions differ: %s%s @ %s%s", shape_str(a),
-                    ta ? "^T" : "", shape_str(b), tb ? "^T" : "");
-        return false;
+        return shape_error(n, "matmul: inner dimensions differ: %s%s @ %s%s", shape_str(a),
+                           ta ? "^T" : "", shape_str(b), tb ? "^T" : "");
     }
     if (b->batched && tb) {
-        shape_error(n, "matmul: the batch dimension of %s would become the result's columns",
-                    shape_str(b));
-        return false;
+        return shape_error(n, "matmul: the batch dimension of %s would become the result's columns",
+                           shape_str(b));
     }
     if ((a->batched && ta) != (b->batched && !tb)) {
-        shape_error(n, "matmul: the batch dimension is contracted with a fixed dimension: %s%s @ %s%s",
-                    shape_str(a), ta ? "^T" : "", shape_str(b), tb ? "^T" : "");
-        return false;
+        return shape_error(n, "matmul: the batch dimension is contracted with a fixed dimension: %s%s @ %s%s",
+                           shape_str(a), ta ? "^T" : "", shape_str(b), tb ? "^T" : "");
     }
     n->shape = shape_make(2, (int64_t[]){M, N}, a->batched && !ta);
     n->dtype = DT_REAL;
@@ -146,32 +142,27 @@ static void emit_matmul(Emit *e, const Graph *g, int n) {
  * into rows (no copy: x is contiguous). */
 static bool shape_linear(Graph *g, Node *n) {
     if (n->nin != 2 && n->nin != 3) {
-        shape_error(n, "linear: takes (x, weight) or (x, weight, bias), got %d arguments", n->nin);
-        return false;
+        return shape_error(n, "linear: takes (x, weight) or (x, weight, bias), got %d arguments", n->nin);
     }
     for (int k = 0; k < n->nin; k++)
         if (!shape_require_real(g, n, k)) return false;
     const Shape *x = &in_node(g, n, 0)->shape, *w = &in_node(g, n, 1)->shape;
     if (w->rank != 2 || w->batched) {
-        shape_error(n, "linear: the weight must be a 2-D [out, in] tensor, got %s", shape_str(w));
-        return false;
+        return shape_error(n, "linear: the weight must be a 2-D [out, in] tensor, got %s", shape_str(w));
     }
     if (x->rank < 1 || x->d[x->rank - 1] != w->d[1]) {
-        shape_error(n, "linear: input %s does not match the weight %s: expected [..., %lld]",
-                    shape_str(x), shape_str(w), (long long)w->d[1]);
-        return false;
+        return shape_error(n, "linear: input %s does not match the weight %s: expected [..., %lld]",
+                           shape_str(x), shape_str(w), (long long)w->d[1]);
     }
     if (x->rank == 1 && x->batched) {
-        shape_error(n, "linear: the batch dimension of %s cannot be the feature dimension",
-                    shape_str(x));
-        return false;
+        return shape_error(n, "linear: the batch dimension of %s cannot be the feature dimension",
+                           shape_str(x));
     }
     if (n->nin == 3) {
         const Shape *b = &in_node(g, n, 2)->shape;
         if (b->rank != 1 || b->d[0] != w->d[0] || b->batched) {
-            shape_error(n, "linear: the bias must be [%lld] for the weight %s, got %s",
-                        (long long)w->d[0], shape_str(w), shape_str(b));
-            return false;
+            return shape_error(n, "linear: the bias must be [%lld] for the weight %s, got %s",
+                               (long long)w->d[0], shape_str(w), shape_str(b));
         }
     }
     n->shape = *x;
@@ -234,15 +225,13 @@ bool shape_reduce(Graph *g, Node *n) {
     int64_t mask = n->ia[0];
     int64_t all = ((int64_t)1 << x->rank) - 1;
     if (mask < 0) {
-        shape_error(n, "%s: bad axis set %lld", name, (long long)mask);
-        return false;
+        return shape_error(n, "%s: bad axis set %lld", name, (long long)mask);
     }
     if (mask & ~all) {
         int bad = x->rank;
         while (!(mask >> bad & 1)) bad++;
-        shape_error(n, "%s: axis %d is out of range for %s (rank %d)", name, bad, shape_str(x),
-                    x->rank);
-        return false;
+        return shape_error(n, "%s: axis %d is out of range for %s (rank %d)", name, bad, shape_str(x),
+                           x->rank);
     }
     if (mask == 0) mask = all;
     n->ia[0] = mask;
@@ -253,9 +242,7 @@ bool shape_reduce(Graph *g, Node *n) {
         else if (n->ia[1]) s.d[s.rank++] = 1;
     }
     s.batched = x->batched && !(mask & 1);
-    n->shape = s;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, s);
 }
 
 /* The reduced gradient g (shape of the reduction's result) spread back over x: reshape
@@ -372,13 +359,11 @@ static bool shape_broadcast_to(Graph *g, Node *n) {
     bool ok = lead >= 0;
     for (int i = 0; ok && i < x->rank; i++) ok = x->d[i] == 1 || x->d[i] == y->d[i + lead];
     if (!ok) {
-        shape_error(n, "broadcast_to: cannot broadcast %s to %s", shape_str(x), shape_str(y));
-        return false;
+        return shape_error(n, "broadcast_to: cannot broadcast %s to %s", shape_str(x), shape_str(y));
     }
     if (x->batched && lead > 0) {
-        shape_error(n, "broadcast_to: broadcasting %s to %s would move the batch dimension",
-                    shape_str(x), shape_str(y));
-        return false;
+        return shape_error(n, "broadcast_to: broadcasting %s to %s would move the batch dimension",
+                           shape_str(x), shape_str(y));
     }
     y->batched = y->batched || x->batched;
     n->dtype = xn->dtype;
@@ -411,31 +396,27 @@ static bool shape_reshape(Graph *g, Node *n) {
     for (int i = 0; i < y->rank; i++) {
         if (y->d[i] == -1 && infer < 0) infer = i;
         else if (y->d[i] <= 0) {
-            shape_error(n, "reshape: bad target shape %s", shape_str(y));
-            return false;
+            return shape_error(n, "reshape: bad target shape %s", shape_str(y));
         } else known *= y->d[i];
     }
     if (infer >= 0) {
         if (known <= 0 || total % known) {
-            shape_error(n, "reshape: cannot reshape %s (%lld elements) to %s", shape_str(x),
-                        (long long)total, shape_str(y));
-            return false;
+            return shape_error(n, "reshape: cannot reshape %s (%lld elements) to %s", shape_str(x),
+                               (long long)total, shape_str(y));
         }
         y->d[infer] = total / known;
         known = total;
     }
     if (known != total) {
-        shape_error(n, "reshape: cannot reshape %s (%lld elements) to %s (%lld elements)",
-                    shape_str(x), (long long)total, shape_str(y), (long long)known);
-        return false;
+        return shape_error(n, "reshape: cannot reshape %s (%lld elements) to %s (%lld elements)",
+                           shape_str(x), (long long)total, shape_str(y), (long long)known);
     }
     y->batched = false;
     if (x->batched) {
         int64_t B = g->batch;
         if (y->rank == 0 || B <= 0 || y->d[0] % B) {
-            shape_error(n, "reshape: %s to %s would mix the batch dimension into other dimensions",
-                        shape_str(x), shape_str(y));
-            return false;
+            return shape_error(n, "reshape: %s to %s would mix the batch dimension into other dimensions",
+                               shape_str(x), shape_str(y));
         }
         y->batched = true;
     }
@@ -488,14 +469,12 @@ static bool shape_transpose(Graph *g, Node *n) {
         for (int i = 0; i < r && k < 48; i++)
             k += snprintf(buf + k, sizeof buf - (size_t)k, "%s%lld", i ? ", " : "", (long long)n->ia[i]);
         buf[k] = 0;
-        shape_error(n, "transpose: (%s) is not a permutation of the %d axes of %s", buf, r,
-                    shape_str(x));
-        return false;
+        return shape_error(n, "transpose: (%s) is not a permutation of the %d axes of %s", buf, r,
+                           shape_str(x));
     }
     if (x->batched && n->ia[0] != 0) {
-        shape_error(n, "transpose: transpose would move the batch dimension of %s to axis %d",
-                    shape_str(x), transpose_batch_to(n, r));
-        return false;
+        return shape_error(n, "transpose: transpose would move the batch dimension of %s to axis %d",
+                           shape_str(x), transpose_batch_to(n, r));
     }
     Shape s = {.rank = r, .batched = x->batched};
     for (int i = 0; i < r; i++) s.d[i] = x->d[n->ia[i]];
@@ -529,16 +508,14 @@ static void emit_transpose(Emit *e, const Graph *g, int n) {
  * concatenated along. */
 static bool shape_concat(Graph *g, Node *n) {
     if (n->nin < 1) {
-        shape_error(n, "concat: needs at least one tensor");
-        return false;
+        return shape_error(n, "concat: needs at least one tensor");
     }
     const Node *f = in_node(g, n, 0);
     int r = f->shape.rank;
     int64_t axis = n->ia[0] < 0 ? n->ia[0] + r : n->ia[0];
     if (axis < 0 || axis >= r) {
-        shape_error(n, "concat: axis %lld is out of range for %s", (long long)n->ia[0],
-                    shape_str(&f->shape));
-        return false;
+        return shape_error(n, "concat: axis %lld is out of range for %s", (long long)n->ia[0],
+                           shape_str(&f->shape));
     }
     n->ia[0] = axis;
     Shape s = f->shape;
@@ -548,27 +525,23 @@ static bool shape_concat(Graph *g, Node *n) {
         bool ok = p->shape.rank == r;
         for (int i = 0; ok && i < r; i++) ok = i == axis || p->shape.d[i] == f->shape.d[i];
         if (!ok) {
-            shape_error(n, "concat: argument %d has shape %s, expected %s except along axis %lld",
-                        k + 1, shape_str(&p->shape), shape_str(&f->shape), (long long)axis);
-            return false;
+            return shape_error(n, "concat: argument %d has shape %s, expected %s except along axis %lld",
+                               k + 1, shape_str(&p->shape), shape_str(&f->shape), (long long)axis);
         }
         if (p->dtype != f->dtype) {
-            shape_error(n, "concat: argument %d is %s, argument 1 is %s", k + 1,
-                        p->dtype == DT_I32 ? "i32" : "f32", f->dtype == DT_I32 ? "i32" : "f32");
-            return false;
+            return shape_error(n, "concat: argument %d is %s, argument 1 is %s", k + 1,
+                               p->dtype == DT_I32 ? "i32" : "f32", f->dtype == DT_I32 ? "i32" : "f32");
         }
         if (p->shape.batched != f->shape.batched) {
-            shape_error(n, "concat: arguments 1 %s and %d %s disagree on the batch dimension "
-                        "(only argument %d is batched)", shape_str(&f->shape), k + 1,
-                        shape_str(&p->shape), f->shape.batched ? 1 : k + 1);
-            return false;
+            return shape_error(n, "concat: arguments 1 %s and %d %s disagree on the batch dimension "
+                               "(only argument %d is batched)", shape_str(&f->shape), k + 1,
+                               shape_str(&p->shape), f->shape.batched ? 1 : k + 1);
         }
         s.d[axis] += p->shape.d[axis];
     }
     if (axis == 0 && f->shape.batched) {
-        shape_error(n, "concat: cannot concatenate along the batch dimension of %s",
-                    shape_str(&f->shape));
-        return false;
+        return shape_error(n, "concat: cannot concatenate along the batch dimension of %s",
+                           shape_str(&f->shape));
     }
     n->shape = s;
     n->dtype = f->dtype;
@@ -611,27 +584,23 @@ static bool slice_shape(Graph *g, Node *n, const Shape *x, Shape *out) {
     const char *name = op_info[n->op].name;
     int r = x->rank;
     if (r == 0) {
-        shape_error(n, "%s: cannot slice a scalar", name);
-        return false;
+        return shape_error(n, "%s: cannot slice a scalar", name);
     }
     int64_t axis = n->ia[0] < 0 ? n->ia[0] + r : n->ia[0];
     if (axis < 0 || axis >= r) {
-        shape_error(n, "%s: axis %lld is out of range for %s", name, (long long)n->ia[0], shape_str(x));
-        return false;
+        return shape_error(n, "%s: axis %lld is out of range for %s", name, (long long)n->ia[0], shape_str(x));
     }
     int64_t d = x->d[axis], start = n->ia[1], stop = n->ia[2], step = n->ia[3] ? n->ia[3] : 1;
     bool index = n->ia[4] != 0, moving = n->ia[5] != 0;
     int64_t count;
     if (step < 0) {
-        shape_error(n, "%s: negative steps are not supported", name);
-        return false;
+        return shape_error(n, "%s: negative steps are not supported", name);
     }
     if (index) {
         if (!moving && start < 0) start += d;
         if (!moving && (start < 0 || start >= d)) {
-            shape_error(n, "%s: index %lld is out of range for axis %lld of %s", name,
-                        (long long)n->ia[1], (long long)axis, shape_str(x));
-            return false;
+            return shape_error(n, "%s: index %lld is out of range for axis %lld of %s", name,
+                               (long long)n->ia[1], (long long)axis, shape_str(x));
         }
         stop = start + 1;
         count = 1;
@@ -644,10 +613,9 @@ static bool slice_shape(Graph *g, Node *n, const Shape *x, Shape *out) {
         }
         count = stop > start ? (stop - start + step - 1) / step : 0;
         if (count == 0) {
-            shape_error(n, "%s: the slice %lld:%lld:%lld of axis %lld of %s is empty", name,
-                        (long long)n->ia[1], (long long)n->ia[2], (long long)step, (long long)axis,
-                        shape_str(x));
-            return false;
+            return shape_error(n, "%s: the slice %lld:%lld:%lld of axis %lld of %s is empty", name,
+                               (long long)n->ia[1], (long long)n->ia[2], (long long)step, (long long)axis,
+                               shape_str(x));
         }
     }
     n->ia[0] = axis;
@@ -682,9 +650,8 @@ static bool shape_slice_bwd(Graph *g, Node *n) {
     Shape want;
     if (!slice_shape(g, n, &n->shape, &want)) return false;
     if (!shape_eq(&want, gs)) {
-        shape_error(n, "slice_bwd: gradient %s does not match the slice %s of %s", shape_str(gs),
-                    shape_str(&want), shape_str(&n->shape));
-        return false;
+        return shape_error(n, "slice_bwd: gradient %s does not match the slice %s of %s", shape_str(gs),
+                           shape_str(&want), shape_str(&n->shape));
     }
     n->dtype = DT_REAL;
     return true;
@@ -736,8 +703,7 @@ static void emit_slice_bwd(Emit *e, const Graph *g, int n) {
 static bool shape_softmax(Graph *g, Node *n) {
     if (!shape_require_real(g, n, 0)) return false;
     if (in_node(g, n, 0)->shape.rank < 1) {
-        shape_error(n, "%s: needs at least one axis, got a scalar", op_info[n->op].name);
-        return false;
+        return shape_error(n, "%s: needs at least one axis, got a scalar", op_info[n->op].name);
     }
     return shape_same_as_input(g, n);
 }
@@ -746,13 +712,10 @@ static bool shape_softmax(Graph *g, Node *n) {
 static bool shape_softmax_bwd(Graph *g, Node *n) {
     const Shape *a = &in_node(g, n, 0)->shape, *b = &in_node(g, n, 1)->shape;
     if (!shape_eq(a, b)) {
-        shape_error(n, "%s: gradient %s and output %s differ", op_info[n->op].name, shape_str(a),
-                    shape_str(b));
-        return false;
+        return shape_error(n, "%s: gradient %s and output %s differ", op_info[n->op].name, shape_str(a),
+                           shape_str(b));
     }
-    n->shape = *b;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *b);
 }
 
 /* Backward from the saved output y (no aux): softmax dx = y (g - <g, y>), log_softmax
@@ -788,18 +751,15 @@ static bool shape_embedding(Graph *g, Node *n) {
     const Node *ids = in_node(g, n, 0);
     const Shape *w = &in_node(g, n, 1)->shape;
     if (ids->dtype != DT_I32) {
-        shape_error(n, "embedding: ids must be i32, got f32 %s", shape_str(&ids->shape));
-        return false;
+        return shape_error(n, "embedding: ids must be i32, got f32 %s", shape_str(&ids->shape));
     }
     if (!shape_require_real(g, n, 1)) return false;
     if (w->rank != 2 || w->batched) {
-        shape_error(n, "embedding: the table must be a 2-D [V, D] tensor, got %s", shape_str(w));
-        return false;
+        return shape_error(n, "embedding: the table must be a 2-D [V, D] tensor, got %s", shape_str(w));
     }
     if (ids->shape.rank + 1 > MAXDIM) {
-        shape_error(n, "embedding: ids %s have too many dimensions (at most %d)",
-                    shape_str(&ids->shape), MAXDIM - 1);
-        return false;
+        return shape_error(n, "embedding: ids %s have too many dimensions (at most %d)",
+                           shape_str(&ids->shape), MAXDIM - 1);
     }
     n->shape = ids->shape;
     n->shape.d[n->shape.rank++] = w->d[1];
@@ -813,13 +773,10 @@ static bool shape_embedding_bwd(Graph *g, Node *n) {
     bool ok = gs->rank == ids->rank + 1 && n->ia[0] > 0;
     for (int i = 0; ok && i < ids->rank; i++) ok = gs->d[i] == ids->d[i];
     if (!ok || in_node(g, n, 1)->dtype != DT_I32) {
-        shape_error(n, "embedding_bwd: gradient %s does not match ids %s (V = %lld)", shape_str(gs),
-                    shape_str(ids), (long long)n->ia[0]);
-        return false;
+        return shape_error(n, "embedding_bwd: gradient %s does not match ids %s (V = %lld)", shape_str(gs),
+                           shape_str(ids), (long long)n->ia[0]);
     }
-    n->shape = shape_make(2, (int64_t[]){n->ia[0], gs->d[gs->rank - 1]}, false);
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, shape_make(2, (int64_t[]){n->ia[0], gs->d[gs->rank - 1]}, false));
 }
 
 static void grad_embedding(AD *ad, int n, int gy) {

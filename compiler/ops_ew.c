@@ -40,9 +40,7 @@ static const char *ew_name(const Node *n) {
 /* Output = input `i`'s shape, real; the input must be real. */
 static bool ew_real_like(Graph *g, Node *n, int i) {
     if (!shape_require_real(g, n, i)) return false;
-    n->shape = g->n[n->in[i]].shape;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, g->n[n->in[i]].shape);
 }
 
 /* Backward helpers (g, x...): output = g's shape; the other inputs must match it. */
@@ -51,14 +49,11 @@ static bool ew_bwd_like_g(Graph *g, Node *n) {
     for (int k = 1; k < n->nin; k++) {
         const Shape *s = &g->n[n->in[k]].shape;
         if (!shape_eq(s, gs)) {
-            shape_error(n, "%s: input %d has shape %s, the gradient %s", ew_name(n), k + 1,
-                        shape_str(s), shape_str(gs));
-            return false;
+            return shape_error(n, "%s: input %d has shape %s, the gradient %s", ew_name(n), k + 1,
+                               shape_str(s), shape_str(gs));
         }
     }
-    n->shape = *gs;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *gs);
 }
 
 /* Gradient-rule shorthands: a node made at forward node n's location. */
@@ -163,8 +158,7 @@ static void ew_bcast_arrays(Emit *e, int out, const EwBcast *p, const char **arr
 static bool shape_leaf(Graph *g, Node *n) {
     (void)g;
     if (n->shape.rank < 0 || n->shape.rank > MAXDIM) {
-        shape_error(n, "%s: rank %d; at most %d dimensions", ew_name(n), n->shape.rank, MAXDIM);
-        return false;
+        return shape_error(n, "%s: rank %d; at most %d dimensions", ew_name(n), n->shape.rank, MAXDIM);
     }
     if (n->op != OP_CONST) n->dtype = DT_REAL;
     return true;
@@ -180,9 +174,7 @@ static void emit_const(Emit *e, const Graph *g, int n) {
 
 static bool shape_batchsize(Graph *g, Node *n) {
     (void)g;
-    n->shape = (Shape){0};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){0});
 }
 
 static void emit_batchsize(Emit *e, const Graph *g, int n) {
@@ -226,20 +218,16 @@ static bool shape_binary(Graph *g, Node *n) {
     const Shape *a = &g->n[n->in[0]].shape, *b = &g->n[n->in[1]].shape;
     Shape out;
     if (!shape_broadcast(a, b, &out)) {
-        shape_error(n, "%s: shapes do not broadcast: %s and %s", ew_name(n), shape_str(a), shape_str(b));
-        return false;
+        return shape_error(n, "%s: shapes do not broadcast: %s and %s", ew_name(n), shape_str(a), shape_str(b));
     }
     const Shape *ops[2] = {a, b};
     for (int k = 0; k < 2; k++)
         if (ops[k]->batched && ops[k]->rank < out.rank) {
-            shape_error(n, "%s: broadcasting %s to %s would move its batch axis away from axis 0",
-                        ew_name(n), shape_str(ops[k]), shape_str(&out));
-            return false;
+            return shape_error(n, "%s: broadcasting %s to %s would move its batch axis away from axis 0",
+                               ew_name(n), shape_str(ops[k]), shape_str(&out));
         }
     if (!shape_same_batch(g, n, ew_name(n), 0, 1)) return false;
-    n->shape = out;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, out);
 }
 
 /* Same shape: cdl_<op>(n, a, b, y) (not comparisons: they have no such kernel).  One dim after merging (a scalar operand, or
@@ -315,14 +303,11 @@ static bool shape_maxmin_bwd(Graph *g, Node *n) {
     for (int k = 1; k < 3; k++) {
         Shape s;
         if (!shape_broadcast(&g->n[n->in[k]].shape, gs, &s) || !shape_eq(&s, gs)) {
-            shape_error(n, "maxmin_bwd: input %d %s does not broadcast to the gradient %s", k + 1,
-                        shape_str(&g->n[n->in[k]].shape), shape_str(gs));
-            return false;
+            return shape_error(n, "maxmin_bwd: input %d %s does not broadcast to the gradient %s", k + 1,
+                               shape_str(&g->n[n->in[k]].shape), shape_str(gs));
         }
     }
-    n->shape = *gs;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *gs);
 }
 
 static void emit_maxmin_bwd(Emit *e, const Graph *g, int n) {
@@ -408,16 +393,14 @@ static bool shape_unary(Graph *g, Node *n) { return ew_real_like(g, n, 0); }
 
 static bool shape_clamp(Graph *g, Node *n) {
     if (n->fa[0] > n->fa[1]) {
-        shape_error(n, "clamp: min %g is greater than max %g", n->fa[0], n->fa[1]);
-        return false;
+        return shape_error(n, "clamp: min %g is greater than max %g", n->fa[0], n->fa[1]);
     }
     return ew_real_like(g, n, 0);
 }
 
 static bool shape_dropout(Graph *g, Node *n) {
     if (!(n->fa[0] >= 0 && n->fa[0] <= 1)) {
-        shape_error(n, "dropout: p must be in [0, 1], got %g", n->fa[0]);
-        return false;
+        return shape_error(n, "dropout: p must be in [0, 1], got %g", n->fa[0]);
     }
     return ew_real_like(g, n, 0);
 }

@@ -24,8 +24,7 @@ static const char *loss_red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_R
 
 static bool loss_check_red(Node *n) {
     if (n->ia[0] == RED_MEAN || n->ia[0] == RED_SUM) return true;
-    shape_error(n, "%s: reduction must be mean or sum", loss_name(n));
-    return false;
+    return shape_error(n, "%s: reduction must be mean or sum", loss_name(n));
 }
 
 static void loss_scalar(Node *n) {
@@ -45,19 +44,16 @@ static bool loss_check_class(Graph *g, Node *n) {
     if (!loss_check_red(n) || !shape_require_real(g, n, 0)) return false;
     const Node *x = &g->n[n->in[0]], *y = &g->n[n->in[1]];
     if (x->shape.rank < 1) {
-        shape_error(n, "%s: scores must have a class axis, got a scalar", loss_name(n));
-        return false;
+        return shape_error(n, "%s: scores must have a class axis, got a scalar", loss_name(n));
     }
     if (y->dtype != DT_I32) {
-        shape_error(n, "%s: labels must be i32, got f32 %s", loss_name(n), shape_str(&y->shape));
-        return false;
+        return shape_error(n, "%s: labels must be i32, got f32 %s", loss_name(n), shape_str(&y->shape));
     }
     bool ok = y->shape.rank == x->shape.rank - 1;
     for (int i = 0; ok && i < y->shape.rank; i++) ok = y->shape.d[i] == x->shape.d[i];
     if (!ok) {
-        shape_error(n, "%s: labels %s do not match scores %s (want the scores' shape without the class axis)",
-                    loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
-        return false;
+        return shape_error(n, "%s: labels %s do not match scores %s (want the scores' shape without the class axis)",
+                           loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
     }
     if (y->shape.rank > 0 && !shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
     return true;
@@ -66,8 +62,7 @@ static bool loss_check_class(Graph *g, Node *n) {
 static bool shape_cross_entropy(Graph *g, Node *n) {
     if (!loss_check_class(g, n)) return false;
     if (!(n->fa[0] >= 0 && n->fa[0] <= 1)) {
-        shape_error(n, "cross_entropy: label_smoothing must be in [0, 1], got %g", n->fa[0]);
-        return false;
+        return shape_error(n, "cross_entropy: label_smoothing must be in [0, 1], got %g", n->fa[0]);
     }
     loss_scalar(n);
     return true;
@@ -104,8 +99,7 @@ static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
     const Node *f = &g->n[n->in[2]];
     if (n->shape.rank == 0) {
         if (f->op != OP_CROSS_ENTROPY) {
-            shape_error(n, "cross_entropy_bwd: input 3 must be the forward cross_entropy");
-            return false;
+            return shape_error(n, "cross_entropy_bwd: input 3 must be the forward cross_entropy");
         }
         n->shape = g->n[f->in[0]].shape;
     }
@@ -113,8 +107,7 @@ static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
     bool ok = y->rank == n->shape.rank - 1;
     for (int i = 0; ok && i < y->rank; i++) ok = y->d[i] == n->shape.d[i];
     if (!ok) {
-        shape_error(n, "cross_entropy_bwd: labels %s do not match logits %s", shape_str(y), shape_str(&n->shape));
-        return false;
+        return shape_error(n, "cross_entropy_bwd: labels %s do not match logits %s", shape_str(y), shape_str(&n->shape));
     }
     n->dtype = DT_REAL;
     return true;
@@ -153,14 +146,11 @@ static void grad_nll(AD *ad, int n, int gy) {
 static bool shape_nll_bwd(Graph *g, Node *n) {
     const Shape *y = &g->n[n->in[1]].shape;
     if (n->ia[1] <= 0 || y->rank >= MAXDIM) {
-        shape_error(n, "nll_bwd: needs ia1 = classes > 0 and labels of rank < %d", MAXDIM);
-        return false;
+        return shape_error(n, "nll_bwd: needs ia1 = classes > 0 and labels of rank < %d", MAXDIM);
     }
     Shape s = *y;
     s.d[s.rank++] = n->ia[1];
-    n->shape = s;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, s);
 }
 
 static void emit_nll_bwd(Emit *e, const Graph *g, int n) {
@@ -176,13 +166,11 @@ static bool shape_pair(Graph *g, Node *n) {
     if (!loss_check_red(n) || !shape_require_real(g, n, 0) || !shape_require_real(g, n, 1)) return false;
     const Shape *a = &g->n[n->in[0]].shape, *b = &g->n[n->in[1]].shape;
     if (!shape_eq(a, b)) {
-        shape_error(n, "%s: shapes differ: %s and %s", loss_name(n), shape_str(a), shape_str(b));
-        return false;
+        return shape_error(n, "%s: shapes differ: %s and %s", loss_name(n), shape_str(a), shape_str(b));
     }
     if (!shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
     if (n->op == OP_HUBER && !(n->fa[0] > 0)) {
-        shape_error(n, "huber: delta must be positive, got %g", n->fa[0]);
-        return false;
+        return shape_error(n, "huber: delta must be positive, got %g", n->fa[0]);
     }
     loss_scalar(n);
     return true;
@@ -236,12 +224,9 @@ static void grad_pair(AD *ad, int n, int gy) {
 /* (g, a, b) -> a's shape (LOSS_BWD) or b's (LOSS_BWD_B); ia1 names the loss. */
 static bool shape_loss_bwd(Graph *g, Node *n) {
     if (n->ia[1] < 0 || n->ia[1] >= OP_COUNT || !loss_kernel((Op)n->ia[1])) {
-        shape_error(n, "%s: ia1 = %lld is not a pair loss", loss_name(n), (long long)n->ia[1]);
-        return false;
+        return shape_error(n, "%s: ia1 = %lld is not a pair loss", loss_name(n), (long long)n->ia[1]);
     }
-    n->shape = g->n[n->in[n->op == OP_LOSS_BWD ? 1 : 2]].shape;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, g->n[n->in[n->op == OP_LOSS_BWD ? 1 : 2]].shape);
 }
 
 /* cdl_<loss>_bwd(sizes, g, a, b, red, wrt, d).  An unbatched operand paired with a
@@ -264,8 +249,7 @@ static bool shape_kl_normal(Graph *g, Node *n) {
     if (!loss_check_red(n) || !shape_require_real(g, n, 0) || !shape_require_real(g, n, 1)) return false;
     const Shape *a = &g->n[n->in[0]].shape, *b = &g->n[n->in[1]].shape;
     if (!shape_eq(a, b)) {
-        shape_error(n, "kl_normal: mu %s and logvar %s differ", shape_str(a), shape_str(b));
-        return false;
+        return shape_error(n, "kl_normal: mu %s and logvar %s differ", shape_str(a), shape_str(b));
     }
     if (!shape_same_batch(g, n, "kl_normal", 0, 1)) return false;
     loss_scalar(n);

@@ -47,31 +47,25 @@ static bool shape_norm(Graph *g, Node *n) {
     const Shape *x = &in_node(g, n, 0)->shape;
     int lo = n->op == OP_GROUP_NORM ? 2 : 1;
     if (x->rank < lo) {
-        shape_error(n, "%s: expected %s, got %s", name, lo == 2 ? "an input [N, C, ...]" : "an input with an axis",
-                    shape_str(x));
-        return false;
+        return shape_error(n, "%s: expected %s, got %s", name, lo == 2 ? "an input [N, C, ...]" : "an input with an axis",
+                           shape_str(x));
     }
     int64_t w = norm_width(n->op, x);
     for (int k = 1; k < n->nin; k++) {
         const Shape *s = &in_node(g, n, k)->shape;
         if (s->rank != 1 || s->d[0] != w) {
-            shape_error(n, "%s: %s must be [%lld] for input %s, got %s", name, k == 1 && (n->ia[0] & NORM_W) ? "weight" : "bias",
-                        (long long)w, shape_str(x), shape_str(s));
-            return false;
+            return shape_error(n, "%s: %s must be [%lld] for input %s, got %s", name, k == 1 && (n->ia[0] & NORM_W) ? "weight" : "bias",
+                               (long long)w, shape_str(x), shape_str(s));
         }
     }
     if (n->op == OP_GROUP_NORM && (n->ia[1] <= 0 || x->d[1] % n->ia[1] != 0)) {
-        shape_error(n, "%s: %lld groups do not divide the %lld channels of %s", name, (long long)n->ia[1],
-                    (long long)x->d[1], shape_str(x));
-        return false;
+        return shape_error(n, "%s: %lld groups do not divide the %lld channels of %s", name, (long long)n->ia[1],
+                           (long long)x->d[1], shape_str(x));
     }
     if (n->fa[0] == 0 || n->fa[0] != n->fa[0]) {
-        shape_error(n, "%s: eps must be positive, got %g", name, n->fa[0]);
-        return false;
+        return shape_error(n, "%s: eps must be positive, got %g", name, n->fa[0]);
     }
-    n->shape = *x;
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, *x);
 }
 
 /* aux: mean and rstd (RMS: rstd) of every normalised group. */
@@ -106,9 +100,7 @@ static bool shape_norm_bwd(Graph *g, Node *n) {
     if (f->op != norm_fwd_op(n->op) && f->op != OP_LOOP_SAVED) die("%s: input 3 must be the norm node", op_info[n->op].name);
     const Shape *gs = &in_node(g, n, 0)->shape, *x = &in_node(g, n, 1)->shape;
     if (!shape_eq(gs, x) || !shape_eq(gs, &f->shape)) die("%s: gradient %s for input %s", op_info[n->op].name, shape_str(gs), shape_str(x));
-    n->shape = (Shape){.rank = 1, .d = {shape_numel(x) + norm_width(norm_fwd_op(n->op), x) * norm_naffine(n)}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 1, .d = {shape_numel(x) + norm_width(norm_fwd_op(n->op), x) * norm_naffine(n)}});
 }
 
 /* eps as a C literal: the machine epsilon of the build's reals when fa0 < 0. */

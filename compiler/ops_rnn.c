@@ -36,16 +36,14 @@ static bool rn_check(const Graph *g, Node *n, int count, const int *mult, const 
         if (!shape_require_real(g, n, k)) return false;
     const Shape *last = &g->n[n->in[count - 1]].shape;
     if (last->rank != 2) {
-        shape_error(n, "%s: %s must be 2-D [B, H], got %s", rn_name(n), what[count - 1], shape_str(last));
-        return false;
+        return shape_error(n, "%s: %s must be 2-D [B, H], got %s", rn_name(n), what[count - 1], shape_str(last));
     }
     int64_t B = last->d[0], H = last->d[1];
     for (int k = 0; k < count - 1; k++) {
         const Shape *s = &g->n[n->in[k]].shape;
         if (s->rank != 2 || s->d[0] != B || s->d[1] != mult[k] * H) {
-            shape_error(n, "%s: %s must be [%lld, %lld] (%d x hidden %lld), got %s", rn_name(n), what[k],
-                        (long long)B, (long long)(mult[k] * H), mult[k], (long long)H, shape_str(s));
-            return false;
+            return shape_error(n, "%s: %s must be [%lld, %lld] (%d x hidden %lld), got %s", rn_name(n), what[k],
+                               (long long)B, (long long)(mult[k] * H), mult[k], (long long)H, shape_str(s));
         }
     }
     *rows = B;
@@ -110,9 +108,7 @@ static bool shape_lstm_act(Graph *g, Node *n) {
     static const char *const what[] = {"gates", "c"};
     int64_t B, H;
     if (!rn_check(g, n, 2, mult, what, &B, &H)) return false;
-    n->shape = (Shape){.rank = 3, .d = {2, B, H}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 3, .d = {2, B, H}});
 }
 
 /* aux: activated gates [B, 4H], then tanh(c') [B, H] at offset B*4H. */
@@ -143,13 +139,10 @@ static bool shape_lstm_act_bwd(Graph *g, Node *n) {
                 *f = &g->n[n->in[3]].shape;
     if (c->rank != 2 || dh->rank != 2 || dh->d[0] != c->d[0] || dh->d[1] != c->d[1] || !shape_eq(dh, dc) ||
         f->rank != 3 || f->d[0] != 2 || f->d[1] != c->d[0] || f->d[2] != c->d[1]) {
-        shape_error(n, "lstm_act_bwd: gradients %s and %s, c %s, cell output %s", shape_str(dh), shape_str(dc),
-                    shape_str(c), shape_str(f));
-        return false;
+        return shape_error(n, "lstm_act_bwd: gradients %s and %s, c %s, cell output %s", shape_str(dh), shape_str(dc),
+                           shape_str(c), shape_str(f));
     }
-    n->shape = (Shape){.rank = 1, .d = {5 * shape_numel(c)}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 1, .d = {5 * shape_numel(c)}});
 }
 
 static void emit_lstm_act_bwd(Emit *e, const Graph *g, int n) {
@@ -169,9 +162,7 @@ static bool shape_gru_act(Graph *g, Node *n) {
     if (!rn_check(g, n, 3, mult, what, &B, &H)) return false;
     bool batched = false;
     for (int k = 0; k < 3; k++) batched = batched || g->n[n->in[k]].shape.batched;
-    n->shape = (Shape){.rank = 2, .batched = batched, .d = {B, H}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 2, .batched = batched, .d = {B, H}});
 }
 
 /* aux: r, z, n per row: [B, 3H]. */
@@ -200,13 +191,10 @@ static bool shape_gru_act_bwd(Graph *g, Node *n) {
                 *fs = &g->n[n->in[3]].shape;
     if (!shape_eq(gs, ps) || !shape_eq(gs, fs) || gs->rank != 2 || hs->rank != 2 || hs->d[0] != gs->d[0] ||
         hs->d[1] != 3 * gs->d[1]) {
-        shape_error(n, "gru_act_bwd: gradient %s, gh %s, h %s, cell output %s", shape_str(gs), shape_str(hs),
-                    shape_str(ps), shape_str(fs));
-        return false;
+        return shape_error(n, "gru_act_bwd: gradient %s, gh %s, h %s, cell output %s", shape_str(gs), shape_str(hs),
+                           shape_str(ps), shape_str(fs));
     }
-    n->shape = (Shape){.rank = 1, .d = {7 * shape_numel(gs)}};
-    n->dtype = DT_REAL;
-    return true;
+    return shape_real(n, (Shape){.rank = 1, .d = {7 * shape_numel(gs)}});
 }
 
 static void emit_gru_act_bwd(Emit *e, const Graph *g, int n) {
@@ -225,9 +213,8 @@ static bool shape_view(Graph *g, Node *n) {
     const Node *x = &g->n[n->in[0]];
     int64_t need = shape_numel(&n->shape), have = shape_numel(&x->shape);
     if (n->shape.rank < 0 || n->shape.rank > MAXDIM || n->ia[0] < 0 || n->ia[0] > have || need > have - n->ia[0]) {
-        shape_error(n, "view: %s at offset %lld does not fit in %s", shape_str(&n->shape), (long long)n->ia[0],
-                    shape_str(&x->shape));
-        return false;
+        return shape_error(n, "view: %s at offset %lld does not fit in %s", shape_str(&n->shape), (long long)n->ia[0],
+                           shape_str(&x->shape));
     }
     n->dtype = x->dtype;
     return true;
@@ -253,9 +240,8 @@ static bool shape_view_bwd(Graph *g, Node *n) {
     if (!shape_require_real(g, n, 0)) return false;
     int64_t need = rn_numel(g, n->in[0]), have = shape_numel(&n->shape);
     if (n->shape.rank < 0 || n->shape.rank > MAXDIM || n->ia[0] < 0 || n->ia[0] > have || need > have - n->ia[0]) {
-        shape_error(n, "view_bwd: gradient %s at offset %lld does not fit in %s", shape_str(&g->n[n->in[0]].shape),
-                    (long long)n->ia[0], shape_str(&n->shape));
-        return false;
+        return shape_error(n, "view_bwd: gradient %s at offset %lld does not fit in %s", shape_str(&g->n[n->in[0]].shape),
+                           (long long)n->ia[0], shape_str(&n->shape));
     }
     n->dtype = DT_REAL;
     return true;

@@ -6,13 +6,14 @@
 
 #include <stdlib.h>
 
-void shape_error(const Node *n, const char *fmt, ...) {
+bool shape_error(const Node *n, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     error_at(n->loc, "%s", msg);
+    return false;
 }
 
 /* numpy rules: align trailing axes; each pair equal or one of them 1.  The result is
@@ -40,8 +41,7 @@ bool shape_same_as_input(Graph *g, Node *n) {
 
 bool shape_require_real(const Graph *g, const Node *n, int input) {
     if (g->n[n->in[input]].dtype == DT_REAL) return true;
-    shape_error(n, "%s: argument %d must be f32, got i32", op_info[n->op].name, input + 1);
-    return false;
+    return shape_error(n, "%s: argument %d must be f32, got i32", op_info[n->op].name, input + 1);
 }
 
 /* A batched tensor has nb rows at run time, an unbatched one all of its dim 0: the two
@@ -53,23 +53,20 @@ bool shape_same_batch(const Graph *g, const Node *n, const char *what, int ka, i
     const Shape *bat = a->batched ? a : b, *fixed = a->batched ? b : a;
     if (fixed->rank < bat->rank || fixed->rank == 0 || fixed->d[0] == 1) return true;
     int kbat = a->batched ? ka : kb, kfix = a->batched ? kb : ka;
-    shape_error(n, "%s: argument %d %s is batched and argument %d %s is not: its dim 0 of %lld cannot follow the "
-                "runtime batch (make it 1, or batched)", what, kbat + 1, shape_str(bat), kfix + 1,
-                shape_str(fixed), (long long)fixed->d[0]);
-    return false;
+    return shape_error(n, "%s: argument %d %s is batched and argument %d %s is not: its dim 0 of %lld cannot follow the "
+                       "runtime batch (make it 1, or batched)", what, kbat + 1, shape_str(bat), kfix + 1,
+                       shape_str(fixed), (long long)fixed->d[0]);
 }
 
 bool shape_checked_numel(const Node *n, const Shape *s) {
     int64_t total = 1;
     for (int i = 0; i < s->rank; i++) {
         if (s->d[i] <= 0) {
-            shape_error(n, "%s: dimension %d is %lld; dimensions must be positive", op_info[n->op].name, i,
-                        (long long)s->d[i]);
-            return false;
+            return shape_error(n, "%s: dimension %d is %lld; dimensions must be positive", op_info[n->op].name, i,
+                               (long long)s->d[i]);
         }
         if (s->d[i] > MAX_ELEMS || total > MAX_ELEMS / s->d[i]) {
-            shape_error(n, "%s: tensor too large: more than 2^40 elements", op_info[n->op].name);
-            return false;
+            return shape_error(n, "%s: tensor too large: more than 2^40 elements", op_info[n->op].name);
         }
         total *= s->d[i];
     }
