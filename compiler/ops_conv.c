@@ -154,34 +154,23 @@ static void emit_conv2d(Emit *e, const Graph *g, int n) {
 
 /* ------------------------------------------------------------------ CONV2D_BWD_X / _W */
 
-/* Is gradient g[N, K, OH, OW] on the output grid of an h x w input under an r x s
- * kernel, at n's stride (ia0) and padding (ia1)? */
-static bool conv_grad_grid(const Node *n, const Shape *gs, int64_t h, int64_t w, int64_t r, int64_t s) {
-    int64_t oh, ow, st = conv_stride(n);
-    return conv_out(h, r, st, n->ia[1], &oh) && conv_out(w, s, st, n->ia[1], &ow) && oh == gs->d[2] &&
-           ow == gs->d[3];
-}
-
-/* (g[N, K, OH, OW], w[K, C, R, S]) -> dx[N, C, H, W], H and W from ia2, ia3. */
-static bool shape_conv2d_bwd_x(Graph *g, Node *n) {
-    const Shape *gs = &g->n[n->in[0]].shape, *w = &g->n[n->in[1]].shape;
-    if (gs->rank != 4 || w->rank != 4 || gs->d[1] != w->d[0] ||
-        !conv_grad_grid(n, gs, n->ia[2], n->ia[3], w->d[2], w->d[3])) {
-        return shape_error(n, "conv2d_bwd_x: gradient %s does not match weight %s for a %lldx%lld input", shape_str(gs),
-                           shape_str(w), (long long)n->ia[2], (long long)n->ia[3]);
+/* CONV2D_BWD_X: (g[N, K, OH, OW], w[K, C, R, S]) -> dx[N, C, H, W], H and W from ia2, ia3;
+ * CONV2D_BWD_W: (g[N, K, OH, OW], x[N, C, H, W]) -> dw[K, C, R, S], R and S from ia2, ia3.
+ * Either way g must lie on the output grid of the H x W input under the R x S kernel at
+ * the node's stride (ia0) and padding (ia1). */
+static bool shape_conv2d_bwd(Graph *g, Node *n) {
+    const bool dx = n->op == OP_CONV2D_BWD_X;
+    const Shape *gs = &g->n[n->in[0]].shape, *o = &g->n[n->in[1]].shape;   /* o: w (dx) or x (dw) */
+    if (gs->rank == 4 && o->rank == 4 && gs->d[dx ? 1 : 0] == o->d[0]) {
+        int64_t h = dx ? n->ia[2] : o->d[2], w = dx ? n->ia[3] : o->d[3];
+        int64_t r = dx ? o->d[2] : n->ia[2], s = dx ? o->d[3] : n->ia[3], oh, ow, st = conv_stride(n);
+        if (conv_out(h, r, st, n->ia[1], &oh) && conv_out(w, s, st, n->ia[1], &ow) && oh == gs->d[2] && ow == gs->d[3])
+            return shape_real(n, dx ? cv_shape4(gs->d[0], o->d[1], n->ia[2], n->ia[3], gs->batched)
+                                    : cv_shape4(gs->d[1], o->d[1], n->ia[2], n->ia[3], false));
     }
-    return shape_real(n, cv_shape4(gs->d[0], w->d[1], n->ia[2], n->ia[3], gs->batched));
-}
-
-/* (g[N, K, OH, OW], x[N, C, H, W]) -> dw[K, C, R, S], R and S from ia2, ia3. */
-static bool shape_conv2d_bwd_w(Graph *g, Node *n) {
-    const Shape *gs = &g->n[n->in[0]].shape, *x = &g->n[n->in[1]].shape;
-    if (gs->rank != 4 || x->rank != 4 || gs->d[0] != x->d[0] ||
-        !conv_grad_grid(n, gs, x->d[2], x->d[3], n->ia[2], n->ia[3])) {
-        return shape_error(n, "conv2d_bwd_w: gradient %s does not match input %s for a %lldx%lld kernel", shape_str(gs),
-                           shape_str(x), (long long)n->ia[2], (long long)n->ia[3]);
-    }
-    return shape_real(n, cv_shape4(gs->d[1], x->d[1], n->ia[2], n->ia[3], false));
+    return shape_error(n, "%s: gradient %s does not match %s %s for a %lldx%lld %s", op_info[n->op].name,
+                       shape_str(gs), dx ? "weight" : "input", shape_str(o), (long long)n->ia[2], (long long)n->ia[3],
+                       dx ? "input" : "kernel");
 }
 
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
@@ -443,8 +432,8 @@ static void tape_scratch_batchnorm(const Graph *g, const Node *n, int real_size,
 
 const OpRule ops_conv_rules[] = {
     {OP_CONV2D, shape_conv2d, grad_conv2d, emit_conv2d, aux_conv, .tape = tape_conv2d, .tape_scratch = tape_scratch_conv2d},
-    {OP_CONV2D_BWD_X, shape_conv2d_bwd_x, NULL, emit_conv2d_bwd_x, aux_conv, .tape = NULL},
-    {OP_CONV2D_BWD_W, shape_conv2d_bwd_w, NULL, emit_conv2d_bwd_w, aux_conv, .tape = NULL},
+    {OP_CONV2D_BWD_X, shape_conv2d_bwd, NULL, emit_conv2d_bwd_x, aux_conv, .tape = NULL},
+    {OP_CONV2D_BWD_W, shape_conv2d_bwd, NULL, emit_conv2d_bwd_w, aux_conv, .tape = NULL},
     {OP_MAXPOOL2D, shape_pool, grad_maxpool, emit_pool, NULL, .tape = tape_pool},
     {OP_MAXPOOL2D_BWD, shape_maxpool_bwd, NULL, emit_maxpool_bwd, NULL, .tape = NULL},
     {OP_AVGPOOL2D, shape_pool, grad_avgpool, emit_pool, NULL, .tape = tape_pool},
