@@ -963,6 +963,14 @@ int cdl_dataset_load_text(cdl_dataset *d, const char *path, int64_t T, int bytes
  * "path:line: character ... is not in the vocabulary".  d->vocab holds the one used. */
 int cdl_dataset_load_text_vocab(cdl_dataset *d, const char *path, int64_t T, int bytes, int train,
                                 const char *vocab);
+/* Text classification (data_tsv.c, whose header has the details): lines label<TAB>text
+ * into columns x i32 [T] (ids of a chars: vocabulary, padded with 0, truncated to T),
+ * y i32 [] (the class; target), len i32 [] and mask f32 [T].  split: every example but
+ * every tenth, every tenth, or all.  vocab / labels NULL: built from the training
+ * examples; else given (a checkpoint's).  Bad lines are errors "path:line: ...". */
+enum { CDL_TSV_TRAIN = 1, CDL_TSV_HELDOUT = 2, CDL_TSV_ALL = 3 };
+int cdl_dataset_load_tsv(cdl_dataset *d, const char *path, int64_t T, int split, const char *vocab,
+                         const char *labels);
 /* Vocabularies (data_text.c): how token ids map to characters, and their text form,
  * stored in checkpoints as the metadata "vocab":
  *   "bytes"              ids 0..255 are the byte values;

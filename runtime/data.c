@@ -299,6 +299,9 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
     if (strncmp(name, "text:", 5) == 0 || strncmp(name, "bytes:", 6) == 0)
         return cdl_fail("%s: text needs the model's window length T: the trainer gives it (--data), C callers "
                         "use cdl_dataset_load_text", name);
+    if (strncmp(name, "tsv:", 4) == 0)
+        return cdl_fail("%s: tsv needs the model's text length T: the trainer gives it (--data), C callers "
+                        "use cdl_dataset_load_tsv", name);
     const char *colon = strchr(name, ':');
     size_t bl = colon ? (size_t)(colon - name) : strlen(name);
     char base[32];
@@ -521,8 +524,8 @@ static int data_feed_check(const cdl_dataset *d, const cdl_model *m, const cdl_t
                         (long long)(i >= 0 ? i : 0), m->name, t->name, is);
     }
     const cdl_tensor *o0 = m->n_outputs > 0 ? &m->outputs[0] : NULL;
-    if (t->dtype == CDL_I32 && feat == 1 && o0 && o0->rank == 2 && (o0->flags & CDL_T_BATCHED) &&
-        o0->dims[1] < col->nclasses)
+    if (t->dtype == CDL_I32 && feat == 1 && (col->flags & CDL_COL_TARGET) && o0 && o0->rank == 2 &&
+        (o0->flags & CDL_T_BATCHED) && o0->dims[1] < col->nclasses)       /* labels, not a tsv's len */
         return cdl_fail("dataset %s has %d classes (column %s) but model %s's output %s has %lld", d->name,
                         col->nclasses, col->name, m->name, o0->name, (long long)o0->dims[1]);
     return 0;

@@ -34,7 +34,9 @@ typedef struct tr_optdef {
 
 static const tr_optdef tr_optdefs[] = {
     {"data", "NAME|PATH", C_TRAIN | C_EVAL | C_GRAD,
-     "dataset: fashion-mnist, mnist, NAME:DIR, csv:FILE, a .csv file, an IDX directory, random[:N]"},
+     "dataset: fashion-mnist, mnist, NAME:DIR, csv:FILE, a .csv file, an IDX directory, random[:N], text:FILE, "
+     "bytes:FILE, tsv:FILE"},
+    {"test", "tsv:FILE", C_TRAIN | C_EVAL, "the test split from this file (default: the data's held-out part)"},
     {"feed", "INPUT=COLUMN,...", C_TRAIN | C_EVAL | C_GRAD,
      "feed model inputs from dataset columns of other names (default: the column of the input's name)"},
     {"epochs", "N", C_TRAIN, "total epochs (a resumed run continues up to N)"},
@@ -176,6 +178,7 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
     if (!def) return cdl_fail("%s: unknown option --%s", where, name);
     name = def->name;
     if (strcmp(name, "data") == 0) return tr_str(where, name, v, o->data, sizeof o->data);
+    if (strcmp(name, "test") == 0) return tr_str(where, name, v, o->test, sizeof o->test);
     if (strcmp(name, "feed") == 0) {                  /* repeatable: the maps add up */
         size_t k = strlen(o->feed);
         if (!*v || strchr(v, ' ') || k + strlen(v) + 2 > sizeof o->feed)
@@ -277,7 +280,7 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
 
 /* The model's `train {}` defaults: "key=value" lines (blank lines and # comments
  * ignored).  They are for `train`; eval and grad take only the data set-up from them
- * (data, feed, normalize: test data must be fed as in training).  Unknown keys are an error,
+ * (data, test, feed, normalize: test data must be fed as in training).  Unknown keys are an error,
  * so a typo in the model file does not go unnoticed.  A batch larger than the compiled
  * one (a model rebuilt with -D B=4) is lowered to it. */
 static int tr_apply_defaults(tr_opts *o, const cdl_model *m, unsigned cmd) {
@@ -307,7 +310,8 @@ static int tr_apply_defaults(tr_opts *o, const cdl_model *m, unsigned cmd) {
         const tr_optdef *def = tr_find_opt(k);
         if (!def) return cdl_fail("%s: unknown key '%s'", where, k);
         if (!(def->cmds & cmd)) continue;
-        if (cmd != C_TRAIN && strcmp(def->name, "data") && strcmp(def->name, "feed") && strcmp(def->name, "normalize"))
+        if (cmd != C_TRAIN && strcmp(def->name, "data") && strcmp(def->name, "test") && strcmp(def->name, "feed") &&
+            strcmp(def->name, "normalize"))
             continue;
         if (def->arg && !v) return cdl_fail("%s: '%s' needs a value (key=value)", where, k);
         if (!def->arg) {                  /* a flag: "json", "json=1" or "json=0" */

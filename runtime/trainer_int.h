@@ -22,6 +22,7 @@
 typedef struct tr_opts {
     char cmd[16];                 /* train, eval, gradcheck, sample, grad */
     char data[TR_STR];            /* dataset name or path */
+    char test[TR_STR];            /* --test: the test split's file (tsv:FILE), or "" */
     char feed[TR_STR];            /* --feed: "input=column,..." */
     int64_t epochs, batch;        /* batch 0: the compiled batch */
     char optimizer[256];

@@ -51,10 +51,11 @@ static int64_t tr_text_window(const cdl_model *m, const tr_opts *o) {
         char *eq = strchr(kv, '=');
         if (eq && !strcmp(eq + 1, "x")) snprintf(in, sizeof in, "%.*s", (int)(eq - kv), kv);
     }
-    int i = cdl_model_find_input(m, in);
+    int i = cdl_model_find_input(m, in), tsv = !strncmp(o->data, "tsv:", 4);
     if (i < 0 || m->inputs[i].dtype != CDL_I32 || !(m->inputs[i].flags & CDL_T_BATCHED))
-        return cdl_fail("--data %s: model %s needs an input %s: i32[B, T] to take the windows of T tokens "
-                        "(and y: i32[B, T], the next tokens)", o->data, m->name, in);
+        return cdl_fail("--data %s: model %s needs an input %s: i32[B, T] to take %s", o->data, m->name, in,
+                        tsv ? "the texts' first T characters (and y: i32[B], the classes)"
+                            : "the windows of T tokens (and y: i32[B, T], the next tokens)");
     return cdl_tensor_numel(&m->inputs[i], 1);
 }
 
@@ -90,6 +91,33 @@ static int tr_text_dataset(const cdl_model *m, const tr_opts *o, int train, cdl_
     return rc;
 }
 
+/* tsv:FILE (data_tsv.c), texts of the model's T: the training split, and for the test
+ * split the held-out tenth or --test tsv:FILE, all numbered with the vocabulary and
+ * classes of the checkpoint (--resume, --load) or else of FILE's training lines. */
+static int tr_tsv_dataset(const cdl_model *m, const tr_opts *o, int train, cdl_dataset *d) {
+    int64_t T = tr_text_window(m, o);
+    char *vocab = NULL, *labels = NULL;
+    int rc = -1;
+    if (T < 0 || tr_ckpt_text(o, "vocab", &vocab) < 0 || tr_ckpt_text(o, "labels", &labels) < 0) goto out;
+    if (train || !o->test[0]) {
+        rc = cdl_dataset_load_tsv(d, o->data + 4, T, train ? CDL_TSV_TRAIN : CDL_TSV_HELDOUT, vocab, labels);
+    } else if (strncmp(o->test, "tsv:", 4) != 0) {
+        rc = cdl_fail("--test %s: with --data tsv:FILE the test file is tsv:FILE too", o->test);
+    } else if (!vocab || !labels) {          /* the training file's, then the test file with them */
+        cdl_dataset tr;
+        if ((rc = cdl_dataset_load_tsv(&tr, o->data + 4, T, CDL_TSV_TRAIN, vocab, labels)) == 0)
+            rc = cdl_dataset_load_tsv(d, o->test + 4, T, CDL_TSV_ALL, tr.vocab, tr.labels);
+        cdl_dataset_free(&tr);
+    } else {
+        rc = cdl_dataset_load_tsv(d, o->test + 4, T, CDL_TSV_ALL, vocab, labels);
+    }
+    if (rc < 0 && vocab) tr_vocab_failed(o, vocab);
+out:
+    cdl_free(vocab);
+    cdl_free(labels);
+    return rc;
+}
+
 /* The dataset name for cdl_dataset_open: NAME and NAME:DIR pass through; an existing
  * directory becomes "fashion-mnist:DIR" (IDX files), an existing file "csv:FILE";
  * "random[:N]" is made here. */
@@ -101,7 +129,10 @@ int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t lim
         if (tr_random_dataset(m, o, train, d) < 0) return -1;
     } else if (!strncmp(o->data, "text:", 5) || !strncmp(o->data, "bytes:", 6)) {
         if (tr_text_dataset(m, o, train, d) < 0) return -1;
+    } else if (!strncmp(o->data, "tsv:", 4)) {
+        if (tr_tsv_dataset(m, o, train, d) < 0) return -1;
     } else {
+        if (o->test[0]) return cdl_fail("--test %s: a separate test file is for --data tsv:FILE", o->test);
         if (!strchr(o->data, ':') && stat(o->data, &st) == 0)
             snprintf(name, sizeof name, "%s%s", S_ISDIR(st.st_mode) ? "fashion-mnist:" : "csv:", o->data);
         else
@@ -120,11 +151,17 @@ int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, const tr_opts *o, tr
     memset(map, 0, sizeof *map);
     map->xi = map->yi = -1;
     if (cdl_dataset_feeds(d, m, o->feed, map->feed) < 0) return -1;
-    for (int i = 0; i < m->n_inputs; i++) {
-        const cdl_tensor *t = &m->inputs[i];
-        if (t->dtype == CDL_I32 && map->yi < 0 && cdl_tensor_numel(t, 1) == 1) map->yi = i;
-        if (t->dtype != CDL_I32 && map->xi < 0) map->xi = i;
-    }
+    /* the labels: an input fed from a target column, else the first i32 scalar (a tsv
+     * model's len: i32[B] may come before its y) */
+    for (int pass = 0; pass < 2 && map->yi < 0; pass++)
+        for (int i = 0; i < m->n_inputs && map->yi < 0; i++) {
+            const cdl_tensor *t = &m->inputs[i];
+            if (t->dtype == CDL_I32 && cdl_tensor_numel(t, 1) == 1 &&
+                (pass || (d->col[map->feed[i].col].flags & CDL_COL_TARGET)))
+                map->yi = i;
+        }
+    for (int i = 0; i < m->n_inputs; i++)
+        if (m->inputs[i].dtype != CDL_I32 && map->xi < 0) map->xi = i;
     return 0;
 }
 

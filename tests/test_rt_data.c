@@ -494,6 +494,148 @@ static void test_text_vocab(void **st) {
     expect_error("vocabulary: entry 0 is not a hex byte");
 }
 
+/* ---------------------------------------------------------------- tsv */
+
+/* tsv:FILE: label<TAB>text lines.  Characters are code points numbered from 2 (0:
+ * padding, 1: unknown), classes the training labels in byte order; every tenth line is
+ * held out; texts are padded or truncated to T, with len and mask; empty lines are
+ * skipped; bad lines are errors naming file:line. */
+static void test_tsv(void **st) {
+    (void)st;
+    const char *p = tpath("a.tsv");
+    /* 11 examples (a blank line in between, CRLF on one): example 9 (the 10th) is held out */
+    spit_str(p, "\xEF\xBB\xBF" "fr\tcaf\xC3\xA9\n"   /* a BOM, then "café" */
+                "en\tcat\n"
+                "\n"
+                "en\tdog\r\n"
+                "de\tHund und Katze\n"                  /* 15 characters: truncated to T = 6 */
+                "en\ta\n"
+                "fr\tchat\n"
+                "de\tKatze\n"
+                "en\tbird\n"
+                "fr\tchien\n"
+                "xx\tzz\xE2\x82\xAC\n"                  /* held out: label xx, z and the euro unknown */
+                "en\tcow\n");
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_tsv(&d, p, 6, CDL_TSV_HELDOUT, NULL, NULL), -1);
+    expect_error("a.tsv:11: label 'xx' is not one of the 3 classes of the training lines");
+    spit_str(p, "\xEF\xBB\xBF" "fr\tcaf\xC3\xA9\nen\tcat\n\nen\tdog\r\nde\tHund und Katze\nen\ta\nfr\tchat\n"
+                "de\tKatze\nen\tbird\nfr\tchien\nen\tzz\xE2\x82\xAC\nen\tcow\n");
+    assert_int_equal(cdl_dataset_load_tsv(&d, p, 6, CDL_TSV_TRAIN, NULL, NULL), 0);
+    assert_int_equal(d.n, 10);
+    assert_string_equal(d.labels, "de\nen\nfr");
+    /* the training characters, in code point order, from id 2 */
+    assert_string_equal(d.vocab, "chars:20,48,4b,61,62,63,64,65,66,67,68,69,6e,6f,72,74,75,77,7a,e9");
+    int xc = cdl_dataset_find(&d, "x"), yc = cdl_dataset_find(&d, "y"), lc = cdl_dataset_find(&d, "len"),
+        mc = cdl_dataset_find(&d, "mask");
+    assert_true(xc >= 0 && yc >= 0 && lc >= 0 && mc >= 0);
+    assert_true(d.col[yc].flags & CDL_COL_TARGET);
+    assert_int_equal(d.col[xc].nclasses, 22);
+    assert_int_equal(d.col[yc].nclasses, 3);
+    const int32_t *x = d.col[xc].data, *y = d.col[yc].data, *len = d.col[lc].data;
+    const float *mask = d.col[mc].data;
+    static const int32_t cafe[6] = {7, 5, 10, 21, 0, 0}, hund[6] = {3, 18, 14, 8, 2, 18};
+    assert_memory_equal(x, cafe, sizeof cafe);               /* c a f é, padding */
+    assert_int_equal(y[0], 2);                               /* fr */
+    assert_int_equal(len[0], 4);
+    assert_true(mask[3] == 1.0f && mask[4] == 0.0f && mask[5] == 0.0f);
+    assert_memory_equal(x + 3 * 6, hund, sizeof hund);       /* "Hund u": truncated to 6 */
+    assert_int_equal(len[3], 6);
+    assert_int_equal(y[3], 0);                               /* de */
+    assert_int_equal(len[2], 3);                             /* dog: the CR is not a character */
+    assert_int_equal(y[9], 1);                               /* cow: the 11th example */
+    /* the held-out example: zz and the euro sign, whose euro only the held-out line has */
+    char *vocab = d.vocab, *labels = d.labels;
+    d.vocab = d.labels = NULL;
+    cdl_dataset_free(&d);
+    assert_int_equal(cdl_dataset_load_tsv(&d, p, 6, CDL_TSV_HELDOUT, NULL, NULL), 0);
+    assert_int_equal(d.n, 1);
+    static const int32_t zz[6] = {20, 20, 1, 0, 0, 0};
+    assert_memory_equal(d.col[0].data, zz, sizeof zz);
+    cdl_dataset_free(&d);
+    /* another file under the same vocabulary and classes: same ids, unknowns 1 */
+    const char *q = tpath("b.tsv");
+    spit_str(q, "fr\tcafe\nde\tQ\n");
+    assert_int_equal(cdl_dataset_load_tsv(&d, q, 6, CDL_TSV_ALL, vocab, labels), 0);
+    assert_int_equal(d.n, 2);
+    static const int32_t b0[6] = {7, 5, 10, 9, 0, 0};
+    assert_memory_equal(d.col[0].data, b0, sizeof b0);
+    assert_int_equal(((const int32_t *)d.col[0].data)[6], 1);  /* Q: unknown */
+    assert_int_equal(((const int32_t *)d.col[1].data)[1], 0);  /* de */
+    cdl_dataset_free(&d);
+    spit_str(q, "it\tciao\n");
+    assert_int_equal(cdl_dataset_load_tsv(&d, q, 6, CDL_TSV_ALL, vocab, labels), -1);
+    expect_error("b.tsv:1: label 'it' is not one of the 3 classes");
+    assert_int_equal(cdl_dataset_load_tsv(&d, q, 6, CDL_TSV_ALL, "text:61,62", labels), -1);
+    expect_error("tsv: numbers characters, but the vocabulary given is text:61,62");
+    assert_int_equal(cdl_dataset_load_tsv(&d, q, 6, CDL_TSV_ALL, vocab, "it\nde"), -1);
+    expect_error("not distinct, non-empty and in increasing order");
+    cdl_free(vocab);
+    cdl_free(labels);
+
+    /* bad lines: file:line and the reason */
+    static const struct { const char *text, *msg; } bad[] = {
+        {"en\tok\nen no tab\n", "a.tsv:2: no tab: a line is label<TAB>text"},
+        {"en\tok\n\n\ttext\n", "a.tsv:3: empty label before the tab"},
+        {"en\tok\nen\t\n", "a.tsv:2: empty text after the tab"},
+        {"en\tok\nen\tab\xC3(\n", "a.tsv:2: invalid UTF-8 at byte 6 of the line"},
+        {"en\tok\nen\t\xED\xA0\x80\n", "a.tsv:2: invalid UTF-8 at byte 4"},        /* a surrogate */
+        {"e\xFF\tok\n", "a.tsv:1: invalid UTF-8 at byte 2"},
+        {"\n\n", "a.tsv: no examples"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        spit_str(p, bad[i].text);
+        assert_int_equal(cdl_dataset_load_tsv(&d, p, 6, CDL_TSV_TRAIN, NULL, NULL), -1);
+        expect_error(bad[i].msg);
+        assert_null(d.vocab);
+    }
+    assert_int_equal(cdl_dataset_open(&d, "tsv:a.tsv", 1), -1);
+    expect_error("cdl_dataset_load_tsv");
+}
+
+/* The tsv columns through the loader: the same batches with 0 and 3 workers, shuffled,
+ * and resuming at batch 2 gives the batches an uninterrupted epoch gives from there. */
+static void test_tsv_loader(void **st) {
+    (void)st;
+    const char *p = tpath("c.tsv");
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 57; i++) fprintf(f, "%c\t%.*s\n", "abc"[i % 3], 1 + i % 9, "hello world, again");
+    fclose(f);
+    cdl_dataset d;
+    assert_int_equal(cdl_dataset_load_tsv(&d, p, 8, CDL_TSV_TRAIN, NULL, NULL), 0);
+    assert_int_equal(d.n, 52);                                /* 57 - 5 held out */
+    int32_t x[2][8 * 5 * 8], y[2][8 * 5], len[2][8 * 5];
+    float mask[2][8 * 5 * 8];
+    for (int w = 0; w < 2; w++) {
+        cdl_loader_cfg lc = {.batch = 8, .shuffle = 1, .workers = w ? 3 : 0, .seed = 9, .nfeed = 4,
+                             .feed = {{0, CDL_I32}, {1, CDL_I32}, {2, CDL_I32}, {3, CDL_F32}}};
+        cdl_loader *l = cdl_loader_new(&d, &lc);
+        assert_non_null(l);
+        assert_int_equal(cdl_loader_start(l, 1, 0), 0);
+        for (int b = 0; b < 5; b++)
+            assert_int_equal(cdl_loader_next(l, (void *[]){x[w] + b * 64, y[w] + b * 8, len[w] + b * 8,
+                                                             mask[w] + b * 64}), 8);
+        /* resume at batch 2 of epoch 1 */
+        int32_t rx[64], ry[8], rl[8];
+        float rm[64];
+        assert_int_equal(cdl_loader_start(l, 1, 2), 0);
+        assert_int_equal(cdl_loader_next(l, (void *[]){rx, ry, rl, rm}), 8);
+        assert_memory_equal(rx, x[w] + 2 * 64, sizeof rx);
+        assert_memory_equal(ry, y[w] + 2 * 8, sizeof ry);
+        cdl_loader_free(l);
+    }
+    assert_memory_equal(x[0], x[1], sizeof x[0]);
+    assert_memory_equal(y[0], y[1], sizeof y[0]);
+    assert_memory_equal(len[0], len[1], sizeof len[0]);
+    assert_memory_equal(mask[0], mask[1], sizeof mask[0]);
+    for (int r = 0; r < 40; r++) {                          /* each row: len ones, then zeros */
+        assert_true(len[0][r] >= 1 && len[0][r] <= 8);
+        for (int t = 0; t < 8; t++) assert_true(mask[0][r * 8 + t] == (t < len[0][r] ? 1.0f : 0.0f));
+    }
+    cdl_dataset_free(&d);
+}
+
 /* ---------------------------------------------------------------- file edges */
 
 /* The bytes of a gzip file of b[0..n) (one member), into out; its length. */
@@ -1073,6 +1215,8 @@ int main(void) {
         cmocka_unit_test(test_loader_shutdown_and_no_alloc),
         cmocka_unit_test(test_loader_bad_config),
         cmocka_unit_test(test_text_vocab),
+        cmocka_unit_test(test_tsv),
+        cmocka_unit_test(test_tsv_loader),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
