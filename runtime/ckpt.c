@@ -734,8 +734,8 @@ int cdl_ckpt_save(const char *path, const cdl_net *net, const cdl_optim *opt,
         "vocab", meta->vocab,
         "labels", meta->labels,
     };
-    int nkv = (int)(sizeof kv / sizeof kv[0] / 2) - 2;
-    for (int i = nkv; i < nkv + 2; i++)       /* vocab and labels when given */
+    int all = (int)(sizeof kv / sizeof kv[0] / 2), nkv = all - 2;
+    for (int i = nkv; i < all; i++)           /* vocab and labels when given */
         if (kv[2 * i + 1]) {
             kv[2 * nkv] = kv[2 * i];
             kv[2 * nkv++ + 1] = kv[2 * i + 1];
