@@ -957,10 +957,8 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
  * (train = 0), the rest the training split; the columns' classes are the largest id
  * in the file plus one.  Files of fewer than 2 (T + 1) bytes are refused. */
 int cdl_dataset_load_text(cdl_dataset *d, const char *path, int64_t T, int bytes, int train);
-/* The same numbered with a given vocabulary (a checkpoint's "vocab", cdl_vocab_format):
- * vocab NULL builds it from the file as above; otherwise its kind must be bytes: for
- * bytes = 1 and text: for 0, and a byte of the file it lacks is an error
- * "path:line: character ... is not in the vocabulary".  d->vocab holds the one used. */
+/* The same numbered with vocab (a checkpoint's; NULL: the file's, as above) of kind bytes
+ * or text: as bytes says; a byte it lacks is an error "path:line: ...".  d->vocab: the one used. */
 int cdl_dataset_load_text_vocab(cdl_dataset *d, const char *path, int64_t T, int bytes, int train,
                                 const char *vocab);
 /* Text classification (data_tsv.c, whose header has the details): lines label<TAB>text
@@ -971,12 +969,9 @@ int cdl_dataset_load_text_vocab(cdl_dataset *d, const char *path, int64_t T, int
 enum { CDL_TSV_TRAIN = 1, CDL_TSV_HELDOUT = 2, CDL_TSV_ALL = 3 };
 int cdl_dataset_load_tsv(cdl_dataset *d, const char *path, int64_t T, int split, const char *vocab,
                          const char *labels);
-/* Vocabularies (data_text.c): how token ids map to characters, and their text form,
- * stored in checkpoints as the metadata "vocab":
- *   "bytes"              ids 0..255 are the byte values;
- *   "text:HH,HH,..."     id i is the byte of the i-th hex value (increasing);
- *   "chars:H,H,..."      ids 0 and 1 are padding and "unknown", id i + 2 the Unicode
- *                        code point of the i-th hex value (increasing). */
+/* Vocabularies (data_text.c): token ids to characters.  Text form (checkpoint metadata
+ * "vocab"): "bytes" (ids are byte values), "text:HH,..." (id i: the i-th byte, increasing),
+ * "chars:H,..." (ids 0, 1: padding, unknown; id i + 2: the i-th code point, increasing). */
 enum { CDL_VOCAB_BYTES = 1, CDL_VOCAB_TEXT = 2, CDL_VOCAB_CHARS = 3 };
 typedef struct cdl_vocab {
     int kind;                      /* CDL_VOCAB_* */
@@ -989,8 +984,7 @@ int cdl_vocab_parse(cdl_vocab *v, const char *s, const char *what);
 char *cdl_vocab_format(const cdl_vocab *v);
 /* The id of byte / code point c, or -1 when v lacks it (CHARS: never 0 or 1). */
 int32_t cdl_vocab_id(const cdl_vocab *v, uint32_t c);
-/* Token id as UTF-8 (BYTES, TEXT: the byte itself) into buf (at least 5 bytes):
- * its length; CHARS padding and unknown give 0 bytes. */
+/* Token id as UTF-8 (BYTES, TEXT: the byte) into buf (>= 4 bytes): its length (0: none). */
 int cdl_vocab_put(const cdl_vocab *v, int32_t id, char *buf);
 void cdl_vocab_free(cdl_vocab *v);
 /* The code point of the UTF-8 character at s (n >= 1 bytes available), its length in
@@ -1125,9 +1119,8 @@ int cdl_ckpt_check_target(const char *path);
  * meta (NULL ok) receives the file's metadata (a parameter file's: all zero, model
  * "").  -1 and a message naming the file and the problem otherwise. */
 int cdl_ckpt_load(const char *path, cdl_net *net, cdl_optim *opt, cdl_ckpt_meta *meta);
-/* Metadata entry key of the safetensors file path (its header alone is read and, when
- * it carries header_crc32, checked): 1 and a copy in *value (cdl_free it), 0 when the
- * file has no such entry (*value NULL), -1 and a message. */
+/* Metadata entry key of safetensors file path (the header alone, header_crc32 checked):
+ * 1 and a copy in *value (cdl_free it), 0 when absent (*value NULL), -1 and a message. */
 int cdl_ckpt_read_meta(const char *path, const char *key, char **value);
 /* The same over a checkpoint in memory; what names it in messages. */
 int cdl_ckpt_load_mem(const void *buf, size_t len, const char *what, cdl_net *net,
