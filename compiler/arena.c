@@ -202,12 +202,16 @@ char *arena_strndup(Arena *a, const char *s, size_t n) {
 
 char *arena_strdup(Arena *a, const char *s) { return arena_strndup(a, s, strlen(s)); }
 
+/* Formatted once into a stack buffer and copied; only a string longer than the buffer
+ * is formatted a second time (the emitters make millions of short ones). */
 char *arena_printf(Arena *a, const char *fmt, ...) {
+    char buf[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (n < 0) die("arena_printf: bad format");
+    if ((size_t)n < sizeof buf) return arena_strndup(a, buf, (size_t)n);
     char *p = arena_alloc(a, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);

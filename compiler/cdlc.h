@@ -869,7 +869,7 @@ void e_line(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 /* Text written before what must precede it (a function's body before its prologue):
  * an unlinked temporary file, so that a big body costs no memory (in memory when no
  * temporary file can be made).  e_spool_copy appends it to `to` and closes it. */
-typedef struct Spool { FILE *f; bool in_memory; char *mem; size_t len; } Spool;
+typedef struct Spool { FILE *f; bool in_memory; char *mem; size_t len; char *buf; } Spool;
 FILE *e_spool_open(Spool *s);
 void e_spool_copy(Spool *s, FILE *to);
 const Graph *e_graph(const Emit *e);       /* the graph being written: the body inside a loop */

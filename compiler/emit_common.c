@@ -20,16 +20,23 @@
 /* ------------------------------------------------------------------ toolkit */
 
 void e_line(Emit *e, const char *fmt, ...) {
+    static const char spaces[] = "                                                                ";
     va_list ap;
-    fprintf(e->f, "%*s", e->indent * 4, "");
+    for (int k = e->indent * 4; k > 0; k -= (int)sizeof spaces - 1)
+        fwrite(spaces, 1, k < (int)sizeof spaces - 1 ? (size_t)k : sizeof spaces - 1, e->f);
     va_start(ap, fmt);
     vfprintf(e->f, fmt, ap);
     va_end(ap);
     fputc('\n', e->f);
 }
 
+/* A large stdio buffer: a big model's body is hundreds of MB, written and read back in
+ * 1 MiB system calls rather than 4 KiB ones. */
+#define SPOOL_BUF ((size_t)1 << 20)
+
 FILE *e_spool_open(Spool *s) {
     *s = (Spool){.f = tmpfile()};
+    if (s->f && (s->buf = malloc(SPOOL_BUF))) setvbuf(s->f, s->buf, _IOFBF, SPOOL_BUF);
     if (!s->f) {
         s->in_memory = true;
         s->f = open_memstream(&s->mem, &s->len);
@@ -59,6 +66,7 @@ void e_spool_copy(Spool *s, FILE *to) {
         exit(1);
     }
     fclose(s->f);
+    free(s->buf);
 }
 
 const char *e_real(Emit *e) { return e->real_size == 8 ? "double" : "float"; }
@@ -163,13 +171,16 @@ const char *e_var_name(const Node *n, int i, const char *prefix) {
 }
 
 const char *e_shape_comment(const Emit *e, const Shape *s) {
-    char *c = cc_str("(");
+    char c[24 * MAXDIM + 4];
+    size_t k = 0;
+    c[k++] = '(';
     for (int i = 0; i < s->rank; i++) {
         int64_t m = s->d[0] / e_batch(e);
-        if (i == 0 && s->batched) c = m == 1 ? cc_str("%sB", c) : cc_str("%sB*%lld", c, (long long)m);
-        else c = cc_str("%s%s%lld", c, i ? ", " : "", (long long)s->d[i]);
+        if (i == 0 && s->batched) k += (size_t)(m == 1 ? snprintf(c + k, sizeof c - k, "B") : snprintf(c + k, sizeof c - k, "B*%lld", (long long)m));
+        else k += (size_t)snprintf(c + k, sizeof c - k, "%s%lld", i ? ", " : "", (long long)s->d[i]);
     }
-    return cc_str("%s)", c);
+    c[k++] = ')';
+    return arena_strndup(cc_arena, c, k);
 }
 
 const char *e_loc(const Node *n) {

@@ -136,6 +136,11 @@ static FILE *open_out(const char *path) {
         fprintf(stderr, "cdlc: cannot write %s: %s\n", path, strerror(errno));
         exit(1);
     }
+    /* a big model's C in 1 MiB writes (glibc ignores a size without a buffer); the
+     * buffers stay reachable until exit, after the files are closed */
+    static char *buf[8];
+    static int nbuf;
+    if (nbuf < 8 && (buf[nbuf] = malloc((size_t)1 << 20))) setvbuf(f, buf[nbuf++], _IOFBF, (size_t)1 << 20);
     return f;
 }
 
