@@ -196,8 +196,9 @@ cdl_t *tape_rec(cdl_tape *tp, const char *op, cdl_dtype dt, int rank, const int6
     int64_t numel = 1;
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0 || dims[i] > ((int64_t)1 << 40)) return tape_err(tp, op, "dimension %lld", (long long)dims[i]);
+        if (dims[i] > 0 && numel > ((int64_t)1 << 40) / dims[i])     /* checked before it can overflow */
+            return tape_err(tp, op, "absurd size (more than 2^40 elements)");
         numel *= dims[i];
-        if (numel > ((int64_t)1 << 40)) return tape_err(tp, op, "absurd size (more than 2^40 elements)");
     }
     cdl_t *t = tape_alloc(tp, sizeof(cdl_t));
     if (!t) return NULL;

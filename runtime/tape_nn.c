@@ -51,10 +51,10 @@ cdl_t *cdl_t_conv2d(cdl_tape *tp, cdl_t *x, cdl_t *w, cdl_t *b, int stride, int 
     if (b && (b->rank != 1 || b->dims[0] != w->dims[0]))
         return tape_err(tp, "conv2d", "bias must be [%lld], got %s", (long long)w->dims[0], DSTR(b));
     if (stride < 1) stride = 1;
-    if (pad < 0 || x->dims[2] + 2 * pad < w->dims[2] || x->dims[3] + 2 * pad < w->dims[3])
+    if (pad < 0 || x->dims[2] + 2 * (int64_t)pad < w->dims[2] || x->dims[3] + 2 * (int64_t)pad < w->dims[3])
         return tape_err(tp, "conv2d", "kernel %s does not fit input %s with padding %d", DSTR(w), DSTR(x), pad);
-    int64_t dims[4] = {x->dims[0], w->dims[0], (x->dims[2] + 2 * pad - w->dims[2]) / stride + 1,
-                       (x->dims[3] + 2 * pad - w->dims[3]) / stride + 1};
+    int64_t dims[4] = {x->dims[0], w->dims[0], (x->dims[2] + 2 * (int64_t)pad - w->dims[2]) / stride + 1,
+                       (x->dims[3] + 2 * (int64_t)pad - w->dims[3]) / stride + 1};
     cdl_t *y = tape_rec(tp, "conv2d", tp->real, 4, dims, 1, nin, in);
     if (!y) return NULL;
     y->ia[0] = stride;
@@ -89,12 +89,12 @@ static cdl_t *pool(cdl_tape *tp, const char *op, int is_max, cdl_t *x, int k, in
     if (stride <= 0) stride = k;
     if (x->rank != 3 && x->rank != 4) return tape_err(tp, op, "input must be [N, C, H, W] or [C, H, W], got %s", DSTR(x));
     int64_t H = x->dims[x->rank - 2], W = x->dims[x->rank - 1];
-    if (k < 1 || pad < 0 || 2 * pad > k || H + 2 * pad < k || W + 2 * pad < k)
+    if (k < 1 || pad < 0 || 2 * (int64_t)pad > k || H + 2 * (int64_t)pad < k || W + 2 * (int64_t)pad < k)
         return tape_err(tp, op, "kernel %d, stride %d, padding %d do not fit %s", k, stride, pad, DSTR(x));
     int64_t dims[CDL_MAXDIM];
     for (int i = 0; i < x->rank; i++) dims[i] = x->dims[i];
-    dims[x->rank - 2] = (H + 2 * pad - k) / stride + 1;
-    dims[x->rank - 1] = (W + 2 * pad - k) / stride + 1;
+    dims[x->rank - 2] = (H + 2 * (int64_t)pad - k) / stride + 1;
+    dims[x->rank - 1] = (W + 2 * (int64_t)pad - k) / stride + 1;
     cdl_t *y = tape_rec(tp, op, tp->real, x->rank, dims, 1, 1, &x);
     if (!y) return NULL;
     int64_t nc = x->numel / (H * W > 0 ? H * W : 1);

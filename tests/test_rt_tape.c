@@ -10,6 +10,8 @@
  * element of y carries a different weight. */
 #include "test_rt_util.h"
 
+#include <limits.h>
+
 enum { MAXP = 6, NB = 4, NX = 6 };
 
 typedef cdl_t *(*build_fn)(cdl_tape *tp);
@@ -420,6 +422,16 @@ static void test_errors(void **state) {
     cdl_tape_reset(tp, 1);
     assert_null(cdl_t_matmul(tp, P(0), P(0), 0, 0));
     assert_non_null(strstr(cdl_last_error(), "matmul: inner dimensions differ"));
+    /* a padding near INT_MAX: refused, never wrapped round in int arithmetic (the pool
+     * once took 2 * INT_MAX as -2 and recorded the op) */
+    cdl_tape_reset(tp, 1);
+    cdl_t *img = cdl_t_full(tp, 0, 4, (const int64_t[]){1, 1, 4, 4});
+    assert_null(cdl_t_maxpool2d(tp, img, 2, 2, INT_MAX));
+    assert_non_null(strstr(cdl_last_error(), "padding 2147483647 do not fit"));
+    cdl_tape_reset(tp, 1);
+    img = cdl_t_full(tp, 0, 4, (const int64_t[]){1, 1, 4, 4});
+    assert_null(cdl_t_conv2d(tp, img, cdl_t_full(tp, 0, 4, (const int64_t[]){1, 1, 3, 3}), NULL, 1, INT_MAX));
+    assert_non_null(strstr(cdl_last_error(), "absurd size"));             /* 2^32 x 2^32 */
     cdl_tape_reset(tp, 1);
     assert_null(cdl_t_param(tp, 9));
     cdl_tape_reset(tp, 1);
