@@ -235,10 +235,12 @@ static bool check_ops(const Graph *g, const char *title, Kernels *K) {
 static void find_normalize(X *x) {
     for (int k = 0; k < x->m->ntrain; k++) {
         if (strcmp(x->m->train[k].key, "normalize")) continue;
-        double mean, sd;
-        char end;
-        if (sscanf(x->m->train[k].value, "%lf,%lf%c", &mean, &sd, &end) != 2 || !(sd > 0))
-            error_at(x->m->train[k].loc, "normalize: expected \"MEAN,STD\" with STD > 0, got \"%s\"", x->m->train[k].value);
+        const char *v = x->m->train[k].value;
+        char *e1, *e2 = NULL;
+        double mean = strtod(v, &e1), sd = 0;
+        if (e1 != v && *e1 == ',') sd = strtod(e1 + 1, &e2);
+        if (!e2 || e2 == e1 + 1 || *e2 || !isfinite(mean) || !isfinite(sd) || !(sd > 0))
+            error_at(x->m->train[k].loc, "normalize: expected \"MEAN,STD\", finite, with STD > 0, got \"%s\"", v);
         x->norm = true, x->mean = mean, x->inv_std = 1.0 / sd;
     }
 }
@@ -402,7 +404,7 @@ static void quantize(const WTensor *t, const float *v, signed char *q, float *sc
         scale[k] = m > 0 ? (float)(m / 127) : 1.0f;
     }
     for (int64_t i = 0; i < n; i++) {
-        int64_t k = t->channel_last ? i % K : i / per;
+        int64_t k = t->channel_last ? i % (K ? K : 1) : i / per;
         q[i] = (signed char)lrint(fmax(-127.0, fmin(127.0, (double)v[i] / (double)scale[k])));
     }
 }
@@ -639,7 +641,7 @@ void emit_infer(const Pipeline *p, Weights *w, bool q8, FILE *cf, FILE *hf, cons
             (long long)x->arena, x->up, x->up);
     fprintf(cf, "#include \"%s\"\n", header_name);
     for (int k = 0; k < x->K.n; k++)
-        if (!strcmp(x->K.s[k].name, "preamble") || x->K.s[k].used) fprintf(cf, "%s%s", k ? "" : "", x->K.s[k].text);
+        if (!strcmp(x->K.s[k].name, "preamble") || x->K.s[k].used) fputs(x->K.s[k].text, cf);
     emit_weights(x, cf);
     fprintf(cf, "\n#ifndef %s_NO_STATIC_ARENA\nstatic float %s_arena[%lld];  /* %s_ARENA_BYTES */\n#endif\n", x->up, x->low,
             (long long)(x->arena / 4), x->up);

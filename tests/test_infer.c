@@ -375,6 +375,24 @@ static void unsupported_op_refused(void **state) {
     fclose(h);
 }
 
+/* train { normalize = "MEAN,STD" } is read as the trainer reads it: a number out of
+ * double range is refused, not taken as inf (sscanf's %lf took it). */
+static void normalize_out_of_range_refused(void **state) {
+    (void)state;
+    Model *m = elab_ok("model t(B = 1) {\n  input x: f32[B, 3]\n  output relu(x) as y\n"
+                       "  train {\n    normalize = \"1e999,0.5\"\n  }\n}\n");
+    Weights w = {.path = "mem"};
+    Pipeline *p = infer_clone(m, 0, NULL);
+    infer_prepare(p->fn[0].g, &w);
+    pipeline_opt(p);
+    pipeline_plan(p);
+    FILE *c = tmpfile(), *h = tmpfile();
+    emit_infer(p, &w, false, c, h, "t_infer.c", "t_infer.h");
+    assert_diag("normalize: expected \"MEAN,STD\", finite, with STD > 0, got \"1e999,0.5\"");
+    fclose(c);
+    fclose(h);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(plain_file_loads, setup, teardown),
@@ -395,6 +413,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(functions_chosen, setup, teardown),
         cmocka_unit_test_setup_teardown(no_outputs_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(unsupported_op_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(normalize_out_of_range_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
