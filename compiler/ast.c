@@ -112,7 +112,7 @@ void ast_dump(FILE *f, const Ast *a) {
         dump_opt(f, a->a);
         dump_group(f, &a->list);
         break;
-    case S_RETURN: dump_list(f, &a->list); break;
+    case S_RETURN:
     case S_TRAIN: dump_list(f, &a->list); break;
     case D_MODEL:
     case D_BLOCK:

@@ -31,7 +31,6 @@ struct AD {
     /* loop bodies only */
     int fwd_loop;          /* the forward LOOP node's id in the enclosing dst graph */
     int *caps;             /* enclosing dst id -> capture node in dst body (lazy), or -1 */
-    int ncaps_outer;
 };
 
 Graph *ad_dst(AD *ad) { return ad->dst; }
@@ -100,8 +99,8 @@ int ad_add(AD *ad, int s, Op op, int nin, const int *in, const Attrs *at, const 
     return id;
 }
 
-int ad_zero_grad(AD *ad, int s, const Shape *shape) {
-    int z = ad_add(ad, s, OP_CONST, 0, NULL, &(Attrs){0}, shape);
+int ad_zero_grad(AD *ad, int src_node, const Shape *s) {
+    int z = ad_add(ad, src_node, OP_CONST, 0, NULL, &(Attrs){0}, s);
     ad->dst->n[z].flags |= NF_GRAD;
     return z;
 }

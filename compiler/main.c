@@ -267,8 +267,9 @@ static int run_argv(const Argv *a) {
  * any output name is taken literally. */
 static int build_exe(Pipeline *p, const Opts *o) {
     const Model *m = p->m;
-    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
-    const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
+    const char *cc = getenv("CC"), *extra = getenv("CDL_CFLAGS");
+    if (!cc || !*cc) cc = "cc";
+    if (!extra) extra = "";
     const char *inc, *lib;
     runtime_paths(&inc, &lib);
     Argv a = {0};
@@ -317,9 +318,12 @@ static int write_infer(const Pipeline *p, Weights *w, const Opts *o) {
     FILE *cf = o->out ? open_out(c) : stdout, *hf = o->out ? open_out(h) : fopen("/dev/null", "w");
     if (!hf) die("cannot open /dev/null");
     emit_infer(p, w, o->q8, cf, hf, cb ? cb + 1 : c, hb ? hb + 1 : h);
-    if (o->out) close_out(cf, c);
-    if (o->out) close_out(hf, h);
-    else fclose(hf);
+    if (o->out) {
+        close_out(cf, c);
+        close_out(hf, h);
+    } else {
+        fclose(hf);
+    }
     if (!diag_error_count()) return 0;
     if (o->out) remove(c), remove(h);   /* nothing half-written is left behind */
     return 1;

@@ -315,7 +315,7 @@ static void emit_maxmin_bwd(Emit *e, const Graph *g, int n) {
     EwBcast p;
     int ops[2] = {x->in[1], x->in[2]};
     ew_bcast_plan(g, n, ops, 2, &p);
-    const char *arr[3];
+    const char *arr[3] = {"", "", ""};
     ew_bcast_arrays(e, n, &p, arr);
     e_line(e, "%s(%d, %d, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "maxmin_bwd"), (int)(x->ia[0] != 0), p.rank,
            arr[0], arr[1], arr[2], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n));

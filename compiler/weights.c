@@ -143,10 +143,11 @@ static const char *jp_string(JP *p) {
         case 'r': *o++ = '\r'; break;
         case 't': *o++ = '\t'; break;
         case 'u': {
-            long hi = jp_hex4(p), lo = 0;
+            long hi = jp_hex4(p);
             if (hi < 0) return (const char *)jp_fail(p, "bad \\u escape");
             if (hi >= 0xdc00 && hi <= 0xdfff) return (const char *)jp_fail(p, "lone low surrogate in \\u escape");
             if (hi >= 0xd800 && hi <= 0xdbff) {
+                long lo;
                 if (!jp_lit(p, "\\u") || (lo = jp_hex4(p)) < 0xdc00 || lo > 0xdfff)
                     return (const char *)jp_fail(p, "unpaired surrogate in \\u escape");
                 hi = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);

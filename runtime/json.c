@@ -375,7 +375,7 @@ int json_parse(json_doc *doc, const char *src, size_t len, int32_t max_nodes, ch
             .err = err, .errlen = errlen};
     if (errlen) err[0] = 0;
     if (len >= (size_t)INT32_MAX) return jp_fail(&p, "JSON text too long");
-    if (max_nodes < 1) max_nodes = p.max_nodes = 1;
+    if (max_nodes < 1) p.max_nodes = 1;
     doc->pool = cdl_alloc(len + 1);
     if (!doc->pool) return jp_fail(&p, "out of memory");
     jp_ws(&p);

@@ -382,12 +382,13 @@ static int tr_train_setup(tr_run *s) {
     if (s->dp.size * s->dp.k > 1)
         snprintf(shards, sizeof shards, " (%d rank%s x %d micro-batch%s of <= %d)", s->dp.size, s->dp.size > 1 ? "s" : "",
                  s->dp.k, s->dp.k > 1 ? "es" : "", (s->B + s->dp.size * s->dp.k - 1) / (s->dp.size * s->dp.k));
-    if (!o->quiet)
+    if (!o->quiet) {
         fprintf(s->out, "model %s: %zu parameters; %s: %lld train, %lld test examples; batch %d%s; "
                         "%s lr %g; epochs %llu..%d\n", m->name, m->train_count, s->dtr.name,
                 (long long)s->dtr.n, (long long)s->dte.n, s->B, shards, o->optimizer, s->ocfg.lr,
                 (unsigned long long)s->meta.epoch + 1, s->E);
-    if (!o->quiet) tr_print_feeds(s->out, m, &s->dtr, &s->map);
+        tr_print_feeds(s->out, m, &s->dtr, &s->map);
+    }
     if (!o->quiet && s->adv) fprintf(s->out, "adversarial training: %s\n", s->adv_spec);
     s->train_loss = s->test_loss = s->acc = NAN;
     return 0;
