@@ -274,3 +274,62 @@ difftest: deps all difftest-san
 	@B=$(B) python3 tests/difftest/run.py --n $(N) --start $(START) --jobs $(JOBS) \
 	    --seed-file tests/difftest/seeds.txt tests/difftest/cases/*.cdl
 .PHONY: difftest difftest-san
+
+# ---- lint: static analysis of compiler/ and runtime/ (not part of make test).
+# cppcheck over the whole program at once (its cross-file null checks need that; results
+# cached in build/lint/cppcheck), then clang-tidy-14 (bugprone-*, cert-*,
+# clang-analyzer-*) file by file, -j2, each file rechecked only when it or a header
+# changes.  Suppressions, each with its reason: tools/lint/cppcheck.supp and
+# tools/lint/clang-tidy.supp.  Any finding fails the target.  The generated parser and
+# scanner (build/gen) are not checked; their headers are included like any other.
+# cppcheck 2.10 does not read C11 _Noreturn, so it is told the GNU spelling, else it
+# follows every path through die() and diag_out_of_memory().
+LINT     := build/lint
+LINT_SRC := $(filter-out runtime/blas_dnnl.c,$(wildcard compiler/*.c runtime/*.c))
+LINT_DEF := -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime -Icompiler -Ibuild/gen
+LINT_HDR := $(wildcard compiler/*.h compiler/*.inc runtime/*.h runtime/*.def) build/gen/infer_kernels.h
+lint: lint-deps
+	@$(MAKE) -s B=build build/gen/cdl.tab.c build/gen/lex.yy.c build/gen/infer_kernels.h
+	@mkdir -p $(LINT)/cppcheck
+	cppcheck -j2 --quiet --std=c11 --enable=warning,style,performance,portability \
+	    --error-exitcode=1 --cppcheck-build-dir=$(LINT)/cppcheck \
+	    --suppressions-list=tools/lint/cppcheck.supp '-D_Noreturn=__attribute__((noreturn))' $(LINT_DEF) \
+	    --template='{file}:{line}:{column}: {severity}: {message} [{id}]' $(LINT_SRC)
+	@$(MAKE) -s -j2 $(patsubst %.c,$(LINT)/tidy/%.ok,$(LINT_SRC))
+	@echo "lint: cppcheck and clang-tidy-14 clean on $(words $(LINT_SRC)) files"
+# The checks of clang-tidy.supp's CHECK entries are off everywhere, its CHECK:FILE
+# entries for that file.
+TIDY_CHECKS := -*,bugprone-*,cert-*,clang-analyzer-*$(shell awk '!/^\#/ && NF && $$1 !~ /:/ {printf ",-%s", $$1}' tools/lint/clang-tidy.supp)
+$(LINT)/tidy/%.ok: %.c $(LINT_HDR) tools/lint/clang-tidy.supp
+	@mkdir -p $(dir $@)
+	@clang-tidy-14 --quiet --checks='$(TIDY_CHECKS)$(shell awk -F'[: ]' '$$2 == "$<" {printf ",-%s", $$1}' tools/lint/clang-tidy.supp)' \
+	    --warnings-as-errors='*' $< -- -std=c11 $(LINT_DEF) -DCDL_RT_LIBS='""' >$@.log 2>&1 || \
+	    { grep -v 'warnings generated' $@.log; exit 1; }
+	@touch $@
+lint-deps:
+	@scripts/deps.sh lint
+.PHONY: lint lint-deps
+
+# ---- coverage: line and branch coverage of compiler/ and runtime/ (gcov, gcovr).  A
+# --coverage build in build/cov, then every unit test (build/cov/tests/test_*) and the
+# COV_SH scripts of tests/sh (programs they build link the instrumented runtime), then
+# gcovr's summary; the per-file table is in build/cov/coverage.txt.  COV_SH=all runs
+# every script (about as long as make test).  Counts add up over runs: make coverage
+# starts from zero.
+COV     := build/cov
+COV_SH  ?= errors golden_ir codegen gradcheck_ops static_vs_tape partial_batch entries train_e2e hostile
+COV_SCRIPTS = $(if $(filter all,$(COV_SH)),$(wildcard tests/sh/*.sh),$(patsubst %,tests/sh/%.sh,$(COV_SH)))
+coverage: coverage-deps
+	@$(MAKE) -s -j2 B=$(COV) OPT=-O0 RT_OPT=-O0 SAN=--coverage $(COV)/cdlc $(COV)/libcdlrt.a \
+	    $(COV)/cdl-compare $(patsubst $(B)/%,$(COV)/%,$(TESTS))
+	@find $(COV) -name '*.gcda' -delete
+	@export B=$(COV) CC="$(CC) --coverage" CDL_CFLAGS=--coverage CMOCKA_MESSAGE_OUTPUT=stdout; fail=0; \
+	for t in $(patsubst $(B)/%,$(COV)/%,$(TESTS)); do $$t >$(COV)/test.log 2>&1 || { echo "FAIL $$t"; fail=1; }; done; \
+	for s in $(COV_SCRIPTS); do bash $$s >$(COV)/test.log 2>&1 && echo "ok   $$s" || { echo "FAIL $$s"; fail=1; }; done; \
+	[ $$fail = 0 ] || echo "coverage: some tests failed; the figures below count what ran"
+	@gcovr -r . --object-directory $(COV)/obj -f 'compiler/' -f 'runtime/' -j 2 \
+	    --txt $(COV)/coverage.txt --print-summary $(COV)/obj
+	@echo "coverage: per file in $(COV)/coverage.txt"
+coverage-deps:
+	@scripts/deps.sh coverage
+.PHONY: coverage coverage-deps

@@ -2,7 +2,13 @@
 # Install the Debian packages cdl needs, if any are missing.  Quiet and fast when all
 # are present.  Runs as root (CI, fresh machines); otherwise says what to install.
 # fortunes: the text corpus of models/gpt.cdl (examples/gpt_fortunes.sh, /usr/share/games/fortunes)
+# `deps.sh lint` adds the static analysers (make lint), `deps.sh coverage` gcovr (make
+# coverage): only those targets need them.
 PKGS="flex bison libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev openmpi-bin libopenmpi-dev fortunes"
+case "$1" in
+    lint) PKGS="$PKGS cppcheck clang-tidy-14" ;;
+    coverage) PKGS="$PKGS gcovr" ;;
+esac
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
