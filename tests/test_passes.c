@@ -1,8 +1,10 @@
 /* test_passes.c -- the optimisation passes (opt.c) and the memory planner (plan.c):
  *   - CSE merges identical pure nodes, and only those (random ops stay apart);
  *   - GEMM accumulation turns add(acc, matmul) into one accumulating matmul;
+ *   - ... but not onto a broadcast accumulator (a bias row);
  *   - in place: an elementwise node takes its input's buffer when the input dies at
- *     it, and not when the input is read later, is a result or is a leaf;
+ *     it, and not when the input is read later, is a result, is a leaf or is smaller
+ *     than the output (a broadcast operand);
  *   - the plan of every function of every zoo model puts no two buffers that are live
  *     at the same time on overlapping bytes (liveness re-derived here from the graph),
  *     keeps every buffer inside the arena, and lays loop-body slots side by side;
@@ -85,6 +87,22 @@ static void test_fuse_needs_a_private_product(void **state) {
     assert_false(g->n[m].flags & NF_DEAD);
 }
 
+/* A broadcast accumulator (a bias row added to a product) cannot be the GEMM's C. */
+static void test_fuse_needs_a_full_size_accumulator(void **state) {
+    (void)state;
+    int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5));
+    int bias = op(OP_EXP, 1, (int[]){param(SH(false, 5))}, NULL, NULL);   /* [5], not a leaf */
+    int m = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL);
+    int s = op(OP_ADD, 2, (int[]){bias, m}, NULL, NULL);
+    int loss = sum_all(s);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_int_equal(g->n[s].op, OP_ADD);
+    assert_int_equal(g->n[s].nin, 2);
+    assert_false(g->n[m].flags & NF_DEAD);
+    assert_int_equal(g->n[m].nin, 2);
+}
+
 /* ------------------------------------------------------------------ in place */
 
 static void test_inplace_when_the_input_dies(void **state) {
@@ -124,6 +142,24 @@ static void test_no_inplace_over_live_or_leaf_or_result(void **state) {
     assert_false(g->n[q].flags & NF_INPLACE);
     Plan *p = plan_run(g, 4);
     assert_true(p->off[r] != p->off[l]);
+}
+
+/* Two inputs die at a broadcasting add: it goes in place over the full-size one, never
+ * over the smaller (its buffer cannot hold the sum). */
+static void test_inplace_over_the_full_size_input(void **state) {
+    (void)state;
+    int x = real(SH(true, 8, 4));
+    int t = op(OP_TANH, 1, &x, NULL, NULL);                                 /* [B, 4] */
+    int c = op(OP_EXP, 1, (int[]){param(SH(false, 4))}, NULL, NULL);        /* [4] */
+    int s = op(OP_ADD, 2, (int[]){c, t}, NULL, NULL);
+    int loss = sum_all(s);
+    g->n[loss].flags |= NF_LOSS;
+    opt_run(g);
+    assert_true(g->n[s].flags & NF_INPLACE);
+    assert_int_equal(g->n[s].inplace, 1);
+    Plan *p = plan_run(g, 4);
+    assert_int_equal(p->off[s], p->off[t]);
+    assert_true(p->off[c] != p->off[t]);
 }
 
 /* ------------------------------------------------------------------ the plan */
@@ -342,8 +378,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cse_keeps_random_ops_apart, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_fuse_accumulating_gemm, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_fuse_needs_a_private_product, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_fuse_needs_a_full_size_accumulator, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_inplace_when_the_input_dies, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_no_inplace_over_live_or_leaf_or_result, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_inplace_over_the_full_size_input, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_plans_of_every_zoo_model, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_streamed_c_equals_emit_c, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_arena_reserve_and_drop, tu_setup, tu_teardown),
