@@ -7,7 +7,8 @@
  *     than the output (a broadcast operand);
  *   - the plan of every function of every zoo model puts no two buffers that are live
  *     at the same time on overlapping bytes (liveness re-derived here from the graph),
- *     keeps every buffer inside the arena, and lays loop-body slots side by side;
+ *     keeps every buffer inside the arena, and lays loop-body slots side by side; the
+ *     tape's arena bound is never below the static arena;
  *   - pipeline_emit_c (one function at a time) writes emit_c's C byte for byte;
  *   - arena_reserve keeps what a growing array holds, arena_drop gives a block back. */
 #include "test_util.h"
@@ -290,6 +291,12 @@ static void test_plans_of_every_zoo_model(void **state) {
             assert_true(p->fn[k].plan->bytes <= p->act_bytes);
             fns++;
         }
+        /* the tape keeps every value of a step where the static plan reuses buffers:
+         * its arena bound (plan_tape_bytes) is never below the static arena */
+        Pipeline *tp = pipeline_build(m, 4, true);
+        if (tp->act_bytes < p->act_bytes)
+            fail_msg("models/%s: tape arena bound %lld < static arena %lld", de->d_name, (long long)tp->act_bytes,
+                     (long long)p->act_bytes);
         models++;
     }
     closedir(d);
