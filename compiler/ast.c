@@ -96,6 +96,7 @@ void ast_dump(FILE *f, const Ast *a) {
         for (int i = 0; i < a->list.n; i++) fprintf(f, "%s%s", i ? " " : "", a->list.v[i]->name);
         fputc(')', f);
         dump_opt(f, a->a);
+        dump_list(f, &a->list2);
         break;
     case S_COLLECT: fprintf(f, " %s", a->name); dump_opt(f, a->a); dump_opt(f, a->b); break;
     case S_INPUT: fprintf(f, " %s", a->name); dump_opt(f, a->a); break;

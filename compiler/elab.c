@@ -608,12 +608,24 @@ static void stmt_train(Elab *e, const Ast *s, Ctx ctx) {
 
 /* ------------------------------------------------------------------ statement lists */
 
+/* The right side of a, b = f(a), g(b): every expression is evaluated before any name is
+ * assigned (Python's rule), so g sees the old a. */
+static Value tuple_expr(Elab *e, const Ast *s) {
+    int n = 1 + s->list2.n;
+    Value *v = NEWN(Value, n);
+    v[0] = el_eval(e, s->a);
+    for (int k = 1; k < n; k++) v[k] = el_eval(e, s->list2.v[k - 1]);
+    for (int k = 0; k < n; k++)
+        if (v[k].k == V_ERR) return el_err();
+    return el_tuple(n, v);
+}
+
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret) {
     for (int i = 0; i < body->n && !e->over; i++) {
         const Ast *s = body->v[i];
         switch (s->kind) {
         case S_ASSIGN: {
-            Value v = el_eval(e, s->a);
+            Value v = s->list2.n ? tuple_expr(e, s) : el_eval(e, s->a);
             if (s->list.n == 1) {
                 assign(e, s->list.v[0], v);
                 break;

@@ -170,6 +170,7 @@ stmts: %empty                       { $$ = (AstList){0}; }
      ;
 
 stmt: targets '=' expr              { $$ = mk(S_ASSIGN, @1); $$->list = $1; $$->a = $3; }
+    | targets '=' expr ',' exprlist { $$ = mk(S_ASSIGN, @1); $$->list = $1; $$->a = $3; $$->list2 = $5; }
     | IDENT '[' expr ']' '=' expr   { $$ = mk(S_COLLECT, @1); $$->name = $1; $$->a = $3; $$->b = $6; }
     | INPUT IDENT ':' type          { $$ = mk(S_INPUT, @2); $$->name = $2; $$->a = $4; }
     | PARAM IDENT ':' type          { $$ = mk(S_PARAM, @2); $$->name = $2; $$->a = $4; }

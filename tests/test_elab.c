@@ -152,6 +152,30 @@ static void test_block_tuple_and_defaults(void **state) {
     assert_string_equal(m->g->n[m->outputs[0]].name, "s");
 }
 
+/* a, b = f(a), g(b): both sides are evaluated before either name changes (a swap
+ * swaps), in a loop too (the pair is carried). */
+static void test_tuple_expressions(void **state) {
+    (void)state;
+    Model *m = elab_ok("model m(B = 4) {\n"
+                       "    input x: f32[B, 3]\n"
+                       "    input y: f32[B, 3]\n"
+                       "    a, b = x, y\n"
+                       "    a, b = b, a\n"
+                       "    output a * 2 as first\n"
+                       "    output b * 3 as second\n"
+                       "    h, c = zeros([B, 3]), x\n"
+                       "    for t in 0..2 { h, c = c + h, tanh(h) }\n"
+                       "    output h + c as hc\n"
+                       "}\n");
+    assert_int_equal(m->noutputs, 3);
+    assert_int_equal(m->g->n[m->outputs[0]].in[0], m->inputs[1]);   /* first = y * 2 */
+    assert_int_equal(m->g->n[m->outputs[1]].in[0], m->inputs[0]);   /* second = x * 3 */
+    assert_int_equal(count_op(m->g, OP_LOOP), 1);
+    assert_non_null(first_op(m->g, OP_LOOP_OUT));
+    assert_null(elab("model m(B = 4) {\n    input x: f32[B, 3]\n    a, b = x, x, x\n    output a\n}\n"));
+    assert_true(said("t.cdl:3:5: error: 2 names on the left, but the right side gives 3 values"));
+}
+
 static void test_block_param_statement(void **state) {
     (void)state;
     Model *m = elab_ok("block scale(x) {\n"
@@ -558,6 +582,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_share_shape_mismatch, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_block_instances, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_block_tuple_and_defaults, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_tuple_expressions, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_block_param_statement, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_unused_param_warning, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_state_params_last, tu_setup, tu_teardown),

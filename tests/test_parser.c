@@ -68,6 +68,7 @@ static void test_indexing(void **state) {
 
 static void test_statements(void **state) {
     (void)state;
+    assert_string_equal(stmt("a, b = f(a), g(b)"), "(assign (a b) (call f (name a)) (call g (name b)))");
     assert_string_equal(stmt("input x: f32[B, 784]"), "(input x (type f32 (name B) (int 784)))");
     assert_string_equal(stmt("param w: f32[784, 10] = xavier_uniform()"),
                         "(param w (type f32 (int 784) (int 10)) (call xavier_uniform))");
