@@ -617,12 +617,14 @@ static Value b_gru(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 /* ------------------------------------------------------------------ losses */
 
-/* cross_entropy(logits, labels, label_smoothing, reduce), nll(logp, labels, reduce):
- * labels are i32 class indices. */
+/* cross_entropy(logits, labels, label_smoothing, reduce, *, weight, ignore_index),
+ * nll(logp, labels, reduce, *, weight, ignore_index): labels are i32 class indices;
+ * weight (real, the labels' shape) weights each row's loss, ignore_index drops the
+ * rows with that label (ia2 = 1, ia3 = the label). */
 static Value b_class_loss(Elab *e, const Builtin *b, Loc loc, Value *a) {
     bool ce = b->op == OP_CROSS_ENTROPY;
     double smooth = 0;
-    int64_t red;
+    int64_t red, ignore = 0;
     int x = el_real_node(e, a[0], b->name, ce ? "logits" : "logp", loc);
     int y = el_node(e, a[1], b->name, "labels", loc);
     if (x < 0 || y < 0) return el_err();
@@ -635,10 +637,16 @@ static Value b_class_loss(Elab *e, const Builtin *b, Loc loc, Value *a) {
         error_at(loc, "%s: label_smoothing must be in [0, 1), got %g", b->name, smooth);
         return el_err();
     }
-    if (!el_reduce(e, a[ce ? 3 : 2], b->name, loc, &red)) return el_err();
-    Attrs at = {.i = {red}, .f = {smooth}};
-    int in[2] = {x, y};
-    return el_tensor(e, el_add(e, b->op, loc, 2, in, &at, NULL, DT_REAL));
+    int k = ce ? 3 : 2;
+    if (!el_reduce(e, a[k], b->name, loc, &red)) return el_err();
+    int in[3] = {x, y, -1}, nin = 2;
+    if (a[k + 1].k != V_NONE) {
+        if ((in[2] = el_real_node(e, a[k + 1], b->name, "weight", loc)) < 0) return el_err();
+        nin = 3;
+    }
+    if (a[k + 2].k != V_NONE && !el_int(e, a[k + 2], b->name, "ignore_index", loc, &ignore)) return el_err();
+    Attrs at = {.i = {red, 0, a[k + 2].k != V_NONE, ignore}, .f = {smooth}};
+    return el_tensor(e, el_add(e, b->op, loc, nin, in, &at, NULL, DT_REAL));
 }
 
 /* mse, l1, bce, bce_with_logits, kl_normal (a, b, reduce); huber (a, b, delta, reduce). */
@@ -739,9 +747,10 @@ const Builtin builtins[] = {
     {"full", "shape value", b_fill, OP_CONST, NULL},
     {"randn", "shape", b_random, OP_RANDN, NULL},
     {"rand", "shape", b_random, OP_RAND, NULL},
-    /* losses (scalar results) */
-    {"cross_entropy", "logits labels label_smoothing=0 reduce=\"mean\"", b_class_loss, OP_CROSS_ENTROPY, NULL},
-    {"nll", "logp labels reduce=\"mean\"", b_class_loss, OP_NLL, NULL},
+    /* losses (scalar results; reduce="none": one value a row or element) */
+    {"cross_entropy", "logits labels label_smoothing=0 reduce=\"mean\" * weight? ignore_index?", b_class_loss,
+     OP_CROSS_ENTROPY, NULL},
+    {"nll", "logp labels reduce=\"mean\" * weight? ignore_index?", b_class_loss, OP_NLL, NULL},
     {"mse", LOSS2, b_loss2, OP_MSE, NULL},
     {"l1", LOSS2, b_loss2, OP_L1, NULL},
     {"huber", "input target delta=1.0 reduce=\"mean\"", b_loss2, OP_HUBER, NULL},

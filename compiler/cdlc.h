@@ -208,7 +208,7 @@ enum {
     NF_NO_AUX = 1 << 11,   /* infer_prepare: the inference kernels need no aux scratch */
 };
 
-enum { RED_MEAN = 0, RED_SUM = 1 };
+enum { RED_MEAN = 0, RED_SUM = 1, RED_NONE = 2 };
 
 typedef struct Attrs { int64_t i[8]; double f[4]; } Attrs;
 

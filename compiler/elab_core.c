@@ -377,8 +377,9 @@ bool el_reduce(Elab *e, Value v, const char *fn, Loc loc, int64_t *red) {
     const char *s = v.k == V_STR || v.k == V_FUNC ? v.s : NULL;
     if (s && strcmp(s, "mean") == 0) *red = RED_MEAN;
     else if (s && strcmp(s, "sum") == 0) *red = RED_SUM;
+    else if (s && strcmp(s, "none") == 0) *red = RED_NONE;
     else {
-        error_at(loc, "%s: reduce must be \"mean\" or \"sum\", got %s", fn, el_describe(e, v));
+        error_at(loc, "%s: reduce must be \"mean\", \"sum\" or \"none\", got %s", fn, el_describe(e, v));
         return false;
     }
     return true;

@@ -1,35 +1,57 @@
 /* ops_loss.c -- losses: cross_entropy (fused log-softmax, label smoothing), nll, mse,
- * l1, huber, bce, bce_with_logits, kl_normal, and their backward helpers.  Every loss
- * is a real scalar (rank 0, not batched); ia0 = reduction (RED_MEAN / RED_SUM).
+ * l1, huber, bce, bce_with_logits, kl_normal, and their backward helpers.  ia0 =
+ * reduction: RED_MEAN / RED_SUM give a real scalar (rank 0, not batched); RED_NONE
+ * the unreduced values: the labels' shape for the class losses (one a row), the
+ * operands' shape for the pair losses (one an element), [dim 0] for kl_normal.
  * Mean is over all elements for the pair losses (mse, l1, huber, bce, bce_with_logits,
  * as PyTorch), over rows for cross_entropy / nll (rows = number of labels) and over
  * rows = dim 0 for kl_normal (the batch; a vector or scalar is one row).
+ * Class losses take an optional third input, weight (real, the labels' shape): row r's
+ * loss is weighted by weight[r] and mean divides by the sum of the weights; ia2 = 1
+ * ignores the rows labelled ia3 (ignore_index: no loss, no gradient, not counted).
+ * The weight's gradient (CLASS_WEIGHT_BWD) recomputes the unweighted loss per row.
+ * The plain forms (no weight, no ignore_index, mean or sum) call the plain kernels,
+ * the others the _ex kernels.
  * Reductions divide by the RUNTIME count.  Kernels: runtime/kernels_loss_t.h (cdl.h block LOSS).
  *
- * Backward nodes: CROSS_ENTROPY_BWD(g, labels, fwd) [logits' shape, given as the
- * hint]; NLL_BWD(g, labels) [labels' shape + ia1 classes]; LOSS_BWD / LOSS_BWD_B
- * (g, a, b) -> d/da, d/db with ia1 = the loss's OP_ id, ia0 reduction, fa0 delta. */
+ * Backward nodes: CROSS_ENTROPY_BWD(g, labels, fwd, weight?) [logits' shape, given as
+ * the hint]; NLL_BWD(g, labels, weight?) [labels' shape + ia1 classes]; LOSS_BWD /
+ * LOSS_BWD_B (g, a, b) -> d/da, d/db with ia1 = the loss's OP_ id, ia0 reduction, fa0
+ * delta.  g is a scalar, or the loss's shape under RED_NONE. */
 #include "cdlc.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-_Static_assert(RED_MEAN == 0 && RED_SUM == 1, "reduction codes match cdl.h CDL_RED_*");
+_Static_assert(RED_MEAN == 0 && RED_SUM == 1 && RED_NONE == 2, "reduction codes match cdl.h CDL_RED_*");
 
 /* ------------------------------------------------------------------ helpers */
 
 static const char *loss_name(const Node *n) { return op_info[n->op].name; }
 
-static const char *loss_red(const Node *n) { return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : "CDL_RED_MEAN"; }
-
-static bool loss_check_red(Node *n) {
-    if (n->ia[0] == RED_MEAN || n->ia[0] == RED_SUM) return true;
-    return shape_error(n, "%s: reduction must be mean or sum", loss_name(n));
+static const char *loss_red(const Node *n) {
+    return n->ia[0] == RED_SUM ? "CDL_RED_SUM" : n->ia[0] == RED_NONE ? "CDL_RED_NONE" : "CDL_RED_MEAN";
 }
 
-static void loss_scalar(Node *n) {
-    n->shape = (Shape){0};
+static bool loss_check_red(Node *n) {
+    if (n->ia[0] == RED_MEAN || n->ia[0] == RED_SUM || n->ia[0] == RED_NONE) return true;
+    return shape_error(n, "%s: reduction must be mean, sum or none", loss_name(n));
+}
+
+/* The result: a scalar, or `none` (the unreduced values' shape) under RED_NONE. */
+static void loss_result(Node *n, const Shape *none) {
+    n->shape = n->ia[0] == RED_NONE ? *none : (Shape){0};
     n->dtype = DT_REAL;
+}
+
+/* A class loss (or its backward) that needs the _ex kernels: a weight input, an
+ * ignore_index or no reduction.  wk: the weight's input slot. */
+static bool class_ex(const Node *n, int wk) { return n->nin > wk || n->ia[2] || n->ia[0] == RED_NONE; }
+
+/* The _ex kernels' (rw, ignore_index) arguments. */
+static const char *class_ex_args(Emit *e, const Node *n, int wk) {
+    return cc_str("%s, %s", n->nin > wk ? e_ptr(e, n->in[wk]) : "NULL",
+                  n->ia[2] ? cc_str("%lldLL", (long long)n->ia[3]) : "CDL_NO_IGNORE");
 }
 
 /* kl_normal's [rows, cols] view of its operands: rows = dim 0 for rank >= 2, else one
@@ -41,6 +63,10 @@ static bool kl_by_rows(const Shape *s) { return s->rank >= 2; }
 /* (scores [..., C] real, labels [...] i32): the labels' shape is the scores' shape
  * without the last axis. */
 static bool loss_check_class(Graph *g, Node *n) {
+    if (n->nin != 2 && n->nin != 3) {
+        shape_error(n, "%s: takes scores, labels and an optional weight, got %d inputs", loss_name(n), n->nin);
+        return false;
+    }
     if (!loss_check_red(n) || !shape_require_real(g, n, 0)) return false;
     const Node *x = &g->n[n->in[0]], *y = &g->n[n->in[1]];
     if (x->shape.rank < 1) {
@@ -56,7 +82,51 @@ static bool loss_check_class(Graph *g, Node *n) {
                            loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
     }
     if (y->shape.rank > 0 && !shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
+    if (n->nin == 3) {
+        const Node *w = &g->n[n->in[2]];
+        if (!shape_require_real(g, n, 2)) return false;
+        if (!shape_eq(&w->shape, &y->shape)) {
+            shape_error(n, "%s: weight %s must have the labels' shape %s (a weight per row, not PyTorch's "
+                        "per-class weight[C])", loss_name(n), shape_str(&w->shape), shape_str(&y->shape));
+            return false;
+        }
+        if (!shape_same_batch(g, n, loss_name(n), 1, 2)) return false;
+        if (w->shape.batched != y->shape.batched) {
+            shape_error(n, "%s: weight %s and labels %s must both be batched or both not", loss_name(n),
+                        shape_str(&w->shape), shape_str(&y->shape));
+            return false;
+        }
+    }
+    loss_result(n, &y->shape);
     return true;
+}
+
+/* d loss / d weight of a weighted class loss n: CLASS_WEIGHT_BWD(g, labels, weight, u,
+ * n) with u = the same loss unweighted and unreduced (recomputed: one more softmax). */
+static void grad_class_weight(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    if (x.nin < 3) return;
+    int in2[2] = {ad_x(ad, x.in[0]), ad_x(ad, x.in[1])};
+    Attrs au = {.i = {RED_NONE, 0, x.ia[2], x.ia[3]}, .f = {x.fa[0]}};
+    int u = ad_add(ad, n, x.op, 2, in2, &au, NULL);
+    int in[5] = {gy, in2[1], ad_x(ad, x.in[2]), u, ad_x(ad, n)};
+    Attrs at = {.i = {x.ia[0], 0, x.ia[2], x.ia[3]}};
+    ad_acc(ad, x.in[2], ad_add(ad, n, OP_CLASS_WEIGHT_BWD, 5, in, &at, NULL));
+}
+
+/* (g, labels, weight, u, fwd) -> the weight's shape. */
+static bool shape_class_weight_bwd(Graph *g, Node *n) {
+    n->shape = g->n[n->in[2]].shape;
+    n->dtype = DT_REAL;
+    return true;
+}
+
+static void emit_class_weight_bwd(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "class_weight_bwd"), e_numel(e, x->in[1]),
+           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]),
+           x->ia[2] ? cc_str("%lldLL", (long long)x->ia[3]) : "CDL_NO_IGNORE", e_ptr(e, x->in[3]), e_ptr(e, x->in[4]),
+           loss_red(x), e_ptr(e, n));
 }
 
 static bool shape_cross_entropy(Graph *g, Node *n) {
@@ -64,7 +134,6 @@ static bool shape_cross_entropy(Graph *g, Node *n) {
     if (!(n->fa[0] >= 0 && n->fa[0] <= 1)) {
         return shape_error(n, "cross_entropy: label_smoothing must be in [0, 1], got %g", n->fa[0]);
     }
-    loss_scalar(n);
     return true;
 }
 
@@ -77,9 +146,16 @@ static int64_t loss_classes(const Graph *g, int scores) {
     return s->d[s->rank - 1];
 }
 
-/* cdl_cross_entropy(rows, C, logits, labels, smoothing, red, probs = aux, loss). */
+/* cdl_cross_entropy(rows, C, logits, labels, smoothing, red, probs = aux, loss);
+ * cdl_cross_entropy_ex(rows, C, logits, labels, rw, ignore_index, ...). */
 static void emit_cross_entropy(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if (class_ex(x, 2)) {
+        e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy_ex"), e_numel(e, x->in[1]),
+               (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), class_ex_args(e, x, 2),
+               e_lit(x->fa[0]), loss_red(x), e_aux(e, n), e_ptr(e, n));
+        return;
+    }
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy"), e_numel(e, x->in[1]),
            (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_lit(x->fa[0]),
            loss_red(x), e_aux(e, n), e_ptr(e, n));
@@ -88,14 +164,20 @@ static void emit_cross_entropy(Emit *e, const Graph *g, int n) {
 static void grad_cross_entropy(AD *ad, int n, int gy) {
     Node x = ad_src(ad)->n[n];
     Shape hint = ad_src(ad)->n[x.in[0]].shape;
-    int in[3] = {gy, ad_x(ad, x.in[1]), ad_x(ad, n)};
-    Attrs at = {.i = {x.ia[0]}, .f = {x.fa[0]}};
-    ad_acc(ad, x.in[0], ad_add(ad, n, OP_CROSS_ENTROPY_BWD, 3, in, &at, &hint));
+    int in[4] = {gy, ad_x(ad, x.in[1]), ad_x(ad, n), x.nin > 2 ? ad_x(ad, x.in[2]) : -1};
+    Attrs at = {.i = {x.ia[0], 0, x.ia[2], x.ia[3]}, .f = {x.fa[0]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_CROSS_ENTROPY_BWD, x.nin + 1, in, &at, &hint));
+    grad_class_weight(ad, n, gy);
 }
 
-/* (g, labels, fwd) -> the logits' shape.  The hint carries it (the forward node may be
- * a saved value inside a loop body); without one, it is read off the forward node. */
+/* (g, labels, fwd, weight?) -> the logits' shape.  The hint carries it (the forward
+ * node may be a saved value inside a loop body); without one, it is read off the
+ * forward node. */
 static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
+    if (n->nin != 3 && n->nin != 4) {
+        shape_error(n, "cross_entropy_bwd: takes g, labels, the forward node and an optional weight");
+        return false;
+    }
     const Node *f = &g->n[n->in[2]];
     if (n->shape.rank == 0) {
         if (f->op != OP_CROSS_ENTROPY) {
@@ -116,19 +198,27 @@ static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
 /* Reads the forward node's saved probabilities (its aux). */
 static void emit_cross_entropy_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if (class_ex(x, 3)) {
+        e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy_ex_bwd"), e_numel(e, x->in[1]),
+               (long long)x->shape.d[x->shape.rank - 1], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
+               class_ex_args(e, x, 3), e_aux(e, x->in[2]), e_lit(x->fa[0]), loss_red(x), e_ptr(e, n));
+        return;
+    }
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s);", e_fn(e, "cross_entropy_bwd"), e_numel(e, x->in[1]),
            (long long)x->shape.d[x->shape.rank - 1], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_aux(e, x->in[2]),
            e_lit(x->fa[0]), loss_red(x), e_ptr(e, n));
 }
 
-static bool shape_nll(Graph *g, Node *n) {
-    if (!loss_check_class(g, n)) return false;
-    loss_scalar(n);
-    return true;
-}
+static bool shape_nll(Graph *g, Node *n) { return loss_check_class(g, n); }
 
 static void emit_nll(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if (class_ex(x, 2)) {
+        e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s);", e_fn(e, "nll_ex"), e_numel(e, x->in[1]),
+               (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), class_ex_args(e, x, 2),
+               loss_red(x), e_ptr(e, n));
+        return;
+    }
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s);", e_fn(e, "nll"), e_numel(e, x->in[1]),
            (long long)loss_classes(g, x->in[0]), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_red(x),
            e_ptr(e, n));
@@ -137,15 +227,16 @@ static void emit_nll(Emit *e, const Graph *g, int n) {
 static void grad_nll(AD *ad, int n, int gy) {
     Node x = ad_src(ad)->n[n];
     Shape hint = ad_src(ad)->n[x.in[0]].shape;
-    int in[2] = {gy, ad_x(ad, x.in[1])};
-    Attrs at = {.i = {x.ia[0], hint.d[hint.rank - 1]}};
-    ad_acc(ad, x.in[0], ad_add(ad, n, OP_NLL_BWD, 2, in, &at, &hint));
+    int in[3] = {gy, ad_x(ad, x.in[1]), x.nin > 2 ? ad_x(ad, x.in[2]) : -1};
+    Attrs at = {.i = {x.ia[0], hint.d[hint.rank - 1], x.ia[2], x.ia[3]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_NLL_BWD, x.nin, in, &at, &hint));
+    grad_class_weight(ad, n, gy);
 }
 
-/* (g, labels) -> labels' shape + [ia1 classes]. */
+/* (g, labels, weight?) -> labels' shape + [ia1 classes]. */
 static bool shape_nll_bwd(Graph *g, Node *n) {
     const Shape *y = &g->n[n->in[1]].shape;
-    if (n->ia[1] <= 0 || y->rank >= MAXDIM) {
+    if (n->ia[1] <= 0 || y->rank >= MAXDIM || (n->nin != 2 && n->nin != 3)) {
         return shape_error(n, "nll_bwd: needs ia1 = classes > 0 and labels of rank < %d", MAXDIM);
     }
     Shape s = *y;
@@ -155,6 +246,11 @@ static bool shape_nll_bwd(Graph *g, Node *n) {
 
 static void emit_nll_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if (class_ex(x, 2)) {
+        e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s);", e_fn(e, "nll_ex_bwd"), e_numel(e, x->in[1]), (long long)x->ia[1],
+               e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), class_ex_args(e, x, 2), loss_red(x), e_ptr(e, n));
+        return;
+    }
     e_line(e, "%s(%s, %lld, %s, %s, %s, %s);", e_fn(e, "nll_bwd"), e_numel(e, x->in[1]), (long long)x->ia[1],
            e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), loss_red(x), e_ptr(e, n));
 }
@@ -172,7 +268,9 @@ static bool shape_pair(Graph *g, Node *n) {
     if (n->op == OP_HUBER && !(n->fa[0] > 0)) {
         return shape_error(n, "huber: delta must be positive, got %g", n->fa[0]);
     }
-    loss_scalar(n);
+    Shape none = *a;
+    none.batched = a->batched || b->batched;
+    loss_result(n, &none);
     return true;
 }
 
@@ -252,23 +350,44 @@ static bool shape_kl_normal(Graph *g, Node *n) {
         return shape_error(n, "kl_normal: mu %s and logvar %s differ", shape_str(a), shape_str(b));
     }
     if (!shape_same_batch(g, n, "kl_normal", 0, 1)) return false;
-    loss_scalar(n);
+    if (n->ia[0] == RED_NONE && !kl_by_rows(a)) {
+        shape_error(n, "kl_normal: reduce=\"none\" gives one value a row (dim 0) and needs operands of rank >= 2, "
+                    "got %s", shape_str(a));
+        return false;
+    }
+    Shape none = {.rank = 1, .d = {a->d[0]}, .batched = a->batched || b->batched};
+    loss_result(n, &none);
     return true;
 }
 
 /* ------------------------------------------------------------------ tape calls */
 
-/* cdl_t_<loss>(tp, a, b[, attribute], reduction): cross_entropy's smoothing, huber's delta. */
+/* cdl_t_<loss>(tp, a, b[, attribute], reduction): cross_entropy's smoothing, huber's delta;
+ * a class loss with a weight or an ignore_index: cdl_t_<loss>_ex(tp, a, b, weight or
+ * NULL, ignore_index[, smoothing], reduction). */
 static const char *tape_loss(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    if ((x->op == OP_CROSS_ENTROPY || x->op == OP_NLL) && (x->nin > 2 || x->ia[2])) {
+        const char *sm = x->op == OP_CROSS_ENTROPY ? cc_str("%s, ", e_lit(x->fa[0])) : "";
+        return cc_str("cdl_t_%s_ex(tp, %s, %s, %s, %s%s)", loss_name(x), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
+                      class_ex_args(e, x, 2), sm, loss_red(x));
+    }
     const char *attr = x->op == OP_CROSS_ENTROPY || x->op == OP_HUBER ? cc_str("%s, ", e_lit(x->fa[0])) : "";
     return cc_str("cdl_t_%s(tp, %s, %s, %s%s)", loss_name(x), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), attr, loss_red(x));
 }
 
-/* The tape's cross_entropy keeps its softmax probabilities for the backward. */
+/* The tape's cross_entropy keeps its softmax probabilities for the backward.  The
+ * weight's gradient recomputes the unweighted loss per row (cross_entropy: with its
+ * probabilities) in scratch. */
 static void tape_scratch_cross_entropy(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
-    (void)tmp;
-    *keep = shape_numel(&g->n[n->in[0]].shape) * real_size;
+    int64_t probs = shape_numel(&g->n[n->in[0]].shape), rows = shape_numel(&g->n[n->in[1]].shape);
+    *keep = probs * real_size;
+    if (n->nin > 2) *tmp = (probs + 2 * rows) * real_size;
+}
+
+static void tape_scratch_nll(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
+    (void)keep;
+    if (n->nin > 2) *tmp = 2 * shape_numel(&g->n[n->in[1]].shape) * real_size;
 }
 
 /* In place: a pair loss's gradient d[i] = s f(a[i], b[i]) (s read from g first) over
@@ -286,8 +405,9 @@ const OpRule ops_loss_rules[] = {
     {OP_CROSS_ENTROPY, shape_cross_entropy, grad_cross_entropy, emit_cross_entropy, aux_cross_entropy, .tape = tape_loss,
      .tape_scratch = tape_scratch_cross_entropy},
     {OP_CROSS_ENTROPY_BWD, shape_cross_entropy_bwd, NULL, emit_cross_entropy_bwd, NULL, .tape = NULL},
-    {OP_NLL, shape_nll, grad_nll, emit_nll, NULL, .tape = tape_loss},
+    {OP_NLL, shape_nll, grad_nll, emit_nll, NULL, .tape = tape_loss, .tape_scratch = tape_scratch_nll},
     {OP_NLL_BWD, shape_nll_bwd, NULL, emit_nll_bwd, NULL, .tape = NULL},
+    {OP_CLASS_WEIGHT_BWD, shape_class_weight_bwd, NULL, emit_class_weight_bwd, NULL, .tape = NULL},
     {OP_MSE, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
     {OP_L1, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},
     {OP_HUBER, shape_pair, grad_pair, emit_pair, NULL, .tape = tape_loss},

@@ -254,7 +254,9 @@ CDL_KERNELS_DENSE_MOVE(int32_t, i32)
  * rw = NULL, ignore_index = CDL_NO_IGNORE): a row whose label is ignore_index has no
  * loss (0 under none) and no gradient; rw (NULL: all 1) weights row r's loss by rw[r];
  * mean divides by the sum of the weights of the rows not ignored (their count without
- * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN). */
+ * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN).
+ * class_weight_bwd: d loss / d rw, from u (the unweighted loss per row, reduction
+ * none) and loss (the weighted forward's result). */
 enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
 #define CDL_NO_IGNORE INT64_MIN   /* ignore_index of a class loss that ignores no label */
 #define CDL_KERNELS_LOSS(T, S) \
@@ -273,6 +275,8 @@ enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
                        int64_t ignore_index, int red, T *loss); \
     int cdl_nll_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, \
                            int64_t ignore_index, int red, T *dx); \
+    void cdl_class_weight_bwd_##S(int64_t rows, const T *g, const int32_t *labels, const T *rw, \
+                                  int64_t ignore_index, const T *u, const T *loss, int red, T *dw); \
     void cdl_mse_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
     void cdl_mse_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
     void cdl_l1_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
@@ -1422,9 +1426,15 @@ cdl_t *cdl_t_batchnorm(cdl_tape *tp, cdl_t *x, cdl_t *gamma, cdl_t *beta, cdl_t 
 cdl_t *cdl_t_lstm_act(cdl_tape *tp, cdl_t *gates, cdl_t *c);
 cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h);
 
-/* ---- losses: scalar results; reduce = CDL_RED_MEAN or CDL_RED_SUM ---- */
+/* ---- losses: scalar results; reduce = CDL_RED_MEAN, CDL_RED_SUM or CDL_RED_NONE ---- */
 cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce);
 cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce);
+/* weight (NULL: none) and ignore_index (CDL_NO_IGNORE: none) as cdl_cross_entropy_ex;
+ * reduce CDL_RED_NONE gives the labels' shape (the pair losses then give the operands'
+ * shape, kl_normal [dim 0]). */
+cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index,
+                              double smoothing, int reduce);
+cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce);
 cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
 cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
 cdl_t *cdl_t_huber(cdl_tape *tp, cdl_t *a, cdl_t *b, double delta, int reduce);

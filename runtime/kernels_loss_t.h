@@ -126,6 +126,24 @@ int S(cross_entropy_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_
     return rc;
 }
 
+/* d loss / d rw[r] of a weighted class loss, from u (the unweighted loss per row, 0
+ * for ignored rows) and the forward's result loss: none g[r] u[r]; sum g u[r]; mean
+ * g (u[r] - loss) / (sum of the weights), 0 for ignored rows. */
+void S(class_weight_bwd)(int64_t rows, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index,
+                         const T *u, const T *loss, int red, T *dw) {
+    if (red == CDL_RED_NONE) {
+        for (int64_t r = 0; r < rows; r++) dw[r] = g[r] * u[r];
+        return;
+    }
+    if (red == CDL_RED_SUM) {
+        for (int64_t r = 0; r < rows; r++) dw[r] = g[0] * u[r];
+        return;
+    }
+    const double div = S(class_div)(rows, rw, labels, ignore_index, red), l = (double)loss[0];
+    for (int64_t r = 0; r < rows; r++)
+        dw[r] = (int64_t)labels[r] == ignore_index ? (T)0 : (T)((double)g[0] * ((double)u[r] - l) / div);
+}
+
 int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels,
                      double smoothing, int red, T *probs, T *loss) {
     return S(cross_entropy_ex)(rows, cols, logits, labels, NULL, CDL_NO_IGNORE, smoothing, red, probs, loss);

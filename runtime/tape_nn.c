@@ -208,6 +208,26 @@ static void kl_geom(const cdl_t *a, int64_t *rows, int64_t *cols) {
     *cols = *rows ? a->numel / *rows : 0;
 }
 
+/* d loss / d weight of a weighted class loss y, from the unweighted loss per row
+ * (recomputed as the static code's gradient does). */
+static void bwd_class_weight(cdl_tape *tp, cdl_t *y) {
+    cdl_t *x = y->in[0], *labels = y->in[1], *w = y->in[2];
+    int64_t rows = labels->numel, C = x->dims[x->rank - 1];
+    int acc;
+    void *u = tape_rtemp(tp, rows), *d;
+    if (!u) return;
+    if (y->ia[0] == L_CE) {
+        void *probs = tape_rtemp(tp, x->numel);
+        if (!probs) return;
+        TK(tp, cross_entropy_ex, rows, C, x->data, labels->data, NULL, y->ia[2], y->fa[0], CDL_RED_NONE, probs, u);
+    } else {
+        TK(tp, nll_ex, rows, C, x->data, labels->data, NULL, y->ia[2], CDL_RED_NONE, u);
+    }
+    if (!(d = tape_gdst(tp, w, &acc))) return;
+    TK(tp, class_weight_bwd, rows, y->grad, labels->data, w->data, y->ia[2], u, y->data, (int)y->ia[1], d);
+    tape_gfin(tp, w, d, acc);
+}
+
 static void bwd_loss(cdl_tape *tp, cdl_t *y) {
     cdl_t *a = y->in[0], *b = y->in[1];
     int kind = (int)y->ia[0], red = (int)y->ia[1], acc;
@@ -215,11 +235,15 @@ static void bwd_loss(cdl_tape *tp, cdl_t *y) {
     const void *g = y->grad;
     void *d;
     if (kind == L_CE || kind == L_NLL) {
-        if (!tape_need(tp, a) || !(d = tape_gdst(tp, a, &acc))) return;
-        int64_t C = a->dims[a->rank - 1];
-        if (kind == L_CE) TK(tp, cross_entropy_bwd, b->numel, C, g, b->data, y->aux, f, red, d);
-        else TK(tp, nll_bwd, b->numel, C, g, b->data, red, d);
-        tape_gfin(tp, a, d, acc);
+        int64_t C = a->dims[a->rank - 1], ign = y->ia[2];
+        cdl_t *w = y->nin > 2 ? y->in[2] : NULL;
+        const void *rw = w ? w->data : NULL;
+        if (tape_need(tp, a) && (d = tape_gdst(tp, a, &acc))) {
+            if (kind == L_CE) TK(tp, cross_entropy_ex_bwd, b->numel, C, g, b->data, rw, ign, y->aux, f, red, d);
+            else TK(tp, nll_ex_bwd, b->numel, C, g, b->data, rw, ign, red, d);
+            tape_gfin(tp, a, d, acc);
+        }
+        if (tape_need(tp, w)) bwd_class_weight(tp, y);
         return;
     }
     for (int wrt = 0; wrt < 2; wrt++) {
@@ -243,28 +267,47 @@ static void bwd_loss(cdl_tape *tp, cdl_t *y) {
 
 static const char *const loss_name[] = {"cross_entropy", "nll", "mse", "l1", "huber", "bce", "bce_with_logits", "kl_normal"};
 
-/* Class losses: scores [..., C] real, labels [...] i32.  A label outside [0, C) makes
- * the loss NaN with a message (cdl_last_error), as in the static code. */
-static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, double smoothing, int red) {
+/* The result dims of a loss: none under reduction none (the caller's per-row or
+ * per-element dims), else a scalar. */
+static cdl_t *loss_rec(cdl_tape *tp, const char *op, int red, const cdl_t *none, int nin, cdl_t *const *in) {
+    if (red != CDL_RED_MEAN && red != CDL_RED_SUM && red != CDL_RED_NONE) return tape_err(tp, op, "reduction %d", red);
+    return red == CDL_RED_NONE ? tape_rec(tp, op, tp->real, none->rank, none->dims, 1, nin, in)
+                               : tape_rec(tp, op, tp->real, 0, NULL, 1, nin, in);
+}
+
+/* Class losses: scores [..., C] real, labels [...] i32, an optional real weight of the
+ * labels' shape (no gradient flows into it); rows labelled ignore_index (CDL_NO_IGNORE:
+ * none) count for nothing.  A label outside [0, C) makes the loss NaN with a message
+ * (cdl_last_error), as in the static code. */
+static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, cdl_t *w, int64_t ignore,
+                         double smoothing, int red) {
     const char *op = loss_name[kind];
     if (!labels || !tape_need_real(tp, op, &x, 1)) return labels ? NULL : tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &labels);
     int ok = labels->dtype == CDL_I32 && x->rank >= 1 && labels->rank == x->rank - 1;
     for (int i = 0; ok && i < labels->rank; i++) ok = labels->dims[i] == x->dims[i];
     if (!ok) return tape_err(tp, op, "labels %s (i32) do not match scores %s", DSTR(labels), DSTR(x));
-    if (red != CDL_RED_MEAN && red != CDL_RED_SUM) return tape_err(tp, op, "reduction %d", red);
-    cdl_t *in[2] = {x, labels};
-    cdl_t *y = tape_rec(tp, op, tp->real, 0, NULL, 1, 2, in);
+    if (w) {
+        if (!tape_need_real(tp, op, &w, 1)) return NULL;
+        ok = w->rank == labels->rank;
+        for (int i = 0; ok && i < w->rank; i++) ok = w->dims[i] == labels->dims[i];
+        if (!ok) return tape_err(tp, op, "weight %s does not match labels %s", DSTR(w), DSTR(labels));
+    }
+    cdl_t *in[3] = {x, labels, w};
+    cdl_t *y = loss_rec(tp, op, red, labels, w ? 3 : 2, in);
     if (!y) return NULL;
     int64_t C = x->dims[x->rank - 1];
+    const void *rw = w ? w->data : NULL;
     if (kind == L_CE) {
         y->aux = tape_alloc(tp, (size_t)x->numel * (size_t)tp->rs);
         if (!y->aux) return NULL;
-        (void)TK(tp, cross_entropy, labels->numel, C, x->data, labels->data, smoothing, red, y->aux, y->data);
+        (void)TK(tp, cross_entropy_ex, labels->numel, C, x->data, labels->data, rw, ignore, smoothing, red, y->aux,
+                 y->data);
     } else {
-        (void)TK(tp, nll, labels->numel, C, x->data, labels->data, red, y->data);
+        (void)TK(tp, nll_ex, labels->numel, C, x->data, labels->data, rw, ignore, red, y->data);
     }
     y->ia[0] = kind;
     y->ia[1] = red;
+    y->ia[2] = ignore;
     y->fa[0] = smoothing;
     y->bwd = bwd_loss;
     return y;
@@ -278,11 +321,15 @@ static cdl_t *pair_loss(cdl_tape *tp, int kind, cdl_t *a, cdl_t *b, double delta
     int ok = a->rank == b->rank;
     for (int i = 0; ok && i < a->rank; i++) ok = a->dims[i] == b->dims[i];
     if (!ok) return tape_err(tp, op, "shapes differ: %s and %s", DSTR(a), DSTR(b));
-    if (red != CDL_RED_MEAN && red != CDL_RED_SUM) return tape_err(tp, op, "reduction %d", red);
     if (kind == L_HUBER && !(delta > 0)) return tape_err(tp, op, "delta must be positive, got %g", delta);
-    cdl_t *y = tape_rec(tp, op, tp->real, 0, NULL, 1, 2, in);
-    if (!y) return NULL;
     int64_t n = a->numel, rows, cols;
+    cdl_t none = *a;   /* kl_normal: one value a row (rank >= 2) */
+    if (kind == L_KL) {
+        if (red == CDL_RED_NONE && a->rank < 2) return tape_err(tp, op, "reduce none needs rank >= 2, got %s", DSTR(a));
+        none.rank = 1;
+    }
+    cdl_t *y = loss_rec(tp, op, red, &none, 2, in);
+    if (!y) return NULL;
     switch (kind) {
     case L_MSE: TK(tp, mse, n, a->data, b->data, red, y->data); break;
     case L_L1: TK(tp, l1, n, a->data, b->data, red, y->data); break;
@@ -301,11 +348,18 @@ static cdl_t *pair_loss(cdl_tape *tp, int kind, cdl_t *a, cdl_t *b, double delta
     return y;
 }
 
-cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce) {
+cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index,
+                              double smoothing, int reduce) {
     if (tp && !(smoothing >= 0 && smoothing <= 1)) return tape_err(tp, "cross_entropy", "label_smoothing %g outside [0, 1]", smoothing);
-    return class_loss(tp, L_CE, logits, labels, smoothing, reduce);
+    return class_loss(tp, L_CE, logits, labels, weight, ignore_index, smoothing, reduce);
 }
-cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce) { return class_loss(tp, L_NLL, logp, labels, 0, reduce); }
+cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce) {
+    return cdl_t_cross_entropy_ex(tp, logits, labels, NULL, CDL_NO_IGNORE, smoothing, reduce);
+}
+cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce) {
+    return class_loss(tp, L_NLL, logp, labels, weight, ignore_index, 0, reduce);
+}
+cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce) { return cdl_t_nll_ex(tp, logp, labels, NULL, CDL_NO_IGNORE, reduce); }
 cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce) { return pair_loss(tp, L_MSE, a, b, 0, reduce); }
 cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce) { return pair_loss(tp, L_L1, a, b, 0, reduce); }
 cdl_t *cdl_t_huber(cdl_tape *tp, cdl_t *a, cdl_t *b, double delta, int reduce) { return pair_loss(tp, L_HUBER, a, b, delta, reduce); }

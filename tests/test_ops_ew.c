@@ -140,7 +140,33 @@ static void test_loss_shapes(void **state) {
     assert_true(op2(OP_KL_NORMAL, logits, v) < 0);
     assert_diag("kl_normal: mu [64, 10] and logvar [64, 9] differ");
     assert_true(op2a(OP_L1, logits, t, (Attrs){.i = {5}}) < 0);
-    assert_diag("l1: reduction must be mean or sum");
+    assert_diag("l1: reduction must be mean, sum or none");
+}
+
+/* reduce="none": a value a row (class losses: the labels' shape, kl_normal: [dim 0]) or
+ * an element (pair losses), batched as the operands; an optional row weight. */
+static void test_loss_none_shapes(void **state) {
+    (void)state;
+    const Attrs none = {.i = {RED_NONE}};
+    int seq = real(SH(true, B, 7, 30)), ys = labels(SH(true, B, 7)), w = real(SH(true, B, 7));
+    assert_shape(op2a(OP_CROSS_ENTROPY, seq, ys, none), SH(true, B, 7));
+    int in[3] = {seq, ys, w};
+    assert_shape(op(OP_NLL, 3, in, &none, NULL), SH(true, B, 7));
+    assert_shape(op(OP_CROSS_ENTROPY, 3, in, &(Attrs){.i = {RED_MEAN, 0, 1, -100}}, NULL), scalar);
+    int a = real(SH(true, B, 10)), b = real(SH(true, B, 10));
+    assert_shape(op2a(OP_MSE, a, b, none), SH(true, B, 10));
+    assert_shape(op2a(OP_KL_NORMAL, a, b, none), SH(true, B));
+    int p = real(SH(false, 4, 3)), q = real(SH(false, 4, 3));
+    assert_shape(op2a(OP_L1, p, q, none), SH(false, 4, 3));
+    assert_int_equal(diag_error_count(), 0);
+    int wc = real(SH(false, 30));
+    int bad[3] = {seq, ys, wc};
+    assert_true(op(OP_CROSS_ENTROPY, 3, bad, &none, NULL) < 0);
+    assert_diag("cross_entropy: weight [30] must have the labels' shape [64, 7] (a weight per row, not PyTorch's "
+                "per-class weight[C])");
+    int v = real(SH(false, 6));
+    assert_true(op2a(OP_KL_NORMAL, v, v, none) < 0);
+    assert_diag("kl_normal: reduce=\"none\" gives one value a row (dim 0) and needs operands of rank >= 2, got [6]");
 }
 
 static void test_loss_bwd_shapes(void **state) {
@@ -376,6 +402,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unary_shapes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bwd_helper_shapes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_loss_shapes, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_loss_none_shapes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_loss_bwd_shapes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_grad_activations, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_grad_binary_broadcast, setup, tu_teardown),

@@ -89,6 +89,36 @@ grad with_token1.cls 1*3
 out m 0.83333333333333333*9
 W
 
+# Losses with reduce="none", a row weight and ignore_index at 3 real rows of 8: logits
+# 0.5 everywhere, labels 0, so each row's cross-entropy is log 4 and its logit gradient
+# (p - onehot) = (-0.75, 0.25, 0.25, 0.25).  loss = 3 log 4 (none, summed) + 3 * 2 log 4
+# (weight 2, sum) + 3 * 4 * 0.25 (mse none, summed); d/dw = 3 rows * (1 + 2) * (p - q)
+# + 3 * 2 (0.5 - 1).  kl_normal(z, z) per row: -2 (1.25 - e^0.5).  Every row's label is
+# 0, so ignore_index=0 zeroes every row.
+cat > "$t/loss_none.cdl" <<'CDL'
+model pb(B = 8) {
+    input x: f32[B, 4]
+    input y: i32[B]
+    param w: f32[4] = 0.5
+    z = x * w
+    output cross_entropy(z, y, reduce="none") as ce
+    output nll(z, y, weight=x[:, 0] * 3, reduce="none") as nw
+    output cross_entropy(z, y, ignore_index=0, reduce="none") as ign
+    output kl_normal(z, z, reduce="none") as kl
+    output mse(z, x, reduce="none") as se
+    loss sum(cross_entropy(z, y, reduce="none")) + cross_entropy(z, y, weight=x[:, 0] * 2, reduce="sum") + sum(mse(z, x, reduce="none"))
+}
+CDL
+check loss_none 3 <<'W'
+loss 15.476649250079015
+grad w -9.75 -0.75*3
+out ce 1.3862943611198906*3
+out nw -1.5*3
+out ign 0*3
+out kl 0.79744254140025638*3
+out se 0.25*12
+W
+
 # Every arithmetic form on the batch constant is the runtime batch (3 of a compiled 8);
 # T, dims and settings keep compiled values.  The loss divides by 0.5 * B: 6 / 1.5.
 cat > "$t/arith.cdl" <<'CDL'
