@@ -551,7 +551,7 @@ static const char *train_value(Elab *e, const Ast *a, bool top) {
 static const char *const train_keys[] = {
     "data", "dataset", "epochs", "batch", "optimizer", "lr", "schedule", "warmup", "clip", "seed", "threads",
     "workers", "save", "resume", "log", "plot", "json", "quiet", "normalize", "augment", "limit", "adversarial",
-    NULL};
+    "groups", "no_decay", "freeze", NULL};
 /* The runtime's optimizers (cdl_optim_parse in runtime/optim.c). */
 static const char *const optimizers[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
 

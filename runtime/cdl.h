@@ -820,8 +820,16 @@ typedef struct cdl_optim_cfg {
     double initial_accumulator_value;   /* Adagrad */
 } cdl_optim_cfg;
 #define CDL_OPTIM_SLOTS 3        /* state slots at most (RMSprop centered with momentum) */
+/* One trainable tensor's settings when parameter groups are in use (cdl_optim_groups). */
+typedef struct cdl_optim_pset {
+    double lr_scale;             /* its lr = lr_scale * the step's lr (group lr / optimizer lr) */
+    double weight_decay;
+    int frozen;                  /* no update, no optimizer state change, no gradient (zeroed) */
+    int group;                   /* 1-based --groups entry, 0: none */
+} cdl_optim_pset;
 typedef struct cdl_optim {
     cdl_optim_cfg cfg;
+    cdl_optim_pset *pset;        /* NULL: every tensor as cfg; else one per model param */
     const cdl_model *model;
     int n_slots;                 /* 0, 1 (SGD momentum, Adagrad), 2 (Adam), 1..3 (RMSprop) */
     const char *slot_name[CDL_OPTIM_SLOTS];  /* "sgd.momentum"; "adam.m", "adam.v";
@@ -845,6 +853,21 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
 void cdl_optim_free(cdl_optim *o);
 /* One update with learning rate lr (the schedule's current value).  No allocation. */
 void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr);
+/* Parameter groups (optim_groups.c), after cdl_optim_init, each argument "" or NULL
+ * when unused.  Patterns are comma-separated globs over a trainable tensor's dotted
+ * name or a dotted suffix of it (`bias`, `conv1.*`); `norm` also matches the rank-1
+ * `*.weight` tensors (normalisation scales).
+ *   groups:   "PATTERNS:lr=X,weight_decay=Y;PATTERNS:..." -- torch.optim's param groups
+ *             (a group's lr follows the schedule in proportion: X * lr_t / cfg.lr);
+ *   no_decay: "PATTERNS" -- weight decay 0 (the AdamW recipe: "bias,norm");
+ *   freeze:   "PATTERNS" -- no update, no optimizer state change (requires_grad=False).
+ * A pattern that matches nothing, a tensor in two groups, a bad key: -1 and a message. */
+int cdl_optim_groups(cdl_optim *o, const char *groups, const char *no_decay, const char *freeze);
+/* Zero the gradients of the frozen tensors (before the gradient norm and clipping, so
+ * that they count as torch's grad-less parameters do: not at all). */
+void cdl_optim_zero_frozen(const cdl_optim *o, cdl_net *net);
+/* "N tensors frozen, M without weight decay, K in --groups" (or "one group"). */
+int cdl_optim_describe(const cdl_optim *o, char *buf, size_t size);
 
 /* Learning-rate schedules: the lr is a pure function of the global step, so a resumed
  * run continues the same curve.  Specs: "const", "step:every=E,gamma=G" (multiply by

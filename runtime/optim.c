@@ -180,6 +180,8 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg) {
 
 void cdl_optim_free(cdl_optim *o) {
     if (!o) return;
+    free(o->pset);
+    o->pset = NULL;
     for (int s = 0; s < CDL_OPTIM_SLOTS; s++) {
         cdl_free(o->slot[s]);
         o->slot[s] = NULL;
@@ -262,45 +264,45 @@ OPTIM_ADAGRAD(double, sqrt)
 OPTIM_ADAM(float, sqrtf)
 OPTIM_ADAM(double, sqrt)
 
-/* One update of net's trainable parameters with learning rate lr (see the file
- * comment for the formulas).  Advances o->t. */
-void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
+/* slot k at element offset off (NULL when absent). */
+static void *slot_at(const cdl_optim *o, int k, size_t off) {
+    return o->slot[k] ? (char *)o->slot[k] + off * (size_t)o->model->real_size : NULL;
+}
+
+/* The update of the n trainable reals at element offset off with learning rate lr and
+ * weight decay wd (o->t already advanced). */
+static void optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double lr, double wd) {
     const cdl_optim_cfg *c = &o->cfg;
-    size_t n = o->model->train_count;
     int f64 = o->model->real_size == 8;
-    o->t++;
+    size_t rs = (size_t)o->model->real_size;
+    void *p = (char *)net->param + off * rs, *g = (char *)net->grad + off * rs;
     if (c->kind == CDL_OPT_SGD) {
-        void *buf = o->n_slots ? o->slot[0] : NULL;
-        if (f64)
-            sgd_double(net->param, net->grad, buf, n, lr, c->weight_decay, c->momentum, c->nesterov);
-        else
-            sgd_float(net->param, net->grad, buf, n, (float)lr, (float)c->weight_decay,
-                      (float)c->momentum, c->nesterov);
+        void *buf = o->n_slots ? slot_at(o, 0, off) : NULL;
+        if (f64) sgd_double(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
+        else sgd_float(p, g, buf, n, (float)lr, (float)wd, (float)c->momentum, c->nesterov);
         return;
     }
     if (c->kind == CDL_OPT_RMSPROP) {
         int k = 1;
-        void *buf = c->momentum > 0 ? o->slot[k++] : NULL, *ga = c->centered ? o->slot[k] : NULL;
-        if (f64)
-            rmsprop_double(net->param, net->grad, o->slot[0], buf, ga, n, lr, c->weight_decay, c->alpha, c->eps,
-                           c->momentum);
+        void *buf = c->momentum > 0 ? slot_at(o, k++, off) : NULL, *ga = c->centered ? slot_at(o, k, off) : NULL;
+        if (f64) rmsprop_double(p, g, slot_at(o, 0, off), buf, ga, n, lr, wd, c->alpha, c->eps, c->momentum);
         else
-            rmsprop_float(net->param, net->grad, o->slot[0], buf, ga, n, (float)lr, (float)c->weight_decay,
-                          (float)c->alpha, (float)c->eps, (float)c->momentum);
+            rmsprop_float(p, g, slot_at(o, 0, off), buf, ga, n, (float)lr, (float)wd, (float)c->alpha,
+                          (float)c->eps, (float)c->momentum);
         return;
     }
     if (c->kind == CDL_OPT_ADAGRAD) {
         double clr = lr / (1 + (double)(o->t - 1) * c->lr_decay);
-        if (f64) adagrad_double(net->param, net->grad, o->slot[0], n, clr, c->weight_decay, c->eps);
-        else adagrad_float(net->param, net->grad, o->slot[0], n, (float)clr, (float)c->weight_decay, (float)c->eps);
+        if (f64) adagrad_double(p, g, slot_at(o, 0, off), n, clr, wd, c->eps);
+        else adagrad_float(p, g, slot_at(o, 0, off), n, (float)clr, (float)wd, (float)c->eps);
         return;
     }
     double t = (double)o->t;
     double bc1 = 1 - pow(c->beta1, t), bc2s = sqrt(1 - pow(c->beta2, t));
     double step = lr / bc1;
-    double decay = 1, wd = c->weight_decay;
+    double decay = 1;
     if (c->kind == CDL_OPT_ADAMW) {
-        decay = 1 - lr * c->weight_decay;
+        decay = 1 - lr * wd;
         wd = 0;
     }
     /* sqrt(v) / bc2s as sqrt(v) * (1 / bc2s): the loop is bound by its vector square
@@ -308,11 +310,30 @@ void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
      * element; the result differs from PyTorch's division by at most an ulp of the
      * denominator. */
     if (f64)
-        adam_double(net->param, net->grad, o->slot[0], o->slot[1], n, decay, wd, c->beta1,
-                    c->beta2, step, 1 / bc2s, c->eps);
+        adam_double(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, decay, wd, c->beta1, c->beta2, step, 1 / bc2s,
+                    c->eps);
     else
-        adam_float(net->param, net->grad, o->slot[0], o->slot[1], n, (float)decay, (float)wd,
-                   (float)c->beta1, (float)c->beta2, (float)step, (float)(1 / bc2s), (float)c->eps);
+        adam_float(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, (float)decay, (float)wd, (float)c->beta1,
+                   (float)c->beta2, (float)step, (float)(1 / bc2s), (float)c->eps);
+}
+
+/* One update of net's trainable parameters with learning rate lr (see the file
+ * comment for the formulas).  Advances o->t.  Without parameter groups one pass over
+ * the whole trainable slab; with them one per tensor, with its lr and weight decay,
+ * skipping the frozen ones (their parameters and optimizer state stay as they are). */
+void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
+    const cdl_model *m = o->model;
+    o->t++;
+    if (!o->pset) {
+        optim_range(o, net, 0, m->train_count, lr, o->cfg.weight_decay);
+        return;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        const cdl_tensor *t = &m->params[i];
+        const cdl_optim_pset *ps = &o->pset[i];
+        if ((t->flags & CDL_T_STATE) || ps->frozen) continue;
+        optim_range(o, net, t->offset, (size_t)cdl_tensor_numel(t, m->batch), lr * ps->lr_scale, ps->weight_decay);
+    }
 }
 
 /* ---------------------------------------------------------------- schedules, clipping */

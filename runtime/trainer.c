@@ -42,8 +42,14 @@ static const tr_optdef tr_optdefs[] = {
     {"epochs", "N", C_TRAIN, "total epochs (a resumed run continues up to N)"},
     {"batch", "N", C_TRAIN | C_EVAL | C_GRADCHECK | C_GRAD,
      "batch size, at most the compiled one (gradcheck: default 8 or the compiled one if smaller)"},
-    {"optimizer", "SPEC", C_TRAIN, "sgd[:lr=,momentum=,nesterov=,weight_decay=], adam[:lr=,beta1=,beta2=,eps=,weight_decay=], adamw[...]"},
+    {"optimizer", "SPEC", C_TRAIN, "sgd[:lr=,momentum=,nesterov=,weight_decay=], adam[:lr=,beta1=,beta2=,eps=,weight_decay=], "
+                                   "adamw[...], rmsprop[:lr=,alpha=,eps=,momentum=,centered=,weight_decay=], "
+                                   "adagrad[:lr=,lr_decay=,eps=,initial_accumulator_value=,weight_decay=]"},
     {"lr", "X", C_TRAIN, "learning rate (overrides the optimizer spec's)"},
+    {"groups", "PATTERNS:lr=X,weight_decay=Y;...", C_TRAIN,
+     "parameter groups: their own lr (scaled by the schedule) and weight decay; patterns are globs over names"},
+    {"no-decay", "PATTERNS", C_TRAIN, "no weight decay on these parameters (AdamW recipe: bias,norm)"},
+    {"freeze", "PATTERNS", C_TRAIN, "frozen parameters: no update, no optimizer state change (e.g. conv1.*)"},
     {"schedule", "SPEC", C_TRAIN, "const | step:every=EPOCHS,gamma=G | cosine[:min=X] | warmup:steps=N"},
     {"warmup", "N", C_TRAIN, "linear lr warmup over the first N steps (with any schedule)"},
     {"clip", "NORM", C_TRAIN, "clip the global gradient norm to NORM"},
@@ -95,6 +101,7 @@ enum { TR_NCMD = (int)(sizeof tr_cmds / sizeof tr_cmds[0]) };
 static const tr_optdef *tr_find_opt(const char *name) {
     if (strcmp(name, "dataset") == 0) name = "data";
     if (strcmp(name, "o") == 0) name = "out";
+    if (strcmp(name, "no_decay") == 0) name = "no-decay";     /* the train {} spelling */
     for (int i = 0; i < TR_NOPT; i++)
         if (strcmp(tr_optdefs[i].name, name) == 0) return &tr_optdefs[i];
     return NULL;
@@ -194,6 +201,9 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
         return tr_str(where, name, v, o->optimizer, sizeof o->optimizer);
     }
     if (strcmp(name, "lr") == 0) return tr_num(where, name, v, 0, &o->lr);
+    if (strcmp(name, "groups") == 0) return tr_str(where, name, v, o->groups, sizeof o->groups);
+    if (strcmp(name, "no-decay") == 0) return tr_str(where, name, v, o->no_decay, sizeof o->no_decay);
+    if (strcmp(name, "freeze") == 0) return tr_str(where, name, v, o->freeze, sizeof o->freeze);
     if (strcmp(name, "schedule") == 0) {
         cdl_sched s;
         if (cdl_sched_parse(&s, v) < 0) return cdl_fail("%s: --schedule: %s", where, cdl_last_error());

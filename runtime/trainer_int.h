@@ -26,6 +26,7 @@ typedef struct tr_opts {
     char feed[TR_STR];            /* --feed: "input=column,..." */
     int64_t epochs, batch;        /* batch 0: the compiled batch */
     char optimizer[256];
+    char groups[TR_STR], no_decay[256], freeze[256];   /* parameter groups (cdl_optim_groups) */
     double lr;                    /* < 0: the optimizer spec's */
     char schedule[128];
     int64_t warmup;

@@ -330,7 +330,9 @@ static int tr_train_prepare(tr_run *s) {
     if (tr_open_dataset(m, o, 1, o->limit, &s->dtr) < 0 || tr_open_dataset(m, o, 0, o->test_limit, &s->dte) < 0 ||
         tr_map_inputs(m, &s->dtr, o, &s->map) < 0 || tr_map_inputs(m, &s->dte, o, &s->tmap) < 0)
         return -1;
-    if (!(s->net = cdl_net_new(m)) || cdl_optim_init(&s->opt, m, &s->ocfg) < 0) return -1;
+    if (!(s->net = cdl_net_new(m)) || cdl_optim_init(&s->opt, m, &s->ocfg) < 0 ||
+        cdl_optim_groups(&s->opt, o->groups, o->no_decay, o->freeze) < 0)
+        return -1;
     if (o->adversarial[0]) {
         cdl_attack a;
         if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s->adv = tr_adv_new(m, o, o->adversarial, &s->map)))
@@ -388,6 +390,11 @@ static int tr_train_setup(tr_run *s) {
                 (long long)s->dtr.n, (long long)s->dte.n, s->B, shards, o->optimizer, s->ocfg.lr,
                 (unsigned long long)s->meta.epoch + 1, s->E);
         tr_print_feeds(s->out, m, &s->dtr, &s->map);
+        if (s->opt.pset) {
+            char groups[160];
+            cdl_optim_describe(&s->opt, groups, sizeof groups);
+            fprintf(s->out, "parameter groups: %s\n", groups);
+        }
     }
     if (!o->quiet && s->adv) fprintf(s->out, "adversarial training: %s\n", s->adv_spec);
     s->train_loss = s->test_loss = s->acc = NAN;
@@ -435,6 +442,7 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
         int sig = 0;
         if ((got = tr_dp_grad(&s->dp, net, b, &st, &sig, &loss, &rows)) <= 0) break;
         if (sig) tr_signal = sig;                     /* any rank's signal stops every rank here */
+        cdl_optim_zero_frozen(&s->opt, net);
         double norm = cdl_clip_grad_norm(net, o->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
             char cause[400];

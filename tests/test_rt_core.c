@@ -416,6 +416,131 @@ static void test_adam(void **st) {
     NEAR(out[0], 0.9 - 0.1 * (-0.25 / 0.75) / 1.0);
 }
 
+/* ---------------------------------------------------------------- parameter groups */
+
+static const cdl_tensor group_params[] = {
+    {"conv1.weight", CDL_F32, 0, 2, {2, 2}, 0, "g.cdl:1:1"},
+    {"conv1.bias", CDL_F32, 4, 1, {2}, 0, "g.cdl:1:1"},
+    {"ln1.weight", CDL_F32, 6, 1, {2}, 0, "g.cdl:2:1"},
+    {"head.weight", CDL_F32, 8, 2, {2, 2}, 0, "g.cdl:3:1"},
+    {"bn.running_mean", CDL_F32, 12, 1, {2}, CDL_T_STATE, "g.cdl:4:1"},
+};
+
+static cdl_model group_model(void) {
+    cdl_model m = tiny_model(8);
+    m.name = "grouped";
+    m.n_params = 5;
+    m.params = group_params;
+    m.param_count = 14;
+    m.train_count = 12;
+    return m;
+}
+
+/* steps updates of spec with groups (groups, no_decay, freeze) on params 1 + i / 10,
+ * gradients sin(i + s); writes the params and slot 0 to p and slot. */
+static void run_groups(const char *spec, const char *groups, const char *no_decay, const char *freeze, int steps,
+                       double p[12], double slot[12]) {
+    cdl_model m = group_model();
+    cdl_net *net = cdl_net_new(&m);
+    assert_non_null(net);
+    cdl_optim_cfg cfg;
+    cdl_optim o;
+    assert_int_equal(cdl_optim_parse(&cfg, spec), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(cdl_optim_groups(&o, groups, no_decay, freeze), 0);
+    double *w = net->param, *g = net->grad;
+    for (int i = 0; i < 14; i++) w[i] = 1 + i / 10.0;
+    uint64_t nalloc = cdl_alloc_count();
+    for (int s = 0; s < steps; s++) {
+        for (int i = 0; i < 12; i++) g[i] = sin(i + s);
+        cdl_optim_zero_frozen(&o, net);
+        cdl_optim_step(&o, net, cfg.lr);
+    }
+    assert_int_equal(cdl_alloc_count(), nalloc);                  /* no allocation in a step */
+    assert_true(w[12] == 2.2 && w[13] == 2.3);                      /* the buffer is no parameter */
+    memcpy(p, w, 12 * sizeof *p);
+    if (o.n_slots) memcpy(slot, o.slot[0], 12 * sizeof *slot);
+    cdl_optim_free(&o);
+    cdl_net_free(net);
+}
+
+/* Frozen tensors keep their values and optimizer state; the others update exactly as
+ * without groups (the same elementwise loop over their ranges). */
+static void test_groups_freeze(void **st) {
+    (void)st;
+    const char *specs[] = {"adam:lr=0.1,weight_decay=0.01", "sgd:lr=0.1,momentum=0.9", "rmsprop:centered,momentum=0.5",
+                           "adagrad:lr=0.1,lr_decay=0.1", "adamw:lr=0.01"};
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        double p[12], slot[12] = {0}, ref[12], rslot[12] = {0};
+        run_groups(specs[k], "", "", "conv1.*", 3, p, slot);
+        run_groups(specs[k], NULL, NULL, NULL, 3, ref, rslot);
+        for (int i = 0; i < 6; i++) {
+            assert_true(p[i] == 1 + i / 10.0);
+            assert_true(slot[i] == 0);
+        }
+        for (int i = 6; i < 12; i++) {
+            assert_true(p[i] == ref[i] && p[i] != 1 + i / 10.0);
+            assert_true(slot[i] == rslot[i]);
+        }
+    }
+    /* "none" clears a setting (the command line over a model's train {} section) */
+    double p[12], slot[12], ref[12];
+    run_groups("sgd:lr=0.1", "none", "none", "none", 2, p, slot);
+    run_groups("sgd:lr=0.1", "", "", "", 2, ref, slot);
+    assert_memory_equal(p, ref, sizeof p);
+}
+
+/* no_decay "bias,norm": the bias and the rank-1 ln1.weight get no weight decay, the
+ * matrices do (zero gradients: only the decay moves a parameter). */
+static void test_groups_no_decay(void **st) {
+    (void)st;
+    cdl_model m = group_model();
+    cdl_net *net = cdl_net_new(&m);
+    cdl_optim_cfg cfg;
+    cdl_optim o;
+    assert_int_equal(cdl_optim_parse(&cfg, "sgd:lr=0.1,weight_decay=0.5"), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    assert_int_equal(cdl_optim_groups(&o, "head.*:lr=0.01", "bias,norm", ""), 0);
+    double *w = net->param, *g = net->grad;
+    for (int i = 0; i < 12; i++) w[i] = 1, g[i] = 0;
+    cdl_optim_step(&o, net, 0.1);
+    for (int i = 0; i < 4; i++) NEAR(w[i], 1 - 0.1 * 0.5);          /* conv1.weight: decayed */
+    for (int i = 4; i < 8; i++) assert_true(w[i] == 1);              /* conv1.bias, ln1.weight */
+    for (int i = 8; i < 12; i++) NEAR(w[i], 1 - 0.01 * 0.5);         /* head: its group's lr */
+    /* a group's lr follows the schedule in proportion: lr_t 0.05 of 0.1 halves it */
+    for (int i = 0; i < 12; i++) w[i] = 1, g[i] = 1;
+    cdl_optim_step(&o, net, 0.05);
+    NEAR(w[4], 1 - 0.05);
+    NEAR(w[8], 1 - 0.005 * 1.5);
+    char d[160];
+    cdl_optim_describe(&o, d, sizeof d);
+    assert_string_equal(d, "0 tensors frozen, 2 without weight decay, 1 in --groups");
+    cdl_optim_free(&o);
+    cdl_net_free(net);
+}
+
+static void test_groups_errors(void **st) {
+    (void)st;
+    cdl_model m = group_model();
+    cdl_optim_cfg cfg;
+    cdl_optim o;
+    assert_int_equal(cdl_optim_parse(&cfg, "adam"), 0);
+    const struct { const char *groups, *no_decay, *freeze, *msg; } bad[] = {
+        {"", "", "conv9.*", "--freeze: pattern 'conv9.*' matches no trainable parameter of model grouped"},
+        {"", "running_mean", "", "--no-decay: pattern 'running_mean' matches no trainable parameter of model grouped"},
+        {"conv1.*:lr=0.1;bias:lr=0.2", "", "", "--groups: parameter conv1.bias is in group 1 and group 2"},
+        {"head.*:momentum=0.9", "", "", "--groups: group 1: unknown key 'momentum' (lr, weight_decay)"},
+        {"head.*", "", "", "--groups 'head.*': want PATTERNS:lr=X,weight_decay=Y"},
+        {"head.*:lr=-1", "", "", "--groups: group 1: 'lr=-1' needs a number >= 0 (lr=X, weight_decay=Y)"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+        assert_int_equal(cdl_optim_groups(&o, bad[k].groups, bad[k].no_decay, bad[k].freeze), -1);
+        assert_string_equal(cdl_last_error(), bad[k].msg);
+        cdl_optim_free(&o);
+    }
+}
+
 /* The update rules of torch.optim.RMSprop and torch.optim.Adagrad written out in
  * double for a few steps of run_opt's two parameters (the kernels keep the sums in
  * their own order, so the comparison allows rounding). */
@@ -708,6 +833,9 @@ int main(void) {
         cmocka_unit_test_teardown(test_adam, reset_alloc),
         cmocka_unit_test_teardown(test_rmsprop, reset_alloc),
         cmocka_unit_test_teardown(test_adagrad, reset_alloc),
+        cmocka_unit_test_teardown(test_groups_freeze, reset_alloc),
+        cmocka_unit_test_teardown(test_groups_no_decay, reset_alloc),
+        cmocka_unit_test_teardown(test_groups_errors, reset_alloc),
         cmocka_unit_test_teardown(test_optim_parse, reset_alloc),
         cmocka_unit_test_teardown(test_optim_slots, reset_alloc),
         cmocka_unit_test_teardown(test_sched, reset_alloc),
