@@ -820,12 +820,9 @@ typedef struct cdl_optim_cfg {
     double initial_accumulator_value;   /* Adagrad */
 } cdl_optim_cfg;
 #define CDL_OPTIM_SLOTS 3        /* state slots at most (RMSprop centered with momentum) */
-/* One trainable tensor's settings when parameter groups are in use (cdl_optim_groups). */
-typedef struct cdl_optim_pset {
-    double lr_scale;             /* its lr = lr_scale * the step's lr (group lr / optimizer lr) */
-    double weight_decay;
-    int frozen;                  /* no update, no optimizer state change, no gradient (zeroed) */
-    int group;                   /* 1-based --groups entry, 0: none */
+typedef struct cdl_optim_pset {  /* a tensor's settings under parameter groups */
+    double lr_scale, weight_decay;   /* lr = lr_scale * the step's lr */
+    int frozen, group;           /* frozen: no update, no state change; group: 1-based, 0 none */
 } cdl_optim_pset;
 typedef struct cdl_optim {
     cdl_optim_cfg cfg;
@@ -853,21 +850,12 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
 void cdl_optim_free(cdl_optim *o);
 /* One update with learning rate lr (the schedule's current value).  No allocation. */
 void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr);
-/* Parameter groups (optim_groups.c), after cdl_optim_init, each argument "" or NULL
- * when unused.  Patterns are comma-separated globs over a trainable tensor's dotted
- * name or a dotted suffix of it (`bias`, `conv1.*`); `norm` also matches the rank-1
- * `*.weight` tensors (normalisation scales).
- *   groups:   "PATTERNS:lr=X,weight_decay=Y;PATTERNS:..." -- torch.optim's param groups
- *             (a group's lr follows the schedule in proportion: X * lr_t / cfg.lr);
- *   no_decay: "PATTERNS" -- weight decay 0 (the AdamW recipe: "bias,norm");
- *   freeze:   "PATTERNS" -- no update, no optimizer state change (requires_grad=False).
- * A pattern that matches nothing, a tensor in two groups, a bad key: -1 and a message. */
+/* Parameter groups after cdl_optim_init (optim_groups.c has the pattern rules): groups
+ * "PATTERNS:lr=X,weight_decay=Y;...", no_decay and freeze "PATTERNS" ("" or NULL: unused).
+ * -1 and a message on a pattern matching nothing, a tensor in two groups, a bad key. */
 int cdl_optim_groups(cdl_optim *o, const char *groups, const char *no_decay, const char *freeze);
-/* Zero the gradients of the frozen tensors (before the gradient norm and clipping, so
- * that they count as torch's grad-less parameters do: not at all). */
-void cdl_optim_zero_frozen(const cdl_optim *o, cdl_net *net);
-/* "N tensors frozen, M without weight decay, K in --groups" (or "one group"). */
-int cdl_optim_describe(const cdl_optim *o, char *buf, size_t size);
+void cdl_optim_zero_frozen(const cdl_optim *o, cdl_net *net);   /* before the gradient norm */
+int cdl_optim_describe(const cdl_optim *o, char *buf, size_t size);   /* "N tensors frozen, ..." */
 
 /* Learning-rate schedules: the lr is a pure function of the global step, so a resumed
  * run continues the same curve.  Specs: "const", "step:every=E,gamma=G" (multiply by
@@ -1452,9 +1440,7 @@ cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h);
 /* ---- losses: scalar results; reduce = CDL_RED_MEAN, CDL_RED_SUM or CDL_RED_NONE ---- */
 cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce);
 cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce);
-/* weight (NULL: none) and ignore_index (CDL_NO_IGNORE: none) as cdl_cross_entropy_ex;
- * reduce CDL_RED_NONE gives the labels' shape (the pair losses then give the operands'
- * shape, kl_normal [dim 0]). */
+/* weight (NULL: none), ignore_index (CDL_NO_IGNORE: none) as cdl_cross_entropy_ex. */
 cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index,
                               double smoothing, int reduce);
 cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce);

@@ -8,9 +8,13 @@
  * matches `conv1.weight` and `enc.conv1.bias`.  The word `norm` also matches every
  * rank-1 tensor named `*.weight`: the scales of the normalisation layers (the layers'
  * other weights have rank >= 2), so `bias,norm` is PyTorch's usual AdamW recipe (no
- * decay where `p.ndim < 2`).  A pattern that matches no trainable tensor is an error
- * (a typo would otherwise train the whole model silently), and so is a tensor in two
- * groups, as in torch.optim.
+ * decay where `p.ndim < 2`).  groups "PATTERNS:lr=X,weight_decay=Y;..." are
+ * torch.optim's param groups (a group's lr follows the schedule in proportion: X * lr_t
+ * / cfg.lr); no_decay sets weight decay 0 (over a group's); freeze wins over both: no
+ * update, no optimizer state change, and cdl_optim_zero_frozen zeroes the gradient
+ * before the norm (requires_grad=False).  A pattern that matches no trainable tensor
+ * is an error (a typo would otherwise train the whole model silently), and so is a
+ * tensor in two groups, as in torch.optim.
  */
 #include "cdl.h"
 
