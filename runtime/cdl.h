@@ -254,9 +254,7 @@ CDL_KERNELS_DENSE_MOVE(int32_t, i32)
  * rw = NULL, ignore_index = CDL_NO_IGNORE): a row whose label is ignore_index has no
  * loss (0 under none) and no gradient; rw (NULL: all 1) weights row r's loss by rw[r];
  * mean divides by the sum of the weights of the rows not ignored (their count without
- * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN).
- * class_weight_bwd: d loss / d rw, from u (the unweighted loss per row, reduction
- * none) and loss (the weighted forward's result). */
+ * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN). */
 enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
 #define CDL_NO_IGNORE INT64_MIN   /* ignore_index of a class loss that ignores no label */
 #define CDL_KERNELS_LOSS(T, S) \
@@ -275,8 +273,7 @@ enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
                        int64_t ignore_index, int red, T *loss); \
     int cdl_nll_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, \
                            int64_t ignore_index, int red, T *dx); \
-    void cdl_class_weight_bwd_##S(int64_t rows, const T *g, const int32_t *labels, const T *rw, \
-                                  int64_t ignore_index, const T *u, const T *loss, int red, T *dw); \
+    void cdl_class_weight_bwd_##S(int64_t rows, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index, const T *u, const T *loss, int red, T *dw); \
     void cdl_mse_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
     void cdl_mse_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
     void cdl_l1_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
@@ -820,20 +817,14 @@ typedef struct cdl_optim_cfg {
     double initial_accumulator_value;   /* Adagrad */
 } cdl_optim_cfg;
 #define CDL_OPTIM_SLOTS 3        /* state slots at most (RMSprop centered with momentum) */
-typedef struct cdl_optim_pset {  /* a tensor's settings under parameter groups */
-    double lr_scale, weight_decay;   /* lr = lr_scale * the step's lr */
-    int frozen, group;           /* frozen: no update, no state change; group: 1-based, 0 none */
-} cdl_optim_pset;
 typedef struct cdl_optim {
     cdl_optim_cfg cfg;
-    cdl_optim_pset *pset;        /* NULL: every tensor as cfg; else one per model param */
+    struct cdl_optim_pset *pset; /* parameter groups (optim_groups.h), NULL: none */
     const cdl_model *model;
     int n_slots;                 /* 0, 1 (SGD momentum, Adagrad), 2 (Adam), 1..3 (RMSprop) */
-    const char *slot_name[CDL_OPTIM_SLOTS];  /* "sgd.momentum"; "adam.m", "adam.v";
-                                   "rmsprop.square_avg" (+ "rmsprop.momentum_buffer",
-                                   "rmsprop.grad_avg"); "adagrad.sum" (torch's state names) */
-    void *slot[CDL_OPTIM_SLOTS]; /* train_count reals each, zeroed at init (Adagrad's sum:
-                                    initial_accumulator_value) */
+    const char *slot_name[CDL_OPTIM_SLOTS];  /* torch's state names: "sgd.momentum"; "adam.m", "adam.v";
+                                   "rmsprop.square_avg" (+ .momentum_buffer, .grad_avg); "adagrad.sum" */
+    void *slot[CDL_OPTIM_SLOTS]; /* train_count reals each, zeroed at init (Adagrad: initial_accumulator_value) */
     uint64_t t;                  /* steps taken (Adam bias correction, Adagrad lr decay) */
 } cdl_optim;
 /* Defaults (torch.optim's): SGD lr 0.01 momentum 0; Adam lr 1e-3, betas (0.9, 0.999),
@@ -841,21 +832,14 @@ typedef struct cdl_optim {
 void cdl_optim_defaults(cdl_optim_cfg *cfg, cdl_optim_kind kind);
 /* The spec name of a kind: "sgd", "adam", "adamw", "rmsprop", "adagrad". */
 const char *cdl_optim_kind_name(cdl_optim_kind kind);
-/* "sgd", "sgd:lr=0.1,momentum=0.9,nesterov=1,weight_decay=5e-4", "adam:lr=1e-3",
- * "adamw:lr=1e-3,weight_decay=0.01", "rmsprop:lr=1e-2,alpha=0.99,momentum=0.9,centered=1",
- * "adagrad:lr=0.01,lr_decay=1e-4,initial_accumulator_value=0.1".  -1 and a message on a
- * bad spec. */
+/* "sgd", "sgd:lr=0.1,momentum=0.9,nesterov=1,weight_decay=5e-4", "adam:lr=1e-3", "adamw:lr=1e-3,weight_decay=0.01",
+ * "rmsprop:lr=1e-2,alpha=0.99,momentum=0.9,centered=1", "adagrad:lr=0.01,lr_decay=1e-4,initial_accumulator_value=0.1".
+ * -1 and a message on a bad spec. */
 int cdl_optim_parse(cdl_optim_cfg *cfg, const char *spec);
 int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
 void cdl_optim_free(cdl_optim *o);
 /* One update with learning rate lr (the schedule's current value).  No allocation. */
 void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr);
-/* Parameter groups after cdl_optim_init (optim_groups.c has the pattern rules): groups
- * "PATTERNS:lr=X,weight_decay=Y;...", no_decay and freeze "PATTERNS" ("" or NULL: unused).
- * -1 and a message on a pattern matching nothing, a tensor in two groups, a bad key. */
-int cdl_optim_groups(cdl_optim *o, const char *groups, const char *no_decay, const char *freeze);
-void cdl_optim_zero_frozen(const cdl_optim *o, cdl_net *net);   /* before the gradient norm */
-int cdl_optim_describe(const cdl_optim *o, char *buf, size_t size);   /* "N tensors frozen, ..." */
 
 /* Learning-rate schedules: the lr is a pure function of the global step, so a resumed
  * run continues the same curve.  Specs: "const", "step:every=E,gamma=G" (multiply by
@@ -1437,12 +1421,10 @@ cdl_t *cdl_t_batchnorm(cdl_tape *tp, cdl_t *x, cdl_t *gamma, cdl_t *beta, cdl_t 
 cdl_t *cdl_t_lstm_act(cdl_tape *tp, cdl_t *gates, cdl_t *c);
 cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h);
 
-/* ---- losses: scalar results; reduce = CDL_RED_MEAN, CDL_RED_SUM or CDL_RED_NONE ---- */
+/* ---- losses: reduce = CDL_RED_MEAN, _SUM, _NONE; _ex: weight (NULL: none), ignore_index (CDL_NO_IGNORE: none) */
 cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce);
 cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce);
-/* weight (NULL: none), ignore_index (CDL_NO_IGNORE: none) as cdl_cross_entropy_ex. */
-cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index,
-                              double smoothing, int reduce);
+cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index, double smoothing, int reduce);
 cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce);
 cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
 cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);

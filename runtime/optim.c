@@ -23,6 +23,7 @@
  * special case.  Steps allocate nothing.
  */
 #include "cdl.h"
+#include "optim_groups.h"
 
 #include <math.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* optim_groups.c -- parameter groups: per-tensor learning rate and weight decay, and
  * frozen tensors, chosen by name patterns (the trainer's --groups, --no-decay and
- * --freeze; see cdl.h and docs/trainer.md).
+ * --freeze; see optim_groups.h and docs/trainer.md).
  *
  * A pattern is a glob (fnmatch: `*` matches any run of characters, dots included,
  * `?` one character) matched against a trainable tensor's dotted name or any of its
@@ -16,7 +16,7 @@
  * is an error (a typo would otherwise train the whole model silently), and so is a
  * tensor in two groups, as in torch.optim.
  */
-#include "cdl.h"
+#include "optim_groups.h"
 
 #include <fnmatch.h>
 #include <stdio.h>

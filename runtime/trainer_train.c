@@ -15,6 +15,7 @@
  * `train --epochs 2`.  --epochs is the total, not the number of further epochs.
  */
 #include "trainer_int.h"
+#include "optim_groups.h"
 
 #include <errno.h>
 #include <math.h>

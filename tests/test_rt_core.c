@@ -1,6 +1,7 @@
 /* test_rt_core.c -- runtime core: allocation hook and errors, Philox RNG and
  * initialisers, nets, optimizers (against hand-computed updates). */
 #include "test_rt_util.h"
+#include "optim_groups.h"
 
 #include <pthread.h>
 
