@@ -199,11 +199,16 @@ fuzz: deps $(FUZZ_BIN) $(FUZZ_CDLC)
 # backend's sgemm reference; not part of make test.  The other backend's runtime is
 # built into $(B)/<backend>.  Tables on stdout, JSON in $(B)/bench/; docs/benchmarks.md.
 OTHER_BACKEND := $(if $(filter onednn,$(BACKEND)),openblas,onednn)
-bench: all
+bench: bench-deps all
 	@$(MAKE) -s BACKEND=$(OTHER_BACKEND) B=$(B)/$(OTHER_BACKEND) $(B)/$(OTHER_BACKEND)/libcdlrt.a || \
 	    echo "bench: the $(OTHER_BACKEND) runtime did not build; its rows are left out"
 	@B=$(B) CC=$(CC) BENCH_RT_$(BACKEND)=$(B)/libcdlrt.a BENCH_RT_$(OTHER_BACKEND)=$(B)/$(OTHER_BACKEND)/libcdlrt.a \
 	    bench/run.sh
+# PyTorch (Debian python3-torch, for /usr/bin/python3) is the bench's reference only:
+# nothing builds against it, and the tests that use it skip without it.
+bench-deps:
+	@scripts/deps.sh bench
+.PHONY: bench-deps
 .PHONY: bench
 
 # make compare MODEL=models/x.cdl [ARGS="--steps 50 --json"]: the model as static C and
