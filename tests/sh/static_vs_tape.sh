@@ -7,6 +7,7 @@
 #     tensor), and on the train-mode outputs (same dropout masks, same noise);
 #  3. the tape's backward passes the trainer's gradcheck (central differences) in an f64
 #     build of the tape target at batch 4.
+# Models listed in tests/zoo_sizes.txt run at the smaller sizes given there.
 # Environment: B (build directory), CDLC, COMPARE; CMP_ARGS adds options to cdl-compare.
 set -u
 B=${B:-build}
@@ -26,14 +27,15 @@ t=$(mktemp -d); trap 'rm -rf $t' EXIT
 fail=0; n=0
 for m in models/*.cdl; do
     b=$(basename "$m" .cdl); n=$((n + 1))
+    defs=$(awk -v m="$b" '$1 == m { $1 = ""; print }' tests/zoo_sizes.txt)   # smaller sizes
     # 1. the acceptance compile of the tape target
-    if ! "$CDLC" --target=tape "$m" -o "$t/${b}_tape.c" >"$t/log" 2>&1 ||
+    if ! "$CDLC" --target=tape $defs "$m" -o "$t/${b}_tape.c" >"$t/log" 2>&1 ||
        ! gcc -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -c "$t/${b}_tape.c" -o "$t/${b}_tape.o" >>"$t/log" 2>&1; then
         echo "FAIL $b: the tape target does not compile cleanly: $(head -5 $t/log)"; fail=$((fail + 1)); continue
     fi
     # 2. static vs tape over 20 steps
-    extra=""
-    [ $SLOW = 1 ] && extra="-D B=16"
+    extra="$defs"
+    [ $SLOW = 1 ] && extra="$extra -D B=16"
     if ! timeout 900 "$COMPARE" "$m" $extra --steps 20 --json --tol 1e-5 $CMP_ARGS >"$t/cmp.json" 2>"$t/log"; then
         echo "FAIL $b: static and tape differ: $(tail -3 $t/log) $(head -c 600 $t/cmp.json)"; fail=$((fail + 1)); continue
     fi
@@ -55,7 +57,7 @@ EOF
         echo "FAIL $b: comparison out of tolerance: $(head -c 800 $t/cmp.json)"; fail=$((fail + 1)); continue
     fi
     # 3. gradient check of the tape's backward in f64
-    if ! "$CDLC" --target=tape --precision=f64 --main -D B=4 "$m" -o "$t/${b}64.c" >"$t/log" 2>&1 ||
+    if ! "$CDLC" --target=tape --precision=f64 --main -D B=4 $defs "$m" -o "$t/${b}64.c" >"$t/log" 2>&1 ||
        ! $CCMD -std=c11 -O2 -Iruntime "$t/${b}64.c" "$LIB" -o "$t/${b}64" $(cat "${LIB%.a}.libs") >>"$t/log" 2>&1; then
         echo "FAIL $b: f64 tape build: $(head -5 $t/log)"; fail=$((fail + 1)); continue
     fi
