@@ -141,7 +141,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(B)/cdlc $(DESTDIR)$(PREFIX)/bin/cdlc
 	install -m 644 $(B)/libcdlrt.a $(DESTDIR)$(PREFIX)/lib/libcdlrt.a
-	install -m 644 runtime/cdl.h $(DESTDIR)$(PREFIX)/include/cdl.h
+	install -m 644 runtime/cdl.h runtime/cdl_tape.h $(DESTDIR)$(PREFIX)/include/
 	install -d $(DESTDIR)$(PREFIX)/share/cdl
 	install -m 644 lib/*.cdl $(DESTDIR)$(PREFIX)/share/cdl/
 	sed 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|0.1.0|; s|@RT_LIBS@|$(RT_LIBS)|' scripts/cdl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cdl.pc
@@ -163,7 +163,7 @@ FUZZ_TIME ?= 30
 FUZZ_RT   := fuzz_ckpt fuzz_idx fuzz_csv
 FUZZ_BIN  := $(patsubst %,build/fuzz/%,$(FUZZ_RT))
 FUZZ_DEPS := runtime/alloc.c runtime/parse.c runtime/rng.c runtime/net.c runtime/optim.c runtime/json.c runtime/ckpt.c runtime/data.c runtime/data_csv.c runtime/data_file.c
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) runtime/cdl.h runtime/json.h runtime/data_int.h
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) runtime/cdl.h runtime/cdl_tape.h runtime/json.h runtime/data_int.h
 	@mkdir -p $(dir $@)
 	clang $(WFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DCDL_FUZZING \
 	    -Iruntime $< $(FUZZ_DEPS) -o $@ -lz -lpthread -lm

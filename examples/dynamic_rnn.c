@@ -1,5 +1,5 @@
 /* dynamic_rnn.c -- a recurrent classifier whose graph depends on the data, written
- * directly against the runtime's tape (cdl.h, TAPE block): no .cdl file, no compiler.
+ * directly against the runtime's tape (cdl.h, TAPE block in cdl_tape.h): no .cdl file, no compiler.
  *
  * Each Fashion-MNIST image is read as a sequence of pixel rows, but only its own rows:
  * from the first to the last row that holds any ink.  A sandal is 10 rows tall, a shirt

@@ -1,4 +1,4 @@
-/* compare.c -- static graph vs dynamic tape, side by side (cdl_compare, cdl.h TAPE block).
+/* compare.c -- static graph vs dynamic tape, side by side (cdl_compare, cdl.h TAPE block, in cdl_tape.h).
  *
  * Both builds of one model (cdlc model.cdl, and cdlc --target=tape) run the same
  * training steps: the same initial parameters, the same batches (Fashion-MNIST's test

@@ -27,7 +27,7 @@ fi
 ref=$(realpath -m "$B/ref-cdlc-${REF:0:12}")
 if [ ! -x "$ref" ]; then
     d=$(mktemp -d)
-    git archive "$REF" compiler grammar runtime/ops.def runtime/cdl.h | tar -x -C "$d" || exit 1
+    git archive "$REF" compiler grammar runtime/ops.def runtime/cdl.h $(git ls-tree --name-only "$REF" runtime/cdl_tape.h) | tar -x -C "$d" || exit 1
     mkdir -p "$d/gen"
     (bison --defines="$d/gen/cdl.tab.h" -o "$d/gen/cdl.tab.c" "$d/grammar/cdl.y" &&
      flex --header-file="$d/gen/lex.yy.h" -o "$d/gen/lex.yy.c" "$d/grammar/cdl.l" &&
