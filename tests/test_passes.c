@@ -380,6 +380,10 @@ static void test_arena_reserve_and_drop(void **state) {
 }
 
 int main(void) {
+    /* The zoo's gpt and transformer import "nn".  The compiler finds lib/ beside its own
+     * executable (build/cdlc: <bin>/../../lib), which from build/asan/tests/ is not the
+     * source tree's lib/; the tests run from the project root, so name it. */
+    setenv("CDL_PATH", "lib", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cse_merges_identical_nodes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_cse_keeps_random_ops_apart, setup, tu_teardown),
