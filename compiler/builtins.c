@@ -722,6 +722,7 @@ const Builtin builtins[] = {
     {"minimum", "a b", b_binary, OP_MINIMUM, NULL},
     {"pow", "x exponent", b_pow, OP_POWS, NULL},
     {"stop_gradient", "x", b_stop, OP_STOP_GRAD, NULL},
+    {"perturb", "x * name?", el_perturb, OP_ADD, "perturb"},
     /* masks and selection (builtins_sel.c) */
     {"where", "cond a b", bs_where, OP_WHERE, NULL},
     {"masked_fill", "x mask value", bs_masked_fill, OP_WHERE, NULL},

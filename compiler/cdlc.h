@@ -206,6 +206,7 @@ enum {
     NF_DEAD = 1 << 9,      /* opt: nothing this function returns depends on it */
     NF_INPLACE = 1 << 10,  /* opt_inplace: computed over input in[inplace]'s storage */
     NF_NO_AUX = 1 << 11,   /* infer_prepare: the inference kernels need no aux scratch */
+    NF_PERTURB = 1 << 12,  /* INPUT: the hidden delta of a perturb() (runtime CDL_T_PERTURB) */
 };
 
 enum { RED_MEAN = 0, RED_SUM = 1, RED_NONE = 2 };
@@ -621,6 +622,7 @@ struct Elab {
     EntryFn *entry;                     /* elaborating this entry, or NULL */
     bool seen_train;
     Loc loss_loc;
+    int perturb_auto;                   /* 1 + the delta input a nameless perturb() just made (0: none) */
 };
 
 /* Formal parameter lists (built-in signatures and user blocks). */
@@ -654,6 +656,8 @@ int el_declare_param(Elab *e, const char *name, Shape s, int init, double a, dou
 Value el_eval(Elab *e, const Ast *a);                /* an expression's value (V_ERR after a diagnostic) */
 /* A statement list in context ctx; a block's `return` sets *ret and *has_ret. */
 void el_stmts(Elab *e, const AstList *body, Ctx ctx, Value *ret, bool *has_ret);
+/* perturb(x, *, name?): x + a hidden batched input NAME.delta (a builtins.c row). */
+Value el_perturb(Elab *e, const Builtin *b, Loc loc, Value *a);
 /* elab_call.c */
 void el_index_blocks(Elab *e);                        /* e->blocks into e->bmap */
 const Ast *el_find_block(Elab *e, const char *name);  /* a user block, or NULL */

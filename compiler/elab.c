@@ -239,6 +239,8 @@ Value el_eval(Elab *e, const Ast *a) {
 
 static const char *ctx_name(Ctx c) { return c == CTX_BLOCK ? "a block" : c == CTX_ENTRY ? "an entry" : "a model"; }
 
+static void perturb_rename(Elab *e, const char *var, int id, Loc loc);
+
 /* Bind the result of an assignment, naming the node after the variable. */
 static void assign(Elab *e, const Ast *target, Value v) {
     const char *name = target->name;
@@ -263,7 +265,10 @@ static void assign(Elab *e, const Ast *target, Value v) {
     }
     if (v.k == V_TENSOR && v.g == e->g) {
         Node *n = &e->g->n[v.id];
-        if (!n->var && !(n->flags & (NF_INPUT | NF_PARAM | NF_STATE))) n->var = name;
+        if (!n->var && !(n->flags & (NF_INPUT | NF_PARAM | NF_STATE))) {
+            n->var = name;
+            perturb_rename(e, name, v.id, target->loc);
+        }
     }
     el_define(e->scope, name, SYM_VAR, v, target->loc);
 }
@@ -351,6 +356,82 @@ static void stmt_input(Elab *e, const Ast *s, Ctx ctx) {
     m->inputs = el_grow(m->inputs, &cap, m->ninputs + 1, sizeof(int));
     m->inputs[m->ninputs++] = id;
     el_define(e->scope, s->name, SYM_INPUT, el_tensor(e, id), s->loc);
+}
+
+/* ------------------------------------------------------------------ perturb */
+
+/* The perturbation input called name, or -1. */
+static int perturb_named(const Elab *e, const char *name) {
+    for (int k = 0; k < e->m->ninputs; k++) {
+        const Node *n = &e->m->g->n[e->m->inputs[k]];
+        if ((n->flags & NF_PERTURB) && strcmp(n->name, name) == 0) return e->m->inputs[k];
+    }
+    return -1;
+}
+
+/* The delta input of perturbed value x (x = v + delta), or -1. */
+static int perturb_delta_of(const Graph *g, int x) {
+    const Node *n = &g->n[x];
+    return n->op == OP_ADD && n->nin == 2 && (g->n[n->in[1]].flags & NF_PERTURB) ? n->in[1] : -1;
+}
+
+/* A delta's name is free, or an error at loc naming the other perturbation. */
+static bool perturb_name_free(Elab *e, const char *name, Loc loc) {
+    int other = perturb_named(e, name);
+    if (other < 0) return true;
+    error_at(loc, "perturb: the name '%s' is already used by the perturbation at %s (give this one another name=)",
+             name, el_where(e->m->g->n[other].loc, loc));
+    return false;
+}
+
+/* cdlc.h.  perturb(x, *, name?) = x + delta: delta is a hidden input of x's shape
+ * (NF_PERTURB; the runtime's CDL_T_PERTURB: never fed from a dataset, zero unless the
+ * runtime writes it), so the input-gradient function returns d loss / d x in its
+ * in_grad.  Named NAME.delta: name=, else the variable assigned (assign() renames),
+ * else perturb<k>.  In an entry it is the identity (entries have no delta). */
+Value el_perturb(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int x = el_real_node(e, a[0], b->name, "x", loc);
+    if (x < 0) return el_err();
+    if (e->entry) return el_tensor(e, x);
+    if (e->loop) {
+        error_at(loc, "perturb: not inside a loop (perturb the value before the loop, or the stacked result after it)");
+        return el_err();
+    }
+    const Node *xn = el_n(e, x);
+    if (!xn->shape.batched) {
+        error_at(loc, "perturb: expected a batched tensor [%s, ...] (one perturbation per example), got f32%s",
+                 e->bname ? e->bname : "B", shape_str(&xn->shape));
+        return el_err();
+    }
+    if (perturb_delta_of(e->g, x) >= 0) {
+        error_at(loc, "perturb: this value is already perturbed (by %s)", e->g->n[perturb_delta_of(e->g, x)].name);
+        return el_err();
+    }
+    const char *inst = el_instance(e, b->base, a[1], loc);
+    if (!inst || !perturb_name_free(e, cc_str("%s.delta", inst), loc)) return el_err();
+    Model *m = e->m;
+    Shape sh = xn->shape;
+    Attrs at = {.i = {m->ninputs}};
+    int id = el_add(e, OP_INPUT, loc, 0, NULL, &at, &sh, DT_REAL);
+    if (id < 0) return el_err();
+    Node *n = &e->g->n[id];
+    n->flags |= NF_INPUT | NF_PERTURB;
+    n->slot = m->ninputs;
+    n->name = n->var = cc_str("%s.delta", inst);
+    int cap = m->ninputs;
+    m->inputs = el_grow(m->inputs, &cap, m->ninputs + 1, sizeof(int));
+    m->inputs[m->ninputs++] = id;
+    e->perturb_auto = a[1].k == V_NONE ? id + 1 : 0;
+    return el_tensor(e, el_add(e, OP_ADD, loc, 2, (int[]){x, id}, NULL, NULL, DT_REAL));
+}
+
+/* `v = perturb(...)` without name=: the delta becomes v.delta (in the block's prefix). */
+static void perturb_rename(Elab *e, const char *var, int id, Loc loc) {
+    int d = perturb_delta_of(e->g, id);
+    if (e->perturb_auto == 0 || d != e->perturb_auto - 1) return;
+    e->perturb_auto = 0;
+    const char *name = cc_str("%s%s.delta", e->inst->prefix, var);
+    if (perturb_name_free(e, name, loc)) e->g->n[d].name = e->g->n[d].var = name;
 }
 
 /* param name: f32[dims] = init(...).  Initialisers and their CDL_INIT_* kinds. */

@@ -286,11 +286,13 @@ static void tensor_row(FILE *f, int real_size, const char *name, bool real, cons
     const char *dt = real ? (real_size == 8 ? "CDL_F64" : "CDL_F32") : "CDL_I32";
     const char *lc = loc.file ? cc_str("%s:%d:%d", loc.file, loc.line, loc.col) : "";
     fprintf(f, "    {%s, %s, %lld, %d, {%s}, %s, %s},\n", e_cstr(name), dt, (long long)off, s->rank, s->rank ? dims : "0",
-            flags & CDL_T_STATE ? "CDL_T_STATE" : flags & CDL_T_BATCHED ? "CDL_T_BATCHED" : "0", e_cstr(lc));
+            flags & CDL_T_STATE ? "CDL_T_STATE" : flags & CDL_T_PERTURB ? "CDL_T_BATCHED | CDL_T_PERTURB"
+            : flags & CDL_T_BATCHED ? "CDL_T_BATCHED" : "0", e_cstr(lc));
 }
 
 static void node_row(FILE *f, int real_size, const char *name, const Node *n) {
-    tensor_row(f, real_size, name, n->dtype == DT_REAL, &n->shape, 0, n->shape.batched ? CDL_T_BATCHED : 0, n->loc);
+    tensor_row(f, real_size, name, n->dtype == DT_REAL, &n->shape, 0,
+               (n->shape.batched ? CDL_T_BATCHED : 0) | (n->flags & NF_PERTURB ? CDL_T_PERTURB : 0), n->loc);
 }
 
 static const char *consts(const Model *m) {

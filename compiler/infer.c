@@ -114,6 +114,8 @@ void infer_prepare(Graph *g, Weights *w) {
         n->flags |= NF_NO_AUX;
         if (n->sub) infer_prepare(n->sub, w);
         if (n->op == OP_BATCHNORM && !g->parent) fold_bn(g, uses, w, i);
+        /* perturb(x) = x + delta: x itself (the delta is never an argument of the export) */
+        if (n->op == OP_ADD && (g->n[n->in[1]].flags & NF_PERTURB)) n->op = OP_IDENTITY, n->nin = 1;
     }
     drop_dropout(g);
 }

@@ -709,7 +709,8 @@ void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
 
 /* One row of a generated table: a parameter, a state buffer, an input or an output. */
 enum { CDL_T_STATE = 1,      /* non-trainable buffer (batch-norm running stats), after the trainable ones */
-       CDL_T_BATCHED = 2 };  /* dims[0] is the (maximum) batch size: runtime size is nb */
+       CDL_T_BATCHED = 2,    /* dims[0] is the (maximum) batch size: runtime size is nb */
+       CDL_T_PERTURB = 4 };  /* input: the delta of a perturb(), never fed from data, zero unless set */
 typedef struct cdl_tensor {
     const char *name;        /* dotted, stable: "fc1.weight", "block2.conv1.bias", "x" */
     cdl_dtype dtype;         /* CDL_F32 means "the model's real type" for f64 builds too */
@@ -1010,12 +1011,12 @@ void cdl_dataset_free(cdl_dataset *d);      /* frees the columns' storage, zeroe
  * column may feed reals (labels as numbers), a real column never feeds integers. */
 #define CDL_DATA_MAXFEED 16
 typedef struct cdl_feed { int col; cdl_dtype dtype; } cdl_feed;
-/* The feeds of model m's inputs from d, feeds[i] for input i: the column named in
- * map for it ("input=column,input=column", NULL or "" for none), else the column of
- * the input's own name.  Every input must be batched, have a column, the same number
- * of values per example (shapes may differ: [784] feeds [B, 1, 28, 28]) and a type
- * the column can feed.  -1 and a message naming the input, its shape, the dataset and
- * the columns it has (and how to map one) otherwise. */
+/* The feeds of model m's inputs from d, feeds[i] for input i: the column named in map
+ * for it ("input=column,input=column", NULL or "" for none), else the column of the
+ * input's own name (a CDL_T_PERTURB input: col -1, the loader leaves it alone).  Every
+ * input must be batched, have a column, the same number of values per example ([784]
+ * feeds [B, 1, 28, 28]) and a type the column can feed.  -1 and a message naming the
+ * input, its shape, the dataset and the columns it has (and how to map one) otherwise. */
 int cdl_dataset_feeds(const cdl_dataset *d, const cdl_model *m, const char *map, cdl_feed *feeds);
 
 /* Per-example transforms of the real feeds whose column is not a target, applied in

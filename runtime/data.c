@@ -407,7 +407,8 @@ int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t cl
     if (classes <= 0) classes = data_default_classes(m);
     int64_t total = 0;
     for (int i = 0; i < m->n_inputs; i++)
-        if (m->inputs[i].flags & CDL_T_BATCHED) total += cdl_tensor_numel(&m->inputs[i], 1);
+        if ((m->inputs[i].flags & (CDL_T_BATCHED | CDL_T_PERTURB)) == CDL_T_BATCHED)
+            total += cdl_tensor_numel(&m->inputs[i], 1);
     if ((uint64_t)total > (((uint64_t)1 << 40) / (uint64_t)n))       /* none: n examples of no columns */
         return cdl_fail("model %s: too many random values (%lld per example)", m->name ? m->name : "?",
                         (long long)total);
@@ -420,7 +421,7 @@ int cdl_dataset_random(cdl_dataset *d, const cdl_model *m, int64_t n, int32_t cl
     d->block[0] = blk;
     for (int i = 0; i < m->n_inputs; i++) {
         const cdl_tensor *t = &m->inputs[i];
-        if (!(t->flags & CDL_T_BATCHED)) continue;
+        if (!(t->flags & CDL_T_BATCHED) || (t->flags & CDL_T_PERTURB)) continue;
         int64_t feat = cdl_tensor_numel(t, 1), cnt = feat * n;
         cdl_rng_key key = {seed, 0, 0xDA7D000000000000ull | (uint64_t)i};
         if (t->dtype == CDL_I32) {
@@ -538,6 +539,10 @@ int cdl_dataset_feeds(const cdl_dataset *d, const cdl_model *m, const char *map,
     for (int i = 0; i < m->n_inputs; i++) {
         const cdl_tensor *t = &m->inputs[i];
         char want[CDL_DATA_NAME + 1], is[96], cols[600];
+        if (t->flags & CDL_T_PERTURB) {             /* a perturb()'s delta: the runtime's, not the data's */
+            feeds[i] = (cdl_feed){-1, CDL_F32};
+            continue;
+        }
         int mapped = data_map_lookup(m, map, t->name, want, sizeof want);
         if (mapped < 0) return -1;
         if (!mapped) snprintf(want, sizeof want, "%s", t->name);

@@ -165,7 +165,7 @@ static int produce(const cdl_loader *l, int64_t b, void *const *dst, double *scr
     for (int64_t r = 0; r < rows; r++) {
         int64_t idx = l->perm[lo + r];
         for (int k = 0; k < l->nfeed; k++)
-            if (dst[k]) tf_example(l, k, idx, (char *)dst[k] + (size_t)r * l->fbytes[k], scratch);
+            if (dst[k] && l->fbytes[k]) tf_example(l, k, idx, (char *)dst[k] + (size_t)r * l->fbytes[k], scratch);
     }
     return (int)rows;
 }
@@ -203,6 +203,7 @@ static int loader_check_feeds(const cdl_dataset *d, const cdl_loader_cfg *c) {
     const cdl_transform *t = &c->tf;
     for (int k = 0; k < (c->nfeed ? c->nfeed : d->ncols); k++) {
         int col = c->nfeed ? c->feed[k].col : k;
+        if (col == -1 && c->nfeed) continue;     /* fed by no column (a perturb()'s delta): left alone */
         if (col < 0 || col >= d->ncols) return cdl_fail("cdl_loader_new: feed %d: no column %d", k, col);
         const cdl_column *cc = &d->col[col];
         if (!cc->data || cc->feat < 1 || cc->stride < 1 || cc->rank < 0 || cc->rank > CDL_MAXDIM)
@@ -247,6 +248,7 @@ static void loader_layout(cdl_loader *l) {
     l->nfeed = l->cfg.nfeed ? l->cfg.nfeed : d->ncols;
     for (int k = 0; k < l->nfeed; k++) {
         l->feed[k] = l->cfg.nfeed ? l->cfg.feed[k] : (cdl_feed){k, d->col[k].dtype};
+        if (l->feed[k].col < 0) continue;       /* no column: fbytes 0, nothing written */
         const cdl_column *c = &d->col[l->feed[k].col];
         l->fbytes[k] = (size_t)c->feat * (l->feed[k].dtype == CDL_I32 ? sizeof(int32_t) : l->rs);
         l->ftf[k] = c->dtype != CDL_I32 && l->feed[k].dtype != CDL_I32 && !(c->flags & CDL_COL_TARGET);

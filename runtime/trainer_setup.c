@@ -160,14 +160,15 @@ int tr_map_inputs(const cdl_model *m, const cdl_dataset *d, const tr_opts *o, tr
                 (pass || (d->col[map->feed[i].col].flags & CDL_COL_TARGET)))
                 map->yi = i;
         }
-    for (int i = 0; i < m->n_inputs; i++)
-        if (m->inputs[i].dtype != CDL_I32 && map->xi < 0) map->xi = i;
+    for (int i = 0; i < m->n_inputs; i++)    /* the first real input the data feeds */
+        if (m->inputs[i].dtype != CDL_I32 && map->feed[i].col >= 0 && map->xi < 0) map->xi = i;
     return 0;
 }
 
 void tr_print_feeds(FILE *f, const cdl_model *m, const cdl_dataset *d, const tr_map *map) {
     int any = 0;
     for (int i = 0; i < m->n_inputs; i++) {
+        if (map->feed[i].col < 0) continue;
         const char *col = d->col[map->feed[i].col].name;
         if (!strcmp(col, m->inputs[i].name)) continue;
         fprintf(f, "%s%s <- column %s", any ? ", " : "inputs fed: ", m->inputs[i].name, col);

@@ -294,7 +294,7 @@ static int gd_write(gd_run *g) {
     for (int i = 0; i < m->n_inputs; i++) {
         size_t k = strlen(feeds);
         snprintf(feeds + k, sizeof feeds - k, "%s%s=%s", i ? "," : "", m->inputs[i].name,
-                 g->d.col[g->map.feed[i].col].name);
+                 g->map.feed[i].col < 0 ? "(none)" : g->d.col[g->map.feed[i].col].name);
     }
     const char *meta[] = {"format", "cdl-grad 1", "model", m->name, "source", m->source ? m->source : "",
                           "fingerprint", fp, "precision", m->real_size == 8 ? "f64" : "f32",
