@@ -173,6 +173,12 @@ def main():
     sys.exit(1 if fails else 0)
 
 
+def causal_kw(m, name, causal):
+    """{name: causal} when m.forward takes that keyword (torch >= 2.0), else {}."""
+    import inspect
+    return {name: causal} if name in inspect.signature(m.forward).parameters else {}
+
+
 def torch_check(g, sd_path, xs, ms, ts, want):
     try:
         import torch
@@ -204,11 +210,14 @@ def torch_check(g, sd_path, xs, ms, ts, want):
     for inst, kind, heads, nf, causal, a in LAYERS:
         m = mods[inst]
         T = h.shape[1]
-        mask = torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64) if causal else None
+        # what nn.Transformer.generate_square_subsequent_mask gives (its dtype= is torch >= 2.0)
+        mask = torch.triu(torch.full((T, T), float("-inf"), dtype=torch.float64), diagonal=1) if causal else None
+        # is_causal / tgt_is_causal are hints that torch 2.x takes beside the mask;
+        # torch 1.13 has only the mask (which alone decides the result)
         if kind == "enc":
-            h = m(h, src_mask=mask, is_causal=causal)
+            h = m(h, src_mask=mask, **causal_kw(m, "is_causal", causal))
         elif kind == "dec":
-            h = m(h, mem, tgt_mask=mask, tgt_is_causal=causal)
+            h = m(h, mem, tgt_mask=mask, **causal_kw(m, "tgt_is_causal", causal))
         else:
             h = m(h, mem, mem, need_weights=False)[0]
     loss = ((h - t) ** 2).sum()
