@@ -231,6 +231,18 @@ $(VAE_PROGS): $(B)/examples/%: examples/%.c $(B)/gen-models/vae.c $(B)/libcdlrt.
 EXAMPLE_PROGS += $(VAE_PROGS)
 all: $(EXAMPLE_PROGS)
 
+# ---- unet: the denoising U-Net's figure and PSNR (examples/unet_demo.c over the C that
+# cdlc generates from models/unet.cdl; see examples/README.md and examples/unet.sh).
+$(B)/gen-models/unet.c: models/unet.cdl $(B)/cdlc
+	@mkdir -p $(dir $@)
+	$(B)/cdlc $< -o $@
+$(B)/gen-models/unet.h: $(B)/gen-models/unet.c
+$(B)/examples/unet_demo: examples/unet_demo.c $(B)/gen-models/unet.c $(B)/libcdlrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLFLAGS) -I$(B)/gen-models $< $(B)/gen-models/unet.c -o $@ $(B)/libcdlrt.a $(LDLIBS)
+EXAMPLE_PROGS += $(B)/examples/unet_demo
+all: $(EXAMPLE_PROGS)
+
 # ---- rnn: recurrent showcase examples.  examples/charlm.c drives the model generated
 # from models/charlm.cdl (trains on /usr/share/common-licenses, then samples text).
 EXAMPLE_PROGS += $(B)/examples/charlm
