@@ -14,12 +14,22 @@
  * forward values of step t through LOOP_SAVED nodes (the plan keeps exactly those per
  * step); it carries the gradients of the loop-carried values and one accumulator per
  * captured outer value (shared parameters sum over steps; a weight gradient's GEMM adds
- * into its accumulator itself).  A captured value read only as one step slice
+ * into its accumulator itself).  Sums follow the tape's order, so that static and tape
+ * agree bit for bit: an accumulator starts from the gradient of the readers after the
+ * loop and adds each part of a step in turn.  A captured value read only as one step slice
  * x[.., t, ..] instead gets its gradient collected per step and stacked after the loop.
  */
 #include "cdlc.h"
 
 #include <string.h>
+
+/* One term of a captured value's gradient in a loop body.  gemm: a GEMM a gradient
+ * rule made for that input alone (ad_acc_gemm), which the tape runs with beta = 1 into
+ * the gradient so far. */
+typedef struct {
+    int g;
+    bool gemm;
+} Part;
 
 struct AD {
     const Graph *src;      /* the graph being differentiated (immutable during the sweep) */
@@ -31,6 +41,8 @@ struct AD {
     /* loop bodies only */
     int fwd_loop;          /* the forward LOOP node's id in the enclosing dst graph */
     int *caps;             /* enclosing dst id -> capture node in dst body (lazy), or -1 */
+    Part **parts;          /* capture src node -> its gradient's parts, in sweep order */
+    int *nparts;
 };
 
 Graph *ad_dst(AD *ad) { return ad->dst; }
@@ -138,18 +150,51 @@ static int unbroadcast(AD *ad, int s, int grad) {
     return r;
 }
 
-void ad_acc(AD *ad, int s, int grad) {
-    if (!ad->need[s]) return;
-    grad = unbroadcast(ad, s, grad);
-    if (ad->gsum[s] < 0) {
-        ad->gsum[s] = grad;
-    } else {   /* the parts of a fan-out's gradient are named after the value too */
-        name_grad(ad->dst, ad->gsum[s], &ad->src->n[s]);
-        name_grad(ad->dst, grad, &ad->src->n[s]);
-        int in[2] = {ad->gsum[s], grad};
-        ad->gsum[s] = ad_add(ad, s, OP_ADD, 2, in, NULL, NULL);
+/* gsum + m as the tape computes it: when m is a GEMM a rule made for this input alone,
+ * the tape runs it with beta = 1 into the gradient so far (tape_gemm_dst), so here it
+ * becomes matmul(a, b, gsum): the same GEMM call, so the same rounding (an add after
+ * the product differs in the last bits once the BLAS blocks the inner dimension). */
+static int acc_add(AD *ad, int s, int gsum, int m, bool gemm) {
+    const Node *x = &ad->dst->n[m], *a = &ad->dst->n[gsum];
+    if (gemm && x->op == OP_MATMUL && x->nin == 2 && shape_eq(&x->shape, &a->shape) && x->shape.batched == a->shape.batched) {
+        int in[3] = {x->in[0], x->in[1], gsum};
+        Attrs at = {.i = {x->ia[0], x->ia[1]}};
+        return ad_add(ad, s, OP_MATMUL, 3, in, &at, NULL);
     }
+    int in[2] = {gsum, m};
+    return ad_add(ad, s, OP_ADD, 2, in, NULL, NULL);
 }
+
+/* A captured value's gradient in a loop body is kept as its list of parts: the
+ * backward loop adds them one by one onto its running sum (grad_loop), in the order the
+ * tape adds them into the parameter's gradient, not summed per step first. */
+static void add_part(AD *ad, int s, int grad, bool gemm) {
+    int n = ad->nparts[s];
+    if ((n & (n - 1)) == 0) {   /* 0, 1, 2, 4, ...: full, twice the room */
+        Part *p = NEWN(Part, n ? 2 * n : 1);
+        if (n) memcpy(p, ad->parts[s], sizeof *p * (size_t)n);
+        ad->parts[s] = p;
+    }
+    ad->parts[s][n] = (Part){grad, gemm};
+    ad->nparts[s] = n + 1;
+    if (ad->gsum[s] < 0) ad->gsum[s] = grad;
+}
+
+static void acc(AD *ad, int s, int grad, bool gemm) {
+    if (!ad->need[s]) return;
+    int g = unbroadcast(ad, s, grad);
+    gemm = gemm && g == grad;
+    if (ad->gsum[s] >= 0) {   /* the parts of a fan-out's gradient are named after the value too */
+        name_grad(ad->dst, ad->gsum[s], &ad->src->n[s]);
+        name_grad(ad->dst, g, &ad->src->n[s]);
+    }
+    if (ad->parts && ad->src->n[s].op == OP_LOOP_CAPTURE) add_part(ad, s, g, gemm);
+    else if (ad->gsum[s] < 0) ad->gsum[s] = g;
+    else ad->gsum[s] = acc_add(ad, s, ad->gsum[s], g, gemm && ad->caps);
+}
+
+void ad_acc(AD *ad, int s, int grad) { acc(ad, s, grad, false); }
+void ad_acc_gemm(AD *ad, int s, int m) { acc(ad, s, m, true); }
 
 /* ------------------------------------------------------------------ which nodes */
 
@@ -235,7 +280,7 @@ static int body_carry(Graph *bb, const Graph *fb, int s, int j) {
  * gradients then are x's gradient at positions a + k tmin, step k, T of them. */
 static int step_slice_grad(AD *sub, const Node *ln, int cap) {
     int g = sub->gsum[cap];
-    if (g < 0) return -1;
+    if (g < 0 || sub->nparts[cap] != 1) return -1;
     const Graph *bb = sub->dst;
     const Node *sl = &bb->n[g];
     if (sl->op != OP_SLICE_BWD || sl->ia[4] != 1 || sl->ia[5] < 1) return -1;
@@ -252,18 +297,14 @@ static int step_slice_grad(AD *sub, const Node *ln, int cap) {
     return gy;
 }
 
-/* Accumulator carry plus this step's gradient g of forward body node s.  A GEMM's
- * product (a weight gradient) is summed by the GEMM itself (matmul with an accumulator
- * input); the plan keeps such accumulators in one slot updated in place (plan.c). */
-static int acc_step(AD *sub, int s, int carry, int g) {
-    const Node *m = &sub->dst->n[g];
-    if (m->op == OP_MATMUL && m->nin == 2 && shape_eq(&m->shape, &sub->dst->n[carry].shape)) {
-        int in[3] = {m->in[0], m->in[1], carry};
-        Attrs at = {.i = {m->ia[0], m->ia[1]}};
-        return ad_add(sub, s, OP_MATMUL, 3, in, &at, NULL);
-    }
-    int in[2] = {carry, g};
-    return ad_add(sub, s, OP_ADD, 2, in, NULL, NULL);
+/* The accumulator of captured body node s after this step: its carry plus each part of
+ * this step's gradient in turn, as the tape adds them (a weight gradient's GEMM adds
+ * into it itself: matmul with an accumulator input; the plan keeps such accumulators
+ * in one slot updated in place, plan.c). */
+static int acc_chain(AD *sub, int s, int carry) {
+    int r = carry;
+    for (int k = 0; k < sub->nparts[s]; k++) r = acc_add(sub, s, r, sub->parts[s][k].g, sub->parts[s][k].gemm);
+    return r;
 }
 
 /* The backward of forward loop L (a src node of ad, top level). */
@@ -327,6 +368,8 @@ static void grad_loop(AD *ad, int L) {
     sub.gsum = NEWN(int, fb->len);
     sub.xmap = NEWN(int, fb->len);
     sub.cot = NEWN(int *, fb->len);
+    sub.parts = NEWN(Part *, fb->len);
+    sub.nparts = NEWN(int, fb->len);
     for (int i = 0; i < fb->len; i++) {
         sub.need[i] = need[i];
         sub.gsum[i] = sub.xmap[i] = -1;
@@ -353,8 +396,11 @@ static void grad_loop(AD *ad, int L) {
     for (int i = 0; i < fb->len; i++) {
         const Node *n = &fb->n[i];
         if (n->op != OP_LOOP_CAPTURE || !sub.need[i]) continue;
+        /* the running sum starts from the gradient so far (the readers after the loop):
+         * the tape adds every step's parts onto that, too */
+        int o = capture_of(n);
         bc_src[nbc] = i;
-        bc_init[nbc] = zeros_like(ad, capture_of(n));
+        bc_init[nbc] = ad->gsum[o] >= 0 ? ad->gsum[o] : zeros_like(ad, o);
         nbc++;
     }
     /* Carry nodes of the carried gradients now (the sweep reads them); the
@@ -390,6 +436,8 @@ static void grad_loop(AD *ad, int L) {
             coll[ncoll++] = bc_src[j];
             continue;
         }
+        int o = capture_of(&fb->n[bc_src[j]]);
+        if (bc_init[j] == ad->gsum[o]) ad->gsum[o] = -1;   /* the loop's result is all of it now */
         bc_src[nkeep] = bc_src[j];
         bc_init[nkeep] = bc_init[j];
         bc_node[nkeep] = body_carry(bb, fb, bc_src[j], nkeep);
@@ -407,7 +455,7 @@ static void grad_loop(AD *ad, int L) {
         if (j < first_acc) {
             bb->res[j] = g >= 0 ? g : ad_zero_grad(&sub, s, &fb->n[s].shape);
         } else if (g >= 0) {
-            bb->res[j] = acc_step(&sub, s, bc_node[j], g);
+            bb->res[j] = acc_chain(&sub, s, bc_node[j]);
             name_grad(bb, bb->res[j], &fb->n[s]);   /* the running sum */
         } else {
             bb->res[j] = bc_node[j];

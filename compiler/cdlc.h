@@ -699,6 +699,9 @@ int ad_zero_grad(AD *ad, int src_node, const Shape *s);   /* zeros that stand fo
  * broadcast axes to src_in's shape; accumulates fan-out.  Ignored for nodes that
  * need no gradient (integer, stop_gradient, constant). */
 void ad_acc(AD *ad, int src_in, int grad);
+/* ad_acc of a GEMM the rule made for input src_in alone: the tape runs it with beta = 1
+ * into the gradient so far, and so does a loop body (matmul with an accumulator). */
+void ad_acc_gemm(AD *ad, int src_in, int gemm);
 
 /* ======================================================================== opt.c */
 /* The optimisation passes, in order: CSE, dead code (loop bodies keep what their

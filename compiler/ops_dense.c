@@ -116,8 +116,8 @@ static void grad_matmul(AD *ad, int n, int gy) {
         da_in[0] = B; da_in[1] = gy; da.i[0] = da.i[1] = 1;  /* B^T G^T */
         db_in[0] = gy; db_in[1] = A; db.i[0] = db.i[1] = 1;  /* G^T A^T */
     }
-    ad_acc(ad, x->in[0], ad_add(ad, n, OP_MATMUL, 2, da_in, &da, NULL));
-    ad_acc(ad, x->in[1], ad_add(ad, n, OP_MATMUL, 2, db_in, &db, NULL));
+    ad_acc_gemm(ad, x->in[0], ad_add(ad, n, OP_MATMUL, 2, da_in, &da, NULL));
+    ad_acc_gemm(ad, x->in[1], ad_add(ad, n, OP_MATMUL, 2, db_in, &db, NULL));
     if (x->nin == 3) ad_acc(ad, x->in[2], gy);
 }
 
@@ -189,11 +189,11 @@ static void grad_linear(AD *ad, int n, int gy) {
     }
     int in_dx[2] = {g2, w};
     int dx = ad_add(ad, n, OP_MATMUL, 2, in_dx, NULL, NULL);
-    if (r != 2) dx = ad_add(ad, n, OP_RESHAPE, 1, &dx, NULL, xs);
-    ad_acc(ad, y->in[0], dx);
+    if (r != 2) ad_acc(ad, y->in[0], ad_add(ad, n, OP_RESHAPE, 1, &dx, NULL, xs));
+    else ad_acc_gemm(ad, y->in[0], dx);
     int in_dw[2] = {g2, x2};
     Attrs tw = {.i = {1, 0}};
-    ad_acc(ad, y->in[1], ad_add(ad, n, OP_MATMUL, 2, in_dw, &tw, NULL));
+    ad_acc_gemm(ad, y->in[1], ad_add(ad, n, OP_MATMUL, 2, in_dw, &tw, NULL));
     if (y->nin == 3) {
         int db = gy;
         if (r > 1) {
