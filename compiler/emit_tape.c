@@ -105,14 +105,60 @@ static const char *tape_call(Emit *e, int i) {
 
 const char *e_tape_carry(Emit *e, int k) { return cc_str("L%d_carry%d", e->loop, k); }
 
+/* Is result k of loop body b (a collected one) also a carried result of the body? */
+static bool collects_carry(const Graph *b, int k) {
+    for (int j = 0; j < b->ncarry; j++)
+        if (b->res[j] == b->res[k]) return true;
+    return false;
+}
+
+/* Is carried initial value k of top-level loop L read by anything else (a live node,
+ * or another carry of L)? */
+static bool init_shared(const Graph *g, const bool *live, int L, int k) {
+    const Node *ln = &g->n[L];
+    int x = ln->in[k];
+    for (int j = 0; j < ln->sub->ncarry; j++)
+        if (j != k && ln->in[j] == x) return true;
+    for (int i = x + 1; i < g->len; i++) {
+        if (i == L || !live[i]) continue;
+        const Node *n = &g->n[i];
+        if (n->op == OP_LOOP) {
+            bool *rd = NEWN(bool, g->len + 1);
+            loop_reads(g, live, i, rd);
+            if (rd[x]) return true;
+            continue;
+        }
+        for (int q = 0; q < n->nin; q++)
+            if (n->in[q] == x) return true;
+    }
+    return false;
+}
+
 /* A loop: carried values as cdl_t pointers, collected ones in per-step arrays, a C loop
- * recording one step of the body per trip. */
+ * recording one step of the body per trip.
+ *
+ * Two views keep the tape's order of gradient sums the static backward loop's (static
+ * == tape bit for bit): a carried value that is also collected is collected through a
+ * view recorded at the end of its step, so its stacked gradient joins its gradient
+ * after the next step's reads of it (the static loop adds the collected slice to the
+ * carried gradient), not before them (cdl_t_stack after the loop); a carried initial
+ * value read elsewhere too enters the loop through a view, so the first step's reads
+ * sum among themselves before they join the other readers' gradient (the static loop
+ * hands over one sum).  A view costs a record and a gradient buffer (plan.c counts
+ * them in the tape's arena). */
 static void emit_loop(Emit *e, int L, const bool *top_live) {
     const Node *ln = &e->top->n[L];
     const Graph *b = ln->sub;
     int *roots;
     bool *live = loop_body_live(e->top, top_live, L, &roots), *rd = read_nodes(b, live, roots, b->nres);
-    for (int k = 0; k < b->ncarry; k++) e_line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
+    for (int k = b->ncarry - 1; k >= 0; k--) {   /* the reverse sweep hands carry 0's first, as the static loop */
+        const Node *x = &e->top->n[ln->in[k]];
+        if (x->dtype == DT_REAL && init_shared(e->top, top_live, L, k))
+            e_line(e, "cdl_t *L%d_carry%d = cdl_t_view(tp, %s, 0, %s);  /* enters the loop by itself */", L, k, e->name[ln->in[k]],
+                   e_dims_arg(e, ln->in[k]));
+        else
+            e_line(e, "cdl_t *L%d_carry%d = %s;", L, k, e->name[ln->in[k]]);
+    }
     for (int k = b->ncarry; k < b->nres; k++)
         if (roots[k] >= 0) e_line(e, "cdl_t *L%d_collect%d[%lld];", L, k, (long long)loop_count(ln));
     e_loop_open(e, L, "each trip records one more step on the tape");
@@ -128,9 +174,15 @@ static void emit_loop(Emit *e, int L, const bool *top_live) {
         if (!rd[j]) e_line(e, "(void)%s;  %s", c, what);
         else e_line(e, "cdl_t *%s = %s;  %s", e->bname[j], c, what);
     }
+    for (int k = b->nres - 1; k >= b->ncarry; k--) {   /* the views' gradients join in the static order */
+        if (roots[k] < 0) continue;
+        const char *v = e->bname[b->res[k]];
+        if (b->n[b->res[k]].dtype == DT_REAL && collects_carry(b, k))
+            v = cc_str("cdl_t_view(tp, %s, 0, %s)", v, e_dims_arg(e, b->res[k]));
+        e_line(e, "L%d_collect%d[t - %lld] = %s;%s", L, k, (long long)loop_first_t(ln), v,
+               v == e->bname[b->res[k]] ? "" : "  /* its gradient joins after the next step's reads */");
+    }
     for (int k = 0; k < b->ncarry; k++) e_line(e, "L%d_carry%d = %s;", L, k, e->bname[b->res[k]]);
-    for (int k = b->ncarry; k < b->nres; k++)
-        if (roots[k] >= 0) e_line(e, "L%d_collect%d[t - %lld] = %s;", L, k, (long long)loop_first_t(ln), e->bname[b->res[k]]);
     e_loop_close(e);
 }
 

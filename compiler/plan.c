@@ -572,7 +572,16 @@ static int64_t graph_bytes(const Graph *g, int real_size, int64_t *tmp) {
     for (int i = 0; i < g->len; i++) {
         const Node *n = &g->n[i];
         if (n->op == OP_LOOP) {
-            total += loop_count(n) * (graph_bytes(n->sub, real_size, tmp) + 64 * n->sub->nres);
+            /* and the views emit_tape.c may put on a carried initial value (once) and on a
+             * collected carried value (each step): a record and a gradient each */
+            const Graph *b = n->sub;
+            int64_t views = 0, once = 0;
+            for (int k = 0; k < b->nres; k++) {
+                int64_t v = CDL_TAPE_RECORD_BYTES + 4 * 64 + align_up(8) + align_up(shape_numel(&b->n[b->res[k]].shape) * real_size);
+                if (k < b->ncarry) once += v;
+                else views += v;
+            }
+            total += loop_count(n) * (graph_bytes(b, real_size, tmp) + 64 * b->nres + views) + once;
             continue;
         }
         int64_t numel = shape_numel(&n->shape), es = n->dtype == DT_I32 ? 4 : real_size, ins = 0;
