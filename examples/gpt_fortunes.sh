@@ -45,6 +45,6 @@ print("%-7s %s: %.3f bits/char on %d held-out windows" % (sys.argv[1], sys.argv[
         $m $m.eval "$(grep -o 'step [0-9]*' $m.log | tail -1)"
 done
 if ./gpt generate --help >/dev/null 2>&1; then   # the trainer has it since fb5fc73
-    echo "sample (gpt generate --prompt 'Q: ' --tokens 300 --temperature 0.8 --seed 1):"
-    ./gpt generate --load gpt.ckpt --prompt 'Q: ' --tokens 300 --temperature 0.8 --seed 1
+    echo "sample (gpt generate --prompt 'Q: ' --tokens 60 --temperature 0.8 --seed 1):"
+    ./gpt generate --load gpt.ckpt --prompt 'Q: ' --tokens 60 --temperature 0.8 --seed 1
 fi
