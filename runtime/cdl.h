@@ -855,9 +855,9 @@ typedef struct cdl_sched {
     int64_t every;               /* step: epochs between decays */
     double gamma;                /* step: decay factor */
     double min_lr;               /* cosine: final lr */
-    int64_t span_epochs;         /* cosine: horizon in epochs ("cosine:epochs=N"); 0 = the run's
-                                    --epochs.  A fixed horizon keeps resume exact when a run is
-                                    split (train --epochs 1, then --resume --epochs 2). */
+    int64_t span_epochs, span_steps; /* cosine: horizon in epochs ("cosine:epochs=N"), or in steps
+                                    ("cosine:steps=N", the warmup included; wins); 0 = the run's --epochs.
+                                    A fixed horizon keeps resume exact when a run is split. */
     int64_t warmup;              /* warmup steps, 0 = none */
     int64_t steps_per_epoch;     /* set by the caller (step kind) */
     int64_t total_steps;         /* set by the caller (cosine) */

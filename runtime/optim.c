@@ -366,6 +366,7 @@ int cdl_sched_parse(cdl_sched *s, const char *spec) {
         else if (c.kind == CDL_SCHED_STEP && strcmp(kv, "gamma") == 0 && v >= 0) c.gamma = v;
         else if (c.kind == CDL_SCHED_COSINE && strcmp(kv, "min") == 0 && v >= 0) c.min_lr = v;
         else if (c.kind == CDL_SCHED_COSINE && strcmp(kv, "epochs") == 0 && whole) c.span_epochs = (int64_t)v;
+        else if (c.kind == CDL_SCHED_COSINE && strcmp(kv, "steps") == 0 && whole) c.span_steps = (int64_t)v;
         else if (warm && strcmp(kv, "steps") == 0 && whole) c.warmup = (int64_t)v;
         else return cdl_fail("schedule spec '%s': bad key or value '%s=%s' for %s", spec, kv, val, buf);
     }
@@ -387,7 +388,7 @@ double cdl_sched_lr(const cdl_sched *s, double base_lr, uint64_t step) {
         return base_lr * pow(s->gamma, (double)(epoch / (uint64_t)s->every));
     }
     case CDL_SCHED_COSINE: {
-        double span = (double)(s->total_steps - s->warmup);
+        double span = (double)((s->span_steps > 0 ? s->span_steps : s->total_steps) - s->warmup);
         double pos = st - (double)s->warmup;
         if (span <= 0 || pos >= span) return s->min_lr;
         return s->min_lr + (base_lr - s->min_lr) * 0.5 * (1 + cos(3.14159265358979323846 * pos / span));

@@ -50,7 +50,7 @@ static const tr_optdef tr_optdefs[] = {
      "parameter groups: their own lr (scaled by the schedule) and weight decay; patterns are globs over names"},
     {"no-decay", "PATTERNS", C_TRAIN, "no weight decay on these parameters (AdamW recipe: bias,norm)"},
     {"freeze", "PATTERNS", C_TRAIN, "frozen parameters: no update, no optimizer state change (e.g. conv1.*)"},
-    {"schedule", "SPEC", C_TRAIN, "const | step:every=EPOCHS,gamma=G | cosine[:min=X] | warmup:steps=N"},
+    {"schedule", "SPEC", C_TRAIN, "const | step:every=EPOCHS,gamma=G | cosine[:min=X,epochs=N,steps=S] | warmup:steps=N"},
     {"warmup", "N", C_TRAIN, "linear lr warmup over the first N steps (with any schedule)"},
     {"clip", "NORM", C_TRAIN, "clip the global gradient norm to NORM"},
     {"seed", "N", C_ALL, "seed of initialisation, shuffling, dropout and noise"},

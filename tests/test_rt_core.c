@@ -741,11 +741,17 @@ static void test_sched(void **st) {
     assert_int_equal(cdl_sched_parse(&s, "cosine:min=0.01"), 0);
     s.total_steps = 10;
     NEAR(cdl_sched_lr(&s, 0.2, 5), 0.105);
+    assert_int_equal(cdl_sched_parse(&s, "cosine:steps=30"), 0);   /* a horizon in steps wins */
+    s.total_steps = 1000;
+    s.warmup = 10;
+    assert_true(cdl_sched_lr(&s, 0.2, 10) == 0.2);
+    NEAR(cdl_sched_lr(&s, 0.2, 20), 0.1);                          /* middle of the 20 after */
+    assert_true(cdl_sched_lr(&s, 0.2, 30) == 0);
     assert_int_equal(cdl_sched_parse(&s, "warmup:steps=4"), 0);
     NEAR(cdl_sched_lr(&s, 1, 1), 0.5);
     assert_true(cdl_sched_lr(&s, 1, 4) == 1);
     const char *bad[] = {"", "linear", "step", "step:every=0", "step:every=1.5", "cosine:every=2",
-                         "warmup", "warmup:steps=x", "step:gamma"};
+                         "cosine:steps=0", "cosine:steps=2.5", "warmup", "warmup:steps=x", "step:gamma"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(cdl_sched_parse(&s, bad[i]), -1);
         assert_non_null(strstr(cdl_last_error(), "schedule"));
