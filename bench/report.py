@@ -79,6 +79,34 @@ def model_vae(b):
     return layers, _params(layers)
 
 
+def _attn(b, t, e):
+    """Attention's two batched products (q k^T and p v) over b sequences of t tokens,
+    every head together (h heads of d = e / h): 2 b t^2 e FLOPs each forward, no
+    weights; counted in full, causal or not (the kernels skip no block)."""
+    return (2.0 * b * t * t * e, b * t * e, 0, b * t * e, True)
+
+
+def _encoder(n, t, e, ff):
+    """One transformer encoder layer over n sequences of t tokens of width e: the
+    in-projection (3e), attention, the out-projection, the feed-forward e -> ff -> e."""
+    return [_lin(n * t, e, 3 * e), _attn(n, t, e), _attn(n, t, e), _lin(n * t, e, e), _lin(n * t, e, ff),
+            _lin(n * t, ff, e)]
+
+
+def model_gpt(b, t=128, e=256, v=256, layers=4):
+    # four blocks, then the output projection tied to the token embedding (its [v, e]
+    # weight counted once, the position embedding added); the embedding lookup's
+    # gradient is no GEMM
+    ls = sum((_encoder(b, t, e, 4 * e) for _ in range(layers)), []) + [_lin(b * t, e, v)]
+    return ls, _params(ls) + t * e
+
+
+def model_transformer(b, d=64, ff=128):
+    # the row embedding (28 -> d, no input gradient), two layers over 29 tokens, the head
+    ls = [_lin(b * 28, 28, d, False)] + _encoder(b, 29, d, ff) + _encoder(b, 29, d, ff) + [_lin(b, d, 10)]
+    return ls, _params(ls) + 30 * d
+
+
 MODELS = {
     "mlp": lambda b: model_mlp(b, (784, 256, 128, 10)),
     "wide_mlp": lambda b: model_mlp(b, (1024, 4096, 4096, 10)),
@@ -86,6 +114,8 @@ MODELS = {
     "resnet": model_resnet,
     "lstm": model_lstm,
     "vae": model_vae,
+    "gpt": model_gpt,
+    "transformer": model_transformer,
 }
 OPT_STATE = {"sgd": 1, "adam": 2}  # optimizer state reals per parameter (momentum; m, v)
 

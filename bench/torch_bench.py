@@ -152,6 +152,52 @@ class VAE(nn.Module):
         return (bce + kl) / x.shape[0]
 
 
+class GPT(nn.Module):
+    """A character GPT (bench/models/gpt.cdl, models/gpt.cdl's body): token and position
+    embeddings, pre-norm nn.TransformerEncoderLayer blocks with a causal mask and a GELU
+    MLP of 4E, a final layer norm, logits tied to the token embedding; cross-entropy over
+    every position.  x and y are [B, T] token ids."""
+    def __init__(self, V=256, T=128, E=256, heads=4, layers=4):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.wpe = nn.Parameter(torch.randn(T, E) * 0.02)
+        nn.init.normal_(self.wte.weight, 0, 0.02)
+        self.h = nn.ModuleList([nn.TransformerEncoderLayer(E, heads, 4 * E, dropout=0.0, activation="gelu",
+                                                           batch_first=True, norm_first=True) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(E)
+        self.register_buffer("mask", torch.triu(torch.full((T, T), float("-inf")), 1))
+
+    def forward(self, x, y):
+        h = self.wte(x) + self.wpe
+        for layer in self.h:
+            h = layer(h, src_mask=self.mask)
+        logits = self.ln_f(h) @ self.wte.weight.t()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+class RowTransformer(nn.Module):
+    """A transformer encoder over the 28 rows of an image (bench/models/transformer.cdl,
+    models/transformer.cdl): row embedding, class token, position embedding, two pre-norm
+    nn.TransformerEncoderLayer(64, 4, 128, GELU), layer norm, linear head."""
+    def __init__(self, D=64, heads=4, FF=128):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, D) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 29, D) * 0.02)
+        self.embed = nn.Linear(28, D)
+        self.layer1 = nn.TransformerEncoderLayer(D, heads, FF, dropout=0.0, activation="gelu", batch_first=True,
+                                                 norm_first=True)
+        self.layer2 = nn.TransformerEncoderLayer(D, heads, FF, dropout=0.0, activation="gelu", batch_first=True,
+                                                 norm_first=True)
+        self.norm = nn.LayerNorm(D)
+        self.head = nn.Linear(D, 10)
+
+    def forward(self, x, y):
+        rows = x.reshape(x.shape[0], 28, 28)
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.embed(rows)], 1) + self.pos
+        h = self.layer2(self.layer1(h))
+        return F.cross_entropy(self.head(self.norm(h[:, 0])), y)
+
+
 # name -> (constructor, x shape without the batch, classes or 0 for "no labels")
 MODELS = {
     "mlp": (MLP, (784,), 10),
@@ -160,7 +206,12 @@ MODELS = {
     "lstm": (LSTMClassifier, (28, 28), 10),
     "vae": (VAE, (784,), 0),
     "wide_mlp": (lambda: MLP((1024, 4096, 4096, 10)), (1024,), 10),
+    "gpt": (GPT, (128,), 10),
+    "transformer": (RowTransformer, (1, 28, 28), 10),
 }
+# Models whose x is token ids ([B, T], the driver's labels stream of input 0, as its i32
+# inputs get) and whose y has x's shape (a label per position).
+TOKEN_MODELS = ("gpt",)
 
 
 def median(v):
@@ -220,8 +271,12 @@ def main():
     ctor, xshape, classes = MODELS[a.model]
     model = ctor()
     model.train()
-    x = synth_real((a.batch,) + xshape, 0)
-    y = synth_label((a.batch,), 1, classes) if classes else torch.zeros(a.batch, dtype=torch.int64)
+    if a.model in TOKEN_MODELS:
+        x = synth_label((a.batch,) + xshape, 0, classes)
+        y = synth_label((a.batch,) + xshape, 1, classes)
+    else:
+        x = synth_real((a.batch,) + xshape, 0)
+        y = synth_label((a.batch,), 1, classes) if classes else torch.zeros(a.batch, dtype=torch.int64)
     if a.mode == "script":
         model = torch.jit.script(model)
     if a.latency:
