@@ -19,7 +19,9 @@
 #
 # The GPT uses its model's recipe (AdamW, no decay on biases and layer norms, warm-up,
 # cosine, clipping); the cosine's horizon is the number of steps the GPT will take in
-# the budget, estimated from the first chunk (--schedule cosine:min=2e-4,steps=N).
+# the budget, estimated from the second chunk's rate, or GPT_STEPS (--schedule
+# cosine:min=2e-4,steps=N).  A chunk whose SIGINT comes before the trainer has started
+# (a heavily loaded machine) trains nothing: its step column is empty.
 # charlm uses its own defaults (Adam, lr 1e-3).  Then the GPT writes a sample.
 #
 # Environment: CDLC (build/cdlc), TEST_LIMIT (4096), KEEP (a directory to keep the
@@ -47,6 +49,7 @@ rm -f gpt.ckpt charlm.ckpt
 echo "model,chunk,seconds,step,bits_per_char" > curve.csv
 sched="cosine:min=2e-4,steps=1000000"   # chunk 1 is (mostly) warm-up; its horizon is set after it
 steps_of() { grep -o 'step [0-9]*' "$1" | tail -1 | cut -d' ' -f2; }
+s1=0
 for ((c = 1; c <= CHUNKS; c++)); do
     for m in gpt charlm; do
         res=(); [ -f $m.ckpt ] && res=(--resume $m.ckpt)
@@ -66,9 +69,13 @@ e = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
 print("%s,%s,%s,%s,%.4f" % (sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5], e["test_loss"] / math.log(2)))' \
             $m $m.eval $c $((c * chunk)) "$(steps_of $m.log)" >> curve.csv
     done
-    if [ $c = 1 ]; then   # the GPT's steps in the budget, at the first chunk's rate
-        sched="cosine:min=2e-4,steps=$(($(steps_of gpt.log) * CHUNKS))"
-        echo "gpt: $(steps_of gpt.log) steps in the first chunk: --schedule $sched"
+    # the GPT's steps in the budget, at the second chunk's rate (the first one's
+    # includes the start-up), unless GPT_STEPS gives them
+    [ $c = 1 ] && s1=$(steps_of gpt.log)
+    if [ $c = 2 ] || { [ $c = 1 ] && [ -n "${GPT_STEPS:-}" ]; }; then
+        s2=$(steps_of gpt.log)
+        sched="cosine:min=2e-4,steps=${GPT_STEPS:-$((s2 + (s2 - s1) * (CHUNKS - 2)))}"
+        echo "gpt: steps $s1, ${s2}: --schedule $sched"
     fi
     tail -2 curve.csv
 done
