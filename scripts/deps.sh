@@ -2,10 +2,11 @@
 # Install the Debian packages cdl needs, if any are missing.  Quiet and fast when all
 # are present.  Runs as root (CI, fresh machines); otherwise says what to install.
 # fortunes: the text corpus of models/gpt.cdl (examples/gpt_fortunes.sh, /usr/share/games/fortunes)
+# wamerican ... wdutch: the word lists of models/langid.cdl (examples/langid_data.sh, /usr/share/dict)
 # `deps.sh lint` adds the static analysers (make lint), `deps.sh coverage` gcovr (make
 # coverage), `deps.sh bench` PyTorch for /usr/bin/python3 (make bench's reference rows,
 # also the optional oracle of some tests): only those targets need them.
-PKGS="flex bison libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev openmpi-bin libopenmpi-dev fortunes"
+PKGS="flex bison libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev dataset-fashion-mnist clang libclang-rt-14-dev openmpi-bin libopenmpi-dev fortunes wamerican wngerman wfrench wspanish witalian wdutch"
 case "$1" in
     lint) PKGS="$PKGS cppcheck clang-tidy-14" ;;
     coverage) PKGS="$PKGS gcovr" ;;
