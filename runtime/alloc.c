@@ -89,11 +89,15 @@ static _Thread_local char err_buf[512];
 
 const char *cdl_last_error(void) { return err_buf; }
 
+/* Formatted apart and then copied: an argument may be cdl_last_error() itself (a
+ * message wrapping the one before), which vsnprintf must not write over as it reads. */
 int cdl_fail(const char *fmt, ...) {
+    char msg[sizeof err_buf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(err_buf, msg, sizeof msg);
     return -1;
 }
 

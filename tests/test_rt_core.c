@@ -81,6 +81,11 @@ static void test_fail_message(void **st) {
     pthread_join(th, &r);
     assert_ptr_equal(r, &token);
     assert_string_equal(cdl_last_error(), "data.c: x.gz: bad 7");   /* per thread */
+    /* a message wrapping the last one (trainer.c: "--attack: %s", cdl_last_error()):
+     * the old text was overwritten while it was read, "eval: --attack: eval: --at..." */
+    cdl_fail("attack '%s': bad", "fgsm:eps=x");
+    cdl_fail("%s: --%s: %s", "eval", "attack", cdl_last_error());
+    assert_string_equal(cdl_last_error(), "eval: --attack: attack 'fgsm:eps=x': bad");
 }
 
 /* ---------------------------------------------------------------- rng */
