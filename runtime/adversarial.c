@@ -19,7 +19,7 @@
  * cdl_adv_new: cdl_adv_perturb allocates nothing.  Randomness (the random start) is a
  * pure function of the caller's key, so the trainer's resume stays exact.
  */
-#include "cdl.h"
+#include "adversarial_text.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -42,13 +42,14 @@ int cdl_attack_parse(cdl_attack *a, const char *spec) {
     char buf[256];
     memset(a, 0, sizeof *a);
     if (!spec) return cdl_fail("attack: no spec");
+    if (!strncmp(spec, "hotflip", 7) && (!spec[7] || spec[7] == ':')) return cdl_hotflip_parse(a, spec);
     if (strlen(spec) >= sizeof buf) return cdl_fail("attack '%.40s...': spec too long", spec);
     memcpy(buf, spec, strlen(spec) + 1);
     char *colon = strchr(buf, ':');
     if (colon) *colon = 0;
     if (!strcmp(buf, "fgsm")) a->kind = CDL_ATTACK_FGSM;
     else if (!strcmp(buf, "pgd")) a->kind = CDL_ATTACK_PGD;
-    else return cdl_fail("attack '%s': unknown attack '%s' (fgsm or pgd)", spec, buf);
+    else return cdl_fail("attack '%s': unknown attack '%s' (fgsm, pgd or hotflip)", spec, buf);
     double alpha = -1, rnd = -1, steps = -1, clip = 1, v = 0;
     a->eps = 0.1;
     a->lo = 0;
@@ -103,6 +104,10 @@ int cdl_attack_parse(cdl_attack *a, const char *spec) {
 
 /* The canonical spec of a, every key written out (parses back to the same values). */
 void cdl_attack_str(const cdl_attack *a, char *buf, size_t n) {
+    if (a->kind == CDL_ATTACK_HOTFLIP) {
+        cdl_hotflip_str(a, buf, n);
+        return;
+    }
     const char *name = a->kind == CDL_ATTACK_FGSM ? "fgsm" : a->kind == CDL_ATTACK_PGD ? "pgd" : "none";
     if (a->kind != CDL_ATTACK_FGSM && a->kind != CDL_ATTACK_PGD) {
         snprintf(buf, n, "none");
@@ -124,7 +129,25 @@ struct cdl_adv {
     int xi;                       /* the input attacked */
     int64_t feat;                 /* reals per example */
     void *x0;                     /* batch * feat reals: the clean rows */
+    cdl_hotflip *text;            /* hotflip (adversarial_text.c), else NULL */
 };
+
+cdl_adv *cdl_adv_new_text(const cdl_model *m, const cdl_attack *a, const cdl_hotflip_io *io) {
+    cdl_hotflip *h = cdl_hotflip_new(m, a, io);
+    cdl_adv *s = h ? cdl_alloc(sizeof *s) : NULL;
+    if (!s) {
+        if (h) cdl_fail("cdl_adv_new_text: out of memory");
+        cdl_hotflip_free(h);
+        return NULL;
+    }
+    s->cfg = *a;
+    s->model = m;
+    s->xi = io->ids;
+    s->text = h;
+    return s;
+}
+
+const cdl_hotflip *cdl_adv_text(const cdl_adv *s) { return s ? s->text : NULL; }
 
 cdl_adv *cdl_adv_new(const cdl_model *m, int xi, const cdl_attack *a) {
     if (!m || !a) {
@@ -177,6 +200,7 @@ cdl_adv *cdl_adv_new(const cdl_model *m, int xi, const cdl_attack *a) {
 
 void cdl_adv_free(cdl_adv *s) {
     if (!s) return;
+    cdl_hotflip_free(s->text);
     cdl_free(s->x0);
     cdl_free(s);
 }
@@ -220,6 +244,7 @@ int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key) {
     const cdl_model *m = s->model;
     if (!net || net->model != m)
         return cdl_fail("cdl_adv_perturb: the net is not an instance of model %s", m->name ? m->name : "?");
+    if (s->text) return cdl_hotflip_perturb(s->text, net, rows);
     if (rows <= 0) return 0;
     if (rows > m->batch)
         return cdl_fail("cdl_adv_perturb: %d rows > model %s's compiled batch %d", rows, m->name, m->batch);

@@ -1227,11 +1227,11 @@ int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix)
  * by adversarial ones).  The attack: x0 = clean, x = rand ? P(x0 + U(-eps, eps)) : x0,
  * then steps times x = P(x + alpha sign(d loss / d x)); P clamps each element into
  * [max(x0 - eps, min), min(x0 + eps, max)] (into [min, max] when that is empty). */
-typedef enum cdl_attack_kind { CDL_ATTACK_NONE = 0, CDL_ATTACK_FGSM, CDL_ATTACK_PGD } cdl_attack_kind;
+typedef enum cdl_attack_kind { CDL_ATTACK_NONE = 0, CDL_ATTACK_FGSM, CDL_ATTACK_PGD, CDL_ATTACK_HOTFLIP } cdl_attack_kind;
 typedef struct cdl_attack {
     cdl_attack_kind kind;
     double eps, alpha;           /* radius and step size, in the units of the input */
-    int steps;                   /* gradient steps (fgsm: 1) */
+    int steps, cand, show;       /* gradient steps (fgsm: 1); hotflip: flips, candidates per flip, examples shown */
     int rand_start;              /* start at a uniform random point of the ball */
     double lo, hi;               /* valid input range (+-INFINITY: unclipped) */
     double ratio;                /* training: fraction of each batch made adversarial */

@@ -15,6 +15,7 @@
  * `train --epochs 2`.  --epochs is the total, not the number of further epochs.
  */
 #include "trainer_int.h"
+#include "adversarial_text.h"
 #include "optim_groups.h"
 
 #include <errno.h>
@@ -113,10 +114,20 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
 
 /* The attack `spec` on the examples' input map->xi, in the units the model is fed:
  * specs are in data units (pixels in [0, 1]); with --normalize, eps, alpha and the
- * valid range go through the same (x - mean) / std as the data.  NULL and a message. */
-static cdl_adv *tr_adv_new(const cdl_model *m, const tr_opts *o, const char *spec, const tr_map *map) {
+ * valid range go through the same (x - mean) / std as the data.  HotFlip attacks the
+ * i32 input fed from the text's ids (column x of d) against the labels, with d's
+ * vocabulary; its examples go to show (NULL: none).  NULL and a message. */
+static cdl_adv *tr_adv_new(const cdl_model *m, const tr_opts *o, const char *spec, const tr_map *map,
+                           const cdl_dataset *d, FILE *show) {
     cdl_attack a;
     if (cdl_attack_parse(&a, spec) < 0) return NULL;
+    if (a.kind == CDL_ATTACK_HOTFLIP) {
+        int col = cdl_dataset_find(d, "x"), ids = -1;
+        for (int i = 0; col >= 0 && ids < 0 && i < m->n_inputs; i++)
+            if (map->feed[i].col == col && m->inputs[i].dtype == CDL_I32) ids = i;
+        cdl_hotflip_io io = {ids, map->yi, d->vocab, d->labels, show};
+        return cdl_adv_new_text(m, &a, &io);
+    }
     if (o->tf.normalize) {
         a.eps /= o->tf.std;
         a.alpha /= o->tf.std;
@@ -148,9 +159,13 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
         if (cdl_attack_parse(&a, o->attack) < 0) goto out;
         a.ratio = 1;                                  /* eval attacks every example */
         cdl_attack_str(&a, spec, sizeof spec);
-        if (!(rb.adv = tr_adv_new(m, o, o->attack, &map)) || !(rb.ok = cdl_alloc((size_t)m->batch))) goto out;
+        if (!(rb.adv = tr_adv_new(m, o, o->attack, &map, &d, o->json ? NULL : stdout)) ||
+            !(rb.ok = cdl_alloc((size_t)m->batch)))
+            goto out;
     }
     if (tr_evaluate(m, net, l, &map, &loss, &acc, rb.adv ? &rb : NULL) < 0) goto out;
+    int64_t attacked = 0, changed = 0, flips = 0;
+    if (cdl_adv_text(rb.adv)) cdl_hotflip_counts(cdl_adv_text(rb.adv), &attacked, &changed, &flips);
     if (o->json) {
         printf("{\"model\":\"%s\",", m->name);
         tr_json_num(stdout, "test_loss", loss, 1);
@@ -160,14 +175,19 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
             tr_json_num(stdout, "clean_accuracy", acc, 1);
             tr_json_num(stdout, "robust_accuracy", rb.acc, 1);
             tr_json_num(stdout, "robust_loss", rb.loss, 1);
+            tr_json_num(stdout, "attack_success", acc > 0 ? (acc - rb.acc) / acc : NAN, 1);
+            if (cdl_adv_text(rb.adv)) printf("\"flips\":%lld,", (long long)flips);
         }
         printf("\"examples\":%lld,\"seconds\":%.3f}\n", (long long)d.n, tr_now() - t0);
     } else {
         printf("test_loss %.6f  test_acc %.2f%%  (%lld examples of %s)\n", loss, 100 * acc,
                (long long)d.n, d.name);
         if (rb.adv)
-            printf("attack %s: robust_acc %.2f%%  robust_loss %.6f  (clean_acc %.2f%%)\n", spec,
-                   100 * rb.acc, rb.loss, 100 * acc);
+            printf("attack %s: robust_acc %.2f%%  robust_loss %.6f  (clean_acc %.2f%%, success %.2f%%)\n", spec,
+                   100 * rb.acc, rb.loss, 100 * acc, acc > 0 ? 100 * (acc - rb.acc) / acc : NAN);
+        if (cdl_adv_text(rb.adv))
+            printf("hotflip: %lld words classified correctly were attacked, %lld of them are now wrong, "
+                   "%lld characters flipped\n", (long long)attacked, (long long)changed, (long long)flips);
     }
     rc = 0;
 out:
@@ -336,7 +356,7 @@ static int tr_train_prepare(tr_run *s) {
         return -1;
     if (o->adversarial[0]) {
         cdl_attack a;
-        if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s->adv = tr_adv_new(m, o, o->adversarial, &s->map)))
+        if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s->adv = tr_adv_new(m, o, o->adversarial, &s->map, &s->dtr, NULL)))
             return -1;
         cdl_attack_str(&a, s->adv_spec, sizeof s->adv_spec);
     }
