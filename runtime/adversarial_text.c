@@ -293,8 +293,9 @@ static void hf_run(cdl_hotflip *h, cdl_net *net, int r) {
     }
 }
 
-/* Confirm the candidates of the live rows by forward passes, a compiled batch of
- * candidates at a time. */
+/* Confirm the candidates of the live rows by forward passes, `rows` candidates at a
+ * time: only the attacked rows are scratch (in training, the rows after them are the
+ * batch's clean examples and must survive). */
 static void hf_confirm(cdl_hotflip *h, cdl_net *net, int rows) {
     int K = h->cand, r = 0;
     for (int b = 0; b < rows; b++) {
@@ -303,7 +304,7 @@ static void hf_confirm(cdl_hotflip *h, cdl_net *net, int rows) {
             hf_put_row(h, net, r, b);
             ((int32_t *)net->in[h->xi])[(int64_t)r * h->T + h->cpos[b * K + j]] = h->cchar[b * K + j];
             h->src[r] = b, h->slot[r] = j;
-            if (++r == h->m->batch) {
+            if (++r == rows) {
                 hf_run(h, net, r);
                 r = 0;
             }
