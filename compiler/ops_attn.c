@@ -40,9 +40,10 @@ static void bmm_fold_transposes(Graph *g, Node *n) {
  * (numpy rules, aligned at the right).  A batched operand must have the result's rank
  * and at least 3 axes (its batch axis stays the result's first, never a matrix axis);
  * an unbatched one may meet the batch axis only with size 1.  false after a
- * diagnostic at n. */
+ * diagnostic at n (*full is then the empty shape: written on every path). */
 static bool bmm_full(const Graph *g, const Node *n, Shape *full) {
     const Shape *a = &in_node(g, n, 0)->shape, *b = &in_node(g, n, 1)->shape;
+    *full = (Shape){0};
     int ta = (int)n->ia[0], tb = (int)n->ia[1], ra = a->rank, rb = b->rank;
     if (ra < 2 || rb < 2) {
         return shape_error(n, "matmul: operands must have at least 2 axes, got %s @ %s", shape_str(a), shape_str(b));

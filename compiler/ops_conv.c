@@ -193,9 +193,11 @@ static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
 
 static int64_t pool_stride(const Node *n) { return n->ia[1] > 0 ? n->ia[1] : n->ia[0]; }
 
-/* Pooling input: [N, C, H, W] or [C, H, W]; the leading dims are independent planes. */
+/* Pooling input: [N, C, H, W] or [C, H, W]; the leading dims are independent planes.
+ * The output size into *oh x *ow (0 x 0 on an error: written on every path). */
 static bool pool_check(const Graph *g, Node *n, const Shape *x, int64_t *oh, int64_t *ow) {
     const char *nm = cv_name(n);
+    *oh = *ow = 0;
     if (!shape_require_real(g, n, 0)) return false;
     if (x->rank != 3 && x->rank != 4) {
         return shape_error(n, "%s: input must be [N, C, H, W] or [C, H, W], got %s", nm, shape_str(x));

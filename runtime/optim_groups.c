@@ -42,8 +42,9 @@ static int group_match(const char *pat, const cdl_tensor *t) {
 static int group_each(cdl_optim *o, const char *list, const char *what, int (*fn)(cdl_optim *, int, const void *),
                       const void *arg) {
     char buf[512], *save = NULL;
-    if (strlen(list) >= sizeof buf) return cdl_fail("%s '%s': too long", what, list);
-    strcpy(buf, list);
+    size_t len = strlen(list);
+    if (len >= sizeof buf) return cdl_fail("%s '%s': too long", what, list);
+    memcpy(buf, list, len + 1);
     const cdl_model *m = o->model;
     for (char *pat = strtok_r(buf, ",", &save); pat; pat = strtok_r(NULL, ",", &save)) {
         while (*pat == ' ') pat++;
@@ -126,8 +127,9 @@ int cdl_optim_groups(cdl_optim *o, const char *groups, const char *no_decay, con
         return cdl_fail("cdl_optim_groups: out of memory");
     for (int i = 0; i < m->n_params; i++) o->pset[i] = (cdl_optim_pset){1, o->cfg.weight_decay, 0, 0};
     char buf[1024], *save = NULL;
-    if (strlen(groups) >= sizeof buf) return cdl_fail("--groups: too long");
-    strcpy(buf, groups);
+    size_t len = strlen(groups);
+    if (len >= sizeof buf) return cdl_fail("--groups: too long");
+    memcpy(buf, groups, len + 1);
     int n = 0;
     for (char *g = strtok_r(buf, ";", &save); g; g = strtok_r(NULL, ";", &save))
         if (group_parse_one(o, g, ++n) < 0) return -1;
