@@ -21,6 +21,7 @@
  *
  * --dump-after=PASS prints the graphs between two of these calls and stops.
  */
+#include "argv.h"
 #include "cdlc.h"
 #include "cdl.h"
 
@@ -203,40 +204,6 @@ static void emit(Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char *he
 
 extern char **environ;
 
-/* An argument vector being built (arena memory, NULL-terminated). */
-typedef struct Argv { const char **v; int n, cap; } Argv;
-
-static void argv_push(Argv *a, const char *s) {
-    if (a->n + 2 > a->cap) {
-        int cap = a->cap ? 2 * a->cap : 32;
-        a->v = arena_grow(cc_arena, a->v, sizeof *a->v * (size_t)a->cap, sizeof *a->v * (size_t)cap);
-        a->cap = cap;
-    }
-    a->v[a->n++] = s;
-    a->v[a->n] = NULL;
-}
-
-/* Append the words of `words`, split at blanks (spaces, tabs, newlines), as make
- * splits $(CC).  There is no shell: quotes and backslashes would reach the compiler
- * as they are, which is never what was meant, so they are refused (`what` names the
- * variable in the message); a flag that contains a blank cannot be passed.  false
- * after the message. */
-static bool argv_split(Argv *a, const char *words, const char *what) {
-    for (const char *p = words; *p;) {
-        p += strspn(p, " \t\n");
-        size_t len = strcspn(p, " \t\n");
-        if (!len) break;
-        if (memchr(p, '\'', len) || memchr(p, '"', len) || memchr(p, '\\', len)) {
-            fprintf(stderr, "cdlc: %s: quotes and backslashes are not interpreted (no shell runs; words are "
-                            "split at blanks, so a flag cannot contain one): %.*s\n", what, (int)len, p);
-            return false;
-        }
-        argv_push(a, arena_strndup(cc_arena, p, len));
-        p += len;
-    }
-    return true;
-}
-
 /* One argument as a shell would need it, for messages: as is when plain, else quoted. */
 static const char *shell_quoted(const char *s) {
     if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+/.,:@%") == strlen(s)) return s;
@@ -273,13 +240,16 @@ static int build_exe(Pipeline *p, const Opts *o) {
     const char *inc, *lib;
     runtime_paths(&inc, &lib);
     Argv a = {0};
-    if (!argv_split(&a, cc, "CC")) return 1;
-    if (!a.n) argv_push(&a, "cc");
-    argv_split(&a, "-std=c11 -O2 -march=native", "");
-    if (!argv_split(&a, extra, "CDL_CFLAGS")) return 1;
+    bool ok = argv_split(&a, cc, "cdlc", "CC");
+    if (ok && !a.n) argv_push(&a, "cc");
+    ok = ok && argv_split(&a, "-std=c11 -O2 -march=native", "cdlc", "") && argv_split(&a, extra, "cdlc", "CDL_CFLAGS");
     char dir[] = "/tmp/cdlc-XXXXXX";
-    if (!mkdtemp(dir)) {
+    if (ok && !mkdtemp(dir)) {
         fprintf(stderr, "cdlc: cannot make a temporary directory: %s\n", strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        argv_free(&a);
         return 1;
     }
     char *c = cc_str("%s/%s.c", dir, m->name), *h = header_path(c);
@@ -292,8 +262,9 @@ static int build_exe(Pipeline *p, const Opts *o) {
     argv_push(&a, lib);
     argv_push(&a, "-o");
     argv_push(&a, o->out ? o->out : m->name);
-    argv_split(&a, CDL_RT_LIBS, "CDL_RT_LIBS");
+    argv_split(&a, CDL_RT_LIBS, "cdlc", "CDL_RT_LIBS");
     int rc = run_argv(&a);
+    argv_free(&a);
     remove(c);
     remove(h);
     rmdir(dir);

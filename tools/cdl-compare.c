@@ -26,6 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "argv.h"
+
 #define MAXARG 256
 #ifndef CDL_RT_LIBS
 #error "compile with -DCDL_RT_LIBS='\"...\"' (the Makefile passes its RT_LIBS)"
@@ -186,6 +188,22 @@ int main(int argc, char **argv) {
     sigaction(SIGPIPE, &sa, NULL);
     int status = 1;
 
+    /* the compile command, checked before anything is built: $CC may hold flags ("clang
+     * -fsanitize=address"), $CDL_CFLAGS adds flags after ours (the ASan suite links with
+     * its sanitizers); both split at blanks, quotes refused, as cdlc --exe does (argv.c) */
+    Argv cc_av = {0};
+    char incflag[PATH_MAX + 40];
+    snprintf(incflag, sizeof incflag, "-I%s", inc);
+    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+    const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
+    if (!argv_split(&cc_av, cc, "cdl-compare", "CC")) goto out;
+    if (!cc_av.n) argv_push(&cc_av, "cc");
+    const char *rest[] = {"-std=c11", "-O2", "-march=native", "-DCDL_TAPE_RENAME", incflag, s_c, t_c, m_c, lib, "-o", prog};
+    for (size_t k = 0; k < sizeof rest / sizeof rest[0]; k++) argv_push(&cc_av, rest[k]);
+    if (!argv_split(&cc_av, extra, "cdl-compare", "CDL_CFLAGS")) goto out;
+    /* the runtime's libraries, as the Makefile names them for this build's backend */
+    argv_split(&cc_av, CDL_RT_LIBS, "cdl-compare", "CDL_RT_LIBS");
+
     /* the two builds */
     for (int tape = 0; tape < 2; tape++) {
         char *av[MAXARG + 8];
@@ -216,33 +234,11 @@ int main(int argc, char **argv) {
     fprintf(f, "int main(int argc, char **argv) { return cdl_compare(&%s_model, &%s_tape_model, argc, argv); }\n", name, name);
     if (fclose(f) != 0) goto out;
 
-    /* compile and link: $CC may hold flags ("clang -fsanitize=address"), $CDL_CFLAGS adds
-     * flags after ours, as for cdlc --exe (the ASan suite links with its sanitizers) */
-    {
-        char *av[120], ccbuf[1024], flagbuf[1024], libsbuf[512], incflag[PATH_MAX + 40];
-        int n = 0;
-        const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
-        const char *extra = getenv("CDL_CFLAGS") ? getenv("CDL_CFLAGS") : "";
-        if (strlen(cc) >= sizeof ccbuf || strlen(extra) >= sizeof flagbuf) {
-            fprintf(stderr, "cdl-compare: $CC or $CDL_CFLAGS is longer than %zu characters\n", sizeof ccbuf - 1);
-            goto out;
-        }
-        snprintf(ccbuf, sizeof ccbuf, "%s", cc);
-        for (char *tok = strtok(ccbuf, " \t"); tok && n < 40; tok = strtok(NULL, " \t")) av[n++] = tok;
-        snprintf(incflag, sizeof incflag, "-I%s", inc);
-        char *rest[] = {"-std=c11", "-O2", "-march=native", "-DCDL_TAPE_RENAME", incflag, s_c, t_c, m_c, lib, "-o", prog};
-        for (size_t k = 0; k < sizeof rest / sizeof rest[0]; k++) av[n++] = rest[k];
-        snprintf(flagbuf, sizeof flagbuf, "%s", extra);
-        for (char *tok = strtok(flagbuf, " \t"); tok && n < 90; tok = strtok(NULL, " \t")) av[n++] = tok;
-        /* the runtime's libraries, as the Makefile names them for this build's backend */
-        snprintf(libsbuf, sizeof libsbuf, "%s", CDL_RT_LIBS);
-        for (char *tok = strtok(libsbuf, " \t"); tok && n < 118; tok = strtok(NULL, " \t")) av[n++] = tok;
-        av[n] = NULL;
-        if (run(av, NULL) != 0) {
-            fprintf(stderr, "cdl-compare: compiling the comparison program failed (in %s)\n", dir);
-            keep = keep_files = 1;
-            goto out;
-        }
+    /* compile and link */
+    if (run(cc_av.v, NULL) != 0) {
+        fprintf(stderr, "cdl-compare: compiling the comparison program failed (in %s)\n", dir);
+        keep = keep_files = 1;
+        goto out;
     }
 
     /* run it */
@@ -255,6 +251,7 @@ int main(int argc, char **argv) {
         status = run(av, NULL);
     }
 out:
+    argv_free(&cc_av);
     keep_files = keep;
     if (keep) fprintf(stderr, "cdl-compare: files kept in %s\n", dir);
     remove_tmp();

@@ -2,7 +2,8 @@
 # cdlc --exe runs the C compiler without a shell (issue 11 item 2): any output name is
 # taken literally (quotes, $(...), ;), $CC and $CDL_CFLAGS are split at blanks, and a
 # quote or backslash in them is refused with a message rather than passed on.
-# cdl-compare builds its program with the same $CC and $CDL_CFLAGS.
+# cdl-compare builds its program with the same $CC and $CDL_CFLAGS, split and refused
+# by the same code (compiler/argv.c).
 # Environment: B, CDLC, COMPARE (CC and CDL_CFLAGS as the suite sets them are kept).
 set -u
 B=${B:-build}
@@ -45,6 +46,12 @@ grep -q "cannot run /nonexistent/cc" log || check "missing compiler: $(tail -1 l
 CDL_CFLAGS="${CDL_CFLAGS:-} --no-such-flag" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 && check "cdl-compare ignored CDL_CFLAGS"
 grep -q "compiling the comparison program failed" log || check "cdl-compare with a bad CDL_CFLAGS: $(tail -1 log)"
 CDL_CFLAGS="${CDL_CFLAGS:-} -O0 -DALSO=1" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 || check "cdl-compare with CDL_CFLAGS: $(tail -2 log)"
+# ... split as cdlc --exe splits it (the same code, compiler/argv.c): a quote is refused
+CDL_CFLAGS="${CDL_CFLAGS:-} -DNAME='a b'" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 && check "cdl-compare accepted a quoted flag"
+grep -q "^cdl-compare: CDL_CFLAGS: quotes and backslashes are not interpreted" log || check "cdl-compare, quoted flag: $(tail -1 log)"
+grep -q "compiling the comparison program" log && check "cdl-compare ran the compiler with a refused flag"
+CC="${CC:-cc} -DQ=\\x" "$COMPARE" m.cdl --steps 1 --data random >log 2>&1 && check "cdl-compare accepted a backslash in CC"
+grep -q "^cdl-compare: CC: quotes and backslashes are not interpreted" log || check "cdl-compare, backslash in CC: $(tail -1 log)"
 
 echo "exe_argv: $fail failures"
 [ $fail -eq 0 ]
