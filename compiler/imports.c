@@ -127,7 +127,10 @@ static void register_block(Loader *L, const Ast *b) {
  * standard library, looked up in the directories of $CDL_PATH (':'-separated), then
  * beside the compiler: <bin>/../share/cdl (make install), <bin>/../lib and
  * <bin>/../../lib (build/cdlc, build/onednn/cdlc in the source tree: lib/nn.cdl).
- * The path of the first that exists; NULL after an error at `at`. */
+ * The path of the first that exists; NULL after an error at `at`.  *shown: the name
+ * diagnostics and --emit=ir give the file: the path through $CDL_PATH as it is, the
+ * standard library's as lib/NAME.cdl (the same wherever the compiler and its library
+ * are installed or checked out). */
 static bool is_module_name(const char *s) {
     if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z'))) return false;
     for (; *s; s++)
@@ -141,13 +144,13 @@ static bool regular_file(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static const char *find_module(const char *name, Loc at) {
+static const char *find_module(const char *name, Loc at, const char **shown) {
     const char *env = getenv("CDL_PATH");
     while (env && *env) {
         size_t n = strcspn(env, ":");
         if (n) {
             const char *p = cc_str("%.*s/%s.cdl", (int)n, env, name);
-            if (regular_file(p)) return p;
+            if (regular_file(p)) return *shown = p;
         }
         env += n + (env[n] == ':');
     }
@@ -160,7 +163,10 @@ static const char *find_module(const char *name, Loc at) {
         const char *rel[] = {"../share/cdl", "../lib", "../../lib"};
         for (int i = 0; i < 3; i++) {
             const char *p = cc_str("%s/%s/%s.cdl", exe, rel[i], name);
-            if (regular_file(p)) return p;
+            if (regular_file(p)) {
+                *shown = cc_str("lib/%s.cdl", name);
+                return p;
+            }
         }
     }
     error_at(at, "cannot find the library module '%s' (no %s.cdl in $CDL_PATH, nor in share/cdl or lib/ beside "
@@ -168,9 +174,10 @@ static const char *find_module(const char *name, Loc at) {
     return NULL;
 }
 
-/* Load path (or the given text), then its imports.  main: take its last model. */
-static void load(Loader *L, const char *path, const char *as_written, const char *text, size_t len, Loc at,
-                 bool main) {
+/* Load path (or the given text), then its imports (relative ones from path's directory).
+ * shown_as: its name in diagnostics and the IR (NULL: path).  main: take its last model. */
+static void load(Loader *L, const char *path, const char *shown_as, const char *as_written, const char *text,
+                 size_t len, Loc at, bool main) {
     char *rp = NULL;
     bool std = main && strcmp(path, "-") == 0;   /* the main file from standard input */
     if (!text && !std) rp = realpath(path, NULL);
@@ -201,7 +208,7 @@ static void load(Loader *L, const char *path, const char *as_written, const char
             return;
         }
     }
-    const char *shown = std ? "<stdin>" : path;
+    const char *shown = std ? "<stdin>" : shown_as ? shown_as : path;
     int errs = diag_error_count();
     Ast *file = parse_text(shown, text, len);
     int c = L->scap;
@@ -212,13 +219,13 @@ static void load(Loader *L, const char *path, const char *as_written, const char
     for (int i = 0; i < file->list.n; i++) {
         const Ast *it = file->list.v[i];
         if (it->kind == D_IMPORT) {
-            const char *p = it->text;
-            const char *slash = strrchr(shown, '/');
+            const char *p = it->text, *as = NULL;
+            const char *slash = strrchr(path, '/');
             if (is_module_name(p))
-                p = find_module(p, it->loc);
+                p = find_module(p, it->loc, &as);
             else if (p[0] != '/' && slash && !std)
-                p = cc_str("%.*s/%s", (int)(slash - shown), shown, p);
-            if (p) load(L, p, it->text, NULL, 0, it->loc, false);
+                p = cc_str("%.*s/%s", (int)(slash - path), path, p);
+            if (p) load(L, p, as, it->text, NULL, 0, it->loc, false);
         } else if (it->kind == D_BLOCK) {
             register_block(L, it);
         } else if (it->kind == D_MODEL && main) {
@@ -234,5 +241,5 @@ static void load(Loader *L, const char *path, const char *as_written, const char
 void load_program(const char *path, const char *text, size_t len, Program *p) {
     *p = (Program){0};
     Loader L = {.p = p};
-    load(&L, path, path, text, len, no_loc, true);
+    load(&L, path, NULL, path, text, len, no_loc, true);
 }
