@@ -398,24 +398,26 @@ static Value b_transpose(Elab *e, const Builtin *b, Loc loc, Value *a) {
     return el_tensor(e, el_add(e, OP_TRANSPOSE, loc, 1, &x, &at, NULL, n->dtype));
 }
 
-static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    Value l = a[0];
-    int64_t axis;
+int el_tensor_list(Elab *e, Value l, const char *fn, const char *verb, Loc loc, int **in) {
     if (l.k != V_LIST && l.k != V_TUPLE) {
-        error_at(loc, "concat: the first argument must be a list of tensors like [a, b]");
-        return el_err();
+        error_at(loc, "%s: the first argument must be a list of tensors like [a, b]", fn);
+        return -1;
     }
     if (l.n == 0) {
-        error_at(loc, "concat: nothing to concatenate");
-        return el_err();
+        error_at(loc, "%s: nothing to %s", fn, verb);
+        return -1;
     }
-    if (!el_int(e, a[1], b->name, "axis", loc, &axis)) return el_err();
-    int *in = NEWN(int, l.n);
-    for (int i = 0; i < l.n; i++) {
-        in[i] = el_real_node(e, l.v[i], b->name, "tensors", loc);
-        if (in[i] < 0) return el_err();
-    }
-    if (l.n == 1) return el_tensor(e, in[0]);
+    *in = NEWN(int, l.n);
+    for (int i = 0; i < l.n; i++)
+        if (((*in)[i] = el_real_node(e, l.v[i], fn, "tensors", loc)) < 0) return -1;
+    return l.n;
+}
+
+static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
+    int64_t axis;
+    int *in, cnt = el_tensor_list(e, a[0], b->name, "concatenate", loc, &in);
+    if (cnt < 0 || !el_int(e, a[1], b->name, "axis", loc, &axis)) return el_err();
+    if (cnt == 1) return el_tensor(e, in[0]);
     const Node *n = el_n(e, in[0]);
     int r = n->shape.rank;
     int64_t ax = axis < 0 ? axis + r : axis;
@@ -428,7 +430,7 @@ static Value b_concat(Elab *e, const Builtin *b, Loc loc, Value *a) {
         return el_err();
     }
     Attrs at = {.i = {ax}};
-    return el_tensor(e, el_add(e, OP_CONCAT, loc, l.n, in, &at, NULL, DT_REAL));
+    return el_tensor(e, el_add(e, OP_CONCAT, loc, cnt, in, &at, NULL, DT_REAL));
 }
 
 /* ------------------------------------------------------------------ layers */

@@ -144,22 +144,11 @@ Value bs_cast(Elab *e, const Builtin *b, Loc loc, Value *a) {
  * axis (axis in [-(rank + 1), rank]); a reshape of each and a concat.  Batched tensors
  * keep the batch at axis 0, so they stack along axis 1 or later. */
 Value bs_stack(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    Value l = a[0];
     int64_t axis;
-    if (l.k != V_LIST && l.k != V_TUPLE) {
-        error_at(loc, "stack: the first argument must be a list of tensors like [a, b]");
-        return el_err();
-    }
-    if (l.n == 0) {
-        error_at(loc, "stack: nothing to stack");
-        return el_err();
-    }
-    if (!el_int(e, a[1], b->name, "axis", loc, &axis)) return el_err();
-    int *in = NEWN(int, l.n);
-    for (int i = 0; i < l.n; i++)
-        if ((in[i] = el_real_node(e, l.v[i], b->name, "tensors", loc)) < 0) return el_err();
+    int *in, n = el_tensor_list(e, a[0], b->name, "stack", loc, &in);
+    if (n < 0 || !el_int(e, a[1], b->name, "axis", loc, &axis)) return el_err();
     Shape s0 = el_n(e, in[0])->shape;
-    for (int i = 1; i < l.n; i++) {
+    for (int i = 1; i < n; i++) {
         const Shape *s = &el_n(e, in[i])->shape;
         if (!shape_eq(s, &s0) || s->batched != s0.batched) {
             error_at(loc, "stack: tensor %d has shape %s, tensor 1 %s; stack needs equal shapes", i + 1, shape_str(s),
@@ -180,8 +169,8 @@ Value bs_stack(Elab *e, const Builtin *b, Loc loc, Value *a) {
     for (int i = u.rank; i > ax; i--) u.d[i] = u.d[i - 1];
     u.d[ax] = 1;
     u.rank++;
-    for (int i = 0; i < l.n; i++) in[i] = el_add(e, OP_RESHAPE, loc, 1, &in[i], NULL, &u, DT_REAL);
-    if (l.n == 1) return el_tensor(e, in[0]);
+    for (int i = 0; i < n; i++) in[i] = el_add(e, OP_RESHAPE, loc, 1, &in[i], NULL, &u, DT_REAL);
+    if (n == 1) return el_tensor(e, in[0]);
     Attrs at = {.i = {ax}};
-    return el_tensor(e, el_add(e, OP_CONCAT, loc, l.n, in, &at, NULL, DT_REAL));
+    return el_tensor(e, el_add(e, OP_CONCAT, loc, n, in, &at, NULL, DT_REAL));
 }

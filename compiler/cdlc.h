@@ -525,6 +525,10 @@ Value bs_stack(Elab *e, const Builtin *b, Loc loc, Value *a);
 /* builtins.c: the 'axis' argument of reductions (none: 0 = every axis; an integer or a
  * list, negative counting from the end) as a bit mask; false after an error at loc. */
 bool axes_mask(Elab *e, Value v, int rank, const char *fn, Loc loc, int64_t *mask);
+/* builtins.c: the tensors of a list argument like [a, b] (concat, stack; verb says what
+ * an empty one cannot do) as real nodes in a new array *in; their count (>= 1), or -1
+ * after an error at loc. */
+int el_tensor_list(Elab *e, Value l, const char *fn, const char *verb, Loc loc, int **in);
 
 /* Helpers for built-ins (elab_core.c).  fn/arg name the call and the argument in diagnostics; each
  * reports at loc and returns false / -1 / V_ERR on a user error (silently for V_ERR
