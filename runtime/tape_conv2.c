@@ -149,17 +149,10 @@ static cdl_pool_geom pool_geom(const cdl_t *x, const cdl_t *y) {
                            .oh = sp(y, 0), .ow = sp(y, 1)};
 }
 
-static void bwd_pool(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    cdl_pool_geom p = pool_geom(x, y);
-    if (y->ia[0] == CDL_POOL_MAX) TK(tp, maxpool_bwd, &p, y->grad, x->data, d);
-    else if (y->ia[0] == CDL_POOL_AVG) TK(tp, avgpool_bwd, &p, y->grad, d);
-    else TK(tp, adaptive_avgpool_bwd, &p, y->grad, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(pool, cdl_pool_geom p = pool_geom(x, y);
+          if (y->ia[0] == CDL_POOL_MAX) TK(tp, maxpool_bwd, &p, g, x->data, d);
+          else if (y->ia[0] == CDL_POOL_AVG) TK(tp, avgpool_bwd, &p, g, d);
+          else TK(tp, adaptive_avgpool_bwd, &p, g, d))
 
 cdl_t *cdl_t_pool(cdl_tape *tp, cdl_t *x, int kind, const cdl_pool_geom *win) {
     static const char *const names[] = {"maxpool", "avgpool", "adaptive_avgpool"};
@@ -192,16 +185,9 @@ cdl_t *cdl_t_pool(cdl_tape *tp, cdl_t *x, int kind, const cdl_pool_geom *win) {
 
 /* ======================================================================== upsampling */
 
-static void bwd_upsample(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    int64_t nc = x->dims[0] * x->dims[1];
-    if (y->ia[0]) TK(tp, upsample_bilinear_bwd, nc, x->dims[2], x->dims[3], y->dims[2], y->dims[3], y->fa[0], y->fa[1], y->grad, d);
-    else TK(tp, upsample_nearest_bwd, nc, x->dims[2], x->dims[3], y->dims[2], y->dims[3], y->fa[0], y->fa[1], y->grad, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(upsample, int64_t nc = x->dims[0] * x->dims[1];
+          if (y->ia[0]) TK(tp, upsample_bilinear_bwd, nc, x->dims[2], x->dims[3], y->dims[2], y->dims[3], y->fa[0], y->fa[1], g, d);
+          else TK(tp, upsample_nearest_bwd, nc, x->dims[2], x->dims[3], y->dims[2], y->dims[3], y->fa[0], y->fa[1], g, d))
 
 cdl_t *cdl_t_upsample(cdl_tape *tp, cdl_t *x, int bilinear, int64_t oh, int64_t ow, double scale_h, double scale_w) {
     if (!tape_need_real(tp, "upsample", &x, 1)) return NULL;

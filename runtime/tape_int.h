@@ -101,6 +101,19 @@ static inline int tape_need(const cdl_tape *tp, const cdl_t *x) {
  * in.  NULL after an error. */
 void *tape_gdst(cdl_tape *tp, cdl_t *x, int *acc);
 void tape_gfin(cdl_tape *tp, cdl_t *x, void *dst, int acc);
+/* bwd_NAME, the backward rule of an op of one real input x = y->in[0] whose kernels
+ * overwrite dx: the statements BODY see tp, y, x, g (y->grad) and d (where dx goes) and
+ * run only when x needs a gradient; tape_gfin adds d in after them. */
+#define TAPE_BWD1(name, ...)                                                         \
+    static void bwd_##name(cdl_tape *tp, cdl_t *y) {                                 \
+        cdl_t *x = y->in[0];                                                         \
+        int acc;                                                                     \
+        void *g = y->grad, *d = tape_need(tp, x) ? tape_gdst(tp, x, &acc) : NULL;    \
+        if (!d) return;                                                              \
+        (void)g;                                                                     \
+        __VA_ARGS__;                                                                 \
+        tape_gfin(tp, x, d, acc);                                                    \
+    }
 /* x->grad += src (numel(x) reals); a copy when it is the first contribution. */
 void tape_gadd(cdl_tape *tp, cdl_t *x, const void *src);
 /* x->grad holding a value (zeros if none had arrived); for partial contributions and

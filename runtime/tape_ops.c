@@ -171,23 +171,8 @@ static cdl_t *unary_rec(cdl_tape *tp, const char *op, cdl_t *x, void (*bwd)(cdl_
     return y;
 }
 
-/* Where a unary backward writes dx (tape_gdst), or NULL when x needs no gradient (or
- * after an error); finish with tape_gfin(tp, y->in[0], dx, *acc). */
-static void *unary_dx(cdl_tape *tp, cdl_t *y, int *acc) {
-    return tape_need(tp, y->in[0]) ? tape_gdst(tp, y->in[0], acc) : NULL;
-}
-
 /* The backward rules below are compiler/ops_ew.c's, each an overwrite of dx. */
-#define UNARY_BWD(name, ...)                                          \
-    static void bwd_##name(cdl_tape *tp, cdl_t *y) {                  \
-        cdl_t *x = y->in[0];                                          \
-        int64_t n = y->numel;                                         \
-        int acc;                                                      \
-        void *g = y->grad, *d = unary_dx(tp, y, &acc);                \
-        if (!d) return;                                               \
-        __VA_ARGS__;                                                  \
-        tape_gfin(tp, x, d, acc);                                     \
-    }
+#define UNARY_BWD(name, ...) TAPE_BWD1(name, int64_t n = y->numel; __VA_ARGS__)
 
 UNARY_BWD(neg, TK(tp, neg, n, g, d))
 UNARY_BWD(exp, TK(tp, mul, n, g, y->data, d))
@@ -266,16 +251,9 @@ cdl_t *cdl_t_clamp(cdl_tape *tp, cdl_t *x, double lo, double hi) {
 
 /* Activations declared with CDL_ACTIVATION (cdl.h): the kernels come with the call,
  * so a new one needs nothing here. */
-static void bwd_act(cdl_tape *tp, cdl_t *y) {
-    const cdl_act *a = y->aux;
-    int acc;
-    void *d = unary_dx(tp, y, &acc);
-    if (!d) return;
-    const void *v = a->reads == CDL_ACT_Y ? y->data : y->in[0]->data;
-    if (tp->rs == 8) a->bwd_f64(y->numel, y->grad, v, d);
-    else a->bwd_f32(y->numel, y->grad, v, d);
-    tape_gfin(tp, y->in[0], d, acc);
-}
+TAPE_BWD1(act, const cdl_act *a = y->aux; const void *v = a->reads == CDL_ACT_Y ? y->data : x->data;
+          if (tp->rs == 8) a->bwd_f64(y->numel, g, v, d);
+          else a->bwd_f32(y->numel, g, v, d))
 
 cdl_t *cdl_t_act(cdl_tape *tp, cdl_t *x, const cdl_act *a) {
     cdl_t *y = unary_rec(tp, a->name, x, bwd_act);
@@ -483,14 +461,7 @@ cdl_t *cdl_t_sum(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return re
 cdl_t *cdl_t_mean(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) { return reduce(tp, "mean", 1, x, axes, keepdim); }
 
 /* The winner of each output (y->aux, int64) takes its gradient. */
-static void bwd_reduce_max(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    TK(tp, reduce_max_bwd, y->numel, x->numel, y->grad, (const int64_t *)y->aux, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(reduce_max, TK(tp, reduce_max_bwd, y->numel, x->numel, g, (const int64_t *)y->aux, d))
 
 cdl_t *cdl_t_reduce_max(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, int is_min) {
     const char *op = is_min ? "min" : "max";

@@ -101,15 +101,8 @@ cdl_t *cdl_t_where(cdl_tape *tp, cdl_t *c, cdl_t *a, cdl_t *b) {
 
 /* ======================================================================== tril, triu */
 
-static void bwd_tril(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    int64_t cols = x->dims[x->rank - 1], rows = x->dims[x->rank - 2];
-    TK(tp, tril, x->numel / (rows * cols > 0 ? rows * cols : 1), rows, cols, y->ia[0], (int)y->ia[1], y->grad, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(tril, int64_t cols = x->dims[x->rank - 1], rows = x->dims[x->rank - 2];
+          TK(tp, tril, x->numel / (rows * cols > 0 ? rows * cols : 1), rows, cols, y->ia[0], (int)y->ia[1], g, d))
 
 cdl_t *cdl_t_tril(cdl_tape *tp, cdl_t *x, int64_t diag, int upper) {
     const char *op = upper ? "triu" : "tril";
@@ -196,14 +189,8 @@ static int stat_dims(const cdl_t *x, unsigned *mask, int keepdim, int *rank, int
     return 1;
 }
 
-static void bwd_moments(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    TK(tp, moments_bwd, x->rank, x->dims, (unsigned)y->ia[0], y->fa[0], (int)y->ia[1], y->grad, x->data, y->aux, y->data, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(moments, TK(tp, moments_bwd, x->rank, x->dims, (unsigned)y->ia[0], y->fa[0], (int)y->ia[1], g, x->data,
+                      y->aux, y->data, d))
 
 cdl_t *cdl_t_moments(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, double correction, int take_sqrt) {
     const char *op = take_sqrt ? "std" : "var";
@@ -223,14 +210,7 @@ cdl_t *cdl_t_moments(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim, double 
     return y;
 }
 
-static void bwd_logsumexp(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0];
-    int acc;
-    void *d;
-    if (!tape_need(tp, x) || !(d = tape_gdst(tp, x, &acc))) return;
-    TK(tp, logsumexp_bwd, x->rank, x->dims, (unsigned)y->ia[0], y->grad, x->data, y->data, d);
-    tape_gfin(tp, x, d, acc);
-}
+TAPE_BWD1(logsumexp, TK(tp, logsumexp_bwd, x->rank, x->dims, (unsigned)y->ia[0], g, x->data, y->data, d))
 
 cdl_t *cdl_t_logsumexp(cdl_tape *tp, cdl_t *x, unsigned axes, int keepdim) {
     if (!tape_need_real(tp, "logsumexp", &x, 1)) return NULL;
