@@ -153,7 +153,10 @@ static int unbroadcast(AD *ad, int s, int grad) {
 /* gsum + m as the tape computes it: when m is a GEMM a rule made for this input alone,
  * the tape runs it with beta = 1 into the gradient so far (tape_gemm_dst), so here it
  * becomes matmul(a, b, gsum): the same GEMM call, so the same rounding (an add after
- * the product differs in the last bits once the BLAS blocks the inner dimension). */
+ * the product differs in the last bits once the BLAS blocks the inner dimension), and
+ * one pass and one buffer fewer (the VAE's h feeds mu and logvar: GEMM, GEMM with
+ * beta = 1; opt_inplace lets it write over gsum when gsum dies there).  Any other part
+ * is added, as the tape adds it (a GEMM's product an add passes on included). */
 static int acc_add(AD *ad, int s, int gsum, int m, bool gemm) {
     const Node *x = &ad->dst->n[m], *a = &ad->dst->n[gsum];
     if (gemm && x->op == OP_MATMUL && x->nin == 2 && shape_eq(&x->shape, &a->shape) && x->shape.batched == a->shape.batched) {
@@ -190,7 +193,7 @@ static void acc(AD *ad, int s, int grad, bool gemm) {
     }
     if (ad->parts && ad->src->n[s].op == OP_LOOP_CAPTURE) add_part(ad, s, g, gemm);
     else if (ad->gsum[s] < 0) ad->gsum[s] = g;
-    else ad->gsum[s] = acc_add(ad, s, ad->gsum[s], g, gemm && ad->caps);
+    else ad->gsum[s] = acc_add(ad, s, ad->gsum[s], g, gemm);
 }
 
 void ad_acc(AD *ad, int s, int grad) { acc(ad, s, grad, false); }

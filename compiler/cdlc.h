@@ -709,8 +709,7 @@ void ad_acc_gemm(AD *ad, int src_in, int gemm);
 
 /* ======================================================================== opt.c */
 /* The optimisation passes, in order: CSE, dead code (loop bodies keep what their
- * backward loop reads), GEMM accumulation (add(acc, matmul) -> accumulating matmul),
- * in-place marking.  No constant folding: constants are few and cheap here. */
+ * backward loop reads), in-place marking (GEMM accumulation is autodiff's, ad_acc_gemm).  No constant folding: constants are few and cheap here. */
 void opt_run(Graph *g);
 /* Mark elementwise nodes of a top-level graph whose input dies at them NF_INPLACE: the
  * plan gives them that input's storage (no buffer of their own).  Loop bodies are left

@@ -110,7 +110,7 @@ static bool computes(const Node *n) {
 }
 
 /* Does top-level node n's C name its input k?  All do but an accumulating matmul over
- * its accumulator in place (opt_fuse, opt_inplace): it adds onto that buffer under its
+ * its accumulator in place (ad_acc_gemm, opt_inplace): it adds onto that buffer under its
  * own name (emit_matmul). */
 static bool names_input(const Node *n, int k) {
     return !(n->op == OP_MATMUL && k == 2 && (n->flags & NF_INPLACE) && n->inplace == 2);

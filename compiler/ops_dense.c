@@ -855,7 +855,7 @@ static const char *tape_slice(Emit *e, const Graph *g, int n) {
                   x->ia[4] != 0);
 }
 
-/* In place: only the accumulating GEMM (opt_fuse) over its accumulator, C += op(A)
+/* In place: only the accumulating GEMM (ad_acc_gemm) over its accumulator, C += op(A)
  * op(B) with C = input 2 (opt_inplace's shared-storage check keeps A and B off C). */
 const OpRule ops_dense_rules[] = {
     {OP_MATMUL, shape_matmul, grad_matmul, emit_matmul, NULL, .tape = tape_matmul, .inplace = INPLACE_IN(2)},

@@ -3,8 +3,9 @@
  * Common-subexpression elimination (opt_cse, below), first: identical pure nodes
  * become one (the two bias-gradient reductions of a recurrent cell's step).
  *
- * Fusion (opt_fuse, below): rewrites the autodiff's "GEMM, then add" into one GEMM that
- * accumulates (beta = 1), something the tape, which runs op by op, cannot see.
+ * No GEMM fusion here: a sum of GEMM products accumulates with beta = 1 only where the
+ * tape's GEMM does the same (autodiff, ad_acc_gemm), so static and tape round alike;
+ * a forward add of two products stays an add, as on the tape.
  *
  * In-place marking (opt_inplace, below): elementwise nodes write over an input that
  * dies at them, so the plan needs no buffer for them.
@@ -147,8 +148,6 @@ static void opt_cse(Graph *g) {
         if (g->n[i].op == OP_LOOP) opt_cse(g->n[i].sub);
 }
 
-static void opt_fuse(Graph *g);
-
 void opt_run(Graph *g) {
     opt_cse(g);
     mark_dead(g, NULL);
@@ -170,57 +169,7 @@ void opt_run(Graph *g) {
         Node *n = &g->n[i];
         if (n->op == OP_LOOP && !(n->flags & NF_DEAD)) mark_dead(n->sub, saved[i]);
     }
-    opt_fuse(g);
     opt_inplace(g);
-}
-
-/* ------------------------------------------------------------------ fusion
- *
- * add(acc, matmul(a, b)) -> matmul(a, b, acc): the gradient of a value read by two
- * GEMMs (the VAE's h feeds mu and logvar) is the sum of two products; autodiff emits
- * GEMM, GEMM, add.  The second GEMM can add its product onto the first's (beta = 1):
- * one pass over the sum and one buffer fewer, and no zero-fill of C inside the BLAS
- * (a beta = 0 GEMM clears C first).  The add node becomes the accumulating matmul (so
- * its readers need no rewiring) and the old matmul is marked dead.  opt_inplace then
- * lets the matmul write over acc when acc dies there, so emit_matmul's copy of acc
- * into c vanishes.  Conditions: top-level graph (loop bodies have their own
- * accumulators, plan.c acc_in_place); the matmul is read by the add alone and is no
- * result; acc has the sum's shape, batching and dtype; the add is not a parameter's or
- * input's gradient (those go to the slab / net->in_grad through opt_grad_chain, which
- * expects the add). */
-static void opt_fuse(Graph *g) {
-    if (g->parent) return;
-    int *uses = ir_uses(g);
-    bool *result = NEWN(bool, g->len + 1);
-    for (int k = 0; k < g->npgrad; k++)
-        if (g->pgrad[k] >= 0) result[g->pgrad[k]] = true;
-    for (int k = 0; k < g->nigrad; k++)
-        if (g->igrad[k] >= 0) result[g->igrad[k]] = true;
-    for (int i = 0; i < g->len; i++) {
-        Node *x = &g->n[i];
-        if (x->op != OP_ADD || x->nin != 2 || (x->flags & (NF_DEAD | NF_OUTPUT | NF_LOSS)) || result[i]) continue;
-        if (x->dtype != DT_REAL || x->in[0] == x->in[1]) continue;
-        for (int k = 1; k >= 0; k--) {
-            int m = x->in[k], a = x->in[1 - k];
-            const Node *mn = &g->n[m], *an = &g->n[a];
-            if (mn->op != OP_MATMUL || mn->nin != 2 || uses[m] != 1 || result[m]) continue;
-            if (mn->flags & (NF_DEAD | NF_OUTPUT | NF_LOSS)) continue;
-            if (!shape_eq(&mn->shape, &x->shape) || mn->shape.batched != x->shape.batched) continue;
-            if (!shape_eq(&an->shape, &x->shape) || an->shape.batched != x->shape.batched || an->dtype != DT_REAL)
-                continue;
-            int *in = NEWN(int, 3);
-            in[0] = mn->in[0];
-            in[1] = mn->in[1];
-            in[2] = a;
-            x->op = OP_MATMUL;
-            x->nin = 3;
-            x->in = in;
-            memcpy(x->ia, mn->ia, sizeof x->ia);
-            memcpy(x->fa, mn->fa, sizeof x->fa);
-            g->n[m].flags |= NF_DEAD;
-            break;
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ in place
@@ -267,14 +216,16 @@ static int inplace_base(const Graph *g, int i) {
 }
 
 /* The next node of input gradient q's accumulation chain, or -1: when q is an add of
- * two contributions (ad_acc) and its first operand, of q's shape, is read by q alone
- * and computed into a buffer of its own, that operand can be computed straight into
- * net->in_grad and the add accumulate there (plan.c, plan_external).  uses: readers
- * per node (ir_uses). */
+ * two contributions (ad_acc) or a GEMM accumulating onto one (ad_acc_gemm), and that
+ * operand (the add's first), of q's shape, is read by q alone and computed into a
+ * buffer of its own, that operand can be computed straight into net->in_grad and q
+ * accumulate there (plan.c, plan_external).  uses: readers per node (ir_uses). */
 int opt_grad_chain(const Graph *g, const int *uses, int q) {
     const Node *x = &g->n[q];
-    if (x->op != OP_ADD || x->in[0] == x->in[1]) return -1;
-    int a = x->in[0];
+    int a;
+    if (x->op == OP_ADD && x->in[0] != x->in[1]) a = x->in[0];
+    else if (x->op == OP_MATMUL && x->nin == 3 && x->in[2] != x->in[0] && x->in[2] != x->in[1]) a = x->in[2];
+    else return -1;
     const Node *an = &g->n[a];
     if (uses[a] != 1 || !shape_eq(&an->shape, &x->shape) || an->shape.batched != x->shape.batched) return -1;
     if (op_info[an->op].flags & (OPF_VIEW | OPF_CTRL | OPF_LEAF)) return -1;

@@ -281,6 +281,45 @@ static void test_matmul_grad_structure(void **state) {
         }
 }
 
+/* A gradient's GEMM parts accumulate as the tape's GEMMs do (beta = 1 onto the gradient
+ * so far): a weight read by two matmuls gets GEMM, then GEMM over it, also when it is
+ * the parameter's gradient; a product an add passes on is added, not folded into a
+ * GEMM over the other part (the tape adds it: static == tape bit for bit). */
+static void test_gemm_parts_accumulate(void **state) {
+    (void)state;
+    int x = real(SH(true, B, 8));
+    int p[2] = {param(SH(false, 8, 8)), param(SH(false, 8, 8))};
+    int y = op1(OP_TANH, op(OP_MATMUL, 2, (int[]){x, p[0]}, NULL, NULL), (Attrs){0});
+    int z = op(OP_MATMUL, 2, (int[]){y, p[0]}, NULL, NULL);                 /* p0 read twice */
+    int a = op1(OP_TANH, op(OP_MATMUL, 2, (int[]){x, p[1]}, NULL, NULL), (Attrs){0});
+    int q = op(OP_MATMUL, 2, (int[]){op(OP_ADD, 2, (int[]){a, x}, NULL, NULL), p[1]}, NULL, NULL);
+    int aa = op(OP_MUL, 2, (int[]){a, a}, NULL, NULL);
+    Attrs all = {.i = {0}};
+    int t[3] = {op1(OP_SUM, z, all), op1(OP_SUM, q, all), op1(OP_SUM, aa, all)};
+    int loss = op(OP_ADD, 2, (int[]){op(OP_ADD, 2, t, NULL, NULL), t[2]}, NULL, NULL);
+    g->n[loss].flags |= NF_LOSS;
+    Model m = model_of(loss, p, 2);
+    ad_run(&m, g, true, false);
+    opt_run(g);
+    assert_int_equal(diag_error_count(), 0);
+    const Node *d0 = &g->n[g->pgrad[0]];
+    assert_int_equal(d0->op, OP_MATMUL);              /* the second product over the first */
+    assert_int_equal(d0->nin, 3);
+    assert_int_equal(g->n[d0->in[2]].op, OP_MATMUL);
+    /* a's gradient: the square's part plus the add's pass-through of q's product */
+    int n3 = 0, pass = 0;
+    for (int i = loss + 1; i < g->len; i++) {
+        const Node *n = &g->n[i];
+        if (n->flags & NF_DEAD) continue;
+        if (n->op == OP_MATMUL && n->nin == 3) n3++;
+        if (n->op == OP_ADD && n->nin == 2)
+            for (int k = 0; k < 2; k++) pass += g->n[n->in[k]].op == OP_MATMUL && g->n[n->in[k]].ia[1] == 1 && g->n[n->in[k]].in[1] == p[1];
+    }
+    assert_int_equal(n3, 2);                          /* p0's, and p1's (q then a's matmul) */
+    assert_int_equal(pass, 1);                        /* d(a + x) = G p1^T, added */
+    free(m.params);
+}
+
 static void test_shape_op_grads(void **state) {
     (void)state;
     int p[1] = {param(SH(false, 4, 6))};
@@ -343,6 +382,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_softmax_embedding_shapes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_linear_grad_structure, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_matmul_grad_structure, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_parts_accumulate, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_shape_op_grads, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_mean_embedding_grads, setup, tu_teardown),
     };

@@ -1,7 +1,7 @@
 /* test_passes.c -- the optimisation passes (opt.c) and the memory planner (plan.c):
  *   - CSE merges identical pure nodes, and only those (random ops stay apart);
- *   - GEMM accumulation turns add(acc, matmul) into one accumulating matmul;
- *   - ... but not onto a broadcast accumulator (a bias row);
+ *   - no GEMM fusion: a forward add of two products stays an add (the tape adds;
+ *     a beta = 1 GEMM rounds otherwise), gradients accumulate in autodiff (test_ops_dense);
  *   - in place: an elementwise node takes its input's buffer when the input dies at
  *     it, and not when the input is read later, is a result, is a leaf or is smaller
  *     than the output (a broadcast operand);
@@ -56,7 +56,10 @@ static void test_cse_keeps_random_ops_apart(void **state) {
 
 /* ------------------------------------------------------------------ GEMM accumulation */
 
-static void test_fuse_accumulating_gemm(void **state) {
+/* A forward sum of two products is computed as the tape computes it: two GEMMs and an
+ * add (a second GEMM with beta = 1 onto the first product rounds differently once the
+ * BLAS blocks the inner dimension: static and tape would differ in the last bits). */
+static void test_no_gemm_fusion(void **state) {
     (void)state;
     int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5)), c = real(SH(true, 8, 3)), d = param(SH(false, 3, 5));
     int m1 = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL), m2 = op(OP_MATMUL, 2, (int[]){c, d}, NULL, NULL);
@@ -65,43 +68,11 @@ static void test_fuse_accumulating_gemm(void **state) {
     g->n[loss].flags |= NF_LOSS;
     opt_run(g);
     const Node *x = &g->n[s];
-    assert_int_equal(x->op, OP_MATMUL);             /* the add became C += c d ... */
-    assert_int_equal(x->nin, 3);
-    assert_int_equal(x->in[0], c);
-    assert_int_equal(x->in[1], d);
-    assert_int_equal(x->in[2], m1);                 /* ... over the first product */
-    assert_true(g->n[m2].flags & NF_DEAD);
-    assert_true(x->flags & NF_INPLACE);             /* and writes over it: m1 dies there */
-    assert_int_equal(x->inplace, 2);
-}
-
-static void test_fuse_needs_a_private_product(void **state) {
-    (void)state;
-    int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5)), c = real(SH(true, 8, 5));
-    int m = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL);
-    int s = op(OP_ADD, 2, (int[]){c, m}, NULL, NULL);
-    int in[2] = {sum_all(s), sum_all(m)};           /* the product is read again */
-    int loss = op(OP_ADD, 2, in, NULL, NULL);
-    g->n[loss].flags |= NF_LOSS;
-    opt_run(g);
-    assert_int_equal(g->n[s].op, OP_ADD);
-    assert_false(g->n[m].flags & NF_DEAD);
-}
-
-/* A broadcast accumulator (a bias row added to a product) cannot be the GEMM's C. */
-static void test_fuse_needs_a_full_size_accumulator(void **state) {
-    (void)state;
-    int a = real(SH(true, 8, 4)), b = param(SH(false, 4, 5));
-    int bias = op(OP_EXP, 1, (int[]){param(SH(false, 5))}, NULL, NULL);   /* [5], not a leaf */
-    int m = op(OP_MATMUL, 2, (int[]){a, b}, NULL, NULL);
-    int s = op(OP_ADD, 2, (int[]){bias, m}, NULL, NULL);
-    int loss = sum_all(s);
-    g->n[loss].flags |= NF_LOSS;
-    opt_run(g);
-    assert_int_equal(g->n[s].op, OP_ADD);
-    assert_int_equal(g->n[s].nin, 2);
-    assert_false(g->n[m].flags & NF_DEAD);
-    assert_int_equal(g->n[m].nin, 2);
+    assert_int_equal(x->op, OP_ADD);
+    assert_int_equal(x->nin, 2);
+    assert_false(g->n[m1].flags & NF_DEAD);
+    assert_false(g->n[m2].flags & NF_DEAD);
+    assert_int_equal(g->n[m2].nin, 2);
 }
 
 /* ------------------------------------------------------------------ in place */
@@ -387,9 +358,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cse_merges_identical_nodes, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_cse_keeps_random_ops_apart, setup, tu_teardown),
-        cmocka_unit_test_setup_teardown(test_fuse_accumulating_gemm, setup, tu_teardown),
-        cmocka_unit_test_setup_teardown(test_fuse_needs_a_private_product, setup, tu_teardown),
-        cmocka_unit_test_setup_teardown(test_fuse_needs_a_full_size_accumulator, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_no_gemm_fusion, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_inplace_when_the_input_dies, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_no_inplace_over_live_or_leaf_or_result, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_inplace_over_the_full_size_input, setup, tu_teardown),
