@@ -619,10 +619,30 @@ static Value b_gru(Elab *e, const Builtin *b, Loc loc, Value *a) {
 
 /* ------------------------------------------------------------------ losses */
 
-/* cross_entropy(logits, labels, label_smoothing, reduce, *, weight, ignore_index),
- * nll(logp, labels, reduce, *, weight, ignore_index): labels are i32 class indices;
- * weight (real, the labels' shape) weights each row's loss, ignore_index drops the
- * rows with that label (ia2 = 1, ia3 = the label). */
+/* What a class weight depends on that would want a gradient ("parameter 'w'", "an
+ * input", "a loop variable"), NULL when nothing: a class weight gets none (as PyTorch's
+ * weight=), so a trained one would silently stay put.  stop_gradient cuts the walk. */
+static const char *grad_source(Elab *e, int w) {
+    bool *seen = NEWN(bool, w + 1);
+    memset(seen, 0, sizeof(bool) * (size_t)(w + 1));
+    seen[w] = true;
+    for (int i = w; i >= 0; i--) {
+        const Node *n = el_n(e, i);
+        if (!seen[i] || n->dtype != DT_REAL || n->op == OP_STOP_GRAD) continue;
+        if (n->op == OP_PARAM) return cc_str("parameter '%s'", n->name ? n->name : "?");
+        if (n->op == OP_INPUT) return "an input";
+        if (n->op == OP_LOOP_CARRY || n->op == OP_LOOP_CAPTURE) return "a loop variable";
+        for (int k = 0; k < n->nin; k++)
+            if (n->in[k] >= 0 && n->in[k] <= w) seen[n->in[k]] = true;
+    }
+    return NULL;
+}
+
+/* cross_entropy(logits, labels, label_smoothing, reduce, *, weight, row_weight,
+ * ignore_index), nll(logp, labels, reduce, *, weight, row_weight, ignore_index): labels
+ * are i32 class indices; weight [C] is PyTorch's per-class weight (no gradient; ia4 = 1,
+ * the last input), row_weight (real, the labels' shape) weights each row's loss,
+ * ignore_index drops the rows with that label (ia2 = 1, ia3 = the label). */
 static Value b_class_loss(Elab *e, const Builtin *b, Loc loc, Value *a) {
     bool ce = b->op == OP_CROSS_ENTROPY;
     double smooth = 0;
@@ -641,13 +661,21 @@ static Value b_class_loss(Elab *e, const Builtin *b, Loc loc, Value *a) {
     }
     int k = ce ? 3 : 2;
     if (!el_reduce(e, a[k], b->name, loc, &red)) return el_err();
-    int in[3] = {x, y, -1}, nin = 2;
-    if (a[k + 1].k != V_NONE) {
-        if ((in[2] = el_real_node(e, a[k + 1], b->name, "weight", loc)) < 0) return el_err();
-        nin = 3;
+    int in[4] = {x, y, -1, -1}, nin = 2, cw = -1;
+    if (a[k + 2].k != V_NONE) {
+        if ((in[nin++] = el_real_node(e, a[k + 2], b->name, "row_weight", loc)) < 0) return el_err();
     }
-    if (a[k + 2].k != V_NONE && !el_int(e, a[k + 2], b->name, "ignore_index", loc, &ignore)) return el_err();
-    Attrs at = {.i = {red, 0, a[k + 2].k != V_NONE, ignore}, .f = {smooth}};
+    if (a[k + 1].k != V_NONE) {
+        if ((cw = in[nin++] = el_real_node(e, a[k + 1], b->name, "weight", loc)) < 0) return el_err();
+        const char *src = grad_source(e, cw);
+        if (src) {
+            error_at(loc, "%s: weight= (PyTorch's per-class weight) gets no gradient, but it depends on %s; "
+                     "write weight=stop_gradient(...) to use it as a constant", b->name, src);
+            return el_err();
+        }
+    }
+    if (a[k + 3].k != V_NONE && !el_int(e, a[k + 3], b->name, "ignore_index", loc, &ignore)) return el_err();
+    Attrs at = {.i = {red, 0, a[k + 3].k != V_NONE, ignore, cw >= 0}, .f = {smooth}};
     return el_tensor(e, el_add(e, b->op, loc, nin, in, &at, NULL, DT_REAL));
 }
 
@@ -751,9 +779,9 @@ const Builtin builtins[] = {
     {"randn", "shape", b_random, OP_RANDN, NULL},
     {"rand", "shape", b_random, OP_RAND, NULL},
     /* losses (scalar results; reduce="none": one value a row or element) */
-    {"cross_entropy", "logits labels label_smoothing=0 reduce=\"mean\" * weight? ignore_index?", b_class_loss,
+    {"cross_entropy", "logits labels label_smoothing=0 reduce=\"mean\" * weight? row_weight? ignore_index?", b_class_loss,
      OP_CROSS_ENTROPY, NULL},
-    {"nll", "logp labels reduce=\"mean\" * weight? ignore_index?", b_class_loss, OP_NLL, NULL},
+    {"nll", "logp labels reduce=\"mean\" * weight? row_weight? ignore_index?", b_class_loss, OP_NLL, NULL},
     {"mse", LOSS2, b_loss2, OP_MSE, NULL},
     {"l1", LOSS2, b_loss2, OP_L1, NULL},
     {"huber", "input target delta=1.0 reduce=\"mean\"", b_loss2, OP_HUBER, NULL},

@@ -6,16 +6,19 @@
  * Mean is over all elements for the pair losses (mse, l1, huber, bce, bce_with_logits,
  * as PyTorch), over rows for cross_entropy / nll (rows = number of labels) and over
  * rows = dim 0 for kl_normal (the batch; a vector or scalar is one row).
- * Class losses take an optional third input, weight (real, the labels' shape): row r's
- * loss is weighted by weight[r] and mean divides by the sum of the weights; ia2 = 1
- * ignores the rows labelled ia3 (ignore_index: no loss, no gradient, not counted).
- * The weight's gradient (CLASS_WEIGHT_BWD) recomputes the unweighted loss per row.
+ * Class losses take an optional row weight (real, the labels' shape: row r's loss is
+ * weighted by it) and, when ia4 = 1, a last input cw: PyTorch's per-class weight [C]
+ * (row r's loss times cw[label]; with label smoothing each class's term times its
+ * weight, as torch).  Mean divides by the sum of the rows' weights.  ia2 = 1 ignores
+ * the rows labelled ia3 (ignore_index: no loss, no gradient, not counted).  The row
+ * weight's gradient (CLASS_WEIGHT_BWD) recomputes the loss per row without it; the
+ * class weight has none (the elaborator requires it to need none, as torch's).
  * The plain forms (no weight, no ignore_index, mean or sum) call the plain kernels,
  * the others the _ex kernels.
  * Reductions divide by the RUNTIME count.  Kernels: runtime/kernels_loss_t.h (cdl.h block LOSS).
  *
- * Backward nodes: CROSS_ENTROPY_BWD(g, labels, fwd, weight?) [logits' shape, given as
- * the hint]; NLL_BWD(g, labels, weight?) [labels' shape + ia1 classes]; LOSS_BWD /
+ * Backward nodes: CROSS_ENTROPY_BWD(g, labels, fwd, rw?, cw?) [logits' shape, given as
+ * the hint]; NLL_BWD(g, labels, rw?, cw?) [labels' shape + ia1 classes]; LOSS_BWD /
  * LOSS_BWD_B (g, a, b) -> d/da, d/db with ia1 = the loss's OP_ id, ia0 reduction, fa0
  * delta.  g is a scalar, or the loss's shape under RED_NONE. */
 #include "cdlc.h"
@@ -44,13 +47,20 @@ static void loss_result(Node *n, const Shape *none) {
     n->dtype = DT_REAL;
 }
 
+/* A class loss's (or its backward's) row weight and class weight inputs, -1 when
+ * absent; wk: the slot of the first optional weight. */
+static int class_rw(const Node *n, int wk) { return n->nin - (int)n->ia[4] > wk ? n->in[wk] : -1; }
+static int class_cw(const Node *n) { return n->ia[4] ? n->in[n->nin - 1] : -1; }
+
 /* A class loss (or its backward) that needs the _ex kernels: a weight input, an
- * ignore_index or no reduction.  wk: the weight's input slot. */
+ * ignore_index or no reduction. */
 static bool class_ex(const Node *n, int wk) { return n->nin > wk || n->ia[2] || n->ia[0] == RED_NONE; }
 
-/* The _ex kernels' (rw, ignore_index) arguments. */
+static const char *ptr_or_null(Emit *e, int k) { return k >= 0 ? e_ptr(e, k) : "NULL"; }
+
+/* The _ex kernels' (rw, cw, ignore_index) arguments. */
 static const char *class_ex_args(Emit *e, const Node *n, int wk) {
-    return cc_str("%s, %s", n->nin > wk ? e_ptr(e, n->in[wk]) : "NULL",
+    return cc_str("%s, %s, %s", ptr_or_null(e, class_rw(n, wk)), ptr_or_null(e, class_cw(n)),
                   n->ia[2] ? cc_str("%lldLL", (long long)n->ia[3]) : "CDL_NO_IGNORE");
 }
 
@@ -63,8 +73,9 @@ static bool kl_by_rows(const Shape *s) { return s->rank >= 2; }
 /* (scores [..., C] real, labels [...] i32): the labels' shape is the scores' shape
  * without the last axis. */
 static bool loss_check_class(Graph *g, Node *n) {
-    if (n->nin != 2 && n->nin != 3) {
-        shape_error(n, "%s: takes scores, labels and an optional weight, got %d inputs", loss_name(n), n->nin);
+    if (n->nin < 2 + (int)n->ia[4] || n->nin > 3 + (int)n->ia[4]) {
+        shape_error(n, "%s: takes scores, labels and optional row and class weights, got %d inputs", loss_name(n),
+                    n->nin);
         return false;
     }
     if (!loss_check_red(n) || !shape_require_real(g, n, 0)) return false;
@@ -82,17 +93,27 @@ static bool loss_check_class(Graph *g, Node *n) {
                            loss_name(n), shape_str(&y->shape), shape_str(&x->shape));
     }
     if (y->shape.rank > 0 && !shape_same_batch(g, n, loss_name(n), 0, 1)) return false;
-    if (n->nin == 3) {
+    if (n->ia[4]) {
+        const Node *cw = &g->n[class_cw(n)];
+        int64_t C = x->shape.d[x->shape.rank - 1];
+        if (!shape_require_real(g, n, n->nin - 1)) return false;
+        if (cw->shape.rank != 1 || cw->shape.d[0] != C || cw->shape.batched) {
+            shape_error(n, "%s: weight %s%s must be [%lld], one per class (PyTorch's weight=; row_weight= weights rows)",
+                        loss_name(n), shape_str(&cw->shape), cw->shape.batched ? " (batched)" : "", (long long)C);
+            return false;
+        }
+    }
+    if (class_rw(n, 2) >= 0) {
         const Node *w = &g->n[n->in[2]];
         if (!shape_require_real(g, n, 2)) return false;
         if (!shape_eq(&w->shape, &y->shape)) {
-            shape_error(n, "%s: weight %s must have the labels' shape %s (a weight per row, not PyTorch's "
-                        "per-class weight[C])", loss_name(n), shape_str(&w->shape), shape_str(&y->shape));
+            shape_error(n, "%s: row_weight %s must have the labels' shape %s (one weight a row; weight= is "
+                        "PyTorch's per-class weight)", loss_name(n), shape_str(&w->shape), shape_str(&y->shape));
             return false;
         }
         if (!shape_same_batch(g, n, loss_name(n), 1, 2)) return false;
         if (w->shape.batched != y->shape.batched) {
-            shape_error(n, "%s: weight %s and labels %s must both be batched or both not", loss_name(n),
+            shape_error(n, "%s: row_weight %s and labels %s must both be batched or both not", loss_name(n),
                         shape_str(&w->shape), shape_str(&y->shape));
             return false;
         }
@@ -101,20 +122,30 @@ static bool loss_check_class(Graph *g, Node *n) {
     return true;
 }
 
-/* d loss / d weight of a weighted class loss n: CLASS_WEIGHT_BWD(g, labels, weight, u,
- * n) with u = the same loss unweighted and unreduced (recomputed: one more softmax). */
-static void grad_class_weight(AD *ad, int n, int gy) {
-    Node x = ad_src(ad)->n[n];
-    if (x.nin < 3) return;
-    int in2[2] = {ad_x(ad, x.in[0]), ad_x(ad, x.in[1])};
-    Attrs au = {.i = {RED_NONE, 0, x.ia[2], x.ia[3]}, .f = {x.fa[0]}};
-    int u = ad_add(ad, n, x.op, 2, in2, &au, NULL);
-    int in[5] = {gy, in2[1], ad_x(ad, x.in[2]), u, ad_x(ad, n)};
-    Attrs at = {.i = {x.ia[0], 0, x.ia[2], x.ia[3]}};
-    ad_acc(ad, x.in[2], ad_add(ad, n, OP_CLASS_WEIGHT_BWD, 5, in, &at, NULL));
+/* The forward inputs a class loss's backward node takes after its leading ones:
+ * (rw?, cw?) into in[k...]; returns the new input count. */
+static int class_weights_in(AD *ad, const Node *x, int *in, int k) {
+    if (class_rw(x, 2) >= 0) in[k++] = ad_x(ad, x->in[2]);
+    if (x->ia[4]) in[k++] = ad_x(ad, class_cw(x));
+    return k;
 }
 
-/* (g, labels, weight, u, fwd) -> the weight's shape. */
+/* d loss / d row weight of a weighted class loss n: CLASS_WEIGHT_BWD(g, labels, rw, u,
+ * n, cw?) with u = the same loss without the row weight and unreduced (recomputed: one
+ * more softmax); ia1 = classes.  The class weight gets no gradient. */
+static void grad_class_weight(AD *ad, int n, int gy) {
+    Node x = ad_src(ad)->n[n];
+    if (class_rw(&x, 2) < 0) return;
+    const Shape *xs = &ad_src(ad)->n[x.in[0]].shape;
+    int in2[3] = {ad_x(ad, x.in[0]), ad_x(ad, x.in[1]), x.ia[4] ? ad_x(ad, class_cw(&x)) : -1};
+    Attrs au = {.i = {RED_NONE, 0, x.ia[2], x.ia[3], x.ia[4]}, .f = {x.fa[0]}};
+    int u = ad_add(ad, n, x.op, 2 + (int)x.ia[4], in2, &au, NULL);
+    int in[6] = {gy, in2[1], ad_x(ad, x.in[2]), u, ad_x(ad, n), in2[2]};
+    Attrs at = {.i = {x.ia[0], xs->d[xs->rank - 1], x.ia[2], x.ia[3], x.ia[4]}};
+    ad_acc(ad, x.in[2], ad_add(ad, n, OP_CLASS_WEIGHT_BWD, 5 + (int)x.ia[4], in, &at, NULL));
+}
+
+/* (g, labels, rw, u, fwd, cw?) -> the row weight's shape. */
 static bool shape_class_weight_bwd(Graph *g, Node *n) {
     n->shape = g->n[n->in[2]].shape;
     n->dtype = DT_REAL;
@@ -123,10 +154,10 @@ static bool shape_class_weight_bwd(Graph *g, Node *n) {
 
 static void emit_class_weight_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "class_weight_bwd"), e_numel(e, x->in[1]),
-           e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]),
-           x->ia[2] ? cc_str("%lldLL", (long long)x->ia[3]) : "CDL_NO_IGNORE", e_ptr(e, x->in[3]), e_ptr(e, x->in[4]),
-           loss_red(x), e_ptr(e, n));
+    e_line(e, "%s(%s, %lld, %s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "class_weight_bwd"), e_numel(e, x->in[1]),
+           (long long)x->ia[1], e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]),
+           ptr_or_null(e, class_cw(x)), x->ia[2] ? cc_str("%lldLL", (long long)x->ia[3]) : "CDL_NO_IGNORE",
+           e_ptr(e, x->in[3]), e_ptr(e, x->in[4]), loss_red(x), e_ptr(e, n));
 }
 
 static bool shape_cross_entropy(Graph *g, Node *n) {
@@ -164,18 +195,19 @@ static void emit_cross_entropy(Emit *e, const Graph *g, int n) {
 static void grad_cross_entropy(AD *ad, int n, int gy) {
     Node x = ad_src(ad)->n[n];
     Shape hint = ad_src(ad)->n[x.in[0]].shape;
-    int in[4] = {gy, ad_x(ad, x.in[1]), ad_x(ad, n), x.nin > 2 ? ad_x(ad, x.in[2]) : -1};
-    Attrs at = {.i = {x.ia[0], 0, x.ia[2], x.ia[3]}, .f = {x.fa[0]}};
-    ad_acc(ad, x.in[0], ad_add(ad, n, OP_CROSS_ENTROPY_BWD, x.nin + 1, in, &at, &hint));
+    int in[5] = {gy, ad_x(ad, x.in[1]), ad_x(ad, n)};
+    int nin = class_weights_in(ad, &x, in, 3);
+    Attrs at = {.i = {x.ia[0], 0, x.ia[2], x.ia[3], x.ia[4]}, .f = {x.fa[0]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_CROSS_ENTROPY_BWD, nin, in, &at, &hint));
     grad_class_weight(ad, n, gy);
 }
 
-/* (g, labels, fwd, weight?) -> the logits' shape.  The hint carries it (the forward
+/* (g, labels, fwd, rw?, cw?) -> the logits' shape.  The hint carries it (the forward
  * node may be a saved value inside a loop body); without one, it is read off the
  * forward node. */
 static bool shape_cross_entropy_bwd(Graph *g, Node *n) {
-    if (n->nin != 3 && n->nin != 4) {
-        shape_error(n, "cross_entropy_bwd: takes g, labels, the forward node and an optional weight");
+    if (n->nin < 3 + (int)n->ia[4] || n->nin > 4 + (int)n->ia[4]) {
+        shape_error(n, "cross_entropy_bwd: takes g, labels, the forward node and optional weights");
         return false;
     }
     const Node *f = &g->n[n->in[2]];
@@ -227,16 +259,17 @@ static void emit_nll(Emit *e, const Graph *g, int n) {
 static void grad_nll(AD *ad, int n, int gy) {
     Node x = ad_src(ad)->n[n];
     Shape hint = ad_src(ad)->n[x.in[0]].shape;
-    int in[3] = {gy, ad_x(ad, x.in[1]), x.nin > 2 ? ad_x(ad, x.in[2]) : -1};
-    Attrs at = {.i = {x.ia[0], hint.d[hint.rank - 1], x.ia[2], x.ia[3]}};
-    ad_acc(ad, x.in[0], ad_add(ad, n, OP_NLL_BWD, x.nin, in, &at, &hint));
+    int in[4] = {gy, ad_x(ad, x.in[1])};
+    int nin = class_weights_in(ad, &x, in, 2);
+    Attrs at = {.i = {x.ia[0], hint.d[hint.rank - 1], x.ia[2], x.ia[3], x.ia[4]}};
+    ad_acc(ad, x.in[0], ad_add(ad, n, OP_NLL_BWD, nin, in, &at, &hint));
     grad_class_weight(ad, n, gy);
 }
 
-/* (g, labels, weight?) -> labels' shape + [ia1 classes]. */
+/* (g, labels, rw?, cw?) -> labels' shape + [ia1 classes]. */
 static bool shape_nll_bwd(Graph *g, Node *n) {
     const Shape *y = &g->n[n->in[1]].shape;
-    if (n->ia[1] <= 0 || y->rank >= MAXDIM || (n->nin != 2 && n->nin != 3)) {
+    if (n->ia[1] <= 0 || y->rank >= MAXDIM || n->nin < 2 + (int)n->ia[4] || n->nin > 3 + (int)n->ia[4]) {
         return shape_error(n, "nll_bwd: needs ia1 = classes > 0 and labels of rank < %d", MAXDIM);
     }
     Shape s = *y;
@@ -363,11 +396,12 @@ static bool shape_kl_normal(Graph *g, Node *n) {
 /* ------------------------------------------------------------------ tape calls */
 
 /* cdl_t_<loss>(tp, a, b[, attribute], reduction): cross_entropy's smoothing, huber's delta;
- * a class loss with a weight or an ignore_index: cdl_t_<loss>_ex(tp, a, b, weight or
- * NULL, ignore_index[, smoothing], reduction). */
+ * a class loss with a weight or an ignore_index: cdl_t_<loss>_ex(tp, a, b, row weight
+ * or NULL, class weight or NULL, ignore_index[, smoothing], reduction). */
 static const char *tape_loss(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     if ((x->op == OP_CROSS_ENTROPY || x->op == OP_NLL) && (x->nin > 2 || x->ia[2])) {
+        /* the tape's class_loss reads the weights off its inputs as class_rw / class_cw */
         const char *sm = x->op == OP_CROSS_ENTROPY ? cc_str("%s, ", e_lit(x->fa[0])) : "";
         return cc_str("cdl_t_%s_ex(tp, %s, %s, %s, %s%s)", loss_name(x), e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
                       class_ex_args(e, x, 2), sm, loss_red(x));
@@ -382,12 +416,12 @@ static const char *tape_loss(Emit *e, const Graph *g, int n) {
 static void tape_scratch_cross_entropy(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
     int64_t probs = shape_numel(&g->n[n->in[0]].shape), rows = shape_numel(&g->n[n->in[1]].shape);
     *keep = probs * real_size;
-    if (n->nin > 2) *tmp = (probs + 2 * rows) * real_size;
+    if (class_rw(n, 2) >= 0) *tmp = (probs + 2 * rows) * real_size;
 }
 
 static void tape_scratch_nll(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
     (void)keep;
-    if (n->nin > 2) *tmp = 2 * shape_numel(&g->n[n->in[1]].shape) * real_size;
+    if (class_rw(n, 2) >= 0) *tmp = 2 * shape_numel(&g->n[n->in[1]].shape) * real_size;
 }
 
 /* In place: a pair loss's gradient d[i] = s f(a[i], b[i]) (s read from g first) over

@@ -252,10 +252,10 @@ CDL_KERNELS_DENSE_MOVE(int32_t, i32)
  * element; class losses and kl_normal: rows, one a row) and the backward kernels take
  * g of the same size.
  * cross_entropy_ex / nll_ex generalise the class losses (the plain ones call them with
- * rw = NULL, ignore_index = CDL_NO_IGNORE): a row whose label is ignore_index has no
- * loss (0 under none) and no gradient; rw (NULL: all 1) weights row r's loss by rw[r];
- * mean divides by the sum of the weights of the rows not ignored (their count without
- * rw: PyTorch's rule with class weights, here per row; all rows ignored gives NaN). */
+ * rw = cw = NULL, ignore_index = CDL_NO_IGNORE): a row whose label is ignore_index has
+ * no loss (0 under none) and no gradient; rw (NULL: all 1) weights row r's loss by rw[r],
+ * cw[cols] (NULL: all 1) by class as PyTorch's weight=; mean divides by the sum of
+ * rw[r] cw[y_r] over the rows not ignored (all rows ignored gives NaN). */
 enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
 #define CDL_NO_IGNORE INT64_MIN   /* ignore_index of a class loss that ignores no label */
 #define CDL_KERNELS_LOSS(T, S) \
@@ -266,15 +266,15 @@ enum { CDL_RED_MEAN = 0, CDL_RED_SUM = 1, CDL_RED_NONE = 2 };
     int cdl_nll_##S(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red, T *loss); \
     int cdl_nll_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red, T *dx); \
     int cdl_cross_entropy_ex_##S(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, \
-                                 const T *rw, int64_t ignore_index, double smoothing, int red, T *probs, T *loss); \
+                                 const T *rw, const T *cw, int64_t ignore_index, double smoothing, int red, T *probs, T *loss); \
     int cdl_cross_entropy_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, \
-                                     const T *rw, int64_t ignore_index, const T *probs, double smoothing, \
+                                     const T *rw, const T *cw, int64_t ignore_index, const T *probs, double smoothing, \
                                      int red, T *dx); \
     int cdl_nll_ex_##S(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, const T *rw, \
-                       int64_t ignore_index, int red, T *loss); \
+                       const T *cw, int64_t ignore_index, int red, T *loss); \
     int cdl_nll_ex_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, \
-                           int64_t ignore_index, int red, T *dx); \
-    void cdl_class_weight_bwd_##S(int64_t rows, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index, const T *u, const T *loss, int red, T *dw); \
+                           const T *cw, int64_t ignore_index, int red, T *dx); \
+    void cdl_class_weight_bwd_##S(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, const T *cw, int64_t ignore_index, const T *u, const T *loss, int red, T *dw); \
     void cdl_mse_##S(int64_t n, const T *a, const T *b, int red, T *loss); \
     void cdl_mse_bwd_##S(int64_t n, const T *g, const T *a, const T *b, int red, int wrt, T *d); \
     void cdl_l1_##S(int64_t n, const T *a, const T *b, int red, T *loss); \

@@ -183,11 +183,11 @@ cdl_t *cdl_t_batchnorm(cdl_tape *tp, cdl_t *x, cdl_t *gamma, cdl_t *beta, cdl_t 
 cdl_t *cdl_t_lstm_act(cdl_tape *tp, cdl_t *gates, cdl_t *c);
 cdl_t *cdl_t_gru_act(cdl_tape *tp, cdl_t *gi, cdl_t *gh, cdl_t *h);
 
-/* ---- losses: reduce = CDL_RED_MEAN, _SUM, _NONE; _ex: weight (NULL: none), ignore_index (CDL_NO_IGNORE: none) */
+/* ---- losses: reduce = CDL_RED_MEAN, _SUM, _NONE; _ex: row_weight [labels], weight [C] (NULL: none), ignore_index (CDL_NO_IGNORE: none) */
 cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce);
 cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce);
-cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index, double smoothing, int reduce);
-cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce);
+cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *row_weight, cdl_t *weight, int64_t ignore_index, double smoothing, int reduce);
+cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *row_weight, cdl_t *weight, int64_t ignore_index, int reduce);
 cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
 cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce);
 cdl_t *cdl_t_huber(cdl_tape *tp, cdl_t *a, cdl_t *b, double delta, int reduce);

@@ -34,19 +34,24 @@ static inline double S(loss_acc_total)(const double acc[LOSS_LANES]) {
 /* ---------------------------------------------------------------- class losses */
 
 /* Row r's weight in a class loss: 0 when its label is ignore_index, else rw[r] (1
- * when rw is NULL). */
-static inline double S(class_w)(const T *rw, const int32_t *labels, int64_t ignore_index, int64_t r) {
-    if ((int64_t)labels[r] == ignore_index) return 0;
-    return rw ? (double)rw[r] : 1.0;
+ * when rw is NULL) times cw[label] (the class weight; 1 when cw is NULL or the label
+ * is outside [0, cols)). */
+static inline double S(class_w)(const T *rw, const T *cw, const int32_t *labels, int64_t ignore_index, int64_t cols,
+                                int64_t r) {
+    int32_t y = labels[r];
+    if ((int64_t)y == ignore_index) return 0;
+    double w = rw ? (double)rw[r] : 1.0;
+    return cw && y >= 0 && (int64_t)y < cols ? w * (double)cw[y] : w;
 }
 
 /* The divisor of a class loss: the sum of the row weights for mean (the count of the
  * rows not ignored, without weights; 0 when all are ignored: the loss is then NaN, as
  * in PyTorch), 1 for sum and none. */
-static double S(class_div)(int64_t rows, const T *rw, const int32_t *labels, int64_t ignore_index, int red) {
+static double S(class_div)(int64_t rows, int64_t cols, const T *rw, const T *cw, const int32_t *labels,
+                           int64_t ignore_index, int red) {
     if (red != CDL_RED_MEAN) return 1.0;
     double d = 0;
-    for (int64_t r = 0; r < rows; r++) d += S(class_w)(rw, labels, ignore_index, r);
+    for (int64_t r = 0; r < rows; r++) d += S(class_w)(rw, cw, labels, ignore_index, cols, r);
     return d;
 }
 
@@ -55,12 +60,23 @@ static inline T S(class_g)(const T *g, int red, double div, double wr, int64_t r
     return (T)((red == CDL_RED_NONE ? (double)g[r] : (double)g[0] / div) * wr);
 }
 
+/* The sums of a class-weighted smoothed row: *wsum = sum_j cw_j, *wx = sum_j cw_j x_j. */
+static void S(cw_sums)(int64_t cols, const T *cw, const T *x, double *wsum, double *wx) {
+    *wsum = *wx = 0;
+    for (int64_t j = 0; j < cols; j++) {
+        *wsum += (double)cw[j];
+        *wx += (double)cw[j] * (double)x[j];
+    }
+}
+
 /* Fused log-softmax + negative log-likelihood with label smoothing, per row:
  *   logZ = m + log sum_j e^(x_j - m),  p_j = e^(x_j - m) / sum,
  *   loss = logZ - (1 - s) x_y - (s / C) sum_j x_j        (q = (1-s) onehot + s/C),
- * weighted by the row's weight (0 for an ignored label). */
+ * weighted by the row's weight (0 for an ignored label).  With class weights cw (as
+ * PyTorch): loss = (1 - s) cw_y (logZ - x_y) + (s / C) sum_j cw_j (logZ - x_j), times
+ * rw[r]; the mean divides by sum_r rw[r] cw[y_r]. */
 int S(cross_entropy_ex)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels, const T *rw,
-                        int64_t ignore_index, double smoothing, int red, T *probs, T *loss) {
+                        const T *cw, int64_t ignore_index, double smoothing, int red, T *probs, T *loss) {
     double total = 0;
     int64_t bad = -1;
     for (int64_t r = 0; r < rows; r++) {
@@ -83,9 +99,14 @@ int S(cross_entropy_ex)(int64_t rows, int64_t cols, const T *logits, const int32
             /* no loss, no weight */
         } else if (y < 0 || (int64_t)y >= cols) {
             if (bad < 0) bad = r;
+        } else if (cw) {
+            double logz = (double)m + log(sum), wsum = 0, wx = 0, rr = rw ? (double)rw[r] : 1.0;
+            if (smoothing != 0) S(cw_sums)(cols, cw, x, &wsum, &wx);
+            lr = rr * ((1.0 - smoothing) * (double)cw[y] * (logz - (double)x[y]) +
+                       smoothing / (double)cols * (wsum * logz - wx));
         } else {
             double logz = (double)m + log(sum);
-            lr = S(class_w)(rw, labels, ignore_index, r) *
+            lr = S(class_w)(rw, NULL, labels, ignore_index, cols, r) *
                  (logz - (1.0 - smoothing) * (double)x[y] - smoothing / (double)cols * sx);
         }
         if (red == CDL_RED_NONE) loss[r] = (T)lr;
@@ -97,14 +118,18 @@ int S(cross_entropy_ex)(int64_t rows, int64_t cols, const T *logits, const int32
         return cdl_fail("cross_entropy: label %d at row %lld is outside [0, %lld)",
                         (int)labels[bad], (long long)bad, (long long)cols);
     }
-    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, rw, labels, ignore_index, red));
+    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, cols, rw, cw, labels, ignore_index, red));
     return 0;
 }
 
-/* dx = (row's upstream scale) * (p - q); ignored rows and rows with a bad label get 0. */
+/* dx = (row's upstream scale) * (p - q); ignored rows and rows with a bad label get 0.
+ * With class weights: dx_j = (scale rw[r]) (A p_j - (s / C) cw_j - [j = y] (1 - s) cw_y),
+ * A = (1 - s) cw_y + (s / C) sum_j cw_j. */
 int S(cross_entropy_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw,
-                            int64_t ignore_index, const T *probs, double smoothing, int red, T *dx) {
-    const double div = S(class_div)(rows, rw, labels, ignore_index, red);
+                            const T *cw, int64_t ignore_index, const T *probs, double smoothing, int red, T *dx) {
+    const double div = S(class_div)(rows, cols, rw, cw, labels, ignore_index, red);
+    double wsum = 0;
+    for (int64_t j = 0; cw && j < cols; j++) wsum += (double)cw[j];
     T off = (T)(smoothing / (double)cols), on = (T)(1.0 - smoothing);
     int rc = 0;
     for (int64_t r = 0; r < rows; r++) {
@@ -119,18 +144,26 @@ int S(cross_entropy_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_
                               (int)y, (long long)r, (long long)cols);
             continue;
         }
-        const T scale = S(class_g)(g, red, div, S(class_w)(rw, labels, ignore_index, r), r);
+        if (cw) {
+            const T scale = S(class_g)(g, red, div, S(class_w)(rw, NULL, labels, ignore_index, cols, r), r);
+            const T a = (T)((1.0 - smoothing) * (double)cw[y] + smoothing / (double)cols * wsum);
+            for (int64_t j = 0; j < cols; j++) d[j] = scale * (a * p[j] - off * cw[j]);
+            d[y] -= scale * on * cw[y];
+            continue;
+        }
+        const T scale = S(class_g)(g, red, div, S(class_w)(rw, NULL, labels, ignore_index, cols, r), r);
         for (int64_t j = 0; j < cols; j++) d[j] = scale * (p[j] - off);
         d[y] -= scale * on;
     }
     return rc;
 }
 
-/* d loss / d rw[r] of a weighted class loss, from u (the unweighted loss per row, 0
- * for ignored rows) and the forward's result loss: none g[r] u[r]; sum g u[r]; mean
- * g (u[r] - loss) / (sum of the weights), 0 for ignored rows. */
-void S(class_weight_bwd)(int64_t rows, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index,
-                         const T *u, const T *loss, int red, T *dw) {
+/* d loss / d rw[r] of a row-weighted class loss, from u (the loss per row without the
+ * row weights, class weights included; 0 for ignored rows) and the forward's result
+ * loss: none g[r] u[r]; sum g u[r]; mean g (u[r] - loss cw[y_r]) / (sum of the
+ * weights), 0 for ignored rows. */
+void S(class_weight_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, const T *cw,
+                         int64_t ignore_index, const T *u, const T *loss, int red, T *dw) {
     if (red == CDL_RED_NONE) {
         for (int64_t r = 0; r < rows; r++) dw[r] = g[r] * u[r];
         return;
@@ -139,24 +172,26 @@ void S(class_weight_bwd)(int64_t rows, const T *g, const int32_t *labels, const 
         for (int64_t r = 0; r < rows; r++) dw[r] = g[0] * u[r];
         return;
     }
-    const double div = S(class_div)(rows, rw, labels, ignore_index, red), l = (double)loss[0];
+    const double div = S(class_div)(rows, cols, rw, cw, labels, ignore_index, red), l = (double)loss[0];
     for (int64_t r = 0; r < rows; r++)
-        dw[r] = (int64_t)labels[r] == ignore_index ? (T)0 : (T)((double)g[0] * ((double)u[r] - l) / div);
+        dw[r] = (int64_t)labels[r] == ignore_index
+                    ? (T)0
+                    : (T)((double)g[0] * ((double)u[r] - l * S(class_w)(NULL, cw, labels, ignore_index, cols, r)) / div);
 }
 
 int S(cross_entropy)(int64_t rows, int64_t cols, const T *logits, const int32_t *labels,
                      double smoothing, int red, T *probs, T *loss) {
-    return S(cross_entropy_ex)(rows, cols, logits, labels, NULL, CDL_NO_IGNORE, smoothing, red, probs, loss);
+    return S(cross_entropy_ex)(rows, cols, logits, labels, NULL, NULL, CDL_NO_IGNORE, smoothing, red, probs, loss);
 }
 
 int S(cross_entropy_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels,
                          const T *probs, double smoothing, int red, T *dx) {
-    return S(cross_entropy_ex_bwd)(rows, cols, g, labels, NULL, CDL_NO_IGNORE, probs, smoothing, red, dx);
+    return S(cross_entropy_ex_bwd)(rows, cols, g, labels, NULL, NULL, CDL_NO_IGNORE, probs, smoothing, red, dx);
 }
 
-/* loss = -logp[r, y_r] weighted as cross_entropy_ex. */
-int S(nll_ex)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, const T *rw, int64_t ignore_index,
-              int red, T *loss) {
+/* loss = -logp[r, y_r] weighted as cross_entropy_ex (rw[r] cw[y_r]). */
+int S(nll_ex)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, const T *rw, const T *cw,
+              int64_t ignore_index, int red, T *loss) {
     double total = 0;
     for (int64_t r = 0; r < rows; r++) {
         int32_t y = labels[r];
@@ -168,18 +203,18 @@ int S(nll_ex)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, 
                 return cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
                                 (long long)r, (long long)cols);
             }
-            lr = -S(class_w)(rw, labels, ignore_index, r) * (double)logp[r * cols + y];
+            lr = -S(class_w)(rw, cw, labels, ignore_index, cols, r) * (double)logp[r * cols + y];
         }
         if (red == CDL_RED_NONE) loss[r] = (T)lr;
         total += lr;
     }
-    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, rw, labels, ignore_index, red));
+    if (red != CDL_RED_NONE) *loss = (T)(total / S(class_div)(rows, cols, rw, cw, labels, ignore_index, red));
     return 0;
 }
 
-int S(nll_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, int64_t ignore_index,
-                  int red, T *dx) {
-    const double div = S(class_div)(rows, rw, labels, ignore_index, red);
+int S(nll_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, const T *rw, const T *cw,
+                  int64_t ignore_index, int red, T *dx) {
+    const double div = S(class_div)(rows, cols, rw, cw, labels, ignore_index, red);
     int rc = 0;
     for (int64_t i = 0; i < rows * cols; i++) dx[i] = 0;
     for (int64_t r = 0; r < rows; r++) {
@@ -189,17 +224,17 @@ int S(nll_ex_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels,
             rc = cdl_fail("nll: label %d at row %lld is outside [0, %lld)", (int)y,
                           (long long)r, (long long)cols);
         else
-            dx[r * cols + y] = -S(class_g)(g, red, div, S(class_w)(rw, labels, ignore_index, r), r);
+            dx[r * cols + y] = -S(class_g)(g, red, div, S(class_w)(rw, cw, labels, ignore_index, cols, r), r);
     }
     return rc;
 }
 
 int S(nll)(int64_t rows, int64_t cols, const T *logp, const int32_t *labels, int red, T *loss) {
-    return S(nll_ex)(rows, cols, logp, labels, NULL, CDL_NO_IGNORE, red, loss);
+    return S(nll_ex)(rows, cols, logp, labels, NULL, NULL, CDL_NO_IGNORE, red, loss);
 }
 
 int S(nll_bwd)(int64_t rows, int64_t cols, const T *g, const int32_t *labels, int red, T *dx) {
-    return S(nll_ex_bwd)(rows, cols, g, labels, NULL, CDL_NO_IGNORE, red, dx);
+    return S(nll_ex_bwd)(rows, cols, g, labels, NULL, NULL, CDL_NO_IGNORE, red, dx);
 }
 
 /* ---------------------------------------------------------------- pair losses */

@@ -208,23 +208,30 @@ static void kl_geom(const cdl_t *a, int64_t *rows, int64_t *cols) {
     *cols = *rows ? a->numel / *rows : 0;
 }
 
-/* d loss / d weight of a weighted class loss y, from the unweighted loss per row
- * (recomputed as the static code's gradient does). */
+/* A class loss's row weight and class weight (NULL: none): in[2] and in[nin - 1];
+ * ia[3] = 1 when the class weight is there. */
+static cdl_t *class_rw(const cdl_t *y) { return y->nin - (int)y->ia[3] > 2 ? y->in[2] : NULL; }
+static const void *class_cw(const cdl_t *y) { return y->ia[3] ? y->in[y->nin - 1]->data : NULL; }
+
+/* d loss / d row weight of a weighted class loss y, from the loss per row without the
+ * row weights (recomputed as the static code's gradient does).  The class weight gets
+ * no gradient (as PyTorch's weight=). */
 static void bwd_class_weight(cdl_tape *tp, cdl_t *y) {
-    cdl_t *x = y->in[0], *labels = y->in[1], *w = y->in[2];
+    cdl_t *x = y->in[0], *labels = y->in[1], *w = class_rw(y);
     int64_t rows = labels->numel, C = x->dims[x->rank - 1];
+    const void *cw = class_cw(y);
     int acc;
     void *u = tape_rtemp(tp, rows), *d;
     if (!u) return;
     if (y->ia[0] == L_CE) {
         void *probs = tape_rtemp(tp, x->numel);
         if (!probs) return;
-        TK(tp, cross_entropy_ex, rows, C, x->data, labels->data, NULL, y->ia[2], y->fa[0], CDL_RED_NONE, probs, u);
+        TK(tp, cross_entropy_ex, rows, C, x->data, labels->data, NULL, cw, y->ia[2], y->fa[0], CDL_RED_NONE, probs, u);
     } else {
-        TK(tp, nll_ex, rows, C, x->data, labels->data, NULL, y->ia[2], CDL_RED_NONE, u);
+        TK(tp, nll_ex, rows, C, x->data, labels->data, NULL, cw, y->ia[2], CDL_RED_NONE, u);
     }
     if (!(d = tape_gdst(tp, w, &acc))) return;
-    TK(tp, class_weight_bwd, rows, y->grad, labels->data, w->data, y->ia[2], u, y->data, (int)y->ia[1], d);
+    TK(tp, class_weight_bwd, rows, C, y->grad, labels->data, w->data, cw, y->ia[2], u, y->data, (int)y->ia[1], d);
     tape_gfin(tp, w, d, acc);
 }
 
@@ -236,11 +243,11 @@ static void bwd_loss(cdl_tape *tp, cdl_t *y) {
     void *d;
     if (kind == L_CE || kind == L_NLL) {
         int64_t C = a->dims[a->rank - 1], ign = y->ia[2];
-        cdl_t *w = y->nin > 2 ? y->in[2] : NULL;
-        const void *rw = w ? w->data : NULL;
+        cdl_t *w = class_rw(y);
+        const void *rw = w ? w->data : NULL, *cw = class_cw(y);
         if (tape_need(tp, a) && (d = tape_gdst(tp, a, &acc))) {
-            if (kind == L_CE) TK(tp, cross_entropy_ex_bwd, b->numel, C, g, b->data, rw, ign, y->aux, f, red, d);
-            else TK(tp, nll_ex_bwd, b->numel, C, g, b->data, rw, ign, red, d);
+            if (kind == L_CE) TK(tp, cross_entropy_ex_bwd, b->numel, C, g, b->data, rw, cw, ign, y->aux, f, red, d);
+            else TK(tp, nll_ex_bwd, b->numel, C, g, b->data, rw, cw, ign, red, d);
             tape_gfin(tp, a, d, acc);
         }
         if (tape_need(tp, w)) bwd_class_weight(tp, y);
@@ -275,11 +282,11 @@ static cdl_t *loss_rec(cdl_tape *tp, const char *op, int red, const cdl_t *none,
                                : tape_rec(tp, op, tp->real, 0, NULL, 1, nin, in);
 }
 
-/* Class losses: scores [..., C] real, labels [...] i32, an optional real weight of the
- * labels' shape (no gradient flows into it); rows labelled ignore_index (CDL_NO_IGNORE:
- * none) count for nothing.  A label outside [0, C) makes the loss NaN with a message
- * (cdl_last_error), as in the static code. */
-static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, cdl_t *w, int64_t ignore,
+/* Class losses: scores [..., C] real, labels [...] i32, an optional real row weight w of
+ * the labels' shape and an optional class weight cw [C] (no gradient flows into cw);
+ * rows labelled ignore_index (CDL_NO_IGNORE: none) count for nothing.  A label outside
+ * [0, C) makes the loss NaN with a message (cdl_last_error), as in the static code. */
+static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, cdl_t *w, cdl_t *cw, int64_t ignore,
                          double smoothing, int red) {
     const char *op = loss_name[kind];
     if (!labels || !tape_need_real(tp, op, &x, 1)) return labels ? NULL : tape_rec(tp, op, CDL_F32, 0, NULL, 0, 1, &labels);
@@ -290,24 +297,27 @@ static cdl_t *class_loss(cdl_tape *tp, int kind, cdl_t *x, cdl_t *labels, cdl_t 
         if (!tape_need_real(tp, op, &w, 1)) return NULL;
         ok = w->rank == labels->rank;
         for (int i = 0; ok && i < w->rank; i++) ok = w->dims[i] == labels->dims[i];
-        if (!ok) return tape_err(tp, op, "weight %s does not match labels %s", DSTR(w), DSTR(labels));
+        if (!ok) return tape_err(tp, op, "row weight %s does not match labels %s", DSTR(w), DSTR(labels));
     }
-    cdl_t *in[3] = {x, labels, w};
-    cdl_t *y = loss_rec(tp, op, red, labels, w ? 3 : 2, in);
-    if (!y) return NULL;
     int64_t C = x->dims[x->rank - 1];
-    const void *rw = w ? w->data : NULL;
+    if (cw && (!tape_need_real(tp, op, &cw, 1) || cw->rank != 1 || cw->dims[0] != C))
+        return cw ? tape_err(tp, op, "weight %s must be [%lld] (one per class)", DSTR(cw), (long long)C) : NULL;
+    cdl_t *in[4] = {x, labels, w ? w : cw, cw};
+    cdl_t *y = loss_rec(tp, op, red, labels, 2 + (w != NULL) + (cw != NULL), in);
+    if (!y) return NULL;
+    const void *rw = w ? w->data : NULL, *cwd = cw ? cw->data : NULL;
     if (kind == L_CE) {
         y->aux = tape_alloc(tp, (size_t)x->numel * (size_t)tp->rs);
         if (!y->aux) return NULL;
-        (void)TK(tp, cross_entropy_ex, labels->numel, C, x->data, labels->data, rw, ignore, smoothing, red, y->aux,
-                 y->data);
+        (void)TK(tp, cross_entropy_ex, labels->numel, C, x->data, labels->data, rw, cwd, ignore, smoothing, red,
+                 y->aux, y->data);
     } else {
-        (void)TK(tp, nll_ex, labels->numel, C, x->data, labels->data, rw, ignore, red, y->data);
+        (void)TK(tp, nll_ex, labels->numel, C, x->data, labels->data, rw, cwd, ignore, red, y->data);
     }
     y->ia[0] = kind;
     y->ia[1] = red;
     y->ia[2] = ignore;
+    y->ia[3] = cw != NULL;
     y->fa[0] = smoothing;
     y->bwd = bwd_loss;
     return y;
@@ -348,18 +358,19 @@ static cdl_t *pair_loss(cdl_tape *tp, int kind, cdl_t *a, cdl_t *b, double delta
     return y;
 }
 
-cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *weight, int64_t ignore_index,
-                              double smoothing, int reduce) {
+cdl_t *cdl_t_cross_entropy_ex(cdl_tape *tp, cdl_t *logits, cdl_t *labels, cdl_t *row_weight, cdl_t *weight,
+                              int64_t ignore_index, double smoothing, int reduce) {
     if (tp && !(smoothing >= 0 && smoothing <= 1)) return tape_err(tp, "cross_entropy", "label_smoothing %g outside [0, 1]", smoothing);
-    return class_loss(tp, L_CE, logits, labels, weight, ignore_index, smoothing, reduce);
+    return class_loss(tp, L_CE, logits, labels, row_weight, weight, ignore_index, smoothing, reduce);
 }
 cdl_t *cdl_t_cross_entropy(cdl_tape *tp, cdl_t *logits, cdl_t *labels, double smoothing, int reduce) {
-    return cdl_t_cross_entropy_ex(tp, logits, labels, NULL, CDL_NO_IGNORE, smoothing, reduce);
+    return cdl_t_cross_entropy_ex(tp, logits, labels, NULL, NULL, CDL_NO_IGNORE, smoothing, reduce);
 }
-cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *weight, int64_t ignore_index, int reduce) {
-    return class_loss(tp, L_NLL, logp, labels, weight, ignore_index, 0, reduce);
+cdl_t *cdl_t_nll_ex(cdl_tape *tp, cdl_t *logp, cdl_t *labels, cdl_t *row_weight, cdl_t *weight, int64_t ignore_index,
+                    int reduce) {
+    return class_loss(tp, L_NLL, logp, labels, row_weight, weight, ignore_index, 0, reduce);
 }
-cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce) { return cdl_t_nll_ex(tp, logp, labels, NULL, CDL_NO_IGNORE, reduce); }
+cdl_t *cdl_t_nll(cdl_tape *tp, cdl_t *logp, cdl_t *labels, int reduce) { return cdl_t_nll_ex(tp, logp, labels, NULL, NULL, CDL_NO_IGNORE, reduce); }
 cdl_t *cdl_t_mse(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce) { return pair_loss(tp, L_MSE, a, b, 0, reduce); }
 cdl_t *cdl_t_l1(cdl_tape *tp, cdl_t *a, cdl_t *b, int reduce) { return pair_loss(tp, L_L1, a, b, 0, reduce); }
 cdl_t *cdl_t_huber(cdl_tape *tp, cdl_t *a, cdl_t *b, double delta, int reduce) { return pair_loss(tp, L_HUBER, a, b, delta, reduce); }

@@ -231,4 +231,5 @@ def torch_check(g, sd_path, xs, ms, ts, want):
     check(worst <= 1e-10, "torch parameter gradients = cdl's (worst relative difference %.3g)" % worst)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -162,8 +162,15 @@ static void test_loss_none_shapes(void **state) {
     int wc = real(SH(false, 30));
     int bad[3] = {seq, ys, wc};
     assert_true(op(OP_CROSS_ENTROPY, 3, bad, &none, NULL) < 0);
-    assert_diag("cross_entropy: weight [30] must have the labels' shape [64, 7] (a weight per row, not PyTorch's "
-                "per-class weight[C])");
+    assert_diag("cross_entropy: row_weight [30] must have the labels' shape [64, 7] (one weight a row; weight= is "
+                "PyTorch's per-class weight)");
+    /* ia4 = 1: the last input is the per-class weight [C] (PyTorch's weight=) */
+    assert_shape(op(OP_CROSS_ENTROPY, 3, bad, &(Attrs){.i = {RED_MEAN, 0, 0, 0, 1}}, NULL), scalar);
+    int full[4] = {seq, ys, w, wc};
+    assert_shape(op(OP_NLL, 4, full, &(Attrs){.i = {RED_NONE, 0, 0, 0, 1}}, NULL), SH(true, B, 7));
+    int wrong[3] = {seq, ys, real(SH(false, 7))};
+    assert_true(op(OP_CROSS_ENTROPY, 3, wrong, &(Attrs){.i = {RED_SUM, 0, 0, 0, 1}}, NULL) < 0);
+    assert_diag("cross_entropy: weight [7] must be [30], one per class (PyTorch's weight=; row_weight= weights rows)");
     int v = real(SH(false, 6));
     assert_true(op2a(OP_KL_NORMAL, v, v, none) < 0);
     assert_diag("kl_normal: reduce=\"none\" gives one value a row (dim 0) and needs operands of rank >= 2, got [6]");

@@ -269,8 +269,8 @@ static int32_t ex_y[R] = {0, IGN, 2, 4, IGN, 1};
 /* The scalar sum_r gr[r] loss_r (none) or g * loss of cross_entropy_ex (nll_ex when nll). */
 static double ex_loss(int nll, const double *w, int red, double s, const double *gr) {
     double l = 0;
-    if (nll) assert_int_equal(cdl_nll_ex_f64(R, C, ex_x, ex_y, w, IGN, red, red == CDL_RED_NONE ? ex_out : &l), 0);
-    else assert_int_equal(cdl_cross_entropy_ex_f64(R, C, ex_x, ex_y, w, IGN, s, red, ex_p, red == CDL_RED_NONE ? ex_out : &l), 0);
+    if (nll) assert_int_equal(cdl_nll_ex_f64(R, C, ex_x, ex_y, w, NULL, IGN, red, red == CDL_RED_NONE ? ex_out : &l), 0);
+    else assert_int_equal(cdl_cross_entropy_ex_f64(R, C, ex_x, ex_y, w, NULL, IGN, s, red, ex_p, red == CDL_RED_NONE ? ex_out : &l), 0);
     if (red != CDL_RED_NONE) return gr[0] * l;
     for (int r = 0; r < R; r++) l += gr[r] * ex_out[r];
     return l;
@@ -302,8 +302,8 @@ static void test_class_loss_ex(void **st) {
                     double l = ex_loss(nll, w, red, s, (double[]){1});
                     check_close(red == CDL_RED_MEAN ? total / wsum : total, l);
                 }
-                if (nll) assert_int_equal(cdl_nll_ex_bwd_f64(R, C, gr, ex_y, w, IGN, red, dx), 0);
-                else assert_int_equal(cdl_cross_entropy_ex_bwd_f64(R, C, gr, ex_y, w, IGN, ex_p, s, red, dx), 0);
+                if (nll) assert_int_equal(cdl_nll_ex_bwd_f64(R, C, gr, ex_y, w, NULL, IGN, red, dx), 0);
+                else assert_int_equal(cdl_cross_entropy_ex_bwd_f64(R, C, gr, ex_y, w, NULL, IGN, ex_p, s, red, dx), 0);
                 for (int i = 0; i < R * C; i++) {
                     double keep = ex_x[i];
                     ex_x[i] = keep + h; double lp = ex_loss(nll, w, red, s, gr);
@@ -316,12 +316,12 @@ static void test_class_loss_ex(void **st) {
     /* every row ignored: the mean is NaN (0 / 0), as in PyTorch; the sum is 0 */
     int32_t all[2] = {IGN, IGN};
     double l;
-    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, IGN, 0, CDL_RED_MEAN, ex_p, &l), 0);
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, NULL, IGN, 0, CDL_RED_MEAN, ex_p, &l), 0);
     assert_true(isnan(l));
-    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, IGN, 0, CDL_RED_SUM, ex_p, &l), 0);
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, NULL, IGN, 0, CDL_RED_SUM, ex_p, &l), 0);
     assert_true(l == 0);
     /* without ignore_index, -100 is a bad label as before */
-    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, CDL_NO_IGNORE, 0, CDL_RED_NONE, ex_p, ex_out), -1);
+    assert_int_equal(cdl_cross_entropy_ex_f64(2, C, ex_x, all, NULL, NULL, CDL_NO_IGNORE, 0, CDL_RED_NONE, ex_p, ex_out), -1);
     assert_true(isnan(ex_out[0]));
     expect_error("label -100 at row 0");
 }

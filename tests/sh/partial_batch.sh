@@ -102,11 +102,11 @@ model pb(B = 8) {
     param w: f32[4] = 0.5
     z = x * w
     output cross_entropy(z, y, reduce="none") as ce
-    output nll(z, y, weight=x[:, 0] * 3, reduce="none") as nw
+    output nll(z, y, row_weight=x[:, 0] * 3, reduce="none") as nw
     output cross_entropy(z, y, ignore_index=0, reduce="none") as ign
     output kl_normal(z, z, reduce="none") as kl
     output mse(z, x, reduce="none") as se
-    loss sum(cross_entropy(z, y, reduce="none")) + cross_entropy(z, y, weight=x[:, 0] * 2, reduce="sum") + sum(mse(z, x, reduce="none"))
+    loss sum(cross_entropy(z, y, reduce="none")) + cross_entropy(z, y, row_weight=x[:, 0] * 2, reduce="sum") + sum(mse(z, x, reduce="none"))
 }
 CDL
 check loss_none 3 <<'W'
