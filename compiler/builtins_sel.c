@@ -8,18 +8,19 @@
 
 #include <string.h>
 
-/* where(cond, a, b): torch.where; a and b may be numbers (scalar constants). */
+/* where(cond, a, b): torch.where; a and b may be numbers (scalar constants); cond is
+ * true where it is not 0 (an i32 cond is converted: a bool tensor of torch). */
 Value bs_where(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    int in[3] = {el_real_node(e, a[0], b->name, "cond", loc), el_operand(e, a[1], b->name, "a", loc),
+    int in[3] = {el_mask_operand(e, a[0], b->name, "cond", loc), el_operand(e, a[1], b->name, "a", loc),
                  el_operand(e, a[2], b->name, "b", loc)};
     if (in[0] < 0 || in[1] < 0 || in[2] < 0) return el_err();
     return el_tensor(e, el_add(e, OP_WHERE, loc, 3, in, NULL, NULL, DT_REAL));
 }
 
 /* masked_fill(x, mask, value): Tensor.masked_fill, i.e. where(mask, value, x); the
- * mask broadcasts to x's shape (the result has x's shape). */
+ * mask (f32 or i32: true where not 0) broadcasts to x's shape (the result has x's). */
 Value bs_masked_fill(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    int x = el_real_node(e, a[0], b->name, "x", loc), m = el_real_node(e, a[1], b->name, "mask", loc);
+    int x = el_real_node(e, a[0], b->name, "x", loc), m = el_mask_operand(e, a[1], b->name, "mask", loc);
     if (x < 0 || m < 0) return el_err();
     const Shape *xs = &el_n(e, x)->shape, *ms = &el_n(e, m)->shape;
     Shape out;

@@ -544,6 +544,7 @@ Value el_tuple(int n, const Value *v);
 int el_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc);   /* tensor -> node id */
 int el_real_node(Elab *e, Value v, const char *fn, const char *arg, Loc loc);  /* ... and f32 */
 int el_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc); /* numbers too */
+int el_mask_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc); /* ... and i32 as f32 */
 const Node *el_n(Elab *e, int id);                /* node of the current graph */
 bool el_int(Elab *e, Value v, const char *fn, const char *arg, Loc loc, int64_t *out);
 bool el_num(Elab *e, Value v, const char *fn, const char *arg, Loc loc, double *out);

@@ -346,6 +346,17 @@ int el_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
     return el_real_node(e, v, fn, arg, loc);
 }
 
+/* A mask or comparison operand: an f32 tensor, a number, or an i32 tensor converted to
+ * f32 (float(x): exact for |values| <= 2^24 in f32 builds, every i32 in f64 ones), so
+ * that `ids == 0`, `lengths > t` and where(ids != pad, ...) work on ids and labels. */
+int el_mask_operand(Elab *e, Value v, const char *fn, const char *arg, Loc loc) {
+    if (v.k == V_NUM) return scalar_node(e, v, loc);
+    int id = el_node(e, v, fn, arg, loc);
+    if (id < 0 || e->g->n[id].dtype == DT_REAL) return id;
+    Attrs at = {.i = {0}};
+    return el_add(e, OP_CAST, loc, 1, &id, &at, NULL, DT_REAL);
+}
+
 /* Argument arg of fn is of the wanted kind (ok), or an error saying it must be `want`;
  * false too for V_ERR (an error already reported). */
 static bool el_arg_kind(Elab *e, Value v, bool ok, const char *want, const char *fn, const char *arg, Loc loc) {
@@ -688,7 +699,7 @@ Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
             error_at(loc, "'%s' cannot be applied to %s", sp, el_describe(e, v));
             return el_err();
         }
-        if (v.k == V_TENSOR && v.g->n[v.id].dtype != DT_REAL) {
+        if (v.k == V_TENSOR && v.g->n[v.id].dtype != DT_REAL && cmp < 0) {
             error_at(loc, "'%s' needs f32 tensors, got i32%s (i32 tensors are labels and ids)", sp,
                      shape_str(&v.g->n[v.id].shape));
             return el_err();
@@ -723,7 +734,8 @@ Value el_arith(Elab *e, int op, Value a, Value b, Loc loc) {
         return el_tensor(e, el_add(e, batched ? OP_BMM : OP_MATMUL, loc, 2, in, NULL, NULL, DT_REAL));
     }
     Op o = cmp >= 0 ? OP_COMPARE : op == '+' ? OP_ADD : op == '-' ? OP_SUB : op == '*' ? OP_MUL : OP_DIV;
-    int in[2] = {el_operand(e, a, sp, "a", loc), el_operand(e, b, sp, "b", loc)};
+    int in[2] = {cmp >= 0 ? el_mask_operand(e, a, sp, "a", loc) : el_operand(e, a, sp, "a", loc),
+                 cmp >= 0 ? el_mask_operand(e, b, sp, "b", loc) : el_operand(e, b, sp, "b", loc)};
     Attrs at = {.i = {cmp}};
     return el_tensor(e, el_add(e, o, loc, 2, in, cmp >= 0 ? &at : NULL, NULL, DT_REAL));
 }
