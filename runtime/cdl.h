@@ -1217,17 +1217,25 @@ int cdl_plot_svg(const char *path, const char *title, int n, const double *epoch
 /* An 8-bit grayscale PNG (w x h pixels, row-major) written with zlib (plot.c). */
 int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix);
 
-/* Adversarial examples (adversarial.c): FGSM and PGD under the L-infinity norm, driven
- * by the model's input_grad (eval mode, no parameter gradients).  A spec is
- *   fgsm[:eps=E,alpha=A,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R]
- *   pgd[:eps=E,alpha=A,steps=N,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R]
+/* Adversarial examples (adversarial.c): FGSM / FGM and PGD under the L-infinity or the L2
+ * norm, driven by the model's input_grad (eval mode, no parameter gradients).  A spec is
+ *   fgsm[:eps=E,alpha=A,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R,norm=inf|2,on=NAME]
+ *   fgm[:...]   (fgsm with norm=2: Miyato et al.'s r = eps g / ||g||_2 per example)
+ *   pgd[:eps=E,alpha=A,steps=N,rand=0|1,min=LO,max=HI,clip=0|1,ratio=R,norm=inf|2,on=NAME]
  * Defaults: eps 0.1; pgd steps 7, rand 1, alpha 2.5 eps / steps; fgsm steps 1, rand 0,
  * alpha eps (rand=1: 1.25 eps, "fast" FGSM); valid range [min, max] = [0, 1], clip=0
  * for none; ratio 0.5 (training only: the fraction of each batch's examples replaced
  * by adversarial ones).  The attack: x0 = clean, x = rand ? P(x0 + U(-eps, eps)) : x0,
- * then steps times x = P(x + alpha sign(d loss / d x)); P clamps each element into
- * [max(x0 - eps, min), min(x0 + eps, max)] (into [min, max] when that is empty). */
+ * then steps times x = P(x + alpha s(g)), g = d loss / d x.  L-inf: s = sign, P clamps
+ * each element into [max(x0 - eps, min), min(x0 + eps, max)] (into [min, max] when that
+ * is empty).  L2: s(g) = g / ||g||_2 and P scales x - x0 back onto the eps-ball, both
+ * per example (row), then clamps into [min, max].
+ * The target: input `on` (NAME or NAME.delta), else the model's first perturbation input
+ * (CDL_T_PERTURB: `e = perturb(...)`), else the caller's input.  On a perturbation input
+ * the defaults not given become norm=2, clip=0 and ratio=1, and training adds the
+ * adversarial loss to the clean one (cdl_adv_train_grad) instead of replacing rows. */
 typedef enum cdl_attack_kind { CDL_ATTACK_NONE = 0, CDL_ATTACK_FGSM, CDL_ATTACK_PGD, CDL_ATTACK_HOTFLIP } cdl_attack_kind;
+enum { CDL_ATK_NORM = 1, CDL_ATK_RANGE = 2, CDL_ATK_RATIO = 4 };   /* cdl_attack.given */
 typedef struct cdl_attack {
     cdl_attack_kind kind;
     double eps, alpha;           /* radius and step size, in the units of the input */
@@ -1235,15 +1243,24 @@ typedef struct cdl_attack {
     int rand_start;              /* start at a uniform random point of the ball */
     double lo, hi;               /* valid input range (+-INFINITY: unclipped) */
     double ratio;                /* training: fraction of each batch made adversarial */
+    int norm;                    /* 0: L-infinity, 2: L2 */
+    int given;                   /* CDL_ATK_*: keys the spec set (the rest may follow the target) */
+    char on[64];                 /* the input attacked, by name; "": the default */
 } cdl_attack;
 int cdl_attack_parse(cdl_attack *a, const char *spec);     /* -1 and a message */
 void cdl_attack_str(const cdl_attack *a, char *buf, size_t n); /* canonical spec */
+/* The input spec a attacks in m (see above; xi: the caller's default, the first real
+ * input it feeds); -1 and a message (no such input, not real, not batched). */
+int cdl_adv_target(const cdl_model *m, const cdl_attack *a, int xi);
 /* Attack state: the settings and one scratch buffer (compiled batch), made once. */
 typedef struct cdl_adv cdl_adv;
-/* For real input xi of m (batched; m must have input_grad).  NULL and a message. */
+/* For real input xi of m (batched; m must have input_grad): a on cdl_adv_target(m, a,
+ * xi), the defaults of a perturbation input filled in.  NULL and a message. */
 cdl_adv *cdl_adv_new(const cdl_model *m, int xi, const cdl_attack *a);
 void cdl_adv_free(cdl_adv *s);                             /* NULL is fine */
-const cdl_attack *cdl_adv_attack(const cdl_adv *s);
+const cdl_attack *cdl_adv_attack(const cdl_adv *s);        /* the settings as resolved */
+int cdl_adv_input(const cdl_adv *s);                       /* the input attacked */
+int cdl_adv_on_delta(const cdl_adv *s);                    /* it is a perturbation input */
 /* Replace rows 0..rows-1 of net->in[xi] by adversarial examples against the labels
  * etc. in the other inputs (rows <= 0: nothing).  Calls m->input_grad(net, rows)
  * `steps` times, so net->act, net->out and net->in_grad are overwritten; parameters and
@@ -1251,6 +1268,14 @@ const cdl_attack *cdl_adv_attack(const cdl_adv *s);
  * net->batch_row0 * feat on (the rows' place in a sharded global batch; 0 otherwise).
  * No allocation.  0, or -1 and a message (rows > the compiled batch, a foreign net). */
 int cdl_adv_perturb(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key);
+/* A perturbation input back to zero (after evaluating at the attacked point); no-op
+ * for a data input (the next batch overwrites it). */
+void cdl_adv_reset(cdl_adv *s, cdl_net *net);
+/* Embedding-space adversarial training (Miyato et al. 2017), for a perturbation input:
+ * net->grad = grad L(clean) + grad L(clean + r_adv), r_adv from cdl_adv_perturb at the
+ * current parameters; returns L(clean) + L(adv), the delta left at zero.  Three passes
+ * (train, `steps` input gradients, train); no allocation. */
+double cdl_adv_train_grad(cdl_adv *s, cdl_net *net, int rows, cdl_rng_key key);
 /* END TRAINER */
 
 /* ======================================================================== tape (tape.c)

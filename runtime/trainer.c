@@ -82,9 +82,11 @@ static const tr_optdef tr_optdefs[] = {
     {"out", "FILE", C_SAMPLE | C_GRAD, "output file (also -o)"},
     {"batches", "N", C_GRAD, "number of batches (default 1)"},
     {"adversarial", "SPEC", C_TRAIN, "adversarial training: fgsm[:eps=,rand=,ratio=,min=,max=,clip=] | "
-                                       "pgd[:eps=,alpha=,steps=,rand=,ratio=,...] | none"},
+                                       "pgd[:eps=,alpha=,steps=,rand=,ratio=,...] | fgm[:eps=] (L2; norm=2|inf, on=INPUT; "
+                                       "a perturb() input: embedding space) | none"},
     {"accum", "K", C_TRAIN, "micro-batches per process: each shard of a batch runs as K pieces whose gradients are summed"},
-    {"attack", "SPEC", C_EVAL, "also report robust accuracy under fgsm[:eps=...] or pgd[:eps=,alpha=,steps=,...]"},
+    {"attack", "SPEC", C_EVAL, "also report robust accuracy under fgsm[:eps=...], fgm[:eps=...] (L2) or "
+                               "pgd[:eps=,alpha=,steps=,norm=,on=,...]"},
 };
 enum { TR_NOPT = (int)(sizeof tr_optdefs / sizeof tr_optdefs[0]) };
 

@@ -105,7 +105,7 @@ static void dp_axpy(void *y, const void *x, double a, size_t n, int rs, int firs
  * attacked, so this shard attacks its rows among them; the random start is keyed by
  * the global row (adversarial.c reads net->batch_row0). */
 static int dp_perturb(cdl_adv *adv, cdl_net *net, int rows, uint64_t seed, uint64_t step) {
-    if (!adv) return 0;
+    if (!adv || cdl_adv_on_delta(adv)) return 0;     /* a delta: cdl_adv_train_grad, below */
     int64_t g = net->batch_rows > 0 ? net->batch_rows : rows;
     int64_t k = (int64_t)floor(cdl_adv_attack(adv)->ratio * (double)g + 0.5) - net->batch_row0;
     if (k > rows) k = rows;
@@ -142,7 +142,9 @@ static int dp_local(tr_dp *dp, cdl_net *net, int64_t b, const tr_dp_step *st, do
         dp->bn.rows = r;
         dp->bn.global_rows = g;
         cdl_bn_sharded = dp->sync ? &dp->bn : NULL;
-        double loss = m->grad(net, r);
+        double loss = st->adv && cdl_adv_on_delta(st->adv)
+                          ? cdl_adv_train_grad(st->adv, net, r, (cdl_rng_key){st->seed, net->step, TR_ADV_STREAM})
+                          : m->grad(net, r);
         cdl_bn_sharded = NULL;
         if (dp->size > 1 && !isfinite(loss)) {           /* this rank's rows: say which, and why */
             char what[128];

@@ -93,6 +93,7 @@ static int tr_evaluate(const cdl_model *m, cdl_net *net, cdl_loader *l, const tr
             cdl_rng_key key = {rb->seed, (uint64_t)b, TR_ADV_STREAM};
             if ((rc = cdl_adv_perturb(rb->adv, net, rows, key)) < 0) break;
             m->forward(net, rows);
+            cdl_adv_reset(rb->adv, net);
             rsum += net->loss * rows;
             if (with_acc) rhits += tr_hits(net->out[0], m->real_size, rows, c, y, rb->ok, NULL);
         }
@@ -128,13 +129,15 @@ static cdl_adv *tr_adv_new(const cdl_model *m, const tr_opts *o, const char *spe
         cdl_hotflip_io io = {ids, map->yi, d->vocab, d->labels, show};
         return cdl_adv_new_text(m, &a, &io);
     }
-    if (o->tf.normalize) {
+    int xi = cdl_adv_target(m, &a, map->xi);
+    if (xi < 0) return NULL;
+    if (o->tf.normalize && !(m->inputs[xi].flags & CDL_T_PERTURB)) {   /* a delta is in the model's units */
         a.eps /= o->tf.std;
         a.alpha /= o->tf.std;
         a.lo = (a.lo - o->tf.mean) / o->tf.std;
         a.hi = (a.hi - o->tf.mean) / o->tf.std;
     }
-    return cdl_adv_new(m, map->xi, &a);
+    return cdl_adv_new(m, xi, &a);
 }
 
 /* eval: test loss and accuracy of --load. */
@@ -162,6 +165,11 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
         if (!(rb.adv = tr_adv_new(m, o, o->attack, &map, &d, o->json ? NULL : stdout)) ||
             !(rb.ok = cdl_alloc((size_t)m->batch)))
             goto out;
+        if (cdl_adv_on_delta(rb.adv)) {                 /* its settings as resolved for the delta */
+            a = *cdl_adv_attack(rb.adv);
+            a.ratio = 1;
+            cdl_attack_str(&a, spec, sizeof spec);
+        }
     }
     if (tr_evaluate(m, net, l, &map, &loss, &acc, rb.adv ? &rb : NULL) < 0) goto out;
     int64_t attacked = 0, changed = 0, flips = 0;
@@ -358,6 +366,13 @@ static int tr_train_prepare(tr_run *s) {
         cdl_attack a;
         if (cdl_attack_parse(&a, o->adversarial) < 0 || !(s->adv = tr_adv_new(m, o, o->adversarial, &s->map, &s->dtr, NULL)))
             return -1;
+        if (cdl_adv_on_delta(s->adv)) {
+            a = *cdl_adv_attack(s->adv);
+            if (a.ratio != 1)
+                return cdl_fail("--adversarial %s: training on %s (embedding space) adds the adversarial loss of "
+                                "every example to the clean loss (Miyato et al.): ratio must be 1", o->adversarial,
+                                m->inputs[cdl_adv_input(s->adv)].name);
+        }
         cdl_attack_str(&a, s->adv_spec, sizeof s->adv_spec);
     }
     cdl_net *net = s->net;

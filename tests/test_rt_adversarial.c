@@ -9,6 +9,9 @@
  *      CSV whose class is carried by one strongly separated ("robust") feature and many
  *      weakly separated ("brittle") ones: an eps = 0.1 attack defeats the brittle
  *      features, so adversarial training must learn to rely on the robust one.
+ * lind: lin with a perturbation input (what `e = perturb(x)` compiles to) and a weight:
+ *      s = w sum_f c_f (x_f + d_f), d = the delta e.delta; the L2 attacks on d and
+ *      embedding-space training (cdl_adv_train_grad) have closed forms.
  */
 #include "test_rt_util.h"
 
@@ -56,6 +59,44 @@ static const cdl_model lin64 = {"lin", "t", 0x11, 8, LB, 0, NULL, 0, 0, 2, lin_i
 static const cdl_model lin_nog = {"lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                   sizeof(float) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f32, lin_grad_f32,
                                   NULL, NULL};
+
+/* ---------------------------------------------------------------- lind */
+
+static double lind_run(cdl_net *net, int nb, int mode) {   /* 0 eval, 1 grad, 2 input grad */
+    const float *x = net->in[0], *d = net->in[1], *w = net->param;
+    float *logit = net->act, *dx = net->in_grad[0], *dd = net->in_grad[1], *dw = net->grad;
+    double loss = 0, g = 0;
+    for (int r = 0; r < nb; r++) {
+        double s = 0;
+        for (int f = 0; f < LF; f++) s += lin_c[f] * ((double)x[r * LF + f] + d[r * LF + f]);
+        g += s;
+        logit[2 * r] = (float)(w[0] * s);
+        logit[2 * r + 1] = (float)(-w[0] * s);
+        loss += w[0] * s;
+        if (mode == 2)
+            for (int f = 0; f < LF; f++) dx[r * LF + f] = dd[r * LF + f] = (float)(w[0] * lin_c[f] / nb);
+    }
+    if (mode == 1) dw[0] = (float)(g / nb);
+    net->out[0] = logit;
+    net->loss = loss / nb;
+    return net->loss;
+}
+static void lind_init(cdl_net *n, uint64_t s) { (void)s, ((float *)n->param)[0] = 1; }
+static void lind_fwd(cdl_net *n, int nb) { lind_run(n, nb, 0); }
+static double lind_grad(cdl_net *n, int nb) { return lind_run(n, nb, 1); }
+static double lind_igrad(cdl_net *n, int nb) { return lind_run(n, nb, 2); }
+static const cdl_tensor lind_params[] = {{"w", CDL_F32, 0, 1, {1}, 0, "t:1:1"}};
+static const cdl_tensor lind_inputs[] = {{"x", CDL_F32, 0, 2, {LB, LF}, CDL_T_BATCHED, "t:1:1"},
+                                         {"e.delta", CDL_F32, 0, 2, {LB, LF}, CDL_T_BATCHED | CDL_T_PERTURB, "t:2:5"},
+                                         {"y", CDL_I32, 0, 1, {LB}, CDL_T_BATCHED, "t:3:1"}};
+static const cdl_model lind = {"lind", "t", 0x1D, 4, LB, 1, lind_params, 1, 1, 3, lind_inputs, 1, lin_outputs, 1,
+                               sizeof(float) * LB * 2, 0, NULL, "optimizer=sgd:lr=0.01\nepochs=2\nworkers=0",
+                               lind_init, lind_fwd, lind_grad, lind_igrad, NULL};
+static double lin_cnorm(void) {
+    double c2 = 0;
+    for (int f = 0; f < LF; f++) c2 += lin_c[f] * lin_c[f];
+    return sqrt(c2);
+}
 
 /* ---------------------------------------------------------------- sm */
 
@@ -188,23 +229,33 @@ static void test_parse(void **st) {
     assert_true(a.eps == 0.2 && isinf(a.lo) && a.lo < 0 && isinf(a.hi) && a.hi > 0);
     /* the canonical string parses back to the same settings */
     const char *specs[] = {"fgsm", "pgd:eps=0.3,alpha=0.01,steps=40,ratio=0.25", "pgd:clip=0,rand=0",
-                           "fgsm:eps=0.05,rand=1,min=-0.5,max=0.5"};
-    for (int i = 0; i < 4; i++) {
+                           "fgsm:eps=0.05,rand=1,min=-0.5,max=0.5", "fgm:eps=2", "pgd:norm=2,on=emb,clip=0"};
+    for (int i = 0; i < 6; i++) {
         char s[256];
         assert_int_equal(cdl_attack_parse(&a, specs[i]), 0);
         cdl_attack_str(&a, s, sizeof s);
         if (cdl_attack_parse(&b, s) < 0) fail_msg("%s -> %s: %s", specs[i], s, cdl_last_error());
         assert_true(a.kind == b.kind && a.eps == b.eps && fabs(a.alpha - b.alpha) < 1e-6 * a.alpha &&
                     a.steps == b.steps && a.rand_start == b.rand_start && a.lo == b.lo && a.hi == b.hi &&
-                    a.ratio == b.ratio);
+                    a.ratio == b.ratio && a.norm == b.norm && !strcmp(a.on, b.on));
     }
+    /* fgm is fgsm under L2 (Miyato et al.); norm and on; which keys were given */
+    assert_int_equal(cdl_attack_parse(&a, "fgsm"), 0);
+    assert_true(a.norm == 0 && a.given == 0 && a.on[0] == 0);
+    assert_int_equal(cdl_attack_parse(&a, "fgm:eps=0.5"), 0);
+    assert_true(a.kind == CDL_ATTACK_FGSM && a.norm == 2 && a.eps == 0.5 && a.alpha == 0.5 && a.given == CDL_ATK_NORM);
+    assert_int_equal(cdl_attack_parse(&a, "pgd:norm=2,on=e,ratio=1,max=3"), 0);
+    assert_true(a.norm == 2 && !strcmp(a.on, "e") && a.given == (CDL_ATK_NORM | CDL_ATK_RATIO | CDL_ATK_RANGE));
+    assert_int_equal(cdl_attack_parse(&a, "pgd:norm=inf"), 0);
+    assert_true(a.norm == 0 && a.given == CDL_ATK_NORM);
     /* errors name the problem */
     const struct { const char *spec, *msg; } bad[] = {
         {"bim", "unknown attack"}, {"fgsm:eps=-1", "eps"}, {"pgd:steps=0", "steps"},
         {"pgd:steps=2.5", "steps"}, {"fgsm:steps=3", "one step"}, {"pgd:foo=1", "unknown key 'foo'"},
         {"pgd:eps", "key=value"}, {"pgd:eps=", "key=value"}, {"fgsm:min=1,max=0", "min"},
         {"fgsm:ratio=2", "ratio"}, {"pgd:rand=2", "rand"}, {"fgsm:eps=nan", "eps"},
-        {"fgsm:eps=1e999", "eps"}, {"pgd:clip=0.5", "clip"}, {"", "unknown attack"}};
+        {"fgsm:eps=1e999", "eps"}, {"pgd:clip=0.5", "clip"}, {"", "unknown attack"}, {"pgd:norm=1", "norm"},
+        {"fgm:steps=2", "fgm takes one step"}, {"pgd:on=0123456789012345678901234567890123456789012345678901234567890123", "too long"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (cdl_attack_parse(&a, bad[i].spec) != -1) fail_msg("'%s' accepted", bad[i].spec);
         if (!strstr(cdl_last_error(), bad[i].msg)) fail_msg("'%s': %s", bad[i].spec, cdl_last_error());
@@ -372,6 +423,168 @@ static void test_errors(void **st) {
     cdl_net_free(other);
 }
 
+/* ---------------------------------------------------------------- perturbation inputs */
+
+/* lind's examples: x = U[0, 1), labels r % 2, the delta zero. */
+static void lind_batch(cdl_net *net) {
+    cdl_rng_key k = {43, 0, 0};
+    cdl_rand_f32(k, 0, LB * LF, net->in[0]);
+    for (int r = 0; r < LB; r++) ((int32_t *)net->in[2])[r] = r % 2;
+}
+
+/* The attack goes to the perturbation input by default (on= picks another), in L2,
+ * unclipped: FGM gives eps c / ||c|| per row exactly; PGD stays in the ball and ends
+ * near that point; the delta is zero again after cdl_adv_reset; no allocation. */
+static void test_l2_delta(void **st) {
+    (void)st;
+    cdl_net *net = cdl_net_new(&lind);
+    assert_non_null(net);
+    lind_init(net, 0);
+    lind_batch(net);
+    float x0[LB * LF];
+    memcpy(x0, net->in[0], sizeof x0);
+    cdl_attack a;
+    assert_int_equal(cdl_attack_parse(&a, "fgm:eps=0.3"), 0);
+    cdl_adv *adv = cdl_adv_new(&lind, 0, &a);
+    assert_non_null(adv);
+    assert_true(cdl_adv_input(adv) == 1 && cdl_adv_on_delta(adv));
+    const cdl_attack *r = cdl_adv_attack(adv);
+    assert_true(r->norm == 2 && isinf(r->lo) && isinf(r->hi) && r->ratio == 1);
+    const float *d = net->in[1];
+    const double cn = lin_cnorm();
+    size_t before = cdl_alloc_count();
+    assert_int_equal(cdl_adv_perturb(adv, net, 5, (cdl_rng_key){1, 2, 3}), 0);
+    for (int i = 0; i < LB * LF; i++) {
+        double want = i < 5 * LF ? 0.3 * lin_c[i % LF] / cn : 0;
+        if (fabs(d[i] - want) > 1e-6) fail_msg("delta[%d] = %.9g, want %.9g", i, d[i], want);
+    }
+    assert_memory_equal(x0, net->in[0], sizeof x0);          /* the data input is untouched */
+    cdl_adv_reset(adv, net);
+    for (int i = 0; i < LB * LF; i++) assert_true(d[i] == 0);
+    assert_true(cdl_alloc_count() == before);
+    cdl_adv_free(adv);
+    /* PGD under L2 from a random start: inside the ball, close to the best direction, a
+     * function of the key */
+    assert_int_equal(cdl_attack_parse(&a, "pgd:eps=0.3,steps=30,alpha=0.1"), 0);
+    assert_non_null(adv = cdl_adv_new(&lind, 0, &a));
+    before = cdl_alloc_count();
+    float first[LB * LF];
+    for (int rep = 0; rep < 2; rep++) {
+        cdl_adv_reset(adv, net);
+        assert_int_equal(cdl_adv_perturb(adv, net, LB, (cdl_rng_key){7, 1, 3}), 0);
+        if (rep) assert_memory_equal(first, d, sizeof first);
+        memcpy(first, d, sizeof first);
+    }
+    for (int row = 0; row < LB; row++) {
+        double n2 = 0, dot = 0;
+        for (int f = 0; f < LF; f++) n2 += (double)d[row * LF + f] * d[row * LF + f], dot += d[row * LF + f] * lin_c[f];
+        if (sqrt(n2) > 0.3 * (1 + 1e-6) || dot / (sqrt(n2) * cn) < 0.99)
+            fail_msg("row %d: ||d|| %.9g, cos %.6f", row, sqrt(n2), dot / (sqrt(n2) * cn));
+    }
+    assert_true(cdl_alloc_count() == before);
+    cdl_adv_free(adv);
+    /* on= names the target; a data input keeps the L-inf defaults */
+    assert_int_equal(cdl_attack_parse(&a, "fgsm:eps=0.1,on=x"), 0);
+    assert_non_null(adv = cdl_adv_new(&lind, 1, &a));
+    assert_true(cdl_adv_input(adv) == 0 && !cdl_adv_on_delta(adv) && cdl_adv_attack(adv)->norm == 0);
+    assert_true(cdl_adv_attack(adv)->lo == 0 && cdl_adv_attack(adv)->hi == 1);
+    cdl_adv_free(adv);
+    assert_int_equal(cdl_attack_parse(&a, "fgm:on=e"), 0);                  /* NAME for NAME.delta */
+    assert_non_null(adv = cdl_adv_new(&lind, 0, &a));
+    assert_int_equal(cdl_adv_input(adv), 1);
+    cdl_adv_free(adv);
+    assert_int_equal(cdl_attack_parse(&a, "fgm:on=nope"), 0);
+    assert_null(cdl_adv_new(&lind, 0, &a));
+    assert_non_null(strstr(cdl_last_error(), "no input 'nope'"));
+    assert_int_equal(cdl_attack_parse(&a, "fgm:on=y"), 0);
+    assert_null(cdl_adv_new(&lind, 0, &a));
+    assert_non_null(strstr(cdl_last_error(), "perturb"));
+    assert_int_equal(cdl_attack_parse(&a, "fgm"), 0);
+    assert_null(cdl_adv_new(&lin32, -1, &a));                 /* no real input at all */
+    assert_non_null(strstr(cdl_last_error(), "perturb(...)"));
+    cdl_net_free(net);
+}
+
+/* Miyato et al.'s objective: L(clean) + L(clean + r_adv) and the sum of both
+ * gradients, in closed form for both signs of w; the delta ends at zero; a data-input
+ * attack refuses. */
+static void test_train_grad_delta(void **st) {
+    (void)st;
+    cdl_net *net = cdl_net_new(&lind);
+    assert_non_null(net);
+    lind_batch(net);
+    double S = 0, cn = lin_cnorm();
+    for (int row = 0; row < LB; row++)
+        for (int f = 0; f < LF; f++) S += lin_c[f] * ((const float *)net->in[0])[row * LF + f];
+    S /= LB;
+    cdl_attack a;
+    assert_int_equal(cdl_attack_parse(&a, "fgm:eps=0.3"), 0);
+    cdl_adv *adv = cdl_adv_new(&lind, 0, &a);
+    assert_non_null(adv);
+    size_t before = cdl_alloc_count();
+    for (int sgn = -1; sgn <= 1; sgn += 2) {
+        ((float *)net->param)[0] = (float)sgn;
+        double L = cdl_adv_train_grad(adv, net, LB, (cdl_rng_key){1, 1, 1});
+        double la = sgn * S + 0.3 * cn;                       /* r_adv = eps sign(w) c / ||c|| */
+        if (fabs(L - (sgn * S + la)) > 1e-5 || net->loss != L) fail_msg("w %d: loss %.9g, want %.9g", sgn, L, sgn * S + la);
+        double dw = ((const float *)net->grad)[0], want = S + (S + sgn * 0.3 * cn);
+        if (fabs(dw - want) > 1e-5) fail_msg("w %d: dw %.9g, want %.9g", sgn, dw, want);
+        for (int i = 0; i < LB * LF; i++) assert_true(((const float *)net->in[1])[i] == 0);
+    }
+    assert_true(cdl_alloc_count() == before);
+    cdl_adv_free(adv);
+    assert_int_equal(cdl_attack_parse(&a, "fgsm:on=x"), 0);
+    assert_non_null(adv = cdl_adv_new(&lind, 0, &a));
+    assert_true(isnan(cdl_adv_train_grad(adv, net, LB, (cdl_rng_key){1, 1, 1})));
+    assert_non_null(strstr(cdl_last_error(), "not a perturbation input"));
+    cdl_adv_free(adv);
+    cdl_net_free(net);
+}
+
+/* The trainer on lind: eval --attack fgm reports the loss at the L2 point (not scaled
+ * by --normalize: the delta is in the model's units), on=x the L-inf one; train
+ * --adversarial fgm / pgd trains embedding-space, exactly on resume; ratio < 1 refused. */
+static void test_trainer_delta(void **st) {
+    (void)st;
+    const char *ck = tpath("lind.ckpt"), *p = tpath("lp.ckpt"), *r = tpath("lr.ckpt");
+    cdl_net *net = cdl_net_new(&lind);
+    lind_init(net, 0);
+    assert_int_equal(cdl_ckpt_save(ck, net, NULL, NULL), 0);
+    cdl_net_free(net);
+    double cn = lin_cnorm(), sum_c = 0;
+    for (int f = 0; f < LF; f++) sum_c += fabs(lin_c[f]);
+    const char *norm[] = {NULL, "--normalize", "0.5,0.5"};
+    for (int k = 0; k < 2; k++) {
+        int rc = run(&lind, "eval", "--data", g_lin_csv, "--load", ck, "--attack", "fgm:eps=0.2", "--json",
+                     k ? norm[1] : NULL, norm[2], NULL);
+        if (rc) fail_msg("rc %d: %s", rc, g_err);
+        assert_non_null(strstr(g_out, "\"attack\":\"fgm:eps=0.2,alpha=0.2,steps=1,rand=0,clip=0,ratio=1,norm=2\""));
+        if (fabs(json_num(g_out, "robust_loss") - json_num(g_out, "test_loss") - 0.2 * cn) > 1e-5) fail_msg("%s", g_out);
+    }
+    int rc = run(&lind, "eval", "--data", g_lin_csv, "--load", ck, "--attack", "fgsm:eps=0.1,on=x", "--json", NULL);
+    if (rc) fail_msg("rc %d: %s", rc, g_err);
+    assert_true(fabs(json_num(g_out, "robust_loss") - json_num(g_out, "test_loss") - 0.1 * sum_c) < 1e-5);
+    rc = run(&lind, "train", "--data", g_lin_csv, "--save", p, "--adversarial", "pgd:eps=0.2,steps=2", "--json", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_non_null(strstr(g_out, "\"adversarial\":\"pgd:eps=0.2,alpha=0.25,steps=2,rand=1,clip=0,ratio=1,norm=2\""));
+    assert_true(isfinite(json_num(g_out, "train_loss")));
+    rc = run(&lind, "train", "--data", g_lin_csv, "--save", r, "--adversarial", "pgd:eps=0.2,steps=2", "--epochs", "1",
+             "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    rc = run(&lind, "train", "--data", g_lin_csv, "--resume", r, "--save", r, "--adversarial", "pgd:eps=0.2,steps=2",
+             "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    cdl_net *na = cdl_net_new(&lind), *nb = cdl_net_new(&lind);
+    assert_int_equal(cdl_ckpt_load(p, na, NULL, NULL), 0);
+    assert_int_equal(cdl_ckpt_load(r, nb, NULL, NULL), 0);
+    assert_memory_equal(na->param, nb->param, sizeof(float));
+    assert_true(((float *)na->param)[0] != 1);                 /* it did train */
+    cdl_net_free(na);
+    cdl_net_free(nb);
+    assert_int_equal(run(&lind, "train", "--data", g_lin_csv, "--adversarial", "fgm:ratio=0.5", NULL), 1);
+    assert_non_null(strstr(g_err, "ratio must be 1"));
+}
+
 /* ---------------------------------------------------------------- trainer */
 
 /* eval --attack: the JSON keys; robust loss = clean loss + eps sum |c| on lin (no
@@ -502,6 +715,9 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_eval_attack),
         cmocka_unit_test(test_train_adversarial),
+        cmocka_unit_test(test_l2_delta),
+        cmocka_unit_test(test_train_grad_delta),
+        cmocka_unit_test(test_trainer_delta),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
