@@ -221,6 +221,8 @@ static double hf_at(const void *p, int rs, int64_t r, int64_t c, int64_t k) {
 static double hf_ce(const void *p, int rs, int64_t r, int64_t c, int32_t y, int *arg) {
     double mx = -INFINITY, s = 0;
     int best = 0;
+    *arg = 0;
+    if (c < 1) return 0;   /* no classes (the model table's output has at least one) */
     for (int64_t k = 0; k < c; k++) {
         double x = hf_at(p, rs, r, c, k);
         if (x > mx) mx = x, best = (int)k;
