@@ -276,7 +276,7 @@ classify: $(B)/examples/classify
 # --target=tape and run side by side (tests/difftest/driver.c): losses, gradients,
 # outputs, input gradients and entries must agree, the f64 builds pass gradcheck, and a
 # tenth of them run under ASan + UBSan ($(B)/dtsan: cdlc, the runtime and the generated
-# code).  tests/sh/difftest.sh runs a few hundred in make test;
+# code).  tests/sh/difftest.sh runs 120 in make test;
 # `make difftest N=10000 [START=1] [JOBS=2]` runs more.  See docs/design.md.
 DT_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 difftest-san:

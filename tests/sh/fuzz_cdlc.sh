@@ -1,6 +1,6 @@
 #!/bin/bash
 # fuzz_cdlc.sh -- the compiler's fuzz target ($B/fuzz/fuzz_cdlc from tests/fuzz/fuzz_cdlc.c,
-# built by make test) for FUZZ_TIME seconds (default 20), seeded with every model,
+# built by make test) for FUZZ_TIME seconds (default 10), seeded with every model,
 # example and error-corpus file and the inputs it once failed on (tests/fuzz/cdlc_cases/,
 # each kept when its bug was fixed), with the CDL dictionary tests/fuzz/cdl.dict.  Fails on
 # anything the fuzzer finds: a crash, an internal error, a sanitizer report, a leak, an
@@ -20,7 +20,7 @@ for s in models/*.cdl examples/*.cdl tests/errors/*.cdl tests/fuzz/cdlc_cases/*;
     [ -f "$s" ] && cp "$s" "$tmp/seeds/$(echo "$s" | tr / _)"
 done
 nseeds=$(ls "$tmp/seeds" | wc -l)
-"$f" -dict=tests/fuzz/cdl.dict -max_total_time="${FUZZ_TIME:-20}" -timeout=10 -rss_limit_mb=2048 \
+"$f" -dict=tests/fuzz/cdl.dict -max_total_time="${FUZZ_TIME:-10}" -timeout=10 -rss_limit_mb=2048 \
     -max_len=16384 -print_final_stats=1 -artifact_prefix="$B/fuzz/" "$corpus" "$tmp/seeds" >"$tmp/log" 2>&1
 rc=$?
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$tmp/log")
@@ -30,4 +30,4 @@ if [ $rc -ne 0 ] || [ -z "$runs" ]; then
     tail -5 "$tmp/log"
     exit 1
 fi
-echo "fuzz_cdlc: $runs inputs in ${FUZZ_TIME:-20} s from $nseeds seeds, corpus $(ls "$corpus" | wc -l), nothing found"
+echo "fuzz_cdlc: $runs inputs in ${FUZZ_TIME:-10} s from $nseeds seeds, corpus $(ls "$corpus" | wc -l), nothing found"
