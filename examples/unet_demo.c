@@ -85,30 +85,6 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
-/* rows x cols tiles of 28x28 images (row-major; NULL: empty) into a grey PNG, each pixel
- * repeated scale x scale times, tiles 2 scaled pixels apart on a mid-grey background. */
-static int write_grid(const char *path, const float *const *tiles, int rows, int cols, int scale) {
-    int pad = 2 * scale, tw = IMG * scale;
-    int W = cols * (tw + pad) + pad, H = rows * (tw + pad) + pad;
-    unsigned char *pix = cdl_alloc((size_t)W * (size_t)H);
-    if (!pix) return cdl_fail("%s: out of memory for a %dx%d image", path, W, H);
-    memset(pix, 96, (size_t)W * (size_t)H);
-    for (int t = 0; t < rows * cols; t++) {
-        const float *img = tiles[t];
-        if (!img) continue;
-        int ox = pad + (t % cols) * (tw + pad), oy = pad + (t / cols) * (tw + pad);
-        for (int y = 0; y < tw; y++)
-            for (int x = 0; x < tw; x++) {
-                float v = img[(y / scale) * IMG + x / scale];
-                v = v == v ? (v < 0 ? 0 : v > 1 ? 1 : v) : 0;
-                pix[(size_t)(oy + y) * (size_t)W + (size_t)(ox + x)] = (unsigned char)lrintf(v * 255);
-            }
-    }
-    int rc = cdl_png_write_gray(path, W, H, pix);
-    cdl_free(pix);
-    return rc;
-}
-
 static double sq_err(const float *a, const float *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
@@ -172,7 +148,7 @@ int main(int argc, char **argv) {
     printf("noisy input:         MSE %.6f  PSNR %.2f dB\n", e_noisy / m, psnr(e_noisy / m));
     printf("denoised:            MSE %.6f  PSNR %.2f dB\n", e_den / m, psnr(e_den / m));
     printf("clean input, output: MSE %.6f  PSNR %.2f dB (the eval test loss)\n", e_rec / m, psnr(e_rec / m));
-    if (write_grid(o.out, tiles, 3, CLASSES, o.scale) < 0) goto fail;
+    if (cdl_png_write_tiles(o.out, tiles, 3 * CLASSES, CLASSES, IMG, IMG, o.scale) < 0) goto fail;
     printf("wrote %s: rows clean / noisy / denoised, one column per class\n", o.out);
     cdl_free(noisy);
     cdl_free(out);

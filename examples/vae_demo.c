@@ -90,32 +90,6 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
-/* A grid of rows x cols 28x28 tiles (tiles[i] = PIX values in [0, 1], row-major by
- * tile; NULL tiles stay background) written as an 8-bit grayscale PNG, each pixel
- * repeated scale x scale times, tiles 2 scaled pixels apart on a mid-gray background.
- * 0, or -1 and a message. */
-static int write_grid(const char *path, const float *const *tiles, int rows, int cols, int scale) {
-    int pad = 2 * scale, tw = IMG * scale;
-    int W = cols * (tw + pad) + pad, H = rows * (tw + pad) + pad;
-    unsigned char *pix = cdl_alloc((size_t)W * (size_t)H);
-    if (!pix) return cdl_fail("%s: out of memory for a %dx%d image", path, W, H);
-    memset(pix, 96, (size_t)W * (size_t)H);
-    for (int t = 0; t < rows * cols; t++) {
-        const float *img = tiles[t];
-        if (!img) continue;
-        int ox = pad + (t % cols) * (tw + pad), oy = pad + (t / cols) * (tw + pad);
-        for (int y = 0; y < tw; y++)
-            for (int x = 0; x < tw; x++) {
-                float v = img[(y / scale) * IMG + x / scale];
-                v = v == v ? (v < 0 ? 0 : v > 1 ? 1 : v) : 0;
-                pix[(size_t)(oy + y) * (size_t)W + (size_t)(ox + x)] = (unsigned char)lrintf(v * 255);
-            }
-    }
-    int rc = cdl_png_write_gray(path, W, H, pix);
-    cdl_free(pix);
-    return rc;
-}
-
 /* mu (n x Z) of the n images x (n x PIX), through the encode entry in batches of the
  * compiled size; logvar goes to the caller's scratch lv (B x Z). */
 static void encode_all(cdl_net *net, int64_t n, const float *x, float *mu, float *lv, int Z) {
@@ -267,7 +241,7 @@ int main(int argc, char **argv) {
                 tiles[(2 * r + 1) * COLS + c] = img + (int64_t)(r * COLS + c) * PIX;
             }
         snprintf(path, sizeof path, "%s/recon.png", o.out);
-        if (write_grid(path, tiles, ROWS, COLS, o.scale) < 0) goto fail;
+        if (cdl_png_write_tiles(path, tiles, ROWS * COLS, COLS, IMG, IMG, o.scale) < 0) goto fail;
         printf("wrote %s: %d test images (rows 1, 3, 5, 7) and their reconstructions\n", path, m);
     }
 
@@ -282,7 +256,7 @@ int main(int argc, char **argv) {
         const float *tiles[COLS * ROWS] = {0};
         for (int i = 0; i < m; i++) tiles[i] = img + (int64_t)i * PIX;
         snprintf(path, sizeof path, "%s/samples.png", o.out);
-        if (write_grid(path, tiles, ROWS, COLS, o.scale) < 0) goto fail;
+        if (cdl_png_write_tiles(path, tiles, ROWS * COLS, COLS, IMG, IMG, o.scale) < 0) goto fail;
         printf("wrote %s: %d images decoded from z ~ N(0, I)\n", path, m);
     }
 
@@ -306,7 +280,7 @@ int main(int argc, char **argv) {
         void *out[1] = {img};
         if (m > 0) vae_generate(net, m, in, out);
         snprintf(path, sizeof path, "%s/interp.png", o.out);
-        if (write_grid(path, tiles, ROWS, IC, o.scale) < 0) goto fail;
+        if (cdl_png_write_tiles(path, tiles, ROWS * IC, IC, IMG, IMG, o.scale) < 0) goto fail;
         printf("wrote %s: latent interpolations between test images of two classes\n", path);
     }
 

@@ -1216,6 +1216,11 @@ int cdl_plot_svg(const char *path, const char *title, int n, const double *epoch
                  const double *train_loss, const double *test_loss, const double *test_acc);
 /* An 8-bit grayscale PNG (w x h pixels, row-major) written with zlib (plot.c). */
 int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix);
+/* n tiles of w x h values in [0, 1] (tiles[i] row-major; NaN is 0, the rest clamped;
+ * a NULL tile stays background) as a grayscale PNG grid of cols columns filled row by
+ * row, each value scale x scale pixels, tiles 2 scaled pixels apart on mid-grey (96).
+ * 0, or -1 and a message. */
+int cdl_png_write_tiles(const char *path, const float *const *tiles, int n, int cols, int w, int h, int scale);
 
 /* Adversarial examples (adversarial.c): FGSM / FGM and PGD under the L-infinity or the L2
  * norm, driven by the model's input_grad (eval mode, no parameter gradients).  A spec is

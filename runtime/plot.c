@@ -199,3 +199,30 @@ int cdl_png_write_gray(const char *path, int w, int h, const unsigned char *pix)
     if (fclose(f) != 0 || bad) return cdl_fail("%s: write error", path);
     return 0;
 }
+
+int cdl_png_write_tiles(const char *path, const float *const *tiles, int n, int cols, int w, int h, int scale) {
+    if (n < 1 || cols < 1 || w < 1 || h < 1 || scale < 1 || w > (1 << 16) || h > (1 << 16) || scale > 64)
+        return cdl_fail("%s: bad tile grid (%d tiles, %d columns, %d x %d, scale %d)", path, n, cols, w, h, scale);
+    int rows = (n + cols - 1) / cols, pad = 2 * scale, tw = w * scale, th = h * scale;
+    int64_t W64 = (int64_t)cols * (tw + pad) + pad, H64 = (int64_t)rows * (th + pad) + pad;
+    if (W64 > (1 << 20) || H64 > (1 << 20) || W64 * H64 > (1 << 28))
+        return cdl_fail("%s: bad PNG size %lld x %lld", path, (long long)W64, (long long)H64);
+    int W = (int)W64, H = (int)H64;
+    unsigned char *pix = cdl_alloc((size_t)W * (size_t)H);
+    if (!pix) return cdl_fail("%s: out of memory for a %dx%d image", path, W, H);
+    memset(pix, 96, (size_t)W * (size_t)H);
+    for (int t = 0; t < n; t++) {
+        const float *img = tiles[t];
+        if (!img) continue;
+        int ox = pad + (t % cols) * (tw + pad), oy = pad + (t / cols) * (th + pad);
+        for (int y = 0; y < th; y++)
+            for (int x = 0; x < tw; x++) {
+                float v = img[(y / scale) * w + x / scale];
+                v = v == v ? (v < 0 ? 0 : v > 1 ? 1 : v) : 0;
+                pix[(size_t)(oy + y) * (size_t)W + (size_t)(ox + x)] = (unsigned char)lrintf(v * 255);
+            }
+    }
+    int rc = cdl_png_write_gray(path, W, H, pix);
+    cdl_free(pix);
+    return rc;
+}

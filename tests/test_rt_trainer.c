@@ -737,6 +737,47 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* A grayscale PNG written by cdl_png_write_gray: *w x *h pixels into pix (cap bytes). */
+static void read_png_gray(const char *path, uint32_t *w, uint32_t *h, unsigned char *pix, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static unsigned char buf[1 << 16], raw[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_true(n > 41 && !memcmp(buf, "\x89PNG\r\n\x1a\n", 8) && !memcmp(buf + 37, "IDAT", 4));
+    *w = be32(buf + 16), *h = be32(buf + 20);
+    assert_true((size_t)*w * *h <= cap);
+    uLongf rl = sizeof raw;
+    assert_int_equal(uncompress(raw, &rl, buf + 41, be32(buf + 33)), Z_OK);
+    assert_int_equal(rl, *h * (*w + 1));
+    for (uint32_t y = 0; y < *h; y++) memcpy(pix + (size_t)y * *w, raw + (size_t)y * (*w + 1) + 1, *w);
+}
+
+/* cdl_png_write_tiles: the grid's geometry, the scaling, clamping, NaN and empty tiles. */
+static void test_png_tiles(void **st) {
+    (void)st;
+    const float a[6] = {0, 0.5f, 1, 2, -1, NAN}, b[6] = {1, 1, 1, 1, 1, 1};
+    const float *tiles[3] = {a, NULL, b};                 /* 3 tiles of 3x2, 2 columns */
+    const char *png = tpath("tiles.png");
+    assert_int_equal(cdl_png_write_tiles(png, tiles, 3, 2, 3, 2, 2), 0);
+    uint32_t w, h;
+    static unsigned char px[1 << 12];
+    read_png_gray(png, &w, &h, px, sizeof px);
+    assert_int_equal(w, 2 * (3 * 2 + 4) + 4);             /* pad 2 * scale around tiles */
+    assert_int_equal(h, 2 * (2 * 2 + 4) + 4);
+    const unsigned char want_a[2][3] = {{0, 128, 255}, {255, 0, 0}};
+    for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++) {
+            int tx = (int)x - 4, ty = (int)y - 4, in_a = tx >= 0 && tx < 6 && ty >= 0 && ty < 4;
+            int in_b = tx >= 0 && tx < 6 && ty >= 8 && ty < 12;
+            int want = in_a ? want_a[ty / 2][tx / 2] : in_b ? 255 : 96;
+            if (px[y * w + x] != want) fail_msg("pixel (%u, %u) = %d, want %d", x, y, px[y * w + x], want);
+        }
+    assert_int_equal(cdl_png_write_tiles(png, tiles, 3, 0, 3, 2, 2), -1);
+    assert_non_null(strstr(cdl_last_error(), "bad tile grid"));
+    assert_int_equal(cdl_png_write_tiles(png, tiles, 3, 2, 3, 2, 0), -1);
+}
+
 static void test_sample_png(void **st) {
     (void)st;
     const char *png = tpath("s.png");
@@ -980,6 +1021,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_kink),
         cmocka_unit_test(test_gradcheck_no_input_check),
         cmocka_unit_test(test_sample_png),
+        cmocka_unit_test(test_png_tiles),
         cmocka_unit_test(test_grad_dump),
         cmocka_unit_test(test_grad_eval),
         cmocka_unit_test(test_schedules_plot),
