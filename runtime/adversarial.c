@@ -44,17 +44,46 @@ static int adv_num(const char *spec, const char *key, const char *v, double lo, 
     return 0;
 }
 
+const char *adv_spec_open(adv_spec *s, const char *spec) {
+    s->spec = spec;
+    s->rest = s->save = NULL;
+    s->started = s->failed = 0;
+    if (strlen(spec) >= sizeof s->buf) {
+        cdl_fail("attack '%.40s...': spec too long", spec);
+        return NULL;
+    }
+    memcpy(s->buf, spec, strlen(spec) + 1);
+    char *colon = strchr(s->buf, ':');
+    if (colon) *colon = 0, s->rest = colon + 1;
+    return s->buf;
+}
+
+int adv_spec_next(adv_spec *s, char **key, char **val) {
+    if (!s->rest) return 0;                                  /* no ':' */
+    char *kv = strtok_r(s->started ? NULL : s->rest, ",", &s->save);
+    s->started = 1;
+    if (!kv) return 0;
+    char *v = strchr(kv, '=');
+    if (!v || !v[1]) {
+        s->failed = 1;
+        cdl_fail("attack '%s': '%s' is not key=value", s->spec, kv);
+        return 0;
+    }
+    *v++ = 0;
+    *key = kv;
+    *val = v;
+    return 1;
+}
+
 /* Parse "fgsm[:k=v,...]" / "pgd[:k=v,...]" (see cdl.h).  Defaults that depend on other
  * keys (alpha, rand) are filled in after every key is read, so order does not matter. */
 int cdl_attack_parse(cdl_attack *a, const char *spec) {
-    char buf[256];
     memset(a, 0, sizeof *a);
     if (!spec) return cdl_fail("attack: no spec");
     if (!strncmp(spec, "hotflip", 7) && (!spec[7] || spec[7] == ':')) return cdl_hotflip_parse(a, spec);
-    if (strlen(spec) >= sizeof buf) return cdl_fail("attack '%.40s...': spec too long", spec);
-    memcpy(buf, spec, strlen(spec) + 1);
-    char *colon = strchr(buf, ':');
-    if (colon) *colon = 0;
+    adv_spec sp;
+    const char *buf = adv_spec_open(&sp, spec);
+    if (!buf) return -1;
     if (!strcmp(buf, "fgsm")) a->kind = CDL_ATTACK_FGSM;
     else if (!strcmp(buf, "fgm")) a->kind = CDL_ATTACK_FGSM, a->norm = 2, a->given |= CDL_ATK_NORM;
     else if (!strcmp(buf, "pgd")) a->kind = CDL_ATTACK_PGD;
@@ -64,11 +93,7 @@ int cdl_attack_parse(cdl_attack *a, const char *spec) {
     a->lo = 0;
     a->hi = 1;
     a->ratio = 0.5;
-    char *save = NULL;
-    for (char *kv = colon ? strtok_r(colon + 1, ",", &save) : NULL; kv; kv = strtok_r(NULL, ",", &save)) {
-        char *val = strchr(kv, '=');
-        if (!val || !val[1]) return cdl_fail("attack '%s': '%s' is not key=value", spec, kv);
-        *val++ = 0;
+    for (char *kv = NULL, *val = NULL; adv_spec_next(&sp, &kv, &val);) {
         if (!strcmp(kv, "eps") || !strcmp(kv, "epsilon")) {
             if (adv_num(spec, kv, val, 0, &a->eps) < 0) return -1;
         } else if (!strcmp(kv, "alpha")) {
@@ -104,6 +129,7 @@ int cdl_attack_parse(cdl_attack *a, const char *spec) {
                             "ratio, norm, on)", spec, kv);
         }
     }
+    if (sp.failed) return -1;
     if (a->kind == CDL_ATTACK_FGSM && steps > 1)
         return cdl_fail("attack '%s': %s takes one step (use pgd:steps=N)", spec, buf);
     a->steps = steps > 0 ? (int)steps : a->kind == CDL_ATTACK_PGD ? 7 : 1;

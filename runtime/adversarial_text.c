@@ -29,22 +29,16 @@
 /* ---------------------------------------------------------------- specs */
 
 int cdl_hotflip_parse(cdl_attack *a, const char *spec) {
-    char buf[256];
     memset(a, 0, sizeof *a);
-    if (strlen(spec) >= sizeof buf) return cdl_fail("attack '%.40s...': spec too long", spec);
-    memcpy(buf, spec, strlen(spec) + 1);
-    char *colon = strchr(buf, ':');
-    if (colon) *colon = 0;
+    adv_spec sp;
+    const char *buf = adv_spec_open(&sp, spec);
+    if (!buf) return -1;
     if (strcmp(buf, "hotflip")) return cdl_fail("attack '%s': not a hotflip spec", spec);
     a->kind = CDL_ATTACK_HOTFLIP;
     a->steps = 1;
     a->cand = 10;
     a->ratio = 0.5;
-    char *save = NULL;
-    for (char *kv = colon ? strtok_r(colon + 1, ",", &save) : NULL; kv; kv = strtok_r(NULL, ",", &save)) {
-        char *val = strchr(kv, '=');
-        if (!val || !val[1]) return cdl_fail("attack '%s': '%s' is not key=value", spec, kv);
-        *val++ = 0;
+    for (char *kv = NULL, *val = NULL; adv_spec_next(&sp, &kv, &val);) {
         double x;
         int ratio = !strcmp(kv, "ratio");
         if (cdl_parse_f64(val, &x) < 0 || x < 0 || (ratio ? x > 1 : x != floor(x) || x > 100000))
@@ -56,6 +50,7 @@ int cdl_hotflip_parse(cdl_attack *a, const char *spec) {
         else if (ratio) a->ratio = x;
         else return cdl_fail("attack '%s': unknown key '%s' (flips, cand, ratio, show)", spec, kv);
     }
+    if (sp.failed) return -1;
     if (a->steps < 1 || a->cand < 1)
         return cdl_fail("attack '%s': flips and cand must be at least 1", spec);
     return 0;

@@ -15,6 +15,19 @@
 
 #include <stdio.h>
 
+/* An attack spec "name[:key=value,...]" taken apart in a copy, for cdl_attack_parse and
+ * cdl_hotflip_parse (adversarial.c), so that both word their errors alike. */
+typedef struct adv_spec {
+    const char *spec;             /* as given, for messages */
+    char buf[256], *rest, *save;  /* the copy: name, then the key=value list (NULL: none) */
+    int started, failed;          /* failed: a pair was not key=value (the message is set) */
+} adv_spec;
+/* The name (the part before ':'); NULL and "spec too long". */
+const char *adv_spec_open(adv_spec *s, const char *spec);
+/* The next pair: 1 with *key and *val set; 0 at the end, or with s->failed set and the
+ * message "'kv' is not key=value". */
+int adv_spec_next(adv_spec *s, char **key, char **val);
+
 int cdl_hotflip_parse(cdl_attack *a, const char *spec);     /* -1 and a message */
 void cdl_hotflip_str(const cdl_attack *a, char *buf, size_t n);
 

@@ -261,6 +261,18 @@ static void test_parse(void **st) {
         if (!strstr(cdl_last_error(), bad[i].msg)) fail_msg("'%s': %s", bad[i].spec, cdl_last_error());
     }
     assert_int_equal(cdl_attack_parse(&a, NULL), -1);
+    assert_int_equal(cdl_attack_parse(&a, "pgd:steps=3,,eps=0.2"), 0);  /* empty items skipped */
+    assert_true(a.steps == 3 && a.eps == 0.2);
+    assert_int_equal(cdl_attack_parse(&a, "pgd:"), 0);
+    char longspec[300];
+    memset(longspec, 'x', sizeof longspec - 1);
+    longspec[sizeof longspec - 1] = 0;
+    memcpy(longspec, "pgd:", 4);
+    assert_int_equal(cdl_attack_parse(&a, longspec), -1);
+    assert_non_null(strstr(cdl_last_error(), "spec too long"));
+    memcpy(longspec, "hotflip:", 8);
+    assert_int_equal(cdl_attack_parse(&a, longspec), -1);
+    assert_non_null(strstr(cdl_last_error(), "spec too long"));
 }
 
 /* ---------------------------------------------------------------- attacks */

@@ -143,6 +143,12 @@ static void test_errors(void **st) {
     expect_error("flips and cand must be at least 1");
     assert_int_equal(cdl_attack_parse(&a, "hotflip:beam=2"), -1);
     expect_error("unknown key 'beam'");
+    assert_int_equal(cdl_attack_parse(&a, "hotflip:flips"), -1);     /* the shared key=value walk */
+    expect_error("attack 'hotflip:flips': 'flips' is not key=value");
+    assert_int_equal(cdl_attack_parse(&a, "hotflip:cand=2,show="), -1);
+    expect_error("'show=' is not key=value");
+    assert_int_equal(cdl_attack_parse(&a, "hotflip:cand=3,,flips=2"), 0);  /* empty items skipped, as for pgd */
+    assert_true(a.cand == 3 && a.steps == 2);
     cdl_hotflip_io io = {0, 2, "bytes", NULL, NULL};
     assert_int_equal(cdl_attack_parse(&a, "hotflip"), 0);
     assert_null(cdl_adv_new_text(&bag, &a, &io));
