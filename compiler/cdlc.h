@@ -962,6 +962,10 @@ void emit_c_end(EmitC *c);
 const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char *const *leaf);
 /* For op emitters (static target): */
 const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
+/* A convolution kernel's call, kernel(geom, in0, in1[, in2 or NULL], node, scratch), as
+ * cdl_conv2d, cdl_convg, cdl_conv_transpose2d and their _bwd_x / _bwd_w take it; the
+ * third operand (the optional bias) only when bias_slot. */
+void e_conv_call(Emit *e, int n, const char *kernel, const char *geom, bool bias_slot, const char *scratch);
 const char *e_aux_as(Emit *e, int node, const char *type);   /* the same as a type * ("uint8_t") */
 /* The inner (contraction) size k of a GEMM-like node as a C expression: "k", or
  * "t != t0 ? k : 0" inside a loop body when one of its first nops inputs is all zeros

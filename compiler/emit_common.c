@@ -107,6 +107,13 @@ const char *e_rows(Emit *e, int node) {
     return k == 1 ? "nb" : cc_str("nb*%lld", (long long)k);
 }
 
+void e_conv_call(Emit *e, int n, const char *kernel, const char *geom, bool bias_slot, const char *scratch) {
+    const Node *y = &e_graph(e)->n[n];
+    const char *in2 = !bias_slot ? "" : y->nin == 3 ? cc_str(", %s", e_ptr(e, y->in[2])) : ", NULL";
+    e_line(e, "%s(%s, %s, %s%s, %s, %s);", e_fn(e, kernel), geom, e_ptr(e, y->in[0]), e_ptr(e, y->in[1]), in2,
+           e_ptr(e, n), scratch);
+}
+
 const char *e_dim(Emit *e, int node, int axis) {
     const Node *n = &e_graph(e)->n[node];
     if (axis == 0) return e_rows(e, node);

@@ -147,9 +147,7 @@ static void grad_conv2d(AD *ad, int n, int gy) {
 static void emit_conv2d(Emit *e, const Graph *g, int n) {
     const Node *y = &g->n[n];
     cdl_conv2d_geom cg = conv_geom(g, y);
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d"), conv_geom_lit(&cg, e_rows(e, y->in[0])),
-           e_ptr(e, y->in[0]), e_ptr(e, y->in[1]), y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n),
-           conv_scratch_ptr(e, g, n));
+    e_conv_call(e, n, "conv2d", conv_geom_lit(&cg, e_rows(e, y->in[0])), true, conv_scratch_ptr(e, g, n));
 }
 
 /* ------------------------------------------------------------------ CONV2D_BWD_X / _W */
@@ -176,8 +174,7 @@ static bool shape_conv2d_bwd(Graph *g, Node *n) {
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
     cdl_conv2d_geom cg = conv_geom(g, d);
-    e_line(e, "%s(%s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_x"), conv_geom_lit(&cg, e_rows(e, d->in[0])),
-           e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, n), conv_scratch_ptr(e, g, n));
+    e_conv_call(e, n, "conv2d_bwd_x", conv_geom_lit(&cg, e_rows(e, d->in[0])), false, conv_scratch_ptr(e, g, n));
 }
 
 static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
@@ -185,8 +182,7 @@ static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
     cdl_conv2d_geom cg = conv_geom(g, d);
     /* the runtime batch: rows of whichever operand scales with it */
     int b = g->n[d->in[1]].shape.batched ? d->in[1] : d->in[0];
-    e_line(e, "%s(%s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_w"), conv_geom_lit(&cg, e_rows(e, b)),
-           e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, n), conv_scratch_ptr(e, g, n));
+    e_conv_call(e, n, "conv2d_bwd_w", conv_geom_lit(&cg, e_rows(e, b)), false, conv_scratch_ptr(e, g, n));
 }
 
 /* ------------------------------------------------------------------ pooling */

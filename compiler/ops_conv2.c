@@ -168,22 +168,27 @@ static bool shape_conv(Graph *g, Node *n) {
     return shape_real(n, y);
 }
 
-/* dx = CONV_T(g, w) (the adjoint), dw = CONV_BWD_W(g, x), db = sums of g. */
+/* CONV and CONV_T are each other's adjoint.  CONV: dx = CONV_T(g, w), dw = CONV_BWD_W(g,
+ * x).  CONV_T, the adjoint of the convolution G from y to x: dx = CONV(g, w), dw =
+ * CONV_BWD_W(x, g) (G's output is x, its input g).  Either way db = sums of g. */
 static void grad_conv(AD *ad, int n, int gy) {
     const Node y = ad_src(ad)->n[n];
+    const bool t = y.op == OP_CONV_T;
     const Shape xs = ad_src(ad)->n[y.in[0]].shape, ws = ad_src(ad)->n[y.in[1]].shape;
     Attrs at = {.i = {y.ia[0], y.ia[1], y.ia[2], y.ia[3], y.ia[4], y.ia[5], y.ia[6]}};
-    int inx[2] = {gy, ad_x(ad, y.in[1])}, inw[2] = {gy, ad_x(ad, y.in[0])};
-    ad_acc(ad, y.in[0], ad_add(ad, n, OP_CONV_T, 2, inx, &at, &xs));
+    int inx[2] = {gy, ad_x(ad, y.in[1])}, x = ad_x(ad, y.in[0]);
+    int inw[2] = {t ? x : gy, t ? gy : x};
+    ad_acc(ad, y.in[0], ad_add(ad, n, t ? OP_CONV : OP_CONV_T, 2, inx, &at, t ? NULL : &xs));
     ad_acc(ad, y.in[1], ad_add(ad, n, OP_CONV_BWD_W, 2, inw, &at, &ws));
-    if (y.nin == 3) ad_acc(ad, y.in[2], c2_bias_grad(ad, n, gy, xs.rank));
+    if (y.nin == 3) ad_acc(ad, y.in[2], c2_bias_grad(ad, n, gy, y.shape.rank));
 }
 
+/* CONV and CONV_T: the same call with their own kernel. */
 static void emit_conv(Emit *e, const Graph *g, int n) {
     const Node *y = &g->n[n];
     cdl_convg_geom cg = c2_node_geom(g, y);
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s);", e_fn(e, "convg"), c2_geom_lit(&cg, e_rows(e, y->in[0])), e_ptr(e, y->in[0]),
-           e_ptr(e, y->in[1]), y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n), c2_scratch(e, g, n));
+    e_conv_call(e, n, y->op == OP_CONV ? "convg" : "conv_transpose2d", c2_geom_lit(&cg, e_rows(e, y->in[0])), true,
+                c2_scratch(e, g, n));
 }
 
 static const char *tape_conv(Emit *e, const Graph *g, int n) {
@@ -213,26 +218,6 @@ static bool shape_conv_t(Graph *g, Node *n) {
     return shape_real(n, y);
 }
 
-/* y = adjoint of the convolution G from y to x: dx = CONV(g, w), dw = CONV_BWD_W(x, g)
- * (G's output is x, its input g), db = sums of g. */
-static void grad_conv_t(AD *ad, int n, int gy) {
-    const Node y = ad_src(ad)->n[n];
-    const Shape ws = ad_src(ad)->n[y.in[1]].shape;
-    Attrs at = {.i = {y.ia[0], y.ia[1], y.ia[2], y.ia[3], y.ia[4], y.ia[5], y.ia[6]}};
-    int inx[2] = {gy, ad_x(ad, y.in[1])}, inw[2] = {ad_x(ad, y.in[0]), gy};
-    ad_acc(ad, y.in[0], ad_add(ad, n, OP_CONV, 2, inx, &at, NULL));
-    ad_acc(ad, y.in[1], ad_add(ad, n, OP_CONV_BWD_W, 2, inw, &at, &ws));
-    if (y.nin == 3) ad_acc(ad, y.in[2], c2_bias_grad(ad, n, gy, y.shape.rank));
-}
-
-static void emit_conv_t(Emit *e, const Graph *g, int n) {
-    const Node *y = &g->n[n];
-    cdl_convg_geom cg = c2_node_geom(g, y);
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s);", e_fn(e, "conv_transpose2d"), c2_geom_lit(&cg, e_rows(e, y->in[0])),
-           e_ptr(e, y->in[0]), e_ptr(e, y->in[1]), y->nin == 3 ? e_ptr(e, y->in[2]) : "NULL", e_ptr(e, n),
-           c2_scratch(e, g, n));
-}
-
 static const char *tape_conv_t(Emit *e, const Graph *g, int n) {
     const Node *y = &g->n[n];
     return cc_str("cdl_t_conv_transpose(tp, %s, %s, %s, %s, %lld, %lld)", e_ptr(e, y->in[0]), e_ptr(e, y->in[1]),
@@ -254,8 +239,7 @@ static void emit_conv_bwd_w(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
     cdl_convg_geom cg = c2_node_geom(g, d);
     int b = in_node(g, d, 1)->shape.batched ? d->in[1] : d->in[0]; /* rows of the batched operand */
-    e_line(e, "%s(%s, %s, %s, %s, %s);", e_fn(e, "convg_bwd_w"), c2_geom_lit(&cg, e_rows(e, b)), e_ptr(e, d->in[0]),
-           e_ptr(e, d->in[1]), e_ptr(e, n), c2_scratch(e, g, n));
+    e_conv_call(e, n, "convg_bwd_w", c2_geom_lit(&cg, e_rows(e, b)), false, c2_scratch(e, g, n));
 }
 
 /* ======================================================================== POOL */
@@ -421,7 +405,7 @@ static const char *tape_upsample(Emit *e, const Graph *g, int n) {
 
 const OpRule ops_conv2_rules[] = {
     {OP_CONV, shape_conv, grad_conv, emit_conv, aux_c2, .tape = tape_conv, .tape_scratch = tape_scratch_c2},
-    {OP_CONV_T, shape_conv_t, grad_conv_t, emit_conv_t, aux_c2, .tape = tape_conv_t, .tape_scratch = tape_scratch_c2},
+    {OP_CONV_T, shape_conv_t, grad_conv, emit_conv, aux_c2, .tape = tape_conv_t, .tape_scratch = tape_scratch_c2},
     {OP_CONV_BWD_W, shape_conv_bwd_w, NULL, emit_conv_bwd_w, aux_c2, .tape = NULL},
     {OP_POOL, shape_pool, grad_pool, emit_pool, NULL, .tape = tape_pool},
     {OP_POOL_BWD, shape_pool_bwd, NULL, emit_pool_bwd, NULL, .tape = NULL},

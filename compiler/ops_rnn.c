@@ -145,12 +145,18 @@ static bool shape_lstm_act_bwd(Graph *g, Node *n) {
     return shape_real(n, (Shape){.rank = 1, .d = {5 * shape_numel(c)}});
 }
 
-static void emit_lstm_act_bwd(Emit *e, const Graph *g, int n) {
+/* The cells' backward kernels: kernel(rows, H, compiled rows, in0, in1, in2, the aux of
+ * the forward node in3, out), H and the compiled rows from input 2 ([B, H]). */
+static void rn_emit_bwd(Emit *e, const Graph *g, int n, const char *kernel, int rows_of) {
     const Node *d = &g->n[n];
-    const Shape *c = &g->n[d->in[2]].shape;
-    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s, %s);", e_fn(e, "lstm_act_bwd"), e_rows(e, d->in[2]),
-           (long long)c->d[1], (long long)c->d[0], e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, d->in[2]),
-           e_aux(e, d->in[3]), e_ptr(e, n));
+    const Shape *s = &g->n[d->in[2]].shape;
+    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s, %s);", e_fn(e, kernel), e_rows(e, rows_of), (long long)s->d[1],
+           (long long)s->d[0], e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, d->in[2]), e_aux(e, d->in[3]),
+           e_ptr(e, n));
+}
+
+static void emit_lstm_act_bwd(Emit *e, const Graph *g, int n) {
+    rn_emit_bwd(e, g, n, "lstm_act_bwd", g->n[n].in[2]);
 }
 
 /* ------------------------------------------------------------------ GRU_ACT */
@@ -198,11 +204,7 @@ static bool shape_gru_act_bwd(Graph *g, Node *n) {
 }
 
 static void emit_gru_act_bwd(Emit *e, const Graph *g, int n) {
-    const Node *d = &g->n[n];
-    const Shape *h = &g->n[d->in[2]].shape;
-    e_line(e, "%s(%s, %lld, %lld, %s, %s, %s, %s, %s);", e_fn(e, "gru_act_bwd"), e_rows(e, rn_rows_input(g, d, 4)),
-           (long long)h->d[1], (long long)h->d[0], e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, d->in[2]),
-           e_aux(e, d->in[3]), e_ptr(e, n));
+    rn_emit_bwd(e, g, n, "gru_act_bwd", rn_rows_input(g, &g->n[n], 4));
 }
 
 /* ------------------------------------------------------------------ VIEW / VIEW_BWD */
