@@ -52,30 +52,28 @@ static double pk_cpu_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The body of pk_fma512 / pk_fma256: iters rounds of PK_ACC independent FMAs on vectors
+ * V (set1, fmadd, add: V's intrinsics), the accumulators summed into the vector s. */
+#define PK_FMA_BODY(V, set1, fmadd, add)                                      \
+    V acc[PK_ACC], a = set1(0.999999f), b = set1(1e-7f);                      \
+    for (int i = 0; i < PK_ACC; i++) acc[i] = set1(seed + (float)i);          \
+    for (long it = 0; it < iters; it++) {                                     \
+        _Pragma("GCC unroll 16")                                              \
+        for (int i = 0; i < PK_ACC; i++) acc[i] = fmadd(acc[i], a, b);        \
+    }                                                                         \
+    V s = acc[0];                                                             \
+    for (int i = 1; i < PK_ACC; i++) s = add(s, acc[i])
+
 /* iters rounds of PK_ACC independent 16-lane FMAs; returns a value that depends on all
  * of them (so the compiler keeps the loop). */
 __attribute__((target("avx512f"), noinline)) static float pk_fma512(long iters, float seed) {
-    __m512 acc[PK_ACC], a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < PK_ACC; i++) acc[i] = _mm512_set1_ps(seed + (float)i);
-    for (long it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < PK_ACC; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < PK_ACC; i++) s = _mm512_add_ps(s, acc[i]);
+    PK_FMA_BODY(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps);
     return _mm512_reduce_add_ps(s);
 }
 
 /* The same with 8-lane AVX2 FMAs. */
 __attribute__((target("avx2,fma"), noinline)) static float pk_fma256(long iters, float seed) {
-    __m256 acc[PK_ACC], a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < PK_ACC; i++) acc[i] = _mm256_set1_ps(seed + (float)i);
-    for (long it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < PK_ACC; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-    }
-    __m256 s = acc[0];
-    for (int i = 1; i < PK_ACC; i++) s = _mm256_add_ps(s, acc[i]);
+    PK_FMA_BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps);
     float v[8];
     _mm256_storeu_ps(v, s);
     return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
