@@ -11,8 +11,8 @@
 /* attention(q, k, v, causal=false, scale=0): F.scaled_dot_product_attention; scale 0
  * means 1 / sqrt(d). */
 Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a) {
-    int in[3] = {el_real_node(e, a[0], b->name, "q", loc), el_real_node(e, a[1], b->name, "k", loc),
-                 el_real_node(e, a[2], b->name, "v", loc)};
+    int in[4] = {el_real_node(e, a[0], b->name, "q", loc), el_real_node(e, a[1], b->name, "k", loc),
+                 el_real_node(e, a[2], b->name, "v", loc), -1};
     bool causal;
     double scale;
     if (in[0] < 0 || in[1] < 0 || in[2] < 0 || !el_bool(e, a[3], b->name, "causal", loc, &causal) ||
@@ -22,8 +22,18 @@ Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a) {
         error_at(loc, "attention: scale must be positive (0: 1/sqrt(d)), got %g", scale);
         return el_err();
     }
+    /* key_padding_mask: a tensor (i32 or f32, nonzero = ignore), or 0 for none (a
+     * block's default passed through) */
+    if (a[5].k == V_NUM && !a[5].bx && (a[5].isint ? a[5].i : a[5].r) == 0) a[5].k = V_NONE;
+    if (a[5].k != V_NONE) {
+        if (a[5].k == V_NUM) {
+            error_at(loc, "attention: key_padding_mask must be a [B, S] tensor or 0 (none), got %s", el_describe(e, a[5]));
+            return el_err();
+        }
+        if ((in[3] = el_mask_operand(e, a[5], b->name, "key_padding_mask", loc)) < 0) return el_err();
+    }
     Attrs at = {.i = {causal}, .f = {scale}};
-    return el_tensor(e, el_add(e, OP_ATTENTION, loc, 3, in, &at, NULL, DT_REAL));
+    return el_tensor(e, el_add(e, OP_ATTENTION, loc, in[3] >= 0 ? 4 : 3, in, &at, NULL, DT_REAL));
 }
 
 /* ------------------------------------------------------------------ normalisation */

@@ -631,13 +631,14 @@ struct Elab {
 };
 
 /* Formal parameter lists (built-in signatures and user blocks). */
+#define MAX_FORMALS 16      /* a block has at most MAX_FORMALS - 1 parameters (and name=) */
 typedef struct Formals {
     int n;
     int npos;               /* formals [npos, n) are keyword-only (after `*` in a signature) */
-    const char *name[12];
-    bool required[12];
-    Value def[12];          /* V_NONE: optional without default */
-    const Ast *defexpr[12]; /* blocks: default expressions */
+    const char *name[MAX_FORMALS];
+    bool required[MAX_FORMALS];
+    Value def[MAX_FORMALS];          /* V_NONE: optional without default */
+    const Ast *defexpr[MAX_FORMALS]; /* blocks: default expressions */
 } Formals;
 
 /* elab_core.c: arena arrays, locations, scopes, values of the current graph. */

@@ -490,7 +490,7 @@ static void stmt_param(Elab *e, const Ast *s, Ctx ctx) {
         }
         Formals f;
         el_sig_formals(inits[k].sig, &f);
-        Value args[12];
+        Value args[MAX_FORMALS];
         if (!el_bind_args(e, iname, &f, init->kind == A_CALL ? init : NULL, NULL, init->loc, args)) return;
         kind = inits[k].kind;
         if (f.n > 0 && !el_num(e, args[0], iname, f.name[0], init->loc, &a)) return;

@@ -177,7 +177,7 @@ static void too_many(const char *fn, const Formals *f, int given, Loc loc) {
 /* el_bind_args: see cdlc.h. */
 bool el_bind_args(Elab *e, const char *fn, const Formals *f, const Ast *call, const Value *pre, Loc loc,
                       Value *out) {
-    bool given[12] = {false};
+    bool given[MAX_FORMALS] = {false};
     int pos = 0;
     bool ok = true;
     if (pre) {
@@ -269,12 +269,16 @@ static Value call_block(Elab *e, const Ast *b, const Ast *call, const Value *pre
     f.required[f.n] = false;
     f.def[f.n] = (Value){.k = V_NONE};
     f.n++;
-    Value args[12];
+    Value args[MAX_FORMALS];
     if (!el_bind_args(e, b->name, &f, call, pre, loc, args)) return el_err();
-    const char *inst = el_instance(e, b->name, args[f.n - 1], loc);
+    /* name="": no instance of its own, the block's names are the caller's (as if its
+     * statements were written there): how the nn library makes parameters that exist
+     * only for some options (in_proj_bias, q_proj_weight) under torch's names */
+    bool flat = args[f.n - 1].k == V_STR && args[f.n - 1].s[0] == 0;
+    const char *inst = flat ? e->inst->prefix : el_instance(e, b->name, args[f.n - 1], loc);
     if (!inst) return el_err();
-    Inst *I = NEW(Inst);
-    I->prefix = cc_str("%s.", inst);
+    Inst *I = flat ? e->inst : NEW(Inst);
+    if (!flat) I->prefix = cc_str("%s.", inst);
     Scope *s = el_scope_new(e->model_scope);    /* its parameters over the model's constants */
     for (int i = 0; i < f.n - 1; i++) {
         Value v = args[i];
@@ -320,7 +324,7 @@ Value el_call(Elab *e, const char *name, const Ast *callast, const Value *pre, L
     }
     Formals f;
     el_sig_formals(bi->sig, &f);
-    Value args[12];
+    Value args[MAX_FORMALS];
     if (!el_bind_args(e, name, &f, callast, pre, loc, args)) return el_err();
     for (int i = 0; i < f.n; i++)
         if (args[i].k == V_ERR) return el_err();

@@ -377,8 +377,10 @@ bool el_num(Elab *e, Value v, const char *fn, const char *arg, Loc loc, double *
     return true;
 }
 
+/* true / false, or the 1 / 0 of a comparison of numbers (`choose(dropout > 0, ...)`). */
 bool el_bool(Elab *e, Value v, const char *fn, const char *arg, Loc loc, bool *out) {
-    if (!el_arg_kind(e, v, v.k == V_BOOL, "true or false", fn, arg, loc)) return false;
+    bool cmp01 = v.k == V_NUM && v.isint && !v.bx && (v.i == 0 || v.i == 1);
+    if (!el_arg_kind(e, v, v.k == V_BOOL || cmp01, "true or false", fn, arg, loc)) return false;
     *out = v.i != 0;
     return true;
 }

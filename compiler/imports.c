@@ -115,8 +115,8 @@ static void register_block(Loader *L, const Ast *b) {
         for (int k = 0; k < i; k++)
             if (strcmp(b->list.v[k]->name, n) == 0) error_at(b->list.v[i]->loc, "duplicate parameter '%s'", n);
     }
-    if (b->list.n > 11) {
-        error_at(b->loc, "block '%s' has more than 11 parameters", b->name);
+    if (b->list.n > MAX_FORMALS - 1) {
+        error_at(b->loc, "block '%s' has more than %d parameters", b->name, MAX_FORMALS - 1);
         return;
     }
     p->blocks = el_grow(p->blocks, &L->bcap, p->nblocks + 1, sizeof(Ast *));

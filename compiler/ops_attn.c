@@ -4,8 +4,10 @@
  * Kernels: runtime/kernels_attn_t.h (cdl.h block ATTN); tape: runtime/tape_attn.c.
  *
  *   BMM            (a, b): ia0 / ia1 transpose the last two axes of a / b
- *   ATTENTION      (q, k, v): ia0 causal, fa0 scale (0: 1 / sqrt(d)); aux = lse, scratch
- *   ATTENTION_BWD  (g, q, k, v, attention node) -> packed [dq | dk | dv]; aux = scratch
+ *   ATTENTION      (q, k, v, key mask?): ia0 causal, fa0 scale (0: 1 / sqrt(d)); aux = lse,
+ *                  scratch.  The key mask [q's dim 0, Tk] (torch's key_padding_mask:
+ *                  nonzero = ignore that key) gets no gradient (it is piecewise constant)
+ *   ATTENTION_BWD  (g, q, k, v, attention node, key mask?) -> packed [dq | dk | dv]; aux = scratch
  */
 #include "cdlc.h"
 #include "cdl.h" /* the attention kernels' scratch rule */
@@ -204,6 +206,19 @@ static bool shape_attention(Graph *g, Node *n) {
     if (v->d[r - 2] != k->d[r - 2]) {
         return shape_error(n, "attention: k %s and v %s need the same length (axis -2)", shape_str(k), shape_str(v));
     }
+    if (n->nin == 4) {
+        const Shape *m = &in_node(g, n, 3)->shape;
+        if (!shape_require_real(g, n, 3)) return false;
+        if (r < 3) {
+            return shape_error(n, "attention: key_padding_mask needs q with a leading (batch) axis, [B, ..., T, d]; "
+                               "got q %s", shape_str(q));
+        }
+        if (m->rank != 2 || m->d[0] != q->d[0] || m->d[1] != k->d[r - 2] || m->batched != q->batched) {
+            return shape_error(n, "attention: key_padding_mask %s must be [%lld, %lld] (q's first axis, the keys' "
+                               "length)%s for q %s", shape_str(m), (long long)q->d[0], (long long)k->d[r - 2],
+                               q->batched ? ", batched" : "", shape_str(q));
+        }
+    }
     int64_t d[MAXDIM];
     memcpy(d, q->d, sizeof d);
     d[r - 1] = v->d[r - 1];
@@ -211,15 +226,22 @@ static bool shape_attention(Graph *g, Node *n) {
 }
 
 /* The kernel geometry as a C compound literal, for q node qn, k node kn, output (or
- * v) last axis dv, causal and scale; bh at the runtime batch. */
-static const char *attn_geom(Emit *e, const Graph *g, int qn, int kn, int64_t dv, int64_t causal, double scale) {
+ * v) last axis dv, causal, scale and key mask node mn (-1: none); bh at the runtime
+ * batch, heads = the product of q's axes between the first and the last two. */
+static const char *attn_geom(Emit *e, const Graph *g, int qn, int kn, int64_t dv, int64_t causal, double scale,
+                             int mn) {
     const Shape *q = &g->n[qn].shape, *k = &g->n[kn].shape;
     int r = q->rank;
-    const char *bh = "1";
+    const char *bh = "1", *km = "";
     for (int i = 0; i < r - 2; i++) bh = cc_str("%s * %s", bh, e_dim(e, qn, i));
-    return cc_str("&(cdl_attn_geom){.bh = %s, .tq = %lld, .tk = %lld, .d = %lld, .dv = %lld, .causal = %d, .scale = %s}",
+    if (mn >= 0) {
+        int64_t heads = 1;
+        for (int i = 1; i < r - 2; i++) heads *= q->d[i];
+        km = cc_str(", .heads = %lld, .kmask = %s", (long long)heads, e_ptr(e, mn));
+    }
+    return cc_str("&(cdl_attn_geom){.bh = %s, .tq = %lld, .tk = %lld, .d = %lld, .dv = %lld, .causal = %d, .scale = %s%s}",
                   bh, (long long)q->d[r - 2], (long long)k->d[r - 2], (long long)q->d[r - 1], (long long)dv,
-                  (int)causal, e_lit(scale));
+                  (int)causal, e_lit(scale), km);
 }
 
 /* bh * Tq at the compiled batch. */
@@ -241,7 +263,8 @@ static int64_t aux_attention(const Graph *g, const Node *n) { return attn_rows(g
 static void emit_attention(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s + %lld);", e_fn(e, "attention"),
-           attn_geom(e, g, x->in[0], x->in[1], x->shape.d[x->shape.rank - 1], x->ia[0], x->fa[0]), e_ptr(e, x->in[0]),
+           attn_geom(e, g, x->in[0], x->in[1], x->shape.d[x->shape.rank - 1], x->ia[0], x->fa[0],
+                     x->nin > 3 ? x->in[3] : -1), e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n), e_aux(e, n), e_aux(e, n), (long long)attn_rows(g, x));
 }
 
@@ -251,16 +274,17 @@ static void emit_attention(Emit *e, const Graph *g, int n) {
 static void grad_attention(AD *ad, int n, int gy) {
     const Node y = ad_src(ad)->n[n];
     Shape qs = ad_src(ad)->n[y.in[0]].shape, ks = ad_src(ad)->n[y.in[1]].shape, vs = ad_src(ad)->n[y.in[2]].shape;
-    int in[5] = {gy, ad_x(ad, y.in[0]), ad_x(ad, y.in[1]), ad_x(ad, y.in[2]), ad_x(ad, n)};
+    int in[6] = {gy, ad_x(ad, y.in[0]), ad_x(ad, y.in[1]), ad_x(ad, y.in[2]), ad_x(ad, n),
+                 y.nin > 3 ? ad_x(ad, y.in[3]) : -1};
     Attrs at = {.i = {y.ia[0]}, .f = {y.fa[0]}};
-    int bwd = ad_add(ad, n, OP_ATTENTION_BWD, 5, in, &at, NULL);
+    int bwd = ad_add(ad, n, OP_ATTENTION_BWD, y.nin > 3 ? 6 : 5, in, &at, NULL);
     Attrs a0 = {.i = {0}}, a1 = {.i = {shape_numel(&qs)}}, a2 = {.i = {shape_numel(&qs) + shape_numel(&ks)}};
     ad_acc(ad, y.in[0], ad_add(ad, n, OP_VIEW, 1, &bwd, &a0, &qs));
     ad_acc(ad, y.in[1], ad_add(ad, n, OP_VIEW, 1, &bwd, &a1, &ks));
     ad_acc(ad, y.in[2], ad_add(ad, n, OP_VIEW, 1, &bwd, &a2, &vs));
 }
 
-/* (g, q, k, v, attention node) -> [numel q + numel k + numel v], not batched. */
+/* (g, q, k, v, attention node, key mask?) -> [numel q + numel k + numel v], not batched. */
 static bool shape_attention_bwd(Graph *g, Node *n) {
     const Node *f = in_node(g, n, 4);
     if (f->op != OP_ATTENTION && f->op != OP_LOOP_SAVED) die("attention_bwd: input 5 must be the attention node");
@@ -281,15 +305,16 @@ static void emit_attention_bwd(Emit *e, const Graph *g, int n) {
     const Shape *v = &in_node(g, x, 3)->shape;
     int f = x->in[4];
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s + %lld, %s + %lld, %s);", e_fn(e, "attention_bwd"),
-           attn_geom(e, g, x->in[1], x->in[2], v->d[v->rank - 1], x->ia[0], x->fa[0]), e_ptr(e, x->in[0]),
+           attn_geom(e, g, x->in[1], x->in[2], v->d[v->rank - 1], x->ia[0], x->fa[0], x->nin > 5 ? x->in[5] : -1),
+           e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, x->in[3]), e_ptr(e, f), e_aux(e, f), e_ptr(e, n),
            e_ptr(e, n), (long long)nq, e_ptr(e, n), (long long)(nq + nk), e_aux(e, n));
 }
 
 static const char *tape_attention(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
-    return cc_str("cdl_t_attention(tp, %s, %s, %s, %d, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]), e_ptr(e, x->in[2]),
-                  (int)x->ia[0], e_lit(x->fa[0]));
+    return cc_str("cdl_t_attention(tp, %s, %s, %s, %s, %d, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
+                  e_ptr(e, x->in[2]), x->nin > 3 ? e_ptr(e, x->in[3]) : "NULL", (int)x->ia[0], e_lit(x->fa[0]));
 }
 
 /* The tape keeps the log-sum-exp; its forward and backward take the kernel's scratch. */

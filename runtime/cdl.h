@@ -473,10 +473,10 @@ extern const cdl_bn_shards *cdl_bn_sharded;
  * attention   y = softmax(scale q k^T + mask) v per (batch*head) slice, without the
  *             [tq, tk] matrix: keys in blocks with an online softmax (flash attention).
  *             q [bh, tq, d], k [bh, tk, d], v [bh, tk, dv], y [bh, tq, dv]; lse
- *             [bh, tq] receives each row's log-sum-exp of the masked scaled scores:
- *             the only state the backward needs besides the inputs and y.  causal masks
- *             key j > query i (torch's is_causal: top-left aligned).  scale <= 0 means
- *             1 / sqrt(d).  tk >= 1.
+ *             [bh, tq] receives each row's log-sum-exp of the masked scaled scores (the
+ *             backward's only extra state).  causal masks key j > query i (top-left, as
+ *             torch), kmask the keys of slice b's row b / heads (a query with none left
+ *             gets y = 0, lse = -inf).  scale <= 0 means 1 / sqrt(d).  tk >= 1.
  * attention_bwd  from gy = dL/dy, q, k, v, y, lse: dq, dk, dv (overwritten), the scores
  *             recomputed block by block.  Both kernels need cdl_attention_scratch reals
  *             of scratch, and split the bh slices over the pool (each slice's result is
@@ -486,6 +486,8 @@ typedef struct cdl_attn_geom {
     int64_t tq, tk;              /* query and key lengths */
     int64_t d, dv;               /* q / k head size, v head size */
     int causal;
+    int64_t heads;               /* slices per kmask row (e.g. the heads of [B, H, T, d]) */
+    const void *kmask;           /* key_padding_mask: NULL or T [bh / heads, tk], nonzero: key ignored */
     double scale;                /* <= 0: 1 / sqrt(d) */
 } cdl_attn_geom;
 #define CDL_ATTN_BR 64           /* query rows per block */

@@ -132,7 +132,7 @@ cdl_t *cdl_t_matmul(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
 cdl_t *cdl_t_bmm(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
 /* softmax(scale q k^T + causal mask) v over [..., T, d] (scale <= 0: 1/sqrt(d)); keeps
  * only each row's log-sum-exp for its backward (tape_attn.c). */
-cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, int causal, double scale);
+cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal, double scale);
 /* torch.nn.functional.layer_norm over the last axis, rms_norm (torch.nn.RMSNorm), group_norm
  * over [N, C, ...] (instance norm: groups = C); w, b may be NULL (no affine part); eps > 0
  * (tape_norm.c). */

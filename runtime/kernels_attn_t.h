@@ -64,13 +64,26 @@ static inline int64_t S(attn_scores)(const cdl_attn_geom *g, T scale, const T *q
     return nc;
 }
 
+/* Masks the keys of a chunk that km (the slice's key_padding_mask row, or NULL) marks:
+ * their scores become -inf; returns the largest of the first nv that is left (-inf
+ * when none). */
+static inline T S(attn_kmask)(const T *km, int64_t j0, int64_t nv, T *restrict s) {
+    T mx = (T)-INFINITY;
+    for (int64_t c = 0; c < nv; c++) {
+        if (km && km[j0 + c] != 0) s[c] = (T)-INFINITY;
+        mx = s[c] > mx ? s[c] : mx;
+    }
+    return mx;
+}
+
 /* One bh slice of the forward.  Per block of CDL_ATTN_BR query rows, the key chunks
  * stream through an online softmax: s = scale q k^T for the chunk (one GEMM), the row
  * maximum so far m and the sum l of exp(s - m) updated, the earlier part of y rescaled
  * by exp(m_old - m_new), then y += exp(s - m_new) v_chunk (one GEMM).  At the end
- * y /= l and lse = m + log l.  sc holds one chunk of scores, m and l one value a row. */
-static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, T *y,
-                              T *lse, T *sc, T *m, T *l) {
+ * y /= l and lse = m + log l.  sc holds one chunk of scores, m and l one value a row.
+ * Keys masked by km (NULL: none) weigh 0; a row with every key masked gets y = 0. */
+static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
+                              T *y, T *lse, T *sc, T *m, T *l) {
     const int64_t tq = g->tq, DV = g->dv;
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
@@ -82,9 +95,9 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
             const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, sc);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict s = sc + r * nc;
-                const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
-                T mx = (T)-INFINITY;
-                for (int64_t c = 0; c < nv; c++) mx = s[c] > mx ? s[c] : mx;
+                int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
+                const T mx = S(attn_kmask)(km, j0, nv, s);
+                if (mx == (T)-INFINITY) nv = 0;
                 for (int64_t c = nv; c < nc; c++) s[c] = 0;
                 if (nv == 0) continue; /* no key of this chunk: m, l and y unchanged */
                 const T mn = mx > m[r] ? mx : m[r], corr = M(exp)(m[r] - mn);
@@ -103,7 +116,7 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
         }
         for (int64_t r = 0; r < nr; r++) {
             T *restrict yr = y + (i0 + r) * DV;
-            const T inv = (T)1 / l[r];
+            const T inv = l[r] > 0 ? (T)1 / l[r] : (T)0;
             for (int64_t c = 0; c < DV; c++) yr[c] *= inv;
             lse[i0 + r] = m[r] + M(log)(l[r]);
         }
@@ -113,9 +126,10 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
 /* One bh slice of the backward (flash attention's): with D_i = gy_i . y_i and the
  * scores recomputed chunk by chunk, p = exp(s - lse_i) (0 where masked),
  *   dv += p^T gy,  dp = gy v^T,  ds = p (dp - D_i),  dq += scale ds k,  dk += scale ds^T q.
- * P and dP hold one chunk each, Dr one value per query row of the slice. */
-static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *gy,
-                              const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
+ * P and dP hold one chunk each, Dr one value per query row of the slice.  Keys masked by
+ * km (NULL: none) have p = 0. */
+static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
+                              const T *gy, const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
     const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
     for (int64_t i = 0; i < tq; i++) {
         const T *gr = gy + i * DV, *yr = y + i * DV;
@@ -135,6 +149,8 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                 const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
                 const T ls = lse[i0 + r];
                 for (int64_t c = 0; c < nv; c++) p[c] = M(exp)(p[c] - ls);
+                for (int64_t c = 0; km && c < nv; c++)
+                    if (km[j0 + c] != 0) p[c] = 0;
                 for (int64_t c = nv; c < nc; c++) p[c] = 0;
             }
             S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, (T)1, dv + j0 * DV, DV);
@@ -169,11 +185,12 @@ static void S(attn_task)(void *arg, int64_t t) {
     const int64_t b0 = g->bh * t / j->nt, b1 = g->bh * (t + 1) / j->nt;
     const int64_t sq = g->tq * g->d, sk = g->tk * g->d, sv = g->tk * g->dv, sy = g->tq * g->dv;
     for (int64_t b = b0; b < b1; b++) {
+        const T *km = g->kmask ? (const T *)g->kmask + (b / (g->heads > 0 ? g->heads : 1)) * g->tk : NULL;
         if (j->yo)
-            S(attn_fwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, j->yo + b * sy,
+            S(attn_fwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, km, j->yo + b * sy,
                               j->lseo + b * g->tq, slot, slot + 2 * BRC, slot + 2 * BRC + CDL_ATTN_BR);
         else
-            S(attn_bwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, j->gy + b * sy,
+            S(attn_bwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, km, j->gy + b * sy,
                               j->y + b * sy, j->lse + b * g->tq, j->dq + b * sq, j->dk + b * sk, j->dv + b * sv,
                               slot, slot + BRC, slot + 2 * BRC + 2 * CDL_ATTN_BR);
     }

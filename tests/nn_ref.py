@@ -3,7 +3,7 @@
 formulas.  Usage: nn_ref.py GRAD.safetensors [STATE_DICT]
 
 GRAD is `nnlib grad --eval --load CKPT -o GRAD` of an f64 build: the parameters, the
-inputs x, m, t of batch 0, its loss and gradients.
+inputs (x, m, t, the ids whose 0s are padding, ...) of batch 0, its loss and gradients.
 
 - Always (plain Python, no numpy): the parameter names of each block instance are
   exactly the state_dict keys of the torch module it stands for, and the loss
@@ -20,12 +20,18 @@ import math
 import struct
 import sys
 
-# instance -> (torch module kind, heads, norm_first, causal, activation); nnlib.cdl's model
-LAYERS = [("enc", "enc", 2, False, False, "relu"), ("encpre", "enc", 2, True, True, "gelu"),
-          ("dec", "dec", 2, False, False, "relu"), ("decpre", "dec", 4, True, True, "relu"),
-          ("mha", "mha", 4, False, False, None)]
+# instance -> (torch module kind, heads, norm_first, causal, activation, options); nnlib.cdl's
+# model.  Options: "kpm" the input whose == 0 is the (self-attention) key padding mask,
+# "mkpm" the memory's; "kv" the inputs key and value of a cross-attention (else m, m);
+# "nobias" bias=false (and kdim/vdim from kv: separate projection weights).
+LAYERS = [("enc", "enc", 2, False, False, "relu", {}), ("encpre", "enc", 2, True, True, "gelu", {}),
+          ("dec", "dec", 2, False, False, "relu", {}), ("decpre", "dec", 4, True, True, "relu", {}),
+          ("encpad", "enc", 2, False, False, "relu", {"kpm": "ids"}),
+          ("decpad", "dec", 2, True, False, "relu", {"kpm": "ids", "mkpm": "mids"}),
+          ("mha", "mha", 4, False, False, None, {}),
+          ("mhakv", "mhakv", 2, False, False, None, {"kv": ("m2", "m3"), "mkpm": "mids", "nobias": True})]
 MHA_KEYS = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
-KEYS = {"mha": MHA_KEYS,
+KEYS = {"mha": MHA_KEYS, "mhakv": ["q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"],
         "enc": ["self_attn." + k for k in MHA_KEYS] + ["linear1.weight", "linear1.bias", "linear2.weight",
                                                          "linear2.bias", "norm1.weight", "norm1.bias",
                                                          "norm2.weight", "norm2.bias"]}
@@ -89,24 +95,33 @@ def act(xs, kind):
     return [[0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in r] for r in xs]
 
 
-def mha(q, k, v, p, heads, causal):
-    """F.multi_head_attention_forward, batch_first, one example: q [T, E], k, v [S, E]."""
+def mha(q, k, v, p, heads, causal, kpm=None):
+    """F.multi_head_attention_forward, batch_first, one example: q [T, E], k, v [S, E]
+    (or kdim, vdim wide with q/k/v_proj_weight); kpm: S booleans, True = ignore the key;
+    no biases when the parameters have none (bias=False)."""
     E = len(q[0])
     d = E // heads
-    w, b = p["in_proj_weight"], p["in_proj_bias"]
-    Q, K, V = linear(q, w[0:E], b[0:E]), linear(k, w[E:2 * E], b[E:2 * E]), linear(v, w[2 * E:], b[2 * E:])
+    b = p.get("in_proj_bias", [0.0] * 3 * E)
+    if "in_proj_weight" in p:
+        w = p["in_proj_weight"]
+        wq, wk, wv = w[0:E], w[E:2 * E], w[2 * E:]
+    else:
+        wq, wk, wv = p["q_proj_weight"], p["k_proj_weight"], p["v_proj_weight"]
+    Q, K, V = linear(q, wq, b[0:E]), linear(k, wk, b[E:2 * E]), linear(v, wv, b[2 * E:])
     o = [[0.0] * E for _ in q]
     for h in range(heads):
         for i in range(len(q)):
             s = [sum(Q[i][h * d + c] * K[j][h * d + c] for c in range(d)) / math.sqrt(d) for j in range(len(k))]
             if causal:
                 s = [x if j <= i else -math.inf for j, x in enumerate(s)]
+            if kpm is not None:
+                s = [-math.inf if kpm[j] else x for j, x in enumerate(s)]
             mx = max(s)
             e = [math.exp(x - mx) for x in s]
             z = sum(e)
             for c in range(d):
                 o[i][h * d + c] = sum(e[j] / z * V[j][h * d + c] for j in range(len(k)))
-    return linear(o, p["out_proj.weight"], p["out_proj.bias"])
+    return linear(o, p["out_proj.weight"], p.get("out_proj.bias", [0.0] * E))
 
 
 def sub(p, prefix):
@@ -117,39 +132,44 @@ def ff(x, p, kind):
     return linear(act(linear(x, p["linear1.weight"], p["linear1.bias"]), kind), p["linear2.weight"], p["linear2.bias"])
 
 
-def encoder(x, p, heads, norm_first, causal, kind):
+def encoder(x, p, heads, norm_first, causal, kind, kpm=None):
     sa = sub(p, "self_attn.")
     ln = lambda y, i: layer_norm(y, p["norm%d.weight" % i], p["norm%d.bias" % i])   # noqa: E731
     if norm_first:
         n = ln(x, 1)
-        x = add(x, mha(n, n, n, sa, heads, causal))
+        x = add(x, mha(n, n, n, sa, heads, causal, kpm))
         return add(x, ff(ln(x, 2), p, kind))
-    x = ln(add(x, mha(x, x, x, sa, heads, causal)), 1)
+    x = ln(add(x, mha(x, x, x, sa, heads, causal, kpm)), 1)
     return ln(add(x, ff(x, p, kind)), 2)
 
 
-def decoder(x, mem, p, heads, norm_first, causal, kind):
+def decoder(x, mem, p, heads, norm_first, causal, kind, kpm=None, mkpm=None):
     sa, ca = sub(p, "self_attn."), sub(p, "multihead_attn.")
     ln = lambda y, i: layer_norm(y, p["norm%d.weight" % i], p["norm%d.bias" % i])   # noqa: E731
     if norm_first:
         n = ln(x, 1)
-        x = add(x, mha(n, n, n, sa, heads, causal))
-        x = add(x, mha(ln(x, 2), mem, mem, ca, heads, False))
+        x = add(x, mha(n, n, n, sa, heads, causal, kpm))
+        x = add(x, mha(ln(x, 2), mem, mem, ca, heads, False, mkpm))
         return add(x, ff(ln(x, 3), p, kind))
-    x = ln(add(x, mha(x, x, x, sa, heads, causal)), 1)
-    x = ln(add(x, mha(x, mem, mem, ca, heads, False)), 2)
+    x = ln(add(x, mha(x, x, x, sa, heads, causal, kpm)), 1)
+    x = ln(add(x, mha(x, mem, mem, ca, heads, False, mkpm)), 2)
     return ln(add(x, ff(x, p, kind)), 3)
 
 
-def forward(x, mem, params):
-    for inst, kind, heads, nf, causal, a in LAYERS:
+def forward(ex, params):
+    """ex: one example's inputs by name (x, m, ids, ...)."""
+    x, mem = ex["x"], ex["m"]
+    for inst, kind, heads, nf, causal, a, o in LAYERS:
         p = sub(params, inst + ".")
+        kpm = [i == 0 for i in ex[o["kpm"]]] if "kpm" in o else None
+        mkpm = [i == 0 for i in ex[o["mkpm"]]] if "mkpm" in o else None
         if kind == "enc":
-            x = encoder(x, p, heads, nf, causal, a)
+            x = encoder(x, p, heads, nf, causal, a, kpm)
         elif kind == "dec":
-            x = decoder(x, mem, p, heads, nf, causal, a)
+            x = decoder(x, mem, p, heads, nf, causal, a, kpm, mkpm)
         else:
-            x = mha(x, mem, mem, p, heads, False)
+            k, v = (ex[n] for n in o["kv"]) if "kv" in o else (mem, mem)
+            x = mha(x, k, v, p, heads, False, mkpm)
     return x
 
 
@@ -160,26 +180,24 @@ def main():
         got = sorted(sub(params, inst + ".").keys())
         check(got == sorted(KEYS[kind]), "%s: parameter names are the state_dict keys of torch's %s" %
               (inst, {"enc": "TransformerEncoderLayer", "dec": "TransformerDecoderLayer",
-                      "mha": "MultiheadAttention"}[kind]))
-    xs, ms, ts = (nest(*g[n + ".0"]) for n in ("x", "m", "t"))
+                      "mha": "MultiheadAttention", "mhakv": "MultiheadAttention(bias=False, kdim, vdim)"}[kind]))
+    names = [k[:-2] for k in g if k.endswith(".0") and not k.startswith(("loss", "rows", "grad", "param"))]
+    inputs = {n: nest(*g[n + ".0"]) for n in names}
+    exs = [{n: inputs[n][b] for n in names} for b in range(len(inputs["x"]))]
+    check(any(0 in ex["ids"] for ex in exs) and any(0 in ex["mids"] for ex in exs),
+          "the batch has padding (ids == 0, mids == 0): the key padding masks are exercised")
     want = g["loss.0"][0][0]
     loss = 0.0
-    for x, m, t in zip(xs, ms, ts):
-        a = forward(x, m, params)
-        loss += sum((u - v) ** 2 for ra, rt in zip(a, t) for u, v in zip(ra, rt))
+    for ex in exs:
+        a = forward(ex, params)
+        loss += sum((u - v) ** 2 for ra, rt in zip(a, ex["t"]) for u, v in zip(ra, rt))
     check(abs(loss - want) <= 1e-10 * abs(want), "loss %.15g, PyTorch's formulas in plain Python %.15g" % (want, loss))
     if len(sys.argv) > 2:
-        torch_check(g, sys.argv[2], xs, ms, ts, want)
+        torch_check(g, sys.argv[2], inputs, want)
     sys.exit(1 if fails else 0)
 
 
-def causal_kw(m, name, causal):
-    """{name: causal} when m.forward takes that keyword (torch >= 2.0), else {}."""
-    import inspect
-    return {name: causal} if name in inspect.signature(m.forward).parameters else {}
-
-
-def torch_check(g, sd_path, xs, ms, ts, want):
+def torch_check(g, sd_path, inputs, want):
     try:
         import torch
     except ImportError:
@@ -193,10 +211,14 @@ def torch_check(g, sd_path, xs, ms, ts, want):
         sd = torch.load(sd_path)
     sd = {k: v.double() for k, v in sd.items()}
     mods = {}
-    for inst, kind, heads, nf, causal, a in LAYERS:
+    xs = inputs["x"]
+    for inst, kind, heads, nf, causal, a, o in LAYERS:
         E = len(xs[0][0])
         if kind == "mha":
             m = torch.nn.MultiheadAttention(E, heads, batch_first=True)
+        elif kind == "mhakv":
+            kdim, vdim = (len(inputs[n][0][0]) for n in o["kv"])
+            m = torch.nn.MultiheadAttention(E, heads, bias=False, kdim=kdim, vdim=vdim, batch_first=True)
         else:
             ff_dim = len(sd[inst + ".linear1.bias"])
             cls = torch.nn.TransformerEncoderLayer if kind == "enc" else torch.nn.TransformerDecoderLayer
@@ -205,21 +227,22 @@ def torch_check(g, sd_path, xs, ms, ts, want):
         m.eval()
         mods[inst] = m
     check(True, "torch modules load the exported state_dict with strict=True")
-    x, mem, t = (torch.tensor(v, dtype=torch.float64) for v in (xs, ms, ts))
-    h = x
-    for inst, kind, heads, nf, causal, a in LAYERS:
+    tin = {n: torch.tensor(v) for n, v in inputs.items()}
+    h, mem, t = (tin[n].double() for n in ("x", "m", "t"))
+    for inst, kind, heads, nf, causal, a, o in LAYERS:
         m = mods[inst]
         T = h.shape[1]
-        # what nn.Transformer.generate_square_subsequent_mask gives (its dtype= is torch >= 2.0)
-        mask = torch.triu(torch.full((T, T), float("-inf"), dtype=torch.float64), diagonal=1) if causal else None
-        # is_causal / tgt_is_causal are hints that torch 2.x takes beside the mask;
-        # torch 1.13 has only the mask (which alone decides the result)
+        # torch 1.13: a float causal mask (no is_causal= yet), bool key padding masks
+        mask = torch.triu(torch.full((T, T), -math.inf, dtype=torch.float64), 1) if causal else None
+        kpm = tin[o["kpm"]] == 0 if "kpm" in o else None
+        mkpm = tin[o["mkpm"]] == 0 if "mkpm" in o else None
         if kind == "enc":
-            h = m(h, src_mask=mask, **causal_kw(m, "is_causal", causal))
+            h = m(h, src_mask=mask, src_key_padding_mask=kpm)
         elif kind == "dec":
-            h = m(h, mem, tgt_mask=mask, **causal_kw(m, "tgt_is_causal", causal))
+            h = m(h, mem, tgt_mask=mask, tgt_key_padding_mask=kpm, memory_key_padding_mask=mkpm)
         else:
-            h = m(h, mem, mem, need_weights=False)[0]
+            k, v = (tin[n].double() for n in o["kv"]) if "kv" in o else (mem, mem)
+            h = m(h, k, v, key_padding_mask=mkpm, need_weights=False)[0]
     loss = ((h - t) ** 2).sum()
     loss.backward()
     check(abs(loss.item() - want) <= 1e-10 * abs(want), "torch loss %.15g = cdl's %.15g" % (loss.item(), want))

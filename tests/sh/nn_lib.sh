@@ -1,6 +1,7 @@
 #!/bin/bash
 # nn_lib.sh -- the standard library of blocks (lib/nn.cdl, `import "nn"`):
-#   - tests/models/nnlib.cdl (every block, pre- and post-norm) compiles, its f64
+#   - tests/models/nnlib.cdl (every block, pre- and post-norm, key padding masks from
+#     i32 ids, attention dropout, bias=false with kdim/vdim) compiles, its f64
 #     gradient check passes and static and tape builds agree bit for bit (3 steps);
 #   - after two training steps, its parameter names are the state_dict keys of torch's
 #     MultiheadAttention / TransformerEncoderLayer / TransformerDecoderLayer and its loss
