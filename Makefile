@@ -124,14 +124,17 @@ $(B)/examples/%: examples/%.c $(B)/libcdlrt.a
 deps:
 	@scripts/deps.sh
 
+# make test builds two files at a time (CI has two cores) unless make was given -j, and
+# scripts/run-tests.sh runs two tests at a time.
+TEST_J = $(if $(filter -j%,$(MAKEFLAGS)),,-j2)
 test: deps
-	@$(MAKE) -s all tests
+	@$(MAKE) -s $(TEST_J) all tests
 	@B=$(B) scripts/run-tests.sh
 tests: $(TESTS)
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan: deps
-	@$(MAKE) -s B=$(B)/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="$(ASAN_FLAGS)" all tests
+	@$(MAKE) -s $(TEST_J) B=$(B)/asan CC=clang OPT=-O1 RT_OPT=-O1 SAN="$(ASAN_FLAGS)" all tests
 	@B=$(B)/asan CC=clang CDL_CFLAGS="$(ASAN_FLAGS)" ASAN_OPTIONS=detect_leaks=1 scripts/run-tests.sh
 
 run: deps all

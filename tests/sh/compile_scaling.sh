@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- it measures CPU time, which a neighbour on the same core skews
 # compile_scaling.sh -- compile time grows about linearly with the model (issue 11 item 3):
 # for each kind of model of bench/compile_scaling.sh, doubling its size must not triple
 # cdlc's CPU time (quadratic passes quadruple it: the plan's first fit scanned every

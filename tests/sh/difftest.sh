@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- run.py --jobs 2 uses both cores
 # Differential testing of random CDL programs (issue 11 item 9; tests/difftest/run.py):
 # DIFFTEST_N (120) generated programs, the fixed seeds of tests/difftest/seeds.txt (every
 # mismatch ever found) and the reproducers in tests/difftest/cases/, each compiled static

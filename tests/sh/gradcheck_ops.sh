@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- it runs its cases two at a time (xargs -P 2)
 # Gradient check of every differentiable op, end to end: for each case in
 # tests/opcases.txt ("op | body ; body ; ..."), write a tiny model, compile it with
 # cdlc --precision=f64 --exe, and run its trainer's `gradcheck` (central differences in

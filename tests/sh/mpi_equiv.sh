@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- two MPI ranks use both cores
 # mpi_equiv.sh -- data-parallel training computes what one process computes (issue 16
 # items 2 and 3).  Two ranks, each with half of every global batch of 64, against one
 # process:

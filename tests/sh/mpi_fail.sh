@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- two MPI ranks, and it times how fast a failing job ends
 # mpi_fail.sh -- a failing rank ends the whole data-parallel job (issue 16 item 4):
 #   killed      rank 1 of `mpirun -np 2 mlp train` is killed (SIGKILL) mid-run: the job
 #               ends within 10 s, non-zero, with a message naming rank 1, and the last

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Static graph vs dynamic tape, for every model in models/:
 #  1. the tape build (cdlc --target=tape) compiles with -std=c11 -O1 -Wall -Wextra -Werror;
-#  2. cdl-compare: 20 training steps of both builds on the same Fashion-MNIST batches
+#  2. cdl-compare: 10 training steps of both builds on the same Fashion-MNIST batches
 #     (random inputs where the model does not take images) agree on every loss and every
 #     parameter gradient to 1e-5 relative (scale-aware: |a - b| <= 1e-5 max|.| per
 #     tensor), and on the train-mode outputs (same dropout masks, same noise);
@@ -33,16 +33,16 @@ for m in models/*.cdl; do
        ! gcc -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -c "$t/${b}_tape.c" -o "$t/${b}_tape.o" >>"$t/log" 2>&1; then
         echo "FAIL $b: the tape target does not compile cleanly: $(head -5 $t/log)"; fail=$((fail + 1)); continue
     fi
-    # 2. static vs tape over 20 steps
+    # 2. static vs tape over 10 steps
     extra="$defs"
     [ $SLOW = 1 ] && extra="$extra -D B=16"
-    if ! timeout 900 "$COMPARE" "$m" $extra --steps 20 --json --tol 1e-5 $CMP_ARGS >"$t/cmp.json" 2>"$t/log"; then
+    if ! timeout 900 "$COMPARE" "$m" $extra --steps 10 --json --tol 1e-5 $CMP_ARGS >"$t/cmp.json" 2>"$t/log"; then
         echo "FAIL $b: static and tape differ: $(tail -3 $t/log) $(head -c 600 $t/cmp.json)"; fail=$((fail + 1)); continue
     fi
     if ! summary=$(python3 - "$t/cmp.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert len(d["static_loss"]) == 20 and len(d["tape_loss"]) == 20
+assert len(d["static_loss"]) == 10 and len(d["tape_loss"]) == 10
 for a, b in zip(d["static_loss"], d["tape_loss"]):
     assert abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-12, (a, b)
 assert d["max_loss_rel_diff"] <= 1e-5 and d["max_grad_rel_diff"] <= 1e-5, d
