@@ -1,6 +1,7 @@
 #!/bin/bash
 # Run every test program (build/tests/test_*, cmocka) and every tests/sh/*.sh script,
 # then print the totals as the last line: "N passed, N failed".
+# Arguments: names (test_rt_core, entries.sh, entries) run only those tests.
 # Environment: B = build directory (build or build/asan); JOBS = tests run at a time (2).
 #
 # Most tests are one single-threaded compile-and-run after another, so two of them run at
@@ -8,8 +9,8 @@
 # fixed order (programs, then scripts, by name) as soon as it and every test before it are
 # done, with its own wall time.  A script whose text has a line starting with
 # "# run-tests: alone" runs with nothing beside it: it uses both cores itself (two MPI
-# ranks, `--jobs 2`, xargs -P 2) or measures time.  Today: mpi_equiv.sh, mpi_fail.sh,
-# compile_scaling.sh, difftest.sh, gradcheck_ops.sh.
+# ranks, `--jobs 2`, xargs -P 2) or measures time.  Today: build_all, codegen_equiv,
+# compile_scaling, deploy, difftest, gradcheck_ops, mpi_equiv and mpi_fail.
 B=${B:-build}
 JOBS=${JOBS:-2}
 export B CDLC="$B/cdlc" CDLRT="$B/libcdlrt.a"
@@ -20,9 +21,17 @@ out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 
+# chosen PATH: no arguments, or PATH's name (with or without .sh) is one of them
+chosen() {
+    local a n; n=$(basename "$1")
+    [ ${#args[@]} -eq 0 ] && return 0
+    for a in "${args[@]}"; do [ "$a" = "$n" ] || [ "$a.sh" = "$n" ] && return 0; done
+    return 1
+}
+args=("$@")
 tests=()
-for t in "$B"/tests/test_*; do [ -x "$t" ] && [ -f "$t" ] && tests+=("$t"); done
-for s in tests/sh/*.sh; do [ -f "$s" ] && tests+=("$s"); done
+for t in "$B"/tests/test_*; do [ -x "$t" ] && [ -f "$t" ] && chosen "$t" && tests+=("$t"); done
+for s in tests/sh/*.sh; do [ -f "$s" ] && chosen "$s" && tests+=("$s"); done
 
 # run_one I PATH: run test I, its output to $out/I.log; then write "rc passed failed time"
 # to $out/I.res (renamed into place, so a .res file is always complete).

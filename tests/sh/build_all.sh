@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- it builds two programs at a time (xargs -P 2)
 # Every construct cdlc --check accepts builds in every target (issue 10 item 3): each
 # .cdl file of models/, tests/ (the error corpus included: the files it accepts) and
 # examples/ that passes --check is built with --exe twice, static C and --target=tape,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- it builds two programs at a time (xargs -P 2)
 # The generated code computes what it computed before: every zoo model, compiled by
 # this cdlc and by the cdlc of a reference commit (REF), static and tape targets, run
 # by tests/drivers/dump_model.c on fixed inputs (two train steps with an update, eval

@@ -1,4 +1,5 @@
 #!/bin/bash
+# run-tests: alone -- it builds two programs at a time (xargs -P 2)
 # The inference export (cdlc --inference --weights CKPT, docs/deploy.md) against the
 # runtime's eval on the same checkpoint, for every zoo model:
 #  1. a checkpoint: MLP, LeNet, the ResNet and the LSTM trained briefly (512 images,

@@ -2,12 +2,7 @@
 # Entry points in both targets: an entry may be called `step` (the tape program's own
 # functions must not take the name), `output k as kk` names the output kk in the
 # descriptor, and each entry gives the same numbers as static C and as a tape program.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-CDLRT=${CDLRT:-$B/libcdlrt.a}
-CC=${CC:-cc}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
+. "$(dirname "$0")/../lib.sh"
 cat >"$t/ent.cdl" <<'CDL'
 model ent(B = 4) {
     input x: f32[B, 3]
@@ -48,11 +43,9 @@ int main(void) {
     return 0;
 }
 C
-fail=0
 for target in c tape; do
     "$CDLC" --target=$target "$t/ent.cdl" -o "$t/ent.c" 2>"$t/log" || { echo "FAIL cdlc --target=$target: $(head -3 $t/log)"; fail=1; continue; }
-    $CC -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -I"$t" "$t/ent.c" "$t/drv.c" "$CDLRT" $(cat "${CDLRT%.a}.libs") \
-        ${CDL_CFLAGS:-} -o "$t/drv" 2>"$t/log" || { echo "FAIL build --target=$target: $(head -5 $t/log)"; fail=1; continue; }
+    cc_rt -O1 -Wall -Wextra -Werror -I"$t" "$t/ent.c" "$t/drv.c" -o "$t/drv" 2>"$t/log" || { echo "FAIL build --target=$target: $(head -5 $t/log)"; fail=1; continue; }
     "$t/drv" >"$t/$target.out" || { echo "FAIL run --target=$target"; fail=1; }
 done
 [ $fail = 0 ] || exit 1

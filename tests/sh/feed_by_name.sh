@@ -4,13 +4,7 @@
 # (`input t: f32[B]`, `loss mse(pred, t)`) learns from a CSV's real-valued target
 # column (checked on the weights in the checkpoint, not only on a loss), an input the
 # dataset does not provide is an error naming it (never zeros), and --feed maps it.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-[ -x "$CDLC" ] || { echo "feed_by_name.sh: no compiler at $CDLC"; exit 1; }
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/../lib.sh"
 cat >"$t/reg.cdl" <<'EOF'
 model reg(B = 16) {
     input x: f32[B, 2]

@@ -11,13 +11,7 @@
 #   - train --adversarial hotflip:flips=1,ratio=0.5 trains, reports its spec, and is
 #     more robust to the attack than plain training;
 #   - bad specs and a model without perturb() are clear errors.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-[ -x "$CDLC" ] || { echo "hotflip.sh: no compiler at $CDLC"; exit 1; }
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/../lib.sh"
 cat >"$t/cls.cdl" <<'EOF'
 model cls(B = 32, T = 10, V = 40, E = 12, C = 3) {
     input x: i32[B, T]

@@ -5,14 +5,9 @@
 # ids != 3), so d loss / d p[j] is a weighted count that plain Python recomputes from
 # the batch's ids and lengths (in the grad file); the f64 gradient check and static ==
 # tape run too.  Environment: B, CDLC, COMPARE.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-COMPARE=${COMPARE:-$B/cdl-compare}
+. "$(dirname "$0")/../lib.sh"
+san_cc
 M=tests/models/int_masks.cdl
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
-fail=0
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
 "$CDLC" --precision=f64 --exe $M -o $t/im >$t/log 2>&1 || { echo "FAIL cdlc: $(tail -3 $t/log)"; exit 1; }
 $t/im gradcheck --threads 1 >$t/log 2>&1 && echo "ok   gradcheck" || { echo "FAIL gradcheck: $(tail -3 $t/log)"; fail=1; }
 "$COMPARE" $M --steps 2 --data random --tol 0 >$t/log 2>&1 && echo "ok   static == tape bitwise" ||

@@ -16,19 +16,9 @@
 # epoch 2 (and the other way round): what two ranks make in one go (mlp bitwise with
 # --accum 2 as the one process; resnet within 1e-10).
 # Skipped only where mpicc is missing (scripts/deps.sh installs Open MPI).
+. "$(dirname "$0")/../lib.sh"
 set -e
-cd "$(dirname "$0")/../.."
-B=${B:-build}; CDLC=${CDLC:-$B/cdlc}; CC=${CC:-cc}
-if ! grep -q -- '-lmpi' "$B/libcdlrt.libs"; then
-    command -v mpicc >/dev/null && { echo "FAIL: mpicc is installed but $B/libcdlrt was built without MPI"; exit 1; }
-    echo "skipped: no MPI (mpicc not found; scripts/deps.sh installs Open MPI)"; exit 0
-fi
-# Under make asan: Open MPI leaks at MPI_Finalize, from plugins it has unloaded by then
-# (no names to suppress), so the ranks run without leak detection; the same trainer
-# code keeps it in the one-process runs.
-MPIRUN="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -np 2"
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
-fail=0
+need_mpi
 
 # model name, precision -> trainer program $t/NAME and checkpoint comparer $t/NAME_diff
 build() {

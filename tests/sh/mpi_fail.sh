@@ -8,20 +8,8 @@
 #               reports the kernel's cause, every rank stops at the same step, exit 1;
 #   one rank    results come from rank 0 only (one --json line, one banner).
 # Skipped only where mpicc is missing (scripts/deps.sh installs Open MPI).
-set -u
-cd "$(dirname "$0")/../.."
-B=${B:-build}; CDLC=${CDLC:-$B/cdlc}
-if ! grep -q -- '-lmpi' "$B/libcdlrt.libs"; then
-    command -v mpicc >/dev/null && { echo "FAIL: mpicc is installed but $B/libcdlrt was built without MPI"; exit 1; }
-    echo "skipped: no MPI (mpicc not found; scripts/deps.sh installs Open MPI)"; exit 0
-fi
-# Under make asan: Open MPI leaks at MPI_Finalize, from plugins it has unloaded by then
-# (no names to suppress), so the ranks run without leak detection; the same trainer
-# code keeps it in the one-process runs.
-MPIRUN="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -np 2"
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
-fail=0
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/../lib.sh"
+need_mpi
 "$CDLC" models/mlp.cdl --exe -o "$t/mlp" >"$t/log" 2>&1 || { echo "FAIL cdlc mlp: $(tail -3 "$t/log")"; exit 1; }
 
 # killed: many short epochs, each saved; kill rank 1 once a checkpoint exists
@@ -51,17 +39,7 @@ else
 fi
 
 # bad data on one rank: a label outside [0, 2) in one row
-cat >"$t/ce2.cdl" <<'CDL'
-model ce2(B = 8) {
-    input x: f32[B, 2]
-    input y: i32[B]
-    h = linear(x, 2, name="fc")
-    score = sum(h, axis=1)
-    output score
-    loss cross_entropy(h, y)
-}
-CDL
-"$CDLC" --exe "$t/ce2.cdl" -o "$t/ce2" >"$t/log" 2>&1 || { echo "FAIL cdlc ce2: $(tail -3 "$t/log")"; exit 1; }
+"$CDLC" --exe -D B=8 tests/models/ce2.cdl -o "$t/ce2" >"$t/log" 2>&1 || { echo "FAIL cdlc ce2: $(tail -3 "$t/log")"; exit 1; }
 python3 -c "
 with open('$t/bad.csv', 'w') as f:
     f.write('a,b,y\n')

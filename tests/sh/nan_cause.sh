@@ -5,25 +5,9 @@
 # and the loss NaN.  In the static and the tape build, train, eval, grad and gradcheck
 # print that cause and exit 1 (grad writes no file); cdl-compare says NaN and exits 1,
 # also with --tol (it used to claim "static and tape differ").
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-COMPARE=${COMPARE:-$B/cdl-compare}
-[ -x "$CDLC" ] || { echo "nan_cause.sh: no compiler at $CDLC"; exit 1; }
+. "$(dirname "$0")/../lib.sh"
 COMPARE=$(realpath "$COMPARE")
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-cat >"$t/ce2.cdl" <<'CDL'
-model ce2(B = 4) {
-    input x: f32[B, 2]
-    input y: i32[B]
-    h = linear(x, 2, name="fc")
-    score = sum(h, axis=1)
-    output score
-    loss cross_entropy(h, y)
-}
-CDL
+cp tests/models/ce2.cdl "$t/ce2.cdl"
 "$CDLC" --exe "$t/ce2.cdl" -o "$t/ce2" >"$t/log" 2>&1 || { echo "FAIL cdlc --exe: $(tail -3 $t/log)"; exit 1; }
 "$CDLC" --exe --target=tape "$t/ce2.cdl" -o "$t/ce2_tape" >"$t/log" 2>&1 || { echo "FAIL cdlc --exe --target=tape: $(tail -3 $t/log)"; exit 1; }
 "$CDLC" --exe --precision=f64 "$t/ce2.cdl" -o "$t/ce2_64" >"$t/log" 2>&1 || { echo "FAIL cdlc --exe f64: $(tail -3 $t/log)"; exit 1; }

@@ -4,13 +4,8 @@
 # and outputs (tests/drivers/partial_batch.c) must equal the expected values, which
 # count only the real rows.  A case is: a model file, the runtime batch, and expected
 # lines "loss V", "grad NAME V..." or "out NAME V..." (a "V*N" repeats V N times).
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-CDLRT=${CDLRT:-$B/libcdlrt.a}
-CC=${CC:-cc}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0; n=0
+. "$(dirname "$0")/../lib.sh"
+n=0
 
 # check NAME NB: $t/NAME.cdl against the expected lines on stdin.
 check() {
@@ -19,8 +14,7 @@ check() {
     for target in c tape; do
         n=$((n + 1))
         if ! "$CDLC" --precision=f64 --target=$target "$t/$name.cdl" -o "$t/pb.c" 2>"$t/log" ||
-           ! $CC -std=c11 -O1 -Iruntime -I"$t" -DMODEL=pb_model tests/drivers/partial_batch.c "$t/pb.c" "$CDLRT" \
-                 $(cat "${CDLRT%.a}.libs") ${CDL_CFLAGS:-} -o "$t/drv" 2>>"$t/log"; then
+           ! cc_rt -O1 -I"$t" -DMODEL=pb_model tests/drivers/partial_batch.c "$t/pb.c" -o "$t/drv" 2>>"$t/log"; then
             echo "FAIL $name ($target): does not build: $(head -3 "$t/log")"; fail=$((fail + 1)); continue
         fi
         "$t/drv" "$nb" > "$t/$name.$target.out" 2>"$t/log" || {

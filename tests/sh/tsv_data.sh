@@ -11,13 +11,7 @@
 #     and --workers 0 and 3 train alike;
 #   - bad files: file:line errors (no tab, invalid UTF-8); len: i32[B] is fed too, and
 #     accuracy is still measured against y.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-[ -x "$CDLC" ] || { echo "tsv_data.sh: no compiler at $CDLC"; exit 1; }
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/../lib.sh"
 cat >"$t/cls.cdl" <<'EOF'
 # the mean of the characters' embeddings (mask: 1 for a character, 0 for padding)
 model cls(B = 16, T = 12, V = 40, E = 16, C = 3) {

@@ -5,19 +5,15 @@
 # error is sigma^2 (the noise it adds has the asked variance); its PSNR lines are
 # 10 log10(1 / MSE); the PNG has 3 rows of 10 class columns; bad usage is refused.
 # Environment: B (build dir), CDLC, CDLRT, CC, CDL_CFLAGS as set by scripts/run-tests.sh.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-CDLRT=${CDLRT:-$B/libcdlrt.a}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
+. "$(dirname "$0")/../lib.sh"
 fail() { echo "FAIL: $*"; exit 1; }
 
 # the demo: built by `make` (block "unet" of the Makefile); else build it here
 demo=$B/examples/unet_demo
 if [ ! -x "$demo" ]; then
     "$CDLC" models/unet.cdl -o "$t/unet.c" || fail "cdlc models/unet.cdl"
-    ${CC:-cc} -std=c11 -O2 ${CDL_CFLAGS:-} -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime -I"$t" \
-        examples/unet_demo.c "$t/unet.c" -o "$t/unet_demo" "$CDLRT" $(cat "${CDLRT%.a}.libs") || fail "cc examples/unet_demo.c"
+    cc_rt -O2 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -I"$t" \
+        examples/unet_demo.c "$t/unet.c" -o "$t/unet_demo" || fail "cc examples/unet_demo.c"
     demo=$t/unet_demo
 fi
 demo=$(realpath "$demo")

@@ -4,11 +4,7 @@
 # compiled eval loss; examples/vae_demo writes its grids and codes; examples/vae_anomaly
 # trains on 9 classes and its ROC AUC agrees with one recomputed from its scores.
 # Environment: B (build dir), CDLC, CDLRT, CC, CDL_CFLAGS as set by scripts/run-tests.sh.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-CDLRT=${CDLRT:-$B/libcdlrt.a}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
+. "$(dirname "$0")/../lib.sh"
 fail() { echo "FAIL: $*"; exit 1; }
 png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "$1 is not a PNG"; }
 num() { grep -oE "\"$1\": *-?[0-9.eE+-]+" "$2" | tail -1 | sed 's/.*: *//'; }
@@ -18,8 +14,8 @@ demo=$B/examples/vae_demo; anomaly=$B/examples/vae_anomaly
 if [ ! -x "$demo" ] || [ ! -x "$anomaly" ]; then
     "$CDLC" models/vae.cdl -o "$t/vae.c" || fail "cdlc models/vae.cdl"
     for p in vae_demo vae_anomaly; do
-        ${CC:-cc} -std=c11 -O2 ${CDL_CFLAGS:-} -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime -I"$t" \
-            examples/$p.c "$t/vae.c" -o "$t/$p" "$CDLRT" $(cat "${CDLRT%.a}.libs") || fail "cc examples/$p.c"
+        cc_rt -O2 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -I"$t" \
+            examples/$p.c "$t/vae.c" -o "$t/$p" || fail "cc examples/$p.c"
     done
     demo=$t/vae_demo; anomaly=$t/vae_anomaly
 fi
