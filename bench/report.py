@@ -163,11 +163,12 @@ def read_rows(path):
             if not line:
                 continue
             name, model, batch, opt, lr, steps, repeats, warmup, ref, goal = line[:10]
-            extra = line[10:] + ["-"] * (12 - len(line))   # tape_goal, peak_goal: "-" = none
+            extra = line[10:] + ["-"] * (13 - len(line))   # tape_goal, peak_goal, scale_goal: "-" = none
             opt_num = lambda v: None if v == "-" else float(v)
             rows.append({"name": name, "model": model, "batch": int(batch), "opt": opt,
                          "lr": float(lr), "ref_ms": float(ref), "goal": float(goal),
-                         "tape_goal": opt_num(extra[0]), "peak_goal": opt_num(extra[1])})
+                         "tape_goal": opt_num(extra[0]), "peak_goal": opt_num(extra[1]),
+                         "scale_goal": opt_num(extra[2])})
     return rows
 
 
@@ -497,6 +498,39 @@ def goals_table(rows, runs, n):
                   "of its backend's sgemm rate (≥ 90%)"], body)
 
 
+def scaling_table(rows, runs):
+    """2 threads against 1: each static build's throughput ratio (its own 1-thread ms over
+    its 2-thread ms), the scaling goal of rows.txt, and whether the best static build is
+    ahead of PyTorch eager at 2 threads (issue 15 item 4)."""
+    body = []
+    for row in rows:
+        cells, seen = [row["name"]], False
+        for fw in ("static", "static_onednn"):
+            r1, r2 = runs.get((fw, row["name"], 1)), runs.get((fw, row["name"], 2))
+            if r1 and r2:
+                seen = True
+                v = r1["ms_median"] / r2["ms_median"]
+                cells.append("%s / %s ms: %sx%s" % (fmt(r1["ms_median"]), fmt(r2["ms_median"]), fmt(v),
+                                                   mark(v >= row["scale_goal"]) if row["scale_goal"] else ""))
+            else:
+                cells.append("—")
+        if not seen:
+            continue
+        cells.append("%gx" % row["scale_goal"] if row["scale_goal"] else "—")
+        ea = runs.get(("torch_eager", row["name"], 2))
+        sts = [r for r in (runs.get(("static", row["name"], 2)), runs.get(("static_onednn", row["name"], 2))) if r]
+        if ea and sts:
+            v = ea["ms_median"] / min(r["ms_median"] for r in sts)
+            cells.append(fmt(v) + "x" + mark(v > 1))
+        else:
+            cells.append("—")
+        body.append(cells)
+    if not body:
+        return None
+    return table(["row", "cdl static 1 / 2 threads", "static oneDNN 1 / 2 threads", "scaling goal",
+                  "best static vs eager at 2 threads (> 1)"], body)
+
+
 def reference_table(rows, runs):
     body = []
     for row in rows:
@@ -563,6 +597,11 @@ def report(rows, recs, bad, raw_path):
             md += ["### %s: batch-1 latency (inference)" % tn, "",
                    "One sample through the eval-mode forward pass (the loss included), per call; "
                    "PyTorch eager in eval mode under torch.no_grad().", "", lt, ""]
+    sc = scaling_table(rows, runs) if 1 in threads and 2 in threads else None
+    if sc:
+        md += ["### 2 threads against 1", "",
+               "Throughput at 2 threads over the same build's at 1 thread (1-thread ms / 2-thread ms).",
+               "", sc, ""]
     if 1 in threads:
         md += ["### Against the reference PyTorch times (1 thread)", "", reference_table(rows, runs), "",
                "(At 1 thread the CPU time per step is what the wall time would be on an idle"
