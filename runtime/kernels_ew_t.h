@@ -147,10 +147,8 @@ EW_UNARY(square, v * v)
 EW_UNARY(relu, v > 0 ? v : (T)0)
 EW_UNARY(sigmoid, (T)1 / ((T)1 + M(exp)(-v)))
 EW_UNARY(tanh, M(tanh)(v))
-EW_UNARY(gelu, (T)0.5 * v * ((T)1 + M(erf)(v * (T)0.70710678118654752440)))
 EW_UNARY(sin, M(sin)(v))
 EW_UNARY(cos, M(cos)(v))
-EW_UNARY(erf, M(erf)(v))
 EW_UNARY(log1p, M(log1p)(v))
 EW_UNARY(sign, (T)(v > 0) - (T)(v < 0) + v * (T)0)    /* v * 0: NaN stays NaN, as torch.sign */
 /* The tanh approximation (approximate="tanh"): 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))). */
@@ -207,13 +205,57 @@ void S(tanh_bwd)(int64_t n, const T *g, const T *y, T *dx) {
     for (int64_t i = 0; i < n; i++) { T v = y[i]; dx[i] = g[i] * ((T)1 - v * v); }
 }
 
+/* ---------------------------------------------------------------- erf, GELU
+ * These go through glibc's vector erff/erf and expf/exp (vmath.h) EW_VBLK elements at a
+ * time in a stack block, the last block padded with zeros, so that every element takes
+ * the same vector code: a value never depends on n, on the output aliasing the input
+ * or on where a thread split falls.  (A plain loop sends the remainder and aliased
+ * calls through the scalar erff, which differs from the vector one by up to 4 ulp.) */
+#ifndef EW_VBLK
+#define EW_VBLK 64
+#endif
+
+/* e[j] = erf(x[j] s) and, when p, p[j] = exp(-x[j]^2 / 2), for j < m (x read as 0 past m). */
+static inline void S(erf_blk)(int64_t m, const T *x, T s, T e[EW_VBLK], T *p) {
+    T a[EW_VBLK], b[EW_VBLK];
+    int j = 0;
+    for (; j < m; j++) a[j] = x[j];
+    for (; j < EW_VBLK; j++) a[j] = 0;
+    for (j = 0; j < EW_VBLK; j++) e[j] = M(erf)(a[j] * s);
+    if (!p) return;
+    for (j = 0; j < EW_VBLK; j++) b[j] = (T)-0.5 * a[j] * a[j];
+    for (j = 0; j < EW_VBLK; j++) p[j] = M(exp)(b[j]);
+}
+
+void S(erf)(int64_t n, const T *x, T *y) {
+    T e[EW_VBLK];
+    for (int64_t i = 0; i < n; i += EW_VBLK) {
+        int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
+        S(erf_blk)(m, x + i, (T)1, e, NULL);
+        for (int64_t j = 0; j < m; j++) y[i + j] = e[j];
+    }
+}
+
+/* The exact form: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). */
+void S(gelu)(int64_t n, const T *x, T *y) {
+    T e[EW_VBLK];
+    for (int64_t i = 0; i < n; i += EW_VBLK) {
+        int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
+        S(erf_blk)(m, x + i, (T)0.70710678118654752440, e, NULL);
+        for (int64_t j = 0; j < m; j++) { T v = x[i + j]; y[i + j] = (T)0.5 * v * ((T)1 + e[j]); }
+    }
+}
+
 /* d/dx x Phi(x) = Phi(x) + x phi(x). */
 void S(gelu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
-    for (int64_t i = 0; i < n; i++) {
-        T v = x[i];
-        T cdf = (T)0.5 * ((T)1 + M(erf)(v * (T)0.70710678118654752440));
-        T pdf = (T)0.39894228040143267794 * M(exp)((T)-0.5 * v * v);
-        dx[i] = g[i] * (cdf + v * pdf);
+    T e[EW_VBLK], p[EW_VBLK];
+    for (int64_t i = 0; i < n; i += EW_VBLK) {
+        int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
+        S(erf_blk)(m, x + i, (T)0.70710678118654752440, e, p);
+        for (int64_t j = 0; j < m; j++) {
+            T v = x[i + j], cdf = (T)0.5 * ((T)1 + e[j]), pdf = (T)0.39894228040143267794 * p[j];
+            dx[i + j] = g[i + j] * (cdf + v * pdf);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
  * properties. */
 #include "test_rt_util.h"
 
+#include <float.h>
+
 /* ------------------------------------------------------------------ helpers */
 
 /* Uniform in [lo, hi), kept at least `gap` away from each kink in kinks[]. */
@@ -386,6 +388,57 @@ static void test_unary_issue13(void **st) {
     cdl_log1p_bwd_f64(M, g, x, dx);      check_fd(cdl_log1p_f64, x, g, dx, M);
 }
 
+/* ------------------------------------------------------------------ erf and GELU through libmvec */
+
+/* GELU, its backward and erf run through the vector erff/erf (kernels_ew_t.h, vmath.h),
+ * a few ulp from the scalar ones: an element's value must not depend on the call's
+ * length, on the offset of the slice it falls in (a thread split) or on the output
+ * aliasing the input, or code that cuts a tensor differently would disagree.  Accuracy:
+ * within a few ulp of the double reference, on the scale 1 + |r|: 1 + erf loses digits
+ * for negative x, and the vector erff reaches -1 at x = -3.65 (the scalar at -3.92), so
+ * f32 GELU is 0 below x = -5.17 where the exact value is above -6.2e-7. */
+#define ERF_SAME(T, SFX, EPS)                                                                   \
+    static void erf_same_##SFX(void) {                                                          \
+        enum { EB = 203 };                                                                      \
+        T x[EB], g[EB], y[EB], d[EB], e[EB], t[EB];                                             \
+        for (int i = 0; i < EB; i++) { x[i] = (T)(urand() * 12 - 6); g[i] = (T)(urand() * 4 - 2); } \
+        x[0] = 0; x[1] = (T)-0.0; x[2] = (T)NAN; x[3] = (T)INFINITY; x[4] = 40; x[5] = -40;     \
+        cdl_gelu_##SFX(EB, x, y);                                                               \
+        cdl_gelu_bwd_##SFX(EB, g, x, d);                                                        \
+        cdl_erf_##SFX(EB, x, e);                                                                \
+        const int cut[][2] = {{0, 1}, {1, 7}, {3, 64}, {5, 65}, {17, 130}, {100, 103}, {130, 73}}; \
+        for (size_t k = 0; k < sizeof cut / sizeof cut[0]; k++) {                               \
+            int o = cut[k][0], n = cut[k][1];                                                   \
+            cdl_gelu_##SFX(n, x + o, t);                                                        \
+            assert_memory_equal(t, y + o, (size_t)n * sizeof(T));                               \
+            cdl_gelu_bwd_##SFX(n, g + o, x + o, t);                                             \
+            assert_memory_equal(t, d + o, (size_t)n * sizeof(T));                               \
+            cdl_erf_##SFX(n, x + o, t);                                                         \
+            assert_memory_equal(t, e + o, (size_t)n * sizeof(T));                               \
+        }                                                                                       \
+        memcpy(t, x, sizeof t); cdl_gelu_##SFX(EB, t, t); assert_memory_equal(t, y, sizeof t);  \
+        memcpy(t, x, sizeof t); cdl_erf_##SFX(EB, t, t); assert_memory_equal(t, e, sizeof t);   \
+        memcpy(t, g, sizeof t); cdl_gelu_bwd_##SFX(EB, t, x, t); assert_memory_equal(t, d, sizeof t); \
+        assert_true(y[0] == 0 && y[1] == 0 && isnan(y[2]) && isnan(e[2]) && isnan(d[2]));       \
+        assert_true(y[3] == (T)INFINITY && y[4] == 40 && y[5] == 0 && e[4] == 1 && e[5] == -1); \
+        assert_true(d[0] == (T)0.5 * g[0] && d[4] == g[4] && d[5] == 0);                        \
+        for (int i = 6; i < EB; i++) {                                                          \
+            double v = (double)x[i], r = gelu_ref(v), gi = (double)g[i];                        \
+            double dr = gi * (0.5 * (1 + erf(v / sqrt(2.0))) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI)); \
+            assert_true(fabs((double)y[i] - r) <= 8 * EPS * (1 + fabs(r)));                     \
+            assert_true(fabs((double)d[i] - dr) <= 8 * EPS * (1 + fabs(dr)));                   \
+            assert_true(fabs((double)e[i] - erf(v)) <= 4 * EPS);                                \
+        }                                                                                       \
+    }
+ERF_SAME(float, f32, FLT_EPSILON)
+ERF_SAME(double, f64, DBL_EPSILON)
+
+static void test_erf_gelu_blocks(void **st) {
+    (void)st;
+    erf_same_f32();
+    erf_same_f64();
+}
+
 /* Comparisons give 1/0 masks, also broadcast; NaN compares false except with !=. */
 static void test_comparisons(void **st) {
     (void)st;
@@ -470,6 +523,7 @@ int main(void) {
         cmocka_unit_test(test_unary_forward),
         cmocka_unit_test(test_unary_backward),
         cmocka_unit_test(test_unary_issue13),
+        cmocka_unit_test(test_erf_gelu_blocks),
         cmocka_unit_test(test_comparisons),
         cmocka_unit_test(test_dropout),
     };
