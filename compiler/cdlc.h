@@ -721,6 +721,15 @@ void opt_inplace(Graph *g);
  * net->in_grad too, or -1 (uses: ir_uses(g)). */
 int opt_grad_chain(const Graph *g, const int *uses, int q);
 
+/* ======================================================================== opt_fuse_conv.c */
+/* Fold relu, residual adds and relu's backward mask into the convolution that feeds
+ * them (conv2d_fused, conv2d_bwd_x_fused; the bits say what a fused node does, its
+ * inputs follow in that order: forward (x, w, b?, skip?) with the bits in ia2,
+ * backward (g, w, mask?, acc?) in ia4).  Static target, top-level graphs, before
+ * opt_run; returns how many nodes it rewrote. */
+enum { CONV_FUSE_BIAS = 1, CONV_FUSE_ADD = 2, CONV_FUSE_RELU = 4, CONV_FUSE_MASK = 8 };
+int opt_fuse_conv(Graph *g);
+
 /* ======================================================================== plan.c */
 /* Buffer plan for one function: where every node's value (and aux scratch) lives in
  * the activation arena, by liveness with first-fit reuse.  Views share their base's
@@ -778,6 +787,7 @@ typedef struct Pipeline {
     const Model *m;
     int real_size;          /* 4 (f32) or 8 (f64) */
     bool tape;              /* --target=tape: record graphs, differentiated at run time */
+    bool infer;             /* --inference (infer_clone): no fused ops, its kernels have none */
     Fn *fn; int nfn;
     int64_t act_bytes;      /* after pipeline_plan: the activation arena (tape: its arena) */
 } Pipeline;

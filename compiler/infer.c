@@ -124,7 +124,7 @@ void infer_prepare(Graph *g, Weights *w) {
  * its loss) and the entries named in sel (all n of them; none: the forward alone). */
 Pipeline *infer_clone(const Model *m, int n, const char *const *sel) {
     Pipeline *p = NEW(Pipeline);
-    *p = (Pipeline){.m = m, .real_size = 4, .fn = NEWN(Fn, n + 2)};
+    *p = (Pipeline){.m = m, .real_size = 4, .infer = true, .fn = NEWN(Fn, n + 2)};
     for (int k = 0; k < (n ? n : 1); k++) {
         const char *want = n ? sel[k] : "forward";
         const EntryFn *en = NULL;

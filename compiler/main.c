@@ -7,7 +7,8 @@
  *                      each entry (--target=tape: the record graph and the entries)
  *   pipeline_autodiff  gradient nodes for the train and input-gradient functions
  *   pipeline_verify    invariants again, gradients included
- *   pipeline_opt       CSE, GEMM accumulation, dead code, in-place marking
+ *   pipeline_opt       convolution epilogue fusion (opt_fuse_conv.c), CSE, dead code,
+ *                      in-place marking
  *   pipeline_plan      buffers in the activation arena (tape: the arena's bound)
  *   emit_c / emit_tape write the C (--exe: and compile it)
  *

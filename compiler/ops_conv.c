@@ -53,8 +53,10 @@ static cdl_conv2d_geom conv_geom(const Graph *g, const Node *n) {
     cdl_conv2d_geom cg = {.stride = conv_stride(n), .pad = n->ia[1]};
     const Shape *x, *w, *y;
     switch (n->op) {
-    case OP_CONV2D: x = &g->n[n->in[0]].shape, w = &g->n[n->in[1]].shape, y = &n->shape; break;
-    case OP_CONV2D_BWD_X: y = &g->n[n->in[0]].shape, w = &g->n[n->in[1]].shape, x = &n->shape; break;
+    case OP_CONV2D:
+    case OP_CONV2D_FUSED: x = &g->n[n->in[0]].shape, w = &g->n[n->in[1]].shape, y = &n->shape; break;
+    case OP_CONV2D_BWD_X:
+    case OP_CONV2D_BWD_X_FUSED: y = &g->n[n->in[0]].shape, w = &g->n[n->in[1]].shape, x = &n->shape; break;
     case OP_CONV2D_BWD_W: y = &g->n[n->in[0]].shape, x = &g->n[n->in[1]].shape, w = &n->shape; break;
     default: die("conv_geom of %s", cv_name(n));
     }
@@ -183,6 +185,81 @@ static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
     /* the runtime batch: rows of whichever operand scales with it */
     int b = g->n[d->in[1]].shape.batched ? d->in[1] : d->in[0];
     e_conv_call(e, n, "conv2d_bwd_w", conv_geom_lit(&cg, e_rows(e, b)), false, conv_scratch_ptr(e, g, n));
+}
+
+/* ------------------------------------------------------------------ CONV2D_FUSED / CONV2D_BWD_X_FUSED
+ *
+ * Made by compiler/opt_fuse_conv.c from a conv2d (conv2d_bwd_x) and the relu, add and
+ * relu_bwd after it; never by user code, never on the tape (which calls the separate
+ * kernels).  The shape rule is the plain op's on the leading inputs, and the epilogue's
+ * tensors must have the result's shape. */
+
+static bool fused_epilogue_shapes(Graph *g, Node *n, int first) {
+    for (int k = first; k < n->nin; k++)
+        if (!shape_eq(&g->n[n->in[k]].shape, &n->shape) || g->n[n->in[k]].shape.batched != n->shape.batched) {
+            return shape_error(n, "%s: epilogue operand %s does not match the result %s", cv_name(n),
+                               shape_str(&g->n[n->in[k]].shape), shape_str(&n->shape));
+        }
+    return true;
+}
+
+static bool shape_conv2d_fused(Graph *g, Node *n) {
+    const int64_t bits = n->ia[2];
+    const int want = 2 + !!(bits & CONV_FUSE_BIAS) + !!(bits & CONV_FUSE_ADD);
+    if (n->nin != want || (bits & CONV_FUSE_MASK)) {
+        return shape_error(n, "conv2d_fused: %d inputs for epilogue bits %lld", n->nin, (long long)bits);
+    }
+    Node plain = *n;
+    plain.op = OP_CONV2D;
+    plain.nin = 2 + !!(bits & CONV_FUSE_BIAS);
+    if (!shape_conv2d(g, &plain)) return false;
+    n->shape = plain.shape, n->dtype = plain.dtype;
+    return fused_epilogue_shapes(g, n, plain.nin);
+}
+
+static bool shape_conv2d_bwd_x_fused(Graph *g, Node *n) {
+    const int64_t bits = n->ia[4];
+    const int want = 2 + !!(bits & CONV_FUSE_MASK) + !!(bits & CONV_FUSE_ADD);
+    if (n->nin != want || (bits & (CONV_FUSE_BIAS | CONV_FUSE_RELU))) {
+        return shape_error(n, "conv2d_bwd_x_fused: %d inputs for epilogue bits %lld", n->nin, (long long)bits);
+    }
+    Node plain = *n;
+    plain.op = OP_CONV2D_BWD_X;
+    plain.nin = 2;
+    if (!shape_conv2d_bwd(g, &plain)) return false;
+    n->shape = plain.shape, n->dtype = plain.dtype;
+    return fused_epilogue_shapes(g, n, 2);
+}
+
+/* Input k of fused node y when its bit is set (inputs in bit order after the first
+ * two), else "NULL". */
+static const char *fused_in(Emit *e, const Node *y, int64_t bits, int64_t bit) {
+    if (!(bits & bit)) return "NULL";
+    int k = 2;
+    for (int64_t b = 1; b < bit; b <<= 1)
+        if (bits & b) k++;
+    return e_ptr(e, y->in[k]);
+}
+
+static void emit_conv2d_fused(Emit *e, const Graph *g, int n) {
+    const Node *y = &g->n[n];
+    const int64_t bits = y->ia[2];
+    cdl_conv2d_geom cg = conv_geom(g, y);
+    e_line(e, "%s(%s, %s, %s, %s, %s, %d, %s, %s);", e_fn(e, "conv2d_fused"), conv_geom_lit(&cg, e_rows(e, y->in[0])),
+           e_ptr(e, y->in[0]), e_ptr(e, y->in[1]), fused_in(e, y, bits, CONV_FUSE_BIAS), fused_in(e, y, bits, CONV_FUSE_ADD),
+           (bits & CONV_FUSE_RELU) ? 1 : 0, e_ptr(e, n), conv_scratch_ptr(e, g, n));
+}
+
+static void emit_conv2d_bwd_x_fused(Emit *e, const Graph *g, int n) {
+    const Node *d = &g->n[n];
+    const int64_t bits = d->ia[4];
+    cdl_conv2d_geom cg = conv_geom(g, d);
+    /* inputs (g, w, mask?, acc?): the mask's bit is the higher one, so name them by position */
+    int k = 2;
+    const char *mask = (bits & CONV_FUSE_MASK) ? e_ptr(e, d->in[k++]) : "NULL";
+    const char *acc = (bits & CONV_FUSE_ADD) ? e_ptr(e, d->in[k++]) : "NULL";
+    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_x_fused"), conv_geom_lit(&cg, e_rows(e, d->in[0])),
+           e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), acc, mask, e_ptr(e, n), conv_scratch_ptr(e, g, n));
 }
 
 /* ------------------------------------------------------------------ pooling */
@@ -432,6 +509,8 @@ const OpRule ops_conv_rules[] = {
     {OP_CONV2D, shape_conv2d, grad_conv2d, emit_conv2d, aux_conv, .tape = tape_conv2d, .tape_scratch = tape_scratch_conv2d},
     {OP_CONV2D_BWD_X, shape_conv2d_bwd, NULL, emit_conv2d_bwd_x, aux_conv, .tape = NULL},
     {OP_CONV2D_BWD_W, shape_conv2d_bwd, NULL, emit_conv2d_bwd_w, aux_conv, .tape = NULL},
+    {OP_CONV2D_FUSED, shape_conv2d_fused, NULL, emit_conv2d_fused, aux_conv, .tape = NULL},
+    {OP_CONV2D_BWD_X_FUSED, shape_conv2d_bwd_x_fused, NULL, emit_conv2d_bwd_x_fused, aux_conv, .tape = NULL},
     {OP_MAXPOOL2D, shape_pool, grad_maxpool, emit_pool, NULL, .tape = tape_pool},
     {OP_MAXPOOL2D_BWD, shape_maxpool_bwd, NULL, emit_maxpool_bwd, NULL, .tape = NULL},
     {OP_AVGPOOL2D, shape_pool, grad_avgpool, emit_pool, NULL, .tape = tape_pool},

@@ -85,10 +85,18 @@ void pipeline_verify(Pipeline *p) {
     for (int k = 0; k < p->nfn; k++) ir_verify(p->fn[k].g);
 }
 
+/* The static target's optimisation passes over one function's graph: convolution
+ * epilogue fusion (not for the inference export, whose kernels have no fused ops), then
+ * opt_run (CSE, dead code, in-place marking). */
+static void opt_fn(const Pipeline *p, Fn *fn) {
+    if (!p->infer) opt_fuse_conv(fn->g);
+    opt_run(fn->g);
+}
+
 /* The tape runs the graph as written, op by op: no rewriting. */
 void pipeline_opt(Pipeline *p) {
     if (p->tape) return;
-    for (int k = 0; k < p->nfn; k++) opt_run(p->fn[k].g);
+    for (int k = 0; k < p->nfn; k++) opt_fn(p, &p->fn[k]);
 }
 
 static void plan_fn(Pipeline *p, Fn *fn) {
@@ -136,7 +144,7 @@ void pipeline_emit_c(Pipeline *p, FILE *cf, FILE *hf, bool with_main, const char
         clone_fn(fn);
         autodiff_fn(p, fn);
         ir_verify(fn->g);
-        opt_run(fn->g);
+        opt_fn(p, fn);
         plan_fn(p, fn);
         emit_c_function(c, fn);
         arena_release(cc_arena, mark);   /* the graph, its plan and everything between */

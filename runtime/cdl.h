@@ -399,6 +399,13 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   conv2d          y = x * w (+ b[k] per output channel; b may be NULL)
  *   conv2d_bwd_x    dx = full correlation of g with w (overwrites dx)
  *   conv2d_bwd_w    dw = sum over images of g (x) x-patches (overwrites dw)
+ *   conv2d_fused    conv2d with an epilogue applied as y is stored (static target only,
+ *                   compiler/opt_fuse_conv.c): v = conv + b[k], then v = v + skip
+ *                   (skip shaped like y, may be NULL), then max(v, 0) when relu != 0;
+ *                   the same roundings as conv2d, add and relu one after the other.
+ *   conv2d_bwd_x_fused  conv2d_bwd_x with an epilogue: v = dx + acc (acc shaped like dx,
+ *                   may be NULL), then v = mask > 0 ? v : 0 (mask may be NULL): the
+ *                   fused add and relu_bwd of the relu whose output is mask.
  *   maxpool2d       y[nc, oh, ow] = max over each k x k window (stride, pad: padded
  *                   cells never win; NaN propagates); nc = rows * channels
  *   maxpool2d_bwd   dx = g routed to each window's first maximum of x (overwrites dx)
@@ -416,6 +423,10 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
     void cdl_conv2d_##S(const cdl_conv2d_geom *geom, const T *x, const T *w, const T *b, T *y, T *scratch); \
     void cdl_conv2d_bwd_x_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, T *dx, T *scratch); \
     void cdl_conv2d_bwd_w_##S(const cdl_conv2d_geom *geom, const T *g, const T *x, T *dw, T *scratch); \
+    void cdl_conv2d_fused_##S(const cdl_conv2d_geom *geom, const T *x, const T *w, const T *b, const T *skip, int relu, \
+                              T *y, T *scratch); \
+    void cdl_conv2d_bwd_x_fused_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, const T *acc, const T *mask, \
+                                    T *dx, T *scratch); \
     void cdl_maxpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_maxpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
     void cdl_avgpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \

@@ -333,16 +333,70 @@ static void S(cv_pad)(const T *restrict x, int64_t C, int64_t H, int64_t W, int6
         for (int64_t h = 0; h < H; h++) S(cv_copy_row)(xp + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W);
 }
 
-/* y[k, OH, OW] = the grid t[k, ld] (rows wrow apart) minus its extra columns, + b[k]. */
+/* The stores of a fused convolution (conv2d_fused, conv2d_bwd_x_fused): what the
+ * separate add, relu and relu_bwd kernels would do to the stored value, in their order
+ * (so the bits are theirs): v + add[i] (NULL: none), then mask[i] > 0 ? v : 0 (NULL:
+ * none), then max(v, 0) when relu.  The tensors never alias the result. */
+typedef struct S(cv_epi) {
+    const T *add, *mask;
+    int relu;
+} S(cv_epi);
+
+/* y[i] = the epilogue of t[i] + bk, i < n, with the choice of steps constant (each
+ * variant compiles to its own vector loop). */
+static inline __attribute__((always_inline)) void S(cv_epi_store)(const int ADD, const int MASK, const int RELU,
+                                                                    const T *restrict t, T bk, const T *restrict a,
+                                                                    const T *restrict m, int64_t n, T *restrict y) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = t[i] + bk;
+        if (ADD) v = v + a[i];
+        if (MASK) v = m[i] > 0 ? v : (T)0;
+        if (RELU) v = v > 0 ? v : (T)0;
+        y[i] = v;
+    }
+}
+
+/* The variant of epilogue E (NULL: none) as a number: add 1, mask 2, relu 4. */
+static inline int S(cv_epi_kind)(const S(cv_epi) *E) {
+    return E ? (E->add ? 1 : 0) | (E->mask ? 2 : 0) | (E->relu ? 4 : 0) : 0;
+}
+
+/* y[k, OH, OW] = the grid t[k, ld] (rows wrow apart) minus its extra columns, + b[k],
+ * then the epilogue E (NULL: none) as each row is stored; E's tensors are indexed like
+ * y (eoff: y's offset in them).  The bench ResNet's variants are unrolled; any other
+ * (mask with relu: never made) takes the generic row. */
 static void S(cv_unwiden)(const T *restrict t, int64_t ld, int64_t wrow, int64_t K, int64_t OH, int64_t OW,
-                          const T *b, T *restrict y) {
+                          const T *b, const S(cv_epi) *E, int64_t eoff, T *restrict y) {
+    const int kind = S(cv_epi_kind)(E);
     for (int64_t k = 0; k < K; k++) {
         const T bk = b ? b[k] : 0;
         for (int64_t oh = 0; oh < OH; oh++) {
             const T *restrict tr = t + k * ld + oh * wrow;
-            T *restrict yr = y + (k * OH + oh) * OW;
-            for (int64_t o = 0; o < OW; o++) yr[o] = tr[o] + bk;
+            const int64_t off = (k * OH + oh) * OW;
+            const T *a = E && E->add ? E->add + eoff + off : NULL, *m = E && E->mask ? E->mask + eoff + off : NULL;
+            T *restrict yr = y + off;
+            switch (kind) {
+            case 0: S(cv_epi_store)(0, 0, 0, tr, bk, a, m, OW, yr); break;
+            case 1: S(cv_epi_store)(1, 0, 0, tr, bk, a, m, OW, yr); break;
+            case 2: S(cv_epi_store)(0, 1, 0, tr, bk, a, m, OW, yr); break;
+            case 3: S(cv_epi_store)(1, 1, 0, tr, bk, a, m, OW, yr); break;
+            case 4: S(cv_epi_store)(0, 0, 1, tr, bk, a, m, OW, yr); break;
+            case 5: S(cv_epi_store)(1, 0, 1, tr, bk, a, m, OW, yr); break;
+            default: S(cv_epi_store)(E->add != NULL, E->mask != NULL, E->relu, tr, bk, a, m, OW, yr); break;
+            }
         }
+    }
+}
+
+/* The epilogue over a whole result y[n] computed without it (the GEMM modes): y is
+ * both t and the output, so this runs in place, element by element. */
+static void S(cv_epi_inplace)(const S(cv_epi) *E, int64_t n, T *y) {
+    for (int64_t i = 0; i < n; i++) {
+        T v = y[i];
+        if (E->add) v = v + E->add[i];
+        if (E->mask) v = E->mask[i] > 0 ? v : (T)0;
+        if (E->relu) v = v > 0 ? v : (T)0;
+        y[i] = v;
     }
 }
 
@@ -391,6 +445,7 @@ typedef struct S(cv_job) {
     const cdl_conv2d_geom *gm;
     const S(cv_lower) *L;
     const T *in, *b;
+    const S(cv_epi) *E; /* the fused epilogue, or NULL */
     T *out;
     int64_t cin, cout, h, w, ph, pw, oh, ow; /* in[cin, h, w] -> out[cout, oh, ow], padding ph, pw */
     int64_t hw, wrow, cols;                  /* the padded input's plane and row, grid columns */
@@ -407,14 +462,15 @@ static void S(cv_task)(void *arg, int64_t t) {
     for (int64_t n = n0; n < n1; n++) {
         S(cv_pad)(J->in + n * is, J->cin, J->h, J->w, J->ph, J->pw, pad);
         S(cv_conv)(pad, J->cin, J->hw, J->wrow, J->gm->r, J->gm->s, J->cout, L->wpk, grid, J->cols);
-        S(cv_unwiden)(grid, J->cols, J->wrow, J->cout, J->oh, J->ow, J->b, J->out + n * os);
+        S(cv_unwiden)(grid, J->cols, J->wrow, J->cout, J->oh, J->ow, J->b, J->E, n * os, J->out + n * os);
     }
 }
 
-static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
+static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, const S(cv_epi) *E, T *y,
+                         T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
     S(cv_pack_fwd)(gm, w, L.wpk);
-    S(cv_job) J = {.gm = gm, .L = &L, .in = x, .b = b, .out = y, .cin = gm->c, .cout = gm->k,
+    S(cv_job) J = {.gm = gm, .L = &L, .in = x, .b = b, .E = E, .out = y, .cin = gm->c, .cout = gm->k,
                    .h = gm->h, .w = gm->w, .ph = gm->pad, .pw = gm->pad, .oh = gm->oh, .ow = gm->ow,
                    .hw = L.Hp * L.Wp, .wrow = L.Wp, .cols = L.colsf, .nt = S(cv_threads)(gm, gm->n)};
     cdl_parallel_for(J.nt, S(cv_task), &J);
@@ -422,10 +478,11 @@ static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, cons
 
 /* dx = the stride-1 convolution of g, padded by r-1-pad rows and s-1-pad columns, with
  * the turned kernel (pad < r, s: cdl_conv2d_vec). */
-static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T *scratch) {
+static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, const S(cv_epi) *E, T *dx,
+                               T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
     S(cv_pack_bwd)(gm, w, L.wpk);
-    S(cv_job) J = {.gm = gm, .L = &L, .in = g, .b = NULL, .out = dx, .cin = gm->k, .cout = gm->c,
+    S(cv_job) J = {.gm = gm, .L = &L, .in = g, .b = NULL, .E = E, .out = dx, .cin = gm->k, .cout = gm->c,
                    .h = gm->oh, .w = gm->ow, .ph = gm->r - 1 - gm->pad, .pw = gm->s - 1 - gm->pad,
                    .oh = gm->h, .ow = gm->w, .hw = L.Hq * L.Wq, .wrow = L.Wq, .cols = L.colsx,
                    .nt = S(cv_threads)(gm, gm->n)};
@@ -549,7 +606,7 @@ static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x
 
 void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T *y, T *scratch) {
     if (cdl_conv2d_vec(gm)) {
-        S(cv_conv2d)(gm, x, w, b, y, scratch);
+        S(cv_conv2d)(gm, x, w, b, NULL, y, scratch);
         return;
     }
     S(conv_lower) L = S(conv_lowering)(gm, scratch);
@@ -574,7 +631,7 @@ void S(conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, T 
 
 void S(conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, T *dx, T *scratch) {
     if (cdl_conv2d_vec(gm)) {
-        S(cv_conv2d_bwd_x)(gm, g, w, dx, scratch);
+        S(cv_conv2d_bwd_x)(gm, g, w, NULL, dx, scratch);
         return;
     }
     S(conv_lower) L = S(conv_lowering)(gm, scratch);
@@ -636,6 +693,31 @@ void S(conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T
     if (N <= 0) memset(dwt, 0, sizeof(T) * (size_t)(K * CRS));
     for (int64_t k = 0; k < K; k++)
         for (int64_t q = 0; q < CRS; q++) dw[k * CRS + q] = dwt[q * K + k];
+}
+
+/* The fused convolutions: the vec mode applies the epilogue as it stores each row of
+ * an image; the GEMM modes (not the bench models' convolutions) run it over the whole
+ * result afterwards, which gives the same values. */
+void S(conv2d_fused)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, const T *skip, int relu, T *y,
+                     T *scratch) {
+    const S(cv_epi) E = {.add = skip, .relu = relu};
+    if (cdl_conv2d_vec(gm)) {
+        S(cv_conv2d)(gm, x, w, b, &E, y, scratch);
+        return;
+    }
+    S(conv2d)(gm, x, w, b, y, scratch);
+    S(cv_epi_inplace)(&E, gm->n * gm->k * gm->oh * gm->ow, y);
+}
+
+void S(conv2d_bwd_x_fused)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *acc, const T *mask, T *dx,
+                           T *scratch) {
+    const S(cv_epi) E = {.add = acc, .mask = mask};
+    if (cdl_conv2d_vec(gm)) {
+        S(cv_conv2d_bwd_x)(gm, g, w, &E, dx, scratch);
+        return;
+    }
+    S(conv2d_bwd_x)(gm, g, w, dx, scratch);
+    S(cv_epi_inplace)(&E, gm->n * gm->c * gm->h * gm->w, dx);
 }
 
 /* ------------------------------------------------------------------ pooling */

@@ -1,0 +1,38 @@
+#!/bin/bash
+# Convolution epilogue fusion (compiler/opt_fuse_conv.c) on the bench ResNet
+# (bench/models/resnet.cdl): the static code's train step calls the fused kernels for
+# every convolution (forward: bias, relu and the residual add in the store; backward:
+# relu's mask and the residual gradient's add in bwd_x's store) and no separate relu,
+# add or relu_bwd of a convolution's result; the tape's code calls none of them; and the
+# two builds train bit for bit alike (cdl-compare --tol 0, 3 steps, batch 8).
+set -u
+B=${B:-build}
+CDLC=${CDLC:-$B/cdlc}
+COMPARE=${COMPARE:-$B/cdl-compare}
+m=bench/models/resnet.cdl
+t=$(mktemp -d); trap 'rm -rf $t' EXIT
+fail=0
+"$CDLC" -D B=8 "$m" -o "$t/r.c" 2>"$t/log" || { echo "FAIL: cdlc: $(head -3 $t/log)"; exit 1; }
+sed -n '/^static double resnet_fwd_bwd(/,/^}/p' "$t/r.c" >"$t/step.c"
+[ -s "$t/step.c" ] || { echo "FAIL: no resnet_fwd_bwd in the generated C"; exit 1; }
+count() { grep -c "$1(" "$t/step.c"; }
+[ "$(count cdl_conv2d_fused_f32)" = 5 ] || { echo "FAIL: $(count cdl_conv2d_fused_f32) fused forward convolutions in the train step, want 5"; fail=$((fail + 1)); }
+[ "$(count cdl_conv2d_bwd_x_fused_f32)" = 4 ] || { echo "FAIL: $(count cdl_conv2d_bwd_x_fused_f32) fused bwd_x in the train step, want 4"; fail=$((fail + 1)); }
+for k in cdl_conv2d_f32 cdl_conv2d_bwd_x_f32 cdl_relu_f32 cdl_add_f32; do
+    [ "$(count $k)" = 0 ] || { echo "FAIL: the train step still calls $k"; fail=$((fail + 1)); }
+done
+# one relu_bwd is left: the pooled gradient's, which no convolution makes
+[ "$(count cdl_relu_bwd_f32)" = 1 ] || { echo "FAIL: $(count cdl_relu_bwd_f32) relu_bwd calls in the train step, want 1"; fail=$((fail + 1)); }
+"$CDLC" --target=tape -D B=8 "$m" -o "$t/tape.c" 2>"$t/log" || { echo "FAIL: cdlc --target=tape: $(head -3 $t/log)"; exit 1; }
+grep -q "fused" "$t/tape.c" && { echo "FAIL: the tape's code calls a fused kernel"; fail=$((fail + 1)); }
+if ! timeout 300 "$COMPARE" "$m" -D B=8 --steps 3 --data random --tol 0 --json >"$t/cmp.json" 2>"$t/log"; then
+    echo "FAIL: static and tape differ: $(tail -3 $t/log) $(head -c 400 $t/cmp.json)"; fail=$((fail + 1))
+elif ! python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["max_loss_rel_diff"] == 0 and d["max_grad_rel_diff"] == 0, d
+assert len(d["grad_rel_diff"]) == 12, d["grad_rel_diff"]' "$t/cmp.json"; then
+    echo "FAIL: static and tape are not bitwise equal: $(head -c 400 $t/cmp.json)"; fail=$((fail + 1))
+fi
+[ $fail = 0 ] && echo "ok: the bench ResNet's train step runs 5 fused convolutions and 4 fused bwd_x, bit for bit the tape's"
+exit $fail

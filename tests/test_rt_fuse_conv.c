@@ -1,0 +1,108 @@
+/* test_rt_fuse_conv.c -- the fused convolution kernels (conv2d_fused, conv2d_bwd_x_fused,
+ * made by compiler/opt_fuse_conv.c) give bit for bit what the separate kernels the tape
+ * calls give: conv2d, then add of the skip, then relu; conv2d_bwd_x, then add of the
+ * other gradient term, then relu_bwd with the mask.  Every epilogue the pass makes, in
+ * f32 and f64, on the direct (vec) geometry of the bench ResNet and on GEMM (im2col)
+ * geometries, at 1 and 2 threads. */
+#include "test_rt_util.h"
+
+static cdl_conv2d_geom geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
+                            int64_t pad) {
+    cdl_conv2d_geom g = {.n = n, .c = c, .h = h, .w = w, .k = k, .r = r, .s = r, .stride = stride, .pad = pad};
+    g.oh = (h + 2 * pad - r) / stride + 1;
+    g.ow = (w + 2 * pad - r) / stride + 1;
+    g.group = cdl_conv2d_pick_group(&g);
+    return g;
+}
+
+/* Values with both signs, some exact zeros and -0 (relu and the mask keep or drop them
+ * by sign, an add turns -0 into +0: the bits must follow the separate kernels). */
+static double *mixed(int64_t n) {
+    double *p = dvec(n);
+    for (int64_t i = 0; i < n; i += 7) p[i] = i % 2 ? 0.0 : -0.0;
+    return p;
+}
+
+#define FUSE_CASES(T, S)                                                                                          \
+    static void fused_case_##S(const cdl_conv2d_geom *g, int bits) {                                             \
+        const int64_t nx = g->n * g->c * g->h * g->w, nw = g->k * g->c * g->r * g->s;                            \
+        const int64_t ny = g->n * g->k * g->oh * g->ow, ns = cdl_conv2d_scratch(g);                               \
+        double *dx = mixed(nx), *dw = mixed(nw), *db = mixed(g->k), *dskip = mixed(ny), *dg = mixed(ny);        \
+        double *dacc = mixed(nx), *dmask = mixed(nx);                                                            \
+        T *x = malloc(sizeof(T) * (size_t)nx), *w = malloc(sizeof(T) * (size_t)nw), *b = malloc(sizeof(T) * (size_t)g->k); \
+        T *skip = malloc(sizeof(T) * (size_t)ny), *gy = malloc(sizeof(T) * (size_t)ny);                          \
+        T *acc = malloc(sizeof(T) * (size_t)nx), *mask = malloc(sizeof(T) * (size_t)nx);                         \
+        T *y1 = malloc(sizeof(T) * (size_t)ny), *y2 = malloc(sizeof(T) * (size_t)ny);                            \
+        T *x1 = malloc(sizeof(T) * (size_t)nx), *x2 = malloc(sizeof(T) * (size_t)nx);                            \
+        T *scr = malloc(sizeof(T) * (size_t)(ns > 0 ? ns : 1));                                                 \
+        for (int64_t i = 0; i < nx; i++) x[i] = (T)dx[i], acc[i] = (T)dacc[i], mask[i] = (T)dmask[i];           \
+        for (int64_t i = 0; i < nw; i++) w[i] = (T)dw[i];                                                        \
+        for (int64_t i = 0; i < g->k; i++) b[i] = (T)db[i];                                                      \
+        for (int64_t i = 0; i < ny; i++) skip[i] = (T)dskip[i], gy[i] = (T)dg[i];                               \
+        const T *bb = (bits & 1) ? b : NULL, *sk = (bits & 2) ? skip : NULL;                                     \
+        /* forward: the tape's kernels one after the other, then the fused one */                               \
+        cdl_conv2d_##S(g, x, w, bb, y1, scr);                                                                    \
+        if (sk) cdl_add_##S(ny, y1, sk, y1);                                                                     \
+        if (bits & 4) cdl_relu_##S(ny, y1, y1);                                                                  \
+        memset(y2, 0x7f, sizeof(T) * (size_t)ny);                                                                \
+        cdl_conv2d_fused_##S(g, x, w, bb, sk, (bits & 4) != 0, y2, scr);                                         \
+        assert_memory_equal(y1, y2, sizeof(T) * (size_t)ny);                                                     \
+        /* backward: dx, + acc (the add's first operand, as autodiff writes it), mask */                         \
+        const T *ac = (bits & 2) ? acc : NULL, *mk = (bits & 8) ? mask : NULL;                                   \
+        cdl_conv2d_bwd_x_##S(g, gy, w, x1, scr);                                                                 \
+        if (ac) cdl_add_##S(nx, ac, x1, x1);                                                                     \
+        if (mk) cdl_relu_bwd_##S(nx, x1, mk, x1);                                                                \
+        memset(x2, 0x7f, sizeof(T) * (size_t)nx);                                                                \
+        cdl_conv2d_bwd_x_fused_##S(g, gy, w, ac, mk, x2, scr);                                                   \
+        assert_memory_equal(x1, x2, sizeof(T) * (size_t)nx);                                                     \
+        free(dx); free(dw); free(db); free(dskip); free(dg); free(dacc); free(dmask);                            \
+        free(x); free(w); free(b); free(skip); free(gy); free(acc); free(mask);                                  \
+        free(y1); free(y2); free(x1); free(x2); free(scr);                                                       \
+    }
+FUSE_CASES(float, f32)
+FUSE_CASES(double, f64)
+
+/* Every epilogue: bias 1, add 2, relu (forward) 4, mask (backward) 8. */
+static void all_epilogues(const cdl_conv2d_geom *g) {
+    for (int bits = 0; bits < 16; bits++) {
+        fused_case_f32(g, bits);
+        fused_case_f64(g, bits);
+    }
+}
+
+static void test_fused_direct(void **st) {
+    (void)st;
+    cdl_conv2d_geom g = geom(3, 16, 28, 28, 16, 3, 1, 1);   /* the bench ResNet's block conv */
+    assert_true(cdl_conv2d_vec(&g));
+    all_epilogues(&g);
+    g = geom(2, 1, 9, 11, 13, 3, 1, 1);                      /* uneven channel blocks */
+    all_epilogues(&g);
+}
+
+static void test_fused_gemm(void **st) {
+    (void)st;
+    cdl_conv2d_geom g = geom(3, 2, 9, 9, 5, 3, 2, 1);       /* stride 2: im2col + GEMM */
+    assert_false(cdl_conv2d_vec(&g));
+    all_epilogues(&g);
+    g = geom(2, 4, 6, 6, 3, 1, 1, 0);                        /* 1x1: the GEMM on x itself */
+    assert_false(cdl_conv2d_vec(&g));
+    all_epilogues(&g);
+}
+
+static void test_fused_threads(void **st) {
+    (void)st;
+    cdl_parallel_set_threads(2);
+    cdl_conv2d_geom g = geom(8, 16, 28, 28, 16, 3, 1, 1);   /* large enough to split */
+    fused_case_f32(&g, 1 | 2 | 4);
+    fused_case_f32(&g, 2 | 8);
+    cdl_parallel_set_threads(1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fused_direct),
+        cmocka_unit_test(test_fused_gemm),
+        cmocka_unit_test(test_fused_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
