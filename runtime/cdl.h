@@ -899,13 +899,19 @@ double cdl_clip_grad_norm(cdl_net *net, double max_norm);
  * file has a header, every column also under its header name (a scalar).
  *
  * Storage: value k of example i of column c is col[c].data[i * stride + k], floats for
- * CDL_F32 and int32_t for CDL_I32.  Columns are views: several may share one block (a
+ * CDL_F32 and int32_t for CDL_I32, except that a CDL_F32 column flagged CDL_COL_U8 holds
+ * one uint8_t per value, meaning byte / 255.0f (the _u8 readers below: images kept as
+ * their file's bytes, a quarter of the floats' memory; the loader converts a batch at a
+ * time, to exactly the floats the other readers give).  Columns are views: several may share one block (a
  * CSV header column is a view into x), and the blocks belong to the dataset.  Free it
  * with cdl_dataset_free.  Every reader validates its input strictly and fails with -1
  * and a message "file: reason" (CSV: "file:line: reason"); readers overwrite *d
  * without freeing it and leave it zeroed on failure. */
 #define CDL_DATA_NAME 32           /* a column name's bytes, with its NUL */
-enum { CDL_COL_TARGET = 1 };       /* a label or target: never transformed */
+enum {
+    CDL_COL_TARGET = 1,            /* a label or target: never transformed */
+    CDL_COL_U8 = 2                 /* CDL_F32 values stored as uint8_t bytes v, meaning v / 255.0f */
+};
 typedef struct cdl_column {
     char name[CDL_DATA_NAME];      /* "x", "y", "label", "t", "ids", "mask" */
     cdl_dtype dtype;               /* CDL_F32 (float values) or CDL_I32 */
@@ -961,6 +967,11 @@ int cdl_dataset_parse_csv(cdl_dataset *d, const char *text, size_t len, const ch
  * (CDL_CSV_AUTO target, header auto-detected; train is ignored).
  * train = 1: training split, 0: test split. */
 int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
+/* The same, but IDX images stay bytes (column x flagged CDL_COL_U8: 47 MB for
+ * Fashion-MNIST's training split instead of 188 MB of floats); the loader's batches are
+ * bitwise those of cdl_dataset_open.  Read such a column's data as uint8_t. */
+int cdl_dataset_open_u8(cdl_dataset *d, const char *name, int train);
+int cdl_dataset_load_idx_u8(cdl_dataset *d, const char *images, const char *labels);
 /* Text for language models (data_text.c): the file (raw or gzip) is one token array of
  * its bytes; example i is the window of T + 1 tokens at offset i, column x its first T
  * and column y (the target) its last T, both i32 [T] views into that array (N tokens

@@ -4,7 +4,8 @@
  * data_csv.c, file reading in data_file.c, the batch loader in loader.c.
  *
  * Datasets are read whole into memory (data_file.c: regular files only, raw or gzip,
- * lines of bounded length), validated strictly, and kept as floats and int32s.  Each
+ * lines of bounded length), validated strictly, and kept as floats and int32s (or, read by the _u8 functions,
+ * IDX images as their bytes: CDL_COL_U8, converted a batch at a time by the loader).  Each
  * column is a strided view (data, stride) into one of the dataset's blocks, so a CSV's
  * per-name columns cost nothing and --limit is a change of n.
  */
@@ -119,10 +120,14 @@ static int idx_dims(const unsigned char *b, size_t len, const char *what, int nd
     return 0;
 }
 
+void data_u8_table(float lut[256]) {
+    for (int v = 0; v < 256; v++) lut[v] = (float)v / 255.0f;
+}
+
 /* Widen total bytes that sit at the end of the 4 * total byte block out into 4-byte
  * values, in place and front to back (safe: value i is written at bytes [4i, 4i+4),
  * which never reaches the unread bytes 3 * total + i + 1 ...).  Images become floats
- * v / 255, labels int32. */
+ * v / 255 (data_u8_table), labels int32. */
 static void idx_widen(void *block, uint64_t total, int labels) {
     const unsigned char *src = (const unsigned char *)block + 3 * total;
     if (labels) {
@@ -131,15 +136,15 @@ static void idx_widen(void *block, uint64_t total, int labels) {
         return;
     }
     float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = (float)v / 255.0f;
+    data_u8_table(lut);
     float *x = block;
     for (uint64_t i = 0; i < total; i++) x[i] = lut[src[i]];
 }
 
 /* One IDX file read (through data_file: raw or gzip) into a new block of 4-byte values
  * (see idx_widen), the raw bytes read straight into the block's tail: no second copy
- * of the file. */
-static int idx_read(const char *path, int labels, int *nd, int64_t *dims, uint64_t *total, void **out) {
+ * of the file.  u8 (images only): the block is the file's bytes, not widened. */
+static int idx_read(const char *path, int labels, int u8, int *nd, int64_t *dims, uint64_t *total, void **out) {
     *out = NULL;
     data_file f;
     if (data_file_open(&f, path) < 0) return -1;
@@ -167,11 +172,12 @@ static int idx_read(const char *path, int labels, int *nd, int64_t *dims, uint64
                  path, (unsigned long long)*total, (unsigned long long)fs);
         goto out;
     }
-    if (!(blk = cdl_alloc((size_t)*total * 4))) {
-        cdl_fail("%s: out of memory (%llu bytes)", path, (unsigned long long)*total * 4);
+    int wide = labels || !u8;                  /* bytes per value of the block: 4, or 1 */
+    if (!(blk = cdl_alloc((size_t)*total * (wide ? 4 : 1)))) {
+        cdl_fail("%s: out of memory (%llu bytes)", path, (unsigned long long)*total * (wide ? 4 : 1));
         goto out;
     }
-    if ((r = data_file_read(&f, blk + 3 * *total, (size_t)*total)) < 0) goto out;
+    if ((r = data_file_read(&f, blk + (wide ? 3 * *total : 0), (size_t)*total)) < 0) goto out;
     if ((uint64_t)r < *total) {
         cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path, (unsigned long long)r,
                  (unsigned long long)*total);
@@ -185,7 +191,7 @@ static int idx_read(const char *path, int labels, int *nd, int64_t *dims, uint64
         cdl_fail("%s: %llu bytes of trailing garbage after the data", path, (unsigned long long)more);
         goto out;
     }
-    idx_widen(blk, *total, labels);
+    if (wide) idx_widen(blk, *total, labels);
     rc = 0;
 out:
     data_file_close(&f);
@@ -194,9 +200,9 @@ out:
     return rc;
 }
 
-/* Assemble d from image dims/values and optional labels (ownership taken): columns x
- * (the images) and y (the labels). */
-static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, float *x, int64_t nlab, int32_t *y,
+/* Assemble d from image dims/values (floats, or bytes with u8) and optional labels
+ * (ownership taken): columns x (the images) and y (the labels). */
+static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, void *x, int u8, int64_t nlab, int32_t *y,
                       const char *iname, const char *lname) {
     if (y && nlab != dims[0]) {
         cdl_free(x);
@@ -211,7 +217,7 @@ static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, float *x, int
         cdl_dataset_free(d);
         return -1;
     }
-    cdl_column *cx = data_add_col(d, "x", CDL_F32, nd - 1, dims + 1, x, 0, 0);
+    cdl_column *cx = data_add_col(d, "x", CDL_F32, nd - 1, dims + 1, x, 0, u8 ? CDL_COL_U8 : 0);
     cx->stride = cx->feat;
     if (y) data_add_col(d, "y", CDL_I32, 0, NULL, y, 1, CDL_COL_TARGET);
     snprintf(d->name, sizeof d->name, "%.63s", data_base_name(iname));
@@ -257,10 +263,10 @@ int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len, const
         cdl_free(x);
         return -1;
     }
-    return idx_finish(d, nd, dims, x, y ? ldims[0] : 0, y, in, ln);
+    return idx_finish(d, nd, dims, x, 0, y ? ldims[0] : 0, y, in, ln);
 }
 
-int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels) {
+static int idx_load(cdl_dataset *d, const char *images, const char *labels, int u8) {
     if (!d) return cdl_fail("cdl_dataset_load_idx: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!images) return cdl_fail("cdl_dataset_load_idx: no image file");
@@ -268,12 +274,20 @@ int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels)
     int64_t dims[CDL_MAXDIM + 1], ldims[1];
     uint64_t tot, ltot;
     void *x, *y = NULL;
-    if (idx_read(images, 0, &nd, dims, &tot, &x) < 0) return -1;
-    if (labels && idx_read(labels, 1, &ld, ldims, &ltot, &y) < 0) {
+    if (idx_read(images, 0, u8, &nd, dims, &tot, &x) < 0) return -1;
+    if (labels && idx_read(labels, 1, 0, &ld, ldims, &ltot, &y) < 0) {
         cdl_free(x);
         return -1;
     }
-    return idx_finish(d, nd, dims, x, y ? ldims[0] : 0, y, images, labels ? labels : "");
+    return idx_finish(d, nd, dims, x, u8, y ? ldims[0] : 0, y, images, labels ? labels : "");
+}
+
+int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels) {
+    return idx_load(d, images, labels, 0);
+}
+
+int cdl_dataset_load_idx_u8(cdl_dataset *d, const char *images, const char *labels) {
+    return idx_load(d, images, labels, 1);
 }
 
 /* ---------------------------------------------------------------- named datasets */
@@ -291,7 +305,7 @@ static int find_idx(char *out, size_t n, const char *dir, const char *base) {
     return file_exists(out) ? 0 : -1;
 }
 
-int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
+static int dataset_open(cdl_dataset *d, const char *name, int train, int u8) {
     if (!d) return cdl_fail("cdl_dataset_open: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!name) return cdl_fail("cdl_dataset_open: no dataset name");
@@ -336,7 +350,7 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
                         "set CDL_DATA_DIR, or name the directory: %s:DIR)",
                         base, ib, lb, tried[0], ntried > 1 ? " or " : "", ntried > 1 ? tried[ntried - 1] : "",
                         base);
-    if (cdl_dataset_load_idx(d, ip, lp) < 0) return -1;
+    if (idx_load(d, ip, lp, u8) < 0) return -1;
     cdl_column *y = &d->col[1];
     const int32_t *lab = y->data;
     for (int64_t i = 0; i < d->n; i++)
@@ -350,6 +364,10 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
     snprintf(d->name, sizeof d->name, "%s/%s", base, train ? "train" : "test");
     return 0;
 }
+
+int cdl_dataset_open(cdl_dataset *d, const char *name, int train) { return dataset_open(d, name, train, 0); }
+
+int cdl_dataset_open_u8(cdl_dataset *d, const char *name, int train) { return dataset_open(d, name, train, 1); }
 
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims, const float *x,
                             const int32_t *y) {
@@ -495,9 +513,12 @@ static int data_map_lookup(const cdl_model *m, const char *map, const char *in, 
  * (which an i32 input could take), its value in *v; -1 when there is none. */
 static int64_t data_first_real(const cdl_dataset *d, const cdl_column *c, double *v) {
     const float *x = c->data;
+    const unsigned char *b = c->data;
+    float lut[256];
+    data_u8_table(lut);
     for (int64_t i = 0; i < d->n; i++)
         for (int64_t k = 0; k < c->feat; k++) {
-            float f = x[i * c->stride + k];
+            float f = c->flags & CDL_COL_U8 ? lut[b[i * c->stride + k]] : x[i * c->stride + k];
             if (!(f == floorf(f) && f >= 0 && f < DATA_MAX_LABEL)) {
                 *v = f;
                 return i;

@@ -17,6 +17,10 @@ int data_cols(cdl_dataset *d, int cap);                   /* room for cap column
 cdl_column *data_add_col(cdl_dataset *d, const char *name, cdl_dtype dt, int rank, const int64_t *dims,
                          const void *data, int64_t stride, int flags);
 
+/* The floats a CDL_COL_U8 byte v stands for: lut[v] = v / 255.0f (also the IDX
+ * readers' widening, so both give the same bits). */
+void data_u8_table(float lut[256]);
+
 /* ---- data_file.c: a data file being read, raw or gzip */
 
 /* Every file the runtime reads (datasets, and checkpoints in ckpt.c) is opened by

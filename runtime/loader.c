@@ -39,7 +39,7 @@ typedef struct slot {
 typedef struct worker {
     cdl_loader *l;
     pthread_t th;
-    double *scratch;             /* 2 * max feat doubles */
+    double *scratch;             /* scratch_bytes */
 } worker;
 
 struct cdl_loader {
@@ -56,7 +56,9 @@ struct cdl_loader {
     uint64_t epoch;
     int started;
     int64_t next;                /* next batch the consumer takes */
-    double *scratch;             /* synchronous mode: 2 * maxfeat doubles */
+    double *scratch;             /* synchronous mode: scratch_bytes */
+    float lut[256];              /* a CDL_COL_U8 byte's float (data_u8_table) */
+    float nlut[256];             /* and normalised: what the general path makes of it */
     /* worker threads */
     int nw, nstarted;
     worker *w;
@@ -102,7 +104,33 @@ static void tf_geometry(const cdl_loader *l, const cdl_column *c, int64_t idx, c
         }
 }
 
-/* Feed k of example idx into dst, scratch 2 * maxfeat doubles.  Randomness keyed by
+/* A worker's scratch: 2 * maxfeat doubles, then maxfeat floats (a byte column's example). */
+static size_t scratch_bytes(const cdl_loader *l) {
+    return (size_t)l->maxfeat * (2 * sizeof(double) + sizeof(float));
+}
+
+/* Example idx of byte column c (CDL_COL_U8) into dst as reals when no transform but
+ * normalisation applies (the table lookups give the bits the general path gives);
+ * else widened into f (feat floats) for the general path: returns 0 then. */
+static int u8_example(const cdl_loader *l, const cdl_column *c, int k, int64_t idx, void *dst, float *f) {
+    const unsigned char *b = (const unsigned char *)c->data + idx * c->stride;
+    const cdl_transform *tf = &l->cfg.tf;
+    int64_t feat = c->feat;
+    int plain = !l->ftf[k] || (!(tf->crop_pad > 0 || tf->hflip) && !tf->normalize && tf->noise_std == 0);
+    int norm = l->ftf[k] && !(tf->crop_pad > 0 || tf->hflip) && tf->normalize && tf->noise_std == 0;
+    if (plain && l->rs == 4) {
+        for (int64_t i = 0; i < feat; i++) ((float *)dst)[i] = l->lut[b[i]];
+        return 1;
+    }
+    if (norm && l->rs == 4) {
+        for (int64_t i = 0; i < feat; i++) ((float *)dst)[i] = l->nlut[b[i]];
+        return 1;
+    }
+    for (int64_t i = 0; i < feat; i++) f[i] = l->lut[b[i]];
+    return 0;
+}
+
+/* Feed k of example idx into dst, scratch as scratch_bytes.  Randomness keyed by
  * (seed, epoch, idx) only (the noise also by the column). */
 static void tf_example(const cdl_loader *l, int k, int64_t idx, void *dst, double *scratch) {
     const cdl_feed *fd = &l->feed[k];
@@ -119,6 +147,11 @@ static void tf_example(const cdl_loader *l, int k, int64_t idx, void *dst, doubl
         return;
     }
     const float *src = (const float *)c->data + idx * c->stride;
+    if (c->flags & CDL_COL_U8) {
+        float *f = (float *)(scratch + 2 * l->maxfeat);
+        if (u8_example(l, c, k, idx, dst, f)) return;
+        src = f;
+    }
     int geo = l->ftf[k] && (tf->crop_pad > 0 || tf->hflip);
     if (!l->ftf[k] || (!geo && !tf->normalize && tf->noise_std == 0)) {
         if (l->rs == 4) memcpy(dst, src, (size_t)feat * sizeof(float));
@@ -277,7 +310,7 @@ static int loader_threads(cdl_loader *l) {
         }
     for (int i = 0; i < l->nw; i++) {
         l->w[i].l = l;
-        if (!(l->w[i].scratch = cdl_alloc((size_t)l->maxfeat * 2 * sizeof(double)))) return -1;
+        if (!(l->w[i].scratch = cdl_alloc(scratch_bytes(l)))) return -1;
     }
     for (int i = 0; i < l->nw; i++) {
         int e = pthread_create(&l->w[i].th, NULL, worker_main, &l->w[i]);
@@ -297,7 +330,12 @@ cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg) {
     loader_layout(l);
     l->nw = cfg->workers;
     l->perm = cdl_alloc((size_t)d->n * sizeof(int64_t));
-    l->scratch = cdl_alloc((size_t)l->maxfeat * 2 * sizeof(double));
+    l->scratch = cdl_alloc(scratch_bytes(l));
+    data_u8_table(l->lut);
+    for (int v = 0; v < 256 && cfg->tf.normalize; v++) {   /* tf_example's arithmetic, per byte value */
+        double t = l->lut[v], m = cfg->tf.mean, is = 1.0 / cfg->tf.std;
+        l->nlut[v] = (float)((t - m) * is);
+    }
     if (!l->perm || !l->scratch || (l->nw > 0 && loader_threads(l) < 0)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cdl_last_error());

@@ -1,0 +1,185 @@
+/* test_rt_data_u8.c -- IDX images kept as bytes (cdl_dataset_load_idx_u8, _open_u8:
+ * columns flagged CDL_COL_U8) and converted by the loader a batch at a time.
+ *
+ * The loader's batches from the byte dataset must equal, bit for bit, those from the
+ * float dataset cdl_dataset_load_idx makes of the same file: plain and normalised
+ * (the table path), with crop, flip and noise (the general path), as f32 and f64, with
+ * and without worker threads, sharded; the bytes are the file's, raw or gzip; the
+ * named sets; Fashion-MNIST's test split when installed.
+ */
+#include "test_rt_util.h"
+
+#include <sys/stat.h>
+#include <zlib.h>
+
+enum { N = 203, H = 6, W = 5 };
+
+/* An IDX image file of N images H x W whose pixels take every byte value, and its
+ * labels; written raw and gzip. */
+static void mk_files(unsigned char *px) {
+    unsigned char im[16 + N * H * W], lb[8 + N];
+    unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, H, 0, 0, 0, W};
+    unsigned char hl[8] = {0, 0, 8, 1, 0, 0, 0, N};
+    memcpy(im, hi, 16);
+    memcpy(lb, hl, 8);
+    for (int i = 0; i < N * H * W; i++) px[i] = im[16 + i] = (unsigned char)((i * 167 + i / 7) % 256);
+    for (int i = 0; i < N; i++) lb[8 + i] = (unsigned char)(i % 10);
+    spit(tpath("im.idx"), im, sizeof im);
+    spit(tpath("lb.idx"), lb, sizeof lb);
+    gzFile g = gzopen(tpath("im.idx.gz"), "wb");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, im, sizeof im), (int)sizeof im);
+    assert_int_equal(gzclose(g), Z_OK);
+}
+
+/* One epoch of l into xs (rows * row bytes) and ys. */
+static int64_t epoch_of(cdl_loader *l, uint64_t e, size_t row, int batch, unsigned char *xs, int32_t *ys) {
+    assert_int_equal(cdl_loader_start(l, e, 0), 0);
+    unsigned char *x = malloc(row * (size_t)batch);
+    int32_t y[64];
+    int64_t rows = 0;
+    int r;
+    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
+        memcpy(xs + (size_t)rows * row, x, (size_t)r * row);
+        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
+        rows += r;
+    }
+    assert_int_equal(r, 0);
+    free(x);
+    return rows;
+}
+
+/* The epoch cfg gives from the float dataset f and from the byte dataset b: equal. */
+static void same_epochs(const cdl_dataset *f, const cdl_dataset *b, cdl_loader_cfg cfg) {
+    size_t row = (size_t)f->col[0].feat * (size_t)(cfg.real_size ? cfg.real_size : 4);
+    unsigned char *xf = malloc(row * (size_t)f->n), *xb = malloc(row * (size_t)f->n);
+    int32_t *yf = malloc(sizeof(int32_t) * (size_t)f->n), *yb = malloc(sizeof(int32_t) * (size_t)f->n);
+    cdl_loader *lf = cdl_loader_new(f, &cfg), *lb = cdl_loader_new(b, &cfg);
+    assert_non_null(lf);
+    assert_non_null(lb);
+    for (uint64_t e = 0; e < 2; e++) {
+        memset(xb, 0xA5, row * (size_t)f->n);
+        assert_int_equal(epoch_of(lf, e, row, cfg.batch, xf, yf), f->n);
+        assert_int_equal(epoch_of(lb, e, row, cfg.batch, xb, yb), f->n);
+        assert_memory_equal(xf, xb, row * (size_t)f->n);
+        assert_memory_equal(yf, yb, sizeof(int32_t) * (size_t)f->n);
+    }
+    cdl_loader_free(lf);
+    cdl_loader_free(lb);
+    free(xf);
+    free(xb);
+    free(yf);
+    free(yb);
+}
+
+static void test_u8_columns(void **st) {
+    (void)st;
+    unsigned char px[N * H * W];
+    mk_files(px);
+    for (int gz = 0; gz < 2; gz++) {
+        cdl_dataset f, b;
+        const char *im = gz ? tpath("im.idx.gz") : tpath("im.idx");
+        assert_int_equal(cdl_dataset_load_idx(&f, im, tpath("lb.idx")), 0);
+        im = gz ? tpath("im.idx.gz") : tpath("im.idx");
+        assert_int_equal(cdl_dataset_load_idx_u8(&b, im, tpath("lb.idx")), 0);
+        assert_int_equal(b.n, N);
+        assert_true(b.col[0].dtype == CDL_F32 && (b.col[0].flags & CDL_COL_U8) && !(f.col[0].flags & CDL_COL_U8));
+        assert_int_equal(b.col[0].feat, H * W);
+        assert_int_equal(b.col[0].stride, H * W);
+        assert_memory_equal(b.col[0].data, px, sizeof px);              /* the file's bytes */
+        assert_int_equal(b.col[1].nclasses, 10);
+        for (int i = 0; i < N * H * W; i++)                            /* v / 255, as before */
+            assert_true(((const float *)f.col[0].data)[i] == (float)px[i] / 255.0f);
+        cdl_dataset_free(&f);
+        cdl_dataset_free(&b);
+    }
+}
+
+static void test_u8_batches_equal_floats(void **st) {
+    (void)st;
+    unsigned char px[N * H * W];
+    mk_files(px);
+    cdl_dataset f, b;
+    assert_int_equal(cdl_dataset_load_idx(&f, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_int_equal(cdl_dataset_load_idx_u8(&b, tpath("im.idx.gz"), tpath("lb.idx")), 0);
+    cdl_transform tfs[] = {
+        {0},                                                        /* plain */
+        {.normalize = 1, .mean = 0.2860, .std = 0.3530},            /* Fashion-MNIST's */
+        {.normalize = 1, .mean = -1.5, .std = 7},
+        {.crop_pad = 2, .hflip = 1},
+        {.normalize = 1, .mean = 0.5, .std = 2, .crop_pad = 1, .hflip = 1, .noise_std = 0.1},
+        {.noise_std = 0.3},
+    };
+    for (size_t t = 0; t < sizeof tfs / sizeof tfs[0]; t++)
+        for (int rs = 4; rs <= 8; rs += 4)
+            for (int w = 0; w <= 2; w += 2) {
+                cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 11, .real_size = rs, .workers = w, .tf = tfs[t]};
+                same_epochs(&f, &b, cfg);
+            }
+    /* Shards and a partial last batch, no shuffle. */
+    cdl_loader_cfg cfg = {.batch = 64, .nshards = 3, .shard = 1, .tf = tfs[1]};
+    size_t row = (size_t)H * W * 4;
+    float xf[64 * H * W], xb[64 * H * W];
+    int32_t y[64];
+    cdl_loader *lf = cdl_loader_new(&f, &cfg), *lb = cdl_loader_new(&b, &cfg);
+    assert_int_equal(cdl_loader_start(lf, 0, 0), 0);
+    assert_int_equal(cdl_loader_start(lb, 0, 0), 0);
+    int r;
+    while ((r = cdl_loader_next(lf, (void *[]){xf, y})) > 0) {
+        assert_int_equal(cdl_loader_next(lb, (void *[]){xb, y}), r);
+        assert_memory_equal(xf, xb, (size_t)r * row);
+    }
+    cdl_loader_free(lf);
+    cdl_loader_free(lb);
+    cdl_dataset_free(&f);
+    cdl_dataset_free(&b);
+}
+
+/* The named sets through _open_u8: the same files, names and messages. */
+static void test_u8_named(void **st) {
+    (void)st;
+    unsigned char px[N * H * W];
+    mk_files(px);
+    assert_int_equal(mkdir(tpath("fm"), 0755), 0);
+    assert_int_equal(rename(tpath("im.idx"), tpath("fm/t10k-images-idx3-ubyte")), 0);
+    assert_int_equal(rename(tpath("lb.idx"), tpath("fm/t10k-labels-idx1-ubyte")), 0);
+    char name[600];
+    snprintf(name, sizeof name, "fashion-mnist:%s", tpath("fm"));
+    cdl_dataset b;
+    assert_int_equal(cdl_dataset_open_u8(&b, name, 0), 0);
+    assert_true((b.col[0].flags & CDL_COL_U8) && b.col[1].nclasses == 10);
+    assert_string_equal(b.name, "fashion-mnist/test");
+    assert_memory_equal(b.col[0].data, px, sizeof px);
+    cdl_dataset_free(&b);
+    assert_int_equal(cdl_dataset_open_u8(&b, name, 1), -1);
+    expect_error("cannot find train-images-idx3-ubyte");
+}
+
+/* The real test split, when installed: every batch equal. */
+static void test_u8_fashion_mnist(void **st) {
+    (void)st;
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0) {
+        skip();
+        return;
+    }
+    cdl_dataset f, b;
+    assert_int_equal(cdl_dataset_open(&f, "fashion-mnist", 0), 0);
+    assert_int_equal(cdl_dataset_open_u8(&b, "fashion-mnist", 0), 0);
+    assert_int_equal(b.n, 10000);
+    assert_true(b.col[0].flags & CDL_COL_U8);
+    cdl_loader_cfg cfg = {.batch = 64, .shuffle = 1, .seed = 1, .workers = 1,
+                          .tf = {.normalize = 1, .mean = 0.2860, .std = 0.3530}};
+    same_epochs(&f, &b, cfg);
+    cdl_dataset_free(&f);
+    cdl_dataset_free(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_u8_columns),
+        cmocka_unit_test(test_u8_batches_equal_floats),
+        cmocka_unit_test(test_u8_named),
+        cmocka_unit_test(test_u8_fashion_mnist),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
