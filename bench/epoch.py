@@ -12,6 +12,11 @@ writes the runs.
 
     python3 bench/epoch.py --cdlc build/cdlc --rt build/libcdlrt.a [--rt-onednn R] [--python P]
                            [--rounds 3] [--work DIR] [--json FILE]
+                           [--rt-before R] [--rt-onednn-before R]
+
+--rt-before / --rt-onednn-before add rows for another build's runtime (e.g. the
+previous commit's), run in the same alternating rounds: before/after figures from one
+run, as a shared machine needs.
 """
 import argparse
 import json
@@ -55,13 +60,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="build/bench")
     ap.add_argument("--json")
+    ap.add_argument("--rt-before")
+    ap.add_argument("--rt-onednn-before")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     confs = {}
-    for tag, rt in (("cdl static", a.rt), ("cdl static (oneDNN)", a.rt_onednn)):
+    for tag, rt, name in (("cdl static", a.rt, "openblas"), ("cdl static (oneDNN)", a.rt_onednn, "onednn"),
+                          ("cdl static, before", a.rt_before, "openblas_before"),
+                          ("cdl static (oneDNN), before", a.rt_onednn_before, "onednn_before")):
         if rt and os.path.exists(rt):
-            prog = build(a.cdlc, rt, a.work, "onednn" if "oneDNN" in tag else "openblas")
+            prog = build(a.cdlc, rt, a.work, name)
             confs[tag] = [prog, "train", "--epochs", "1", "--threads", "1", "--quiet", "--json"]
     if subprocess.run([a.python, "-c", "import torch, numpy"], capture_output=True).returncode == 0:
         confs["PyTorch eager + DataLoader"] = [a.python, "bench/torch_epoch.py", "/usr/share/datasets/fashion-mnist", "1"]
