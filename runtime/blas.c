@@ -7,6 +7,7 @@
  */
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,29 @@ int cdl_backend_dnnl(void) {
 #endif
 #define CDL_GEMM_DNNL_f64
 
+/* OpenBLAS's own threads take a product only when it has at least CDL_GEMM_PAR_MACS
+ * multiply-adds.  Below that (LeNet's 64x400x120 and smaller) a second thread costs
+ * more than it gives: the product is ~30 us of work, and after each threaded call
+ * OpenBLAS's workers spin on sched_yield for a while (its thread timeout), taking the
+ * second core from the runtime's pool, which runs the convolutions between the GEMMs
+ * (LeNet at 2 threads: 56% of its CPU time in sched_yield, slower than at 1 thread).
+ * The thread count cdl_blas_set_threads asked for (0: never asked, OpenBLAS's default
+ * left alone) and the one OpenBLAS has now; switching costs ~3 ns (a store in
+ * OpenBLAS).  A race between two calling threads only changes how many threads a
+ * product uses, never its result (OpenBLAS splits a product by blocks of C). */
+#define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
+static atomic_int blas_threads, blas_now;
+
+static void blas_threads_for(int64_t macs) {
+    int want = atomic_load_explicit(&blas_threads, memory_order_relaxed);
+    if (want <= 1) return;
+    if (macs < CDL_GEMM_PAR_MACS) want = 1;
+    if (atomic_load_explicit(&blas_now, memory_order_relaxed) != want) {
+        openblas_set_num_threads(want);
+        atomic_store_explicit(&blas_now, want, memory_order_relaxed);
+    }
+}
+
 /* A one-row or one-column product through OpenBLAS's matrix-vector product: its sgemm
  * takes 5-10x longer than its sgemv when M = 1 (batch-1 inference; 1x784 by 784x256:
  * 338 us against 33 us).  M == 1: c = alpha op(B)^T a + beta c, with a the row of
@@ -101,6 +125,7 @@ CDL_GEMV(double, f64, cblas_dgemv)
             return;                                                                     \
         }                                                                               \
         CDL_GEMM_DNNL_##S                                                               \
+        blas_threads_for(M * N * K);                                                    \
         if (M == 1 || N == 1) {                                                         \
             gemv_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);     \
             return;                                                                     \
@@ -158,6 +183,8 @@ const char *cdl_backend(void) {
 void cdl_blas_set_threads(int n) {
     if (n > 0) {
         openblas_set_num_threads(n);
+        atomic_store(&blas_threads, n);
+        atomic_store(&blas_now, n);
 #ifdef CDL_BACKEND_ONEDNN
         cdl_dnnl_set_threads(n);
 #endif

@@ -123,6 +123,32 @@ static void test_gemm_edge_cases(void **state) {
     assert_true(C[0] == 42);
 }
 
+/* OpenBLAS threads only the large products (blas.c, CDL_GEMM_PAR_MACS = 2^23
+ * multiply-adds): at 2 threads, LeNet's 64x120x400 product runs with OpenBLAS at 1
+ * thread (its threads would spin against the runtime's pool), a 256^3 one at 2; the
+ * results are the products either way.  f64, which always goes to OpenBLAS. */
+int openblas_get_num_threads(void);
+static void test_gemm_threads_by_size(void **state) {
+    (void)state;
+    enum { L = 256 };
+    double *A = malloc(sizeof(double) * L * L), *B = malloc(sizeof(double) * L * L);
+    double *C = malloc(sizeof(double) * L * L);
+    for (int i = 0; i < L * L; i++) A[i] = 1, B[i] = 0.5;
+    cdl_blas_set_threads(2);
+    assert_int_equal(openblas_get_num_threads(), 2);
+    cdl_gemm_f64(0, 0, 64, 120, 400, 1, A, 400, B, 120, 0, C, 120);
+    assert_int_equal(openblas_get_num_threads(), 1);
+    for (int i = 0; i < 64 * 120; i++) assert_true(C[i] == 200);
+    cdl_gemm_f64(0, 0, L, L, L, 1, A, L, B, L, 0, C, L);
+    assert_int_equal(openblas_get_num_threads(), 2);
+    for (int i = 0; i < L * L; i++) assert_true(C[i] == 128);
+    cdl_blas_set_threads(1);
+    assert_int_equal(openblas_get_num_threads(), 1);
+    cdl_gemm_f64(0, 0, L, L, L, 1, A, L, B, L, 0, C, L); /* 1 asked: stays 1 */
+    assert_int_equal(openblas_get_num_threads(), 1);
+    free(A), free(B), free(C);
+}
+
 static void test_linear(void **state) {
     (void)state;
     const int64_t rows = 6, in = 11, out = 4;
@@ -456,6 +482,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_all_transposes),
         cmocka_unit_test(test_gemm_edge_cases),
+        cmocka_unit_test(test_gemm_threads_by_size),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reduce_every_mask),
         cmocka_unit_test(test_broadcast_patterns),
