@@ -332,13 +332,13 @@ static inline void cdl_conv2d_parts(const cdl_conv2d_geom *g, int64_t parts[5]) 
  * by vector.  Its scratch, in this order: CDL_CONV_THREADS slots of parts[4] reals for
  * the zero-padded input (x, or g for bwd_x) plus one pixel block of slack; the wide
  * result grid, CDL_CONV_THREADS slots of parts[5] reals (rows rounded up to a block of
- * CDL_CONV_NB), or bwd_w's widened g (one grid for all its threads); the repacked
- * weights (k*c*r*s); bwd_w's per-lane partial sums (k*c*r*s*CDL_CONV_VL, when
- * cdl_conv2d_vec_w).  The scratch is the larger of that and the im2col layout when
+ * CDL_CONV_NB), or of bwd_w's widened g (a group of images per slot); the repacked
+ * weights (k*c*r*s); CDL_CONV_THREADS slots of bwd_w's per-lane partial sums
+ * (k*c*r*s*CDL_CONV_VL, when cdl_conv2d_vec_w).  The scratch is the larger of that and the im2col layout when
  * bwd_w is not direct.  The pool (cdl_parallel_for) runs the forward and bwd_x an image
- * range per thread, each in its own slot, and bwd_w a range of output channels per
- * thread (each with its own padded-input slot): at most CDL_CONV_THREADS threads, and
- * the same bits for any thread count (no sum is split between threads). */
+ * range per thread, each in its own slot, and bwd_w an image chunk per task
+ * (cdl_conv2d_vec_chunks), each in its own slots: at most CDL_CONV_THREADS threads,
+ * and the same bits for any thread count (the chunks do not depend on it). */
 #define CDL_CONV_VL 16 /* lanes of a 64-byte vector of floats (doubles use 8) */
 #define CDL_CONV_NB 48 /* pixels per register block, floats (doubles: 24) */
 #define CDL_CONV_THREADS 2 /* per-thread scratch slots: threads a conv can use (each
@@ -358,6 +358,16 @@ static inline int64_t cdl_conv2d_vec_group(const cdl_conv2d_geom *g) {
     int64_t cols = (g->oh - 1) * (g->w + 2 * g->pad) + g->ow, G = cols > 0 ? (512 + cols - 1) / cols : 1;
     return G < 1 ? 1 : G > 8 ? 8 : G;
 }
+/* bwd_w's image chunks (each with its own slot and lane partials, summed in chunk
+ * order): CDL_CONV_THREADS, or 1 for a call too small to split (CDL_CONV_PAR_MACS
+ * multiply-adds, about 20 us: waking a worker costs about that) or one image.  A
+ * function of the geometry only, so dw has the same bits for any thread count. */
+#define CDL_CONV_PAR_MACS ((int64_t)1 << 21)
+static inline int64_t cdl_conv2d_vec_chunks(const cdl_conv2d_geom *g) {
+    const int64_t macs = g->n * g->k * g->c * g->r * g->s * g->oh * g->ow;
+    const int64_t c = macs < CDL_CONV_PAR_MACS ? 1 : CDL_CONV_THREADS;
+    return g->n < c ? (g->n < 1 ? 1 : g->n) : c;
+}
 static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[6]) {
     const int64_t nb = CDL_CONV_NB, Hp = g->h + 2 * g->pad, Wp = g->w + 2 * g->pad;
     const int64_t G = cdl_conv2d_vec_w(g) ? cdl_conv2d_vec_group(g) : 1; /* bwd_w's images */
@@ -368,9 +378,9 @@ static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[
     parts[4] = (G * g->c * Hp * Wp > g->k * Hq * Wq ? G * g->c * Hp * Wp : g->k * Hq * Wq) + nb;
     parts[5] = g->k * colsf > g->c * colsx ? g->k * colsf : g->c * colsx;
     parts[0] = T * parts[4];
-    parts[1] = T * parts[5] > G * g->k * colsf ? T * parts[5] : G * g->k * colsf;
+    parts[1] = T * (parts[5] > G * g->k * colsf ? parts[5] : G * g->k * colsf);
     parts[2] = g->k * crs;
-    parts[3] = cdl_conv2d_vec_w(g) ? g->k * crs * CDL_CONV_VL : 0;
+    parts[3] = cdl_conv2d_vec_w(g) ? T * g->k * crs * CDL_CONV_VL : 0;
 }
 static inline int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g) {
     int64_t p[6], v = -1;

@@ -428,7 +428,7 @@ static S(cv_lower) S(cv_lowering)(const cdl_conv2d_geom *gm, T *scratch) {
 /* How many pool threads one conv call takes: at most the pool, CDL_CONV_THREADS and
  * `parts` (the images or channels it splits), and 1 when the call is too small to pay
  * for waking a worker (about 20 us; CV_PAR_MACS multiply-adds take about that long). */
-#define CV_PAR_MACS ((int64_t)1 << 21)
+#define CV_PAR_MACS CDL_CONV_PAR_MACS
 static int S(cv_threads)(const cdl_conv2d_geom *gm, int64_t parts) {
     const int64_t macs = gm->n * gm->k * gm->c * gm->r * gm->s * gm->oh * gm->ow;
     int64_t t = cdl_parallel_threads();
@@ -532,17 +532,18 @@ static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, con
         }
 }
 
-/* bwd_w split over the pool: task t owns output channels [K t/nt, K (t+1)/nt) -- their
- * rows of the grid, of the partial sums and of dw -- and pads every image into its own
- * slot.  Every dw element is summed by one task in the same order as with one thread
- * (the channel blocking does not change a channel's sum), so the bits do not depend on
- * the thread count; the price is each task padding every image (a few % of the work). */
+/* bwd_w split over the pool by images: the batch is cut into nch chunks (cv_wchunks:
+ * a function of the geometry only, never of the thread count), chunk t summing its
+ * images into its own lane partials (part + t * k*crs*lanes), with its own padded-input
+ * slot and widened-g grid; the chunks' partials are then added in chunk order.  So
+ * each task does exactly the work one thread does for its images (every channel
+ * block, each image padded once), and the bits are the same for any thread count. */
 typedef struct S(cv_wjob) {
     const cdl_conv2d_geom *gm;
     const S(cv_lower) *L;
     const T *g, *x;
     T *dw;
-    int nt;
+    int64_t nch, nq; /* chunks; tasks of the final sum */
 } S(cv_wjob);
 
 static void S(cv_wtask)(void *arg, int64_t t) {
@@ -551,36 +552,37 @@ static void S(cv_wtask)(void *arg, int64_t t) {
     const S(cv_lower) *L = J->L;
     const int64_t C = gm->c, K = gm->k, OH = gm->oh, OW = gm->ow, xs = C * gm->h * gm->w, ys = K * OH * OW;
     const int64_t taps = C * gm->r * gm->s, G = cdl_conv2d_vec_group(gm), xps = C * L->Hp * L->Wp;
-    const int64_t k1 = K * t / J->nt, k2 = K * (t + 1) / J->nt;
-    T *xpad = L->pad + t * L->padsz;
-    memset(L->part + k1 * taps * CV_L, 0, sizeof(T) * (size_t)((k2 - k1) * taps * CV_L));
-    for (int64_t i = 0; i < G; i++) {
-        S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, xpad + i * xps);
-        /* the grid's extra columns stay 0 */
-        memset(L->grid + (i * K + k1) * L->colsf, 0, sizeof(T) * (size_t)((k2 - k1) * L->colsf));
-    }
-    for (int64_t n0 = 0; n0 < gm->n; n0 += G) {
-        const int64_t gn = gm->n - n0 < G ? gm->n - n0 : G;
+    const int64_t n1 = gm->n * t / J->nch, n2 = gm->n * (t + 1) / J->nch;
+    T *xpad = L->pad + t * L->padsz, *grid = L->grid + t * G * K * L->colsf, *part = L->part + t * K * taps * CV_L;
+    memset(part, 0, sizeof(T) * (size_t)(K * taps * CV_L));
+    for (int64_t i = 0; i < G; i++) S(cv_pad_zero)(C, gm->h, gm->w, gm->pad, gm->pad, xpad + i * xps);
+    memset(grid, 0, sizeof(T) * (size_t)(G * K * L->colsf)); /* the grid's extra columns stay 0 */
+    for (int64_t n0 = n1; n0 < n2; n0 += G) {
+        const int64_t gn = n2 - n0 < G ? n2 - n0 : G;
         for (int64_t i = 0; i < gn; i++) {
             S(cv_pad)(J->x + (n0 + i) * xs, C, gm->h, gm->w, gm->pad, gm->pad, xpad + i * xps);
-            for (int64_t k = k1; k < k2; k++)
-                for (int64_t oh = 0; oh < OH; oh++) {
-                    const T *restrict src = J->g + (n0 + i) * ys + (k * OH + oh) * OW;
-                    T *restrict dst = L->grid + (i * K + k) * L->colsf + oh * L->Wp;
-                    for (int64_t o = 0; o < OW; o++) dst[o] = src[o];
-                }
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t oh = 0; oh < OH; oh++)
+                    S(cv_copy_row)(grid + (i * K + k) * L->colsf + oh * L->Wp, J->g + (n0 + i) * ys + (k * OH + oh) * OW,
+                                   OW);
         }
-        for (int64_t k0 = k1; k0 < k2; k0 += S(cv_kb)(k2 - k0)) {
-            const T *gw = L->grid + k0 * L->colsf;
-            T *part = L->part + k0 * taps * CV_L;
-#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, gw, gn, part)
-            CV_SWITCH_KB(S(cv_kb)(k2 - k0), CV_BWD_W)
+        for (int64_t k0 = 0; k0 < K; k0 += S(cv_kb)(K - k0)) {
+#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, grid + k0 * L->colsf, gn, part + k0 * taps * CV_L)
+            CV_SWITCH_KB(S(cv_kb)(K - k0), CV_BWD_W)
 #undef CV_BWD_W
         }
     }
-    for (int64_t q = k1 * taps; q < k2 * taps; q++) {
+}
+
+/* dw[q] = the lanes of chunk 0's partial q, then chunk 1's, ...: task t takes a range
+ * of q (each dw element summed by one task, in the same order for any split). */
+static void S(cv_wsum)(void *arg, int64_t t) {
+    const S(cv_wjob) *J = arg;
+    const int64_t nq = J->gm->k * J->gm->c * J->gm->r * J->gm->s, q1 = nq * t / J->nq, q2 = nq * (t + 1) / J->nq;
+    for (int64_t q = q1; q < q2; q++) {
         T sum = 0;
-        for (int64_t l = 0; l < CV_L; l++) sum += L->part[q * CV_L + l];
+        for (int64_t c = 0; c < J->nch; c++)
+            for (int64_t l = 0; l < CV_L; l++) sum += J->L->part[(c * nq + q) * CV_L + l];
         J->dw[q] = sum;
     }
 }
@@ -588,12 +590,18 @@ static void S(cv_wtask)(void *arg, int64_t t) {
 /* dw[k, c, r, s] = sum over images and grid pixels of gw[k, p] * xp[c, p + r*Wp + s],
  * gw = g on the grid with zeros in the extra columns (so they add nothing).  Small
  * grids are taken cdl_conv2d_vec_group images at a time, so that a tile's accumulators
- * live through a few hundred pixels between their loads and stores.  Channels are split
- * between at most (k + 3) / 4 threads (small blocks are load-bound). */
+ * live through a few hundred pixels between their loads and stores. */
 static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x, T *dw, T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
-    S(cv_wjob) J = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nt = S(cv_threads)(gm, (gm->k + 3) / 4)};
-    cdl_parallel_for(J.nt, S(cv_wtask), &J);
+    const int64_t nch = cdl_conv2d_vec_chunks(gm);
+    S(cv_wjob) J = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nch = nch, .nq = 1};
+    const int nt = S(cv_threads)(gm, nch);
+    if (nt > 1)
+        cdl_parallel_for(nch, S(cv_wtask), &J);
+    else
+        for (int64_t t = 0; t < nch; t++) S(cv_wtask)(&J, t);
+    J.nq = nt;
+    cdl_parallel_for(J.nq, S(cv_wsum), &J);
 }
 
 #undef CV_L
