@@ -92,6 +92,33 @@ static double S(run_sum)(const T *restrict x, int64_t n) {
     return s;
 }
 
+/* Kept elements [kept t/nt, kept (t+1)/nt) of a RedJob: y[j] = sum over o of the
+ * run x[o, j, :], o in order (reduce's own order for these shapes). */
+static void S(reduce_task)(void *arg, int64_t t) {
+    const RedJob *J = arg;
+    const T *x = J->x;
+    T *y = J->y;
+    for (int64_t j = J->kept * t / J->nt; j < J->kept * (t + 1) / J->nt; j++) {
+        y[j] = 0;
+        for (int64_t o = 0; o < J->outer; o++) y[j] += (T)S(run_sum)(x + (o * J->kept + j) * J->inner, J->inner);
+    }
+}
+
+/* Groups (reduced, kept, reduced) or (kept, reduced) of a large reduce on the pool:
+ * 1 if done, 0 if the caller should walk it itself. */
+static int S(reduce_par)(int ng, const int64_t *gd, const int *gr, int64_t numel, const T *x, T *y) {
+    int64_t nt = cdl_parallel_threads();
+    if (numel < RED_PAR_MIN || nt < 2) return 0;
+    RedJob J = {.x = x, .y = y, .inner = gd[ng - 1]};
+    if (ng == 3 && gr[0] && !gr[1] && gr[2]) J.outer = gd[0], J.kept = gd[1];
+    else if (ng == 2 && !gr[0] && gr[1]) J.outer = 1, J.kept = gd[0];
+    else return 0;
+    J.nt = nt < J.kept ? nt : J.kept;
+    if (J.nt < 2) return 0;
+    cdl_parallel_for(J.nt, S(reduce_task), &J);
+    return 1;
+}
+
 /* y = sum over the masked axes of x (mean: divided by the runtime count of summed
  * elements).  Walks x once in memory order: an odometer over the outer groups and a
  * contiguous inner run, which is either summed (innermost axes reduced: row sums) or
@@ -122,7 +149,7 @@ void S(reduce)(int rank, const int64_t *dims, unsigned mask, int mean, const T *
         y[0] = x[0];
         return;
     }
-    int64_t inner = gd[ng - 1], nouter = numel / inner, yoff = 0;
+    int64_t inner = gd[ng - 1], nouter = S(reduce_par)(ng, gd, gr, numel, x, y) ? 0 : numel / inner, yoff = 0;
     int inner_kept = !gr[ng - 1];
     for (int64_t o = 0; o < nouter; o++) {
         const T *restrict xp = x + o * inner;

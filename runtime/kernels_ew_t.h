@@ -61,7 +61,7 @@ void S(scale)(int64_t n, double a, T *y) {
         }                                                                        \
     } while (0)
 
-void S(binary)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y) {
+static void S(binary_seq)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y) {
     switch (op) {
     case CDL_BIN_ADD: EW_BIN_LOOP(u + v); break;
     case CDL_BIN_SUB: EW_BIN_LOOP(u - v); break;
@@ -77,6 +77,16 @@ void S(binary)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb
     case CDL_BIN_NE: EW_BIN_LOOP((T)(u != v)); break;
     default: break;       /* unknown op: leave y alone (generated code never passes one) */
     }
+}
+
+static void S(binary_range)(const EwJob *J, int64_t i0, int64_t i1) {
+    const T *a = J->a, *b = J->b;
+    S(binary_seq)(J->op, i1 - i0, a + i0 * J->sa, J->sa, b + i0 * J->sb, J->sb, (T *)J->y + i0);
+}
+
+void S(binary)(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y) {
+    EwJob J = {.run = S(binary_range), .n = n, .op = op, .a = a, .b = b, .sa = sa, .sb = sb, .y = y};
+    ew_run(&J);
 }
 
 void S(add)(int64_t n, const T *a, const T *b, T *y) { S(binary)(CDL_BIN_ADD, n, a, 1, b, 1, y); }
@@ -144,7 +154,18 @@ EW_UNARY(log, M(log)(v))
 EW_UNARY(sqrt, M(sqrt)(v))
 EW_UNARY(abs, M(fabs)(v))
 EW_UNARY(square, v * v)
-EW_UNARY(relu, v > 0 ? v : (T)0)
+
+/* relu on the pool when large (ew_run) */
+static void S(relu_range)(const EwJob *J, int64_t i0, int64_t i1) {
+    const T *x = J->a;
+    T *y = J->y;
+    for (int64_t i = i0; i < i1; i++) { T v = x[i]; y[i] = v > 0 ? v : (T)0; }
+}
+void S(relu)(int64_t n, const T *x, T *y) {
+    EwJob J = {.run = S(relu_range), .n = n, .a = x, .y = y};
+    ew_run(&J);
+}
+
 EW_UNARY(sigmoid, (T)1 / ((T)1 + M(exp)(-v)))
 EW_UNARY(tanh, M(tanh)(v))
 EW_UNARY(sin, M(sin)(v))
@@ -186,8 +207,14 @@ void S(elu)(int64_t n, double alpha, const T *x, T *y) {
 
 /* ---------------------------------------------------------------- unary backward */
 
+static void S(relu_bwd_range)(const EwJob *J, int64_t i0, int64_t i1) {
+    const T *g = J->a, *x = J->b;
+    T *dx = J->y;
+    for (int64_t i = i0; i < i1; i++) { T gv = g[i]; dx[i] = x[i] > 0 ? gv : (T)0; }
+}
 void S(relu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
-    for (int64_t i = 0; i < n; i++) { T gv = g[i]; dx[i] = x[i] > 0 ? gv : (T)0; }
+    EwJob J = {.run = S(relu_bwd_range), .n = n, .a = g, .b = x, .y = dx};
+    ew_run(&J);
 }
 
 void S(leaky_relu_bwd)(int64_t n, double slope, const T *g, const T *x, T *dx) {

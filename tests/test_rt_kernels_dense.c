@@ -257,6 +257,39 @@ static void ref_broadcast(int rank, const int64_t *xd, const int64_t *yd, const 
     }
 }
 
+/* Large reductions of the bias-gradient shape ([N, C, H, W] -> [C]) and row sums
+ * ([N, C, H, W] -> [N, C], mean) run on the pool (kernels_dense.c, RED_PAR_MIN): the
+ * same bits for 1 to 5 threads, and the values of a double-precision reference. */
+static void test_reduce_threads(void **state) {
+    (void)state;
+    const int64_t dims[4] = {5, 7, 97, 97}, n = 5 * 7 * 97 * 97;
+    float *x = malloc(sizeof(float) * (size_t)n), y[2][35], ref[2][35];
+    fill_f(x, n);
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        cdl_reduce_f32(4, dims, 0xdu, 0, x, y[0]);
+        cdl_reduce_f32(4, dims, 0xcu, 1, x, y[1]);
+        if (t == 1) {
+            memcpy(ref, y, sizeof y);
+            for (int c = 0; c < 7; c++) {
+                double s = 0;
+                for (int64_t b = 0; b < 5; b++)
+                    for (int64_t p = 0; p < 97 * 97; p++) s += x[(b * 7 + c) * 97 * 97 + p];
+                assert_true(fabs(ref[0][c] - s) <= 1e-3 * (1 + fabs(s)));
+            }
+            for (int q = 0; q < 35; q++) {
+                double s = 0;
+                for (int64_t p = 0; p < 97 * 97; p++) s += x[q * 97 * 97 + p];
+                assert_true(fabs(ref[1][q] - s / (97 * 97)) <= 1e-5);
+            }
+            continue;
+        }
+        assert_memory_equal(y, ref, sizeof y);
+    }
+    cdl_parallel_set_threads(1);
+    free(x);
+}
+
 static void test_broadcast_patterns(void **state) {
     (void)state;
     const int64_t yd[4] = {3, 4, 2, 5};
@@ -485,6 +518,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_threads_by_size),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reduce_every_mask),
+        cmocka_unit_test(test_reduce_threads),
         cmocka_unit_test(test_broadcast_patterns),
         cmocka_unit_test(test_transpose_all_rank4_perms),
         cmocka_unit_test(test_transpose_2d_tiles),

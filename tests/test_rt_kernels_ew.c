@@ -513,10 +513,50 @@ static void test_dropout(void **st) {
     for (int i = 0; i < M; i++) assert_true(y2[i] == 0);
 }
 
+/* Large relu, relu_bwd and binary calls run on the pool (kernels_ew.c, ew_run): the
+ * same bits for 1 to 5 threads, in place too, and the values of a plain loop.  An odd
+ * size, so the last range is not a multiple of the 16-element cut. */
+static void test_ew_threads(void **state) {
+    (void)state;
+    const int64_t n = 300007;
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    float *y[4], *ref[4];
+    for (int k = 0; k < 4; k++) {
+        y[k] = malloc(sizeof(float) * (size_t)n);
+        ref[k] = malloc(sizeof(float) * (size_t)n);
+    }
+    for (int64_t i = 0; i < n; i++) a[i] = (float)((i * 7919) % 2003) / 1001.0f - 1.0f, b[i] = (float)(i % 17) - 8.5f;
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        cdl_relu_f32(n, a, y[0]);
+        cdl_relu_bwd_f32(n, b, a, y[1]);
+        cdl_add_f32(n, a, b, y[2]);
+        cdl_binary_f32(CDL_BIN_MUL, n, a, 1, b + 3, 0, y[3]);
+        if (t == 1) {
+            for (int k = 0; k < 4; k++) memcpy(ref[k], y[k], sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                assert_true(ref[0][i] == (a[i] > 0 ? a[i] : 0));
+                assert_true(ref[1][i] == (a[i] > 0 ? b[i] : 0));
+                assert_true(ref[2][i] == a[i] + b[i]);
+                assert_true(ref[3][i] == a[i] * b[3]);
+            }
+            continue;
+        }
+        for (int k = 0; k < 4; k++) assert_memory_equal(y[k], ref[k], sizeof(float) * (size_t)n);
+        memcpy(y[2], a, sizeof(float) * (size_t)n); /* in place: y = y + b */
+        cdl_add_f32(n, y[2], b, y[2]);
+        assert_memory_equal(y[2], ref[2], sizeof(float) * (size_t)n);
+    }
+    cdl_parallel_set_threads(1);
+    for (int k = 0; k < 4; k++) free(y[k]), free(ref[k]);
+    free(a), free(b);
+}
+
 int main(void) {
     urand_seed(88172645463325252ull);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basics),
+        cmocka_unit_test(test_ew_threads),
         cmocka_unit_test(test_binary_same_and_scalar),
         cmocka_unit_test(test_binary_broadcast),
         cmocka_unit_test(test_maxmin_bwd),
