@@ -130,44 +130,33 @@ void cdl_init_f64(double *p, int64_t n, cdl_init_kind kind, double a, double b,
 enum { CDL_BIN_ADD, CDL_BIN_SUB, CDL_BIN_MUL, CDL_BIN_DIV, CDL_BIN_MAX, CDL_BIN_MIN,
        CDL_BIN_LT, CDL_BIN_LE, CDL_BIN_GT, CDL_BIN_GE, CDL_BIN_EQ, CDL_BIN_NE };
 void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
+/* The elementwise kernels that differ only in name: y = a op b, y = f(x), and the
+ * unary gradients dx = g * f'(x).  X(name, T, S) is called once per name. */
+#define CDL_EW_BINARY(X, T, S) X(add, T, S) X(sub, T, S) X(mul, T, S) X(div, T, S) X(maximum, T, S) X(minimum, T, S)
+#define CDL_EW_UNARY(X, T, S) \
+    X(neg, T, S) X(exp, T, S) X(log, T, S) X(sqrt, T, S) X(abs, T, S) X(square, T, S) X(sin, T, S) X(cos, T, S) \
+    X(erf, T, S) X(log1p, T, S) X(sign, T, S) X(softplus, T, S) X(gelu_tanh, T, S)
+#define CDL_EW_UNARY_BWD(X, T, S) X(sin, T, S) X(cos, T, S) X(erf, T, S) X(log1p, T, S) X(gelu_tanh, T, S)
+#define CDL_EW_BINARY_PROTO(name, T, S) void cdl_##name##_##S(int64_t n, const T *a, const T *b, T *y);
+#define CDL_EW_UNARY_PROTO(name, T, S) void cdl_##name##_##S(int64_t n, const T *x, T *y);
+#define CDL_EW_UNARY_BWD_PROTO(name, T, S) void cdl_##name##_bwd_##S(int64_t n, const T *g, const T *x, T *dx);
 #define CDL_KERNELS_EW(T, S) \
+    CDL_EW_BINARY(CDL_EW_BINARY_PROTO, T, S) \
+    CDL_EW_UNARY(CDL_EW_UNARY_PROTO, T, S) \
+    CDL_EW_UNARY_BWD(CDL_EW_UNARY_BWD_PROTO, T, S) \
     void cdl_fill_##S(int64_t n, double v, T *y); \
     void cdl_copy_##S(int64_t n, const T *x, T *y); \
     void cdl_add_inplace_##S(int64_t n, const T *x, T *y);            /* y += x */ \
     void cdl_axpy_##S(int64_t n, double a, const T *x, T *y);         /* y += a*x */ \
     void cdl_scale_##S(int64_t n, double a, T *y);                    /* y *= a */ \
-    void cdl_add_##S(int64_t n, const T *a, const T *b, T *y); \
-    void cdl_sub_##S(int64_t n, const T *a, const T *b, T *y); \
-    void cdl_mul_##S(int64_t n, const T *a, const T *b, T *y); \
-    void cdl_div_##S(int64_t n, const T *a, const T *b, T *y); \
-    void cdl_maximum_##S(int64_t n, const T *a, const T *b, T *y); \
-    void cdl_minimum_##S(int64_t n, const T *a, const T *b, T *y); \
     void cdl_binary_##S(int op, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, T *y); \
     void cdl_binary_bc_##S(int op, int rank, const int64_t *dims, const int64_t *sa, \
                            const int64_t *sb, const T *a, const T *b, T *y); \
     void cdl_maxmin_bwd_##S(int is_max, int rank, const int64_t *dims, const int64_t *sa, \
                             const int64_t *sb, const T *g, const T *a, const T *b, T *dx); \
-    void cdl_neg_##S(int64_t n, const T *x, T *y); \
-    void cdl_exp_##S(int64_t n, const T *x, T *y); \
-    void cdl_log_##S(int64_t n, const T *x, T *y); \
-    void cdl_sqrt_##S(int64_t n, const T *x, T *y); \
-    void cdl_abs_##S(int64_t n, const T *x, T *y); \
-    void cdl_square_##S(int64_t n, const T *x, T *y); \
     void cdl_pows_##S(int64_t n, double p, const T *x, T *y);         /* x ** p */ \
     void cdl_clamp_##S(int64_t n, double lo, double hi, const T *x, T *y); \
     void cdl_leaky_relu_##S(int64_t n, double slope, const T *x, T *y); \
-    void cdl_gelu_tanh_##S(int64_t n, const T *x, T *y); \
-    void cdl_sin_##S(int64_t n, const T *x, T *y); \
-    void cdl_cos_##S(int64_t n, const T *x, T *y); \
-    void cdl_erf_##S(int64_t n, const T *x, T *y); \
-    void cdl_log1p_##S(int64_t n, const T *x, T *y); \
-    void cdl_sign_##S(int64_t n, const T *x, T *y); \
-    void cdl_sin_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
-    void cdl_cos_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
-    void cdl_erf_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
-    void cdl_log1p_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
-    void cdl_gelu_tanh_bwd_##S(int64_t n, const T *g, const T *x, T *dx); \
-    void cdl_softplus_##S(int64_t n, const T *x, T *y); \
     void cdl_elu_##S(int64_t n, double alpha, const T *x, T *y); \
     void cdl_leaky_relu_bwd_##S(int64_t n, double slope, const T *g, const T *x, T *dx); \
     void cdl_elu_bwd_##S(int64_t n, double alpha, const T *g, const T *x, T *dx); \
