@@ -10,6 +10,10 @@
 
 #include "cdl.h"
 
+/* Products under this many multiply-adds run on one thread whatever the thread count:
+ * OpenBLAS's threads (blas.c) and oneDNN's OpenMP team (blas_dnnl.c), which say why. */
+#define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
+
 /* 1 when oneDNN serves this process's f32 kernels (blas.c). */
 int cdl_backend_dnnl(void);
 

@@ -68,7 +68,6 @@ int cdl_backend_dnnl(void) {
  * left alone) and the one OpenBLAS has now; switching costs ~3 ns (a store in
  * OpenBLAS).  A race between two calling threads only changes how many threads a
  * product uses, never its result (OpenBLAS splits a product by blocks of C). */
-#define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
 static atomic_int blas_threads, blas_now;
 
 static void blas_threads_for(int64_t macs) {

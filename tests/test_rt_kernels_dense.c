@@ -149,6 +149,32 @@ static void test_gemm_threads_by_size(void **state) {
     free(A), free(B), free(C);
 }
 
+/* libgomp's, linked only into oneDNN builds: weak, so the OpenBLAS build links too. */
+int omp_get_max_threads(void) __attribute__((weak));
+
+/* The oneDNN build's f32 products: under 2^23 multiply-adds on a team of one, larger
+ * ones on the team asked for (at 2 threads small products ran slower than at 1). */
+static void test_dnnl_team_by_size(void **state) {
+    (void)state;
+    if (strcmp(cdl_backend(), "onednn") != 0 || !omp_get_max_threads) skip();
+    enum { L = 256 };
+    float *A = malloc(sizeof(float) * L * L), *B = malloc(sizeof(float) * L * L);
+    float *C = malloc(sizeof(float) * L * L);
+    for (int i = 0; i < L * L; i++) A[i] = 1, B[i] = 0.5f;
+    cdl_blas_set_threads(2);
+    assert_int_equal(omp_get_max_threads(), 2);
+    cdl_gemm_f32(0, 0, 64, 128, 512, 1, A, 512, B, 128, 0, C, 128); /* an LSTM step's product */
+    assert_int_equal(omp_get_max_threads(), 1);
+    for (int i = 0; i < 64 * 128; i++) assert_true(C[i] == 256);
+    cdl_gemm_f32(0, 0, L, L, L, 1, A, L, B, L, 0, C, L);
+    assert_int_equal(omp_get_max_threads(), 2);
+    for (int i = 0; i < L * L; i++) assert_true(C[i] == 128);
+    cdl_blas_set_threads(1);
+    cdl_gemm_f32(0, 0, L, L, L, 1, A, L, B, L, 0, C, L); /* 1 asked: stays 1 */
+    assert_int_equal(omp_get_max_threads(), 1);
+    free(A), free(B), free(C);
+}
+
 static void test_linear(void **state) {
     (void)state;
     const int64_t rows = 6, in = 11, out = 4;
@@ -516,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_all_transposes),
         cmocka_unit_test(test_gemm_edge_cases),
         cmocka_unit_test(test_gemm_threads_by_size),
+        cmocka_unit_test(test_dnnl_team_by_size),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reduce_every_mask),
         cmocka_unit_test(test_reduce_threads),
