@@ -55,6 +55,40 @@ static void S(nm_fwd_seg)(int64_t ch, int64_t hw, double eps, int center, const 
     }
 }
 
+/* Layer / RMS norm backward's row sums, sum gh and sum gh xh (gh = g w, xh = (x - mean)
+ * rstd), in eight double lanes like nm_moments: one chain of double adds does not
+ * vectorise and was 2% of the GPT step. */
+static void S(nm_bwd_row)(int64_t n, const T *restrict g, const T *restrict x, const T *restrict w, T mean, T rstd,
+                          double *sgh, double *sghx) {
+    double a[8] = {0}, b[8] = {0}, s = 0, sx = 0;
+    int64_t i = 0;
+    if (w) {
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                const T gh = g[i + j] * w[i + j];
+                a[j] += (double)gh;
+                b[j] += (double)(gh * ((x[i + j] - mean) * rstd));
+            }
+    } else {
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                a[j] += (double)g[i + j];
+                b[j] += (double)(g[i + j] * ((x[i + j] - mean) * rstd));
+            }
+    }
+    for (; i < n; i++) {
+        const T gh = w ? g[i] * w[i] : g[i];
+        s += (double)gh;
+        sx += (double)(gh * ((x[i] - mean) * rstd));
+    }
+    for (int j = 0; j < 8; j++) {
+        s += a[j];
+        sx += b[j];
+    }
+    *sgh = s;
+    *sghx = sx;
+}
+
 /* Backward of one segment, with xh = (x - mean) rstd and gh = g w[ch]:
  *   dx = rstd (gh - [center] mean(gh) - xh mean(gh xh));
  * dw[ch] += sum g xh and db[ch] += sum g (either may be NULL). */
@@ -63,13 +97,11 @@ static void S(nm_bwd_seg)(int64_t ch, int64_t hw, int center, const T *restrict 
     const int64_t len = ch * hw;
     double sgh = 0, sghx = 0;
     if (hw == 1) {
-        for (int64_t j = 0; j < ch; j++) {
-            const T xh = (x[j] - mean) * rstd, gh = w ? g[j] * w[j] : g[j];
-            sgh += (double)gh;
-            sghx += (double)(gh * xh);
-            if (dw) dw[j] += g[j] * xh;
-            if (db) db[j] += g[j];
-        }
+        S(nm_bwd_row)(ch, g, x, w, mean, rstd, &sgh, &sghx);
+        if (dw)
+            for (int64_t j = 0; j < ch; j++) dw[j] += g[j] * ((x[j] - mean) * rstd);
+        if (db)
+            for (int64_t j = 0; j < ch; j++) db[j] += g[j];
     } else {
         for (int64_t c = 0; c < ch; c++) {
             const T *restrict gc = g + c * hw, *restrict xc = x + c * hw;
