@@ -716,6 +716,17 @@ typedef void cdl_task_fn(void *ctx, int64_t i);
 void cdl_parallel_set_threads(int n);
 int cdl_parallel_threads(void);
 void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
+/* Ranges over the pool, for a kernel whose result for an index does not depend on the
+ * range it falls in (elementwise ops, a reduction's kept elements): fn(ctx, i0, i1) is
+ * called on ranges that cover [0, n) once.  Each index costs `cost` elements of memory
+ * traffic; below CDL_PAR_MIN elements in all the call is one range on this thread,
+ * else the pool takes min(threads, n * cost / (CDL_PAR_MIN / 2), n) ranges (a task
+ * reads CDL_PAR_MIN / 2 elements or more: a pass over 64K floats takes about what
+ * waking a worker costs).  Range starts are multiples of align (>= 1: 16 floats puts
+ * them on 64-byte lines), so a range may be empty.  No allocation. */
+#define CDL_PAR_MIN ((int64_t)1 << 17)
+typedef void cdl_range_fn(void *ctx, int64_t i0, int64_t i1);
+void cdl_parallel_ranges(int64_t n, int64_t cost, int64_t align, cdl_range_fn *fn, void *ctx);
 
 /* ======================================================================== models and nets (net.c) */
 

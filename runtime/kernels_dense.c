@@ -9,15 +9,14 @@
 
 /* A sum that keeps an inner group of axes and reduces the ones outside and inside it
  * (a bias gradient: [N, C, H, W] -> [C]) or a row sum ([N*C, H*W] -> [N*C]), on the
- * runtime's pool when it reads RED_PAR_MIN elements or more (the bench ResNet's bias
- * gradients, 800K each): task t owns a range of the kept elements and sums each one
- * in the same order as one thread, so the bits do not depend on the thread count. */
-#define RED_PAR_MIN ((int64_t)1 << 17)
+ * runtime's pool when it reads CDL_PAR_MIN elements or more (the bench ResNet's bias
+ * gradients, 800K each; cdl_parallel_ranges): a task owns a range of the kept elements
+ * and sums each one in the same order as one thread, so the bits do not depend on the
+ * thread count. */
 typedef struct RedJob {
     const void *x;
     void *y;
     int64_t outer, kept, inner; /* x = [outer, kept, inner], y = [kept] */
-    int64_t nt;
 } RedJob;
 
 #define DENSE_MOVE_ONLY 0

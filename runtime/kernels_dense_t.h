@@ -92,13 +92,13 @@ static double S(run_sum)(const T *restrict x, int64_t n) {
     return s;
 }
 
-/* Kept elements [kept t/nt, kept (t+1)/nt) of a RedJob: y[j] = sum over o of the
- * run x[o, j, :], o in order (reduce's own order for these shapes). */
-static void S(reduce_task)(void *arg, int64_t t) {
+/* Kept elements [j0, j1) of a RedJob: y[j] = sum over o of the run x[o, j, :], o in
+ * order (reduce's own order for these shapes). */
+static void S(reduce_range)(void *arg, int64_t j0, int64_t j1) {
     const RedJob *J = arg;
     const T *x = J->x;
     T *y = J->y;
-    for (int64_t j = J->kept * t / J->nt; j < J->kept * (t + 1) / J->nt; j++) {
+    for (int64_t j = j0; j < j1; j++) {
         y[j] = 0;
         for (int64_t o = 0; o < J->outer; o++) y[j] += (T)S(run_sum)(x + (o * J->kept + j) * J->inner, J->inner);
     }
@@ -107,15 +107,13 @@ static void S(reduce_task)(void *arg, int64_t t) {
 /* Groups (reduced, kept, reduced) or (kept, reduced) of a large reduce on the pool:
  * 1 if done, 0 if the caller should walk it itself. */
 static int S(reduce_par)(int ng, const int64_t *gd, const int *gr, int64_t numel, const T *x, T *y) {
-    int64_t nt = cdl_parallel_threads();
-    if (numel < RED_PAR_MIN || nt < 2) return 0;
+    if (numel < CDL_PAR_MIN || cdl_parallel_threads() < 2) return 0;
     RedJob J = {.x = x, .y = y, .inner = gd[ng - 1]};
     if (ng == 3 && gr[0] && !gr[1] && gr[2]) J.outer = gd[0], J.kept = gd[1];
     else if (ng == 2 && !gr[0] && gr[1]) J.outer = 1, J.kept = gd[0];
     else return 0;
-    J.nt = nt < J.kept ? nt : J.kept;
-    if (J.nt < 2) return 0;
-    cdl_parallel_for(J.nt, S(reduce_task), &J);
+    if (J.kept < 2) return 0;
+    cdl_parallel_ranges(J.kept, J.outer * J.inner, 1, S(reduce_range), &J);
     return 1;
 }
 

@@ -71,42 +71,27 @@ static void ew_drop_bits(EwDropKey key, uint64_t c, uint32_t out[4 * EW_LANES]) 
 /* ---------------------------------------------------------------- the pool
  * The large elementwise calls (relu and its backward, the binary ops: the bench
  * ResNet's 800K-element activations) are cut into ranges run on the runtime's pool
- * (parallel.c).  An element's result does not depend on the range it falls in, so the
- * bits are the same for any thread count.  A call takes the pool from EW_PAR_MIN
- * elements, each task at least EW_PAR_MIN / 2 (a memory-bound pass over 64K floats
- * takes ~10-20 us, about what waking a worker costs); ranges start on 16-element
- * (64-byte) boundaries. */
-#define EW_PAR_MIN ((int64_t)1 << 17)
-
+ * (cdl_parallel_ranges: from CDL_PAR_MIN elements, ranges starting on 16-element,
+ * 64-byte, boundaries).  An element's result does not depend on the range it falls
+ * in, so the bits are the same for any thread count. */
 typedef struct EwJob EwJob;
 struct EwJob {
     void (*run)(const EwJob *J, int64_t i0, int64_t i1); /* the kernel on [i0, i1) */
-    int64_t n, nt;
+    int64_t n;
     int op;
     const void *a, *b;
     int64_t sa, sb;
     void *y;
 };
 
-static int64_t ew_cut(const EwJob *J, int64_t t) {
-    return t >= J->nt ? J->n : J->n * t / J->nt / 16 * 16;
-}
-
-static void ew_task(void *arg, int64_t t) {
+static void ew_range(void *arg, int64_t i0, int64_t i1) {
     const EwJob *J = arg;
-    J->run(J, ew_cut(J, t), ew_cut(J, t + 1));
+    if (i1 > i0) J->run(J, i0, i1);
 }
 
 /* Run J over its n elements: on the pool when big enough, else here in one range. */
 static void ew_run(EwJob *J) {
-    int64_t nt = cdl_parallel_threads();
-    if (nt > J->n / (EW_PAR_MIN / 2)) nt = J->n / (EW_PAR_MIN / 2);
-    if (J->n < EW_PAR_MIN || nt < 2) {
-        if (J->n > 0) J->run(J, 0, J->n);
-        return;
-    }
-    J->nt = nt;
-    cdl_parallel_for(nt, ew_task, J);
+    cdl_parallel_ranges(J->n, 1, 16, ew_range, J);
 }
 
 void cdl_fill_i32(int64_t n, int32_t v, int32_t *y) {

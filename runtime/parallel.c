@@ -1,5 +1,6 @@
 /* parallel.c -- the runtime's own worker pool, for kernels that OpenBLAS does not run
- * (the direct convolutions, pooling).  Contract: cdl.h, cdl_parallel_for.
+ * (the direct convolutions, pooling, large elementwise ops and reductions).  Contract:
+ * cdl.h, cdl_parallel_for and cdl_parallel_ranges.
  *
  * The pool is created when the thread count is set (cdl_blas_set_threads) and lives
  * until the next change: threads - 1 workers, the calling thread being the last one.
@@ -129,4 +130,33 @@ void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
     while (pool.active > 0) pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
     atomic_flag_clear(&pool.busy);
+}
+
+/* cdl_parallel_ranges: task t of nt runs [cut(t), cut(t + 1)). */
+typedef struct RangeJob {
+    cdl_range_fn *fn;
+    void *ctx;
+    int64_t n, nt, align;
+} RangeJob;
+
+static int64_t range_cut(const RangeJob *J, int64_t t) {
+    return t >= J->nt ? J->n : J->n * t / J->nt / J->align * J->align;
+}
+
+static void range_task(void *arg, int64_t t) {
+    const RangeJob *J = arg;
+    J->fn(J->ctx, range_cut(J, t), range_cut(J, t + 1));
+}
+
+void cdl_parallel_ranges(int64_t n, int64_t cost, int64_t align, cdl_range_fn *fn, void *ctx) {
+    if (n <= 0) return;
+    int64_t work = n * (cost > 1 ? cost : 1), nt = cdl_parallel_threads();
+    if (nt > work / (CDL_PAR_MIN / 2)) nt = work / (CDL_PAR_MIN / 2);
+    if (nt > n) nt = n;
+    if (work < CDL_PAR_MIN || nt < 2) {
+        fn(ctx, 0, n);
+        return;
+    }
+    RangeJob J = {.fn = fn, .ctx = ctx, .n = n, .nt = nt, .align = align > 1 ? align : 1};
+    cdl_parallel_for(nt, range_task, &J);
 }

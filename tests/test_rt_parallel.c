@@ -1,0 +1,55 @@
+/* test_rt_parallel.c -- the pool's range splitter (runtime/parallel.c,
+ * cdl_parallel_ranges): the ranges cover [0, n) exactly once, start on multiples of
+ * align, use the pool only from CDL_PAR_MIN elements of work and never take more
+ * tasks than threads, for 1 to 5 threads. */
+#include "test_rt_util.h"
+
+#include <stdatomic.h>
+
+typedef struct Seen {
+    atomic_int *hits;     /* per index: how many ranges covered it */
+    atomic_int calls;     /* ranges handed out (empty ones too) */
+    int64_t align;
+    atomic_int misaligned;
+} Seen;
+
+static void mark(void *ctx, int64_t i0, int64_t i1) {
+    Seen *s = ctx;
+    atomic_fetch_add(&s->calls, 1);
+    if (i0 % s->align) atomic_fetch_add(&s->misaligned, 1);
+    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&s->hits[i], 1);
+}
+
+/* Ranges of [0, n) with the given cost and align at the current thread count: returns
+ * how many ranges were made, after checking coverage and alignment. */
+static int ranges(int64_t n, int64_t cost, int64_t align) {
+    Seen s = {.hits = calloc((size_t)n + 1, sizeof(atomic_int)), .align = align};
+    atomic_init(&s.calls, 0);
+    atomic_init(&s.misaligned, 0);
+    cdl_parallel_ranges(n, cost, align, mark, &s);
+    for (int64_t i = 0; i < n; i++) assert_int_equal(atomic_load(&s.hits[i]), 1);
+    assert_int_equal(atomic_load(&s.misaligned), 0);
+    free(s.hits);
+    return atomic_load(&s.calls);
+}
+
+static void test_ranges(void **state) {
+    (void)state;
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        assert_int_equal(ranges(CDL_PAR_MIN - 1, 1, 16), 1);          /* below the threshold: one range */
+        assert_int_equal(ranges(300007, 1, 16), t < 4 ? t : 4);        /* 300007 / 2^16 = 4 tasks at most */
+        assert_int_equal(ranges(64, 8192, 1), t);                     /* few indices, each costly */
+        assert_int_equal(ranges(3, 1 << 20, 1), t < 3 ? t : 3);       /* never more tasks than indices */
+        assert_int_equal(ranges(1000, 1000, 7), t);                   /* an odd alignment */
+    }
+    cdl_parallel_ranges(0, 1, 1, mark, NULL); /* nothing to do: fn is not called */
+    cdl_parallel_set_threads(1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ranges),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
