@@ -805,6 +805,84 @@ static int S(pool_threads)(int64_t nc, int64_t H, int64_t W) {
     return nc * H * W < PL_PAR || t < 1 ? 1 : (int)t;
 }
 
+/* Vectors of the 2x2 / stride-2 max-pool fast paths.  Vector selects are bit masks
+ * (PL_SEL): C has no vector ?:. */
+typedef T S(pl_vec) __attribute__((vector_size(32)));
+typedef T S(pl_half) __attribute__((vector_size(16)));
+typedef __typeof__((S(pl_vec)){0} == (S(pl_vec)){0}) S(pl_mask);
+#define PL_L ((int64_t)TLANES)
+#define PL_SEL(m, a, b) ((S(pl_vec))(((S(pl_mask))(a) & (m)) | ((S(pl_mask))(b) & ~(m))))
+/* PL_SWAP swaps the lanes of each pair of a vector, PL_DUP doubles each lane of a half
+ * vector, PL_EVEN / PL_ODD take the even / odd lanes of two vectors (a row's left and
+ * right window columns), PL_LO / PL_HI interleave two vectors' low / high halves (their
+ * inverse); the index lists depend on the lane count. */
+#if TLANES == 8
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
+#define PL_EVEN(u, v) __builtin_shufflevector(u, v, 0, 2, 4, 6, 8, 10, 12, 14)
+#define PL_ODD(u, v) __builtin_shufflevector(u, v, 1, 3, 5, 7, 9, 11, 13, 15)
+#define PL_LO(u, v) __builtin_shufflevector(u, v, 0, 8, 1, 9, 2, 10, 3, 11)
+#define PL_HI(u, v) __builtin_shufflevector(u, v, 4, 12, 5, 13, 6, 14, 7, 15)
+#else
+#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
+#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
+#define PL_EVEN(u, v) __builtin_shufflevector(u, v, 0, 2, 4, 6)
+#define PL_ODD(u, v) __builtin_shufflevector(u, v, 1, 3, 5, 7)
+#define PL_LO(u, v) __builtin_shufflevector(u, v, 0, 4, 1, 5)
+#define PL_HI(u, v) __builtin_shufflevector(u, v, 2, 6, 3, 7)
+#endif
+
+/* The four cells of PL_L consecutive 2x2 windows of rows r0, r1 from window o on, one
+ * vector per window corner: a top left, b top right, c bottom left, d bottom right. */
+static inline void S(pool2_cells)(const T *r0, const T *r1, int64_t o, S(pl_vec) *a, S(pl_vec) *b,
+                                  S(pl_vec) *c, S(pl_vec) *d) {
+    S(pl_vec) t0, t1, b0, b1;
+    memcpy(&t0, r0 + 2 * o, sizeof t0);
+    memcpy(&t1, r0 + 2 * o + PL_L, sizeof t1);
+    memcpy(&b0, r1 + 2 * o, sizeof b0);
+    memcpy(&b1, r1 + 2 * o + PL_L, sizeof b1);
+    *a = PL_EVEN(t0, t1), *b = PL_ODD(t0, t1), *c = PL_EVEN(b0, b1), *d = PL_ODD(b0, b1);
+}
+
+/* One output row of the 2x2 / stride-2 max pool with OW >= PL_L windows, PL_L windows
+ * at a time (the last block overlaps the one before when OW is not a multiple of PL_L):
+ * max4's selects and NaN sum lane by lane, so the bits are max4's. */
+static void S(pool2_fwd_wide)(const T *r0, const T *r1, T *yr, int64_t OW) {
+    for (int64_t o = 0; o < OW; o += PL_L) {
+        if (o + PL_L > OW) o = OW - PL_L;
+        S(pl_vec) a, b, c, d;
+        S(pool2_cells)(r0, r1, o, &a, &b, &c, &d);
+        const S(pl_vec) m1 = PL_SEL(a > b, a, b), m2 = PL_SEL(c > d, c, d);
+        const S(pl_mask) nan = (a != a) | (b != b) | (c != c) | (d != d);
+        const S(pl_vec) m = PL_SEL(nan, a + b + c + d, PL_SEL(m1 > m2, m1, m2));
+        memcpy(yr + o, &m, sizeof m);
+    }
+}
+
+/* One row pair of the 2x2 / stride-2 max-pool backward with OW >= PL_L windows, PL_L
+ * windows at a time as in pool2_fwd_wide: g goes to each window's first maximum, or its
+ * first NaN (argmax4's choice lane by lane); every cell of the windows is written. */
+static void S(pool2_bwd_wide)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t OW) {
+    for (int64_t o = 0; o < OW; o += PL_L) {
+        if (o + PL_L > OW) o = OW - PL_L;
+        S(pl_vec) a, b, c, d, g;
+        S(pool2_cells)(r0, r1, o, &a, &b, &c, &d);
+        memcpy(&g, gr + o, sizeof g);
+        const S(pl_mask) t = b > a, u = c > PL_SEL(t, b, a), v = d > PL_SEL(u, c, PL_SEL(t, b, a));
+        const S(pl_mask) na = a != a, nb = b != b, nc = c != c, nd = d != d, any = na | nb | nc | nd;
+        const S(pl_mask) s0 = (any & na) | (~any & ~t & ~u & ~v), s1 = (any & ~na & nb) | (~any & t & ~u & ~v);
+        const S(pl_mask) s2 = (any & ~na & ~nb & nc) | (~any & u & ~v);
+        const S(pl_mask) s3 = (any & ~na & ~nb & ~nc & nd) | (~any & v);
+        const S(pl_vec) oa = (S(pl_vec))((S(pl_mask))g & s0), ob = (S(pl_vec))((S(pl_mask))g & s1);
+        const S(pl_vec) oc = (S(pl_vec))((S(pl_mask))g & s2), od = (S(pl_vec))((S(pl_mask))g & s3);
+        const S(pl_vec) d00 = PL_LO(oa, ob), d01 = PL_HI(oa, ob), d10 = PL_LO(oc, od), d11 = PL_HI(oc, od);
+        memcpy(d0 + 2 * o, &d00, sizeof d00);
+        memcpy(d0 + 2 * o + PL_L, &d01, sizeof d01);
+        memcpy(d1 + 2 * o, &d10, sizeof d10);
+        memcpy(d1 + 2 * o + PL_L, &d11, sizeof d11);
+    }
+}
+
 static void S(maxpool_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad,
                               const T *x, T *y) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
@@ -815,6 +893,10 @@ static void S(maxpool_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int6
             for (int64_t oh = 0; oh < OH; oh++) {
                 const T *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
                 T *restrict yr = yp + oh * OW;
+                if (OW >= PL_L) {
+                    S(pool2_fwd_wide)(r0, r1, yr, OW);
+                    continue;
+                }
                 for (int64_t ow = 0; ow < OW; ow++)
                     yr[ow] = S(max4)(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
             }
@@ -841,21 +923,9 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
  * (PL_SWAP) hold a window's two columns, so every lane knows its window's four cells.
  * The window's first maximum gets g (the first NaN when there is one, as argmax4); the
  * last vector overlaps the one before when W is not a multiple of PL_L (the lanes are
- * recomputed to the same values).  Vector selects are bit masks: C has no vector ?:. */
-typedef T S(pl_vec) __attribute__((vector_size(32)));
-typedef T S(pl_half) __attribute__((vector_size(16)));
-#define PL_L ((int64_t)TLANES)
-/* PL_SWAP swaps the lanes of each pair of a vector, PL_DUP doubles each lane of a
- * half vector; their index lists depend on the lane count. */
-#if TLANES == 8
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
-#else
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
-#endif
+ * recomputed to the same values).  Rows of PL_L windows or more take pool2_bwd_wide. */
 static void S(pool2_bwd_row)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t W) {
-    typedef __typeof__((S(pl_vec)){0} == (S(pl_vec)){0}) mask;
+    typedef S(pl_mask) mask;
     mask odd;
     for (int l = 0; l < PL_L; l++) odd[l] = -(l & 1);
     for (int64_t i0 = 0; i0 < W; i0 += PL_L) {
@@ -899,6 +969,10 @@ static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, 
                 const T *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
                 T *d0 = dp + 2 * oh * W, *d1 = d0 + W; /* may alias each other: no restrict */
                 const T *restrict gr = gp + oh * OW;
+                if (OW >= PL_L) { /* a vector of windows or more */
+                    S(pool2_bwd_wide)(r0, r1, gr, d0, d1, OW);
+                    continue;
+                }
                 if (W % 2 == 0 && W >= PL_L) { /* rows of whole windows, one vector or more */
                     S(pool2_bwd_row)(r0, r1, gr, d0, d1, W);
                     continue;
@@ -1127,3 +1201,8 @@ void S(batchnorm_bwd)(int train, int64_t n, int64_t c, int64_t hw, const T *g, c
 #undef PL_L
 #undef PL_SWAP
 #undef PL_DUP
+#undef PL_EVEN
+#undef PL_ODD
+#undef PL_LO
+#undef PL_HI
+#undef PL_SEL

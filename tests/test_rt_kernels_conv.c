@@ -384,6 +384,59 @@ static void test_maxpool_ties_nan(void **st) {
     assert_true(isnan(yd[0]));
 }
 
+/* The 2x2 / stride-2 fast paths on rows of a vector of windows or more (OW >= 8 for f32,
+ * >= 4 for f64; the last block overlapping the one before, odd W dropping its last
+ * column): y and dx bitwise equal to the scalar rule written out here (the maximum by
+ * "a > b ? a : b" selects, a + b + c + d when a cell is NaN; g to the first maximum or
+ * the first NaN), on cells drawn from a small set so that windows hold ties, +-0, +-inf,
+ * inf - inf and NaNs. */
+#define POOL2_REF(T, NAME)                                                                                    \
+    static void NAME(int64_t nc, int64_t H, int64_t W, const T *x, const T *g, T *y, T *dx) {               \
+        const int64_t OH = H / 2, OW = W / 2;                                                                \
+        memset(dx, 0, sizeof(T) * (size_t)(nc * H * W));                                                     \
+        for (int64_t q = 0; q < nc; q++)                                                                     \
+            for (int64_t oh = 0; oh < OH; oh++)                                                              \
+                for (int64_t ow = 0; ow < OW; ow++) {                                                        \
+                    const int64_t i0 = (q * H + 2 * oh) * W + 2 * ow, at[4] = {i0, i0 + 1, i0 + W, i0 + W + 1}; \
+                    const T a = x[at[0]], b = x[at[1]], c = x[at[2]], d = x[at[3]];                          \
+                    T m1 = a > b ? a : b, m2 = c > d ? c : d, m = m1 > m2 ? m1 : m2;                         \
+                    int nan = a != a || b != b || c != c || d != d, best = 0;                                \
+                    for (int i = 1; i < 4; i++)                                                              \
+                        if (nan ? x[at[i]] != x[at[i]] && x[at[best]] == x[at[best]] : x[at[i]] > x[at[best]]) \
+                            best = i;                                                                        \
+                    y[(q * OH + oh) * OW + ow] = nan ? a + b + c + d : m;                                    \
+                    dx[at[best]] = g[(q * OH + oh) * OW + ow];                                               \
+                }                                                                                            \
+    }
+POOL2_REF(float, pool2_ref_f32)
+POOL2_REF(double, pool2_ref_f64)
+
+static void test_maxpool_wide_rows(void **st) {
+    (void)st;
+    const double cells[] = {0, -0.0, -1, -0.0, 0, -INFINITY, 2, INFINITY, NAN, 1};
+    const int64_t shapes[][3] = {{3, 4, 16}, {2, 6, 17}, {5, 28, 28}, {2, 4, 30}, {3, 2, 9}, {4, 10, 10}};
+    for (int c = 0; c < 6; c++) {
+        const int64_t nc = shapes[c][0], H = shapes[c][1], W = shapes[c][2], n = nc * H * W;
+        const int64_t ny = nc * (H / 2) * (W / 2);
+        double *x = dvec(n), *g = dvec(ny), *y = dvec(ny), *dx = dvec(n), *ry = dvec(ny), *rdx = dvec(n);
+        for (int64_t i = 0; i < n; i++) x[i] = cells[(i * 7 + i / 5) % 10 * (urand() < 0.8) + (urand() < 0.1)];
+        float *fx = fcopy(x, n), *fg = fcopy(g, ny), *fy = fcopy(y, ny), *fdx = fcopy(dx, n);
+        float *fry = fcopy(y, ny), *frdx = fcopy(dx, n);
+        cdl_maxpool2d_f64(nc, H, W, 2, 2, 0, x, y);
+        cdl_maxpool2d_bwd_f64(nc, H, W, 2, 2, 0, g, x, dx);
+        pool2_ref_f64(nc, H, W, x, g, ry, rdx);
+        assert_memory_equal(y, ry, sizeof(double) * (size_t)ny);
+        assert_memory_equal(dx, rdx, sizeof(double) * (size_t)n);
+        cdl_maxpool2d_f32(nc, H, W, 2, 2, 0, fx, fy);
+        cdl_maxpool2d_bwd_f32(nc, H, W, 2, 2, 0, fg, fx, fdx);
+        pool2_ref_f32(nc, H, W, fx, fg, fry, frdx);
+        assert_memory_equal(fy, fry, sizeof(float) * (size_t)ny);
+        assert_memory_equal(fdx, frdx, sizeof(float) * (size_t)n);
+        free(x), free(g), free(y), free(dx), free(ry), free(rdx);
+        free(fx), free(fg), free(fy), free(fdx), free(fry), free(frdx);
+    }
+}
+
 /* ------------------------------------------------------------------ batch norm */
 
 typedef struct BnCase {
@@ -501,6 +554,7 @@ int main(void) {
         cmocka_unit_test(test_conv_empty_batch),  cmocka_unit_test(test_conv_pick_group),
         cmocka_unit_test(test_maxpool),           cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_maxpool_ties_nan),  cmocka_unit_test(test_batchnorm_train),
+        cmocka_unit_test(test_maxpool_wide_rows),
         cmocka_unit_test(test_batchnorm_eval),    cmocka_unit_test(test_batchnorm_no_xhat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
