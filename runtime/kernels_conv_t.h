@@ -812,74 +812,113 @@ typedef T S(pl_half) __attribute__((vector_size(16)));
 typedef __typeof__((S(pl_vec)){0} == (S(pl_vec)){0}) S(pl_mask);
 #define PL_L ((int64_t)TLANES)
 #define PL_SEL(m, a, b) ((S(pl_vec))(((S(pl_mask))(a) & (m)) | ((S(pl_mask))(b) & ~(m))))
-/* PL_SWAP swaps the lanes of each pair of a vector, PL_DUP doubles each lane of a half
- * vector, PL_EVEN / PL_ODD take the even / odd lanes of two vectors (a row's left and
+/* PL_EVEN / PL_ODD take the even / odd lanes of two vectors (a row's left and
  * right window columns), PL_LO / PL_HI interleave two vectors' low / high halves (their
- * inverse); the index lists depend on the lane count. */
+ * inverse), PL_LOW / PL_HIGH are a vector's halves and PL_CAT joins two halves; the
+ * index lists depend on the lane count. */
 #if TLANES == 8
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
+#define PL_LOW(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
+#define PL_HIGH(v) __builtin_shufflevector(v, v, 4, 5, 6, 7)
+#define PL_CAT(u, v) __builtin_shufflevector(u, v, 0, 1, 2, 3, 4, 5, 6, 7)
 #define PL_EVEN(u, v) __builtin_shufflevector(u, v, 0, 2, 4, 6, 8, 10, 12, 14)
 #define PL_ODD(u, v) __builtin_shufflevector(u, v, 1, 3, 5, 7, 9, 11, 13, 15)
 #define PL_LO(u, v) __builtin_shufflevector(u, v, 0, 8, 1, 9, 2, 10, 3, 11)
 #define PL_HI(u, v) __builtin_shufflevector(u, v, 4, 12, 5, 13, 6, 14, 7, 15)
 #else
-#define PL_SWAP(v) __builtin_shufflevector(v, v, 1, 0, 3, 2)
-#define PL_DUP(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
+#define PL_LOW(v) __builtin_shufflevector(v, v, 0, 1)
+#define PL_HIGH(v) __builtin_shufflevector(v, v, 2, 3)
+#define PL_CAT(u, v) __builtin_shufflevector(u, v, 0, 1, 2, 3)
 #define PL_EVEN(u, v) __builtin_shufflevector(u, v, 0, 2, 4, 6)
 #define PL_ODD(u, v) __builtin_shufflevector(u, v, 1, 3, 5, 7)
 #define PL_LO(u, v) __builtin_shufflevector(u, v, 0, 4, 1, 5)
 #define PL_HI(u, v) __builtin_shufflevector(u, v, 2, 6, 3, 7)
 #endif
 
-/* The four cells of PL_L consecutive 2x2 windows of rows r0, r1 from window o on, one
- * vector per window corner: a top left, b top right, c bottom left, d bottom right. */
-static inline void S(pool2_cells)(const T *r0, const T *r1, int64_t o, S(pl_vec) *a, S(pl_vec) *b,
-                                  S(pl_vec) *c, S(pl_vec) *d) {
+/* A block of PL_L windows of the 2x2 / stride-2 max pool: lanes [0, PL_L/2) are the
+ * windows whose top-left cells start at a (bottom row a + W), lanes [PL_L/2, PL_L) the
+ * ones at b; one vector per window corner: ca top left, cb top right, cc bottom left,
+ * cd bottom right.  b = a + PL_L for a row's next windows, or the same columns of
+ * another row pair (rows of fewer than PL_L windows: two rows per block). */
+typedef struct S(pl_cells) {
+    S(pl_vec) ca, cb, cc, cd;
+} S(pl_cells);
+
+static inline S(pl_cells) S(pool2_cells)(const T *a, const T *b, int64_t W) {
     S(pl_vec) t0, t1, b0, b1;
-    memcpy(&t0, r0 + 2 * o, sizeof t0);
-    memcpy(&t1, r0 + 2 * o + PL_L, sizeof t1);
-    memcpy(&b0, r1 + 2 * o, sizeof b0);
-    memcpy(&b1, r1 + 2 * o + PL_L, sizeof b1);
-    *a = PL_EVEN(t0, t1), *b = PL_ODD(t0, t1), *c = PL_EVEN(b0, b1), *d = PL_ODD(b0, b1);
+    memcpy(&t0, a, sizeof t0);
+    memcpy(&t1, b, sizeof t1);
+    memcpy(&b0, a + W, sizeof b0);
+    memcpy(&b1, b + W, sizeof b1);
+    return (S(pl_cells)){PL_EVEN(t0, t1), PL_ODD(t0, t1), PL_EVEN(b0, b1), PL_ODD(b0, b1)};
 }
 
-/* One output row of the 2x2 / stride-2 max pool with OW >= PL_L windows, PL_L windows
- * at a time (the last block overlaps the one before when OW is not a multiple of PL_L):
- * max4's selects and NaN sum lane by lane, so the bits are max4's. */
-static void S(pool2_fwd_wide)(const T *r0, const T *r1, T *yr, int64_t OW) {
-    for (int64_t o = 0; o < OW; o += PL_L) {
-        if (o + PL_L > OW) o = OW - PL_L;
-        S(pl_vec) a, b, c, d;
-        S(pool2_cells)(r0, r1, o, &a, &b, &c, &d);
-        const S(pl_vec) m1 = PL_SEL(a > b, a, b), m2 = PL_SEL(c > d, c, d);
-        const S(pl_mask) nan = (a != a) | (b != b) | (c != c) | (d != d);
-        const S(pl_vec) m = PL_SEL(nan, a + b + c + d, PL_SEL(m1 > m2, m1, m2));
-        memcpy(yr + o, &m, sizeof m);
+/* Whether any lane of a mask is set. */
+static inline int S(pl_any)(S(pl_mask) m) {
+    uint64_t u[sizeof m / 8], r = 0;
+    memcpy(u, &m, sizeof m);
+    for (size_t i = 0; i < sizeof m / 8; i++) r |= u[i];
+    return r != 0;
+}
+
+
+/* Forward of one block (window outputs ya, yb for the two halves): max4's selects and
+ * NaN sum lane by lane, so the bits are max4's. */
+static inline void S(pool2_fwd_block)(const T *a, const T *b, int64_t W, T *ya, T *yb) {
+    const S(pl_cells) C = S(pool2_cells)(a, b, W);
+    const S(pl_vec) m1 = PL_SEL(C.ca > C.cb, C.ca, C.cb), m2 = PL_SEL(C.cc > C.cd, C.cc, C.cd);
+    const S(pl_vec) sum = C.ca + C.cb + C.cc + C.cd;
+    S(pl_vec) m = PL_SEL(m1 > m2, m1, m2);
+    if (S(pl_any)(sum != sum)) /* a NaN cell (or inf - inf): almost never, so tested only then */
+        m = PL_SEL((C.ca != C.ca) | (C.cb != C.cb) | (C.cc != C.cc) | (C.cd != C.cd), sum, m);
+    const S(pl_half) lo = PL_LOW(m), hi = PL_HIGH(m);
+    memcpy(ya, &lo, sizeof lo);
+    memcpy(yb, &hi, sizeof hi);
+}
+
+/* Backward of one block (window gradients ga, gb; the windows' cells of dx at da, db
+ * as a, b in x): g goes to each window's first maximum, or its first NaN (argmax4's
+ * choice lane by lane); every cell of the windows is written. */
+static inline void S(pool2_bwd_block)(const T *a, const T *b, int64_t W, const T *ga, const T *gb, T *da, T *db) {
+    const S(pl_cells) C = S(pool2_cells)(a, b, W);
+    S(pl_half) gl, gh;
+    memcpy(&gl, ga, sizeof gl);
+    memcpy(&gh, gb, sizeof gh);
+    const S(pl_vec) g = PL_CAT(gl, gh);
+    const S(pl_mask) t = C.cb > C.ca, u = C.cc > PL_SEL(t, C.cb, C.ca);
+    const S(pl_mask) v = C.cd > PL_SEL(u, C.cc, PL_SEL(t, C.cb, C.ca));
+    S(pl_mask) s0 = ~t & ~u & ~v, s1 = t & ~u & ~v, s2 = u & ~v, s3 = v;
+    const S(pl_vec) sum = C.ca + C.cb + C.cc + C.cd;
+    if (S(pl_any)(sum != sum)) { /* as in the forward; the first NaN of a window wins */
+        const S(pl_mask) na = C.ca != C.ca, nb = C.cb != C.cb, nc = C.cc != C.cc, nd = C.cd != C.cd;
+        const S(pl_mask) any = na | nb | nc | nd;
+        s0 = (any & na) | (~any & s0), s1 = (any & ~na & nb) | (~any & s1);
+        s2 = (any & ~na & ~nb & nc) | (~any & s2), s3 = (any & ~na & ~nb & ~nc & nd) | (~any & s3);
     }
+    const S(pl_vec) oa = (S(pl_vec))((S(pl_mask))g & s0), ob = (S(pl_vec))((S(pl_mask))g & s1);
+    const S(pl_vec) oc = (S(pl_vec))((S(pl_mask))g & s2), od = (S(pl_vec))((S(pl_mask))g & s3);
+    const S(pl_vec) ta = PL_LO(oa, ob), tb = PL_HI(oa, ob), ba = PL_LO(oc, od), bb = PL_HI(oc, od);
+    memcpy(da, &ta, sizeof ta);
+    memcpy(db, &tb, sizeof tb);
+    memcpy(da + W, &ba, sizeof ba);
+    memcpy(db + W, &bb, sizeof bb);
 }
 
-/* One row pair of the 2x2 / stride-2 max-pool backward with OW >= PL_L windows, PL_L
- * windows at a time as in pool2_fwd_wide: g goes to each window's first maximum, or its
- * first NaN (argmax4's choice lane by lane); every cell of the windows is written. */
-static void S(pool2_bwd_wide)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t OW) {
-    for (int64_t o = 0; o < OW; o += PL_L) {
-        if (o + PL_L > OW) o = OW - PL_L;
-        S(pl_vec) a, b, c, d, g;
-        S(pool2_cells)(r0, r1, o, &a, &b, &c, &d);
-        memcpy(&g, gr + o, sizeof g);
-        const S(pl_mask) t = b > a, u = c > PL_SEL(t, b, a), v = d > PL_SEL(u, c, PL_SEL(t, b, a));
-        const S(pl_mask) na = a != a, nb = b != b, nc = c != c, nd = d != d, any = na | nb | nc | nd;
-        const S(pl_mask) s0 = (any & na) | (~any & ~t & ~u & ~v), s1 = (any & ~na & nb) | (~any & t & ~u & ~v);
-        const S(pl_mask) s2 = (any & ~na & ~nb & nc) | (~any & u & ~v);
-        const S(pl_mask) s3 = (any & ~na & ~nb & ~nc & nd) | (~any & v);
-        const S(pl_vec) oa = (S(pl_vec))((S(pl_mask))g & s0), ob = (S(pl_vec))((S(pl_mask))g & s1);
-        const S(pl_vec) oc = (S(pl_vec))((S(pl_mask))g & s2), od = (S(pl_vec))((S(pl_mask))g & s3);
-        const S(pl_vec) d00 = PL_LO(oa, ob), d01 = PL_HI(oa, ob), d10 = PL_LO(oc, od), d11 = PL_HI(oc, od);
-        memcpy(d0 + 2 * o, &d00, sizeof d00);
-        memcpy(d0 + 2 * o + PL_L, &d01, sizeof d01);
-        memcpy(d1 + 2 * o, &d10, sizeof d10);
-        memcpy(d1 + 2 * o + PL_L, &d11, sizeof d11);
+/* One plane of the 2x2 / stride-2 max pool, forward (bwd 0: y) or backward (bwd 1: dx
+ * from g), OW >= PL_L / 2 windows a row, in blocks of PL_L windows: PL_L of one row
+ * when OW >= PL_L, else PL_L / 2 of each of two rows.  The last block of a row (or the
+ * last row pair when OH is odd) overlaps the one before: its lanes are recomputed to
+ * the same values.  Called with a constant bwd. */
+static inline void S(pool2_plane)(int bwd, const T *xp, const T *gp, T *out, int64_t W, int64_t OH, int64_t OW) {
+    const int64_t h = PL_L / 2, wide = OW >= PL_L, step = wide ? PL_L : h;
+    for (int64_t oh = 0; oh < OH; oh += 2 - wide) {
+        const int64_t ob = wide ? oh : (oh + 1 < OH ? oh + 1 : oh); /* the second half's row */
+        for (int64_t o = 0; o < OW; o += step) {
+            if (o + step > OW) o = OW - step;
+            const int64_t ia = 2 * oh * W + 2 * o, ib = wide ? ia + PL_L : 2 * ob * W + 2 * o;
+            const int64_t ja = oh * OW + o, jb = wide ? ja + h : ob * OW + o;
+            if (bwd) S(pool2_bwd_block)(xp + ia, xp + ib, W, gp + ja, gp + jb, out + ia, out + ib);
+            else S(pool2_fwd_block)(xp + ia, xp + ib, W, out + ja, out + jb);
+        }
     }
 }
 
@@ -889,14 +928,14 @@ static void S(maxpool_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int6
     for (int64_t q = q0; q < q1; q++) {
         const T *xp = x + q * H * W;
         T *yp = y + q * OH * OW;
+        if (k == 2 && st == 2 && pad == 0 && OW >= PL_L / 2) {
+            S(pool2_plane)(0, xp, NULL, yp, W, OH, OW);
+            continue;
+        }
         if (k == 2 && st == 2 && pad == 0) {
             for (int64_t oh = 0; oh < OH; oh++) {
                 const T *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
                 T *restrict yr = yp + oh * OW;
-                if (OW >= PL_L) {
-                    S(pool2_fwd_wide)(r0, r1, yr, OW);
-                    continue;
-                }
                 for (int64_t ow = 0; ow < OW; ow++)
                     yr[ow] = S(max4)(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
             }
@@ -918,43 +957,6 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
     cdl_parallel_for(J.nt, S(maxpool_task), &J);
 }
 
-/* One row pair of the 2x2 / stride-2 max-pool backward (W even, W >= PL_L), vector by
- * vector on the rows as they lie (no de-interleaving): lane l and its pair partner l^1
- * (PL_SWAP) hold a window's two columns, so every lane knows its window's four cells.
- * The window's first maximum gets g (the first NaN when there is one, as argmax4); the
- * last vector overlaps the one before when W is not a multiple of PL_L (the lanes are
- * recomputed to the same values).  Rows of PL_L windows or more take pool2_bwd_wide. */
-static void S(pool2_bwd_row)(const T *r0, const T *r1, const T *gr, T *d0, T *d1, int64_t W) {
-    typedef S(pl_mask) mask;
-    mask odd;
-    for (int l = 0; l < PL_L; l++) odd[l] = -(l & 1);
-    for (int64_t i0 = 0; i0 < W; i0 += PL_L) {
-        if (i0 + PL_L > W) i0 = W - PL_L; /* even, since W and PL_L are */
-        S(pl_vec) top, bot;
-        S(pl_half) gh;
-        memcpy(&top, r0 + i0, sizeof top);
-        memcpy(&bot, r1 + i0, sizeof bot);
-        memcpy(&gh, gr + i0 / 2, sizeof gh);
-        const S(pl_vec) tp = PL_SWAP(top), bp = PL_SWAP(bot), gv = PL_DUP(gh);
-        const mask nan = (top != top) | (bot != bot) | (tp != tp) | (bp != bp);
-        const mask tb = top > bot, pq = tp > bp;
-        const S(pl_vec) m1 = (S(pl_vec))(((mask)top & tb) | ((mask)bot & ~tb));
-        const S(pl_vec) m2 = (S(pl_vec))(((mask)tp & pq) | ((mask)bp & ~pq));
-        const mask mm = m1 > m2;
-        S(pl_vec) m = (S(pl_vec))(((mask)m1 & mm) | ((mask)m2 & ~mm));
-        m = (S(pl_vec))(((mask)(top + bot + tp + bp) & nan) | ((mask)m & ~nan)); /* NaN if any is */
-        /* "is this cell the maximum (or NaN)": even lanes see a = top, b = tp, c = bot,
-         * d = bp; odd lanes a = tp, b = top, c = bp, d = bot */
-        const mask et = (top == m) | (top != top), ept = (tp == m) | (tp != tp);
-        const mask eb = (bot == m) | (bot != bot), ebp = (bp == m) | (bp != bp);
-        const mask st = et & ~(odd & ept);
-        const mask sb = ~et & ~ept & ((odd & ~ebp) | (~odd & eb));
-        const S(pl_vec) o0 = (S(pl_vec))((mask)gv & st), o1 = (S(pl_vec))((mask)gv & sb);
-        memcpy(d0 + i0, &o0, sizeof o0);
-        memcpy(d1 + i0, &o1, sizeof o1);
-    }
-}
-
 static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st,
                                   int64_t pad, const T *g, const T *x, T *dx) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
@@ -964,19 +966,15 @@ static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, 
     for (int64_t q = q0; q < q1; q++) {
         const T *xp = x + q * H * W, *gp = g + q * OH * OW;
         T *dp = dx + q * H * W;
+        if (fast && OW >= PL_L / 2) {
+            S(pool2_plane)(1, xp, gp, dp, W, OH, OW);
+            continue;
+        }
         if (fast) {
             for (int64_t oh = 0; oh < OH; oh++) {
                 const T *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
                 T *d0 = dp + 2 * oh * W, *d1 = d0 + W; /* may alias each other: no restrict */
                 const T *restrict gr = gp + oh * OW;
-                if (OW >= PL_L) { /* a vector of windows or more */
-                    S(pool2_bwd_wide)(r0, r1, gr, d0, d1, OW);
-                    continue;
-                }
-                if (W % 2 == 0 && W >= PL_L) { /* rows of whole windows, one vector or more */
-                    S(pool2_bwd_row)(r0, r1, gr, d0, d1, W);
-                    continue;
-                }
                 for (int64_t ow = 0; ow < OW; ow++) {
                     int i = S(argmax4)(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
                     d0[2 * ow] = d0[2 * ow + 1] = d1[2 * ow] = d1[2 * ow + 1] = 0;
@@ -1199,8 +1197,9 @@ void S(batchnorm_bwd)(int train, int64_t n, int64_t c, int64_t hw, const T *g, c
 }
 
 #undef PL_L
-#undef PL_SWAP
-#undef PL_DUP
+#undef PL_LOW
+#undef PL_HIGH
+#undef PL_CAT
 #undef PL_EVEN
 #undef PL_ODD
 #undef PL_LO

@@ -384,9 +384,11 @@ static void test_maxpool_ties_nan(void **st) {
     assert_true(isnan(yd[0]));
 }
 
-/* The 2x2 / stride-2 fast paths on rows of a vector of windows or more (OW >= 8 for f32,
- * >= 4 for f64; the last block overlapping the one before, odd W dropping its last
- * column): y and dx bitwise equal to the scalar rule written out here (the maximum by
+/* The 2x2 / stride-2 fast paths: rows of a vector of windows or more (OW >= 8 for f32,
+ * >= 4 for f64) and rows of half a vector or more taken two at a time (OW >= 4 / 2; odd
+ * OH: the last pair overlaps); the last block of a row overlapping the one before, odd
+ * H, W dropping the last row, column: y and dx bitwise equal to the scalar rule written
+ * out here (the maximum by
  * "a > b ? a : b" selects, a + b + c + d when a cell is NaN; g to the first maximum or
  * the first NaN), on cells drawn from a small set so that windows hold ties, +-0, +-inf,
  * inf - inf and NaNs. */
@@ -414,8 +416,9 @@ POOL2_REF(double, pool2_ref_f64)
 static void test_maxpool_wide_rows(void **st) {
     (void)st;
     const double cells[] = {0, -0.0, -1, -0.0, 0, -INFINITY, 2, INFINITY, NAN, 1};
-    const int64_t shapes[][3] = {{3, 4, 16}, {2, 6, 17}, {5, 28, 28}, {2, 4, 30}, {3, 2, 9}, {4, 10, 10}};
-    for (int c = 0; c < 6; c++) {
+    const int64_t shapes[][3] = {{3, 4, 16}, {2, 6, 17}, {5, 28, 28}, {2, 4, 30}, {3, 2, 9},
+                                 {4, 10, 10}, {2, 7, 13}, {3, 6, 4}, {2, 3, 14}};
+    for (int c = 0; c < 9; c++) {
         const int64_t nc = shapes[c][0], H = shapes[c][1], W = shapes[c][2], n = nc * H * W;
         const int64_t ny = nc * (H / 2) * (W / 2);
         double *x = dvec(n), *g = dvec(ny), *y = dvec(ny), *dx = dvec(n), *ry = dvec(ny), *rdx = dvec(n);
