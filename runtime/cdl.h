@@ -920,7 +920,9 @@ double cdl_clip_grad_norm(cdl_net *net, double max_norm);
 #define CDL_DATA_NAME 32           /* a column name's bytes, with its NUL */
 enum {
     CDL_COL_TARGET = 1,            /* a label or target: never transformed */
-    CDL_COL_U8 = 2                 /* CDL_F32 values stored as uint8_t bytes v, meaning v / 255.0f */
+    CDL_COL_U8 = 2,                /* CDL_F32 values stored as uint8_t bytes v, meaning v / 255.0f */
+    CDL_COL_FILE = 4               /* with CDL_COL_U8: the bytes stay in a file (data is NULL); the
+                                      loader reads each batch's examples from it (_stream readers) */
 };
 typedef struct cdl_column {
     char name[CDL_DATA_NAME];      /* "x", "y", "label", "t", "ids", "mask" */
@@ -941,6 +943,7 @@ typedef struct cdl_dataset {
     void *block[4];                /* the storage the columns view (owned) */
     char *vocab;                   /* text, tsv: the vocabulary (cdl_vocab_format; owned), else NULL */
     char *labels;                  /* tsv: the class names, one a line (owned), else NULL */
+    void *stream;                  /* the file of a CDL_COL_FILE column (owned, data_int.h), else NULL */
 } cdl_dataset;
 /* Index of the column called name, or -1. */
 int cdl_dataset_find(const cdl_dataset *d, const char *name);
@@ -982,6 +985,20 @@ int cdl_dataset_open(cdl_dataset *d, const char *name, int train);
  * bitwise those of cdl_dataset_open.  Read such a column's data as uint8_t. */
 int cdl_dataset_open_u8(cdl_dataset *d, const char *name, int train);
 int cdl_dataset_load_idx_u8(cdl_dataset *d, const char *images, const char *labels);
+/* The same again, but the images are not held in memory at all (column x flagged
+ * CDL_COL_U8 | CDL_COL_FILE, data NULL): the loader reads each batch's examples from an
+ * uncompressed IDX file with pread, so a training split costs no resident memory
+ * (batches bitwise those of the readers above).  A raw IDX file is read in place.  A
+ * gzip one is inflated once into a cache file, in $CDL_CACHE_DIR, else
+ * $XDG_CACHE_HOME/cdl, else $HOME/.cache/cdl, named after the file and keyed by its
+ * absolute path, size, modification time and inode (a changed file gets a new
+ * entry); it is written under a temporary name and renamed, so a killed run never
+ * leaves a partial entry, and an entry whose size or header is wrong is rebuilt.
+ * When no cache can be written (no such directory can be made, a full disk) the images
+ * are read into memory as _u8 does, without an error.  A streamed file that changes
+ * while in use fails the batch with a message naming it.  Delete the directory at will. */
+int cdl_dataset_open_stream(cdl_dataset *d, const char *name, int train);
+int cdl_dataset_load_idx_stream(cdl_dataset *d, const char *images, const char *labels);
 /* Text for language models (data_text.c): the file (raw or gzip) is one token array of
  * its bytes; example i is the window of T + 1 tokens at offset i, column x its first T
  * and column y (the target) its last T, both i32 [T] views into that array (N tokens

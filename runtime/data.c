@@ -5,7 +5,8 @@
  *
  * Datasets are read whole into memory (data_file.c: regular files only, raw or gzip,
  * lines of bounded length), validated strictly, and kept as floats and int32s (or, read by the _u8 functions,
- * IDX images as their bytes: CDL_COL_U8, converted a batch at a time by the loader).  Each
+ * IDX images as their bytes: CDL_COL_U8, converted a batch at a time by the loader; or,
+ * read by the _stream functions, not kept at all: data_stream.c).  Each
  * column is a strided view (data, stride) into one of the dataset's blocks, so a CSV's
  * per-name columns cost nothing and --limit is a change of n.
  */
@@ -70,6 +71,7 @@ void cdl_dataset_free(cdl_dataset *d) {
     for (size_t i = 0; i < sizeof d->block / sizeof d->block[0]; i++) cdl_free(d->block[i]);
     cdl_free(d->vocab);
     cdl_free(d->labels);
+    data_stream_close(d->stream);
     memset(d, 0, sizeof *d);
 }
 
@@ -141,6 +143,26 @@ static void idx_widen(void *block, uint64_t total, int labels) {
     for (uint64_t i = 0; i < total; i++) x[i] = lut[src[i]];
 }
 
+/* data_int.h: the header of IDX file f (path names it) into h, checked, and its size
+ * against the values it promises: a raw file's size is exact, a gzip file expands at
+ * most GZ_MAX_RATIO times, so nothing is ever allocated that the file cannot hold. */
+int data_idx_head(data_file *f, const char *path, int labels, int *nd, int64_t *dims, uint64_t *total,
+                  unsigned char *h) {
+    int64_t r = data_file_read(f, h, 4);
+    if (r < 0 || idx_magic(h, (size_t)r, path, labels, nd) < 0) return -1;
+    if ((r = data_file_read(f, h + 4, 4 * (size_t)*nd)) < 0) return -1;
+    if (idx_dims(h + 4, (size_t)r, path, *nd, dims, total) < 0) return -1;
+    if (*total > SIZE_MAX / 4) return cdl_fail("%s: too large to load", path);
+    uint64_t hb = 4 + 4 * (uint64_t)*nd, fs = f->size;
+    if (!f->gz && fs - hb < *total)
+        return cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path,
+                        (unsigned long long)(fs - hb), (unsigned long long)*total);
+    if (f->gz && *total / GZ_MAX_RATIO > fs)
+        return cdl_fail("%s: truncated: the header promises %llu data bytes, more than %llu compressed bytes can "
+                        "hold", path, (unsigned long long)*total, (unsigned long long)fs);
+    return 0;
+}
+
 /* One IDX file read (through data_file: raw or gzip) into a new block of 4-byte values
  * (see idx_widen), the raw bytes read straight into the block's tail: no second copy
  * of the file.  u8 (images only): the block is the file's bytes, not widened. */
@@ -151,27 +173,8 @@ static int idx_read(const char *path, int labels, int u8, int *nd, int64_t *dims
     unsigned char h[4 * (CDL_MAXDIM + 2)];
     unsigned char *blk = NULL;
     int rc = -1;
-    int64_t r = data_file_read(&f, h, 4);
-    if (r < 0 || idx_magic(h, (size_t)r, path, labels, nd) < 0) goto out;
-    if ((r = data_file_read(&f, h + 4, 4 * (size_t)*nd)) < 0) goto out;
-    if (idx_dims(h + 4, (size_t)r, path, *nd, dims, total) < 0) goto out;
-    if (*total > SIZE_MAX / 4) {
-        cdl_fail("%s: too large to load", path);
-        goto out;
-    }
-    /* Never allocate what the file cannot hold: a raw file's size is exact, a gzip
-     * file expands at most GZ_MAX_RATIO times. */
-    uint64_t hb = 4 + 4 * (uint64_t)*nd, fs = f.size;
-    if (!f.gz && fs - hb < *total) {
-        cdl_fail("%s: truncated: %llu data bytes, the header promises %llu", path, (unsigned long long)(fs - hb),
-                 (unsigned long long)*total);
-        goto out;
-    }
-    if (f.gz && *total / GZ_MAX_RATIO > fs) {
-        cdl_fail("%s: truncated: the header promises %llu data bytes, more than %llu compressed bytes can hold",
-                 path, (unsigned long long)*total, (unsigned long long)fs);
-        goto out;
-    }
+    int64_t r;
+    if (data_idx_head(&f, path, labels, nd, dims, total, h) < 0) goto out;
     int wide = labels || !u8;                  /* bytes per value of the block: 4, or 1 */
     if (!(blk = cdl_alloc((size_t)*total * (wide ? 4 : 1)))) {
         cdl_fail("%s: out of memory (%llu bytes)", path, (unsigned long long)*total * (wide ? 4 : 1));
@@ -200,13 +203,17 @@ out:
     return rc;
 }
 
-/* Assemble d from image dims/values (floats, or bytes with u8) and optional labels
- * (ownership taken): columns x (the images) and y (the labels). */
-static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, void *x, int u8, int64_t nlab, int32_t *y,
-                      const char *iname, const char *lname) {
+/* Assemble d from image dims/values (floats, or bytes with u8, or with s: bytes left
+ * in s's file) and optional labels (ownership taken): columns x (the images) and y
+ * (the labels). */
+static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, void *x, int u8, data_stream *s, int64_t nlab,
+                      int32_t *y, const char *iname, const char *lname) {
+    d->stream = s;
     if (y && nlab != dims[0]) {
         cdl_free(x);
         cdl_free(y);
+        data_stream_close(s);
+        d->stream = NULL;
         return cdl_fail("%s: %lld labels, but %s has %lld images", lname, (long long)nlab, iname,
                         (long long)dims[0]);
     }
@@ -217,7 +224,8 @@ static int idx_finish(cdl_dataset *d, int nd, const int64_t *dims, void *x, int 
         cdl_dataset_free(d);
         return -1;
     }
-    cdl_column *cx = data_add_col(d, "x", CDL_F32, nd - 1, dims + 1, x, 0, u8 ? CDL_COL_U8 : 0);
+    cdl_column *cx = data_add_col(d, "x", CDL_F32, nd - 1, dims + 1, x, 0, s ? CDL_COL_U8 | CDL_COL_FILE
+                                                                            : u8 ? CDL_COL_U8 : 0);
     cx->stride = cx->feat;
     if (y) data_add_col(d, "y", CDL_I32, 0, NULL, y, 1, CDL_COL_TARGET);
     snprintf(d->name, sizeof d->name, "%.63s", data_base_name(iname));
@@ -263,31 +271,41 @@ int cdl_dataset_parse_idx(cdl_dataset *d, const void *img, size_t img_len, const
         cdl_free(x);
         return -1;
     }
-    return idx_finish(d, nd, dims, x, 0, y ? ldims[0] : 0, y, in, ln);
+    return idx_finish(d, nd, dims, x, 0, NULL, y ? ldims[0] : 0, y, in, ln);
 }
 
-static int idx_load(cdl_dataset *d, const char *images, const char *labels, int u8) {
+/* mode: IDX_FLOATS, IDX_BYTES (_u8) or IDX_STREAM (_stream: the images stay in their
+ * file or its cache, else bytes in memory as IDX_BYTES). */
+enum { IDX_FLOATS, IDX_BYTES, IDX_STREAM };
+static int idx_load(cdl_dataset *d, const char *images, const char *labels, int mode) {
     if (!d) return cdl_fail("cdl_dataset_load_idx: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!images) return cdl_fail("cdl_dataset_load_idx: no image file");
-    int nd, ld;
+    int nd, ld, u8 = mode != IDX_FLOATS, st = 1;
     int64_t dims[CDL_MAXDIM + 1], ldims[1];
     uint64_t tot, ltot;
-    void *x, *y = NULL;
-    if (idx_read(images, 0, u8, &nd, dims, &tot, &x) < 0) return -1;
-    if (labels && idx_read(labels, 1, 0, &ld, ldims, &ltot, &y) < 0) {
+    void *x = NULL, *y = NULL;
+    data_stream *s = NULL;
+    if (mode == IDX_STREAM && (st = data_idx_stream(images, &nd, dims, &tot, &s)) < 0) return -1;
+    if (st > 0 && idx_read(images, 0, u8, &nd, dims, &tot, &x) < 0) return -1;   /* not streamed */
+    if (labels && idx_read(labels, 1, 0, &ld, ldims, &ltot, (void **)&y) < 0) {
         cdl_free(x);
+        data_stream_close(s);
         return -1;
     }
-    return idx_finish(d, nd, dims, x, u8, y ? ldims[0] : 0, y, images, labels ? labels : "");
+    return idx_finish(d, nd, dims, x, u8, s, y ? ldims[0] : 0, y, images, labels ? labels : "");
 }
 
 int cdl_dataset_load_idx(cdl_dataset *d, const char *images, const char *labels) {
-    return idx_load(d, images, labels, 0);
+    return idx_load(d, images, labels, IDX_FLOATS);
 }
 
 int cdl_dataset_load_idx_u8(cdl_dataset *d, const char *images, const char *labels) {
-    return idx_load(d, images, labels, 1);
+    return idx_load(d, images, labels, IDX_BYTES);
+}
+
+int cdl_dataset_load_idx_stream(cdl_dataset *d, const char *images, const char *labels) {
+    return idx_load(d, images, labels, IDX_STREAM);
 }
 
 /* ---------------------------------------------------------------- named datasets */
@@ -305,7 +323,7 @@ static int find_idx(char *out, size_t n, const char *dir, const char *base) {
     return file_exists(out) ? 0 : -1;
 }
 
-static int dataset_open(cdl_dataset *d, const char *name, int train, int u8) {
+static int dataset_open(cdl_dataset *d, const char *name, int train, int mode) {
     if (!d) return cdl_fail("cdl_dataset_open: NULL dataset");
     memset(d, 0, sizeof *d);
     if (!name) return cdl_fail("cdl_dataset_open: no dataset name");
@@ -350,7 +368,7 @@ static int dataset_open(cdl_dataset *d, const char *name, int train, int u8) {
                         "set CDL_DATA_DIR, or name the directory: %s:DIR)",
                         base, ib, lb, tried[0], ntried > 1 ? " or " : "", ntried > 1 ? tried[ntried - 1] : "",
                         base);
-    if (idx_load(d, ip, lp, u8) < 0) return -1;
+    if (idx_load(d, ip, lp, mode) < 0) return -1;
     cdl_column *y = &d->col[1];
     const int32_t *lab = y->data;
     for (int64_t i = 0; i < d->n; i++)
@@ -365,9 +383,17 @@ static int dataset_open(cdl_dataset *d, const char *name, int train, int u8) {
     return 0;
 }
 
-int cdl_dataset_open(cdl_dataset *d, const char *name, int train) { return dataset_open(d, name, train, 0); }
+int cdl_dataset_open(cdl_dataset *d, const char *name, int train) {
+    return dataset_open(d, name, train, IDX_FLOATS);
+}
 
-int cdl_dataset_open_u8(cdl_dataset *d, const char *name, int train) { return dataset_open(d, name, train, 1); }
+int cdl_dataset_open_u8(cdl_dataset *d, const char *name, int train) {
+    return dataset_open(d, name, train, IDX_BYTES);
+}
+
+int cdl_dataset_open_stream(cdl_dataset *d, const char *name, int train) {
+    return dataset_open(d, name, train, IDX_STREAM);
+}
 
 int cdl_dataset_from_arrays(cdl_dataset *d, int64_t n, int rank, const int64_t *dims, const float *x,
                             const int32_t *y) {
@@ -514,11 +540,14 @@ static int data_map_lookup(const cdl_model *m, const char *map, const char *in, 
 static int64_t data_first_real(const cdl_dataset *d, const cdl_column *c, double *v) {
     const float *x = c->data;
     const unsigned char *b = c->data;
+    unsigned char one[1];
     float lut[256];
     data_u8_table(lut);
     for (int64_t i = 0; i < d->n; i++)
         for (int64_t k = 0; k < c->feat; k++) {
-            float f = c->flags & CDL_COL_U8 ? lut[b[i * c->stride + k]] : x[i * c->stride + k];
+            uint64_t at = (uint64_t)(i * c->stride + k);       /* streamed: one byte at a time (an error's path) */
+            if ((c->flags & CDL_COL_FILE) && data_stream_read(d->stream, at, one, 1) < 0) return -1;
+            float f = c->flags & CDL_COL_FILE ? lut[one[0]] : c->flags & CDL_COL_U8 ? lut[b[at]] : x[at];
             if (!(f == floorf(f) && f >= 0 && f < DATA_MAX_LABEL)) {
                 *v = f;
                 return i;

@@ -58,6 +58,26 @@ void data_file_close(data_file *f);
  * trailer (mod 2^32) when it is credible. */
 uint64_t data_file_size_hint(const data_file *f);
 
+/* ---- data.c and data_stream.c: IDX images streamed from their file (CDL_COL_FILE) */
+
+/* The header of IDX file f (path names it) into h (4 * (CDL_MAXDIM + 2) bytes):
+ * magic, dimensions and their product *total, checked against the file's size; -1 and
+ * a message. */
+int data_idx_head(data_file *f, const char *path, int labels, int *nd, int64_t *dims, uint64_t *total,
+                  unsigned char *h);
+/* An open file holding a column's bytes (the dataset's stream). */
+typedef struct data_stream data_stream;
+/* IDX image file path opened for streaming: a raw file itself, a gzip one through its
+ * cache entry (made when missing or bad).  0 and *out; 1 when the cache cannot be
+ * written (read the file into memory instead); -1 and a message when the file is bad. */
+int data_idx_stream(const char *path, int *nd, int64_t *dims, uint64_t *total, data_stream **out);
+/* n bytes from byte `at` of the values into buf; -1 and a message naming the file. */
+int data_stream_read(const data_stream *s, uint64_t at, void *buf, size_t n);
+/* 0 while the file has the size and modification time it had when opened; else -1
+ * and a message naming it. */
+int data_stream_check(const data_stream *s);
+void data_stream_close(data_stream *s);        /* NULL is fine */
+
 /* Lines of text from memory or from a data file, each at most max bytes (without its
  * "\n" or "\r\n"): a longer line is an error as soon as max + 1 bytes of it are read,
  * so a huge line costs bounded memory and time. */

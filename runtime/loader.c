@@ -5,7 +5,9 @@
  * by (seed, e), and every random transform of example i is keyed by (seed, e, i).  So
  * the batches depend on (seed, epoch) only, never on the number of workers, on timing
  * or on the shard.  Each batch fills one buffer per feed (a column written as reals of
- * real_size or as int32).
+ * real_size or as int32).  A column left in its file (CDL_COL_FILE) is read a batch
+ * at a time: the batch's examples are pread into the worker's byte buffer (a run of
+ * consecutive examples in one read), after one check that the file has not changed.
  *
  * Threads: workers claim batch indices in order under one mutex and produce them into
  * a ring of `prefetch` slots (batch b goes to slot b % nslots, claimable only once the
@@ -40,6 +42,7 @@ typedef struct worker {
     cdl_loader *l;
     pthread_t th;
     double *scratch;             /* scratch_bytes */
+    unsigned char *raw;          /* raw_bytes: the batch's bytes of the streamed feeds */
 } worker;
 
 struct cdl_loader {
@@ -50,6 +53,8 @@ struct cdl_loader {
     cdl_feed feed[CDL_DATA_MAXFEED];
     size_t fbytes[CDL_DATA_MAXFEED];   /* bytes of one example of each feed */
     int ftf[CDL_DATA_MAXFEED];   /* the transforms apply to this feed */
+    size_t rawoff[CDL_DATA_MAXFEED];   /* a streamed feed's bytes in raw: batch * feat from here */
+    size_t raw_bytes;            /* 0: no feed is streamed */
     int64_t maxfeat;
     int64_t nbatches;
     int64_t *perm;               /* n example indices, this epoch's order */
@@ -57,6 +62,7 @@ struct cdl_loader {
     int started;
     int64_t next;                /* next batch the consumer takes */
     double *scratch;             /* synchronous mode: scratch_bytes */
+    unsigned char *raw;          /* synchronous mode: raw_bytes */
     float lut[256];              /* a CDL_COL_U8 byte's float (data_u8_table) */
     float nlut[256];             /* and normalised: what the general path makes of it */
     /* worker threads */
@@ -72,6 +78,10 @@ struct cdl_loader {
     int active, shutdown;
     int sync_ok;                 /* mu and the condition variables are initialised */
 };
+
+/* The normalisation of one value: the one arithmetic of the general path and of the
+ * byte table (so both give the same bits). */
+static inline double tf_norm(double t, double m, double is) { return (t - m) * is; }
 
 /* Crop and flip of one value (rank >= 2: H, W the last two dims) from src into t,
  * keyed by (seed, epoch, idx) alone, so that every column of an example moves alike. */
@@ -109,11 +119,13 @@ static size_t scratch_bytes(const cdl_loader *l) {
     return (size_t)l->maxfeat * (2 * sizeof(double) + sizeof(float));
 }
 
-/* Example idx of byte column c (CDL_COL_U8) into dst as reals when no transform but
- * normalisation applies (the table lookups give the bits the general path gives);
- * else widened into f (feat floats) for the general path: returns 0 then. */
-static int u8_example(const cdl_loader *l, const cdl_column *c, int k, int64_t idx, void *dst, float *f) {
-    const unsigned char *b = (const unsigned char *)c->data + idx * c->stride;
+/* Example idx of byte column c (CDL_COL_U8; its bytes at raw when streamed) into dst
+ * as reals when no transform but normalisation applies (the table lookups give the
+ * bits the general path gives); else widened into f (feat floats) for the general
+ * path: returns 0 then. */
+static int u8_example(const cdl_loader *l, const cdl_column *c, int k, int64_t idx, const unsigned char *raw,
+                      void *dst, float *f) {
+    const unsigned char *b = raw ? raw : (const unsigned char *)c->data + idx * c->stride;
     const cdl_transform *tf = &l->cfg.tf;
     int64_t feat = c->feat;
     int plain = !l->ftf[k] || (!(tf->crop_pad > 0 || tf->hflip) && !tf->normalize && tf->noise_std == 0);
@@ -130,9 +142,11 @@ static int u8_example(const cdl_loader *l, const cdl_column *c, int k, int64_t i
     return 0;
 }
 
-/* Feed k of example idx into dst, scratch as scratch_bytes.  Randomness keyed by
- * (seed, epoch, idx) only (the noise also by the column). */
-static void tf_example(const cdl_loader *l, int k, int64_t idx, void *dst, double *scratch) {
+/* Feed k of example idx (a streamed feed: its bytes at raw) into dst, scratch as
+ * scratch_bytes.  Randomness keyed by (seed, epoch, idx) only (the noise also by the
+ * column). */
+static void tf_example(const cdl_loader *l, int k, int64_t idx, const unsigned char *raw, void *dst,
+                       double *scratch) {
     const cdl_feed *fd = &l->feed[k];
     const cdl_column *c = &l->d->col[fd->col];
     const cdl_transform *tf = &l->cfg.tf;
@@ -146,11 +160,13 @@ static void tf_example(const cdl_loader *l, int k, int64_t idx, void *dst, doubl
             for (int64_t i = 0; i < feat; i++) ((double *)dst)[i] = src[i];
         return;
     }
-    const float *src = (const float *)c->data + idx * c->stride;
+    const float *src;
     if (c->flags & CDL_COL_U8) {
         float *f = (float *)(scratch + 2 * l->maxfeat);
-        if (u8_example(l, c, k, idx, dst, f)) return;
+        if (u8_example(l, c, k, idx, raw, dst, f)) return;
         src = f;
+    } else {
+        src = (const float *)c->data + idx * c->stride;
     }
     int geo = l->ftf[k] && (tf->crop_pad > 0 || tf->hflip);
     if (!l->ftf[k] || (!geo && !tf->normalize && tf->noise_std == 0)) {
@@ -165,7 +181,7 @@ static void tf_example(const cdl_loader *l, int k, int64_t idx, void *dst, doubl
         for (int64_t i = 0; i < feat; i++) t[i] = src[i];
     if (tf->normalize) {
         double m = tf->mean, is = 1.0 / tf->std;
-        for (int64_t i = 0; i < feat; i++) t[i] = (t[i] - m) * is;
+        for (int64_t i = 0; i < feat; i++) t[i] = tf_norm(t[i], m, is);
     }
     if (tf->noise_std != 0) {
         cdl_rng_key key = {l->cfg.seed, l->epoch, STREAM_NOISE | (uint64_t)fd->col << 40 | (uint64_t)idx};
@@ -187,18 +203,48 @@ static int64_t batch_rows(const cdl_loader *l, int64_t b, int64_t *lo) {
     return start + g * (s + 1) / ns - *lo;
 }
 
+/* The bytes of the rows examples perm[lo ...] of every streamed feed into raw (feed k's
+ * at rawoff[k], feat bytes an example): a run of consecutive examples is one read.
+ * Checks first that the file is unchanged.  -1 and a message naming the file. */
+static int read_streamed(const cdl_loader *l, int64_t lo, int64_t rows, unsigned char *raw) {
+    const data_stream *s = l->d->stream;
+    if (data_stream_check(s) < 0) return -1;
+    for (int k = 0; k < l->nfeed; k++) {
+        if (l->rawoff[k] == SIZE_MAX) continue;
+        const cdl_column *c = &l->d->col[l->feed[k].col];
+        size_t feat = (size_t)c->feat;
+        for (int64_t r = 0, run; r < rows; r += run) {
+            int64_t idx = l->perm[lo + r];
+            for (run = 1; c->stride == c->feat && r + run < rows && l->perm[lo + r + run] == idx + run; run++) {}
+            if (data_stream_read(s, (uint64_t)idx * (uint64_t)c->stride, raw + l->rawoff[k] + (size_t)r * feat,
+                                 (size_t)run * feat) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* Produce batch b into dst[k] (one per feed); returns rows or -1 with a message in err. */
-static int produce(const cdl_loader *l, int64_t b, void *const *dst, double *scratch, char *err, size_t errlen) {
+static int produce(const cdl_loader *l, int64_t b, void *const *dst, double *scratch, unsigned char *raw, char *err,
+                   size_t errlen) {
     if (l->cfg.fail_batch > 0 && b == l->cfg.fail_batch - 1) {
         snprintf(err, errlen, "loader: batch %lld of epoch %llu failed (test failure injection)", (long long)b,
                  (unsigned long long)l->epoch);
         return -1;
     }
     int64_t lo, rows = batch_rows(l, b, &lo);
+    if (l->raw_bytes && read_streamed(l, lo, rows, raw) < 0) {
+        snprintf(err, errlen, "%s", cdl_last_error());
+        return -1;
+    }
     for (int64_t r = 0; r < rows; r++) {
         int64_t idx = l->perm[lo + r];
-        for (int k = 0; k < l->nfeed; k++)
-            if (dst[k] && l->fbytes[k]) tf_example(l, k, idx, (char *)dst[k] + (size_t)r * l->fbytes[k], scratch);
+        for (int k = 0; k < l->nfeed; k++) {
+            if (!dst[k] || !l->fbytes[k]) continue;
+            const unsigned char *ex = l->rawoff[k] == SIZE_MAX ? NULL
+                                      : raw + l->rawoff[k] + (size_t)r * (size_t)l->d->col[l->feed[k].col].feat;
+            tf_example(l, k, idx, ex, (char *)dst[k] + (size_t)r * l->fbytes[k], scratch);
+        }
     }
     return (int)rows;
 }
@@ -218,7 +264,7 @@ static void *worker_main(void *arg) {
         s->batch = b;
         l->busy++;
         pthread_mutex_unlock(&l->mu);
-        int rows = produce(l, b, s->buf, w->scratch, s->err, sizeof s->err);
+        int rows = produce(l, b, s->buf, w->scratch, w->raw, s->err, sizeof s->err);
         pthread_mutex_lock(&l->mu);
         s->rows = rows;
         s->state = rows < 0 ? SLOT_FAILED : SLOT_READY;
@@ -239,7 +285,8 @@ static int loader_check_feeds(const cdl_dataset *d, const cdl_loader_cfg *c) {
         if (col == -1 && c->nfeed) continue;     /* fed by no column (a perturb()'s delta): left alone */
         if (col < 0 || col >= d->ncols) return cdl_fail("cdl_loader_new: feed %d: no column %d", k, col);
         const cdl_column *cc = &d->col[col];
-        if (!cc->data || cc->feat < 1 || cc->stride < 1 || cc->rank < 0 || cc->rank > CDL_MAXDIM)
+        int streamed = (cc->flags & CDL_COL_FILE) && (cc->flags & CDL_COL_U8) && cc->dtype == CDL_F32 && d->stream;
+        if ((!cc->data && !streamed) || cc->feat < 1 || cc->stride < 1 || cc->rank < 0 || cc->rank > CDL_MAXDIM)
             return cdl_fail("cdl_loader_new: dataset '%s': column %s is empty or malformed", d->name, cc->name);
         if (c->nfeed && c->feed[k].dtype == CDL_I32 && cc->dtype != CDL_I32)
             return cdl_fail("cdl_loader_new: column %s holds reals; it cannot feed integers", cc->name);
@@ -287,6 +334,12 @@ static void loader_layout(cdl_loader *l) {
         l->ftf[k] = c->dtype != CDL_I32 && l->feed[k].dtype != CDL_I32 && !(c->flags & CDL_COL_TARGET);
         if (c->feat > l->maxfeat) l->maxfeat = c->feat;
     }
+    for (int k = 0; k < l->nfeed; k++) {      /* the streamed feeds' places in raw */
+        l->rawoff[k] = SIZE_MAX;
+        if (l->feed[k].col < 0 || !(d->col[l->feed[k].col].flags & CDL_COL_FILE)) continue;
+        l->rawoff[k] = l->raw_bytes;
+        l->raw_bytes += (size_t)l->cfg.batch * (size_t)d->col[l->feed[k].col].feat;
+    }
     int64_t B = l->cfg.batch, n = d->n;
     l->nbatches = l->cfg.drop_last ? n / B : (n + B - 1) / B;
     if (l->cfg.nshards > 1 && l->nbatches * B > n && n - (l->nbatches - 1) * B < l->cfg.nshards) l->nbatches--;
@@ -311,6 +364,7 @@ static int loader_threads(cdl_loader *l) {
     for (int i = 0; i < l->nw; i++) {
         l->w[i].l = l;
         if (!(l->w[i].scratch = cdl_alloc(scratch_bytes(l)))) return -1;
+        if (l->raw_bytes && !(l->w[i].raw = cdl_alloc(l->raw_bytes))) return -1;
     }
     for (int i = 0; i < l->nw; i++) {
         int e = pthread_create(&l->w[i].th, NULL, worker_main, &l->w[i]);
@@ -331,12 +385,11 @@ cdl_loader *cdl_loader_new(const cdl_dataset *d, const cdl_loader_cfg *cfg) {
     l->nw = cfg->workers;
     l->perm = cdl_alloc((size_t)d->n * sizeof(int64_t));
     l->scratch = cdl_alloc(scratch_bytes(l));
+    l->raw = l->nw == 0 && l->raw_bytes ? cdl_alloc(l->raw_bytes) : NULL;
     data_u8_table(l->lut);
-    for (int v = 0; v < 256 && cfg->tf.normalize; v++) {   /* tf_example's arithmetic, per byte value */
-        double t = l->lut[v], m = cfg->tf.mean, is = 1.0 / cfg->tf.std;
-        l->nlut[v] = (float)((t - m) * is);
-    }
-    if (!l->perm || !l->scratch || (l->nw > 0 && loader_threads(l) < 0)) {
+    for (int v = 0; v < 256 && cfg->tf.normalize; v++)     /* tf_example's arithmetic, per byte value */
+        l->nlut[v] = (float)tf_norm(l->lut[v], cfg->tf.mean, 1.0 / cfg->tf.std);
+    if (!l->perm || !l->scratch || (l->nw == 0 && l->raw_bytes && !l->raw) || (l->nw > 0 && loader_threads(l) < 0)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cdl_last_error());
         cdl_loader_free(l);
@@ -405,7 +458,7 @@ int cdl_loader_next(cdl_loader *l, void *const *dst) {
     if (l->next >= l->nbatches) return 0;
     if (l->nw == 0) {
         char err[256];
-        int rows = produce(l, l->next, dst, l->scratch, err, sizeof err);
+        int rows = produce(l, l->next, dst, l->scratch, l->raw, err, sizeof err);
         if (rows < 0) return cdl_fail("%s", err);
         l->next++;
         return rows;
@@ -444,7 +497,11 @@ void cdl_loader_free(cdl_loader *l) {
     }
     for (int i = 0; l->slots && i < l->nslots; i++)
         for (int k = 0; k < l->nfeed; k++) cdl_free(l->slots[i].buf[k]);
-    for (int i = 0; l->w && i < l->nw; i++) cdl_free(l->w[i].scratch);
+    for (int i = 0; l->w && i < l->nw; i++) {
+        cdl_free(l->w[i].scratch);
+        cdl_free(l->w[i].raw);
+    }
+    cdl_free(l->raw);
     cdl_free(l->slots);
     cdl_free(l->w);
     cdl_free(l->perm);

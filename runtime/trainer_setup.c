@@ -137,7 +137,7 @@ int tr_open_dataset(const cdl_model *m, const tr_opts *o, int train, int64_t lim
             snprintf(name, sizeof name, "%s%s", S_ISDIR(st.st_mode) ? "fashion-mnist:" : "csv:", o->data);
         else
             snprintf(name, sizeof name, "%s", o->data);
-        if (cdl_dataset_open_u8(d, name, train) < 0) return -1;   /* images as bytes: the loader converts */
+        if (cdl_dataset_open_stream(d, name, train) < 0) return -1;   /* images read a batch at a time */
     }
     if (d->n < 1) {
         cdl_dataset_free(d);

@@ -1,0 +1,360 @@
+/* test_rt_data_stream.c -- IDX images left in their file (cdl_dataset_load_idx_stream,
+ * _open_stream: columns flagged CDL_COL_U8 | CDL_COL_FILE) and read by the loader a
+ * batch at a time.
+ *
+ * The streamed batches must equal, bit for bit, those of the in-memory byte dataset
+ * (which test_rt_data_u8 holds equal to the float one): shuffled and not, sharded, with
+ * every transform, f32 and f64, workers 0 and 2, raw files and gzip ones through the
+ * cache.  The cache: made where $CDL_CACHE_DIR says, reused, rebuilt when truncated or
+ * its header is wrong, a new entry for a changed source, no temporary files left, and
+ * an unwritable cache falls back to memory without an error.  A file changed while
+ * in use fails the batch naming it; bad files give the in-memory reader's messages;
+ * no allocation per batch.
+ */
+#include "test_rt_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+enum { N = 203, H = 6, W = 5, HB = 16 };
+
+static unsigned char g_im[HB + N * H * W];
+
+/* An IDX image file of N images H x W whose pixels take every byte value, and its
+ * labels; written raw (im.idx) and gzip (im.idx.gz). */
+static void mk_files(void) {
+    unsigned char lb[8 + N];
+    unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, H, 0, 0, 0, W};
+    unsigned char hl[8] = {0, 0, 8, 1, 0, 0, 0, N};
+    memcpy(g_im, hi, 16);
+    memcpy(lb, hl, 8);
+    for (int i = 0; i < N * H * W; i++) g_im[HB + i] = (unsigned char)((i * 167 + i / 7) % 256);
+    for (int i = 0; i < N; i++) lb[8 + i] = (unsigned char)(i % 10);
+    spit(tpath("im.idx"), g_im, sizeof g_im);
+    spit(tpath("lb.idx"), lb, sizeof lb);
+    gzFile g = gzopen(tpath("im.idx.gz"), "wb");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, g_im, sizeof g_im), (int)sizeof g_im);
+    assert_int_equal(gzclose(g), Z_OK);
+}
+
+/* One epoch of l into xs (rows * row bytes) and ys; rows. */
+static int64_t epoch_of(cdl_loader *l, uint64_t e, size_t row, int batch, unsigned char *xs, int32_t *ys) {
+    assert_int_equal(cdl_loader_start(l, e, 0), 0);
+    unsigned char *x = malloc(row * (size_t)batch);
+    int32_t y[64];
+    int64_t rows = 0;
+    int r;
+    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
+        memcpy(xs + (size_t)rows * row, x, (size_t)r * row);
+        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
+        rows += r;
+    }
+    assert_int_equal(r, 0);
+    free(x);
+    return rows;
+}
+
+/* Two epochs of cfg from the byte dataset a and the streamed dataset b: equal. */
+static void same_epochs(const cdl_dataset *a, const cdl_dataset *b, cdl_loader_cfg cfg) {
+    size_t row = (size_t)a->col[0].feat * (size_t)(cfg.real_size ? cfg.real_size : 4);
+    unsigned char *xa = malloc(row * (size_t)a->n), *xb = malloc(row * (size_t)a->n);
+    int32_t *ya = malloc(sizeof(int32_t) * (size_t)a->n), *yb = malloc(sizeof(int32_t) * (size_t)a->n);
+    cdl_loader *la = cdl_loader_new(a, &cfg), *lb = cdl_loader_new(b, &cfg);
+    assert_non_null(la);
+    assert_non_null(lb);
+    for (uint64_t e = 0; e < 2; e++) {
+        memset(xb, 0xA5, row * (size_t)a->n);
+        int64_t n = epoch_of(la, e, row, cfg.batch, xa, ya);
+        assert_true(n > 0);
+        assert_int_equal(epoch_of(lb, e, row, cfg.batch, xb, yb), n);
+        assert_memory_equal(xa, xb, row * (size_t)n);
+        assert_memory_equal(ya, yb, sizeof(int32_t) * (size_t)n);
+    }
+    cdl_loader_free(la);
+    cdl_loader_free(lb);
+    free(xa);
+    free(xb);
+    free(ya);
+    free(yb);
+}
+
+static int streamed(const cdl_dataset *d) {
+    return d->stream && d->col[0].data == NULL && (d->col[0].flags & (CDL_COL_U8 | CDL_COL_FILE)) ==
+                                                      (CDL_COL_U8 | CDL_COL_FILE);
+}
+
+static void test_stream_batches_equal(void **st) {
+    (void)st;
+    mk_files();
+    setenv("CDL_CACHE_DIR", tpath("cache"), 1);
+    cdl_dataset a, b[2];
+    assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b[0], tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b[1], tpath("im.idx.gz"), tpath("lb.idx")), 0);
+    cdl_transform tfs[] = {
+        {0},
+        {.normalize = 1, .mean = 0.2860, .std = 0.3530},
+        {.crop_pad = 2, .hflip = 1},
+        {.normalize = 1, .mean = 0.5, .std = 2, .crop_pad = 1, .hflip = 1, .noise_std = 0.1},
+    };
+    for (int g = 0; g < 2; g++) {
+        assert_true(streamed(&b[g]));
+        assert_int_equal(b[g].n, N);
+        assert_int_equal(b[g].col[0].feat, H * W);
+        assert_int_equal(b[g].col[1].nclasses, 10);
+        for (size_t t = 0; t < sizeof tfs / sizeof tfs[0]; t++)
+            for (int rs = 4; rs <= 8; rs += 4)
+                for (int w = 0; w <= 2; w += 2) {
+                    cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 5, .real_size = rs, .workers = w,
+                                          .tf = tfs[t]};
+                    same_epochs(&a, &b[g], cfg);
+                }
+        /* in order (runs of examples read at once), sharded, a partial last batch */
+        for (int s = 0; s < 3; s++) {
+            cdl_loader_cfg cfg = {.batch = 64, .nshards = 3, .shard = s, .workers = s, .tf = tfs[1]};
+            same_epochs(&a, &b[g], cfg);
+        }
+        cdl_dataset_head(&b[g], 50);                /* --limit */
+        cdl_dataset_head(&a, 50);
+        same_epochs(&a, &b[g], (cdl_loader_cfg){.batch = 7, .shuffle = 1, .seed = 3});
+        a.n = b[g].n = N;
+    }
+    /* no allocation per batch */
+    float x[16 * H * W];
+    int32_t y[16];
+    for (int w = 0; w <= 2; w += 2) {
+        cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .workers = w};
+        cdl_loader *l = cdl_loader_new(&b[1], &cfg);
+        assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+        uint64_t a0 = cdl_alloc_count();
+        for (int i = 0; i < 12; i++) assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 16);
+        assert_int_equal(cdl_alloc_count(), a0);
+        cdl_loader_free(l);
+    }
+    cdl_dataset_free(&a);
+    cdl_dataset_free(&b[0]);
+    cdl_dataset_free(&b[1]);
+    unsetenv("CDL_CACHE_DIR");
+}
+
+/* The one cache entry in dir (and no other file) into out. */
+static void only_entry(const char *dir, char *out, size_t n) {
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    struct dirent *e;
+    int k = 0;
+    while ((e = readdir(dp)))
+        if (e->d_name[0] != '.') {
+            assert_true(strncmp(e->d_name, "im.idx-", 7) == 0 && strlen(e->d_name) == 7 + 16);
+            snprintf(out, n, "%s/%s", dir, e->d_name);
+            k++;
+        }
+    closedir(dp);
+    assert_int_equal(k, 1);
+}
+
+static void open_gz(cdl_dataset *d) {
+    assert_int_equal(cdl_dataset_load_idx_stream(d, tpath("im.idx.gz"), tpath("lb.idx")), 0);
+    assert_true(streamed(d));
+}
+
+static void test_stream_cache(void **st) {
+    (void)st;
+    mk_files();
+    char dir[400], entry[800], *got = malloc(sizeof g_im);
+    snprintf(dir, sizeof dir, "%s", tpath("c1/made/here"));       /* made as needed */
+    setenv("CDL_CACHE_DIR", dir, 1);
+    cdl_dataset a, b;
+    assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
+    open_gz(&b);
+    only_entry(dir, entry, sizeof entry);
+    struct stat s0, s1;
+    assert_int_equal(stat(entry, &s0), 0);
+    assert_int_equal(s0.st_size, (off_t)sizeof g_im);
+    FILE *f = fopen(entry, "rb");
+    assert_int_equal(fread(got, 1, sizeof g_im, f), sizeof g_im);   /* the uncompressed file */
+    fclose(f);
+    assert_memory_equal(got, g_im, sizeof g_im);
+    cdl_dataset_free(&b);
+    open_gz(&b);                                                    /* reused, not rewritten */
+    assert_int_equal(stat(entry, &s1), 0);
+    assert_true(s1.st_ino == s0.st_ino && s1.st_mtim.tv_nsec == s0.st_mtim.tv_nsec);
+    cdl_dataset_free(&b);
+    /* truncated (a full disk long ago, a copy cut short): rebuilt */
+    assert_int_equal(truncate(entry, 100), 0);
+    open_gz(&b);
+    assert_int_equal(stat(entry, &s1), 0);
+    assert_int_equal(s1.st_size, (off_t)sizeof g_im);
+    same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 9, .workers = 2});
+    cdl_dataset_free(&b);
+    /* the right size but another header: rebuilt */
+    unsigned char bad[sizeof g_im];
+    memcpy(bad, g_im, sizeof g_im);
+    bad[11] = W, bad[15] = H;
+    spit(entry, bad, sizeof bad);
+    open_gz(&b);
+    f = fopen(entry, "rb");
+    assert_int_equal(fread(got, 1, sizeof g_im, f), sizeof g_im);
+    fclose(f);
+    assert_memory_equal(got, g_im, sizeof g_im);
+    assert_int_equal(b.col[0].dims[0], H);
+    cdl_dataset_free(&b);
+    only_entry(dir, entry, sizeof entry);                           /* no temporary files left */
+    /* a changed source: a new entry */
+    struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, tpath("im.idx.gz"), ts, 0), 0);
+    open_gz(&b);
+    cdl_dataset_free(&b);
+    DIR *dp = opendir(dir);
+    int k = 0;
+    for (struct dirent *e; (e = readdir(dp));) k += e->d_name[0] != '.';
+    closedir(dp);
+    assert_int_equal(k, 2);
+    cdl_dataset_free(&a);
+    free(got);
+    unsetenv("CDL_CACHE_DIR");
+}
+
+/* No cache can be written: the images are read into memory, no error. */
+static void test_stream_fallback(void **st) {
+    (void)st;
+    mk_files();
+    spit(tpath("afile"), "x", 1);
+    setenv("CDL_CACHE_DIR", tpath("afile/cache"), 1);              /* under a regular file */
+    cdl_dataset a, b;
+    assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx.gz"), tpath("lb.idx")), 0);
+    assert_true(!b.stream && b.col[0].data && (b.col[0].flags & CDL_COL_U8) && !(b.col[0].flags & CDL_COL_FILE));
+    same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 2});
+    cdl_dataset_free(&b);
+    unsetenv("CDL_CACHE_DIR");                                      /* no variable at all */
+    char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL, *xdg = getenv("XDG_CACHE_HOME")
+                                                                     ? strdup(getenv("XDG_CACHE_HOME")) : NULL;
+    unsetenv("HOME");
+    unsetenv("XDG_CACHE_HOME");
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx.gz"), tpath("lb.idx")), 0);
+    assert_true(!b.stream && b.col[0].data);
+    cdl_dataset_free(&b);
+    /* a raw file needs no cache */
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_true(streamed(&b));
+    cdl_dataset_free(&b);
+    if (home) setenv("HOME", home, 1);
+    if (xdg) setenv("XDG_CACHE_HOME", xdg, 1);
+    free(home);
+    free(xdg);
+    cdl_dataset_free(&a);
+}
+
+/* A streamed file changed under a loader: the batch fails naming it. */
+static void test_stream_changed(void **st) {
+    (void)st;
+    mk_files();
+    float x[16 * H * W];
+    int32_t y[16];
+    for (int w = 0; w <= 2; w += 2)
+        for (int how = 0; how < 2; how++) {
+            spit(tpath("ch.idx"), g_im, sizeof g_im);
+            cdl_dataset b;
+            assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("ch.idx"), tpath("lb.idx")), 0);
+            cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .workers = w, .prefetch = 1};
+            cdl_loader *l = cdl_loader_new(&b, &cfg);
+            assert_int_equal(cdl_loader_start(l, 0, 0), 0);
+            assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), 16);
+            if (how == 0) {
+                assert_int_equal(truncate(tpath("ch.idx"), 100), 0);     /* cut short */
+            } else {                                                     /* rewritten in place */
+                struct timespec ts[2] = {{.tv_sec = 1234567}, {.tv_sec = 1234567}};
+                assert_int_equal(utimensat(AT_FDCWD, tpath("ch.idx"), ts, 0), 0);
+            }
+            assert_int_equal(cdl_loader_start(l, 1, 0), 0);              /* past any batch in flight */
+            assert_int_equal(cdl_loader_next(l, (void *[]){x, y}), -1);
+            expect_error(tpath("ch.idx"));
+            expect_error("changed while in use");
+            cdl_loader_free(l);
+            cdl_dataset_free(&b);
+        }
+}
+
+/* Bad files: the in-memory reader's messages, nothing leaked. */
+static void test_stream_errors(void **st) {
+    (void)st;
+    mk_files();
+    setenv("CDL_CACHE_DIR", tpath("cache2"), 1);
+    cdl_dataset b;
+    unsigned char big[sizeof g_im + 3];
+    memcpy(big, g_im, sizeof g_im);
+    spit(tpath("long.idx"), big, sizeof big);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("long.idx"), tpath("lb.idx")), -1);
+    expect_error("long.idx: 3 bytes of trailing garbage after the data");
+    spit(tpath("short.idx"), g_im, sizeof g_im - 5);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("short.idx"), tpath("lb.idx")), -1);
+    expect_error("short.idx: truncated");
+    gzFile g = gzopen(tpath("long.idx.gz"), "wb");
+    assert_int_equal(gzwrite(g, big, sizeof big), (int)sizeof big);
+    assert_int_equal(gzclose(g), Z_OK);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("long.idx.gz"), tpath("lb.idx")), -1);
+    expect_error("long.idx.gz: 3 bytes of trailing garbage after the data");
+    g = gzopen(tpath("short.idx.gz"), "wb");
+    assert_int_equal(gzwrite(g, g_im, sizeof g_im - 5), (int)sizeof g_im - 5);
+    assert_int_equal(gzclose(g), Z_OK);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("short.idx.gz"), tpath("lb.idx")), -1);
+    expect_error("short.idx.gz: truncated: 6085 data bytes, the header promises 6090");
+    DIR *dp = opendir(tpath("cache2"));                 /* no entry, no temporary file */
+    for (struct dirent *e; (e = readdir(dp));) assert_true(e->d_name[0] == '.');
+    closedir(dp);
+    unsigned char lb[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3};
+    spit(tpath("lb3.idx"), lb, sizeof lb);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx"), tpath("lb3.idx")), -1);
+    expect_error("3 labels");
+    /* the named sets */
+    assert_int_equal(mkdir(tpath("fm"), 0755), 0);
+    assert_int_equal(rename(tpath("im.idx.gz"), tpath("fm/t10k-images-idx3-ubyte.gz")), 0);
+    assert_int_equal(rename(tpath("lb.idx"), tpath("fm/t10k-labels-idx1-ubyte")), 0);
+    char name[600];
+    snprintf(name, sizeof name, "fashion-mnist:%s", tpath("fm"));
+    assert_int_equal(cdl_dataset_open_stream(&b, name, 0), 0);
+    assert_true(streamed(&b));
+    assert_string_equal(b.name, "fashion-mnist/test");
+    cdl_dataset_free(&b);
+    assert_int_equal(cdl_dataset_open_stream(&b, name, 1), -1);
+    expect_error("cannot find train-images-idx3-ubyte");
+    unsetenv("CDL_CACHE_DIR");
+}
+
+/* The real test split, when installed: every batch equal. */
+static void test_stream_fashion_mnist(void **st) {
+    (void)st;
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0) {
+        skip();
+        return;
+    }
+    setenv("CDL_CACHE_DIR", tpath("fmcache"), 1);
+    cdl_dataset a, b;
+    assert_int_equal(cdl_dataset_open_u8(&a, "fashion-mnist", 0), 0);
+    assert_int_equal(cdl_dataset_open_stream(&b, "fashion-mnist", 0), 0);
+    assert_true(streamed(&b));
+    assert_int_equal(b.n, 10000);
+    cdl_loader_cfg cfg = {.batch = 64, .shuffle = 1, .seed = 1, .workers = 1,
+                          .tf = {.normalize = 1, .mean = 0.2860, .std = 0.3530}};
+    same_epochs(&a, &b, cfg);
+    cdl_dataset_free(&a);
+    cdl_dataset_free(&b);
+    unsetenv("CDL_CACHE_DIR");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_batches_equal),
+        cmocka_unit_test(test_stream_cache),
+        cmocka_unit_test(test_stream_fallback),
+        cmocka_unit_test(test_stream_changed),
+        cmocka_unit_test(test_stream_errors),
+        cmocka_unit_test(test_stream_fashion_mnist),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
