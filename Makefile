@@ -165,7 +165,7 @@ clean:
 FUZZ_TIME ?= 30
 FUZZ_RT   := fuzz_ckpt fuzz_idx fuzz_csv
 FUZZ_BIN  := $(patsubst %,build/fuzz/%,$(FUZZ_RT))
-FUZZ_DEPS := runtime/alloc.c runtime/parse.c runtime/rng.c runtime/net.c runtime/optim.c runtime/json.c runtime/ckpt.c runtime/data.c runtime/data_csv.c runtime/data_file.c
+FUZZ_DEPS := runtime/alloc.c runtime/parse.c runtime/rng.c runtime/net.c runtime/optim.c runtime/json.c runtime/ckpt.c runtime/data.c runtime/data_csv.c runtime/data_file.c runtime/data_stream.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) runtime/cdl.h runtime/cdl_tape.h runtime/json.h runtime/data_int.h
 	@mkdir -p $(dir $@)
 	clang $(WFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DCDL_FUZZING \
