@@ -56,31 +56,69 @@ static inline int64_t S(attn_kend)(const cdl_attn_geom *g, int64_t i0, int64_t n
     return g->causal && i0 + nr < g->tk ? i0 + nr : g->tk;
 }
 
-/* s[nr, nc] = scale q[i0 .. i0 + nr) k[j0 .. j0 + nc)^T for one chunk of keys (one GEMM); returns nc. */
+/* The forward's key chunks are twice the backward's: it holds one chunk of scores where
+ * the backward holds two (P and dP) in the same scratch, and fewer, larger GEMMs run
+ * faster (T = 128, causal: 4 GEMMs a slice instead of 6). */
+#define ATTN_FWD_BC (2 * CDL_ATTN_BC)
+
+/* s[nr, nc] = scale q[i0 .. i0 + nr) k[j0 .. j0 + nc)^T for one chunk of at most bc keys
+ * below kend (one GEMM); returns nc. */
 static inline int64_t S(attn_scores)(const cdl_attn_geom *g, T scale, const T *q, const T *k, int64_t i0,
-                                     int64_t nr, int64_t j0, T *s) {
-    const int64_t nc = g->tk - j0 < CDL_ATTN_BC ? g->tk - j0 : CDL_ATTN_BC, D = g->d;
+                                     int64_t nr, int64_t j0, int64_t bc, int64_t kend, T *s) {
+    const int64_t nc = kend - j0 < bc ? kend - j0 : bc, D = g->d;
     S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, s, nc);
     return nc;
 }
+
+/* Lanes of the row max and sum loops: a max or sum in one variable is a chain the
+ * compiler keeps scalar (and spilled, it was most of the forward's own time). */
+#define ATTN_LANES 16
 
 /* Masks the keys of a chunk that km (the slice's key_padding_mask row, or NULL) marks:
  * their scores become -inf; returns the largest of the first nv that is left (-inf
  * when none). */
 static inline T S(attn_kmask)(const T *km, int64_t j0, int64_t nv, T *restrict s) {
-    T mx = (T)-INFINITY;
-    for (int64_t c = 0; c < nv; c++) {
-        if (km && km[j0 + c] != 0) s[c] = (T)-INFINITY;
-        mx = s[c] > mx ? s[c] : mx;
-    }
-    return mx;
+    if (km)
+        for (int64_t c = 0; c < nv; c++)
+            if (km[j0 + c] != 0) s[c] = (T)-INFINITY;
+    T mx[ATTN_LANES];
+    for (int j = 0; j < ATTN_LANES; j++) mx[j] = (T)-INFINITY;
+    int64_t c = 0;
+    for (; c + ATTN_LANES <= nv; c += ATTN_LANES)
+        for (int j = 0; j < ATTN_LANES; j++) mx[j] = s[c + j] > mx[j] ? s[c + j] : mx[j];
+    for (; c < nv; c++) mx[0] = s[c] > mx[0] ? s[c] : mx[0];
+    for (int j = 1; j < ATTN_LANES; j++) mx[0] = mx[j] > mx[0] ? mx[j] : mx[0];
+    return mx[0];
+}
+
+/* a . b over n, in ATTN_LANES lanes */
+static inline T S(attn_dot)(int64_t n, const T *restrict a, const T *restrict b) {
+    T acc[ATTN_LANES] = {0}, sum = 0;
+    int64_t c = 0;
+    for (; c + ATTN_LANES <= n; c += ATTN_LANES)
+        for (int j = 0; j < ATTN_LANES; j++) acc[j] += a[c + j] * b[c + j];
+    for (; c < n; c++) sum += a[c] * b[c];
+    for (int j = 0; j < ATTN_LANES; j++) sum += acc[j];
+    return sum;
+}
+
+/* sum of s[0 .. n) in ATTN_LANES lanes (one chain of adds does not vectorise) */
+static inline T S(attn_sum)(int64_t n, const T *restrict s) {
+    T a[ATTN_LANES] = {0}, sum = 0;
+    int64_t c = 0;
+    for (; c + ATTN_LANES <= n; c += ATTN_LANES)
+        for (int j = 0; j < ATTN_LANES; j++) a[j] += s[c + j];
+    for (; c < n; c++) sum += s[c];
+    for (int j = 0; j < ATTN_LANES; j++) sum += a[j];
+    return sum;
 }
 
 /* One bh slice of the forward.  Per block of CDL_ATTN_BR query rows, the key chunks
  * stream through an online softmax: s = scale q k^T for the chunk (one GEMM), the row
  * maximum so far m and the sum l of exp(s - m) updated, the earlier part of y rescaled
  * by exp(m_old - m_new), then y += exp(s - m_new) v_chunk (one GEMM).  At the end
- * y /= l and lse = m + log l.  sc holds one chunk of scores, m and l one value a row.
+ * y /= l and lse = m + log l.  sc holds one chunk of scores (CDL_ATTN_BR x ATTN_FWD_BC),
+ * m and l one value a row.
  * Keys masked by km (NULL: none) weigh 0; a row with every key masked gets y = 0. */
 static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
                               T *y, T *lse, T *sc, T *m, T *l) {
@@ -91,8 +129,9 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
             m[r] = (T)-INFINITY;
             l[r] = 0;
         }
-        for (int64_t j0 = 0; j0 < S(attn_kend)(g, i0, nr); j0 += CDL_ATTN_BC) {
-            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, sc);
+        const int64_t kend = S(attn_kend)(g, i0, nr);
+        for (int64_t j0 = 0; j0 < kend; j0 += ATTN_FWD_BC) {
+            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, ATTN_FWD_BC, kend, sc);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict s = sc + r * nc;
                 int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
@@ -102,9 +141,7 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                 if (nv == 0) continue; /* no key of this chunk: m, l and y unchanged */
                 const T mn = mx > m[r] ? mx : m[r], corr = M(exp)(m[r] - mn);
                 for (int64_t c = 0; c < nv; c++) s[c] = M(exp)(s[c] - mn);
-                T sum = 0;
-                for (int64_t c = 0; c < nv; c++) sum += s[c];
-                l[r] = l[r] * corr + sum;
+                l[r] = l[r] * corr + S(attn_sum)(nv, s);
                 m[r] = mn;
                 if (j0 > 0) {
                     T *restrict yr = y + (i0 + r) * DV;
@@ -128,22 +165,17 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
  *   dv += p^T gy,  dp = gy v^T,  ds = p (dp - D_i),  dq += scale ds k,  dk += scale ds^T q.
  * P and dP hold one chunk each, Dr one value per query row of the slice.  Keys masked by
  * km (NULL: none) have p = 0. */
+_Static_assert(CDL_ATTN_BR % CDL_ATTN_BC == 0, "attention backward: key chunks must not straddle a query block start");
 static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
                               const T *gy, const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
     const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
-    for (int64_t i = 0; i < tq; i++) {
-        const T *gr = gy + i * DV, *yr = y + i * DV;
-        T s = 0;
-        for (int64_t c = 0; c < DV; c++) s += gr[c] * yr[c];
-        Dr[i] = s;
-    }
-    memset(dq, 0, sizeof(T) * (size_t)(tq * D));
-    memset(dk, 0, sizeof(T) * (size_t)(tk * D));
-    memset(dv, 0, sizeof(T) * (size_t)(tk * DV));
+    for (int64_t i = 0; i < tq; i++) Dr[i] = S(attn_dot)(DV, gy + i * DV, y + i * DV);
+    int64_t kdone = 0; /* dk, dv rows below kdone hold sums, the rest is not written yet */
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
-        for (int64_t j0 = 0; j0 < S(attn_kend)(g, i0, nr); j0 += CDL_ATTN_BC) {
-            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, P);
+        const int64_t kend = S(attn_kend)(g, i0, nr);
+        for (int64_t j0 = 0; j0 < kend; j0 += CDL_ATTN_BC) {
+            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, CDL_ATTN_BC, kend, P);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict p = P + r * nc;
                 const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
@@ -153,7 +185,10 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                     if (km[j0 + c] != 0) p[c] = 0;
                 for (int64_t c = nv; c < nc; c++) p[c] = 0;
             }
-            S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, (T)1, dv + j0 * DV, DV);
+            /* the first product into a dq, dk or dv row overwrites it (no memset pass); kdone
+             * is a query block's start or tk, so a key chunk is wholly below or above it */
+            const T bk = j0 < kdone ? (T)1 : (T)0, bq = j0 > 0 ? (T)1 : (T)0;
+            S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, bk, dv + j0 * DV, DV);
             S(gemm)(0, 1, nr, nc, DV, (T)1, gy + i0 * DV, DV, v + j0 * DV, DV, (T)0, dP, nc);
             for (int64_t r = 0; r < nr; r++) {
                 const T *restrict p = P + r * nc;
@@ -161,9 +196,14 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                 const T di = Dr[i0 + r];
                 for (int64_t c = 0; c < nc; c++) dp[c] = p[c] * (dp[c] - di);
             }
-            S(gemm)(0, 0, nr, D, nc, scale, dP, nc, k + j0 * D, D, (T)1, dq + i0 * D, D);
-            S(gemm)(1, 0, nc, D, nr, scale, dP, nc, q + i0 * D, D, (T)1, dk + j0 * D, D);
+            S(gemm)(0, 0, nr, D, nc, scale, dP, nc, k + j0 * D, D, bq, dq + i0 * D, D);
+            S(gemm)(1, 0, nc, D, nr, scale, dP, nc, q + i0 * D, D, bk, dk + j0 * D, D);
         }
+        kdone = kend > kdone ? kend : kdone;
+    }
+    if (kdone < tk) { /* keys no query sees (causal, tk > tq) */
+        memset(dk + kdone * D, 0, sizeof(T) * (size_t)((tk - kdone) * D));
+        memset(dv + kdone * DV, 0, sizeof(T) * (size_t)((tk - kdone) * DV));
     }
 }
 

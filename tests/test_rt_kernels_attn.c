@@ -344,12 +344,57 @@ static void test_attention_large_scores(void **st) {
     at_free(&a);
 }
 
+/* The forward's key chunks (128 keys) with the online softmax's rescaling across them
+ * at large scores, and the backward overwriting dq, dk, dv (NaN before the call) where
+ * it no longer zeroes them first: rows of every query block, and (causal, tk > tq) keys
+ * no query sees. */
+static void test_attention_chunks_overwrite(void **st) {
+    (void)st;
+    for (int causal = 0; causal < 2; causal++) {
+        cdl_attn_geom g = {.bh = 2, .tq = 140, .tk = 300, .d = 3, .dv = 2, .causal = causal, .scale = 300};
+        AT a;
+        at_setup(&a, g);
+        double *ry = dvec(a.ny), *rl = dvec(g.bh * g.tq), *rq = dvec(a.nq), *rk = dvec(a.nk), *rv = dvec(a.nv);
+        double *dq = dvec(a.nq), *dk = dvec(a.nk), *dv = dvec(a.nv);
+        at_ref(&a, a.R, ry, rl, rq, rk, rv);
+        at_loss(&a);
+        for (int64_t i = 0; i < a.ny; i++) assert_true(isfinite(a.y[i]));
+        tu_close("attention y", a.y, ry, a.ny, 1e-12);
+        tu_close("attention lse", a.lse, rl, g.bh * g.tq, 1e-12);
+        for (int64_t i = 0; i < a.nq; i++) dq[i] = NAN;
+        for (int64_t i = 0; i < a.nk; i++) dk[i] = NAN;
+        for (int64_t i = 0; i < a.nv; i++) dv[i] = NAN;
+        cdl_attention_bwd_f64(&g, a.R, a.q, a.k, a.v, a.y, a.lse, dq, dk, dv, a.scratch);
+        tu_close("attention dq", dq, rq, a.nq, 1e-9);
+        tu_close("attention dk", dk, rk, a.nk, 1e-9);
+        tu_close("attention dv", dv, rv, a.nv, 1e-11);
+        if (causal)
+            for (int64_t i = g.tq * g.d; i < g.tk * g.d; i++) assert_true(dk[i] == 0);
+        /* f32 (dnnl_sgemm on the oneDNN build): beta 0 must not read the NaNs either */
+        float *fq = fcopy(a.q, a.nq), *fk = fcopy(a.k, a.nk), *fv = fcopy(a.v, a.nv), *fy = fcopy(a.y, a.ny);
+        float *fl = fcopy(a.lse, g.bh * g.tq), *fg = fcopy(a.R, a.ny);
+        float *fs = fcopy(a.scratch, cdl_attention_scratch(&g));
+        float *fdq = fcopy(dq, a.nq), *fdk = fcopy(dk, a.nk), *fdv = fcopy(dv, a.nv);
+        for (int64_t i = 0; i < a.nq; i++) fdq[i] = NAN;
+        for (int64_t i = 0; i < a.nk; i++) fdk[i] = NAN;
+        for (int64_t i = 0; i < a.nv; i++) fdv[i] = NAN;
+        cdl_attention_f32(&g, fq, fk, fv, fy, fl, fs);
+        cdl_attention_bwd_f32(&g, fg, fq, fk, fv, fy, fl, fdq, fdk, fdv, fs);
+        for (int64_t i = 0; i < a.nq; i++) assert_true(isfinite(fdq[i]));
+        for (int64_t i = 0; i < a.nk; i++) assert_true(isfinite(fdk[i]));
+        tu_close_f("attention f32 dv", fdv, rv, a.nv, 1e-4);
+        free(fq); free(fk); free(fv); free(fy); free(fl); free(fs); free(fg); free(fdq); free(fdk); free(fdv);
+        free(ry); free(rl); free(rq); free(rk); free(rv); free(dq); free(dk); free(dv);
+        at_free(&a);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_batched),    cmocka_unit_test(test_matmul_broadcast),
         cmocka_unit_test(test_gemm_batch_paths),  cmocka_unit_test(test_attention_small),
         cmocka_unit_test(test_attention_blocks),  cmocka_unit_test(test_attention_threads),
-        cmocka_unit_test(test_attention_large_scores),
+        cmocka_unit_test(test_attention_large_scores), cmocka_unit_test(test_attention_chunks_overwrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
