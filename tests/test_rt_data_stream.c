@@ -326,6 +326,29 @@ static void test_stream_errors(void **st) {
     unsetenv("CDL_CACHE_DIR");
 }
 
+/* The feed check reads a streamed column too: an i32 input fed from the images names
+ * the first real value, as for the bytes in memory. */
+static const cdl_tensor k_in[] = {{"k", CDL_I32, 0, 3, {8, H, W}, CDL_T_BATCHED, "m:1:1"}};
+static const cdl_model k_model = {.name = "km", .real_size = 4, .batch = 8, .n_inputs = 1, .inputs = k_in};
+
+static void test_stream_feed_check(void **st) {
+    (void)st;
+    mk_files();
+    cdl_dataset a, b;
+    cdl_feed f[CDL_DATA_MAXFEED];
+    char want[512];
+    assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx"), tpath("lb.idx")), 0);
+    assert_true(streamed(&b));
+    assert_int_equal(cdl_dataset_feeds(&a, &k_model, "k=x", f), -1);
+    snprintf(want, sizeof want, "%s", cdl_last_error());
+    assert_non_null(strstr(want, "column x holds real values (0.654902 at example 0)"));
+    assert_int_equal(cdl_dataset_feeds(&b, &k_model, "k=x", f), -1);
+    assert_string_equal(cdl_last_error(), want);
+    cdl_dataset_free(&a);
+    cdl_dataset_free(&b);
+}
+
 /* The real test split, when installed: every batch equal. */
 static void test_stream_fashion_mnist(void **st) {
     (void)st;
@@ -354,6 +377,7 @@ int main(void) {
         cmocka_unit_test(test_stream_fallback),
         cmocka_unit_test(test_stream_changed),
         cmocka_unit_test(test_stream_errors),
+        cmocka_unit_test(test_stream_feed_check),
         cmocka_unit_test(test_stream_fashion_mnist),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
