@@ -40,7 +40,7 @@ static const cdl_tensor params[] = {
 enum { NPARAM = 3 * H * D + 6 * H + 3 * H * H + C * H + C };
 
 static const cdl_model model = {
-    .name = "dynamic_rnn",
+    .abi = CDL_ABI, .name = "dynamic_rnn",
     .source = "examples/dynamic_rnn.c",
     .real_size = 4,
     .batch = BATCH,

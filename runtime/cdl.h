@@ -23,6 +23,22 @@ extern "C" {
 #endif
 
 #define CDL_VERSION "0.1.0"
+
+/* The runtime ABI: the contract between C that cdlc generates and this runtime (header
+ * and library).  Bump CDL_ABI on any change of
+ *   - a runtime function's signature or meaning that generated C calls (kernels, tape
+ *     calls, net, optimizer, checkpoint, trainer entry points),
+ *   - a struct or enum the generated C reads, fills or lays out (cdl_model, cdl_tensor,
+ *     cdl_entry, cdl_net, the geometry structs, the op and flag numbers),
+ *   - a scratch or arena contract whose size the generated C computes (say, a kernel's
+ *     scratch bytes: C generated for the old size reserves too little for the new
+ *     kernel and memory is corrupted silently).
+ * Generated C stops at compile time (#error) when this header has another number than
+ * the cdlc that generated it, and cdl_net_new refuses a descriptor whose .abi is not
+ * this library's cdl_abi() (a header and a library of two versions), with a message
+ * saying to regenerate.  Hand-made descriptors set .abi = CDL_ABI. */
+#define CDL_ABI 1
+int cdl_abi(void);                      /* the CDL_ABI this library was built with */
 #define CDL_MAXDIM 6
 
 /* ======================================================================== basics (alloc.c) */
@@ -759,6 +775,7 @@ typedef struct cdl_entry {
 /* The static descriptor every generated model exports (`extern const cdl_model NAME_model`).
  * The runtime (trainer, checkpoints, compare tool, tape) drives any model through it. */
 typedef struct cdl_model {
+    int abi;                     /* CDL_ABI of the cdlc that generated it; first, at a fixed place */
     const char *name;            /* model name in the .cdl file */
     const char *source;          /* "models/mlp.cdl" */
     uint64_t fingerprint;        /* hash of the model's parameter table and graph */

@@ -49,14 +49,14 @@ static const cdl_tensor lin_inputs[] = {{"x", CDL_F32, 0, 2, {LB, LF}, CDL_T_BAT
                                         {"y", CDL_I32, 0, 1, {LB}, CDL_T_BATCHED, "t:2:1"}};
 static const cdl_tensor lin_outputs[] = {{"logits", CDL_F32, 0, 2, {LB, 2}, CDL_T_BATCHED, "t:3:1"}};
 static void lin_init(cdl_net *n, uint64_t s) { (void)n, (void)s; }
-static const cdl_model lin32 = {"lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
+static const cdl_model lin32 = {CDL_ABI, "lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                 sizeof(float) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f32, lin_grad_f32,
                                 lin_igrad_f32, NULL};
-static const cdl_model lin64 = {"lin", "t", 0x11, 8, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
+static const cdl_model lin64 = {CDL_ABI, "lin", "t", 0x11, 8, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                 sizeof(double) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f64, lin_grad_f64,
                                 lin_igrad_f64, NULL};
 /* The same without an input gradient (a model with no loss has none). */
-static const cdl_model lin_nog = {"lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
+static const cdl_model lin_nog = {CDL_ABI, "lin", "t", 0x11, 4, LB, 0, NULL, 0, 0, 2, lin_inputs, 1, lin_outputs, 1,
                                   sizeof(float) * LB * 2, 0, NULL, "", lin_init, lin_fwd_f32, lin_grad_f32,
                                   NULL, NULL};
 
@@ -89,7 +89,7 @@ static const cdl_tensor lind_params[] = {{"w", CDL_F32, 0, 1, {1}, 0, "t:1:1"}};
 static const cdl_tensor lind_inputs[] = {{"x", CDL_F32, 0, 2, {LB, LF}, CDL_T_BATCHED, "t:1:1"},
                                          {"e.delta", CDL_F32, 0, 2, {LB, LF}, CDL_T_BATCHED | CDL_T_PERTURB, "t:2:5"},
                                          {"y", CDL_I32, 0, 1, {LB}, CDL_T_BATCHED, "t:3:1"}};
-static const cdl_model lind = {"lind", "t", 0x1D, 4, LB, 1, lind_params, 1, 1, 3, lind_inputs, 1, lin_outputs, 1,
+static const cdl_model lind = {CDL_ABI, "lind", "t", 0x1D, 4, LB, 1, lind_params, 1, 1, 3, lind_inputs, 1, lin_outputs, 1,
                                sizeof(float) * LB * 2, 0, NULL, "optimizer=sgd:lr=0.01\nepochs=2\nworkers=0",
                                lind_init, lind_fwd, lind_grad, lind_igrad, NULL};
 static double lin_cnorm(void) {
@@ -146,7 +146,7 @@ static const cdl_tensor sm_params[] = {{"fc.weight", CDL_F32, 0, 2, {2, SF}, 0, 
 static const cdl_tensor sm_inputs[] = {{"x", CDL_F32, 0, 2, {SB, SF}, CDL_T_BATCHED, "t:2:1"},
                                        {"y", CDL_I32, 0, 1, {SB}, CDL_T_BATCHED, "t:3:1"}};
 static const cdl_tensor sm_outputs[] = {{"logits", CDL_F32, 0, 2, {SB, 2}, CDL_T_BATCHED, "t:4:1"}};
-static const cdl_model sm = {"sm", "t", 0x5A, 4, SB, 2, sm_params, 2 * SF + 2, 2 * SF + 2, 2, sm_inputs,
+static const cdl_model sm = {CDL_ABI, "sm", "t", 0x5A, 4, SB, 2, sm_params, 2 * SF + 2, 2 * SF + 2, 2, sm_inputs,
                              1, sm_outputs, 1, sizeof(float) * SB * 2, 0, NULL,
                              "optimizer=sgd:lr=0.5,momentum=0.9\nepochs=8\nworkers=0",
                              sm_init, sm_fwd, sm_grad, sm_igrad, NULL};

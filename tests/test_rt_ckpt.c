@@ -22,11 +22,11 @@ static const cdl_tensor tiny_params[] = {
     {.name = "bn.running_mean", .dtype = CDL_F32, .offset = 9, .rank = 1, .dims = {3}, .flags = CDL_T_STATE},
 };
 static const cdl_model tiny = {
-    .name = "tiny", .source = "tiny.cdl", .fingerprint = 0x0123456789abcdefull, .real_size = 4, .batch = 4,
+    .abi = CDL_ABI, .name = "tiny", .source = "tiny.cdl", .fingerprint = 0x0123456789abcdefull, .real_size = 4, .batch = 4,
     .n_params = 3, .params = tiny_params, .param_count = 12, .train_count = 9,
 };
 static const cdl_model tiny64 = {
-    .name = "tiny", .source = "tiny.cdl", .fingerprint = 0x0123456789abcdefull, .real_size = 8, .batch = 4,
+    .abi = CDL_ABI, .name = "tiny", .source = "tiny.cdl", .fingerprint = 0x0123456789abcdefull, .real_size = 8, .batch = 4,
     .n_params = 3, .params = tiny_params, .param_count = 12, .train_count = 9,
 };
 /* Same names, another shape (and fingerprint). */
@@ -36,11 +36,11 @@ static const cdl_tensor wide_params[] = {
     {.name = "bn.running_mean", .dtype = CDL_F32, .offset = 12, .rank = 1, .dims = {4}, .flags = CDL_T_STATE},
 };
 static const cdl_model wide = {
-    .name = "tiny", .fingerprint = 0x0123456789abcdefull, .real_size = 4, .batch = 4,
+    .abi = CDL_ABI, .name = "tiny", .fingerprint = 0x0123456789abcdefull, .real_size = 4, .batch = 4,
     .n_params = 3, .params = wide_params, .param_count = 16, .train_count = 12,
 };
 static const cdl_model other = {
-    .name = "other", .fingerprint = 0x1111222233334444ull, .real_size = 4, .batch = 4,
+    .abi = CDL_ABI, .name = "other", .fingerprint = 0x1111222233334444ull, .real_size = 4, .batch = 4,
     .n_params = 3, .params = tiny_params, .param_count = 12, .train_count = 9,
 };
 
@@ -534,7 +534,7 @@ static void test_bad_descriptor(void **st) {
     static const cdl_tensor badp[] = {
         {.name = "w", .dtype = CDL_F32, .offset = 10, .rank = 1, .dims = {5}},
     };
-    static const cdl_model bad = {.name = "bad", .real_size = 4, .batch = 1, .n_params = 1, .params = badp,
+    static const cdl_model bad = {.abi = CDL_ABI, .name = "bad", .real_size = 4, .batch = 1, .n_params = 1, .params = badp,
                                   .param_count = 12, .train_count = 12};
     cdl_net *n = cdl_net_new(&bad);
     assert_non_null(n);
@@ -889,7 +889,7 @@ static const cdl_tensor bnm_params[] = {
     {.name = "bn.running_var", .dtype = CDL_F32, .offset = 14, .rank = 1, .dims = {2}, .flags = CDL_T_STATE},
 };
 static const cdl_model bnm = {
-    .name = "bnm", .fingerprint = 0x5555666677778888ull, .real_size = 4, .batch = 2,
+    .abi = CDL_ABI, .name = "bnm", .fingerprint = 0x5555666677778888ull, .real_size = 4, .batch = 2,
     .n_params = 6, .params = bnm_params, .param_count = 16, .train_count = 12,
 };
 

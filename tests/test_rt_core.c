@@ -247,6 +247,7 @@ static const cdl_tensor tiny_outputs[] = {
 static cdl_model tiny_model(int real_size) {
     cdl_model m;
     memset(&m, 0, sizeof m);
+    m.abi = CDL_ABI;
     m.name = "tiny";
     m.real_size = real_size;
     m.batch = 8;

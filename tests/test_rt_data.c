@@ -284,7 +284,7 @@ static const cdl_tensor fd_in[] = {{"x", CDL_F32, 0, 3, {8, 2, 3}, CDL_T_BATCHED
                                    {"t", CDL_F32, 0, 1, {8}, CDL_T_BATCHED, "m:2:1"},
                                    {"k", CDL_I32, 0, 1, {8}, CDL_T_BATCHED, "m:3:1"}};
 static const cdl_tensor fd_out[] = {{"logits", CDL_F32, 0, 2, {8, 4}, CDL_T_BATCHED, "m:4:1"}};
-static const cdl_model fd_model = {.name = "fm", .real_size = 4, .batch = 8, .n_inputs = 3, .inputs = fd_in,
+static const cdl_model fd_model = {.abi = CDL_ABI, .name = "fm", .real_size = 4, .batch = 8, .n_inputs = 3, .inputs = fd_in,
                                    .n_outputs = 1, .outputs = fd_out};
 
 static void test_feeds(void **st) {
@@ -354,7 +354,7 @@ static void test_feeds(void **st) {
     cdl_dataset_free(&d);
     /* a model of parameters only (tests/opcases.txt): n examples of no columns, and a
      * loader that gives batches of rows feeding nothing */
-    static const cdl_model no_inputs = {.name = "p", .real_size = 4, .batch = 3};
+    static const cdl_model no_inputs = {.abi = CDL_ABI, .name = "p", .real_size = 4, .batch = 3};
     assert_int_equal(cdl_dataset_random(&d, &no_inputs, 7, 0, 9), 0);
     assert_true(d.n == 7 && d.ncols == 0);
     assert_int_equal(cdl_dataset_feeds(&d, &no_inputs, NULL, f), 0);

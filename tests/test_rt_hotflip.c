@@ -51,14 +51,14 @@ static const cdl_tensor bag_inputs[] = {{"x", CDL_I32, 0, 2, {HB, HT}, CDL_T_BAT
                                         {"e.delta", CDL_F32, 0, 3, {HB, HT, 2}, CDL_T_BATCHED | CDL_T_PERTURB, "t:3:1"},
                                         {"y", CDL_I32, 0, 1, {HB}, CDL_T_BATCHED, "t:4:1"}};
 static const cdl_tensor bag_outputs[] = {{"logits", CDL_F32, 0, 2, {HB, 2}, CDL_T_BATCHED, "t:5:1"}};
-static const cdl_model bag = {"bag", "t", 0xB4, 4, HB, 1, bag_params, HV * 2, HV * 2, 3, bag_inputs, 1,
+static const cdl_model bag = {CDL_ABI, "bag", "t", 0xB4, 4, HB, 1, bag_params, HV * 2, HV * 2, 3, bag_inputs, 1,
                               bag_outputs, 1, sizeof(float) * HB * 2, 0, NULL, "", bag_init, bag_fwd,
                               bag_grad, bag_igrad, NULL};
 /* The same without the perturb mark. */
 static const cdl_tensor nop_inputs[] = {{"x", CDL_I32, 0, 2, {HB, HT}, CDL_T_BATCHED, "t:2:1"},
                                         {"e.delta", CDL_F32, 0, 3, {HB, HT, 2}, CDL_T_BATCHED, "t:3:1"},
                                         {"y", CDL_I32, 0, 1, {HB}, CDL_T_BATCHED, "t:4:1"}};
-static const cdl_model nop = {"nop", "t", 0xB5, 4, HB, 1, bag_params, HV * 2, HV * 2, 3, nop_inputs, 1,
+static const cdl_model nop = {CDL_ABI, "nop", "t", 0xB5, 4, HB, 1, bag_params, HV * 2, HV * 2, 3, nop_inputs, 1,
                               bag_outputs, 1, sizeof(float) * HB * 2, 0, NULL, "", bag_init, bag_fwd,
                               bag_grad, bag_igrad, NULL};
 

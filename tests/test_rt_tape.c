@@ -64,7 +64,7 @@ static TM *tm_new(const Case *c, int real_size, size_t act) {
     }
     t->inputs[0] = (cdl_tensor){.name = "x", .dtype = CDL_F32, .rank = 2, .dims = {NB, NX}, .flags = CDL_T_BATCHED};
     t->inputs[1] = (cdl_tensor){.name = "y", .dtype = CDL_I32, .rank = 1, .dims = {NB}, .flags = CDL_T_BATCHED};
-    t->m = (cdl_model){.name = c->name, .real_size = real_size, .batch = NB, .n_params = c->np, .params = t->params,
+    t->m = (cdl_model){.abi = CDL_ABI, .name = c->name, .real_size = real_size, .batch = NB, .n_params = c->np, .params = t->params,
                        .param_count = off, .train_count = train, .n_inputs = 2, .inputs = t->inputs, .act_bytes = act};
     t->net = cdl_net_new(&t->m);
     assert_non_null(t->net);
@@ -652,11 +652,11 @@ static double t_grad(cdl_net *net, int nb) {
     return net->loss = cdl_t_item(loss);
 }
 
-static const cdl_model cmp_s = {.name = "sr", .fingerprint = 42, .real_size = 4, .batch = CB, .n_params = 2, .params = cmp_params,
+static const cdl_model cmp_s = {.abi = CDL_ABI, .name = "sr", .fingerprint = 42, .real_size = 4, .batch = CB, .n_params = 2, .params = cmp_params,
                                 .param_count = COUT * CIN + COUT, .train_count = COUT * CIN + COUT, .n_inputs = 2,
                                 .inputs = cmp_inputs, .n_outputs = 1, .outputs = cmp_outputs, .has_loss = 1, .act_bytes = 4096,
                                 .init = cmp_init, .grad = s_grad};
-static const cdl_model cmp_t = {.name = "sr_tape", .fingerprint = 42, .real_size = 4, .batch = CB, .n_params = 2, .params = cmp_params,
+static const cdl_model cmp_t = {.abi = CDL_ABI, .name = "sr_tape", .fingerprint = 42, .real_size = 4, .batch = CB, .n_params = 2, .params = cmp_params,
                                 .param_count = COUT * CIN + COUT, .train_count = COUT * CIN + COUT, .n_inputs = 2,
                                 .inputs = cmp_inputs, .n_outputs = 1, .outputs = cmp_outputs, .has_loss = 1, .act_bytes = 1 << 20,
                                 .init = cmp_init, .grad = t_grad};

@@ -117,7 +117,7 @@ SM_DEFINE(double, f64)
     static double NAME##_igrad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 2); } \
     static double NAME##_egrad(cdl_net *n, int nb) { return sm_run_##S(&NAME##_cfg, n, nb, 3); } \
     static const cdl_model NAME = {                                                              \
-        #NAME, "tests/test_rt_trainer.c", 0x5EED0000u + (F) * 100 + (C), sizeof(S##_t), B,       \
+        CDL_ABI, #NAME, "tests/test_rt_trainer.c", 0x5EED0000u + (F) * 100 + (C), sizeof(S##_t), B,       \
         3, NAME##_params, (size_t)(C) * (F) + (C) + 1, (size_t)(C) * (F) + (C),                  \
         2, NAME##_inputs, 1, NAME##_outputs, 1,                                                  \
         sizeof(S##_t) * (size_t)(B) * (2 * (C) + (F)), NENT, ENTRIES, DEFAULTS,                  \
@@ -174,7 +174,7 @@ static void kink_init(cdl_net *n, uint64_t s) {
 }
 static void kink_fwd(cdl_net *n, int nb) { kink_run(n, nb, 0); }
 static double kink_grad(cdl_net *n, int nb) { return kink_run(n, nb, 1); }
-static const cdl_model kink = {"kink", "t", 0x6B, 8, 4, 1, kink_params, 2, 2, 1, kink_inputs, 0, NULL, 1, 64, 0,
+static const cdl_model kink = {CDL_ABI, "kink", "t", 0x6B, 8, 4, 1, kink_params, 2, 2, 1, kink_inputs, 0, NULL, 1, 64, 0,
                                NULL, "", kink_init, kink_fwd, kink_grad, NULL, kink_grad};
 /* Fashion-MNIST: x[B, 1, 28, 28] is 784 values per example. */
 static const cdl_tensor fm_params[] = {
@@ -189,7 +189,7 @@ static const smcfg fm_cfg = {784, 10, 0, 0, 0};
 static void fm_init(cdl_net *n, uint64_t s) { sm_init_f32(&fm_cfg, n, s); }
 static void fm_fwd(cdl_net *n, int nb) { sm_run_f32(&fm_cfg, n, nb, 0); }
 static double fm_grad(cdl_net *n, int nb) { return sm_run_f32(&fm_cfg, n, nb, 1); }
-static const cdl_model fm = {"softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 7851, 7850,
+static const cdl_model fm = {CDL_ABI, "softmax784", "t", 0xF00D, 4, 50, 3, fm_params, 7851, 7850,
                              2, fm_inputs, 1, fm_outputs, 1, sizeof(float) * 50 * (20 + 784),
                              0, NULL, "dataset=fashion-mnist\nlr=0.05\noptimizer=sgd",
                              fm_init, fm_fwd, fm_grad, NULL, NULL};
@@ -221,9 +221,9 @@ static double reg_run(cdl_net *net, int nb, int train) {
 static void reg_init(cdl_net *n, uint64_t s) { (void)s, memset(n->param, 0, 3 * sizeof(float)); }
 static void reg_fwd(cdl_net *n, int nb) { reg_run(n, nb, 0); }
 static double reg_grad(cdl_net *n, int nb) { return reg_run(n, nb, 1); }
-static const cdl_model reg = {"reg", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
+static const cdl_model reg = {CDL_ABI, "reg", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
                               sizeof(float) * 16, 0, NULL, "", reg_init, reg_fwd, reg_grad, NULL, NULL};
-static const cdl_model regdef = {"regdef", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
+static const cdl_model regdef = {CDL_ABI, "regdef", "t", 0x2E6, 4, 16, 2, reg_params, 3, 3, 3, reg_inputs, 1, reg_outputs, 1,
                                  sizeof(float) * 16, 0, NULL, "feed = t=target\noptimizer=sgd:lr=0.1\nquiet=1",
                                  reg_init, reg_fwd, reg_grad, NULL, NULL};
 

@@ -23,7 +23,7 @@ static const cdl_tensor inputs[] = {
     {.name = "x", .dtype = CDL_F32, .rank = 2, .dims = {2, 2}, .flags = CDL_T_BATCHED},
 };
 static const cdl_model model = {
-    .name = "fuzz", .fingerprint = 0xf0f0f0f0deadbeefull, .real_size = 4, .batch = 2,
+    .abi = CDL_ABI, .name = "fuzz", .fingerprint = 0xf0f0f0f0deadbeefull, .real_size = 4, .batch = 2,
     .n_params = 3, .params = params, .param_count = 12, .train_count = 9,
     .n_inputs = 1, .inputs = inputs, .act_bytes = 64,
 };

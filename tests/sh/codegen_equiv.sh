@@ -17,6 +17,11 @@
 # change some model's numbers, check the difference, then move REF
 # to that change's commit (say so in its message).
 # Needs the git history (a clean clone has it); without it the test says so and passes.
+# The reference cdlc emits no runtime ABI check (runtime/cdl.h, CDL_ABI: the #if block
+# after the includes and the descriptor's .abi line): today's C must carry exactly those
+# lines for this runtime's ABI, and is compared with them taken out; the reference's C
+# is built with the descriptor line put in (else today's runtime refuses it), nothing
+# else changed.
 # Environment: B, CDLC; CDL_EQUIV_REF overrides REF.
 set -u
 B=${B:-build}
@@ -47,6 +52,20 @@ if [ ! -x "$ref" ]; then
     rm -rf "$d"
 fi
 t=$(mktemp -d); trap 'rm -rf $t' EXIT
+ABI=$(sed -n 's/^#define CDL_ABI \([0-9][0-9]*\)$/\1/p' runtime/cdl.h)
+[ -n "$ABI" ] || { echo "FAIL: no '#define CDL_ABI N' in runtime/cdl.h"; exit 1; }
+
+# abi_out C OUT: C without its ABI lines (the 6-line #if CDL_ABI block with the blank
+# line after it, the descriptor's .abi line); 1 unless it had exactly one of each
+abi_out() {
+    [ "$(grep -c "^#if CDL_ABI != $ABI\$" "$1")" = 1 ] && [ "$(grep -c "^    \.abi = $ABI,\$" "$1")" = 1 ] || return 1
+    awk -v abi="$ABI" 'skip > 0 { skip--; next }
+        $0 == "#if CDL_ABI != " abi { skip = 6; next }
+        $0 == "    .abi = " abi "," { next }
+        { print }' "$1" >"$2"
+}
+# abi_in C OUT: the reference's C with the descriptor's .abi line put in
+abi_in() { sed "s/^\(const cdl_model [A-Za-z0-9_]*_model = {\)\$/\1\n    .abi = $ABI,/" "$1" >"$2"; }
 
 # one model, one target: generate with both compilers, compare text, else run both
 one() {
@@ -61,9 +80,12 @@ one() {
             echo "FAIL $b $tgt: $w cdlc: $(head -2 $dir/log)"; return 1
         fi
     done
-    if cmp -s "$dir/ref/$b.c" "$dir/new/$b.c"; then echo "same $b $tgt: identical C"; return 0; fi
+    abi_out "$dir/new/$b.c" "$dir/new.c" || { echo "FAIL $b $tgt: the C does not carry one ABI $ABI check and one .abi = $ABI"; return 1; }
+    if cmp -s "$dir/ref/$b.c" "$dir/new.c"; then echo "same $b $tgt: identical C (but for the ABI lines)"; return 0; fi
+    abi_in "$dir/ref/$b.c" "$dir/ref.c"
     for w in ref new; do
-        $CCMD -std=c11 -O0 $SAN -Iruntime -I"$dir/$w" -DMODEL=${b}_model tests/drivers/dump_model.c "$dir/$w/$b.c" "$LIB" \
+        local src="$dir/$w/$b.c"; [ $w = ref ] && src="$dir/ref.c"
+        $CCMD -std=c11 -O0 $SAN -Iruntime -I"$dir/$w" -DMODEL=${b}_model tests/drivers/dump_model.c "$src" "$LIB" \
             -o "$dir/$w/prog" $LIBS >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w build: $(head -3 $dir/log)"; return 1; }
         OPENBLAS_NUM_THREADS=1 "$dir/$w/prog" "$dir/$w/dump" >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w run: $(tail -3 $dir/log)"; return 1; }
     done
@@ -72,7 +94,7 @@ one() {
     fi
     echo "ok   $b $tgt: same numbers ($(stat -c %s "$dir/new/dump") bytes)"
 }
-export -f one; export t ref CDLC CCMD SAN LIB LIBS
+export -f one abi_out abi_in; export t ref CDLC CCMD SAN LIB LIBS ABI
 ls models/*.cdl | sed 's/$/ c/; p; s/ c$/ tape/' | xargs -P 2 -L 1 bash -c 'one "$0" "$1"' >"$t/results" 2>&1
 cat "$t/results"
 n=$(grep -c . "$t/results"); fail=$(grep -c '^FAIL' "$t/results")
