@@ -71,10 +71,8 @@ int cdl_backend_dnnl(void) {
 static atomic_int blas_threads, blas_now;
 
 static void blas_threads_for(int64_t macs) {
-    int want = atomic_load_explicit(&blas_threads, memory_order_relaxed);
-    if (want <= 1) return;
-    if (macs < CDL_GEMM_PAR_MACS) want = 1;
-    if (atomic_load_explicit(&blas_now, memory_order_relaxed) != want) {
+    int want = cdl_gemm_threads(atomic_load_explicit(&blas_threads, memory_order_relaxed), macs);
+    if (want && atomic_load_explicit(&blas_now, memory_order_relaxed) != want) {
         openblas_set_num_threads(want);
         atomic_store_explicit(&blas_now, want, memory_order_relaxed);
     }

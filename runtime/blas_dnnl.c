@@ -36,10 +36,8 @@ void cdl_dnnl_set_threads(int n) {
 }
 
 static void dnnl_team_for(int64_t macs) {
-    int want = atomic_load_explicit(&dnnl_threads, memory_order_relaxed);
-    if (want <= 1) return;
-    if (macs < CDL_GEMM_PAR_MACS) want = 1;
-    if (team_now != want) {
+    int want = cdl_gemm_threads(atomic_load_explicit(&dnnl_threads, memory_order_relaxed), macs);
+    if (want && team_now != want) {
         omp_set_num_threads(want);
         team_now = want;
     }

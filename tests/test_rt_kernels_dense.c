@@ -2,6 +2,8 @@
  * references; backward kernels against central finite differences in f64. */
 #include "test_rt_util.h"
 
+#include "backend_int.h" /* the GEMM thread rule (internal to the runtime) */
+
 /* ---- helpers ------------------------------------------------------------------- */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -147,6 +149,19 @@ static void test_gemm_threads_by_size(void **state) {
     cdl_gemm_f64(0, 0, L, L, L, 1, A, L, B, L, 0, C, L); /* 1 asked: stays 1 */
     assert_int_equal(openblas_get_num_threads(), 1);
     free(A), free(B), free(C);
+}
+
+/* The one thread rule both backends apply (backend_int.h, cdl_gemm_threads): nothing
+ * asked or one thread asked leaves the library alone, a product under 2^23
+ * multiply-adds takes one thread, one at 2^23 or more the count asked. */
+static void test_gemm_thread_rule(void **state) {
+    (void)state;
+    assert_int_equal(cdl_gemm_threads(0, (int64_t)1 << 30), 0);
+    assert_int_equal(cdl_gemm_threads(1, (int64_t)1 << 30), 0);
+    assert_int_equal(cdl_gemm_threads(2, 64 * 120 * 400), 1);
+    assert_int_equal(cdl_gemm_threads(4, CDL_GEMM_PAR_MACS - 1), 1);
+    assert_int_equal(cdl_gemm_threads(4, CDL_GEMM_PAR_MACS), 4);
+    assert_int_equal(cdl_gemm_threads(2, (int64_t)256 * 256 * 256), 2);
 }
 
 /* libgomp's, linked only into oneDNN builds: weak, so the OpenBLAS build links too. */
@@ -543,6 +558,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_edge_cases),
         cmocka_unit_test(test_gemm_threads_by_size),
         cmocka_unit_test(test_dnnl_team_by_size),
+        cmocka_unit_test(test_gemm_thread_rule),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reduce_every_mask),
         cmocka_unit_test(test_reduce_threads),
