@@ -9,15 +9,11 @@
 # `train --adversarial fgm|pgd` and `eval --attack fgm|pgd` on e; the defended model
 # keeps its accuracy under an eps = 2 attack that defeats the plain one; --resume is
 # exact; ratio < 1 and an unknown on= are refused.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 COMPARE=${COMPARE:-$B/cdl-compare}
 case $CDLC in /*) ;; *) CDLC="$PWD/$CDLC" ;; esac
 case $COMPARE in /*) ;; *) COMPARE="$PWD/$COMPARE" ;; esac
-[ -x "$CDLC" ] || { echo "adv_embedding.sh: no compiler at $CDLC"; exit 1; }
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+san_cc
 fail=0
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 cd "$t" || exit 1

@@ -4,12 +4,9 @@
 # training step, then `grad --eval`; with torch in /usr/bin/python3, its loss and
 # gradients equal torch.nn.functional's to 1e-10 (tests/class_weight_ref.py); skipped
 # without torch.  Environment: B, CDLC.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 PY=/usr/bin/python3
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+san_cc
 "$CDLC" --precision=f64 --exe tests/models/class_weight.cdl -o $t/cw >$t/log 2>&1 || { echo "FAIL cdlc: $(tail -3 $t/log)"; exit 1; }
 ( cd $t && ./cw train --data random:12 --batch 6 --epochs 1 --threads 1 --quiet --save m.ckpt >log 2>&1 &&
   ./cw grad --load m.ckpt --data random:12 --eval --batches 1 -o g.safetensors >>log 2>&1 ) ||

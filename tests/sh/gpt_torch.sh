@@ -9,16 +9,12 @@
 # (load_state_dict strict: every name and shape matches), and its loss and every
 # parameter gradient equal cdl's to 1e-10 (relative to each tensor's largest value).
 # Skipped (exit 0, "skipped") when /usr/bin/python3 has no torch.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 PY=/usr/bin/python3
-[ -x "$CDLC" ] || { echo "gpt_torch.sh: no compiler at $CDLC"; exit 1; }
 if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then
     echo "skipped: $PY has no torch"; exit 0
 fi
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+san_cc
 python3 -c "
 import random
 r = random.Random(11)

@@ -8,13 +8,10 @@
 # 3 steps, f32) and must agree bit for bit: both call the same kernels in the same order.
 # The model's batch is B = 3: a case's inputs are [B, ...], as the datasets feed them.
 # Environment: B, CDLC, COMPARE.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 COMPARE=${COMPARE:-$B/cdl-compare}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
 # a sanitized runtime needs the compared programs built the same way
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+san_cc
 export CDLC COMPARE t
 
 # one case: $1 = its number, $2 = the line

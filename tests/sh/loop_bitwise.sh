@@ -9,12 +9,11 @@
 # (--tol 0).  The gradients themselves are checked elsewhere (gradcheck_ops.sh,
 # gradcheck_models.sh); this is about summation order, which f64 gradchecks cannot see.
 # Environment: B (build directory), COMPARE.
-set -u
-B=${B:-build}
+. "$(dirname "$0")/../lib.sh"
 COMPARE=${COMPARE:-$B/cdl-compare}
 # a sanitized runtime needs the compared programs built the same way
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
-t=$(mktemp -d); kept=""; trap 'rm -rf $t $kept' EXIT
+san_cc
+kept=""; trap 'rm -rf "$t" $kept' EXIT
 fail=0; n=0
 for m in tests/bitwise/*.cdl; do
     b=$(basename "$m" .cdl)

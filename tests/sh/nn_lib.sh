@@ -11,16 +11,13 @@
 #   - the module is found by an installed compiler (make install PREFIX=...) and through
 #     $CDL_PATH, from any directory.
 # Environment: B, CDLC, COMPARE.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 COMPARE=${COMPARE:-$B/cdl-compare}
 PY=/usr/bin/python3
 root=$(pwd)
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 fail=0
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+san_cc
 M=tests/models/nnlib.cdl
 "$CDLC" --precision=f64 --exe $M -o $t/nnlib >$t/log 2>&1 || { echo "FAIL cdlc: $(tail -3 $t/log)"; exit 1; }
 if $t/nnlib gradcheck --threads 1 >$t/log 2>&1; then echo "ok   gradcheck: $(tail -1 $t/log)"; else bad "gradcheck: $(tail -3 $t/log)"; fi

@@ -14,14 +14,11 @@
 # loads it with strict=True and must agree: f64 to 1e-10, f32 loss 1e-5, gradients 1e-4.
 # Uses /usr/bin/python3; skipped cleanly when it has no torch (or numpy).
 # Environment: B, CDLC.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 PY=/usr/bin/python3
 if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then echo "skipped: $PY has no torch"; exit 0; fi
 root=$(pwd)
-t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
-nm "$B/libcdlrt.a" 2>/dev/null | grep -q __asan_init && export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
+san_cc
 fail=0
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 declare -A SIZES=([transformer]="D=16 HEADS=2 FF=32" [unet]="C=4 G=2")
