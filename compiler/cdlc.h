@@ -234,6 +234,7 @@ typedef struct Node {
     Loc loc;               /* where in the source it came from (backward nodes: the forward op's) */
     Graph *sub;            /* LOOP: the body */
     int inplace;           /* NF_INPLACE: which input (index into in[]) it overwrites */
+    int fused_into;        /* opt_fuse_conv: the node it was folded into, + 1 (0: none) */
 } Node;
 
 struct Graph {

@@ -20,7 +20,8 @@
  *
  * The rewritten node is the last op of the chain (the relu, add or relu_bwd): it keeps
  * its id, name, flags and readers; the convolution and the add in between become
- * unread and dead-code elimination (opt_run, after this pass) drops them.  A node is
+ * unread and dead-code elimination (opt_run, after this pass) drops them (a dump marks
+ * each "; dead: fused into %N").  A node is
  * folded in only when the chain is its one reader and it is nothing the function
  * returns.  Top-level graphs only (loop bodies are left alone). */
 #include "cdlc.h"
@@ -144,8 +145,10 @@ int opt_fuse_conv(Graph *g) {
         const Node before = g->n[i];
         if (!fuse_fwd(g, uses, i) && !fuse_bwd(g, uses, i)) continue;
         for (int k = 0; k < before.nin; k++)
-            if (--uses[before.in[k]] == 0)
+            if (--uses[before.in[k]] == 0) {
+                g->n[before.in[k]].fused_into = i + 1; /* for the dumps: dead, folded into i */
                 for (int j = 0; j < g->n[before.in[k]].nin; j++) uses[g->n[before.in[k]].in[j]]--;
+            }
         for (int k = 0; k < g->n[i].nin; k++) uses[g->n[i].in[k]]++;
         fused++;
     }

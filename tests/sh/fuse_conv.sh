@@ -5,6 +5,9 @@
 # relu's mask and the residual gradient's add in bwd_x's store) and no separate relu,
 # add or relu_bwd of a convolution's result; the tape's code calls none of them; and the
 # two builds train bit for bit alike (cdl-compare --tol 0, 3 steps, batch 8).
+# `cdlc --dump-after=opt` of tests/models/fuse_small.cdl equals tests/golden/fuse_small.opt:
+# every node the pass folded away is marked "; dead: fused into %N", other dead ones
+# "; dead" (after an intended change: cdlc --dump-after=opt MODEL > the golden).
 set -u
 B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
@@ -12,6 +15,14 @@ COMPARE=${COMPARE:-$B/cdl-compare}
 m=bench/models/resnet.cdl
 t=$(mktemp -d); trap 'rm -rf $t' EXIT
 fail=0
+g=tests/golden/fuse_small.opt
+if ! "$CDLC" --dump-after=opt tests/models/fuse_small.cdl >"$t/opt" 2>&1; then
+    echo "FAIL: cdlc --dump-after=opt: $(head -3 $t/opt)"; fail=$((fail + 1))
+elif ! diff -u "$g" "$t/opt" >"$t/diff"; then
+    echo "FAIL: the dump after opt differs from $g:"; head -20 "$t/diff"; fail=$((fail + 1))
+elif [ "$(grep -c '; dead: fused into %[0-9]*$' "$g")" -lt 6 ]; then
+    echo "FAIL: $g marks fewer than 6 fused-away nodes"; fail=$((fail + 1))
+fi
 "$CDLC" -D B=8 "$m" -o "$t/r.c" 2>"$t/log" || { echo "FAIL: cdlc: $(head -3 $t/log)"; exit 1; }
 sed -n '/^static double resnet_fwd_bwd(/,/^}/p' "$t/r.c" >"$t/step.c"
 [ -s "$t/step.c" ] || { echo "FAIL: no resnet_fwd_bwd in the generated C"; exit 1; }
