@@ -329,7 +329,7 @@ static void test_stream_errors(void **st) {
 /* The feed check reads a streamed column too: an i32 input fed from the images names
  * the first real value, as for the bytes in memory. */
 static const cdl_tensor k_in[] = {{"k", CDL_I32, 0, 3, {8, H, W}, CDL_T_BATCHED, "m:1:1"}};
-static const cdl_model k_model = {.name = "km", .real_size = 4, .batch = 8, .n_inputs = 1, .inputs = k_in};
+static const cdl_model k_model = {.abi = CDL_ABI, .name = "km", .real_size = 4, .batch = 8, .n_inputs = 1, .inputs = k_in};
 
 static void test_stream_feed_check(void **st) {
     (void)st;
