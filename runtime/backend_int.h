@@ -10,16 +10,10 @@
 
 #include "cdl.h"
 
-/* Products under this many multiply-adds run on one thread whatever the thread count:
- * OpenBLAS's threads (blas.c) and oneDNN's OpenMP team (blas_dnnl.c), which say why. */
+/* Products under this many multiply-adds run as one single-threaded library call;
+ * larger ones as CDL_GEMM_BLOCKS blocks of C on the runtime's pool (blas.c says why). */
 #define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
-
-/* The one rule for both backends: the threads a product of macs multiply-adds runs on
- * when cdl_blas_set_threads asked for `asked` (0: never asked): 0 = leave the library's
- * setting alone (asked 0 or 1), 1 under CDL_GEMM_PAR_MACS, else asked. */
-static inline int cdl_gemm_threads(int asked, int64_t macs) {
-    return asked <= 1 ? 0 : macs < CDL_GEMM_PAR_MACS ? 1 : asked;
-}
+#define CDL_GEMM_BLOCKS 2
 
 /* 1 when oneDNN serves this process's f32 kernels (blas.c). */
 int cdl_backend_dnnl(void);

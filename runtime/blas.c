@@ -58,24 +58,46 @@ int cdl_backend_dnnl(void) {
 #endif
 #define CDL_GEMM_DNNL_f64
 
-/* OpenBLAS's own threads take a product only when it has at least CDL_GEMM_PAR_MACS
- * multiply-adds.  Below that (LeNet's 64x400x120 and smaller) a second thread costs
- * more than it gives: the product is ~30 us of work, and after each threaded call
- * OpenBLAS's workers spin on sched_yield for a while (its thread timeout), taking the
- * second core from the runtime's pool, which runs the convolutions between the GEMMs
- * (LeNet at 2 threads: 56% of its CPU time in sched_yield, slower than at 1 thread).
- * The thread count cdl_blas_set_threads asked for (0: never asked, OpenBLAS's default
- * left alone) and the one OpenBLAS has now; switching costs ~3 ns (a store in
- * OpenBLAS).  A race between two calling threads only changes how many threads a
- * product uses, never its result (OpenBLAS splits a product by blocks of C). */
-static atomic_int blas_threads, blas_now;
+/* Threads for GEMMs.  The libraries' own threads are never used once
+ * cdl_blas_set_threads has been called: OpenBLAS runs on one thread and oneDNN on an
+ * OpenMP team of one, and a product of at least CDL_GEMM_PAR_MACS multiply-adds is cut
+ * into blocks of C that the runtime's pool (parallel.c) runs, each block one
+ * single-threaded library call.  Why not the libraries' threads: after each call
+ * they wait for the next one by spinning (OpenBLAS on sched_yield for its thread
+ * timeout, libgomp for GOMP_SPINCOUNT), which takes the second core from the pool's
+ * worker, the thread that runs the convolutions and elementwise kernels between the
+ * GEMMs; on a loaded machine a spinning team waits for a descheduled member.
+ * Measured (docs/benchmarks.md, "2 threads"): LeNet at 2 threads spent 56% of its CPU
+ * time in OpenBLAS's sched_yield; the oneDNN build's MLP ran at 0.74-0.83x its
+ * 1-thread throughput at 2 threads, and 89% of its CPU time went to libgomp's spin
+ * under load (a step 12-19 ms instead of 0.5).  Below CDL_GEMM_PAR_MACS (LeNet's
+ * 64x400x120 and smaller) a product is ~30 us of work and a second thread costs more
+ * than it gives.  The blocks are columns of C (whole multiples of 16) when C is wide
+ * enough, rows otherwise; each element's sum over K is the same library kernel's, and
+ * the blocks depend only on the product's shape (gemm_parts), so its bits are the same
+ * at any thread count. */
+enum { GEMM_BLOCK_ALIGN = 16 };
 
-static void blas_threads_for(int64_t macs) {
-    int want = cdl_gemm_threads(atomic_load_explicit(&blas_threads, memory_order_relaxed), macs);
-    if (want && atomic_load_explicit(&blas_now, memory_order_relaxed) != want) {
-        openblas_set_num_threads(want);
-        atomic_store_explicit(&blas_now, want, memory_order_relaxed);
-    }
+/* The block of C a task computes: cols (1) or rows (0), of size step, task i's
+ * starting at i * step. */
+static int64_t gemm_block(int64_t M, int64_t N, int parts, int *cols) {
+    int64_t step = (N + parts - 1) / parts;
+    step = (step + GEMM_BLOCK_ALIGN - 1) / GEMM_BLOCK_ALIGN * GEMM_BLOCK_ALIGN;
+    *cols = step < N;
+    if (*cols) return step;
+    step = (M + parts - 1) / parts;
+    step = (step + GEMM_BLOCK_ALIGN - 1) / GEMM_BLOCK_ALIGN * GEMM_BLOCK_ALIGN;
+    return step < M ? step : M;
+}
+
+/* How many blocks a product is cut into: 1 (run it as is) or CDL_GEMM_BLOCKS, by its
+ * shape alone, so that its bits do not depend on the thread count (a block's sums
+ * are not always the whole product's to the bit: OpenBLAS's Haswell sgemm differs in
+ * the last bits between a 64x784x256 product and its two column halves). */
+static int gemm_parts(int64_t M, int64_t N, int64_t K) {
+    if (M * N * K < CDL_GEMM_PAR_MACS) return 1;
+    if (N < 2 * GEMM_BLOCK_ALIGN && M < 2 * GEMM_BLOCK_ALIGN) return 1;
+    return CDL_GEMM_BLOCKS;
 }
 
 /* A one-row or one-column product through OpenBLAS's matrix-vector product: its sgemm
@@ -108,7 +130,52 @@ CDL_GEMV(double, f64, cblas_dgemv)
  * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
  * Empty products are handled here (no library is asked about K = 0): C = beta C,
  * and beta = 0 overwrites C even when it holds NaNs. */
-#define CDL_GEMM(T, S, CBLAS)                                                          \
+/* One library call, on the calling thread's single-threaded library. */
+#define CDL_GEMM_ONE(T, S, CBLAS)                                                      \
+    static void gemm_one_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
+                             const T *A, int64_t lda, const T *B, int64_t ldb, T beta, T *C, \
+                             int64_t ldc)                                               \
+    {                                                                                   \
+        CDL_GEMM_DNNL_##S                                                               \
+        if (M == 1 || N == 1) {                                                         \
+            gemv_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);     \
+            return;                                                                     \
+        }                                                                               \
+        CBLAS(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,                        \
+              transB ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,   \
+              alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);          \
+    }                                                                                   \
+    typedef struct {                                                                    \
+        int transA, transB, cols;                                                       \
+        int64_t M, N, K, step, lda, ldb, ldc;                                           \
+        T alpha, beta;                                                                  \
+        const T *A, *B;                                                                 \
+        T *C;                                                                           \
+    } GemmJob_##S;                                                                      \
+    /* Task i: columns (or rows) [i step, (i + 1) step) of C. */                        \
+    static void gemm_task_##S(void *ctx, int64_t i) {                                   \
+        const GemmJob_##S *j = ctx;                                                     \
+        int64_t lo = i * j->step, n = (j->cols ? j->N : j->M) - lo;                     \
+        if (n <= 0) return;                                                             \
+        if (n > j->step) n = j->step;                                                   \
+        if (j->cols)                                                                    \
+            gemm_one_##S(j->transA, j->transB, j->M, n, j->K, j->alpha, j->A, j->lda,   \
+                         j->transB ? j->B + lo * j->ldb : j->B + lo, j->ldb, j->beta,    \
+                         j->C + lo, j->ldc);                                            \
+        else                                                                            \
+            gemm_one_##S(j->transA, j->transB, n, j->N, j->K, j->alpha,                 \
+                         j->transA ? j->A + lo : j->A + lo * j->lda, j->lda, j->B, j->ldb, \
+                         j->beta, j->C + lo * j->ldc, j->ldc);                          \
+    }
+
+CDL_GEMM_ONE(float, f32, cblas_sgemm)
+CDL_GEMM_ONE(double, f64, cblas_dgemm)
+
+/* C[M,N] = alpha op(A) op(B) + beta C, all row-major.  op(X) = X when the flag is 0,
+ * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
+ * Empty products are handled here (no library is asked about K = 0): C = beta C,
+ * and beta = 0 overwrites C even when it holds NaNs. */
+#define CDL_GEMM(T, S)                                                                 \
     void cdl_gemm_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
                       const T *A, int64_t lda, const T *B, int64_t ldb, T beta, T *C,   \
                       int64_t ldc)                                                      \
@@ -121,19 +188,19 @@ CDL_GEMV(double, f64, cblas_dgemv)
                     C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];          \
             return;                                                                     \
         }                                                                               \
-        CDL_GEMM_DNNL_##S                                                               \
-        blas_threads_for(M * N * K);                                                    \
-        if (M == 1 || N == 1) {                                                         \
-            gemv_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);     \
+        int parts = gemm_parts(M, N, K), cols;                                          \
+        if (parts <= 1) {                                                               \
+            gemm_one_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); \
             return;                                                                     \
         }                                                                               \
-        CBLAS(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,                        \
-              transB ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,   \
-              alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);          \
+        GemmJob_##S j = {transA, transB, 0, M, N, K, 0, lda, ldb, ldc, alpha, beta, A, B, C}; \
+        j.step = gemm_block(M, N, parts, &cols);                                        \
+        j.cols = cols;                                                                  \
+        cdl_parallel_for(((cols ? N : M) + j.step - 1) / j.step, gemm_task_##S, &j);    \
     }
 
-CDL_GEMM(float, f32, cblas_sgemm)
-CDL_GEMM(double, f64, cblas_dgemm)
+CDL_GEMM(float, f32)
+CDL_GEMM(double, f64)
 
 /* Strided batch of GEMMs (cdl.h, cdl_gemm_batch): product i reads A + i*sA, B + i*sB
  * and writes C + i*sC.  sC = 0 sums the products into one C (beta applies once), in
@@ -172,16 +239,12 @@ const char *cdl_backend(void) {
     return cdl_backend_dnnl() ? "onednn" : "openblas";
 }
 
-/* Number of OpenBLAS threads (and oneDNN's OpenMP threads in a oneDNN build) and of
- * the runtime's pool; n <= 0 leaves the defaults.  The libraries and the pool rarely
- * run at once: the pool's kernels call no GEMM inside a job except fused attention,
- * whose GEMMs (one block of scores) stay below OpenBLAS's threading size for head
- * sizes up to 64. */
+/* Number of threads for the runtime's pool, which runs the large GEMMs' blocks (above)
+ * and the kernels OpenBLAS does not run; the libraries themselves go to one thread
+ * each.  n <= 0 leaves everything at its defaults (the libraries' own threads). */
 void cdl_blas_set_threads(int n) {
     if (n > 0) {
-        openblas_set_num_threads(n);
-        atomic_store(&blas_threads, n);
-        atomic_store(&blas_now, n);
+        openblas_set_num_threads(1);
 #ifdef CDL_BACKEND_ONEDNN
         cdl_dnnl_set_threads(n);
 #endif

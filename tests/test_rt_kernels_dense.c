@@ -2,8 +2,6 @@
  * references; backward kernels against central finite differences in f64. */
 #include "test_rt_util.h"
 
-#include "backend_int.h" /* the GEMM thread rule (internal to the runtime) */
-
 /* ---- helpers ------------------------------------------------------------------- */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -125,69 +123,55 @@ static void test_gemm_edge_cases(void **state) {
     assert_true(C[0] == 42);
 }
 
-/* OpenBLAS threads only the large products (blas.c, CDL_GEMM_PAR_MACS = 2^23
- * multiply-adds): at 2 threads, LeNet's 64x120x400 product runs with OpenBLAS at 1
- * thread (its threads would spin against the runtime's pool), a 256^3 one at 2; the
- * results are the products either way.  f64, which always goes to OpenBLAS. */
+/* At 2 threads a product of at least 2^23 multiply-adds is cut into blocks of C run
+ * on the runtime's pool, each one single-threaded library call (blas.c): the
+ * libraries' own threads stay at one (they would spin against the pool), and the
+ * result is the one-thread product's, to the bit, for every transpose pair, for
+ * column blocks (wide C) and row blocks (narrow C), with beta != 0 and C a block of a
+ * wider matrix.  Both types: f32 goes to oneDNN in a oneDNN build. */
 int openblas_get_num_threads(void);
-static void test_gemm_threads_by_size(void **state) {
+int omp_get_max_threads(void) __attribute__((weak)); /* libgomp's: oneDNN builds only */
+
+#define GEMM_SPLIT_CHECK(T, S)                                                          \
+    static void gemm_split_check_##S(int64_t M, int64_t N, int64_t K) {                 \
+        int64_t ldc = N + 3;                                                            \
+        T *A = malloc(sizeof(T) * M * K), *B = malloc(sizeof(T) * K * N);               \
+        T *C1 = malloc(sizeof(T) * M * ldc), *C2 = malloc(sizeof(T) * M * ldc);         \
+        uint32_t r = 12345;                                                             \
+        for (int64_t i = 0; i < M * K; i++) A[i] = (T)((r = r * 1664525u + 1013904223u) >> 8) / (T)(1 << 24) - (T)0.5; \
+        for (int64_t i = 0; i < K * N; i++) B[i] = (T)((r = r * 1664525u + 1013904223u) >> 8) / (T)(1 << 24) - (T)0.5; \
+        for (int tA = 0; tA < 2; tA++)                                                  \
+            for (int tB = 0; tB < 2; tB++) {                                            \
+                for (int64_t i = 0; i < M * ldc; i++) C1[i] = C2[i] = (T)(i % 7) - 3;   \
+                cdl_blas_set_threads(1);                                                \
+                cdl_gemm_##S(tA, tB, M, N, K, (T)0.75, A, tA ? M : K, B, tB ? K : N, (T)0.5, C1, ldc); \
+                cdl_blas_set_threads(2);                                                \
+                cdl_gemm_##S(tA, tB, M, N, K, (T)0.75, A, tA ? M : K, B, tB ? K : N, (T)0.5, C2, ldc); \
+                assert_memory_equal(C1, C2, sizeof(T) * M * ldc);                       \
+                /* spot-check against the definition */                                 \
+                for (int64_t i = 0; i < M; i += M / 5 + 1)                              \
+                    for (int64_t j = 0; j < N; j += N / 5 + 1) {                        \
+                        double want = 0.5 * (double)((i * ldc + j) % 7 - 3);            \
+                        for (int64_t k = 0; k < K; k++)                                 \
+                            want += 0.75 * (double)(tA ? A[k * M + i] : A[i * K + k]) * \
+                                    (double)(tB ? B[j * K + k] : B[k * N + j]);         \
+                        assert_true(fabs((double)C2[i * ldc + j] - want) < 1e-3);       \
+                    }                                                                   \
+            }                                                                           \
+        assert_int_equal(openblas_get_num_threads(), 1);                                \
+        if (omp_get_max_threads) assert_int_equal(omp_get_max_threads(), 1);            \
+        free(A), free(B), free(C1), free(C2);                                           \
+    }
+GEMM_SPLIT_CHECK(float, f32)
+GEMM_SPLIT_CHECK(double, f64)
+
+static void test_gemm_split_over_pool(void **state) {
     (void)state;
-    enum { L = 256 };
-    double *A = malloc(sizeof(double) * L * L), *B = malloc(sizeof(double) * L * L);
-    double *C = malloc(sizeof(double) * L * L);
-    for (int i = 0; i < L * L; i++) A[i] = 1, B[i] = 0.5;
-    cdl_blas_set_threads(2);
-    assert_int_equal(openblas_get_num_threads(), 2);
-    cdl_gemm_f64(0, 0, 64, 120, 400, 1, A, 400, B, 120, 0, C, 120);
-    assert_int_equal(openblas_get_num_threads(), 1);
-    for (int i = 0; i < 64 * 120; i++) assert_true(C[i] == 200);
-    cdl_gemm_f64(0, 0, L, L, L, 1, A, L, B, L, 0, C, L);
-    assert_int_equal(openblas_get_num_threads(), 2);
-    for (int i = 0; i < L * L; i++) assert_true(C[i] == 128);
+    gemm_split_check_f32(64, 784, 256);  /* the MLP's first layer: column blocks */
+    gemm_split_check_f32(200, 24, 2048); /* narrow C: row blocks */
+    gemm_split_check_f64(64, 300, 512);
+    gemm_split_check_f64(300, 20, 1500);
     cdl_blas_set_threads(1);
-    assert_int_equal(openblas_get_num_threads(), 1);
-    cdl_gemm_f64(0, 0, L, L, L, 1, A, L, B, L, 0, C, L); /* 1 asked: stays 1 */
-    assert_int_equal(openblas_get_num_threads(), 1);
-    free(A), free(B), free(C);
-}
-
-/* The one thread rule both backends apply (backend_int.h, cdl_gemm_threads): nothing
- * asked or one thread asked leaves the library alone, a product under 2^23
- * multiply-adds takes one thread, one at 2^23 or more the count asked. */
-static void test_gemm_thread_rule(void **state) {
-    (void)state;
-    assert_int_equal(cdl_gemm_threads(0, (int64_t)1 << 30), 0);
-    assert_int_equal(cdl_gemm_threads(1, (int64_t)1 << 30), 0);
-    assert_int_equal(cdl_gemm_threads(2, 64 * 120 * 400), 1);
-    assert_int_equal(cdl_gemm_threads(4, CDL_GEMM_PAR_MACS - 1), 1);
-    assert_int_equal(cdl_gemm_threads(4, CDL_GEMM_PAR_MACS), 4);
-    assert_int_equal(cdl_gemm_threads(2, (int64_t)256 * 256 * 256), 2);
-}
-
-/* libgomp's, linked only into oneDNN builds: weak, so the OpenBLAS build links too. */
-int omp_get_max_threads(void) __attribute__((weak));
-
-/* The oneDNN build's f32 products: under 2^23 multiply-adds on a team of one, larger
- * ones on the team asked for (at 2 threads small products ran slower than at 1). */
-static void test_dnnl_team_by_size(void **state) {
-    (void)state;
-    if (strcmp(cdl_backend(), "onednn") != 0 || !omp_get_max_threads) skip();
-    enum { L = 256 };
-    float *A = malloc(sizeof(float) * L * L), *B = malloc(sizeof(float) * L * L);
-    float *C = malloc(sizeof(float) * L * L);
-    for (int i = 0; i < L * L; i++) A[i] = 1, B[i] = 0.5f;
-    cdl_blas_set_threads(2);
-    assert_int_equal(omp_get_max_threads(), 2);
-    cdl_gemm_f32(0, 0, 64, 128, 512, 1, A, 512, B, 128, 0, C, 128); /* an LSTM step's product */
-    assert_int_equal(omp_get_max_threads(), 1);
-    for (int i = 0; i < 64 * 128; i++) assert_true(C[i] == 256);
-    cdl_gemm_f32(0, 0, L, L, L, 1, A, L, B, L, 0, C, L);
-    assert_int_equal(omp_get_max_threads(), 2);
-    for (int i = 0; i < L * L; i++) assert_true(C[i] == 128);
-    cdl_blas_set_threads(1);
-    cdl_gemm_f32(0, 0, L, L, L, 1, A, L, B, L, 0, C, L); /* 1 asked: stays 1 */
-    assert_int_equal(omp_get_max_threads(), 1);
-    free(A), free(B), free(C);
 }
 
 static void test_linear(void **state) {
@@ -556,9 +540,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_all_transposes),
         cmocka_unit_test(test_gemm_edge_cases),
-        cmocka_unit_test(test_gemm_threads_by_size),
-        cmocka_unit_test(test_dnnl_team_by_size),
-        cmocka_unit_test(test_gemm_thread_rule),
+        cmocka_unit_test(test_gemm_split_over_pool),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reduce_every_mask),
         cmocka_unit_test(test_reduce_threads),
