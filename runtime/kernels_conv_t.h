@@ -852,11 +852,12 @@ static inline S(pl_cells) S(pool2_cells)(const T *a, const T *b, int64_t W) {
     return (S(pl_cells)){PL_EVEN(t0, t1), PL_ODD(t0, t1), PL_EVEN(b0, b1), PL_ODD(b0, b1)};
 }
 
-/* Whether any lane of a mask is set. */
-static inline int S(pl_any)(S(pl_mask) m) {
-    uint64_t u[sizeof m / 8], r = 0;
-    memcpy(u, &m, sizeof m);
-    for (size_t i = 0; i < sizeof m / 8; i++) r |= u[i];
+/* Whether any lane of a mask is set.  By pointer: a vector argument's ABI depends on
+ * the target's vector width (clang -Wpsabi, in builds without -march=native). */
+static inline int S(pl_any)(const S(pl_mask) *m) {
+    uint64_t u[sizeof *m / 8], r = 0;
+    memcpy(u, m, sizeof *m);
+    for (size_t i = 0; i < sizeof *m / 8; i++) r |= u[i];
     return r != 0;
 }
 
@@ -868,7 +869,8 @@ static inline void S(pool2_fwd_block)(const T *a, const T *b, int64_t W, T *ya, 
     const S(pl_vec) m1 = PL_SEL(C.ca > C.cb, C.ca, C.cb), m2 = PL_SEL(C.cc > C.cd, C.cc, C.cd);
     const S(pl_vec) sum = C.ca + C.cb + C.cc + C.cd;
     S(pl_vec) m = PL_SEL(m1 > m2, m1, m2);
-    if (S(pl_any)(sum != sum)) /* a NaN cell (or inf - inf): almost never, so tested only then */
+    const S(pl_mask) nan = sum != sum;
+    if (S(pl_any)(&nan)) /* a NaN cell (or inf - inf): almost never, so tested only then */
         m = PL_SEL((C.ca != C.ca) | (C.cb != C.cb) | (C.cc != C.cc) | (C.cd != C.cd), sum, m);
     const S(pl_half) lo = PL_LOW(m), hi = PL_HIGH(m);
     memcpy(ya, &lo, sizeof lo);
@@ -888,7 +890,8 @@ static inline void S(pool2_bwd_block)(const T *a, const T *b, int64_t W, const T
     const S(pl_mask) v = C.cd > PL_SEL(u, C.cc, PL_SEL(t, C.cb, C.ca));
     S(pl_mask) s0 = ~t & ~u & ~v, s1 = t & ~u & ~v, s2 = u & ~v, s3 = v;
     const S(pl_vec) sum = C.ca + C.cb + C.cc + C.cd;
-    if (S(pl_any)(sum != sum)) { /* as in the forward; the first NaN of a window wins */
+    const S(pl_mask) nan = sum != sum;
+    if (S(pl_any)(&nan)) { /* as in the forward; the first NaN of a window wins */
         const S(pl_mask) na = C.ca != C.ca, nb = C.cb != C.cb, nc = C.cc != C.cc, nd = C.cd != C.cd;
         const S(pl_mask) any = na | nb | nc | nd;
         s0 = (any & na) | (~any & s0), s1 = (any & ~na & nb) | (~any & s1);
