@@ -5,8 +5,10 @@
  * A oneDNN build (make BACKEND=onednn, backend_int.h) sends the f32 products to
  * dnnl_sgemm instead; the f64 ones stay here (oneDNN has no dgemm).
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <cblas.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,15 +241,23 @@ const char *cdl_backend(void) {
     return cdl_backend_dnnl() ? "onednn" : "openblas";
 }
 
+/* The CPUs this process may run on (its affinity mask: taskset, or mpirun's binding of
+ * a rank to a core), at least 1. */
+static int cpus_available(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
 /* Number of threads for the runtime's pool, which runs the large GEMMs' blocks (above)
  * and the kernels OpenBLAS does not run; the libraries themselves go to one thread
- * each.  n <= 0 leaves everything at its defaults (the libraries' own threads). */
+ * each.  n <= 0: the CPUs this process may run on. */
 void cdl_blas_set_threads(int n) {
-    if (n > 0) {
-        openblas_set_num_threads(1);
+    if (n <= 0) n = cpus_available();
+    openblas_set_num_threads(1);
 #ifdef CDL_BACKEND_ONEDNN
-        cdl_dnnl_set_threads(n);
+    cdl_dnnl_set_threads(n);
 #endif
-        cdl_parallel_set_threads(n);
-    }
+    cdl_parallel_set_threads(n);
 }

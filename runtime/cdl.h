@@ -713,10 +713,13 @@ CDL_KERNELS(double, f64)
 void cdl_steps_to_batch_f32(int64_t steps, int64_t nb, int64_t row, const float *stack, int64_t step_stride, float *out);
 void cdl_steps_to_batch_f64(int64_t steps, int64_t nb, int64_t row, const double *stack, int64_t step_stride, double *out);
 
-/* Number of threads (n <= 0 leaves the defaults: OpenBLAS's own, one for the rest):
- * OpenBLAS's for GEMMs, and the runtime's worker pool (parallel.c) for the kernels
- * OpenBLAS does not run (direct convolutions, pooling).  Call it outside a step: it
- * starts or stops the pool's threads. */
+/* Number of compute threads (n <= 0: the CPUs this process may run on, by its affinity
+ * mask).  They are the runtime's worker pool (parallel.c): n - 1 workers beside the
+ * calling thread, for the direct convolutions, pooling, large elementwise kernels and
+ * the blocks of large GEMMs; OpenBLAS and oneDNN themselves run on one thread each
+ * (blas.c says why).  Results are bitwise the same for any n.  Call it outside a
+ * step: it starts or stops the pool's threads.  Until it is called the libraries keep
+ * their own defaults and the pool has no workers. */
 void cdl_blas_set_threads(int n);
 /* The kernel backend serving f32 GEMMs in this process: "openblas", or "onednn" in a
  * `make BACKEND=onednn` build unless CDL_BACKEND=openblas is in the environment

@@ -459,7 +459,7 @@ static int tr_main(const cdl_model *m, int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", prog, cdl_last_error());
         return 2;
     }
-    if (o.threads > 0) cdl_blas_set_threads(o.threads);
+    cdl_blas_set_threads(o.threads); /* 0 (not given): the CPUs the process may use */
     int rc;
     switch (bit) {
     case C_TRAIN:
