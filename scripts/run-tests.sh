@@ -17,6 +17,8 @@ export B CDLC="$B/cdlc" CDLRT="$B/libcdlrt.a"
 export CMOCKA_MESSAGE_OUTPUT=stdout
 pass=0; fail=0; failed_names=""
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+# the IDX cache (runtime/data_stream.c) of this run, not the user's ~/.cache/cdl
+export CDL_CACHE_DIR="$out/cdl-cache"
 # seconds since t0 (one decimal), for the per-test times on each line
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
