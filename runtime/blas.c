@@ -128,10 +128,6 @@ static int gemm_parts(int64_t M, int64_t N, int64_t K) {
 CDL_GEMV(float, f32, cblas_sgemv)
 CDL_GEMV(double, f64, cblas_dgemv)
 
-/* C[M,N] = alpha op(A) op(B) + beta C, all row-major.  op(X) = X when the flag is 0,
- * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
- * Empty products are handled here (no library is asked about K = 0): C = beta C,
- * and beta = 0 overwrites C even when it holds NaNs. */
 /* One library call, on the calling thread's single-threaded library. */
 #define CDL_GEMM_ONE(T, S, CBLAS)                                                      \
     static void gemm_one_##S(int transA, int transB, int64_t M, int64_t N, int64_t K, T alpha, \
