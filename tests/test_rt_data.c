@@ -896,25 +896,6 @@ static void test_loader_sequential(void **st) {
     cdl_dataset_free(&d);
 }
 
-/* Run one epoch, storing every batch's bytes and labels; returns the number of rows. */
-static int64_t run_epoch(cdl_loader *l, uint64_t epoch, int64_t skip, size_t row_bytes, int batch,
-                         unsigned char *xs, int32_t *ys) {
-    assert_int_equal(cdl_loader_start(l, epoch, skip), 0);
-    unsigned char *x = malloc(row_bytes * (size_t)batch);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
-    int64_t rows = 0;
-    int r;
-    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
-        memcpy(xs + (size_t)rows * row_bytes, x, (size_t)r * row_bytes);
-        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
-        rows += r;
-    }
-    assert_int_equal(r, 0);
-    free(x);
-    free(y);
-    return rows;
-}
-
 static void test_loader_shuffle(void **st) {
     (void)st;
     cdl_dataset d;
@@ -923,9 +904,9 @@ static void test_loader_shuffle(void **st) {
     cdl_loader *l = cdl_loader_new(&d, &cfg);
     float a[100], b[100], c[100];
     int32_t ya[50], yb[50], yc[50];
-    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)a, ya), 50);
-    assert_int_equal(run_epoch(l, 2, 0, 8, 8, (unsigned char *)b, yb), 50);
-    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)c, yc), 50);
+    assert_int_equal(rt_loader_epoch(l, 1, 0, 8, 8, (unsigned char *)a, ya), 50);
+    assert_int_equal(rt_loader_epoch(l, 2, 0, 8, 8, (unsigned char *)b, yb), 50);
+    assert_int_equal(rt_loader_epoch(l, 1, 0, 8, 8, (unsigned char *)c, yc), 50);
     assert_memory_equal(a, c, sizeof a);                    /* f(seed, epoch) */
     assert_memory_not_equal(a, b, sizeof a);
     int seen[50] = {0}, moved = 0;
@@ -941,13 +922,13 @@ static void test_loader_shuffle(void **st) {
     /* Resume: skipping 3 batches gives the tail of the same epoch. */
     float t[100];
     int32_t yt[50];
-    assert_int_equal(run_epoch(l, 1, 3, 8, 8, (unsigned char *)t, yt), 50 - 24);
+    assert_int_equal(rt_loader_epoch(l, 1, 3, 8, 8, (unsigned char *)t, yt), 50 - 24);
     assert_memory_equal(t, a + 48, sizeof(float) * 2 * 26);
     cdl_loader_free(l);
     /* Another seed, another order. */
     cfg.seed = 8;
     l = cdl_loader_new(&d, &cfg);
-    assert_int_equal(run_epoch(l, 1, 0, 8, 8, (unsigned char *)b, yb), 50);
+    assert_int_equal(rt_loader_epoch(l, 1, 0, 8, 8, (unsigned char *)b, yb), 50);
     assert_memory_not_equal(a, b, sizeof a);
     cdl_loader_free(l);
     cdl_dataset_free(&d);
@@ -967,7 +948,7 @@ static void test_loader_workers_deterministic(void **st) {
                               .tf = {.normalize = 1, .mean = 0.5, .std = 2, .crop_pad = 2, .hflip = 1,
                                      .noise_std = 0.1}};
         cdl_loader *l = cdl_loader_new(&d, &cfg);
-        assert_int_equal(run_epoch(l, 4, 0, row, 16, ref, yref), 203);
+        assert_int_equal(rt_loader_epoch(l, 4, 0, row, 16, ref, yref), 203);
         cdl_loader_free(l);
         int wp[][2] = {{1, 0}, {2, 0}, {3, 1}, {4, 9}, {2, 2}};
         for (size_t k = 0; k < sizeof wp / sizeof wp[0]; k++) {
@@ -977,14 +958,14 @@ static void test_loader_workers_deterministic(void **st) {
             assert_non_null(l);
             for (int rep = 0; rep < 2; rep++) {
                 memset(got, 0, row * 203);
-                assert_int_equal(run_epoch(l, 4, 0, row, 16, got, ygot), 203);
+                assert_int_equal(rt_loader_epoch(l, 4, 0, row, 16, got, ygot), 203);
                 assert_memory_equal(ref, got, row * 203);
                 assert_memory_equal(yref, ygot, sizeof yref);
             }
             /* Restart mid-epoch, then resume from batch 5. */
             assert_int_equal(cdl_loader_start(l, 4, 0), 0);
             assert_true(cdl_loader_next(l, (void *[]){got, ygot}) == 16);
-            assert_int_equal(run_epoch(l, 4, 5, row, 16, got, ygot), 203 - 80);
+            assert_int_equal(rt_loader_epoch(l, 4, 5, row, 16, got, ygot), 203 - 80);
             assert_memory_equal(ref + 80 * row, got, row * (203 - 80));
             cdl_loader_free(l);
         }
@@ -1008,7 +989,7 @@ static void test_loader_shards(void **st) {
     cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 5, .workers = 1,
                           .tf = {.crop_pad = 1, .hflip = 1, .noise_std = 0.1}};
     cdl_loader *l = cdl_loader_new(&d, &cfg);
-    assert_int_equal(run_epoch(l, 2, 0, row, 16, ref, yref), 203);
+    assert_int_equal(rt_loader_epoch(l, 2, 0, row, 16, ref, yref), 203);
     cdl_loader_free(l);
     int shards[] = {2, 3, 12};
     for (size_t k = 0; k < sizeof shards / sizeof shards[0]; k++) {

@@ -11,7 +11,7 @@
  * in use fails the batch naming it; bad files give the in-memory reader's messages;
  * no allocation per batch.
  */
-#include "test_rt_util.h"
+#include "test_rt_idx.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,43 +19,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
-enum { N = 203, H = 6, W = 5, HB = 16 };
+enum { N = IDX_N, H = IDX_H, W = IDX_W, HB = IDX_HB };
 
 static unsigned char g_im[HB + N * H * W];
 
-/* An IDX image file of N images H x W whose pixels take every byte value, and its
- * labels; written raw (im.idx) and gzip (im.idx.gz). */
 static void mk_files(void) {
-    unsigned char lb[8 + N];
-    unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, H, 0, 0, 0, W};
-    unsigned char hl[8] = {0, 0, 8, 1, 0, 0, 0, N};
-    memcpy(g_im, hi, 16);
-    memcpy(lb, hl, 8);
-    for (int i = 0; i < N * H * W; i++) g_im[HB + i] = (unsigned char)((i * 167 + i / 7) % 256);
-    for (int i = 0; i < N; i++) lb[8 + i] = (unsigned char)(i % 10);
-    spit(tpath("im.idx"), g_im, sizeof g_im);
-    spit(tpath("lb.idx"), lb, sizeof lb);
-    gzFile g = gzopen(tpath("im.idx.gz"), "wb");
-    assert_non_null(g);
-    assert_int_equal(gzwrite(g, g_im, sizeof g_im), (int)sizeof g_im);
-    assert_int_equal(gzclose(g), Z_OK);
-}
-
-/* One epoch of l into xs (rows * row bytes) and ys; rows. */
-static int64_t epoch_of(cdl_loader *l, uint64_t e, size_t row, int batch, unsigned char *xs, int32_t *ys) {
-    assert_int_equal(cdl_loader_start(l, e, 0), 0);
-    unsigned char *x = malloc(row * (size_t)batch);
-    int32_t y[64];
-    int64_t rows = 0;
-    int r;
-    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
-        memcpy(xs + (size_t)rows * row, x, (size_t)r * row);
-        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
-        rows += r;
-    }
-    assert_int_equal(r, 0);
-    free(x);
-    return rows;
+    idx_mk_files(g_im);
 }
 
 /* Two epochs of cfg from the byte dataset a and the streamed dataset b: equal. */
@@ -68,9 +37,9 @@ static void same_epochs(const cdl_dataset *a, const cdl_dataset *b, cdl_loader_c
     assert_non_null(lb);
     for (uint64_t e = 0; e < 2; e++) {
         memset(xb, 0xA5, row * (size_t)a->n);
-        int64_t n = epoch_of(la, e, row, cfg.batch, xa, ya);
+        int64_t n = rt_loader_epoch(la, e, 0, row, cfg.batch, xa, ya);
         assert_true(n > 0);
-        assert_int_equal(epoch_of(lb, e, row, cfg.batch, xb, yb), n);
+        assert_int_equal(rt_loader_epoch(lb, e, 0, row, cfg.batch, xb, yb), n);
         assert_memory_equal(xa, xb, row * (size_t)n);
         assert_memory_equal(ya, yb, sizeof(int32_t) * (size_t)n);
     }

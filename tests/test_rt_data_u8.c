@@ -7,46 +7,17 @@
  * and without worker threads, sharded; the bytes are the file's, raw or gzip; the
  * named sets; Fashion-MNIST's test split when installed.
  */
-#include "test_rt_util.h"
+#include "test_rt_idx.h"
 
 #include <sys/stat.h>
-#include <zlib.h>
 
-enum { N = 203, H = 6, W = 5 };
+enum { N = IDX_N, H = IDX_H, W = IDX_W };
 
-/* An IDX image file of N images H x W whose pixels take every byte value, and its
- * labels; written raw and gzip. */
+/* The IDX files (test_rt_idx.h); px gets their pixels. */
 static void mk_files(unsigned char *px) {
-    unsigned char im[16 + N * H * W], lb[8 + N];
-    unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, H, 0, 0, 0, W};
-    unsigned char hl[8] = {0, 0, 8, 1, 0, 0, 0, N};
-    memcpy(im, hi, 16);
-    memcpy(lb, hl, 8);
-    for (int i = 0; i < N * H * W; i++) px[i] = im[16 + i] = (unsigned char)((i * 167 + i / 7) % 256);
-    for (int i = 0; i < N; i++) lb[8 + i] = (unsigned char)(i % 10);
-    spit(tpath("im.idx"), im, sizeof im);
-    spit(tpath("lb.idx"), lb, sizeof lb);
-    gzFile g = gzopen(tpath("im.idx.gz"), "wb");
-    assert_non_null(g);
-    assert_int_equal(gzwrite(g, im, sizeof im), (int)sizeof im);
-    assert_int_equal(gzclose(g), Z_OK);
-}
-
-/* One epoch of l into xs (rows * row bytes) and ys. */
-static int64_t epoch_of(cdl_loader *l, uint64_t e, size_t row, int batch, unsigned char *xs, int32_t *ys) {
-    assert_int_equal(cdl_loader_start(l, e, 0), 0);
-    unsigned char *x = malloc(row * (size_t)batch);
-    int32_t y[64];
-    int64_t rows = 0;
-    int r;
-    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
-        memcpy(xs + (size_t)rows * row, x, (size_t)r * row);
-        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
-        rows += r;
-    }
-    assert_int_equal(r, 0);
-    free(x);
-    return rows;
+    unsigned char im[IDX_HB + N * H * W];
+    idx_mk_files(im);
+    memcpy(px, im + IDX_HB, N * H * W);
 }
 
 /* The epoch cfg gives from the float dataset f and from the byte dataset b: equal. */
@@ -59,8 +30,8 @@ static void same_epochs(const cdl_dataset *f, const cdl_dataset *b, cdl_loader_c
     assert_non_null(lb);
     for (uint64_t e = 0; e < 2; e++) {
         memset(xb, 0xA5, row * (size_t)f->n);
-        assert_int_equal(epoch_of(lf, e, row, cfg.batch, xf, yf), f->n);
-        assert_int_equal(epoch_of(lb, e, row, cfg.batch, xb, yb), f->n);
+        assert_int_equal(rt_loader_epoch(lf, e, 0, row, cfg.batch, xf, yf), f->n);
+        assert_int_equal(rt_loader_epoch(lb, e, 0, row, cfg.batch, xb, yb), f->n);
         assert_memory_equal(xf, xb, row * (size_t)f->n);
         assert_memory_equal(yf, yb, sizeof(int32_t) * (size_t)f->n);
     }

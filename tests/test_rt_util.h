@@ -227,4 +227,24 @@ static inline void fd_check(const char *what, double *v, int64_t n, const double
     }
 }
 
+/* One epoch of l from batch `skip` on, every batch's bytes and labels stored into xs
+ * (rows * row_bytes) and ys; the number of rows. */
+static inline int64_t rt_loader_epoch(cdl_loader *l, uint64_t epoch, int64_t skip, size_t row_bytes, int batch,
+                                      unsigned char *xs, int32_t *ys) {
+    assert_int_equal(cdl_loader_start(l, epoch, skip), 0);
+    unsigned char *x = malloc(row_bytes * (size_t)batch);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
+    int64_t rows = 0;
+    int r;
+    while ((r = cdl_loader_next(l, (void *[]){x, y})) > 0) {
+        memcpy(xs + (size_t)rows * row_bytes, x, (size_t)r * row_bytes);
+        memcpy(ys + rows, y, sizeof(int32_t) * (size_t)r);
+        rows += r;
+    }
+    assert_int_equal(r, 0);
+    free(x);
+    free(y);
+    return rows;
+}
+
 #endif /* TEST_RT_UTIL_H */
