@@ -27,29 +27,6 @@ static void mk_files(void) {
     idx_mk_files(g_im);
 }
 
-/* Two epochs of cfg from the byte dataset a and the streamed dataset b: equal. */
-static void same_epochs(const cdl_dataset *a, const cdl_dataset *b, cdl_loader_cfg cfg) {
-    size_t row = (size_t)a->col[0].feat * (size_t)(cfg.real_size ? cfg.real_size : 4);
-    unsigned char *xa = malloc(row * (size_t)a->n), *xb = malloc(row * (size_t)a->n);
-    int32_t *ya = malloc(sizeof(int32_t) * (size_t)a->n), *yb = malloc(sizeof(int32_t) * (size_t)a->n);
-    cdl_loader *la = cdl_loader_new(a, &cfg), *lb = cdl_loader_new(b, &cfg);
-    assert_non_null(la);
-    assert_non_null(lb);
-    for (uint64_t e = 0; e < 2; e++) {
-        memset(xb, 0xA5, row * (size_t)a->n);
-        int64_t n = rt_loader_epoch(la, e, 0, row, cfg.batch, xa, ya);
-        assert_true(n > 0);
-        assert_int_equal(rt_loader_epoch(lb, e, 0, row, cfg.batch, xb, yb), n);
-        assert_memory_equal(xa, xb, row * (size_t)n);
-        assert_memory_equal(ya, yb, sizeof(int32_t) * (size_t)n);
-    }
-    cdl_loader_free(la);
-    cdl_loader_free(lb);
-    free(xa);
-    free(xb);
-    free(ya);
-    free(yb);
-}
 
 static int streamed(const cdl_dataset *d) {
     return d->stream && d->col[0].data == NULL && (d->col[0].flags & (CDL_COL_U8 | CDL_COL_FILE)) ==
@@ -80,16 +57,16 @@ static void test_stream_batches_equal(void **st) {
                 for (int w = 0; w <= 2; w += 2) {
                     cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 5, .real_size = rs, .workers = w,
                                           .tf = tfs[t]};
-                    same_epochs(&a, &b[g], cfg);
+                    idx_same_epochs(&a, &b[g], cfg, -1);
                 }
         /* in order (runs of examples read at once), sharded, a partial last batch */
         for (int s = 0; s < 3; s++) {
             cdl_loader_cfg cfg = {.batch = 64, .nshards = 3, .shard = s, .workers = s, .tf = tfs[1]};
-            same_epochs(&a, &b[g], cfg);
+            idx_same_epochs(&a, &b[g], cfg, -1);
         }
         cdl_dataset_head(&b[g], 50);                /* --limit */
         cdl_dataset_head(&a, 50);
-        same_epochs(&a, &b[g], (cdl_loader_cfg){.batch = 7, .shuffle = 1, .seed = 3});
+        idx_same_epochs(&a, &b[g], (cdl_loader_cfg){.batch = 7, .shuffle = 1, .seed = 3}, -1);
         a.n = b[g].n = N;
     }
     /* no allocation per batch */
@@ -158,7 +135,7 @@ static void test_stream_cache(void **st) {
     open_gz(&b);
     assert_int_equal(stat(entry, &s1), 0);
     assert_int_equal(s1.st_size, (off_t)sizeof g_im);
-    same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 9, .workers = 2});
+    idx_same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 9, .workers = 2}, -1);
     cdl_dataset_free(&b);
     /* the right size but another header: rebuilt */
     unsigned char bad[sizeof g_im];
@@ -198,7 +175,7 @@ static void test_stream_fallback(void **st) {
     assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
     assert_int_equal(cdl_dataset_load_idx_stream(&b, tpath("im.idx.gz"), tpath("lb.idx")), 0);
     assert_true(!b.stream && b.col[0].data && (b.col[0].flags & CDL_COL_U8) && !(b.col[0].flags & CDL_COL_FILE));
-    same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 2});
+    idx_same_epochs(&a, &b, (cdl_loader_cfg){.batch = 16, .shuffle = 1, .seed = 2}, -1);
     cdl_dataset_free(&b);
     unsetenv("CDL_CACHE_DIR");                                      /* no variable at all */
     char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL, *xdg = getenv("XDG_CACHE_HOME")
@@ -333,7 +310,7 @@ static void test_stream_fashion_mnist(void **st) {
     assert_int_equal(b.n, 10000);
     cdl_loader_cfg cfg = {.batch = 64, .shuffle = 1, .seed = 1, .workers = 1,
                           .tf = {.normalize = 1, .mean = 0.2860, .std = 0.3530}};
-    same_epochs(&a, &b, cfg);
+    idx_same_epochs(&a, &b, cfg, -1);
     cdl_dataset_free(&a);
     cdl_dataset_free(&b);
     unsetenv("CDL_CACHE_DIR");

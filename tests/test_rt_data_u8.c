@@ -20,28 +20,6 @@ static void mk_files(unsigned char *px) {
     memcpy(px, im + IDX_HB, N * H * W);
 }
 
-/* The epoch cfg gives from the float dataset f and from the byte dataset b: equal. */
-static void same_epochs(const cdl_dataset *f, const cdl_dataset *b, cdl_loader_cfg cfg) {
-    size_t row = (size_t)f->col[0].feat * (size_t)(cfg.real_size ? cfg.real_size : 4);
-    unsigned char *xf = malloc(row * (size_t)f->n), *xb = malloc(row * (size_t)f->n);
-    int32_t *yf = malloc(sizeof(int32_t) * (size_t)f->n), *yb = malloc(sizeof(int32_t) * (size_t)f->n);
-    cdl_loader *lf = cdl_loader_new(f, &cfg), *lb = cdl_loader_new(b, &cfg);
-    assert_non_null(lf);
-    assert_non_null(lb);
-    for (uint64_t e = 0; e < 2; e++) {
-        memset(xb, 0xA5, row * (size_t)f->n);
-        assert_int_equal(rt_loader_epoch(lf, e, 0, row, cfg.batch, xf, yf), f->n);
-        assert_int_equal(rt_loader_epoch(lb, e, 0, row, cfg.batch, xb, yb), f->n);
-        assert_memory_equal(xf, xb, row * (size_t)f->n);
-        assert_memory_equal(yf, yb, sizeof(int32_t) * (size_t)f->n);
-    }
-    cdl_loader_free(lf);
-    cdl_loader_free(lb);
-    free(xf);
-    free(xb);
-    free(yf);
-    free(yb);
-}
 
 static void test_u8_columns(void **st) {
     (void)st;
@@ -85,7 +63,7 @@ static void test_u8_batches_equal_floats(void **st) {
         for (int rs = 4; rs <= 8; rs += 4)
             for (int w = 0; w <= 2; w += 2) {
                 cdl_loader_cfg cfg = {.batch = 16, .shuffle = 1, .seed = 11, .real_size = rs, .workers = w, .tf = tfs[t]};
-                same_epochs(&f, &b, cfg);
+                idx_same_epochs(&f, &b, cfg, f.n);
             }
     /* Shards and a partial last batch, no shuffle. */
     cdl_loader_cfg cfg = {.batch = 64, .nshards = 3, .shard = 1, .tf = tfs[1]};
@@ -140,7 +118,7 @@ static void test_u8_fashion_mnist(void **st) {
     assert_true(b.col[0].flags & CDL_COL_U8);
     cdl_loader_cfg cfg = {.batch = 64, .shuffle = 1, .seed = 1, .workers = 1,
                           .tf = {.normalize = 1, .mean = 0.2860, .std = 0.3530}};
-    same_epochs(&f, &b, cfg);
+    idx_same_epochs(&f, &b, cfg, f.n);
     cdl_dataset_free(&f);
     cdl_dataset_free(&b);
 }
