@@ -22,8 +22,8 @@ int cdl_backend_dnnl(void);
 /* Row-major C = alpha op(A) op(B) + beta C through dnnl_sgemm; M, N, K > 0. */
 void cdl_dnnl_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* oneDNN's OpenMP thread count (omp_set_num_threads: the calling thread's setting). */
-void cdl_dnnl_set_threads(int n);
+/* From now on every thread that calls dnnl_sgemm runs it on an OpenMP team of one. */
+void cdl_dnnl_single_threaded(void);
 #endif
 
 #endif

@@ -9,7 +9,6 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,7 +252,7 @@ void cdl_blas_set_threads(int n) {
     if (n <= 0) n = cpus_available();
     openblas_set_num_threads(1);
 #ifdef CDL_BACKEND_ONEDNN
-    cdl_dnnl_set_threads(n);
+    cdl_dnnl_single_threaded();
 #endif
     cdl_parallel_set_threads(n);
 }

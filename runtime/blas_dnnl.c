@@ -27,8 +27,7 @@ void omp_set_num_threads(int n); /* libgomp; <omp.h> needs -fopenmp with some co
 static atomic_int dnnl_asked;
 static _Thread_local int team_one;
 
-void cdl_dnnl_set_threads(int n) {
-    (void)n;
+void cdl_dnnl_single_threaded(void) {
     atomic_store(&dnnl_asked, 1);
 }
 
