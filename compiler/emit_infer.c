@@ -84,7 +84,7 @@ static void use_section(Kernels *K, Section *s) {
 }
 
 /* The portable name of a runtime identifier: cdl_X_f32 -> nn_X, cdl_X_i32 -> nn_X_i32,
- * cdl_conv2d_geom -> nn_conv2d_geom, CDL_BIN_ADD -> NN_BIN_ADD (section NN_BIN). */
+ * cdl_X_geom -> nn_X_geom, CDL_BIN_ADD -> NN_BIN_ADD (section NN_BIN). */
 static const char *portable(const char *id, const char **sec) {
     size_t n = strlen(id);
     if (!strncmp(id, "CDL_BIN_", 8)) {
@@ -93,7 +93,7 @@ static const char *portable(const char *id, const char **sec) {
     }
     const char *r = NULL;
     if (n > 8 && !strcmp(id + n - 4, "_f32")) r = cc_str("nn_%.*s", (int)(n - 8), id + 4);
-    else if (!strcmp(id, "cdl_conv2d_geom") || (n > 8 && !strcmp(id + n - 4, "_i32"))) r = cc_str("nn_%s", id + 4);
+    else if ((n > 9 && !strcmp(id + n - 5, "_geom")) || (n > 8 && !strcmp(id + n - 4, "_i32"))) r = cc_str("nn_%s", id + 4);
     *sec = r;
     return r;
 }
@@ -204,8 +204,10 @@ static bool supported(Op op, Kernels *K) {
     case OP_LOG: case OP_SQRT: case OP_ABS: case OP_SQUARE: case OP_POWS: case OP_CLAMP: case OP_RELU:
     case OP_LEAKY_RELU: case OP_SIGMOID: case OP_TANH: case OP_GELU: case OP_SOFTPLUS:
     case OP_ELU: case OP_STOP_GRAD:
-    case OP_MATMUL: case OP_LINEAR: case OP_SUM: case OP_MEAN: case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
+    case OP_MATMUL: case OP_LINEAR: case OP_SUM: case OP_MEAN: case OP_REDUCE_MAX:
+    case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
     case OP_CONCAT: case OP_SLICE: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_EMBEDDING: case OP_CONV2D:
+    case OP_CONV: case OP_CONV_T: case OP_UPSAMPLE:
     case OP_MAXPOOL2D: case OP_AVGPOOL2D: case OP_BATCHNORM: case OP_LAYER_NORM: case OP_RMS_NORM:
     case OP_GROUP_NORM: case OP_LSTM_ACT: case OP_GRU_ACT: case OP_VIEW:
     case OP_LOOP: case OP_LOOP_OUT: case OP_LOOP_CARRY: case OP_LOOP_CAPTURE:

@@ -17,7 +17,9 @@
  * Inputs: a real input of 784 values per example gets the first N Fashion-MNIST test
  * images (the forward's first one normalised for the runtime as the trainer does, and
  * given raw to the export, which normalises itself); an i32 input the test labels (or
- * integers 0..9); other real inputs N(0, 1) noise.  Every output row is compared with
+ * integers 0..9); a perturbation's delta (CDL_T_PERTURB, which the export does not
+ * take) zeros, as the trainer feeds it outside an attack; other real inputs N(0, 1)
+ * noise.  Every output row is compared with
  * the runtime's: the error of an example is max |export - eval| / max |eval| over the
  * row.  Printed: the largest such error, the share of bitwise-equal values and, for a
  * forward's first output, how many predictions (argmax) agree and both test accuracies.
@@ -103,6 +105,7 @@ static Data make_inputs(const cdl_model *m, int nin, const cdl_tensor *in, const
         for (int64_t i = 0; i < n; i++) {
             double a = uniform(), b = uniform();
             v[i] = r == d->feat ? d->x[i] : (float)(sqrt(-2 * log(a)) * cos(6.283185307179586 * b));
+            if (in[k].flags & CDL_T_PERTURB) v[i] = 0;
         }
         if (norm && first_real && r == d->feat) {
             f = malloc((size_t)n * sizeof *f);
