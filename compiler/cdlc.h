@@ -974,6 +974,7 @@ void emit_c_end(EmitC *c);
 const char **emit_c_infer_body(FILE *f, const Model *m, const Fn *fn, const char *const *leaf);
 /* For op emitters (static target): */
 const char *e_aux(Emit *e, int node);      /* pointer to node's aux scratch */
+const char *e_aux_at(Emit *e, int node, int64_t off);   /* that + off reals (NULL in the inference export) */
 /* A convolution kernel's call, kernel(geom, in0, in1[, in2 or NULL], node, scratch), as
  * cdl_conv2d, cdl_convg, cdl_conv_transpose2d and their _bwd_x / _bwd_w take it; the
  * third operand (the optional bias) only when bias_slot. */

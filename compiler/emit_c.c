@@ -75,6 +75,10 @@ const char *e_aux_as(Emit *e, int node, const char *type) {
 
 const char *e_aux(Emit *e, int node) { return e_aux_as(e, node, e_real(e)); }
 
+const char *e_aux_at(Emit *e, int node, int64_t off) {
+    return e->infer ? "NULL" : cc_str("%s + %lld", e_aux(e, node), (long long)off);
+}
+
 /* The pointee type of node n's pointer variable: in the inference export a value with
  * no storage of its own (a view, a loop's carried or captured value, a carried result)
  * may be the caller's input or a const weight array, and is never written through

@@ -262,10 +262,10 @@ static int64_t aux_attention(const Graph *g, const Node *n) { return attn_rows(g
 
 static void emit_attention(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s + %lld);", e_fn(e, "attention"),
+    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "attention"),
            attn_geom(e, g, x->in[0], x->in[1], x->shape.d[x->shape.rank - 1], x->ia[0], x->fa[0],
                      x->nin > 3 ? x->in[3] : -1), e_ptr(e, x->in[0]),
-           e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n), e_aux(e, n), e_aux(e, n), (long long)attn_rows(g, x));
+           e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n), e_aux(e, n), e_aux_at(e, n, attn_rows(g, x)));
 }
 
 /* ATTENTION_BWD makes the packed [dq | dk | dv] (parts at the compiled batch's

@@ -148,9 +148,6 @@ job() {
     bilstm|birnn|gru|lstm2|rnn) N=100; T=1e-4; defs="-D H=32" ;;
     convlstm) N=100; T=1e-4; defs="-D C1=4 -D C2=8 -D H=32" ;;
     charlm) N=100; T=1e-4; defs="-D H=32 -D E=16"; clang=1 ;;
-    # not exportable yet: the export has no kernel for bmm (a batched x @ W) and
-    # attention, which the nn library's blocks use; said, not silently passed
-    gpt|transformer) echo "skip $b: the inference export has no bmm or attention kernel yet"; return 0 ;;
     *) N=100; T=1e-4; clang=1 ;;
     esac
     if ! "$CDLC" "$m" $defs -o "$t/$b.c" >"$t/log.$b" 2>&1 ||
@@ -214,7 +211,8 @@ EOF
 
 # The general convolution's geometries no zoo model has (groups, dilation, non-square
 # kernels and strides, pairs of pads; transposed with stride, padding and
-# output_padding), bilinear and nearest upsampling at a scale that is not 2, and a min.
+# output_padding), bilinear and nearest upsampling at a scale that is not 2, a min, and
+# attention with a scale and a key padding mask.
 cat >"$t/convs.cdl" <<'EOF'
 model convs(B = 8) {
     input x: f32[B, 784]
@@ -225,7 +223,9 @@ model convs(B = 8) {
     c = b |> conv_transpose2d(4, 3, stride=2, pad=1, output_padding=1, groups=2)            # [B, 4, 28, 52]
     u = upsample(c, 0.75, mode="bilinear") + upsample(c, 0.75)                                   # [B, 4, 21, 39]
     s = conv1d(reshape(u, [B, 4, 819]), 3, 5, stride=3, dilation=2, pad=4)                         # [B, 3, 273]
-    logits = linear(concat([min(s, axis=2), max(s, axis=1)], axis=1), 10)
+    t = reshape(x, [B, 2, 49, 8])
+    att = attention(t, 0.5 * t, t, scale=0.3, key_padding_mask=x[:, 300:349] > 0.5)   # [B, 2, 49, 8]
+    logits = linear(concat([min(s, axis=2), max(s, axis=1), flatten(mean(att, axis=2))], axis=1), 10)
     output logits
     loss cross_entropy(logits, y)
 }
