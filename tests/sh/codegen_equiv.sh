@@ -23,15 +23,12 @@
 # is built with the descriptor line put in (else today's runtime refuses it), nothing
 # else changed.
 # Environment: B, CDLC; CDL_EQUIV_REF overrides REF.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
+. "$(dirname "$0")/../lib.sh"
 REF=${CDL_EQUIV_REF:-bb067812e23df18de5720e3bffd9db086376e200}
-LIB=$B/libcdlrt.a
-LIBS=$(cat "$B/libcdlrt.libs" 2>/dev/null || echo -lopenblas -lz -lpthread -lm)
-CCMD=${CC:-cc}
-SAN=""
-nm "$LIB" 2>/dev/null | grep -q __asan_init && { CCMD=clang; SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"; }
+LIB=$CDLRT
+LIBS=$(cat "${LIB%.a}.libs" 2>/dev/null || echo -lopenblas -lz -lpthread -lm)
+san_cc   # a sanitized runtime needs the programs built the same way
+CCMD=$CC
 if ! git rev-parse -q --verify "$REF^{commit}" >/dev/null 2>&1; then
     echo "skipped: reference commit $REF is not in this checkout's history"; exit 0
 fi
@@ -51,7 +48,6 @@ if [ ! -x "$ref" ]; then
     mv "$ref.tmp" "$ref"
     rm -rf "$d"
 fi
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
 ABI=$(sed -n 's/^#define CDL_ABI \([0-9][0-9]*\)$/\1/p' runtime/cdl.h)
 [ -n "$ABI" ] || { echo "FAIL: no '#define CDL_ABI N' in runtime/cdl.h"; exit 1; }
 
@@ -85,7 +81,7 @@ one() {
     abi_in "$dir/ref/$b.c" "$dir/ref.c"
     for w in ref new; do
         local src="$dir/$w/$b.c"; [ $w = ref ] && src="$dir/ref.c"
-        $CCMD -std=c11 -O0 $SAN -Iruntime -I"$dir/$w" -DMODEL=${b}_model tests/drivers/dump_model.c "$src" "$LIB" \
+        $CCMD -std=c11 -O0 -Iruntime -I"$dir/$w" -DMODEL=${b}_model tests/drivers/dump_model.c "$src" "$LIB" \
             -o "$dir/$w/prog" $LIBS >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w build: $(head -3 $dir/log)"; return 1; }
         OPENBLAS_NUM_THREADS=1 "$dir/$w/prog" "$dir/$w/dump" >"$dir/log" 2>&1 || { echo "FAIL $b $tgt: $w run: $(tail -3 $dir/log)"; return 1; }
     done
@@ -94,7 +90,7 @@ one() {
     fi
     echo "ok   $b $tgt: same numbers ($(stat -c %s "$dir/new/dump") bytes)"
 }
-export -f one abi_out abi_in; export t ref CDLC CCMD SAN LIB LIBS ABI
+export -f one abi_out abi_in; export t ref CDLC CCMD LIB LIBS ABI
 ls models/*.cdl | sed 's/$/ c/; p; s/ c$/ tape/' | xargs -P 2 -L 1 bash -c 'one "$0" "$1"' >"$t/results" 2>&1
 cat "$t/results"
 n=$(grep -c . "$t/results"); fail=$(grep -c '^FAIL' "$t/results")

@@ -19,19 +19,14 @@
 #  6. --quantize=int8 for LeNet and the LSTM: outputs within 0.1 of eval's, 98% of
 #     the predictions the same (the accuracy change is measured in docs/deploy.md).
 # Environment: B (build directory), CDLC.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-LIB=$B/libcdlrt.a
-RT_LIBS=$(cat "$B/libcdlrt.libs")
-CHECK_CC=${CC:-cc}
-if nm "$LIB" 2>/dev/null | grep -q __asan_init; then
-    CHECK_CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
-fi
+. "$(dirname "$0")/../lib.sh"
+LIB=$CDLRT
+RT_LIBS=$(cat "${LIB%.a}.libs")
+san_cc   # a sanitized runtime needs the check programs built the same way
+CHECK_CC=$CC
 here=$(pwd)
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
 STRICT="-std=c99 -Wall -Wextra -Werror -pedantic"
-fail=0; n=0
+n=0
 export t CDLC LIB RT_LIBS CHECK_CC STRICT
 
 # shim FN HEADER: a shared object's uniform face (infer_call, infer_in, ...) for the

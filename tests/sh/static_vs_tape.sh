@@ -10,22 +10,14 @@
 #     build of the tape target at batch 4.
 # Models listed in tests/zoo_sizes.txt run at the smaller sizes given there.
 # Environment: B (build directory), CDLC, COMPARE; CMP_ARGS adds options to cdl-compare.
-set -u
-B=${B:-build}
-CDLC=${CDLC:-$B/cdlc}
-COMPARE=${COMPARE:-$B/cdl-compare}
+. "$(dirname "$0")/../lib.sh"
 CMP_ARGS=${CMP_ARGS:-}
-LIB=$B/libcdlrt.a
+LIB=$CDLRT
 # a sanitized runtime needs the generated programs built the same way
-if nm "$LIB" 2>/dev/null | grep -q __asan_init; then
-    export CC="clang -fsanitize=address,undefined -fno-omit-frame-pointer"
-    SLOW=1
-else
-    SLOW=0
-fi
-CCMD=${CC:-cc}
-t=$(mktemp -d); trap 'rm -rf $t' EXIT
-fail=0; n=0
+san_cc
+if sanitized; then SLOW=1; else SLOW=0; fi
+CCMD=$CC
+n=0
 for m in models/*.cdl; do
     b=$(basename "$m" .cdl); n=$((n + 1))
     defs=$(awk -v m="$b" '$1 == m { $1 = ""; print }' tests/zoo_sizes.txt)   # smaller sizes
