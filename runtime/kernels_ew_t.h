@@ -171,7 +171,7 @@ EW_UNARY(tanh, M(tanh)(v))
 EW_UNARY(sin, M(sin)(v))
 EW_UNARY(cos, M(cos)(v))
 EW_UNARY(log1p, M(log1p)(v))
-EW_UNARY(sign, (T)(v > 0) - (T)(v < 0) + v * (T)0)    /* v * 0: NaN stays NaN, as torch.sign */
+EW_UNARY(sign, v != v ? v : (T)(v > 0) - (T)(v < 0))    /* NaN stays NaN; +-inf give +-1, as torch.sign */
 /* The tanh approximation (approximate="tanh"): 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))). */
 EW_UNARY(gelu_tanh, (T)0.5 * v * ((T)1 + M(tanh)((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v))))
 /* log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|). */

@@ -373,10 +373,13 @@ static void test_unary_issue13(void **st) {
             assert_true(fabs(yf[i] - t[k].ref(inf_[i])) <= 1e-6 * (1 + fabs(r)));
         }
     }
-    /* sign: NaN stays NaN, -0 and 0 give 0 */
-    double sp[3] = {NAN, -0.0, 0.0}, so[3];
-    cdl_sign_f64(3, sp, so);
-    assert_true(isnan(so[0]) && so[1] == 0 && so[2] == 0);
+    /* sign: NaN stays NaN, -0 and 0 give 0, +-inf give +-1 (not NaN, as inf * 0 would) */
+    double sp[5] = {NAN, -0.0, 0.0, INFINITY, -INFINITY}, so[5];
+    float spf[5] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY}, sof[5];
+    cdl_sign_f64(5, sp, so);
+    cdl_sign_f32(5, spf, sof);
+    assert_true(isnan(so[0]) && so[1] == 0 && so[2] == 0 && so[3] == 1 && so[4] == -1);
+    assert_true(isnan(sof[0]) && sof[1] == 0 && sof[2] == 0 && sof[3] == 1 && sof[4] == -1);
     /* backward by finite differences */
     fill_rand(g, M, -2, 2);
     fill_rand(x, M, -3, 3);
