@@ -208,7 +208,8 @@ static bool supported(Op op, Kernels *K) {
     case OP_BROADCAST: case OP_RESHAPE: case OP_TRANSPOSE:
     case OP_CONCAT: case OP_SLICE: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_EMBEDDING: case OP_CONV2D:
     case OP_CONV: case OP_CONV_T: case OP_UPSAMPLE: case OP_BMM: case OP_ATTENTION:
-    case OP_WHERE: case OP_ONE_HOT: case OP_COMPARE:
+    case OP_WHERE: case OP_ONE_HOT: case OP_COMPARE: case OP_TRIL: case OP_ARGMAX: case OP_CAST: case OP_MOMENTS:
+    case OP_LOGSUMEXP: case OP_POOL:
     case OP_MAXPOOL2D: case OP_AVGPOOL2D: case OP_BATCHNORM: case OP_LAYER_NORM: case OP_RMS_NORM:
     case OP_GROUP_NORM: case OP_LSTM_ACT: case OP_GRU_ACT: case OP_VIEW:
     case OP_LOOP: case OP_LOOP_OUT: case OP_LOOP_CARRY: case OP_LOOP_CAPTURE:

@@ -226,9 +226,29 @@ model convs(B = 8) {
 }
 EOF
 
+# The remaining eval-mode ops: general pooling, the other activations, tril, the
+# variance, standard deviation and logsumexp over an axis, argmax and the casts.
+cat >"$t/more.cdl" <<'EOF'
+model more(B = 8) {
+    input x: f32[B, 784]
+    input y: i32[B]
+    img = reshape(x, [B, 1, 28, 28])
+    p = img |> conv2d(4, 3, pad=1) |> maxpool2d(3, stride=2, pad=1) |> adaptive_avgpool2d(5)   # [B, 4, 5, 5]
+    q = reshape(x, [B, 4, 196]) |> avgpool1d(3, stride=2, pad=1) |> maxpool1d(5, stride=3, pad=2)   # [B, 4, 33]
+    h = concat([flatten(p), flatten(q)], axis=1) |> linear(32) |> dropout(0.3)
+    a = sin(h) + cos(h) + erf(h) + log1p(abs(h)) + sign(h) + gelu_tanh(h)
+    t = tril(reshape(a, [B, 4, 8]), 1) + triu(reshape(a, [B, 4, 8]), -1)
+    v = var(a, axis=1, keepdim=true) + std(a, axis=1, keepdim=true, unbiased=false) + logsumexp(a, axis=1, keepdim=true)
+    c = float(argmax(a, axis=1)) + float(int(4 * a[:, 0])) + float(argmin(t, axis=1))[:, 0]
+    logits = linear(flatten(t), 10) + v + reshape(c, [B, 1])
+    output logits
+    loss cross_entropy(logits, y)
+}
+EOF
+
 # Two models at a time (the machine's two cores); reports in model order.
-ls models/*.cdl "$t/ops.cdl" "$t/convs.cdl" | xargs -P 2 -I{} bash -c 'job {} >"$0/report.$(basename {} .cdl)" 2>&1 || touch "$0/fail.$(basename {} .cdl)"' "$t"
-for m in models/*.cdl "$t/ops.cdl" "$t/convs.cdl"; do
+ls models/*.cdl "$t/ops.cdl" "$t/convs.cdl" "$t/more.cdl" | xargs -P 2 -I{} bash -c 'job {} >"$0/report.$(basename {} .cdl)" 2>&1 || touch "$0/fail.$(basename {} .cdl)"' "$t"
+for m in models/*.cdl "$t/ops.cdl" "$t/convs.cdl" "$t/more.cdl"; do
     b=$(basename "$m" .cdl); n=$((n + 1))
     cat "$t/report.$b"
     [ -e "$t/fail.$b" ] && fail=$((fail + 1))
