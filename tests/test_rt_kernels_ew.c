@@ -516,6 +516,47 @@ static void test_dropout(void **st) {
     for (int i = 0; i < M; i++) assert_true(y2[i] == 0);
 }
 
+/* Dropout's words are Philox-4x32-10 as kernels_ew.c's comment says, whichever
+ * version of ew_drop_bits the build takes (AVX-512 or scalar): element e keeps iff
+ * word e % 4 of counter (e / 4 lo, e / 4 hi, s0, s1) under key (k0, k1) is >= p 2^32,
+ * where (k0, k1, s0, s1) = cdl_philox(k, 2^64 - 1).  Bases off a multiple of 4 and of
+ * 64, a counter above 2^32 (its high word used), lengths that end mid-block. */
+void cdl_philox_raw(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+static void test_dropout_words(void **st) {
+    (void)st;
+    enum { M = 1003 };
+    static float x[M], y[M];
+    static uint8_t keep[M + 1];
+    for (int i = 0; i < M; i++) x[i] = 1.0f;
+    const double p = 0.37;
+    const uint32_t thr = (uint32_t)(p * 4294967296.0);
+    cdl_rng_key keys[2] = {{.seed = 42, .step = 3, .stream = 5}, {.seed = 7, .step = 123456789, .stream = 0xD0}};
+    const uint64_t bases[4] = {0, 5, 4 * 61 + 2, (uint64_t)1 << 35 | 7};
+    const int64_t lens[3] = {M, 1, 67};
+    for (int ki = 0; ki < 2; ki++) {
+        uint32_t w[4];
+        cdl_philox(keys[ki], UINT64_MAX, w);
+        const uint32_t key[2] = {w[0], w[1]};
+        for (int bi = 0; bi < 4; bi++)
+            for (int li = 0; li < 3; li++) {
+                uint64_t base = bases[bi];
+                int64_t n = lens[li];
+                memset(keep, 7, sizeof keep);
+                cdl_dropout_keep_f32(keys[ki], base, n, p, x, y, keep);
+                for (int64_t i = 0; i < n; i++) {
+                    uint64_t e = base + (uint64_t)i, c = e / 4;
+                    const uint32_t ctr[4] = {(uint32_t)c, (uint32_t)(c >> 32), w[2], w[3]};
+                    uint32_t out[4];
+                    cdl_philox_raw(ctr, key, out);
+                    int k = out[e % 4] >= thr;
+                    assert_int_equal(keep[i], k);
+                    assert_true(y[i] == (k ? (float)(1.0 / (1.0 - p)) : 0.0f));
+                }
+                assert_int_equal(keep[n], 7);           /* nothing written past n */
+            }
+    }
+}
+
 /* Large relu, relu_bwd and binary calls run on the pool (kernels_ew.c, ew_run): the
  * same bits for 1 to 5 threads, in place too, and the values of a plain loop.  An odd
  * size, so the last range is not a multiple of the 16-element cut. */
@@ -560,6 +601,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basics),
         cmocka_unit_test(test_ew_threads),
+        cmocka_unit_test(test_dropout_words),
         cmocka_unit_test(test_binary_same_and_scalar),
         cmocka_unit_test(test_binary_broadcast),
         cmocka_unit_test(test_maxmin_bwd),
