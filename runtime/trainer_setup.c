@@ -4,6 +4,7 @@
  * helpers.
  */
 #include "trainer_int.h"
+#include "backend_int.h"
 
 #include <math.h>
 #include <string.h>
@@ -225,4 +226,24 @@ int tr_loss_failed(double loss, const char *what) {
 void tr_json_num(FILE *f, const char *key, double v, int comma) {
     if (isfinite(v)) fprintf(f, "\"%s\":%.17g%s", key, v, comma ? "," : "");
     else fprintf(f, "\"%s\":null%s", key, comma ? "," : "");
+}
+
+/* The warm-up product: above blas.c's CDL_DNNL_MIN_MACS (16^3), so that oneDNN takes
+ * it; its result is not used. */
+static void *tr_gemm_warm(void *arg) {
+    (void)arg;
+    enum { N = 32 };
+    static const float a[N * N], b[N * N];
+    float c[N * N];
+    cdl_gemm_f32(0, 0, N, N, N, 1, a, N, b, N, 0, c, N);
+    return NULL;
+}
+
+void tr_gemm_warm_start(const cdl_model *m, tr_warm *w) {
+    w->on = m->real_size == 4 && cdl_backend_dnnl() && pthread_create(&w->th, NULL, tr_gemm_warm, NULL) == 0;
+}
+
+void tr_gemm_warm_join(tr_warm *w) {
+    if (w->on) pthread_join(w->th, NULL);
+    w->on = 0;
 }

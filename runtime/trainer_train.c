@@ -146,7 +146,12 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
     if (tr_check_batch(m, o) < 0) return -1;
     cdl_dataset d;
     tr_map map;
-    if (tr_open_dataset(m, o, 0, o->test_limit, &d) < 0) return -1;
+    tr_warm warm;
+    tr_gemm_warm_start(m, &warm);                 /* oneDNN's kernels made during the set-up */
+    if (tr_open_dataset(m, o, 0, o->test_limit, &d) < 0) {
+        tr_gemm_warm_join(&warm);
+        return -1;
+    }
     cdl_net *net = NULL;
     cdl_loader *l = NULL;
     tr_robust rb;
@@ -171,6 +176,7 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
             cdl_attack_str(&a, spec, sizeof spec);
         }
     }
+    tr_gemm_warm_join(&warm);
     if (tr_evaluate(m, net, l, &map, &loss, &acc, rb.adv ? &rb : NULL) < 0) goto out;
     int64_t attacked = 0, changed = 0, flips = 0;
     if (cdl_adv_text(rb.adv)) cdl_hotflip_counts(cdl_adv_text(rb.adv), &attacked, &changed, &flips);
@@ -199,6 +205,7 @@ int tr_eval(const cdl_model *m, const tr_opts *o) {
     }
     rc = 0;
 out:
+    tr_gemm_warm_join(&warm);
     cdl_free(rb.ok);
     cdl_adv_free(rb.adv);
     cdl_loader_free(l);
@@ -609,12 +616,15 @@ int tr_train(const cdl_model *m, const tr_opts *o) {
     sigaction(SIGTERM, &sa, &old_term);
     /* Each part ends with an agreement, so a failure on any rank ends every rank; in
      * between, rank 0's parameters, state and resume point go to every rank. */
+    tr_warm warm;
+    tr_gemm_warm_start(m, &warm);                 /* oneDNN's kernels made during the set-up */
     int rc = cdl_dist_agree(tr_train_prepare(&s) < 0, NULL, NULL, 0);
     if (rc == 0 && cdl_dist_size() > 1) {
         rc = cdl_dist_sync_net(s.net, &s.opt);
         cdl_dist_bcast(&s.meta, sizeof s.meta);
     }
     if (rc == 0) rc = cdl_dist_agree(tr_train_setup(&s) < 0, NULL, NULL, 0);
+    tr_gemm_warm_join(&warm);
     uint64_t epoch = s.meta.epoch;
     for (; rc == 0 && epoch < (uint64_t)s.E; epoch++) rc = tr_train_epoch_all(&s, epoch);
     if (rc == 0) rc = tr_train_finish(&s, epoch);
