@@ -725,7 +725,7 @@ void cdl_blas_set_threads(int n);
  * `make BACKEND=onednn` build unless CDL_BACKEND=openblas is in the environment
  * (docs/design.md, Backends).  f64 GEMMs always run on OpenBLAS. */
 const char *cdl_backend(void);
-/* The worker pool.  cdl_parallel_set_threads(n) keeps n - 1 sleeping workers (the
+/* The worker pool.  cdl_parallel_set_threads(n) keeps n - 1 workers (the
  * caller is the n-th thread); cdl_parallel_threads() is that n.  cdl_parallel_for
  * runs fn(ctx, i) for every i in [0, n) on the pool and returns when all are done; the
  * tasks must be independent (each writes its own outputs), so that results do not

@@ -1,38 +1,58 @@
 /* parallel.c -- the runtime's own worker pool, for kernels that OpenBLAS does not run
- * (the direct convolutions, pooling, large elementwise ops and reductions).  Contract:
- * cdl.h, cdl_parallel_for and cdl_parallel_ranges.
+ * (the direct convolutions, pooling, large elementwise ops and reductions, the blocks of
+ * large GEMMs).  Contract: cdl.h, cdl_parallel_for and cdl_parallel_ranges.
  *
  * The pool is created when the thread count is set (cdl_blas_set_threads) and lives
  * until the next change: threads - 1 workers, the calling thread being the last one.
- * Between jobs the workers sleep on a condition variable (no spinning: the machine
- * and its cores are shared with OpenBLAS's own threads and other processes).  A job is
- * n tasks handed out one by one through an atomic counter; which thread runs a task
- * does not matter, so a kernel whose tasks write disjoint outputs (or a per-task slot
- * of its scratch) gives the same bits for any thread count.  Nothing here allocates
- * after cdl_parallel_set_threads, so a training step stays allocation-free. */
+ * A job is n tasks handed out one by one through an atomic counter; which thread runs
+ * a task does not matter, so a kernel whose tasks write disjoint outputs (or a
+ * per-task slot of its scratch) gives the same bits for any thread count.
+ *
+ * Waiting.  Between jobs a worker spins for POOL_SPIN_NS (pausing) and then sleeps on a
+ * condition variable; waking a sleeping thread costs ~20-50 us on these VMs (the
+ * hypervisor's interrupt path), as long as a small job, while the gaps between a
+ * step's parallel kernels are mostly shorter than the spin.  The caller, once no task
+ * is left to take, waits the same way for the workers still inside the job.  Nothing
+ * else in cdl spins (the libraries run single-threaded, blas.c).
+ *
+ * A job's life.  pool.state holds the job number (gen, bits 17 and up), a closed bit
+ * and the count of workers inside the job (refs).  The caller writes the job, then
+ * publishes gen + 1 with refs 0; a worker enters by raising refs while gen is still
+ * the one it saw and the job is not closed, takes tasks, and leaves by lowering refs.
+ * When every task has been taken the caller closes the job and waits for refs to reach
+ * 0: every task taken has then finished, and a worker that wakes late finds the job
+ * closed (or a newer one) and never touches it -- the caller never waits for a worker
+ * that did not take part.  Nothing here allocates after cdl_parallel_set_threads, so a
+ * training step stays allocation-free. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "cdl.h"
 
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
+#define POOL_SPIN_NS 50000 /* how long a waiting thread spins before it sleeps */
+#define ST_REFS ((uint64_t)0xffff)
+#define ST_CLOSED ((uint64_t)1 << 16)
+#define ST_GEN1 ((uint64_t)1 << 17)
 
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t wake; /* a new job or quit (workers wait on it) */
-    pthread_cond_t done; /* the last worker left the current job (the caller waits) */
+    pthread_mutex_t mu;  /* guards sleeping on the two condition variables only */
+    pthread_cond_t wake; /* a new job or quit (sleeping workers wait on it) */
+    pthread_cond_t done; /* refs reached 0 (a sleeping caller waits on it) */
     pthread_t tid[POOL_MAX];
-    int nworkers;       /* changed only while holding busy */
-    atomic_int threads; /* nworkers + 1, for cdl_parallel_threads */
-    int quit;
-    unsigned long gen; /* job number: a worker runs each job once */
-    int active;        /* workers not yet finished with the current job */
-    cdl_task_fn *fn;   /* the current job (fn, ctx, n are written and read under mu) */
+    int nworkers;          /* changed only while holding busy */
+    atomic_int threads;    /* nworkers + 1, for cdl_parallel_threads */
+    atomic_int quit;
+    atomic_int sleepers;   /* workers asleep (or about to be) on wake */
+    atomic_int caller_waits; /* the caller is asleep (or about to be) on done */
+    _Alignas(64) _Atomic uint64_t state; /* gen | closed | refs (above) */
+    cdl_task_fn *fn;     /* the current job: written before its gen is published */
     void *ctx;
     int64_t n;
-    atomic_llong next;  /* next task index of the current job */
-    atomic_flag busy;   /* a job is running: a nested or concurrent call runs serially */
+    _Alignas(64) atomic_llong next; /* next task index of the current job */
+    atomic_flag busy;    /* a job is running: a nested or concurrent call runs serially */
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
@@ -40,6 +60,43 @@ static struct {
     .busy = ATOMIC_FLAG_INIT,
     .threads = 1,
 };
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin up to POOL_SPIN_NS while cond(arg) is false; returns cond's last value. */
+static int spin_until(int (*cond)(uint64_t), uint64_t arg) {
+    if (cond(arg)) return 1;
+    int64_t t0 = now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            cpu_relax();
+            if (cond(arg)) return 1;
+        }
+        if (now_ns() - t0 > POOL_SPIN_NS) return cond(arg);
+    }
+}
+
+/* A job newer than gen `seen` has been published, or the pool quits.  (seq_cst loads,
+ * plain moves on x86: the sleep handshakes below need them.) */
+static int job_posted(uint64_t seen) {
+    return atomic_load(&pool.state) / ST_GEN1 != seen || atomic_load(&pool.quit);
+}
+
+/* No worker is inside the current job. */
+static int no_refs(uint64_t unused) {
+    (void)unused;
+    return (atomic_load(&pool.state) & ST_REFS) == 0;
+}
 
 /* Take tasks of the current job until none is left. */
 static void run_tasks(cdl_task_fn *fn, void *ctx, int64_t n) {
@@ -50,36 +107,54 @@ static void run_tasks(cdl_task_fn *fn, void *ctx, int64_t n) {
     }
 }
 
-/* arg = the job number when the worker was made: a job posted before the worker first
- * takes the mutex must still count as new to it. */
-static void *worker(void *arg) {
-    unsigned long seen = (unsigned long)(uintptr_t)arg;
-    pthread_mutex_lock(&pool.mu);
-    for (;;) {
-        while (pool.gen == seen && !pool.quit) pthread_cond_wait(&pool.wake, &pool.mu);
-        if (pool.quit) break;
-        seen = pool.gen;
-        cdl_task_fn *fn = pool.fn;
-        void *ctx = pool.ctx;
-        int64_t n = pool.n;
-        pthread_mutex_unlock(&pool.mu);
-        run_tasks(fn, ctx, n);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.active == 0) pthread_cond_signal(&pool.done);
+/* Enter job gen `g` unless it is closed or already replaced: 1 if entered. */
+static int enter_job(uint64_t g) {
+    uint64_t s = atomic_load(&pool.state);
+    while (s / ST_GEN1 == g && !(s & ST_CLOSED)) {
+        if (atomic_compare_exchange_weak(&pool.state, &s, s + 1)) return 1;
     }
-    pthread_mutex_unlock(&pool.mu);
+    return 0;
+}
+
+static void leave_job(void) {
+    uint64_t s = atomic_fetch_sub(&pool.state, 1) - 1;
+    if ((s & ST_REFS) == 0 && atomic_load(&pool.caller_waits)) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.mu);
+    }
+}
+
+/* arg = the job number when the worker was made: a job posted before the worker
+ * first looks must still count as new to it. */
+static void *worker(void *arg) {
+    uint64_t seen = (uint64_t)(uintptr_t)arg;
+    for (;;) {
+        if (!spin_until(job_posted, seen)) {
+            pthread_mutex_lock(&pool.mu);
+            atomic_fetch_add(&pool.sleepers, 1); /* seq_cst: see cdl_parallel_for */
+            while (!job_posted(seen)) pthread_cond_wait(&pool.wake, &pool.mu);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        if (atomic_load(&pool.quit)) break;
+        seen = atomic_load(&pool.state) / ST_GEN1;
+        if (!enter_job(seen)) continue; /* closed before this worker came: nothing to do */
+        run_tasks(pool.fn, pool.ctx, pool.n);
+        leave_job();
+    }
     return NULL;
 }
 
 /* Stop and join every worker (none is inside a job: jobs end before their call returns). */
 static void pool_stop(void) {
     pthread_mutex_lock(&pool.mu);
-    pool.quit = 1;
+    atomic_store(&pool.quit, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
     for (int i = 0; i < pool.nworkers; i++) pthread_join(pool.tid[i], NULL);
     pool.nworkers = 0;
-    pool.quit = 0;
+    atomic_store(&pool.quit, 0);
 }
 
 void cdl_parallel_set_threads(int n) {
@@ -93,7 +168,7 @@ void cdl_parallel_set_threads(int n) {
     }
     pool_stop();
     for (int i = 0; i < want; i++) {
-        void *gen = (void *)(uintptr_t)pool.gen; /* no job runs: gen is stable */
+        void *gen = (void *)(uintptr_t)(atomic_load(&pool.state) / ST_GEN1); /* no job runs */
         if (pthread_create(&pool.tid[i], NULL, worker, gen) != 0) break; /* fewer workers */
         pool.nworkers++;
     }
@@ -105,6 +180,33 @@ int cdl_parallel_threads(void) {
     return atomic_load(&pool.threads);
 }
 
+/* Publish job (fn, ctx, n), run its tasks beside the workers, close it and wait for
+ * the workers inside.  The sleepers / caller_waits handshakes are Dekker pairs of
+ * seq_cst operations: either the sleeper sees the new state before it waits, or the
+ * waker sees the sleeper's count and signals under the mutex. */
+static void pool_run(cdl_task_fn *fn, void *ctx, int64_t n) {
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
+    uint64_t g = atomic_load(&pool.state) / ST_GEN1 + 1;
+    atomic_store(&pool.state, g * ST_GEN1); /* open, no refs; releases the job's fields */
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    run_tasks(fn, ctx, n);
+    atomic_fetch_or(&pool.state, ST_CLOSED); /* every task is taken: no newcomers */
+    if (!spin_until(no_refs, 0)) {
+        pthread_mutex_lock(&pool.mu);
+        atomic_store(&pool.caller_waits, 1);
+        while (!no_refs(0)) pthread_cond_wait(&pool.done, &pool.mu);
+        atomic_store(&pool.caller_waits, 0);
+        pthread_mutex_unlock(&pool.mu);
+    }
+}
+
 void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
     if (n <= 0) return;
     if (n == 1 || atomic_flag_test_and_set(&pool.busy)) { /* one task, or nested */
@@ -112,23 +214,10 @@ void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
         return;
     }
     if (pool.nworkers == 0) {
-        atomic_flag_clear(&pool.busy);
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
-        return;
+    } else {
+        pool_run(fn, ctx, n);
     }
-    pthread_mutex_lock(&pool.mu);
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.n = n;
-    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
-    pool.active = pool.nworkers;
-    pool.gen++;
-    pthread_cond_broadcast(&pool.wake);
-    pthread_mutex_unlock(&pool.mu);
-    run_tasks(fn, ctx, n);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.active > 0) pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
     atomic_flag_clear(&pool.busy);
 }
 

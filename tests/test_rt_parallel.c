@@ -1,10 +1,13 @@
 /* test_rt_parallel.c -- the pool's range splitter (runtime/parallel.c,
  * cdl_parallel_ranges): the ranges cover [0, n) exactly once, start on multiples of
  * align, use the pool only from CDL_PAR_MIN elements of work and never take more
- * tasks than threads, for 1 to 5 threads. */
+ * tasks than threads, for 1 to 5 threads; and cdl_parallel_for itself: many small jobs
+ * back to back, and jobs far enough apart that the workers stop spinning and sleep,
+ * run every task exactly once and return only when all have finished. */
 #include "test_rt_util.h"
 
 #include <stdatomic.h>
+#include <time.h>
 
 typedef struct Seen {
     atomic_int *hits;     /* per index: how many ranges covered it */
@@ -47,9 +50,53 @@ static void test_ranges(void **state) {
     cdl_parallel_set_threads(1);
 }
 
+typedef struct Job {
+    atomic_int hits[64]; /* per task: how many times it ran */
+    atomic_int finished; /* tasks that finished */
+    int work;            /* pause loops per task (0: a tiny task) */
+} Job;
+
+static void job_task(void *ctx, int64_t i) {
+    Job *j = ctx;
+    volatile int sink = 0;
+    for (int k = 0; k < j->work * (int)(i + 1); k++) sink += k;
+    (void)sink;
+    atomic_fetch_add(&j->hits[i], 1);
+    atomic_fetch_add(&j->finished, 1);
+}
+
+/* n tasks: every one ran once, and all had finished when cdl_parallel_for returned. */
+static void one_job(int64_t n, int work) {
+    Job j = {.work = work};
+    for (int i = 0; i < 64; i++) atomic_init(&j.hits[i], 0);
+    atomic_init(&j.finished, 0);
+    cdl_parallel_for(n, job_task, &j);
+    assert_int_equal(atomic_load(&j.finished), n); /* read before anything else waits */
+    for (int64_t i = 0; i < 64; i++) assert_int_equal(atomic_load(&j.hits[i]), i < n ? 1 : 0);
+}
+
+static void test_many_jobs(void **state) {
+    (void)state;
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        assert_int_equal(cdl_parallel_threads(), t);
+        for (int r = 0; r < 4000; r++) one_job(1 + r % 64, r % 3 == 0 ? 0 : r % 200); /* back to back */
+        for (int r = 0; r < 12; r++) {                       /* the workers fall asleep in between */
+            nanosleep(&(struct timespec){0, 2000000}, NULL); /* 2 ms, well over the spin */
+            one_job(2 + r % 5, r % 2 ? 0 : 5000);
+        }
+    }
+    cdl_parallel_set_threads(2);
+    cdl_parallel_set_threads(2); /* the same count again: a no-op */
+    one_job(7, 10);
+    cdl_parallel_set_threads(1);
+    one_job(7, 10); /* no workers: the caller runs everything */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_many_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
