@@ -735,6 +735,12 @@ typedef void cdl_task_fn(void *ctx, int64_t i);
 void cdl_parallel_set_threads(int n);
 int cdl_parallel_threads(void);
 void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
+/* The same for tasks that need a scratch slot of their own: fn(ctx, i, slot) runs on
+ * the thread numbered slot (the caller is 0), and only threads 0 .. slots - 1 take
+ * part, so a kernel with `slots` scratch slots can hand out more tasks than threads
+ * (a thread that comes late takes what is left).  One thread runs a slot at a time. */
+typedef void cdl_slot_fn(void *ctx, int64_t i, int slot);
+void cdl_parallel_slots(int64_t n, int slots, cdl_slot_fn *fn, void *ctx);
 /* Ranges over the pool, for a kernel whose result for an index does not depend on the
  * range it falls in (elementwise ops, a reduction's kept elements): fn(ctx, i0, i1) is
  * called on ranges that cover [0, n) once.  Each index costs `cost` elements of memory

@@ -445,9 +445,14 @@ static int S(cv_threads)(const cdl_conv2d_geom *gm, int64_t parts) {
     return t < 1 ? 1 : (int)t;
 }
 
-/* One forward or bwd_x call split over the pool: task t takes images [n t/nt,
- * n (t+1)/nt) in scratch slot t.  in = x (forward) or g (bwd_x); the same code serves
- * both, with the geometry of the convolution it computes. */
+/* One forward or bwd_x call split over the pool: nt threads (scratch slots), and
+ * CV_TASKS_PER_THREAD times as many tasks of consecutive images, handed out as the
+ * threads come (cdl_parallel_slots), so that a thread that starts late or is
+ * descheduled leaves its share to the other instead of the call waiting for it.  Each
+ * image is computed alone, so the bits do not depend on the cut.  A slot's padded
+ * buffer is zeroed by the first task that uses it in the call.  in = x (forward) or g
+ * (bwd_x); the same code serves both, with the geometry of the convolution it computes. */
+#define CV_TASKS_PER_THREAD 4
 typedef struct S(cv_job) {
     const cdl_conv2d_geom *gm;
     const S(cv_lower) *L;
@@ -456,16 +461,23 @@ typedef struct S(cv_job) {
     T *out;
     int64_t cin, cout, h, w, ph, pw, oh, ow; /* in[cin, h, w] -> out[cout, oh, ow], padding ph, pw */
     int64_t hw, wrow, cols;                  /* the padded input's plane and row, grid columns */
-    int nt;
+    int nt;                                  /* threads (slots) */
+    int64_t ntask;                           /* tasks */
+    int zeroed[CDL_CONV_THREADS];            /* slot's padded buffer zeroed in this call */
 } S(cv_job);
 
-static void S(cv_task)(void *arg, int64_t t) {
-    const S(cv_job) *J = arg;
+static int64_t S(cv_ntask)(int nt, int64_t n) {
+    return nt < 2 ? 1 : n < nt * CV_TASKS_PER_THREAD ? n : nt * CV_TASKS_PER_THREAD;
+}
+
+static void S(cv_task)(void *arg, int64_t t, int slot) {
+    S(cv_job) *J = arg;
     const S(cv_lower) *L = J->L;
-    const int64_t N = J->gm->n, n0 = N * t / J->nt, n1 = N * (t + 1) / J->nt;
+    const int64_t N = J->gm->n, n0 = N * t / J->ntask, n1 = N * (t + 1) / J->ntask;
     const int64_t is = J->cin * J->h * J->w, os = J->cout * J->oh * J->ow;
-    T *pad = L->pad + t * L->padsz, *grid = L->grid + t * L->gridsz;
-    S(cv_pad_zero)(J->cin, J->h, J->w, J->ph, J->pw, pad);
+    T *pad = L->pad + slot * L->padsz, *grid = L->grid + slot * L->gridsz;
+    if (!J->zeroed[slot]) S(cv_pad_zero)(J->cin, J->h, J->w, J->ph, J->pw, pad);
+    J->zeroed[slot] = 1;
     for (int64_t n = n0; n < n1; n++) {
         S(cv_pad)(J->in + n * is, J->cin, J->h, J->w, J->ph, J->pw, pad);
         S(cv_conv)(pad, J->cin, J->hw, J->wrow, J->gm->r, J->gm->s, J->cout, L->wpk, grid, J->cols);
@@ -480,7 +492,8 @@ static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, cons
     S(cv_job) J = {.gm = gm, .L = &L, .in = x, .b = b, .E = E, .out = y, .cin = gm->c, .cout = gm->k,
                    .h = gm->h, .w = gm->w, .ph = gm->pad, .pw = gm->pad, .oh = gm->oh, .ow = gm->ow,
                    .hw = L.Hp * L.Wp, .wrow = L.Wp, .cols = L.colsf, .nt = S(cv_threads)(gm, gm->n)};
-    cdl_parallel_for(J.nt, S(cv_task), &J);
+    J.ntask = S(cv_ntask)(J.nt, gm->n);
+    cdl_parallel_slots(J.ntask, J.nt, S(cv_task), &J);
 }
 
 /* dx = the stride-1 convolution of g, padded by r-1-pad rows and s-1-pad columns, with
@@ -493,7 +506,8 @@ static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w
                    .h = gm->oh, .w = gm->ow, .ph = gm->r - 1 - gm->pad, .pw = gm->s - 1 - gm->pad,
                    .oh = gm->h, .ow = gm->w, .hw = L.Hq * L.Wq, .wrow = L.Wq, .cols = L.colsx,
                    .nt = S(cv_threads)(gm, gm->n)};
-    cdl_parallel_for(J.nt, S(cv_task), &J);
+    J.ntask = S(cv_ntask)(J.nt, gm->n);
+    cdl_parallel_slots(J.ntask, J.nt, S(cv_task), &J);
 }
 
 /* part[(j*taps + tap) lanes] += sum over the grids of gn images of gw[k0+j, p] *
@@ -799,8 +813,12 @@ typedef struct S(pool_job) {
     int nt;
 } S(pool_job);
 
+/* Tasks of a pooling call: 1 below PL_PAR elements or at 1 thread, else
+ * CV_TASKS_PER_THREAD per thread (planes are independent: any cut gives the same bits),
+ * so that a thread that starts late leaves its share to the other. */
 static int S(pool_threads)(int64_t nc, int64_t H, int64_t W) {
     int64_t t = cdl_parallel_threads();
+    if (t > 1) t *= CV_TASKS_PER_THREAD;
     if (t > nc) t = nc;
     return nc * H * W < PL_PAR || t < 1 ? 1 : (int)t;
 }

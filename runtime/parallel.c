@@ -48,9 +48,10 @@ static struct {
     atomic_int sleepers;   /* workers asleep (or about to be) on wake */
     atomic_int caller_waits; /* the caller is asleep (or about to be) on done */
     _Alignas(64) _Atomic uint64_t state; /* gen | closed | refs (above) */
-    cdl_task_fn *fn;     /* the current job: written before its gen is published */
+    cdl_slot_fn *fn;     /* the current job: written before its gen is published */
     void *ctx;
     int64_t n;
+    int slots;           /* threads 0 .. slots - 1 take part (the caller is thread 0) */
     _Alignas(64) atomic_llong next; /* next task index of the current job */
     atomic_flag busy;    /* a job is running: a nested or concurrent call runs serially */
 } pool = {
@@ -98,12 +99,12 @@ static int no_refs(uint64_t unused) {
     return (atomic_load(&pool.state) & ST_REFS) == 0;
 }
 
-/* Take tasks of the current job until none is left. */
-static void run_tasks(cdl_task_fn *fn, void *ctx, int64_t n) {
+/* Take tasks of the current job until none is left; `slot` is this thread's number. */
+static void run_tasks(cdl_slot_fn *fn, void *ctx, int64_t n, int slot) {
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
         if (i >= n) return;
-        fn(ctx, i);
+        fn(ctx, i, slot);
     }
 }
 
@@ -125,10 +126,14 @@ static void leave_job(void) {
     }
 }
 
-/* arg = the job number when the worker was made: a job posted before the worker
- * first looks must still count as new to it. */
+/* The job number when worker i was made: a job posted before the worker first looks
+ * must still count as new to it. */
+static uint64_t worker_gen[POOL_MAX];
+
+/* arg = the worker's index i: its slot is i + 1. */
 static void *worker(void *arg) {
-    uint64_t seen = (uint64_t)(uintptr_t)arg;
+    const int slot = (int)(intptr_t)arg + 1;
+    uint64_t seen = worker_gen[slot - 1];
     for (;;) {
         if (!spin_until(job_posted, seen)) {
             pthread_mutex_lock(&pool.mu);
@@ -140,7 +145,7 @@ static void *worker(void *arg) {
         if (atomic_load(&pool.quit)) break;
         seen = atomic_load(&pool.state) / ST_GEN1;
         if (!enter_job(seen)) continue; /* closed before this worker came: nothing to do */
-        run_tasks(pool.fn, pool.ctx, pool.n);
+        if (slot < pool.slots) run_tasks(pool.fn, pool.ctx, pool.n, slot);
         leave_job();
     }
     return NULL;
@@ -168,8 +173,8 @@ void cdl_parallel_set_threads(int n) {
     }
     pool_stop();
     for (int i = 0; i < want; i++) {
-        void *gen = (void *)(uintptr_t)(atomic_load(&pool.state) / ST_GEN1); /* no job runs */
-        if (pthread_create(&pool.tid[i], NULL, worker, gen) != 0) break; /* fewer workers */
+        worker_gen[i] = atomic_load(&pool.state) / ST_GEN1; /* no job runs: stable */
+        if (pthread_create(&pool.tid[i], NULL, worker, (void *)(intptr_t)i) != 0) break; /* fewer workers */
         pool.nworkers++;
     }
     atomic_store(&pool.threads, pool.nworkers + 1);
@@ -184,10 +189,11 @@ int cdl_parallel_threads(void) {
  * the workers inside.  The sleepers / caller_waits handshakes are Dekker pairs of
  * seq_cst operations: either the sleeper sees the new state before it waits, or the
  * waker sees the sleeper's count and signals under the mutex. */
-static void pool_run(cdl_task_fn *fn, void *ctx, int64_t n) {
+static void pool_run(cdl_slot_fn *fn, void *ctx, int64_t n, int slots) {
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
+    pool.slots = slots;
     atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
     uint64_t g = atomic_load(&pool.state) / ST_GEN1 + 1;
     atomic_store(&pool.state, g * ST_GEN1); /* open, no refs; releases the job's fields */
@@ -196,7 +202,7 @@ static void pool_run(cdl_task_fn *fn, void *ctx, int64_t n) {
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.mu);
     }
-    run_tasks(fn, ctx, n);
+    run_tasks(fn, ctx, n, 0);
     atomic_fetch_or(&pool.state, ST_CLOSED); /* every task is taken: no newcomers */
     if (!spin_until(no_refs, 0)) {
         pthread_mutex_lock(&pool.mu);
@@ -207,18 +213,35 @@ static void pool_run(cdl_task_fn *fn, void *ctx, int64_t n) {
     }
 }
 
-void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
+void cdl_parallel_slots(int64_t n, int slots, cdl_slot_fn *fn, void *ctx) {
     if (n <= 0) return;
-    if (n == 1 || atomic_flag_test_and_set(&pool.busy)) { /* one task, or nested */
-        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+    if (n == 1 || slots < 2 || atomic_flag_test_and_set(&pool.busy)) { /* one task or thread, or nested */
+        for (int64_t i = 0; i < n; i++) fn(ctx, i, 0);
         return;
     }
     if (pool.nworkers == 0) {
-        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        for (int64_t i = 0; i < n; i++) fn(ctx, i, 0);
     } else {
-        pool_run(fn, ctx, n);
+        pool_run(fn, ctx, n, slots);
     }
     atomic_flag_clear(&pool.busy);
+}
+
+/* cdl_parallel_for: a slot job whose tasks ignore the slot. */
+typedef struct ForJob {
+    cdl_task_fn *fn;
+    void *ctx;
+} ForJob;
+
+static void for_task(void *arg, int64_t i, int slot) {
+    (void)slot;
+    const ForJob *J = arg;
+    J->fn(J->ctx, i);
+}
+
+void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
+    ForJob J = {fn, ctx};
+    cdl_parallel_slots(n, POOL_MAX + 1, for_task, &J);
 }
 
 /* cdl_parallel_ranges: task t of nt runs [cut(t), cut(t + 1)). */

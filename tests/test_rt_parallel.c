@@ -3,10 +3,12 @@
  * align, use the pool only from CDL_PAR_MIN elements of work and never take more
  * tasks than threads, for 1 to 5 threads; and cdl_parallel_for itself: many small jobs
  * back to back, and jobs far enough apart that the workers stop spinning and sleep,
- * run every task exactly once and return only when all have finished. */
+ * run every task exactly once and return only when all have finished; and
+ * cdl_parallel_slots gives each thread its own slot below the limit. */
 #include "test_rt_util.h"
 
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct Seen {
@@ -93,10 +95,48 @@ static void test_many_jobs(void **state) {
     one_job(7, 10); /* no workers: the caller runs everything */
 }
 
+/* cdl_parallel_slots: every task once, slots only below the limit, and one thread per
+ * slot at a time (a slot's flag is never found raised by another task). */
+typedef struct SlotJob {
+    atomic_int hits[64], inside[8], clash, bad_slot;
+} SlotJob;
+
+static void slot_task(void *ctx, int64_t i, int slot) {
+    SlotJob *j = ctx;
+    if (slot < 0 || slot >= 2) {
+        atomic_fetch_add(&j->bad_slot, 1);
+        return;
+    }
+    if (atomic_fetch_add(&j->inside[slot], 1) != 0) atomic_fetch_add(&j->clash, 1);
+    volatile int sink = 0;
+    for (int k = 0; k < 300 * (int)(i % 5); k++) sink += k;
+    (void)sink;
+    atomic_fetch_sub(&j->inside[slot], 1);
+    atomic_fetch_add(&j->hits[i], 1);
+}
+
+static void test_slots(void **state) {
+    (void)state;
+    for (int t = 1; t <= 5; t++) {
+        cdl_parallel_set_threads(t);
+        for (int r = 0; r < 2000; r++) {
+            SlotJob j;
+            memset(&j, 0, sizeof j);
+            const int64_t n = 1 + r % 64;
+            cdl_parallel_slots(n, 2, slot_task, &j);
+            for (int64_t i = 0; i < 64; i++) assert_int_equal(atomic_load(&j.hits[i]), i < n ? 1 : 0);
+            assert_int_equal(atomic_load(&j.clash), 0);
+            assert_int_equal(atomic_load(&j.bad_slot), 0);
+        }
+    }
+    cdl_parallel_set_threads(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_many_jobs),
+        cmocka_unit_test(test_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
