@@ -245,12 +245,23 @@ static int cpus_available(void) {
     return n > 0 ? n : 1;
 }
 
+/* OpenBLAS (pthreads build) starts its workers when it is loaded, OPENBLAS_NUM_THREADS
+ * or the CPU count of them less one, and openblas_set_num_threads(1) only stops giving
+ * them work: each spins on sched_yield for its thread timeout (~2^28 cycles) before
+ * it sleeps, again after every wake-up, and a fork re-creates them.  Its
+ * blas_thread_shutdown_ joins them (a later multi-threaded call would start them
+ * again; cdl makes none).  Weak: a BLAS without it (OpenMP or reference builds) just
+ * keeps its threads. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 /* Number of threads for the runtime's pool, which runs the large GEMMs' blocks (above)
  * and the kernels OpenBLAS does not run; the libraries themselves go to one thread
- * each.  n <= 0: the CPUs this process may run on. */
+ * each, and OpenBLAS's own workers are stopped.  n <= 0: the CPUs this process may
+ * run on. */
 void cdl_blas_set_threads(int n) {
     if (n <= 0) n = cpus_available();
     openblas_set_num_threads(1);
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
 #ifdef CDL_BACKEND_ONEDNN
     cdl_dnnl_single_threaded();
 #endif
