@@ -423,6 +423,68 @@ static void test_adam(void **st) {
     NEAR(out[0], 0.9 - 0.1 * (-0.25 / 0.75) / 1.0);
 }
 
+/* A slab of 300,007 reals (over the pool's split size, cut unevenly): every optimizer,
+ * f32 and f64, gives the same parameters and state bits at 1, 2 and 3 threads
+ * (optim.c runs the update as ranges on the pool), and allocates nothing in a step. */
+static const cdl_tensor big_params[] = {{"w", CDL_F32, 0, 1, {300007}, 0, "b.cdl:1:1"}};
+
+static void big_opt(const char *spec, int rs, int threads, char **out, size_t *len) {
+    cdl_model m = tiny_model(rs);
+    m.n_params = 1;
+    m.params = big_params;
+    m.param_count = m.train_count = 300007;
+    cdl_net *net = cdl_net_new(&m);
+    assert_non_null(net);
+    cdl_optim_cfg cfg;
+    cdl_optim o;
+    assert_int_equal(cdl_optim_parse(&cfg, spec), 0);
+    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    cdl_parallel_set_threads(threads);
+    const size_t n = 300007, b = n * (size_t)rs;
+    for (size_t i = 0; i < n; i++) {
+        double v = 1 + (double)(i % 101) / 50;
+        if (rs == 4) ((float *)net->param)[i] = (float)v;
+        else ((double *)net->param)[i] = v;
+    }
+    uint64_t nalloc = cdl_alloc_count();
+    for (int s = 0; s < 3; s++) {
+        for (size_t i = 0; i < n; i++) {
+            double v = sin((double)i * 0.37 + s);
+            if (rs == 4) ((float *)net->grad)[i] = (float)v;
+            else ((double *)net->grad)[i] = v;
+        }
+        cdl_optim_step(&o, net, cfg.lr);
+    }
+    assert_int_equal(cdl_alloc_count(), nalloc);
+    *len = b * (size_t)(1 + o.n_slots);
+    *out = malloc(*len);
+    assert_non_null(*out);
+    memcpy(*out, net->param, b);
+    for (int k = 0; k < o.n_slots; k++) memcpy(*out + b * (size_t)(k + 1), o.slot[k], b);
+    cdl_optim_free(&o);
+    cdl_net_free(net);
+    cdl_parallel_set_threads(1);
+}
+
+static void test_optim_threads(void **st) {
+    (void)st;
+    const char *specs[] = {"sgd:lr=0.1", "sgd:lr=0.1,momentum=0.9,nesterov,wd=0.01", "adam:lr=0.01,wd=0.1",
+                           "adamw:lr=0.01", "rmsprop:centered,momentum=0.5", "adagrad:lr=0.1,lr_decay=0.1"};
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++)
+        for (int rs = 4; rs <= 8; rs += 4) {
+            char *ref, *got;
+            size_t nref, ngot;
+            big_opt(specs[k], rs, 1, &ref, &nref);
+            for (int t = 2; t <= 3; t++) {
+                big_opt(specs[k], rs, t, &got, &ngot);
+                assert_int_equal(ngot, nref);
+                assert_memory_equal(got, ref, nref);
+                free(got);
+            }
+            free(ref);
+        }
+}
+
 /* ---------------------------------------------------------------- parameter groups */
 
 static const cdl_tensor group_params[] = {
@@ -844,6 +906,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_net_lookup, reset_alloc),
         cmocka_unit_test_teardown(test_sgd, reset_alloc),
         cmocka_unit_test_teardown(test_adam, reset_alloc),
+        cmocka_unit_test_teardown(test_optim_threads, reset_alloc),
         cmocka_unit_test_teardown(test_rmsprop, reset_alloc),
         cmocka_unit_test_teardown(test_adagrad, reset_alloc),
         cmocka_unit_test_teardown(test_groups_freeze, reset_alloc),
