@@ -17,6 +17,12 @@ double tr_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double tr_thread_cpu(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return NAN;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 void tr_fmt_time(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e8) {
         snprintf(buf, n, "?");

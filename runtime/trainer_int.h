@@ -134,6 +134,10 @@ void tr_json_num(FILE *f, const char *key, double v, int comma);
 
 /* ---- progress.c: the clock, and a one-line progress bar on a terminal */
 double tr_now(void);                                       /* monotonic seconds */
+/* CPU seconds of the calling thread (NaN if the clock is missing).  train --json
+ * reports the training thread's over the command ("thread_cpu_seconds"): with the
+ * loader's worker on another core, the epoch's wall time on an idle machine. */
+double tr_thread_cpu(void);
 typedef struct tr_progress {
     int on;                       /* stderr is a terminal and not --quiet */
     int epoch, epochs;

@@ -304,6 +304,7 @@ typedef struct tr_run {
     char adv_spec[256];           /* its canonical spec, in data units */
     char saved_at[64];            /* " (epoch N)" once a checkpoint was written */
     double train_loss, test_loss, acc, t_run;
+    double cpu_run;               /* tr_thread_cpu() at the start */
     int ran;                      /* a step was taken */
 } tr_run;
 
@@ -593,6 +594,7 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
                    "\"allreduce_calls\":%llu,\"agree_seconds\":%.6f,", s->dp.size, s->dp.k, ds.sum_seconds,
                    (unsigned long long)ds.sum_bytes, (unsigned long long)ds.sum_calls, ds.agree_seconds);
         }
+        tr_json_num(stdout, "thread_cpu_seconds", tr_thread_cpu() - s->cpu_run, 1);
         printf("\"epochs\":%llu,\"steps\":%llu,\"seconds\":%.3f}\n", (unsigned long long)epoch,
                (unsigned long long)s->step, tr_now() - s->t_run);
         fflush(stdout);
@@ -606,6 +608,7 @@ int tr_train(const cdl_model *m, const tr_opts *o) {
     s.m = m;
     s.o = o;
     s.t_run = tr_now();
+    s.cpu_run = tr_thread_cpu();
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = tr_on_signal;

@@ -351,8 +351,12 @@ static void test_train_synthetic(void **st) {
     assert_int_equal(g_out[0], '{');
     assert_non_null(strchr(g_out, '\n'));
     assert_int_equal(strchr(g_out, '\n')[1], 0);
-    const char *keys[] = {"train_loss", "test_loss", "test_accuracy", "epochs", "steps", "seconds"};
-    for (int i = 0; i < 6; i++) assert_true(isfinite(json_num(g_out, keys[i])));
+    const char *keys[] = {"train_loss", "test_loss", "test_accuracy", "epochs", "steps", "seconds",
+                          "thread_cpu_seconds"};
+    for (int i = 0; i < 7; i++) assert_true(isfinite(json_num(g_out, keys[i])));
+    /* the training thread's CPU time over the command: some, and at most its wall time */
+    assert_true(json_num(g_out, "thread_cpu_seconds") > 0);
+    assert_true(json_num(g_out, "thread_cpu_seconds") <= json_num(g_out, "seconds") + 0.002);
     assert_true(json_num(g_out, "epochs") == 6);
     assert_true(json_num(g_out, "steps") == 6 * 13);          /* 200 / 16 -> 13 batches */
     assert_true(json_num(g_out, "test_accuracy") > 0.85);
