@@ -447,7 +447,13 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
     void cdl_avgpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_avgpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, T *dx); \
     void cdl_batchnorm_##S(int train, int64_t n, int64_t c, int64_t hw, double eps, double momentum, const T *x, const T *gamma, const T *beta, T *running_mean, T *running_var, T *y, T *save, int save_xhat); \
-    void cdl_batchnorm_bwd_##S(int train, int64_t n, int64_t c, int64_t hw, const T *g, const T *save, T *out);
+    void cdl_batchnorm_bwd_##S(int train, int64_t n, int64_t c, int64_t hw, const T *g, const T *save, T *out); \
+    int cdl_conv2d_lanes_##S(const cdl_conv2d_geom *geom);
+/* cdl_conv2d_lanes: whether conv2d and conv2d_bwd_x (and their fused forms) of this
+ * geometry take the lane mode (images in vector lanes, kernels_conv_lane_t.h: the vec
+ * mode's narrow images) -- the same values as the vec mode's grid, bit for bit.
+ * cdl_conv_lanes = 0 turns the lane mode off (tests compare the two; default 1). */
+extern int cdl_conv_lanes;
 /* Batch statistics over a sharded batch (data parallelism, trainer_dp.c): while
  * cdl_bn_sharded is set, batchnorm and batchnorm_bwd with train != 0 treat their rows
  * as this process's shard (rows of global_rows) of a global batch and sum their

@@ -39,5 +39,7 @@ static inline int conv_direct(const cdl_conv2d_geom *g) {
 /* Set by the trainer around a data-parallel step (trainer_dp.c), NULL otherwise. */
 const cdl_bn_shards *cdl_bn_sharded;
 
+int cdl_conv_lanes = 1;
+
 #define KERNELS_T "kernels_conv_t.h"
 #include "kernels_inst.h"

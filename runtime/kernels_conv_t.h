@@ -485,8 +485,14 @@ static void S(cv_task)(void *arg, int64_t t, int slot) {
     }
 }
 
+#include "kernels_conv_lane_t.h" /* the lane mode: narrow images, images in lanes */
+
 static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, const T *b, const S(cv_epi) *E, T *y,
                          T *scratch) {
+    if (S(conv2d_lanes)(gm)) {
+        S(cvl_conv)(gm, 0, x, w, b, E, y, scratch);
+        return;
+    }
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
     S(cv_pack_fwd)(gm, w, L.wpk);
     S(cv_job) J = {.gm = gm, .L = &L, .in = x, .b = b, .E = E, .out = y, .cin = gm->c, .cout = gm->k,
@@ -500,6 +506,10 @@ static void S(cv_conv2d)(const cdl_conv2d_geom *gm, const T *x, const T *w, cons
  * the turned kernel (pad < r, s: cdl_conv2d_vec). */
 static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w, const S(cv_epi) *E, T *dx,
                                T *scratch) {
+    if (S(conv2d_lanes)(gm)) {
+        S(cvl_conv)(gm, 1, g, w, NULL, E, dx, scratch);
+        return;
+    }
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
     S(cv_pack_bwd)(gm, w, L.wpk);
     S(cv_job) J = {.gm = gm, .L = &L, .in = g, .b = NULL, .E = E, .out = dx, .cin = gm->k, .cout = gm->c,

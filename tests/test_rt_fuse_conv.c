@@ -3,7 +3,8 @@
  * calls give: conv2d, then add of the skip, then relu; conv2d_bwd_x, then add of the
  * other gradient term, then relu_bwd with the mask.  Every epilogue the pass makes, in
  * f32 and f64, on the direct (vec) geometry of the bench ResNet and on GEMM (im2col)
- * geometries, at 1 and 2 threads. */
+ * geometries, at 1 and 2 threads.  The lane mode (narrow images, kernels_conv_lane_t.h)
+ * gives the vec mode's grid bits for every epilogue. */
 #include "test_rt_util.h"
 
 static cdl_conv2d_geom geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
@@ -62,6 +63,40 @@ static double *mixed(int64_t n) {
 FUSE_CASES(float, f32)
 FUSE_CASES(double, f64)
 
+/* The lane mode against the grid (cdl_conv_lanes = 0), fused forward and bwd_x, bit for
+ * bit: the same FMA chains over the taps, zero terms left out.  bits as below. */
+#define LANE_CASES(T, S)                                                                                          \
+    static void lane_case_##S(const cdl_conv2d_geom *g, int bits) {                                              \
+        assert_true(cdl_conv2d_lanes_##S(g));                                                                    \
+        const int64_t nx = g->n * g->c * g->h * g->w, nw = g->k * g->c * g->r * g->s;                            \
+        const int64_t ny = g->n * g->k * g->oh * g->ow, ns = cdl_conv2d_scratch(g);                               \
+        double *d[6] = {mixed(nx), mixed(nw), mixed(g->k), mixed(ny), mixed(nx), mixed(nx)};                     \
+        const int64_t len[6] = {nx, nw, g->k, ny, nx, nx};                                                       \
+        T *v[6], *y[2], *dx[2], *scr = malloc(sizeof(T) * (size_t)ns);                                           \
+        for (int i = 0; i < 6; i++) {                                                                            \
+            v[i] = malloc(sizeof(T) * (size_t)len[i]);                                                           \
+            for (int64_t j = 0; j < len[i]; j++) v[i][j] = (T)d[i][j];                                           \
+        }                                                                                                        \
+        for (int m = 0; m < 2; m++) {                                                                            \
+            y[m] = malloc(sizeof(T) * (size_t)ny), dx[m] = malloc(sizeof(T) * (size_t)nx);                       \
+            cdl_conv_lanes = 1 - m;                                                                              \
+            memset(scr, 0x7f, sizeof(T) * (size_t)ns);                                                           \
+            cdl_conv2d_fused_##S(g, v[0], v[1], (bits & 1) ? v[2] : NULL, (bits & 2) ? v[3] : NULL,              \
+                                 (bits & 4) != 0, y[m], scr);                                                    \
+            memset(scr, 0x7f, sizeof(T) * (size_t)ns);                                                           \
+            cdl_conv2d_bwd_x_fused_##S(g, v[3], v[1], (bits & 2) ? v[4] : NULL, (bits & 8) ? v[5] : NULL, dx[m], \
+                                       scr);                                                                     \
+        }                                                                                                        \
+        cdl_conv_lanes = 1;                                                                                      \
+        assert_memory_equal(y[0], y[1], sizeof(T) * (size_t)ny);                                                 \
+        assert_memory_equal(dx[0], dx[1], sizeof(T) * (size_t)nx);                                               \
+        for (int i = 0; i < 6; i++) free(d[i]), free(v[i]);                                                      \
+        for (int m = 0; m < 2; m++) free(y[m]), free(dx[m]);                                                     \
+        free(scr);                                                                                               \
+    }
+LANE_CASES(float, f32)
+LANE_CASES(double, f64)
+
 /* Every epilogue: bias 1, add 2, relu (forward) 4, mask (backward) 8. */
 static void all_epilogues(const cdl_conv2d_geom *g) {
     for (int bits = 0; bits < 16; bits++) {
@@ -89,6 +124,27 @@ static void test_fused_gemm(void **st) {
     all_epilogues(&g);
 }
 
+/* LeNet's conv2 (a partial group of images: 19 = 16 + 3 lanes), a padded one whose
+ * rows do not split into whole tiles (7 wide) and a non-square kernel with its own
+ * row and column padding; 2 threads split the groups. */
+static void test_fused_lanes(void **st) {
+    (void)st;
+    cdl_conv2d_geom gs[3] = {geom(19, 6, 14, 14, 16, 5, 1, 0), geom(5, 4, 9, 7, 6, 5, 1, 2),
+                             geom(17, 5, 8, 11, 9, 5, 1, 1)};
+    gs[2].s = 3, gs[2].ow = 11; /* 5x3, pad 1: ow = 11 + 2 - 3 + 1 */
+    for (int t = 1; t <= 2; t++) {
+        cdl_parallel_set_threads(t);
+        for (int i = 0; i < 3; i++) {
+            all_epilogues(&gs[i]);
+            for (int bits = 0; bits < 16; bits++) {
+                lane_case_f32(&gs[i], bits);
+                lane_case_f64(&gs[i], bits);
+            }
+        }
+    }
+    cdl_parallel_set_threads(1);
+}
+
 static void test_fused_threads(void **st) {
     (void)st;
     cdl_parallel_set_threads(2);
@@ -103,6 +159,7 @@ int main(void) {
         cmocka_unit_test(test_fused_direct),
         cmocka_unit_test(test_fused_gemm),
         cmocka_unit_test(test_fused_threads),
+        cmocka_unit_test(test_fused_lanes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -110,6 +110,9 @@ static void test_conv_direct(void **st) {
     cdl_conv2d_geom g = geom(2, 2, 4, 5, 3, 3, 3, 1, 3, 1);
     assert_false(cdl_conv2d_vec(&g));
     conv_case(g, 1);
+    g = geom(3, 4, 9, 7, 6, 5, 5, 1, 2, 1); /* narrow, 5x5: the lane mode, rows of 7 */
+    assert_true(cdl_conv2d_lanes_f64(&g) && cdl_conv2d_lanes_f32(&g));
+    conv_case(g, 1);
 }
 
 static void test_conv_stride_pad(void **st) {
@@ -238,6 +241,9 @@ static void test_conv_threads(void **st) {
     (void)st;
     conv_threads_case(geom(16, 8, 16, 16, 16, 3, 3, 1, 1, 1)); /* the bench ResNet's kind */
     conv_threads_case(geom(24, 1, 28, 28, 6, 5, 5, 1, 2, 1));  /* LeNet conv1: k 6 = 3 + 3 */
+    cdl_conv2d_geom g = geom(40, 6, 14, 14, 16, 5, 5, 1, 0, 1); /* LeNet conv2: lanes, 2.5 groups */
+    assert_true(cdl_conv2d_lanes_f32(&g));
+    conv_threads_case(g);
     conv_threads_case(geom(13, 6, 14, 14, 16, 5, 5, 1, 0, 1)); /* LeNet conv2, 13 images */
     conv_threads_case(geom(17, 3, 20, 20, 13, 3, 3, 1, 1, 1)); /* 13 channels: 6 + 7 */
     /* max pooling, split over planes when a call has 64K cells or more: 2x2 (the fast
