@@ -7,7 +7,8 @@
  *   CONV2D_BWD_X   (g, w) -> dx:  ia0 stride, ia1 pad, ia2 H, ia3 W of x
  *   CONV2D_BWD_W   (g, x) -> dw:  ia0 stride, ia1 pad, ia2 R, ia3 S of w
  *   MAXPOOL2D, AVGPOOL2D  ia0 kernel, ia1 stride (0 = kernel), ia2 pad
- *   MAXPOOL2D_BWD  (g, x): as the forward
+ *   MAXPOOL2D_BWD  (g, x): as the forward; ia3 = 1: relu_bwd with x as the mask folded in
+ *                  (x a relu's output: static target only, opt_fuse_conv.c)
  *   AVGPOOL2D_BWD  (g): as the forward, ia3 H, ia4 W of x
  *   BATCHNORM      fa0 eps, fa1 momentum
  *   BATCHNORM_BWD  (g, bn node) -> [dgamma C | dbeta C | dx]
@@ -365,7 +366,7 @@ static void emit_pool(Emit *e, const Graph *g, int n) {
 
 static void emit_maxpool_bwd(Emit *e, const Graph *g, int n) {
     const Node *p = &g->n[n];
-    e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, "maxpool2d_bwd"), pool_args(e, p, p->in[1], &g->n[p->in[1]].shape),
+    e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, p->ia[3] ? "maxpool2d_bwd_relu" : "maxpool2d_bwd"), pool_args(e, p, p->in[1], &g->n[p->in[1]].shape),
            e_ptr(e, p->in[0]), e_ptr(e, p->in[1]), e_ptr(e, n));
 }
 

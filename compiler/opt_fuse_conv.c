@@ -12,6 +12,8 @@
  *   relu_bwd(conv2d_bwd_x(g, w), m)    -> conv2d_bwd_x_fused(g, w, m)       mask
  *   conv2d_bwd_x(g, w) + a             -> conv2d_bwd_x_fused(g, w, a)       add
  *   relu_bwd(conv2d_bwd_x(g, w) + a, m) -> conv2d_bwd_x_fused(g, w, m, a)   add, mask
+ *   relu_bwd(maxpool2d_bwd(g, x), x)   -> maxpool2d_bwd(g, x) with ia3 = 1  (conv -> relu ->
+ *                                         maxpool: the pool's input is relu's output)
  *
  * The epilogue does what the separate kernels do, in their order and precision (cdl.h:
  * v + add, then the mask or max(v, 0); an add's operands commute exactly), so the
@@ -134,6 +136,22 @@ static bool fuse_bwd(Graph *g, const int *uses, int i) {
     return true;
 }
 
+/* relu_bwd(maxpool2d_bwd(g, x), x): the mask is the pool's own input, so the pool's
+ * backward can drop the cells where x <= 0 as it writes them (maxpool2d_bwd_relu). */
+static bool fuse_pool(Graph *g, const int *uses, int i) {
+    Node *r = &g->n[i];
+    if (r->op != OP_RELU_BWD) return false;
+    const int p = r->in[0];
+    const Node *pb = &g->n[p];
+    if (pb->op != OP_MAXPOOL2D_BWD || pb->ia[3] || pb->in[1] != r->in[1] || !fuse_private(g, uses, p) ||
+        !same_tensor_shape(pb, r))
+        return false;
+    int in[2] = {pb->in[0], pb->in[1]};
+    int64_t ia[8] = {pb->ia[0], pb->ia[1], pb->ia[2], 1};
+    fuse_rewrite(r, OP_MAXPOOL2D_BWD, in, 2, ia);
+    return true;
+}
+
 /* cdlc.h */
 int opt_fuse_conv(Graph *g) {
     if (g->parent) return 0;
@@ -143,7 +161,7 @@ int opt_fuse_conv(Graph *g) {
         /* the counts follow the rewrite: r's old inputs lose r as a reader, and the
          * chain's head, now unread, its own inputs; r's new inputs gain r */
         const Node before = g->n[i];
-        if (!fuse_fwd(g, uses, i) && !fuse_bwd(g, uses, i)) continue;
+        if (!fuse_fwd(g, uses, i) && !fuse_bwd(g, uses, i) && !fuse_pool(g, uses, i)) continue;
         for (int k = 0; k < before.nin; k++)
             if (--uses[before.in[k]] == 0) {
                 g->n[before.in[k]].fused_into = i + 1; /* for the dumps: dead, folded into i */

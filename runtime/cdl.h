@@ -424,6 +424,9 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   maxpool2d       y[nc, oh, ow] = max over each k x k window (stride, pad: padded
  *                   cells never win; NaN propagates); nc = rows * channels
  *   maxpool2d_bwd   dx = g routed to each window's first maximum of x (overwrites dx)
+ *   maxpool2d_bwd_relu  maxpool2d_bwd, then relu_bwd with x (a relu's output) as the
+ *                   mask: dx = x > 0 ? routed g : 0 (static target only,
+ *                   compiler/opt_fuse_conv.c; the same values as the two kernels)
  *   avgpool2d       mean over each k x k window, padding counted (count_include_pad)
  *   avgpool2d_bwd   dx = g spread evenly over each window (overwrites dx)
  *   batchnorm       per channel of x[n, c, hw]: train != 0: batch mean / biased var,
@@ -444,6 +447,7 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
                                     T *dx, T *scratch); \
     void cdl_maxpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_maxpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
+    void cdl_maxpool2d_bwd_relu_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
     void cdl_avgpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_avgpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, T *dx); \
     void cdl_batchnorm_##S(int train, int64_t n, int64_t c, int64_t hw, double eps, double momentum, const T *x, const T *gamma, const T *beta, T *running_mean, T *running_var, T *y, T *save, int save_xhat); \

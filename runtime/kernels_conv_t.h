@@ -820,8 +820,14 @@ typedef struct S(pool_job) {
     int64_t nc, H, W, k, st, pad;
     const T *x, *g;
     T *out;
-    int nt;
+    int nt, relu; /* relu: maxpool2d_bwd_relu */
 } S(pool_job);
+
+/* relu_bwd's select over one plane in place: d[i] = x[i] > 0 ? d[i] : 0 (when relu). */
+static void S(pool_relu_mask)(int relu, const T *restrict x, int64_t n, T *restrict d) {
+    if (!relu) return;
+    for (int64_t i = 0; i < n; i++) d[i] = x[i] > 0 ? d[i] : (T)0;
+}
 
 /* Tasks of a pooling call: 1 below PL_PAR elements or at 1 thread, else
  * CV_TASKS_PER_THREAD per thread (planes are independent: any cut gives the same bits),
@@ -907,8 +913,10 @@ static inline void S(pool2_fwd_block)(const T *a, const T *b, int64_t W, T *ya, 
 
 /* Backward of one block (window gradients ga, gb; the windows' cells of dx at da, db
  * as a, b in x): g goes to each window's first maximum, or its first NaN (argmax4's
- * choice lane by lane); every cell of the windows is written. */
-static inline void S(pool2_bwd_block)(const T *a, const T *b, int64_t W, const T *ga, const T *gb, T *da, T *db) {
+ * choice lane by lane); every cell of the windows is written.  relu: then each cell
+ * is kept only where its x > 0 (relu_bwd's select, cell by cell). */
+static inline void S(pool2_bwd_block)(const int relu, const T *a, const T *b, int64_t W, const T *ga, const T *gb,
+                                      T *da, T *db) {
     const S(pl_cells) C = S(pool2_cells)(a, b, W);
     S(pl_half) gl, gh;
     memcpy(&gl, ga, sizeof gl);
@@ -925,6 +933,10 @@ static inline void S(pool2_bwd_block)(const T *a, const T *b, int64_t W, const T
         s0 = (any & na) | (~any & s0), s1 = (any & ~na & nb) | (~any & s1);
         s2 = (any & ~na & ~nb & nc) | (~any & s2), s3 = (any & ~na & ~nb & ~nc & nd) | (~any & s3);
     }
+    if (relu) {
+        const S(pl_vec) z = {0};
+        s0 &= C.ca > z, s1 &= C.cb > z, s2 &= C.cc > z, s3 &= C.cd > z;
+    }
     const S(pl_vec) oa = (S(pl_vec))((S(pl_mask))g & s0), ob = (S(pl_vec))((S(pl_mask))g & s1);
     const S(pl_vec) oc = (S(pl_vec))((S(pl_mask))g & s2), od = (S(pl_vec))((S(pl_mask))g & s3);
     const S(pl_vec) ta = PL_LO(oa, ob), tb = PL_HI(oa, ob), ba = PL_LO(oc, od), bb = PL_HI(oc, od);
@@ -938,7 +950,7 @@ static inline void S(pool2_bwd_block)(const T *a, const T *b, int64_t W, const T
  * from g), OW >= PL_L / 2 windows a row, in blocks of PL_L windows: PL_L of one row
  * when OW >= PL_L, else PL_L / 2 of each of two rows.  The last block of a row (or the
  * last row pair when OH is odd) overlaps the one before: its lanes are recomputed to
- * the same values.  Called with a constant bwd. */
+ * the same values.  Called with a constant bwd (2: backward with relu's mask). */
 static inline void S(pool2_plane)(int bwd, const T *xp, const T *gp, T *out, int64_t W, int64_t OH, int64_t OW) {
     const int64_t h = PL_L / 2, wide = OW >= PL_L, step = wide ? PL_L : h;
     for (int64_t oh = 0; oh < OH; oh += 2 - wide) {
@@ -947,7 +959,7 @@ static inline void S(pool2_plane)(int bwd, const T *xp, const T *gp, T *out, int
             if (o + step > OW) o = OW - step;
             const int64_t ia = 2 * oh * W + 2 * o, ib = wide ? ia + PL_L : 2 * ob * W + 2 * o;
             const int64_t ja = oh * OW + o, jb = wide ? ja + h : ob * OW + o;
-            if (bwd) S(pool2_bwd_block)(xp + ia, xp + ib, W, gp + ja, gp + jb, out + ia, out + ib);
+            if (bwd) S(pool2_bwd_block)(bwd == 2, xp + ia, xp + ib, W, gp + ja, gp + jb, out + ia, out + ib);
             else S(pool2_fwd_block)(xp + ia, xp + ib, W, out + ja, out + jb);
         }
     }
@@ -988,7 +1000,7 @@ void S(maxpool2d)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64
     cdl_parallel_for(J.nt, S(maxpool_task), &J);
 }
 
-static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st,
+static void S(maxpool_bwd_planes)(int relu, int64_t q0, int64_t q1, int64_t H, int64_t W, int64_t k, int64_t st,
                                   int64_t pad, const T *g, const T *x, T *dx) {
     const int64_t OH = (H + 2 * pad - k) / st + 1, OW = (W + 2 * pad - k) / st + 1;
     const int fast = k == 2 && st == 2 && pad == 0;
@@ -998,7 +1010,10 @@ static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, 
         const T *xp = x + q * H * W, *gp = g + q * OH * OW;
         T *dp = dx + q * H * W;
         if (fast && OW >= PL_L / 2) {
-            S(pool2_plane)(1, xp, gp, dp, W, OH, OW);
+            if (relu) /* the cells no window covers (odd edges) stay 0, as relu_bwd leaves them */
+                S(pool2_plane)(2, xp, gp, dp, W, OH, OW);
+            else
+                S(pool2_plane)(1, xp, gp, dp, W, OH, OW);
             continue;
         }
         if (fast) {
@@ -1012,23 +1027,34 @@ static void S(maxpool_bwd_planes)(int64_t q0, int64_t q1, int64_t H, int64_t W, 
                     d0[2 * ow + (i >> 1) * W + (i & 1)] = gr[ow]; /* computed index: no branch */
                 }
             }
+            S(pool_relu_mask)(relu, xp, H * W, dp);
             continue;
         }
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++)
                 dp[S(pool_argmax)(xp, H, W, k, st, pad, oh, ow)] += gp[oh * OW + ow];
+        S(pool_relu_mask)(relu, xp, H * W, dp);
     }
 }
 
 static void S(maxpool_bwd_task)(void *arg, int64_t t) {
     const S(pool_job) *J = arg;
-    S(maxpool_bwd_planes)(J->nc * t / J->nt, J->nc * (t + 1) / J->nt, J->H, J->W, J->k, J->st, J->pad, J->g, J->x,
+    S(maxpool_bwd_planes)(J->relu, J->nc * t / J->nt, J->nc * (t + 1) / J->nt, J->H, J->W, J->k, J->st, J->pad, J->g, J->x,
                           J->out);
 }
 
 void S(maxpool2d_bwd)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g, const T *x,
                       T *dx) {
-    S(pool_job) J = {.nc = nc, .H = H, .W = W, .k = k, .st = st, .pad = pad, .x = x, .g = g, .out = dx,
+    S(pool_job) J = {.relu = 0, .nc = nc, .H = H, .W = W, .k = k, .st = st, .pad = pad, .x = x, .g = g, .out = dx,
+                     .nt = S(pool_threads)(nc, H, W)};
+    cdl_parallel_for(J.nt, S(maxpool_bwd_task), &J);
+}
+
+/* maxpool2d_bwd, then relu_bwd with x as the mask, in one pass (x is the output of a
+ * relu: compiler/opt_fuse_conv.c folds the relu_bwd in). */
+void S(maxpool2d_bwd_relu)(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t st, int64_t pad, const T *g,
+                           const T *x, T *dx) {
+    S(pool_job) J = {.relu = 1, .nc = nc, .H = H, .W = W, .k = k, .st = st, .pad = pad, .x = x, .g = g, .out = dx,
                      .nt = S(pool_threads)(nc, H, W)};
     cdl_parallel_for(J.nt, S(maxpool_bwd_task), &J);
 }

@@ -4,7 +4,8 @@
  * other gradient term, then relu_bwd with the mask.  Every epilogue the pass makes, in
  * f32 and f64, on the direct (vec) geometry of the bench ResNet and on GEMM (im2col)
  * geometries, at 1 and 2 threads.  The lane mode (narrow images, kernels_conv_lane_t.h)
- * gives the vec mode's grid bits for every epilogue. */
+ * gives the vec mode's grid bits for every epilogue.  maxpool2d_bwd_relu (relu_bwd
+ * folded into the max pool's backward) gives maxpool2d_bwd then relu_bwd's bits. */
 #include "test_rt_util.h"
 
 static cdl_conv2d_geom geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
@@ -145,6 +146,46 @@ static void test_fused_lanes(void **st) {
     cdl_parallel_set_threads(1);
 }
 
+/* maxpool2d_bwd_relu against maxpool2d_bwd then relu_bwd (mask x, the pool's input):
+ * x with both signs, +-0, ties, NaN; the 2x2 fast path (rows of many windows, of a few,
+ * odd sizes) and a 3x3 / stride 2 / pad 1 pool; 1 and 2 threads. */
+#define POOL_RELU_CASE(T, S)                                                                                      \
+    static void pool_relu_case_##S(int64_t nc, int64_t H, int64_t W, int64_t k, int64_t stp, int64_t pad) {     \
+        const int64_t OH = (H + 2 * pad - k) / stp + 1, OW = (W + 2 * pad - k) / stp + 1;                        \
+        double *dx = mixed(nc * H * W), *dg = mixed(nc * OH * OW);                                                \
+        T *x = malloc(sizeof(T) * (size_t)(nc * H * W)), *g = malloc(sizeof(T) * (size_t)(nc * OH * OW));       \
+        T *d1 = malloc(sizeof(T) * (size_t)(nc * H * W)), *d2 = malloc(sizeof(T) * (size_t)(nc * H * W));      \
+        for (int64_t i = 0; i < nc * H * W; i++)                                                                 \
+            x[i] = i % 11 == 3 ? (T)NAN : i % 13 == 5 ? (T)(i % 2 ? 0.0 : -0.0) /* +-0 maxima */         \
+                 : i % 5 == 1 ? x[i - 1] : (T)(dx[i] - 0.6); /* ties, mostly < 0 */                          \
+        for (int64_t i = 0; i < nc * OH * OW; i++) g[i] = (T)dg[i];                                              \
+        cdl_maxpool2d_bwd_##S(nc, H, W, k, stp, pad, g, x, d1);                                                  \
+        cdl_relu_bwd_##S(nc * H * W, d1, x, d1);                                                                 \
+        memset(d2, 0x7f, sizeof(T) * (size_t)(nc * H * W));                                                      \
+        cdl_maxpool2d_bwd_relu_##S(nc, H, W, k, stp, pad, g, x, d2);                                             \
+        assert_memory_equal(d1, d2, sizeof(T) * (size_t)(nc * H * W));                                          \
+        int64_t kept = 0;                                                                                        \
+        for (int64_t i = 0; i < nc * H * W; i++) kept += d2[i] != 0;                                             \
+        assert_true(kept > 0); /* some gradients pass the mask */                                                \
+        free(dx), free(dg), free(x), free(g), free(d1), free(d2);                                                \
+    }
+POOL_RELU_CASE(float, f32)
+POOL_RELU_CASE(double, f64)
+
+static void test_pool_bwd_relu(void **st) {
+    (void)st;
+    const int64_t cases[6][6] = {{96, 28, 28, 2, 2, 0}, {1024, 10, 10, 2, 2, 0}, {7, 9, 7, 2, 2, 0},
+                                 {5, 6, 4, 2, 2, 0},    {9, 11, 13, 3, 2, 1},    {3, 8, 8, 3, 1, 0}};
+    for (int t = 1; t <= 2; t++) {
+        cdl_parallel_set_threads(t);
+        for (int c = 0; c < 6; c++) {
+            pool_relu_case_f32(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4], cases[c][5]);
+            pool_relu_case_f64(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4], cases[c][5]);
+        }
+    }
+    cdl_parallel_set_threads(1);
+}
+
 static void test_fused_threads(void **st) {
     (void)st;
     cdl_parallel_set_threads(2);
@@ -160,6 +201,7 @@ int main(void) {
         cmocka_unit_test(test_fused_gemm),
         cmocka_unit_test(test_fused_threads),
         cmocka_unit_test(test_fused_lanes),
+        cmocka_unit_test(test_pool_bwd_relu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

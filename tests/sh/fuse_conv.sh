@@ -45,5 +45,13 @@ assert d["max_loss_rel_diff"] == 0 and d["max_grad_rel_diff"] == 0, d
 assert len(d["grad_rel_diff"]) == 12, d["grad_rel_diff"]' "$t/cmp.json"; then
     echo "FAIL: static and tape are not bitwise equal: $(head -c 400 $t/cmp.json)"; fail=$((fail + 1))
 fi
-[ $fail = 0 ] && echo "ok: the bench ResNet's train step runs 5 fused convolutions and 4 fused bwd_x, bit for bit the tape's"
+# LeNet (conv -> relu -> maxpool twice): relu_bwd folds into the pool's backward
+# (maxpool2d_bwd_relu); the two relu_bwd left are the linear layers'.  Bits: the models'
+# static_vs_tape.sh and test_rt_fuse_conv's test_pool_bwd_relu.
+"$CDLC" -D B=8 bench/models/lenet.cdl -o "$t/l.c" 2>"$t/log" || { echo "FAIL: cdlc lenet: $(head -3 $t/log)"; exit 1; }
+sed -n '/^static double lenet_fwd_bwd(/,/^}/p' "$t/l.c" >"$t/step.c"
+[ "$(count cdl_maxpool2d_bwd_relu_f32)" = 2 ] || { echo "FAIL: $(count cdl_maxpool2d_bwd_relu_f32) maxpool2d_bwd_relu in LeNet's train step, want 2"; fail=$((fail + 1)); }
+[ "$(count cdl_relu_bwd_f32)" = 2 ] || { echo "FAIL: $(count cdl_relu_bwd_f32) relu_bwd in LeNet's train step, want 2"; fail=$((fail + 1)); }
+[ "$(count cdl_maxpool2d_bwd_f32)" = 0 ] || { echo "FAIL: LeNet's train step still calls maxpool2d_bwd"; fail=$((fail + 1)); }
+[ $fail = 0 ] && echo "ok: the bench ResNet's train step runs 5 fused convolutions and 4 fused bwd_x, bit for bit the tape's; LeNet's pools' backward take relu_bwd"
 exit $fail
