@@ -148,7 +148,8 @@ typedef struct S(cvl_job) {
     const S(cv_epi) *E;
     T *out, *slots;
     int64_t n, cin, hi, wi, cout, oh, ow, pr, pc, R, Sk, slot, insz;
-    int nt;
+    int nt;                       /* threads (scratch slots); the tasks are the groups */
+    int zeroed[CDL_CONV_THREADS]; /* slot's lanes zeroed in this call (the border) */
 } S(cvl_job);
 
 /* The lanes' geometry: column border, input and output sizes (reals). */
@@ -184,22 +185,22 @@ static inline __attribute__((always_inline)) void S(cvl_block)(const int KB, con
     }
 }
 
-static void S(cvl_task)(void *arg, int64_t t) {
-    const S(cvl_job) *J = arg;
-    const int64_t ng = (J->n + CV_L - 1) / CV_L, g0 = ng * t / J->nt, g1 = ng * (t + 1) / J->nt;
+/* Task g: the group of images [g L, g L + L) in scratch slot `slot` (cdl_parallel_slots;
+ * each image is computed alone, so the bits do not depend on who runs it). */
+static void S(cvl_task)(void *arg, int64_t g, int slot) {
+    S(cvl_job) *J = arg;
     const int64_t is = J->cin * J->hi * J->wi, P = J->oh * J->ow;
-    T *in = J->slots + t * J->slot, *out = in + J->insz;
-    memset(in, 0, sizeof(T) * (size_t)J->insz);
-    for (int64_t g = g0; g < g1; g++) {
-        const int64_t n0 = g * CV_L, ni = J->n - n0 < CV_L ? J->n - n0 : CV_L;
-        S(cvl_in)(J->in + n0 * is, is, ni, J->cin, J->hi, J->wi, CVL_CP, in);
-        for (int64_t k0 = 0; k0 < J->cout; k0 += S(cv_kb)(J->cout - k0)) {
+    T *in = J->slots + slot * J->slot, *out = in + J->insz;
+    if (!J->zeroed[slot]) memset(in, 0, sizeof(T) * (size_t)J->insz);
+    J->zeroed[slot] = 1;
+    const int64_t n0 = g * CV_L, ni = J->n - n0 < CV_L ? J->n - n0 : CV_L;
+    S(cvl_in)(J->in + n0 * is, is, ni, J->cin, J->hi, J->wi, CVL_CP, in);
+    for (int64_t k0 = 0; k0 < J->cout; k0 += S(cv_kb)(J->cout - k0)) {
 #define CVL_BLOCK(KB) S(cvl_block)(KB, J, in, k0, out)
-            CV_SWITCH_KB(S(cv_kb)(J->cout - k0), CVL_BLOCK)
+        CV_SWITCH_KB(S(cv_kb)(J->cout - k0), CVL_BLOCK)
 #undef CVL_BLOCK
-        }
-        S(cvl_out)(out, J->cout, P, ni, n0, J->b, J->E, J->out);
     }
+    S(cvl_out)(out, J->cout, P, ni, n0, J->b, J->E, J->out);
 }
 
 /* Scratch of the lane mode (reals): the packed weights, then CDL_CONV_THREADS slots of
@@ -235,8 +236,9 @@ static void S(cvl_conv)(const cdl_conv2d_geom *gm, int bwd, const T *in, const T
     J.slots = scratch + gm->k * gm->c * gm->r * gm->s;
     J.insz = S(cvl_insz)(J.cin, J.hi, J.wi);
     J.slot = J.insz + J.cout * J.oh * J.ow * CV_L;
-    J.nt = S(cv_threads)(gm, (gm->n + CV_L - 1) / CV_L);
-    cdl_parallel_for(J.nt, S(cvl_task), &J);
+    const int64_t ng = (gm->n + CV_L - 1) / CV_L;
+    J.nt = S(cv_threads)(gm, ng);
+    cdl_parallel_slots(ng, J.nt, S(cvl_task), &J);
 }
 
 #undef CVL_PB
