@@ -37,7 +37,7 @@ extern "C" {
  * the cdlc that generated it, and cdl_net_new refuses a descriptor whose .abi is not
  * this library's cdl_abi() (a header and a library of two versions), with a message
  * saying to regenerate.  Hand-made descriptors set .abi = CDL_ABI. */
-#define CDL_ABI 1
+#define CDL_ABI 2
 int cdl_abi(void);                      /* the CDL_ABI this library was built with */
 #define CDL_MAXDIM 6
 
@@ -527,7 +527,7 @@ typedef struct cdl_attn_geom {
     double scale;                /* <= 0: 1 / sqrt(d) */
 } cdl_attn_geom;
 #define CDL_ATTN_BR 64           /* query rows per block */
-#define CDL_ATTN_BC 64           /* keys per block */
+#define CDL_ATTN_BC 128          /* keys per backward block (the forward's are twice that) */
 #define CDL_ATTN_THREADS 2       /* scratch slots: threads one call can use */
 static inline int64_t cdl_attention_scratch(const cdl_attn_geom *g) {
     int64_t slot = 2 * CDL_ATTN_BR * CDL_ATTN_BC + 2 * CDL_ATTN_BR + g->tq;

@@ -165,7 +165,6 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
  *   dv += p^T gy,  dp = gy v^T,  ds = p (dp - D_i),  dq += scale ds k,  dk += scale ds^T q.
  * P and dP hold one chunk each, Dr one value per query row of the slice.  Keys masked by
  * km (NULL: none) have p = 0. */
-_Static_assert(CDL_ATTN_BR % CDL_ATTN_BC == 0, "attention backward: key chunks must not straddle a query block start");
 static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
                               const T *gy, const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
     const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
@@ -185,8 +184,13 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                     if (km[j0 + c] != 0) p[c] = 0;
                 for (int64_t c = nv; c < nc; c++) p[c] = 0;
             }
-            /* the first product into a dq, dk or dv row overwrites it (no memset pass); kdone
-             * is a query block's start or tk, so a key chunk is wholly below or above it */
+            /* the first product into a dq, dk or dv row overwrites it (no memset pass over
+             * the slice).  A key chunk is wider than a query block, so it can straddle kdone:
+             * its rows from kdone on are zeroed and the products add to the whole chunk. */
+            if (j0 < kdone && j0 + nc > kdone) {
+                memset(dk + kdone * D, 0, sizeof(T) * (size_t)((j0 + nc - kdone) * D));
+                memset(dv + kdone * DV, 0, sizeof(T) * (size_t)((j0 + nc - kdone) * DV));
+            }
             const T bk = j0 < kdone ? (T)1 : (T)0, bq = j0 > 0 ? (T)1 : (T)0;
             S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, bk, dv + j0 * DV, DV);
             S(gemm)(0, 1, nr, nc, DV, (T)1, gy + i0 * DV, DV, v + j0 * DV, DV, (T)0, dP, nc);

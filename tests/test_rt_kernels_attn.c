@@ -290,8 +290,8 @@ static void test_attention_small(void **st) {
     }
 }
 
-/* Lengths across block edges (64 rows, 64 keys): several query blocks and key chunks,
- * causal chunks skipped and partly masked. */
+/* Lengths across block edges (64 query rows, 128 keys in the backward, 256 in the
+ * forward): several query blocks and key chunks, causal chunks skipped and partly masked. */
 static void test_attention_blocks(void **st) {
     (void)st;
     for (int causal = 0; causal < 2; causal++) {
@@ -344,10 +344,11 @@ static void test_attention_large_scores(void **st) {
     at_free(&a);
 }
 
-/* The forward's key chunks (128 keys) with the online softmax's rescaling across them
+/* The forward's key chunks (256 keys) with the online softmax's rescaling across them
  * at large scores, and the backward overwriting dq, dk, dv (NaN before the call) where
- * it no longer zeroes them first: rows of every query block, and (causal, tk > tq) keys
- * no query sees. */
+ * it no longer zeroes them first: rows of every query block, a key chunk (128) that
+ * straddles the keys earlier query blocks reached (causal: keys 0-63 hold sums, 64-127
+ * are new), and (causal, tk > tq) keys no query sees. */
 static void test_attention_chunks_overwrite(void **st) {
     (void)st;
     for (int causal = 0; causal < 2; causal++) {
