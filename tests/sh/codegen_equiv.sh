@@ -8,14 +8,15 @@
 # current runtime, so the test isolates the compiler.  Where the generated C is
 # textually identical the run is skipped (same text, same numbers).
 #
-# REF is bb06781, the last change meant to change numbers and the runtime's contract:
-# the direct convolution's weight gradient sums over a fixed number of image chunks, each
-# with its own scratch, so its bits change and C generated before it reserves too little
-# scratch for today's runtime (the lenet build of an older REF crashes, convlstm's
-# numbers differ).  Before it, 18084e9 (static == tape bit for bit: GEMM parts
-# accumulate with beta = 1 as the tape does), 0e826e2.  When a later change is meant to
-# change some model's numbers, check the difference, then move REF
-# to that change's commit (say so in its message).
+# REF is 9d1bf1d, the last change meant to change numbers and the runtime's contract:
+# the fused attention backward's key chunks grew to 128 (CDL_ABI 2), and
+# cdl_attention_scratch with them, so C generated before it reserves too little attention
+# scratch for today's runtime.  Before it, bb06781 (the direct convolution's weight
+# gradient sums over a fixed number of image chunks, each with its own scratch: C
+# generated before it crashed lenet and changed convlstm's numbers), 18084e9 (static ==
+# tape bit for bit: GEMM parts accumulate with beta = 1 as the tape does), 0e826e2.
+# When a later change is meant to change some model's numbers, check the difference,
+# then move REF to that change's commit (say so in its message).
 # Needs the git history (a clean clone has it); without it the test says so and passes.
 # The reference cdlc emits no runtime ABI check (runtime/cdl.h, CDL_ABI: the #if block
 # after the includes and the descriptor's .abi line): today's C must carry exactly those
@@ -24,7 +25,7 @@
 # else changed.
 # Environment: B, CDLC; CDL_EQUIV_REF overrides REF.
 . "$(dirname "$0")/../lib.sh"
-REF=${CDL_EQUIV_REF:-bb067812e23df18de5720e3bffd9db086376e200}
+REF=${CDL_EQUIV_REF:-9d1bf1d4ca2d902bde5ee0f2ffc0d3c59e3ff14c}
 LIB=$CDLRT
 LIBS=$(cat "${LIB%.a}.libs" 2>/dev/null || echo -lopenblas -lz -lpthread -lm)
 san_cc   # a sanitized runtime needs the programs built the same way
