@@ -10,8 +10,10 @@
  *
  * Waiting.  Between jobs a worker spins for POOL_SPIN_NS (pausing) and then sleeps on a
  * condition variable; waking a sleeping thread costs ~20-50 us on these VMs (the
- * hypervisor's interrupt path), as long as a small job, while the gaps between a
- * step's parallel kernels are mostly shorter than the spin.  The caller, once no task
+ * hypervisor's interrupt path), as long as a small job; about half of a ResNet or LeNet
+ * step's gaps between pool jobs are under 5 us of the caller's time.  Longer spins
+ * (20, 50 us) were slower in wall time on the loaded machine (load 4: a spinning
+ * worker takes the core from the threads that have work), docs/benchmarks.md.  The caller, once no task
  * is left to take, waits the same way for the workers still inside the job.  Nothing
  * else in cdl spins (the libraries run single-threaded, blas.c).
  *
@@ -32,7 +34,7 @@
 #include "cdl.h"
 
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
-#define POOL_SPIN_NS 50000 /* how long a waiting thread spins before it sleeps */
+#define POOL_SPIN_NS 5000 /* how long a waiting thread spins before it sleeps */
 #define ST_REFS ((uint64_t)0xffff)
 #define ST_CLOSED ((uint64_t)1 << 16)
 #define ST_GEN1 ((uint64_t)1 << 17)
