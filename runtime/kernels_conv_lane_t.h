@@ -68,9 +68,11 @@ static void S(cvl_in)(const T *x, int64_t xs, int64_t ni, int64_t C, int64_t H, 
     for (int64_t c = 0; c < C; c++)
         for (int64_t p = 0; p < HW; p += CV_L) {
             const int64_t np = HW - p < CV_L ? HW - p : CV_L;
-            for (int64_t i = 0; i < CV_L; i++) {
-                if (i < ni) memcpy(blk[i], x + i * xs + c * HW + p, sizeof(T) * (size_t)np);
-                if (i >= ni || np < CV_L) memset(blk[i] + (i < ni ? np : 0), 0, sizeof(T) * (size_t)(CV_L - (i < ni ? np : 0)));
+            for (int64_t i = 0; i < CV_L; i++) { /* fixed-size copies: gcc makes a variable one rep movs */
+                const int64_t at = i * xs + c * HW + p;
+                if (i < ni && np == CV_L) memcpy(blk[i], x + at, sizeof blk[i]);
+                else
+                    for (int64_t j = 0; j < CV_L; j++) blk[i][j] = i < ni && j < np ? x[at + j] : (T)0;
             }
             S(cvl_transpose)(blk);
             for (int64_t j = 0; j < np; j++) {
@@ -101,8 +103,9 @@ static void S(cvl_out)(const T *out, int64_t K, int64_t P, int64_t ni, int64_t n
         const T bk = b ? b[k] : 0;
         for (int64_t p = 0; p < P; p += CV_L) {
             const int64_t np = P - p < CV_L ? P - p : CV_L;
-            memcpy(blk, out + (k * P + p) * CV_L, sizeof(T) * (size_t)(np * CV_L));
-            if (np < CV_L) memset(blk[np], 0, sizeof(T) * (size_t)((CV_L - np) * CV_L));
+            for (int64_t j = 0; j < CV_L; j++)
+                if (j < np) memcpy(blk[j], out + (k * P + p + j) * CV_L, sizeof blk[j]);
+                else memset(blk[j], 0, sizeof blk[j]);
             S(cvl_transpose)(blk);
             for (int64_t i = 0; i < ni; i++) {
                 const int64_t off = ((n0 + i) * K + k) * P + p;
