@@ -428,17 +428,23 @@ static void test_adam(void **st) {
  * (optim.c runs the update as ranges on the pool), and allocates nothing in a step. */
 static const cdl_tensor big_params[] = {{"w", CDL_F32, 0, 1, {300007}, 0, "b.cdl:1:1"}};
 
+/* A net of m and an optimizer o parsed from spec into cfg (all checked). */
+static cdl_net *net_with_optim(const cdl_model *m, const char *spec, cdl_optim_cfg *cfg, cdl_optim *o) {
+    cdl_net *net = cdl_net_new(m);
+    assert_non_null(net);
+    assert_int_equal(cdl_optim_parse(cfg, spec), 0);
+    assert_int_equal(cdl_optim_init(o, m, cfg), 0);
+    return net;
+}
+
 static void big_opt(const char *spec, int rs, int threads, char **out, size_t *len) {
     cdl_model m = tiny_model(rs);
     m.n_params = 1;
     m.params = big_params;
     m.param_count = m.train_count = 300007;
-    cdl_net *net = cdl_net_new(&m);
-    assert_non_null(net);
     cdl_optim_cfg cfg;
     cdl_optim o;
-    assert_int_equal(cdl_optim_parse(&cfg, spec), 0);
-    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    cdl_net *net = net_with_optim(&m, spec, &cfg, &o);
     cdl_parallel_set_threads(threads);
     const size_t n = 300007, b = n * (size_t)rs;
     for (size_t i = 0; i < n; i++) {
@@ -510,12 +516,9 @@ static cdl_model group_model(void) {
 static void run_groups(const char *spec, const char *groups, const char *no_decay, const char *freeze, int steps,
                        double p[12], double slot[12]) {
     cdl_model m = group_model();
-    cdl_net *net = cdl_net_new(&m);
-    assert_non_null(net);
     cdl_optim_cfg cfg;
     cdl_optim o;
-    assert_int_equal(cdl_optim_parse(&cfg, spec), 0);
-    assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+    cdl_net *net = net_with_optim(&m, spec, &cfg, &o);
     assert_int_equal(cdl_optim_groups(&o, groups, no_decay, freeze), 0);
     double *w = net->param, *g = net->grad;
     for (int i = 0; i < 14; i++) w[i] = 1 + i / 10.0;
