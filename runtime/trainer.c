@@ -60,6 +60,7 @@ static const tr_optdef tr_optdefs[] = {
     {"resume", "FILE", C_TRAIN, "continue exactly from a checkpoint of the same run"},
     {"load", "FILE", C_EVAL | C_GRADCHECK | C_SAMPLE | C_GRAD | C_GENERATE, "parameters from a checkpoint"},
     {"log", "FILE.csv", C_TRAIN, "one row per epoch: epoch,step,train_loss,test_loss,test_accuracy,seconds"},
+    {"log-every", "N", C_TRAIN, "also a line (and a --log row) every N steps: the mean train loss over them"},
     {"plot", "FILE.svg", C_TRAIN, "loss and accuracy curves"},
     {"json", NULL, C_TRAIN | C_EVAL | C_GRADCHECK, "print a one-line JSON summary on stdout"},
     {"quiet", NULL, C_ALL, "no progress bar or per-epoch lines"},
@@ -103,7 +104,8 @@ enum { TR_NCMD = (int)(sizeof tr_cmds / sizeof tr_cmds[0]) };
 static const tr_optdef *tr_find_opt(const char *name) {
     if (strcmp(name, "dataset") == 0) name = "data";
     if (strcmp(name, "o") == 0) name = "out";
-    if (strcmp(name, "no_decay") == 0) name = "no-decay";     /* the train {} spelling */
+    if (strcmp(name, "no_decay") == 0) name = "no-decay";     /* the train {} spellings */
+    if (strcmp(name, "log_every") == 0) name = "log-every";
     for (int i = 0; i < TR_NOPT; i++)
         if (strcmp(tr_optdefs[i].name, name) == 0) return &tr_optdefs[i];
     return NULL;
@@ -227,6 +229,7 @@ static int tr_set(tr_opts *o, const char *where, const char *name, const char *v
     if (strcmp(name, "resume") == 0) return tr_str(where, name, v, o->resume, sizeof o->resume);
     if (strcmp(name, "load") == 0) return tr_str(where, name, v, o->load, sizeof o->load);
     if (strcmp(name, "log") == 0) return tr_str(where, name, v, o->log, sizeof o->log);
+    if (strcmp(name, "log-every") == 0) return tr_int(where, name, v, 1, INT64_MAX / 2, &o->log_every);
     if (strcmp(name, "plot") == 0) return tr_str(where, name, v, o->plot, sizeof o->plot);
     if (strcmp(name, "out") == 0) return tr_str(where, name, v, o->out, sizeof o->out);
     if (strcmp(name, "entry") == 0) return tr_str(where, name, v, o->entry, sizeof o->entry);

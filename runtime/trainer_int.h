@@ -36,6 +36,7 @@ typedef struct tr_opts {
     uint64_t seed;
     int threads, workers;
     char save[TR_STR], resume[TR_STR], load[TR_STR], log[TR_STR], plot[TR_STR], out[TR_STR];
+    int64_t log_every;            /* 0: per-epoch lines and rows only */
     char entry[128];
     int json, quiet;
     int no_input_check;           /* gradcheck --no-input-check */

@@ -227,39 +227,59 @@ static int tr_log_flush(FILE *f, const char *path) {
     return 0;
 }
 
-/* Start the CSV log.  On resume, keep the rows of epochs <= upto from an existing log
- * (a regular file: it seeds the history) and rewrite the file with them; otherwise
- * start afresh.  The rows are the trainer's own, so a value that does not read back
- * (NaN is written as "nan", a missing accuracy) stays NaN in the history. */
-static FILE *tr_log_open(const char *path, int resume, uint64_t upto, tr_hist *h) {
-    char (*keep)[256] = NULL;
-    int nkeep = 0;
+/* One row of our log: "epoch,step,train_loss,test_loss,test_accuracy,seconds", the
+ * values into v.  A step row (--log-every) leaves the test columns empty (*step_row = 1,
+ * those values NaN).  1 if line is such a row, 0 if not (the header, a foreign line). */
+static int tr_log_row(const char *line, double v[6], int *step_row) {
+    const char *p = line;
+    int empty = 0;
+    for (int k = 0; k < 6; k++) {
+        char *end;
+        if (k > 0 && *p++ != ',') return 0;
+        if ((k == 3 || k == 4) && (*p == ',')) {
+            v[k] = NAN;
+            empty++;
+            continue;
+        }
+        v[k] = strtod(p, &end);
+        if (end == p) return 0;
+        p = end;
+    }
+    *step_row = empty == 2;
+    return (empty == 0 || empty == 2) && v[0] >= 1 && v[0] == floor(v[0]) && v[1] >= 0;
+}
+
+/* Start the CSV log.  On resume, keep from an existing log (a regular file) the epoch
+ * rows of epochs <= upto (they seed the history) and the step rows of steps <= upto_step
+ * (a mid-epoch checkpoint keeps its epoch's step rows so far), and rewrite the file with
+ * them; otherwise start afresh.  The rows are the trainer's own, so a value that does not
+ * read back (NaN is written as "nan", a missing accuracy) stays NaN in the history. */
+static FILE *tr_log_open(const char *path, int resume, uint64_t upto, uint64_t upto_step, tr_hist *h) {
+    char *keep = NULL;
+    size_t nkeep = 0;
     struct stat st;
     FILE *f = resume && stat(path, &st) == 0 && S_ISREG(st.st_mode) ? fopen(path, "r") : NULL;
     if (f) {
         char line[256];
-        keep = cdl_alloc(sizeof *keep * (size_t)(h->n + 1));
-        if (!keep) {
+        if (!(keep = cdl_alloc((size_t)st.st_size + 1))) {
             fclose(f);
             return NULL;
         }
         while (fgets(line, sizeof line, f)) {
-            char *end;
-            long long e = strtoll(line, &end, 10);
-            if (end == line || *end != ',' || e < 1 || (uint64_t)e > upto || e > h->n || nkeep > h->n) continue;
-            double v[5];
-            char *p = end;
-            int ok = 1;
-            for (int k = 0; k < 5 && ok; k++) {
-                if (*p != ',') ok = 0;
-                else v[k] = strtod(p + 1, &p);
+            double v[6];
+            int step_row;
+            size_t len = strlen(line);
+            if (!tr_log_row(line, v, &step_row) || nkeep + len > (size_t)st.st_size) continue;
+            if (step_row ? v[1] > (double)upto_step : (v[0] > (double)upto || v[0] > h->n)) continue;
+            if (!step_row) {
+                int e = (int)v[0];
+                h->epoch[e - 1] = v[0];
+                h->train[e - 1] = v[2];
+                h->test[e - 1] = v[3];
+                h->acc[e - 1] = v[4];
             }
-            if (!ok) continue;
-            h->epoch[e - 1] = (double)e;
-            h->train[e - 1] = v[1];
-            h->test[e - 1] = v[2];
-            h->acc[e - 1] = v[3];
-            snprintf(keep[nkeep++], sizeof keep[0], "%s", line);
+            memcpy(keep + nkeep, line, len);
+            nkeep += len;
         }
         fclose(f);
     }
@@ -271,7 +291,7 @@ static FILE *tr_log_open(const char *path, int resume, uint64_t upto, tr_hist *h
     }
     errno = 0;
     fprintf(f, "epoch,step,train_loss,test_loss,test_accuracy,seconds\n");
-    for (int i = 0; i < nkeep; i++) fputs(keep[i], f);
+    if (nkeep) fwrite(keep, 1, nkeep, f);
     cdl_free(keep);
     if (tr_log_flush(f, path) < 0) {
         fclose(f);
@@ -305,6 +325,9 @@ typedef struct tr_run {
     char saved_at[64];            /* " (epoch N)" once a checkpoint was written */
     double train_loss, test_loss, acc, t_run;
     double cpu_run;               /* tr_thread_cpu() at the start */
+    double t_epoch;               /* tr_now() at the epoch's start */
+    double win_sum;               /* --log-every: loss * rows over the steps since the last line */
+    int64_t win_rows;
     int ran;                      /* a step was taken */
 } tr_run;
 
@@ -347,7 +370,7 @@ static int tr_history(tr_run *s) {
         s->h.epoch[i] = i + 1;
         s->h.train[i] = s->h.test[i] = s->h.acc[i] = NAN;
     }
-    if (s->o->log[0] && !(s->log = tr_log_open(s->o->log, s->o->resume[0] != 0, s->meta.epoch, &s->h)))
+    if (s->o->log[0] && !(s->log = tr_log_open(s->o->log, s->o->resume[0] != 0, s->meta.epoch, s->meta.step, &s->h)))
         return -1;
     return 0;
 }
@@ -465,6 +488,34 @@ static int tr_interrupted(tr_run *s, uint64_t epoch, int64_t b) {
     return -2;
 }
 
+/* --log-every: after the step that made s->step a multiple of N, a line (unless
+ * --quiet; it clears the progress bar, which redraws) and a --log row with the mean
+ * train loss over the steps since the last one (in this process: a resumed run's first
+ * window starts at its checkpoint) and the epoch's seconds so far.  0 or -1. */
+static int tr_log_steps(tr_run *s, uint64_t epoch, tr_progress *pr, double loss, int64_t rows) {
+    const tr_opts *o = s->o;
+    s->win_sum += loss * (double)rows;
+    s->win_rows += rows;
+    if (o->log_every <= 0 || s->step % (uint64_t)o->log_every != 0) return 0;
+    double mean = s->win_rows ? s->win_sum / (double)s->win_rows : NAN, secs = tr_now() - s->t_epoch;
+    s->win_sum = 0;
+    s->win_rows = 0;
+    if (!o->quiet) {
+        tr_progress_end(pr);
+        fprintf(s->out, "epoch %llu/%d  step %llu  train_loss %.4f  %.1fs\n", (unsigned long long)epoch + 1, s->E,
+                (unsigned long long)s->step, mean, secs);
+        fflush(s->out);
+    }
+    if (!s->log) return 0;
+    errno = 0;
+    fprintf(s->log, "%llu,%llu,%.9g,,,%.3f\n", (unsigned long long)epoch + 1, (unsigned long long)s->step, mean, secs);
+    /* A failed write stops one process at once.  Under mpirun only rank 0 writes, and
+     * leaving the steps alone would strand the others in the next all-reduce: the
+     * stream's error stays set, so the epoch's own row fails it, where all ranks agree. */
+    if (tr_log_flush(s->log, o->log) < 0 && cdl_dist_size() == 1) return -1;
+    return 0;
+}
+
 /* The training steps of epoch `epoch` (from its resume point): the mean loss into
  * s->train_loss.  0, -1 (an error, a NaN/Inf stop) or -2 (interrupted). */
 static int tr_train_steps(tr_run *s, uint64_t epoch) {
@@ -504,6 +555,10 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
         s->ran = 1;
         lsum += loss * rows;
         seen += rows;
+        if (tr_log_steps(s, epoch, &pr, loss, rows) < 0) {
+            tr_progress_end(&pr);
+            return -1;
+        }
         tr_progress_update(&pr, seen, lsum / (double)seen);
         if (tr_signal) {
             tr_progress_end(&pr);
@@ -520,7 +575,7 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
  * 0, -1 or -2 (interrupted). */
 static int tr_train_epoch(tr_run *s, uint64_t epoch) {
     const tr_opts *o = s->o;
-    double t_ep = tr_now();
+    double t_ep = s->t_epoch = tr_now();
     int rc = tr_train_steps(s, epoch);
     if (rc < 0) return rc;
     if (tr_evaluate(s->m, s->net, s->lte, &s->tmap, &s->test_loss, &s->acc, NULL) < 0) return -1;

@@ -396,6 +396,72 @@ static void test_train_synthetic(void **st) {
     assert_null(strstr(g_err, "\r"));
 }
 
+/* The log's rows as read back: epoch, step, train loss, whether the test columns are
+ * empty (a --log-every row).  The number of rows. */
+static int read_log(const char *path, int e[], unsigned long long step[], double tl[], int empty[], int cap) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256];
+    int n = 0;
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "epoch,step,train_loss,test_loss,test_accuracy,seconds\n");
+    while (fgets(line, sizeof line, f)) {
+        assert_true(n < cap);
+        double sec;
+        assert_true(sscanf(line, "%d,%llu,%lf,", &e[n], &step[n], &tl[n]) == 3);
+        char *p = strchr(strchr(strchr(line, ',') + 1, ',') + 1, ',');
+        empty[n] = strncmp(p, ",,,", 3) == 0;
+        assert_int_equal(sscanf(empty[n] ? p + 3 : strrchr(line, ',') + 1, "%lf", &sec), 1);
+        assert_true(sec >= 0);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* --log-every N: a line and a row every N global steps with the mean train loss since
+ * the last one; the epoch rows as before; on resume the rows up to the checkpoint's step
+ * stay and later ones (a longer run that was lost) go. */
+static void test_log_every(void **st) {
+    (void)st;
+    const char *log = tpath("every.csv.log"), *c = tpath("every.ckpt");
+    int e[16], empty[16];
+    unsigned long long step[16];
+    double tl[16];
+    /* N = the steps of an epoch (13): the window is the epoch, so the two losses agree */
+    int rc = run(&syn, "train", "--data", g_csv, "--epochs", "1", "--log", log, "--log-every", "13", "--workers", "0",
+                 NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_non_null(strstr(g_out, "epoch 1/1  step 13  train_loss "));
+    assert_int_equal(read_log(log, e, step, tl, empty, 16), 2);
+    assert_true(empty[0] && !empty[1] && step[0] == 13 && step[1] == 13 && e[0] == 1 && e[1] == 1);
+    assert_true(tl[0] == tl[1]);
+    /* every 5 steps over two epochs, in two runs: 5 10 | epoch 1 (13) | 15 20 25 | epoch 2 (26) */
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "1", "--log", log, "--log-every", "5", "--save", c,
+             "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    assert_int_equal(g_out[0], 0);                                /* --quiet: rows, no lines */
+    FILE *f = fopen(log, "a");                                    /* a lost run's later row */
+    assert_non_null(f);
+    fprintf(f, "2,20,0.5,,,1.000\n");
+    fclose(f);
+    rc = run(&syn, "train", "--data", g_csv, "--epochs", "2", "--resume", c, "--log", log, "--log-every", "5",
+             "--quiet", NULL);
+    if (rc) fail_msg("%s", g_err);
+    const unsigned long long want[] = {5, 10, 13, 15, 20, 25, 26};
+    const int want_e[] = {1, 1, 1, 2, 2, 2, 2}, want_empty[] = {1, 1, 0, 1, 1, 1, 0};
+    assert_int_equal(read_log(log, e, step, tl, empty, 16), 7);
+    for (int i = 0; i < 7; i++) {
+        assert_true(step[i] == want[i]);
+        assert_int_equal(e[i], want_e[i]);
+        assert_int_equal(empty[i], want_empty[i]);
+        assert_true(isfinite(tl[i]) && tl[i] != 0.5);
+    }
+    /* bad values are refused, naming the option */
+    assert_int_equal(run(&syn, "train", "--log-every", "0", NULL), 2);
+    assert_non_null(strstr(g_err, "--log-every"));
+}
+
 /* train 3 == train 1 + resume to 3 (worker counts differ), bit for bit. */
 static void test_resume_exact(void **st) {
     (void)st;
@@ -1013,6 +1079,7 @@ int main(void) {
         cmocka_unit_test(test_strict_numbers),
         cmocka_unit_test(test_train_synthetic),
         cmocka_unit_test(test_resume_exact),
+        cmocka_unit_test(test_log_every),
         cmocka_unit_test(test_nan_stop),
         cmocka_unit_test(test_nan_cause),
         cmocka_unit_test(test_eval_and_defaults),
