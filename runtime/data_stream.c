@@ -11,7 +11,8 @@
  * moved source gets a new entry, never a stale one.
  *
  * Safety of the cache: an entry is written under a unique temporary name
- * (<entry>.tmp.<pid>.<n>) and renamed into place only once complete and checked, so a
+ * (<entry>.tmp.<pid>.<n>) and renamed into place only once complete, checked and
+ * fsync'd (so a crash cannot leave the name without the data), so a
  * run killed while writing leaves at worst a temporary file, never a bad entry, and
  * two runs building the same entry at once both succeed (the renames are atomic and
  * write the same bytes).  An entry is used only if its size is exactly the header's
@@ -153,7 +154,10 @@ static int cache_build(data_file *f, const unsigned char *h, size_t hb, uint64_t
         cdl_fail("%s: %llu bytes of trailing garbage after the data", f->path, (unsigned long long)(got - total));
         goto out;
     }
-    rc = rename(tmp, entry) == 0 ? 0 : 1;
+    /* The bytes reach the disk before the entry gets its name: after a crash or power
+     * loss, a name whose data never landed (right size and header, zeros behind them)
+     * would pass the checks above and feed garbage. */
+    rc = fsync(t) == 0 && rename(tmp, entry) == 0 ? 0 : 1;
 out:
     cdl_free(buf);
     if (rc != 0 && t >= 0) {

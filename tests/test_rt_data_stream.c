@@ -5,7 +5,7 @@
  * The streamed batches must equal, bit for bit, those of the in-memory byte dataset
  * (which test_rt_data_u8 holds equal to the float one): shuffled and not, sharded, with
  * every transform, f32 and f64, workers 0 and 2, raw files and gzip ones through the
- * cache.  The cache: made where $CDL_CACHE_DIR says, reused, rebuilt when truncated or
+ * cache.  The cache: made where $CDL_CACHE_DIR says, fsync'd before it is named, reused, rebuilt when truncated or
  * its header is wrong, a new entry for a changed source, no temporary files left, and
  * an unwritable cache falls back to memory without an error.  A file changed while
  * in use fails the batch naming it; bad files give the in-memory reader's messages;
@@ -16,8 +16,22 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <zlib.h>
+
+/* The runtime's fsync and rename calls land here (a definition in the program wins over
+ * the C library's) and go on to the kernel: the cache entry's data must be fsync'd
+ * before its temporary file is renamed to the entry's name. */
+static int g_fsyncs, g_fsyncs_at_rename = -1;
+int fsync(int fd) {
+    g_fsyncs++;
+    return (int)syscall(SYS_fsync, fd);
+}
+int rename(const char *from, const char *to) {
+    if (strstr(from, ".tmp.")) g_fsyncs_at_rename = g_fsyncs;
+    return (int)syscall(SYS_rename, from, to);
+}
 
 enum { N = IDX_N, H = IDX_H, W = IDX_W, HB = IDX_HB };
 
@@ -116,7 +130,9 @@ static void test_stream_cache(void **st) {
     setenv("CDL_CACHE_DIR", dir, 1);
     cdl_dataset a, b;
     assert_int_equal(cdl_dataset_load_idx_u8(&a, tpath("im.idx"), tpath("lb.idx")), 0);
+    g_fsyncs = 0;
     open_gz(&b);
+    assert_true(g_fsyncs_at_rename >= 1);                          /* written, then named */
     only_entry(dir, entry, sizeof entry);
     struct stat s0, s1;
     assert_int_equal(stat(entry, &s0), 0);
