@@ -113,6 +113,18 @@ static void test_fused_direct(void **st) {
     all_epilogues(&g);
     g = geom(2, 1, 9, 11, 13, 3, 1, 1);                      /* uneven channel blocks */
     all_epilogues(&g);
+    /* Rows stored by whole vectors, the last overlapping (cv_epi_store): exactly one and
+     * two vectors of f32 (16, 32 wide), one past (17), a tail (33; f64: 8 lanes), and
+     * pad 2 (two shared border columns between rows, cv_pad) at 18 wide. */
+    const int64_t ws[4] = {16, 17, 32, 33};
+    for (int i = 0; i < 4; i++) {
+        g = geom(2, 3, 5, ws[i], 4, 3, 1, 1);
+        assert_true(cdl_conv2d_vec(&g) && !cdl_conv2d_lanes_f32(&g));
+        all_epilogues(&g);
+    }
+    g = geom(2, 2, 6, 18, 5, 5, 1, 2);
+    assert_true(cdl_conv2d_vec(&g) && !cdl_conv2d_lanes_f32(&g));
+    all_epilogues(&g);
 }
 
 static void test_fused_gemm(void **st) {

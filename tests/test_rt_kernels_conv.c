@@ -107,6 +107,12 @@ static void test_conv_direct(void **st) {
     conv_case(geom(2, 3, 6, 9, 5, 2, 3, 1, 1, 1), 0);
     conv_case(geom(1, 1, 12, 12, 6, 5, 5, 1, 0, 1), 1);
     conv_case(geom(5, 2, 12, 12, 3, 3, 3, 1, 1, 1), 1); /* bwd_w: 4 images, then 1 */
+    /* rows W + pad apart, the border columns shared by neighbouring rows (cv_pad): the
+     * forward's border (pad) differs from bwd_x's (s - 1 - pad) in 5x5 pad 1 and pad 3;
+     * rows of one vector and one past it */
+    conv_case(geom(2, 2, 7, 16, 3, 5, 5, 1, 1, 1), 1);
+    conv_case(geom(2, 2, 6, 17, 3, 5, 5, 1, 3, 1), 0);
+    conv_case(geom(2, 3, 5, 17, 4, 3, 3, 1, 1, 1), 1);
     cdl_conv2d_geom g = geom(2, 2, 4, 5, 3, 3, 3, 1, 3, 1);
     assert_false(cdl_conv2d_vec(&g));
     conv_case(g, 1);
