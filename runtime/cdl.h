@@ -1124,7 +1124,7 @@ typedef struct cdl_loader_cfg {
     int shuffle;               /* per-epoch permutation = f(seed, epoch) */
     int drop_last;             /* 1: no final partial batch */
     int workers;               /* 0: synchronous; else worker threads (<= 64) */
-    int prefetch;              /* batches in flight (>= workers; 0: 2 * workers) */
+    int prefetch;              /* batches in flight (>= workers; 0: 2 * workers, up to 8 small ones) */
     uint64_t seed;
     cdl_transform tf;
     int real_size;             /* 4 (float) or 8 (double) written for real feeds; 0 means 4 */
@@ -1156,6 +1156,9 @@ int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches);
  * of the epoch, -1 on error (a failing worker surfaces here, never a hang). */
 int cdl_loader_next(cdl_loader *l, void *const *dst);
 void cdl_loader_free(cdl_loader *l);       /* stops and joins the workers; NULL is fine */
+/* The ring's slots (0 without workers) and the times cdl_loader_next woke sleeping
+ * workers so far (once per half ring when they run ahead: tests, profiling). */
+void cdl_loader_stats(const cdl_loader *l, int *slots, int64_t *wakes);
 /* END DATA */
 
 /* ======================================================================== checkpoints (ckpt.c) */

@@ -14,6 +14,13 @@
  * consumer has taken batch b - nslots: the bounded prefetch queue).  The consumer
  * waits for its slot, copies the batch out and frees the slot.  A failed batch is
  * reported by the consumer as -1 with the worker's message.
+ *
+ * Wake-ups: workers usually run ahead, so the ring is full and they sleep.  Waking one
+ * is a futex system call on the consumer's (the training) thread, so the consumer wakes
+ * the sleeping workers only once half of the ring is free (or when its own next batch
+ * is not claimed yet), not after every batch, and the default ring is deeper than two
+ * slots when its buffers are small (LOADER_RING_BYTES): with 8 slots, one wake-up per
+ * 4 batches.  The batches and their order do not depend on any of this.
  */
 #include "data_int.h"
 
@@ -75,6 +82,8 @@ struct cdl_loader {
     pthread_cond_t cv_done;      /* consumer waits: its batch produced, or idle workers */
     int64_t claim;               /* next batch a worker claims */
     int busy;                    /* workers producing right now */
+    int idle;                    /* workers waiting on cv_work */
+    int64_t wakes;               /* times the consumer woke idle workers */
     int active, shutdown;
     int sync_ok;                 /* mu and the condition variables are initialised */
 };
@@ -255,8 +264,11 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->shutdown &&
-               !(l->active && l->claim < l->nbatches && l->slots[l->claim % l->nslots].state == SLOT_FREE))
+               !(l->active && l->claim < l->nbatches && l->slots[l->claim % l->nslots].state == SLOT_FREE)) {
+            l->idle++;
             pthread_cond_wait(&l->cv_work, &l->mu);
+            l->idle--;
+        }
         if (l->shutdown) break;
         int64_t b = l->claim++;
         slot *s = &l->slots[b % l->nslots];
@@ -345,9 +357,23 @@ static void loader_layout(cdl_loader *l) {
     if (l->cfg.nshards > 1 && l->nbatches * B > n && n - (l->nbatches - 1) * B < l->cfg.nshards) l->nbatches--;
 }
 
+/* The default ring (prefetch 0): 2 slots a worker, and up to LOADER_RING_SLOTS while
+ * all of the slots' buffers take at most LOADER_RING_BYTES (the MLP's batch of 64
+ * images is 200 KB: 8 slots). */
+#define LOADER_RING_SLOTS 8
+#define LOADER_RING_BYTES ((size_t)2 << 20)
+
+static int loader_default_slots(const cdl_loader *l) {
+    size_t bytes = 0;
+    for (int k = 0; k < l->nfeed; k++) bytes += (size_t)l->cfg.batch * l->fbytes[k];
+    int n = 2 * l->nw;
+    while (n < LOADER_RING_SLOTS && (size_t)(n + 1) * bytes <= LOADER_RING_BYTES) n++;
+    return n;
+}
+
 /* Slots, worker scratch and threads; -1 and a message (the caller frees l). */
 static int loader_threads(cdl_loader *l) {
-    l->nslots = l->cfg.prefetch ? l->cfg.prefetch : 2 * l->nw;
+    l->nslots = l->cfg.prefetch ? l->cfg.prefetch : loader_default_slots(l);
     if (l->nslots < l->nw) l->nslots = l->nw;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv_work, NULL);
@@ -452,6 +478,24 @@ int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches) {
     return 0;
 }
 
+/* Under mu: wake the idle workers when there is work for them and either half of the
+ * ring is free, or the consumer waits (`waiting`) or is about to wait for a batch no
+ * worker has claimed.  Freed slots are claimable in order, so the free ones ahead of
+ * the workers are next + nslots - claim. */
+static void loader_wake(cdl_loader *l, int waiting) {
+    if (!l->idle || l->claim >= l->nbatches) return;
+    int64_t free_ahead = l->next + l->nslots - l->claim;
+    if (free_ahead < 1) return;
+    if (!waiting && l->claim > l->next && 2 * free_ahead < l->nslots) return;
+    l->wakes++;
+    pthread_cond_broadcast(&l->cv_work);
+}
+
+void cdl_loader_stats(const cdl_loader *l, int *slots, int64_t *wakes) {
+    *slots = l ? l->nslots : 0;
+    *wakes = l ? l->wakes : 0;
+}
+
 int cdl_loader_next(cdl_loader *l, void *const *dst) {
     if (!l || !dst) return cdl_fail("cdl_loader_next: NULL loader or buffers");
     if (!l->started) return cdl_fail("cdl_loader_next: call cdl_loader_start first");
@@ -465,8 +509,10 @@ int cdl_loader_next(cdl_loader *l, void *const *dst) {
     }
     pthread_mutex_lock(&l->mu);
     slot *s = &l->slots[l->next % l->nslots];
-    while (!((s->state == SLOT_READY || s->state == SLOT_FAILED) && s->batch == l->next))
+    while (!((s->state == SLOT_READY || s->state == SLOT_FAILED) && s->batch == l->next)) {
+        loader_wake(l, 1);
         pthread_cond_wait(&l->cv_done, &l->mu);
+    }
     int st = s->state;
     pthread_mutex_unlock(&l->mu);
     if (st == SLOT_FAILED) return cdl_fail("%s", s->err);   /* stays failed until the next start */
@@ -476,7 +522,7 @@ int cdl_loader_next(cdl_loader *l, void *const *dst) {
     pthread_mutex_lock(&l->mu);
     s->state = SLOT_FREE;
     l->next++;
-    pthread_cond_broadcast(&l->cv_work);
+    loader_wake(l, 0);
     pthread_mutex_unlock(&l->mu);
     return rows;
 }

@@ -975,6 +975,52 @@ static void test_loader_workers_deterministic(void **st) {
     cdl_dataset_free(&d);
 }
 
+/* The worker runs ahead of a slow consumer, so the ring is full and it sleeps: the
+ * consumer wakes it once per half ring, not after every batch (each wake is a futex
+ * call on the training thread), and the default ring of small batches has 8 slots
+ * (2 when a batch is large).  The batches are those of the synchronous loader. */
+static void test_loader_ring_wakes(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 256, 4, 4);
+    size_t row = 16 * sizeof(float);
+    unsigned char *ref = malloc(row * 256), *got = malloc(row * 256);
+    int32_t yref[256], ygot[256];
+    cdl_loader_cfg cfg = {.batch = 4, .shuffle = 1, .seed = 7};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    assert_int_equal(rt_loader_epoch(l, 1, 0, row, 4, ref, yref), 256);
+    cdl_loader_free(l);
+    cfg.workers = 1;
+    l = cdl_loader_new(&d, &cfg);
+    assert_non_null(l);
+    int slots;
+    int64_t wakes;
+    cdl_loader_stats(l, &slots, &wakes);
+    assert_int_equal(slots, 8);
+    assert_int_equal(cdl_loader_start(l, 1, 0), 0);
+    for (int b = 0; b < 64; b++) {
+        struct timespec ts = {0, 200000};               /* 0.2 ms a step: the worker runs ahead */
+        nanosleep(&ts, NULL);
+        assert_int_equal(cdl_loader_next(l, (void *[]){got + (size_t)b * 4 * row, ygot + b * 4}), 4);
+    }
+    assert_int_equal(cdl_loader_next(l, (void *[]){got, ygot}), 0);
+    assert_memory_equal(ref, got, row * 256);
+    assert_memory_equal(yref, ygot, sizeof yref);
+    cdl_loader_stats(l, &slots, &wakes);
+    assert_true(wakes <= 64 / (slots / 2) + 1);         /* was one a batch: 60-64 */
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+    mk_ds(&d, 16, 256, 256);                            /* 256 KB an example: 1 MB a batch */
+    l = cdl_loader_new(&d, &cfg);
+    assert_non_null(l);
+    cdl_loader_stats(l, &slots, &wakes);
+    assert_int_equal(slots, 2);
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+    free(ref);
+    free(got);
+}
+
 /* Shards of a global batch (data-parallel training): every shard shuffles alike and
  * transforms are keyed by the example, so the shards' rows put together are exactly
  * the unsharded batches, transforms included; a final batch with fewer rows than
@@ -1190,6 +1236,7 @@ int main(void) {
         cmocka_unit_test(test_loader_sequential),
         cmocka_unit_test(test_loader_shuffle),
         cmocka_unit_test(test_loader_workers_deterministic),
+        cmocka_unit_test(test_loader_ring_wakes),
         cmocka_unit_test(test_loader_shards),
         cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_loader_failure),
