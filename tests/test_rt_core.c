@@ -44,6 +44,42 @@ static void test_alloc_zeroed_aligned(void **st) {
     cdl_free(NULL);
 }
 
+/* Resident pages of this process (/proc/self/statm), -1 without /proc. */
+static long resident_pages(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size, res = -1;
+    if (f && fscanf(f, "%ld %ld", &size, &res) != 2) res = -1;
+    if (f) fclose(f);
+    return res;
+}
+
+/* A large block is zero without being written: cdl_alloc does not touch its pages
+ * (calloc takes them fresh from the kernel), so the process does not grow by the
+ * block until it is used (it grew by all 64 MB when every block was memset).  A
+ * reused block is still zero. */
+static void test_alloc_large_untouched(void **st) {
+    (void)st;
+    size_t n = (size_t)64 << 20;
+    long r0 = resident_pages();
+    unsigned char *p = cdl_alloc(n);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 64, 0);
+    long r1 = resident_pages();
+    if (r0 > 0 && r1 > 0) assert_true((size_t)(r1 - r0) * (size_t)sysconf(_SC_PAGESIZE) < n / 4);
+    for (size_t i = 0; i < n; i += 4093) assert_int_equal(p[i], 0);
+    assert_int_equal(p[n - 1], 0);
+    cdl_free(p);
+    for (int k = 0; k < 2; k++) {                   /* the same sizes again: reused, cleared */
+        unsigned char *q = cdl_alloc(100000), *r = cdl_alloc(5000);
+        for (size_t i = 0; i < 100000; i++) assert_int_equal(q[i], 0);
+        for (size_t i = 0; i < 5000; i++) assert_int_equal(r[i], 0);
+        memset(q, 0xcd, 100000);
+        memset(r, 0xcd, 5000);
+        cdl_free(q);
+        cdl_free(r);
+    }
+}
+
 static void test_alloc_hook(void **st) {
     (void)st;
     count_alloc c = {0, 0, 0};
@@ -53,7 +89,13 @@ static void test_alloc_hook(void **st) {
     cdl_free(a);
     cdl_free(b);
     assert_int_equal(c.live, 0);
-    c.fail_at = 3;
+    for (int k = 0; k < 2; k++) {                   /* the hook's blocks are cleared too */
+        unsigned char *q = cdl_alloc(4000);
+        for (size_t i = 0; i < 4000; i++) assert_int_equal(q[i], 0);
+        memset(q, 0xee, 4000);
+        cdl_free(q);
+    }
+    c.fail_at = 5;
     assert_null(cdl_alloc(10));
     assert_non_null(strstr(cdl_last_error(), "out of memory"));
     assert_null(cdl_alloc(SIZE_MAX - 10));        /* overflow is refused, not wrapped */
@@ -898,6 +940,7 @@ static int reset_alloc(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_alloc_zeroed_aligned, reset_alloc),
+        cmocka_unit_test_teardown(test_alloc_large_untouched, reset_alloc),
         cmocka_unit_test_teardown(test_alloc_hook, reset_alloc),
         cmocka_unit_test_teardown(test_fail_message, reset_alloc),
         cmocka_unit_test_teardown(test_philox_kat, reset_alloc),
