@@ -901,6 +901,13 @@ int cdl_optim_init(cdl_optim *o, const cdl_model *m, const cdl_optim_cfg *cfg);
 void cdl_optim_free(cdl_optim *o);
 /* One update with learning rate lr (the schedule's current value).  No allocation. */
 void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr);
+/* The same update, returning > 0 when a gradient value of the updated parameters was
+ * Inf or NaN (the update is made all the same: the caller stops), else 0.  Adam and
+ * AdamW look in their update pass (cdl_optim_counts_nonfinite 1), so a trainer without
+ * clipping needs no pass of its own over the gradient to catch a diverging run; the
+ * other optimizers return 0. */
+int64_t cdl_optim_step_count(cdl_optim *o, cdl_net *net, double lr);
+int cdl_optim_counts_nonfinite(const cdl_optim *o);
 
 /* Learning-rate schedules: the lr is a pure function of the global step, so a resumed
  * run continues the same curve.  Specs: "const", "step:every=E,gamma=G" (multiply by

@@ -26,6 +26,7 @@
 #include "optim_groups.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,19 +208,28 @@ void cdl_optim_free(cdl_optim *o) {
         }                                                                     \
     }
 
-#define OPTIM_ADAM(T, SQRT)                                                   \
-    static void adam_##T(T *restrict p, const T *restrict g, T *restrict m,  \
-                         T *restrict v, size_t n, T decay, T wd, T b1, T b2,  \
-                         T step, T inv_bc2s, T eps) {                         \
+/* Adam also notes whether a gradient value it reads is Inf or NaN (g - g is NaN
+ * exactly then), so that the trainer's check of every step needs no pass of its own
+ * over the gradient slab (cdl_optim_step_count).  An OR of the comparisons in lanes
+ * of the element's width (U) keeps the loop's vectors as they were (a size_t count
+ * widened every float lane: 10% slower). */
+#define OPTIM_ADAM(T, U, SQRT)                                                \
+    static size_t adam_##T(T *restrict p, const T *restrict g, T *restrict m, \
+                           T *restrict v, size_t n, T decay, T wd, T b1, T b2, \
+                           T step, T inv_bc2s, T eps) {                       \
+        U bad = 0;                                                            \
         for (size_t i = 0; i < n; i++) {                                      \
+            T gi = g[i], z = gi - gi;                                         \
+            bad |= (U)(z != z);                                               \
             T pi = p[i] * decay;                                              \
-            T d = g[i] + wd * pi;                                             \
+            T d = gi + wd * pi;                                               \
             T mi = b1 * m[i] + (1 - b1) * d;                                  \
             T vi = b2 * v[i] + (1 - b2) * d * d;                              \
             m[i] = mi;                                                        \
             v[i] = vi;                                                        \
             p[i] = pi - step * mi / (SQRT(vi) * inv_bc2s + eps);              \
         }                                                                     \
+        return (size_t)bad;                                                   \
     }
 
 /* RMSprop: ga (centered) and buf (momentum) may be NULL. */
@@ -262,8 +272,8 @@ OPTIM_RMSPROP(float, sqrtf)
 OPTIM_RMSPROP(double, sqrt)
 OPTIM_ADAGRAD(float, sqrtf)
 OPTIM_ADAGRAD(double, sqrt)
-OPTIM_ADAM(float, sqrtf)
-OPTIM_ADAM(double, sqrt)
+OPTIM_ADAM(float, uint32_t, sqrtf)
+OPTIM_ADAM(double, uint64_t, sqrt)
 
 /* slot k at element offset off (NULL when absent). */
 static void *slot_at(const cdl_optim *o, int k, size_t off) {
@@ -271,8 +281,9 @@ static void *slot_at(const cdl_optim *o, int k, size_t off) {
 }
 
 /* The update of the n trainable reals at element offset off with learning rate lr and
- * weight decay wd (o->t already advanced). */
-static void optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double lr, double wd) {
+ * weight decay wd (o->t already advanced).  Returns 1 when Adam or AdamW met a
+ * non-finite gradient value, else 0 (the others do not look). */
+static size_t optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double lr, double wd) {
     const cdl_optim_cfg *c = &o->cfg;
     int f64 = o->model->real_size == 8;
     size_t rs = (size_t)o->model->real_size;
@@ -281,7 +292,7 @@ static void optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double
         void *buf = o->n_slots ? slot_at(o, 0, off) : NULL;
         if (f64) sgd_double(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
         else sgd_float(p, g, buf, n, (float)lr, (float)wd, (float)c->momentum, c->nesterov);
-        return;
+        return 0;
     }
     if (c->kind == CDL_OPT_RMSPROP) {
         int k = 1;
@@ -290,13 +301,13 @@ static void optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double
         else
             rmsprop_float(p, g, slot_at(o, 0, off), buf, ga, n, (float)lr, (float)wd, (float)c->alpha,
                           (float)c->eps, (float)c->momentum);
-        return;
+        return 0;
     }
     if (c->kind == CDL_OPT_ADAGRAD) {
         double clr = lr / (1 + (double)(o->t - 1) * c->lr_decay);
         if (f64) adagrad_double(p, g, slot_at(o, 0, off), n, clr, wd, c->eps);
         else adagrad_float(p, g, slot_at(o, 0, off), n, (float)clr, (float)wd, (float)c->eps);
-        return;
+        return 0;
     }
     double t = (double)o->t;
     double bc1 = 1 - pow(c->beta1, t), bc2s = sqrt(1 - pow(c->beta2, t));
@@ -311,11 +322,10 @@ static void optim_range(cdl_optim *o, cdl_net *net, size_t off, size_t n, double
      * element; the result differs from PyTorch's division by at most an ulp of the
      * denominator. */
     if (f64)
-        adam_double(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, decay, wd, c->beta1, c->beta2, step, 1 / bc2s,
-                    c->eps);
-    else
-        adam_float(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, (float)decay, (float)wd, (float)c->beta1,
-                   (float)c->beta2, (float)step, (float)(1 / bc2s), (float)c->eps);
+        return adam_double(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, decay, wd, c->beta1, c->beta2, step,
+                           1 / bc2s, c->eps);
+    return adam_float(p, g, slot_at(o, 0, off), slot_at(o, 1, off), n, (float)decay, (float)wd, (float)c->beta1,
+                      (float)c->beta2, (float)step, (float)(1 / bc2s), (float)c->eps);
 }
 
 /* optim_range over the pool: every element is updated alone (no sums; -std=c11 keeps
@@ -328,35 +338,44 @@ typedef struct OptimJob {
     cdl_net *net;
     size_t off;
     double lr, wd;
+    atomic_size_t bad;           /* ranges that met a non-finite gradient value (Adam, AdamW) */
 } OptimJob;
 
 static void optim_part(void *ctx, int64_t i0, int64_t i1) {
-    const OptimJob *J = ctx;
-    if (i1 > i0) optim_range(J->o, J->net, J->off + (size_t)i0, (size_t)(i1 - i0), J->lr, J->wd);
+    OptimJob *J = ctx;
+    size_t bad = i1 > i0 ? optim_range(J->o, J->net, J->off + (size_t)i0, (size_t)(i1 - i0), J->lr, J->wd) : 0;
+    if (bad) atomic_fetch_add(&J->bad, bad);
 }
 
-static void optim_par(cdl_optim *o, cdl_net *net, size_t off, size_t n, double lr, double wd) {
-    OptimJob J = {o, net, off, lr, wd};
+static size_t optim_par(cdl_optim *o, cdl_net *net, size_t off, size_t n, double lr, double wd) {
+    OptimJob J = {o, net, off, lr, wd, 0};
     cdl_parallel_ranges((int64_t)n, 6, 16, optim_part, &J);
+    return atomic_load(&J.bad);
 }
 
 /* One update of net's trainable parameters with learning rate lr (see the file
  * comment for the formulas).  Advances o->t.  Without parameter groups one pass over
  * the whole trainable slab; with them one per tensor, with its lr and weight decay,
  * skipping the frozen ones (their parameters and optimizer state stay as they are). */
-void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) {
+int64_t cdl_optim_step_count(cdl_optim *o, cdl_net *net, double lr) {
     const cdl_model *m = o->model;
     o->t++;
-    if (!o->pset) {
-        optim_par(o, net, 0, m->train_count, lr, o->cfg.weight_decay);
-        return;
-    }
+    if (!o->pset) return (int64_t)optim_par(o, net, 0, m->train_count, lr, o->cfg.weight_decay);
+    size_t bad = 0;
     for (int i = 0; i < m->n_params; i++) {
         const cdl_tensor *t = &m->params[i];
         const cdl_optim_pset *ps = &o->pset[i];
         if ((t->flags & CDL_T_STATE) || ps->frozen) continue;
-        optim_par(o, net, t->offset, (size_t)cdl_tensor_numel(t, m->batch), lr * ps->lr_scale, ps->weight_decay);
+        bad += optim_par(o, net, t->offset, (size_t)cdl_tensor_numel(t, m->batch), lr * ps->lr_scale,
+                         ps->weight_decay);
     }
+    return (int64_t)bad;
+}
+
+void cdl_optim_step(cdl_optim *o, cdl_net *net, double lr) { (void)cdl_optim_step_count(o, net, lr); }
+
+int cdl_optim_counts_nonfinite(const cdl_optim *o) {
+    return o->cfg.kind == CDL_OPT_ADAM || o->cfg.kind == CDL_OPT_ADAMW;
 }
 
 /* ---------------------------------------------------------------- schedules, clipping */

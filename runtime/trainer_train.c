@@ -516,6 +516,18 @@ static int tr_log_steps(tr_run *s, uint64_t epoch, tr_progress *pr, double loss,
     return 0;
 }
 
+/* The message of a run stopped at batch b by a non-finite loss or gradient norm; -1. */
+static int tr_stopped(const tr_run *s, uint64_t epoch, int64_t b, double loss, double norm) {
+    const tr_opts *o = s->o;
+    char cause[400];
+    return cdl_fail("stopped: %s is %g at epoch %llu, step %llu (batch %lld)%s; %s%s%s",
+                    isfinite(loss) ? "the gradient norm" : "the loss", isfinite(loss) ? norm : loss,
+                    (unsigned long long)epoch + 1, (unsigned long long)s->step, (long long)b,
+                    tr_cause(cause, sizeof cause),
+                    s->saved_at[0] ? "the last good checkpoint is " : "no checkpoint was written",
+                    s->saved_at[0] ? o->save : "", s->saved_at);
+}
+
 /* The training steps of epoch `epoch` (from its resume point): the mean loss into
  * s->train_loss.  0, -1 (an error, a NaN/Inf stop) or -2 (interrupted). */
 static int tr_train_steps(tr_run *s, uint64_t epoch) {
@@ -538,18 +550,19 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
         if ((got = tr_dp_grad(&s->dp, net, b, &st, &sig, &loss, &rows)) <= 0) break;
         if (sig) tr_signal = sig;                     /* any rank's signal stops every rank here */
         cdl_optim_zero_frozen(&s->opt, net);
-        double norm = cdl_clip_grad_norm(net, o->clip);
+        /* A non-finite gradient stops the run.  Without clipping, Adam notes such values
+         * in its own pass over the gradient (no pass of the norm's, ~3% of the MLP's
+         * step); the update it made is never saved. */
+        int fused = !(o->clip > 0) && cdl_optim_counts_nonfinite(&s->opt);
+        double norm = fused ? 0 : cdl_clip_grad_norm(net, o->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
-            char cause[400];
             tr_progress_end(&pr);
-            return cdl_fail("stopped: %s is %g at epoch %llu, step %llu (batch %lld)%s; %s%s%s",
-                            isfinite(loss) ? "the gradient norm" : "the loss", isfinite(loss) ? norm : loss,
-                            (unsigned long long)epoch + 1, (unsigned long long)s->step, (long long)b,
-                            tr_cause(cause, sizeof cause),
-                            s->saved_at[0] ? "the last good checkpoint is " : "no checkpoint was written",
-                            s->saved_at[0] ? o->save : "", s->saved_at);
+            return tr_stopped(s, epoch, b, loss, norm);
         }
-        cdl_optim_step(&s->opt, net, cdl_sched_lr(&s->sched, s->ocfg.lr, s->step));
+        if (cdl_optim_step_count(&s->opt, net, cdl_sched_lr(&s->sched, s->ocfg.lr, s->step)) > 0 && fused) {
+            tr_progress_end(&pr);
+            return tr_stopped(s, epoch, b, loss, cdl_grad_norm(net));
+        }
         net->step = ++s->step;
         b++;
         s->ran = 1;

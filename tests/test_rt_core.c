@@ -514,6 +514,46 @@ static void big_opt(const char *spec, int rs, int threads, char **out, size_t *l
     cdl_parallel_set_threads(1);
 }
 
+/* cdl_optim_step_count: Adam and AdamW see the Inf and NaN gradient values of the
+ * slab in their update pass, at 1 and 2 threads (the pool's ranges add up), in f32 and
+ * f64; finite gradients count 0; SGD does not count. */
+static void test_optim_step_count(void **st) {
+    (void)st;
+    const char *specs[] = {"adam", "adamw", "sgd"};
+    for (int rs = 4; rs <= 8; rs += 4)
+        for (int k = 0; k < 3; k++)
+            for (int threads = 1; threads <= 2; threads++) {
+                cdl_model m = tiny_model(rs);
+                m.n_params = 1;
+                m.params = big_params;
+                m.param_count = m.train_count = 300007;
+                cdl_net *net = cdl_net_new(&m);
+                cdl_optim_cfg cfg;
+                cdl_optim o;
+                assert_int_equal(cdl_optim_parse(&cfg, specs[k]), 0);
+                assert_int_equal(cdl_optim_init(&o, &m, &cfg), 0);
+                assert_int_equal(cdl_optim_counts_nonfinite(&o), k < 2);
+                cdl_parallel_set_threads(threads);
+                for (size_t i = 0; i < 300007; i++) {
+                    double v = sin((double)i * 0.37);
+                    if (rs == 4) ((float *)net->grad)[i] = (float)v;
+                    else ((double *)net->grad)[i] = v;
+                }
+                assert_int_equal(cdl_optim_step_count(&o, net, cfg.lr), 0);
+                size_t at[3] = {5, 150001, 300006};
+                double bad[3] = {NAN, INFINITY, -INFINITY};
+                for (int j = 0; j < 3; j++) {
+                    if (rs == 4) ((float *)net->grad)[at[j]] = (float)bad[j];
+                    else ((double *)net->grad)[at[j]] = bad[j];
+                }
+                if (k < 2) assert_true(cdl_optim_step_count(&o, net, cfg.lr) > 0);
+                else assert_int_equal(cdl_optim_step_count(&o, net, cfg.lr), 0);
+                cdl_optim_free(&o);
+                cdl_net_free(net);
+                cdl_parallel_set_threads(1);
+            }
+}
+
 static void test_optim_threads(void **st) {
     (void)st;
     const char *specs[] = {"sgd:lr=0.1", "sgd:lr=0.1,momentum=0.9,nesterov,wd=0.01", "adam:lr=0.01,wd=0.1",
@@ -953,6 +993,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_sgd, reset_alloc),
         cmocka_unit_test_teardown(test_adam, reset_alloc),
         cmocka_unit_test_teardown(test_optim_threads, reset_alloc),
+        cmocka_unit_test_teardown(test_optim_step_count, reset_alloc),
         cmocka_unit_test_teardown(test_rmsprop, reset_alloc),
         cmocka_unit_test_teardown(test_adagrad, reset_alloc),
         cmocka_unit_test_teardown(test_groups_freeze, reset_alloc),

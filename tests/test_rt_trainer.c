@@ -20,7 +20,7 @@
 /* ---------------------------------------------------------------- test models */
 
 typedef struct smcfg { int F, C; double drop; int state_in_loss, broken; } smcfg;
-static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX;
+static uint64_t g_nan_step = UINT64_MAX, g_int_step = UINT64_MAX, g_nangrad_step = UINT64_MAX;
 static int g_nan_eval;
 static const char *g_cause;
 
@@ -67,6 +67,7 @@ static const char *g_cause;
                     for (int f = 0; f < F; f++) dW[k * F + f] += d * xd[r * F + f];        \
                 }                                                                          \
             if (c->broken == 1) db[0] *= (T)1.5;                                           \
+            if (mode == 1 && net->step == g_nangrad_step) dW[1] = (T)INFINITY;              \
             if (c->state_in_loss && mode == 1) st[0] += (T)0.1;                            \
         }                                                                                  \
         if (mode == 2) {                                                                   \
@@ -555,6 +556,31 @@ static void test_nan_stop(void **st) {
     g_nan_step = UINT64_MAX;
     assert_int_equal(rc, 1);
     assert_non_null(strstr(g_err, "no checkpoint"));
+}
+
+/* A gradient that is not finite while the loss is stops the run at that step, with
+ * Adam (which counts such values in its update: no norm pass without --clip), AdamW,
+ * SGD and with --clip; the last good checkpoint stays. */
+static void test_nan_grad_stop(void **st) {
+    (void)st;
+    const char *c = tpath("nangrad.ckpt");
+    const char *opts[][2] = {{"adam", NULL}, {"adamw", NULL}, {"sgd", NULL}, {"adam", "1.0"}};
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        g_nangrad_step = 13 + 5;                                 /* in epoch 2 */
+        int rc = opts[k][1] ? run(&syn, "train", "--data", g_csv, "--epochs", "3", "--save", c, "--quiet",
+                                  "--optimizer", opts[k][0], "--clip", opts[k][1], NULL)
+                            : run(&syn, "train", "--data", g_csv, "--epochs", "3", "--save", c, "--quiet",
+                                  "--optimizer", opts[k][0], NULL);
+        g_nangrad_step = UINT64_MAX;
+        assert_int_equal(rc, 1);
+        assert_non_null(strstr(g_err, "the gradient norm is inf at epoch 2, step 18 (batch 5)"));
+        assert_non_null(strstr(g_err, "last good checkpoint"));
+        cdl_ckpt_meta meta;
+        cdl_net *net = load_net(&syn, c, &meta);
+        assert_int_equal(meta.epoch, 1);
+        assert_int_equal(meta.step, 13);
+        cdl_net_free(net);
+    }
 }
 
 /* A step whose kernel recorded a cause (cdl_fail) and made the loss NaN: every command
@@ -1081,6 +1107,7 @@ int main(void) {
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_log_every),
         cmocka_unit_test(test_nan_stop),
+        cmocka_unit_test(test_nan_grad_stop),
         cmocka_unit_test(test_nan_cause),
         cmocka_unit_test(test_eval_and_defaults),
         cmocka_unit_test(test_data_mismatch),
