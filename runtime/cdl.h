@@ -37,7 +37,7 @@ extern "C" {
  * the cdlc that generated it, and cdl_net_new refuses a descriptor whose .abi is not
  * this library's cdl_abi() (a header and a library of two versions), with a message
  * saying to regenerate.  Hand-made descriptors set .abi = CDL_ABI. */
-#define CDL_ABI 2
+#define CDL_ABI 3
 int cdl_abi(void);                      /* the CDL_ABI this library was built with */
 #define CDL_MAXDIM 6
 
@@ -373,6 +373,11 @@ static inline int64_t cdl_conv2d_vec_chunks(const cdl_conv2d_geom *g) {
     const int64_t c = macs < CDL_CONV_PAR_MACS ? 1 : CDL_CONV_THREADS;
     return g->n < c ? (g->n < 1 ? 1 : g->n) : c;
 }
+/* dx and dw in one pass (cdl_conv2d_bwd_xw): a "same" 3x3 (5x5, ...) stride-1 conv
+ * whose bwd_w is direct; its pad slot then holds g's and x's padded images. */
+static inline int cdl_conv2d_vec_xw(const cdl_conv2d_geom *g) {
+    return cdl_conv2d_vec_w(g) && g->r == 2 * g->pad + 1 && g->s == 2 * g->pad + 1;
+}
 static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[6]) {
     const int64_t nb = CDL_CONV_NB, Hp = g->h + 2 * g->pad, Wp = g->w + 2 * g->pad;
     const int64_t G = cdl_conv2d_vec_w(g) ? cdl_conv2d_vec_group(g) : 1; /* bwd_w's images */
@@ -380,7 +385,8 @@ static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[
     const int64_t colsf = ((g->oh - 1) * Wp + g->ow + nb - 1) / nb * nb; /* forward, bwd_w */
     const int64_t colsx = ((g->h - 1) * Wq + g->w + nb - 1) / nb * nb;   /* bwd_x */
     const int64_t crs = g->c * g->r * g->s, T = CDL_CONV_THREADS;
-    parts[4] = (G * g->c * Hp * Wp > g->k * Hq * Wq ? G * g->c * Hp * Wp : g->k * Hq * Wq) + nb;
+    const int64_t gq = g->k * Hq * Wq + (cdl_conv2d_vec_xw(g) ? g->c * Hp * Wp + nb : 0);
+    parts[4] = (G * g->c * Hp * Wp > gq ? G * g->c * Hp * Wp : gq) + nb;
     parts[5] = g->k * colsf > g->c * colsx ? g->k * colsf : g->c * colsx;
     parts[0] = T * parts[4];
     parts[1] = T * (parts[5] > G * g->k * colsf ? parts[5] : G * g->k * colsf);
@@ -421,6 +427,9 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   conv2d_bwd_x_fused  conv2d_bwd_x with an epilogue: v = dx + acc (acc shaped like dx,
  *                   may be NULL), then v = mask > 0 ? v : 0 (mask may be NULL): the
  *                   fused add and relu_bwd of the relu whose output is mask.
+ *   conv2d_bwd_xw   conv2d_bwd_x_fused(g, w, acc, mask) -> dx and conv2d_bwd_w(g, x) -> dw
+ *                   in one call, the same bits as the two (static target only: the
+ *                   emitter pairs them); a same-padded stride-1 conv pads g once for both.
  *   maxpool2d       y[nc, oh, ow] = max over each k x k window (stride, pad: padded
  *                   cells never win; NaN propagates); nc = rows * channels
  *   maxpool2d_bwd   dx = g routed to each window's first maximum of x (overwrites dx)
@@ -445,6 +454,8 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
                               T *y, T *scratch); \
     void cdl_conv2d_bwd_x_fused_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, const T *acc, const T *mask, \
                                     T *dx, T *scratch); \
+    void cdl_conv2d_bwd_xw_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, const T *x, const T *acc, \
+                               const T *mask, T *dx, T *dw, T *scratch); \
     void cdl_maxpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_maxpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
     void cdl_maxpool2d_bwd_relu_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \

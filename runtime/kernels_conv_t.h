@@ -556,10 +556,12 @@ static void S(cv_conv2d_bwd_x)(const cdl_conv2d_geom *gm, const T *g, const T *w
 
 /* part[(j*taps + tap) lanes] += sum over the grids of gn images of gw[k0+j, p] *
  * xp[tap offset + p], for KB channels and SB consecutive s taps of one (c, r) row
- * (lane-wise sums: the horizontal sums wait for the end of the batch).  Image i's
- * grid and padded input sit gs and xs reals after image i-1's. */
+ * (lane-wise sums: the horizontal sums wait for the end of the batch).  Channel j's
+ * grid row sits j * ks reals after channel 0's; image i's grid and padded input sit
+ * gs and xs reals after image i-1's.  Each partial takes its images in order and the
+ * pixels in order, so grouping the images differently gives the same bits. */
 static inline __attribute__((always_inline)) void S(cv_wtile)(const int KB, const int SB, const T *restrict gw,
-                                                                int64_t cols, const T *restrict xr, int64_t gn,
+                                                                int64_t cols, int64_t ks, const T *restrict xr, int64_t gn,
                                                                 int64_t gs, int64_t xs, T *restrict part,
                                                                 int64_t taps) {
     S(cv_vec) acc[CV_KB][3];
@@ -570,7 +572,7 @@ static inline __attribute__((always_inline)) void S(cv_wtile)(const int KB, cons
             S(cv_vec) xv[3], gv;
             for (int t = 0; t < SB; t++) memcpy(&xv[t], xr + p + t, sizeof xv[t]);
             for (int j = 0; j < KB; j++) {
-                memcpy(&gv, gw + j * cols + p, sizeof gv);
+                memcpy(&gv, gw + j * ks + p, sizeof gv);
                 CV_IN_REG(gv);
                 for (int t = 0; t < SB; t++) acc[j][t] += gv * xv[t];
             }
@@ -579,11 +581,11 @@ static inline __attribute__((always_inline)) void S(cv_wtile)(const int KB, cons
         for (int t = 0; t < SB; t++) memcpy(part + (j * taps + t) * CV_L, &acc[j][t], sizeof acc[j][t]);
 }
 
-/* One KB-channel block of bwd_w for gn images (padded inputs at xpad): every (c, r)
- * row, s in runs of <= 3. */
+/* One KB-channel block of bwd_w for gn images (padded inputs at xpad, g's grid rows
+ * ks apart): every (c, r) row, s in runs of <= 3. */
 static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, const cdl_conv2d_geom *gm,
                                                                  const S(cv_lower) *L, const T *xpad,
-                                                                 const T *gw, int64_t gn, T *part) {
+                                                                 const T *gw, int64_t ks, int64_t gn, T *part) {
     const int64_t taps = gm->c * gm->r * gm->s, gs = gm->k * L->colsf, xs = gm->c * L->Hp * L->Wp;
     for (int64_t c = 0; c < gm->c; c++)
         for (int64_t r = 0; r < gm->r; r++) {
@@ -591,9 +593,9 @@ static inline __attribute__((always_inline)) void S(cv_wblock)(const int KB, con
             T *pr = part + ((c * gm->r + r) * gm->s) * CV_L;
             int64_t s = 0;
             for (; s + 3 <= gm->s; s += 3)
-                S(cv_wtile)(KB, 3, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
-            if (gm->s - s == 2) S(cv_wtile)(KB, 2, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
-            if (gm->s - s == 1) S(cv_wtile)(KB, 1, gw, L->colsf, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+                S(cv_wtile)(KB, 3, gw, L->colsf, ks, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+            if (gm->s - s == 2) S(cv_wtile)(KB, 2, gw, L->colsf, ks, xr + s, gn, gs, xs, pr + s * CV_L, taps);
+            if (gm->s - s == 1) S(cv_wtile)(KB, 1, gw, L->colsf, ks, xr + s, gn, gs, xs, pr + s * CV_L, taps);
         }
 }
 
@@ -632,7 +634,7 @@ static void S(cv_wtask)(void *arg, int64_t t) {
                                    OW);
         }
         for (int64_t k0 = 0; k0 < K; k0 += S(cv_kb)(K - k0)) {
-#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, grid + k0 * L->colsf, gn, part + k0 * taps * CV_L)
+#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, grid + k0 * L->colsf, L->colsf, gn, part + k0 * taps * CV_L)
             CV_SWITCH_KB(S(cv_kb)(K - k0), CV_BWD_W)
 #undef CV_BWD_W
         }
@@ -667,6 +669,69 @@ static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x
         for (int64_t t = 0; t < nch; t++) S(cv_wtask)(&J, t);
     J.nq = nt;
     cdl_parallel_for(J.nq, S(cv_wsum), &J);
+}
+
+/* dx and dw of one convolution in one pass (cdl_conv2d_bwd_xw): when r = s = 2 pad + 1
+ * (a "same" stride-1 conv), bwd_x's padded g (rows W + pad apart, pad rows and columns
+ * of zeros) is exactly bwd_w's grid at offset pad * Wq + pad, channel planes Hq * Wq
+ * apart, provided the zeros after a channel's last pixel cover the grid's rounding
+ * (checked here; the last channel has cv_pad_zero's tail).  The lane mode's bwd_x and
+ * the GEMM modes take the separate kernels. */
+static int S(cv_xw_ok)(const cdl_conv2d_geom *gm) {
+    if (!cdl_conv2d_vec_xw(gm) || S(conv2d_lanes)(gm)) return 0;
+    const int64_t p = gm->pad, Wp = gm->w + p, cols = (gm->oh - 1) * Wp + gm->ow;
+    const int64_t colsf = (cols + CV_NB - 1) / CV_NB * CV_NB;
+    return colsf - cols <= 2 * p * Wp + p;
+}
+
+/* Chunk t of bwd_xw: bwd_w's chunk (cv_wtask: the same images, partials and order),
+ * each image's g padded once for both: bwd_x's tile and store as cv_task, then bwd_w's
+ * blocks read the padded g in place of their own copy of g.  g's padded image sits in
+ * the chunk's pad slot, x's right after it (cdl_conv2d_vec_parts sizes the slot). */
+typedef struct S(cv_xwjob) {
+    S(cv_wjob) w;
+    const S(cv_epi) *E;
+    T *dx;
+} S(cv_xwjob);
+
+static void S(cv_xwtask)(void *arg, int64_t t) {
+    const S(cv_xwjob) *X = arg;
+    const cdl_conv2d_geom *gm = X->w.gm;
+    const S(cv_lower) *L = X->w.L;
+    const int64_t C = gm->c, K = gm->k, H = gm->h, W = gm->w, p = gm->pad, xs = C * H * W, ys = K * gm->oh * gm->ow;
+    const int64_t taps = C * gm->r * gm->s, ks = L->Hq * L->Wq;
+    const int64_t n1 = gm->n * t / X->w.nch, n2 = gm->n * (t + 1) / X->w.nch;
+    T *gpad = L->pad + t * L->padsz, *xpad = gpad + K * ks + CV_NB + p, *grid = L->grid + t * L->gridsz;
+    T *part = L->part + t * K * taps * CV_L;
+    memset(part, 0, sizeof(T) * (size_t)(K * taps * CV_L));
+    S(cv_pad_zero)(K, gm->oh, gm->ow, p, p, gpad);
+    S(cv_pad_zero)(C, H, W, p, p, xpad);
+    for (int64_t n = n1; n < n2; n++) {
+        S(cv_pad)(X->w.g + n * ys, K, gm->oh, gm->ow, p, p, gpad);
+        S(cv_conv)(gpad, K, ks, L->Wq, gm->r, gm->s, C, L->wpk, grid, L->colsx);
+        S(cv_unwiden)(grid, L->colsx, L->Wq, C, H, W, NULL, X->E, n * xs, X->dx + n * xs);
+        S(cv_pad)(X->w.x + n * xs, C, H, W, p, p, xpad);
+        for (int64_t k0 = 0; k0 < K; k0 += S(cv_kb)(K - k0)) {
+#define CV_BWD_W(KB) S(cv_wblock)(KB, gm, L, xpad, gpad + p * L->Wq + p + k0 * ks, ks, 1, part + k0 * taps * CV_L)
+            CV_SWITCH_KB(S(cv_kb)(K - k0), CV_BWD_W)
+#undef CV_BWD_W
+        }
+    }
+}
+
+static void S(cv_conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *x, const S(cv_epi) *E,
+                                T *dx, T *dw, T *scratch) {
+    S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    S(cv_pack_bwd)(gm, w, L.wpk);
+    S(cv_xwjob) X = {.w = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nch = cdl_conv2d_vec_chunks(gm), .nq = 1},
+                     .E = E, .dx = dx};
+    const int nt = S(cv_threads)(gm, X.w.nch);
+    if (nt > 1)
+        cdl_parallel_for(X.w.nch, S(cv_xwtask), &X);
+    else
+        for (int64_t t = 0; t < X.w.nch; t++) S(cv_xwtask)(&X, t);
+    X.w.nq = nt;
+    cdl_parallel_for(X.w.nq, S(cv_wsum), &X.w);
 }
 
 #undef CV_L
@@ -791,6 +856,19 @@ void S(conv2d_bwd_x_fused)(const cdl_conv2d_geom *gm, const T *g, const T *w, co
     }
     S(conv2d_bwd_x)(gm, g, w, dx, scratch);
     S(cv_epi_inplace)(&E, gm->n * gm->c * gm->h * gm->w, dx);
+}
+
+/* dx as conv2d_bwd_x_fused(g, w, acc, mask) and dw as conv2d_bwd_w(g, x), the same
+ * bits, in one pass over g when the geometry allows (cv_xw_ok). */
+void S(conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *x, const T *acc, const T *mask,
+                      T *dx, T *dw, T *scratch) {
+    const S(cv_epi) E = {.add = acc, .mask = mask};
+    if (S(cv_xw_ok)(gm)) {
+        S(cv_conv2d_bwd_xw)(gm, g, w, x, &E, dx, dw, scratch);
+        return;
+    }
+    S(conv2d_bwd_x_fused)(gm, g, w, acc, mask, dx, scratch);
+    S(conv2d_bwd_w)(gm, g, x, dw, scratch);
 }
 
 /* ------------------------------------------------------------------ pooling */

@@ -4,7 +4,8 @@
  * other gradient term, then relu_bwd with the mask.  Every epilogue the pass makes, in
  * f32 and f64, on the direct (vec) geometry of the bench ResNet and on GEMM (im2col)
  * geometries, at 1 and 2 threads.  The lane mode (narrow images, kernels_conv_lane_t.h)
- * gives the vec mode's grid bits for every epilogue.  maxpool2d_bwd_relu (relu_bwd
+ * gives the vec mode's grid bits for every epilogue.  conv2d_bwd_xw (dx and dw in one
+ * pass) gives conv2d_bwd_x_fused's and conv2d_bwd_w's bits.  maxpool2d_bwd_relu (relu_bwd
  * folded into the max pool's backward) gives maxpool2d_bwd then relu_bwd's bits. */
 #include "test_rt_util.h"
 
@@ -57,6 +58,19 @@ static double *mixed(int64_t n) {
         memset(x2, 0x7f, sizeof(T) * (size_t)nx);                                                                \
         cdl_conv2d_bwd_x_fused_##S(g, gy, w, ac, mk, x2, scr);                                                   \
         assert_memory_equal(x1, x2, sizeof(T) * (size_t)nx);                                                     \
+        /* dx and dw in one call (conv2d_bwd_xw): the bits of bwd_x_fused and bwd_w; x as  \
+         * the mask too when bit 1 (the static ResNet: the conv's input is a relu's output) */ \
+        const T *mk2 = (mk && (bits & 1)) ? x : mk;                                                              \
+        T *w1 = malloc(sizeof(T) * (size_t)nw), *w2 = malloc(sizeof(T) * (size_t)nw);                            \
+        cdl_conv2d_bwd_x_fused_##S(g, gy, w, ac, mk2, x1, scr);                                                  \
+        cdl_conv2d_bwd_w_##S(g, gy, x, w1, scr);                                                                 \
+        memset(x2, 0x7f, sizeof(T) * (size_t)nx);                                                                \
+        memset(w2, 0x7f, sizeof(T) * (size_t)nw);                                                                \
+        memset(scr, 0x7f, sizeof(T) * (size_t)(ns > 0 ? ns : 1));                                                \
+        cdl_conv2d_bwd_xw_##S(g, gy, w, x, ac, mk2, x2, w2, scr);                                                \
+        assert_memory_equal(x1, x2, sizeof(T) * (size_t)nx);                                                     \
+        assert_memory_equal(w1, w2, sizeof(T) * (size_t)nw);                                                     \
+        free(w1); free(w2);                                                                                      \
         free(dx); free(dw); free(db); free(dskip); free(dg); free(dacc); free(dmask);                            \
         free(x); free(w); free(b); free(skip); free(gy); free(acc); free(mask);                                  \
         free(y1); free(y2); free(x1); free(x2); free(scr);                                                       \
@@ -124,6 +138,17 @@ static void test_fused_direct(void **st) {
     }
     g = geom(2, 2, 6, 18, 5, 5, 1, 2);
     assert_true(cdl_conv2d_vec(&g) && !cdl_conv2d_lanes_f32(&g));
+    all_epilogues(&g);
+    /* conv2d_bwd_xw's one-pass geometries (all_epilogues checks it against the separate
+     * kernels): batch 1, C != K, odd widths, 5x5 pad 2 */
+    const int64_t xw[4][5] = {{1, 3, 7, 19, 5}, {3, 5, 6, 21, 2}, {2, 2, 5, 13, 9}, {1, 4, 9, 31, 3}};
+    for (int i = 0; i < 4; i++) {
+        g = geom(xw[i][0], xw[i][1], xw[i][2], xw[i][3], xw[i][4], 3, 1, 1);
+        assert_true(cdl_conv2d_vec_xw(&g) && !cdl_conv2d_lanes_f32(&g));
+        all_epilogues(&g);
+    }
+    g = geom(2, 3, 8, 23, 4, 5, 1, 2);
+    assert_true(cdl_conv2d_vec_xw(&g));
     all_epilogues(&g);
 }
 
