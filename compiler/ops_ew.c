@@ -537,6 +537,50 @@ static void grad_softplus(AD *ad, int n, int gy) {
     ad_acc(ad, x.in[0], ew_g2(ad, n, OP_MUL, gy, s, NULL));
 }
 
+/* ------------------------------------------------------------------ gelu */
+
+/* The static code's gelu keeps its derivative Phi(x) + x phi(x) in its aux (one real
+ * an element) for GELU_BWD (g, fwd node), so the backward computes no second erf and
+ * exp: in the GPT row's step, 1M elements a layer, ~0.3 ms a layer (docs/benchmarks.md).
+ * The tape recomputes them from x (cdl_t_gelu): the same bits, since gelu_keep's
+ * derivative is gelu_bwd's expression over the same values (kernels_ew_t.h). */
+static int64_t aux_gelu(const Graph *g, const Node *n) {
+    (void)g;
+    return shape_numel(&n->shape);
+}
+
+static void grad_gelu(AD *ad, int n, int gy) {
+    ad_acc(ad, ad_src(ad)->n[n].in[0], ew_g2(ad, n, OP_GELU_BWD, gy, ad_x(ad, n), NULL));
+}
+
+/* Is the derivative read: a GELU_BWD of node n in its graph (a loop body's gelu:
+ * always, its backward is a later loop's, through LOOP_SAVED)?  Eval functions and
+ * the inference export (no aux) compute gelu alone. */
+static bool gelu_kept(const Graph *g, int n) {
+    if (g->parent) return true;
+    for (int i = n + 1; i < g->len; i++)
+        if (g->n[i].op == OP_GELU_BWD && g->n[i].in[1] == n && !(g->n[i].flags & NF_DEAD)) return true;
+    return false;
+}
+
+static void emit_gelu(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    if (plan_aux_bytes(g, x, 1) == 0 || !gelu_kept(g, n)) {
+        emit_unary(e, g, n);
+        return;
+    }
+    e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, "gelu_keep"), e_numel(e, n), e_ptr(e, x->in[0]), e_ptr(e, n),
+           e_aux(e, n));
+}
+
+static bool shape_gelu_bwd(Graph *g, Node *n) { return ew_real_like(g, n, 0); }
+
+static void emit_gelu_bwd(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    e_line(e, "%s(%s, %s, %s, %s);", e_fn(e, "gelu_bwd_kept"), e_numel(e, n), e_ptr(e, x->in[0]),
+           e_aux_as(e, x->in[1], cc_str("const %s", e_real(e))), e_ptr(e, n));
+}
+
 /* ------------------------------------------------------------------ dropout */
 
 /* Inverted dropout with the node's stream (ia7), keeping the mask (one byte an
@@ -663,7 +707,8 @@ const OpRule ops_ew_rules[] = {
     {OP_MAXMIN_BWD, shape_maxmin_bwd, NULL, emit_maxmin_bwd, NULL, .inplace = UNARY},
     {OP_ACT_BWD, ew_bwd_like_g, NULL, emit_act_bwd, NULL, .inplace = BOTH, .tape = NULL},
     /* activations (see ACTIVATION) */
-    ACTIVATION(OP_GELU),
+    {OP_GELU, shape_unary, grad_gelu, emit_gelu, aux_gelu, .tape = e_tape_plain, .inplace = UNARY},
+    {OP_GELU_BWD, shape_gelu_bwd, NULL, emit_gelu_bwd, NULL, .inplace = UNARY},
     ACTIVATION(OP_SILU),
     ACTIVATION(OP_MISH),
     ACTIVATION(OP_SIN),

@@ -171,6 +171,8 @@ void cdl_fill_i32(int64_t n, int32_t v, int32_t *y);
     void cdl_maxmin_bwd_##S(int is_max, int rank, const int64_t *dims, const int64_t *sa, \
                             const int64_t *sb, const T *g, const T *a, const T *b, T *dx); \
     void cdl_pows_##S(int64_t n, double p, const T *x, T *y);         /* x ** p */ \
+    void cdl_gelu_keep_##S(int64_t n, const T *x, T *y, T *d);        /* gelu; d = gelu'(x) */ \
+    void cdl_gelu_bwd_kept_##S(int64_t n, const T *g, const T *d, T *dx); /* dx = g d */ \
     void cdl_clamp_##S(int64_t n, double lo, double hi, const T *x, T *y); \
     void cdl_leaky_relu_##S(int64_t n, double slope, const T *x, T *y); \
     void cdl_elu_##S(int64_t n, double alpha, const T *x, T *y); \

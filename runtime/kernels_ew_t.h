@@ -286,6 +286,29 @@ void S(gelu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
     }
 }
 
+/* gelu, keeping its derivative d = Phi(x) + x phi(x) for gelu_bwd_kept (the static
+ * code's backward then reads d instead of a second erf and exp): y and d are
+ * gelu's and gelu_bwd's own expressions over the same erf_blk values, so
+ * gelu_bwd_kept(g, d) is gelu_bwd(g, x) to the bit (the tape keeps recomputing).
+ * y may be x (each x[i] is read before y[i] is written). */
+void S(gelu_keep)(int64_t n, const T *x, T *y, T *d) {
+    T e[EW_VBLK], p[EW_VBLK];
+    for (int64_t i = 0; i < n; i += EW_VBLK) {
+        int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
+        S(erf_blk)(m, x + i, (T)0.70710678118654752440, e, p);
+        for (int64_t j = 0; j < m; j++) {
+            T v = x[i + j], cdf = (T)0.5 * ((T)1 + e[j]), pdf = (T)0.39894228040143267794 * p[j];
+            d[i + j] = cdf + v * pdf;
+            y[i + j] = (T)0.5 * v * ((T)1 + e[j]);
+        }
+    }
+}
+
+/* dx = g d, d from gelu_keep; dx may be g. */
+void S(gelu_bwd_kept)(int64_t n, const T *g, const T *d, T *dx) {
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * d[i];
+}
+
 void S(sin_bwd)(int64_t n, const T *g, const T *x, T *dx) {
     for (int64_t i = 0; i < n; i++) dx[i] = g[i] * M(cos)(x[i]);
 }

@@ -436,6 +436,37 @@ static void test_unary_issue13(void **st) {
 ERF_SAME(float, f32, FLT_EPSILON)
 ERF_SAME(double, f64, DBL_EPSILON)
 
+/* gelu_keep / gelu_bwd_kept (the static code's gelu keeping its derivative): y is
+ * gelu's and g d is gelu_bwd's to the bit, for any length and offset, in place (y = x,
+ * dx = g), so static code (kept) and the tape (recomputed) agree bitwise. */
+#define GELU_KEEP_SAME(T, SFX)                                                                  \
+    static void gelu_keep_same_##SFX(void) {                                                    \
+        enum { EB = 203 };                                                                      \
+        T x[EB], g[EB], y[EB], d[EB], k[EB], t[EB], u[EB];                                      \
+        for (int i = 0; i < EB; i++) { x[i] = (T)(urand() * 12 - 6); g[i] = (T)(urand() * 4 - 2); } \
+        x[0] = 0; x[1] = (T)-0.0; x[2] = (T)NAN; x[3] = (T)INFINITY; x[4] = 40; x[5] = -40;     \
+        cdl_gelu_##SFX(EB, x, y);                                                               \
+        cdl_gelu_bwd_##SFX(EB, g, x, d);                                                        \
+        const int cut[][2] = {{0, EB}, {0, 1}, {1, 7}, {3, 64}, {5, 65}, {17, 130}, {130, 73}}; \
+        for (size_t c = 0; c < sizeof cut / sizeof cut[0]; c++) {                               \
+            int o = cut[c][0], n = cut[c][1];                                                   \
+            cdl_gelu_keep_##SFX(n, x + o, t, k);                                                \
+            assert_memory_equal(t, y + o, (size_t)n * sizeof(T));                               \
+            cdl_gelu_bwd_kept_##SFX(n, g + o, k, u);                                            \
+            assert_memory_equal(u, d + o, (size_t)n * sizeof(T));                               \
+        }                                                                                       \
+        memcpy(t, x, sizeof t); cdl_gelu_keep_##SFX(EB, t, t, k); assert_memory_equal(t, y, sizeof t); \
+        memcpy(t, g, sizeof t); cdl_gelu_bwd_kept_##SFX(EB, t, k, t); assert_memory_equal(t, d, sizeof t); \
+    }
+GELU_KEEP_SAME(float, f32)
+GELU_KEEP_SAME(double, f64)
+
+static void test_gelu_keep(void **st) {
+    (void)st;
+    gelu_keep_same_f32();
+    gelu_keep_same_f64();
+}
+
 static void test_erf_gelu_blocks(void **st) {
     (void)st;
     erf_same_f32();
@@ -609,6 +640,7 @@ int main(void) {
         cmocka_unit_test(test_unary_backward),
         cmocka_unit_test(test_unary_issue13),
         cmocka_unit_test(test_erf_gelu_blocks),
+        cmocka_unit_test(test_gelu_keep),
         cmocka_unit_test(test_comparisons),
         cmocka_unit_test(test_dropout),
     };
