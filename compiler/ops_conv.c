@@ -174,14 +174,74 @@ static bool shape_conv2d_bwd(Graph *g, Node *n) {
                        dx ? "input" : "kernel");
 }
 
+/* ------------------------------------------------------------------ CONV2D_BWD_XW (emitter only)
+ *
+ * A convolution's bwd_w (node m, autodiff writes it first) and bwd_x or bwd_x_fused
+ * (node n, a node or two later) read the same g: the static code makes them one call,
+ * cdl_conv2d_bwd_xw, which pads g once for both (same bits as the two kernels).  The
+ * call goes at n and writes m's dw there, so it needs: a top-level graph, the same
+ * geometry, nothing between m and n reading dw (or a loop), and m's x one of n's
+ * inputs (the mask: the conv's input is a relu's output), so that x is alive at n.
+ * m's buffer is m's from m on, so writing it later clobbers nothing.  The tape keeps
+ * calling the two kernels. */
+static bool xw_pair(Emit *e, const Graph *g, int m, int n) {
+    const Node *w = &g->n[m], *x = &g->n[n];
+    if (g != e->top || w->op != OP_CONV2D_BWD_W || (x->op != OP_CONV2D_BWD_X && x->op != OP_CONV2D_BWD_X_FUSED))
+        return false;
+    if (((w->flags | x->flags) & (NF_DEAD | NF_INPLACE)) || w->in[0] != x->in[0] || w->dtype != x->dtype) return false;
+    cdl_conv2d_geom a = conv_geom(g, w), b = conv_geom(g, x);
+    if (memcmp(&a, &b, sizeof a) != 0) return false;
+    bool alive = false;
+    for (int k = 2; k < x->nin; k++) alive = alive || x->in[k] == w->in[1];
+    if (!alive) return false;
+    for (int j = m + 1; j < n; j++) {
+        if (g->n[j].op == OP_LOOP) return false;
+        for (int k = 0; k < g->n[j].nin; k++)
+            if (g->n[j].in[k] == m && !(g->n[j].flags & NF_DEAD)) return false;
+    }
+    return true;
+}
+
+/* The bwd_x node paired with bwd_w node m (-1: none); at most 4 nodes later. */
+static int xw_of_w(Emit *e, const Graph *g, int m) {
+    for (int n = m + 1; n < g->len && n <= m + 4; n++)
+        if (xw_pair(e, g, m, n)) return n;
+    return -1;
+}
+
+/* The bwd_w node paired with bwd_x node n (-1: none). */
+static int xw_of_x(Emit *e, const Graph *g, int n) {
+    for (int m = n - 1; m >= 0 && m >= n - 4; m--)
+        if (xw_pair(e, g, m, n) && xw_of_w(e, g, m) == n) return m;
+    return -1;
+}
+
+static void emit_conv2d_bwd_xw(Emit *e, const Graph *g, int m, int n, const char *acc, const char *mask) {
+    const Node *d = &g->n[n];
+    cdl_conv2d_geom cg = conv_geom(g, d);
+    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_xw"), conv_geom_lit(&cg, e_rows(e, d->in[0])),
+           e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, g->n[m].in[1]), acc, mask, e_ptr(e, n), e_ptr(e, m),
+           conv_scratch_ptr(e, g, n));
+}
+
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
+    int m = xw_of_x(e, g, n);
+    if (m >= 0) {
+        emit_conv2d_bwd_xw(e, g, m, n, "NULL", "NULL");
+        return;
+    }
     cdl_conv2d_geom cg = conv_geom(g, d);
     e_conv_call(e, n, "conv2d_bwd_x", conv_geom_lit(&cg, e_rows(e, d->in[0])), false, conv_scratch_ptr(e, g, n));
 }
 
 static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
+    int x = xw_of_w(e, g, n);
+    if (x >= 0 && xw_of_x(e, g, x) == n) {
+        e_line(e, "/* computed with %s by conv2d_bwd_xw below */", e->name[x]);
+        return;
+    }
     cdl_conv2d_geom cg = conv_geom(g, d);
     /* the runtime batch: rows of whichever operand scales with it */
     int b = g->n[d->in[1]].shape.batched ? d->in[1] : d->in[0];
@@ -259,6 +319,11 @@ static void emit_conv2d_bwd_x_fused(Emit *e, const Graph *g, int n) {
     int k = 2;
     const char *mask = (bits & CONV_FUSE_MASK) ? e_ptr(e, d->in[k++]) : "NULL";
     const char *acc = (bits & CONV_FUSE_ADD) ? e_ptr(e, d->in[k++]) : "NULL";
+    int m = xw_of_x(e, g, n);
+    if (m >= 0) {
+        emit_conv2d_bwd_xw(e, g, m, n, acc, mask);
+        return;
+    }
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_x_fused"), conv_geom_lit(&cg, e_rows(e, d->in[0])),
            e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), acc, mask, e_ptr(e, n), conv_scratch_ptr(e, g, n));
 }
