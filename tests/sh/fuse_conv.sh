@@ -2,7 +2,8 @@
 # Convolution epilogue fusion (compiler/opt_fuse_conv.c) on the bench ResNet
 # (bench/models/resnet.cdl): the static code's train step calls the fused kernels for
 # every convolution (forward: bias, relu and the residual add in the store; backward:
-# relu's mask and the residual gradient's add in bwd_x's store) and no separate relu,
+# relu's mask and the residual gradient's add in bwd_x's store, and bwd_x with bwd_w in
+# one call, conv2d_bwd_xw) and no separate relu,
 # add or relu_bwd of a convolution's result; the tape's code calls none of them; and the
 # two builds train bit for bit alike (cdl-compare --tol 0, 3 steps, batch 8).
 # `cdlc --dump-after=opt` of tests/models/fuse_small.cdl equals tests/golden/fuse_small.opt:
@@ -28,7 +29,11 @@ sed -n '/^static double resnet_fwd_bwd(/,/^}/p' "$t/r.c" >"$t/step.c"
 [ -s "$t/step.c" ] || { echo "FAIL: no resnet_fwd_bwd in the generated C"; exit 1; }
 count() { grep -c "$1(" "$t/step.c"; }
 [ "$(count cdl_conv2d_fused_f32)" = 5 ] || { echo "FAIL: $(count cdl_conv2d_fused_f32) fused forward convolutions in the train step, want 5"; fail=$((fail + 1)); }
-[ "$(count cdl_conv2d_bwd_x_fused_f32)" = 4 ] || { echo "FAIL: $(count cdl_conv2d_bwd_x_fused_f32) fused bwd_x in the train step, want 4"; fail=$((fail + 1)); }
+# the 4 block convolutions' fused bwd_x each go with their bwd_w (conv2d_bwd_xw, one pass
+# over g); the stem's bwd_w (no bwd_x: x is the input) stays alone
+[ "$(count cdl_conv2d_bwd_xw_f32)" = 4 ] || { echo "FAIL: $(count cdl_conv2d_bwd_xw_f32) conv2d_bwd_xw (fused bwd_x with bwd_w) in the train step, want 4"; fail=$((fail + 1)); }
+[ "$(count cdl_conv2d_bwd_x_fused_f32)" = 0 ] || { echo "FAIL: $(count cdl_conv2d_bwd_x_fused_f32) bwd_x_fused without its bwd_w in the train step, want 0"; fail=$((fail + 1)); }
+[ "$(count cdl_conv2d_bwd_w_f32)" = 1 ] || { echo "FAIL: $(count cdl_conv2d_bwd_w_f32) separate bwd_w in the train step, want 1 (the stem's)"; fail=$((fail + 1)); }
 for k in cdl_conv2d_f32 cdl_conv2d_bwd_x_f32 cdl_relu_f32 cdl_add_f32; do
     [ "$(count $k)" = 0 ] || { echo "FAIL: the train step still calls $k"; fail=$((fail + 1)); }
 done
@@ -53,5 +58,5 @@ sed -n '/^static double lenet_fwd_bwd(/,/^}/p' "$t/l.c" >"$t/step.c"
 [ "$(count cdl_maxpool2d_bwd_relu_f32)" = 2 ] || { echo "FAIL: $(count cdl_maxpool2d_bwd_relu_f32) maxpool2d_bwd_relu in LeNet's train step, want 2"; fail=$((fail + 1)); }
 [ "$(count cdl_relu_bwd_f32)" = 2 ] || { echo "FAIL: $(count cdl_relu_bwd_f32) relu_bwd in LeNet's train step, want 2"; fail=$((fail + 1)); }
 [ "$(count cdl_maxpool2d_bwd_f32)" = 0 ] || { echo "FAIL: LeNet's train step still calls maxpool2d_bwd"; fail=$((fail + 1)); }
-[ $fail = 0 ] && echo "ok: the bench ResNet's train step runs 5 fused convolutions and 4 fused bwd_x, bit for bit the tape's; LeNet's pools' backward take relu_bwd"
+[ $fail = 0 ] && echo "ok: the bench ResNet's train step runs 5 fused convolutions and 4 fused bwd_x with their bwd_w, bit for bit the tape's; LeNet's pools' backward take relu_bwd"
 exit $fail
