@@ -12,7 +12,10 @@
 # keeps its derivative for GELU_BWD (CDL_ABI 3; a new op number, two new kernels), so C
 # generated before it stops at its ABI check.  The numbers did not change: every zoo
 # model against 9d1bf1d with the reference's ABI 2 lines rewritten to 3 gave the same
-# dumps (34 builds, 0 differ).  Before it, 9d1bf1d, the last change meant to change
+# dumps (34 builds, 0 differ).  It comes after a8e450e (the direct convolutions' scratch
+# grew for cdl_conv2d_bwd_xw, also under CDL_ABI 3), so against it the emitter's
+# conv2d_bwd_w + conv2d_bwd_x(_fused) pairs made one conv2d_bwd_xw call (zoo resnet 8,
+# unet 4) must give the separate calls' bits.  Before it, 9d1bf1d, the last change meant to change
 # numbers: the fused attention backward's key chunks grew to 128 (CDL_ABI 2), and
 # cdl_attention_scratch with them, so C generated before it reserves too little attention
 # scratch for today's runtime.  Before it, bb06781 (the direct convolution's weight
