@@ -12,12 +12,8 @@
 
 /* Products under this many multiply-adds run as one single-threaded library call;
  * larger ones as CDL_GEMM_BLOCKS blocks of C on the runtime's pool (blas.c says why). */
-#define CDL_GEMM_PAR_MACS ((int64_t)1 << 21)
+#define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
 #define CDL_GEMM_BLOCKS 2
-
-/* How many blocks cdl_gemm cuts an M x N x K product into: 1 or CDL_GEMM_BLOCKS, by
- * the shape alone (blas.c). */
-int cdl_gemm_parts(int64_t M, int64_t N, int64_t K);
 
 /* 1 when oneDNN serves this process's f32 kernels (blas.c). */
 int cdl_backend_dnnl(void);

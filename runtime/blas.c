@@ -71,12 +71,11 @@ int cdl_backend_dnnl(void) {
  * Measured (docs/benchmarks.md, "2 threads"): LeNet at 2 threads spent 56% of its CPU
  * time in OpenBLAS's sched_yield; the oneDNN build's MLP ran at 0.74-0.83x its
  * 1-thread throughput at 2 threads, and 89% of its CPU time went to libgomp's spin
- * under load (a step 12-19 ms instead of 0.5).  Below CDL_GEMM_PAR_MACS (2^21: LeNet's
- * 120x84 layers, 645K) a product is under ~25 us of work and a second thread costs more
- * than it gives; LeNet's 64x400x120 products (3.1M, ~70 us) split, since serial they were
- * ~15% of its step, more than its 2-thread target allows (docs/benchmarks.md).  The blocks are columns of C (whole multiples of 16) when C is wide
+ * under load (a step 12-19 ms instead of 0.5).  Below CDL_GEMM_PAR_MACS (LeNet's
+ * 64x400x120 and smaller) a product is ~30 us of work and a second thread costs more
+ * than it gives.  The blocks are columns of C (whole multiples of 16) when C is wide
  * enough, rows otherwise; each element's sum over K is the same library kernel's, and
- * the blocks depend only on the product's shape (cdl_gemm_parts), so its bits are the same
+ * the blocks depend only on the product's shape (gemm_parts), so its bits are the same
  * at any thread count. */
 enum { GEMM_BLOCK_ALIGN = 16 };
 
@@ -96,7 +95,7 @@ static int64_t gemm_block(int64_t M, int64_t N, int parts, int *cols) {
  * shape alone, so that its bits do not depend on the thread count (a block's sums
  * are not always the whole product's to the bit: OpenBLAS's Haswell sgemm differs in
  * the last bits between a 64x784x256 product and its two column halves). */
-int cdl_gemm_parts(int64_t M, int64_t N, int64_t K) {
+static int gemm_parts(int64_t M, int64_t N, int64_t K) {
     if (M * N * K < CDL_GEMM_PAR_MACS) return 1;
     if (N < 2 * GEMM_BLOCK_ALIGN && M < 2 * GEMM_BLOCK_ALIGN) return 1;
     return CDL_GEMM_BLOCKS;
@@ -186,7 +185,7 @@ CDL_GEMM_ONE(double, f64, cblas_dgemm)
                     C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];          \
             return;                                                                     \
         }                                                                               \
-        int parts = cdl_gemm_parts(M, N, K), cols;                                      \
+        int parts = gemm_parts(M, N, K), cols;                                          \
         if (parts <= 1) {                                                               \
             gemm_one_##S(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); \
             return;                                                                     \
