@@ -273,16 +273,23 @@ void S(gelu)(int64_t n, const T *x, T *y) {
     }
 }
 
-/* d/dx x Phi(x) = Phi(x) + x phi(x). */
+/* d/dx x Phi(x) = Phi(x) + x phi(x) of m values x into d, from erf_blk's e = erf(x/sqrt2)
+ * and p = exp(-x^2/2): the one expression gelu_bwd and gelu_keep share, so that the
+ * derivative gelu_keep keeps is gelu_bwd's to the bit. */
+static inline void S(gelu_d_blk)(int64_t m, const T *x, const T *e, const T *p, T *d) {
+    for (int64_t j = 0; j < m; j++) {
+        T v = x[j], cdf = (T)0.5 * ((T)1 + e[j]), pdf = (T)0.39894228040143267794 * p[j];
+        d[j] = cdf + v * pdf;
+    }
+}
+
 void S(gelu_bwd)(int64_t n, const T *g, const T *x, T *dx) {
-    T e[EW_VBLK], p[EW_VBLK];
+    T e[EW_VBLK], p[EW_VBLK], d[EW_VBLK];
     for (int64_t i = 0; i < n; i += EW_VBLK) {
         int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
         S(erf_blk)(m, x + i, (T)0.70710678118654752440, e, p);
-        for (int64_t j = 0; j < m; j++) {
-            T v = x[i + j], cdf = (T)0.5 * ((T)1 + e[j]), pdf = (T)0.39894228040143267794 * p[j];
-            dx[i + j] = g[i + j] * (cdf + v * pdf);
-        }
+        S(gelu_d_blk)(m, x + i, e, p, d);
+        for (int64_t j = 0; j < m; j++) dx[i + j] = g[i + j] * d[j];
     }
 }
 
@@ -296,11 +303,8 @@ void S(gelu_keep)(int64_t n, const T *x, T *y, T *d) {
     for (int64_t i = 0; i < n; i += EW_VBLK) {
         int64_t m = n - i < EW_VBLK ? n - i : EW_VBLK;
         S(erf_blk)(m, x + i, (T)0.70710678118654752440, e, p);
-        for (int64_t j = 0; j < m; j++) {
-            T v = x[i + j], cdf = (T)0.5 * ((T)1 + e[j]), pdf = (T)0.39894228040143267794 * p[j];
-            d[i + j] = cdf + v * pdf;
-            y[i + j] = (T)0.5 * v * ((T)1 + e[j]);
-        }
+        S(gelu_d_blk)(m, x + i, e, p, d + i);
+        for (int64_t j = 0; j < m; j++) y[i + j] = (T)0.5 * x[i + j] * ((T)1 + e[j]);
     }
 }
 
