@@ -976,7 +976,7 @@ static void test_loader_workers_deterministic(void **st) {
 }
 
 /* The worker runs ahead of a slow consumer, so the ring is full and it sleeps: the
- * consumer wakes it once per half ring, not after every batch (each wake is a futex
+ * consumer wakes it about once per half ring, not after every batch (each wake is a futex
  * call on the training thread), and the default ring of small batches has 8 slots
  * (2 when a batch is large).  The batches are those of the synchronous loader. */
 static void test_loader_ring_wakes(void **st) {
@@ -999,7 +999,7 @@ static void test_loader_ring_wakes(void **st) {
     assert_int_equal(slots, 8);
     assert_int_equal(cdl_loader_start(l, 1, 0), 0);
     for (int b = 0; b < 64; b++) {
-        struct timespec ts = {0, 200000};               /* 0.2 ms a step: the worker runs ahead */
+        struct timespec ts = {0, 1000000};              /* 1 ms a step: the worker runs ahead */
         nanosleep(&ts, NULL);
         assert_int_equal(cdl_loader_next(l, (void *[]){got + (size_t)b * 4 * row, ygot + b * 4}), 4);
     }
@@ -1007,7 +1007,11 @@ static void test_loader_ring_wakes(void **st) {
     assert_memory_equal(ref, got, row * 256);
     assert_memory_equal(yref, ygot, sizeof yref);
     cdl_loader_stats(l, &slots, &wakes);
-    assert_true(wakes <= 64 / (slots / 2) + 1);         /* was one a batch: 60-64 */
+    /* once per half ring (64 / 4 + 1 = 17) when the worker always runs ahead; a worker
+     * the scheduler keeps off its core for whole steps (a busy machine: the suite runs
+     * two tests at a time) makes the consumer wait and wake it early, so the bound has
+     * slack, and still fails the old policy of one wake a batch (60-64) */
+    assert_true(wakes <= 32);
     cdl_loader_free(l);
     cdl_dataset_free(&d);
     mk_ds(&d, 16, 256, 256);                            /* 256 KB an example: 1 MB a batch */
