@@ -83,6 +83,8 @@ struct cdl_loader {
     int64_t claim;               /* next batch a worker claims */
     int busy;                    /* workers producing right now */
     int idle;                    /* workers waiting on cv_work */
+    int woken;                   /* of those, signalled and not yet running: waking
+                                  * them again is a futex call that does nothing */
     int64_t wakes;               /* times the consumer woke idle workers */
     int active, shutdown;
     int sync_ok;                 /* mu and the condition variables are initialised */
@@ -268,6 +270,7 @@ static void *worker_main(void *arg) {
             l->idle++;
             pthread_cond_wait(&l->cv_work, &l->mu);
             l->idle--;
+            if (l->woken > 0) l->woken--;
         }
         if (l->shutdown) break;
         int64_t b = l->claim++;
@@ -473,6 +476,7 @@ int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches) {
     l->next = l->claim = skip_batches;
     l->started = 1;
     l->active = 1;
+    l->woken = l->idle;
     pthread_cond_broadcast(&l->cv_work);
     pthread_mutex_unlock(&l->mu);
     return 0;
@@ -481,13 +485,15 @@ int cdl_loader_start(cdl_loader *l, uint64_t epoch, int64_t skip_batches) {
 /* Under mu: wake the idle workers when there is work for them and either half of the
  * ring is free, or the consumer waits (`waiting`) or is about to wait for a batch no
  * worker has claimed.  Freed slots are claimable in order, so the free ones ahead of
- * the workers are next + nslots - claim. */
+ * the workers are next + nslots - claim.  Workers already signalled that have not run
+ * yet (a busy machine keeps them off their core) are not signalled again. */
 static void loader_wake(cdl_loader *l, int waiting) {
-    if (!l->idle || l->claim >= l->nbatches) return;
+    if (l->idle <= l->woken || l->claim >= l->nbatches) return;
     int64_t free_ahead = l->next + l->nslots - l->claim;
     if (free_ahead < 1) return;
     if (!waiting && l->claim > l->next && 2 * free_ahead < l->nslots) return;
     l->wakes++;
+    l->woken = l->idle;
     pthread_cond_broadcast(&l->cv_work);
 }
 

@@ -1025,6 +1025,35 @@ static void test_loader_ring_wakes(void **st) {
     free(got);
 }
 
+/* A worker signalled but not yet running is not signalled again: cdl_loader_start
+ * wakes the sleeping worker, and the consumer's first next() comes before the worker
+ * has its core back, so its wait must not wake the worker a second time (a futex call
+ * on the training thread that does nothing).  100 epochs, one batch each: wakes stay 0
+ * with the worker still counted as signalled; counting it as idle woke it in nearly
+ * every epoch. */
+static void test_loader_no_double_wake(void **st) {
+    (void)st;
+    cdl_dataset d;
+    mk_ds(&d, 256, 4, 4);
+    size_t row = 16 * sizeof(float);
+    unsigned char *got = malloc(row * 4);
+    int32_t ygot[4];
+    cdl_loader_cfg cfg = {.batch = 4, .shuffle = 1, .seed = 7, .workers = 1};
+    cdl_loader *l = cdl_loader_new(&d, &cfg);
+    assert_non_null(l);
+    for (int e = 0; e < 100; e++) {
+        assert_int_equal(cdl_loader_start(l, (uint64_t)e, 0), 0);
+        assert_int_equal(cdl_loader_next(l, (void *[]){got, ygot}), 4);
+    }
+    int slots;
+    int64_t wakes;
+    cdl_loader_stats(l, &slots, &wakes);
+    assert_true(wakes <= 2);
+    cdl_loader_free(l);
+    cdl_dataset_free(&d);
+    free(got);
+}
+
 /* Shards of a global batch (data-parallel training): every shard shuffles alike and
  * transforms are keyed by the example, so the shards' rows put together are exactly
  * the unsharded batches, transforms included; a final batch with fewer rows than
@@ -1241,6 +1270,7 @@ int main(void) {
         cmocka_unit_test(test_loader_shuffle),
         cmocka_unit_test(test_loader_workers_deterministic),
         cmocka_unit_test(test_loader_ring_wakes),
+        cmocka_unit_test(test_loader_no_double_wake),
         cmocka_unit_test(test_loader_shards),
         cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_loader_failure),
