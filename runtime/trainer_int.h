@@ -124,6 +124,9 @@ cdl_loader *tr_plain_loader(const cdl_model *m, const tr_opts *o, const cdl_data
 typedef struct tr_warm { pthread_t th; int on; } tr_warm;
 void tr_gemm_warm_start(const cdl_model *m, tr_warm *w);
 void tr_gemm_warm_join(tr_warm *w);
+/* Fault in a block's pages for writing, its contents unchanged (madvise
+ * MADV_POPULATE_WRITE; a no-op where it is missing). */
+void tr_prefault(void *p, size_t bytes);
 /* ": <the recorded cause>" into buf when a kernel or the tape recorded one (cdl_fail)
  * since the last cdl_clear_error, else "".  Returns buf. */
 const char *tr_cause(char *buf, size_t n);

@@ -8,7 +8,9 @@
 
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int tr_batch(const cdl_model *m, const tr_opts *o) {
     return o->batch > 0 ? (int)o->batch : m->batch;
@@ -246,4 +248,20 @@ void tr_gemm_warm_start(const cdl_model *m, tr_warm *w) {
 void tr_gemm_warm_join(tr_warm *w) {
     if (w->on) pthread_join(w->th, NULL);
     w->on = 0;
+}
+
+/* Fault in the pages of [p, p + bytes) for writing, their contents unchanged
+ * (MADV_POPULATE_WRITE, Linux 5.14): the first write to each page of a fresh block
+ * then takes no fault.  A no-op where the kernel or the headers lack it; the pages
+ * around the block (the rounding to whole pages) are faulted in too, unchanged. */
+void tr_prefault(void *p, size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+    long pg = sysconf(_SC_PAGESIZE);
+    if (!p || !bytes || pg <= 0) return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1), e = (uintptr_t)p + bytes;
+    (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }

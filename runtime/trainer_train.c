@@ -326,6 +326,7 @@ typedef struct tr_run {
     double train_loss, test_loss, acc, t_run;
     double cpu_run;               /* tr_thread_cpu() at the start */
     double t_epoch;               /* tr_now() at the epoch's start */
+    uint64_t started;             /* epoch + 1 whose training loaders tr_train_early started, or 0 */
     double win_sum;               /* --log-every: loss * rows over the steps since the last line */
     int64_t win_rows;
     int ran;                      /* a step was taken */
@@ -534,7 +535,8 @@ static int tr_train_steps(tr_run *s, uint64_t epoch) {
     const tr_opts *o = s->o;
     cdl_net *net = s->net;
     int64_t skip = epoch == s->meta.epoch ? s->meta.batch_in_epoch : 0, b = skip;
-    if (tr_dp_start(&s->dp, epoch, skip) < 0) return -1;
+    if (s->started != epoch + 1 && tr_dp_start(&s->dp, epoch, skip) < 0) return -1;
+    s->started = 0;
     tr_progress pr;
     int64_t todo = s->dtr.n - skip * s->B;
     tr_progress_begin(&pr, o->quiet, (int)epoch + 1, s->E, todo < 0 ? 0 : todo,
@@ -670,6 +672,29 @@ static int tr_train_finish(tr_run *s, uint64_t epoch) {
     return 0;
 }
 
+/* The last part of the set-up, while oneDNN may still be making its GEMM kernels on
+ * the warm-up thread (~40 ms of CPU; the set-up before takes ~10 ms), which the first
+ * step waits for: start the first epoch's training loaders (their shuffle; the worker
+ * fills the ring meanwhile), and with that thread running, fault in the blocks the
+ * first step writes (gradients, optimizer state, activations: ~3 MB for the MLP, a
+ * page fault each 4 KB), which it would otherwise take on the critical path.  The
+ * loaders start as tr_train_steps would start them (same epoch and skip), so the
+ * batches are the same.  -1 and a message. */
+static int tr_train_early(tr_run *s, const tr_warm *w) {
+    uint64_t e = s->meta.epoch;
+    if (e >= (uint64_t)s->E) return 0;
+    if (tr_dp_start(&s->dp, e, s->meta.batch_in_epoch) < 0) return -1;
+    s->started = e + 1;
+    if (w->on) {
+        const cdl_model *m = s->m;
+        size_t slab = m->train_count * (size_t)m->real_size;
+        tr_prefault(s->net->grad, slab);
+        for (int k = 0; k < s->opt.n_slots; k++) tr_prefault(s->opt.slot[k], slab);
+        tr_prefault(s->net->act, m->act_bytes);
+    }
+    return 0;
+}
+
 int tr_train(const cdl_model *m, const tr_opts *o) {
     tr_run s;
     memset(&s, 0, sizeof s);
@@ -695,6 +720,7 @@ int tr_train(const cdl_model *m, const tr_opts *o) {
         cdl_dist_bcast(&s.meta, sizeof s.meta);
     }
     if (rc == 0) rc = cdl_dist_agree(tr_train_setup(&s) < 0, NULL, NULL, 0);
+    if (rc == 0) rc = cdl_dist_agree(tr_train_early(&s, &warm) < 0, NULL, NULL, 0);
     tr_gemm_warm_join(&warm);
     uint64_t epoch = s.meta.epoch;
     for (; rc == 0 && epoch < (uint64_t)s.E; epoch++) rc = tr_train_epoch_all(&s, epoch);
