@@ -738,7 +738,7 @@ const Builtin builtins[] = {
     {"dropout", "x p=0.5", b_dropout, OP_DROPOUT, NULL},
     {"matmul", "a b", b_matmul, OP_MATMUL, NULL},
     {"choose", "flag a b", b_choose, OP_COUNT, NULL},
-    {"attention", "q k v causal=false scale=0 * key_padding_mask?", bn_attention, OP_ATTENTION, NULL},
+    {"attention", "q k v causal=false scale=0 * key_padding_mask? heads_last=false", bn_attention, OP_ATTENTION, NULL},
     {"layer_norm", "x eps=1e-5 affine=true bias=true * name?", bn_norm, OP_LAYER_NORM, "ln"},
     {"rms_norm", "x eps? affine=true * name?", bn_norm, OP_RMS_NORM, "rms"},
     {"group_norm", "x groups eps=1e-5 affine=true * name?", bn_norm, OP_GROUP_NORM, "gn"},

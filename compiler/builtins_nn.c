@@ -13,10 +13,10 @@
 Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a) {
     int in[4] = {el_real_node(e, a[0], b->name, "q", loc), el_real_node(e, a[1], b->name, "k", loc),
                  el_real_node(e, a[2], b->name, "v", loc), -1};
-    bool causal;
+    bool causal, heads_last;
     double scale;
     if (in[0] < 0 || in[1] < 0 || in[2] < 0 || !el_bool(e, a[3], b->name, "causal", loc, &causal) ||
-        !el_num(e, a[4], b->name, "scale", loc, &scale))
+        !el_num(e, a[4], b->name, "scale", loc, &scale) || !el_bool(e, a[6], b->name, "heads_last", loc, &heads_last))
         return el_err();
     if (scale < 0) {
         error_at(loc, "attention: scale must be positive (0: 1/sqrt(d)), got %g", scale);
@@ -32,7 +32,7 @@ Value bn_attention(Elab *e, const Builtin *b, Loc loc, Value *a) {
         }
         if ((in[3] = el_mask_operand(e, a[5], b->name, "key_padding_mask", loc)) < 0) return el_err();
     }
-    Attrs at = {.i = {causal}, .f = {scale}};
+    Attrs at = {.i = {causal, heads_last}, .f = {scale}};
     return el_tensor(e, el_add(e, OP_ATTENTION, loc, in[3] >= 0 ? 4 : 3, in, &at, NULL, DT_REAL));
 }
 

@@ -4,7 +4,8 @@
  * Kernels: runtime/kernels_attn_t.h (cdl.h block ATTN); tape: runtime/tape_attn.c.
  *
  *   BMM            (a, b): ia0 / ia1 transpose the last two axes of a / b
- *   ATTENTION      (q, k, v, key mask?): ia0 causal, fa0 scale (0: 1 / sqrt(d)); aux = lse,
+ *   ATTENTION      (q, k, v, key mask?): ia0 causal, fa0 scale (0: 1 / sqrt(d)), ia1 heads
+ *                  last (q [..., T, H, d], no copy to [..., H, T, d] and back); aux = lse,
  *                  scratch.  The key mask [q's dim 0, Tk] (torch's key_padding_mask:
  *                  nonzero = ignore that key) gets no gradient (it is piecewise constant)
  *   ATTENTION_BWD  (g, q, k, v, attention node, key mask?) -> packed [dq | dk | dv]; aux = scratch
@@ -184,38 +185,46 @@ static const char *tape_bmm(Emit *e, const Graph *g, int n) {
 
 /* ======================================================================== attention */
 
+/* The sequence axis of an attention operand of rank r: -2, or -3 with the heads last. */
+static int attn_taxis(int r, int64_t heads_last) { return heads_last ? r - 3 : r - 2; }
+
 /* q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv] with the same leading axes (at least
- * one: [B, H, T, d] in a transformer); the result is [..., Tq, dv]. */
+ * one: [B, H, T, d] in a transformer); the result is [..., Tq, dv].  Heads last (ia1):
+ * q [..., Tq, H, d], k [..., Tk, H, d], v [..., Tk, H, dv] -> [..., Tq, H, dv]. */
 static bool shape_attention(Graph *g, Node *n) {
     for (int k = 0; k < 3; k++)
         if (!shape_require_real(g, n, k)) return false;
     const Shape *q = &in_node(g, n, 0)->shape, *k = &in_node(g, n, 1)->shape, *v = &in_node(g, n, 2)->shape;
-    int r = q->rank;
-    bool lead = k->rank == r && v->rank == r && r >= 2 && q->batched == k->batched && q->batched == v->batched;
-    for (int i = 0; lead && i < r - 2; i++) lead = k->d[i] == q->d[i] && v->d[i] == q->d[i];
+    int r = q->rank, hl = n->ia[1] != 0, t = attn_taxis(r, hl);
+    const char *form = hl ? "[..., T, H, d]" : "[..., T, d]";
+    n->ia[1] = hl;
+    bool lead = k->rank == r && v->rank == r && t >= 0 && q->batched == k->batched && q->batched == v->batched;
+    for (int i = 0; lead && i < r - 1; i++) lead = i == t || (k->d[i] == q->d[i] && v->d[i] == q->d[i]);
     if (!lead) {
-        return shape_error(n, "attention: q %s, k %s and v %s must share their leading axes ([..., T, d])", shape_str(q),
-                           shape_str(k), shape_str(v));
+        return shape_error(n, "attention: q %s, k %s and v %s must share their leading axes (%s)", shape_str(q),
+                           shape_str(k), shape_str(v), form);
     }
-    if (q->batched && r < 3) {
-        return shape_error(n, "attention: the batch axis cannot be the sequence axis: q %s", shape_str(q));
+    if (q->batched && t < 1) {
+        return shape_error(n, "attention: the batch axis cannot be the sequence axis: q %s%s", shape_str(q),
+                           hl ? " (heads last: [..., T, H, d])" : "");
     }
     if (k->d[r - 1] != q->d[r - 1]) {
         return shape_error(n, "attention: q %s and k %s need the same head size (last axis)", shape_str(q), shape_str(k));
     }
-    if (v->d[r - 2] != k->d[r - 2]) {
-        return shape_error(n, "attention: k %s and v %s need the same length (axis -2)", shape_str(k), shape_str(v));
+    if (v->d[t] != k->d[t]) {
+        return shape_error(n, "attention: k %s and v %s need the same length (axis %d)", shape_str(k), shape_str(v),
+                           t - r);
     }
     if (n->nin == 4) {
         const Shape *m = &in_node(g, n, 3)->shape;
         if (!shape_require_real(g, n, 3)) return false;
-        if (r < 3) {
-            return shape_error(n, "attention: key_padding_mask needs q with a leading (batch) axis, [B, ..., T, d]; "
-                               "got q %s", shape_str(q));
+        if (t < 1) {
+            return shape_error(n, "attention: key_padding_mask needs q with a leading (batch) axis, [B, %s; "
+                               "got q %s", form + 1, shape_str(q));
         }
-        if (m->rank != 2 || m->d[0] != q->d[0] || m->d[1] != k->d[r - 2] || m->batched != q->batched) {
+        if (m->rank != 2 || m->d[0] != q->d[0] || m->d[1] != k->d[t] || m->batched != q->batched) {
             return shape_error(n, "attention: key_padding_mask %s must be [%lld, %lld] (q's first axis, the keys' "
-                               "length)%s for q %s", shape_str(m), (long long)q->d[0], (long long)k->d[r - 2],
+                               "length)%s for q %s", shape_str(m), (long long)q->d[0], (long long)k->d[t],
                                q->batched ? ", batched" : "", shape_str(q));
         }
     }
@@ -226,22 +235,25 @@ static bool shape_attention(Graph *g, Node *n) {
 }
 
 /* The kernel geometry as a C compound literal, for q node qn, k node kn, output (or
- * v) last axis dv, causal, scale and key mask node mn (-1: none); bh at the runtime
- * batch, heads = the product of q's axes between the first and the last two. */
+ * v) last axis dv, causal, scale, heads last and key mask node mn (-1: none); bh (the
+ * slices) at the runtime batch: the product of q's axes but the sequence and the last;
+ * heads (slices per key mask row): bh over the first axis. */
 static const char *attn_geom(Emit *e, const Graph *g, int qn, int kn, int64_t dv, int64_t causal, double scale,
-                             int mn) {
+                             int64_t hl, int mn) {
     const Shape *q = &g->n[qn].shape, *k = &g->n[kn].shape;
-    int r = q->rank;
-    const char *bh = "1", *km = "";
-    for (int i = 0; i < r - 2; i++) bh = cc_str("%s * %s", bh, e_dim(e, qn, i));
+    int r = q->rank, t = attn_taxis(r, hl);
+    const char *bh = "1", *km = "", *nh = hl ? cc_str(", .nh = %lld", (long long)q->d[r - 2]) : "";
+    for (int i = 0; i < r - 1; i++)
+        if (i != t) bh = cc_str("%s * %s", bh, e_dim(e, qn, i));
     if (mn >= 0) {
         int64_t heads = 1;
-        for (int i = 1; i < r - 2; i++) heads *= q->d[i];
+        for (int i = 1; i < r - 1; i++)
+            if (i != t) heads *= q->d[i];
         km = cc_str(", .heads = %lld, .kmask = %s", (long long)heads, e_ptr(e, mn));
     }
-    return cc_str("&(cdl_attn_geom){.bh = %s, .tq = %lld, .tk = %lld, .d = %lld, .dv = %lld, .causal = %d, .scale = %s%s}",
-                  bh, (long long)q->d[r - 2], (long long)k->d[r - 2], (long long)q->d[r - 1], (long long)dv,
-                  (int)causal, e_lit(scale), km);
+    return cc_str("&(cdl_attn_geom){.bh = %s, .tq = %lld, .tk = %lld, .d = %lld, .dv = %lld, .causal = %d, .scale = "
+                  "%s%s%s}", bh, (long long)q->d[t], (long long)k->d[t], (long long)q->d[r - 1], (long long)dv,
+                  (int)causal, e_lit(scale), km, nh);
 }
 
 /* bh * Tq at the compiled batch. */
@@ -250,20 +262,22 @@ static int64_t attn_rows(const Graph *g, const Node *x) {
     return shape_numel(q) / q->d[q->rank - 1];
 }
 
-/* The kernels' scratch for query shape q. */
-static int64_t attn_scratch(const Shape *q) {
-    cdl_attn_geom geo = {.tq = q->d[q->rank - 2]};
+/* The kernels' scratch for query shape q (heads last: hl). */
+static int64_t attn_scratch(const Shape *q, int64_t hl) {
+    cdl_attn_geom geo = {.tq = q->d[attn_taxis(q->rank, hl)]};
     return cdl_attention_scratch(&geo);
 }
 
 /* aux: the log-sum-exp of every query row (what the backward keeps: O(B H T)), then
  * the kernel's short-lived scratch. */
-static int64_t aux_attention(const Graph *g, const Node *n) { return attn_rows(g, n) + attn_scratch(&in_node(g, n, 0)->shape); }
+static int64_t aux_attention(const Graph *g, const Node *n) {
+    return attn_rows(g, n) + attn_scratch(&in_node(g, n, 0)->shape, n->ia[1]);
+}
 
 static void emit_attention(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "attention"),
-           attn_geom(e, g, x->in[0], x->in[1], x->shape.d[x->shape.rank - 1], x->ia[0], x->fa[0],
+           attn_geom(e, g, x->in[0], x->in[1], x->shape.d[x->shape.rank - 1], x->ia[0], x->fa[0], x->ia[1],
                      x->nin > 3 ? x->in[3] : -1), e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, n), e_aux(e, n), e_aux_at(e, n, attn_rows(g, x)));
 }
@@ -276,7 +290,7 @@ static void grad_attention(AD *ad, int n, int gy) {
     Shape qs = ad_src(ad)->n[y.in[0]].shape, ks = ad_src(ad)->n[y.in[1]].shape, vs = ad_src(ad)->n[y.in[2]].shape;
     int in[6] = {gy, ad_x(ad, y.in[0]), ad_x(ad, y.in[1]), ad_x(ad, y.in[2]), ad_x(ad, n),
                  y.nin > 3 ? ad_x(ad, y.in[3]) : -1};
-    Attrs at = {.i = {y.ia[0]}, .f = {y.fa[0]}};
+    Attrs at = {.i = {y.ia[0], y.ia[1]}, .f = {y.fa[0]}};
     int bwd = ad_add(ad, n, OP_ATTENTION_BWD, y.nin > 3 ? 6 : 5, in, &at, NULL);
     Attrs a0 = {.i = {0}}, a1 = {.i = {shape_numel(&qs)}}, a2 = {.i = {shape_numel(&qs) + shape_numel(&ks)}};
     ad_acc(ad, y.in[0], ad_add(ad, n, OP_VIEW, 1, &bwd, &a0, &qs));
@@ -297,7 +311,7 @@ static bool shape_attention_bwd(Graph *g, Node *n) {
     return shape_real(n, (Shape){.rank = 1, .d = {total}});
 }
 
-static int64_t aux_attention_bwd(const Graph *g, const Node *n) { return attn_scratch(&in_node(g, n, 1)->shape); }
+static int64_t aux_attention_bwd(const Graph *g, const Node *n) { return attn_scratch(&in_node(g, n, 1)->shape, n->ia[1]); }
 
 static void emit_attention_bwd(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
@@ -305,7 +319,8 @@ static void emit_attention_bwd(Emit *e, const Graph *g, int n) {
     const Shape *v = &in_node(g, x, 3)->shape;
     int f = x->in[4];
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s + %lld, %s + %lld, %s);", e_fn(e, "attention_bwd"),
-           attn_geom(e, g, x->in[1], x->in[2], v->d[v->rank - 1], x->ia[0], x->fa[0], x->nin > 5 ? x->in[5] : -1),
+           attn_geom(e, g, x->in[1], x->in[2], v->d[v->rank - 1], x->ia[0], x->fa[0], x->ia[1],
+                     x->nin > 5 ? x->in[5] : -1),
            e_ptr(e, x->in[0]),
            e_ptr(e, x->in[1]), e_ptr(e, x->in[2]), e_ptr(e, x->in[3]), e_ptr(e, f), e_aux(e, f), e_ptr(e, n),
            e_ptr(e, n), (long long)nq, e_ptr(e, n), (long long)(nq + nk), e_aux(e, n));
@@ -313,14 +328,18 @@ static void emit_attention_bwd(Emit *e, const Graph *g, int n) {
 
 static const char *tape_attention(Emit *e, const Graph *g, int n) {
     const Node *x = &g->n[n];
+    const char *m = x->nin > 3 ? e_ptr(e, x->in[3]) : "NULL";
+    if (x->ia[1])
+        return cc_str("cdl_t_attention_heads_last(tp, %s, %s, %s, %s, %d, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
+                      e_ptr(e, x->in[2]), m, (int)x->ia[0], e_lit(x->fa[0]));
     return cc_str("cdl_t_attention(tp, %s, %s, %s, %s, %d, %s)", e_ptr(e, x->in[0]), e_ptr(e, x->in[1]),
-                  e_ptr(e, x->in[2]), x->nin > 3 ? e_ptr(e, x->in[3]) : "NULL", (int)x->ia[0], e_lit(x->fa[0]));
+                  e_ptr(e, x->in[2]), m, (int)x->ia[0], e_lit(x->fa[0]));
 }
 
 /* The tape keeps the log-sum-exp; its forward and backward take the kernel's scratch. */
 static void tape_scratch_attention(const Graph *g, const Node *n, int real_size, int64_t *keep, int64_t *tmp) {
     *keep = attn_rows(g, n) * real_size;
-    *tmp = attn_scratch(&in_node(g, n, 0)->shape) * real_size;
+    *tmp = attn_scratch(&in_node(g, n, 0)->shape, n->ia[1]) * real_size;
 }
 
 const OpRule ops_attn_rules[] = {

@@ -37,7 +37,7 @@ extern "C" {
  * the cdlc that generated it, and cdl_net_new refuses a descriptor whose .abi is not
  * this library's cdl_abi() (a header and a library of two versions), with a message
  * saying to regenerate.  Hand-made descriptors set .abi = CDL_ABI. */
-#define CDL_ABI 3
+#define CDL_ABI 4
 int cdl_abi(void);                      /* the CDL_ABI this library was built with */
 #define CDL_MAXDIM 6
 
@@ -521,7 +521,8 @@ extern const cdl_bn_shards *cdl_bn_sharded;
  *   dB = op(A)^T G (B plain) or G^T op(A) (B transposed), at B's strides.
  * attention   y = softmax(scale q k^T + mask) v per (batch*head) slice, without the
  *             [tq, tk] matrix: keys in blocks with an online softmax (flash attention).
- *             q [bh, tq, d], k [bh, tk, d], v [bh, tk, dv], y [bh, tq, dv]; lse
+ *             q [bh, tq, d], k [bh, tk, d], v [bh, tk, dv], y [bh, tq, dv] (or, nh > 0,
+ *             q [bh / nh, tq, nh, d], ... y [bh / nh, tq, nh, dv], dq, dk, dv as q, k, v); lse
  *             [bh, tq] receives each row's log-sum-exp of the masked scaled scores (the
  *             backward's only extra state).  causal masks key j > query i (top-left, as
  *             torch), kmask the keys of slice b's row b / heads (a query with none left
@@ -538,6 +539,9 @@ typedef struct cdl_attn_geom {
     int64_t heads;               /* slices per kmask row (e.g. the heads of [B, H, T, d]) */
     const void *kmask;           /* key_padding_mask: NULL or T [bh / heads, tk], nonzero: key ignored */
     double scale;                /* <= 0: 1 / sqrt(d) */
+    int64_t nh;                  /* 0: slices dense as above; > 0: heads last, q [bh / nh, tq, nh, d]
+                                  * (k, v, y likewise): slice b is head b % nh of b / nh, its rows
+                                  * nh * d apart (no copy to or from [B, H, T, d]) */
 } cdl_attn_geom;
 #define CDL_ATTN_BR 64           /* query rows per block */
 #define CDL_ATTN_BC 128          /* keys per backward block (the forward's are twice that) */

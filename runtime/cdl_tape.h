@@ -133,6 +133,9 @@ cdl_t *cdl_t_bmm(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b);
 /* softmax(scale q k^T + causal mask) v over [..., T, d] (scale <= 0: 1/sqrt(d)); keeps
  * only each row's log-sum-exp for its backward (tape_attn.c). */
 cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal, double scale);
+/* the same with q, k, v and the result [..., T, H, d] (heads last), read in place */
+cdl_t *cdl_t_attention_heads_last(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal,
+                                  double scale);
 /* torch.nn.functional.layer_norm over the last axis, rms_norm (torch.nn.RMSNorm), group_norm
  * over [N, C, ...] (instance norm: groups = C); w, b may be NULL (no affine part); eps > 0
  * (tape_norm.c). */

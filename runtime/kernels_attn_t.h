@@ -61,13 +61,29 @@ static inline int64_t S(attn_kend)(const cdl_attn_geom *g, int64_t i0, int64_t n
  * faster (T = 128, causal: 4 GEMMs a slice instead of 6). */
 #define ATTN_FWD_BC (2 * CDL_ATTN_BC)
 
+/* Row strides of one slice's q (and dq), k (dk), v (dv) and y (gy): the head size when
+ * the slices are dense, the heads' whole row when heads are last (g->nh > 0). */
+typedef struct S(attn_ld) {
+    int64_t q, k, v, y;
+} S(attn_ld);
+
 /* s[nr, nc] = scale q[i0 .. i0 + nr) k[j0 .. j0 + nc)^T for one chunk of at most bc keys
  * below kend (one GEMM); returns nc. */
-static inline int64_t S(attn_scores)(const cdl_attn_geom *g, T scale, const T *q, const T *k, int64_t i0,
-                                     int64_t nr, int64_t j0, int64_t bc, int64_t kend, T *s) {
-    const int64_t nc = kend - j0 < bc ? kend - j0 : bc, D = g->d;
-    S(gemm)(0, 1, nr, nc, D, scale, q + i0 * D, D, k + j0 * D, D, (T)0, s, nc);
+static inline int64_t S(attn_scores)(const cdl_attn_geom *g, const S(attn_ld) *ld, T scale, const T *q, const T *k,
+                                     int64_t i0, int64_t nr, int64_t j0, int64_t bc, int64_t kend, T *s) {
+    const int64_t nc = kend - j0 < bc ? kend - j0 : bc;
+    S(gemm)(0, 1, nr, nc, g->d, scale, q + i0 * ld->q, ld->q, k + j0 * ld->k, ld->k, (T)0, s, nc);
     return nc;
+}
+
+/* Zeroes rows [r0, r1) of n elements, ld apart. */
+static inline void S(attn_zero_rows)(T *x, int64_t r0, int64_t r1, int64_t n, int64_t ld) {
+    if (r1 <= r0) return;
+    if (ld == n) {
+        memset(x + r0 * n, 0, sizeof(T) * (size_t)((r1 - r0) * n));
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) memset(x + r * ld, 0, sizeof(T) * (size_t)n);
 }
 
 /* Lanes of the row max and sum loops: a max or sum in one variable is a chain the
@@ -120,9 +136,9 @@ static inline T S(attn_sum)(int64_t n, const T *restrict s) {
  * y /= l and lse = m + log l.  sc holds one chunk of scores (CDL_ATTN_BR x ATTN_FWD_BC),
  * m and l one value a row.
  * Keys masked by km (NULL: none) weigh 0; a row with every key masked gets y = 0. */
-static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
-                              T *y, T *lse, T *sc, T *m, T *l) {
-    const int64_t tq = g->tq, DV = g->dv;
+static void S(attn_fwd_slice)(const cdl_attn_geom *g, const S(attn_ld) *ld, T scale, const T *q, const T *k,
+                              const T *v, const T *km, T *y, T *lse, T *sc, T *m, T *l) {
+    const int64_t tq = g->tq, DV = g->dv, LY = ld->y;
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
         for (int64_t r = 0; r < nr; r++) {
@@ -131,7 +147,7 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
         }
         const int64_t kend = S(attn_kend)(g, i0, nr);
         for (int64_t j0 = 0; j0 < kend; j0 += ATTN_FWD_BC) {
-            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, ATTN_FWD_BC, kend, sc);
+            const int64_t nc = S(attn_scores)(g, ld, scale, q, k, i0, nr, j0, ATTN_FWD_BC, kend, sc);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict s = sc + r * nc;
                 int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
@@ -144,15 +160,15 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
                 l[r] = l[r] * corr + S(attn_sum)(nv, s);
                 m[r] = mn;
                 if (j0 > 0) {
-                    T *restrict yr = y + (i0 + r) * DV;
+                    T *restrict yr = y + (i0 + r) * LY;
                     for (int64_t c = 0; c < DV; c++) yr[c] *= corr;
                 }
             }
             /* chunk 0 holds key 0, which every row sees: it overwrites every y row */
-            S(gemm)(0, 0, nr, DV, nc, (T)1, sc, nc, v + j0 * DV, DV, j0 == 0 ? (T)0 : (T)1, y + i0 * DV, DV);
+            S(gemm)(0, 0, nr, DV, nc, (T)1, sc, nc, v + j0 * ld->v, ld->v, j0 == 0 ? (T)0 : (T)1, y + i0 * LY, LY);
         }
         for (int64_t r = 0; r < nr; r++) {
-            T *restrict yr = y + (i0 + r) * DV;
+            T *restrict yr = y + (i0 + r) * LY;
             const T inv = l[r] > 0 ? (T)1 / l[r] : (T)0;
             for (int64_t c = 0; c < DV; c++) yr[c] *= inv;
             lse[i0 + r] = m[r] + M(log)(l[r]);
@@ -165,16 +181,17 @@ static void S(attn_fwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
  *   dv += p^T gy,  dp = gy v^T,  ds = p (dp - D_i),  dq += scale ds k,  dk += scale ds^T q.
  * P and dP hold one chunk each, Dr one value per query row of the slice.  Keys masked by
  * km (NULL: none) have p = 0. */
-static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const T *k, const T *v, const T *km,
-                              const T *gy, const T *y, const T *lse, T *dq, T *dk, T *dv, T *P, T *dP, T *Dr) {
-    const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv;
-    for (int64_t i = 0; i < tq; i++) Dr[i] = S(attn_dot)(DV, gy + i * DV, y + i * DV);
+static void S(attn_bwd_slice)(const cdl_attn_geom *g, const S(attn_ld) *ld, T scale, const T *q, const T *k,
+                              const T *v, const T *km, const T *gy, const T *y, const T *lse, T *dq, T *dk, T *dv,
+                              T *P, T *dP, T *Dr) {
+    const int64_t tq = g->tq, tk = g->tk, D = g->d, DV = g->dv, LQ = ld->q, LK = ld->k, LV = ld->v, LY = ld->y;
+    for (int64_t i = 0; i < tq; i++) Dr[i] = S(attn_dot)(DV, gy + i * LY, y + i * LY);
     int64_t kdone = 0; /* dk, dv rows below kdone hold sums, the rest is not written yet */
     for (int64_t i0 = 0; i0 < tq; i0 += CDL_ATTN_BR) {
         const int64_t nr = tq - i0 < CDL_ATTN_BR ? tq - i0 : CDL_ATTN_BR;
         const int64_t kend = S(attn_kend)(g, i0, nr);
         for (int64_t j0 = 0; j0 < kend; j0 += CDL_ATTN_BC) {
-            const int64_t nc = S(attn_scores)(g, scale, q, k, i0, nr, j0, CDL_ATTN_BC, kend, P);
+            const int64_t nc = S(attn_scores)(g, ld, scale, q, k, i0, nr, j0, CDL_ATTN_BC, kend, P);
             for (int64_t r = 0; r < nr; r++) {
                 T *restrict p = P + r * nc;
                 const int64_t nv = S(attn_valid)(g->causal, i0 + r, j0, nc);
@@ -188,26 +205,26 @@ static void S(attn_bwd_slice)(const cdl_attn_geom *g, T scale, const T *q, const
              * the slice).  A key chunk is wider than a query block, so it can straddle kdone:
              * its rows from kdone on are zeroed and the products add to the whole chunk. */
             if (j0 < kdone && j0 + nc > kdone) {
-                memset(dk + kdone * D, 0, sizeof(T) * (size_t)((j0 + nc - kdone) * D));
-                memset(dv + kdone * DV, 0, sizeof(T) * (size_t)((j0 + nc - kdone) * DV));
+                S(attn_zero_rows)(dk, kdone, j0 + nc, D, LK);
+                S(attn_zero_rows)(dv, kdone, j0 + nc, DV, LV);
             }
             const T bk = j0 < kdone ? (T)1 : (T)0, bq = j0 > 0 ? (T)1 : (T)0;
-            S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * DV, DV, bk, dv + j0 * DV, DV);
-            S(gemm)(0, 1, nr, nc, DV, (T)1, gy + i0 * DV, DV, v + j0 * DV, DV, (T)0, dP, nc);
+            S(gemm)(1, 0, nc, DV, nr, (T)1, P, nc, gy + i0 * LY, LY, bk, dv + j0 * LV, LV);
+            S(gemm)(0, 1, nr, nc, DV, (T)1, gy + i0 * LY, LY, v + j0 * LV, LV, (T)0, dP, nc);
             for (int64_t r = 0; r < nr; r++) {
                 const T *restrict p = P + r * nc;
                 T *restrict dp = dP + r * nc;
                 const T di = Dr[i0 + r];
                 for (int64_t c = 0; c < nc; c++) dp[c] = p[c] * (dp[c] - di);
             }
-            S(gemm)(0, 0, nr, D, nc, scale, dP, nc, k + j0 * D, D, bq, dq + i0 * D, D);
-            S(gemm)(1, 0, nc, D, nr, scale, dP, nc, q + i0 * D, D, bk, dk + j0 * D, D);
+            S(gemm)(0, 0, nr, D, nc, scale, dP, nc, k + j0 * LK, LK, bq, dq + i0 * LQ, LQ);
+            S(gemm)(1, 0, nc, D, nr, scale, dP, nc, q + i0 * LQ, LQ, bk, dk + j0 * LK, LK);
         }
         kdone = kend > kdone ? kend : kdone;
     }
     if (kdone < tk) { /* keys no query sees (causal, tk > tq) */
-        memset(dk + kdone * D, 0, sizeof(T) * (size_t)((tk - kdone) * D));
-        memset(dv + kdone * DV, 0, sizeof(T) * (size_t)((tk - kdone) * DV));
+        S(attn_zero_rows)(dk, kdone, tk, D, LK);
+        S(attn_zero_rows)(dv, kdone, tk, DV, LV);
     }
 }
 
@@ -226,23 +243,27 @@ static void S(attn_task)(void *arg, int64_t t) {
     const cdl_attn_geom *g = j->g;
     const int64_t BRC = (int64_t)CDL_ATTN_BR * CDL_ATTN_BC;
     T *slot = j->scratch + t * (cdl_attention_scratch(g) / CDL_ATTN_THREADS);
-    const int64_t b0 = g->bh * t / j->nt, b1 = g->bh * (t + 1) / j->nt;
-    const int64_t sq = g->tq * g->d, sk = g->tk * g->d, sv = g->tk * g->dv, sy = g->tq * g->dv;
+    const int64_t b0 = g->bh * t / j->nt, b1 = g->bh * (t + 1) / j->nt, nh = g->nh > 0 ? g->nh : 1;
+    const S(attn_ld) ld = {.q = nh * g->d, .k = nh * g->d, .v = nh * g->dv, .y = nh * g->dv};
     for (int64_t b = b0; b < b1; b++) {
         const T *km = g->kmask ? (const T *)g->kmask + (b / (g->heads > 0 ? g->heads : 1)) * g->tk : NULL;
+        /* slice b's first element: head b % nh of row block b / nh (dense: b * t * d) */
+        const int64_t o = b / nh, h = b % nh;
+        const int64_t oq = o * g->tq * ld.q + h * g->d, ok = o * g->tk * ld.k + h * g->d;
+        const int64_t ov = o * g->tk * ld.v + h * g->dv, oy = o * g->tq * ld.y + h * g->dv;
         if (j->yo)
-            S(attn_fwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, km, j->yo + b * sy,
-                              j->lseo + b * g->tq, slot, slot + 2 * BRC, slot + 2 * BRC + CDL_ATTN_BR);
+            S(attn_fwd_slice)(g, &ld, j->scale, j->q + oq, j->k + ok, j->v + ov, km, j->yo + oy, j->lseo + b * g->tq,
+                              slot, slot + 2 * BRC, slot + 2 * BRC + CDL_ATTN_BR);
         else
-            S(attn_bwd_slice)(g, j->scale, j->q + b * sq, j->k + b * sk, j->v + b * sv, km, j->gy + b * sy,
-                              j->y + b * sy, j->lse + b * g->tq, j->dq + b * sq, j->dk + b * sk, j->dv + b * sv,
-                              slot, slot + BRC, slot + 2 * BRC + 2 * CDL_ATTN_BR);
+            S(attn_bwd_slice)(g, &ld, j->scale, j->q + oq, j->k + ok, j->v + ov, km, j->gy + oy, j->y + oy,
+                              j->lse + b * g->tq, j->dq + oq, j->dk + ok, j->dv + ov, slot, slot + BRC,
+                              slot + 2 * BRC + 2 * CDL_ATTN_BR);
     }
 }
 
 static void S(attn_run)(S(attn_job) *j) {
     const cdl_attn_geom *g = j->g;
-    if (g->bh <= 0 || g->tq <= 0 || g->tk <= 0 || g->d <= 0 || g->dv <= 0) return;
+    if (g->bh <= 0 || g->tq <= 0 || g->tk <= 0 || g->d <= 0 || g->dv <= 0 || (g->nh > 0 && g->bh % g->nh)) return;
     j->scale = g->scale > 0 ? (T)g->scale : (T)(1.0 / sqrt((double)g->d));
     j->nt = attn_threads(g->bh, (double)g->tq * (double)g->tk * (double)(g->d + g->dv) * (j->yo ? 1 : 2));
     cdl_parallel_for(j->nt, S(attn_task), j);

@@ -102,20 +102,23 @@ cdl_t *cdl_t_bmm(cdl_tape *tp, cdl_t *a, cdl_t *b, int trans_a, int trans_b) {
 
 /* ======================================================================== attention */
 
-/* km: the key mask [q's dim 0, tk] or NULL. */
+/* km: the key mask [q's dim 0, tk] or NULL; hl: heads last ([..., T, H, d]: the slices
+ * are the leading axes times H, the sequence axis is -3). */
 static cdl_attn_geom attn_geom(const cdl_t *q, const cdl_t *k, const cdl_t *v, const cdl_t *km, int causal,
-                               double scale) {
-    int r = q->rank;
-    return (cdl_attn_geom){.bh = tape_prod(q->dims, 0, r - 2), .tq = q->dims[r - 2], .tk = k->dims[r - 2],
+                               double scale, int hl) {
+    int r = q->rank, t = hl ? r - 3 : r - 2;
+    int64_t nh = hl ? q->dims[r - 2] : 1;
+    return (cdl_attn_geom){.bh = tape_prod(q->dims, 0, t) * nh, .tq = q->dims[t], .tk = k->dims[t],
                            .d = q->dims[r - 1], .dv = v->dims[r - 1], .causal = causal, .scale = scale,
-                           .heads = km ? tape_prod(q->dims, 1, r - 2) : 1, .kmask = km ? km->data : NULL};
+                           .heads = km ? tape_prod(q->dims, 1, t) * nh : 1, .kmask = km ? km->data : NULL,
+                           .nh = hl ? nh : 0};
 }
 
 /* The kernel writes dq, dk and dv at once: each goes to its gradient (or a temporary
  * added in after), or to a throw-away temporary when not wanted. */
 static void bwd_attention(cdl_tape *tp, cdl_t *y) {
     cdl_t *x[3] = {y->in[0], y->in[1], y->in[2]};
-    cdl_attn_geom g = attn_geom(x[0], x[1], x[2], y->nin > 3 ? y->in[3] : NULL, (int)y->ia[0], y->fa[0]);
+    cdl_attn_geom g = attn_geom(x[0], x[1], x[2], y->nin > 3 ? y->in[3] : NULL, (int)y->ia[0], y->fa[0], (int)y->ia[1]);
     void *scratch = tape_rtemp(tp, cdl_attention_scratch(&g)), *d[3];
     int acc[3] = {0, 0, 0}, need[3];
     if (!scratch) return;
@@ -129,23 +132,27 @@ static void bwd_attention(cdl_tape *tp, cdl_t *y) {
         if (need[i]) tape_gfin(tp, x[i], d[i], acc[i]);
 }
 
-/* key_mask: NULL or [q's dim 0, tk], nonzero where a key is ignored (no gradient). */
-cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal, double scale) {
+/* key_mask: NULL or [q's dim 0, tk], nonzero where a key is ignored (no gradient);
+ * hl: q, k, v and the result are [..., T, H, d] (heads last) instead of [..., T, d]. */
+static cdl_t *attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal, double scale,
+                        int hl) {
     cdl_t *in[4] = {q, k, v, key_mask};
     int nin = key_mask ? 4 : 3;
     if (!tape_need_real(tp, "attention", in, nin)) return NULL;
-    int r = q->rank;
-    int ok = r >= 2 && k->rank == r && v->rank == r && k->dims[r - 1] == q->dims[r - 1] && v->dims[r - 2] == k->dims[r - 2];
-    for (int i = 0; ok && i < r - 2; i++) ok = k->dims[i] == q->dims[i] && v->dims[i] == q->dims[i];
-    if (!ok) return tape_err(tp, "attention", "q %s, k %s and v %s do not fit [..., T, d]", DSTR(q), DSTR(k), DSTR(v));
-    if (key_mask && (r < 3 || key_mask->rank != 2 || key_mask->dims[0] != q->dims[0] || key_mask->dims[1] != k->dims[r - 2]))
+    int r = q->rank, t = hl ? r - 3 : r - 2;
+    int ok = t >= 0 && k->rank == r && v->rank == r && k->dims[r - 1] == q->dims[r - 1] && v->dims[t] == k->dims[t];
+    for (int i = 0; ok && i < r - 1; i++) ok = i == t || (k->dims[i] == q->dims[i] && v->dims[i] == q->dims[i]);
+    if (!ok)
+        return tape_err(tp, "attention", "q %s, k %s and v %s do not fit %s", DSTR(q), DSTR(k), DSTR(v),
+                        hl ? "[..., T, H, d]" : "[..., T, d]");
+    if (key_mask && (t < 1 || key_mask->rank != 2 || key_mask->dims[0] != q->dims[0] || key_mask->dims[1] != k->dims[t]))
         return tape_err(tp, "attention", "key_padding_mask %s does not fit q %s, k %s", DSTR(key_mask), DSTR(q), DSTR(k));
     int64_t dims[CDL_MAXDIM];
     memcpy(dims, q->dims, sizeof dims);
     dims[r - 1] = v->dims[r - 1];
     cdl_t *y = tape_rec(tp, "attention", tp->real, r, dims, 1, nin, in);
     if (!y) return NULL;
-    cdl_attn_geom g = attn_geom(q, k, v, key_mask, causal != 0, scale);
+    cdl_attn_geom g = attn_geom(q, k, v, key_mask, causal != 0, scale, hl);
     y->aux = tape_alloc(tp, (size_t)(g.bh * g.tq) * (size_t)tp->rs);
     char *mark = tp->hi;
     void *scratch = tape_rtemp(tp, cdl_attention_scratch(&g));
@@ -153,7 +160,17 @@ cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_ma
     TK(tp, attention, &g, q->data, k->data, v->data, y->data, y->aux, scratch);
     tape_release(tp, mark);
     y->ia[0] = causal != 0;
+    y->ia[1] = hl;
     y->fa[0] = scale;
     y->bwd = bwd_attention;
     return y;
+}
+
+cdl_t *cdl_t_attention(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal, double scale) {
+    return attention(tp, q, k, v, key_mask, causal, scale, 0);
+}
+
+cdl_t *cdl_t_attention_heads_last(cdl_tape *tp, cdl_t *q, cdl_t *k, cdl_t *v, cdl_t *key_mask, int causal,
+                                  double scale) {
+    return attention(tp, q, k, v, key_mask, causal, scale, 1);
 }

@@ -390,12 +390,77 @@ static void test_attention_chunks_overwrite(void **st) {
     }
 }
 
+/* [nb, nh, t, n] <-> [nb, t, nh, n]: to = 1 gathers dense slices into heads-last rows. */
+static void at_perm(const double *src, double *dst, int64_t nb, int64_t nh, int64_t t, int64_t n, int to) {
+    for (int64_t o = 0; o < nb; o++)
+        for (int64_t h = 0; h < nh; h++)
+            for (int64_t i = 0; i < t; i++)
+                for (int64_t c = 0; c < n; c++) {
+                    int64_t dense = ((o * nh + h) * t + i) * n + c, last = ((o * t + i) * nh + h) * n + c;
+                    if (to) dst[last] = src[dense];
+                    else dst[dense] = src[last];
+                }
+}
+
+/* Heads last (g.nh > 0): q, k, v, y, dq, dk, dv in [B, T, H, d] give the dense
+ * kernel's values on the same data in [B, H, T, d] (the same products on the same
+ * rows: the same bits), with the key mask row b / heads and NaN in every output before
+ * the call (the backward's straddling chunk and unseen keys are zeroed row by row,
+ * the other heads' columns of those rows left to their own slices). */
+static void test_attention_heads_last(void **st) {
+    (void)st;
+    for (int causal = 0; causal < 2; causal++) {
+        const int64_t B = 2, H = 3;
+        cdl_attn_geom gd = {.bh = B * H, .tq = 70, .tk = 150, .d = 5, .dv = 3, .causal = causal, .scale = 0.9};
+        double *km = dvec(B * gd.tk);
+        for (int64_t i = 0; i < B * gd.tk; i++) km[i] = i % 7 == 3;
+        gd.heads = H;
+        gd.kmask = km;
+        cdl_attn_geom gl = gd;
+        gl.nh = H;
+        AT a;
+        at_setup(&a, gd);
+        double *q = dvec(a.nq), *k = dvec(a.nk), *v = dvec(a.nv), *gy = dvec(a.ny), *y = dvec(a.ny);
+        double *lse = dvec(B * H * gd.tq), *y1 = dvec(a.ny), *lse1 = dvec(B * H * gd.tq);
+        at_perm(a.q, q, B, H, gd.tq, gd.d, 1);
+        at_perm(a.k, k, B, H, gd.tk, gd.d, 1);
+        at_perm(a.v, v, B, H, gd.tk, gd.dv, 1);
+        at_perm(a.R, gy, B, H, gd.tq, gd.dv, 1);
+        for (int64_t i = 0; i < a.ny; i++) y[i] = NAN;
+        cdl_attention_f64(&gd, a.q, a.k, a.v, a.y, a.lse, a.scratch);
+        cdl_attention_f64(&gl, q, k, v, y, lse, a.scratch);
+        at_perm(y, y1, B, H, gd.tq, gd.dv, 0);
+        assert_memory_equal(y1, a.y, sizeof(double) * (size_t)a.ny);
+        assert_memory_equal(lse, a.lse, sizeof(double) * (size_t)(B * H * gd.tq));
+        double *dq = dvec(a.nq), *dk = dvec(a.nk), *dv = dvec(a.nv), *lq = dvec(a.nq), *lk = dvec(a.nk);
+        double *lv = dvec(a.nv), *t = dvec(a.nv > a.nk ? (a.nv > a.nq ? a.nv : a.nq) : (a.nk > a.nq ? a.nk : a.nq));
+        cdl_attention_bwd_f64(&gd, a.R, a.q, a.k, a.v, a.y, a.lse, dq, dk, dv, a.scratch);
+        for (int64_t i = 0; i < a.nq; i++) lq[i] = NAN;
+        for (int64_t i = 0; i < a.nk; i++) lk[i] = NAN;
+        for (int64_t i = 0; i < a.nv; i++) lv[i] = NAN;
+        cdl_attention_bwd_f64(&gl, gy, q, k, v, y, lse, lq, lk, lv, a.scratch);
+        at_perm(lq, t, B, H, gd.tq, gd.d, 0);
+        assert_memory_equal(t, dq, sizeof(double) * (size_t)a.nq);
+        at_perm(lk, t, B, H, gd.tk, gd.d, 0);
+        assert_memory_equal(t, dk, sizeof(double) * (size_t)a.nk);
+        at_perm(lv, t, B, H, gd.tk, gd.dv, 0);
+        assert_memory_equal(t, dv, sizeof(double) * (size_t)a.nv);
+        /* and the dense kernel against the composed version with this mask's keys dropped
+         * is test_attention_*'s: here the layouts must agree, and be finite */
+        for (int64_t i = 0; i < a.nk; i++) assert_true(isfinite(lk[i]));
+        free(q); free(k); free(v); free(gy); free(y); free(lse); free(y1); free(lse1); free(km);
+        free(dq); free(dk); free(dv); free(lq); free(lk); free(lv); free(t);
+        at_free(&a);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_batched),    cmocka_unit_test(test_matmul_broadcast),
         cmocka_unit_test(test_gemm_batch_paths),  cmocka_unit_test(test_attention_small),
         cmocka_unit_test(test_attention_blocks),  cmocka_unit_test(test_attention_threads),
         cmocka_unit_test(test_attention_large_scores), cmocka_unit_test(test_attention_chunks_overwrite),
+        cmocka_unit_test(test_attention_heads_last),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
