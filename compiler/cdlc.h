@@ -376,6 +376,9 @@ extern const OpRule ops_attn_rules[];  extern const int ops_attn_count;
 extern const OpRule ops_norm_rules[];  extern const int ops_norm_count;
 extern const OpRule ops_conv2_rules[]; extern const int ops_conv2_count;
 extern const OpRule ops_sel_rules[];   extern const int ops_sel_count;
+/* ops_conv.c: whether SUM node s (a conv's bias gradient) is computed by the static
+ * code's conv2d_bwd_xw call a few nodes later instead of its own reduce. */
+bool conv_bias_in_xw(Emit *e, const Graph *g, int s);
 /* ops_dense.c: the shape rule of axis reductions (ia0 axis mask, ia1 keepdim; a real
  * result), shared with ops_sel.c. */
 bool shape_reduce(Graph *g, Node *n);

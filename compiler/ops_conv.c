@@ -216,12 +216,46 @@ static int xw_of_x(Emit *e, const Graph *g, int n) {
     return -1;
 }
 
+/* The bias gradient the bwd_xw call at bwd_x node n also computes (-1: none): the
+ * conv's db = sum of g over N, H, W (grad_conv2d's SUM, axes 0, 2, 3), a node s at
+ * most 4 before n that nothing between s and n reads, so that its value can be written
+ * at n (s's buffer is s's from s on, as m's is in xw_pair).  The kernel sums each
+ * image's g while bwd_x pads it, with reduce's bits (kernels_conv_t.h, cv_xw_bias); the
+ * tape keeps calling reduce. */
+static int xw_bias(Emit *e, const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    if (g != e->top || xw_of_x(e, g, n) < 0) return -1;
+    for (int s = n - 1; s >= 0 && s >= n - 4; s--) {
+        const Node *d = &g->n[s];
+        if (d->op == OP_LOOP) return -1;
+        if (d->op != OP_SUM || d->in[0] != x->in[0] || d->ia[0] != (1 | 4 | 8) || d->dtype != x->dtype ||
+            (d->flags & (NF_DEAD | NF_INPLACE)) || g->n[d->in[0]].shape.rank != 4)
+            continue;
+        bool read = false;
+        for (int j = s + 1; j < n && !read; j++) {
+            if (g->n[j].op == OP_LOOP) return -1;
+            for (int k = 0; k < g->n[j].nin; k++) read = read || (g->n[j].in[k] == s && !(g->n[j].flags & NF_DEAD));
+        }
+        return read ? -1 : s;
+    }
+    return -1;
+}
+
+/* Whether SUM node s is written by a later conv2d_bwd_xw call (its emitter then prints a
+ * comment instead of the reduce). */
+bool conv_bias_in_xw(Emit *e, const Graph *g, int s) {
+    for (int n = s + 1; n < g->len && n <= s + 4; n++)
+        if (xw_bias(e, g, n) == s) return true;
+    return false;
+}
+
 static void emit_conv2d_bwd_xw(Emit *e, const Graph *g, int m, int n, const char *acc, const char *mask) {
     const Node *d = &g->n[n];
     cdl_conv2d_geom cg = conv_geom(g, d);
-    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_xw"), conv_geom_lit(&cg, e_rows(e, d->in[0])),
-           e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, g->n[m].in[1]), acc, mask, e_ptr(e, n), e_ptr(e, m),
-           conv_scratch_ptr(e, g, n));
+    int s = xw_bias(e, g, n);
+    e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_xw"),
+           conv_geom_lit(&cg, e_rows(e, d->in[0])), e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, g->n[m].in[1]), acc,
+           mask, e_ptr(e, n), e_ptr(e, m), s >= 0 ? e_ptr(e, s) : "NULL", conv_scratch_ptr(e, g, n));
 }
 
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {

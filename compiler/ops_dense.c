@@ -293,6 +293,10 @@ static void grad_mean(AD *ad, int n, int gy) {
 static void emit_reduce(Emit *e, const Graph *g, int n) {
     const Node *s = &g->n[n];
     int x = s->in[0], r = g->n[x].shape.rank;
+    if (s->op == OP_SUM && conv_bias_in_xw(e, g, n)) {
+        e_line(e, "/* computed by conv2d_bwd_xw below */");
+        return;
+    }
     e_line(e, "%s(%d, %s, 0x%llxu, %d, %s, %s);", e_fn(e, "reduce"), r, dims_list(e, g, x, r),
            (unsigned long long)s->ia[0], s->op == OP_MEAN, e_ptr(e, x), e_ptr(e, n));
 }

@@ -37,7 +37,7 @@ extern "C" {
  * the cdlc that generated it, and cdl_net_new refuses a descriptor whose .abi is not
  * this library's cdl_abi() (a header and a library of two versions), with a message
  * saying to regenerate.  Hand-made descriptors set .abi = CDL_ABI. */
-#define CDL_ABI 4
+#define CDL_ABI 5
 int cdl_abi(void);                      /* the CDL_ABI this library was built with */
 #define CDL_MAXDIM 6
 
@@ -395,11 +395,13 @@ static inline void cdl_conv2d_vec_parts(const cdl_conv2d_geom *g, int64_t parts[
     parts[2] = g->k * crs;
     parts[3] = cdl_conv2d_vec_w(g) ? T * g->k * crs * CDL_CONV_VL : 0;
 }
+/* bwd_xw's bias gradient: after the vec parts, n * k reals of per-image channel sums
+ * (cdl_conv2d_bwd_xw's db; n is the compiled batch, at least the runtime one). */
 static inline int64_t cdl_conv2d_scratch(const cdl_conv2d_geom *g) {
     int64_t p[6], v = -1;
     if (cdl_conv2d_vec(g)) {
         cdl_conv2d_vec_parts(g, p);
-        v = p[0] + p[1] + p[2] + p[3];
+        v = p[0] + p[1] + p[2] + p[3] + (cdl_conv2d_vec_xw(g) ? g->n * g->k : 0);
         if (cdl_conv2d_vec_w(g)) return v;
     }
     cdl_conv2d_parts(g, p); /* bwd_w (or all three) through im2col + GEMM */
@@ -432,6 +434,9 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
  *   conv2d_bwd_xw   conv2d_bwd_x_fused(g, w, acc, mask) -> dx and conv2d_bwd_w(g, x) -> dw
  *                   in one call, the same bits as the two (static target only: the
  *                   emitter pairs them); a same-padded stride-1 conv pads g once for both.
+ *                   db (may be NULL): the bias gradient, the bits of
+ *                   reduce(4, {n, k, oh, ow}, 0xd, 0, g, db), summed from each image's g
+ *                   while it is in cache.
  *   maxpool2d       y[nc, oh, ow] = max over each k x k window (stride, pad: padded
  *                   cells never win; NaN propagates); nc = rows * channels
  *   maxpool2d_bwd   dx = g routed to each window's first maximum of x (overwrites dx)
@@ -457,7 +462,7 @@ static inline int64_t cdl_conv2d_pick_group(const cdl_conv2d_geom *g) {
     void cdl_conv2d_bwd_x_fused_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, const T *acc, const T *mask, \
                                     T *dx, T *scratch); \
     void cdl_conv2d_bwd_xw_##S(const cdl_conv2d_geom *geom, const T *g, const T *w, const T *x, const T *acc, \
-                               const T *mask, T *dx, T *dw, T *scratch); \
+                               const T *mask, T *dx, T *dw, T *db, T *scratch); \
     void cdl_maxpool2d_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *x, T *y); \
     void cdl_maxpool2d_bwd_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \
     void cdl_maxpool2d_bwd_relu_##S(int64_t nc, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, const T *g, const T *x, T *dx); \

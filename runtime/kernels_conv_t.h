@@ -671,6 +671,8 @@ static void S(cv_conv2d_bwd_w)(const cdl_conv2d_geom *gm, const T *g, const T *x
     cdl_parallel_for(J.nq, S(cv_wsum), &J);
 }
 
+#include "kernels_sum_t.h" /* S(run_sum): bwd_xw's bias gradient has reduce's bits */
+
 /* dx and dw of one convolution in one pass (cdl_conv2d_bwd_xw): when r = s = 2 pad + 1
  * (a "same" stride-1 conv), bwd_x's padded g (rows W + pad apart, pad rows and columns
  * of zeros) is exactly bwd_w's grid at offset pad * Wq + pad, channel planes Hq * Wq
@@ -692,6 +694,7 @@ typedef struct S(cv_xwjob) {
     S(cv_wjob) w;
     const S(cv_epi) *E;
     T *dx;
+    T *bsum; /* the bias gradient's per-image sums [n, k] (cv_xw_bias), or NULL */
 } S(cv_xwjob);
 
 static void S(cv_xwtask)(void *arg, int64_t t) {
@@ -708,6 +711,9 @@ static void S(cv_xwtask)(void *arg, int64_t t) {
     S(cv_pad_zero)(C, H, W, p, p, xpad);
     for (int64_t n = n1; n < n2; n++) {
         S(cv_pad)(X->w.g + n * ys, K, gm->oh, gm->ow, p, p, gpad);
+        if (X->bsum)
+            for (int64_t k = 0; k < K; k++)
+                X->bsum[n * K + k] = (T)S(run_sum)(X->w.g + n * ys + k * (ys / K), ys / K);
         S(cv_conv)(gpad, K, ks, L->Wq, gm->r, gm->s, C, L->wpk, grid, L->colsx);
         S(cv_unwiden)(grid, L->colsx, L->Wq, C, H, W, NULL, X->E, n * xs, X->dx + n * xs);
         S(cv_pad)(X->w.x + n * xs, C, H, W, p, p, xpad);
@@ -719,12 +725,24 @@ static void S(cv_xwtask)(void *arg, int64_t t) {
     }
 }
 
+/* Whether bwd_xw sums db itself: reduce (kernels_dense_t.h) sums g[n, k, oh, ow] over
+ * n, oh, ow as db[k] = 0, then db[k] += (T)run_sum(g[n, k]) for n in order when the
+ * axes group as (n, k, oh*ow) -- k and oh*ow above 1 (size-1 axes merge the runs
+ * otherwise; n = 1 drops out and gives the same order).  Each image's run sums go to
+ * the scratch after the vec parts (cdl_conv2d_scratch) as the image is padded, and are
+ * added in image order after the chunks: reduce's roundings, any thread count. */
+static int S(cv_xw_bias)(const cdl_conv2d_geom *gm) {
+    return gm->k > 1 && gm->oh * gm->ow > 1;
+}
+
 static void S(cv_conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *x, const S(cv_epi) *E,
-                                T *dx, T *dw, T *scratch) {
+                                T *dx, T *dw, T *db, T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
+    int64_t p[6];
+    cdl_conv2d_vec_parts(gm, p);
     S(cv_pack_bwd)(gm, w, L.wpk);
     S(cv_xwjob) X = {.w = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nch = cdl_conv2d_vec_chunks(gm), .nq = 1},
-                     .E = E, .dx = dx};
+                     .E = E, .dx = dx, .bsum = db ? scratch + p[0] + p[1] + p[2] + p[3] : NULL};
     const int nt = S(cv_threads)(gm, X.w.nch);
     if (nt > 1)
         cdl_parallel_for(X.w.nch, S(cv_xwtask), &X);
@@ -732,6 +750,10 @@ static void S(cv_conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *
         for (int64_t t = 0; t < X.w.nch; t++) S(cv_xwtask)(&X, t);
     X.w.nq = nt;
     cdl_parallel_for(X.w.nq, S(cv_wsum), &X.w);
+    if (!db) return;
+    for (int64_t k = 0; k < gm->k; k++) db[k] = 0;
+    for (int64_t n = 0; n < gm->n; n++)
+        for (int64_t k = 0; k < gm->k; k++) db[k] += X.bsum[n * gm->k + k];
 }
 
 #undef CV_L
@@ -858,17 +880,20 @@ void S(conv2d_bwd_x_fused)(const cdl_conv2d_geom *gm, const T *g, const T *w, co
     S(cv_epi_inplace)(&E, gm->n * gm->c * gm->h * gm->w, dx);
 }
 
-/* dx as conv2d_bwd_x_fused(g, w, acc, mask) and dw as conv2d_bwd_w(g, x), the same
- * bits, in one pass over g when the geometry allows (cv_xw_ok). */
+/* dx as conv2d_bwd_x_fused(g, w, acc, mask), dw as conv2d_bwd_w(g, x) and db (if not
+ * NULL) as reduce's bias gradient of g, the same bits, in one pass over g when the
+ * geometry allows (cv_xw_ok, cv_xw_bias). */
 void S(conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *x, const T *acc, const T *mask,
-                      T *dx, T *dw, T *scratch) {
+                      T *dx, T *dw, T *db, T *scratch) {
     const S(cv_epi) E = {.add = acc, .mask = mask};
     if (S(cv_xw_ok)(gm)) {
-        S(cv_conv2d_bwd_xw)(gm, g, w, x, &E, dx, dw, scratch);
-        return;
+        S(cv_conv2d_bwd_xw)(gm, g, w, x, &E, dx, dw, S(cv_xw_bias)(gm) ? db : NULL, scratch);
+        if (!db || S(cv_xw_bias)(gm)) return;
+    } else {
+        S(conv2d_bwd_x_fused)(gm, g, w, acc, mask, dx, scratch);
+        S(conv2d_bwd_w)(gm, g, x, dw, scratch);
     }
-    S(conv2d_bwd_x_fused)(gm, g, w, acc, mask, dx, scratch);
-    S(conv2d_bwd_w)(gm, g, x, dw, scratch);
+    if (db) S(reduce)(4, (const int64_t[]){gm->n, gm->k, gm->oh, gm->ow}, 0xdu, 0, g, db);
 }
 
 /* ------------------------------------------------------------------ pooling */

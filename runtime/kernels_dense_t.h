@@ -73,24 +73,7 @@ void S(linear)(int64_t rows, int64_t in, int64_t out, const T *restrict x,
 
 /* ---- reductions ---------------------------------------------------------------- */
 
-/* Sum of a contiguous run, accumulated in double (accuracy for f32) in 16 independent
- * chains added at the end: they vectorise (two AVX-512 registers of doubles), where
- * four chains took two-lane vectors and left the bias gradients of the bench ResNet's
- * convolutions (sums over N, H, W) at 3.6% of its step. */
-#define RUN_SUM_LANES 16
-static double S(run_sum)(const T *restrict x, int64_t n) {
-    double a[RUN_SUM_LANES] = {0};
-    int64_t i = 0;
-    for (; i + RUN_SUM_LANES <= n; i += RUN_SUM_LANES)
-        for (int k = 0; k < RUN_SUM_LANES; k++)
-            a[k] += (double)x[i + k];
-    for (; i < n; i++)
-        a[i % RUN_SUM_LANES] += (double)x[i];
-    double s = 0;
-    for (int k = 0; k < RUN_SUM_LANES; k++)
-        s += a[k];
-    return s;
-}
+#include "kernels_sum_t.h" /* S(run_sum): shared with the conv backward's bias gradient */
 
 /* Kept elements [j0, j1) of a RedJob: y[j] = sum over o of the run x[o, j, :], o in
  * order (reduce's own order for these shapes). */

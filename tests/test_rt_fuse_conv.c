@@ -5,7 +5,8 @@
  * f32 and f64, on the direct (vec) geometry of the bench ResNet and on GEMM (im2col)
  * geometries, at 1 and 2 threads.  The lane mode (narrow images, kernels_conv_lane_t.h)
  * gives the vec mode's grid bits for every epilogue.  conv2d_bwd_xw (dx and dw in one
- * pass) gives conv2d_bwd_x_fused's and conv2d_bwd_w's bits.  maxpool2d_bwd_relu (relu_bwd
+ * pass) gives conv2d_bwd_x_fused's and conv2d_bwd_w's bits, and its bias gradient
+ * reduce's (the sum of g over n, oh, ow).  maxpool2d_bwd_relu (relu_bwd
  * folded into the max pool's backward) gives maxpool2d_bwd then relu_bwd's bits. */
 #include "test_rt_util.h"
 
@@ -62,15 +63,20 @@ static double *mixed(int64_t n) {
          * the mask too when bit 1 (the static ResNet: the conv's input is a relu's output) */ \
         const T *mk2 = (mk && (bits & 1)) ? x : mk;                                                              \
         T *w1 = malloc(sizeof(T) * (size_t)nw), *w2 = malloc(sizeof(T) * (size_t)nw);                            \
+        T *b1 = malloc(sizeof(T) * (size_t)g->k), *b2 = malloc(sizeof(T) * (size_t)g->k);                        \
         cdl_conv2d_bwd_x_fused_##S(g, gy, w, ac, mk2, x1, scr);                                                  \
         cdl_conv2d_bwd_w_##S(g, gy, x, w1, scr);                                                                 \
+        cdl_reduce_##S(4, (const int64_t[]){g->n, g->k, g->oh, g->ow}, 0xdu, 0, gy, b1);                         \
         memset(x2, 0x7f, sizeof(T) * (size_t)nx);                                                                \
         memset(w2, 0x7f, sizeof(T) * (size_t)nw);                                                                \
+        memset(b2, 0x7f, sizeof(T) * (size_t)g->k);                                                              \
         memset(scr, 0x7f, sizeof(T) * (size_t)(ns > 0 ? ns : 1));                                                \
-        cdl_conv2d_bwd_xw_##S(g, gy, w, x, ac, mk2, x2, w2, scr);                                                \
+        /* the bias gradient too (reduce's bits), except with bit 4 (relu: forward only) */                      \
+        cdl_conv2d_bwd_xw_##S(g, gy, w, x, ac, mk2, x2, w2, (bits & 4) ? NULL : b2, scr);                        \
         assert_memory_equal(x1, x2, sizeof(T) * (size_t)nx);                                                     \
         assert_memory_equal(w1, w2, sizeof(T) * (size_t)nw);                                                     \
-        free(w1); free(w2);                                                                                      \
+        if (!(bits & 4)) assert_memory_equal(b1, b2, sizeof(T) * (size_t)g->k);                                  \
+        free(w1); free(w2); free(b1); free(b2);                                                                  \
         free(dx); free(dw); free(db); free(dskip); free(dg); free(dacc); free(dmask);                            \
         free(x); free(w); free(b); free(skip); free(gy); free(acc); free(mask);                                  \
         free(y1); free(y2); free(x1); free(x2); free(scr);                                                       \
@@ -141,8 +147,9 @@ static void test_fused_direct(void **st) {
     all_epilogues(&g);
     /* conv2d_bwd_xw's one-pass geometries (all_epilogues checks it against the separate
      * kernels): batch 1, C != K, odd widths, 5x5 pad 2 */
-    const int64_t xw[4][5] = {{1, 3, 7, 19, 5}, {3, 5, 6, 21, 2}, {2, 2, 5, 13, 9}, {1, 4, 9, 31, 3}};
-    for (int i = 0; i < 4; i++) {
+    const int64_t xw[6][5] = {{1, 3, 7, 19, 5}, {3, 5, 6, 21, 2}, {2, 2, 5, 13, 9}, {1, 4, 9, 31, 3},
+                              {3, 2, 5, 17, 1}, {2, 3, 1, 1, 4}}; /* the bias gradient's runs merged: k 1, 1x1 */
+    for (int i = 0; i < 6; i++) {
         g = geom(xw[i][0], xw[i][1], xw[i][2], xw[i][3], xw[i][4], 3, 1, 1);
         assert_true(cdl_conv2d_vec_xw(&g) && !cdl_conv2d_lanes_f32(&g));
         all_epilogues(&g);

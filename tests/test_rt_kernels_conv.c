@@ -145,11 +145,13 @@ static void test_conv_grouped(void **st) {
     /* stride 1: the direct kernel (cdl_conv2d_vec), whatever the group: grids of 22
      * columns ((4-1)*6 + 4), so bwd_w takes 8 images at a time: per thread slot 8 padded
      * x (2x6x6, more than one padded g, 3x6x6) plus a block; 8 grids rounded up to 48 for
-     * 3 channels (more than a forward grid per slot); packed weights, lane partials */
+     * 3 channels (more than a forward grid per slot); packed weights, lane partials;
+     * a same-padded 3x3 (cdl_conv2d_vec_xw): bwd_xw's per-image bias sums, n * k */
     cdl_conv2d_geom g = geom(7, 2, 4, 4, 3, 3, 3, 1, 1, 3);
     assert_int_equal(cdl_conv2d_vec_group(&g), 8);
+    assert_true(cdl_conv2d_vec_xw(&g));
     assert_int_equal(cdl_conv2d_scratch(&g),
-                     CDL_CONV_THREADS * (8 * 2 * 36 + 48 + 8 * 3 * 48 + 3 * 18 * 16) + 3 * 18);
+                     CDL_CONV_THREADS * (8 * 2 * 36 + 48 + 8 * 3 * 48 + 3 * 18 * 16) + 3 * 18 + 7 * 3);
     /* strided: classic im2col, 4 columns per image */
     g = geom(7, 2, 4, 4, 3, 3, 3, 2, 1, 3);
     assert_int_equal(cdl_conv2d_scratch(&g), 18 * 3 * 4 + 3 * 3 * 4 + 3 * 18);

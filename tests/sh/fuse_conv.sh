@@ -2,8 +2,8 @@
 # Convolution epilogue fusion (compiler/opt_fuse_conv.c) on the bench ResNet
 # (bench/models/resnet.cdl): the static code's train step calls the fused kernels for
 # every convolution (forward: bias, relu and the residual add in the store; backward:
-# relu's mask and the residual gradient's add in bwd_x's store, and bwd_x with bwd_w in
-# one call, conv2d_bwd_xw) and no separate relu,
+# relu's mask and the residual gradient's add in bwd_x's store, and bwd_x with bwd_w and
+# the bias gradient in one call, conv2d_bwd_xw) and no separate relu,
 # add or relu_bwd of a convolution's result; the tape's code calls none of them; and the
 # two builds train bit for bit alike (cdl-compare --tol 0, 3 steps, batch 8).
 # `cdlc --dump-after=opt` of tests/models/fuse_small.cdl equals tests/golden/fuse_small.opt:
@@ -37,6 +37,11 @@ count() { grep -c "$1(" "$t/step.c"; }
 for k in cdl_conv2d_f32 cdl_conv2d_bwd_x_f32 cdl_relu_f32 cdl_add_f32; do
     [ "$(count $k)" = 0 ] || { echo "FAIL: the train step still calls $k"; fail=$((fail + 1)); }
 done
+# their bias gradients are summed in the same pass (reduce's bits): the one bias
+# gradient left as a reduce over N, H, W is the stem's
+nb=$(grep -c 'cdl_reduce_f32(4, .*, 0xdu, 0,' "$t/step.c")
+[ "$nb" = 1 ] || { echo "FAIL: $nb bias gradients summed by reduce in the train step, want 1 (the stem's; conv2d_bwd_xw sums the others)"; fail=$((fail + 1)); }
+[ "$(grep -c 'computed by conv2d_bwd_xw below' "$t/step.c")" = 4 ] || { echo "FAIL: want 4 bias gradients computed by conv2d_bwd_xw"; fail=$((fail + 1)); }
 # one relu_bwd is left: the pooled gradient's, which no convolution makes
 [ "$(count cdl_relu_bwd_f32)" = 1 ] || { echo "FAIL: $(count cdl_relu_bwd_f32) relu_bwd calls in the train step, want 1"; fail=$((fail + 1)); }
 "$CDLC" --target=tape -D B=8 "$m" -o "$t/tape.c" 2>"$t/log" || { echo "FAIL: cdlc --target=tape: $(head -3 $t/log)"; exit 1; }
