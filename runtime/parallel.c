@@ -8,14 +8,19 @@
  * a task does not matter, so a kernel whose tasks write disjoint outputs (or a
  * per-task slot of its scratch) gives the same bits for any thread count.
  *
- * Waiting.  Between jobs a worker spins for POOL_SPIN_NS (pausing) and then sleeps on a
- * condition variable; waking a sleeping thread costs ~20-50 us on these VMs (the
- * hypervisor's interrupt path), as long as a small job; about half of a ResNet or LeNet
- * step's gaps between pool jobs are under 5 us of the caller's time.  Longer spins
- * (20, 50 us) were slower in wall time on the loaded machine (load 4: a spinning
- * worker takes the core from the threads that have work), docs/benchmarks.md.  The caller, once no task
- * is left to take, waits the same way for the workers still inside the job.  Nothing
- * else in cdl spins (the libraries run single-threaded, blas.c).
+ * Waiting.  Between jobs a thread stays awake for the pool's wait window (POOL_WAIT_NS
+ * unless cdl_parallel_set_wait says otherwise) and then sleeps on a condition
+ * variable: for the first POOL_SPIN_NS it spins on `pause`, after that on
+ * sched_yield, which on an idle core returns at once (the thread sees a new job
+ * within a microsecond or two) and on a busy one hands the core to the threads that
+ * have work.  Waking a sleeping thread costs ~20-50 us on these VMs (the hypervisor's
+ * interrupt path), as long as a small job: a step whose jobs come closer together
+ * than the window never pays it, and a worker never stays awake more than the window
+ * after the last job (the CPU time a user sees: at most the step's serial time plus
+ * one window a step).  docs/benchmarks.md, "2 threads", has the measurements.  The
+ * caller, once no task is left to take, waits the same way for the workers still
+ * inside the job.  Nothing else in cdl spins (the libraries run single-threaded,
+ * blas.c).
  *
  * A job's life.  pool.state holds the job number (gen, bits 17 and up), a closed bit
  * and the count of workers inside the job (refs).  The caller writes the job, then
@@ -27,6 +32,7 @@
  * that did not take part.  Nothing here allocates after cdl_parallel_set_threads, so a
  * training step stays allocation-free. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -34,7 +40,8 @@
 #include "cdl.h"
 
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
-#define POOL_SPIN_NS 5000 /* how long a waiting thread spins before it sleeps */
+#define POOL_SPIN_NS 5000    /* a waiting thread spins on pause this long, */
+#define POOL_WAIT_NS 200000  /* then on sched_yield until this long (the default window) */
 #define ST_REFS ((uint64_t)0xffff)
 #define ST_CLOSED ((uint64_t)1 << 16)
 #define ST_GEN1 ((uint64_t)1 << 17)
@@ -49,6 +56,7 @@ static struct {
     atomic_int quit;
     atomic_int sleepers;   /* workers asleep (or about to be) on wake */
     atomic_int caller_waits; /* the caller is asleep (or about to be) on done */
+    atomic_llong wait_ns;    /* the wait window (cdl_parallel_set_wait) */
     _Alignas(64) _Atomic uint64_t state; /* gen | closed | refs (above) */
     cdl_slot_fn *fn;     /* the current job: written before its gen is published */
     void *ctx;
@@ -62,6 +70,7 @@ static struct {
     .done = PTHREAD_COND_INITIALIZER,
     .busy = ATOMIC_FLAG_INIT,
     .threads = 1,
+    .wait_ns = POOL_WAIT_NS,
 };
 
 static inline void cpu_relax(void) {
@@ -76,17 +85,24 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spin up to POOL_SPIN_NS while cond(arg) is false; returns cond's last value. */
+/* Wait up to the wait window while cond(arg) is false, spinning on pause for the first
+ * POOL_SPIN_NS and yielding the core after that; returns cond's last value. */
 static int spin_until(int (*cond)(uint64_t), uint64_t arg) {
     if (cond(arg)) return 1;
-    int64_t t0 = now_ns();
+    const int64_t t0 = now_ns(), wait = atomic_load_explicit(&pool.wait_ns, memory_order_relaxed);
+    const int64_t spin = wait < POOL_SPIN_NS ? wait : POOL_SPIN_NS;
     for (;;) {
         for (int i = 0; i < 64; i++) {
             cpu_relax();
             if (cond(arg)) return 1;
         }
-        if (now_ns() - t0 > POOL_SPIN_NS) return cond(arg);
+        if (now_ns() - t0 > spin) break;
     }
+    while (now_ns() - t0 <= wait) {
+        sched_yield();
+        if (cond(arg)) return 1;
+    }
+    return cond(arg);
 }
 
 /* A job newer than gen `seen` has been published, or the pool quits.  (seq_cst loads,
@@ -185,6 +201,14 @@ void cdl_parallel_set_threads(int n) {
 
 int cdl_parallel_threads(void) {
     return atomic_load(&pool.threads);
+}
+
+int64_t cdl_parallel_set_wait(int64_t ns) {
+    return atomic_exchange(&pool.wait_ns, ns > 0 ? ns : 0);
+}
+
+int cdl_parallel_sleeping(void) {
+    return atomic_load(&pool.sleepers);
 }
 
 /* Publish job (fn, ctx, n), run its tasks beside the workers, close it and wait for

@@ -4,7 +4,8 @@
  * tasks than threads, for 1 to 5 threads; and cdl_parallel_for itself: many small jobs
  * back to back, and jobs far enough apart that the workers stop spinning and sleep,
  * run every task exactly once and return only when all have finished; and
- * cdl_parallel_slots gives each thread its own slot below the limit. */
+ * cdl_parallel_slots gives each thread its own slot below the limit; and the wait window
+ * (cdl_parallel_set_wait): workers stay awake for it after a job and sleep after it. */
 #include "test_rt_util.h"
 
 #include <stdatomic.h>
@@ -132,11 +133,42 @@ static void test_slots(void **state) {
     cdl_parallel_set_threads(1);
 }
 
+/* Poll until `want` workers sleep, for up to ms milliseconds: 1 if they did. */
+static int sleeping_within(int want, int ms) {
+    for (int i = 0; i < ms; i++) {
+        if (cdl_parallel_sleeping() == want) return 1;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return cdl_parallel_sleeping() == want;
+}
+
+static void test_wait_window(void **state) {
+    (void)state;
+    cdl_parallel_set_threads(3); /* two workers */
+    const int64_t def = cdl_parallel_set_wait(500000000); /* 500 ms */
+    assert_int_equal(def, 200000); /* the default window, 200 us */
+    for (int r = 0; r < 3; r++) {
+        one_job(8, 100);
+        nanosleep(&(struct timespec){0, 20000000}, NULL); /* 20 ms: inside the window */
+        assert_int_equal(cdl_parallel_sleeping(), 0);     /* both still awake (yielding) */
+        assert_true(sleeping_within(2, 5000));            /* asleep once it has passed */
+    }
+    assert_int_equal(cdl_parallel_set_wait(0), 500000000);
+    one_job(8, 100); /* wakes them */
+    assert_true(sleeping_within(2, 5000)); /* window 0: asleep after the short spin */
+    one_job(8, 100);
+    assert_int_equal(cdl_parallel_set_wait(-5), 0); /* negative means 0 */
+    assert_int_equal(cdl_parallel_set_wait(def), 0);
+    cdl_parallel_set_threads(1);
+    assert_int_equal(cdl_parallel_sleeping(), 0); /* no workers */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_many_jobs),
         cmocka_unit_test(test_slots),
+        cmocka_unit_test(test_wait_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
