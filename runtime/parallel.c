@@ -12,8 +12,9 @@
  * unless cdl_parallel_set_wait says otherwise) and then sleeps on a condition
  * variable: for the first POOL_SPIN_NS it spins on `pause`, after that on
  * sched_yield, which on an idle core returns at once (the thread sees a new job
- * within a microsecond or two) and on a busy one hands the core to the threads that
- * have work.  Waking a sleeping thread costs ~20-50 us on these VMs (the hypervisor's
+ * within a microsecond or two).  A yield that returns late (over POOL_BUSY_NS: another
+ * thread ran on the core) says the machine is busy, and the thread sleeps at once
+ * rather than keep taking its turns from the threads that have work.  Waking a sleeping thread costs ~20-50 us on these VMs (the hypervisor's
  * interrupt path), as long as a small job: a step whose jobs come closer together
  * than the window never pays it, and a worker never stays awake more than the window
  * after the last job (the CPU time a user sees: at most the step's serial time plus
@@ -42,6 +43,7 @@
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
 #define POOL_SPIN_NS 5000    /* a waiting thread spins on pause this long, */
 #define POOL_WAIT_NS 200000  /* then on sched_yield until this long (the default window) */
+#define POOL_BUSY_NS 20000   /* a yield that took longer: the core is wanted, sleep (default) */
 #define ST_REFS ((uint64_t)0xffff)
 #define ST_CLOSED ((uint64_t)1 << 16)
 #define ST_GEN1 ((uint64_t)1 << 17)
@@ -57,6 +59,7 @@ static struct {
     atomic_int sleepers;   /* workers asleep (or about to be) on wake */
     atomic_int caller_waits; /* the caller is asleep (or about to be) on done */
     atomic_llong wait_ns;    /* the wait window (cdl_parallel_set_wait) */
+    atomic_llong busy_ns;    /* a yield longer than this ends the wait (0: never) */
     _Alignas(64) _Atomic uint64_t state; /* gen | closed | refs (above) */
     cdl_slot_fn *fn;     /* the current job: written before its gen is published */
     void *ctx;
@@ -71,6 +74,7 @@ static struct {
     .busy = ATOMIC_FLAG_INIT,
     .threads = 1,
     .wait_ns = POOL_WAIT_NS,
+    .busy_ns = POOL_BUSY_NS,
 };
 
 static inline void cpu_relax(void) {
@@ -86,7 +90,8 @@ static int64_t now_ns(void) {
 }
 
 /* Wait up to the wait window while cond(arg) is false, spinning on pause for the first
- * POOL_SPIN_NS and yielding the core after that; returns cond's last value. */
+ * POOL_SPIN_NS and yielding the core after that, until a yield returns late; returns
+ * cond's last value. */
 static int spin_until(int (*cond)(uint64_t), uint64_t arg) {
     if (cond(arg)) return 1;
     const int64_t t0 = now_ns(), wait = atomic_load_explicit(&pool.wait_ns, memory_order_relaxed);
@@ -98,9 +103,13 @@ static int spin_until(int (*cond)(uint64_t), uint64_t arg) {
         }
         if (now_ns() - t0 > spin) break;
     }
-    while (now_ns() - t0 <= wait) {
+    const int64_t busy = atomic_load_explicit(&pool.busy_ns, memory_order_relaxed);
+    for (int64_t t = now_ns(); t - t0 <= wait;) {
         sched_yield();
         if (cond(arg)) return 1;
+        const int64_t t1 = now_ns();
+        if (busy > 0 && t1 - t > busy) break; /* another thread wanted the core */
+        t = t1;
     }
     return cond(arg);
 }
@@ -203,7 +212,8 @@ int cdl_parallel_threads(void) {
     return atomic_load(&pool.threads);
 }
 
-int64_t cdl_parallel_set_wait(int64_t ns) {
+int64_t cdl_parallel_set_wait(int64_t ns, int64_t busy_ns) {
+    atomic_store(&pool.busy_ns, busy_ns > 0 ? busy_ns : 0);
     return atomic_exchange(&pool.wait_ns, ns > 0 ? ns : 0);
 }
 

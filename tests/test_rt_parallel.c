@@ -145,7 +145,7 @@ static int sleeping_within(int want, int ms) {
 static void test_wait_window(void **state) {
     (void)state;
     cdl_parallel_set_threads(3); /* two workers */
-    const int64_t def = cdl_parallel_set_wait(500000000); /* 500 ms */
+    const int64_t def = cdl_parallel_set_wait(500000000, 0); /* 500 ms, whatever the load */
     assert_int_equal(def, 200000); /* the default window, 200 us */
     for (int r = 0; r < 3; r++) {
         one_job(8, 100);
@@ -153,12 +153,18 @@ static void test_wait_window(void **state) {
         assert_int_equal(cdl_parallel_sleeping(), 0);     /* both still awake (yielding) */
         assert_true(sleeping_within(2, 5000));            /* asleep once it has passed */
     }
-    assert_int_equal(cdl_parallel_set_wait(0), 500000000);
+    /* a 20 s window, but any yield counts as late (1 ns): they sleep after their first */
+    assert_int_equal(cdl_parallel_set_wait(20000000000, 1), 500000000);
+    for (int r = 0; r < 3; r++) {
+        one_job(8, 100);
+        assert_true(sleeping_within(2, 5000));
+    }
+    assert_int_equal(cdl_parallel_set_wait(0, 0), 20000000000);
     one_job(8, 100); /* wakes them */
     assert_true(sleeping_within(2, 5000)); /* window 0: asleep after the short spin */
     one_job(8, 100);
-    assert_int_equal(cdl_parallel_set_wait(-5), 0); /* negative means 0 */
-    assert_int_equal(cdl_parallel_set_wait(def), 0);
+    assert_int_equal(cdl_parallel_set_wait(-5, 0), 0); /* negative means 0 */
+    assert_int_equal(cdl_parallel_set_wait(def, 20000), 0);
     cdl_parallel_set_threads(1);
     assert_int_equal(cdl_parallel_sleeping(), 0); /* no workers */
 }
