@@ -769,13 +769,13 @@ int cdl_parallel_threads(void);
 void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
 /* How long a thread of the pool waiting for the next job (or the caller waiting for the
  * workers to finish one) stays awake before it sleeps, in ns: it spins for the first
- * few us, then yields its core (sched_yield) until the window ends, so jobs closer
- * together than the window never pay a wake-up (~20-50 us), and a worker burns at most
+ * 5 us, then yields its core (sched_yield) until the window ends, so jobs closer
+ * together than the window never pay a wake-up (~20-50 us), and a thread burns at most
  * one window of CPU after the last job.  A yield that takes longer than busy_ns means
  * another thread wanted the core (a loaded machine): the thread sleeps at once (busy_ns
- * <= 0: it never does).  Defaults: window 200 us, busy_ns 20 us; window 0 sleeps after
- * the short spin.  Returns the previous window.  cdl_parallel_sleeping: workers asleep
- * now. */
+ * <= 0: it never does).  Defaults: window 5 us (no yielding), busy_ns 20 us;
+ * CDL_POOL_WAIT_US in the environment sets the window when the thread count is first
+ * set.  Returns the previous window.  cdl_parallel_sleeping: workers asleep now. */
 int64_t cdl_parallel_set_wait(int64_t ns, int64_t busy_ns);
 int cdl_parallel_sleeping(void);
 /* The same for tasks that need a scratch slot of their own: fn(ctx, i, slot) runs on

@@ -8,20 +8,22 @@
  * a task does not matter, so a kernel whose tasks write disjoint outputs (or a
  * per-task slot of its scratch) gives the same bits for any thread count.
  *
- * Waiting.  Between jobs a thread stays awake for the pool's wait window (POOL_WAIT_NS
- * unless cdl_parallel_set_wait says otherwise) and then sleeps on a condition
- * variable: for the first POOL_SPIN_NS it spins on `pause`, after that on
- * sched_yield, which on an idle core returns at once (the thread sees a new job
- * within a microsecond or two).  A yield that returns late (over POOL_BUSY_NS: another
- * thread ran on the core) says the machine is busy, and the thread sleeps at once
- * rather than keep taking its turns from the threads that have work.  Waking a sleeping thread costs ~20-50 us on these VMs (the hypervisor's
- * interrupt path), as long as a small job: a step whose jobs come closer together
- * than the window never pays it, and a worker never stays awake more than the window
- * after the last job (the CPU time a user sees: at most the step's serial time plus
- * one window a step).  docs/benchmarks.md, "2 threads", has the measurements.  The
- * caller, once no task is left to take, waits the same way for the workers still
- * inside the job.  Nothing else in cdl spins (the libraries run single-threaded,
- * blas.c).
+ * Waiting.  Between jobs a thread stays awake for the pool's wait window and then
+ * sleeps on a condition variable: for the first POOL_SPIN_NS it spins on `pause`, after
+ * that (a window longer than POOL_SPIN_NS) on sched_yield, which on an idle core
+ * returns at once (the thread sees a new job within a microsecond or two).  A yield
+ * that returns late (over the busy threshold: another thread ran on the core) says the
+ * machine is busy, and the thread sleeps at once.  Waking a sleeping thread costs
+ * ~20-50 us on these VMs (the hypervisor's interrupt path), as long as a small job: a
+ * step whose jobs come closer together than the window never pays it, and a thread
+ * burns at most one window after the last job.  The default window is POOL_SPIN_NS,
+ * pause only (the pool before the window existed): on the loaded machine a 200 us
+ * yield window made small rows' 2-thread wall time worse (a yielding worker waits out
+ * other threads' slices and misses jobs, where a woken sleeper is run at once), and
+ * no idle machine was there to show its gain; cdl_parallel_set_wait or
+ * CDL_POOL_WAIT_US set it (docs/benchmarks.md, "2 threads").  The caller, once no task
+ * is left to take, waits the same way for the workers still inside the job.  Nothing
+ * else in cdl spins (the libraries run single-threaded, blas.c).
  *
  * A job's life.  pool.state holds the job number (gen, bits 17 and up), a closed bit
  * and the count of workers inside the job (refs).  The caller writes the job, then
@@ -36,14 +38,14 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "cdl.h"
 
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
-#define POOL_SPIN_NS 5000    /* a waiting thread spins on pause this long, */
-#define POOL_WAIT_NS 200000  /* then on sched_yield until this long (the default window) */
-#define POOL_BUSY_NS 20000   /* a yield that took longer: the core is wanted, sleep (default) */
+#define POOL_SPIN_NS 5000  /* a waiting thread spins on pause this long (the default window), */
+#define POOL_BUSY_NS 20000 /* then yields; a yield that took longer: the core is wanted, sleep */
 #define ST_REFS ((uint64_t)0xffff)
 #define ST_CLOSED ((uint64_t)1 << 16)
 #define ST_GEN1 ((uint64_t)1 << 17)
@@ -73,7 +75,7 @@ static struct {
     .done = PTHREAD_COND_INITIALIZER,
     .busy = ATOMIC_FLAG_INIT,
     .threads = 1,
-    .wait_ns = POOL_WAIT_NS,
+    .wait_ns = POOL_SPIN_NS,
     .busy_ns = POOL_BUSY_NS,
 };
 
@@ -189,11 +191,25 @@ static void pool_stop(void) {
     atomic_store(&pool.quit, 0);
 }
 
+/* CDL_POOL_WAIT_US (whole microseconds, under 10 s) sets the wait window the first
+ * time the thread count is set; anything else in it is ignored. */
+static void wait_from_env(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    const char *e = getenv("CDL_POOL_WAIT_US");
+    if (!e || !*e) return;
+    char *end;
+    long long us = strtoll(e, &end, 10);
+    if (*end == 0 && us >= 0 && us < 10000000) atomic_store(&pool.wait_ns, us * 1000);
+}
+
 void cdl_parallel_set_threads(int n) {
     int want = n > 1 ? n - 1 : 0;
     if (want > POOL_MAX) want = POOL_MAX;
     while (atomic_flag_test_and_set(&pool.busy)) /* not while a job runs (jobs are short) */
         ;
+    wait_from_env();
     if (want == pool.nworkers) {
         atomic_flag_clear(&pool.busy);
         return;

@@ -5,7 +5,8 @@
  * back to back, and jobs far enough apart that the workers stop spinning and sleep,
  * run every task exactly once and return only when all have finished; and
  * cdl_parallel_slots gives each thread its own slot below the limit; and the wait window
- * (cdl_parallel_set_wait): workers stay awake for it after a job and sleep after it. */
+ * (cdl_parallel_set_wait, CDL_POOL_WAIT_US): workers stay awake for it after a job and
+ * sleep after it, or after their first late yield. */
 #include "test_rt_util.h"
 
 #include <stdatomic.h>
@@ -146,7 +147,7 @@ static void test_wait_window(void **state) {
     (void)state;
     cdl_parallel_set_threads(3); /* two workers */
     const int64_t def = cdl_parallel_set_wait(500000000, 0); /* 500 ms, whatever the load */
-    assert_int_equal(def, 200000); /* the default window, 200 us */
+    assert_int_equal(def, 7000); /* CDL_POOL_WAIT_US=7 (main) */
     for (int r = 0; r < 3; r++) {
         one_job(8, 100);
         nanosleep(&(struct timespec){0, 20000000}, NULL); /* 20 ms: inside the window */
@@ -164,12 +165,13 @@ static void test_wait_window(void **state) {
     assert_true(sleeping_within(2, 5000)); /* window 0: asleep after the short spin */
     one_job(8, 100);
     assert_int_equal(cdl_parallel_set_wait(-5, 0), 0); /* negative means 0 */
-    assert_int_equal(cdl_parallel_set_wait(def, 20000), 0);
+    assert_int_equal(cdl_parallel_set_wait(5000, 20000), 0); /* the default */
     cdl_parallel_set_threads(1);
     assert_int_equal(cdl_parallel_sleeping(), 0); /* no workers */
 }
 
 int main(void) {
+    setenv("CDL_POOL_WAIT_US", "7", 1); /* read when the pool first starts: test_wait_window */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_many_jobs),
