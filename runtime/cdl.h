@@ -775,7 +775,8 @@ void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
  * another thread wanted the core (a loaded machine): the thread sleeps at once (busy_ns
  * <= 0: it never does).  Defaults: window 5 us (no yielding), busy_ns 20 us;
  * CDL_POOL_WAIT_US in the environment sets the window when the thread count is first
- * set.  Returns the previous window.  cdl_parallel_sleeping: workers asleep now. */
+ * set (a value that is not a whole number of microseconds under 10 s is reported on
+ * stderr and ignored).  Returns the previous window.  cdl_parallel_sleeping: workers asleep now. */
 int64_t cdl_parallel_set_wait(int64_t ns, int64_t busy_ns);
 int cdl_parallel_sleeping(void);
 /* The same for tasks that need a scratch slot of their own: fn(ctx, i, slot) runs on

@@ -38,6 +38,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -192,7 +193,8 @@ static void pool_stop(void) {
 }
 
 /* CDL_POOL_WAIT_US (whole microseconds, under 10 s) sets the wait window the first
- * time the thread count is set; anything else in it is ignored. */
+ * time the thread count is set; anything else in it is reported once on stderr and
+ * the window left as it is. */
 static void wait_from_env(void) {
     static int done;
     if (done) return;
@@ -201,7 +203,11 @@ static void wait_from_env(void) {
     if (!e || !*e) return;
     char *end;
     long long us = strtoll(e, &end, 10);
-    if (*end == 0 && us >= 0 && us < 10000000) atomic_store(&pool.wait_ns, us * 1000);
+    if (*end == 0 && us >= 0 && us < 10000000 && *e >= '0' && *e <= '9')
+        atomic_store(&pool.wait_ns, us * 1000);
+    else
+        fprintf(stderr, "cdl: CDL_POOL_WAIT_US=%s: not a whole number of microseconds from 0 to 9999999; "
+                        "the pool's wait window stays %lld us\n", e, (long long)atomic_load(&pool.wait_ns) / 1000);
 }
 
 void cdl_parallel_set_threads(int n) {

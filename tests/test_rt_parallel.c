@@ -12,6 +12,8 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct Seen {
     atomic_int *hits;     /* per index: how many ranges covered it */
@@ -170,13 +172,61 @@ static void test_wait_window(void **state) {
     assert_int_equal(cdl_parallel_sleeping(), 0); /* no workers */
 }
 
-int main(void) {
+/* CDL_POOL_WAIT_US is read once a process, so each value runs in a child (this program
+ * with --env-child): the child's stderr, or "" when it wrote nothing. */
+static void env_child(const char *value, char *err, size_t cap) {
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        setenv("CDL_POOL_WAIT_US", value, 1);
+        execl("/proc/self/exe", "test_rt_parallel", "--env-child", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < cap && (r = read(fd[0], err + got, cap - 1 - got)) > 0) got += (size_t)r;
+    err[got] = 0;
+    close(fd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A value that is not a whole number of microseconds under 10 s is named on stderr
+ * (and the window kept); a good one says nothing. */
+static void test_wait_env_bad(void **state) {
+    (void)state;
+    char err[1024];
+    const char *bad[] = {"7us", "-5", "abc", " 7", "10000000"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        env_child(bad[i], err, sizeof err);
+        char want[64];
+        snprintf(want, sizeof want, "CDL_POOL_WAIT_US=%s:", bad[i]);
+        assert_non_null(strstr(err, want));
+        assert_non_null(strstr(err, "stays 5 us"));
+    }
+    env_child("200", err, sizeof err);
+    assert_string_equal(err, "");
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--env-child")) { /* test_wait_env_bad's child */
+        cdl_parallel_set_threads(2);
+        cdl_parallel_set_threads(1);
+        return 0;
+    }
     setenv("CDL_POOL_WAIT_US", "7", 1); /* read when the pool first starts: test_wait_window */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_many_jobs),
         cmocka_unit_test(test_slots),
         cmocka_unit_test(test_wait_window),
+        cmocka_unit_test(test_wait_env_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
