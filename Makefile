@@ -43,6 +43,12 @@ PREFIX  ?= /usr/local
 # -fno-math-errno lets sqrtf/expf vectorise (Adam's update, the activations); the
 # runtime never reads errno after math calls.
 RT_OPT  ?= -O3 -march=native -fno-math-errno
+# Every CPU unless the command line says -jN: a serial build of a clean tree takes about
+# a minute on the 2-core machines (runtime/kernels_conv.c alone ~15 s at -O3), which a
+# CI step's time limit on a busy machine can cut short; with both cores about half.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
 
 CC_SRC  := $(wildcard compiler/*.c)
 CC_LIB  := $(filter-out compiler/main.c,$(CC_SRC))
