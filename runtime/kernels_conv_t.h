@@ -445,6 +445,7 @@ static void S(cv_epi_inplace)(const S(cv_epi) *E, int64_t n, T *y) {
  * is pad + t * padsz, its grid grid + t * gridsz (bwd_w: one grid, rows by channel). */
 typedef struct S(cv_lower) {
     T *pad, *grid, *wpk, *part;
+    T *bsum; /* after the vec parts: bwd_xw's per-image bias sums [n, k] (cdl_conv2d_scratch) */
     int64_t padsz, gridsz;
     int64_t Hp, Wp, colsf; /* forward grid: padded input, columns per channel */
     int64_t Hq, Wq, colsx; /* bwd_x grid: g padded by r-1-pad, s-1-pad */
@@ -458,6 +459,7 @@ static S(cv_lower) S(cv_lowering)(const cdl_conv2d_geom *gm, T *scratch) {
     L.grid = scratch + parts[0];
     L.wpk = L.grid + parts[1];
     L.part = L.wpk + parts[2];
+    L.bsum = L.part + parts[3];
     L.padsz = parts[4], L.gridsz = parts[5];
     L.Hp = gm->h + 2 * gm->pad, L.Wp = gm->w + gm->pad; /* rows share a border (cv_pad) */
     L.Hq = gm->oh + 2 * (gm->r - 1 - gm->pad), L.Wq = gm->ow + (gm->s - 1 - gm->pad);
@@ -738,11 +740,9 @@ static int S(cv_xw_bias)(const cdl_conv2d_geom *gm) {
 static void S(cv_conv2d_bwd_xw)(const cdl_conv2d_geom *gm, const T *g, const T *w, const T *x, const S(cv_epi) *E,
                                 T *dx, T *dw, T *db, T *scratch) {
     S(cv_lower) L = S(cv_lowering)(gm, scratch);
-    int64_t p[6];
-    cdl_conv2d_vec_parts(gm, p);
     S(cv_pack_bwd)(gm, w, L.wpk);
     S(cv_xwjob) X = {.w = {.gm = gm, .L = &L, .g = g, .x = x, .dw = dw, .nch = cdl_conv2d_vec_chunks(gm), .nq = 1},
-                     .E = E, .dx = dx, .bsum = db ? scratch + p[0] + p[1] + p[2] + p[3] : NULL};
+                     .E = E, .dx = dx, .bsum = db ? L.bsum : NULL};
     const int nt = S(cv_threads)(gm, X.w.nch);
     if (nt > 1)
         cdl_parallel_for(X.w.nch, S(cv_xwtask), &X);
