@@ -46,7 +46,8 @@ RT_OPT  ?= -O3 -march=native -fno-math-errno
 # Every CPU unless the command line says -jN: a serial build of a clean tree takes about
 # a minute on the 2-core machines (runtime/kernels_conv.c alone ~15 s at -O3), which a
 # CI step's time limit on a busy machine can cut short; with both cores about half.
-ifeq ($(filter -j%,$(MAKEFLAGS)),)
+# (Only the top-level make: a sub-make runs in its parent's job server.)
+ifeq ($(MAKELEVEL)$(filter -j%,$(MAKEFLAGS)),0)
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 endif
 
@@ -321,7 +322,7 @@ lint: lint-deps
 	    --error-exitcode=1 --cppcheck-build-dir=$(LINT)/cppcheck \
 	    --suppressions-list=tools/lint/cppcheck.supp '-D_Noreturn=__attribute__((noreturn))' $(LINT_DEF) \
 	    --template='{file}:{line}:{column}: {severity}: {message} [{id}]' $(LINT_SRC)
-	@$(MAKE) -s -j2 $(patsubst %.c,$(LINT)/tidy/%.ok,$(LINT_SRC))
+	@$(MAKE) -s $(TEST_J) $(patsubst %.c,$(LINT)/tidy/%.ok,$(LINT_SRC))
 	@echo "lint: cppcheck and clang-tidy-14 clean on $(words $(LINT_SRC)) files"
 # The checks of clang-tidy.supp's CHECK entries are off everywhere, its CHECK:FILE
 # entries for that file.
@@ -345,7 +346,7 @@ COV     := build/cov
 COV_SH  ?= errors golden_ir codegen gradcheck_ops
 COV_SCRIPTS = $(if $(filter all,$(COV_SH)),$(wildcard tests/sh/*.sh),$(patsubst %,tests/sh/%.sh,$(COV_SH)))
 coverage: coverage-deps
-	@$(MAKE) -s -j2 B=$(COV) OPT=-O0 RT_OPT=-O0 SAN=--coverage $(COV)/cdlc $(COV)/libcdlrt.a \
+	@$(MAKE) -s $(TEST_J) B=$(COV) OPT=-O0 RT_OPT=-O0 SAN=--coverage $(COV)/cdlc $(COV)/libcdlrt.a \
 	    $(COV)/cdl-compare $(patsubst $(B)/%,$(COV)/%,$(TESTS))
 	@find $(COV) -name '*.gcda' -delete
 	@export B=$(COV) CC="$(CC) --coverage" CDL_CFLAGS=--coverage CMOCKA_MESSAGE_OUTPUT=stdout; fail=0; \
