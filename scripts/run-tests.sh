@@ -32,6 +32,14 @@ export CDL_CACHE_DIR="$out/cdl-cache"
 if [ -z "${CC:-}" ] && printf 'int main(void) { return 0; }\n' | cc -fuse-ld=gold -x c - -o "$out/gold" 2>/dev/null; then
     export CC="cc -fuse-ld=gold"
 fi
+# python3 resolved once: through a pyenv shim on PATH each call costs about 0.6 s of CPU
+# (the shim's bash finds the version), the interpreter itself 0.05 s, and the scripts call
+# python3 dozens of times (static_vs_tape.sh once a model).  The same interpreter, linked
+# into $out/bin.
+if py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$py" ] &&
+   mkdir -p "$out/bin" && ln -s "$py" "$out/bin/python3"; then
+    export PATH="$out/bin:$PATH"
+fi
 # seconds since t0 (one decimal), for the per-test times on each line
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
