@@ -23,6 +23,7 @@ export B CDLC="$B/cdlc" CDLRT="$B/libcdlrt.a"
 export CMOCKA_MESSAGE_OUTPUT=stdout
 pass=0; fail=0; failed_names=""
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+t_start=$(date +%s.%N)
 # the IDX cache (runtime/data_stream.c) of this run, not the user's ~/.cache/cdl
 export CDL_CACHE_DIR="$out/cdl-cache"
 # The programs the tests build (cdlc --exe, cdl-compare, the scripts' $CC) link with gold
@@ -112,7 +113,6 @@ order=$(for i in "${!tests[@]}"; do
             [[ $t == *.sh ]] && { e=30; grep -q '^# run-tests: alone' "$t" && a=1; }
             echo "$a ${est[$n]:-$e} $i"
         done | sort -k1,1nr -k2,2gr -k3,3n | awk '{ print $1, $3 }')
-t_start=$(now)
 used=0; running=()
 while read -r -u 3 a i; do
     need[$i]=1; [ "$a" = 1 ] && need[$i]=$JOBS
