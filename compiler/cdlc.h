@@ -235,6 +235,11 @@ typedef struct Node {
     Graph *sub;            /* LOOP: the body */
     int inplace;           /* NF_INPLACE: which input (index into in[]) it overwrites */
     int fused_into;        /* opt_fuse_conv: the node it was folded into, + 1 (0: none) */
+    /* opt_pair_conv: one conv2d_bwd_xw call computes a convolution's dx, dw and db
+     * (node ids + 1; 0: none) */
+    int xw_dw;             /* conv2d_bwd_x(_fused): the conv2d_bwd_w node its call also writes */
+    int xw_db;             /* ... and the bias gradient (SUM) node it also writes */
+    int xw_at;             /* that conv2d_bwd_w or SUM: the conv2d_bwd_x(_fused) node writing it */
 } Node;
 
 struct Graph {
@@ -376,9 +381,9 @@ extern const OpRule ops_attn_rules[];  extern const int ops_attn_count;
 extern const OpRule ops_norm_rules[];  extern const int ops_norm_count;
 extern const OpRule ops_conv2_rules[]; extern const int ops_conv2_count;
 extern const OpRule ops_sel_rules[];   extern const int ops_sel_count;
-/* ops_conv.c: whether SUM node s (a conv's bias gradient) is computed by the static
- * code's conv2d_bwd_xw call a few nodes later instead of its own reduce. */
-bool conv_bias_in_xw(Emit *e, const Graph *g, int s);
+/* ops_conv.c: whether conv nodes a and b (conv2d, conv2d_bwd_x, conv2d_bwd_w or a fused
+ * one, shapes known) have the same geometry at the compiled batch, as the kernels see it. */
+bool conv_same_geom(const Graph *g, int a, int b);
 /* ops_dense.c: the shape rule of axis reductions (ia0 axis mask, ia1 keepdim; a real
  * result), shared with ops_sel.c. */
 bool shape_reduce(Graph *g, Node *n);
@@ -733,6 +738,12 @@ int opt_grad_chain(const Graph *g, const int *uses, int q);
  * opt_run; returns how many nodes it rewrote. */
 enum { CONV_FUSE_BIAS = 1, CONV_FUSE_ADD = 2, CONV_FUSE_RELU = 4, CONV_FUSE_MASK = 8 };
 int opt_fuse_conv(Graph *g);
+/* Pair each convolution's conv2d_bwd_w with the conv2d_bwd_x(_fused) a few nodes after
+ * it that reads the same gradient, and fold in its bias gradient's SUM, for one
+ * conv2d_bwd_xw call at the bwd_x node (Node.xw_dw, xw_db, xw_at; the emitters read
+ * them).  Static target, top-level graphs, after opt_run (it reads the dead and in-place
+ * marks; it changes no node's op, inputs or flags); returns how many pairs it made. */
+int opt_pair_conv(Graph *g);
 
 /* ======================================================================== plan.c */
 /* Buffer plan for one function: where every node's value (and aux scratch) lives in

@@ -262,6 +262,9 @@ static void dump_graph(FILE *f, const Graph *g, int depth) {
         if (n->flags & NF_PARAM_GRAD) fprintf(f, " ->grad[%d]", n->slot);
         if (n->flags & NF_INPUT_GRAD) fprintf(f, " ->in_grad[%d]", n->slot);
         if (n->loc.file) fprintf(f, "  @ %s:%d:%d", n->loc.file, n->loc.line, n->loc.col);
+        if (n->xw_dw) fprintf(f, "  ; conv2d_bwd_xw: also %%%d", n->xw_dw - 1);
+        if (n->xw_db) fprintf(f, ", %%%d", n->xw_db - 1);
+        if (n->xw_at) fprintf(f, "  ; written by %%%d's conv2d_bwd_xw", n->xw_at - 1);
         if ((n->flags & NF_DEAD) && n->fused_into) fprintf(f, "  ; dead: fused into %%%d", n->fused_into - 1);
         else if (n->flags & NF_DEAD) fprintf(f, "  ; dead");
         fputc('\n', f);

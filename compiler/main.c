@@ -8,7 +8,7 @@
  *   pipeline_autodiff  gradient nodes for the train and input-gradient functions
  *   pipeline_verify    invariants again, gradients included
  *   pipeline_opt       convolution epilogue fusion (opt_fuse_conv.c), CSE, dead code,
- *                      in-place marking
+ *                      in-place marking, conv2d_bwd_xw pairing (opt_fuse_conv.c)
  *   pipeline_plan      buffers in the activation arena (tape: the arena's bound)
  *   emit_c / emit_tape write the C (--exe: and compile it)
  *

@@ -174,85 +174,25 @@ static bool shape_conv2d_bwd(Graph *g, Node *n) {
                        dx ? "input" : "kernel");
 }
 
-/* ------------------------------------------------------------------ CONV2D_BWD_XW (emitter only)
+/* ------------------------------------------------------------------ CONV2D_BWD_XW
  *
- * A convolution's bwd_w (node m, autodiff writes it first) and bwd_x or bwd_x_fused
- * (node n, a node or two later) read the same g: the static code makes them one call,
- * cdl_conv2d_bwd_xw, which pads g once for both (same bits as the two kernels).  The
- * call goes at n and writes m's dw there, so it needs: a top-level graph, the same
- * geometry, nothing between m and n reading dw (or a loop), and m's x one of n's
- * inputs (the mask: the conv's input is a relu's output), so that x is alive at n.
- * m's buffer is m's from m on, so writing it later clobbers nothing.  The tape keeps
- * calling the two kernels. */
-static bool xw_pair(Emit *e, const Graph *g, int m, int n) {
-    const Node *w = &g->n[m], *x = &g->n[n];
-    if (g != e->top || w->op != OP_CONV2D_BWD_W || (x->op != OP_CONV2D_BWD_X && x->op != OP_CONV2D_BWD_X_FUSED))
-        return false;
-    if (((w->flags | x->flags) & (NF_DEAD | NF_INPLACE)) || w->in[0] != x->in[0] || w->dtype != x->dtype) return false;
-    cdl_conv2d_geom a = conv_geom(g, w), b = conv_geom(g, x);
-    if (memcmp(&a, &b, sizeof a) != 0) return false;
-    bool alive = false;
-    for (int k = 2; k < x->nin; k++) alive = alive || x->in[k] == w->in[1];
-    if (!alive) return false;
-    for (int j = m + 1; j < n; j++) {
-        if (g->n[j].op == OP_LOOP) return false;
-        for (int k = 0; k < g->n[j].nin; k++)
-            if (g->n[j].in[k] == m && !(g->n[j].flags & NF_DEAD)) return false;
-    }
-    return true;
-}
+ * A convolution's bwd_w (node m) and bwd_x or bwd_x_fused (node n, a node or two later)
+ * read the same g: opt_pair_conv (opt_fuse_conv.c) marks them (n's xw_dw = m + 1, m's
+ * xw_at = n + 1), and the bias gradient's SUM too (xw_db, its xw_at), when the static
+ * code can make them one call, cdl_conv2d_bwd_xw, at n: it pads g once for all three
+ * and writes m's dw and the SUM's db there (same bits as the separate kernels).  The
+ * tape keeps calling the separate kernels. */
 
-/* The bwd_x node paired with bwd_w node m (-1: none); at most 4 nodes later. */
-static int xw_of_w(Emit *e, const Graph *g, int m) {
-    for (int n = m + 1; n < g->len && n <= m + 4; n++)
-        if (xw_pair(e, g, m, n)) return n;
-    return -1;
-}
-
-/* The bwd_w node paired with bwd_x node n (-1: none). */
-static int xw_of_x(Emit *e, const Graph *g, int n) {
-    for (int m = n - 1; m >= 0 && m >= n - 4; m--)
-        if (xw_pair(e, g, m, n) && xw_of_w(e, g, m) == n) return m;
-    return -1;
-}
-
-/* The bias gradient the bwd_xw call at bwd_x node n also computes (-1: none): the
- * conv's db = sum of g over N, H, W (grad_conv2d's SUM, axes 0, 2, 3), a node s at
- * most 4 before n that nothing between s and n reads, so that its value can be written
- * at n (s's buffer is s's from s on, as m's is in xw_pair).  The kernel sums each
- * image's g while bwd_x pads it, with reduce's bits (kernels_conv_t.h, cv_xw_bias); the
- * tape keeps calling reduce. */
-static int xw_bias(Emit *e, const Graph *g, int n) {
-    const Node *x = &g->n[n];
-    if (g != e->top || xw_of_x(e, g, n) < 0) return -1;
-    for (int s = n - 1; s >= 0 && s >= n - 4; s--) {
-        const Node *d = &g->n[s];
-        if (d->op == OP_LOOP) return -1;
-        if (d->op != OP_SUM || d->in[0] != x->in[0] || d->ia[0] != (1 | 4 | 8) || d->dtype != x->dtype ||
-            (d->flags & (NF_DEAD | NF_INPLACE)) || g->n[d->in[0]].shape.rank != 4)
-            continue;
-        bool read = false;
-        for (int j = s + 1; j < n && !read; j++) {
-            if (g->n[j].op == OP_LOOP) return -1;
-            for (int k = 0; k < g->n[j].nin; k++) read = read || (g->n[j].in[k] == s && !(g->n[j].flags & NF_DEAD));
-        }
-        return read ? -1 : s;
-    }
-    return -1;
-}
-
-/* Whether SUM node s is written by a later conv2d_bwd_xw call (its emitter then prints a
- * comment instead of the reduce). */
-bool conv_bias_in_xw(Emit *e, const Graph *g, int s) {
-    for (int n = s + 1; n < g->len && n <= s + 4; n++)
-        if (xw_bias(e, g, n) == s) return true;
-    return false;
+/* cdlc.h */
+bool conv_same_geom(const Graph *g, int a, int b) {
+    cdl_conv2d_geom ga = conv_geom(g, &g->n[a]), gb = conv_geom(g, &g->n[b]);
+    return memcmp(&ga, &gb, sizeof ga) == 0;
 }
 
 static void emit_conv2d_bwd_xw(Emit *e, const Graph *g, int m, int n, const char *acc, const char *mask) {
     const Node *d = &g->n[n];
     cdl_conv2d_geom cg = conv_geom(g, d);
-    int s = xw_bias(e, g, n);
+    int s = d->xw_db - 1;
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_xw"),
            conv_geom_lit(&cg, e_rows(e, d->in[0])), e_ptr(e, d->in[0]), e_ptr(e, d->in[1]), e_ptr(e, g->n[m].in[1]), acc,
            mask, e_ptr(e, n), e_ptr(e, m), s >= 0 ? e_ptr(e, s) : "NULL", conv_scratch_ptr(e, g, n));
@@ -260,9 +200,8 @@ static void emit_conv2d_bwd_xw(Emit *e, const Graph *g, int m, int n, const char
 
 static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
-    int m = xw_of_x(e, g, n);
-    if (m >= 0) {
-        emit_conv2d_bwd_xw(e, g, m, n, "NULL", "NULL");
+    if (d->xw_dw) {
+        emit_conv2d_bwd_xw(e, g, d->xw_dw - 1, n, "NULL", "NULL");
         return;
     }
     cdl_conv2d_geom cg = conv_geom(g, d);
@@ -271,9 +210,8 @@ static void emit_conv2d_bwd_x(Emit *e, const Graph *g, int n) {
 
 static void emit_conv2d_bwd_w(Emit *e, const Graph *g, int n) {
     const Node *d = &g->n[n];
-    int x = xw_of_w(e, g, n);
-    if (x >= 0 && xw_of_x(e, g, x) == n) {
-        e_line(e, "/* computed with %s by conv2d_bwd_xw below */", e->name[x]);
+    if (d->xw_at) {
+        e_line(e, "/* computed with %s by conv2d_bwd_xw below */", e->name[d->xw_at - 1]);
         return;
     }
     cdl_conv2d_geom cg = conv_geom(g, d);
@@ -353,9 +291,8 @@ static void emit_conv2d_bwd_x_fused(Emit *e, const Graph *g, int n) {
     int k = 2;
     const char *mask = (bits & CONV_FUSE_MASK) ? e_ptr(e, d->in[k++]) : "NULL";
     const char *acc = (bits & CONV_FUSE_ADD) ? e_ptr(e, d->in[k++]) : "NULL";
-    int m = xw_of_x(e, g, n);
-    if (m >= 0) {
-        emit_conv2d_bwd_xw(e, g, m, n, acc, mask);
+    if (d->xw_dw) {
+        emit_conv2d_bwd_xw(e, g, d->xw_dw - 1, n, acc, mask);
         return;
     }
     e_line(e, "%s(%s, %s, %s, %s, %s, %s, %s);", e_fn(e, "conv2d_bwd_x_fused"), conv_geom_lit(&cg, e_rows(e, d->in[0])),

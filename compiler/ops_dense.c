@@ -293,7 +293,7 @@ static void grad_mean(AD *ad, int n, int gy) {
 static void emit_reduce(Emit *e, const Graph *g, int n) {
     const Node *s = &g->n[n];
     int x = s->in[0], r = g->n[x].shape.rank;
-    if (s->op == OP_SUM && conv_bias_in_xw(e, g, n)) {
+    if (s->op == OP_SUM && s->xw_at) {   /* opt_pair_conv */
         e_line(e, "/* computed by conv2d_bwd_xw below */");
         return;
     }

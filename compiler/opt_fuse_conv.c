@@ -172,3 +172,89 @@ int opt_fuse_conv(Graph *g) {
     }
     return fused;
 }
+
+/* ------------------------------------------------------------------ conv2d_bwd_xw pairing
+ *
+ * A convolution's backward is a bwd_w node m (autodiff writes it first), a bwd_x or
+ * bwd_x_fused node n a node or two later, both over the same gradient g, and, with a
+ * bias, a SUM of g over N, H, W (grad_conv2d).  The static code computes all three in
+ * one cdl_conv2d_bwd_xw call at n, which pads g once (ops_conv.c).  The call writes m's
+ * dw (and the SUM's db) at n instead of at m (s), so it needs:
+ *   - a top-level graph, the same geometry, neither node dead nor in place;
+ *   - nothing between m and n reading dw (nor a loop, which may read anything); m's
+ *     buffer is m's from m on, so writing it later clobbers nothing;
+ *   - m's x one of n's inputs (the mask: the conv's input is a relu's output), so that
+ *     x is alive at n;
+ *   - for the SUM: at most 4 nodes before n, axes 0, 2, 3 of n's g, and nothing
+ *     between it and n reading it (a SUM with another reader in between stays a
+ *     reduce).
+ * Marks only: no node changes op, inputs or flags, so the plan is the same. */
+
+static bool xw_pair(const Graph *g, int m, int n) {
+    const Node *w = &g->n[m], *x = &g->n[n];
+    if (w->op != OP_CONV2D_BWD_W || (x->op != OP_CONV2D_BWD_X && x->op != OP_CONV2D_BWD_X_FUSED)) return false;
+    if (((w->flags | x->flags) & (NF_DEAD | NF_INPLACE)) || w->in[0] != x->in[0] || w->dtype != x->dtype) return false;
+    if (!conv_same_geom(g, m, n)) return false;
+    bool alive = false;
+    for (int k = 2; k < x->nin; k++) alive = alive || x->in[k] == w->in[1];
+    if (!alive) return false;
+    for (int j = m + 1; j < n; j++) {
+        if (g->n[j].op == OP_LOOP) return false;
+        for (int k = 0; k < g->n[j].nin; k++)
+            if (g->n[j].in[k] == m && !(g->n[j].flags & NF_DEAD)) return false;
+    }
+    return true;
+}
+
+/* The first bwd_x node bwd_w node m pairs with (-1: none); at most 4 nodes later. */
+static int xw_of_w(const Graph *g, int m) {
+    for (int n = m + 1; n < g->len && n <= m + 4; n++)
+        if (xw_pair(g, m, n)) return n;
+    return -1;
+}
+
+/* The nearest bwd_w node before bwd_x node n whose first pair n is (-1: none). */
+static int xw_of_x(const Graph *g, int n) {
+    for (int m = n - 1; m >= 0 && m >= n - 4; m--)
+        if (xw_pair(g, m, n) && xw_of_w(g, m) == n) return m;
+    return -1;
+}
+
+/* The bias gradient paired bwd_x node n also computes (-1: none): the nearest SUM of
+ * n's g over axes 0, 2, 3 at most 4 nodes before n, if nothing between reads it. */
+static int xw_bias(const Graph *g, int n) {
+    const Node *x = &g->n[n];
+    for (int s = n - 1; s >= 0 && s >= n - 4; s--) {
+        const Node *d = &g->n[s];
+        if (d->op == OP_LOOP) return -1;
+        if (d->op != OP_SUM || d->in[0] != x->in[0] || d->ia[0] != (1 | 4 | 8) || d->dtype != x->dtype ||
+            (d->flags & (NF_DEAD | NF_INPLACE)) || g->n[d->in[0]].shape.rank != 4)
+            continue;
+        for (int j = s + 1; j < n; j++) {
+            if (g->n[j].op == OP_LOOP) return -1;
+            for (int k = 0; k < g->n[j].nin; k++)
+                if (g->n[j].in[k] == s && !(g->n[j].flags & NF_DEAD)) return -1;
+        }
+        return s;
+    }
+    return -1;
+}
+
+/* cdlc.h */
+int opt_pair_conv(Graph *g) {
+    if (g->parent) return 0;
+    int paired = 0;
+    for (int n = 0; n < g->len; n++) {
+        const int m = xw_of_x(g, n);
+        if (m < 0) continue;
+        g->n[n].xw_dw = m + 1;
+        g->n[m].xw_at = n + 1;
+        const int s = xw_bias(g, n);
+        if (s >= 0) {
+            g->n[n].xw_db = s + 1;
+            g->n[s].xw_at = n + 1;
+        }
+        paired++;
+    }
+    return paired;
+}

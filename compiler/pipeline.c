@@ -86,11 +86,13 @@ void pipeline_verify(Pipeline *p) {
 }
 
 /* The static target's optimisation passes over one function's graph: convolution
- * epilogue fusion (not for the inference export, whose kernels have no fused ops), then
- * opt_run (CSE, dead code, in-place marking). */
+ * epilogue fusion, opt_run (CSE, dead code, in-place marking), then the pairing of each
+ * convolution's backward kernels into one conv2d_bwd_xw call (the fusion and the
+ * pairing not for the inference export, whose kernels have no fused ops). */
 static void opt_fn(const Pipeline *p, Fn *fn) {
     if (!p->infer) opt_fuse_conv(fn->g);
     opt_run(fn->g);
+    if (!p->infer) opt_pair_conv(fn->g);
 }
 
 /* The tape runs the graph as written, op by op: no rewriting. */

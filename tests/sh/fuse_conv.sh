@@ -8,7 +8,10 @@
 # two builds train bit for bit alike (cdl-compare --tol 0, 3 steps, batch 8).
 # `cdlc --dump-after=opt` of tests/models/fuse_small.cdl equals tests/golden/fuse_small.opt:
 # every node the pass folded away is marked "; dead: fused into %N", other dead ones
-# "; dead" (after an intended change: cdlc --dump-after=opt MODEL > the golden).
+# "; dead", and opt_pair_conv's pair (the second convolution's bwd_x_fused with its
+# bwd_w and bias SUM: one conv2d_bwd_xw call) "; conv2d_bwd_xw: also %M, %S" and
+# "; written by %N's conv2d_bwd_xw" (after an intended change: cdlc --dump-after=opt
+# MODEL > the golden).
 set -u
 B=${B:-build}
 CDLC=${CDLC:-$B/cdlc}
@@ -23,6 +26,9 @@ elif ! diff -u "$g" "$t/opt" >"$t/diff"; then
     echo "FAIL: the dump after opt differs from $g:"; head -20 "$t/diff"; fail=$((fail + 1))
 elif [ "$(grep -c '; dead: fused into %[0-9]*$' "$g")" -lt 6 ]; then
     echo "FAIL: $g marks fewer than 6 fused-away nodes"; fail=$((fail + 1))
+elif [ "$(grep -c '; conv2d_bwd_xw: also %[0-9]*, %[0-9]*$' "$g")" != 1 ] ||
+     [ "$(grep -c "; written by %[0-9]*'s conv2d_bwd_xw$" "$g")" != 2 ]; then
+    echo "FAIL: $g does not mark one conv2d_bwd_xw pair (bwd_x, bwd_w and bias)"; fail=$((fail + 1))
 fi
 "$CDLC" -D B=8 "$m" -o "$t/r.c" 2>"$t/log" || { echo "FAIL: cdlc: $(head -3 $t/log)"; exit 1; }
 sed -n '/^static double resnet_fwd_bwd(/,/^}/p' "$t/r.c" >"$t/step.c"
