@@ -22,8 +22,16 @@
  * other threads' slices and misses jobs, where a woken sleeper is run at once), and
  * no idle machine was there to show its gain; cdl_parallel_set_wait or
  * CDL_POOL_WAIT_US set it (docs/benchmarks.md, "2 threads").  The caller, once no task
- * is left to take, waits the same way for the workers still inside the job.  Nothing
- * else in cdl spins (the libraries run single-threaded, blas.c).
+ * is left to take, waits the same way for the workers still inside the job, but spins
+ * on pause for up to POOL_CALLER_SPIN_NS first: those workers are running tasks that
+ * end soon (a job's tasks are short), and a caller that sleeps pays the VM's wake-up
+ * path twice (the worker's signal, then its own wake-up, ~20-50 us) on the step's
+ * critical path; on the quiet machine this took LeNet at 2 threads from 1.84-1.86 to
+ * 1.40-1.57 ms a step, with less CPU time (2.5-2.8 against 3.1 ms: the futex and
+ * wake-up path cost more than the spin), docs/benchmarks.md, "2 threads: the caller's
+ * wait and OpenBLAS's lock".  A worker that is descheduled costs the caller at most
+ * that spin before it sleeps as before.  Nothing else in cdl spins (the libraries run
+ * single-threaded, blas.c).
  *
  * A job's life.  pool.state holds the job number (gen, bits 17 and up), a closed bit
  * and the count of workers inside the job (refs).  The caller writes the job, then
@@ -47,6 +55,7 @@
 enum { POOL_MAX = 64 }; /* workers at most (threads beyond that are ignored) */
 #define POOL_SPIN_NS 5000  /* a waiting thread spins on pause this long (the default window), */
 #define POOL_BUSY_NS 20000 /* then yields; a yield that took longer: the core is wanted, sleep */
+#define POOL_CALLER_SPIN_NS 150000 /* the caller spins this long on workers inside its job */
 #define ST_REFS ((uint64_t)0xffff)
 #define ST_CLOSED ((uint64_t)1 << 16)
 #define ST_GEN1 ((uint64_t)1 << 17)
@@ -93,12 +102,15 @@ static int64_t now_ns(void) {
 }
 
 /* Wait up to the wait window while cond(arg) is false, spinning on pause for the first
- * POOL_SPIN_NS and yielding the core after that, until a yield returns late; returns
- * cond's last value. */
-static int spin_until(int (*cond)(uint64_t), uint64_t arg) {
+ * POOL_SPIN_NS (at least `pause_ns`, which also stretches the window) and yielding the
+ * core after that, until a yield returns late; returns cond's last value. */
+static int spin_until(int (*cond)(uint64_t), uint64_t arg, int64_t pause_ns) {
     if (cond(arg)) return 1;
-    const int64_t t0 = now_ns(), wait = atomic_load_explicit(&pool.wait_ns, memory_order_relaxed);
-    const int64_t spin = wait < POOL_SPIN_NS ? wait : POOL_SPIN_NS;
+    int64_t wait = atomic_load_explicit(&pool.wait_ns, memory_order_relaxed);
+    int64_t spin = wait < POOL_SPIN_NS ? wait : POOL_SPIN_NS;
+    if (spin < pause_ns) spin = pause_ns;
+    if (wait < spin) wait = spin;
+    const int64_t t0 = now_ns();
     for (;;) {
         for (int i = 0; i < 64; i++) {
             cpu_relax();
@@ -165,7 +177,7 @@ static void *worker(void *arg) {
     const int slot = (int)(intptr_t)arg + 1;
     uint64_t seen = worker_gen[slot - 1];
     for (;;) {
-        if (!spin_until(job_posted, seen)) {
+        if (!spin_until(job_posted, seen, 0)) {
             pthread_mutex_lock(&pool.mu);
             atomic_fetch_add(&pool.sleepers, 1); /* seq_cst: see cdl_parallel_for */
             while (!job_posted(seen)) pthread_cond_wait(&pool.wake, &pool.mu);
@@ -262,7 +274,7 @@ static void pool_run(cdl_slot_fn *fn, void *ctx, int64_t n, int slots) {
     }
     run_tasks(fn, ctx, n, 0);
     atomic_fetch_or(&pool.state, ST_CLOSED); /* every task is taken: no newcomers */
-    if (!spin_until(no_refs, 0)) {
+    if (!spin_until(no_refs, 0, POOL_CALLER_SPIN_NS)) {
         pthread_mutex_lock(&pool.mu);
         atomic_store(&pool.caller_waits, 1);
         while (!no_refs(0)) pthread_cond_wait(&pool.done, &pool.mu);
