@@ -767,6 +767,13 @@ typedef void cdl_task_fn(void *ctx, int64_t i);
 void cdl_parallel_set_threads(int n);
 int cdl_parallel_threads(void);
 void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx);
+/* cdl_parallel_for for a job of about `work` elements of memory traffic in all (the
+ * unit of cdl_parallel_ranges' cost): under CDL_PAR_MIN its tasks run in index order
+ * on the calling thread, since posting a job costs the caller ~6 us and waking a
+ * sleeping worker 15-50 us, more than such a job gives back (docs/benchmarks.md,
+ * "2 threads: the caller's wait and OpenBLAS's lock").  The tasks are the same either
+ * way, so the results are. */
+void cdl_parallel_for_work(int64_t n, int64_t work, cdl_task_fn *fn, void *ctx);
 /* How long a thread of the pool waiting for the next job (or the caller waiting for the
  * workers to finish one) stays awake before it sleeps, in ns: it spins for the first
  * 5 us, then yields its core (sched_yield) until the window ends, so jobs closer

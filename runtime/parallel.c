@@ -314,6 +314,14 @@ void cdl_parallel_for(int64_t n, cdl_task_fn *fn, void *ctx) {
     cdl_parallel_slots(n, POOL_MAX + 1, for_task, &J);
 }
 
+void cdl_parallel_for_work(int64_t n, int64_t work, cdl_task_fn *fn, void *ctx) {
+    if (work < CDL_PAR_MIN) {
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    cdl_parallel_for(n, fn, ctx);
+}
+
 /* cdl_parallel_ranges: task t of nt runs [cut(t), cut(t + 1)). */
 typedef struct RangeJob {
     cdl_range_fn *fn;

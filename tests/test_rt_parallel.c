@@ -6,9 +6,11 @@
  * run every task exactly once and return only when all have finished; and
  * cdl_parallel_slots gives each thread its own slot below the limit; and the wait window
  * (cdl_parallel_set_wait, CDL_POOL_WAIT_US): workers stay awake for it after a job and
- * sleep after it, or after their first late yield. */
+ * sleep after it, or after their first late yield; cdl_parallel_for_work keeps a job under
+ * CDL_PAR_MIN elements on the calling thread. */
 #include "test_rt_util.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -199,6 +201,46 @@ static void env_child(const char *value, char *err, size_t cap) {
 
 /* A value that is not a whole number of microseconds under 10 s is named on stderr
  * (and the window kept); a good one says nothing. */
+/* cdl_parallel_for_work: a job under CDL_PAR_MIN elements of work runs every task on the
+ * calling thread, in index order, even with a worker awake beside it (it would take
+ * about half of these 64 tasks of ~0.1 ms each were the job posted); a larger one runs
+ * every task once. */
+typedef struct WorkJob {
+    pthread_t caller;
+    atomic_int hits[64], order_bad, foreign;
+    atomic_llong next;
+    volatile double sink;
+} WorkJob;
+
+static void work_task(void *ctx, int64_t i) {
+    WorkJob *j = ctx;
+    atomic_fetch_add(&j->hits[i], 1);
+    if (!pthread_equal(pthread_self(), j->caller)) atomic_fetch_add(&j->foreign, 1);
+    if (atomic_fetch_add(&j->next, 1) != i) atomic_fetch_add(&j->order_bad, 1);
+    double x = 0;
+    for (int k = 0; k < 100000; k++) x += (double)k * 1e-9;
+    j->sink = x;
+}
+
+static void test_for_work(void **state) {
+    (void)state;
+    cdl_parallel_set_threads(2);
+    int64_t old = cdl_parallel_set_wait(1000000000, 0); /* the worker stays awake */
+    WorkJob j;
+    memset(&j, 0, sizeof j);
+    j.caller = pthread_self();
+    cdl_parallel_for_work(64, CDL_PAR_MIN - 1, work_task, &j);
+    for (int i = 0; i < 64; i++) assert_int_equal(atomic_load(&j.hits[i]), 1);
+    assert_int_equal(atomic_load(&j.foreign), 0);
+    assert_int_equal(atomic_load(&j.order_bad), 0);
+    memset(&j, 0, sizeof j);
+    j.caller = pthread_self();
+    cdl_parallel_for_work(64, CDL_PAR_MIN, work_task, &j);
+    for (int i = 0; i < 64; i++) assert_int_equal(atomic_load(&j.hits[i]), 1);
+    cdl_parallel_set_wait(old, 20000);
+    cdl_parallel_set_threads(1);
+}
+
 static void test_wait_env_bad(void **state) {
     (void)state;
     char err[1024];
@@ -227,6 +269,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_slots),
         cmocka_unit_test(test_wait_window),
         cmocka_unit_test(test_wait_env_bad),
+        cmocka_unit_test(test_for_work),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
