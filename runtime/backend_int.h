@@ -15,6 +15,16 @@
 #define CDL_GEMM_PAR_MACS ((int64_t)1 << 23)
 #define CDL_GEMM_BLOCKS 2
 
+/* In a oneDNN build, f32 products of more multiply-adds than this go to oneDNN, smaller
+ * ones to OpenBLAS, where dnnl_sgemm's fixed cost (~0.2 us) loses: by CPU time, every
+ * transpose pair, 16^3 0.15-0.18 us OpenBLAS against 0.27-0.36 us; 16x16x64 even; 32^3
+ * and beyond oneDNN wins, 64^3 2.7 against 5.2 us.  It was 16384; at 8192 the
+ * transformer's 29x29x16 attention blocks (13456) go to oneDNN, alone as fast as
+ * OpenBLAS (0.73-1.03 against 0.83-0.98 us a call) and unchanged when two threads call
+ * at once, where OpenBLAS takes 1.5-1.6 us (its buffer allocator's lock:
+ * docs/benchmarks.md, "2 threads: the caller's wait and OpenBLAS's lock"). */
+#define CDL_DNNL_MIN_MACS 8192
+
 /* 1 when oneDNN serves this process's f32 kernels (blas.c). */
 int cdl_backend_dnnl(void);
 

@@ -43,11 +43,8 @@ int cdl_backend_dnnl(void) {
 }
 
 /* The f32 products go to oneDNN when it serves this process (a oneDNN build); the f64
- * ones always stay on OpenBLAS.  Tiny products stay on OpenBLAS too: up to about 16^3
- * multiply-adds dnnl_sgemm's fixed cost (~0.2 us) loses (measured by CPU time, every
- * transpose pair: 16^3 0.15-0.18 us OpenBLAS against 0.27-0.36 us; 16x16x64 even;
- * 32^3 and beyond oneDNN wins, 64^3 2.7 against 5.2 us). */
-#define CDL_DNNL_MIN_MACS 16384
+ * ones always stay on OpenBLAS.  Tiny products (CDL_DNNL_MIN_MACS, backend_int.h) stay
+ * on OpenBLAS too. */
 #ifdef CDL_BACKEND_ONEDNN
 #define CDL_GEMM_DNNL_f32                                                                  \
     if (M * N * K > CDL_DNNL_MIN_MACS && cdl_backend_dnnl()) {                            \
