@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend_int.h"
 #include "cdl.h"
 #include "vmath.h" /* the softmax's exp loops vectorise through libmvec */
 
@@ -41,14 +42,33 @@ static AttnBatch attn_batch_merge(int nb, const int64_t *bdims, const int64_t *s
 }
 
 /* Pool threads for nwork independent slices of `cost` multiply-adds each: 1 below
- * about 20 us of work (waking a worker costs about that), else up to the pool, the
- * scratch slots and the slices. */
-static int attn_threads(int64_t nwork, double cost) {
+ * about 20 us of work (waking a worker costs about that), or when the slices' block
+ * products are tiny ones that OpenBLAS serves (`blas_tiny`, below), else up to the pool,
+ * the scratch slots and the slices. */
+static int attn_threads(int64_t nwork, double cost, int blas_tiny) {
     int nt = cdl_parallel_threads();
     if (nt > CDL_ATTN_THREADS) nt = CDL_ATTN_THREADS;
     if ((int64_t)nt > nwork) nt = (int)nwork;
-    if ((double)nwork * cost < 2e5) nt = 1;
+    if ((double)nwork * cost < 2e5 || blas_tiny) nt = 1;
     return nt < 1 ? 1 : nt;
+}
+
+/* A block product of at most this many multiply-adds on OpenBLAS keeps the call on one
+ * thread.  Each OpenBLAS call takes and frees a buffer under one process-wide lock,
+ * so two threads calling it at once slow each other down: the transformer's 29x29x16
+ * blocks took 0.72 us a call alone and 1.54-1.57 us with two threads calling
+ * (docs/benchmarks.md, "2 threads: the caller's wait and OpenBLAS's lock"), so that
+ * its attention did the same wall time on two threads as on one, at twice the CPU
+ * time.  oneDNN has no such lock (0.76-0.79 us either way); f64 products always run
+ * on OpenBLAS.  Which thread computes a slice never changes its bits. */
+#define ATTN_BLAS_TINY_MACS 16384
+
+/* 1 when the largest block product of a call with geometry g is a tiny OpenBLAS one. */
+static int attn_blas_tiny(const cdl_attn_geom *g, int f64) {
+    const int64_t nr = g->tq < CDL_ATTN_BR ? g->tq : CDL_ATTN_BR, nc = g->tk < 2 * CDL_ATTN_BC ? g->tk : 2 * CDL_ATTN_BC;
+    const int64_t macs = nr * nc * (g->d > g->dv ? g->d : g->dv);
+    if (macs > ATTN_BLAS_TINY_MACS) return 0;
+    return f64 || macs <= CDL_DNNL_MIN_MACS || !cdl_backend_dnnl();
 }
 
 #define KERNELS_T "kernels_attn_t.h"

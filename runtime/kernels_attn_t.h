@@ -265,7 +265,8 @@ static void S(attn_run)(S(attn_job) *j) {
     const cdl_attn_geom *g = j->g;
     if (g->bh <= 0 || g->tq <= 0 || g->tk <= 0 || g->d <= 0 || g->dv <= 0 || (g->nh > 0 && g->bh % g->nh)) return;
     j->scale = g->scale > 0 ? (T)g->scale : (T)(1.0 / sqrt((double)g->d));
-    j->nt = attn_threads(g->bh, (double)g->tq * (double)g->tk * (double)(g->d + g->dv) * (j->yo ? 1 : 2));
+    j->nt = attn_threads(g->bh, (double)g->tq * (double)g->tk * (double)(g->d + g->dv) * (j->yo ? 1 : 2),
+                         attn_blas_tiny(g, sizeof(T) == sizeof(double)));
     cdl_parallel_for(j->nt, S(attn_task), j);
 }
 

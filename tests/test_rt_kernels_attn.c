@@ -328,6 +328,54 @@ static void test_attention_threads(void **st) {
     at_free(&a);
 }
 
+/* Whether a call at two pool threads used the second scratch slot (task 1's, whichever
+ * thread runs it): the slot is filled with a sentinel first. */
+static int at_used_slot1_f64(cdl_attn_geom g) {
+    AT a;
+    at_setup(&a, g);
+    const int64_t slot = cdl_attention_scratch(&g) / CDL_ATTN_THREADS;
+    for (int64_t i = slot; i < 2 * slot; i++) a.scratch[i] = 12345.0;
+    cdl_parallel_set_threads(2);
+    cdl_attention_f64(&g, a.q, a.k, a.v, a.y, a.lse, a.scratch);
+    cdl_parallel_set_threads(1);
+    int used = 0;
+    for (int64_t i = slot; i < 2 * slot; i++) used |= a.scratch[i] != 12345.0;
+    at_free(&a);
+    return used;
+}
+
+static int at_used_slot1_f32(cdl_attn_geom g) {
+    const int64_t nq = g.bh * g.tq * g.d, nk = g.bh * g.tk * g.d, nv = g.bh * g.tk * g.dv;
+    const int64_t slot = cdl_attention_scratch(&g) / CDL_ATTN_THREADS;
+    float *q = calloc((size_t)nq, sizeof(float)), *k = calloc((size_t)nk, sizeof(float));
+    float *v = calloc((size_t)nv, sizeof(float)), *y = calloc((size_t)(g.bh * g.tq * g.dv), sizeof(float));
+    float *lse = calloc((size_t)(g.bh * g.tq), sizeof(float)), *scratch = calloc((size_t)(2 * slot), sizeof(float));
+    for (int64_t i = slot; i < 2 * slot; i++) scratch[i] = 12345.0f;
+    cdl_parallel_set_threads(2);
+    cdl_attention_f32(&g, q, k, v, y, lse, scratch);
+    cdl_parallel_set_threads(1);
+    int used = 0;
+    for (int64_t i = slot; i < 2 * slot; i++) used |= scratch[i] != 12345.0f;
+    free(q); free(k); free(v); free(y); free(lse); free(scratch);
+    return used;
+}
+
+/* The transformer's attention (64 images x 4 heads of 29 tokens, head size 16): its
+ * 29x29x16 block products are tiny, so where OpenBLAS serves them (f64 always; f32
+ * unless oneDNN does) the call stays on one thread, two threads calling OpenBLAS at
+ * once being slower than one (kernels_attn.c, ATTN_BLAS_TINY_MACS); oneDNN takes them
+ * (over CDL_DNNL_MIN_MACS) and the call uses both threads.  Blocks of 40x40x16 are
+ * over the limit and use both threads on any backend. */
+static void test_attention_tiny_blocks_one_thread(void **st) {
+    (void)st;
+    const cdl_attn_geom tiny = {.bh = 256, .tq = 29, .tk = 29, .d = 16, .dv = 16};
+    const cdl_attn_geom wider = {.bh = 8, .tq = 40, .tk = 40, .d = 16, .dv = 16};
+    assert_false(at_used_slot1_f64(tiny));
+    assert_true(at_used_slot1_f64(wider));
+    assert_int_equal(at_used_slot1_f32(tiny), !strcmp(cdl_backend(), "onednn"));
+    assert_true(at_used_slot1_f32(wider));
+}
+
 /* Large scores: the online softmax must not overflow where exp(score) would. */
 static void test_attention_large_scores(void **st) {
     (void)st;
@@ -460,7 +508,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_batch_paths),  cmocka_unit_test(test_attention_small),
         cmocka_unit_test(test_attention_blocks),  cmocka_unit_test(test_attention_threads),
         cmocka_unit_test(test_attention_large_scores), cmocka_unit_test(test_attention_chunks_overwrite),
-        cmocka_unit_test(test_attention_heads_last),
+        cmocka_unit_test(test_attention_heads_last), cmocka_unit_test(test_attention_tiny_blocks_one_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
