@@ -23,13 +23,18 @@ else
 $(error BACKEND must be openblas or onednn, not '$(BACKEND)')
 endif
 # MPI (issue 16; docs/trainer.md, "Many processes, many machines"): where mpicc is
-# found, runtime/dist.c is compiled with its include flags and -DCDL_MPI and RT_LIBS
-# gains its link flags, so every program linked with libcdlrt can run under mpirun
-# (started otherwise it never touches MPI).  MPI=0 builds without it.
+# found, runtime/dist.c is compiled with -DCDL_MPI and the build makes the MPI plugin
+# $(B)/libcdlrt_mpi.so (runtime/dist_mpi.c, the one file compiled with mpicc's flags
+# and linked with libmpi), which the runtime dlopens only in a program started by
+# mpirun: every program linked with libcdlrt can run under mpirun, and started
+# otherwise never loads libmpi (runtime/dist_int.h).  RT_LIBS gains only -ldl.
+# MPI=0 builds without it.
 MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
 ifeq ($(MPI),1)
-MPI_CFLAGS := -DCDL_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile))
-RT_LIBS += $(shell mpicc --showme:link)
+MPI_CFLAGS := -DCDL_MPI -DCDL_MPI_PLUGIN_BUILT='"$(abspath $(B))/libcdlrt_mpi.so"' \
+              -DCDL_MPI_PLUGIN_INSTALLED='"$(PREFIX)/lib/libcdlrt_mpi.so"'
+MPI_PLUGIN := $(B)/libcdlrt_mpi.so
+RT_LIBS += $(if $(filter -ldl,$(RT_LIBS)),,-ldl)
 endif
 OPT     ?= -O2
 SAN     ?=
@@ -53,7 +58,7 @@ endif
 
 CC_SRC  := $(wildcard compiler/*.c)
 CC_LIB  := $(filter-out compiler/main.c,$(CC_SRC))
-RT_SRC  := $(filter-out $(if $(RT_DEFS),,runtime/blas_dnnl.c),$(wildcard runtime/*.c))
+RT_SRC  := $(filter-out runtime/dist_mpi.c $(if $(RT_DEFS),,runtime/blas_dnnl.c),$(wildcard runtime/*.c))
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
 RT_TESTS:= $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_rt_*.c))
 TOOLS   := $(patsubst tools/%.c,$(B)/%,$(wildcard tools/*.c))
@@ -64,7 +69,7 @@ GEN_OBJ := $(B)/obj/gen/cdl.tab.o $(B)/obj/gen/lex.yy.o
 CC_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(CC_LIB)) $(GEN_OBJ)
 RT_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRC))
 
-all: $(B)/cdlc $(B)/libcdlrt.a $(TOOLS) $(EXAMPLES)
+all: $(B)/cdlc $(B)/libcdlrt.a $(MPI_PLUGIN) $(TOOLS) $(EXAMPLES)
 
 $(B)/gen/cdl.tab.c: grammar/cdl.y
 	@mkdir -p $(B)/gen
@@ -99,6 +104,12 @@ $(B)/obj/runtime/dist.o: $(B)/dist.flags
 $(B)/dist.flags: FORCE
 	@mkdir -p $(B); echo '$(MPI_CFLAGS)' | cmp -s - $@ || echo '$(MPI_CFLAGS)' >$@
 FORCE:
+# The MPI plugin (above): position-independent, mpicc's include and link flags, no
+# sanitizers (a plain shared library loads into an instrumented program).
+$(B)/libcdlrt_mpi.so: runtime/dist_mpi.c runtime/dist_int.h
+	@mkdir -p $(B)
+	$(CC) $(WFLAGS) $(CFLAGS) -fPIC -shared $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile)) $< -o $@ \
+	    $(shell mpicc --showme:link)
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -c $< -o $@
@@ -151,6 +162,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(B)/cdlc $(DESTDIR)$(PREFIX)/bin/cdlc
 	install -m 644 $(B)/libcdlrt.a $(DESTDIR)$(PREFIX)/lib/libcdlrt.a
+	$(if $(MPI_PLUGIN),install -m 755 $(MPI_PLUGIN) $(DESTDIR)$(PREFIX)/lib/libcdlrt_mpi.so)
 	install -m 644 runtime/cdl.h runtime/cdl_tape.h $(DESTDIR)$(PREFIX)/include/
 	install -d $(DESTDIR)$(PREFIX)/share/cdl
 	install -m 644 lib/*.cdl $(DESTDIR)$(PREFIX)/share/cdl/
@@ -312,7 +324,7 @@ difftest: deps all difftest-san
 # cppcheck 2.10 does not read C11 _Noreturn, so it is told the GNU spelling, else it
 # follows every path through die() and diag_out_of_memory().
 LINT     := build/lint
-LINT_SRC := $(filter-out runtime/blas_dnnl.c,$(wildcard compiler/*.c runtime/*.c))
+LINT_SRC := $(filter-out runtime/blas_dnnl.c runtime/dist_mpi.c,$(wildcard compiler/*.c runtime/*.c))
 LINT_DEF := -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iruntime -Icompiler -Ibuild/gen
 LINT_HDR := $(wildcard compiler/*.h compiler/*.inc runtime/*.h runtime/*.def) build/gen/infer_kernels.h
 lint: lint-deps

@@ -7,10 +7,12 @@
  * costs nothing outside mpirun (no singleton MPI_Init, which would start a daemon).
  *
  * The runtime is built with MPI when the Makefile finds mpicc: this file is then
- * compiled with mpicc's include flags and -DCDL_MPI, and the library's link list
- * (RT_LIBS, libcdlrt.libs) names libmpi.  Without MPI, every function here serves a
- * job of one process, and cdl_dist_init refuses to run as one of several (each copy
- * would train alone and they would all write the same checkpoint).
+ * compiled with -DCDL_MPI, and the build makes the MPI plugin libcdlrt_mpi.so
+ * (dist_mpi.c; dist_int.h) that cdl_dist_init dlopens under a launcher only, so that
+ * programs linked with the runtime do not load libmpi at start (dist_load says where
+ * the plugin is looked for).  Without MPI, every function here serves a job of one
+ * process, and cdl_dist_init refuses to run as one of several (each copy would train
+ * alone and they would all write the same checkpoint).
  *
  * What the trainer does with these (docs/trainer.md, "Many processes, many machines"):
  * every rank computes the gradient of its shard of each global batch, the gradient
@@ -32,7 +34,9 @@
 #include <time.h>
 
 #ifdef CDL_MPI
-#include <mpi.h>
+#include <dlfcn.h>
+
+#include "dist_int.h"
 #endif
 
 #define DIST_MSG 512                    /* bytes of a failure message sent between ranks */
@@ -72,6 +76,54 @@ static int dist_launched(void) {
     return getenv("PMIX_RANK") || getenv("PMI_RANK") ? 0 : -1;
 }
 
+#ifdef CDL_MPI
+#ifndef CDL_MPI_PLUGIN_BUILT
+#define CDL_MPI_PLUGIN_BUILT ""
+#endif
+#ifndef CDL_MPI_PLUGIN_INSTALLED
+#define CDL_MPI_PLUGIN_INSTALLED ""
+#endif
+static const dist_mpi_ops *mpi;         /* the plugin's operations, once loaded */
+
+/* Load the MPI plugin (dist_int.h): from $CDL_MPI_PLUGIN when set (that file only),
+ * else the first of the build directory's copy (CDL_MPI_PLUGIN_BUILT), the installed
+ * one (CDL_MPI_PLUGIN_INSTALLED) and DIST_PLUGIN_FILE on the dynamic linker's path
+ * that loads.  It stays loaded.  0, or -1 and a message naming what was tried and
+ * why each failed (launched: the job size the launcher announced, for the message). */
+static int dist_load(int launched) {
+    if (mpi) return 0;
+    const char *env = getenv("CDL_MPI_PLUGIN");
+    const char *paths[] = {CDL_MPI_PLUGIN_BUILT, CDL_MPI_PLUGIN_INSTALLED, DIST_PLUGIN_FILE};
+    int n = 3;
+    if (env && *env) {
+        paths[0] = env;
+        n = 1;
+    }
+    char why[3 * DIST_MSG] = "";
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!*paths[i]) continue;
+        void *h = dlopen(paths[i], RTLD_NOW | RTLD_GLOBAL);
+        void *entry = h ? dlsym(h, DIST_PLUGIN_ENTRY) : NULL;
+        const dist_mpi_ops *ops = entry ? ((dist_plugin_entry)entry)() : NULL;
+        if (ops && ops->version == DIST_PLUGIN_VERSION) {
+            mpi = ops;
+            return 0;
+        }
+        const char *err = !h ? dlerror() : !entry ? "no " DIST_PLUGIN_ENTRY " in it" : "from another version of the runtime";
+        if (at < sizeof why)
+            at += (size_t)snprintf(why + at, sizeof why - at, "%s%s: %s", at ? "; " : "", paths[i], err ? err : "?");
+        if (h && !ops) dlclose(h);
+    }
+    char many[32] = "several";
+    if (launched > 0) snprintf(many, sizeof many, "%d", launched);
+    return cdl_fail("started by an MPI launcher (mpirun) as one of %s processes, but the runtime's MPI plugin "
+                    "could not be loaded (%s); set CDL_MPI_PLUGIN to its path (" DIST_PLUGIN_FILE
+                    ", built next to libcdlrt.a and installed beside it), or run the program without mpirun",
+                    many, why);
+}
+#endif
+
 int cdl_dist_init(void) {
     if (D.init) return 0;
     int launched = dist_launched();
@@ -80,15 +132,12 @@ int cdl_dist_init(void) {
     D.size = 1;
     if (launched < 0) return 0;
 #ifdef CDL_MPI
-    int on = 0, provided = 0;
-    MPI_Initialized(&on);
-    if (!on) {
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-            return cdl_fail("MPI_Init_thread failed");
-        D.mpi = 1;
-    }
-    MPI_Comm_rank(MPI_COMM_WORLD, &D.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &D.size);
+    if (dist_load(launched) < 0) return -1;
+    char msg[DIST_MSG] = "";
+    int rank = 0, size = 1;
+    if (mpi->init(&rank, &size, &D.mpi, msg, (int)sizeof msg) < 0) return cdl_fail("%s", msg);
+    D.rank = rank;
+    D.size = size;
     return 0;
 #else
     if (launched == 1) return 0;        /* mpirun -np 1: one process is one process */
@@ -118,21 +167,21 @@ int cdl_dist_agree(int failed, int *sig, double *sum, int n) {
     buf[0] = failed ? 1 : 0;
     buf[1] = sig && *sig ? 1 : 0;
     for (int i = 0; i < n; i++) buf[2 + i] = sum[i];
-    MPI_Allreduce(MPI_IN_PLACE, buf, n + 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    mpi->allreduce(buf, n + 2, DIST_DOUBLE, DIST_SUM);
     for (int i = 0; i < n; i++) sum[i] = buf[2 + i];
     if (buf[1] > 0 && sig) {            /* rare: which signal (the largest number) */
         int s = *sig;
-        MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        mpi->allreduce(&s, 1, DIST_INT, DIST_MAX);
         *sig = s;
         D.agreed = 1;                   /* every rank stops */
     }
     int rc = 0;
     if (buf[0] > 0) {                   /* rare: the lowest failing rank tells why */
         int who = failed ? D.rank : D.size;
-        MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        mpi->allreduce(&who, 1, DIST_INT, DIST_MIN);
         char msg[DIST_MSG];
         snprintf(msg, sizeof msg, "%s", cdl_last_error());
-        MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, who, MPI_COMM_WORLD);
+        mpi->bcast(msg, (int)sizeof msg, DIST_BYTE, who);
         msg[sizeof msg - 1] = 0;
         if (who == 0) cdl_fail("%s", msg);
         else cdl_fail("rank %d: %s", who, msg);
@@ -155,8 +204,7 @@ int cdl_dist_sum(void *buf, int64_t n, int real_size) {
     double t0 = dist_now();
     for (int64_t at = 0; at < n; at += DIST_CHUNK) {
         int64_t k = n - at < DIST_CHUNK ? n - at : DIST_CHUNK;
-        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at * real_size, (int)k, real_size == 8 ? MPI_DOUBLE : MPI_FLOAT,
-                      MPI_SUM, MPI_COMM_WORLD);
+        mpi->allreduce((char *)buf + at * real_size, (int)k, real_size == 8 ? DIST_DOUBLE : DIST_FLOAT, DIST_SUM);
     }
     D.st.sum_seconds += dist_now() - t0;
     D.st.sum_bytes += (uint64_t)n * (uint64_t)real_size;
@@ -172,7 +220,7 @@ int cdl_dist_bcast(void *buf, size_t bytes) {
 #ifdef CDL_MPI
     for (size_t at = 0; at < bytes; at += (size_t)DIST_CHUNK) {
         size_t k = bytes - at < (size_t)DIST_CHUNK ? bytes - at : (size_t)DIST_CHUNK;
-        MPI_Bcast((char *)buf + at, (int)k, MPI_BYTE, 0, MPI_COMM_WORLD);
+        mpi->bcast((char *)buf + at, (int)k, DIST_BYTE, 0);
     }
 #else
     (void)buf;
@@ -192,7 +240,7 @@ int cdl_dist_same(const void *buf, size_t bytes, const char *what) {
     if (D.size == 1) return 0;
 #ifdef CDL_MPI
     uint64_t h = dist_hash(buf, bytes), hv[2] = {h, ~h};
-    MPI_Allreduce(MPI_IN_PLACE, hv, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    mpi->allreduce(hv, 2, DIST_U64, DIST_MAX);
     if (hv[0] != ~hv[1]) {              /* max != min */
         D.agreed = 1;                   /* every rank sees it */
         return cdl_fail("%s differ between the ranks (rank %d's hash %016llx; the highest %016llx, the lowest "
@@ -251,8 +299,8 @@ int cdl_dist_finish(int status) {
         D.mpi = 0;
         fflush(stdout);
         fflush(stderr);
-        if (status != 0 && !D.agreed && D.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
-        MPI_Finalize();
+        if (status != 0 && !D.agreed && D.size > 1) mpi->abort(status);
+        mpi->finalize();
     }
 #endif
     D.init = 0;
