@@ -6,7 +6,9 @@
 #   make BACKEND=onednn [target]   the same with the oneDNN kernel backend (build/onednn/)
 CC      ?= gcc
 # Kernel backend (docs/design.md, Backends): openblas (the default) or onednn, which
-# sends f32 GEMMs to oneDNN (f64 ones stay on OpenBLAS: oneDNN has no dgemm).  Each
+# sends f32 GEMMs to oneDNN (f64 ones stay on OpenBLAS: oneDNN has no dgemm; the
+# oneDNN runtime loads OpenBLAS at its first use, runtime/blas.c, so it is not on its
+# link line).  Each
 # backend builds in its own directory, so that switching never mixes objects.
 # RT_LIBS is THE list of libraries a program linked with libcdlrt.a needs; the build
 # writes it next to the library as $(B)/libcdlrt.libs for scripts to read.
@@ -17,7 +19,7 @@ RT_LIBS := -lopenblas -lz -lpthread -lm
 RT_DEFS :=
 else ifeq ($(BACKEND),onednn)
 B       ?= build/onednn
-RT_LIBS := -ldnnl -lgomp -lopenblas -lz -lpthread -lm
+RT_LIBS := -ldnnl -lgomp -lz -lpthread -lm -ldl
 RT_DEFS := -DCDL_BACKEND_ONEDNN
 else
 $(error BACKEND must be openblas or onednn, not '$(BACKEND)')

@@ -3,11 +3,18 @@
  * cdl_gemm_f32/f64 are row-major GEMMs with transpose flags, so that generated code
  * never copies a matrix to transpose it.  Nothing else in the tree includes cblas.h.
  * A oneDNN build (make BACKEND=onednn, backend_int.h) sends the f32 products to
- * dnnl_sgemm instead; the f64 ones stay here (oneDNN has no dgemm).
+ * dnnl_sgemm instead; the f64 ones stay here (oneDNN has no dgemm), and so do the f32
+ * products too small for oneDNN.  Those are all a oneDNN build needs OpenBLAS for, and
+ * most programs (f32 models) make none, so there it is not linked but loaded at its
+ * first use (blas_lazy below): loading it cost ~5 ms of every run's start-up.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <cblas.h>
 #include <pthread.h>
+#ifdef CDL_BACKEND_ONEDNN
+#include <dlfcn.h>
+#include <stdatomic.h>
+#endif
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +62,71 @@ int cdl_backend_dnnl(void) {
 #define CDL_GEMM_DNNL_f32
 #endif
 #define CDL_GEMM_DNNL_f64
+
+/* OpenBLAS's functions as the runtime calls them: directly in an OpenBLAS build; in a
+ * oneDNN build through pointers that blas_lazy fills at the first call of any of them
+ * (dlopen of BLAS_LIB; each call then costs a pthread_once check).  A oneDNN program
+ * where OpenBLAS is missing stops at that first call with a message naming the
+ * library (an f32 model never gets there unless it makes products of at most 16^3
+ * multiply-adds). */
+#ifdef CDL_BACKEND_ONEDNN
+#define BLAS_LIB "libopenblas.so.0"
+static struct {
+    __typeof__(cblas_sgemm) *sgemm;
+    __typeof__(cblas_dgemm) *dgemm;
+    __typeof__(cblas_sgemv) *sgemv;
+    __typeof__(cblas_dgemv) *dgemv;
+    __typeof__(openblas_set_num_threads) *set_num_threads;
+    int (*thread_shutdown)(void);             /* blas_thread_shutdown_, NULL if absent */
+} blas_fn;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static atomic_int blas_loaded;                /* blas_fn is filled */
+static atomic_int blas_single;                /* cdl_blas_set_threads was called */
+
+static void blas_one_thread(void) {
+    blas_fn.set_num_threads(1);
+    if (blas_fn.thread_shutdown) blas_fn.thread_shutdown();
+}
+
+static void *blas_sym(void *h, const char *name) {
+    void *f = dlsym(h, name);
+    if (!f) {
+        fprintf(stderr, "cdl: %s has no %s, which this oneDNN runtime needs for f64 and small products\n", BLAS_LIB,
+                name);
+        exit(1);
+    }
+    return f;
+}
+
+/* Load OpenBLAS (once; the loading starts its worker threads, which go the way
+ * cdl_blas_set_threads sends them if it was called).  blas_loaded and blas_single
+ * are sequentially consistent, so whichever of this and cdl_blas_set_threads comes
+ * second sees the other's flag. */
+static void blas_load(void) {
+    void *h = dlopen(BLAS_LIB, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "cdl: this oneDNN runtime needs OpenBLAS for f64 and small products, and could not load "
+                        "it: %s (install libopenblas0)\n", dlerror());
+        exit(1);
+    }
+    *(void **)&blas_fn.sgemm = blas_sym(h, "cblas_sgemm");
+    *(void **)&blas_fn.dgemm = blas_sym(h, "cblas_dgemm");
+    *(void **)&blas_fn.sgemv = blas_sym(h, "cblas_sgemv");
+    *(void **)&blas_fn.dgemv = blas_sym(h, "cblas_dgemv");
+    *(void **)&blas_fn.set_num_threads = blas_sym(h, "openblas_set_num_threads");
+    *(void **)&blas_fn.thread_shutdown = dlsym(h, "blas_thread_shutdown_");
+    atomic_store(&blas_loaded, 1);
+    if (atomic_load(&blas_single)) blas_one_thread();
+}
+
+#define BLAS(f) (pthread_once(&blas_once, blas_load), blas_fn.f)
+#else
+#define BLAS(f) BLAS_##f
+#define BLAS_sgemm cblas_sgemm
+#define BLAS_dgemm cblas_dgemm
+#define BLAS_sgemv cblas_sgemv
+#define BLAS_dgemv cblas_dgemv
+#endif
 
 /* Threads for GEMMs.  The libraries' own threads are never used once
  * cdl_blas_set_threads has been called: OpenBLAS runs on one thread and oneDNN on an
@@ -121,8 +193,8 @@ static int gemm_parts(int64_t M, int64_t N, int64_t K) {
                  beta, C, (blasint)ldc);                                                \
     }
 
-CDL_GEMV(float, f32, cblas_sgemv)
-CDL_GEMV(double, f64, cblas_dgemv)
+CDL_GEMV(float, f32, BLAS(sgemv))
+CDL_GEMV(double, f64, BLAS(dgemv))
 
 /* One library call, on the calling thread's single-threaded library. */
 #define CDL_GEMM_ONE(T, S, CBLAS)                                                      \
@@ -162,8 +234,8 @@ CDL_GEMV(double, f64, cblas_dgemv)
                          j->beta, j->C + lo * j->ldc, j->ldc);                          \
     }
 
-CDL_GEMM_ONE(float, f32, cblas_sgemm)
-CDL_GEMM_ONE(double, f64, cblas_dgemm)
+CDL_GEMM_ONE(float, f32, BLAS(sgemm))
+CDL_GEMM_ONE(double, f64, BLAS(dgemm))
 
 /* C[M,N] = alpha op(A) op(B) + beta C, all row-major.  op(X) = X when the flag is 0,
  * X^T otherwise; lda/ldb/ldc are the physical row lengths (compiled sizes).
@@ -249,7 +321,9 @@ static int cpus_available(void) {
  * blas_thread_shutdown_ joins them (a later multi-threaded call would start them
  * again; cdl makes none).  Weak: a BLAS without it (OpenMP or reference builds) just
  * keeps its threads. */
+#ifndef CDL_BACKEND_ONEDNN
 extern int blas_thread_shutdown_(void) __attribute__((weak));
+#endif
 
 /* Number of threads for the runtime's pool, which runs the large GEMMs' blocks (above)
  * and the kernels OpenBLAS does not run; the libraries themselves go to one thread
@@ -257,10 +331,13 @@ extern int blas_thread_shutdown_(void) __attribute__((weak));
  * run on. */
 void cdl_blas_set_threads(int n) {
     if (n <= 0) n = cpus_available();
+#ifdef CDL_BACKEND_ONEDNN
+    atomic_store(&blas_single, 1);
+    if (atomic_load(&blas_loaded)) blas_one_thread();
+    cdl_dnnl_single_threaded();
+#else
     openblas_set_num_threads(1);
     if (blas_thread_shutdown_) blas_thread_shutdown_();
-#ifdef CDL_BACKEND_ONEDNN
-    cdl_dnnl_single_threaded();
 #endif
     cdl_parallel_set_threads(n);
 }

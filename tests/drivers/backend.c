@@ -1,13 +1,17 @@
 /* backend.c -- driver for tests/sh/backend.sh: which kernel backend serves this process
  * (cdl_backend), and whether its f32 GEMMs are right.
  *
- * Prints "backend NAME" then checks cdl_gemm_f32 against cdl_gemm_f64 (OpenBLAS's
+ * Prints "backend NAME", then "openblas mapped: S F" with S whether OpenBLAS is
+ * mapped into the process at the start (/proc/self/maps) and F after one 64x784x256
+ * f32 product (a oneDNN runtime loads it at its first f64 or small product only:
+ * runtime/blas.c), then checks cdl_gemm_f32 against cdl_gemm_f64 (OpenBLAS's
  * dgemm, whatever the backend) on the bench models' product shapes and on small odd
  * ones, every transpose pair, leading dimensions longer than a row, beta 0 (over NaN)
  * and beta 1, with |f32 - f64| <= 1e-5 (1 + |f64|) K-scaled.  Exit 0 when all agree. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cdl.h"
 
@@ -46,6 +50,17 @@ static double check(int ta, int tb, shape s, int pad, double beta) {
     return worst;
 }
 
+/* 1 when a libopenblas is mapped into this process, 0 if not, -1 when maps is unreadable. */
+static int openblas_mapped(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, "/libopenblas") != NULL;
+    fclose(f);
+    return found;
+}
+
 int main(void) {
     /* fc1 of the MLP and its gradients, the LSTM's recurrent product, the wide MLP's
      * (smaller batch), the GPT qkv, one-row and one-column products (matrix-vector
@@ -54,6 +69,10 @@ int main(void) {
                                    {64, 1024, 512}, {128, 768, 256}, {7, 5, 9}, {1, 10, 128},
                                    {1, 256, 784}, {64, 1, 128}, {1, 1, 33}, {3, 1, 1}, {33, 17, 65}};
     printf("backend %s\n", cdl_backend());
+    int at_start = openblas_mapped();
+    static float a[64 * 784], b[784 * 256], c[64 * 256];
+    cdl_gemm_f32(0, 0, 64, 256, 784, 1, a, 784, b, 256, 0, c, 256);
+    printf("openblas mapped: %d %d\n", at_start, openblas_mapped());
     int bad = 0;
     double worst = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)

@@ -4,7 +4,9 @@
 # (oneDNN exactly when it links libdnnl), CDL_BACKEND=openblas turns a oneDNN build
 # back to OpenBLAS, an unknown or unavailable CDL_BACKEND is reported and ignored, and
 # the f32 GEMMs of every backend the build has agree with OpenBLAS's f64 ones on the
-# bench shapes, every transpose, padded rows, beta 0 and 1 (tests/drivers/backend.c).
+# bench shapes, every transpose, padded rows, beta 0 and 1 (tests/drivers/backend.c),
+# and a oneDNN runtime loads OpenBLAS only when a product needs it: not at the start,
+# not for a large f32 product, and (the f64 checks pass) when an f64 one comes.
 set -u
 B=${B:-build}
 CDLRT=${CDLRT:-$B/libcdlrt.a}
@@ -34,6 +36,8 @@ run() {
     fi
 }
 run "default" "$built"
+want="openblas mapped: 1 1"; [ "$built" = onednn ] && want="openblas mapped: 0 0"
+grep -qx "$want" "$t/out" || { echo "FAIL: default run: '$(grep mapped "$t/out")' (want '$want')"; fail=1; }
 [ -s "$t/err" ] && { echo "FAIL: the default run wrote to stderr: $(head -2 "$t/err")"; fail=1; }
 run "CDL_BACKEND=openblas" openblas CDL_BACKEND=openblas
 run "CDL_BACKEND=$built" "$built" CDL_BACKEND="$built"
