@@ -3,7 +3,8 @@
 #   plain      a program linked with the runtime, started without mpirun, has no libmpi
 #              mapped after cdl_dist_init, and trainer programs (cdlc --exe) do not
 #              name libmpi among their libraries
-#   mpirun     under mpirun -np 2 the plugin loads libmpi and the ranks sum (1 + 2 = 3)
+#   mpirun     under mpirun -np 2 the plugin loads libmpi and the ranks sum (1 + 2 = 3),
+#              from the build directory and from the copy CDL_MPI_PLUGIN names
 #   missing    a launcher's environment with CDL_MPI_PLUGIN naming a missing file or a
 #              file that is not a library: exit 1 with a message naming the file
 #              (tests/drivers/dist_lazy.c prints what it sees)
@@ -21,6 +22,9 @@ if readelf -d "$t/mlp" | grep NEEDED | grep -q libmpi; then bad "plain: the trai
 out=$($MPIRUN "$t/lazy" | sort) || bad "mpirun: exit $?"
 want=$'rank 0 size 2 libmpi 1 sum 3\nrank 1 size 2 libmpi 1 sum 3'
 [ "$out" = "$want" ] || bad "mpirun: '$out' (want '$want')"
+cp "$(dirname "$CDLRT")/libcdlrt_mpi.so" "$t/moved.so"      # CDL_MPI_PLUGIN names another copy
+out=$(CDL_MPI_PLUGIN="$t/moved.so" $MPIRUN "$t/lazy" | sort) || bad "mpirun, CDL_MPI_PLUGIN: exit $?"
+[ "$out" = "$want" ] || bad "mpirun, CDL_MPI_PLUGIN: '$out' (want '$want')"
 
 echo "not a library" >"$t/text.so"
 for p in "$t/missing.so" "$t/text.so"; do
