@@ -11,9 +11,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cdl.h"
+#include "mapped.h"
 
 typedef struct shape { int m, n, k; } shape;
 
@@ -50,17 +50,6 @@ static double check(int ta, int tb, shape s, int pad, double beta) {
     return worst;
 }
 
-/* 1 when a libopenblas is mapped into this process, 0 if not, -1 when maps is unreadable. */
-static int openblas_mapped(void) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return -1;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) found = strstr(line, "/libopenblas") != NULL;
-    fclose(f);
-    return found;
-}
-
 int main(void) {
     /* fc1 of the MLP and its gradients, the LSTM's recurrent product, the wide MLP's
      * (smaller batch), the GPT qkv, one-row and one-column products (matrix-vector
@@ -69,10 +58,10 @@ int main(void) {
                                    {64, 1024, 512}, {128, 768, 256}, {7, 5, 9}, {1, 10, 128},
                                    {1, 256, 784}, {64, 1, 128}, {1, 1, 33}, {3, 1, 1}, {33, 17, 65}};
     printf("backend %s\n", cdl_backend());
-    int at_start = openblas_mapped();
+    int at_start = lib_mapped("libopenblas");
     static float a[64 * 784], b[784 * 256], c[64 * 256];
     cdl_gemm_f32(0, 0, 64, 256, 784, 1, a, 784, b, 256, 0, c, 256);
-    printf("openblas mapped: %d %d\n", at_start, openblas_mapped());
+    printf("openblas mapped: %d %d\n", at_start, lib_mapped("libopenblas"));
     int bad = 0;
     double worst = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)

@@ -5,20 +5,9 @@
  * a program started without mpirun must not load MPI (runtime/dist_int.h).  A failed
  * cdl_dist_init prints its message to stderr and exits 1. */
 #include <stdio.h>
-#include <string.h>
 
 #include "cdl.h"
-
-/* 1 when some mapping of this process is a libmpi, 0 if none, -1 when maps is unreadable. */
-static int libmpi_mapped(void) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return -1;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) found = strstr(line, "/libmpi") != NULL;
-    fclose(f);
-    return found;
-}
+#include "mapped.h"
 
 int main(void) {
     if (cdl_dist_init() < 0) {
@@ -30,6 +19,6 @@ int main(void) {
         fprintf(stderr, "dist_lazy: %s\n", cdl_last_error());
         return cdl_dist_finish(1);
     }
-    printf("rank %d size %d libmpi %d sum %g\n", cdl_dist_rank(), cdl_dist_size(), libmpi_mapped(), x);
+    printf("rank %d size %d libmpi %d sum %g\n", cdl_dist_rank(), cdl_dist_size(), lib_mapped("libmpi"), x);
     return cdl_dist_finish(0);
 }
