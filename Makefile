@@ -31,6 +31,8 @@ endif
 # mpirun: every program linked with libcdlrt can run under mpirun, and started
 # otherwise never loads libmpi (runtime/dist_int.h).  RT_LIBS gains only -ldl.
 # MPI=0 builds without it.
+# PREFIX before MPI_CFLAGS: it names the installed plugin, and := expands at once.
+PREFIX  ?= /usr/local
 MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
 ifeq ($(MPI),1)
 MPI_CFLAGS := -DCDL_MPI -DCDL_MPI_PLUGIN_BUILT='"$(abspath $(B))/libcdlrt_mpi.so"' \
@@ -44,7 +46,6 @@ CFLAGS  ?= $(OPT) -g
 WFLAGS  := -std=c11 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L
 ALLFLAGS = $(WFLAGS) $(CFLAGS) $(SAN) -Iruntime -Icompiler -I$(B)/gen -MMD -MP
 LDLIBS  := $(RT_LIBS)
-PREFIX  ?= /usr/local
 # The runtime's kernels are the hot loops: vectorise them for this machine (AVX-512 on
 # the Zen 4 machines we run on).  Override with RT_OPT="-O2" for a portable library.
 # -fno-math-errno lets sqrtf/expf vectorise (Adam's update, the activations); the

@@ -8,6 +8,8 @@
 #   missing    a launcher's environment with CDL_MPI_PLUGIN naming a missing file or a
 #              file that is not a library: exit 1 with a message naming the file
 #              (tests/drivers/dist_lazy.c prints what it sees)
+#   installed  the runtime names the installed plugin under PREFIX (default /usr/local),
+#              not under a PREFIX the Makefile had not set yet ("/lib/...")
 # Skipped only where mpicc is missing (scripts/deps.sh installs Open MPI).
 . "$(dirname "$0")/../lib.sh"
 need_mpi
@@ -26,6 +28,9 @@ cp "$(dirname "$CDLRT")/libcdlrt_mpi.so" "$t/moved.so"      # CDL_MPI_PLUGIN nam
 out=$(CDL_MPI_PLUGIN="$t/moved.so" $MPIRUN "$t/lazy" | sort) || bad "mpirun, CDL_MPI_PLUGIN: exit $?"
 [ "$out" = "$want" ] || bad "mpirun, CDL_MPI_PLUGIN: '$out' (want '$want')"
 
+inst="${PREFIX:-/usr/local}/lib/libcdlrt_mpi.so"
+grep -aq "$inst" "$CDLRT" || bad "installed: $CDLRT does not name $inst"
+
 echo "not a library" >"$t/text.so"
 for p in "$t/missing.so" "$t/text.so"; do
     err=$(OMPI_COMM_WORLD_SIZE=2 CDL_MPI_PLUGIN="$p" "$t/lazy" 2>&1 >/dev/null); rc=$?
@@ -34,4 +39,4 @@ for p in "$t/missing.so" "$t/text.so"; do
         *) bad "missing: $p: message '$err'" ;; esac
 done
 [ $fail -eq 0 ] || exit 1
-echo "mpi_lazy: no libmpi without mpirun; two ranks load it and sum; a missing plugin is named"
+echo "mpi_lazy: no libmpi without mpirun; two ranks load it and sum; a missing plugin is named; the installed path is PREFIX's"
