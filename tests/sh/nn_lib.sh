@@ -8,7 +8,7 @@
 #     equals PyTorch's formulas recomputed in plain Python (tests/nn_ref.py) to 1e-10;
 #     with torch in /usr/bin/python3, the checkpoint exported by tools/ckpt_torch.py loads
 #     strictly into those modules, whose loss and gradients equal cdl's to 1e-10 (f64);
-#   - the module is found by an installed compiler (make install PREFIX=...) and through
+#   - the module is found by an installed compiler (make install DESTDIR=...) and through
 #     $CDL_PATH, from any directory.
 # Environment: B, CDLC, COMPARE.
 . "$(dirname "$0")/../lib.sh"
@@ -39,9 +39,15 @@ fi
 # the module beside an installed compiler (the default build only: make install
 # installs build/), and through CDL_PATH
 mkdir -p $t/elsewhere && cp $M $t/elsewhere/m.cdl
+# DESTDIR, not PREFIX=: a PREFIX other than the build's changes the runtime's flags (it
+# names the installed MPI plugin), and rebuilding build/libcdlrt.a here would pull it from
+# under the tests linking with it at the same time; install must not touch the build.
 if [ "$B" = build ]; then
-    make -s install PREFIX=$t/inst >$t/log 2>&1 || bad "make install: $(tail -3 $t/log)"
-    ( cd $t/elsewhere && $t/inst/bin/cdlc m.cdl -o m.c >log 2>&1 ) && echo "ok   installed cdlc finds nn in share/cdl" ||
+    before=$(cksum <build/libcdlrt.a)
+    make -s install DESTDIR=$t/inst >$t/log 2>&1 || bad "make install: $(tail -3 $t/log)"
+    [ "$(cksum <build/libcdlrt.a)" = "$before" ] || bad "make install rebuilt build/libcdlrt.a"
+    inst=$t/inst${PREFIX:-/usr/local}
+    ( cd $t/elsewhere && $inst/bin/cdlc m.cdl -o m.c >log 2>&1 ) && echo "ok   installed cdlc finds nn in share/cdl" ||
         bad "installed cdlc: $(tail -3 $t/elsewhere/log)"
 fi
 cp "$CDLC" $t/elsewhere/cdlc
