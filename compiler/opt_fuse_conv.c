@@ -190,6 +190,16 @@ int opt_fuse_conv(Graph *g) {
  *     reduce).
  * Marks only: no node changes op, inputs or flags, so the plan is the same. */
 
+/* Whether a node strictly between a and b reads node v (a loop may read anything). */
+static bool read_between(const Graph *g, int v, int a, int b) {
+    for (int j = a + 1; j < b; j++) {
+        if (g->n[j].op == OP_LOOP) return true;
+        for (int k = 0; k < g->n[j].nin; k++)
+            if (g->n[j].in[k] == v && !(g->n[j].flags & NF_DEAD)) return true;
+    }
+    return false;
+}
+
 static bool xw_pair(const Graph *g, int m, int n) {
     const Node *w = &g->n[m], *x = &g->n[n];
     if (w->op != OP_CONV2D_BWD_W || (x->op != OP_CONV2D_BWD_X && x->op != OP_CONV2D_BWD_X_FUSED)) return false;
@@ -197,13 +207,7 @@ static bool xw_pair(const Graph *g, int m, int n) {
     if (!conv_same_geom(g, m, n)) return false;
     bool alive = false;
     for (int k = 2; k < x->nin; k++) alive = alive || x->in[k] == w->in[1];
-    if (!alive) return false;
-    for (int j = m + 1; j < n; j++) {
-        if (g->n[j].op == OP_LOOP) return false;
-        for (int k = 0; k < g->n[j].nin; k++)
-            if (g->n[j].in[k] == m && !(g->n[j].flags & NF_DEAD)) return false;
-    }
-    return true;
+    return alive && !read_between(g, m, m, n);
 }
 
 /* The first bwd_x node bwd_w node m pairs with (-1: none); at most 4 nodes later. */
@@ -230,12 +234,7 @@ static int xw_bias(const Graph *g, int n) {
         if (d->op != OP_SUM || d->in[0] != x->in[0] || d->ia[0] != (1 | 4 | 8) || d->dtype != x->dtype ||
             (d->flags & (NF_DEAD | NF_INPLACE)) || g->n[d->in[0]].shape.rank != 4)
             continue;
-        for (int j = s + 1; j < n; j++) {
-            if (g->n[j].op == OP_LOOP) return -1;
-            for (int k = 0; k < g->n[j].nin; k++)
-                if (g->n[j].in[k] == s && !(g->n[j].flags & NF_DEAD)) return -1;
-        }
-        return s;
+        return read_between(g, s, s, n) ? -1 : s;
     }
     return -1;
 }
