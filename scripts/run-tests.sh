@@ -5,9 +5,11 @@
 # Environment: B = build directory (build or build/asan); JOBS = tests run at a time (2).
 #
 # Most tests are one single-threaded compile-and-run after another, so two of them run at
-# a time (CI has two cores).  Each test's output is buffered and its block printed in the
-# fixed order (programs, then scripts, by name) as soon as it and every test before it are
-# done, with its own wall time and CPU time (user + system of everything it ran).
+# a time (CI has two cores).  Each test's output is buffered and its block printed as soon
+# as it is done (so in the order tests finish, which the start order below decides), with
+# how many are done of how many, its own wall time and CPU time (user + system of
+# everything it ran); a failing test prints the end of its output there and its name
+# again in the "failed:" line at the end.
 # A script whose text has a line starting with "# run-tests: alone" runs with nothing
 # beside it: it uses both cores itself (two MPI ranks, `--jobs 2`, xargs -P 2) or measures
 # time.  Today: build_all, codegen_equiv, compile_scaling, deploy, difftest, gradcheck_ops,
@@ -80,25 +82,27 @@ run_one() {
         mv "$out/$i.tmp" "$out/$i.res"
 }
 
-# report: print, in order, the block of every finished test not printed yet.
-next=0; cpu_sum=0
+# report: print the block of every finished test not printed yet.
+done_n=0; cpu_sum=0; printed=()
 report() {
-    local rc p f wall cpu name
-    while [ $next -lt ${#tests[@]} ] && [ -f "$out/$next.res" ]; do
-        read -r rc p f wall cpu <"$out/$next.res"
-        name=$(basename "${tests[$next]}")
+    local i rc p f wall cpu name
+    for i in "${started[@]}"; do
+        [ -z "${printed[i]:-}" ] && [ -f "$out/$i.res" ] || continue
+        printed[i]=1; done_n=$((done_n + 1))
+        read -r rc p f wall cpu <"$out/$i.res"
+        name=$(basename "${tests[$i]}")
         pass=$((pass + p)); fail=$((fail + f))
         echo "$name $wall $cpu" >>"$out/times"
         cpu_sum=$(awk -v a="$cpu_sum" -v b="$cpu" 'BEGIN { print a + b }')
+        local n="[$done_n/${#tests[@]}]"
         if [ "$f" != 0 ]; then
             failed_names="$failed_names $name"
-            echo "---- $name (exit $rc, $wall s, cpu $cpu s)"; tail -40 "$out/$next.log"
+            echo "---- $n $name (exit $rc, $wall s, cpu $cpu s)"; tail -40 "$out/$i.log"
         elif [[ $name == *.sh ]]; then
-            echo "ok   $name [$wall s, cpu $cpu s]: $(tail -1 "$out/$next.log")"
+            echo "ok   $n $name [$wall s, cpu $cpu s]: $(tail -1 "$out/$i.log")"
         else
-            echo "ok   $name ($p, $wall s, cpu $cpu s)"
+            echo "ok   $n $name ($p, $wall s, cpu $cpu s)"
         fi
-        next=$((next + 1))
     done
 }
 
@@ -113,7 +117,7 @@ order=$(for i in "${!tests[@]}"; do
             [[ $t == *.sh ]] && { e=30; grep -q '^# run-tests: alone' "$t" && a=1; }
             echo "$a ${est[$n]:-$e} $i"
         done | sort -k1,1nr -k2,2gr -k3,3n | awk '{ print $1, $3 }')
-used=0; running=()
+used=0; running=(); started=()
 while read -r -u 3 a i; do
     need[$i]=1; [ "$a" = 1 ] && need[$i]=$JOBS
     # wait until the slots it needs are free (all of them, for an "alone" script)
@@ -127,7 +131,7 @@ while read -r -u 3 a i; do
         report
     done
     run_one "$i" "${tests[$i]}" &
-    running+=("$i"); used=$((used + need[i]))
+    running+=("$i"); started+=("$i"); used=$((used + need[i]))
 done 3<<<"$order"
 wait; report
 cp "$out/times" "$B/test-times.txt" 2>/dev/null
