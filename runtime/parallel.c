@@ -4,9 +4,20 @@
  *
  * The pool is created when the thread count is set (cdl_blas_set_threads) and lives
  * until the next change: threads - 1 workers, the calling thread being the last one.
- * A job is n tasks handed out one by one through an atomic counter; which thread runs
- * a task does not matter, so a kernel whose tasks write disjoint outputs (or a
- * per-task slot of its scratch) gives the same bits for any thread count.
+ * A job is n tasks; which thread runs a task does not matter, so a kernel whose tasks
+ * write disjoint outputs (or a per-task slot of its scratch) gives the same bits for
+ * any thread count.
+ *
+ * Who runs which task.  The tasks are cut into one contiguous block per taking
+ * thread, each with its own counter: thread s takes the tasks of block s one by one,
+ * then those left in the other blocks (s + 1, s + 2, ... round).  The kernels cut a
+ * batch the same way from one op to the next (the conv chunks, the ranges, the planes
+ * of pooling), so an awake worker runs the same half of the batch in every op of a
+ * step and finds it in its own cache; with one shared counter the halves went to
+ * whichever thread came first, and a 2-thread LeNet step spent ~0.5 ms more in the
+ * same tasks than at 1 thread, moving them between the cores' L2 caches
+ * (docs/benchmarks.md, "LeNet at 2 threads (session 11, lenet7)").  A late or absent
+ * thread's block is taken by the others, as before.
  *
  * Waiting.  Between jobs a thread stays awake for the pool's wait window and then
  * sleeps on a condition variable: for the first POOL_SPIN_NS it spins on `pause`, after
@@ -75,9 +86,12 @@ static struct {
     _Alignas(64) _Atomic uint64_t state; /* gen | closed | refs (above) */
     cdl_slot_fn *fn;     /* the current job: written before its gen is published */
     void *ctx;
-    int64_t n;
-    int slots;           /* threads 0 .. slots - 1 take part (the caller is thread 0) */
-    _Alignas(64) atomic_llong next; /* next task index of the current job */
+    int nblocks;  /* threads 0 .. nblocks - 1 take part (the caller is thread 0), each
+                   * with its own block of the tasks */
+    struct {
+        _Alignas(64) atomic_llong next; /* next task index of this block */
+        int64_t end;                    /* one past its last task */
+    } block[POOL_MAX + 1];
     atomic_flag busy;    /* a job is running: a nested or concurrent call runs serially */
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -141,12 +155,17 @@ static int no_refs(uint64_t unused) {
     return (atomic_load(&pool.state) & ST_REFS) == 0;
 }
 
-/* Take tasks of the current job until none is left; `slot` is this thread's number. */
-static void run_tasks(cdl_slot_fn *fn, void *ctx, int64_t n, int slot) {
-    for (;;) {
-        int64_t i = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
-        if (i >= n) return;
-        fn(ctx, i, slot);
+/* Take tasks of the current job until none is left: those of block `slot` (this
+ * thread's number) first, then the other blocks' in turn. */
+static void run_tasks(cdl_slot_fn *fn, void *ctx, int slot) {
+    const int nb = pool.nblocks;
+    for (int k = 0; k < nb; k++) {
+        const int b = (slot + k) % nb;
+        for (;;) {
+            int64_t i = atomic_fetch_add_explicit(&pool.block[b].next, 1, memory_order_relaxed);
+            if (i >= pool.block[b].end) break;
+            fn(ctx, i, slot);
+        }
     }
 }
 
@@ -187,7 +206,7 @@ static void *worker(void *arg) {
         if (atomic_load(&pool.quit)) break;
         seen = atomic_load(&pool.state) / ST_GEN1;
         if (!enter_job(seen)) continue; /* closed before this worker came: nothing to do */
-        if (slot < pool.slots) run_tasks(pool.fn, pool.ctx, pool.n, slot);
+        if (slot < pool.nblocks) run_tasks(pool.fn, pool.ctx, slot);
         leave_job();
     }
     return NULL;
@@ -262,9 +281,11 @@ int cdl_parallel_sleeping(void) {
 static void pool_run(cdl_slot_fn *fn, void *ctx, int64_t n, int slots) {
     pool.fn = fn;
     pool.ctx = ctx;
-    pool.n = n;
-    pool.slots = slots;
-    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
+    pool.nblocks = slots < pool.nworkers + 1 ? slots : pool.nworkers + 1;
+    for (int b = 0; b < pool.nblocks; b++) {
+        atomic_store_explicit(&pool.block[b].next, n * b / pool.nblocks, memory_order_relaxed);
+        pool.block[b].end = n * (b + 1) / pool.nblocks;
+    }
     uint64_t g = atomic_load(&pool.state) / ST_GEN1 + 1;
     atomic_store(&pool.state, g * ST_GEN1); /* open, no refs; releases the job's fields */
     if (atomic_load(&pool.sleepers) > 0) {
@@ -272,7 +293,7 @@ static void pool_run(cdl_slot_fn *fn, void *ctx, int64_t n, int slots) {
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.mu);
     }
-    run_tasks(fn, ctx, n, 0);
+    run_tasks(fn, ctx, 0);
     atomic_fetch_or(&pool.state, ST_CLOSED); /* every task is taken: no newcomers */
     if (!spin_until(no_refs, 0, POOL_CALLER_SPIN_NS)) {
         pthread_mutex_lock(&pool.mu);

@@ -4,13 +4,15 @@
  * tasks than threads, for 1 to 5 threads; and cdl_parallel_for itself: many small jobs
  * back to back, and jobs far enough apart that the workers stop spinning and sleep,
  * run every task exactly once and return only when all have finished; and
- * cdl_parallel_slots gives each thread its own slot below the limit; and the wait window
+ * cdl_parallel_slots gives each thread its own slot below the limit, and each thread its
+ * own block of the tasks first; and the wait window
  * (cdl_parallel_set_wait, CDL_POOL_WAIT_US): workers stay awake for it after a job and
  * sleep after it, or after their first late yield; cdl_parallel_for_work keeps a job under
  * CDL_PAR_MIN elements on the calling thread. */
 #include "test_rt_util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -135,6 +137,39 @@ static void test_slots(void **state) {
             assert_int_equal(atomic_load(&j.bad_slot), 0);
         }
     }
+    cdl_parallel_set_threads(1);
+}
+
+/* Who runs which task: with 2 threads, the worker (slot 1) starts at the first task of
+ * the second half, n / 2, and the caller (slot 0) at task 0 (runtime/parallel.c, "Who
+ * runs which task").  Task 0, when the caller runs it, holds the caller until the
+ * worker has run a task, so the worker always finds its own half untouched; a caller
+ * descheduled before it took a task may find that the worker has run them all
+ * (after its own half), so the caller's first task is 0 or none. */
+typedef struct FirstJob {
+    atomic_llong first[2]; /* each slot's first task, -1 before */
+    atomic_int worker_ran;
+} FirstJob;
+
+static void first_task(void *ctx, int64_t i, int slot) {
+    FirstJob *j = ctx;
+    long long none = -1;
+    atomic_compare_exchange_strong(&j->first[slot], &none, i);
+    if (slot != 0) atomic_store(&j->worker_ran, 1);
+    if (i == 0 && slot == 0)
+        while (!atomic_load(&j->worker_ran)) sched_yield();
+}
+
+static void test_blocks(void **state) {
+    (void)state;
+    cdl_parallel_set_threads(2);
+    for (int64_t n = 2; n <= 9; n++)
+        for (int r = 0; r < 50; r++) {
+            FirstJob j = {.first = {-1, -1}};
+            cdl_parallel_slots(n, 2, first_task, &j);
+            assert_int_equal(atomic_load(&j.first[1]), n / 2);
+            assert_true(atomic_load(&j.first[0]) <= 0); /* 0, or -1: none */
+        }
     cdl_parallel_set_threads(1);
 }
 
@@ -267,6 +302,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_many_jobs),
         cmocka_unit_test(test_slots),
+        cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_wait_window),
         cmocka_unit_test(test_wait_env_bad),
         cmocka_unit_test(test_for_work),
