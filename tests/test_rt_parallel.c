@@ -192,7 +192,10 @@ static void test_wait_window(void **state) {
     for (int r = 0; r < 3; r++) {
         one_job(8, 100);
         nanosleep(&(struct timespec){0, 20000000}, NULL); /* 20 ms: inside the window */
-        assert_int_equal(cdl_parallel_sleeping(), 0);     /* both still awake (yielding) */
+        /* both awake (yielding) inside it: polled, since on a loaded machine a worker the
+         * job woke may not have run yet (it counts as sleeping until it runs); a pool
+         * without the window has them asleep again by now, for good */
+        assert_true(sleeping_within(0, 400));
         assert_true(sleeping_within(2, 5000));            /* asleep once it has passed */
     }
     /* a 20 s window, but any yield counts as late (1 ns): they sleep after their first */
