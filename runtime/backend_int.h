@@ -28,6 +28,11 @@
 /* 1 when oneDNN serves this process's f32 kernels (blas.c). */
 int cdl_backend_dnnl(void);
 
+/* 1 when a product of `macs` multiply-adds (f64: doubles, else floats) runs on OpenBLAS:
+ * every f64 one, and the f32 ones when oneDNN does not serve this process or the product
+ * has at most CDL_DNNL_MIN_MACS (the rule cdl_gemm_f32 follows, blas.c). */
+int cdl_gemm_on_openblas(int64_t macs, int f64);
+
 #ifdef CDL_BACKEND_ONEDNN
 /* Row-major C = alpha op(A) op(B) + beta C through dnnl_sgemm; M, N, K > 0. */
 void cdl_dnnl_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

@@ -52,9 +52,13 @@ int cdl_backend_dnnl(void) {
 /* The f32 products go to oneDNN when it serves this process (a oneDNN build); the f64
  * ones always stay on OpenBLAS.  Tiny products (CDL_DNNL_MIN_MACS, backend_int.h) stay
  * on OpenBLAS too. */
+int cdl_gemm_on_openblas(int64_t macs, int f64) {
+    return f64 || macs <= CDL_DNNL_MIN_MACS || !cdl_backend_dnnl();
+}
+
 #ifdef CDL_BACKEND_ONEDNN
 #define CDL_GEMM_DNNL_f32                                                                  \
-    if (M * N * K > CDL_DNNL_MIN_MACS && cdl_backend_dnnl()) {                            \
+    if (!cdl_gemm_on_openblas(M * N * K, 0)) {                                             \
         cdl_dnnl_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);       \
         return;                                                                            \
     }

@@ -67,8 +67,7 @@ static int attn_threads(int64_t nwork, double cost, int blas_tiny) {
 static int attn_blas_tiny(const cdl_attn_geom *g, int f64) {
     const int64_t nr = g->tq < CDL_ATTN_BR ? g->tq : CDL_ATTN_BR, nc = g->tk < 2 * CDL_ATTN_BC ? g->tk : 2 * CDL_ATTN_BC;
     const int64_t macs = nr * nc * (g->d > g->dv ? g->d : g->dv);
-    if (macs > ATTN_BLAS_TINY_MACS) return 0;
-    return f64 || macs <= CDL_DNNL_MIN_MACS || !cdl_backend_dnnl();
+    return macs <= ATTN_BLAS_TINY_MACS && cdl_gemm_on_openblas(macs, f64);
 }
 
 #define KERNELS_T "kernels_attn_t.h"
